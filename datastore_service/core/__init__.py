@@ -1,0 +1,20 @@
+"""Index core: pure data structures and algorithms. No gRPC, asyncio, SQLite or file I/O."""
+
+from datastore_service.core.index import AddResult, NamespaceIndex, check_segment, lookup_view
+from datastore_service.core.segment import Segment, build_segment, merge_segments, restore_segment
+from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec
+
+__all__ = [
+    "AddResult",
+    "ContinuationTree",
+    "Document",
+    "LookupParams",
+    "NamespaceIndex",
+    "NamespaceSpec",
+    "Segment",
+    "build_segment",
+    "check_segment",
+    "lookup_view",
+    "merge_segments",
+    "restore_segment",
+]

@@ -1,0 +1,278 @@
+"""Compiled hot loops of the index (numba, cached on disk after the first call).
+
+Everything here works on plain arrays. Token arrays are padded past their end (see
+segment.PAD), and every document ends with the separator ``sep`` (greater than any token and
+never in a pattern), so a comparison or gather that starts inside the text stops at a
+separator before it could leave the array.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+NOPYTHON = dict(cache=True, nogil=True, boundscheck=False)
+
+
+@numba.njit(inline="always", **NOPYTHON)
+def _cmp(tokens, p, pat, k):
+    """Sign of (suffix at p, first k tokens) - pat."""
+    for j in range(k):
+        t = tokens[p + j]
+        q = pat[j]
+        if t != q:
+            return -1 if t < q else 1
+    return 0
+
+
+@numba.njit(**NOPYTHON)
+def find_range(tokens, sa, first_off, pat, k):
+    """Suffix-array range [lo, hi) of suffixes starting with pat[:k].
+
+    first_off: [vocab + 2] start of each first-token bucket, or empty to search all of sa.
+    """
+    if first_off.shape[0] > 0:
+        a = first_off[pat[0]]
+        end = first_off[pat[0] + 1]
+    else:
+        a = 0
+        end = sa.shape[0]
+    b = end
+    while a < b:
+        mid = (a + b) >> 1
+        if _cmp(tokens, sa[mid], pat, k) < 0:
+            a = mid + 1
+        else:
+            b = mid
+    lo = a
+    b = end
+    while a < b:
+        mid = (a + b) >> 1
+        if _cmp(tokens, sa[mid], pat, k) <= 0:
+            a = mid + 1
+        else:
+            b = mid
+    return lo, a
+
+
+@numba.njit(**NOPYTHON)
+def match_ranges(tokens, sa, first_off, tail, kmin):
+    """ranges[k] = (lo, hi) for the last k tokens of tail, k = kmin..len(tail)."""
+    kmax = tail.shape[0]
+    out = np.zeros((kmax + 1, 2), dtype=np.int64)
+    for k in range(kmin, kmax + 1):
+        lo, hi = find_range(tokens, sa, first_off, tail[kmax - k :], k)
+        out[k, 0] = lo
+        out[k, 1] = hi
+    return out
+
+
+@numba.njit(**NOPYTHON)
+def sample_rows(tokens, sa, lo, hi, take, k, depth, alive, doc_starts, filter_dead):
+    """Continuation rows of ``take`` evenly spaced occurrences in sa[lo:hi], dead docs dropped.
+
+    Returns rows [m, depth] in suffix order (m <= take).
+    """
+    c = hi - lo
+    rows = np.empty((take, depth), dtype=np.int32)
+    m = 0
+    for i in range(take):
+        p = sa[lo + (i * c) // take]
+        if filter_dead:
+            d = np.searchsorted(doc_starts, p, "right") - 1
+            if not alive[d]:
+                continue
+        for j in range(depth):
+            rows[m, j] = tokens[p + k + j]
+        m += 1
+    return rows[:m]
+
+
+@numba.njit(**NOPYTHON)
+def trie(rows, sep, max_nodes):
+    """(tokens, parents, counts) of the trie of lexicographically sorted rows.
+
+    A row ends at its first ``sep``. Nodes come in depth-first preorder (parents first). When
+    there are more than max_nodes, the most frequent are kept (stable: ties keep preorder), a
+    connected subtree because a parent's count is at least its child's.
+    """
+    s, depth = rows.shape
+    cap = s * depth
+    tok = np.empty(cap, dtype=np.int32)
+    par = np.empty(cap, dtype=np.int32)
+    start = np.empty(cap, dtype=np.int64)
+    cnt = np.zeros(cap, dtype=np.int32)
+    stack = np.empty(depth, dtype=np.int64)
+    top = 0
+    n = 0
+    for i in range(s):
+        lcp = 0
+        if i > 0:
+            while lcp < top and rows[i, lcp] == rows[i - 1, lcp]:
+                lcp += 1
+            for d in range(lcp, top):
+                cnt[stack[d]] = i - start[stack[d]]
+            top = lcp
+        for d in range(lcp, depth):
+            t = rows[i, d]
+            if t == sep:
+                break
+            tok[n] = t
+            par[n] = stack[top - 1] if top > 0 else -1
+            start[n] = i
+            stack[top] = n
+            top += 1
+            n += 1
+    for d in range(top):
+        cnt[stack[d]] = s - start[stack[d]]
+    if n <= max_nodes:
+        return tok[:n].copy(), par[:n].copy(), cnt[:n].copy()
+    keep = np.sort(np.argsort(-cnt[:n], kind="mergesort")[:max_nodes])
+    new_id = np.full(n, -1, dtype=np.int32)
+    for j in range(keep.shape[0]):
+        new_id[keep[j]] = j
+    out_par = np.empty(keep.shape[0], dtype=np.int32)
+    for j in range(keep.shape[0]):
+        p = par[keep[j]]
+        out_par[j] = new_id[p] if p >= 0 else -1
+    return tok[keep], out_par, cnt[keep]
+
+
+@numba.njit(**NOPYTHON)
+def first_unsorted(tokens, sa, n, width):
+    """Index i where suffix sa[i] < sa[i-1] in their first ``width`` tokens, else -1."""
+    for i in range(1, n):
+        a = sa[i - 1]
+        b = sa[i]
+        for j in range(width):
+            if b + j >= n:
+                return i  # b is a proper prefix of a, so b < a
+            if a + j >= n:
+                break
+            ta = tokens[a + j]
+            tb = tokens[b + j]
+            if ta != tb:
+                if tb < ta:
+                    return i
+                break
+    return -1
+
+
+@numba.njit(inline="always", **NOPYTHON)
+def _row_less(rows, i, j):
+    for d in range(rows.shape[1]):
+        if rows[i, d] != rows[j, d]:
+            return rows[i, d] < rows[j, d]
+    return False
+
+
+@numba.njit(**NOPYTHON)
+def sort_rows(rows):
+    """Rows in lexicographic order (stable bottom-up merge sort of row indices)."""
+    m = rows.shape[0]
+    idx = np.arange(m)
+    tmp = np.empty(m, dtype=np.int64)
+    width = 1
+    while width < m:
+        for a in range(0, m, 2 * width):
+            mid = min(a + width, m)
+            b = min(a + 2 * width, m)
+            i, j, o = a, mid, a
+            while i < mid and j < b:
+                if _row_less(rows, idx[j], idx[i]):
+                    tmp[o] = idx[j]
+                    j += 1
+                else:
+                    tmp[o] = idx[i]
+                    i += 1
+                o += 1
+            while i < mid:
+                tmp[o] = idx[i]
+                i += 1
+                o += 1
+            while j < b:
+                tmp[o] = idx[j]
+                j += 1
+                o += 1
+        idx, tmp = tmp, idx
+        width *= 2
+    out = np.empty_like(rows)
+    for r in range(m):
+        out[r] = rows[idx[r]]
+    return out
+
+
+@numba.njit(**NOPYTHON)
+def _sample_all(segs, dead, ranges, k, total, budget, depth):
+    """Rows from every segment's range for match length k; returns (rows, live, scanned)."""
+    cap = 0
+    for s in range(len(segs)):
+        c = ranges[s, k, 1] - ranges[s, k, 0]
+        cap += c if total <= budget else max(1, (budget * c) // total) if c > 0 else 0
+    out = np.empty((cap, depth), dtype=np.int32)
+    m, live, scanned, parts = 0, 0.0, 0, 0
+    for s in range(len(segs)):
+        tokens, sa, _, alive, doc_starts = segs[s]
+        lo, hi = ranges[s, k, 0], ranges[s, k, 1]
+        c = hi - lo
+        if c == 0:
+            continue
+        take = c if total <= budget else max(1, (budget * c) // total)
+        rows = sample_rows(tokens, sa, lo, hi, take, k, depth, alive, doc_starts, dead[s])
+        out[m : m + rows.shape[0]] = rows
+        m += rows.shape[0]
+        live += c * (rows.shape[0] / take)
+        scanned += take
+        parts += 1
+    rows = out[:m]
+    if parts > 1:
+        rows = sort_rows(rows)
+    return rows, int(np.round(live)), scanned
+
+
+@numba.njit(**NOPYTHON)
+def lookup_batch(segs, dead, ctx, ctx_off, kmin, kmax, min_occ, budget, depth, max_nodes, sep):
+    """Continuation tries for a batch of contexts over all segments of a namespace.
+
+    segs: typed list of (tokens, sa, first_off, alive, doc_starts), one per segment;
+    dead[s] is True when segment s has deleted documents. ctx is the concatenation of the contexts, ctx_off their
+    offsets [B + 1]. Returns flat (tokens, parents, counts), node offsets [B + 1], and per
+    context (match_length, occurrences, sampled) as a [B, 3] array.
+    """
+    nb = ctx_off.shape[0] - 1
+    ns = len(segs)
+    out_tok = np.empty(nb * max_nodes, dtype=np.int32)
+    out_par = np.empty(nb * max_nodes, dtype=np.int32)
+    out_cnt = np.empty(nb * max_nodes, dtype=np.int32)
+    node_off = np.zeros(nb + 1, dtype=np.int64)
+    meta = np.zeros((nb, 3), dtype=np.int64)
+    n = 0
+    for b in range(nb):
+        end = ctx_off[b + 1]
+        tail = ctx[max(ctx_off[b], end - kmax) : end]
+        kt = tail.shape[0]
+        if kt >= kmin and ns > 0:
+            ranges = np.zeros((ns, kt + 1, 2), dtype=np.int64)
+            for s in range(ns):
+                tokens, sa, first_off, _, _ = segs[s]
+                ranges[s] = match_ranges(tokens, sa, first_off, tail, kmin)
+            for k in range(kt, kmin - 1, -1):
+                total = 0
+                for s in range(ns):
+                    total += ranges[s, k, 1] - ranges[s, k, 0]
+                if total < min_occ:
+                    continue
+                rows, live, scanned = _sample_all(segs, dead, ranges, k, total, budget, depth)
+                if live < min_occ or rows.shape[0] == 0:
+                    continue
+                t, p, c = trie(rows, sep, max_nodes)
+                out_tok[n : n + t.shape[0]] = t
+                out_par[n : n + t.shape[0]] = p
+                out_cnt[n : n + t.shape[0]] = c
+                n += t.shape[0]
+                meta[b, 0] = k
+                meta[b, 1] = live
+                meta[b, 2] = scanned
+                break
+        node_off[b + 1] = n
+    return out_tok[:n], out_par[:n], out_cnt[:n], node_off, meta

@@ -1,0 +1,133 @@
+"""Boundary types of the index core: small, frozen, validated where they are built."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+
+from datastore_service.errors import InvalidArgument
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_VOCAB = 1 << 24  # 16.7M ids: far above any real tokenizer, keeps packed keys sane
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceSpec:
+    """A namespace: the tenant boundary and the meaning of its token ids.
+
+    name: ``[A-Za-z0-9][A-Za-z0-9._-]{0,63}``.
+    vocab_size: token ids must lie in ``[0, vocab_size)``.
+    tokenizer_fingerprint: free text identifying the tokenizer (e.g. a hash of tokenizer.json).
+    max_tokens: retention bound; when live tokens exceed it the oldest documents are evicted.
+        0 means unbounded.
+    """
+
+    name: str
+    vocab_size: int
+    tokenizer_fingerprint: str = ""
+    max_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
+            raise InvalidArgument(f"namespace name {self.name!r} must match {NAME_RE.pattern}")
+        if not (2 <= int(self.vocab_size) <= MAX_VOCAB):
+            raise InvalidArgument(f"vocab_size {self.vocab_size} must be in [2, {MAX_VOCAB}]")
+        if int(self.max_tokens) < 0:
+            raise InvalidArgument(f"max_tokens {self.max_tokens} must be >= 0")
+        if len(self.tokenizer_fingerprint) > 256:
+            raise InvalidArgument("tokenizer_fingerprint longer than 256 characters")
+
+
+@dataclasses.dataclass(frozen=True)
+class Document:
+    """One token sequence with a client-chosen id (ingest is idempotent by id)."""
+
+    doc_id: str
+    tokens: np.ndarray  # [n] int32
+
+    @staticmethod
+    def of(doc_id: str, tokens) -> "Document":
+        return Document(doc_id, np.ascontiguousarray(np.asarray(tokens), dtype=np.int32))
+
+
+@dataclasses.dataclass(frozen=True)
+class LookupParams:
+    """How one context tail is matched and how big its continuation tree may grow.
+
+    max_match: longest context suffix tried (tokens).
+    min_match: shortest suffix tried before giving up.
+    min_occurrences: a suffix length is used only if it occurs at least this often;
+        otherwise the next shorter one is tried ("shorter while matches are scarce").
+    sample_budget: at most this many occurrences are read to build the tree; when there are
+        more, an evenly spaced sample over the suffix-array range is taken.
+    depth: maximum depth of the continuation tree (tokens after the match).
+    max_nodes: maximum nodes in the tree; the most frequent prefixes are kept.
+    """
+
+    max_match: int = 4
+    min_match: int = 1
+    min_occurrences: int = 1
+    sample_budget: int = 64
+    depth: int = 8
+    max_nodes: int = 64
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.max_match <= 16, f"max_match {self.max_match} not in [1, 16]"),
+            (1 <= self.min_match <= self.max_match, f"min_match {self.min_match} not in [1, max_match]"),
+            (1 <= self.min_occurrences <= 1 << 20, f"min_occurrences {self.min_occurrences} out of range"),
+            (1 <= self.sample_budget <= 4096, f"sample_budget {self.sample_budget} not in [1, 4096]"),
+            (1 <= self.depth <= 64, f"depth {self.depth} not in [1, 64]"),
+            (1 <= self.max_nodes <= 4096, f"max_nodes {self.max_nodes} not in [1, 4096]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InvalidArgument(message)
+
+
+class ContinuationTree:
+    """What followed a context tail in the datastore, as a counted trie.
+
+    tokens/parents/counts are parallel arrays in topological order (parents before
+    children); ``parents[i] == -1`` means a child of the (implicit) root, which is the last
+    context token. ``counts[i]`` is how many sampled occurrences pass through node i.
+    match_length: the suffix length that matched (0 = nothing found).
+    occurrences: how many live occurrences of that suffix exist (exact when they fit the
+        sample budget; estimated from the sample otherwise).
+    sampled: how many occurrences were read to build the tree.
+
+    A plain slotted class rather than a dataclass: one is built per context per decode step.
+    """
+
+    __slots__ = ("tokens", "parents", "counts", "match_length", "occurrences", "sampled")
+
+    def __init__(self, tokens, parents, counts, match_length=0, occurrences=0, sampled=0) -> None:
+        self.tokens = tokens  # [N] int32
+        self.parents = parents  # [N] int32, -1 = root
+        self.counts = counts  # [N] int32
+        self.match_length = match_length
+        self.occurrences = occurrences
+        self.sampled = sampled
+
+    @staticmethod
+    def empty() -> "ContinuationTree":
+        z = np.zeros(0, dtype=np.int32)
+        return ContinuationTree(z, z, z, 0, 0, 0)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def __repr__(self) -> str:
+        return f"ContinuationTree(nodes={len(self)}, match_length={self.match_length}, occurrences={self.occurrences})"
+
+    def paths(self) -> dict[tuple[int, ...], int]:
+        """Every root-to-node path with its count (for tests and debugging)."""
+        out: dict[tuple[int, ...], int] = {}
+        prefix: list[tuple[int, ...]] = []
+        for tok, par, cnt in zip(self.tokens.tolist(), self.parents.tolist(), self.counts.tolist()):
+            path = (prefix[par] if par >= 0 else ()) + (tok,)
+            prefix.append(path)
+            out[path] = cnt
+        return out

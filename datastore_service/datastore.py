@@ -1,0 +1,274 @@
+"""The datastore: index core + SQLite store, with durable ingest, restart and maintenance.
+
+Write path: validate -> commit to SQLite -> register in the index memtable -> ack. A
+``maintain()`` round (driven by the service's background loop or ``start_maintenance``)
+freezes memtables into segments and runs the compaction policy; builds run outside the
+write lock so ingest and lookups continue, and each result commits in one transaction.
+
+Crash safety: a document is acknowledged only after its row is committed. Snapshots and
+compactions commit new segment + document pointers + retired segments together, so after a
+kill the file holds either the old or the new layout; documents not in any snapshotted
+segment are replayed into a fresh segment on open.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from datastore_service.core import (
+    AddResult,
+    ContinuationTree,
+    Document,
+    LookupParams,
+    NamespaceIndex,
+    NamespaceSpec,
+    build_segment,
+    merge_segments,
+)
+from datastore_service.errors import AlreadyExists, NotFound
+from datastore_service.store import Store
+
+log = logging.getLogger("sssd.datastore")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatastoreConfig:
+    """Knobs of the datastore (the CLI derives its flags from these fields)."""
+
+    path: str = "sssd.db"  # the SQLite file; created when missing
+    synchronous: str = "FULL"  # SQLite synchronous mode: FULL survives power loss, NORMAL a process kill
+    max_doc_tokens: int = 1 << 20  # documents longer than this are rejected
+    compaction_fanout: int = 4  # merge when this many segments share a size tier
+    dead_ratio: float = 0.3  # rewrite a segment whose deleted share reaches this
+    maintenance_interval_s: float = 0.1  # background flush/compaction period
+
+
+@dataclasses.dataclass(frozen=True)
+class NamespaceStats:
+    name: str
+    vocab_size: int
+    tokenizer_fingerprint: str
+    max_tokens: int
+    documents: int
+    tokens: int
+    segments: int
+    pending_tokens: int
+    resident_bytes: int
+
+
+class Datastore:
+    """Thread-safe. Open with ``Datastore(config)``; always ``close()`` (final snapshot)."""
+
+    def __init__(self, config: DatastoreConfig) -> None:
+        self.config = config
+        self.store = Store(config.path, config.synchronous)
+        self._write_lock = threading.RLock()  # namespaces, ingest, delete: short sections
+        self._maint_lock = threading.Lock()  # one flush/compaction at a time
+        self._namespaces: dict[str, NamespaceIndex] = {}
+        self._next_segment = self.store.next_segment_id()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.compactions = 0
+        self._load()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def _load(self) -> None:
+        for spec in self.store.namespaces():
+            ns = NamespaceIndex(spec, self.config.max_doc_tokens)
+            for seg in self.store.load_segments(spec):
+                ns.restore_segment(seg)
+            ns.sort_registry()
+            pending = list(self.store.pending_documents(spec.name))
+            if pending:
+                ns.add([Document(d.doc_id, d.tokens) for d in pending], [d.seq for d in pending])
+            self._namespaces[spec.name] = ns
+            evicted = ns.evict_for_retention()
+            if evicted:
+                self.store.delete_documents(spec.name, evicted)
+        self.flush()
+
+    def start_maintenance(self) -> None:
+        """Run ``maintain()`` every ``maintenance_interval_s`` in a daemon thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._maintenance_loop, name="sssd-maintenance", daemon=True)
+            self._thread.start()
+
+    def _maintenance_loop(self) -> None:
+        while not self._stop.wait(self.config.maintenance_interval_s):
+            try:
+                self.maintain()
+            except Exception:  # keep the loop alive; the next round retries
+                log.exception("maintenance round failed")
+
+    def close(self) -> None:
+        """Stop maintenance, snapshot the memtables, close the file."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
+        self.store.close()
+
+    # -- namespaces -----------------------------------------------------------------------
+
+    def create_namespace(self, spec: NamespaceSpec) -> None:
+        """Raises AlreadyExists when the name is taken."""
+        with self._write_lock:
+            if spec.name in self._namespaces:
+                raise AlreadyExists(f"namespace {spec.name!r} already exists")
+            self.store.save_namespace(spec)
+            self._namespaces[spec.name] = NamespaceIndex(spec, self.config.max_doc_tokens)
+
+    def drop_namespace(self, name: str) -> None:
+        with self._maint_lock, self._write_lock:
+            self.namespace(name)
+            self.store.drop_namespace(name)
+            del self._namespaces[name]
+
+    def namespace(self, name: str) -> NamespaceIndex:
+        """Raises NotFound for an unknown namespace."""
+        ns = self._namespaces.get(name)
+        if ns is None:
+            raise NotFound(f"namespace {name!r} does not exist")
+        return ns
+
+    def namespace_names(self) -> list[str]:
+        return sorted(self._namespaces)
+
+    # -- documents ------------------------------------------------------------------------
+
+    def ingest(self, name: str, docs: Sequence[Document]) -> AddResult:
+        """Store documents durably, then make them queryable at the next flush.
+
+        Idempotent by id: an id already stored with the same tokens is reported as a
+        duplicate. Raises InvalidArgument / AlreadyExists / NotFound; on error nothing of the
+        batch is stored.
+        """
+        with self._write_lock:
+            ns = self.namespace(name)
+            fresh, dups = ns.classify(docs)
+            seqs = ns.next_seqs(len(fresh))
+            if fresh:
+                self.store.insert_documents(name, fresh, seqs)
+            result = ns.add(fresh, seqs)
+            if result.evicted:
+                self.store.delete_documents(name, result.evicted)
+            return AddResult(result.added, dups, result.evicted)
+
+    def delete(self, name: str, doc_ids: Sequence[str]) -> list[str]:
+        """Delete documents; returns the ids that existed. Lookups stop seeing them at once."""
+        with self._write_lock:
+            ns = self.namespace(name)
+            found = [d for d in doc_ids if ns.has_document(d)]
+            self.store.delete_documents(name, found)
+            ns.delete(found)
+            return found
+
+    def lookup(self, name: str, contexts: Sequence[np.ndarray], params: LookupParams) -> list[ContinuationTree]:
+        return self.namespace(name).lookup(contexts, params)
+
+    # -- maintenance ----------------------------------------------------------------------
+
+    def _segment_id(self) -> int:
+        with self._write_lock:
+            self._next_segment += 1
+            return self._next_segment - 1
+
+    def flush(self) -> int:
+        """Freeze every memtable into a snapshotted segment; returns tokens flushed."""
+        flushed = 0
+        with self._maint_lock:
+            for name, ns in list(self._namespaces.items()):
+                frozen = ns.freeze()
+                if not frozen:
+                    continue
+                seg = ns.install(build_segment(self._segment_id(), ns.spec.vocab_size, frozen))
+                if seg is not None:
+                    self.store.save_segment(name, seg)
+                flushed += sum(int(t.shape[0]) for _, _, t in frozen)
+        return flushed
+
+    def compact(self, name: str | None = None, full: bool = True) -> int:
+        """Merge segments (all of them when ``full``) and drop deleted documents.
+
+        Returns the number of segments retired. Lookups keep using the old segments until
+        the new one is installed; the snapshot swap is one transaction.
+        """
+        retired_total = 0
+        with self._maint_lock:
+            names = [name] if name is not None else list(self._namespaces)
+            for n in names:
+                ns = self.namespace(n)
+                plan = ns.plan_compaction(full, self.config.compaction_fanout, self.config.dead_ratio)
+                if not plan:
+                    continue
+                merged = merge_segments(self._segment_id(), ns.spec.vocab_size, plan)
+                seg = ns.install(merged, plan)
+                if seg is not None:
+                    self.store.save_segment(n, seg, retired=[s.segment_id for s in plan])
+                else:
+                    self.store.drop_segments([s.segment_id for s in plan])
+                retired_total += len(plan)
+                self.compactions += 1
+        return retired_total
+
+    def maintain(self) -> None:
+        """One background round: flush memtables, then compact by policy."""
+        self.flush()
+        for name in list(self._namespaces):
+            if name in self._namespaces:
+                self.compact(name, full=False)
+
+    # -- introspection --------------------------------------------------------------------
+
+    def stats(self) -> list[NamespaceStats]:
+        out = []
+        for name in self.namespace_names():
+            ns = self._namespaces[name]
+            spec = ns.spec
+            out.append(
+                NamespaceStats(
+                    name, spec.vocab_size, spec.tokenizer_fingerprint, spec.max_tokens,
+                    ns.document_count(), ns.live_tokens, len(ns.segments), ns.pending_tokens(),
+                    ns.resident_bytes(),
+                )
+            )
+        return out
+
+    def check_integrity(self, deep: bool = True) -> str:
+        """"" when the index and the file agree and every index invariant holds."""
+        with self._maint_lock, self._write_lock:
+            for name, ns in self._namespaces.items():
+                problem = ns.check_integrity(deep)
+                if problem:
+                    return problem
+                stored = self.store.document_count(name)
+                if stored != ns.document_count():
+                    return f"namespace {name!r}: {stored} documents in SQLite but {ns.document_count()} indexed"
+            names = {s.name for s in self.store.namespaces()}
+            if names != set(self._namespaces):
+                return f"namespaces in SQLite {sorted(names)} differ from the index {sorted(self._namespaces)}"
+        return ""
+
+
+def open_datastore(path: str | Path, **overrides) -> Datastore:
+    """Convenience: a Datastore on ``path`` with default settings."""
+    return Datastore(DatastoreConfig(path=str(path), **overrides))
+
+
+def wait_queryable(ds: Datastore, name: str, doc_count: int, timeout_s: float = 5.0) -> bool:
+    """Poll until ``doc_count`` documents are in segments (used by benches and tests)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        ns = ds.namespace(name)
+        if sum(s.n_docs - s.n_dead for s in ns.segments) >= doc_count:
+            return True
+        time.sleep(0.001)
+    return False

@@ -1,0 +1,58 @@
+"""Domain errors of the datastore.
+
+Every error the datastore raises on purpose is a :class:`DatastoreError` with a :class:`Kind`;
+the gRPC layer maps the kind to a status code in exactly one interceptor, and the CLI maps it
+to a one-line message and a non-zero exit. Messages quote the offending value.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class Kind(enum.Enum):
+    INVALID_ARGUMENT = "invalid argument"
+    NOT_FOUND = "not found"
+    ALREADY_EXISTS = "already exists"
+    RESOURCE_EXHAUSTED = "resource exhausted"
+    UNAVAILABLE = "unavailable"
+    PERMISSION_DENIED = "permission denied"
+    UNAUTHENTICATED = "unauthenticated"
+    FAILED_PRECONDITION = "failed precondition"
+
+
+class DatastoreError(Exception):
+    """An expected failure with a kind that maps to one gRPC status code."""
+
+    kind: Kind = Kind.INVALID_ARGUMENT
+
+    def __init__(self, message: str, kind: Kind | None = None) -> None:
+        super().__init__(message)
+        if kind is not None:
+            self.kind = kind
+
+
+class InvalidArgument(DatastoreError):
+    kind = Kind.INVALID_ARGUMENT
+
+
+class NotFound(DatastoreError):
+    kind = Kind.NOT_FOUND
+
+
+class AlreadyExists(DatastoreError):
+    kind = Kind.ALREADY_EXISTS
+
+
+class ResourceExhausted(DatastoreError):
+    kind = Kind.RESOURCE_EXHAUSTED
+
+
+class Unavailable(DatastoreError):
+    kind = Kind.UNAVAILABLE
+
+
+class CorruptStore(DatastoreError):
+    """The SQLite file is not an sssd datastore, or is damaged."""
+
+    kind = Kind.FAILED_PRECONDITION

@@ -1,0 +1,233 @@
+"""Durable state in one SQLite file (WAL), through sqlite-utils.
+
+Tables:
+- ``meta``: schema version and the file's identity (a foreign or damaged file is refused).
+- ``namespaces``: name, vocab_size, tokenizer_fingerprint, max_tokens.
+- ``documents``: (namespace, doc_id) -> seq, tokens (little-endian int32 blob), digest,
+  created, and the segment holding it (NULL while only in the memtable).
+- ``segments`` + ``segment_chunks``: snapshotted segment arrays, chunked to stay far below
+  SQLite's blob limit, so a restart loads them instead of rebuilding suffix arrays.
+
+Every method that writes commits before it returns; multi-step changes (a snapshot, a
+compaction) are one transaction. One connection, guarded by a lock: SQLite serialises
+writers anyway, and the service calls in from an executor thread.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import sqlite_utils
+
+from datastore_service.core import Document, NamespaceSpec, Segment, restore_segment
+from datastore_service.core.index import digest
+from datastore_service.errors import CorruptStore
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x53535344  # "SSSD" in PRAGMA application_id
+CHUNK_BYTES = 64 << 20
+SEGMENT_ARRAYS = ("tokens", "sa", "doc_starts", "doc_seqs")
+_DTYPES = {"tokens": "<i4", "sa": "<i4", "doc_starts": "<i8", "doc_seqs": "<i8"}
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS namespaces (
+    name TEXT PRIMARY KEY, vocab_size INTEGER NOT NULL, tokenizer_fingerprint TEXT NOT NULL,
+    max_tokens INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS documents (
+    namespace TEXT NOT NULL, doc_id TEXT NOT NULL, seq INTEGER NOT NULL, n_tokens INTEGER NOT NULL,
+    tokens BLOB NOT NULL, digest BLOB NOT NULL, created REAL NOT NULL,
+    segment_id INTEGER, ordinal INTEGER,
+    PRIMARY KEY (namespace, doc_id));
+CREATE INDEX IF NOT EXISTS documents_pending ON documents (namespace, segment_id, seq);
+CREATE TABLE IF NOT EXISTS segments (
+    segment_id INTEGER PRIMARY KEY, namespace TEXT NOT NULL, n_tokens INTEGER NOT NULL,
+    n_docs INTEGER NOT NULL, doc_ids TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS segment_chunks (
+    segment_id INTEGER NOT NULL, name TEXT NOT NULL, chunk INTEGER NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (segment_id, name, chunk));
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoredDocument:
+    doc_id: str
+    seq: int
+    tokens: np.ndarray
+
+
+class Store:
+    """The SQLite file. Raises CorruptStore for a file that is not an sssd datastore."""
+
+    def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self.db = sqlite_utils.Database(conn)
+            self._init_schema(synchronous)
+        except sqlite3.DatabaseError as exc:
+            raise CorruptStore(f"{self.path} is not a readable sssd datastore: {exc}") from exc
+
+    def _init_schema(self, synchronous: str) -> None:
+        conn = self.db.conn
+        app_id = conn.execute("PRAGMA application_id").fetchone()[0]
+        tables = set(self.db.table_names())
+        if tables and (app_id != APPLICATION_ID or "meta" not in tables):
+            raise CorruptStore(f"{self.path} is a SQLite file of another application (tables {sorted(tables)[:5]})")
+        self.db.enable_wal()
+        conn.execute(f"PRAGMA synchronous={synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        if not tables:
+            with self.db.atomic():
+                for stmt in SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        version = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            raise CorruptStore(f"{self.path}: unsupported schema version {version and version[0]!r}")
+        problem = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if problem != "ok":
+            raise CorruptStore(f"{self.path}: SQLite integrity check failed: {problem}")
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.conn.close()
+
+    # -- namespaces -------------------------------------------------------------------------
+
+    def save_namespace(self, spec: NamespaceSpec) -> None:
+        with self._lock, self.db.atomic():
+            self.db["namespaces"].insert(
+                {**dataclasses.asdict(spec), "created": time.time()}, replace=True
+            )
+
+    def drop_namespace(self, name: str) -> None:
+        with self._lock, self.db.atomic():
+            ids = [r[0] for r in self.db.execute("SELECT segment_id FROM segments WHERE namespace=?", [name])]
+            self._delete_segments(ids)
+            self.db.execute("DELETE FROM documents WHERE namespace=?", [name])
+            self.db.execute("DELETE FROM namespaces WHERE name=?", [name])
+
+    def namespaces(self) -> list[NamespaceSpec]:
+        rows = self.db.execute(
+            "SELECT name, vocab_size, tokenizer_fingerprint, max_tokens FROM namespaces ORDER BY name"
+        ).fetchall()
+        return [NamespaceSpec(*r) for r in rows]
+
+    # -- documents --------------------------------------------------------------------------
+
+    def insert_documents(self, namespace: str, docs: Sequence[Document], seqs: Sequence[int]) -> None:
+        """Commit new documents (durable on return)."""
+        now = time.time()
+        rows = [
+            (namespace, d.doc_id, s, int(d.tokens.shape[0]), d.tokens.astype("<i4").tobytes(), digest(d.tokens), now)
+            for d, s in zip(docs, seqs)
+        ]
+        with self._lock, self.db.atomic():
+            self.db.conn.executemany(
+                "INSERT INTO documents (namespace, doc_id, seq, n_tokens, tokens, digest, created)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    def delete_documents(self, namespace: str, doc_ids: Sequence[str]) -> None:
+        with self._lock, self.db.atomic():
+            self.db.conn.executemany(
+                "DELETE FROM documents WHERE namespace=? AND doc_id=?", [(namespace, d) for d in doc_ids]
+            )
+
+    def pending_documents(self, namespace: str) -> Iterator[StoredDocument]:
+        """Documents not in any snapshotted segment, in sequence order (restart replay)."""
+        cur = self.db.execute(
+            "SELECT doc_id, seq, tokens FROM documents WHERE namespace=? AND segment_id IS NULL ORDER BY seq",
+            [namespace],
+        )
+        for doc_id, seq, blob in cur:
+            yield StoredDocument(doc_id, seq, np.frombuffer(blob, dtype="<i4").astype(np.int32))
+
+    def document_count(self, namespace: str) -> int:
+        return self.db.execute("SELECT count(*) FROM documents WHERE namespace=?", [namespace]).fetchone()[0]
+
+    def stored_document(self, namespace: str, doc_id: str) -> np.ndarray | None:
+        row = self.db.execute(
+            "SELECT tokens FROM documents WHERE namespace=? AND doc_id=?", [namespace, doc_id]
+        ).fetchone()
+        return None if row is None else np.frombuffer(row[0], dtype="<i4").astype(np.int32)
+
+    # -- segments ---------------------------------------------------------------------------
+
+    def next_segment_id(self) -> int:
+        row = self.db.execute("SELECT max(segment_id) FROM segments").fetchone()
+        return (row[0] or 0) + 1
+
+    def save_segment(self, namespace: str, seg: Segment, retired: Sequence[int] = ()) -> None:
+        """Snapshot ``seg``, point its live documents at it, and drop ``retired``: one transaction."""
+        live = np.flatnonzero(seg.alive).tolist()
+        with self._lock, self.db.atomic():
+            self._delete_segments(retired)
+            self.db["segments"].insert(
+                {
+                    "segment_id": seg.segment_id,
+                    "namespace": namespace,
+                    "n_tokens": seg.n,
+                    "n_docs": seg.n_docs,
+                    "doc_ids": "\x1f".join(seg.doc_ids),
+                    "created": time.time(),
+                }
+            )
+            for name in SEGMENT_ARRAYS:
+                data = np.ascontiguousarray(getattr(seg, name), dtype=_DTYPES[name]).tobytes()
+                chunks = [
+                    (seg.segment_id, name, i, data[off : off + CHUNK_BYTES])
+                    for i, off in enumerate(range(0, max(len(data), 1), CHUNK_BYTES))
+                ]
+                self.db.conn.executemany("INSERT INTO segment_chunks VALUES (?, ?, ?, ?)", chunks)
+            self.db.conn.executemany(
+                "UPDATE documents SET segment_id=?, ordinal=? WHERE namespace=? AND doc_id=? AND seq=?",
+                [(seg.segment_id, o, namespace, seg.doc_ids[o], int(seg.doc_seqs[o])) for o in live],
+            )
+
+    def drop_segments(self, segment_ids: Sequence[int]) -> None:
+        with self._lock, self.db.atomic():
+            self._delete_segments(segment_ids)
+
+    def _delete_segments(self, segment_ids: Sequence[int]) -> None:
+        for sid in segment_ids:
+            self.db.execute("DELETE FROM segment_chunks WHERE segment_id=?", [sid])
+            self.db.execute("DELETE FROM segments WHERE segment_id=?", [sid])
+            self.db.execute("UPDATE documents SET segment_id=NULL, ordinal=NULL WHERE segment_id=?", [sid])
+
+    def load_segments(self, spec: NamespaceSpec) -> Iterator[Segment]:
+        """Snapshotted segments with ``alive`` set from the documents still stored."""
+        rows = self.db.execute(
+            "SELECT segment_id, doc_ids FROM segments WHERE namespace=? ORDER BY segment_id", [spec.name]
+        ).fetchall()
+        for segment_id, doc_ids in rows:
+            arrays = {name: self._load_array(segment_id, name) for name in SEGMENT_ARRAYS}
+            ids = tuple(doc_ids.split("\x1f")) if doc_ids else ()
+            alive = np.zeros(len(ids), dtype=bool)
+            for (ordinal,) in self.db.execute(
+                "SELECT ordinal FROM documents WHERE segment_id=? AND namespace=?", [segment_id, spec.name]
+            ):
+                alive[ordinal] = True
+            yield restore_segment(segment_id, spec.vocab_size, arrays["tokens"], arrays["sa"],
+                                  arrays["doc_starts"], ids, arrays["doc_seqs"], alive)
+
+    def _load_array(self, segment_id: int, name: str) -> np.ndarray:
+        blobs = [
+            r[0]
+            for r in self.db.execute(
+                "SELECT data FROM segment_chunks WHERE segment_id=? AND name=? ORDER BY chunk", [segment_id, name]
+            )
+        ]
+        buf = bytearray().join(blobs)
+        return np.frombuffer(buf, dtype=_DTYPES[name]).astype(_DTYPES[name][1:], copy=False)

@@ -1,0 +1,112 @@
+"""Bad input at the Datastore boundary: clear errors, and nothing changes."""
+
+import sqlite3
+
+import numpy as np
+import pytest
+
+from datastore_service.core import Document, LookupParams, NamespaceSpec
+from datastore_service.datastore import Datastore, DatastoreConfig
+from datastore_service.errors import AlreadyExists, CorruptStore, InvalidArgument, NotFound
+
+
+@pytest.fixture
+def ds(tmp_path):
+    ds = Datastore(DatastoreConfig(path=str(tmp_path / "s.db")))
+    ds.create_namespace(NamespaceSpec("ns", 100))
+    ds.ingest("ns", [Document.of("a", [1, 2, 3])])
+    yield ds
+    ds.close()
+
+
+def snapshot(ds):
+    return ds.store.document_count("ns"), ds.namespace("ns").live_tokens
+
+
+@pytest.mark.parametrize(
+    "docs,error,message",
+    [
+        ([Document.of("b", [100])], InvalidArgument, "token id 100 outside"),  # == vocab
+        ([Document.of("b", [-5])], InvalidArgument, "token id -5"),  # negative
+        ([Document.of("b", [])], InvalidArgument, "is empty"),  # empty document
+        ([Document.of("b", [1]), Document.of("a", [9])], AlreadyExists, "'a' already stored"),  # conflict
+    ],
+)
+def test_bad_ingest_changes_nothing(ds, docs, error, message):
+    before = snapshot(ds)
+    with pytest.raises(error, match=message):
+        ds.ingest("ns", docs)
+    assert snapshot(ds) == before and ds.check_integrity() == ""
+    assert not ds.namespace("ns").has_document("b")
+
+
+def test_oversized_document(tmp_path):
+    ds = Datastore(DatastoreConfig(path=str(tmp_path / "o.db"), max_doc_tokens=8))
+    ds.create_namespace(NamespaceSpec("ns", 10))
+    with pytest.raises(InvalidArgument, match="over the cap 8"):
+        ds.ingest("ns", [Document.of("x", np.ones(9, dtype=np.int32))])
+    ds.close()
+
+
+def test_unknown_namespace(ds):
+    with pytest.raises(NotFound, match="'nope'"):
+        ds.ingest("nope", [Document.of("x", [1])])
+    with pytest.raises(NotFound):
+        ds.lookup("nope", [np.array([1])], LookupParams())
+    with pytest.raises(NotFound):
+        ds.drop_namespace("nope")
+
+
+def test_namespace_twice(ds):
+    with pytest.raises(AlreadyExists):
+        ds.create_namespace(NamespaceSpec("ns", 100))
+
+
+@pytest.mark.parametrize("name", ["", "-x", "a b", "x" * 65, "ns/1"])
+def test_bad_namespace_names(name):
+    with pytest.raises(InvalidArgument, match="namespace name"):
+        NamespaceSpec(name, 100)
+
+
+def test_foreign_sqlite_file_refused(tmp_path):
+    path = tmp_path / "other.db"
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE users (id INTEGER)")
+    conn.commit()
+    conn.close()
+    with pytest.raises(CorruptStore, match="another application"):
+        Datastore(DatastoreConfig(path=str(path)))
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]  # untouched
+
+
+def test_garbage_file_refused(tmp_path):
+    path = tmp_path / "garbage.db"
+    path.write_bytes(b"this is not a database at all" * 200)
+    with pytest.raises(CorruptStore, match="not a readable sssd datastore"):
+        Datastore(DatastoreConfig(path=str(path)))
+
+
+def test_drop_namespace_removes_everything(tmp_path, ds):
+    ds.flush()
+    ds.drop_namespace("ns")
+    assert ds.namespace_names() == [] and ds.check_integrity() == ""
+    assert ds.store.db.execute("SELECT count(*) FROM segment_chunks").fetchone()[0] == 0
+
+
+def test_restart_loads_segments_without_rebuilding(tmp_path, monkeypatch):
+    path = str(tmp_path / "r.db")
+    ds = Datastore(DatastoreConfig(path=path))
+    ds.create_namespace(NamespaceSpec("ns", 100))
+    ds.ingest("ns", [Document.of(f"d{i}", [i % 7, 1, 2, 3]) for i in range(50)])
+    ds.close()
+    import datastore_service.core.segment as segment
+
+    def no_rebuild(*a, **k):
+        raise AssertionError("suffix array rebuilt on restart")
+
+    monkeypatch.setattr(segment, "_suffix_array", no_rebuild)
+    ds = Datastore(DatastoreConfig(path=path))
+    assert ds.namespace("ns").document_count() == 50 and ds.check_integrity() == ""
+    assert ds.lookup("ns", [np.array([1, 2])], LookupParams())[0].occurrences == 50
+    ds.close()

@@ -1,0 +1,153 @@
+"""Hand-built lookups on the index core: one row per case, the expectation written out."""
+
+import numpy as np
+import pytest
+
+from datastore_service.core import Document, LookupParams, NamespaceIndex, NamespaceSpec, build_segment
+from datastore_service.errors import AlreadyExists, InvalidArgument
+from tests.oracle import expected
+
+DOCS = {
+    "a": [1, 2, 3, 4, 5],
+    "b": [1, 2, 3, 9],
+    "c": [7, 1, 2, 3, 4, 6],
+    "d": [3, 4],
+}
+
+
+def index_of(docs: dict[str, list[int]], vocab: int = 10, segments: int = 1) -> NamespaceIndex:
+    ns = NamespaceIndex(NamespaceSpec("t", vocab))
+    items = list(docs.items())
+    per = max(1, len(items) // segments)
+    for i in range(0, len(items), per):
+        ns.add([Document.of(k, v) for k, v in items[i : i + per]])
+        ns.install(build_segment(100 + i, vocab, ns.freeze()))
+    assert ns.check_integrity() == ""
+    return ns
+
+
+CASES = [
+    # (context, params, match_length, occurrences, paths)
+    # the full 4-token tail occurs twice, continuations 5 and 6
+    ([1, 2, 3, 4], dict(depth=2), 4, 2, {(5,): 1, (6,): 1}),
+    # 3-token tail "1 2 3" occurs 3 times: two continue with 4, one with 9 (then end of doc)
+    ([1, 2, 3], dict(depth=2), 3, 3, {(4,): 2, (4, 5): 1, (4, 6): 1, (9,): 1}),
+    # "8 3" never occurs, falls back to "3": 4 occurrences
+    ([8, 3], dict(depth=1), 1, 4, {(4,): 3, (9,): 1}),
+    # min_occurrences 3 skips "2 3 4" (2 occurrences) for "3 4" (3) ... still 3 >= 3
+    ([2, 3, 4], dict(depth=1, min_occurrences=3), 2, 3, {(5,): 1, (6,): 1}),
+    # a match at the very end of a document has no continuation but still counts
+    ([3, 9], dict(depth=3), 2, 1, {}),
+    # nothing at all: token 0 never appears
+    ([0], dict(), 0, 0, {}),
+    # min_match 2 forbids falling back to one token
+    ([8, 3], dict(min_match=2), 0, 0, {}),
+    # max_match 1 looks at the last token only
+    ([1, 2, 3, 4], dict(max_match=1, depth=1), 1, 3, {(5,): 1, (6,): 1}),
+]
+
+
+@pytest.mark.parametrize("segments", [1, 2, 4])
+@pytest.mark.parametrize("context,params,match,occ,paths", CASES)
+def test_lookup_cases(segments, context, params, match, occ, paths):
+    ns = index_of(DOCS, segments=segments)
+    tree = ns.lookup([np.array(context)], LookupParams(**params))[0]
+    assert (tree.match_length, tree.occurrences, tree.paths()) == (match, occ, paths)
+    assert expected(list(DOCS.values()), context, **{**dict(max_match=4, min_match=1, min_occurrences=1, depth=8), **params}) == (match, occ, paths)
+
+
+def test_matches_never_cross_documents():
+    # "5 1" spans the boundary of a and b when joined; it must not match
+    ns = index_of({"a": [4, 5], "b": [1, 2]})
+    tree = ns.lookup([np.array([5, 1])], LookupParams(min_match=2))[0]
+    assert tree.match_length == 0
+
+
+def test_node_budget_keeps_most_frequent_connected_subtree():
+    docs = {f"x{i}": [1, 2 + (i % 3), 5 + i % 2] for i in range(9)}
+    ns = index_of(docs)
+    tree = ns.lookup([np.array([1])], LookupParams(depth=2, max_nodes=3))[0]
+    assert len(tree) == 3
+    for par in tree.parents.tolist():
+        assert par < len(tree)
+    assert sorted(tree.counts.tolist(), reverse=True) == tree.counts.tolist()[:1] + sorted(tree.counts.tolist()[1:], reverse=True)
+    assert all(c == 3 for c in tree.counts.tolist())  # three children of the root, 3 each
+
+
+def test_sampling_budget_caps_reads_and_keeps_paths_real():
+    docs = {f"d{i}": [1, 2, i % 7] for i in range(200)}
+    ns = index_of(docs)
+    tree = ns.lookup([np.array([1, 2])], LookupParams(sample_budget=16, depth=1))[0]
+    assert tree.sampled == 16 and tree.occurrences == 200
+    assert sum(tree.counts.tolist()) == 16
+    assert set(p[0] for p in tree.paths()) <= set(range(7))
+
+
+def test_deleted_documents_vanish_from_lookups_at_once():
+    ns = index_of(DOCS)
+    assert ns.delete(["a", "zzz"]) == ["a"]
+    tree = ns.lookup([np.array([1, 2, 3, 4])], LookupParams(depth=1))[0]
+    assert (tree.match_length, tree.paths()) == (4, {(6,): 1})
+    assert ns.check_integrity() == ""
+
+
+BAD_DOCS = [
+    # token id equal to the vocabulary size
+    (Document.of("x", [1, 10]), "outside [0, 10)"),
+    # negative token id
+    (Document.of("x", [-1, 2]), "token id -1"),
+    # empty document
+    (Document.of("x", []), "is empty"),
+    # empty id
+    (Document.of("", [1]), "must be 1..256"),
+    # control character in id
+    (Document.of("a\x1fb", [1]), "printable"),
+]
+
+
+@pytest.mark.parametrize("doc,message", BAD_DOCS)
+def test_bad_documents_are_rejected_and_change_nothing(doc, message):
+    ns = index_of(DOCS)
+    with pytest.raises(InvalidArgument, match=message.replace("[", r"\[").replace(")", r"\)")):
+        ns.add([Document.of("ok", [1, 2]), doc])
+    assert not ns.has_document("ok") and ns.check_integrity() == ""
+
+
+def test_oversized_document_rejected():
+    ns = NamespaceIndex(NamespaceSpec("t", 10), max_doc_tokens=4)
+    with pytest.raises(InvalidArgument, match="over the cap 4"):
+        ns.add([Document.of("x", [1, 2, 3, 4, 5])])
+
+
+def test_duplicate_ids_idempotent_or_conflict():
+    ns = index_of(DOCS)
+    assert ns.add([Document.of("a", DOCS["a"])]).duplicates == ["a"]
+    with pytest.raises(AlreadyExists, match="'a' already stored"):
+        ns.add([Document.of("a", [1, 1])])
+    with pytest.raises(InvalidArgument, match="twice in the batch"):
+        ns.add([Document.of("n", [1]), Document.of("n", [2])])
+
+
+def test_context_out_of_vocabulary_rejected():
+    ns = index_of(DOCS)
+    with pytest.raises(InvalidArgument, match="context token id 10"):
+        ns.lookup([np.array([1, 10])], LookupParams())
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [("max_match", 0), ("min_match", 5), ("sample_budget", 0), ("depth", 65), ("max_nodes", 0)],
+)
+def test_lookup_params_validated(field, value):
+    with pytest.raises(InvalidArgument, match=field):
+        LookupParams(**{field: value})
+
+
+def test_integrity_checker_names_a_broken_invariant():
+    ns = index_of(DOCS)
+    seg = ns.segments[0]
+    seg.sa[[0, 1]] = seg.sa[[1, 0]]
+    assert "lexicographic order" in ns.check_integrity()
+    seg.sa[[0, 1]] = seg.sa[[1, 0]]
+    ns.live_tokens += 1
+    assert "live_tokens" in ns.check_integrity()
