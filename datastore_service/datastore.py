@@ -13,6 +13,8 @@ segment are replayed into a fresh segment on open.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
 import logging
 import threading
@@ -193,14 +195,19 @@ class Datastore:
                 if seg is not None:
                     self.store.save_segment(name, seg)
                 flushed += sum(int(t.shape[0]) for _, _, t in frozen)
+        if flushed:
+            release_free_memory()
         return flushed
 
     def compact(self, name: str | None = None, full: bool = True) -> int:
         """Merge segments (all of them when ``full``) and drop deleted documents.
 
-        Returns the number of segments retired. Lookups keep using the old segments until
-        the new one is installed; the snapshot swap is one transaction.
+        A full compaction flushes the memtables first, so its result holds every
+        acknowledged document. Returns the number of segments retired. Lookups keep using
+        the old segments until the new one is installed; the snapshot swap is one transaction.
         """
+        if full:
+            self.flush()
         retired_total = 0
         with self._maint_lock:
             names = [name] if name is not None else list(self._namespaces)
@@ -217,6 +224,8 @@ class Datastore:
                     self.store.drop_segments([s.segment_id for s in plan])
                 retired_total += len(plan)
                 self.compactions += 1
+        if retired_total:
+            release_free_memory()
         return retired_total
 
     def maintain(self) -> None:
@@ -256,6 +265,16 @@ class Datastore:
             if names != set(self._namespaces):
                 return f"namespaces in SQLite {sorted(names)} differ from the index {sorted(self._namespaces)}"
         return ""
+
+
+def release_free_memory() -> None:
+    """Return freed heap pages to the OS (glibc keeps them after large temporary builds)."""
+    name = ctypes.util.find_library("c")
+    if name:
+        try:
+            ctypes.CDLL(name).malloc_trim(0)
+        except (OSError, AttributeError):
+            pass
 
 
 def open_datastore(path: str | Path, **overrides) -> Datastore:

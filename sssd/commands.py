@@ -8,6 +8,9 @@ import sys
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
+    from sssd import client_commands
+
+    client_commands.register(sub)
     _register_bench(sub)
     _register_demo(sub)
 

@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from datastore_service.core import Document, LookupParams, NamespaceSpec
-from datastore_service.datastore import Datastore, DatastoreConfig
+from datastore_service.datastore import Datastore, DatastoreConfig, release_free_memory
 from sssd.bench.synthetic import corpus
 
 NS = "bench"
@@ -82,6 +82,7 @@ def run(tokens: int, vocab: int, data: str | None = None, seed: int = 0, lookups
     for i in tqdm(range(0, len(bounds) - 1, batch), desc="ingest", unit="batch", disable=None):
         docs = [Document(f"d{j}", text[bounds[j] : bounds[j + 1]]) for j in range(i, min(i + batch, len(bounds) - 1))]
         ds.ingest(NS, docs)
+    del docs  # its arrays are views of the input text
     t_ingest = time.perf_counter() - t0
     ns = ds.namespace(NS)
     frozen = ns.freeze()
@@ -104,6 +105,7 @@ def run(tokens: int, vocab: int, data: str | None = None, seed: int = 0, lookups
     contexts = [text[p - 4 : p].copy() for p in ctx_pos.tolist()]
     del text, starts
     gc.collect()
+    release_free_memory()
     result["resident_bytes_per_token"] = round((rss_bytes() - base_rss) / n, 2)
     result["index_bytes_per_token"] = round(ns.resident_bytes() / n, 2)
 

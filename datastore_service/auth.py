@@ -1,0 +1,89 @@
+"""Bearer tokens with scopes and namespaces.
+
+Auth file (JSON)::
+
+    {"tokens": [
+      {"name": "decode-workers", "token": "s3cret", "scopes": ["lookup"], "namespaces": ["llama3"]},
+      {"name": "logger", "token": "...", "scopes": ["lookup", "ingest"], "namespaces": ["*"]},
+      {"name": "ops", "token": "...", "scopes": ["lookup", "ingest", "admin"], "namespaces": ["*"]}
+    ]}
+
+Without an auth file the service is open (every caller has every scope): only sensible on
+the loopback interface, which is the default bind address.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hmac
+import json
+from pathlib import Path
+
+from datastore_service.errors import DatastoreError, Kind
+
+SCOPES = ("lookup", "ingest", "admin")
+
+
+@dataclasses.dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+    namespaces: frozenset[str]  # "*" = all
+
+    def sees(self, namespace: str) -> bool:
+        return "*" in self.namespaces or namespace in self.namespaces
+
+    def may(self, scope: str, namespace: str | None = None) -> bool:
+        return scope in self.scopes and (namespace is None or self.sees(namespace))
+
+
+ANONYMOUS_ALL = Principal("anonymous", frozenset(SCOPES), frozenset({"*"}))
+
+
+class Authenticator:
+    """Maps an ``authorization: Bearer <token>`` header to a Principal."""
+
+    def __init__(self, principals: dict[str, Principal] | None) -> None:
+        self._by_token = principals  # None = auth disabled
+
+    @property
+    def enabled(self) -> bool:
+        return self._by_token is not None
+
+    @staticmethod
+    def from_file(path: str | None) -> "Authenticator":
+        if not path:
+            return Authenticator(None)
+        try:
+            raw = json.loads(Path(path).read_text())
+            principals = {}
+            for entry in raw["tokens"]:
+                scopes = frozenset(entry["scopes"])
+                unknown = scopes - set(SCOPES)
+                if unknown or not entry["token"]:
+                    raise ValueError(f"entry {entry.get('name')!r}: bad scopes {sorted(unknown)} or empty token")
+                principals[entry["token"]] = Principal(
+                    entry.get("name", "unnamed"), scopes, frozenset(entry.get("namespaces", ["*"]))
+                )
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"auth file {path}: {exc}") from exc
+        return Authenticator(principals)
+
+    def authenticate(self, header: str | None) -> Principal:
+        """Raises UNAUTHENTICATED for a missing or unknown token."""
+        if self._by_token is None:
+            return ANONYMOUS_ALL
+        if not header or not header.lower().startswith("bearer "):
+            raise DatastoreError("missing bearer token", Kind.UNAUTHENTICATED)
+        presented = header[7:].strip().encode()
+        for token, principal in self._by_token.items():
+            if hmac.compare_digest(presented, token.encode()):
+                return principal
+        raise DatastoreError("unknown bearer token", Kind.UNAUTHENTICATED)
+
+
+def require(principal: Principal, scope: str, namespace: str | None = None) -> None:
+    """Raises PERMISSION_DENIED when the principal lacks the scope or the namespace."""
+    if not principal.may(scope, namespace):
+        where = f" on namespace {namespace!r}" if namespace else ""
+        raise DatastoreError(f"{principal.name!r} may not {scope}{where}", Kind.PERMISSION_DENIED)

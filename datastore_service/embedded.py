@@ -1,0 +1,43 @@
+"""Run the real gRPC server on a private event-loop thread (tests, demo, benchmarks).
+
+    with EmbeddedServer(ServerConfig(db="x.db", port=0)) as server:
+        client = DatastoreClient(server.address)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from datastore_service.server import DatastoreServer, ServerConfig
+
+
+class EmbeddedServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.server = DatastoreServer(config)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="sssd-embedded", daemon=True)
+        self.address = ""
+
+    def start(self) -> "EmbeddedServer":
+        self._thread.start()
+        port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result()
+        self.address = f"{self.server.config.host}:{port}"
+        return self
+
+    def call(self, coro, timeout_s: float | None = None):
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def stop(self) -> None:
+        if self._thread.is_alive():
+            self.call(self.server.stop())
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join()
+            self.loop.close()
+
+    def __enter__(self) -> "EmbeddedServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,106 @@
+"""The one server interceptor: authentication, error -> status mapping, RPC metrics.
+
+Every Datastore RPC runs inside ``_guard``: DatastoreError kinds become status codes here and
+nowhere else; any other exception is logged with its traceback and becomes INTERNAL with a
+fixed message (never the exception text). Health and reflection pass through untouched.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+
+import grpc
+
+from datastore_service.auth import ANONYMOUS_ALL, Authenticator, Principal
+from datastore_service.errors import DatastoreError, Kind
+from datastore_service.metrics import Metrics
+
+log = logging.getLogger("sssd.rpc")
+
+SERVICE_PREFIX = "/sssd.datastore.v1.Datastore/"
+STATUS = {
+    Kind.INVALID_ARGUMENT: grpc.StatusCode.INVALID_ARGUMENT,
+    Kind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Kind.ALREADY_EXISTS: grpc.StatusCode.ALREADY_EXISTS,
+    Kind.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Kind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Kind.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Kind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Kind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
+}
+
+principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=ANONYMOUS_ALL)
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, auth: Authenticator, metrics: Metrics) -> None:
+        self.auth = auth
+        self.metrics = metrics
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(SERVICE_PREFIX):
+            return handler
+        method = details.method[len(SERVICE_PREFIX) :]
+        header = dict(details.invocation_metadata or ()).get("authorization")
+        return _wrap(handler, method, header, self)
+
+
+def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
+    async def enter(context) -> float:
+        principal_var.set(guard.auth.authenticate(header))
+        return time.perf_counter()
+
+    async def fail(context, exc: BaseException, start: float):
+        if isinstance(exc, DatastoreError):
+            code, message = STATUS[exc.kind], str(exc)
+        else:
+            log.exception("unexpected error in %s", method, exc_info=exc)
+            code, message = grpc.StatusCode.INTERNAL, "internal error (see server log)"
+        guard.metrics.rpcs.labels(method, code.name).inc()
+        await context.abort(code, message)
+
+    def done(start: float) -> None:
+        guard.metrics.rpcs.labels(method, "OK").inc()
+        guard.metrics.rpc_seconds.labels(method).observe(time.perf_counter() - start)
+
+    def unary_response(behavior):
+        async def run(request, context):
+            start = time.perf_counter()
+            try:
+                start = await enter(context)
+                response = await behavior(request, context)
+            except (grpc.aio.AbortError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                await fail(context, exc, start)
+            done(start)
+            return response
+
+        return run
+
+    def stream_response(behavior):
+        async def run(request, context):
+            start = time.perf_counter()
+            try:
+                start = await enter(context)
+                async for response in behavior(request, context):
+                    yield response
+            except (grpc.aio.AbortError, KeyboardInterrupt):
+                raise
+            except Exception as exc:
+                await fail(context, exc, start)
+            done(start)
+
+        return run
+
+    ser = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **ser)
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **ser)
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **ser)
+    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **ser)

@@ -1,0 +1,30 @@
+"""Prometheus metrics of one server (own registry, so tests can run several servers)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.rpcs = Counter("sssd_rpcs", "RPCs by method and status code", ["method", "code"], registry=r)
+        self.rpc_seconds = Histogram("sssd_rpc_seconds", "RPC latency", ["method"], buckets=LATENCY_BUCKETS, registry=r)
+        self.lookup_contexts = Counter("sssd_lookup_contexts", "contexts looked up", registry=r)
+        self.lookup_matched = Counter("sssd_lookup_matched", "contexts with a match", registry=r)
+        self.ingested_documents = Counter("sssd_ingested_documents", "documents added", registry=r)
+        self.ingested_tokens = Counter("sssd_ingested_tokens", "tokens added", registry=r)
+        self.compactions = Counter("sssd_compactions", "segments merged by compaction rounds", registry=r)
+        self.tokens = Gauge("sssd_namespace_tokens", "live tokens", ["namespace"], registry=r)
+        self.documents = Gauge("sssd_namespace_documents", "live documents", ["namespace"], registry=r)
+        self.segments = Gauge("sssd_namespace_segments", "segments", ["namespace"], registry=r)
+        self.resident = Gauge("sssd_namespace_resident_bytes", "index bytes in memory", ["namespace"], registry=r)
+
+    def observe_namespaces(self, stats) -> None:
+        for s in stats:
+            self.tokens.labels(s.name).set(s.tokens)
+            self.documents.labels(s.name).set(s.documents)
+            self.segments.labels(s.name).set(s.segments)
+            self.resident.labels(s.name).set(s.resident_bytes)

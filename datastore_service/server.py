@@ -1,0 +1,165 @@
+"""The server object: owns the gRPC server, the datastore, maintenance and metrics.
+
+Start-up: bind, serve health NOT_SERVING, load the snapshot in a thread, then SERVING.
+Shutdown (``stop``), in this order: health NOT_SERVING; stop accepting calls and drain the
+in-flight ones for ``grace_s``; stop maintenance; final snapshot and close of the SQLite file;
+stop the metrics endpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
+
+from datastore_service.auth import Authenticator
+from datastore_service.datastore import Datastore, DatastoreConfig
+from datastore_service.interceptors import GuardInterceptor
+from datastore_service.metrics import Metrics
+from datastore_service.servicer import DatastoreServicer, Limits
+from sssd.datastore.v1 import datastore_pb2, datastore_pb2_grpc
+
+log = logging.getLogger("sssd.server")
+SERVICE_NAME = datastore_pb2.DESCRIPTOR.services_by_name["Datastore"].full_name
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """Knobs of ``sssd serve`` (one flag per field)."""
+
+    db: str = "sssd.db"  # SQLite file of the datastore
+    host: str = "127.0.0.1"  # bind address; loopback unless told otherwise
+    port: int = 50051  # 0 picks a free port
+    metrics_port: int = -1  # Prometheus /metrics port; -1 = off, 0 = any free port
+    auth_file: str = ""  # JSON bearer tokens with scopes (see datastore_service/auth.py); empty = open
+    tls_cert: str = ""  # PEM certificate chain; with tls_key enables TLS
+    tls_key: str = ""  # PEM private key
+    max_message_bytes: int = 64 << 20  # gRPC message size limit, both directions
+    max_lookup_contexts: int = 4096  # per Lookup request
+    max_ingest_documents: int = 100_000  # per Ingest request
+    max_ingest_tokens: int = 32 << 20  # per Ingest request
+    grace_s: float = 10.0  # drain time for in-flight calls at shutdown
+    workers: int = 4  # threads for lookups and commits
+    maintenance_interval_s: float = 0.1  # background flush / compaction period
+    compaction_fanout: int = 4  # segments of one size tier merged together
+    synchronous: str = "FULL"  # SQLite synchronous mode
+
+
+class DatastoreServer:
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.metrics = Metrics()
+        self.auth = Authenticator.from_file(config.auth_file or None)
+        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="sssd-worker")
+        self.maint_pool = ThreadPoolExecutor(1, thread_name_prefix="sssd-maintenance")
+        limits = Limits(config.max_lookup_contexts, config.max_ingest_documents, config.max_ingest_tokens)
+        self.servicer = DatastoreServicer(limits, self.metrics, self.pool)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self.metrics_port = 0
+        self._server: grpc.aio.Server | None = None
+        self._maintenance: asyncio.Task | None = None
+        self._metrics_httpd = None
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the bound port. Loads the snapshot before SERVING."""
+        c = self.config
+        options = [
+            ("grpc.max_receive_message_length", c.max_message_bytes),
+            ("grpc.max_send_message_length", c.max_message_bytes),
+        ]
+        server = grpc.aio.server(interceptors=[GuardInterceptor(self.auth, self.metrics)], options=options)
+        datastore_pb2_grpc.add_DatastoreServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        self.port = self._bind(server)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await server.start()
+        self._server = server
+        if not self.auth.enabled and c.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("serving on %s without an auth file: anyone who can reach it may ingest and administer", c.host)
+        ds_config = DatastoreConfig(
+            path=c.db, synchronous=c.synchronous, maintenance_interval_s=c.maintenance_interval_s,
+            compaction_fanout=c.compaction_fanout,
+        )
+        Path(c.db).parent.mkdir(parents=True, exist_ok=True)
+        self.servicer.ds = await asyncio.get_running_loop().run_in_executor(self.maint_pool, Datastore, ds_config)
+        self._maintenance = asyncio.create_task(self._maintain(), name="sssd-maintenance")
+        if c.metrics_port >= 0:
+            self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.host, registry=self.metrics.registry)
+            self.metrics_port = self._metrics_httpd.server_port
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("sssd datastore serving on %s:%d (db %s, auth %s, tls %s)", c.host, self.port, c.db,
+                 "on" if self.auth.enabled else "off", "on" if c.tls_cert else "off")
+        return self.port
+
+    def _bind(self, server: grpc.aio.Server) -> int:
+        c = self.config
+        address = f"{c.host}:{c.port}"
+        if c.tls_cert or c.tls_key:
+            creds = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())])
+            return server.add_secure_port(address, creds)
+        return server.add_insecure_port(address)
+
+    async def _set_health(self, status) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def _maintain(self) -> None:
+        loop = asyncio.get_running_loop()
+        ds = self.servicer.ds
+        while True:
+            await asyncio.sleep(self.config.maintenance_interval_s)
+            try:
+                before = ds.compactions
+                await loop.run_in_executor(self.maint_pool, ds.maintain)
+                self.metrics.compactions.inc(ds.compactions - before)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("maintenance round failed; retrying next round")
+
+    async def stop(self) -> None:
+        """Graceful shutdown in a fixed order (see the module docstring)."""
+        log.info("shutdown: health NOT_SERVING")
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._server is not None:
+            log.info("shutdown: draining in-flight calls (grace %.1fs)", self.config.grace_s)
+            await self._server.stop(self.config.grace_s)
+        if self._maintenance is not None:
+            log.info("shutdown: stopping maintenance")
+            self._maintenance.cancel()
+            try:
+                await self._maintenance
+            except asyncio.CancelledError:
+                pass
+        if self.servicer.ds is not None:
+            log.info("shutdown: final snapshot and close of %s", self.config.db)
+            await asyncio.get_running_loop().run_in_executor(self.maint_pool, self.servicer.ds.close)
+            self.servicer.ds = None
+        if self._metrics_httpd is not None:
+            self._metrics_httpd.shutdown()
+        self.pool.shutdown(wait=True)
+        self.maint_pool.shutdown(wait=True)
+        log.info("shutdown: done")
+
+
+async def serve(config: ServerConfig) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    server = DatastoreServer(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    print(f"listening on {config.host}:{server.port}", flush=True)
+    await stop.wait()
+    await server.stop()

@@ -1,0 +1,171 @@
+"""The Datastore gRPC servicer: proto in, core calls (in worker threads), proto out.
+
+It validates caps and authorisation; it never builds error responses (errors are raised
+and mapped by the interceptor). Blocking work (SQLite commits, lookups) runs in a thread
+pool: the lookup kernels release the GIL, so lookups use every core.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from datastore_service import wire
+from datastore_service.auth import require
+from datastore_service.datastore import Datastore
+from datastore_service.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from datastore_service.interceptors import principal_var
+from datastore_service.metrics import Metrics
+from sssd.datastore.v1 import datastore_pb2 as pb
+from sssd.datastore.v1 import datastore_pb2_grpc as pb_grpc
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Per-request caps (RESOURCE_EXHAUSTED beyond them)."""
+
+    max_lookup_contexts: int = 4096
+    max_ingest_documents: int = 100_000
+    max_ingest_tokens: int = 32 << 20
+
+
+class DatastoreServicer(pb_grpc.DatastoreServicer):
+    def __init__(self, limits: Limits, metrics: Metrics, pool: ThreadPoolExecutor) -> None:
+        self.ds: Datastore | None = None  # set once the snapshot is loaded
+        self.limits = limits
+        self.metrics = metrics
+        self.pool = pool
+        self.started = time.monotonic()
+
+    def _store(self) -> Datastore:
+        if self.ds is None:
+            raise Unavailable("the datastore is still loading its snapshot")
+        return self.ds
+
+    async def _run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    # -- ingest -----------------------------------------------------------------------------
+
+    def _check_ingest(self, req: pb.IngestRequest) -> list:
+        require(principal_var.get(), "ingest", req.namespace)
+        n_docs = len(req.documents)
+        if n_docs == 0:
+            raise InvalidArgument("ingest request has no documents")
+        if n_docs > self.limits.max_ingest_documents:
+            raise ResourceExhausted(f"{n_docs} documents in one request, cap {self.limits.max_ingest_documents}")
+        n_tokens = sum(len(d.tokens) for d in req.documents) // 4
+        if n_tokens > self.limits.max_ingest_tokens:
+            raise ResourceExhausted(f"{n_tokens} tokens in one request, cap {self.limits.max_ingest_tokens}")
+        return wire.documents_from_proto(req)
+
+    async def _ingest(self, req: pb.IngestRequest):
+        docs = self._check_ingest(req)
+        result = await self._run(self._store().ingest, req.namespace, docs)
+        added = set(result.added)
+        tokens = sum(int(d.tokens.shape[0]) for d in docs if d.doc_id in added)
+        self.metrics.ingested_documents.inc(len(result.added))
+        self.metrics.ingested_tokens.inc(tokens)
+        return result, tokens
+
+    async def Ingest(self, request, context):
+        result, _ = await self._ingest(request)
+        return pb.IngestResponse(
+            added=len(result.added), duplicates=len(result.duplicates),
+            evicted=len(result.evicted), duplicate_ids=result.duplicates,
+        )
+
+    async def IngestStream(self, request_iterator, context):
+        summary = pb.IngestSummary()
+        async for request in request_iterator:
+            result, tokens = await self._ingest(request)
+            summary.requests += 1
+            summary.added += len(result.added)
+            summary.duplicates += len(result.duplicates)
+            summary.evicted += len(result.evicted)
+            summary.tokens += tokens
+        return summary
+
+    # -- lookup -----------------------------------------------------------------------------
+
+    async def _lookup(self, req: pb.LookupRequest) -> pb.LookupResponse:
+        require(principal_var.get(), "lookup", req.namespace)
+        n = len(req.contexts)
+        if n > self.limits.max_lookup_contexts:
+            raise ResourceExhausted(f"{n} contexts in one lookup, cap {self.limits.max_lookup_contexts}")
+        params = wire.params_from_proto(req.params)
+        contexts = [wire.decode_tokens(c, f"context {i}") for i, c in enumerate(req.contexts)]
+        ds = self._store()
+        ds.namespace(req.namespace)
+        trees = await self._run(ds.lookup, req.namespace, contexts, params)
+        self.metrics.lookup_contexts.inc(n)
+        self.metrics.lookup_matched.inc(sum(1 for t in trees if t.match_length))
+        return pb.LookupResponse(results=[wire.tree_to_proto(t) for t in trees], request_id=req.request_id)
+
+    async def Lookup(self, request, context):
+        return await self._lookup(request)
+
+    async def LookupStream(self, request_iterator, context):
+        async for request in request_iterator:
+            yield await self._lookup(request)
+
+    # -- admin ------------------------------------------------------------------------------
+
+    def _visible(self) -> list[str]:
+        principal = principal_var.get()
+        return [n for n in self._store().namespace_names() if principal.sees(n)]
+
+    async def Stats(self, request, context):
+        ds = self._store()
+        names = set(self._visible())
+        if request.namespace:
+            if request.namespace not in names:
+                raise NotFound(f"namespace {request.namespace!r} does not exist")
+            names = {request.namespace}
+        stats = [s for s in await self._run(ds.stats) if s.name in names]
+        self.metrics.observe_namespaces(stats)
+        return pb.StatsResponse(
+            namespaces=[pb.NamespaceStats(**dataclasses.asdict(s)) for s in stats],
+            compactions=ds.compactions, uptime_s=time.monotonic() - self.started,
+        )
+
+    async def Compact(self, request, context):
+        require(principal_var.get(), "admin", request.namespace or None)
+        ds = self._store()
+        if request.namespace:
+            ds.namespace(request.namespace)
+        retired = await self._run(ds.compact, request.namespace or None, request.full)
+        self.metrics.compactions.inc(retired)
+        return pb.CompactResponse(segments_retired=retired)
+
+    async def Snapshot(self, request, context):
+        require(principal_var.get(), "admin")
+        return pb.SnapshotResponse(tokens_flushed=await self._run(self._store().flush))
+
+    async def DeleteDocuments(self, request, context):
+        require(principal_var.get(), "admin", request.namespace)
+        ds = self._store()
+        ns = ds.namespace(request.namespace)
+        missing = [d for d in request.ids if not ns.has_document(d)]
+        if missing and not request.missing_ok:
+            raise NotFound(f"{len(missing)} unknown document ids in {request.namespace!r}, e.g. {missing[0]!r}")
+        deleted = await self._run(ds.delete, request.namespace, list(request.ids))
+        return pb.DeleteDocumentsResponse(deleted=deleted)
+
+    async def CreateNamespace(self, request, context):
+        require(principal_var.get(), "admin", request.name)
+        spec = wire.namespace_from_proto(request)
+        await self._run(self._store().create_namespace, spec)
+        return wire.namespace_to_proto(spec)
+
+    async def ListNamespaces(self, request, context):
+        ds = self._store()
+        specs = [ds.namespace(n).spec for n in self._visible()]
+        return pb.ListNamespacesResponse(namespaces=[wire.namespace_to_proto(s) for s in specs])
+
+    async def DropNamespace(self, request, context):
+        require(principal_var.get(), "admin", request.name)
+        await self._run(self._store().drop_namespace, request.name)
+        return pb.DropNamespaceResponse()

@@ -1,0 +1,73 @@
+"""Conversions between the wire contract and the core types, with boundary validation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from datastore_service.core import ContinuationTree, Document, LookupParams, NamespaceSpec
+from datastore_service.errors import InvalidArgument
+from sssd.datastore.v1 import datastore_pb2 as pb
+
+DEFAULT_PARAMS = LookupParams()
+
+
+def decode_tokens(data: bytes, what: str) -> np.ndarray:
+    """Packed little-endian int32 -> int32 array; InvalidArgument when the length is not 4k."""
+    if len(data) % 4:
+        raise InvalidArgument(f"{what}: {len(data)} bytes is not a whole number of int32 tokens")
+    return np.frombuffer(data, dtype="<i4").astype(np.int32, copy=False)
+
+
+def encode_tokens(tokens) -> bytes:
+    return np.ascontiguousarray(tokens, dtype="<i4").tobytes()
+
+
+def documents_from_proto(req: pb.IngestRequest) -> list[Document]:
+    return [Document(d.id, decode_tokens(d.tokens, f"document {d.id!r}")) for d in req.documents]
+
+
+def params_from_proto(p: pb.LookupParams) -> LookupParams:
+    """Zero fields take the server default."""
+    d = DEFAULT_PARAMS
+    return LookupParams(
+        max_match=p.max_match or d.max_match,
+        min_match=p.min_match or d.min_match,
+        min_occurrences=p.min_occurrences or d.min_occurrences,
+        sample_budget=p.sample_budget or d.sample_budget,
+        depth=p.depth or d.depth,
+        max_nodes=p.max_nodes or d.max_nodes,
+    )
+
+
+def params_to_proto(p: LookupParams) -> pb.LookupParams:
+    return pb.LookupParams(
+        max_match=p.max_match, min_match=p.min_match, min_occurrences=p.min_occurrences,
+        sample_budget=p.sample_budget, depth=p.depth, max_nodes=p.max_nodes,
+    )
+
+
+def tree_to_proto(t: ContinuationTree) -> pb.Continuation:
+    return pb.Continuation(
+        tokens=encode_tokens(t.tokens), parents=encode_tokens(t.parents), counts=encode_tokens(t.counts),
+        match_length=t.match_length, occurrences=t.occurrences, sampled=t.sampled,
+    )
+
+
+def tree_from_proto(c: pb.Continuation) -> ContinuationTree:
+    tokens = decode_tokens(c.tokens, "continuation tokens")
+    parents = decode_tokens(c.parents, "continuation parents")
+    counts = decode_tokens(c.counts, "continuation counts")
+    if not (tokens.shape == parents.shape == counts.shape):
+        raise InvalidArgument("continuation arrays differ in length")
+    return ContinuationTree(tokens, parents, counts, c.match_length, c.occurrences, c.sampled)
+
+
+def namespace_to_proto(spec: NamespaceSpec) -> pb.Namespace:
+    return pb.Namespace(
+        name=spec.name, vocab_size=spec.vocab_size,
+        tokenizer_fingerprint=spec.tokenizer_fingerprint, max_tokens=spec.max_tokens,
+    )
+
+
+def namespace_from_proto(req: pb.CreateNamespaceRequest) -> NamespaceSpec:
+    return NamespaceSpec(req.name, req.vocab_size, req.tokenizer_fingerprint, req.max_tokens)

@@ -1,0 +1,169 @@
+"""CLI clients of the datastore service: namespace, ingest, lookup, stats, compact, serve."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import sys
+
+import grpc
+
+from client_sdk.remote import DEFAULT_ADDRESS, DatastoreClient
+from client_sdk.types import LookupOptions
+
+
+def add_client_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--address", default=os.environ.get("SSSD_DATASTORE", DEFAULT_ADDRESS),
+                   help="host:port of the datastore (default: $SSSD_DATASTORE, else 127.0.0.1:50051)")
+    p.add_argument("--token", default=os.environ.get("SSSD_TOKEN"), help="bearer token (default: $SSSD_TOKEN)")
+    p.add_argument("--tls-ca", default=None, help="PEM CA bundle: connect with TLS")
+    p.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
+
+
+def client_of(args) -> DatastoreClient:
+    return DatastoreClient(args.address, args.token, args.tls_ca, args.timeout)
+
+
+def rpc_errors(handler):
+    """A gRPC failure becomes one line on stderr and exit code 2."""
+
+    def run(args) -> int:
+        try:
+            return handler(args)
+        except grpc.RpcError as exc:
+            print(f"sssd: error: {exc.code().name}: {exc.details()} ({args.address})", file=sys.stderr)
+            return 2
+
+    return run
+
+
+def register(sub) -> None:
+    from sssd.cli import add_config_flags, config_from_args
+    from datastore_service.server import ServerConfig, serve
+
+    p = sub.add_parser("serve", help="run the datastore service")
+    add_config_flags(p, ServerConfig)
+    p.set_defaults(handler=lambda a: asyncio.run(serve(config_from_args(ServerConfig, a))) or 0)
+
+    ns = sub.add_parser("namespace", help="create, list or drop namespaces")
+    ns_sub = ns.add_subparsers(dest="action", required=True)
+    c = ns_sub.add_parser("create")
+    c.add_argument("name")
+    c.add_argument("--vocab-size", type=int, required=True)
+    c.add_argument("--tokenizer-fingerprint", default="")
+    c.add_argument("--max-tokens", type=int, default=0, help="retention: oldest documents evicted beyond this (0 = unbounded)")
+    c.set_defaults(handler=rpc_errors(_ns_create))
+    ls = ns_sub.add_parser("list")
+    ls.set_defaults(handler=rpc_errors(_ns_list))
+    d = ns_sub.add_parser("drop")
+    d.add_argument("name")
+    d.set_defaults(handler=rpc_errors(lambda a: client_of(a).drop_namespace(a.name) or 0))
+    for p in (c, ls, d):
+        add_client_flags(p)
+
+    ing = sub.add_parser("ingest", help="ingest a JSONL file of token documents")
+    ing.add_argument("file", help='JSONL: {"id": ..., "tokens": [...]} per line (id defaults to FILE:LINE)')
+    ing.add_argument("--namespace", "-n", required=True)
+    ing.add_argument("--batch", type=int, default=512, help="documents per request")
+    ing.set_defaults(handler=rpc_errors(_ingest))
+
+    lk = sub.add_parser("lookup", help="continuation tree of a context")
+    lk.add_argument("tokens", help="comma-separated token ids")
+    lk.add_argument("--namespace", "-n", required=True)
+    lk.add_argument("--depth", type=int, default=8)
+    lk.add_argument("--max-nodes", type=int, default=64)
+    lk.set_defaults(handler=rpc_errors(_lookup))
+
+    st = sub.add_parser("stats", help="per-namespace statistics")
+    st.add_argument("--namespace", "-n", default="")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(handler=rpc_errors(_stats))
+
+    cp = sub.add_parser("compact", help="merge segments and drop deleted documents")
+    cp.add_argument("--namespace", "-n", default="")
+    cp.add_argument("--policy", action="store_true", help="only what the background policy would merge")
+    cp.set_defaults(handler=rpc_errors(lambda a: print(f"segments retired: {client_of(a).compact(a.namespace, not a.policy)}") or 0))
+    for p in (ing, lk, st, cp):
+        add_client_flags(p)
+
+
+def _ns_create(args) -> int:
+    n = client_of(args).create_namespace(args.name, args.vocab_size, args.tokenizer_fingerprint, args.max_tokens)
+    print(f"created namespace {n.name} (vocab {n.vocab_size})")
+    return 0
+
+
+def _ns_list(args) -> int:
+    for n in client_of(args).list_namespaces():
+        print(f"{n.name}\tvocab={n.vocab_size}\tmax_tokens={n.max_tokens}\tfingerprint={n.tokenizer_fingerprint}")
+    return 0
+
+
+def read_token_documents(path: str):
+    """(id, tokens) per JSONL line; ValueError naming the line when one is malformed."""
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                yield str(rec.get("id", f"{os.path.basename(path)}:{lineno}")), rec["tokens"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise ValueError(f"{path}:{lineno}: not a token document ({exc})") from exc
+
+
+def _ingest(args) -> int:
+    from tqdm import tqdm
+
+    docs = read_token_documents(args.file)
+    bar = tqdm(desc="ingest", unit="doc", disable=None, file=sys.stderr)
+    failure: list[Exception] = []
+
+    def batches():
+        # gRPC consumes this on its own thread: a parse error ends the stream cleanly and
+        # is re-raised below (what was sent is stored; re-running resumes by id)
+        try:
+            while batch := list(itertools.islice(docs, args.batch)):
+                bar.update(len(batch))
+                yield batch
+        except ValueError as exc:
+            failure.append(exc)
+
+    summary = client_of(args).ingest_stream(args.namespace, batches())
+    bar.close()
+    if failure:
+        raise ValueError(f"{failure[0]} (documents before it were ingested)")
+    print(f"added {summary.added} documents ({summary.tokens} tokens), {summary.duplicates} already present, "
+          f"{summary.evicted} evicted by retention")
+    return 0
+
+
+def _lookup(args) -> int:
+    import numpy as np
+
+    try:
+        ctx = np.array([int(t) for t in args.tokens.split(",") if t.strip()], dtype=np.int32)
+    except ValueError:
+        raise ValueError(f"tokens {args.tokens!r} must be comma-separated integers")
+    (tree,) = client_of(args).lookup(args.namespace, [ctx], LookupOptions(depth=args.depth, max_nodes=args.max_nodes))
+    print(json.dumps({"match_length": tree.match_length, "occurrences": tree.occurrences,
+                      "tokens": tree.tokens.tolist(), "parents": tree.parents.tolist(), "counts": tree.counts.tolist()}))
+    return 0
+
+
+def _stats(args) -> int:
+    resp = client_of(args).stats(args.namespace)
+    if args.json:
+        fields = [f.name for f in type(resp).DESCRIPTOR.fields_by_name["namespaces"].message_type.fields]
+        print(json.dumps({
+            "namespaces": [{f: getattr(n, f) for f in fields} for n in resp.namespaces],
+            "compactions": resp.compactions, "uptime_s": round(resp.uptime_s, 3),
+        }))
+        return 0
+    print(f"{'namespace':<20}{'documents':>12}{'tokens':>14}{'segments':>10}{'resident MB':>13}")
+    for n in resp.namespaces:
+        print(f"{n.name:<20}{n.documents:>12,}{n.tokens:>14,}{n.segments:>10}{n.resident_bytes / 1e6:>13.1f}")
+    return 0

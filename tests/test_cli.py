@@ -1,0 +1,70 @@
+"""The command line against a real embedded server, and the codegen staleness check."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sssd.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
+    a = ("--address", server.address)
+    assert run(capsys, "namespace", "create", "demo", "--vocab-size", "100", *a)[0] == 0
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text('{"id": "x", "tokens": [1, 2, 3, 4]}\n{"tokens": [1, 2, 3, 9]}\n\n')
+    code, out, _ = run(capsys, "ingest", str(docs), "-n", "demo", *a)
+    assert code == 0 and "added 2 documents (8 tokens)" in out
+    code, out, _ = run(capsys, "ingest", str(docs), "-n", "demo", *a)  # resumable: ids make it idempotent
+    assert "added 0 documents" in out and "2 already present" in out
+    assert run(capsys, "compact", *a)[0] == 0
+    code, out, _ = run(capsys, "lookup", "1,2,3", "-n", "demo", *a)
+    tree = json.loads(out)
+    assert tree["match_length"] == 3 and sorted(tree["tokens"]) == [4, 9]
+    code, out, _ = run(capsys, "stats", "--json", *a)
+    (ns,) = json.loads(out)["namespaces"]
+    assert {k: ns[k] for k in ("name", "documents", "tokens")} == {"name": "demo", "documents": 2, "tokens": 8}
+    assert ns["segments"] >= 1 and ns["resident_bytes"] > 0
+    code, out, _ = run(capsys, "namespace", "list", *a)
+    assert out.startswith("demo\tvocab=100")
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["lookup", "1,2", "-n", "missing"], "NOT_FOUND: namespace 'missing'"),
+        (["lookup", "1,x", "-n", "demo"], "comma-separated integers"),
+        (["namespace", "create", "bad name", "--vocab-size", "10"], "INVALID_ARGUMENT"),
+    ],
+)
+def test_failures_are_one_line_and_nonzero(server, capsys, argv, message):
+    code, _, err = run(capsys, *argv, "--address", server.address)
+    assert code != 0 and message in err and err.count("\n") == 1
+
+
+def test_bad_jsonl_names_the_line(server, capsys, tmp_path):
+    run(capsys, "namespace", "create", "demo", "--vocab-size", "10", "--address", server.address)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"tokens": [1]}\n{"oops": 1}\n')
+    code, _, err = run(capsys, "ingest", str(bad), "-n", "demo", "--address", server.address)
+    assert code != 0 and "bad.jsonl:2" in err
+
+
+def test_unreachable_server_fails_fast(capsys):
+    code, _, err = run(capsys, "stats", "--address", "127.0.0.1:1", "--timeout", "2")
+    assert code == 2 and "UNAVAILABLE" in err
+
+
+def test_generated_code_is_fresh():
+    result = subprocess.run([sys.executable, "-m", "sssd.codegen", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,83 @@
+"""Bearer tokens, scopes and namespace isolation against a real server."""
+
+import grpc
+import numpy as np
+import pytest
+
+from client_sdk.remote import DatastoreClient
+
+
+def status(fn):
+    try:
+        fn()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+@pytest.fixture
+def secured(server_factory, auth_file):
+    server = server_factory(auth_file=auth_file)
+    admin = DatastoreClient(server.address, token="t-admin")
+    admin.create_namespace("alpha", 100)
+    admin.create_namespace("beta", 100)
+    admin.ingest("alpha", [("a1", [1, 2, 3, 4])])
+    admin.ingest("beta", [("b1", [1, 2, 50, 51])])
+    admin.snapshot()
+    yield server
+    admin.close()
+
+
+CASES = [
+    # (token, call, expected status)
+    (None, lambda c: c.lookup("alpha", [np.array([1, 2])]), grpc.StatusCode.UNAUTHENTICATED),  # no token
+    ("wrong", lambda c: c.lookup("alpha", [np.array([1, 2])]), grpc.StatusCode.UNAUTHENTICATED),  # unknown token
+    ("t-lookup", lambda c: c.lookup("alpha", [np.array([1, 2])]), grpc.StatusCode.OK),
+    ("t-lookup", lambda c: c.lookup("beta", [np.array([1, 2])]), grpc.StatusCode.PERMISSION_DENIED),  # other namespace
+    ("t-lookup", lambda c: c.ingest("alpha", [("x", [1])]), grpc.StatusCode.PERMISSION_DENIED),  # no ingest scope
+    ("t-ingest", lambda c: c.ingest("alpha", [("x", [1])]), grpc.StatusCode.OK),
+    ("t-ingest", lambda c: c.ingest("beta", [("x", [1])]), grpc.StatusCode.PERMISSION_DENIED),
+    ("t-ingest", lambda c: c.compact("alpha"), grpc.StatusCode.PERMISSION_DENIED),  # admin needed
+    ("t-ingest", lambda c: c.delete("alpha", ["a1"]), grpc.StatusCode.PERMISSION_DENIED),
+    ("t-ingest", lambda c: c.create_namespace("gamma", 10), grpc.StatusCode.PERMISSION_DENIED),
+    ("t-ingest", lambda c: c.drop_namespace("alpha"), grpc.StatusCode.PERMISSION_DENIED),
+    ("t-lookup", lambda c: c.snapshot(), grpc.StatusCode.PERMISSION_DENIED),
+    ("t-admin", lambda c: c.compact("beta"), grpc.StatusCode.OK),
+]
+
+
+@pytest.mark.parametrize("token,call,expected", CASES)
+def test_scopes(secured, token, call, expected):
+    with DatastoreClient(secured.address, token=token) as c:
+        assert status(lambda: call(c)) == expected
+
+
+def test_namespace_isolation(secured):
+    """The same context in two namespaces sees only that namespace's continuation."""
+    with DatastoreClient(secured.address, token="t-admin") as c:
+        a, b = c.lookup("alpha", [np.array([1, 2])])[0], c.lookup("beta", [np.array([1, 2])])[0]
+    assert a.tokens.tolist()[0] == 3 and 50 not in a.tokens.tolist()
+    assert b.tokens.tolist()[0] == 50 and 3 not in b.tokens.tolist()
+
+
+def test_listing_is_filtered_to_visible_namespaces(secured):
+    with DatastoreClient(secured.address, token="t-lookup") as c:
+        assert [n.name for n in c.list_namespaces()] == ["alpha"]
+        assert [n.name for n in c.stats().namespaces] == ["alpha"]
+
+
+def test_health_needs_no_token(secured):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(secured.address) as ch:
+        reply = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_bad_auth_file_is_refused(tmp_path):
+    from datastore_service.auth import Authenticator
+
+    path = tmp_path / "a.json"
+    path.write_text('{"tokens": [{"token": "x", "scopes": ["root"]}]}')
+    with pytest.raises(ValueError, match="bad scopes"):
+        Authenticator.from_file(str(path))

@@ -1,0 +1,130 @@
+"""Health transitions, UNAVAILABLE while loading, graceful shutdown, malformed requests."""
+
+import threading
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from client_sdk.remote import DatastoreClient
+from datastore_service import datastore as datastore_module
+from datastore_service.datastore import Datastore, DatastoreConfig
+from datastore_service.embedded import EmbeddedServer
+from datastore_service.server import ServerConfig
+from sssd.datastore.v1 import datastore_pb2 as pb
+
+
+def health_status(address: str) -> int:
+    with grpc.insecure_channel(address) as ch:
+        return health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+
+
+def test_not_serving_and_unavailable_until_loaded(tmp_path, monkeypatch):
+    release = threading.Event()
+    real_init = Datastore.__init__
+
+    def slow_init(self, config):
+        release.wait(30)
+        real_init(self, config)
+
+    monkeypatch.setattr(datastore_module.Datastore, "__init__", slow_init)
+    server = EmbeddedServer(ServerConfig(db=str(tmp_path / "h.db"), port=0))
+    starter = threading.Thread(target=server.start)
+    starter.start()
+    deadline = time.monotonic() + 10
+    while not server.server.port and time.monotonic() < deadline:
+        time.sleep(0.01)
+    address = f"127.0.0.1:{server.server.port}"
+    time.sleep(0.2)
+    assert health_status(address) == health_pb2.HealthCheckResponse.NOT_SERVING
+    with DatastoreClient(address) as c:
+        with pytest.raises(grpc.RpcError) as info:
+            c.list_namespaces()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    release.set()
+    starter.join()
+    assert health_status(address) == health_pb2.HealthCheckResponse.SERVING
+    server.stop()
+
+
+def test_graceful_shutdown_keeps_acknowledged_ingest_and_snapshots(tmp_path):
+    db = str(tmp_path / "g.db")
+    server = EmbeddedServer(ServerConfig(db=db, port=0, maintenance_interval_s=60)).start()
+    with DatastoreClient(server.address) as c:
+        c.create_namespace("ns", 100)
+        for i in range(20):
+            c.ingest("ns", [(f"d{i}", [i % 100, 1, 2])])
+    server.stop()  # health off, drain, final snapshot, close
+    ds = Datastore(DatastoreConfig(path=db))
+    assert ds.namespace("ns").document_count() == 20 and ds.check_integrity() == ""
+    assert list(ds.store.pending_documents("ns")) == []  # the final snapshot covered them
+    ds.close()
+
+
+def test_in_flight_calls_drain_before_close(tmp_path):
+    server = EmbeddedServer(ServerConfig(db=str(tmp_path / "d.db"), port=0, grace_s=5)).start()
+    client = DatastoreClient(server.address)
+    client.create_namespace("ns", 100)
+    results = []
+
+    def writer():
+        for i in range(200):
+            try:
+                client.ingest("ns", [(f"w{i}", [1, 2, 3])])
+                results.append(i)
+            except grpc.RpcError:
+                break
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.2)
+    server.stop()
+    t.join()
+    client.close()
+    ds = Datastore(DatastoreConfig(path=str(tmp_path / "d.db")))
+    ns = ds.namespace("ns")
+    assert results and all(ns.has_document(f"w{i}") for i in results)
+    ds.close()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory):
+    server = EmbeddedServer(ServerConfig(db=str(tmp_path_factory.mktemp("m") / "m.db"), port=0)).start()
+    with DatastoreClient(server.address) as c:
+        c.create_namespace("ns", 1000)
+        c.ingest("ns", [("keep", [1, 2, 3, 4])])
+        c.snapshot()  # queryable now, not at the next background flush
+    yield server
+    server.stop()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    blobs=st.lists(st.binary(max_size=64), max_size=5),
+    namespace=st.sampled_from(["ns", "", "missing", "x" * 300]),
+    ids=st.lists(st.text(max_size=20), max_size=3),
+    depth=st.integers(0, 1 << 31),
+    max_nodes=st.integers(0, 1 << 31),
+)
+def test_malformed_requests_never_crash_or_change_data(shared_server, blobs, namespace, ids, depth, max_nodes):
+    with DatastoreClient(shared_server.address) as c:
+        calls = [
+            lambda: c.stub.Lookup(pb.LookupRequest(namespace=namespace, contexts=blobs,
+                                                   params=pb.LookupParams(depth=depth, max_nodes=max_nodes)), timeout=5),
+            lambda: c.stub.Ingest(pb.IngestRequest(namespace=namespace, documents=[
+                pb.TokenDocument(id=i, tokens=b + b"\x00\x00\x00\x00\xff\xff\xff\x7f") for i, b in zip(ids, blobs)]), timeout=5),
+            lambda: c.stub.DeleteDocuments(pb.DeleteDocumentsRequest(namespace=namespace, ids=ids), timeout=5),
+        ]
+        for call in calls:
+            try:
+                call()
+            except grpc.RpcError as exc:
+                assert exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
+                                      grpc.StatusCode.RESOURCE_EXHAUSTED), exc
+        stats = c.stats("ns").namespaces[0]
+        assert stats.documents == 1 and stats.tokens == 4  # nothing changed the stored data
+        assert c.lookup("ns", [np.array([1, 2, 3])])[0].tokens.tolist() == [4]

@@ -1,0 +1,168 @@
+"""Every RPC against a real server on port 0, with real channels."""
+
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from client_sdk.remote import pack
+from client_sdk.types import LookupOptions
+from datastore_service.core import LookupParams
+from sssd.datastore.v1 import datastore_pb2 as pb
+
+DOCS = [("a", [1, 2, 3, 4, 5]), ("b", [1, 2, 3, 9]), ("c", [7, 1, 2, 3, 4, 6])]
+
+
+def wait_flushed(server, ns, n, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sum(s.n_docs - s.n_dead for s in server.server.servicer.ds.namespace(ns).segments) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError("documents never became queryable")
+
+
+@pytest.fixture
+def loaded(server, client):
+    client.create_namespace("alpha", 10, "fp-1")
+    r = client.ingest("alpha", DOCS)
+    assert (r.added, r.duplicates) == (3, 0)
+    wait_flushed(server, "alpha", 3)
+    return client
+
+
+def test_lookup_equals_core(server, loaded):
+    trees = loaded.lookup("alpha", [np.array([1, 2, 3, 4]), np.array([9, 9, 3])], LookupOptions(depth=2))
+    core = server.server.servicer.ds.lookup("alpha", [np.array([1, 2, 3, 4]), np.array([9, 9, 3])], LookupParams(depth=2))
+    for got, want in zip(trees, core):
+        assert np.array_equal(got.tokens, want.tokens) and np.array_equal(got.parents, want.parents)
+        assert np.array_equal(got.counts, want.counts) and got.match_length == want.match_length
+    assert trees[0].match_length == 4 and sorted(trees[0].tokens.tolist()) == [5, 6]
+
+
+def test_lookup_future_and_stream(loaded):
+    fut = loaded.lookup_future("alpha", [np.array([2, 3])])
+    assert fut.result(timeout=10)[0].match_length == 2
+    reqs = [pb.LookupRequest(namespace="alpha", contexts=[pack([1, 2])], request_id=i) for i in range(5)]
+    responses = list(loaded.stub.LookupStream(iter(reqs), timeout=10))
+    assert [r.request_id for r in responses] == list(range(5))
+    assert all(r.results[0].match_length == 2 for r in responses)
+
+
+def test_ingest_is_idempotent_and_stream_summarises(server, loaded):
+    again = loaded.ingest("alpha", DOCS[:2])
+    assert (again.added, again.duplicates, list(again.duplicate_ids)) == (0, 2, ["a", "b"])
+    summary = loaded.ingest_stream("alpha", [[("s1", [1, 1])], [("s2", [2, 2, 2]), ("a", DOCS[0][1])]])
+    assert (summary.requests, summary.added, summary.duplicates, summary.tokens) == (2, 2, 1, 5)
+
+
+def test_admin_rpcs(server, loaded):
+    stats = loaded.stats()
+    (ns,) = stats.namespaces
+    assert (ns.name, ns.documents, ns.tokens, ns.vocab_size, ns.tokenizer_fingerprint) == ("alpha", 3, 15, 10, "fp-1")
+    assert ns.resident_bytes > 0 and ns.segments >= 1
+    loaded.ingest("alpha", [("d", [5, 5])])
+    assert loaded.snapshot() >= 0
+    assert loaded.delete("alpha", ["a"]) == ["a"]
+    assert loaded.compact("alpha") >= 0
+    assert loaded.stats("alpha").namespaces[0].documents == 3
+    assert [n.name for n in loaded.list_namespaces()] == ["alpha"]
+    loaded.create_namespace("beta", 100, max_tokens=1000)
+    assert [n.name for n in loaded.list_namespaces()] == ["alpha", "beta"]
+    loaded.drop_namespace("beta")
+    assert [n.name for n in loaded.list_namespaces()] == ["alpha"]
+    assert server.server.servicer.ds.check_integrity() == ""
+
+
+def code_of(fn):
+    with pytest.raises(grpc.RpcError) as info:
+        fn()
+    return info.value.code(), info.value.details()
+
+
+ERRORS = [
+    # token bytes not a multiple of 4
+    (lambda c: c.stub.Lookup(pb.LookupRequest(namespace="alpha", contexts=[b"\x01\x02\x03"])), grpc.StatusCode.INVALID_ARGUMENT, "not a whole number"),
+    # context token out of the namespace's vocabulary
+    (lambda c: c.lookup("alpha", [np.array([10])]), grpc.StatusCode.INVALID_ARGUMENT, "outside [0, 10)"),
+    # document with a negative id
+    (lambda c: c.ingest("alpha", [("x", [-3])]), grpc.StatusCode.INVALID_ARGUMENT, "token id -3"),
+    # empty document
+    (lambda c: c.ingest("alpha", [("x", [])]), grpc.StatusCode.INVALID_ARGUMENT, "is empty"),
+    # ingest with no documents
+    (lambda c: c.ingest("alpha", []), grpc.StatusCode.INVALID_ARGUMENT, "no documents"),
+    # unknown namespace
+    (lambda c: c.lookup("nope", [np.array([1])]), grpc.StatusCode.NOT_FOUND, "'nope'"),
+    # delete of an unknown document
+    (lambda c: c.delete("alpha", ["zz"]), grpc.StatusCode.NOT_FOUND, "unknown document"),
+    # namespace created twice
+    (lambda c: c.create_namespace("alpha", 10), grpc.StatusCode.ALREADY_EXISTS, "already exists"),
+    # same id, other tokens
+    (lambda c: c.ingest("alpha", [("a", [1])]), grpc.StatusCode.ALREADY_EXISTS, "different tokens"),
+    # bad namespace spec
+    (lambda c: c.create_namespace("gamma", 1), grpc.StatusCode.INVALID_ARGUMENT, "vocab_size 1"),
+    # bad lookup parameters
+    (lambda c: c.lookup("alpha", [np.array([1])], LookupOptions(depth=100)), grpc.StatusCode.INVALID_ARGUMENT, "depth 100"),
+]
+
+
+@pytest.mark.parametrize("call,code,text", ERRORS)
+def test_error_statuses(server, loaded, call, code, text):
+    before = loaded.stats("alpha").namespaces[0]
+    got_code, details = code_of(lambda: call(loaded))
+    assert got_code == code and text in details
+    after = loaded.stats("alpha").namespaces[0]
+    assert (after.documents, after.tokens) == (before.documents, before.tokens)
+
+
+def test_caps_are_resource_exhausted(server_factory):
+    server = server_factory(max_lookup_contexts=2, max_ingest_documents=2, max_message_bytes=1 << 16)
+    from client_sdk.remote import DatastoreClient
+
+    with DatastoreClient(server.address) as c:
+        c.create_namespace("alpha", 10)
+        assert code_of(lambda: c.lookup("alpha", [np.array([1])] * 3))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert code_of(lambda: c.ingest("alpha", [("a", [1]), ("b", [1]), ("c", [1])]))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+        big = np.zeros(1 << 15, dtype=np.int32)
+        assert code_of(lambda: c.ingest("alpha", [("big", big)]))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_internal_errors_do_not_leak(server, loaded, monkeypatch):
+    def boom():
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(server.server.servicer.ds, "stats", boom)
+    code, details = code_of(lambda: loaded.stats())
+    assert code == grpc.StatusCode.INTERNAL and "secret" not in details
+
+
+def test_health_and_reflection(server):
+    channel = grpc.insecure_channel(server.address)
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "sssd.datastore.v1.Datastore"):
+        status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    reply = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"sssd.datastore.v1.Datastore", "grpc.health.v1.Health"} <= names
+    channel.close()
+
+
+def test_metrics_endpoint(server_factory):
+    import urllib.request
+
+    from client_sdk.remote import DatastoreClient
+
+    server = server_factory(metrics_port=0)
+    with DatastoreClient(server.address) as c:
+        c.create_namespace("alpha", 10)
+        c.ingest("alpha", [("a", [1, 2])])
+        c.stats()
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=5).read().decode()
+    assert 'sssd_rpcs_total{code="OK",method="Ingest"} 1.0' in text
+    assert 'sssd_namespace_tokens{namespace="alpha"} 2.0' in text
+    assert "sssd_rpc_seconds_bucket" in text
