@@ -27,8 +27,16 @@ def unpack(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<i4").astype(np.int32, copy=False)
 
 
-def continuation_from_proto(c: pb.Continuation) -> Continuation:
-    return Continuation(unpack(c.tokens), unpack(c.parents), unpack(c.counts), c.match_length, c.occurrences)
+def continuations_from_proto(r: pb.LookupResponse) -> list[Continuation]:
+    """Split a flat LookupResponse into one Continuation per context."""
+    tokens, parents, counts = unpack(r.tokens), unpack(r.parents), unpack(r.counts)
+    bounds = np.frombuffer(r.node_offsets, dtype="<i8").tolist()
+    match = np.frombuffer(r.match_lengths, dtype="<i4").tolist()
+    occ = np.frombuffer(r.occurrences, dtype="<i8").tolist()
+    return [
+        Continuation(tokens[a:b], parents[a:b], counts[a:b], m, o)
+        for a, b, m, o in zip(bounds[:-1], bounds[1:], match, occ)
+    ]
 
 
 def lookup_request(namespace: str, contexts: Sequence, options: LookupOptions, request_id: int = 0) -> pb.LookupRequest:
@@ -37,8 +45,10 @@ def lookup_request(namespace: str, contexts: Sequence, options: LookupOptions, r
         max_match=o.max_match, min_match=o.min_match, min_occurrences=o.min_occurrences,
         sample_budget=o.sample_budget, depth=o.depth, max_nodes=o.max_nodes,
     )
+    tails = [np.asarray(c[-o.max_match :], dtype="<i4") for c in contexts]
     return pb.LookupRequest(
-        namespace=namespace, contexts=[pack(c[-o.max_match :]) for c in contexts], params=params, request_id=request_id
+        namespace=namespace, contexts=b"".join(t.tobytes() for t in tails),
+        context_lengths=[t.shape[0] for t in tails], params=params, request_id=request_id,
     )
 
 
@@ -84,7 +94,7 @@ class DatastoreClient:
     def lookup(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
                timeout_s: float | None = None) -> list[Continuation]:
         response = self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s)
-        return [continuation_from_proto(c) for c in response.results]
+        return continuations_from_proto(response)
 
     def lookup_future(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
                       timeout_s: float | None = None) -> futures.Future:
@@ -96,7 +106,7 @@ class DatastoreClient:
 
         def done(f) -> None:
             try:
-                out.set_result([continuation_from_proto(c) for c in f.result().results])
+                out.set_result(continuations_from_proto(f.result()))
             except Exception as exc:  # grpc.RpcError or cancellation, handed to the waiter
                 out.set_exception(exc)
 

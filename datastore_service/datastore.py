@@ -31,6 +31,7 @@ from datastore_service.core import (
     LookupParams,
     NamespaceIndex,
     NamespaceSpec,
+    TreeBatch,
     build_segment,
     merge_segments,
 )
@@ -175,6 +176,9 @@ class Datastore:
 
     def lookup(self, name: str, contexts: Sequence[np.ndarray], params: LookupParams) -> list[ContinuationTree]:
         return self.namespace(name).lookup(contexts, params)
+
+    def lookup_packed(self, name: str, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams) -> TreeBatch:
+        return self.namespace(name).lookup_packed(ctx, ctx_off, params)
 
     # -- maintenance ----------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datastore_service.core import ContinuationTree, Document, LookupParams, NamespaceSpec
+from datastore_service.core import Document, LookupParams, NamespaceSpec, TreeBatch
 from datastore_service.errors import InvalidArgument
 from sssd.datastore.v1 import datastore_pb2 as pb
 
@@ -46,20 +46,24 @@ def params_to_proto(p: LookupParams) -> pb.LookupParams:
     )
 
 
-def tree_to_proto(t: ContinuationTree) -> pb.Continuation:
-    return pb.Continuation(
-        tokens=encode_tokens(t.tokens), parents=encode_tokens(t.parents), counts=encode_tokens(t.counts),
-        match_length=t.match_length, occurrences=t.occurrences, sampled=t.sampled,
+def contexts_from_proto(req: pb.LookupRequest) -> tuple[np.ndarray, np.ndarray]:
+    """(flat int32 tails, offsets [B + 1]) of a LookupRequest; InvalidArgument on mismatch."""
+    ctx = decode_tokens(req.contexts, "contexts")
+    off = np.zeros(len(req.context_lengths) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(req.context_lengths, dtype=np.int64), out=off[1:])
+    if off[-1] != ctx.shape[0]:
+        raise InvalidArgument(f"context_lengths sum to {int(off[-1])} but contexts hold {ctx.shape[0]} tokens")
+    return ctx, off
+
+
+def batch_to_proto(batch: TreeBatch, request_id: int) -> pb.LookupResponse:
+    meta = batch.meta
+    return pb.LookupResponse(
+        tokens=batch.tokens.tobytes(), parents=batch.parents.tobytes(), counts=batch.counts.tobytes(),
+        node_offsets=batch.node_offsets.astype("<i8").tobytes(),
+        match_lengths=meta[:, 0].astype("<i4").tobytes(), occurrences=meta[:, 1].astype("<i8").tobytes(),
+        sampled=meta[:, 2].astype("<i4").tobytes(), request_id=request_id,
     )
-
-
-def tree_from_proto(c: pb.Continuation) -> ContinuationTree:
-    tokens = decode_tokens(c.tokens, "continuation tokens")
-    parents = decode_tokens(c.parents, "continuation parents")
-    counts = decode_tokens(c.counts, "continuation counts")
-    if not (tokens.shape == parents.shape == counts.shape):
-        raise InvalidArgument("continuation arrays differ in length")
-    return ContinuationTree(tokens, parents, counts, c.match_length, c.occurrences, c.sampled)
 
 
 def namespace_to_proto(spec: NamespaceSpec) -> pb.Namespace:

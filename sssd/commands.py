@@ -26,12 +26,28 @@ def _register_bench(sub) -> None:
     ds.add_argument("--seed", type=int, default=0)
     ds.add_argument("--json", action="store_true", help="print only the JSON object")
     ds.set_defaults(handler=_bench_datastore)
+    sv = kinds.add_parser("service", help="loopback gRPC: Lookup(64) latency, IngestStream throughput, mixed load")
+    sv.add_argument("--tokens", type=int, default=10_000_000)
+    sv.add_argument("--vocab", type=int, default=128_000)
+    sv.add_argument("--clients", type=int, default=32, help="concurrent lookup clients in the load run")
+    sv.add_argument("--seconds", type=float, default=30.0, help="length of the load run")
+    sv.add_argument("--batch", type=int, default=16, help="contexts per Lookup in the load run")
+    sv.add_argument("--json", action="store_true")
+    sv.set_defaults(handler=_bench_service)
 
 
 def _bench_datastore(args) -> int:
     from sssd.bench.datastore_bench import run
 
     result = run(args.tokens, args.vocab, args.data, args.seed, args.lookups)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _bench_service(args) -> int:
+    from sssd.bench.service_bench import run
+
+    result = run(args.tokens, args.vocab, args.clients, args.seconds, args.batch)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 

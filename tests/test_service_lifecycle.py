@@ -113,7 +113,8 @@ def shared_server(tmp_path_factory):
 def test_malformed_requests_never_crash_or_change_data(shared_server, blobs, namespace, ids, depth, max_nodes):
     with DatastoreClient(shared_server.address) as c:
         calls = [
-            lambda: c.stub.Lookup(pb.LookupRequest(namespace=namespace, contexts=blobs,
+            lambda: c.stub.Lookup(pb.LookupRequest(namespace=namespace, contexts=b"".join(blobs),
+                                                   context_lengths=[len(b) for b in blobs],
                                                    params=pb.LookupParams(depth=depth, max_nodes=max_nodes)), timeout=5),
             lambda: c.stub.Ingest(pb.IngestRequest(namespace=namespace, documents=[
                 pb.TokenDocument(id=i, tokens=b + b"\x00\x00\x00\x00\xff\xff\xff\x7f") for i, b in zip(ids, blobs)]), timeout=5),

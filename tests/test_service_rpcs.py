@@ -8,7 +8,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client_sdk.remote import pack
+from client_sdk.remote import continuations_from_proto, lookup_request
 from client_sdk.types import LookupOptions
 from datastore_service.core import LookupParams
 from sssd.datastore.v1 import datastore_pb2 as pb
@@ -46,10 +46,10 @@ def test_lookup_equals_core(server, loaded):
 def test_lookup_future_and_stream(loaded):
     fut = loaded.lookup_future("alpha", [np.array([2, 3])])
     assert fut.result(timeout=10)[0].match_length == 2
-    reqs = [pb.LookupRequest(namespace="alpha", contexts=[pack([1, 2])], request_id=i) for i in range(5)]
+    reqs = [lookup_request("alpha", [np.array([1, 2])], LookupOptions(), request_id=i) for i in range(5)]
     responses = list(loaded.stub.LookupStream(iter(reqs), timeout=10))
     assert [r.request_id for r in responses] == list(range(5))
-    assert all(r.results[0].match_length == 2 for r in responses)
+    assert all(continuations_from_proto(r)[0].match_length == 2 for r in responses)
 
 
 def test_ingest_is_idempotent_and_stream_summarises(server, loaded):
@@ -85,7 +85,9 @@ def code_of(fn):
 
 ERRORS = [
     # token bytes not a multiple of 4
-    (lambda c: c.stub.Lookup(pb.LookupRequest(namespace="alpha", contexts=[b"\x01\x02\x03"])), grpc.StatusCode.INVALID_ARGUMENT, "not a whole number"),
+    (lambda c: c.stub.Lookup(pb.LookupRequest(namespace="alpha", contexts=b"\x01\x02\x03", context_lengths=[1])), grpc.StatusCode.INVALID_ARGUMENT, "not a whole number"),
+    # lengths that do not add up to the packed tokens
+    (lambda c: c.stub.Lookup(pb.LookupRequest(namespace="alpha", contexts=b"\x01\x00\x00\x00", context_lengths=[2])), grpc.StatusCode.INVALID_ARGUMENT, "sum to 2"),
     # context token out of the namespace's vocabulary
     (lambda c: c.lookup("alpha", [np.array([10])]), grpc.StatusCode.INVALID_ARGUMENT, "outside [0, 10)"),
     # document with a negative id

@@ -1,8 +1,8 @@
 """Index core: pure data structures and algorithms. No gRPC, asyncio, SQLite or file I/O."""
 
-from datastore_service.core.index import AddResult, NamespaceIndex, check_segment, lookup_view
+from datastore_service.core.index import AddResult, NamespaceIndex, check_segment, lookup_packed
 from datastore_service.core.segment import Segment, build_segment, merge_segments, restore_segment
-from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec
+from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TreeBatch
 
 __all__ = [
     "AddResult",
@@ -12,9 +12,10 @@ __all__ = [
     "NamespaceIndex",
     "NamespaceSpec",
     "Segment",
+    "TreeBatch",
     "build_segment",
     "check_segment",
-    "lookup_view",
+    "lookup_packed",
     "merge_segments",
     "restore_segment",
 ]

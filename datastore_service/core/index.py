@@ -26,7 +26,7 @@ import numpy as np
 
 from datastore_service.core import kernels
 from datastore_service.core.segment import PAD, Segment, bucket_table
-from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec
+from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TreeBatch
 from datastore_service.errors import AlreadyExists, InvalidArgument
 
 MAX_DOC_TOKENS = 1 << 20  # per document; larger inputs are rejected at the boundary
@@ -267,9 +267,12 @@ class NamespaceIndex:
 
     def lookup(self, contexts: Sequence[np.ndarray], params: LookupParams) -> list[ContinuationTree]:
         """One continuation tree per context tail (all sequences of a decode step)."""
-        view = self._view
-        trees = lookup_view(view, contexts, params, self.spec.vocab_size)
-        return trees
+        ctx, ctx_off = pack_tails(contexts, params.max_match)
+        return self.lookup_packed(ctx, ctx_off, params).trees()
+
+    def lookup_packed(self, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams) -> TreeBatch:
+        """The batch path of the service: packed tails in, flat trees out."""
+        return lookup_packed(self._view, ctx, ctx_off, params, self.spec.vocab_size)
 
     # -- integrity ------------------------------------------------------------------------
 
@@ -373,25 +376,25 @@ def pack_tails(contexts: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, 
     return np.concatenate(tails), np.array(lengths, dtype=np.int64)
 
 
-def lookup_view(
-    view: SegmentView, contexts: Sequence[np.ndarray], params: LookupParams, vocab_size: int
-) -> list[ContinuationTree]:
-    """Longest context suffix with enough live occurrences, and the trie of what followed."""
-    if not contexts:
-        return []
-    if not view.segments:
-        return [ContinuationTree.empty() for _ in contexts]
-    ctx, ctx_off = pack_tails(contexts, params.max_match)
+def lookup_packed(
+    view: SegmentView, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams, vocab_size: int
+) -> TreeBatch:
+    """Continuation tries for a packed batch of context tails (ctx flat int32, offsets [B + 1]).
+
+    For every context: the longest suffix with enough live occurrences, sampled up to the
+    budget across segments, and the trie of what followed. Raises InvalidArgument for token
+    ids outside the vocabulary or malformed offsets.
+    """
+    batch = ctx_off.shape[0] - 1
+    if batch < 0 or ctx_off[0] != 0 or ctx_off[-1] != ctx.shape[0] or np.any(np.diff(ctx_off) < 0):
+        raise InvalidArgument("context offsets do not partition the context tokens")
     if ctx.shape[0] and (int(ctx.min()) < 0 or int(ctx.max()) >= vocab_size):
         bad = int(ctx.min()) if int(ctx.min()) < 0 else int(ctx.max())
         raise InvalidArgument(f"context token id {bad} outside [0, {vocab_size})")
-    tok, par, cnt, node_off, meta = kernels.lookup_batch(
+    if not view.segments:
+        return TreeBatch.empty(batch)
+    out = kernels.lookup_batch(
         view.arrays, view.dead, ctx, ctx_off, params.min_match, params.max_match, params.min_occurrences,
         params.sample_budget, params.depth, params.max_nodes, vocab_size,
     )
-    bounds = node_off.tolist()
-    rows = meta.tolist()
-    return [
-        ContinuationTree(tok[a:b], par[a:b], cnt[a:b], m[0], m[1], m[2])
-        for a, b, m in zip(bounds[:-1], bounds[1:], rows)
-    ]
+    return TreeBatch(*out)

@@ -252,14 +252,16 @@ def lookup_batch(segs, dead, ctx, ctx_off, kmin, kmax, min_occ, budget, depth, m
         tail = ctx[max(ctx_off[b], end - kmax) : end]
         kt = tail.shape[0]
         if kt >= kmin and ns > 0:
+            # longest suffix first; shorter ones are searched only when it is too rare
             ranges = np.zeros((ns, kt + 1, 2), dtype=np.int64)
-            for s in range(ns):
-                tokens, sa, first_off, _, _ = segs[s]
-                ranges[s] = match_ranges(tokens, sa, first_off, tail, kmin)
             for k in range(kt, kmin - 1, -1):
                 total = 0
                 for s in range(ns):
-                    total += ranges[s, k, 1] - ranges[s, k, 0]
+                    tokens, sa, first_off, _, _ = segs[s]
+                    lo, hi = find_range(tokens, sa, first_off, tail[kt - k :], k)
+                    ranges[s, k, 0] = lo
+                    ranges[s, k, 1] = hi
+                    total += hi - lo
                 if total < min_occ:
                     continue
                 rows, live, scanned = _sample_all(segs, dead, ranges, k, total, budget, depth)

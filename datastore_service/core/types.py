@@ -131,3 +131,33 @@ class ContinuationTree:
             prefix.append(path)
             out[path] = cnt
         return out
+
+
+@dataclasses.dataclass(frozen=True)
+class TreeBatch:
+    """Continuation trees of a batch of contexts, ragged and flat (what the kernel returns).
+
+    Tree b is nodes [node_offsets[b], node_offsets[b + 1]) of tokens/parents/counts; its
+    parents index within the tree. meta[b] = (match_length, occurrences, sampled).
+    """
+
+    tokens: np.ndarray  # [N] int32
+    parents: np.ndarray  # [N] int32
+    counts: np.ndarray  # [N] int32
+    node_offsets: np.ndarray  # [B + 1] int64
+    meta: np.ndarray  # [B, 3] int64
+
+    @staticmethod
+    def empty(batch: int) -> "TreeBatch":
+        z = np.zeros(0, dtype=np.int32)
+        return TreeBatch(z, z, z, np.zeros(batch + 1, dtype=np.int64), np.zeros((batch, 3), dtype=np.int64))
+
+    def __len__(self) -> int:
+        return int(self.node_offsets.shape[0] - 1)
+
+    def trees(self) -> list[ContinuationTree]:
+        bounds = self.node_offsets.tolist()
+        return [
+            ContinuationTree(self.tokens[a:b], self.parents[a:b], self.counts[a:b], m[0], m[1], m[2])
+            for a, b, m in zip(bounds[:-1], bounds[1:], self.meta.tolist())
+        ]

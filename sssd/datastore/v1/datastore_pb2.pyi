@@ -65,40 +65,38 @@ class LookupParams(_message.Message):
     def __init__(self, max_match: _Optional[int] = ..., min_match: _Optional[int] = ..., min_occurrences: _Optional[int] = ..., sample_budget: _Optional[int] = ..., depth: _Optional[int] = ..., max_nodes: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("namespace", "contexts", "params", "request_id")
+    __slots__ = ("namespace", "contexts", "context_lengths", "params", "request_id")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     CONTEXTS_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LENGTHS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     namespace: str
-    contexts: _containers.RepeatedScalarFieldContainer[bytes]
+    contexts: bytes
+    context_lengths: _containers.RepeatedScalarFieldContainer[int]
     params: LookupParams
     request_id: int
-    def __init__(self, namespace: _Optional[str] = ..., contexts: _Optional[_Iterable[bytes]] = ..., params: _Optional[_Union[LookupParams, _Mapping]] = ..., request_id: _Optional[int] = ...) -> None: ...
+    def __init__(self, namespace: _Optional[str] = ..., contexts: _Optional[bytes] = ..., context_lengths: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[LookupParams, _Mapping]] = ..., request_id: _Optional[int] = ...) -> None: ...
 
-class Continuation(_message.Message):
-    __slots__ = ("tokens", "parents", "counts", "match_length", "occurrences", "sampled")
+class LookupResponse(_message.Message):
+    __slots__ = ("tokens", "parents", "counts", "node_offsets", "match_lengths", "occurrences", "sampled", "request_id")
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     PARENTS_FIELD_NUMBER: _ClassVar[int]
     COUNTS_FIELD_NUMBER: _ClassVar[int]
-    MATCH_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    NODE_OFFSETS_FIELD_NUMBER: _ClassVar[int]
+    MATCH_LENGTHS_FIELD_NUMBER: _ClassVar[int]
     OCCURRENCES_FIELD_NUMBER: _ClassVar[int]
     SAMPLED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     tokens: bytes
     parents: bytes
     counts: bytes
-    match_length: int
-    occurrences: int
-    sampled: int
-    def __init__(self, tokens: _Optional[bytes] = ..., parents: _Optional[bytes] = ..., counts: _Optional[bytes] = ..., match_length: _Optional[int] = ..., occurrences: _Optional[int] = ..., sampled: _Optional[int] = ...) -> None: ...
-
-class LookupResponse(_message.Message):
-    __slots__ = ("results", "request_id")
-    RESULTS_FIELD_NUMBER: _ClassVar[int]
-    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
-    results: _containers.RepeatedCompositeFieldContainer[Continuation]
+    node_offsets: bytes
+    match_lengths: bytes
+    occurrences: bytes
+    sampled: bytes
     request_id: int
-    def __init__(self, results: _Optional[_Iterable[_Union[Continuation, _Mapping]]] = ..., request_id: _Optional[int] = ...) -> None: ...
+    def __init__(self, tokens: _Optional[bytes] = ..., parents: _Optional[bytes] = ..., counts: _Optional[bytes] = ..., node_offsets: _Optional[bytes] = ..., match_lengths: _Optional[bytes] = ..., occurrences: _Optional[bytes] = ..., sampled: _Optional[bytes] = ..., request_id: _Optional[int] = ...) -> None: ...
 
 class StatsRequest(_message.Message):
     __slots__ = ("namespace",)
