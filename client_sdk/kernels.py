@@ -109,134 +109,104 @@ def _bucket(count, parent_count):
 
 
 @numba.njit(**OPTS)
-def source_probs(parents, counts, root_count, table):
-    """Calibrated conditional probability of each node of a source trie.
+def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children):
+    """Merge S scored source tries and keep the best ``budget`` nodes.
 
-    table[fb, sb] = P(node accepted | parent accepted) for that cell (learned online).
-    Returns (cond [N] float64, fb [N], sb [N]).
+    Source s is nodes [offs[s], offs[s+1]) of tok/par/cnt (parents local to the source, -1 =
+    root). Its nodes are scored by table[slot[s], kb[s], frequency bucket, support bucket].
+    Where sources share a path, conditional probabilities combine by noisy-or (combine 0) or
+    max (combine 1). Node score = product along the path; scores never increase down a path,
+    so the best nodes (ties: shallower first) form a connected tree.
+    Returns (tokens, parents, scores, cells [b, S, 4] = (slot, kb, fb, sb) or -1).
     """
-    n = parents.shape[0]
-    cond = np.empty(n, dtype=np.float64)
-    fbs = np.empty(n, dtype=np.int8)
-    sbs = np.empty(n, dtype=np.int8)
-    for i in range(n):
-        pc = root_count if parents[i] < 0 else counts[parents[i]]
-        fb, sb = _bucket(counts[i], max(pc, 1))
-        cond[i] = table[fb, sb]
-        fbs[i] = fb
-        sbs[i] = sb
-    return cond, fbs, sbs
-
-
-@numba.njit(**OPTS)
-def merge_select(tok_a, par_a, cond_a, tok_b, par_b, cond_b, budget, max_depth, max_children):
-    """Merge two scored tries (noisy-or where paths coincide) and keep the best ``budget`` nodes.
-
-    Node score = product of merged conditional probabilities along its path. Scores never
-    increase down a path, so the best nodes (ties: shallower first) form a connected tree.
-    Returns (tokens, parents, scores, origin) in topological order; origin[i] = (index in a
-    or -1, index in b or -1).
-    """
-    na, nb = tok_a.shape[0], tok_b.shape[0]
-    cap = na + nb
-    tok = np.empty(cap, dtype=np.int32)
-    par = np.empty(cap, dtype=np.int32)
-    cond = np.empty(cap, dtype=np.float64)
-    depth = np.empty(cap, dtype=np.int32)
-    ia = np.full(cap, -1, dtype=np.int32)
-    ib = np.full(cap, -1, dtype=np.int32)
-    map_a = np.empty(na, dtype=np.int32)
-    map_b = np.empty(nb, dtype=np.int32)
+    ns = offs.shape[0] - 1
+    cap = offs[ns] + 1
+    mtok = np.empty(cap, dtype=np.int32)
+    mpar = np.empty(cap, dtype=np.int32)
+    mcond = np.zeros(cap, dtype=np.float64)
+    mdepth = np.zeros(cap, dtype=np.int32)
+    first_child = np.full(cap + 1, -1, dtype=np.int32)  # slot cap = root
+    next_sib = np.full(cap, -1, dtype=np.int32)
+    src_cells = np.full((cap, ns, 4), -1, dtype=np.int8)
+    node_map = np.empty(offs[ns], dtype=np.int32)
     size = 0
-    for i in range(na):
-        p = par_a[i]
-        tok[size] = tok_a[i]
-        par[size] = -1 if p < 0 else map_a[p]
-        depth[size] = 1 if p < 0 else depth[map_a[p]] + 1
-        cond[size] = cond_a[i]
-        ia[size] = i
-        map_a[i] = size
-        size += 1
-    for i in range(nb):
-        p = -1 if par_b[i] < 0 else map_b[par_b[i]]
-        found = -1
-        for j in range(size):  # small tries: a scan beats a hash map here
-            if par[j] == p and tok[j] == tok_b[i]:
-                found = j
-                break
-        if found >= 0:
-            cond[found] = 1.0 - (1.0 - cond[found]) * (1.0 - cond_b[i])
-            ib[found] = i
-            map_b[i] = found
-        else:
-            tok[size] = tok_b[i]
-            par[size] = p
-            depth[size] = 1 if p < 0 else depth[p] + 1
-            cond[size] = cond_b[i]
-            ib[size] = i
-            map_b[i] = size
-            size += 1
+    for s in range(ns):
+        a, b = offs[s], offs[s + 1]
+        root = 0
+        for i in range(a, b):
+            if par[i] < 0:
+                root += cnt[i]
+        for i in range(a, b):
+            pl = par[i]
+            pc = root if pl < 0 else cnt[a + pl]
+            fb, sb = _bucket(cnt[i], max(pc, 1))
+            c = table[slot[s], kb[s], fb, sb]
+            mp = cap if pl < 0 else node_map[a + pl]
+            j = first_child[mp]
+            while j != -1 and mtok[j] != tok[i]:
+                j = next_sib[j]
+            if j == -1:
+                j = size
+                size += 1
+                mtok[j] = tok[i]
+                mpar[j] = -1 if mp == cap else mp
+                mdepth[j] = 1 if mp == cap else mdepth[mp] + 1
+                next_sib[j] = first_child[mp]
+                first_child[mp] = j
+                mcond[j] = c
+            elif combine == 0:
+                mcond[j] = 1.0 - (1.0 - mcond[j]) * (1.0 - c)
+            else:
+                mcond[j] = max(mcond[j], c)
+            node_map[i] = j
+            src_cells[j, s, 0] = slot[s]
+            src_cells[j, s, 1] = kb[s]
+            src_cells[j, s, 2] = fb
+            src_cells[j, s, 3] = sb
     score = np.empty(size, dtype=np.float64)
-    for j in range(size):  # parents precede children in both inputs, hence here too
-        score[j] = cond[j] if par[j] < 0 else score[par[j]] * cond[j]
-    order = np.argsort(-score[:size] + depth[:size] * 1e-9, kind="mergesort")
+    for j in range(size):  # a node is created after its parent, so index order is topological
+        score[j] = mcond[j] if mpar[j] < 0 else score[mpar[j]] * mcond[j]
+    order = np.argsort(-score + mdepth[:size] * 1e-9, kind="mergesort")
     keep = np.zeros(size, dtype=np.bool_)
-    children = np.zeros(size + 1, dtype=np.int32)  # slot size = the root
+    children = np.zeros(size + 1, dtype=np.int32)
     taken = 0
     for j in order:
         if taken >= budget:
             break
-        p = par[j]
-        if depth[j] > max_depth or (p >= 0 and not keep[p]):
+        p = mpar[j]
+        if mdepth[j] > max_depth or (p >= 0 and not keep[p]):
             continue
-        slot = size if p < 0 else p
-        if children[slot] >= max_children:
+        pslot = size if p < 0 else p
+        if children[pslot] >= max_children:
             continue
         keep[j] = True
-        children[slot] += 1
+        children[pslot] += 1
         taken += 1
     new_id = np.full(size, -1, dtype=np.int32)
     out_tok = np.empty(taken, dtype=np.int32)
     out_par = np.empty(taken, dtype=np.int32)
     out_score = np.empty(taken, dtype=np.float64)
-    origin = np.empty((taken, 2), dtype=np.int32)
+    out_cells = np.empty((taken, ns, 4), dtype=np.int8)
     k = 0
-    for j in range(size):  # index order is topological
+    for j in range(size):
         if keep[j]:
             new_id[j] = k
-            out_tok[k] = tok[j]
-            out_par[k] = -1 if par[j] < 0 else new_id[par[j]]
+            out_tok[k] = mtok[j]
+            out_par[k] = -1 if mpar[j] < 0 else new_id[mpar[j]]
             out_score[k] = score[j]
-            origin[k, 0] = ia[j]
-            origin[k, 1] = ib[j]
+            out_cells[k] = src_cells[j]
             k += 1
-    return out_tok, out_par, out_score, origin
-
-
-@numba.njit(**OPTS)
-def _cells(parents, counts, kb):
-    n = parents.shape[0]
-    root = 0
-    for i in range(n):
-        if parents[i] < 0:
-            root += counts[i]
-    cells = np.empty((n, 3), dtype=np.int8)
-    for i in range(n):
-        pc = root if parents[i] < 0 else counts[parents[i]]
-        fb, sb = _bucket(counts[i], max(pc, 1))
-        cells[i, 0] = kb
-        cells[i, 1] = fb
-        cells[i, 2] = sb
-    return cells
+    return out_tok, out_par, out_score, out_cells
 
 
 @numba.njit(**OPTS)
 def draft(buf, n, head, prev, mask, local_depth, local_occ, local_nodes,
-          r_tok, r_par, r_cnt, r_kb, table, budget, max_depth, max_children, kbuckets):
-    """One request's draft in one call: local match + trie, scoring of both sources, merge, select.
+          r_tok, r_par, r_cnt, r_offs, r_match, table, combine, budget, max_depth, max_children, kbuckets):
+    """One request's draft in one call: local match + trie, then merge with the remote tries.
 
-    table: [2, kbuckets, 5, 4] calibrated probabilities (source 0 local, 1 remote).
-    Returns (tokens, parents, scores, origin [b, 2], cells [b, 2, 3]).
+    Source 0 is the request's own text (calibration slot 0); remote trie s is nodes
+    r_offs[s]..r_offs[s+1] of the flat r_* arrays (absolute offsets) and uses slot s + 1.
+    table: [slots, kbuckets, 5, 4].
     """
     k, pos = local_match(buf, n, head, prev, mask, 1, local_occ, 4 * local_occ)
     if k > 0:
@@ -245,20 +215,26 @@ def draft(buf, n, head, prev, mask, local_depth, local_occ, local_nodes,
         l_tok = np.empty(0, dtype=np.int32)
         l_par = np.empty(0, dtype=np.int32)
         l_cnt = np.empty(0, dtype=np.int32)
-    l_kb = min(max(k, 1), kbuckets) - 1
-    l_cells = _cells(l_par, l_cnt, l_kb)
-    r_cells = _cells(r_par, r_cnt, r_kb)
-    l_cond = np.empty(l_tok.shape[0], dtype=np.float64)
-    for i in range(l_tok.shape[0]):
-        l_cond[i] = table[0, l_kb, l_cells[i, 1], l_cells[i, 2]]
-    r_cond = np.empty(r_tok.shape[0], dtype=np.float64)
-    for i in range(r_tok.shape[0]):
-        r_cond[i] = table[1, r_kb, r_cells[i, 1], r_cells[i, 2]]
-    tok, par, score, origin = merge_select(l_tok, l_par, l_cond, r_tok, r_par, r_cond, budget, max_depth, max_children)
-    cells = np.full((tok.shape[0], 2, 3), -1, dtype=np.int8)
-    for i in range(tok.shape[0]):
-        if origin[i, 0] >= 0:
-            cells[i, 0] = l_cells[origin[i, 0]]
-        if origin[i, 1] >= 0:
-            cells[i, 1] = r_cells[origin[i, 1]]
-    return tok, par, score, origin, cells
+    nl = l_tok.shape[0]
+    nsr = r_offs.shape[0] - 1
+    base = r_offs[0]
+    nr = r_offs[nsr] - base
+    tok = np.empty(nl + nr, dtype=np.int32)
+    par = np.empty(nl + nr, dtype=np.int32)
+    cnt = np.empty(nl + nr, dtype=np.int32)
+    tok[:nl] = l_tok
+    par[:nl] = l_par
+    cnt[:nl] = l_cnt
+    tok[nl:] = r_tok[base : base + nr]
+    par[nl:] = r_par[base : base + nr]
+    cnt[nl:] = r_cnt[base : base + nr]
+    offs = np.empty(nsr + 2, dtype=np.int64)
+    offs[0] = 0
+    for s in range(nsr + 1):
+        offs[s + 1] = nl + r_offs[s] - base
+    slot = np.arange(nsr + 1).astype(np.int64)
+    kb = np.empty(nsr + 1, dtype=np.int64)
+    kb[0] = min(max(k, 1), kbuckets) - 1
+    for s in range(nsr):
+        kb[s + 1] = min(max(r_match[s], 1), kbuckets) - 1
+    return merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children)

@@ -12,7 +12,7 @@ from concurrent import futures
 import grpc
 import numpy as np
 
-from client_sdk.types import Continuation, LookupOptions
+from client_sdk.types import Continuation, LookupOptions, TrieBatch
 from sssd.datastore.v1 import datastore_pb2 as pb
 from sssd.datastore.v1 import datastore_pb2_grpc as pb_grpc
 
@@ -25,6 +25,15 @@ def pack(tokens) -> bytes:
 
 def unpack(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype="<i4").astype(np.int32, copy=False)
+
+
+def tries_from_proto(r: pb.LookupResponse) -> TrieBatch:
+    """The flat LookupResponse as a TrieBatch (no copies beyond decoding)."""
+    return TrieBatch(
+        unpack(r.tokens), unpack(r.parents), unpack(r.counts),
+        np.frombuffer(r.node_offsets, dtype="<i8").astype(np.int64, copy=False),
+        np.frombuffer(r.match_lengths, dtype="<i4").astype(np.int64),
+    )
 
 
 def continuations_from_proto(r: pb.LookupResponse) -> list[Continuation]:
@@ -95,6 +104,10 @@ class DatastoreClient:
                timeout_s: float | None = None) -> list[Continuation]:
         response = self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s)
         return continuations_from_proto(response)
+
+    def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
+                     timeout_s: float | None = None) -> TrieBatch:
+        return tries_from_proto(self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s))
 
     def lookup_future(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
                       timeout_s: float | None = None) -> futures.Future:

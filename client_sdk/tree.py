@@ -8,38 +8,39 @@ last accepted node.
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 
 from client_sdk import kernels
 from client_sdk.local import LocalIndex
-from client_sdk.types import Continuation
+from client_sdk.types import Continuation, TrieBatch
 
-SOURCES = ("local", "remote")
-K_BUCKETS = 4  # match lengths 1, 2, 3, 4+
+MAX_SLOTS = 6  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
+K_BUCKETS = 8  # match lengths 1..7, 8+
 # initial P(accepted | parent accepted) per (frequency bucket, support bucket); learned online
 PRIOR = np.outer([0.05, 0.2, 0.4, 0.6, 0.8], [0.7, 0.85, 0.95, 1.0])
 PRIOR_WEIGHT = 20.0
+COMBINE = {"noisy-or": 0, "max": 1}
 
 
-@dataclasses.dataclass(frozen=True)
 class DraftTree:
     """A draft: parallel arrays in topological order; parents[i] == -1 = child of the root.
 
-    The root is the last committed token and is not part of the arrays.
+    The root is the last committed token and is not part of the arrays. (A slotted class,
+    not a dataclass: one is built per request per decode step.)
     """
 
-    tokens: np.ndarray  # [b] int32
-    parents: np.ndarray  # [b] int32
-    scores: np.ndarray  # [b] float64: estimated probability that the node is accepted
-    origin: np.ndarray  # [b, 2] int32: node index in the local / remote trie, or -1
-    cells: np.ndarray  # [b, 2, 3] int8: calibration cell (k, f, s) per source, -1 if absent
+    __slots__ = ("tokens", "parents", "scores", "cells")
+
+    def __init__(self, tokens, parents, scores, cells) -> None:
+        self.tokens = tokens  # [b] int32
+        self.parents = parents  # [b] int32
+        self.scores = scores  # [b] float64: estimated probability that the node is accepted
+        self.cells = cells  # [b, S, 4] int8: calibration cell (slot, k, f, support) per source, -1 absent
 
     @staticmethod
     def empty() -> "DraftTree":
         z = np.zeros(0, dtype=np.int32)
-        return DraftTree(z, z, np.zeros(0), np.zeros((0, 2), np.int32), np.zeros((0, 2, 3), np.int8))
+        return DraftTree(z, z, np.zeros(0), np.zeros((0, 1, 4), np.int8))
 
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
@@ -74,13 +75,13 @@ class DraftTree:
 
 
 class Calibration:
-    """P(node accepted | parent accepted) per source and cell, learned from verification.
+    """P(node accepted | parent accepted) per source slot and cell, learned from verification.
 
-    table[s, k, f, support] is a Beta posterior mean with prior PRIOR and weight PRIOR_WEIGHT.
+    table[slot, k, f, support] is a Beta posterior mean with prior PRIOR, weight PRIOR_WEIGHT.
     """
 
     def __init__(self) -> None:
-        shape = (len(SOURCES), K_BUCKETS) + PRIOR.shape
+        shape = (MAX_SLOTS, K_BUCKETS) + PRIOR.shape
         self.hits = np.broadcast_to(PRIOR * PRIOR_WEIGHT, shape).copy()
         self.tests = np.full(shape, PRIOR_WEIGHT)
         self.table = self.hits / self.tests
@@ -91,30 +92,35 @@ class Calibration:
             return
         on_path = np.zeros(len(tree), dtype=bool)
         on_path[accepted] = True
-        parent_ok = np.where(tree.parents < 0, True, on_path[np.maximum(tree.parents, 0)])
-        for s in range(len(SOURCES)):
-            cells = tree.cells[:, s]
-            tested = parent_ok & (cells[:, 0] >= 0)
-            if not tested.any():
-                continue
-            idx = (s, cells[tested, 0], cells[tested, 1], cells[tested, 2])
-            np.add.at(self.tests, idx, 1.0)
-            np.add.at(self.hits, idx, on_path[tested].astype(np.float64))
-            self.table[s] = self.hits[s] / self.tests[s]
+        tested = np.where(tree.parents < 0, True, on_path[np.maximum(tree.parents, 0)])
+        cells = tree.cells[tested].reshape(-1, 4)
+        hit = np.repeat(on_path[tested], tree.cells.shape[1])
+        present = cells[:, 0] >= 0
+        idx = tuple(cells[present].T.astype(np.intp))
+        np.add.at(self.tests, idx, 1.0)
+        np.add.at(self.hits, idx, hit[present].astype(np.float64))
+        self.table = self.hits / self.tests
 
 
-def draft_tree(local: LocalIndex, remote: Continuation, cal: Calibration, budget: int, max_depth: int = 8,
-               max_children: int = 8, local_occ: int = 8, use_local: bool = True) -> DraftTree:
-    """The best ``budget`` nodes of the merged local (request's own n-grams) and remote tries.
+NO_TRIES = TrieBatch.empty()
 
-    One compiled call; ``remote`` may be empty (datastore unavailable or not asked).
+
+def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal: Calibration, budget: int,
+               max_depth: int = 8, max_children: int = 8, local_occ: int = 8, use_local: bool = True,
+               combine: str = "max") -> DraftTree:
+    """The best ``budget`` nodes of the merged tries: the request's own text and the datastore's.
+
+    ``remote`` tries first .. first + count - 1 belong to this request (one per suffix length;
+    count 0 when the datastore was not asked or did not answer in time). One compiled call.
     """
     if budget <= 0:
         return DraftTree.empty()
-    r_kb = min(max(remote.match_length, 1), K_BUCKETS) - 1
-    n = local.n if use_local else 0
-    tok, par, score, origin, cells = kernels.draft(
-        local.buf, n, local.head, local.prev, local.mask, max_depth, local_occ, 4 * budget + 8,
-        remote.tokens, remote.parents, remote.counts, r_kb, cal.table, budget, max_depth, max_children, K_BUCKETS,
+    if count + 1 > MAX_SLOTS:
+        raise ValueError(f"at most {MAX_SLOTS - 1} datastore tries per draft, got {count}")
+    tok, par, score, cells = kernels.draft(
+        local.buf, local.n if use_local else 0, local.head, local.prev, local.mask, max_depth, local_occ,
+        4 * budget + 8, remote.tokens, remote.parents, remote.counts, remote.node_offsets[first : first + count + 1],
+        remote.match_lengths[first : first + count], cal.table, COMBINE[combine], budget, max_depth, max_children,
+        K_BUCKETS,
     )
-    return DraftTree(tok, par, score, origin, cells)
+    return DraftTree(tok, par, score, cells)

@@ -18,10 +18,9 @@ import numpy as np
 
 from client_sdk.local import LocalIndex
 from client_sdk.tree import Calibration, DraftTree, draft_tree
-from client_sdk.types import Continuation, LookupOptions
+from client_sdk.types import Continuation, DraftConfig, LookupOptions, TrieBatch
 
 DRAFTERS = ("sssd", "local", "datastore", "pld", "none")
-EMPTY = Continuation.empty()
 
 
 class InProcessDatastore:
@@ -34,12 +33,13 @@ class InProcessDatastore:
         self.ns.add([Document(f"d{i}", np.asarray(d, dtype=np.int32)) for i, d in enumerate(docs)])
         self.ns.install(build_segment(1, vocab_size, self.ns.freeze()))
 
-    def lookup(self, contexts: Sequence[np.ndarray], options: LookupOptions) -> list[Continuation]:
+    def lookup(self, contexts: Sequence[np.ndarray], options: LookupOptions) -> TrieBatch:
         from datastore_service.core import LookupParams
+        from datastore_service.core.index import pack_tails
 
         params = LookupParams(**{f: getattr(options, f) for f in options.__dataclass_fields__})
-        return [Continuation(t.tokens, t.parents, t.counts, t.match_length, t.occurrences)
-                for t in self.ns.lookup(contexts, params)]
+        b = self.ns.lookup_packed(*pack_tails(contexts, params.max_match), params)
+        return TrieBatch(b.tokens, b.parents, b.counts, b.node_offsets, b.meta[:, 0])
 
 
 class RemoteDatastore:
@@ -51,29 +51,36 @@ class RemoteDatastore:
         self.client = DatastoreClient(address, token)
         self.namespace = namespace
 
-    def lookup(self, contexts, options):
-        return self.client.lookup(self.namespace, contexts, options)
+    def lookup(self, contexts, options) -> TrieBatch:
+        return self.client.lookup_batch(self.namespace, contexts, options)
 
 
 def pld_tree(local: LocalIndex, budget: int) -> DraftTree:
     """Prompt lookup: the tokens after the latest earlier match of the last 3..1 tokens, linear."""
     c = local.continuation(depth=budget, max_occ=1, max_nodes=budget)
     n = len(c)
-    return DraftTree(c.tokens, c.parents, np.ones(n), np.full((n, 2), -1, np.int32), np.full((n, 2, 3), -1, np.int8))
+    return DraftTree(c.tokens, c.parents, np.ones(n), np.full((n, 1, 4), -1, np.int8))
+
+
+NO_TRIES = TrieBatch.empty()
 
 
 class Replayer:
     """Replays cases for one drafter at one budget; calibration is learned online."""
 
-    def __init__(self, drafter: str, budget: int, lookup: Callable | None, depth: int = 8) -> None:
+    def __init__(self, drafter: str, budget: int, lookup: Callable | None, config: DraftConfig = DraftConfig()) -> None:
         if drafter not in DRAFTERS:
             raise ValueError(f"drafter {drafter!r} not in {DRAFTERS}")
         if drafter in ("sssd", "datastore") and lookup is None:
             raise ValueError(f"drafter {drafter!r} needs a datastore (--datastore-docs or --address)")
         self.drafter, self.budget, self.lookup = drafter, budget, lookup
-        self.depth = min(depth, budget) if budget else 0
+        self.config = config
+        self.depth = min(config.max_depth, budget) if budget else 0
         self.cal = Calibration()
-        self.options = LookupOptions(depth=self.depth, max_nodes=max(2 * budget, 16))
+        self.options = LookupOptions(
+            max_match=config.remote_match, min_occurrences=config.remote_min_occurrences,
+            sample_budget=config.remote_samples, depth=self.depth, max_nodes=config.remote_nodes,
+        )
         self.steps = 0
         self.tokens = 0
         self.accepted = np.zeros(self.depth + 2, dtype=np.int64)  # histogram of accepted length
@@ -81,7 +88,7 @@ class Replayer:
         self.lookup_s: list[float] = []
 
     def run_case(self, prompt: Sequence[int], response: Sequence[int]) -> None:
-        local = LocalIndex(prompt, max_ngram=3 if self.drafter == "pld" else 6)
+        local = LocalIndex(prompt, max_ngram=3 if self.drafter == "pld" else self.config.local_ngram)
         truth = np.asarray(response, dtype=np.int32)
         pos = 0
         while pos < truth.shape[0]:
@@ -98,17 +105,20 @@ class Replayer:
     def _draft(self, local: LocalIndex) -> DraftTree:
         if self.drafter == "none" or self.budget == 0:
             return DraftTree.empty()
-        remote = EMPTY
+        remote, count = NO_TRIES, 0
         if self.drafter in ("sssd", "datastore"):
             t = time.perf_counter()
-            remote = self.lookup([local.tokens[-4:]], self.options)[0]
+            lengths = (self.config.remote_match,) + tuple(self.config.remote_suffixes)
+            remote = self.lookup([local.tokens[-k:] for k in lengths], self.options)
+            count = len(lengths)
             self.lookup_s.append(time.perf_counter() - t)
         t = time.perf_counter()
         if self.drafter == "pld":
             tree = pld_tree(local, self.budget)
         else:
-            far = remote if self.drafter != "local" else EMPTY
-            tree = draft_tree(local, far, self.cal, self.budget, self.depth, use_local=self.drafter != "datastore")
+            c = self.config
+            tree = draft_tree(local, remote, 0, count, self.cal, self.budget, self.depth, c.max_children,
+                              c.local_occurrences, use_local=self.drafter != "datastore", combine=c.combine)
         self.draft_s.append(time.perf_counter() - t)
         return tree
 
@@ -123,12 +133,13 @@ class Replayer:
         }
 
 
-def replay(cases: list[dict], drafter: str, budgets: Sequence[int], lookup: Callable | None, progress: bool = True) -> dict:
+def replay(cases: list[dict], drafter: str, budgets: Sequence[int], lookup: Callable | None, progress: bool = True,
+           config: DraftConfig = DraftConfig()) -> dict:
     from tqdm import tqdm
 
     results = []
     for b in budgets:
-        r = Replayer(drafter, b, lookup)
+        r = Replayer(drafter, b, lookup, config)
         for case in tqdm(cases, desc=f"{drafter} b={b}", disable=not progress, leave=False):
             r.run_case(case["prompt"], case["response"])
         results.append(r.result())
