@@ -110,8 +110,8 @@ class DatastoreClient:
         return tries_from_proto(self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s))
 
     def lookup_future(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
-                      timeout_s: float | None = None) -> futures.Future:
-        """A future resolving to list[Continuation] (or raising grpc.RpcError)."""
+                      timeout_s: float | None = None, flat: bool = False) -> futures.Future:
+        """A future resolving to list[Continuation] (TrieBatch when flat) or raising grpc.RpcError."""
         call = self.stub.Lookup.future(
             lookup_request(namespace, contexts, options), timeout=timeout_s or self.timeout_s, metadata=self.metadata
         )
@@ -119,7 +119,8 @@ class DatastoreClient:
 
         def done(f) -> None:
             try:
-                out.set_result(continuations_from_proto(f.result()))
+                response = f.result()
+                out.set_result(tries_from_proto(response) if flat else continuations_from_proto(response))
             except Exception as exc:  # grpc.RpcError or cancellation, handed to the waiter
                 out.set_exception(exc)
 

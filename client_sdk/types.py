@@ -54,7 +54,7 @@ class DraftConfig:
     remote_suffixes: tuple[int, ...] = (2,)  # extra, shorter suffix lengths looked up as their own tries
     combine: str = "max"  # how tries that share a path combine: "max" or "noisy-or"
     remote_samples: int = 64  # datastore occurrences sampled per lookup
-    remote_min_occurrences: int = 2  # a suffix is used only with at least this many occurrences
+    remote_min_occurrences: int = 1  # a suffix is used only with at least this many occurrences
     remote_nodes: int = 64  # nodes of the datastore's continuation trie
 
 

@@ -34,6 +34,22 @@ def _register_bench(sub) -> None:
     sv.add_argument("--batch", type=int, default=16, help="contexts per Lookup in the load run")
     sv.add_argument("--json", action="store_true")
     sv.set_defaults(handler=_bench_service)
+    rp = kinds.add_parser("replay", help="offline replay of recorded responses: tau and drafting cost per budget")
+    src = rp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cases", help='JSONL of {"prompt": [ids], "response": [ids]}')
+    src.add_argument("--dataset", choices=["mtbench", "humaneval", "sharegpt"],
+                     help="built-in evaluation set (Llama-3 tokenizer; needs the bench extra)")
+    rp.add_argument("--datastore-docs", help='JSONL of {"tokens": [ids]} documents for an in-process datastore')
+    rp.add_argument("--sharegpt-datastore", action="store_true",
+                    help="in-process datastore of ShareGPT conversations 2000-16999 (Llama-3 tokens)")
+    rp.add_argument("--address", help="use a running datastore service instead (host:port)")
+    rp.add_argument("--namespace", default="default")
+    rp.add_argument("--token", default=None)
+    rp.add_argument("--vocab-size", type=int, default=128_256, help="vocabulary of --datastore-docs")
+    rp.add_argument("--drafter", choices=["sssd", "local", "datastore", "pld", "none"], default="sssd")
+    rp.add_argument("--budgets", default="4,8,16,32", help="comma-separated draft budgets")
+    rp.add_argument("--json", action="store_true")
+    rp.set_defaults(handler=_bench_replay)
 
 
 def _bench_datastore(args) -> int:
@@ -48,6 +64,35 @@ def _bench_service(args) -> int:
     from sssd.bench.service_bench import run
 
     result = run(args.tokens, args.vocab, args.clients, args.seconds, args.batch)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _bench_replay(args) -> int:
+    from sssd.bench import replay
+
+    if args.cases:
+        cases = replay.read_cases(args.cases)
+    else:
+        from sssd.bench import datasets
+
+        cases = datasets.LOADERS[args.dataset]()
+    lookup = None
+    if args.address:
+        lookup = replay.RemoteDatastore(args.address, args.namespace, args.token).lookup
+    elif args.datastore_docs or args.sharegpt_datastore:
+        if args.sharegpt_datastore:
+            from sssd.bench import datasets, llama3
+
+            docs, vocab = datasets.sharegpt_datastore(), llama3.VOCAB_SIZE
+        else:
+            docs, vocab = replay.read_docs(args.datastore_docs), args.vocab_size
+        lookup = replay.InProcessDatastore(docs, vocab).lookup
+    try:
+        budgets = [int(b) for b in args.budgets.split(",")]
+    except ValueError:
+        raise ValueError(f"--budgets {args.budgets!r} must be comma-separated integers")
+    result = replay.replay(cases, args.drafter, budgets, lookup, progress=not args.json)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 

@@ -139,6 +139,8 @@ def replay(cases: list[dict], drafter: str, budgets: Sequence[int], lookup: Call
 
     results = []
     for b in budgets:
+        if cases:  # warm-up: compile the kernels and touch the datastore outside the timings
+            Replayer(drafter, b, lookup, config).run_case(cases[0]["prompt"], cases[0]["response"][:16])
         r = Replayer(drafter, b, lookup, config)
         for case in tqdm(cases, desc=f"{drafter} b={b}", disable=not progress, leave=False):
             r.run_case(case["prompt"], case["response"])
@@ -156,3 +158,15 @@ def read_cases(path: str) -> list[dict]:
                     raise ValueError(f"{path}:{lineno}: a case needs non-empty 'prompt' and 'response' id lists")
                 cases.append(rec)
     return cases
+
+
+def read_docs(path: str) -> list[np.ndarray]:
+    docs = []
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    docs.append(np.asarray(json.loads(line)["tokens"], dtype=np.int32))
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise ValueError(f"{path}:{lineno}: not a token document ({exc})") from exc
+    return docs

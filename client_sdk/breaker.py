@@ -1,0 +1,51 @@
+"""Circuit breaker for the datastore: a slow or dead service must never stall a decode step."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+
+class CircuitBreaker:
+    """closed -> (failures >= threshold) -> open for cooldown_s -> half-open (one trial) -> ...
+
+    ``allow()`` says whether to call the service now; report each outcome with
+    ``success()`` or ``failure()``. Thread-safe.
+    """
+
+    def __init__(self, threshold: int = 3, cooldown_s: float = 1.0, clock=time.monotonic) -> None:
+        self.threshold = threshold
+        self.cooldown_s = cooldown_s
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._failures = 0
+        self._open_until = 0.0
+        self._trial = False
+
+    @property
+    def state(self) -> str:
+        with self._lock:
+            if self._failures < self.threshold:
+                return "closed"
+            return "half-open" if self.clock() >= self._open_until else "open"
+
+    def allow(self) -> bool:
+        with self._lock:
+            if self._failures < self.threshold:
+                return True
+            if self.clock() >= self._open_until and not self._trial:
+                self._trial = True  # one trial call; its outcome decides
+                return True
+            return False
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._trial = False
+
+    def failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            self._trial = False
+            if self._failures >= self.threshold:
+                self._open_until = self.clock() + self.cooldown_s

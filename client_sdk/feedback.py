@@ -1,0 +1,64 @@
+"""Finished generations flow back to the datastore in the background, batched.
+
+Bounded: when the datastore is down the oldest pending generations are dropped (counted),
+never the decode loop blocked. Document ids are ``<worker>/<request>`` so a resent batch is
+idempotent on the service side.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+
+import grpc
+
+from client_sdk.remote import DatastoreClient
+
+log = logging.getLogger("sssd.sdk.feedback")
+
+
+class FeedbackSink:
+    def __init__(self, client: DatastoreClient, namespace: str, worker_id: str, batch: int = 32,
+                 interval_s: float = 1.0, max_pending: int = 10_000, min_tokens: int = 8) -> None:
+        self.client, self.namespace, self.worker_id = client, namespace, worker_id
+        self.batch, self.interval_s, self.min_tokens = batch, interval_s, min_tokens
+        self._queue: collections.deque = collections.deque(maxlen=max_pending)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self.sent = self.dropped = self.failed = 0
+        self._thread = threading.Thread(target=self._run, name="sssd-feedback", daemon=True)
+        self._thread.start()
+
+    def submit(self, request_id: str, tokens) -> None:
+        """Queue a finished generation (its output tokens); never blocks."""
+        if len(tokens) < self.min_tokens:
+            return
+        if len(self._queue) == self._queue.maxlen:
+            self.dropped += 1
+        self._queue.append((f"{self.worker_id}/{request_id}", list(map(int, tokens))))
+        if len(self._queue) >= self.batch:
+            self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.interval_s)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        while self._queue:
+            docs = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            try:
+                self.client.ingest(self.namespace, docs, timeout_s=5.0)
+                self.sent += len(docs)
+            except grpc.RpcError as exc:
+                self.failed += len(docs)
+                log.warning("feedback ingest of %d generations failed: %s", len(docs), exc.code().name)
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+        self.flush()

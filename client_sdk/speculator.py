@@ -1,0 +1,119 @@
+"""The facade a decode worker embeds: request lifecycle, batched drafting, feedback.
+
+Per decode step the worker calls ``draft(ids)`` (one tree per running request), verifies the
+trees on the GPU, calls ``commit(id, tokens, tree, accepted)`` for each request, then
+``prefetch(ids)`` so the datastore lookup of the next step overlaps the rest of the step.
+``finish(id)`` hands the generation back to the datastore. Not thread-safe: one scheduler
+thread drives it (the remote source and feedback sink are thread-safe themselves).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+
+import numpy as np
+
+from client_sdk.budget import BudgetPlanner
+from client_sdk.feedback import FeedbackSink
+from client_sdk.local import LocalIndex
+from client_sdk.source import RemoteSource
+from client_sdk.tree import Calibration, DraftTree, draft_tree
+from client_sdk.types import DraftConfig, TrieBatch
+
+STEP_KEY = "next-step"
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeculatorConfig:
+    draft: DraftConfig = DraftConfig()
+    fixed_budget: int = 16  # draft tokens per sequence when no planner is given
+    lookup_deadline_s: float = 0.002  # the longest a step waits for the datastore
+    worker_id: str = f"{socket.gethostname()}-{os.getpid()}"
+
+
+@dataclasses.dataclass
+class _Request:
+    local: LocalIndex
+    prompt_len: int
+
+
+class Speculator:
+    def __init__(self, config: SpeculatorConfig = SpeculatorConfig(), remote: RemoteSource | None = None,
+                 planner: BudgetPlanner | None = None, feedback: FeedbackSink | None = None) -> None:
+        self.config = config
+        self.remote = remote
+        self.planner = planner
+        self.feedback = feedback
+        self.calibration = Calibration()
+        self._requests: dict[object, _Request] = {}
+        self._lengths = (config.draft.remote_match,) + tuple(config.draft.remote_suffixes)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, request_id, prompt) -> None:
+        """Register a request at prefill with its prompt tokens."""
+        self._requests[request_id] = _Request(LocalIndex(prompt, self.config.draft.local_ngram), len(prompt))
+
+    def finish(self, request_id) -> None:
+        """Forget a request; its output goes back to the datastore (when feedback is on)."""
+        req = self._requests.pop(request_id, None)
+        if req is not None and self.feedback is not None:
+            self.feedback.submit(str(request_id), req.local.tokens[req.prompt_len :].copy())
+
+    def __contains__(self, request_id) -> bool:
+        return request_id in self._requests
+
+    # -- per step ---------------------------------------------------------------------------
+
+    def budget(self, batch: int, context: int) -> int:
+        return self.planner.choose(batch, context) if self.planner else self.config.fixed_budget
+
+    def draft(self, request_ids, budget: int | None = None) -> list[DraftTree]:
+        """One draft tree per request (empty trees when speculation does not pay)."""
+        reqs = [self._requests[r] for r in request_ids]
+        if budget is None:
+            context = max((r.local.n for r in reqs), default=0)
+            budget = self.budget(len(reqs), context)
+        if budget <= 0:
+            return [DraftTree.empty() for _ in reqs]
+        remote = self._remote_tries(reqs)
+        c, per = self.config.draft, len(self._lengths)
+        depth = min(c.max_depth, budget)
+        return [
+            draft_tree(r.local, remote, i * per if len(remote) else 0, per if len(remote) else 0, self.calibration,
+                       budget, depth, c.max_children, c.local_occurrences, combine=c.combine)
+            for i, r in enumerate(reqs)
+        ]
+
+    def _contexts(self, reqs: list[_Request]) -> list[np.ndarray]:
+        return [r.local.tokens[-k:] for r in reqs for k in self._lengths]
+
+    def _remote_tries(self, reqs: list[_Request]) -> TrieBatch:
+        if self.remote is None:
+            return TrieBatch.empty()
+        contexts = self._contexts(reqs)
+        got = self.remote.collect(STEP_KEY, contexts, self.config.lookup_deadline_s)
+        if got is None:  # nothing prefetched for exactly this batch: ask now, wait at most the deadline
+            self.remote.request(STEP_KEY, contexts)
+            got = self.remote.collect(STEP_KEY, contexts, self.config.lookup_deadline_s)
+        return got if got is not None and len(got) == len(contexts) else TrieBatch.empty()
+
+    def commit(self, request_id, tokens, tree: DraftTree | None = None, accepted: list[int] | None = None) -> None:
+        """Append the step's committed tokens (accepted + bonus) and learn from the outcome."""
+        req = self._requests[request_id]
+        req.local.extend(tokens)
+        if tree is not None and accepted is not None and len(tree):
+            self.calibration.update(tree, accepted)
+            if self.planner is not None:
+                self.planner.acceptance.update(tree.scores, accepted)
+
+    def prefetch(self, request_ids) -> None:
+        """Start the datastore lookup for the next step of these requests."""
+        if self.remote is not None:
+            self.remote.request(STEP_KEY, self._contexts([self._requests[r] for r in request_ids]))
+
+    def close(self) -> None:
+        if self.feedback is not None:
+            self.feedback.close()

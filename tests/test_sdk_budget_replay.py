@@ -1,0 +1,72 @@
+"""Roofline planner and the replay harness."""
+
+import numpy as np
+import pytest
+
+from client_sdk.budget import PRESETS, AcceptanceByRank, BudgetPlanner, Hardware, Model, forward_time
+from sssd.bench.replay import Replayer, replay
+
+LLAMA8B = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
+           "intermediate_size": 14336, "vocab_size": 128256, "torch_dtype": "bfloat16"}
+
+
+def test_model_from_config_counts_params():
+    m = Model.from_config(LLAMA8B)
+    assert 15.5e9 < m.weight_bytes < 16.5e9  # ~8.03B params in bf16
+    assert m.kv_bytes_per_token == 2 * 32 * 8 * 128 * 2
+    with pytest.raises(ValueError, match="hidden_size"):
+        Model.from_config({"num_attention_heads": 1})
+
+
+def test_forward_time_regimes():
+    hw, m = PRESETS["h100-sxm"], Model.from_config(LLAMA8B)
+    # batch 1: memory bound, 16 tokens cost about what 1 costs
+    assert forward_time(hw, m, 1, 16, 1024) / forward_time(hw, m, 1, 1, 1024) < 1.05
+    # batch 256: compute bound, 8 tokens cost several times 1
+    assert forward_time(hw, m, 256, 8, 1024) / forward_time(hw, m, 256, 1, 1024) > 2
+
+
+@pytest.mark.parametrize(
+    "p_accept,batch,expect",
+    [
+        (0.6, 1, lambda k: k >= 8),  # good acceptance, memory bound: speculate a lot
+        (0.6, 512, lambda k: k <= 2),  # compute bound: little or none
+        (0.0, 1, lambda k: k == 0),  # nothing is ever accepted: never speculate
+    ],
+)
+def test_planner_choices(p_accept, batch, expect):
+    acc = AcceptanceByRank(prior=0.0)
+    acc.hits[:] = p_accept / np.arange(1, 65) ** 0.5
+    planner = BudgetPlanner(PRESETS["h100-sxm"], Model.from_config(LLAMA8B), acceptance=acc)
+    assert expect(planner.choose(batch, 1024))
+
+
+def test_acceptance_by_rank_learns():
+    acc = AcceptanceByRank(prior=0.3, decay=1.0)
+    for _ in range(500):
+        acc.update(np.array([0.9, 0.5, 0.1]), [0])  # the best node is always accepted, others never
+    e = acc.expected_accepted()
+    assert e[1] > 0.95 and e[3] - e[1] < 0.05
+
+
+def test_replay_of_a_response_that_repeats_its_prompt_reaches_the_depth():
+    text = list(range(10, 90))
+    r = Replayer("local", 8, None)
+    r.run_case(text, text)
+    assert r.result()["tau"] > 7.0  # the first step has nothing to go on, then ~8 + 1 per step
+
+
+def test_replay_drafters_order():
+    rng = np.random.default_rng(0)
+    doc = rng.integers(0, 50, 300).tolist()
+    cases = [{"prompt": doc[:40], "response": doc[40:200]}]
+
+    class Store:
+        def __init__(self):
+            from sssd.bench.replay import InProcessDatastore
+
+            self.ds = InProcessDatastore([np.array(doc)], 50)
+
+    store = Store().ds
+    taus = {d: replay(cases, d, [8], store.lookup, progress=False)["results"][0]["tau"] for d in ("none", "pld", "sssd")}
+    assert taus["none"] == 1.0 and taus["sssd"] > 4.0 and taus["sssd"] > taus["pld"]

@@ -1,0 +1,187 @@
+"""Local n-gram index and draft tree builder: hand-built tables and hypothesis properties."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from client_sdk.local import LocalIndex
+from client_sdk.tree import Calibration, DraftTree, draft_tree
+from client_sdk.types import TrieBatch
+
+LOCAL_CASES = [
+    # (text, depth, expected {path: count}, expected match length)
+    # "1 2" occurred once before, followed by 3 4
+    ([1, 2, 3, 4, 9, 1, 2], 2, {(3,): 1, (3, 4): 1}, 2),
+    # the last token alone occurred twice: both continuations, most recent first
+    ([5, 7, 5, 8, 5], 1, {(7,): 1, (8,): 1}, 1),
+    # a longer match wins over a shorter one: "3 1 2" -> 9, not "2" -> 3
+    ([1, 2, 3, 3, 1, 2, 9, 3, 1, 2], 1, {(9,): 1}, 3),
+    # nothing repeats
+    ([1, 2, 3, 4], 3, {}, 0),
+    # the continuation stops at the end of the text
+    ([4, 6, 4], 5, {(6,): 1, (6, 4): 1}, 1),
+]
+
+
+@pytest.mark.parametrize("text,depth,paths,k", LOCAL_CASES)
+def test_local_matches(text, depth, paths, k):
+    c = LocalIndex(text).continuation(depth)
+    assert c.match_length == k
+    got = {}
+    prefix = []
+    for t, p, n in zip(c.tokens.tolist(), c.parents.tolist(), c.counts.tolist()):
+        prefix.append((prefix[p] if p >= 0 else ()) + (t,))
+        got[prefix[-1]] = n
+    assert got == paths
+
+
+def test_local_index_is_incremental_and_grows():
+    idx = LocalIndex([1, 2, 3], capacity=4)
+    for _ in range(50):
+        idx.extend([1, 2, 3])
+    assert idx.n == 153 and idx.tokens[-3:].tolist() == [1, 2, 3]
+    c = idx.continuation(3)
+    assert c.match_length == 6 and c.tokens.tolist()[:3] == [1, 2, 3]
+
+
+def remote_batch(tries):
+    """TrieBatch from a list of (tokens, parents, counts, match_length)."""
+    toks = [np.asarray(t[0], np.int32) for t in tries]
+    offs = np.concatenate([[0], np.cumsum([len(t) for t in toks])]).astype(np.int64)
+    cat = lambda i: np.concatenate([np.asarray(t[i], np.int32) for t in tries]) if tries else np.zeros(0, np.int32)
+    return TrieBatch(cat(0), cat(1), cat(2), offs, np.array([t[3] for t in tries], dtype=np.int64))
+
+
+def brute_ancestors(parents):
+    b = len(parents)
+    m = np.zeros((b, b), bool)
+    for i in range(b):
+        j = i
+        while j >= 0:
+            m[i, j] = True
+            j = parents[j]
+    return m
+
+
+def check_tree(tree: DraftTree, budget: int, depth: int, children: int):
+    toks, pars = tree.tokens.tolist(), tree.parents.tolist()
+    assert len(toks) <= budget
+    assert all(p < i for i, p in enumerate(pars)), "not topological"
+    sib = [(p, t) for t, p in zip(toks, pars)]
+    assert len(sib) == len(set(sib)), "duplicate sibling tokens"
+    assert (tree.depths() <= depth).all()
+    for p in set(pars):
+        assert pars.count(p) <= children
+    assert np.array_equal(tree.ancestor_mask(), brute_ancestors(pars))
+
+
+TREE_CASES = [
+    # (remote tries, local text, budget, depth, max_children, expected token paths)
+    # one remote chain, budget cuts it
+    ([([5, 6, 7], [-1, 0, 1], [4, 4, 4], 4)], [9], 2, 8, 8, {(5,), (5, 6)}),
+    # depth limit 1 keeps only root children
+    ([([5, 6, 7], [-1, 0, 1], [4, 4, 4], 4)], [9], 8, 1, 8, {(5,)}),
+    # branching limit 1 keeps the most frequent child
+    ([([5, 6], [-1, -1], [3, 1], 4)], [9], 8, 8, 1, {(5,)}),
+    # the same path from two datastore tries is one node
+    ([([5], [-1], [2], 4), ([5, 8], [-1, -1], [2, 2], 2)], [9], 8, 8, 8, {(5,), (8,)}),
+    # local text and datastore agree on 3: merged
+    ([([3], [-1], [1], 1)], [1, 3, 1], 8, 8, 8, {(3,), (3, 1)}),
+]
+
+
+@pytest.mark.parametrize("tries,text,budget,depth,children,paths", TREE_CASES)
+def test_tree_cases(tries, text, budget, depth, children, paths):
+    tree = draft_tree(LocalIndex(text), remote_batch(tries), 0, len(tries), Calibration(), budget, depth, children)
+    check_tree(tree, budget, depth, children)
+    got = set()
+    prefix = []
+    for t, p in zip(tree.tokens.tolist(), tree.parents.tolist()):
+        prefix.append((prefix[p] if p >= 0 else ()) + (t,))
+        got.add(prefix[-1])
+    assert got == paths
+
+
+def random_trie(draw, vocab):
+    n = draw(st.integers(0, 25))
+    toks, pars, cnts, seen = [], [], [], set()
+    for i in range(n):
+        p = draw(st.integers(-1, i - 1))
+        t = draw(st.integers(0, vocab - 1))
+        if (p, t) in seen:
+            continue
+        seen.add((p, t))
+        toks.append(t)
+        pars.append(p if p < 0 else min(p, len(toks) - 2))
+        cnts.append(0)
+    # counts: leaves 1..3, parents at least the sum of their children (a real trie)
+    cnts = [draw(st.integers(1, 3)) for _ in toks]
+    for i in range(len(toks) - 1, -1, -1):
+        if pars[i] >= 0:
+            cnts[pars[i]] += cnts[i]
+    return toks, pars, cnts
+
+
+@st.composite
+def drafts(draw):
+    vocab = draw(st.integers(2, 6))
+    tries = []
+    for _ in range(draw(st.integers(0, 3))):
+        toks, pars, cnts = random_trie(draw, vocab)
+        # parents must point at earlier nodes with unique (parent, token) among the kept ones
+        fixed, seen = [], set()
+        for i, (t, p) in enumerate(zip(toks, pars)):
+            p = p if p < i else -1
+            if (p, t) in seen:
+                break
+            seen.add((p, t))
+            fixed.append((t, p, cnts[i]))
+        tries.append(([f[0] for f in fixed], [f[1] for f in fixed], [f[2] for f in fixed], draw(st.integers(1, 6))))
+    text = draw(st.lists(st.integers(0, vocab - 1), min_size=1, max_size=40))
+    return tries, text, draw(st.integers(1, 40)), draw(st.integers(1, 8)), draw(st.integers(1, 4))
+
+
+def source_paths(tries, text, depth):
+    paths = set()
+    for toks, pars, _, _ in tries:
+        prefix = []
+        for t, p in zip(toks, pars):
+            prefix.append((prefix[p] if p >= 0 else ()) + (t,))
+            paths.add(prefix[-1])
+    # every continuation of an earlier occurrence of any suffix of the text
+    for i in range(1, len(text)):
+        for j in range(i + 1, min(len(text), i + depth) + 1):
+            paths.add(tuple(text[i:j]))
+    return paths
+
+
+@settings(max_examples=300, deadline=None)
+@given(drafts())
+def test_tree_properties(case):
+    tries, text, budget, depth, children = case
+    cal = Calibration()
+    tree = draft_tree(LocalIndex(text), remote_batch(tries), 0, len(tries), cal, budget, depth, children)
+    check_tree(tree, budget, depth, children)
+    allowed = source_paths(tries, text, depth)
+    prefix = []
+    for t, p in zip(tree.tokens.tolist(), tree.parents.tolist()):
+        prefix.append((prefix[p] if p >= 0 else ()) + (t,))
+        assert prefix[-1] in allowed, f"path {prefix[-1]} exists in no source"
+    scores = tree.scores.tolist()
+    for i, p in enumerate(tree.parents.tolist()):
+        assert p < 0 or scores[i] <= scores[p] + 1e-12  # path scores never increase
+    # learning from any outcome keeps the calibration a probability table
+    path = tree.longest_match(np.asarray(text[-3:]))
+    cal.update(tree, path)
+    assert np.all((cal.table > 0) & (cal.table < 1))
+
+
+def test_calibration_learns_from_outcomes():
+    cal = Calibration()
+    tree = draft_tree(LocalIndex([9]), remote_batch([([5], [-1], [1], 4)]), 0, 1, cal, 4)
+    before = float(tree.scores[0])
+    for _ in range(200):
+        cal.update(tree, [])  # always rejected
+    after = float(draft_tree(LocalIndex([9]), remote_batch([([5], [-1], [1], 4)]), 0, 1, cal, 4).scores[0])
+    assert after < before / 3

@@ -1,0 +1,120 @@
+"""The SDK against a real datastore server that is healthy, slowed, stopped and restarted."""
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from client_sdk.breaker import CircuitBreaker
+from client_sdk.feedback import FeedbackSink
+from client_sdk.remote import DatastoreClient
+from client_sdk.source import RemoteSource
+from client_sdk.speculator import Speculator, SpeculatorConfig
+from client_sdk.types import LookupOptions
+from datastore_service.embedded import EmbeddedServer
+from datastore_service.server import ServerConfig
+
+TEXT = [7, 1, 2, 3, 4, 5, 6, 8]
+
+
+@pytest.fixture
+def live(server):
+    client = DatastoreClient(server.address, timeout_s=5)
+    client.create_namespace("ns", 100)
+    client.ingest("ns", [(f"d{i}", TEXT) for i in range(3)])
+    client.snapshot()
+    yield server, client
+    client.close()
+
+
+def speculator(client, deadline=0.5, **breaker):
+    source = RemoteSource(client, "ns", LookupOptions(min_occurrences=1), CircuitBreaker(**breaker), timeout_s=2.0)
+    return Speculator(SpeculatorConfig(fixed_budget=4, lookup_deadline_s=deadline), remote=source), source
+
+
+def test_healthy_server_drafts_from_datastore_and_prefetch_is_used(live):
+    _, client = live
+    spec, source = speculator(client)
+    spec.start("r", [9, 1, 2])
+    (tree,) = spec.draft(["r"])
+    assert tree.tokens.tolist()[:2] == [3, 4]  # what followed "1 2" in the datastore
+    spec.commit("r", [3, 4, 5], tree, tree.longest_match(np.array([3, 4])))
+    spec.prefetch(["r"])
+    time.sleep(0.2)
+    (tree,) = spec.draft(["r"])
+    assert tree.tokens.tolist()[0] == 6 and source.stats.used == 2 and source.stats.misaligned == 0
+
+
+def test_prefetch_for_other_contexts_is_not_used(live):
+    _, client = live
+    spec, source = speculator(client)
+    spec.start("r", [9, 1, 2])
+    spec.prefetch(["r"])
+    spec.commit("r", [3])  # the context moved on after the prefetch was issued
+    spec.draft(["r"])
+    assert source.stats.misaligned == 1
+
+
+def test_slow_server_never_holds_a_step_past_its_deadline(live, monkeypatch):
+    server, client = live
+    servicer = server.server.servicer
+    real = servicer._lookup
+
+    async def slow(req):
+        await asyncio.sleep(0.3)
+        return await real(req)
+
+    monkeypatch.setattr(servicer, "_lookup", slow)
+    spec, source = speculator(client, deadline=0.02)
+    spec.start("r", [9, 1, 2])
+    t = time.perf_counter()
+    (tree,) = spec.draft(["r"])
+    elapsed = time.perf_counter() - t
+    assert elapsed < 0.02 + 0.05, elapsed  # deadline plus scheduling slack on a loaded CI box
+    assert source.stats.late == 1
+    spec.commit("r", [3, 4])
+    (tree,) = spec.draft(["r"])  # local drafting still works: no remote, no failure
+    assert isinstance(tree.tokens, np.ndarray)
+
+
+def test_stopped_server_opens_the_breaker_then_recovers_after_restart(tmp_path):
+    db = str(tmp_path / "r.db")
+    server = EmbeddedServer(ServerConfig(db=db, port=0)).start()
+    port = server.server.port
+    client = DatastoreClient(server.address, timeout_s=2)
+    client.create_namespace("ns", 100)
+    client.ingest("ns", [("d", TEXT)])
+    client.snapshot()
+    spec, source = speculator(client, deadline=0.2, threshold=2, cooldown_s=0.3)
+    spec.start("r", [9, 1, 2])
+    assert spec.draft(["r"])[0].tokens.tolist()[:1] == [3]
+    server.stop()
+    for _ in range(4):
+        t = time.perf_counter()
+        spec.draft(["r"])
+        assert time.perf_counter() - t < 0.2 + 0.1
+    assert source.breaker.state in ("open", "half-open") and source.stats.failed >= 2
+    server = EmbeddedServer(ServerConfig(db=db, port=port)).start()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        time.sleep(0.35)
+        if spec.draft(["r"])[0].tokens.tolist()[:1] == [3]:
+            break
+    assert source.breaker.state == "closed", "never recovered after the restart"
+    client.close()
+    server.stop()
+
+
+def test_feedback_reaches_the_datastore(live):
+    server, client = live
+    sink = FeedbackSink(client, "ns", "w1", batch=2, interval_s=0.05, min_tokens=2)
+    spec = Speculator(SpeculatorConfig(fixed_budget=4), feedback=sink)
+    for r in range(3):
+        spec.start(r, [1, 2])
+        spec.commit(r, [50 + r, 51, 52])
+        spec.finish(r)
+    spec.close()
+    assert sink.sent == 3
+    ns = server.server.servicer.ds.namespace("ns")
+    assert all(ns.has_document(f"w1/{r}") for r in range(3))
