@@ -52,9 +52,10 @@ class Speculator:
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self, request_id, prompt) -> None:
-        """Register a request at prefill with its prompt tokens."""
-        self._requests[request_id] = _Request(LocalIndex(prompt, self.config.draft.local_ngram), len(prompt))
+    def start(self, request_id, prompt, output=()) -> None:
+        """Register a request with its prompt (and any output it already has, e.g. from prefill)."""
+        local = LocalIndex(list(prompt) + list(output), self.config.draft.local_ngram)
+        self._requests[request_id] = _Request(local, len(prompt))
 
     def finish(self, request_id) -> None:
         """Forget a request; its output goes back to the datastore (when feedback is on)."""
@@ -71,11 +72,20 @@ class Speculator:
         return self.planner.choose(batch, context) if self.planner else self.config.fixed_budget
 
     def draft(self, request_ids, budget: int | None = None) -> list[DraftTree]:
-        """One draft tree per request (empty trees when speculation does not pay)."""
+        """One draft tree per request (empty trees when speculation does not pay).
+
+        With a planner and no explicit budget, trees are drafted at the planner's maximum and
+        cut to the size that maximises expected tokens/s given their own node scores.
+        """
         reqs = [self._requests[r] for r in request_ids]
-        if budget is None:
+        if budget is None and self.planner is not None:
+            trees = self._draft(reqs, self.planner.max_budget)
             context = max((r.local.n for r in reqs), default=0)
-            budget = self.budget(len(reqs), context)
+            k = self.planner.choose_for_drafts([t.scores for t in trees], context)
+            return [t.best(k) for t in trees]
+        return self._draft(reqs, self.config.fixed_budget if budget is None else budget)
+
+    def _draft(self, reqs: list[_Request], budget: int) -> list[DraftTree]:
         if budget <= 0:
             return [DraftTree.empty() for _ in reqs]
         remote = self._remote_tries(reqs)
@@ -108,6 +118,12 @@ class Speculator:
             self.calibration.update(tree, accepted)
             if self.planner is not None:
                 self.planner.acceptance.update(tree.scores, accepted)
+                self.planner.record(float(tree.scores.sum()), len(accepted))
+
+    def observe_step(self, batch: int, tokens_per_sequence: int, seconds: float) -> None:
+        """The measured time of a verification forward (feeds the planner's cost table)."""
+        if self.planner is not None:
+            self.planner.observe_step(batch, tokens_per_sequence, seconds)
 
     def prefetch(self, request_ids) -> None:
         """Start the datastore lookup for the next step of these requests."""

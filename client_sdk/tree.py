@@ -45,6 +45,20 @@ class DraftTree:
     def __len__(self) -> int:
         return int(self.tokens.shape[0])
 
+    def best(self, k: int) -> "DraftTree":
+        """The k best nodes (a connected subtree: scores never increase down a path)."""
+        if k >= len(self):
+            return self
+        if k <= 0:
+            return DraftTree.empty()
+        order = np.argsort(-self.scores + self.depths() * 1e-9, kind="stable")[:k]
+        keep = np.sort(order)
+        new_id = np.full(len(self), -1, dtype=np.int32)
+        new_id[keep] = np.arange(k, dtype=np.int32)
+        pars = self.parents[keep]
+        return DraftTree(self.tokens[keep], np.where(pars >= 0, new_id[np.maximum(pars, 0)], -1).astype(np.int32),
+                         self.scores[keep], self.cells[keep])
+
     def depths(self) -> np.ndarray:
         d = np.zeros(len(self), dtype=np.int32)
         for i, p in enumerate(self.parents.tolist()):

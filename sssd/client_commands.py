@@ -64,8 +64,11 @@ def register(sub) -> None:
     for p in (c, ls, d):
         add_client_flags(p)
 
-    ing = sub.add_parser("ingest", help="ingest a JSONL file of token documents")
-    ing.add_argument("file", help='JSONL: {"id": ..., "tokens": [...]} per line (id defaults to FILE:LINE)')
+    ing = sub.add_parser("ingest", help="ingest a JSONL file of documents (tokens, chat conversations or text)")
+    ing.add_argument("file", help='JSONL, one record per line: {"tokens": [...]}, or with --tokenizer '
+                                  '{"messages": [{"role", "content"}, ...]} or {"text": ...}; optional "id" '
+                                  "(default FILE:LINE)")
+    ing.add_argument("--tokenizer", help="tokenizer.json, a GGUF file or a Hugging Face model directory")
     ing.add_argument("--namespace", "-n", required=True)
     ing.add_argument("--batch", type=int, default=512, help="documents per request")
     ing.set_defaults(handler=rpc_errors(_ingest))
@@ -86,8 +89,20 @@ def register(sub) -> None:
     cp.add_argument("--namespace", "-n", default="")
     cp.add_argument("--policy", action="store_true", help="only what the background policy would merge")
     cp.set_defaults(handler=rpc_errors(lambda a: print(f"segments retired: {client_of(a).compact(a.namespace, not a.policy)}") or 0))
-    for p in (ing, lk, st, cp):
+    hc = sub.add_parser("health", help="exit 0 when the datastore reports SERVING (for health checks)")
+    hc.set_defaults(handler=rpc_errors(_health))
+    for p in (ing, lk, st, cp, hc):
         add_client_flags(p)
+
+
+def _health(args) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with client_of(args) as client:
+        reply = health_pb2_grpc.HealthStub(client.channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(status)
+    return 0 if status == "SERVING" else 1
 
 
 def _ns_create(args) -> int:
@@ -102,23 +117,35 @@ def _ns_list(args) -> int:
     return 0
 
 
-def read_token_documents(path: str):
+def read_token_documents(path: str, tokenizer=None):
     """(id, tokens) per JSONL line; ValueError naming the line when one is malformed."""
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
+            where = f"{path}:{lineno}"
             try:
                 rec = json.loads(line)
-                yield str(rec.get("id", f"{os.path.basename(path)}:{lineno}")), rec["tokens"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{path}:{lineno}: not a token document ({exc})") from exc
+                doc_id = str(rec.get("id", f"{os.path.basename(path)}:{lineno}"))
+                if tokenizer is None:
+                    yield doc_id, rec["tokens"]
+                else:
+                    from sssd.tokenizers import record_tokens
+
+                    yield doc_id, record_tokens(tokenizer, rec, where)
+            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{where}: not a token document ({exc})") from exc
 
 
 def _ingest(args) -> int:
     from tqdm import tqdm
 
-    docs = read_token_documents(args.file)
+    tokenizer = None
+    if args.tokenizer:
+        from sssd.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
+    docs = read_token_documents(args.file, tokenizer)
     bar = tqdm(desc="ingest", unit="doc", disable=None, file=sys.stderr)
     failure: list[Exception] = []
 

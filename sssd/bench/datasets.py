@@ -110,6 +110,30 @@ def sharegpt_datastore(start: int = 2000, stop: int = 17000) -> list[np.ndarray]
     return docs
 
 
+def mtbench_questions() -> list[str]:
+    return [json.loads(line)["turns"][0] for line in _file(MTBENCH_Q).read_text().splitlines()]
+
+
+def humaneval_prompts() -> list[str]:
+    with gzip.open(_file(HUMANEVAL), "rt") as f:
+        return [json.loads(line)["prompt"] for line in f]
+
+
+def sharegpt_docs_for(tokenizer, name: str, start: int = 2000, stop: int = 6000) -> list[np.ndarray]:
+    """Assistant messages of ShareGPT conversations [start, stop) tokenised by ``tokenizer``
+    (a Hugging Face tokenizer), cached under .sssd/cache/sharegpt-<name>-<start>-<stop>.npz."""
+    cache = CACHE / f"sharegpt-{name}-{start}-{stop}.npz"
+    if cache.exists():
+        z = np.load(cache)
+        return np.split(z["tokens"], z["offsets"][1:-1])
+    texts = [v for conv in sharegpt_conversations()[start:stop] for role, v in _turns(conv) if role == "assistant" and v]
+    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    docs = [np.asarray(x, dtype=np.int32) for x in ids if x]
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, tokens=np.concatenate(docs), offsets=np.concatenate([[0], np.cumsum([d.shape[0] for d in docs])]))
+    return docs
+
+
 LOADERS = {"mtbench": mtbench_cases, "humaneval": humaneval_cases, "sharegpt": sharegpt_eval_cases}
 
 

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Every dataset x drafter of BENCHMARKS.md's replay table; one JSON file per run in bench/out/.
+set -euo pipefail
+SSSD=${SSSD:-sssd}
+mkdir -p bench/out
+for ds in mtbench humaneval sharegpt; do
+  for drafter in sssd local datastore pld none; do
+    store=(); [[ $drafter == sssd || $drafter == datastore ]] && store=(--sharegpt-datastore)
+    $SSSD bench replay --dataset "$ds" "${store[@]}" --drafter "$drafter" --budgets 4,8,16,32 --json \
+      > "bench/out/replay-$ds-$drafter.json"
+    echo "$ds $drafter done"
+  done
+done

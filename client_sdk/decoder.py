@@ -1,0 +1,186 @@
+"""Reference speculative decoder over a Hugging Face causal LM (LlamaForCausalLM and friends).
+
+Every step feeds each running sequence's root (last committed token) plus its draft tree
+through one forward with the tree mask, verifies, and keeps only the KV entries of the root
+and the accepted nodes. Plain decoding is the same loop with empty drafts, so the baseline
+and SSSD share every line but the drafting.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+from client_sdk.speculator import Speculator
+from client_sdk.tree import DraftTree
+from client_sdk.verify import Sampling, build_batch, greedy_verify, sample_verify
+
+
+@dataclasses.dataclass
+class Generation:
+    tokens: list[int]
+    steps: int = 0
+    accepted: list[int] = dataclasses.field(default_factory=list)  # accepted draft tokens per step
+    seconds: float = 0.0
+
+    @property
+    def tau(self) -> float:
+        """Tokens per step (1.0 = no speculation)."""
+        return len(self.tokens) / max(self.steps, 1)
+
+
+class KVCache:
+    """Per-layer keys/values [B, kv_heads, T, head_dim], right-padded; lengths[b] are valid."""
+
+    def __init__(self, layers: list[tuple[torch.Tensor, torch.Tensor]], lengths: list[int]) -> None:
+        self.layers = layers
+        self.lengths = lengths
+
+    @property
+    def width(self) -> int:
+        return self.layers[0][0].shape[2] if self.layers else 0
+
+    def as_dynamic(self):
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(self.layers):
+            cache.update(k, v, i)
+        return cache
+
+    @staticmethod
+    def select(cache, old_width: int, lengths: list[int], keep: list[list[int]]) -> "KVCache":
+        """Old valid entries + the new entries at slots ``keep[b]`` (root + accepted nodes)."""
+        new_lengths = [n + len(k) for n, k in zip(lengths, keep)]
+        width = max(new_lengths)
+        idx = torch.zeros(len(keep), width, dtype=torch.long)
+        for b, (n, k) in enumerate(zip(lengths, keep)):
+            idx[b, :n] = torch.arange(n)
+            idx[b, n : n + len(k)] = old_width + torch.as_tensor(k, dtype=torch.long)
+        layers = []
+        for layer in cache.layers:
+            k, v = layer.keys, layer.values
+            g = idx.to(k.device)[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
+            layers.append((k.gather(2, g), v.gather(2, g)))
+        return KVCache(layers, new_lengths)
+
+    def rows(self, keep_rows: list[int]) -> "KVCache":
+        index = torch.as_tensor(keep_rows, dtype=torch.long, device=self.layers[0][0].device)
+        return KVCache([(k.index_select(0, index), v.index_select(0, index)) for k, v in self.layers],
+                       [self.lengths[r] for r in keep_rows])
+
+
+class ReferenceDecoder:
+    def __init__(self, model, eos_ids: set[int], device: str | torch.device = "cpu") -> None:
+        self.model = model
+        self.eos_ids = set(eos_ids)
+        self.device = torch.device(device)
+
+    @torch.no_grad()
+    def prefill(self, prompts: list[list[int]]) -> KVCache:
+        """KV cache of every prompt but its last token (which becomes the first root)."""
+        bodies = [p[:-1] for p in prompts]
+        width = max(len(b) for b in bodies)
+        if width == 0:
+            return KVCache([], [0] * len(prompts))
+        ids = torch.zeros(len(bodies), width, dtype=torch.long)
+        mask = torch.zeros(len(bodies), 1, width, width, dtype=torch.bool)
+        causal = torch.tril(torch.ones(width, width, dtype=torch.bool))
+        for b, body in enumerate(bodies):
+            ids[b, : len(body)] = torch.as_tensor(body)
+            mask[b, 0, : len(body), : len(body)] = causal[: len(body), : len(body)]
+            mask[b, 0, len(body) :, :] = torch.eye(width, dtype=torch.bool)[len(body) :]
+        pos = torch.arange(width).expand(len(bodies), -1)
+        out = self.model(input_ids=ids.to(self.device), position_ids=pos.to(self.device),
+                         attention_mask=mask.to(self.device), use_cache=True)
+        cache = out.past_key_values
+        return KVCache([(layer.keys, layer.values) for layer in cache.layers], [len(b) for b in bodies])
+
+    @torch.no_grad()
+    def generate(self, prompts: list[list[int]], max_new_tokens: int, speculator: Speculator | None = None,
+                 sampling: Sampling | None = None, budget: int | None = None, seed: int = 0) -> list[Generation]:
+        """Decode all prompts together. speculator None = plain decoding (empty drafts)."""
+        gen = torch.Generator().manual_seed(seed)
+        results = [Generation([]) for _ in prompts]
+        t0 = time.perf_counter()
+        cache = self.prefill(prompts)
+        active = list(range(len(prompts)))
+        roots = [p[-1] for p in prompts]
+        if speculator is not None:
+            for r in active:
+                speculator.start(r, prompts[r])
+        while active:
+            trees = speculator.draft(active, budget) if speculator is not None else [DraftTree.empty() for _ in active]
+            batch = build_batch([roots[r] for r in active], trees, cache.lengths, cache.width, self.device)
+            t_fwd = time.perf_counter()
+            out = self.model(input_ids=batch.input_ids, position_ids=batch.positions, attention_mask=batch.mask,
+                             past_key_values=cache.as_dynamic() if cache.layers else None, use_cache=True)
+            logits = out.logits.float()  # on a GPU this waits for the forward, so the time below is real
+            observe = getattr(speculator, "observe_step", None)
+            if observe is not None:
+                observe(len(active), batch.input_ids.shape[1], time.perf_counter() - t_fwd)
+            verdicts = greedy_verify(logits, batch) if sampling is None else sample_verify(logits, batch, sampling, gen)
+            keep, still = [], []
+            for row, (r, tree, (path, bonus)) in enumerate(zip(active, trees, verdicts)):
+                accepted = [int(batch.input_ids[row, s]) for s in path]
+                new = self._clip(results[r], accepted + [bonus], max_new_tokens)
+                results[r].tokens += new
+                results[r].steps += 1
+                results[r].accepted.append(len(path))
+                if speculator is not None:
+                    speculator.commit(r, new, tree, [s - 1 for s in path])
+                roots[r] = new[-1]
+                keep.append([0] + path)
+                if len(results[r].tokens) < max_new_tokens and not (set(new) & self.eos_ids):
+                    still.append(row)
+                elif speculator is not None:
+                    speculator.finish(r)
+            cache = KVCache.select(out.past_key_values, cache.width, cache.lengths, keep)
+            if len(still) < len(active):
+                active = [active[row] for row in still]
+                cache = cache.rows(still) if still else cache
+            elif speculator is not None:
+                speculator.prefetch(active)
+        for g in results:
+            g.seconds = time.perf_counter() - t0
+        return results
+
+    def _clip(self, g: Generation, new: list[int], max_new_tokens: int) -> list[int]:
+        room = max_new_tokens - len(g.tokens)
+        new = new[:room]
+        for i, t in enumerate(new):
+            if t in self.eos_ids:
+                return new[: i + 1]
+        return new
+
+
+@torch.no_grad()
+def time_forward(decoder: ReferenceDecoder, batch: int, tokens: int, context: int, repeats: int = 5) -> float:
+    """Median seconds of one verification forward: ``batch`` rows x ``tokens`` (root + chain draft)
+    over a cache of ``context`` entries, through the same layout and mask as decoding."""
+    import numpy as np
+
+    gen = torch.Generator().manual_seed(0)
+    vocab = decoder.model.config.vocab_size
+    prompts = [torch.randint(0, vocab, (context + 1,), generator=gen).tolist() for _ in range(batch)]
+    cache = decoder.prefill(prompts)
+    chain = tokens - 1
+    tree = DraftTree(np.arange(chain, dtype=np.int32) % vocab, np.arange(-1, chain - 1, dtype=np.int32),
+                     np.ones(chain), np.full((chain, 1, 4), -1, np.int8))
+    times = []
+    for _ in range(repeats + 2):
+        b = build_batch([p[-1] for p in prompts], [tree] * batch, cache.lengths, cache.width, decoder.device)
+        t = time.perf_counter()
+        decoder.model(input_ids=b.input_ids, position_ids=b.positions, attention_mask=b.mask,
+                      past_key_values=cache.as_dynamic(), use_cache=True)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[2:]))  # the first runs warm up
+
+
+def measured_cost(decoder: ReferenceDecoder, context: int, batches=(1,), tokens=(1, 2, 3, 4, 6, 8, 12, 16)):
+    """A MeasuredCost table for the planner from real forwards on this device."""
+    from client_sdk.budget import MeasuredCost
+
+    return MeasuredCost({(b, n): time_forward(decoder, b, n, context) for b in batches for n in tokens})

