@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import time
 
 import numpy as np
 
@@ -103,11 +104,13 @@ class Speculator:
     def _remote_tries(self, reqs: list[_Request]) -> TrieBatch:
         if self.remote is None:
             return TrieBatch.empty()
+        start = time.perf_counter()
         contexts = self._contexts(reqs)
         got = self.remote.collect(STEP_KEY, contexts, self.config.lookup_deadline_s)
-        if got is None:  # nothing prefetched for exactly this batch: ask now, wait at most the deadline
+        if got is None:  # nothing prefetched for exactly this batch: ask now, within what is left
             self.remote.request(STEP_KEY, contexts)
-            got = self.remote.collect(STEP_KEY, contexts, self.config.lookup_deadline_s)
+            left = self.config.lookup_deadline_s - (time.perf_counter() - start)
+            got = self.remote.collect(STEP_KEY, contexts, left)
         return got if got is not None and len(got) == len(contexts) else TrieBatch.empty()
 
     def commit(self, request_id, tokens, tree: DraftTree | None = None, accepted: list[int] | None = None) -> None:

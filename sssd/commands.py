@@ -51,6 +51,11 @@ def _register_bench(sub) -> None:
     rp.add_argument("--budgets", default="4,8,16,32", help="comma-separated draft budgets")
     rp.add_argument("--json", action="store_true")
     rp.set_defaults(handler=_bench_replay)
+    dl = kinds.add_parser("deadline", help="draft-call latency with the datastore healthy, slow and stopped")
+    dl.add_argument("--deadline-ms", type=float, default=2.0)
+    dl.add_argument("--calls", type=int, default=300)
+    dl.add_argument("--json", action="store_true")
+    dl.set_defaults(handler=_bench_deadline)
     dc = kinds.add_parser("decode", help="SmolLM2 end to end: plain vs SSSD tokens/s, tau, identical outputs")
     dc.add_argument("--datasets", default="mtbench,humaneval")
     dc.add_argument("--prompts", type=int, default=8, help="prompts per dataset")
@@ -103,6 +108,13 @@ def _bench_replay(args) -> int:
         raise ValueError(f"--budgets {args.budgets!r} must be comma-separated integers")
     result = replay.replay(cases, args.drafter, budgets, lookup, progress=not args.json)
     print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _bench_deadline(args) -> int:
+    from sssd.bench.deadline_bench import run
+
+    print(json.dumps(run(args.deadline_ms, args.calls), indent=None if args.json else 2))
     return 0
 
 
