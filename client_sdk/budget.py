@@ -206,7 +206,7 @@ class BudgetPlanner:
     cost: object = None
     # realised / predicted accepted tokens (decayed sums): shrinks over-confident node scores
     predicted: float = 20.0
-    realised: float = 10.0
+    realised: float = 7.0  # a cautious start: 0.35 until verification says otherwise
 
     @property
     def score_scale(self) -> float:

@@ -8,6 +8,8 @@ last accepted node.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from client_sdk import kernels
@@ -20,6 +22,17 @@ K_BUCKETS = 8  # match lengths 1..7, 8+
 PRIOR = np.outer([0.05, 0.2, 0.4, 0.6, 0.8], [0.7, 0.85, 0.95, 1.0])
 PRIOR_WEIGHT = 20.0
 COMBINE = {"noisy-or": 0, "max": 1}
+LEARNED_PRIOR = Path(__file__).with_name("calibration_prior.npy")  # python -m sssd.bench.learn_prior
+
+
+def default_prior() -> np.ndarray:
+    """[MAX_SLOTS, K_BUCKETS, 5, 4]: the shipped learned table when present, else PRIOR everywhere."""
+    shape = (MAX_SLOTS, K_BUCKETS) + PRIOR.shape
+    if LEARNED_PRIOR.exists():
+        table = np.load(LEARNED_PRIOR).astype(np.float64)
+        if table.shape == shape:
+            return np.clip(table, 0.01, 0.99)
+    return np.broadcast_to(PRIOR, shape).copy()
 
 
 class DraftTree:
@@ -91,13 +104,14 @@ class DraftTree:
 class Calibration:
     """P(node accepted | parent accepted) per source slot and cell, learned from verification.
 
-    table[slot, k, f, support] is a Beta posterior mean with prior PRIOR, weight PRIOR_WEIGHT.
+    table[slot, k, f, support] is a Beta posterior mean with the given prior, weight PRIOR_WEIGHT.
     """
 
-    def __init__(self) -> None:
-        shape = (MAX_SLOTS, K_BUCKETS) + PRIOR.shape
-        self.hits = np.broadcast_to(PRIOR * PRIOR_WEIGHT, shape).copy()
-        self.tests = np.full(shape, PRIOR_WEIGHT)
+    def __init__(self, prior: np.ndarray | None = None) -> None:
+        """prior: [MAX_SLOTS, K_BUCKETS, 5, 4] initial table (default: default_prior())."""
+        prior = default_prior() if prior is None else prior
+        self.hits = prior * PRIOR_WEIGHT
+        self.tests = np.full(prior.shape, PRIOR_WEIGHT)
         self.table = self.hits / self.tests
 
     def update(self, tree: DraftTree, accepted: list[int]) -> None:

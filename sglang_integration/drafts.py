@@ -83,7 +83,8 @@ class BatchDrafter:
             tree = tree.best(n - 1)
             self._state[req.rid].last_tree = tree
             tokens[b], mask[b] = self.row(int(root), tree)
-        self.spec.prefetch(rids)
+        # No prefetch here: the next context is known only when the next step splices in this
+        # step's accepted tokens, so the datastore is asked at draft time, within its deadline.
         return tokens.reshape(-1), mask.reshape(-1)
 
     def row(self, root: int, tree: DraftTree) -> tuple[np.ndarray, np.ndarray]:

@@ -118,3 +118,47 @@ def test_feedback_reaches_the_datastore(live):
     assert sink.sent == 3
     ns = server.server.servicer.ds.namespace("ns")
     assert all(ns.has_document(f"w1/{r}") for r in range(3))
+
+
+def test_asyncio_client(server):
+    from client_sdk.aio import AsyncDatastoreClient
+
+    async def scenario():
+        async with AsyncDatastoreClient(server.address, timeout_s=5) as c:
+            await c.create_namespace("aio", 100)
+            await c.ingest("aio", [("a", TEXT)])
+
+            async def batches():
+                yield [("b", [7, 1, 2, 9])]
+
+            summary = await c.ingest_stream("aio", batches())
+            await c.snapshot()
+            trees = await c.lookup("aio", [np.array([1, 2])])
+            flat = await c.lookup_batch("aio", [np.array([1, 2]), np.array([5])])
+            first = sorted(trees[0].tokens[trees[0].parents < 0].tolist())  # children of the root
+            return summary.added, first, len(flat), (await c.stats("aio")).namespaces[0].documents
+
+    added, first, tries, docs = asyncio.run(scenario())
+    assert (added, first, tries, docs) == (1, [3, 9], 2, 2)
+
+
+def test_asyncio_client_deadline_is_enforced(server, monkeypatch):
+    import grpc
+
+    from client_sdk.aio import AsyncDatastoreClient
+
+    servicer = server.server.servicer
+
+    async def stuck(req):
+        await asyncio.sleep(2)
+
+    monkeypatch.setattr(servicer, "_lookup", stuck)
+
+    async def scenario():
+        async with AsyncDatastoreClient(server.address) as c:
+            try:
+                await c.lookup("ns", [np.array([1])], timeout_s=0.05)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+
+    assert asyncio.run(scenario()) == grpc.StatusCode.DEADLINE_EXCEEDED

@@ -68,7 +68,8 @@ NO_TRIES = TrieBatch.empty()
 class Replayer:
     """Replays cases for one drafter at one budget; calibration is learned online."""
 
-    def __init__(self, drafter: str, budget: int, lookup: Callable | None, config: DraftConfig = DraftConfig()) -> None:
+    def __init__(self, drafter: str, budget: int, lookup: Callable | None, config: DraftConfig = DraftConfig(),
+                 prior: np.ndarray | None = None) -> None:
         if drafter not in DRAFTERS:
             raise ValueError(f"drafter {drafter!r} not in {DRAFTERS}")
         if drafter in ("sssd", "datastore") and lookup is None:
@@ -76,7 +77,7 @@ class Replayer:
         self.drafter, self.budget, self.lookup = drafter, budget, lookup
         self.config = config
         self.depth = min(config.max_depth, budget) if budget else 0
-        self.cal = Calibration()
+        self.cal = Calibration(prior)
         self.options = LookupOptions(
             max_match=config.remote_match, min_occurrences=config.remote_min_occurrences,
             sample_budget=config.remote_samples, depth=self.depth, max_nodes=config.remote_nodes,

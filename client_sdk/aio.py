@@ -1,0 +1,75 @@
+"""asyncio variant of the datastore client (grpc.aio), for services that run an event loop.
+
+Same calls and results as client_sdk.remote.DatastoreClient; every call has a deadline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, Iterable, Sequence
+
+import grpc
+
+from client_sdk.remote import DEFAULT_ADDRESS, continuations_from_proto, lookup_request, pack, tries_from_proto
+from client_sdk.types import Continuation, LookupOptions, TrieBatch
+from sssd.datastore.v1 import datastore_pb2 as pb
+from sssd.datastore.v1 import datastore_pb2_grpc as pb_grpc
+
+
+class AsyncDatastoreClient:
+    def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
+                 timeout_s: float = 10.0, max_message_bytes: int = 64 << 20) -> None:
+        options = [("grpc.max_receive_message_length", max_message_bytes),
+                   ("grpc.max_send_message_length", max_message_bytes)]
+        if tls_ca:
+            with open(tls_ca, "rb") as f:
+                self.channel = grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(f.read()), options)
+        else:
+            self.channel = grpc.aio.insecure_channel(address, options)
+        self.stub = pb_grpc.DatastoreStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> "AsyncDatastoreClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    async def _call(self, rpc, request, timeout_s: float | None = None):
+        return await rpc(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
+
+    async def lookup(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
+                     timeout_s: float | None = None) -> list[Continuation]:
+        return continuations_from_proto(await self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s))
+
+    async def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
+                           timeout_s: float | None = None) -> TrieBatch:
+        return tries_from_proto(await self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s))
+
+    async def ingest(self, namespace: str, docs: Iterable[tuple[str, Sequence[int]]],
+                     timeout_s: float | None = None) -> pb.IngestResponse:
+        req = pb.IngestRequest(namespace=namespace, documents=[pb.TokenDocument(id=i, tokens=pack(t)) for i, t in docs])
+        return await self._call(self.stub.Ingest, req, timeout_s)
+
+    async def ingest_stream(self, namespace: str, batches: AsyncIterable, timeout_s: float = 3600.0) -> pb.IngestSummary:
+        async def requests():
+            async for batch in batches:
+                yield pb.IngestRequest(namespace=namespace,
+                                       documents=[pb.TokenDocument(id=i, tokens=pack(t)) for i, t in batch])
+
+        return await self.stub.IngestStream(requests(), timeout=timeout_s, metadata=self.metadata)
+
+    async def create_namespace(self, name: str, vocab_size: int, tokenizer_fingerprint: str = "",
+                               max_tokens: int = 0) -> pb.Namespace:
+        req = pb.CreateNamespaceRequest(name=name, vocab_size=vocab_size, tokenizer_fingerprint=tokenizer_fingerprint,
+                                        max_tokens=max_tokens)
+        return await self._call(self.stub.CreateNamespace, req)
+
+    async def stats(self, namespace: str = "") -> pb.StatsResponse:
+        return await self._call(self.stub.Stats, pb.StatsRequest(namespace=namespace))
+
+    async def snapshot(self, timeout_s: float = 3600.0) -> int:
+        return (await self._call(self.stub.Snapshot, pb.SnapshotRequest(), timeout_s)).tokens_flushed
