@@ -51,7 +51,7 @@ def contexts_from_proto(req: pb.LookupRequest) -> tuple[np.ndarray, np.ndarray]:
     ctx = decode_tokens(req.contexts, "contexts")
     off = np.zeros(len(req.context_lengths) + 1, dtype=np.int64)
     np.cumsum(np.asarray(req.context_lengths, dtype=np.int64), out=off[1:])
-    if off[-1] != ctx.shape[0]:
+    if off[-1] != ctx.shape[0]:  # lengths are unsigned, so a matching sum is a partition
         raise InvalidArgument(f"context_lengths sum to {int(off[-1])} but contexts hold {ctx.shape[0]} tokens")
     return ctx, off
 

@@ -278,3 +278,12 @@ def lookup_batch(segs, dead, ctx, ctx_off, kmin, kmax, min_occ, budget, depth, m
                 break
         node_off[b + 1] = n
     return out_tok[:n], out_par[:n], out_cnt[:n], node_off, meta
+
+
+@numba.njit(**NOPYTHON)
+def first_out_of_range(ctx, vocab_size):
+    """Index of the first token outside [0, vocab_size), or -1 (one pass, no temporaries)."""
+    for i in range(ctx.shape[0]):
+        if ctx[i] < 0 or ctx[i] >= vocab_size:
+            return i
+    return -1

@@ -133,19 +133,22 @@ class ContinuationTree:
         return out
 
 
-@dataclasses.dataclass(frozen=True)
 class TreeBatch:
     """Continuation trees of a batch of contexts, ragged and flat (what the kernel returns).
 
     Tree b is nodes [node_offsets[b], node_offsets[b + 1]) of tokens/parents/counts; its
     parents index within the tree. meta[b] = (match_length, occurrences, sampled).
+    (A slotted class: one is built per lookup call.)
     """
 
-    tokens: np.ndarray  # [N] int32
-    parents: np.ndarray  # [N] int32
-    counts: np.ndarray  # [N] int32
-    node_offsets: np.ndarray  # [B + 1] int64
-    meta: np.ndarray  # [B, 3] int64
+    __slots__ = ("tokens", "parents", "counts", "node_offsets", "meta")
+
+    def __init__(self, tokens, parents, counts, node_offsets, meta) -> None:
+        self.tokens = tokens  # [N] int32
+        self.parents = parents  # [N] int32
+        self.counts = counts  # [N] int32
+        self.node_offsets = node_offsets  # [B + 1] int64
+        self.meta = meta  # [B, 3] int64
 
     @staticmethod
     def empty(batch: int) -> "TreeBatch":
