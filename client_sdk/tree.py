@@ -14,7 +14,7 @@ import numpy as np
 
 from client_sdk import kernels
 from client_sdk.local import LocalIndex
-from client_sdk.types import Continuation, TrieBatch
+from client_sdk.types import TrieBatch
 
 MAX_SLOTS = 6  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
 K_BUCKETS = 8  # match lengths 1..7, 8+

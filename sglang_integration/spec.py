@@ -56,7 +56,7 @@ class SSSDSpecAlgo(CustomSpecAlgo):
 
 def default_width(config: PluginConfig, cfg) -> int:
     """Draft width (root included) the roofline planner picks for the expected batch size."""
-    from client_sdk.budget import PRESETS, BudgetPlanner, Model
+    from client_sdk.budget import PRESETS, BudgetPlanner
 
     shape = _model_shape(cfg)
     if shape is None:

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from client_sdk.budget import PRESETS, AcceptanceByRank, BudgetPlanner, Hardware, Model, forward_time
+from client_sdk.budget import PRESETS, AcceptanceByRank, BudgetPlanner, Model, forward_time
 from sssd.bench.replay import Replayer, replay
 
 LLAMA8B = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,

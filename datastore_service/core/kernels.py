@@ -56,18 +56,6 @@ def find_range(tokens, sa, first_off, pat, k):
 
 
 @numba.njit(**NOPYTHON)
-def match_ranges(tokens, sa, first_off, tail, kmin):
-    """ranges[k] = (lo, hi) for the last k tokens of tail, k = kmin..len(tail)."""
-    kmax = tail.shape[0]
-    out = np.zeros((kmax + 1, 2), dtype=np.int64)
-    for k in range(kmin, kmax + 1):
-        lo, hi = find_range(tokens, sa, first_off, tail[kmax - k :], k)
-        out[k, 0] = lo
-        out[k, 1] = hi
-    return out
-
-
-@numba.njit(**NOPYTHON)
 def sample_rows(tokens, sa, lo, hi, take, k, depth, alive, doc_starts, filter_dead):
     """Continuation rows of ``take`` evenly spaced occurrences in sa[lo:hi], dead docs dropped.
 

@@ -17,7 +17,6 @@ import dataclasses
 import numpy as np
 import pydivsufsort
 
-from datastore_service.core import kernels
 
 PAD = 96  # > max tree depth + max match length: gathers at any text position stay in bounds
 NO_BUCKETS = np.zeros(0, dtype=np.int64)
@@ -64,22 +63,6 @@ class Segment:
     def doc_tokens(self, ordinal: int) -> np.ndarray:
         start, end = int(self.doc_starts[ordinal]), int(self.doc_starts[ordinal + 1]) - 1
         return self.tokens[start:end]
-
-    def match_ranges(self, tail: np.ndarray, kmin: int) -> np.ndarray:
-        """[len(tail) + 1, 2] suffix-array ranges of the last k tail tokens, k >= kmin."""
-        return kernels.match_ranges(self.tokens, self.sa, self.first_off, tail, kmin)
-
-    def find_range(self, pat: list[int]) -> tuple[int, int]:
-        """Suffix-array range [lo, hi) of suffixes starting with ``pat``."""
-        arr = np.asarray(pat, dtype=np.int32)
-        lo, hi = kernels.find_range(self.tokens, self.sa, self.first_off, arr, arr.shape[0])
-        return int(lo), int(hi)
-
-    def rows(self, lo: int, hi: int, take: int, k: int, depth: int) -> np.ndarray:
-        """Continuation rows [m, depth] of ``take`` evenly spaced live occurrences."""
-        return kernels.sample_rows(
-            self.tokens, self.sa, lo, hi, take, k, depth, self.alive, self.doc_starts, self.n_dead > 0
-        )
 
 
 def bucket_table(tokens: np.ndarray, n: int, vocab_size: int) -> np.ndarray:

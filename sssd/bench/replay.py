@@ -18,7 +18,7 @@ import numpy as np
 
 from client_sdk.local import LocalIndex
 from client_sdk.tree import Calibration, DraftTree, draft_tree
-from client_sdk.types import Continuation, DraftConfig, LookupOptions, TrieBatch
+from client_sdk.types import DraftConfig, LookupOptions, TrieBatch
 
 DRAFTERS = ("sssd", "local", "datastore", "pld", "none")
 

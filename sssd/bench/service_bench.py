@@ -21,7 +21,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from client_sdk.remote import lookup_request, pack
+from client_sdk.remote import lookup_request
 from client_sdk.types import LookupOptions
 from sssd.bench.datastore_bench import percentiles
 from sssd.bench.synthetic import corpus
