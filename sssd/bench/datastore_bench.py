@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from datastore_service.core import Document, LookupParams, NamespaceSpec
 from datastore_service.datastore import Datastore, DatastoreConfig, release_free_memory
+from sssd.bench.stats import percentiles
 from sssd.bench.synthetic import corpus
 
 NS = "bench"
@@ -38,11 +39,6 @@ def rss_bytes() -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def percentiles(samples_s: list[float]) -> dict[str, float]:
-    us = np.asarray(samples_s) * 1e6
-    return {"p50": round(float(np.percentile(us, 50)), 1), "p99": round(float(np.percentile(us, 99)), 1)}
 
 
 def load_docs_file(path: str, limit: int) -> tuple[np.ndarray, np.ndarray]:

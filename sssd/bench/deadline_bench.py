@@ -21,6 +21,7 @@ from client_sdk.speculator import Speculator, SpeculatorConfig
 from client_sdk.types import LookupOptions
 from datastore_service.embedded import EmbeddedServer
 from datastore_service.server import ServerConfig
+from sssd.bench.stats import percentiles
 
 
 def _phase(spec: Speculator, calls: int) -> list[float]:
@@ -61,14 +62,9 @@ def run(deadline_ms: float = 2.0, calls: int = 300) -> dict:
         phases["stopped"] = _phase(spec, calls)
         client.close()
 
-    def pct(xs):
-        ms = np.asarray(xs) * 1e3
-        return {"p50": round(float(np.percentile(ms, 50)), 3), "p99": round(float(np.percentile(ms, 99)), 3),
-                "max": round(float(ms.max()), 3)}
-
     result = {"deadline_ms": deadline_ms, "calls_per_phase": calls}
     for name, xs in phases.items():
-        result[f"{name}_draft_ms"] = pct(xs)
-        result[f"{name}_overshoot_p99_ms"] = round(pct(xs)["p99"] - deadline_ms, 3)
+        result[f"{name}_draft_ms"] = percentiles(xs, "ms", 3, with_max=True)
+        result[f"{name}_overshoot_p99_ms"] = round(percentiles(xs, "ms", 3, with_max=True)["p99"] - deadline_ms, 3)
     result["remote_stats"] = vars(source.stats)
     return result

@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from client_sdk.local import LocalIndex
+from client_sdk.runtime import lookup_options
 from client_sdk.tree import Calibration, DraftTree, draft_tree
 from client_sdk.types import DraftConfig, LookupOptions, TrieBatch
+from sssd.bench.stats import percentiles
 
 DRAFTERS = ("sssd", "local", "datastore", "pld", "none")
 
@@ -78,10 +80,7 @@ class Replayer:
         self.config = config
         self.depth = min(config.max_depth, budget) if budget else 0
         self.cal = Calibration(prior)
-        self.options = LookupOptions(
-            max_match=config.remote_match, min_occurrences=config.remote_min_occurrences,
-            sample_budget=config.remote_samples, depth=self.depth, max_nodes=config.remote_nodes,
-        )
+        self.options = lookup_options(config, self.depth)
         self.steps = 0
         self.tokens = 0
         self.accepted = np.zeros(self.depth + 2, dtype=np.int64)  # histogram of accepted length
@@ -126,10 +125,9 @@ class Replayer:
     def result(self) -> dict:
         steps = max(self.steps, 1)
         at_least = self.accepted[::-1].cumsum()[::-1] / steps  # P(accepted length >= d)
-        us = lambda s: {"p50": round(float(np.percentile(s, 50)) * 1e6, 1), "p99": round(float(np.percentile(s, 99)) * 1e6, 1)} if s else None
         return {
             "budget": self.budget, "tau": round(self.tokens / steps, 4), "steps": self.steps, "tokens": self.tokens,
-            "draft_us": us(self.draft_s), "lookup_us": us(self.lookup_s),
+            "draft_us": percentiles(self.draft_s), "lookup_us": percentiles(self.lookup_s),
             "accept_by_depth": [round(float(x), 4) for x in at_least[1 : self.depth + 1]],
         }
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from client_sdk.remote import lookup_request
 from client_sdk.types import LookupOptions
-from sssd.bench.datastore_bench import percentiles
+from sssd.bench.stats import percentiles
 from sssd.bench.synthetic import corpus
 from sssd.datastore.v1 import datastore_pb2 as pb
 from sssd.datastore.v1 import datastore_pb2_grpc as pb_grpc
@@ -68,7 +68,7 @@ async def lookup_latency(stub, contexts: list[np.ndarray], calls: int) -> dict:
         t = time.perf_counter()
         await stub.Lookup(r, timeout=10)
         samples.append(time.perf_counter() - t)
-    return {k: round(v / 1e3, 3) for k, v in percentiles(samples).items()}
+    return percentiles(samples, "ms", 3)
 
 
 async def load_run(stub, contexts, clients: int, seconds: float, vocab: int, batch: int) -> dict:
@@ -121,7 +121,7 @@ async def load_run(stub, contexts, clients: int, seconds: float, vocab: int, bat
         "clients": clients, "contexts_per_lookup": batch, "seconds": round(wall, 1), "errors": len(errors),
         "error_codes": sorted(set(errors)), "lookups": len(latencies),
         "lookups_per_s": round(len(latencies) / wall, 1), "contexts_per_s": round(len(latencies) * batch / wall),
-        "lookup_ms": {k: round(v / 1e3, 3) for k, v in percentiles(latencies).items()} if latencies else None,
+        "lookup_ms": percentiles(latencies, "ms", 3),
         "ingested_tokens_during_load": int(results[0]), "compaction_s": round(results[1], 2),
     }
 
