@@ -10,7 +10,8 @@ bytes and extra tokens are almost free; at large batches compute dominates and e
 token costs. With acceptance by rank p_1 >= p_2 >= ... (the i-th best draft node is accepted
 with probability p_i; accepted nodes all lie on one path, so E[accepted | k] = sum_{i<=k} p_i),
 the planner picks k maximising B * (1 + E[accepted | k]) / T(B, 1 + k, c), and 0 when no k
-beats plain decoding.
+beats plain decoding. This is the launch-time view; the per-step planner that measures real
+step times and learns online is client_sdk.planner.
 """
 
 from __future__ import annotations
@@ -150,107 +151,25 @@ class AcceptanceByRank:
         return np.concatenate([[0.0], np.cumsum(p)])
 
 
-class MeasuredCost:
-    """Forward times measured on the real model: table[(batch, tokens)] = seconds.
-
-    Between measured token counts the time is interpolated linearly; beyond the largest it is
-    extrapolated from the last two points; other batch sizes use the nearest measured one
-    scaled by batch (an upper bound: batching never costs more than linear).
-    """
-
-    def __init__(self, table: dict[tuple[int, int], float], smoothing: float = 0.2) -> None:
-        self.table = dict(table)
-        self.batches = sorted({b for b, _ in table})
-        self.smoothing = smoothing
-
-    def observe(self, batch: int, tokens: int, seconds: float) -> None:
-        """Fold a real step time into the table (exponential moving average per cell).
-
-        Only chosen sizes are observed, so an over-estimate can persist (a missed speedup)
-        but an under-estimate is corrected as soon as it is acted on (no lasting slowdown).
-        """
-        key = (batch, tokens)
-        old = self.table.get(key)
-        self.table[key] = seconds if old is None else (1 - self.smoothing) * old + self.smoothing * seconds
-        if batch not in self.batches:
-            self.batches = sorted(self.batches + [batch])
-
-    def __call__(self, batch: int, tokens: int, context: int) -> float:
-        b = min(self.batches, key=lambda x: abs(x - batch))
-        ns = sorted(n for bb, n in self.table if bb == b)
-        ts = [self.table[(b, n)] for n in ns]
-        if tokens <= ns[0]:
-            t = ts[0]
-        elif tokens >= ns[-1]:
-            slope = (ts[-1] - ts[-2]) / (ns[-1] - ns[-2]) if len(ns) > 1 else 0.0
-            t = ts[-1] + slope * (tokens - ns[-1])
-        else:
-            t = float(np.interp(tokens, ns, ts))
-        return t * batch / b
-
-
 @dataclasses.dataclass
 class BudgetPlanner:
-    """Draft size per sequence that maximises expected tokens/s for a batch.
-
-    cost(batch, tokens, context) -> seconds defaults to the roofline of hardware x model;
-    a MeasuredCost replaces it where forward times were measured on the real model.
-    """
+    """Draft size per sequence that maximises expected tokens/s for a batch, from the roofline
+    of hardware x model and acceptance by rank: the launch-time choice (e.g. SGLang's width).
+    A decode loop that can measure its steps uses client_sdk.planner.StepPlanner instead."""
 
     hardware: Hardware
     model: Model
     max_budget: int = 32
     draft_cost_s: float = 20e-6  # CPU drafting per sequence per step, on the critical path
-    min_gain: float = 1.05  # speculate only when expected tokens/s beat plain by this factor
     acceptance: AcceptanceByRank = dataclasses.field(default_factory=AcceptanceByRank)
-    cost: object = None
-    # realised / predicted accepted tokens (decayed sums): shrinks over-confident node scores
-    predicted: float = 20.0
-    realised: float = 7.0  # a cautious start: 0.35 until verification says otherwise
-
-    @property
-    def score_scale(self) -> float:
-        return min(1.5, max(0.05, self.realised / self.predicted))
-
-    def record(self, predicted: float, realised: int, decay: float = 0.98) -> None:
-        """After a verified step: the draft's summed node scores vs the tokens it got accepted."""
-        self.predicted = decay * self.predicted + predicted
-        self.realised = decay * self.realised + realised
-
-    def observe_step(self, batch: int, tokens: int, seconds: float) -> None:
-        if isinstance(self.cost, MeasuredCost):
-            self.cost.observe(batch, tokens, seconds)
 
     def step_time(self, batch: int, tokens: int, context: int) -> float:
-        if self.cost is not None:
-            return self.cost(batch, tokens, context)
         return forward_time(self.hardware, self.model, batch, tokens, context)
 
     def tokens_per_second(self, batch: int, k: int, context: int) -> float:
         gain = self.acceptance.expected_accepted()[min(k, self.max_budget)]
         step = self.step_time(batch, 1 + k, context) + (batch * self.draft_cost_s if k else 0.0)
         return batch * (1.0 + gain) / step
-
-    def choose_for_drafts(self, scores: list[np.ndarray], context: int) -> int:
-        """Best k for drafts already built: their calibrated node scores are acceptance
-        probabilities, so E[accepted | k] for sequence b is the sum of its k best scores."""
-        batch = len(scores)
-        if batch == 0:
-            return 0
-        kmax = min(self.max_budget, max(s.shape[0] for s in scores))
-        gain = np.zeros(kmax + 1)
-        scale = self.score_scale
-        for s in scores:
-            top = np.sort(s)[::-1][:kmax] * scale
-            gain[1 : top.shape[0] + 1] += np.cumsum(top)
-            gain[top.shape[0] + 1 :] += top.sum()
-        plain = batch / self.step_time(batch, 1, context)
-        best_k, best = 0, plain * self.min_gain  # a margin for estimation error: never slower
-        for k in range(1, kmax + 1):
-            tps = (batch + gain[k]) / (self.step_time(batch, 1 + k, context) + batch * self.draft_cost_s)
-            if tps > best:
-                best_k, best = k, tps
-        return best_k
 
     def choose(self, batch: int, context: int) -> int:
         """Best k in 0..max_budget (0 = plain decoding is at least as fast)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 
+import numpy as np
 import torch
 
 from client_sdk.speculator import Speculator
@@ -50,20 +51,26 @@ class KVCache:
             cache.update(k, v, i)
         return cache
 
-    @staticmethod
-    def select(cache, old_width: int, lengths: list[int], keep: list[list[int]]) -> "KVCache":
-        """Old valid entries + the new entries at slots ``keep[b]`` (root + accepted nodes)."""
-        new_lengths = [n + len(k) for n, k in zip(lengths, keep)]
-        width = max(new_lengths)
-        idx = torch.zeros(len(keep), width, dtype=torch.long)
-        for b, (n, k) in enumerate(zip(lengths, keep)):
-            idx[b, :n] = torch.arange(n)
-            idx[b, n : n + len(k)] = old_width + torch.as_tensor(k, dtype=torch.long)
+    def compact(self, new_width: int, keep: list[list[int]]) -> "KVCache":
+        """Keep, per row, its old valid entries plus the step's entries at slots ``keep[b]``
+        (root + accepted nodes), in place: O(kept tokens) copies, not O(context).
+
+        ``self`` is the cache a step's forward returned: the old cache (valid lengths
+        ``self.lengths``) with the step's ``new_width`` entries appended at old_width + slot.
+        Kept entries move left to lengths[b] + j; rows whose kept slots already sit there
+        (the widest row with a chain accepted) move nothing.
+        """
+        old_width = self.width - new_width
+        new_lengths = [n + len(k) for n, k in zip(self.lengths, keep)]
+        moves = [(b, n, k) for b, (n, k) in enumerate(zip(self.lengths, keep)) if n != old_width or k != list(range(len(k)))]
         layers = []
-        for layer in cache.layers:
-            k, v = layer.keys, layer.values
-            g = idx.to(k.device)[:, None, :, None].expand(-1, k.shape[1], -1, k.shape[3])
-            layers.append((k.gather(2, g), v.gather(2, g)))
+        for key, value in self.layers:
+            for b, n, k in moves:
+                src = torch.as_tensor(k, dtype=torch.long, device=key.device) + old_width
+                key[b, :, n : n + len(k)] = key[b, :, src]
+                value[b, :, n : n + len(k)] = value[b, :, src]
+            width = max(new_lengths)
+            layers.append((key[:, :, :width], value[:, :, :width]))
         return KVCache(layers, new_lengths)
 
     def rows(self, keep_rows: list[int]) -> "KVCache":
@@ -113,14 +120,11 @@ class ReferenceDecoder:
                 speculator.start(r, prompts[r])
         while active:
             trees = speculator.draft(active, budget) if speculator is not None else [DraftTree.empty() for _ in active]
+            t_step = time.perf_counter()  # the step without drafting: forward, verification, upkeep
             batch = build_batch([roots[r] for r in active], trees, cache.lengths, cache.width, self.device)
-            t_fwd = time.perf_counter()
             out = self.model(input_ids=batch.input_ids, position_ids=batch.positions, attention_mask=batch.mask,
                              past_key_values=cache.as_dynamic() if cache.layers else None, use_cache=True)
-            logits = out.logits.float()  # on a GPU this waits for the forward, so the time below is real
-            observe = getattr(speculator, "observe_step", None)
-            if observe is not None:
-                observe(len(active), batch.input_ids.shape[1], time.perf_counter() - t_fwd)
+            logits = out.logits.float()
             verdicts = greedy_verify(logits, batch) if sampling is None else sample_verify(logits, batch, sampling, gen)
             keep, still = [], []
             for row, (r, tree, (path, bonus)) in enumerate(zip(active, trees, verdicts)):
@@ -137,12 +141,15 @@ class ReferenceDecoder:
                     still.append(row)
                 elif speculator is not None:
                     speculator.finish(r)
-            cache = KVCache.select(out.past_key_values, cache.width, cache.lengths, keep)
+            step = KVCache([(layer.keys, layer.values) for layer in out.past_key_values.layers], cache.lengths)
+            cache = step.compact(batch.input_ids.shape[1], keep)
             if len(still) < len(active):
                 active = [active[row] for row in still]
                 cache = cache.rows(still) if still else cache
-            elif speculator is not None:
-                speculator.prefetch(active)
+            if speculator is not None:
+                speculator.observe_step(len(keep), batch.input_ids.shape[1], time.perf_counter() - t_step)
+                if active and len(still) == len(keep):
+                    speculator.prefetch(active)
         for g in results:
             g.seconds = time.perf_counter() - t0
         return results
@@ -156,31 +163,39 @@ class ReferenceDecoder:
         return new
 
 
-@torch.no_grad()
-def time_forward(decoder: ReferenceDecoder, batch: int, tokens: int, context: int, repeats: int = 5) -> float:
-    """Median seconds of one verification forward: ``batch`` rows x ``tokens`` (root + chain draft)
-    over a cache of ``context`` entries, through the same layout and mask as decoding."""
-    import numpy as np
+def _probe_tree(size: int, vocab: int, branching: bool) -> DraftTree:
+    """A draft of ``size`` nodes: a chain, or (branching) two children per node, breadth first."""
+    parents = (np.arange(size) // 2 - 1 if branching else np.arange(-1, size - 1)).astype(np.int32)
+    return DraftTree(np.arange(size, dtype=np.int32) % vocab, parents, np.ones(size), np.full((size, 1, 4), -1, np.int8))
 
+
+@torch.no_grad()
+def time_forward(decoder: ReferenceDecoder, batch: int, tokens: int, context: int, repeats: int = 5,
+                 branching: bool = False, causal: bool = False) -> float:
+    """Median seconds of one verification forward: ``batch`` rows x ``tokens`` (root + draft)
+    over a cache of ``context`` entries, through the same layout and mask as decoding.
+
+    branching: a binary draft tree (an explicit tree mask) instead of a chain; causal: the
+    model's plain causal path with no mask at all (the reference a tree forward is held to).
+    """
     gen = torch.Generator().manual_seed(0)
     vocab = decoder.model.config.vocab_size
     prompts = [torch.randint(0, vocab, (context + 1,), generator=gen).tolist() for _ in range(batch)]
     cache = decoder.prefill(prompts)
-    chain = tokens - 1
-    tree = DraftTree(np.arange(chain, dtype=np.int32) % vocab, np.arange(-1, chain - 1, dtype=np.int32),
-                     np.ones(chain), np.full((chain, 1, 4), -1, np.int8))
+    tree = _probe_tree(tokens - 1, vocab, branching)
     times = []
     for _ in range(repeats + 2):
         b = build_batch([p[-1] for p in prompts], [tree] * batch, cache.lengths, cache.width, decoder.device)
         t = time.perf_counter()
-        decoder.model(input_ids=b.input_ids, position_ids=b.positions, attention_mask=b.mask,
-                      past_key_values=cache.as_dynamic(), use_cache=True)
+        decoder.model(input_ids=b.input_ids, position_ids=None if causal else b.positions,
+                      attention_mask=None if causal else b.mask, past_key_values=cache.as_dynamic(), use_cache=True)
         times.append(time.perf_counter() - t)
     return float(np.median(times[2:]))  # the first runs warm up
 
 
-def measured_cost(decoder: ReferenceDecoder, context: int, batches=(1,), tokens=(1, 2, 3, 4, 6, 8, 12, 16)):
-    """A MeasuredCost table for the planner from real forwards on this device."""
-    from client_sdk.budget import MeasuredCost
+def measured_costs(decoder: ReferenceDecoder, context: int, batches=(1,), widths: tuple[int, ...] | None = None):
+    """The planner's start-up StepCosts from real forwards on this device (learned on from there)."""
+    from client_sdk.planner import PlannerConfig, StepCosts
 
-    return MeasuredCost({(b, n): time_forward(decoder, b, n, context) for b in batches for n in tokens})
+    widths = widths or PlannerConfig().widths
+    return StepCosts({(b, n): time_forward(decoder, b, n, context) for b in batches for n in widths})

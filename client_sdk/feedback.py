@@ -1,8 +1,12 @@
 """Finished generations flow back to the datastore in the background, batched.
 
 Bounded: when the datastore is down the oldest pending generations are dropped (counted),
-never the decode loop blocked. Document ids are ``<worker>/<request>`` so a resent batch is
-idempotent on the service side.
+never the decode loop blocked. Every generation gets its own document id,
+``<worker>/<n>-<request>`` (n counts this sink's submissions), so a resent batch is
+idempotent on the service side and two generations never share an id, even when request ids
+repeat. An id the service reports as a conflict (stored with other tokens, e.g. by another
+process that chose the same worker id) is counted and logged; the batch's other documents
+are stored regardless.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ class FeedbackSink:
         self._queue: collections.deque = collections.deque(maxlen=max_pending)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self.sent = self.dropped = self.failed = 0
+        self.sent = self.dropped = self.failed = self.conflicts = 0
+        self._submitted = 0
         self._thread = threading.Thread(target=self._run, name="sssd-feedback", daemon=True)
         self._thread.start()
 
@@ -36,7 +41,8 @@ class FeedbackSink:
             return
         if len(self._queue) == self._queue.maxlen:
             self.dropped += 1
-        self._queue.append((f"{self.worker_id}/{request_id}", list(map(int, tokens))))
+        self._queue.append((f"{self.worker_id}/{self._submitted}-{request_id}", list(map(int, tokens))))
+        self._submitted += 1
         if len(self._queue) >= self.batch:
             self._wake.set()
 
@@ -50,8 +56,13 @@ class FeedbackSink:
         while self._queue:
             docs = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
             try:
-                self.client.ingest(self.namespace, docs, timeout_s=5.0)
-                self.sent += len(docs)
+                reply = self.client.ingest(self.namespace, docs, timeout_s=5.0)
+                conflicts = list(reply.conflict_ids)
+                self.sent += len(docs) - len(conflicts)
+                if conflicts:
+                    self.conflicts += len(conflicts)
+                    log.warning("feedback: %d document id(s) already stored with other tokens, not stored: %s",
+                                len(conflicts), ", ".join(conflicts[:3]) + (" ..." if len(conflicts) > 3 else ""))
             except grpc.RpcError as exc:
                 self.failed += len(docs)
                 log.warning("feedback ingest of %d generations failed: %s", len(docs), exc.code().name)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 
-from client_sdk.budget import BudgetPlanner, Model, measure_local
+from client_sdk.budget import Model, forward_time, measure_local
 from client_sdk.feedback import FeedbackSink
+from client_sdk.planner import PlannerConfig, StepCosts, StepPlanner
 from client_sdk.remote import DatastoreClient
 from client_sdk.source import RemoteSource
 from client_sdk.speculator import Speculator, SpeculatorConfig
@@ -20,21 +21,35 @@ def lookup_options(c: DraftConfig, depth: int) -> LookupOptions:
                          sample_budget=c.remote_samples, depth=depth, max_nodes=c.remote_nodes)
 
 
-def make_speculator(model_config: dict, *, address: str | None = None, namespace: str = "default",
-                    token: str | None = None, fixed_budget: int | None = None, cost=None, max_budget: int = 16,
-                    feedback: bool = False, config: SpeculatorConfig = SpeculatorConfig()) -> Speculator:
-    """A Speculator with an optional datastore and, unless fixed_budget is set, a budget planner.
+def roofline_costs(model_config: dict, context: int = 1024, batches=(1,), widths=PlannerConfig().widths) -> StepCosts:
+    """A start-up cost table from the roofline of this machine's CPU (when nothing was measured)."""
+    hw, shape = measure_local(0.2), Model.from_config(model_config)
+    return StepCosts({(b, n): forward_time(hw, shape, b, n, context) for b in batches for n in widths})
 
-    cost: a MeasuredCost for this device (else the roofline of the measured local CPU).
+
+def make_speculator(model_config: dict | None = None, *, address: str | None = None, namespace: str = "default",
+                    token: str | None = None, fixed_budget: int | None = None, costs: StepCosts | None = None,
+                    feedback: bool = False, remote=None, sink: FeedbackSink | None = None,
+                    planner_config: PlannerConfig = PlannerConfig(),
+                    config: SpeculatorConfig = SpeculatorConfig()) -> Speculator:
+    """A Speculator with an optional datastore and, unless fixed_budget is set, a step planner.
+
+    costs: the planner's start-up StepCosts measured on this device (decoder.measured_costs);
+    without it, the roofline of the measured local CPU for ``model_config``. remote / sink:
+    ready-made draft source and feedback sink (else built from ``address`` when given).
     """
-    remote = sink = None
-    if address:
+    if address and remote is None:
         client = DatastoreClient(address, token, timeout_s=5.0)
         remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth))
-        sink = FeedbackSink(client, namespace, config.worker_id) if feedback else None
+        if feedback and sink is None:
+            sink = FeedbackSink(client, namespace, config.worker_id)
     planner = None
     if fixed_budget is None:
-        planner = BudgetPlanner(measure_local(0.2), Model.from_config(model_config), max_budget=max_budget, cost=cost)
+        if costs is None:
+            if model_config is None:
+                raise ValueError("a planner needs measured step costs or a model config for the roofline")
+            costs = roofline_costs(model_config, widths=planner_config.widths)
+        planner = StepPlanner(costs, planner_config)
     else:
         config = dataclasses.replace(config, fixed_budget=fixed_budget)
     return Speculator(config, remote=remote, planner=planner, feedback=sink)

@@ -1,24 +1,27 @@
 """The facade a decode worker embeds: request lifecycle, batched drafting, feedback.
 
 Per decode step the worker calls ``draft(ids)`` (one tree per running request), verifies the
-trees on the GPU, calls ``commit(id, tokens, tree, accepted)`` for each request, then
-``prefetch(ids)`` so the datastore lookup of the next step overlaps the rest of the step.
-``finish(id)`` hands the generation back to the datastore. Not thread-safe: one scheduler
-thread drives it (the remote source and feedback sink are thread-safe themselves).
+trees, reports the step's time with ``observe_step``, calls ``commit(id, tokens, tree,
+accepted)`` for each request, then ``prefetch(ids)`` so the datastore lookup of the next step
+can overlap the rest of the step. ``finish(id)`` hands the generation back to the datastore.
+With a planner, a step that is not worth speculating drafts nothing and asks the datastore
+nothing. Not thread-safe: one scheduler thread drives it (the remote source and feedback
+sink are thread-safe themselves).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import secrets
 import socket
 import time
 
 import numpy as np
 
-from client_sdk.budget import BudgetPlanner
 from client_sdk.feedback import FeedbackSink
 from client_sdk.local import LocalIndex
+from client_sdk.planner import StepPlanner
 from client_sdk.source import RemoteSource
 from client_sdk.tree import Calibration, DraftTree, draft_tree
 from client_sdk.types import DraftConfig, TrieBatch
@@ -31,7 +34,8 @@ class SpeculatorConfig:
     draft: DraftConfig = DraftConfig()
     fixed_budget: int = 16  # draft tokens per sequence when no planner is given
     lookup_deadline_s: float = 0.002  # the longest a step waits for the datastore
-    worker_id: str = f"{socket.gethostname()}-{os.getpid()}"
+    # names this process's fed-back documents: host, pid and a random part (a pid comes again)
+    worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
 
 @dataclasses.dataclass
@@ -42,7 +46,7 @@ class _Request:
 
 class Speculator:
     def __init__(self, config: SpeculatorConfig = SpeculatorConfig(), remote: RemoteSource | None = None,
-                 planner: BudgetPlanner | None = None, feedback: FeedbackSink | None = None) -> None:
+                 planner: StepPlanner | None = None, feedback: FeedbackSink | None = None) -> None:
         self.config = config
         self.remote = remote
         self.planner = planner
@@ -50,6 +54,7 @@ class Speculator:
         self.calibration = Calibration()
         self._requests: dict[object, _Request] = {}
         self._lengths = (config.draft.remote_match,) + tuple(config.draft.remote_suffixes)
+        self._drafting = True  # whether the last step drafted (only then is a prefetch useful)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -69,22 +74,26 @@ class Speculator:
 
     # -- per step ---------------------------------------------------------------------------
 
-    def budget(self, batch: int, context: int) -> int:
-        return self.planner.choose(batch, context) if self.planner else self.config.fixed_budget
-
     def draft(self, request_ids, budget: int | None = None) -> list[DraftTree]:
         """One draft tree per request (empty trees when speculation does not pay).
 
-        With a planner and no explicit budget, trees are drafted at the planner's maximum and
-        cut to the size that maximises expected tokens/s given their own node scores.
+        With a planner and no explicit budget the planner first decides whether to draft at
+        all (nothing is drafted or looked up when it says no); drafts are then built at its
+        maximum and cut to the size that maximises expected tokens/s given their node scores.
         """
         reqs = [self._requests[r] for r in request_ids]
-        if budget is None and self.planner is not None:
-            trees = self._draft(reqs, self.planner.max_budget)
-            context = max((r.local.n for r in reqs), default=0)
-            k = self.planner.choose_for_drafts([t.scores for t in trees], context)
-            return [t.best(k) for t in trees]
-        return self._draft(reqs, self.config.fixed_budget if budget is None else budget)
+        if budget is not None or self.planner is None:
+            self._drafting = True
+            return self._draft(reqs, self.config.fixed_budget if budget is None else budget)
+        budget = self.planner.plan(len(reqs))
+        self._drafting = budget > 0
+        if budget == 0:
+            return [DraftTree.empty() for _ in reqs]
+        start = time.perf_counter()
+        trees = self._draft(reqs, budget)
+        k = self.planner.choose_for_drafts([t.scores for t in trees])
+        self.planner.observe_drafting(len(reqs), time.perf_counter() - start)
+        return [t.best(k) for t in trees]
 
     def _draft(self, reqs: list[_Request], budget: int) -> list[DraftTree]:
         if budget <= 0:
@@ -120,17 +129,18 @@ class Speculator:
         if tree is not None and accepted is not None and len(tree):
             self.calibration.update(tree, accepted)
             if self.planner is not None:
-                self.planner.acceptance.update(tree.scores, accepted)
                 self.planner.record(float(tree.scores.sum()), len(accepted))
 
-    def observe_step(self, batch: int, tokens_per_sequence: int, seconds: float) -> None:
-        """The measured time of a verification forward (feeds the planner's cost table)."""
+    def observe_step(self, batch: int, width: int, seconds: float) -> None:
+        """The measured time of a step of this verify width (1 + draft tokens), drafting excluded:
+        verification forward, acceptance and cache upkeep. Feeds the planner's cost table."""
         if self.planner is not None:
-            self.planner.observe_step(batch, tokens_per_sequence, seconds)
+            self.planner.observe_step(batch, width, seconds)
 
     def prefetch(self, request_ids) -> None:
-        """Start the datastore lookup for the next step of these requests."""
-        if self.remote is not None:
+        """Start the datastore lookup for the next step of these requests (skipped while the
+        planner is not drafting: the answer would go unused)."""
+        if self.remote is not None and self._drafting:
             self.remote.request(STEP_KEY, self._contexts([self._requests[r] for r in request_ids]))
 
     def close(self) -> None:

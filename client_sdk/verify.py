@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
 import torch
 
 from client_sdk.tree import DraftTree
@@ -21,7 +22,8 @@ class TreeBatch:
 
     input_ids: torch.Tensor  # [B, n] long: root then draft tokens, right-padded
     positions: torch.Tensor  # [B, n] long: cache_len + depth (root depth 0)
-    mask: torch.Tensor  # [B, 1, n, T + n] bool: True = may attend (T = padded cache length)
+    mask: torch.Tensor | None  # [B, 1, n, T + n] bool: True = may attend (T = padded cache length);
+    # None where that is exactly the causal mask (one unpadded row, a chain draft)
     parents: torch.Tensor  # [B, n] long: parent slot within the row, -1 for the root and padding
     sizes: list[int]  # [B] valid slots per row (1 + draft size)
 
@@ -72,8 +74,17 @@ def build_batch(roots: list[int], trees: list[DraftTree], cache_lens: list[int],
             anc[b, i, i] = True
         pos[b] = length + depth
         cache[b, : 1 + k, :length] = True
-    mask = torch.cat([cache, anc], dim=2).unsqueeze(1)
-    return TreeBatch(ids.to(device), pos.to(device), mask.to(device), par.to(device), sizes)
+    mask = None if _is_causal(trees, cache_lens, cache_width) else torch.cat([cache, anc], dim=2).unsqueeze(1).to(device)
+    return TreeBatch(ids.to(device), pos.to(device), mask, par.to(device), sizes)
+
+
+def _is_causal(trees: list[DraftTree], cache_lens: list[int], cache_width: int) -> bool:
+    """One row over an unpadded cache with a chain draft: the tree mask is the causal mask, and
+    the model's own causal path (no explicit mask) computes it at the cost of plain decoding."""
+    if len(trees) != 1 or cache_lens[0] != cache_width:
+        return False
+    parents = trees[0].parents
+    return bool(np.array_equal(parents, np.arange(-1, len(parents) - 1)))
 
 
 def greedy_verify(logits: torch.Tensor, batch: TreeBatch) -> list[tuple[list[int], int]]:

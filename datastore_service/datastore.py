@@ -151,19 +151,20 @@ class Datastore:
         """Store documents durably, then make them queryable at the next flush.
 
         Idempotent by id: an id already stored with the same tokens is reported as a
-        duplicate. Raises InvalidArgument / AlreadyExists / NotFound; on error nothing of the
-        batch is stored.
+        duplicate; one stored with other tokens is reported as a conflict and not stored,
+        while the rest of the batch is. Raises InvalidArgument / NotFound; on error nothing of
+        the batch is stored.
         """
         with self._write_lock:
             ns = self.namespace(name)
-            fresh, dups = ns.classify(docs)
+            fresh, dups, conflicts = ns.classify(docs)
             seqs = ns.next_seqs(len(fresh))
             if fresh:
                 self.store.insert_documents(name, fresh, seqs)
             result = ns.add(fresh, seqs)
             if result.evicted:
                 self.store.delete_documents(name, result.evicted)
-            return AddResult(result.added, dups, result.evicted)
+            return AddResult(result.added, dups, result.evicted, conflicts)
 
     def delete(self, name: str, doc_ids: Sequence[str]) -> list[str]:
         """Delete documents; returns the ids that existed. Lookups stop seeing them at once."""

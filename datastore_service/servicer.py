@@ -79,7 +79,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         result, _ = await self._ingest(request)
         return pb.IngestResponse(
             added=len(result.added), duplicates=len(result.duplicates),
-            evicted=len(result.evicted), duplicate_ids=result.duplicates,
+            evicted=len(result.evicted), duplicate_ids=result.duplicates, conflict_ids=result.conflicts,
         )
 
     async def IngestStream(self, request_iterator, context):
@@ -90,6 +90,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
             summary.added += len(result.added)
             summary.duplicates += len(result.duplicates)
             summary.evicted += len(result.evicted)
+            summary.conflicts += len(result.conflicts)
             summary.tokens += tokens
         return summary
 

@@ -21,7 +21,6 @@ log = logging.getLogger("sssd.sglang")
 
 
 def build_drafter(config: PluginConfig, width: int, vocab_size: int, model_config: dict | None) -> BatchDrafter:
-    from client_sdk.budget import PRESETS, BudgetPlanner, Model
     from client_sdk.feedback import FeedbackSink
     from client_sdk.remote import DatastoreClient
     from client_sdk.runtime import lookup_options
@@ -35,10 +34,9 @@ def build_drafter(config: PluginConfig, width: int, vocab_size: int, model_confi
         client = DatastoreClient(config.datastore, config.token or None, timeout_s=5.0)
         remote = RemoteSource(client, config.namespace, lookup_options(sconf.draft, sconf.draft.max_depth))
         sink = FeedbackSink(client, config.namespace, sconf.worker_id) if config.feedback else None
-    planner = None
-    if model_config is not None:
-        planner = BudgetPlanner(PRESETS[config.hardware], Model.from_config(model_config), max_budget=width - 1)
-    return BatchDrafter(Speculator(sconf, remote=remote, planner=planner, feedback=sink), width, vocab_size)
+    # SGLang verifies a fixed width per launch (chosen by the roofline in spec.py), so no
+    # per-step planner runs here yet
+    return BatchDrafter(Speculator(sconf, remote=remote, feedback=sink), width, vocab_size)
 
 
 @functools.cache

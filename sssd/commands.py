@@ -62,8 +62,18 @@ def _register_bench(sub) -> None:
     dc.add_argument("--max-new-tokens", type=int, default=96)
     dc.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,4,16,64 on a GPU")
     dc.add_argument("--device", default="cpu", help="cpu or cuda")
+    dc.add_argument("--runs", type=int, default=1, help="repeat the side-by-side measurement; worst and median reported")
+    dc.add_argument("--contention", nargs="?", type=int, const=1, default=0, metavar="PROCS",
+                    help="start PROCS CPU-burning processes (default 1) after the planner's start-up measurement")
     dc.add_argument("--json", action="store_true")
     dc.set_defaults(handler=_bench_decode)
+    fw = kinds.add_parser("forward", help="forward(1 + k) / forward(1) on this device: chain, tree mask, causal")
+    fw.add_argument("--max-k", type=int, default=15)
+    fw.add_argument("--context", type=int, default=256)
+    fw.add_argument("--repeats", type=int, default=7)
+    fw.add_argument("--device", default="cpu")
+    fw.add_argument("--json", action="store_true")
+    fw.set_defaults(handler=_bench_forward)
 
 
 def _bench_datastore(args) -> int:
@@ -121,8 +131,21 @@ def _bench_deadline(args) -> int:
 def _bench_decode(args) -> int:
     from sssd.bench.decode_bench import run
 
+    if args.runs < 1 or args.contention < 0:
+        raise ValueError(f"--runs {args.runs} must be at least 1 and --contention {args.contention} not negative")
     result = run(args.datasets.split(","), args.prompts, args.max_new_tokens,
-                 [int(b) for b in args.batch_sizes.split(",")], args.device, progress=not args.json)
+                 [int(b) for b in args.batch_sizes.split(",")], args.device, progress=not args.json,
+                 runs=args.runs, contention=args.contention)
+    print(json.dumps(result, indent=None if args.json else 2))
+    return 0
+
+
+def _bench_forward(args) -> int:
+    from sssd.bench.forward_bench import run
+
+    if args.max_k < 1 or args.repeats < 1:
+        raise ValueError(f"--max-k {args.max_k} and --repeats {args.repeats} must be at least 1")
+    result = run(args.max_k, args.context, args.repeats, args.device, progress=not args.json)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
@@ -149,7 +172,7 @@ def _register_generate(sub) -> None:
 def _generate(args) -> int:
     import time
 
-    from client_sdk.decoder import ReferenceDecoder, measured_cost
+    from client_sdk.decoder import ReferenceDecoder, measured_costs
     from client_sdk.runtime import make_speculator
     from client_sdk.smollm2 import chat_ids, load_model
     from client_sdk.verify import Sampling
@@ -161,9 +184,9 @@ def _generate(args) -> int:
     prompt = chat_ids(tok, args.prompt)
     spec = None
     if not args.no_speculation:
-        cost = None if args.budget is not None else measured_cost(decoder, len(prompt) + args.max_new_tokens // 2)
+        costs = None if args.budget is not None else measured_costs(decoder, len(prompt) + args.max_new_tokens // 2)
         spec = make_speculator(model.config.to_dict(), address=args.address, namespace=args.namespace,
-                               token=args.token, fixed_budget=args.budget, cost=cost)
+                               token=args.token, fixed_budget=args.budget, costs=costs)
     sampling = Sampling(args.temperature, args.top_k, args.top_p) if args.temperature > 0 else None
     t = time.perf_counter()
     (g,) = decoder.generate([prompt], args.max_new_tokens, speculator=spec, sampling=sampling, seed=args.seed)
@@ -180,9 +203,11 @@ def _generate(args) -> int:
 def _register_demo(sub) -> None:
     demo = sub.add_parser("demo", help="the main job on an embedded default (CPU is enough)")
     demo.add_argument("--workdir", default=".sssd/demo", help="where the demo's SQLite file and plot go")
-    demo.add_argument("--prompts", type=int, default=3, help="prompts per dataset (MT-Bench, HumanEval)")
+    demo.add_argument("--prompts", type=int, default=4,
+                      help="prompts per dataset (MT-Bench, HumanEval); answers to the first half are fed back")
     demo.add_argument("--max-new-tokens", type=int, default=64)
     demo.add_argument("--conversations", type=int, default=4000, help="ShareGPT conversations ingested")
+    demo.add_argument("--json", action="store_true", help='print one JSON object {"rows": [...]} instead of the table')
     demo.set_defaults(handler=_demo)
 
 

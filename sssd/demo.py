@@ -3,15 +3,22 @@
 1. starts the datastore service on an embedded SQLite file (``--workdir``), port 0;
 2. ingests a real corpus over gRPC: ShareGPT answers tokenised for SmolLM2;
 3. decodes MT-Bench and HumanEval prompts with SmolLM2-135M-Instruct through the reference
-   decoder: plain; SSSD with an empty datastore; SSSD with the filled datastore; and SSSD
-   after this run's own answers were fed back (repeat traffic, the continuous update);
-4. prints a table (tokens/s, ms/token, tau, speedup, identical to plain) and writes a plot
-   (acceptance by tree depth, speedup by configuration).
+   decoder, the configurations interleaved prompt by prompt (so they share the machine's
+   load): plain; SSSD with an empty datastore; SSSD with the filled datastore. Then the
+   filled run's answers to the first half of the prompts are fed back through the
+   feedback sink, and the other half is decoded again ("feedback": learning from other
+   requests, not replaying the same ones);
+4. prints a table (or ``--json``: one object with a row per configuration) and writes a plot.
+
+Every run starts from the same datastore state: the corpus ingest is idempotent by id and
+the documents a run feeds back are deleted when it ends (and, should a run have died, at the
+start of the next one).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 from typing import TextIO
@@ -19,24 +26,26 @@ from typing import TextIO
 import numpy as np
 
 NAMESPACE, EMPTY = "smollm2", "smollm2-empty"
+FEEDBACK_WORKER = "demo-feedback"
+CONFIGS = ("plain", "empty", "filled", "feedback")
+LABELS = {"plain": "plain decoding", "empty": "SSSD, empty datastore", "filled": "SSSD, filled datastore",
+          "feedback": "SSSD, + other answers fed back"}
 
 
 def run_demo(args, out: TextIO) -> int:
-    from client_sdk.budget import BudgetPlanner, Model, measure_local
-    from client_sdk.decoder import ReferenceDecoder, measured_cost
-    from client_sdk.feedback import FeedbackSink
+    from client_sdk.decoder import ReferenceDecoder, measured_costs
     from client_sdk.remote import DatastoreClient
-    from client_sdk.runtime import lookup_options
     from client_sdk.smollm2 import load_model
-    from client_sdk.source import RemoteSource
-    from client_sdk.speculator import Speculator, SpeculatorConfig
     from datastore_service.embedded import EmbeddedServer
     from datastore_service.server import ServerConfig
     from sssd.bench.decode_bench import prompts_for
 
+    if args.prompts < 2:
+        raise ValueError(f"--prompts {args.prompts}: at least 2 (answers to the first half are fed back, the rest decoded)")
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
-    say = lambda msg: print(msg, file=out, flush=True)
+    quiet = getattr(args, "json", False)
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=out, flush=True))
     t_start = time.perf_counter()
     say("[1/5] loading SmolLM2-135M-Instruct (GGUF -> PyTorch, cached after the first run)")
     model, tok = load_model()
@@ -45,40 +54,80 @@ def run_demo(args, out: TextIO) -> int:
     server = EmbeddedServer(ServerConfig(db=str(work / "datastore.db"), port=0)).start()
     try:
         client = DatastoreClient(server.address, timeout_s=600)
+        _forget_feedback(client, work)
         _ingest_corpus(client, tok, args, say)
-        prompts = prompts_for(tok, "mtbench", args.prompts) + prompts_for(tok, "humaneval", args.prompts)
-        say(f"[4/5] decoding {len(prompts)} prompts x {args.max_new_tokens} tokens, batch 1, four configurations")
-        cost = measured_cost(decoder, 256)
-        shape = Model.from_config({**model.config.to_dict(), "torch_dtype": "float32"})
-        hw = measure_local(0.2)
-        config = SpeculatorConfig(lookup_deadline_s=0.02)  # a step here takes ~80 ms: 20 ms is generous
-        options = lookup_options(config.draft, config.draft.max_depth)
-
-        def speculator(namespace: str, feedback: FeedbackSink | None = None) -> Speculator:
-            planner = BudgetPlanner(hw, shape, max_budget=16, cost=cost)
-            return Speculator(config, remote=RemoteSource(client, namespace, options, timeout_s=0.5),
-                              planner=planner, feedback=feedback)
-
-        sink = FeedbackSink(client, NAMESPACE, f"demo-{int(time.time())}", batch=4, interval_s=0.2)
-        runs = {}
-        runs["plain decoding"] = _decode(decoder, prompts, args.max_new_tokens, None, say)
-        runs["SSSD, empty datastore"] = _decode(decoder, prompts, args.max_new_tokens, speculator(EMPTY), say)
-        runs["SSSD, filled datastore"] = _decode(decoder, prompts, args.max_new_tokens, speculator(NAMESPACE, sink), say)
-        sink.close()
-        client.snapshot()  # the fed-back answers are queryable now
-        runs["SSSD, + own answers fed back"] = _decode(decoder, prompts, args.max_new_tokens, speculator(NAMESPACE), say)
+        half = max(1, args.prompts // 2)
+        sets = [prompts_for(tok, d, args.prompts) for d in ("mtbench", "humaneval")]
+        first = [p for s in sets for p in s[:half]]
+        second = [p for s in sets for p in s[half:]]
+        say(f"[4/5] decoding {len(first) + len(second)} prompts x {args.max_new_tokens} tokens, batch 1, "
+            "plain / empty / filled interleaved, then feedback")
+        costs = measured_costs(decoder, 256)
+        runs = _decode_all(decoder, client, costs, first, second, args.max_new_tokens, work, say)
         say("[5/5] results")
-        _table(runs, out)
-        plot = work / "demo.png"
-        try:
-            _plot(runs, plot)
-            say(f"plot written to {plot}; total {time.perf_counter() - t_start:.0f} s")
-        except ImportError:
-            say("plot skipped: matplotlib is not installed (pip install -e '.[demo]')")
+        rows = _rows(runs)
+        if quiet:
+            print(json.dumps({"rows": rows, "prompts": {"decoded": len(first) + len(second), "fed_back": len(first),
+                                                       "decoded_after_feedback": len(second)},
+                              "max_new_tokens": args.max_new_tokens, "seconds": round(time.perf_counter() - t_start, 1)}),
+                  file=out)
+        else:
+            _table(rows, out)
+            _plot_or_say(runs, work / "demo.png", say, t_start)
         client.close()
     finally:
         server.stop()
     return 0
+
+
+def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say) -> dict:
+    """plain / empty / filled interleaved prompt by prompt; then feedback on the second half."""
+    from client_sdk.feedback import FeedbackSink
+
+    specs = {"plain": None, "empty": _speculator(client, EMPTY, costs), "filled": _speculator(client, NAMESPACE, costs)}
+    runs = {name: Run() for name in CONFIGS}
+    for p in first + second:
+        for name, spec in specs.items():
+            runs[name].add(_generate(decoder, p, max_new, spec))
+    for name in ("plain", "filled"):  # the second half's share of these runs, for the feedback row's baseline
+        runs[name + "@second"] = runs[name].tail(len(second))
+    sink = FeedbackSink(client, NAMESPACE, FEEDBACK_WORKER, batch=8, interval_s=0.2)
+    ids = [f"{FEEDBACK_WORKER}/{n}-{n}" for n in range(len(first))]
+    (work / "fed-back.json").write_text(json.dumps(ids))  # deleted again below, or by the next run
+    for n, tokens in enumerate(runs["filled"].tokens[: len(first)]):
+        sink.submit(str(n), tokens)
+    sink.close()
+    client.snapshot()  # the fed-back answers are queryable now
+    say(f"      fed back {sink.sent} answers to the first half of the prompts")
+    spec = _speculator(client, NAMESPACE, costs)
+    for p in second:
+        runs["feedback"].add(_generate(decoder, p, max_new, spec))
+    spec.close()
+    _forget_feedback(client, work)
+    return runs
+
+
+def _speculator(client, namespace: str, costs):
+    import copy
+
+    from client_sdk.runtime import lookup_options, make_speculator
+    from client_sdk.source import RemoteSource
+    from client_sdk.speculator import SpeculatorConfig
+
+    config = SpeculatorConfig(lookup_deadline_s=0.01)  # a step here takes ~50 ms: 10 ms is generous
+    remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth), timeout_s=0.5)
+    return make_speculator(costs=copy.deepcopy(costs), remote=remote, config=config)
+
+
+def _forget_feedback(client, work: Path) -> None:
+    """Delete what an earlier run fed back, so every run starts from the same datastore."""
+    record = work / "fed-back.json"
+    if record.exists():
+        ids = json.loads(record.read_text())
+        if ids:
+            client.delete(NAMESPACE, ids, missing_ok=True)
+            client.snapshot()
+        record.unlink()
 
 
 def _ingest_corpus(client, tok, args, say) -> None:
@@ -114,40 +163,59 @@ def _ingest_corpus(client, tok, args, say) -> None:
 
 @dataclasses.dataclass
 class Run:
-    tokens: list[list[int]]
-    seconds: float
-    steps: int
-    accepted: np.ndarray  # histogram of accepted draft tokens per step
+    tokens: list[list[int]] = dataclasses.field(default_factory=list)
+    seconds: list[float] = dataclasses.field(default_factory=list)
+    steps: list[int] = dataclasses.field(default_factory=list)
+    accepted: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(17, dtype=np.int64))  # per step
+
+    def add(self, g) -> None:
+        self.tokens.append(g.tokens)
+        self.seconds.append(g.seconds)
+        self.steps.append(g.steps)
+        self.accepted += np.bincount(np.minimum(g.accepted, 16), minlength=17)
+
+    def tail(self, n: int) -> "Run":
+        return Run(self.tokens[-n:], self.seconds[-n:], self.steps[-n:], self.accepted)
 
     @property
-    def n_tokens(self) -> int:
-        return sum(map(len, self.tokens))
+    def tokens_per_s(self) -> float:
+        return sum(map(len, self.tokens)) / sum(self.seconds)
+
+    @property
+    def tau(self) -> float:
+        return sum(map(len, self.tokens)) / sum(self.steps)
 
 
-def _decode(decoder, prompts, max_new, spec, say) -> Run:
-    outs, seconds, steps, hist = [], 0.0, 0, np.zeros(17, dtype=np.int64)
-    for p in prompts:
-        t = time.perf_counter()
-        (g,) = decoder.generate([p], max_new, speculator=spec)
-        seconds += time.perf_counter() - t
-        outs.append(g.tokens)
-        steps += g.steps
-        hist += np.bincount(np.minimum(g.accepted, 16), minlength=17)
-    if spec is not None:
-        spec.close()
-    run = Run(outs, seconds, steps, hist)
-    say(f"      {'SSSD' if spec else 'plain'}: {run.n_tokens / seconds:.1f} tokens/s, tau {run.n_tokens / steps:.2f}")
-    return run
+def _generate(decoder, prompt, max_new, spec):
+    (g,) = decoder.generate([prompt], max_new, speculator=spec)
+    return g
 
 
-def _table(runs: dict[str, Run], out) -> None:
-    base = runs["plain decoding"]
-    base_tps = base.n_tokens / base.seconds
-    print(f"  {'configuration':<30}{'tokens/s':>10}{'ms/token':>10}{'tau':>7}{'speedup':>9}  identical", file=out)
-    for name, r in runs.items():
-        tps = r.n_tokens / r.seconds
-        print(f"  {name:<30}{tps:>10.1f}{1e3 / tps:>10.1f}{r.n_tokens / r.steps:>7.2f}{tps / base_tps:>8.2f}x  "
-              f"{'yes' if r.tokens == base.tokens else 'NO'}", file=out)
+def _rows(runs: dict[str, Run]) -> list[dict]:
+    """One row per configuration; each speculative row against plain on the same prompts."""
+    rows = []
+    for name in CONFIGS:
+        r = runs[name]
+        base = runs["plain@second" if name == "feedback" else "plain"]
+        rows.append({"config": name, "tokens_per_s": round(r.tokens_per_s, 2), "ms_per_token": round(1e3 / r.tokens_per_s, 1),
+                     "tau": round(r.tau, 3), "speedup": round(r.tokens_per_s / base.tokens_per_s, 3),
+                     "identical": r.tokens == base.tokens})
+    return rows
+
+
+def _table(rows: list[dict], out) -> None:
+    print(f"  {'configuration':<32}{'tokens/s':>10}{'ms/token':>10}{'tau':>7}{'speedup':>9}  identical to plain", file=out)
+    for r in rows:
+        print(f"  {LABELS[r['config']]:<32}{r['tokens_per_s']:>10.1f}{r['ms_per_token']:>10.1f}{r['tau']:>7.2f}"
+              f"{r['speedup']:>8.2f}x  {'yes' if r['identical'] else 'NO'}", file=out)
+
+
+def _plot_or_say(runs, path: Path, say, t_start: float) -> None:
+    try:
+        _plot(runs, path)
+        say(f"plot written to {path}; total {time.perf_counter() - t_start:.0f} s")
+    except ImportError:
+        say("plot skipped: matplotlib is not installed (pip install -e '.[demo]')")
 
 
 def _plot(runs: dict[str, Run], path: Path) -> None:
@@ -157,22 +225,16 @@ def _plot(runs: dict[str, Run], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    base = runs["plain decoding"]
-    for name, r in runs.items():
-        if r is base:
-            continue
-        at_least = r.accepted[::-1].cumsum()[::-1] / max(r.steps, 1)
-        left.plot(range(1, 9), at_least[1:9], marker="o", label=name)
+    for name in CONFIGS[1:]:
+        r = runs[name]
+        at_least = r.accepted[::-1].cumsum()[::-1] / max(sum(r.steps), 1)
+        left.plot(range(1, 9), at_least[1:9], marker="o", label=LABELS[name])
     left.set(xlabel="tree depth d", ylabel="P(accepted length >= d)", title="acceptance by tree depth")
     left.legend(fontsize=8)
-    names = list(runs)
-    speed = [(r.n_tokens / r.seconds) / (base.n_tokens / base.seconds) for r in runs.values()]
-    right.bar(range(len(names)), speed, color=["grey"] + ["tab:blue"] * (len(names) - 1))
+    rows = _rows(runs)
+    right.bar(range(len(rows)), [r["speedup"] for r in rows], color=["grey"] + ["tab:blue"] * (len(rows) - 1))
     right.axhline(1.0, color="black", linewidth=0.8)
-    labels = [n.replace("SSSD, ", "SSSD\n").replace(" decoding", "\ndecoding").replace("+ own answers fed back", "+ own answers\nfed back")
-              for n in names]
-    right.set_xticks(range(len(names)), labels, fontsize=7)
+    right.set_xticks(range(len(rows)), [LABELS[r["config"]].replace(", ", "\n") for r in rows], fontsize=7)
     right.set(ylabel="speedup vs plain (tokens/s)", title="SmolLM2-135M on this CPU, batch 1")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-

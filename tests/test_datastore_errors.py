@@ -29,7 +29,6 @@ def snapshot(ds):
         ([Document.of("b", [100])], InvalidArgument, "token id 100 outside"),  # == vocab
         ([Document.of("b", [-5])], InvalidArgument, "token id -5"),  # negative
         ([Document.of("b", [])], InvalidArgument, "is empty"),  # empty document
-        ([Document.of("b", [1]), Document.of("a", [9])], AlreadyExists, "'a' already stored"),  # conflict
     ],
 )
 def test_bad_ingest_changes_nothing(ds, docs, error, message):
@@ -38,6 +37,15 @@ def test_bad_ingest_changes_nothing(ds, docs, error, message):
         ds.ingest("ns", docs)
     assert snapshot(ds) == before and ds.check_integrity() == ""
     assert not ds.namespace("ns").has_document("b")
+
+
+def test_conflicting_id_is_refused_alone(ds):
+    result = ds.ingest("ns", [Document.of("b", [1]), Document.of("a", [9])])
+    assert (result.added, result.conflicts) == (["b"], ["a"])
+    assert ds.store.document_count("ns") == 2 and ds.check_integrity() == ""
+    ds.flush()
+    (tree,) = ds.lookup("ns", [np.array([1, 2])], LookupParams(depth=1))
+    assert tree.paths() == {(3,): 1}  # "a" still holds its first tokens
 
 
 def test_oversized_document(tmp_path):

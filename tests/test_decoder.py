@@ -57,6 +57,9 @@ class ScriptedDrafter:
     def prefetch(self, rids):
         pass
 
+    def observe_step(self, batch, width, seconds):
+        pass
+
 
 @pytest.mark.parametrize("batch", [1, 4])
 @pytest.mark.parametrize("mode", ["right", "wrong", "empty", "mixed"])
@@ -93,11 +96,39 @@ def test_cache_keeps_only_root_and_accepted_entries():
     out = model(input_ids=torch.tensor([[4, 9, 9], [6, 9, 0]]), use_cache=True,
                 past_key_values=cache.as_dynamic(), position_ids=torch.tensor([[3, 4, 5], [1, 2, 3]]),
                 attention_mask=torch.ones(2, 1, 3, 6, dtype=torch.bool))
-    new = KVCache.select(out.past_key_values, 3, cache.lengths, [[0, 2], [0]])
+    k_old = out.past_key_values.layers[0].keys.clone()
+    step = KVCache([(layer.keys, layer.values) for layer in out.past_key_values.layers], cache.lengths)
+    new = step.compact(3, [[0, 2], [0]])
     assert new.lengths == [5, 2] and new.width == 5
-    k_old = out.past_key_values.layers[0].keys
     assert torch.equal(new.layers[0][0][0, :, 3], k_old[0, :, 3]) and torch.equal(new.layers[0][0][0, :, 4], k_old[0, :, 5])
     assert torch.equal(new.layers[0][0][1, :, 1], k_old[1, :, 3])
+
+
+@pytest.mark.parametrize(
+    "lengths,keep",
+    [
+        ([5], [[0, 1, 2]]),  # one unpadded row, a chain accepted: nothing moves
+        ([5], [[0, 2, 4]]),  # a branch accepted: entries move left
+        ([5, 2], [[0], [0, 3]]),  # a padded row: its entries move into its gap
+        ([3, 3, 1], [[0, 1], [0, 2, 3], [0]]),
+        ([0, 4], [[0, 1, 2, 3], [0]]),  # an empty old cache row
+    ],
+)
+def test_compact_equals_a_full_gather(lengths, keep):
+    """In-place compaction keeps exactly what gathering old entries + kept slots would."""
+    g = torch.Generator().manual_seed(len(keep))
+    width, step = max(lengths), 1 + max(max(kb) for kb in keep)
+    layers = [tuple(torch.randn(len(lengths), 2, width + step, 3, generator=g) for _ in range(2)) for _ in range(2)]
+    expect = []
+    for k, v in layers:
+        rows = [torch.cat([t[b, :, :n], t[b, :, width + torch.tensor(kb)]], dim=1) for t in (k, v)
+                for b, (n, kb) in enumerate(zip(lengths, keep))]
+        expect.append(rows)
+    new = KVCache([(k.clone(), v.clone()) for k, v in layers], lengths).compact(step, keep)
+    assert new.lengths == [n + len(kb) for n, kb in zip(lengths, keep)]
+    for (k, v), rows in zip(new.layers, expect):
+        got = [t[b, :, : new.lengths[b]] for t in (k, v) for b in range(len(lengths))]
+        assert all(torch.equal(a, b) for a, b in zip(got, rows))
 
 
 PROMPTS = [

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from datastore_service.core import Document, LookupParams, NamespaceIndex, NamespaceSpec, build_segment
-from datastore_service.errors import AlreadyExists, InvalidArgument
+from datastore_service.errors import InvalidArgument
 from tests.oracle import expected
 
 DOCS = {
@@ -122,8 +122,10 @@ def test_oversized_document_rejected():
 def test_duplicate_ids_idempotent_or_conflict():
     ns = index_of(DOCS)
     assert ns.add([Document.of("a", DOCS["a"])]).duplicates == ["a"]
-    with pytest.raises(AlreadyExists, match="'a' already stored"):
-        ns.add([Document.of("a", [1, 1])])
+    # a conflicting id is refused alone; the rest of its batch is added
+    result = ns.add([Document.of("a", [1, 1]), Document.of("fresh", [1, 2])])
+    assert (result.conflicts, result.added) == (["a"], ["fresh"])
+    assert ns.check_integrity() == ""
     with pytest.raises(InvalidArgument, match="twice in the batch"):
         ns.add([Document.of("n", [1]), Document.of("n", [2])])
 

@@ -110,14 +110,26 @@ def test_feedback_reaches_the_datastore(live):
     server, client = live
     sink = FeedbackSink(client, "ns", "w1", batch=2, interval_s=0.05, min_tokens=2)
     spec = Speculator(SpeculatorConfig(fixed_budget=4), feedback=sink)
-    for r in range(3):
+    for r in (0, 1, 2, 0):  # request id 0 comes back (as the demo's and a restarted loop's do)
         spec.start(r, [1, 2])
-        spec.commit(r, [50 + r, 51, 52])
+        spec.commit(r, [50 + r, 51, 52, r])
         spec.finish(r)
     spec.close()
-    assert sink.sent == 3
+    assert (sink.sent, sink.conflicts, sink.failed) == (4, 0, 0)  # every generation is its own document
     ns = server.server.servicer.ds.namespace("ns")
-    assert all(ns.has_document(f"w1/{r}") for r in range(3))
+    assert all(ns.has_document(f"w1/{n}-{r}") for n, r in enumerate((0, 1, 2, 0)))
+
+
+def test_feedback_counts_a_conflicting_id_and_keeps_the_rest(live, caplog):
+    server, client = live
+    client.ingest("ns", [("w2/0-a", [9, 9, 9])])  # another writer took this sink's first id
+    sink = FeedbackSink(client, "ns", "w2", batch=2, interval_s=10, min_tokens=1)
+    sink.submit("a", [1, 2, 3])
+    sink.submit("b", [4, 5, 6])
+    sink.close()
+    assert (sink.sent, sink.conflicts) == (1, 1)
+    assert server.server.servicer.ds.namespace("ns").has_document("w2/1-b")
+    assert "already stored with other tokens" in caplog.text
 
 
 def test_asyncio_client(server):

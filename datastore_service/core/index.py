@@ -27,7 +27,7 @@ import numpy as np
 from datastore_service.core import kernels
 from datastore_service.core.segment import PAD, Segment, bucket_table
 from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TreeBatch
-from datastore_service.errors import AlreadyExists, InvalidArgument
+from datastore_service.errors import InvalidArgument
 
 MAX_DOC_TOKENS = 1 << 20  # per document; larger inputs are rejected at the boundary
 
@@ -50,6 +50,7 @@ class AddResult:
     added: list[str]
     duplicates: list[str]
     evicted: list[str]
+    conflicts: list[str] = dataclasses.field(default_factory=list)  # ids stored with other tokens: not added
 
 
 class NamespaceIndex:
@@ -92,14 +93,16 @@ class NamespaceIndex:
                 f"{what}: token id {bad} outside [0, {self.spec.vocab_size}) of namespace {self.spec.name!r}"
             )
 
-    def classify(self, docs: Sequence[Document]) -> tuple[list[Document], list[str]]:
-        """Split a batch into new documents and exact duplicates; raise on a conflict.
+    def classify(self, docs: Sequence[Document]) -> tuple[list[Document], list[str], list[str]]:
+        """Split a batch into new documents, exact duplicates and conflicts (ids already stored
+        with other tokens: refused one by one, the rest of the batch goes on).
 
         Raises InvalidArgument for bad documents or an id repeated inside the batch with
-        other content, AlreadyExists for an id already stored with other content.
+        other content (a malformed request: nothing of it is stored).
         """
         fresh: list[Document] = []
         dups: list[str] = []
+        conflicts: list[str] = []
         seen: dict[str, bytes] = {}
         for doc in docs:
             self.validate(doc)
@@ -110,13 +113,11 @@ class NamespaceIndex:
                     raise InvalidArgument(f"document id {doc.doc_id!r} appears twice in the batch with different tokens")
                 dups.append(doc.doc_id)
             elif prior is not None:
-                if prior.digest != d:
-                    raise AlreadyExists(f"document id {doc.doc_id!r} already stored with different tokens")
-                dups.append(doc.doc_id)
+                (dups if prior.digest == d else conflicts).append(doc.doc_id)
             else:
                 fresh.append(doc)
             seen[doc.doc_id] = d
-        return fresh, dups
+        return fresh, dups, conflicts
 
     # -- writes -------------------------------------------------------------------------
 
@@ -127,14 +128,14 @@ class NamespaceIndex:
         restart; new documents get fresh ones.
         """
         with self._lock:
-            fresh, dups = self.classify(docs)
+            fresh, dups, conflicts = self.classify(docs)
             for i, doc in enumerate(fresh):
                 seq = seqs[i] if seqs is not None else self._next_seq
                 self._next_seq = max(self._next_seq, seq + 1)
                 self._docs[doc.doc_id] = DocRef(seq, int(doc.tokens.shape[0]), digest(doc.tokens))
                 self._memtable.append((doc.doc_id, seq, doc.tokens))
                 self.live_tokens += int(doc.tokens.shape[0])
-            return AddResult([d.doc_id for d in fresh], dups, self.evict_for_retention())
+            return AddResult([d.doc_id for d in fresh], dups, self.evict_for_retention(), conflicts)
 
     def next_seqs(self, count: int) -> list[int]:
         return list(range(self._next_seq, self._next_seq + count))

@@ -1,22 +1,35 @@
 """``sssd bench decode``: end to end with SmolLM2-135M, plain decoding vs SSSD, side by side.
 
 For each dataset and batch size the same prompts run through the reference decoder as
-plain decoding, SSSD with the request's own text only, and SSSD with a datastore (ShareGPT
-answers tokenised for SmolLM2, in-process). Greedy outputs must be identical to plain.
-Budgets come from the planner fed with forward times measured on this device. Prints JSON.
+plain decoding, SSSD with an empty datastore (the request's own text only) and SSSD with a
+filled datastore (ShareGPT answers tokenised for SmolLM2, in process). The configurations
+are interleaved batch by batch, so they share whatever load the machine has; greedy outputs
+must be identical to plain. The planner starts from forward times measured on this device
+and learns online. ``--runs N`` repeats the whole measurement and reports the worst and the
+median speedup; ``--contention`` starts CPU-burning processes *after* the planner's start-up
+measurement, so the planner has to notice that its table went wrong. Prints JSON.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import statistics
+import subprocess
+import sys
 import time
 
 import numpy as np
 import torch
 
-from client_sdk.budget import BudgetPlanner, Model, forward_time, measure_local
-from client_sdk.decoder import ReferenceDecoder, measured_cost
-from client_sdk.speculator import Speculator, SpeculatorConfig
+from client_sdk.budget import Model, forward_time, measure_local
+from client_sdk.decoder import ReferenceDecoder, measured_costs
+from client_sdk.runtime import lookup_options, make_speculator
+from client_sdk.speculator import SpeculatorConfig
 from client_sdk.types import TrieBatch
+
+CONFIGS = ("plain", "sssd-empty", "sssd-filled")
+CONTEXT = 256  # cache length of the start-up forward measurements
 
 
 class InProcessSource:
@@ -24,13 +37,11 @@ class InProcessSource:
 
     def __init__(self, lookup, options) -> None:
         self.lookup, self.options = lookup, options
-        self._pending = None
 
     def request(self, key, contexts) -> None:
-        self._pending = list(contexts)
+        pass  # looked up at collect time: in process there is nothing to overlap
 
     def collect(self, key, contexts, deadline_s: float) -> TrieBatch | None:
-        self._pending = None
         return self.lookup(contexts, self.options)
 
 
@@ -49,68 +60,110 @@ def build_datastore(tok, vocab: int):
     return InProcessDatastore(datasets.sharegpt_docs_for(tok, "smollm2"), vocab)
 
 
-def run_config(decoder, prompts, batch, max_new, make_spec) -> dict:
-    gens, seconds = [], 0.0
-    spec = make_spec()  # one speculator for the whole run, as in serving: it learns across requests
+@contextlib.contextmanager
+def cpu_burners(count: int):
+    """``count`` processes that spin on the CPU until the block ends (0 = none)."""
+    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+            p.wait()
+
+
+def _measure(decoder, prompts, batch, max_new, specs: dict) -> dict:
+    """Every configuration over the same prompts, interleaved batch by batch."""
+    out = {name: {"gens": [], "seconds": 0.0} for name in specs}
     for i in range(0, len(prompts), batch):
-        t = time.perf_counter()
-        gens += decoder.generate(prompts[i : i + batch], max_new, speculator=spec)
-        seconds += time.perf_counter() - t
+        for name, spec in specs.items():
+            t = time.perf_counter()
+            out[name]["gens"] += decoder.generate(prompts[i : i + batch], max_new, speculator=spec)
+            out[name]["seconds"] += time.perf_counter() - t
+    return {name: _summary(r["gens"], r["seconds"]) for name, r in out.items()}
+
+
+def _summary(gens, seconds: float) -> dict:
     tokens = sum(len(g.tokens) for g in gens)
     steps = sum(g.steps for g in gens)
-    accepted = np.bincount(np.concatenate([np.asarray(g.accepted, dtype=np.int64) for g in gens]), minlength=17)
     return {"tokens": tokens, "seconds": round(seconds, 2), "tokens_per_s": round(tokens / seconds, 2),
             "ms_per_token": round(1e3 * seconds / tokens, 2), "tau": round(tokens / steps, 3),
-            "accept_by_depth": [round(float(x), 4) for x in (accepted[::-1].cumsum()[::-1] / max(steps, 1))[1:9]],
             "outputs": [g.tokens for g in gens]}
 
 
+def _one_run(decoder, prompts_by_set, batch_sizes, max_new, make_specs) -> list[dict]:
+    rows = []
+    for dataset, prompts in prompts_by_set.items():
+        for batch in batch_sizes:
+            specs = make_specs()
+            configs = _measure(decoder, prompts, batch, max_new, specs)
+            for name, spec in specs.items():
+                if spec is not None:
+                    configs[name]["planner"] = spec.planner.stats()
+            base = configs["plain"]
+            for r in configs.values():
+                r["speedup"] = round(r["tokens_per_s"] / base["tokens_per_s"], 3)
+                r["identical_to_plain"] = r["outputs"] == base["outputs"]
+            for r in configs.values():
+                del r["outputs"]
+            rows.append({"dataset": dataset, "batch": batch, "configs": configs})
+    return rows
+
+
+def _aggregate(runs: list[list[dict]]) -> list[dict]:
+    """Per (dataset, batch, configuration): worst and median speedup over the runs."""
+    table = []
+    for i, row in enumerate(runs[0]):
+        for name in CONFIGS[1:]:
+            s = [run[i]["configs"][name]["speedup"] for run in runs]
+            taus = [run[i]["configs"][name]["tau"] for run in runs]
+            table.append({"dataset": row["dataset"], "batch": row["batch"], "config": name,
+                          "speedup_worst": min(s), "speedup_median": statistics.median(s), "speedups": s,
+                          "tau_median": statistics.median(taus),
+                          "identical": all(run[i]["configs"][name]["identical_to_plain"] for run in runs)})
+    return table
+
+
 def run(datasets=("mtbench", "humaneval"), n_prompts: int = 8, max_new_tokens: int = 96, batch_sizes=(1,),
-        device: str = "cpu", progress: bool = True) -> dict:
+        device: str = "cpu", progress: bool = True, runs: int = 1, contention: int = 0) -> dict:
     from client_sdk.smollm2 import load_model
-    from client_sdk.runtime import lookup_options
 
     model, tok = load_model()
     model.to(device)
     decoder = ReferenceDecoder(model, {tok.eos_token_id}, device)
     store = build_datastore(tok, model.config.vocab_size)
-    shape = Model.from_config({**model.config.to_dict(), "torch_dtype": "float32"})
     config = SpeculatorConfig()
     options = lookup_options(config.draft, config.draft.max_depth)
-    context = 256
-    cost = measured_cost(decoder, context, batches=tuple(batch_sizes))
-    hw = measure_local(0.3) if device == "cpu" else None
-    result = {"device": device if device == "cpu" else torch.cuda.get_device_name(0), "model": "SmolLM2-135M-Instruct (fp32)",
-              "max_new_tokens": max_new_tokens, "prompts_per_dataset": n_prompts, "runs": []}
-    if hw is not None:
-        errors = {f"{b}x{n}": round(forward_time(hw, shape, b, n, context) / t - 1, 3) for (b, n), t in cost.table.items()}
-        result["roofline_relative_error"] = errors
-        result["measured_forward_ms"] = {f"{b}x{n}": round(t * 1e3, 1) for (b, n), t in cost.table.items()}
+    costs = measured_costs(decoder, CONTEXT, batches=tuple(batch_sizes))  # before any contention starts
+    result = {"device": device if device == "cpu" else torch.cuda.get_device_name(0),
+              "model": "SmolLM2-135M-Instruct (fp32)", "max_new_tokens": max_new_tokens,
+              "prompts_per_dataset": n_prompts, "runs": runs, "contention_processes": contention,
+              "startup_forward_ms": {f"{b}x{n}": round(t * 1e3, 1) for b, row in costs.rows.items() for n, t in row.items()}}
+    if device == "cpu":
+        hw, shape = measure_local(0.3), Model.from_config({**model.config.to_dict(), "torch_dtype": "float32"})
+        result["roofline_relative_error"] = {f"{b}x{n}": round(forward_time(hw, shape, b, n, CONTEXT) / t - 1, 3)
+                                             for b, row in costs.rows.items() for n, t in row.items()}
 
-    def planner():
-        return BudgetPlanner(hw or measure_local(0.1), shape, max_budget=16, cost=cost)
+    def make_specs():  # fresh speculators per (dataset, batch): each learns across its prompts
+        return {"plain": None,
+                "sssd-empty": make_speculator(costs=copy.deepcopy(costs), config=config),
+                "sssd-filled": make_speculator(costs=copy.deepcopy(costs), config=config,
+                                               remote=InProcessSource(store.lookup, options))}
 
-    configs = {
-        "plain": lambda: None,
-        "sssd-local": lambda: Speculator(config, planner=planner()),
-        "sssd-datastore": lambda: Speculator(config, remote=InProcessSource(store.lookup, options), planner=planner()),
-    }
-    for dataset in datasets:
-        prompts = prompts_for(tok, dataset, n_prompts)
-        for batch in batch_sizes:
-            rows = {}
-            for name, make in configs.items():
-                rows[name] = run_config(decoder, prompts, batch, max_new_tokens, make)
-                if progress:
-                    print(f"{dataset} batch {batch} {name}: {rows[name]['tokens_per_s']} tok/s, tau {rows[name]['tau']}", flush=True)
-            base = rows["plain"]
-            for name, r in rows.items():
-                r["speedup"] = round(r["tokens_per_s"] / base["tokens_per_s"], 3)
-                r["identical_to_plain"] = r["outputs"] == base["outputs"]
-            for r in rows.values():
-                del r["outputs"]
-            result["runs"].append({"dataset": dataset, "batch": batch, "configs": rows})
-    speedups = [r["speedup"] for run_ in result["runs"] for n, r in run_["configs"].items() if n != "plain"]
-    result["min_speedup_vs_plain"] = min(speedups) if speedups else None
-    result["all_identical"] = all(r["identical_to_plain"] for run_ in result["runs"] for r in run_["configs"].values())
+    prompts = {d: prompts_for(tok, d, n_prompts) for d in datasets}
+    all_runs = []
+    with cpu_burners(contention):
+        for i in range(runs):
+            rows = _one_run(decoder, prompts, batch_sizes, max_new_tokens, make_specs)
+            all_runs.append(rows)
+            if progress:
+                for r in rows:
+                    c = r["configs"]
+                    print(f"run {i + 1}/{runs} {r['dataset']} batch {r['batch']}: " + ", ".join(
+                        f"{n} {c[n]['tokens_per_s']} tok/s (x{c[n]['speedup']}, tau {c[n]['tau']})" for n in CONFIGS),
+                        file=sys.stderr, flush=True)
+    result["runs_detail"] = all_runs
+    result["summary"] = _aggregate(all_runs)
+    result["min_speedup_vs_plain"] = min(r["speedup_worst"] for r in result["summary"])
+    result["all_identical"] = all(r["identical"] for r in result["summary"])
     return result

@@ -1,0 +1,219 @@
+"""The per-step speculation planner of a decode loop: how many draft tokens this step, if any.
+
+Objective: tokens per second of the whole step. A batch of B sequences that drafts k tokens
+each (k from a small grid; k = 0 is plain decoding) commits B + G(k) tokens, where G(k) is
+the sum over sequences of their k best calibrated node scores (each the probability that
+the node is accepted, scaled by realised / predicted acceptance), in T(B, 1 + k) + D seconds:
+T the measured time of a step of that width, D the measured drafting + lookup time. Plain
+decoding commits B tokens in T(B, 1) seconds and drafts nothing, so D is 0 there:
+
+    speculate with k  iff  (B + G(k)) / (T(B, 1 + k) + D)  >  min_gain * B / T(B, 1)
+
+Costs are learned online and cannot lock in. Every ``probe_every`` steps the grid width that
+was measured least recently runs once (width 1 = a plain step that drafts nothing), so a
+start-up table that is wrong in either direction, or a machine whose load changes, is
+corrected; and a drift factor shared by all widths moves with every observation, so a change
+that hits every width alike (another process taking the CPU) is followed within a few steps
+without waiting for a probe. When k = 0 is chosen nothing is drafted or looked up; probes of
+wider widths draft, which keeps the acceptance statistics fresh.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+
+class StepCosts:
+    """Seconds of one decode step (all but drafting) per (batch, width), learned online.
+
+    predict(b, n) = drift * cell[b][n], interpolated between measured widths and scaled
+    linearly from the nearest measured batch (batching never costs more than linear). An
+    observation first moves ``drift`` towards explaining it (a change every width shares),
+    then the observed cell absorbs part of what is left (a change of that width alone).
+    """
+
+    def __init__(self, table: dict[tuple[int, int], float], drift_rate: float = 0.3) -> None:
+        if not table:
+            raise ValueError("a step-cost table needs at least one (batch, width) entry")
+        self.rows: dict[int, dict[int, float]] = {}
+        for (b, n), t in table.items():
+            self.rows.setdefault(b, {})[n] = float(t)
+        self.drift = 1.0
+        self.drift_rate = drift_rate
+        self.last_seen: dict[tuple[int, int], int] = {}
+
+    def _row(self, batch: int) -> tuple[dict[int, float], float]:
+        b = min(self.rows, key=lambda x: (abs(x - batch), x))
+        return self.rows[b], batch / b
+
+    def cell(self, batch: int, width: int) -> float:
+        """The table's value (without drift) at this batch and width."""
+        row, scale = self._row(batch)
+        ns = sorted(row)
+        ts = [row[n] for n in ns]
+        if width >= ns[-1] and len(ns) > 1:
+            slope = (ts[-1] - ts[-2]) / (ns[-1] - ns[-2])
+            return (ts[-1] + slope * (width - ns[-1])) * scale
+        return float(np.interp(width, ns, ts)) * scale
+
+    def predict(self, batch: int, width: int) -> float:
+        return self.drift * self.cell(batch, width)
+
+    def observe(self, batch: int, width: int, seconds: float, step: int, cell_rate: float = 0.2,
+                drift_rate: float | None = None) -> None:
+        """Fold in the measured time of a step (seconds > 0) taken at decode step ``step``.
+
+        drift_rate None = the table's own; a probe passes 0 (it speaks for its width only)."""
+        if not seconds > 0:
+            return
+        if batch not in self.rows:  # a new batch size starts from its scaled nearest row
+            row, scale = self._row(batch)
+            self.rows[batch] = {n: t * scale for n, t in row.items()}
+        row = self.rows[batch]
+        if width not in row:
+            row[width] = self.cell(batch, width)
+        shared = self.drift_rate if drift_rate is None else drift_rate
+        log_r = math.log(seconds / (self.drift * row[width]))
+        self.drift *= math.exp(shared * log_r)
+        row[width] *= math.exp(cell_rate * (1.0 - shared) * log_r)
+        self.last_seen[(batch, width)] = step
+
+    def stalest(self, batch: int, widths, step: int, baseline_weight: float = 2.0) -> int:
+        """The width of ``widths`` measured least recently at this batch (plain's age counts double)."""
+        def age(n: int) -> float:
+            a = step - self.last_seen.get((batch, n), -1)
+            return a * (baseline_weight if n == 1 else 1.0)
+
+        return max(widths, key=lambda n: (age(n), -n))
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannerConfig:
+    """Knobs of the per-step planner (one field per knob)."""
+
+    widths: tuple[int, ...] = (1, 2, 3, 5, 9, 17)  # verify widths (1 + draft tokens) to choose from
+    min_gain: float = 1.05  # speculate only when expected tokens/s beat plain by this factor
+    probe_every: int = 8  # one step in this many re-measures a width the decision hinges on
+    cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
+    probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
+    gain_rate: float = 0.2  # how fast the expected gain of drafting follows recent drafts
+    draft_rate: float = 0.3  # how fast the drafting-time estimate follows measurements
+
+    def __post_init__(self) -> None:
+        if not self.widths or self.widths[0] != 1 or list(self.widths) != sorted(set(self.widths)):
+            raise ValueError(f"planner widths must be increasing and start at 1, got {self.widths}")
+        if self.probe_every < 2:
+            raise ValueError(f"probe_every must be at least 2, got {self.probe_every}")
+
+
+class StepPlanner:
+    """Decides each step whether to draft and how wide to verify; learns costs and gains.
+
+    Call order per step: ``plan`` (0 = draft nothing), then, when drafts were built,
+    ``choose_for_drafts`` and ``observe_drafting``; after verification ``observe_step`` and
+    ``record``. Not thread-safe (one scheduler thread).
+    """
+
+    def __init__(self, costs: StepCosts, config: PlannerConfig = PlannerConfig()) -> None:
+        self.costs = costs
+        self.config = config
+        self.step = 0
+        self.probe: int | None = None  # the width this step re-measures, if it is a probe
+        self.current = 1  # the width of the last step that was not a probe
+        self.gain: np.ndarray | None = None  # per sequence: unscaled E[accepted | k] for k = 0..max_budget
+        self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
+        # realised / predicted accepted tokens (decayed sums): shrinks over-confident node scores
+        self.predicted, self.realised = 20.0, 7.0  # a cautious start: 0.35 until verification says otherwise
+        self.counts = {"steps": 0, "drafted": 0, "probes": 0}
+
+    @property
+    def max_budget(self) -> int:
+        return self.config.widths[-1] - 1
+
+    @property
+    def score_scale(self) -> float:
+        return min(1.5, max(0.05, self.realised / self.predicted))
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def plan(self, batch: int) -> int:
+        """Draft budget for this step: 0 = do not draft or look anything up (a plain step)."""
+        self.step += 1
+        self.counts["steps"] += 1
+        self.probe = None
+        if self.step % self.config.probe_every == 0:
+            self.probe = self.costs.stalest(batch, self._probe_candidates(), self.step)
+            self.counts["probes"] += 1
+            budget = 0 if self.probe == 1 else self.max_budget
+        elif self.gain is None or self.draft_s is None:
+            budget = self.max_budget  # nothing known about drafts yet: find out
+        else:
+            budget = self.max_budget if self._best(batch, self.gain * batch, self.draft_s * batch)[0] else 0
+        self.counts["drafted"] += budget > 0
+        return budget
+
+    def _probe_candidates(self) -> list[int]:
+        """Plain decoding and the grid neighbours of the current width: the costs that decide
+        whether to speculate and whether to move one grid step (a hill climb, never a leap)."""
+        w = self.config.widths
+        i = w.index(self.current) if self.current in w else 0
+        near = {w[j] for j in (i - 1, i, i + 1) if 0 <= j < len(w)} | {1}
+        return sorted(near - {self.current}) or [1]
+
+    def choose_for_drafts(self, scores: list[np.ndarray]) -> int:
+        """Draft tokens per sequence (0 or a grid size) for drafts already built.
+
+        Their node scores are acceptance probabilities, so E[accepted | k] of a sequence is
+        the sum of its k best scores. Drafting time is spent by now and does not count.
+        """
+        batch = len(scores)
+        if batch == 0:
+            return 0
+        gain = np.zeros(self.max_budget + 1)
+        for s in scores:
+            top = np.sort(s)[::-1][: self.max_budget]
+            gain[1 : top.shape[0] + 1] += np.cumsum(top)
+            gain[top.shape[0] + 1 :] += top.sum()
+        per_seq = gain / batch
+        r = self.config.gain_rate
+        self.gain = per_seq if self.gain is None else (1 - r) * self.gain + r * per_seq
+        if self.probe is not None and self.probe > 1:
+            return self.probe - 1
+        return self._best(batch, gain, 0.0)[0]
+
+    def _best(self, batch: int, gain: np.ndarray, draft_s: float) -> tuple[int, float]:
+        """(k, expected tokens/s): k = 0 unless some grid k beats plain by min_gain."""
+        plain = batch / self.costs.predict(batch, 1)
+        best_k, best = 0, plain * self.config.min_gain
+        for n in self.config.widths[1:]:
+            tps = (batch + self.score_scale * gain[n - 1]) / (self.costs.predict(batch, n) + draft_s)
+            if tps > best:
+                best_k, best = n - 1, tps
+        return best_k, best
+
+    # -- feedback ---------------------------------------------------------------------------
+
+    def observe_step(self, batch: int, width: int, seconds: float) -> None:
+        """The measured time of a step of this width (verification and upkeep, not drafting)."""
+        if self.probe is not None:
+            self.costs.observe(batch, width, seconds, self.step, self.config.probe_rate, drift_rate=0.0)
+        else:
+            self.current = width
+            self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
+
+    def observe_drafting(self, batch: int, seconds: float) -> None:
+        per_seq = seconds / max(batch, 1)
+        r = self.config.draft_rate
+        self.draft_s = per_seq if self.draft_s is None else (1 - r) * self.draft_s + r * per_seq
+
+    def record(self, predicted: float, realised: int, decay: float = 0.98) -> None:
+        """After a verified step: the draft's summed node scores vs the tokens it got accepted."""
+        self.predicted = decay * self.predicted + predicted
+        self.realised = decay * self.realised + realised
+
+    def stats(self) -> dict:
+        return {**self.counts, "score_scale": round(self.score_scale, 3), "drift": round(self.costs.drift, 3),
+                "draft_us_per_seq": None if self.draft_s is None else round(self.draft_s * 1e6, 1)}

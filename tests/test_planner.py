@@ -1,0 +1,182 @@
+"""The per-step planner on a fake clock: it finds the best draft size on the real costs, from a
+start-up table that is wrong in either direction, and follows cost changes."""
+
+import numpy as np
+import pytest
+
+from client_sdk.planner import PlannerConfig, StepCosts, StepPlanner
+from client_sdk.speculator import Speculator, SpeculatorConfig
+from client_sdk.types import TrieBatch
+
+MS = 1e-3
+# calibrated node scores of every step's draft (probabilities of acceptance, best first)
+SCORES = np.array([0.8, 0.6, 0.45, 0.3, 0.2, 0.1, 0.05, 0.05] + [0.02] * 8)
+DRAFT_S = 0.5 * MS  # drafting + lookup per sequence per step
+WIDTHS = PlannerConfig().widths
+# The planner must settle within this many steps of a start or a change, and stay there:
+# quickly where speculating loses (its own steps measure the loss), more slowly where a gain
+# must be found (it climbs the width grid one probe at a time, one probe every 8 steps).
+SETTLE_LOSS, SETTLE_GAIN = 60, 160
+
+
+def flat(n):  # GPU-like: extra tokens almost free
+    return 50 * MS * (1 + 0.02 * (n - 1))
+
+
+def steep(n):  # CPU-like: every extra token costs 90% of a step
+    return 50 * MS * (1 + 0.9 * (n - 1))
+
+
+def gentle(n):  # a couple of extra tokens pay, more do not
+    return 50 * MS * (1 + 0.05 * (n - 1) + 0.04 * (n - 1) ** 2)
+
+
+def best_k(cost, min_gain=PlannerConfig().min_gain):
+    """The grid size that maximises tokens/s on the true costs (what the planner must find)."""
+    best, value = 0, min_gain / cost(1)
+    for n in WIDTHS[1:]:
+        v = (1 + SCORES[: n - 1].sum()) / (cost(n) + DRAFT_S)
+        if v > value:
+            best, value = n - 1, v
+    return best
+
+
+def table(cost, batch=1):
+    return StepCosts({(batch, n): cost(n) for n in WIDTHS})
+
+
+def run(planner: StepPlanner, cost_at, steps: int, batch: int = 1) -> list[int | None]:
+    """Drive the planner like a decode loop; per step the chosen k (None for probe steps)."""
+    chosen = []
+    for step in range(steps):
+        cost = cost_at(step)
+        budget = planner.plan(batch)
+        k = 0
+        if budget:
+            k = planner.choose_for_drafts([SCORES[:budget]] * batch)
+            planner.observe_drafting(batch, DRAFT_S * batch)
+        planner.observe_step(batch, 1 + k, cost(1 + k))
+        if k:  # the scores are calibrated: what they predict is what gets accepted
+            planner.record(float(SCORES[:k].sum()), float(SCORES[:k].sum()))
+        chosen.append(None if planner.probe is not None else k)
+    return chosen
+
+
+def settled_at(chosen: list[int | None], want: int, start: int = 0) -> int:
+    """Steps after ``start`` until every later non-probe choice is ``want`` (len if never)."""
+    last_wrong = start - 1
+    for i in range(start, len(chosen)):
+        if chosen[i] is not None and chosen[i] != want:
+            last_wrong = i
+    return last_wrong + 1 - start
+
+
+def test_best_k_of_the_cost_shapes():
+    assert (best_k(flat), best_k(steep), best_k(gentle)) == (8, 0, 2)
+
+
+@pytest.mark.parametrize(
+    "startup,truth,bound",
+    [
+        (flat, steep, SETTLE_LOSS),  # the table promises free tokens; they cost 90% each: stop
+        (steep, flat, SETTLE_GAIN),  # the table says speculation never pays; it does: find k = 8
+        (steep, gentle, SETTLE_GAIN),  # too pessimistic about a few extra tokens: find k = 2
+        (flat, gentle, SETTLE_LOSS),  # too optimistic about many tokens: come down to k = 2
+        (lambda n: 2 * flat(n), flat, SETTLE_LOSS),  # the baseline was measured under load
+        (lambda n: 0.5 * steep(n), steep, SETTLE_LOSS),  # every cost under-estimated by half
+    ],
+)
+def test_reaches_the_best_k_from_a_wrong_startup_table(startup, truth, bound):
+    planner = StepPlanner(table(startup))
+    chosen = run(planner, lambda step: truth, 400)
+    assert settled_at(chosen, best_k(truth)) <= bound, chosen
+
+
+@pytest.mark.parametrize(
+    "before,after,bound",
+    [
+        (flat, lambda n: 2 * flat(n), SETTLE_LOSS),  # another process halves the CPU: same best k
+        (flat, steep, SETTLE_LOSS),  # extra tokens become expensive: stop speculating
+        (steep, flat, SETTLE_GAIN),  # and cheap again: speculate again
+        (gentle, lambda n: 3 * steep(n), SETTLE_LOSS),  # contention that hits wide steps hardest
+        (lambda n: 3 * steep(n), gentle, SETTLE_GAIN),  # ...and goes away
+    ],
+)
+def test_follows_a_cost_change_in_either_direction(before, after, bound):
+    planner = StepPlanner(table(before))
+    chosen = run(planner, lambda step: before if step < 300 else after, 700)
+    assert settled_at(chosen[:300], best_k(before)) <= SETTLE_LOSS
+    assert settled_at(chosen, best_k(after), start=300) <= bound, chosen[300:]
+
+
+def test_batch_sizes_learn_their_own_row():
+    planner = StepPlanner(StepCosts({(1, n): flat(n) for n in WIDTHS}))
+    chosen = run(planner, lambda step: lambda n: 4 * steep(n), 400, batch=4)  # a batch of 4, steep
+    assert settled_at(chosen, 0) <= SETTLE_LOSS
+    assert 4 in planner.costs.rows
+
+
+def test_probes_keep_acceptance_fresh_while_not_speculating():
+    planner = StepPlanner(table(steep))
+    run(planner, lambda step: steep, 200)
+    stats = planner.stats()
+    every = PlannerConfig().probe_every
+    assert stats["drafted"] <= stats["steps"] // every + 2  # drafting is skipped but on probes...
+    assert stats["drafted"] >= stats["steps"] // (2 * every)  # ...which keep coming
+
+
+@pytest.mark.parametrize(
+    "observations,expect",
+    [
+        ([(1, 100 * MS)] * 30, "every width follows a shared change"),
+        ([(5, 80 * MS)] * 30, "one width's change moves its own cell"),
+    ],
+)
+def test_step_costs_follow_observations(observations, expect):
+    costs = StepCosts({(1, 1): 50 * MS, (1, 5): 60 * MS, (1, 17): 100 * MS})
+    for i, (n, t) in enumerate(observations):
+        costs.observe(1, n, t, i)
+    n, t = observations[-1]
+    assert costs.predict(1, n) == pytest.approx(t, rel=0.02), expect
+    if n == 1:  # the shared drift carried the unobserved widths along
+        assert costs.predict(1, 17) > 150 * MS
+
+
+def test_planner_config_is_validated():
+    with pytest.raises(ValueError, match="start at 1"):
+        PlannerConfig(widths=(2, 3))
+    with pytest.raises(ValueError, match="probe_every"):
+        PlannerConfig(probe_every=1)
+    with pytest.raises(ValueError, match="at least one"):
+        StepCosts({})
+
+
+class CountingSource:
+    """A datastore stand-in that counts lookups (and never has anything to say)."""
+
+    def __init__(self):
+        self.requests = 0
+
+    def request(self, key, contexts):
+        self.requests += 1
+
+    def collect(self, key, contexts, deadline_s):
+        return TrieBatch.empty(len(contexts))
+
+
+def test_a_plain_step_drafts_nothing_and_asks_the_datastore_nothing():
+    source = CountingSource()
+    planner = StepPlanner(table(steep))
+    spec = Speculator(SpeculatorConfig(), remote=source, planner=planner)
+    spec.start("r", list(range(10, 60)) * 2)
+    drafted_steps = 0
+    for _ in range(100):
+        trees = spec.draft(["r"])
+        drafted = planner.probe is not None and planner.probe > 1 or planner.counts["steps"] == 1
+        drafted_steps += drafted
+        spec.observe_step(1, 1 + len(trees[0]), steep(1 + len(trees[0])))
+        spec.commit("r", [7], trees[0], [])
+        spec.prefetch(["r"])
+    # one lookup (+ at most one prefetch) per drafting step; none on the plain steps
+    assert source.requests <= 2 * drafted_steps
+    assert planner.counts["drafted"] == drafted_steps
