@@ -3,11 +3,18 @@
 Objective: tokens per second of the whole step. A batch of B sequences that drafts k tokens
 each (k from a small grid; k = 0 is plain decoding) commits B + G(k) tokens, where G(k) is
 the sum over sequences of their k best calibrated node scores (each the probability that
-the node is accepted, scaled by realised / predicted acceptance), in T(B, 1 + k) + D seconds:
-T the measured time of a step of that width, D the measured drafting + lookup time. Plain
-decoding commits B tokens in T(B, 1) seconds and drafts nothing, so D is 0 there:
+the node is accepted, scaled by realised / predicted acceptance), in T(B, 1 + k) seconds,
+T the measured time of a step of that width. Two decisions per step:
 
-    speculate with k  iff  (B + G(k)) / (T(B, 1 + k) + D)  >  min_gain * B / T(B, 1)
+- *draft at all?* Drafting and the datastore lookup cost D seconds (measured) before the
+  drafts can be judged. What drafting buys is the time it saves when its drafts turn out
+  good: per drafted step, S = max(0, (B + G(k*)) * T(B, 1) / B - T(B, 1 + k*)), the plain
+  time of the tokens the chosen k* commits minus what its step costs (0 when k* = 0). The
+  planner drafts while the recent average of S exceeds D: an average over steps of the
+  best choice, not the choice for an average step, because a good datastore match is worth
+  taking even when most steps have none.
+- *how wide?* For drafts in hand D is spent, and k* maximises (B + G(k)) / T(B, 1 + k),
+  k = 0 unless that beats plain decoding's B / T(B, 1) by ``min_gain``.
 
 Costs are learned online and cannot lock in. Every ``probe_every`` steps the grid width that
 was measured least recently runs once (width 1 = a plain step that drafts nothing), so a
@@ -99,7 +106,7 @@ class PlannerConfig:
     probe_every: int = 8  # one step in this many re-measures a width the decision hinges on
     cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
     probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
-    gain_rate: float = 0.2  # how fast the expected gain of drafting follows recent drafts
+    saving_rate: float = 0.05  # how fast the expected time a drafted step saves follows recent drafts
     draft_rate: float = 0.3  # how fast the drafting-time estimate follows measurements
 
     def __post_init__(self) -> None:
@@ -123,11 +130,13 @@ class StepPlanner:
         self.step = 0
         self.probe: int | None = None  # the width this step re-measures, if it is a probe
         self.current = 1  # the width of the last step that was not a probe
-        self.gain: np.ndarray | None = None  # per sequence: unscaled E[accepted | k] for k = 0..max_budget
+        self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
         # realised / predicted accepted tokens (decayed sums): shrinks over-confident node scores
-        self.predicted, self.realised = 20.0, 7.0  # a cautious start: 0.35 until verification says otherwise
+        # a cautious start (0.6, worth ten verified tokens) until verification says otherwise
+        self.predicted, self.realised = 10.0, 6.0
         self.counts = {"steps": 0, "drafted": 0, "probes": 0}
+        self.widths_used: dict[int, int] = {}  # verify width -> steps (probes included)
 
     @property
     def max_budget(self) -> int:
@@ -148,10 +157,10 @@ class StepPlanner:
             self.probe = self.costs.stalest(batch, self._probe_candidates(), self.step)
             self.counts["probes"] += 1
             budget = 0 if self.probe == 1 else self.max_budget
-        elif self.gain is None or self.draft_s is None:
+        elif self.saving_s is None or self.draft_s is None:
             budget = self.max_budget  # nothing known about drafts yet: find out
         else:
-            budget = self.max_budget if self._best(batch, self.gain * batch, self.draft_s * batch)[0] else 0
+            budget = self.max_budget if self.saving_s > self.draft_s else 0
         self.counts["drafted"] += budget > 0
         return budget
 
@@ -177,27 +186,31 @@ class StepPlanner:
             top = np.sort(s)[::-1][: self.max_budget]
             gain[1 : top.shape[0] + 1] += np.cumsum(top)
             gain[top.shape[0] + 1 :] += top.sum()
-        per_seq = gain / batch
-        r = self.config.gain_rate
-        self.gain = per_seq if self.gain is None else (1 - r) * self.gain + r * per_seq
+        k = self._best(batch, gain)
+        t1 = self.costs.predict(batch, 1)
+        saved = max(0.0, (batch + self.score_scale * gain[k]) * t1 / batch - self.costs.predict(batch, 1 + k)) if k else 0.0
+        r = self.config.saving_rate
+        per_seq = saved / batch
+        self.saving_s = per_seq if self.saving_s is None else (1 - r) * self.saving_s + r * per_seq
         if self.probe is not None and self.probe > 1:
             return self.probe - 1
-        return self._best(batch, gain, 0.0)[0]
+        return k
 
-    def _best(self, batch: int, gain: np.ndarray, draft_s: float) -> tuple[int, float]:
-        """(k, expected tokens/s): k = 0 unless some grid k beats plain by min_gain."""
+    def _best(self, batch: int, gain: np.ndarray) -> int:
+        """k = 0 unless some grid k's expected tokens/s beats plain decoding by min_gain."""
         plain = batch / self.costs.predict(batch, 1)
         best_k, best = 0, plain * self.config.min_gain
         for n in self.config.widths[1:]:
-            tps = (batch + self.score_scale * gain[n - 1]) / (self.costs.predict(batch, n) + draft_s)
+            tps = (batch + self.score_scale * gain[n - 1]) / self.costs.predict(batch, n)
             if tps > best:
                 best_k, best = n - 1, tps
-        return best_k, best
+        return best_k
 
     # -- feedback ---------------------------------------------------------------------------
 
     def observe_step(self, batch: int, width: int, seconds: float) -> None:
         """The measured time of a step of this width (verification and upkeep, not drafting)."""
+        self.widths_used[width] = self.widths_used.get(width, 0) + 1
         if self.probe is not None:
             self.costs.observe(batch, width, seconds, self.step, self.config.probe_rate, drift_rate=0.0)
         else:
@@ -215,5 +228,8 @@ class StepPlanner:
         self.realised = decay * self.realised + realised
 
     def stats(self) -> dict:
+        us = lambda s: None if s is None else round(s * 1e6, 1)  # noqa: E731
         return {**self.counts, "score_scale": round(self.score_scale, 3), "drift": round(self.costs.drift, 3),
-                "draft_us_per_seq": None if self.draft_s is None else round(self.draft_s * 1e6, 1)}
+                "draft_us_per_seq": us(self.draft_s), "saving_us_per_seq": us(self.saving_s),
+                "widths": dict(sorted(self.widths_used.items())),
+                "predicted_ms_batch1": {n: round(self.costs.predict(1, n) * 1e3, 1) for n in self.config.widths}}

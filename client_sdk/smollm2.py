@@ -36,8 +36,13 @@ def _field(reader, key):
     return reader.fields[key].contents()
 
 
+DTYPES = ("float32", "bfloat16")
+
+
 def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path | None = ".sssd/cache"):
-    """(model, tokenizer) on CPU in float32 unless ``dtype`` is given.
+    """(model, tokenizer) on CPU in float32 unless ``dtype`` is given (a torch dtype or a name
+    from DTYPES; bfloat16 halves the weights' bytes and, on CPUs with AMX, makes a forward
+    over 16 tokens cost little more than one).
 
     The dequantised weights are cached under ``cache_dir`` (next load: seconds, not ~15 s).
     """
@@ -63,6 +68,10 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
     if config.tie_word_embeddings:
         model.tie_weights()
     model.eval()
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
+        dtype = getattr(torch, dtype)
     if dtype is not None:
         model.to(dtype)
     return model, load_tokenizer(path)

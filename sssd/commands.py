@@ -6,6 +6,8 @@ import argparse
 import json
 import sys
 
+from client_sdk.smollm2 import DTYPES
+
 
 def register_all(sub: argparse._SubParsersAction) -> None:
     from sssd import client_commands
@@ -62,6 +64,7 @@ def _register_bench(sub) -> None:
     dc.add_argument("--max-new-tokens", type=int, default=96)
     dc.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,4,16,64 on a GPU")
     dc.add_argument("--device", default="cpu", help="cpu or cuda")
+    dc.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
     dc.add_argument("--runs", type=int, default=1, help="repeat the side-by-side measurement; worst and median reported")
     dc.add_argument("--contention", nargs="?", type=int, const=1, default=0, metavar="PROCS",
                     help="start PROCS CPU-burning processes (default 1) after the planner's start-up measurement")
@@ -72,6 +75,7 @@ def _register_bench(sub) -> None:
     fw.add_argument("--context", type=int, default=256)
     fw.add_argument("--repeats", type=int, default=7)
     fw.add_argument("--device", default="cpu")
+    fw.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
     fw.add_argument("--json", action="store_true")
     fw.set_defaults(handler=_bench_forward)
 
@@ -135,7 +139,7 @@ def _bench_decode(args) -> int:
         raise ValueError(f"--runs {args.runs} must be at least 1 and --contention {args.contention} not negative")
     result = run(args.datasets.split(","), args.prompts, args.max_new_tokens,
                  [int(b) for b in args.batch_sizes.split(",")], args.device, progress=not args.json,
-                 runs=args.runs, contention=args.contention)
+                 runs=args.runs, contention=args.contention, dtype=args.dtype)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
@@ -145,7 +149,7 @@ def _bench_forward(args) -> int:
 
     if args.max_k < 1 or args.repeats < 1:
         raise ValueError(f"--max-k {args.max_k} and --repeats {args.repeats} must be at least 1")
-    result = run(args.max_k, args.context, args.repeats, args.device, progress=not args.json)
+    result = run(args.max_k, args.context, args.repeats, args.device, progress=not args.json, dtype=args.dtype)
     print(json.dumps(result, indent=None if args.json else 2))
     return 0
 
@@ -207,6 +211,7 @@ def _register_demo(sub) -> None:
                       help="prompts per dataset (MT-Bench, HumanEval); answers to the first half are fed back")
     demo.add_argument("--max-new-tokens", type=int, default=64)
     demo.add_argument("--conversations", type=int, default=4000, help="ShareGPT conversations ingested")
+    demo.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
     demo.add_argument("--json", action="store_true", help='print one JSON object {"rows": [...]} instead of the table')
     demo.set_defaults(handler=_demo)
 

@@ -48,7 +48,7 @@ def run_demo(args, out: TextIO) -> int:
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=out, flush=True))
     t_start = time.perf_counter()
     say("[1/5] loading SmolLM2-135M-Instruct (GGUF -> PyTorch, cached after the first run)")
-    model, tok = load_model()
+    model, tok = load_model(dtype=args.dtype)
     decoder = ReferenceDecoder(model, {tok.eos_token_id})
     say(f"[2/5] starting the datastore service on {work / 'datastore.db'}")
     server = EmbeddedServer(ServerConfig(db=str(work / "datastore.db"), port=0)).start()
@@ -103,6 +103,9 @@ def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say)
     for p in second:
         runs["feedback"].add(_generate(decoder, p, max_new, spec))
     spec.close()
+    for name, s in (*specs.items(), ("feedback", spec)):
+        if s is not None:
+            runs[name].planner = s.planner.stats()
     _forget_feedback(client, work)
     return runs
 
@@ -167,6 +170,7 @@ class Run:
     seconds: list[float] = dataclasses.field(default_factory=list)
     steps: list[int] = dataclasses.field(default_factory=list)
     accepted: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(17, dtype=np.int64))  # per step
+    planner: dict | None = None  # the speculator's planner statistics at the end
 
     def add(self, g) -> None:
         self.tokens.append(g.tokens)
@@ -199,7 +203,7 @@ def _rows(runs: dict[str, Run]) -> list[dict]:
         base = runs["plain@second" if name == "feedback" else "plain"]
         rows.append({"config": name, "tokens_per_s": round(r.tokens_per_s, 2), "ms_per_token": round(1e3 / r.tokens_per_s, 1),
                      "tau": round(r.tau, 3), "speedup": round(r.tokens_per_s / base.tokens_per_s, 3),
-                     "identical": r.tokens == base.tokens})
+                     "identical": r.tokens == base.tokens, **({"planner": r.planner} if r.planner else {})})
     return rows
 
 

@@ -31,21 +31,23 @@ def gentle(n):  # a couple of extra tokens pay, more do not
     return 50 * MS * (1 + 0.05 * (n - 1) + 0.04 * (n - 1) ** 2)
 
 
-def best_k(cost, min_gain=PlannerConfig().min_gain):
-    """The grid size that maximises tokens/s on the true costs (what the planner must find)."""
+def best_k(cost, scores=SCORES, min_gain=PlannerConfig().min_gain):
+    """What the planner must find on the true costs: the grid size that maximises tokens/s
+    for drafts in hand, or 0 when the time it saves does not cover drafting."""
     best, value = 0, min_gain / cost(1)
     for n in WIDTHS[1:]:
-        v = (1 + SCORES[: n - 1].sum()) / (cost(n) + DRAFT_S)
+        v = (1 + scores[: n - 1].sum()) / cost(n)
         if v > value:
             best, value = n - 1, v
-    return best
+    saved = (1 + scores[:best].sum()) * cost(1) - cost(1 + best)
+    return best if best and saved > DRAFT_S else 0
 
 
 def table(cost, batch=1):
     return StepCosts({(batch, n): cost(n) for n in WIDTHS})
 
 
-def run(planner: StepPlanner, cost_at, steps: int, batch: int = 1) -> list[int | None]:
+def run(planner: StepPlanner, cost_at, steps: int, batch: int = 1, scores_at=lambda step: SCORES) -> list[int | None]:
     """Drive the planner like a decode loop; per step the chosen k (None for probe steps)."""
     chosen = []
     for step in range(steps):
@@ -53,11 +55,12 @@ def run(planner: StepPlanner, cost_at, steps: int, batch: int = 1) -> list[int |
         budget = planner.plan(batch)
         k = 0
         if budget:
-            k = planner.choose_for_drafts([SCORES[:budget]] * batch)
+            scores = scores_at(step)
+            k = planner.choose_for_drafts([scores[:budget]] * batch)
             planner.observe_drafting(batch, DRAFT_S * batch)
         planner.observe_step(batch, 1 + k, cost(1 + k))
         if k:  # the scores are calibrated: what they predict is what gets accepted
-            planner.record(float(SCORES[:k].sum()), float(SCORES[:k].sum()))
+            planner.record(float(scores[:k].sum()), float(scores[:k].sum()))
         chosen.append(None if planner.probe is not None else k)
     return chosen
 
@@ -123,6 +126,19 @@ def test_probes_keep_acceptance_fresh_while_not_speculating():
     every = PlannerConfig().probe_every
     assert stats["drafted"] <= stats["steps"] // every + 2  # drafting is skipped but on probes...
     assert stats["drafted"] >= stats["steps"] // (2 * every)  # ...which keep coming
+
+
+def test_keeps_drafting_when_only_some_steps_have_a_good_match():
+    """One step in four has a confident draft, the rest nothing: the average step would not
+    speculate, but drafting is cheap and the good steps pay for it, so the planner drafts
+    every step and speculates on the good ones."""
+    good, none = np.array([0.95, 0.9, 0.85, 0.8] + [0.0] * 12), np.zeros(16)
+    planner = StepPlanner(table(gentle))
+    chosen = run(planner, lambda step: gentle, 400, scores_at=lambda step: good if step % 4 == 0 else none)
+    late = [(i, k) for i, k in enumerate(chosen) if i >= 100 and k is not None]
+    assert all(k > 0 for i, k in late if i % 4 == 0)  # every good step speculates...
+    assert all(k == 0 for i, k in late if i % 4)  # ...and the others verify nothing extra
+    assert planner.counts["drafted"] > 0.95 * planner.counts["steps"]
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,12 @@ from __future__ import annotations
 import sys
 
 
-def run(max_k: int = 15, context: int = 256, repeats: int = 7, device: str = "cpu", progress: bool = True) -> dict:
+def run(max_k: int = 15, context: int = 256, repeats: int = 7, device: str = "cpu", progress: bool = True,
+        dtype: str = "float32") -> dict:
     from client_sdk.decoder import ReferenceDecoder, time_forward
     from client_sdk.smollm2 import load_model
 
-    model, tok = load_model()
+    model, tok = load_model(dtype=dtype)
     model.to(device)
     decoder = ReferenceDecoder(model, {tok.eos_token_id}, device)
     rows = []
@@ -32,6 +33,6 @@ def run(max_k: int = 15, context: int = 256, repeats: int = 7, device: str = "cp
         r["tree_over_1"] = round(r["tree_ms"] / base, 3)
         r["causal_over_1"] = round(r["causal_ms"] / base, 3)
         r["tree_over_causal"] = round(r["tree_ms"] / r["causal_ms"], 3)
-    return {"model": "SmolLM2-135M-Instruct (fp32)", "device": device, "context": context, "batch": 1,
+    return {"model": f"SmolLM2-135M-Instruct ({dtype})", "device": device, "context": context, "batch": 1,
             "repeats": repeats, "rows": rows,
             "max_tree_over_causal": max(r["tree_over_causal"] for r in rows[1:])}
