@@ -24,7 +24,13 @@ class Generation:
     tokens: list[int]
     steps: int = 0
     accepted: list[int] = dataclasses.field(default_factory=list)  # accepted draft tokens per step
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the whole call, prefill included
+    prefill_seconds: float = 0.0  # of which the prompt's prefill (the same with or without speculation)
+
+    @property
+    def decode_seconds(self) -> float:
+        """The decode phase, the part speculation changes: seconds / tokens is the time per output token."""
+        return self.seconds - self.prefill_seconds
 
     @property
     def tau(self) -> float:
@@ -113,6 +119,7 @@ class ReferenceDecoder:
         results = [Generation([]) for _ in prompts]
         t0 = time.perf_counter()
         cache = self.prefill(prompts)
+        t_prefill = time.perf_counter() - t0
         active = list(range(len(prompts)))
         roots = [p[-1] for p in prompts]
         if speculator is not None:
@@ -151,7 +158,7 @@ class ReferenceDecoder:
                 if active and len(still) == len(keep):
                     speculator.prefetch(active)
         for g in results:
-            g.seconds = time.perf_counter() - t0
+            g.seconds, g.prefill_seconds = time.perf_counter() - t0, t_prefill
         return results
 
     def _clip(self, g: Generation, new: list[int], max_new_tokens: int) -> list[int]:

