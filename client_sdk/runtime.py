@@ -1,23 +1,28 @@
-"""Assembling a Speculator for a decode loop: datastore connection, planner, feedback."""
+"""The one place that assembles the decode side: a Speculator with its datastore connection,
+planner, feedback and drafter. The SGLang worker, the CLI, the demo and every benchmark
+build theirs here, so benchmarks measure the product itself."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 
-from client_sdk.budget import Model, forward_time, measure_local
-from client_sdk.feedback import FeedbackSink
-from client_sdk.planner import PlannerConfig, StepCosts, StepPlanner
-from client_sdk.remote import DatastoreClient
-from client_sdk.source import RemoteSource
-from client_sdk.speculator import Speculator, SpeculatorConfig
-from client_sdk.types import DraftConfig, LookupOptions
+from client_sdk.drafting.budget import Model, forward_time, measure_local
+from client_sdk.drafting.drafters import Drafter
+from client_sdk.transport.feedback import FeedbackSink
+from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
+from client_sdk.transport.remote import DatastoreClient
+from client_sdk.transport.source import RemoteSource
+from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from client_sdk.drafting.tree import Calibration
+from client_sdk.types import DraftConfig, GenerationSink, TrieSource
+from sssd_wire.types import LookupParams
 
 log = logging.getLogger("sssd.sdk")
 
 
-def lookup_options(c: DraftConfig, depth: int) -> LookupOptions:
-    return LookupOptions(max_match=c.remote_match, min_occurrences=c.remote_min_occurrences,
+def lookup_options(c: DraftConfig, depth: int) -> LookupParams:
+    return LookupParams(max_match=c.remote_match, min_occurrences=c.remote_min_occurrences,
                          sample_budget=c.remote_samples, depth=depth, max_nodes=c.remote_nodes)
 
 
@@ -27,16 +32,18 @@ def roofline_costs(model_config: dict, context: int = 1024, batches=(1,), widths
     return StepCosts({(b, n): forward_time(hw, shape, b, n, context) for b in batches for n in widths})
 
 
-def make_speculator(model_config: dict | None = None, *, address: str | None = None, namespace: str = "default",
-                    token: str | None = None, fixed_budget: int | None = None, costs: StepCosts | None = None,
-                    feedback: bool = False, remote=None, sink: FeedbackSink | None = None,
-                    planner_config: PlannerConfig = PlannerConfig(),
-                    config: SpeculatorConfig = SpeculatorConfig()) -> Speculator:
+def build_speculator(model_config: dict | None = None, *, address: str | None = None, namespace: str = "default",
+                     token: str | None = None, fixed_budget: int | None = None, costs: StepCosts | None = None,
+                     feedback: bool = False, remote: TrieSource | None = None, sink: GenerationSink | None = None,
+                     drafter: Drafter | None = None, calibration: Calibration | None = None,
+                     planner_config: PlannerConfig = PlannerConfig(),
+                     config: SpeculatorConfig = SpeculatorConfig()) -> Speculator:
     """A Speculator with an optional datastore and, unless fixed_budget is set, a step planner.
 
     costs: the planner's start-up StepCosts measured on this device (decoder.measured_costs);
     without it, the roofline of the measured local CPU for ``model_config``. remote / sink:
-    ready-made draft source and feedback sink (else built from ``address`` when given).
+    ready-made tries source and feedback sink (else built from ``address`` when given).
+    drafter / calibration: see Speculator (default: SSSD's drafter, the shipped prior).
     """
     if address and remote is None:
         client = DatastoreClient(address, token, timeout_s=5.0)
@@ -52,4 +59,4 @@ def make_speculator(model_config: dict | None = None, *, address: str | None = N
         planner = StepPlanner(costs, planner_config)
     else:
         config = dataclasses.replace(config, fixed_budget=fixed_budget)
-    return Speculator(config, remote=remote, planner=planner, feedback=sink)
+    return Speculator(config, remote=remote, planner=planner, feedback=sink, drafter=drafter, calibration=calibration)

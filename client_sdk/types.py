@@ -1,45 +1,17 @@
-"""Boundary types of the SDK."""
+"""Boundary types of the SDK: drafting's configuration, the draft tree, and the protocols of
+the two transports the Speculator uses (the types shared with the service are in
+sssd_wire.types). numpy only: verification imports this without the numba drafting stack,
+and drafting without gRPC."""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
-
-@dataclasses.dataclass(frozen=True)
-class Continuation:
-    """A counted continuation trie from one source (datastore or local n-grams).
-
-    tokens/parents/counts are parallel [N] arrays in topological order; parents[i] == -1
-    means a child of the root (the last committed token).
-    """
-
-    tokens: np.ndarray  # [N] int32
-    parents: np.ndarray  # [N] int32
-    counts: np.ndarray  # [N] int32 (or float weights for local sources)
-    match_length: int = 0
-    occurrences: int = 0
-
-    @staticmethod
-    def empty() -> "Continuation":
-        z = np.zeros(0, dtype=np.int32)
-        return Continuation(z, z, z, 0, 0)
-
-    def __len__(self) -> int:
-        return int(self.tokens.shape[0])
-
-
-@dataclasses.dataclass(frozen=True)
-class LookupOptions:
-    """What the SDK asks the datastore for (0 = server default)."""
-
-    max_match: int = 4
-    min_match: int = 1
-    min_occurrences: int = 1
-    sample_budget: int = 64
-    depth: int = 8
-    max_nodes: int = 64
+from sssd_wire.types import TrieBatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,28 +30,96 @@ class DraftConfig:
     remote_nodes: int = 64  # nodes of the datastore's continuation trie
 
 
-@dataclasses.dataclass(frozen=True)
-class TrieBatch:
-    """Datastore tries of a batch, flat (as on the wire): trie i is nodes node_offsets[i]..[i+1].
+class DraftTree:
+    """A draft: parallel arrays in topological order; parents[i] == -1 = child of the root.
 
-    Parents index within their own trie (-1 = root). A decode step asks for S suffix lengths
-    per request, so request r owns tries r*S .. r*S + S - 1.
+    The root is the last committed token and is not part of the arrays. (A slotted class,
+    not a dataclass: one is built per request per decode step.)
     """
 
-    tokens: np.ndarray  # [N] int32
-    parents: np.ndarray  # [N] int32
-    counts: np.ndarray  # [N] int32
-    node_offsets: np.ndarray  # [T + 1] int64
-    match_lengths: np.ndarray  # [T] int64
+    __slots__ = ("tokens", "parents", "scores", "cells")
+
+    def __init__(self, tokens, parents, scores, cells) -> None:
+        self.tokens = tokens  # [b] int32
+        self.parents = parents  # [b] int32
+        self.scores = scores  # [b] float64: estimated probability that the node is accepted
+        self.cells = cells  # [b, S, 4] int8: calibration cell (slot, k, f, support) per source, -1 absent
 
     @staticmethod
-    def empty(tries: int = 0) -> "TrieBatch":
+    def empty() -> "DraftTree":
         z = np.zeros(0, dtype=np.int32)
-        return TrieBatch(z, z, z, np.zeros(tries + 1, dtype=np.int64), np.zeros(tries, dtype=np.int64))
+        return DraftTree(z, z, np.zeros(0), np.zeros((0, 1, 4), np.int8))
 
     def __len__(self) -> int:
-        return int(self.node_offsets.shape[0] - 1)
+        return int(self.tokens.shape[0])
 
-    def trie(self, i: int) -> Continuation:
-        a, b = int(self.node_offsets[i]), int(self.node_offsets[i + 1])
-        return Continuation(self.tokens[a:b], self.parents[a:b], self.counts[a:b], int(self.match_lengths[i]))
+    def best(self, k: int) -> "DraftTree":
+        """The k best nodes (a connected subtree: scores never increase down a path)."""
+        if k >= len(self):
+            return self
+        if k <= 0:
+            return DraftTree.empty()
+        order = np.argsort(-self.scores + self.depths() * 1e-9, kind="stable")[:k]
+        keep = np.sort(order)
+        new_id = np.full(len(self), -1, dtype=np.int32)
+        new_id[keep] = np.arange(k, dtype=np.int32)
+        pars = self.parents[keep]
+        return DraftTree(self.tokens[keep], np.where(pars >= 0, new_id[np.maximum(pars, 0)], -1).astype(np.int32),
+                         self.scores[keep], self.cells[keep])
+
+    def depths(self) -> np.ndarray:
+        d = np.zeros(len(self), dtype=np.int32)
+        for i, p in enumerate(self.parents.tolist()):
+            d[i] = 1 if p < 0 else d[p] + 1
+        return d
+
+    def ancestor_mask(self) -> np.ndarray:
+        """[b, b] bool: mask[i, j] is True when j is i or an ancestor of i."""
+        b = len(self)
+        mask = np.eye(b, dtype=bool)
+        for i, p in enumerate(self.parents.tolist()):
+            if p >= 0:
+                mask[i] |= mask[p]
+        return mask
+
+    def rooted_mask(self, width: int, pad_under_root: bool = False) -> np.ndarray:
+        """[width, width] bool over the slots [root, draft nodes, padding]: slot i may see slot j
+        when j is i or one of its ancestors (the root is every node's). Padding slots see
+        themselves, and the root too when ``pad_under_root`` (SGLang pads with root children)."""
+        k = len(self)
+        mask = np.eye(width, dtype=bool)
+        mask[1 : 1 + k, 0] = True
+        mask[1 : 1 + k, 1 : 1 + k] = self.ancestor_mask()
+        if pad_under_root:
+            mask[1 + k :, 0] = True
+        return mask
+
+    def longest_match(self, truth: np.ndarray) -> list[int]:
+        """Node indices of the longest root path whose tokens equal ``truth`` (greedy replay)."""
+        path: list[int] = []
+        parent = -1
+        toks, pars = self.tokens.tolist(), self.parents.tolist()
+        for want in truth.tolist():
+            nxt = next((i for i in range(len(toks)) if pars[i] == parent and toks[i] == want), -1)
+            if nxt < 0:
+                break
+            path.append(nxt)
+            parent = nxt
+        return path
+
+
+class TrieSource(Protocol):
+    """Where a step's datastore tries come from (client_sdk.transport.source.RemoteSource, or an
+    in-process datastore in the benchmarks): start a lookup, then collect it within a deadline."""
+
+    def request(self, key, contexts: Sequence[np.ndarray]) -> None: ...
+
+    def collect(self, key, contexts: Sequence[np.ndarray], deadline_s: float) -> TrieBatch | None: ...
+
+
+class GenerationSink(Protocol):
+    """Where finished generations go (client_sdk.transport.feedback.FeedbackSink): never blocks."""
+
+    def submit(self, request_id: str, tokens) -> None: ...
+
+    def close(self) -> None: ...

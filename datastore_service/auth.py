@@ -14,12 +14,13 @@ the loopback interface, which is the default bind address.
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hmac
 import json
 from pathlib import Path
 
-from datastore_service.errors import DatastoreError, Kind
+from sssd_wire.errors import DatastoreError, Kind
 
 SCOPES = ("lookup", "ingest", "admin")
 
@@ -38,6 +39,8 @@ class Principal:
 
 
 ANONYMOUS_ALL = Principal("anonymous", frozenset(SCOPES), frozenset({"*"}))
+# the caller of the RPC being served: set by the interceptor, read by the servicer's checks
+principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=ANONYMOUS_ALL)
 
 
 class Authenticator:
@@ -82,8 +85,10 @@ class Authenticator:
         raise DatastoreError("unknown bearer token", Kind.UNAUTHENTICATED)
 
 
-def require(principal: Principal, scope: str, namespace: str | None = None) -> None:
-    """Raises PERMISSION_DENIED when the principal lacks the scope or the namespace."""
+def require(scope: str, namespace: str | None = None, principal: Principal | None = None) -> None:
+    """Raises PERMISSION_DENIED when the principal (default: the current call's) lacks the
+    scope or the namespace."""
+    principal = principal if principal is not None else principal_var.get()
     if not principal.may(scope, namespace):
         where = f" on namespace {namespace!r}" if namespace else ""
         raise DatastoreError(f"{principal.name!r} may not {scope}{where}", Kind.PERMISSION_DENIED)

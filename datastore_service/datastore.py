@@ -31,11 +31,11 @@ from datastore_service.core import (
     LookupParams,
     NamespaceIndex,
     NamespaceSpec,
-    TreeBatch,
+    TrieBatch,
     build_segment,
     merge_segments,
 )
-from datastore_service.errors import AlreadyExists, NotFound
+from sssd_wire.errors import AlreadyExists, NotFound
 from datastore_service.store import Store
 
 log = logging.getLogger("sssd.datastore")
@@ -78,7 +78,8 @@ class Datastore:
         self._next_segment = self.store.next_segment_id()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.compactions = 0
+        self.compactions = 0  # merges committed since open (each retires two or more segments)
+        self.on_compaction = None  # called with 1 after each committed merge (the server's metric)
         self._load()
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -99,7 +100,8 @@ class Datastore:
         self.flush()
 
     def start_maintenance(self) -> None:
-        """Run ``maintain()`` every ``maintenance_interval_s`` in a daemon thread."""
+        """Run ``maintain()`` every ``maintenance_interval_s`` in a daemon thread (the one
+        maintenance loop: the server starts this too); ``close()`` stops it."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._maintenance_loop, name="sssd-maintenance", daemon=True)
             self._thread.start()
@@ -178,7 +180,7 @@ class Datastore:
     def lookup(self, name: str, contexts: Sequence[np.ndarray], params: LookupParams) -> list[ContinuationTree]:
         return self.namespace(name).lookup(contexts, params)
 
-    def lookup_packed(self, name: str, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams) -> TreeBatch:
+    def lookup_packed(self, name: str, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams) -> TrieBatch:
         return self.namespace(name).lookup_packed(ctx, ctx_off, params)
 
     # -- maintenance ----------------------------------------------------------------------
@@ -229,6 +231,8 @@ class Datastore:
                     self.store.drop_segments([s.segment_id for s in plan])
                 retired_total += len(plan)
                 self.compactions += 1
+                if self.on_compaction is not None:
+                    self.on_compaction(1)
         if retired_total:
             release_free_memory()
         return retired_total

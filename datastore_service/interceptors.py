@@ -7,14 +7,13 @@ fixed message (never the exception text). Health and reflection pass through unt
 
 from __future__ import annotations
 
-import contextvars
 import logging
 import time
 
 import grpc
 
-from datastore_service.auth import ANONYMOUS_ALL, Authenticator, Principal
-from datastore_service.errors import DatastoreError, Kind
+from datastore_service.auth import Authenticator, principal_var
+from sssd_wire.errors import DatastoreError, Kind
 from datastore_service.metrics import Metrics
 
 log = logging.getLogger("sssd.rpc")
@@ -30,9 +29,6 @@ STATUS = {
     Kind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     Kind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
 }
-
-principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=ANONYMOUS_ALL)
-
 
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, auth: Authenticator, metrics: Metrics) -> None:

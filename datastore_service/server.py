@@ -25,7 +25,7 @@ from datastore_service.datastore import Datastore, DatastoreConfig
 from datastore_service.interceptors import GuardInterceptor
 from datastore_service.metrics import Metrics
 from datastore_service.servicer import DatastoreServicer, Limits
-from sssd.datastore.v1 import datastore_pb2, datastore_pb2_grpc
+from sssd_wire.v1 import datastore_pb2, datastore_pb2_grpc
 
 log = logging.getLogger("sssd.server")
 SERVICE_NAME = datastore_pb2.DESCRIPTOR.services_by_name["Datastore"].full_name
@@ -66,7 +66,6 @@ class DatastoreServer:
         self.port = 0
         self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
-        self._maintenance: asyncio.Task | None = None
         self._metrics_httpd = None
 
     async def start(self) -> int:
@@ -91,8 +90,10 @@ class DatastoreServer:
             compaction_fanout=c.compaction_fanout,
         )
         Path(c.db).parent.mkdir(parents=True, exist_ok=True)
-        self.servicer.ds = await asyncio.get_running_loop().run_in_executor(self.maint_pool, Datastore, ds_config)
-        self._maintenance = asyncio.create_task(self._maintain(), name="sssd-maintenance")
+        ds = await asyncio.get_running_loop().run_in_executor(self.maint_pool, Datastore, ds_config)
+        ds.on_compaction = self.metrics.compactions.inc
+        ds.start_maintenance()
+        self.servicer.ds = ds
         if c.metrics_port >= 0:
             self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_httpd.server_port
@@ -113,36 +114,15 @@ class DatastoreServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
 
-    async def _maintain(self) -> None:
-        loop = asyncio.get_running_loop()
-        ds = self.servicer.ds
-        while True:
-            await asyncio.sleep(self.config.maintenance_interval_s)
-            try:
-                before = ds.compactions
-                await loop.run_in_executor(self.maint_pool, ds.maintain)
-                self.metrics.compactions.inc(ds.compactions - before)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("maintenance round failed; retrying next round")
-
     async def stop(self) -> None:
         """Graceful shutdown in a fixed order (see the module docstring)."""
         log.info("shutdown: health NOT_SERVING")
-        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, later sets ignored
         if self._server is not None:
             log.info("shutdown: draining in-flight calls (grace %.1fs)", self.config.grace_s)
             await self._server.stop(self.config.grace_s)
-        if self._maintenance is not None:
-            log.info("shutdown: stopping maintenance")
-            self._maintenance.cancel()
-            try:
-                await self._maintenance
-            except asyncio.CancelledError:
-                pass
         if self.servicer.ds is not None:
-            log.info("shutdown: final snapshot and close of %s", self.config.db)
+            log.info("shutdown: stopping maintenance, final snapshot and close of %s", self.config.db)
             await asyncio.get_running_loop().run_in_executor(self.maint_pool, self.servicer.ds.close)
             self.servicer.ds = None
         if self._metrics_httpd is not None:

@@ -15,13 +15,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from datastore_service import wire
-from datastore_service.auth import require
+from sssd_wire import codec
+from datastore_service.auth import principal_var, require
 from datastore_service.datastore import Datastore
-from datastore_service.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
-from datastore_service.interceptors import principal_var
+from sssd_wire.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from datastore_service.metrics import Metrics
-from sssd.datastore.v1 import datastore_pb2 as pb
-from sssd.datastore.v1 import datastore_pb2_grpc as pb_grpc
+from sssd_wire.v1 import datastore_pb2 as pb
+from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +39,8 @@ class Limits:
 class DatastoreServicer(pb_grpc.DatastoreServicer):
     def __init__(self, limits: Limits, metrics: Metrics, pool: ThreadPoolExecutor) -> None:
         self.ds: Datastore | None = None  # set once the snapshot is loaded
+        # fault injection (tests, `sssd bench deadline`): every lookup waits this long first
+        self.lookup_delay_s = 0.0
         self.limits = limits
         self.metrics = metrics
         self.pool = pool
@@ -55,7 +57,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
     # -- ingest -----------------------------------------------------------------------------
 
     def _check_ingest(self, req: pb.IngestRequest) -> list:
-        require(principal_var.get(), "ingest", req.namespace)
+        require("ingest", req.namespace)
         n_docs = len(req.documents)
         if n_docs == 0:
             raise InvalidArgument("ingest request has no documents")
@@ -97,12 +99,14 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
     # -- lookup -----------------------------------------------------------------------------
 
     async def _lookup(self, req: pb.LookupRequest) -> pb.LookupResponse:
-        require(principal_var.get(), "lookup", req.namespace)
+        if self.lookup_delay_s:
+            await asyncio.sleep(self.lookup_delay_s)
+        require("lookup", req.namespace)
         n = len(req.context_lengths)
         if n > self.limits.max_lookup_contexts:
             raise ResourceExhausted(f"{n} contexts in one lookup, cap {self.limits.max_lookup_contexts}")
-        params = wire.params_from_proto(req.params)
-        ctx, ctx_off = wire.contexts_from_proto(req)
+        params = codec.params_from_proto(req.params)
+        ctx, ctx_off = codec.contexts_from_proto(req)
         ds = self._store()
         ds.namespace(req.namespace)
         if n * params.sample_budget <= self.limits.inline_lookup_work:
@@ -111,7 +115,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
             batch = await self._run(ds.lookup_packed, req.namespace, ctx, ctx_off, params)
         self.metrics.lookup_contexts.inc(n)
         self.metrics.lookup_matched.inc(int(np.count_nonzero(batch.meta[:, 0])))
-        return wire.batch_to_proto(batch, req.request_id)
+        return codec.tries_to_proto(batch, req.request_id)
 
     async def Lookup(self, request, context):
         return await self._lookup(request)
@@ -141,7 +145,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         )
 
     async def Compact(self, request, context):
-        require(principal_var.get(), "admin", request.namespace or None)
+        require("admin", request.namespace or None)
         ds = self._store()
         if request.namespace:
             ds.namespace(request.namespace)
@@ -150,11 +154,11 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return pb.CompactResponse(segments_retired=retired)
 
     async def Snapshot(self, request, context):
-        require(principal_var.get(), "admin")
+        require("admin")
         return pb.SnapshotResponse(tokens_flushed=await self._run(self._store().flush))
 
     async def DeleteDocuments(self, request, context):
-        require(principal_var.get(), "admin", request.namespace)
+        require("admin", request.namespace)
         ds = self._store()
         ns = ds.namespace(request.namespace)
         missing = [d for d in request.ids if not ns.has_document(d)]
@@ -164,7 +168,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return pb.DeleteDocumentsResponse(deleted=deleted)
 
     async def CreateNamespace(self, request, context):
-        require(principal_var.get(), "admin", request.name)
+        require("admin", request.name)
         spec = wire.namespace_from_proto(request)
         await self._run(self._store().create_namespace, spec)
         return wire.namespace_to_proto(spec)
@@ -175,6 +179,6 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return pb.ListNamespacesResponse(namespaces=[wire.namespace_to_proto(s) for s in specs])
 
     async def DropNamespace(self, request, context):
-        require(principal_var.get(), "admin", request.name)
+        require("admin", request.name)
         await self._run(self._store().drop_namespace, request.name)
         return pb.DropNamespaceResponse()

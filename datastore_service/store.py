@@ -27,7 +27,7 @@ import sqlite_utils
 
 from datastore_service.core import Document, NamespaceSpec, Segment, restore_segment
 from datastore_service.core.index import digest
-from datastore_service.errors import CorruptStore
+from sssd_wire.errors import CorruptStore
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53535344  # "SSSD" in PRAGMA application_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from client_sdk.budget import PRESETS
+from client_sdk.drafting.budget import PRESETS
 
 ENV = {
     "datastore": "SSSD_DATASTORE",  # host:port of the datastore; empty = local drafting only

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from client_sdk.speculator import Speculator
-from client_sdk.tree import DraftTree
+from client_sdk.drafting.speculator import Speculator
+from client_sdk.types import DraftTree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,21 +91,13 @@ class BatchDrafter:
         """One request's [root + draft + padding] tokens and ancestor mask."""
         n, k = self.width, len(tree)
         toks = np.empty(n, dtype=np.int64)
-        parents = np.full(n, -1, dtype=np.int64)  # slot index of the parent; root = -1
         toks[0] = root
         toks[1 : 1 + k] = tree.tokens
-        parents[1 : 1 + k] = tree.parents + 1  # draft parent -1 (root) -> slot 0
         used = set(tree.tokens[tree.parents < 0].tolist())
         pad = (t for t in range(self.vocab_size) if t not in used)
-        for i in range(1 + k, n):  # padding: unique children of the root
+        for i in range(1 + k, n):  # padding: children of the root, unique among its children
             toks[i] = next(pad)
-            parents[i] = 0
-        mask = np.zeros((n, n), dtype=bool)
-        mask[0, 0] = True
-        for i in range(1, n):
-            mask[i] = mask[parents[i]]
-            mask[i, i] = True
-        return toks, mask
+        return toks, tree.rooted_mask(n, pad_under_root=True)
 
     def forget(self, rids) -> None:
         """Requests that left the batch: their generations go back to the datastore."""

@@ -56,7 +56,7 @@ class SSSDSpecAlgo(CustomSpecAlgo):
 
 def default_width(config: PluginConfig, cfg) -> int:
     """Draft width (root included) the roofline planner picks for the expected batch size."""
-    from client_sdk.budget import PRESETS, BudgetPlanner
+    from client_sdk.drafting.budget import PRESETS, BudgetPlanner
 
     shape = _model_shape(cfg)
     if shape is None:
@@ -70,7 +70,7 @@ def _model_shape(cfg):
     import json
     from pathlib import Path
 
-    from client_sdk.budget import Model
+    from client_sdk.drafting.budget import Model
 
     path = Path(str(getattr(cfg, "model_path", "") or "")) / "config.json"
     try:

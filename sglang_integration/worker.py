@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import socket
 
 import numpy as np
 
@@ -21,22 +19,16 @@ log = logging.getLogger("sssd.sglang")
 
 
 def build_drafter(config: PluginConfig, width: int, vocab_size: int, model_config: dict | None) -> BatchDrafter:
-    from client_sdk.feedback import FeedbackSink
-    from client_sdk.remote import DatastoreClient
-    from client_sdk.runtime import lookup_options
-    from client_sdk.source import RemoteSource
-    from client_sdk.speculator import Speculator, SpeculatorConfig
+    """The worker's drafter, assembled by the SDK's one builder. SGLang verifies a fixed width
+    per launch (chosen by the roofline in spec.py), so no per-step planner runs here yet;
+    model_config is kept for it."""
+    from client_sdk.runtime import build_speculator
+    from client_sdk.drafting.speculator import SpeculatorConfig
 
-    sconf = SpeculatorConfig(fixed_budget=width - 1, lookup_deadline_s=config.lookup_deadline_ms / 1e3,
-                             worker_id=f"{socket.gethostname()}-{os.getpid()}")
-    remote = sink = None
-    if config.datastore:
-        client = DatastoreClient(config.datastore, config.token or None, timeout_s=5.0)
-        remote = RemoteSource(client, config.namespace, lookup_options(sconf.draft, sconf.draft.max_depth))
-        sink = FeedbackSink(client, config.namespace, sconf.worker_id) if config.feedback else None
-    # SGLang verifies a fixed width per launch (chosen by the roofline in spec.py), so no
-    # per-step planner runs here yet
-    return BatchDrafter(Speculator(sconf, remote=remote, feedback=sink), width, vocab_size)
+    sconf = SpeculatorConfig(lookup_deadline_s=config.lookup_deadline_ms / 1e3)
+    spec = build_speculator(address=config.datastore or None, namespace=config.namespace, token=config.token or None,
+                            fixed_budget=width - 1, feedback=config.feedback, config=sconf)
+    return BatchDrafter(spec, width, vocab_size)
 
 
 @functools.cache

@@ -11,8 +11,8 @@ import sys
 
 import grpc
 
-from client_sdk.remote import DEFAULT_ADDRESS, DatastoreClient
-from client_sdk.types import LookupOptions
+from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
+from sssd_wire.types import LookupParams
 
 
 def add_client_flags(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def rpc_errors(handler):
 
 
 def register(sub) -> None:
-    from sssd.cli import add_config_flags, config_from_args
+    from sssd.config_flags import add_config_flags, config_from_args
     from datastore_service.server import ServerConfig, serve
 
     p = sub.add_parser("serve", help="run the datastore service")
@@ -175,7 +175,7 @@ def _lookup(args) -> int:
         ctx = np.array([int(t) for t in args.tokens.split(",") if t.strip()], dtype=np.int32)
     except ValueError:
         raise ValueError(f"tokens {args.tokens!r} must be comma-separated integers")
-    (tree,) = client_of(args).lookup(args.namespace, [ctx], LookupOptions(depth=args.depth, max_nodes=args.max_nodes))
+    (tree,) = client_of(args).lookup(args.namespace, [ctx], LookupParams(depth=args.depth, max_nodes=args.max_nodes))
     print(json.dumps({"match_length": tree.match_length, "occurrences": tree.occurrences,
                       "tokens": tree.tokens.tolist(), "parents": tree.parents.tolist(), "counts": tree.counts.tolist()}))
     return 0

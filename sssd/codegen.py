@@ -1,9 +1,10 @@
-"""Reproducible codegen for proto/ -> sssd/datastore/v1/*_pb2*.py.
+"""Reproducible codegen for proto/ -> sssd_wire/v1/*_pb2*.py (the wire contract's package).
 
 ``python -m sssd.codegen`` regenerates; ``python -m sssd.codegen --check`` regenerates into
 a temporary folder and exits 1 when the committed files differ (stale or hand-edited).
-Generated modules use absolute imports (``from sssd.datastore.v1 import ...``), matching the
-proto path, so they import unchanged from the service and the SDK.
+Generated modules use absolute imports (``from sssd_wire.v1 import ...``), matching the proto
+file's path, so they import unchanged from the service and the SDK. The proto *package* is
+``sssd.datastore.v1`` (what travels on the wire); only the file's location names the module.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-PROTOS = ["sssd/datastore/v1/datastore.proto"]
+PROTOS = ["sssd_wire/v1/datastore.proto"]
 OUTPUTS = ["datastore_pb2.py", "datastore_pb2.pyi", "datastore_pb2_grpc.py"]
-GEN_DIR = "sssd/datastore/v1"
+GEN_DIR = "sssd_wire/v1"
 
 
 def generate(out: Path) -> None:

@@ -33,9 +33,9 @@ LABELS = {"plain": "plain decoding", "empty": "SSSD, empty datastore", "filled":
 
 
 def run_demo(args, out: TextIO) -> int:
-    from client_sdk.decoder import ReferenceDecoder, measured_costs
-    from client_sdk.remote import DatastoreClient
-    from client_sdk.smollm2 import load_model
+    from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
+    from client_sdk.transport.remote import DatastoreClient
+    from sssd.smollm2 import load_model
     from datastore_service.embedded import EmbeddedServer
     from datastore_service.server import ServerConfig
     from sssd.bench.decode_bench import prompts_for
@@ -82,7 +82,7 @@ def run_demo(args, out: TextIO) -> int:
 
 def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say) -> dict:
     """plain / empty / filled interleaved prompt by prompt; then feedback on the second half."""
-    from client_sdk.feedback import FeedbackSink
+    from client_sdk.transport.feedback import FeedbackSink
 
     specs = {"plain": None, "empty": _speculator(client, EMPTY, costs), "filled": _speculator(client, NAMESPACE, costs)}
     runs = {name: Run() for name in CONFIGS}
@@ -113,13 +113,13 @@ def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say)
 def _speculator(client, namespace: str, costs):
     import copy
 
-    from client_sdk.runtime import lookup_options, make_speculator
-    from client_sdk.source import RemoteSource
-    from client_sdk.speculator import SpeculatorConfig
+    from client_sdk.runtime import lookup_options, build_speculator
+    from client_sdk.transport.source import RemoteSource
+    from client_sdk.drafting.speculator import SpeculatorConfig
 
     config = SpeculatorConfig(lookup_deadline_s=0.01)  # a step here takes ~50 ms: 10 ms is generous
     remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth), timeout_s=0.5)
-    return make_speculator(costs=copy.deepcopy(costs), remote=remote, config=config)
+    return build_speculator(costs=copy.deepcopy(costs), remote=remote, config=config)
 
 
 def _forget_feedback(client, work: Path) -> None:

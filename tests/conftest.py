@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from client_sdk.remote import DatastoreClient
+from client_sdk.transport.remote import DatastoreClient
 from datastore_service.embedded import EmbeddedServer
 from datastore_service.server import ServerConfig
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from datastore_service.core import Document, NamespaceSpec
 from datastore_service.datastore import Datastore, DatastoreConfig
-from datastore_service.errors import AlreadyExists
+from sssd_wire.errors import AlreadyExists
 
 
 def tokens_for(doc_id: int) -> np.ndarray:

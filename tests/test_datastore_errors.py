@@ -7,7 +7,7 @@ import pytest
 
 from datastore_service.core import Document, LookupParams, NamespaceSpec
 from datastore_service.datastore import Datastore, DatastoreConfig
-from datastore_service.errors import AlreadyExists, CorruptStore, InvalidArgument, NotFound
+from sssd_wire.errors import AlreadyExists, CorruptStore, InvalidArgument, NotFound
 
 
 @pytest.fixture

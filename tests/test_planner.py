@@ -4,9 +4,9 @@ start-up table that is wrong in either direction, and follows cost changes."""
 import numpy as np
 import pytest
 
-from client_sdk.planner import PlannerConfig, StepCosts, StepPlanner
-from client_sdk.speculator import Speculator, SpeculatorConfig
-from client_sdk.types import TrieBatch
+from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
+from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from sssd_wire.types import TrieBatch
 
 MS = 1e-3
 # calibrated node scores of every step's draft (probabilities of acceptance, best first)

@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from client_sdk.budget import PRESETS, AcceptanceByRank, BudgetPlanner, Model, forward_time
-from sssd.bench.replay import Replayer, replay
+from client_sdk.drafting.budget import PRESETS, AcceptanceByRank, BudgetPlanner, Model, forward_time
+from client_sdk.drafting.drafters import CalibratedMerge
+from sssd.bench.replay import Replayer, drafter_named, replay
 
 LLAMA8B = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
            "intermediate_size": 14336, "vocab_size": 128256, "torch_dtype": "bfloat16"}
@@ -51,7 +52,7 @@ def test_acceptance_by_rank_learns():
 
 def test_replay_of_a_response_that_repeats_its_prompt_reaches_the_depth():
     text = list(range(10, 90))
-    r = Replayer("local", 8, None)
+    r = Replayer(CalibratedMerge(datastore=False), 8, None)
     r.run_case(text, text)
     assert r.result()["tau"] > 7.0  # the first step has nothing to go on, then ~8 + 1 per step
 
@@ -68,5 +69,6 @@ def test_replay_drafters_order():
             self.ds = InProcessDatastore([np.array(doc)], 50)
 
     store = Store().ds
-    taus = {d: replay(cases, d, [8], store.lookup, progress=False)["results"][0]["tau"] for d in ("none", "pld", "sssd")}
+    taus = {d: replay(cases, drafter_named(d), [8], store.lookup, progress=False)["results"][0]["tau"]
+            for d in ("none", "pld", "sssd")}
     assert taus["none"] == 1.0 and taus["sssd"] > 4.0 and taus["sssd"] > taus["pld"]

@@ -5,9 +5,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.local import LocalIndex
-from client_sdk.tree import Calibration, DraftTree, draft_tree
-from client_sdk.types import TrieBatch
+from client_sdk.drafting.local import LocalIndex
+from client_sdk.types import DraftTree
+from client_sdk.drafting.tree import Calibration, draft_tree
+from sssd_wire.types import TrieBatch
 
 LOCAL_CASES = [
     # (text, depth, expected {path: count}, expected match length)
@@ -50,7 +51,9 @@ def remote_batch(tries):
     toks = [np.asarray(t[0], np.int32) for t in tries]
     offs = np.concatenate([[0], np.cumsum([len(t) for t in toks])]).astype(np.int64)
     cat = lambda i: np.concatenate([np.asarray(t[i], np.int32) for t in tries]) if tries else np.zeros(0, np.int32)
-    return TrieBatch(cat(0), cat(1), cat(2), offs, np.array([t[3] for t in tries], dtype=np.int64))
+    meta = np.zeros((len(tries), 3), dtype=np.int64)
+    meta[:, 0] = [t[3] for t in tries]  # match lengths
+    return TrieBatch(cat(0), cat(1), cat(2), offs, meta)
 
 
 def brute_ancestors(parents):

@@ -6,12 +6,12 @@ import time
 import numpy as np
 import pytest
 
-from client_sdk.breaker import CircuitBreaker
-from client_sdk.feedback import FeedbackSink
-from client_sdk.remote import DatastoreClient
-from client_sdk.source import RemoteSource
-from client_sdk.speculator import Speculator, SpeculatorConfig
-from client_sdk.types import LookupOptions
+from client_sdk.transport.breaker import CircuitBreaker
+from client_sdk.transport.feedback import FeedbackSink
+from client_sdk.transport.remote import DatastoreClient
+from client_sdk.transport.source import RemoteSource
+from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from sssd_wire.types import LookupParams
 from datastore_service.embedded import EmbeddedServer
 from datastore_service.server import ServerConfig
 
@@ -29,7 +29,7 @@ def live(server):
 
 
 def speculator(client, deadline=0.5, **breaker):
-    source = RemoteSource(client, "ns", LookupOptions(min_occurrences=1), CircuitBreaker(**breaker), timeout_s=2.0)
+    source = RemoteSource(client, "ns", LookupParams(min_occurrences=1), CircuitBreaker(**breaker), timeout_s=2.0)
     return Speculator(SpeculatorConfig(fixed_budget=4, lookup_deadline_s=deadline), remote=source), source
 
 
@@ -56,16 +56,9 @@ def test_prefetch_for_other_contexts_is_not_used(live):
     assert source.stats.misaligned == 1
 
 
-def test_slow_server_never_holds_a_step_past_its_deadline(live, monkeypatch):
+def test_slow_server_never_holds_a_step_past_its_deadline(live):
     server, client = live
-    servicer = server.server.servicer
-    real = servicer._lookup
-
-    async def slow(req):
-        await asyncio.sleep(0.3)
-        return await real(req)
-
-    monkeypatch.setattr(servicer, "_lookup", slow)
+    server.server.servicer.lookup_delay_s = 0.3
     spec, source = speculator(client, deadline=0.02)
     spec.start("r", [9, 1, 2])
     t = time.perf_counter()
@@ -133,7 +126,7 @@ def test_feedback_counts_a_conflicting_id_and_keeps_the_rest(live, caplog):
 
 
 def test_asyncio_client(server):
-    from client_sdk.aio import AsyncDatastoreClient
+    from client_sdk.transport.aio import AsyncDatastoreClient
 
     async def scenario():
         async with AsyncDatastoreClient(server.address, timeout_s=5) as c:
@@ -154,17 +147,12 @@ def test_asyncio_client(server):
     assert (added, first, tries, docs) == (1, [3, 9], 2, 2)
 
 
-def test_asyncio_client_deadline_is_enforced(server, monkeypatch):
+def test_asyncio_client_deadline_is_enforced(server):
     import grpc
 
-    from client_sdk.aio import AsyncDatastoreClient
+    from client_sdk.transport.aio import AsyncDatastoreClient
 
-    servicer = server.server.servicer
-
-    async def stuck(req):
-        await asyncio.sleep(2)
-
-    monkeypatch.setattr(servicer, "_lookup", stuck)
+    server.server.servicer.lookup_delay_s = 2.0
 
     async def scenario():
         async with AsyncDatastoreClient(server.address) as c:

@@ -4,7 +4,7 @@ import grpc
 import numpy as np
 import pytest
 
-from client_sdk.remote import DatastoreClient
+from client_sdk.transport.remote import DatastoreClient
 
 
 def status(fn):

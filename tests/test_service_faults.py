@@ -17,21 +17,16 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from client_sdk.remote import DatastoreClient
+from client_sdk.transport.remote import DatastoreClient
+from sssd import serve_process
 
 ROOT = Path(__file__).resolve().parent.parent
 CYCLES = int(os.environ.get("SSSD_SERVER_KILL_CYCLES", "3"))
 
 
 def start_server(db: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sssd.cli", "serve", "--db", db, "--port", "0",
-         "--maintenance-interval-s", "0.02", "--compaction-fanout", "2", "--synchronous", "NORMAL"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    line = proc.stdout.readline()
-    assert line.startswith("listening on "), line
-    return proc, line.split()[-1]
+    return serve_process.start_server(db, "--maintenance-interval-s", "0.02", "--compaction-fanout", "2",
+                                      "--synchronous", "NORMAL", cwd=str(ROOT))
 
 
 def tokens_for(i: int) -> np.ndarray:

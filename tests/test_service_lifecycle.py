@@ -10,12 +10,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client_sdk.remote import DatastoreClient
+from client_sdk.transport.remote import DatastoreClient
 from datastore_service import datastore as datastore_module
 from datastore_service.datastore import Datastore, DatastoreConfig
 from datastore_service.embedded import EmbeddedServer
 from datastore_service.server import ServerConfig
-from sssd.datastore.v1 import datastore_pb2 as pb
+from sssd_wire.v1 import datastore_pb2 as pb
 
 
 def health_status(address: str) -> int:

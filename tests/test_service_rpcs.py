@@ -8,10 +8,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from client_sdk.remote import continuations_from_proto, lookup_request
-from client_sdk.types import LookupOptions
-from datastore_service.core import LookupParams
-from sssd.datastore.v1 import datastore_pb2 as pb
+from sssd_wire.codec import encode_tokens, lookup_request, tries_from_proto
+from sssd_wire.types import LookupParams
+from sssd_wire.v1 import datastore_pb2 as pb
 
 DOCS = [("a", [1, 2, 3, 4, 5]), ("b", [1, 2, 3, 9]), ("c", [7, 1, 2, 3, 4, 6])]
 
@@ -35,7 +34,7 @@ def loaded(server, client):
 
 
 def test_lookup_equals_core(server, loaded):
-    trees = loaded.lookup("alpha", [np.array([1, 2, 3, 4]), np.array([9, 9, 3])], LookupOptions(depth=2))
+    trees = loaded.lookup("alpha", [np.array([1, 2, 3, 4]), np.array([9, 9, 3])], LookupParams(depth=2))
     core = server.server.servicer.ds.lookup("alpha", [np.array([1, 2, 3, 4]), np.array([9, 9, 3])], LookupParams(depth=2))
     for got, want in zip(trees, core):
         assert np.array_equal(got.tokens, want.tokens) and np.array_equal(got.parents, want.parents)
@@ -46,10 +45,10 @@ def test_lookup_equals_core(server, loaded):
 def test_lookup_future_and_stream(loaded):
     fut = loaded.lookup_future("alpha", [np.array([2, 3])])
     assert fut.result(timeout=10)[0].match_length == 2
-    reqs = [lookup_request("alpha", [np.array([1, 2])], LookupOptions(), request_id=i) for i in range(5)]
+    reqs = [lookup_request("alpha", [np.array([1, 2])], LookupParams(), request_id=i) for i in range(5)]
     responses = list(loaded.stub.LookupStream(iter(reqs), timeout=10))
     assert [r.request_id for r in responses] == list(range(5))
-    assert all(continuations_from_proto(r)[0].match_length == 2 for r in responses)
+    assert all(tries_from_proto(r).trees()[0].match_length == 2 for r in responses)
 
 
 def test_ingest_is_idempotent_and_stream_summarises(server, loaded):
@@ -107,8 +106,10 @@ ERRORS = [
     (lambda c: c.create_namespace("alpha", 10), grpc.StatusCode.ALREADY_EXISTS, "already exists"),
     # bad namespace spec
     (lambda c: c.create_namespace("gamma", 1), grpc.StatusCode.INVALID_ARGUMENT, "vocab_size 1"),
-    # bad lookup parameters
-    (lambda c: c.lookup("alpha", [np.array([1])], LookupOptions(depth=100)), grpc.StatusCode.INVALID_ARGUMENT, "depth 100"),
+    # bad lookup parameters (sent raw: the client's LookupParams refuses to build them)
+    (lambda c: c.stub.Lookup(pb.LookupRequest(namespace="alpha", contexts=encode_tokens([1]), context_lengths=[1],
+                                              params=pb.LookupParams(depth=100)), timeout=5),
+     grpc.StatusCode.INVALID_ARGUMENT, "depth 100"),
 ]
 
 
@@ -123,7 +124,7 @@ def test_error_statuses(server, loaded, call, code, text):
 
 def test_caps_are_resource_exhausted(server_factory):
     server = server_factory(max_lookup_contexts=2, max_ingest_documents=2, max_message_bytes=1 << 16)
-    from client_sdk.remote import DatastoreClient
+    from client_sdk.transport.remote import DatastoreClient
 
     with DatastoreClient(server.address) as c:
         c.create_namespace("alpha", 10)
@@ -158,7 +159,7 @@ def test_health_and_reflection(server):
 def test_metrics_endpoint(server_factory):
     import urllib.request
 
-    from client_sdk.remote import DatastoreClient
+    from client_sdk.transport.remote import DatastoreClient
 
     server = server_factory(metrics_port=0)
     with DatastoreClient(server.address) as c:

@@ -12,7 +12,7 @@ sglang = pytest.importorskip("sglang.srt.speculative.spec_info", reason="sglang 
 
 from sglang_integration.config import PluginConfig  # noqa: E402
 from sglang_integration.drafts import BatchDrafter, RequestView, splice_overlap  # noqa: E402
-from client_sdk.speculator import Speculator, SpeculatorConfig  # noqa: E402
+from client_sdk.drafting.speculator import Speculator, SpeculatorConfig  # noqa: E402
 
 
 def run_python(code: str, env=None) -> subprocess.CompletedProcess:

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from client_sdk.tree import DraftTree
-from client_sdk.verify import Sampling, build_batch, greedy_verify, sample_verify, target_probs
+from client_sdk.types import DraftTree
+from client_sdk.verification.verify import Sampling, build_batch, greedy_verify, sample_verify, target_probs
 
 
 def tree(tokens, parents):

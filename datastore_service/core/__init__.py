@@ -2,7 +2,7 @@
 
 from datastore_service.core.index import AddResult, NamespaceIndex, check_segment, lookup_packed
 from datastore_service.core.segment import Segment, build_segment, merge_segments, restore_segment
-from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TreeBatch
+from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TrieBatch
 
 __all__ = [
     "AddResult",
@@ -12,7 +12,7 @@ __all__ = [
     "NamespaceIndex",
     "NamespaceSpec",
     "Segment",
-    "TreeBatch",
+    "TrieBatch",
     "build_segment",
     "check_segment",
     "lookup_packed",

@@ -26,8 +26,8 @@ import numpy as np
 
 from datastore_service.core import kernels
 from datastore_service.core.segment import PAD, Segment, bucket_table
-from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TreeBatch
-from datastore_service.errors import InvalidArgument
+from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TrieBatch
+from sssd_wire.errors import InvalidArgument
 
 MAX_DOC_TOKENS = 1 << 20  # per document; larger inputs are rejected at the boundary
 
@@ -271,7 +271,7 @@ class NamespaceIndex:
         ctx, ctx_off = pack_tails(contexts, params.max_match)
         return self.lookup_packed(ctx, ctx_off, params).trees()
 
-    def lookup_packed(self, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams) -> TreeBatch:
+    def lookup_packed(self, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams) -> TrieBatch:
         """The batch path of the service: packed tails in, flat trees out."""
         return lookup_packed(self._view, ctx, ctx_off, params, self.spec.vocab_size)
 
@@ -379,8 +379,8 @@ def pack_tails(contexts: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, 
 
 def lookup_packed(
     view: SegmentView, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams, vocab_size: int
-) -> TreeBatch:
-    """Continuation tries for a packed batch of context tails (ctx flat int32, offsets [B + 1]).
+) -> TrieBatch:
+    """ContinuationTree tries for a packed batch of context tails (ctx flat int32, offsets [B + 1]).
 
     For every context: the longest suffix with enough live occurrences, sampled up to the
     budget across segments, and the trie of what followed. Raises InvalidArgument for token
@@ -391,9 +391,9 @@ def lookup_packed(
     if bad >= 0:
         raise InvalidArgument(f"context token id {int(ctx[bad])} outside [0, {vocab_size})")
     if not view.segments:
-        return TreeBatch.empty(batch)
+        return TrieBatch.empty(batch)
     out = kernels.lookup_batch(
         view.arrays, view.dead, ctx, ctx_off, params.min_match, params.max_match, params.min_occurrences,
         params.sample_budget, params.depth, params.max_nodes, vocab_size,
     )
-    return TreeBatch(*out)
+    return TrieBatch(*out)

@@ -57,7 +57,7 @@ def find_range(tokens, sa, first_off, pat, k):
 
 @numba.njit(**NOPYTHON)
 def sample_rows(tokens, sa, lo, hi, take, k, depth, alive, doc_starts, filter_dead):
-    """Continuation rows of ``take`` evenly spaced occurrences in sa[lo:hi], dead docs dropped.
+    """ContinuationTree rows of ``take`` evenly spaced occurrences in sa[lo:hi], dead docs dropped.
 
     Returns rows [m, depth] in suffix order (m <= take).
     """
@@ -220,7 +220,7 @@ def _sample_all(segs, dead, ranges, k, total, budget, depth):
 
 @numba.njit(**NOPYTHON)
 def lookup_batch(segs, dead, ctx, ctx_off, kmin, kmax, min_occ, budget, depth, max_nodes, sep):
-    """Continuation tries for a batch of contexts over all segments of a namespace.
+    """ContinuationTree tries for a batch of contexts over all segments of a namespace.
 
     segs: typed list of (tokens, sa, first_off, alive, doc_starts), one per segment;
     dead[s] is True when segment s has deleted documents. ctx is the concatenation of the contexts, ctx_off their

@@ -7,18 +7,18 @@ the deadline (target: deadline + 0.2 ms).
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from client_sdk.breaker import CircuitBreaker
-from client_sdk.remote import DatastoreClient
-from client_sdk.source import RemoteSource
-from client_sdk.speculator import Speculator, SpeculatorConfig
-from client_sdk.types import LookupOptions
+from client_sdk.transport.breaker import CircuitBreaker
+from client_sdk.transport.remote import DatastoreClient
+from client_sdk.transport.source import RemoteSource
+from client_sdk.runtime import build_speculator
+from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from sssd_wire.types import LookupParams
 from datastore_service.embedded import EmbeddedServer
 from datastore_service.server import ServerConfig
 from sssd.bench.stats import percentiles
@@ -43,21 +43,14 @@ def run(deadline_ms: float = 2.0, calls: int = 300) -> dict:
         rng = np.random.default_rng(0)
         client.ingest("ns", [(f"d{i}", rng.integers(0, 50, 200)) for i in range(200)])
         client.snapshot()
-        source = RemoteSource(client, "ns", LookupOptions(), CircuitBreaker(threshold=3, cooldown_s=0.5), timeout_s=0.05)
-        spec = Speculator(SpeculatorConfig(fixed_budget=8, lookup_deadline_s=deadline), remote=source)
+        source = RemoteSource(client, "ns", LookupParams(), CircuitBreaker(threshold=3, cooldown_s=0.5), timeout_s=0.05)
+        spec = build_speculator(fixed_budget=8, remote=source, config=SpeculatorConfig(lookup_deadline_s=deadline))
         spec.start("r", rng.integers(0, 50, 64).tolist())
         _phase(spec, 20)  # warm-up
         phases = {"healthy": _phase(spec, calls)}
-        servicer = server.server.servicer
-        real = servicer._lookup
-
-        async def slow(req):
-            await asyncio.sleep(0.02)
-            return await real(req)
-
-        servicer._lookup = slow
+        server.server.servicer.lookup_delay_s = 0.02
         phases["slow_20ms"] = _phase(spec, calls)
-        servicer._lookup = real
+        server.server.servicer.lookup_delay_s = 0.0
         server.stop()
         phases["stopped"] = _phase(spec, calls)
         client.close()

@@ -23,31 +23,18 @@ import sys
 import numpy as np
 import torch
 
-from client_sdk.budget import Model, forward_time, measure_local
-from client_sdk.decoder import ReferenceDecoder, measured_costs
-from client_sdk.runtime import lookup_options, make_speculator
-from client_sdk.speculator import SpeculatorConfig
-from client_sdk.types import TrieBatch
+from client_sdk.drafting.budget import Model, forward_time, measure_local
+from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
+from client_sdk.runtime import lookup_options, build_speculator
+from client_sdk.drafting.speculator import SpeculatorConfig
+from sssd.bench.replay import InProcessSource
 
 CONFIGS = ("plain", "sssd-empty", "sssd-filled")
 CONTEXT = 256  # cache length of the start-up forward measurements
 
 
-class InProcessSource:
-    """The datastore core in this process, behind the RemoteSource interface (no deadline needed)."""
-
-    def __init__(self, lookup, options) -> None:
-        self.lookup, self.options = lookup, options
-
-    def request(self, key, contexts) -> None:
-        pass  # looked up at collect time: in process there is nothing to overlap
-
-    def collect(self, key, contexts, deadline_s: float) -> TrieBatch | None:
-        return self.lookup(contexts, self.options)
-
-
 def prompts_for(tok, dataset: str, n: int) -> list[list[int]]:
-    from client_sdk.smollm2 import chat_ids
+    from sssd.smollm2 import chat_ids
     from sssd.bench import datasets
 
     texts = datasets.mtbench_questions() if dataset == "mtbench" else datasets.humaneval_prompts()
@@ -133,7 +120,7 @@ def _aggregate(runs: list[list[dict]]) -> list[dict]:
 
 def run(datasets=("mtbench", "humaneval"), n_prompts: int = 8, max_new_tokens: int = 96, batch_sizes=(1,),
         device: str = "cpu", progress: bool = True, runs: int = 1, contention: int = 0, dtype: str = "float32") -> dict:
-    from client_sdk.smollm2 import load_model
+    from sssd.smollm2 import load_model
 
     model, tok = load_model(dtype=dtype)
     model.to(device)
@@ -153,8 +140,8 @@ def run(datasets=("mtbench", "humaneval"), n_prompts: int = 8, max_new_tokens: i
 
     def make_specs():  # fresh speculators per (dataset, batch): each learns across its prompts
         return {"plain": None,
-                "sssd-empty": make_speculator(costs=copy.deepcopy(costs), config=config),
-                "sssd-filled": make_speculator(costs=copy.deepcopy(costs), config=config,
+                "sssd-empty": build_speculator(costs=copy.deepcopy(costs), config=config),
+                "sssd-filled": build_speculator(costs=copy.deepcopy(costs), config=config,
                                                remote=InProcessSource(store.lookup, options))}
 
     prompts = {d: prompts_for(tok, d, n_prompts) for d in datasets}

@@ -15,8 +15,8 @@ import sys
 
 def run(max_k: int = 15, context: int = 256, repeats: int = 7, device: str = "cpu", progress: bool = True,
         dtype: str = "float32") -> dict:
-    from client_sdk.decoder import ReferenceDecoder, time_forward
-    from client_sdk.smollm2 import load_model
+    from client_sdk.verification.decoder import ReferenceDecoder, time_forward
+    from sssd.smollm2 import load_model
 
     model, tok = load_model(dtype=dtype)
     model.to(device)

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from client_sdk import tree
+from client_sdk.drafting import tree
 from sssd.bench import datasets, llama3
+from client_sdk.drafting.drafters import CalibratedMerge
 from sssd.bench.replay import InProcessDatastore, Replayer
 
 OUT = Path(tree.__file__).with_name("calibration_prior.npy")
@@ -33,10 +34,10 @@ def training_cases(limit: int = 150) -> list[dict]:
 def main() -> int:
     store = InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE)
     hand_set = np.broadcast_to(tree.PRIOR, (tree.MAX_SLOTS, tree.K_BUCKETS) + tree.PRIOR.shape).copy()
-    replayer = Replayer("sssd", 16, store.lookup, prior=hand_set)  # not the shipped file: reproducible
+    replayer = Replayer(CalibratedMerge(), 16, store.lookup, prior=hand_set)  # not the shipped file: reproducible
     for case in training_cases():
         replayer.run_case(case["prompt"], case["response"])
-    np.save(OUT, (replayer.cal.hits / replayer.cal.tests).astype(np.float32))
+    np.save(OUT, (replayer.calibration.hits / replayer.calibration.tests).astype(np.float32))
     print(f"wrote {OUT} (tau {replayer.result()['tau']} on the training replay)")
     return 0
 

@@ -1,28 +1,47 @@
-"""``sssd bench replay``: offline replay of recorded (prompt, response) pairs.
+"""``sssd bench replay``: offline replay of recorded (prompt, response) pairs through the product.
 
-Each response is taken as the target model's greedy output. At every step the drafter
-proposes a tree of at most ``budget`` tokens; the longest root path that matches the
-response is accepted, plus one bonus token (the target's own next token). tau = response
-tokens / steps (1.0 = no speculation). draft_us times the drafter with the datastore's
-answer already in hand (local match + scoring + merge + selection); the datastore lookup is
-timed separately as lookup_us.
+Each response is taken as the target model's greedy output. At every step the real
+Speculator (the one a decode worker embeds) drafts a tree of at most ``budget`` tokens with
+the given Drafter; the longest root path that matches the response is accepted, plus one
+bonus token (the target's own next token), and committed back to the Speculator, which
+learns its calibration online as in serving. tau = response tokens / steps (1.0 = no
+speculation). draft_us is the Speculator's drafting with the datastore's answer in hand
+(own-text match + scoring + merge + selection); the datastore lookup is lookup_us. With
+``records`` every step is kept: case, match length, draft size, accepted, µs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import time
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from client_sdk.local import LocalIndex
-from client_sdk.runtime import lookup_options
-from client_sdk.tree import Calibration, DraftTree, draft_tree
-from client_sdk.types import DraftConfig, LookupOptions, TrieBatch
+from client_sdk.drafting.drafters import CalibratedMerge, Drafter, NoDrafts, PromptLookup
+from client_sdk.runtime import build_speculator, lookup_options
+from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.drafting.tree import Calibration
+from client_sdk.types import DraftConfig
+from sssd_wire.types import LookupParams, TrieBatch
 from sssd.bench.stats import percentiles
 
-DRAFTERS = ("sssd", "local", "datastore", "pld", "none")
+
+# the CLI's drafter names (--drafter): SSSD, its two halves alone, prompt lookup, no drafts
+_NAMED = {
+    "sssd": lambda c: CalibratedMerge(c),
+    "local": lambda c: CalibratedMerge(c, datastore=False),
+    "datastore": lambda c: CalibratedMerge(c, own_text=False),
+    "pld": lambda c: PromptLookup(),
+    "none": lambda c: NoDrafts(),
+}
+DRAFTERS = tuple(_NAMED)
+
+
+def drafter_named(name: str, config: DraftConfig = DraftConfig()) -> Drafter:
+    if name not in _NAMED:
+        raise ValueError(f"drafter {name!r}: one of {', '.join(DRAFTERS)}")
+    return _NAMED[name](config)
 
 
 class InProcessDatastore:
@@ -35,20 +54,17 @@ class InProcessDatastore:
         self.ns.add([Document(f"d{i}", np.asarray(d, dtype=np.int32)) for i, d in enumerate(docs)])
         self.ns.install(build_segment(1, vocab_size, self.ns.freeze()))
 
-    def lookup(self, contexts: Sequence[np.ndarray], options: LookupOptions) -> TrieBatch:
-        from datastore_service.core import LookupParams
+    def lookup(self, contexts: Sequence[np.ndarray], params: LookupParams) -> TrieBatch:
         from datastore_service.core.index import pack_tails
 
-        params = LookupParams(**{f: getattr(options, f) for f in options.__dataclass_fields__})
-        b = self.ns.lookup_packed(*pack_tails(contexts, params.max_match), params)
-        return TrieBatch(b.tokens, b.parents, b.counts, b.node_offsets, b.meta[:, 0])
+        return self.ns.lookup_packed(*pack_tails(contexts, params.max_match), params)
 
 
 class RemoteDatastore:
     """A running service (``--address/--namespace``) as a lookup function."""
 
     def __init__(self, address: str, namespace: str, token: str | None = None) -> None:
-        from client_sdk.remote import DatastoreClient
+        from client_sdk.transport.remote import DatastoreClient
 
         self.client = DatastoreClient(address, token)
         self.namespace = namespace
@@ -57,70 +73,77 @@ class RemoteDatastore:
         return self.client.lookup_batch(self.namespace, contexts, options)
 
 
-def pld_tree(local: LocalIndex, budget: int) -> DraftTree:
-    """Prompt lookup: the tokens after the latest earlier match of the last 3..1 tokens, linear."""
-    c = local.continuation(depth=budget, max_occ=1, max_nodes=budget)
-    n = len(c)
-    return DraftTree(c.tokens, c.parents, np.ones(n), np.full((n, 1, 4), -1, np.int8))
+class InProcessSource:
+    """A lookup function behind the RemoteSource interface (request / collect), answered at
+    collect time: in process there is nothing to overlap and no deadline to miss."""
+
+    def __init__(self, lookup: Callable, options: LookupParams) -> None:
+        self.lookup, self.options = lookup, options
+
+    def request(self, key, contexts) -> None:
+        pass
+
+    def collect(self, key, contexts, deadline_s: float) -> TrieBatch | None:
+        return self.lookup(contexts, self.options)
 
 
-NO_TRIES = TrieBatch.empty()
+@dataclasses.dataclass(frozen=True)
+class StepRecord:
+    case: int
+    match: int  # the datastore's match length for the longest suffix (0: none)
+    draft: int  # draft tokens proposed
+    accepted: int  # draft tokens accepted (the bonus token not counted)
+    draft_us: float
+    lookup_us: float
 
 
 class Replayer:
-    """Replays cases for one drafter at one budget; calibration is learned online."""
+    """Replays cases through one Speculator with one drafter at one budget."""
 
-    def __init__(self, drafter: str, budget: int, lookup: Callable | None, config: DraftConfig = DraftConfig(),
-                 prior: np.ndarray | None = None) -> None:
-        if drafter not in DRAFTERS:
-            raise ValueError(f"drafter {drafter!r} not in {DRAFTERS}")
-        if drafter in ("sssd", "datastore") and lookup is None:
-            raise ValueError(f"drafter {drafter!r} needs a datastore (--datastore-docs or --address)")
-        self.drafter, self.budget, self.lookup = drafter, budget, lookup
-        self.config = config
+    def __init__(self, drafter: Drafter, budget: int, lookup: Callable | None, config: DraftConfig = DraftConfig(),
+                 prior: np.ndarray | None = None, records: bool = False) -> None:
+        if drafter.asks_datastore and lookup is None:
+            raise ValueError(f"{type(drafter).__name__} needs a datastore (--datastore-docs, --address or --sharegpt-datastore)")
+        self.budget = budget
         self.depth = min(config.max_depth, budget) if budget else 0
-        self.cal = Calibration(prior)
-        self.options = lookup_options(config, self.depth)
-        self.steps = 0
-        self.tokens = 0
+        source = InProcessSource(lookup, lookup_options(config, self.depth)) if lookup is not None else None
+        self.spec = build_speculator(fixed_budget=budget, remote=source, drafter=drafter, calibration=Calibration(prior),
+                                     config=SpeculatorConfig(draft=config))
+        self.cases = self.steps = self.tokens = 0
         self.accepted = np.zeros(self.depth + 2, dtype=np.int64)  # histogram of accepted length
         self.draft_s: list[float] = []
         self.lookup_s: list[float] = []
+        self.records: list[StepRecord] | None = [] if records else None
+
+    @property
+    def calibration(self) -> Calibration:
+        return self.spec.calibration
 
     def run_case(self, prompt: Sequence[int], response: Sequence[int]) -> None:
-        local = LocalIndex(prompt, max_ngram=3 if self.drafter == "pld" else self.config.local_ngram)
-        truth = np.asarray(response, dtype=np.int32)
-        pos = 0
+        case, truth, pos = self.cases, np.asarray(response, dtype=np.int32), 0
+        self.spec.start(case, prompt)
         while pos < truth.shape[0]:
-            tree = self._draft(local)
+            (tree,) = self.spec.draft([case])
             path = tree.longest_match(truth[pos : pos + self.depth])
             new = truth[pos : pos + len(path) + 1]
-            local.extend(new)
-            self.cal.update(tree, path)
-            self.accepted[len(path)] += 1
-            self.steps += 1
-            self.tokens += new.shape[0]
+            self.spec.commit(case, new, tree, path)
+            self._count(case, len(tree), len(path), new.shape[0])
             pos += new.shape[0]
+        self.spec.finish(case)
+        self.cases += 1
 
-    def _draft(self, local: LocalIndex) -> DraftTree:
-        if self.drafter == "none" or self.budget == 0:
-            return DraftTree.empty()
-        remote, count = NO_TRIES, 0
-        if self.drafter in ("sssd", "datastore"):
-            t = time.perf_counter()
-            lengths = (self.config.remote_match,) + tuple(self.config.remote_suffixes)
-            remote = self.lookup([local.tokens[-k:] for k in lengths], self.options)
-            count = len(lengths)
-            self.lookup_s.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        if self.drafter == "pld":
-            tree = pld_tree(local, self.budget)
-        else:
-            c = self.config
-            tree = draft_tree(local, remote, 0, count, self.cal, self.budget, self.depth, c.max_children,
-                              c.local_occurrences, use_local=self.drafter != "datastore", combine=c.combine)
-        self.draft_s.append(time.perf_counter() - t)
-        return tree
+    def _count(self, case: int, drafted: int, accepted: int, committed: int) -> None:
+        last = self.spec.last
+        if self.budget:
+            self.draft_s.append(last.draft_s)
+            if self.spec.drafter.asks_datastore:
+                self.lookup_s.append(last.lookup_s)
+        if self.records is not None:
+            self.records.append(StepRecord(case, last.match_lengths[0] if last.match_lengths else 0, drafted, accepted,
+                                           round(last.draft_s * 1e6, 1), round(last.lookup_s * 1e6, 1)))
+        self.accepted[accepted] += 1
+        self.steps += 1
+        self.tokens += committed
 
     def result(self) -> dict:
         steps = max(self.steps, 1)
@@ -132,19 +155,27 @@ class Replayer:
         }
 
 
-def replay(cases: list[dict], drafter: str, budgets: Sequence[int], lookup: Callable | None, progress: bool = True,
-           config: DraftConfig = DraftConfig()) -> dict:
+def replay(cases: list[dict], drafter: Drafter, budgets: Sequence[int], lookup: Callable | None, progress: bool = True,
+           config: DraftConfig = DraftConfig(), records: str | None = None, label: str | None = None) -> dict:
+    """Replay every case at every budget; records: a path for per-step JSONL (budget added)."""
+    label = label or type(drafter).__name__
     from tqdm import tqdm
 
-    results = []
-    for b in budgets:
-        if cases:  # warm-up: compile the kernels and touch the datastore outside the timings
-            Replayer(drafter, b, lookup, config).run_case(cases[0]["prompt"], cases[0]["response"][:16])
-        r = Replayer(drafter, b, lookup, config)
-        for case in tqdm(cases, desc=f"{drafter} b={b}", disable=not progress, leave=False):
-            r.run_case(case["prompt"], case["response"])
-        results.append(r.result())
-    return {"drafter": drafter, "cases": len(cases), "results": results}
+    results, sink = [], open(records, "w") if records else None
+    try:
+        for b in budgets:
+            if cases:  # warm-up: compile the kernels and touch the datastore outside the timings
+                Replayer(drafter, b, lookup, config).run_case(cases[0]["prompt"], cases[0]["response"][:16])
+            r = Replayer(drafter, b, lookup, config, records=sink is not None)
+            for case in tqdm(cases, desc=f"{label} b={b}", disable=not progress, leave=False):
+                r.run_case(case["prompt"], case["response"])
+            results.append(r.result())
+            for rec in r.records or ():
+                sink.write(json.dumps({"budget": b, **dataclasses.asdict(rec)}) + "\n")
+    finally:
+        if sink is not None:
+            sink.close()
+    return {"drafter": label, "cases": len(cases), "results": results}
 
 
 def read_cases(path: str) -> list[dict]:
@@ -160,12 +191,7 @@ def read_cases(path: str) -> list[dict]:
 
 
 def read_docs(path: str) -> list[np.ndarray]:
-    docs = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    docs.append(np.asarray(json.loads(line)["tokens"], dtype=np.int32))
-                except (KeyError, TypeError, ValueError) as exc:
-                    raise ValueError(f"{path}:{lineno}: not a token document ({exc})") from exc
-    return docs
+    """The token documents of a JSONL file (the reader ``sssd ingest`` uses)."""
+    from sssd.client_commands import read_token_documents
+
+    return [np.asarray(tokens, dtype=np.int32) for _, tokens in read_token_documents(path)]

@@ -21,26 +21,19 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from client_sdk.remote import lookup_request
-from client_sdk.types import LookupOptions
+from sssd_wire.codec import lookup_request
+from sssd_wire.types import LookupParams
 from sssd.bench.stats import percentiles
 from sssd.bench.synthetic import corpus
-from sssd.datastore.v1 import datastore_pb2 as pb
-from sssd.datastore.v1 import datastore_pb2_grpc as pb_grpc
+from sssd import serve_process
+from sssd_wire.v1 import datastore_pb2 as pb
+from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
 NS = "bench"
 
 
 def start_server(db: str) -> tuple[subprocess.Popen, str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sssd.cli", "serve", "--db", db, "--port", "0", "--synchronous", "NORMAL"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    line = proc.stdout.readline()
-    if not line.startswith("listening on "):
-        proc.kill()
-        raise RuntimeError(f"server did not start: {line!r}")
-    return proc, line.split()[-1]
+    return serve_process.start_server(db, "--synchronous", "NORMAL")
 
 
 def batches(text: np.ndarray, starts: np.ndarray, prefix: str, per_request: int = 256):
@@ -59,7 +52,7 @@ async def bulk_load(stub, text, starts) -> float:
 
 
 async def lookup_latency(stub, contexts: list[np.ndarray], calls: int) -> dict:
-    opts = LookupOptions(depth=8)
+    opts = LookupParams(depth=8)
     reqs = [lookup_request(NS, contexts[(i * 64) % (len(contexts) - 64):][:64], opts) for i in range(calls)]
     for r in reqs[:20]:
         await stub.Lookup(r, timeout=10)
@@ -75,7 +68,7 @@ async def load_run(stub, contexts, clients: int, seconds: float, vocab: int, bat
     deadline = time.monotonic() + seconds
     latencies: list[float] = []
     errors: list[str] = []
-    opts = LookupOptions(depth=8)
+    opts = LookupParams(depth=8)
 
     async def lookup_client(k: int) -> None:
         i = k * 997

@@ -17,7 +17,7 @@ import threading
 
 import grpc
 
-from client_sdk.remote import DatastoreClient
+from client_sdk.transport.remote import DatastoreClient
 
 log = logging.getLogger("sssd.sdk.feedback")
 

@@ -10,55 +10,13 @@ from collections.abc import Iterable, Sequence
 from concurrent import futures
 
 import grpc
-import numpy as np
 
-from client_sdk.types import Continuation, LookupOptions, TrieBatch
-from sssd.datastore.v1 import datastore_pb2 as pb
-from sssd.datastore.v1 import datastore_pb2_grpc as pb_grpc
+from sssd_wire.codec import documents_to_proto, lookup_request, tries_from_proto
+from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
+from sssd_wire.v1 import datastore_pb2 as pb
+from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-
-
-def pack(tokens) -> bytes:
-    return np.ascontiguousarray(tokens, dtype="<i4").tobytes()
-
-
-def unpack(data: bytes) -> np.ndarray:
-    return np.frombuffer(data, dtype="<i4").astype(np.int32, copy=False)
-
-
-def tries_from_proto(r: pb.LookupResponse) -> TrieBatch:
-    """The flat LookupResponse as a TrieBatch (no copies beyond decoding)."""
-    return TrieBatch(
-        unpack(r.tokens), unpack(r.parents), unpack(r.counts),
-        np.frombuffer(r.node_offsets, dtype="<i8").astype(np.int64, copy=False),
-        np.frombuffer(r.match_lengths, dtype="<i4").astype(np.int64),
-    )
-
-
-def continuations_from_proto(r: pb.LookupResponse) -> list[Continuation]:
-    """Split a flat LookupResponse into one Continuation per context."""
-    tokens, parents, counts = unpack(r.tokens), unpack(r.parents), unpack(r.counts)
-    bounds = np.frombuffer(r.node_offsets, dtype="<i8").tolist()
-    match = np.frombuffer(r.match_lengths, dtype="<i4").tolist()
-    occ = np.frombuffer(r.occurrences, dtype="<i8").tolist()
-    return [
-        Continuation(tokens[a:b], parents[a:b], counts[a:b], m, o)
-        for a, b, m, o in zip(bounds[:-1], bounds[1:], match, occ)
-    ]
-
-
-def lookup_request(namespace: str, contexts: Sequence, options: LookupOptions, request_id: int = 0) -> pb.LookupRequest:
-    o = options
-    params = pb.LookupParams(
-        max_match=o.max_match, min_match=o.min_match, min_occurrences=o.min_occurrences,
-        sample_budget=o.sample_budget, depth=o.depth, max_nodes=o.max_nodes,
-    )
-    tails = [np.asarray(c[-o.max_match :], dtype="<i4") for c in contexts]
-    return pb.LookupRequest(
-        namespace=namespace, contexts=b"".join(t.tobytes() for t in tails),
-        context_lengths=[t.shape[0] for t in tails], params=params, request_id=request_id,
-    )
 
 
 def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int = 64 << 20) -> grpc.Channel:
@@ -100,18 +58,18 @@ class DatastoreClient:
 
     # -- data plane ---------------------------------------------------------------------
 
-    def lookup(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
-               timeout_s: float | None = None) -> list[Continuation]:
+    def lookup(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
+               timeout_s: float | None = None) -> list[ContinuationTree]:
         response = self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s)
-        return continuations_from_proto(response)
+        return tries_from_proto(response).trees()
 
-    def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
+    def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                      timeout_s: float | None = None) -> TrieBatch:
         return tries_from_proto(self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s))
 
-    def lookup_future(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
+    def lookup_future(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                       timeout_s: float | None = None, flat: bool = False) -> futures.Future:
-        """A future resolving to list[Continuation] (TrieBatch when flat) or raising grpc.RpcError."""
+        """A future resolving to list[ContinuationTree] (TrieBatch when flat) or raising grpc.RpcError."""
         call = self.stub.Lookup.future(
             lookup_request(namespace, contexts, options), timeout=timeout_s or self.timeout_s, metadata=self.metadata
         )
@@ -120,7 +78,7 @@ class DatastoreClient:
         def done(f) -> None:
             try:
                 response = f.result()
-                out.set_result(tries_from_proto(response) if flat else continuations_from_proto(response))
+                out.set_result(tries_from_proto(response) if flat else tries_from_proto(response).trees())
             except Exception as exc:  # grpc.RpcError or cancellation, handed to the waiter
                 out.set_exception(exc)
 
@@ -128,15 +86,11 @@ class DatastoreClient:
         return out
 
     def ingest(self, namespace: str, docs: Iterable[tuple[str, Sequence[int]]], timeout_s: float | None = None) -> pb.IngestResponse:
-        req = pb.IngestRequest(namespace=namespace, documents=[pb.TokenDocument(id=i, tokens=pack(t)) for i, t in docs])
-        return self._call(self.stub.Ingest, req, timeout_s)
+        return self._call(self.stub.Ingest, documents_to_proto(namespace, docs), timeout_s)
 
     def ingest_stream(self, namespace: str, batches: Iterable[Sequence[tuple[str, Sequence[int]]]],
                       timeout_s: float | None = None) -> pb.IngestSummary:
-        requests = (
-            pb.IngestRequest(namespace=namespace, documents=[pb.TokenDocument(id=i, tokens=pack(t)) for i, t in batch])
-            for batch in batches
-        )
+        requests = (documents_to_proto(namespace, batch) for batch in batches)
         return self.stub.IngestStream(requests, timeout=timeout_s or 3600.0, metadata=self.metadata)
 
     # -- admin --------------------------------------------------------------------------

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from client_sdk import kernels
-from client_sdk.types import Continuation
+from client_sdk.drafting import kernels
+from sssd_wire.types import ContinuationTree
 
 
 class LocalIndex:
@@ -45,10 +45,10 @@ class LocalIndex:
     def tokens(self) -> np.ndarray:
         return self.buf[: self.n]
 
-    def continuation(self, depth: int, max_occ: int = 8, max_nodes: int = 64, min_match: int = 1) -> Continuation:
+    def continuation(self, depth: int, max_occ: int = 8, max_nodes: int = 64, min_match: int = 1) -> ContinuationTree:
         """Trie of what followed the most recent earlier occurrences of the longest matching suffix."""
         k, pos = kernels.local_match(self.buf, self.n, self.head, self.prev, self.mask, min_match, max_occ, 4 * max_occ)
         if k == 0:
-            return Continuation.empty()
+            return ContinuationTree.empty()
         tok, par, cnt = kernels.rows_trie(self.buf, self.n, pos, depth, max_nodes)
-        return Continuation(tok, par, cnt, int(k), int(pos.shape[0]))
+        return ContinuationTree(tok, par, cnt, int(k), int(pos.shape[0]))

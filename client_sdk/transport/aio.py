@@ -1,6 +1,6 @@
 """asyncio variant of the datastore client (grpc.aio), for services that run an event loop.
 
-Same calls and results as client_sdk.remote.DatastoreClient; every call has a deadline.
+Same calls and results as client_sdk.transport.remote.DatastoreClient; every call has a deadline.
 """
 
 from __future__ import annotations
@@ -9,10 +9,11 @@ from collections.abc import AsyncIterable, Iterable, Sequence
 
 import grpc
 
-from client_sdk.remote import DEFAULT_ADDRESS, continuations_from_proto, lookup_request, pack, tries_from_proto
-from client_sdk.types import Continuation, LookupOptions, TrieBatch
-from sssd.datastore.v1 import datastore_pb2 as pb
-from sssd.datastore.v1 import datastore_pb2_grpc as pb_grpc
+from client_sdk.transport.remote import DEFAULT_ADDRESS
+from sssd_wire.codec import documents_to_proto, lookup_request, tries_from_proto
+from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
+from sssd_wire.v1 import datastore_pb2 as pb
+from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
 
 class AsyncDatastoreClient:
@@ -41,24 +42,22 @@ class AsyncDatastoreClient:
     async def _call(self, rpc, request, timeout_s: float | None = None):
         return await rpc(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
 
-    async def lookup(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
-                     timeout_s: float | None = None) -> list[Continuation]:
-        return continuations_from_proto(await self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s))
+    async def lookup(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
+                     timeout_s: float | None = None) -> list[ContinuationTree]:
+        return (await self.lookup_batch(namespace, contexts, options, timeout_s)).trees()
 
-    async def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupOptions = LookupOptions(),
+    async def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                            timeout_s: float | None = None) -> TrieBatch:
         return tries_from_proto(await self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s))
 
     async def ingest(self, namespace: str, docs: Iterable[tuple[str, Sequence[int]]],
                      timeout_s: float | None = None) -> pb.IngestResponse:
-        req = pb.IngestRequest(namespace=namespace, documents=[pb.TokenDocument(id=i, tokens=pack(t)) for i, t in docs])
-        return await self._call(self.stub.Ingest, req, timeout_s)
+        return await self._call(self.stub.Ingest, documents_to_proto(namespace, docs), timeout_s)
 
     async def ingest_stream(self, namespace: str, batches: AsyncIterable, timeout_s: float = 3600.0) -> pb.IngestSummary:
         async def requests():
             async for batch in batches:
-                yield pb.IngestRequest(namespace=namespace,
-                                       documents=[pb.TokenDocument(id=i, tokens=pack(t)) for i, t in batch])
+                yield documents_to_proto(namespace, batch)
 
         return await self.stub.IngestStream(requests(), timeout=timeout_s, metadata=self.metadata)
 

@@ -13,7 +13,7 @@ import dataclasses
 import numpy as np
 import torch
 
-from client_sdk.tree import DraftTree
+from client_sdk.types import DraftTree
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,16 +63,9 @@ def build_batch(roots: list[int], trees: list[DraftTree], cache_lens: list[int],
         ids[b, 0] = root
         ids[b, 1 : 1 + k] = torch.as_tensor(tree.tokens, dtype=torch.long)
         par[b, 1 : 1 + k] = torch.as_tensor(tree.parents, dtype=torch.long) + 1  # slot of parent (root = 0)
-        depth = torch.zeros(n, dtype=torch.long)
-        anc[b, 0, 0] = True
-        for i in range(1, 1 + k):  # parents precede children
-            p = int(par[b, i])
-            depth[i] = depth[p] + 1
-            anc[b, i] = anc[b, p]
-            anc[b, i, i] = True
-        for i in range(1 + k, n):
-            anc[b, i, i] = True
-        pos[b] = length + depth
+        anc[b] = torch.from_numpy(tree.rooted_mask(n))
+        pos[b] = length
+        pos[b, 1 : 1 + k] += torch.from_numpy(tree.depths().astype(np.int64))
         cache[b, : 1 + k, :length] = True
     mask = None if _is_causal(trees, cache_lens, cache_width) else torch.cat([cache, anc], dim=2).unsqueeze(1).to(device)
     return TreeBatch(ids.to(device), pos.to(device), mask, par.to(device), sizes)

@@ -16,9 +16,9 @@ from concurrent import futures
 import grpc
 import numpy as np
 
-from client_sdk.breaker import CircuitBreaker
-from client_sdk.remote import DatastoreClient
-from client_sdk.types import LookupOptions, TrieBatch
+from client_sdk.transport.breaker import CircuitBreaker
+from client_sdk.transport.remote import DatastoreClient
+from sssd_wire.types import LookupParams, TrieBatch
 
 log = logging.getLogger("sssd.sdk")
 
@@ -36,7 +36,7 @@ class SourceStats:
 class RemoteSource:
     """Thread-safe. One outstanding prefetch per key (e.g. per decode step)."""
 
-    def __init__(self, client: DatastoreClient, namespace: str, options: LookupOptions,
+    def __init__(self, client: DatastoreClient, namespace: str, options: LookupParams,
                  breaker: CircuitBreaker | None = None, timeout_s: float = 0.05) -> None:
         self.client = client
         self.namespace = namespace

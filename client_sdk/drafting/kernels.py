@@ -109,15 +109,12 @@ def _bucket(count, parent_count):
 
 
 @numba.njit(**OPTS)
-def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children):
-    """Merge S scored source tries and keep the best ``budget`` nodes.
+def _union(tok, par, cnt, offs, slot, kb, table, combine):
+    """The union of S source tries with each node's conditional P(accepted | parent accepted).
 
-    Source s is nodes [offs[s], offs[s+1]) of tok/par/cnt (parents local to the source, -1 =
-    root). Its nodes are scored by table[slot[s], kb[s], frequency bucket, support bucket].
-    Where sources share a path, conditional probabilities combine by noisy-or (combine 0) or
-    max (combine 1). Node score = product along the path; scores never increase down a path,
-    so the best nodes (ties: shallower first) form a connected tree.
-    Returns (tokens, parents, scores, cells [b, S, 4] = (slot, kb, fb, sb) or -1).
+    Where sources share a path their conditionals combine by noisy-or (combine 0) or max
+    (combine 1). Returns (tokens, parents, conditionals, depths, cells [n, S, 4]) of the n
+    merged nodes; a node is created after its parent, so index order is topological.
     """
     ns = offs.shape[0] - 1
     cap = offs[ns] + 1
@@ -127,7 +124,7 @@ def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_dep
     mdepth = np.zeros(cap, dtype=np.int32)
     first_child = np.full(cap + 1, -1, dtype=np.int32)  # slot cap = root
     next_sib = np.full(cap, -1, dtype=np.int32)
-    src_cells = np.full((cap, ns, 4), -1, dtype=np.int8)
+    cells = np.full((cap, ns, 4), -1, dtype=np.int8)
     node_map = np.empty(offs[ns], dtype=np.int32)
     size = 0
     for s in range(ns):
@@ -138,8 +135,7 @@ def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_dep
                 root += cnt[i]
         for i in range(a, b):
             pl = par[i]
-            pc = root if pl < 0 else cnt[a + pl]
-            fb, sb = _bucket(cnt[i], max(pc, 1))
+            fb, sb = _bucket(cnt[i], max(root if pl < 0 else cnt[a + pl], 1))
             c = table[slot[s], kb[s], fb, sb]
             mp = cap if pl < 0 else node_map[a + pl]
             j = first_child[mp]
@@ -149,54 +145,73 @@ def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_dep
                 j = size
                 size += 1
                 mtok[j] = tok[i]
+                mcond[j] = c
                 mpar[j] = -1 if mp == cap else mp
                 mdepth[j] = 1 if mp == cap else mdepth[mp] + 1
                 next_sib[j] = first_child[mp]
                 first_child[mp] = j
-                mcond[j] = c
-            elif combine == 0:
-                mcond[j] = 1.0 - (1.0 - mcond[j]) * (1.0 - c)
             else:
-                mcond[j] = max(mcond[j], c)
+                mcond[j] = 1.0 - (1.0 - mcond[j]) * (1.0 - c) if combine == 0 else max(mcond[j], c)
             node_map[i] = j
-            src_cells[j, s, 0] = slot[s]
-            src_cells[j, s, 1] = kb[s]
-            src_cells[j, s, 2] = fb
-            src_cells[j, s, 3] = sb
-    score = np.empty(size, dtype=np.float64)
-    for j in range(size):  # a node is created after its parent, so index order is topological
-        score[j] = mcond[j] if mpar[j] < 0 else score[mpar[j]] * mcond[j]
-    order = np.argsort(-score + mdepth[:size] * 1e-9, kind="mergesort")
-    keep = np.zeros(size, dtype=np.bool_)
-    children = np.zeros(size + 1, dtype=np.int32)
+            cells[j, s, 0] = slot[s]
+            cells[j, s, 1] = kb[s]
+            cells[j, s, 2] = fb
+            cells[j, s, 3] = sb
+    return mtok[:size], mpar[:size], mcond[:size], mdepth[:size], cells[:size]
+
+
+@numba.njit(**OPTS)
+def keep_best(score, parents, depth, budget, max_depth, max_children):
+    """keep[j]: node j is among the best ``budget`` nodes (ties: shallower first) within the depth
+    and branching limits. Scores never increase down a path, so the kept nodes are connected."""
+    n = score.shape[0]
+    order = np.argsort(-score + depth * 1e-9, kind="mergesort")
+    keep = np.zeros(n, dtype=np.bool_)
+    children = np.zeros(n + 1, dtype=np.int32)  # slot n = root
     taken = 0
     for j in order:
         if taken >= budget:
             break
-        p = mpar[j]
-        if mdepth[j] > max_depth or (p >= 0 and not keep[p]):
+        p = parents[j]
+        if depth[j] > max_depth or (p >= 0 and not keep[p]):
             continue
-        pslot = size if p < 0 else p
+        pslot = n if p < 0 else p
         if children[pslot] >= max_children:
             continue
         keep[j] = True
         children[pslot] += 1
         taken += 1
-    new_id = np.full(size, -1, dtype=np.int32)
-    out_tok = np.empty(taken, dtype=np.int32)
-    out_par = np.empty(taken, dtype=np.int32)
-    out_score = np.empty(taken, dtype=np.float64)
-    out_cells = np.empty((taken, ns, 4), dtype=np.int8)
-    k = 0
-    for j in range(size):
-        if keep[j]:
-            new_id[j] = k
-            out_tok[k] = mtok[j]
-            out_par[k] = -1 if mpar[j] < 0 else new_id[mpar[j]]
-            out_score[k] = score[j]
-            out_cells[k] = src_cells[j]
-            k += 1
-    return out_tok, out_par, out_score, out_cells
+    return keep
+
+
+@numba.njit(**OPTS)
+def renumber(keep, parents):
+    """(selected indices in order, their parents renumbered into the selection; -1 = root)."""
+    new_id = np.full(keep.shape[0], -1, dtype=np.int32)
+    idx = np.flatnonzero(keep)
+    out_par = np.empty(idx.shape[0], dtype=np.int32)
+    for k in range(idx.shape[0]):
+        j = idx[k]
+        new_id[j] = k
+        out_par[k] = -1 if parents[j] < 0 else new_id[parents[j]]
+    return idx, out_par
+
+
+@numba.njit(**OPTS)
+def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children):
+    """Merge S scored source tries and keep the best ``budget`` nodes.
+
+    Source s is nodes [offs[s], offs[s+1]) of tok/par/cnt (parents local to the source, -1 =
+    root), scored by table[slot[s], kb[s], frequency bucket, support bucket]. A node's score
+    is the product of conditionals along its path.
+    Returns (tokens, parents, scores, cells [b, S, 4] = (slot, kb, fb, sb) or -1).
+    """
+    mtok, mpar, mcond, mdepth, cells = _union(tok, par, cnt, offs, slot, kb, table, combine)
+    score = np.empty(mtok.shape[0], dtype=np.float64)
+    for j in range(mtok.shape[0]):  # index order is topological
+        score[j] = mcond[j] if mpar[j] < 0 else score[mpar[j]] * mcond[j]
+    idx, out_par = renumber(keep_best(score, mpar, mdepth, budget, max_depth, max_children), mpar)
+    return mtok[idx], out_par, score[idx], cells[idx]
 
 
 @numba.njit(**OPTS)

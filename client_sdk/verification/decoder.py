@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from client_sdk.speculator import Speculator
-from client_sdk.tree import DraftTree
-from client_sdk.verify import Sampling, build_batch, greedy_verify, sample_verify
+from client_sdk.drafting.speculator import Speculator
+from client_sdk.types import DraftTree
+from client_sdk.verification.verify import Sampling, build_batch, greedy_verify, sample_verify
 
 
 @dataclasses.dataclass
@@ -202,7 +202,7 @@ def time_forward(decoder: ReferenceDecoder, batch: int, tokens: int, context: in
 
 def measured_costs(decoder: ReferenceDecoder, context: int, batches=(1,), widths: tuple[int, ...] | None = None):
     """The planner's start-up StepCosts from real forwards on this device (learned on from there)."""
-    from client_sdk.planner import PlannerConfig, StepCosts
+    from client_sdk.drafting.planner import PlannerConfig, StepCosts
 
     widths = widths or PlannerConfig().widths
     return StepCosts({(b, n): time_forward(decoder, b, n, context) for b in batches for n in widths})

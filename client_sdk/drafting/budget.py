@@ -11,7 +11,7 @@ token costs. With acceptance by rank p_1 >= p_2 >= ... (the i-th best draft node
 with probability p_i; accepted nodes all lie on one path, so E[accepted | k] = sum_{i<=k} p_i),
 the planner picks k maximising B * (1 + E[accepted | k]) / T(B, 1 + k, c), and 0 when no k
 beats plain decoding. This is the launch-time view; the per-step planner that measures real
-step times and learns online is client_sdk.planner.
+step times and learns online is client_sdk.drafting.planner.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ class AcceptanceByRank:
 class BudgetPlanner:
     """Draft size per sequence that maximises expected tokens/s for a batch, from the roofline
     of hardware x model and acceptance by rank: the launch-time choice (e.g. SGLang's width).
-    A decode loop that can measure its steps uses client_sdk.planner.StepPlanner instead."""
+    A decode loop that can measure its steps uses client_sdk.drafting.planner.StepPlanner instead."""
 
     hardware: Hardware
     model: Model

@@ -19,12 +19,12 @@ import time
 
 import numpy as np
 
-from client_sdk.feedback import FeedbackSink
-from client_sdk.local import LocalIndex
-from client_sdk.planner import StepPlanner
-from client_sdk.source import RemoteSource
-from client_sdk.tree import Calibration, DraftTree, draft_tree
-from client_sdk.types import DraftConfig, TrieBatch
+from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
+from client_sdk.drafting.local import LocalIndex
+from client_sdk.drafting.planner import StepPlanner
+from client_sdk.drafting.tree import Calibration
+from client_sdk.types import DraftConfig, DraftTree, GenerationSink, TrieSource
+from sssd_wire.types import TrieBatch
 
 STEP_KEY = "next-step"
 
@@ -44,14 +44,29 @@ class _Request:
     prompt_len: int
 
 
+@dataclasses.dataclass
+class StepTimes:
+    """What the last ``draft`` call spent: the datastore wait and the drafting itself (seconds),
+    and per request the match length of its longest datastore suffix (0: none or no answer)."""
+
+    lookup_s: float = 0.0
+    draft_s: float = 0.0
+    match_lengths: list[int] = dataclasses.field(default_factory=list)
+
+
 class Speculator:
-    def __init__(self, config: SpeculatorConfig = SpeculatorConfig(), remote: RemoteSource | None = None,
-                 planner: StepPlanner | None = None, feedback: FeedbackSink | None = None) -> None:
+    def __init__(self, config: SpeculatorConfig = SpeculatorConfig(), remote: TrieSource | None = None,
+                 planner: StepPlanner | None = None, feedback: GenerationSink | None = None,
+                 drafter: Drafter | None = None, calibration: Calibration | None = None) -> None:
+        """drafter: how a request's tree is built (default: SSSD's CalibratedMerge of
+        config.draft); calibration: the node-score table to start from (default: the shipped prior)."""
         self.config = config
         self.remote = remote
         self.planner = planner
         self.feedback = feedback
-        self.calibration = Calibration()
+        self.drafter = drafter if drafter is not None else CalibratedMerge(config.draft)
+        self.calibration = calibration if calibration is not None else Calibration()
+        self.last = StepTimes()
         self._requests: dict[object, _Request] = {}
         self._lengths = (config.draft.remote_match,) + tuple(config.draft.remote_suffixes)
         self._drafting = True  # whether the last step drafted (only then is a prefetch useful)
@@ -60,7 +75,7 @@ class Speculator:
 
     def start(self, request_id, prompt, output=()) -> None:
         """Register a request with its prompt (and any output it already has, e.g. from prefill)."""
-        local = LocalIndex(list(prompt) + list(output), self.config.draft.local_ngram)
+        local = LocalIndex(list(prompt) + list(output), self.drafter.ngram)
         self._requests[request_id] = _Request(local, len(prompt))
 
     def finish(self, request_id) -> None:
@@ -97,15 +112,18 @@ class Speculator:
 
     def _draft(self, reqs: list[_Request], budget: int) -> list[DraftTree]:
         if budget <= 0:
+            self.last = StepTimes()
             return [DraftTree.empty() for _ in reqs]
-        remote = self._remote_tries(reqs)
-        c, per = self.config.draft, len(self._lengths)
-        depth = min(c.max_depth, budget)
-        return [
-            draft_tree(r.local, remote, i * per if len(remote) else 0, per if len(remote) else 0, self.calibration,
-                       budget, depth, c.max_children, c.local_occurrences, combine=c.combine)
-            for i, r in enumerate(reqs)
-        ]
+        t0 = time.perf_counter()
+        remote = self._remote_tries(reqs) if self.drafter.asks_datastore else NO_TRIES
+        t1 = time.perf_counter()
+        per = len(self._lengths) if len(remote) else 0
+        depth = min(self.config.draft.max_depth, budget)
+        trees = [self.drafter.draft(r.local, remote, i * per, per, self.calibration, budget, depth)
+                 for i, r in enumerate(reqs)]
+        matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
+        self.last = StepTimes(t1 - t0, time.perf_counter() - t1, matches)
+        return trees
 
     def _contexts(self, reqs: list[_Request]) -> list[np.ndarray]:
         return [r.local.tokens[-k:] for r in reqs for k in self._lengths]

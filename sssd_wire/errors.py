@@ -1,4 +1,4 @@
-"""Domain errors of the datastore.
+"""Error kinds of the datastore, shared by the service, the SDK and the CLI.
 
 Every error the datastore raises on purpose is a :class:`DatastoreError` with a :class:`Kind`;
 the gRPC layer maps the kind to a status code in exactly one interceptor, and the CLI maps it

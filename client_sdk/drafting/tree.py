@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from client_sdk import kernels
-from client_sdk.local import LocalIndex
-from client_sdk.types import TrieBatch
+from client_sdk.drafting import kernels
+from client_sdk.drafting.local import LocalIndex
+from client_sdk.types import DraftTree
+from sssd_wire.types import TrieBatch
 
 MAX_SLOTS = 6  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
 K_BUCKETS = 8  # match lengths 1..7, 8+
@@ -33,72 +34,6 @@ def default_prior() -> np.ndarray:
         if table.shape == shape:
             return np.clip(table, 0.01, 0.99)
     return np.broadcast_to(PRIOR, shape).copy()
-
-
-class DraftTree:
-    """A draft: parallel arrays in topological order; parents[i] == -1 = child of the root.
-
-    The root is the last committed token and is not part of the arrays. (A slotted class,
-    not a dataclass: one is built per request per decode step.)
-    """
-
-    __slots__ = ("tokens", "parents", "scores", "cells")
-
-    def __init__(self, tokens, parents, scores, cells) -> None:
-        self.tokens = tokens  # [b] int32
-        self.parents = parents  # [b] int32
-        self.scores = scores  # [b] float64: estimated probability that the node is accepted
-        self.cells = cells  # [b, S, 4] int8: calibration cell (slot, k, f, support) per source, -1 absent
-
-    @staticmethod
-    def empty() -> "DraftTree":
-        z = np.zeros(0, dtype=np.int32)
-        return DraftTree(z, z, np.zeros(0), np.zeros((0, 1, 4), np.int8))
-
-    def __len__(self) -> int:
-        return int(self.tokens.shape[0])
-
-    def best(self, k: int) -> "DraftTree":
-        """The k best nodes (a connected subtree: scores never increase down a path)."""
-        if k >= len(self):
-            return self
-        if k <= 0:
-            return DraftTree.empty()
-        order = np.argsort(-self.scores + self.depths() * 1e-9, kind="stable")[:k]
-        keep = np.sort(order)
-        new_id = np.full(len(self), -1, dtype=np.int32)
-        new_id[keep] = np.arange(k, dtype=np.int32)
-        pars = self.parents[keep]
-        return DraftTree(self.tokens[keep], np.where(pars >= 0, new_id[np.maximum(pars, 0)], -1).astype(np.int32),
-                         self.scores[keep], self.cells[keep])
-
-    def depths(self) -> np.ndarray:
-        d = np.zeros(len(self), dtype=np.int32)
-        for i, p in enumerate(self.parents.tolist()):
-            d[i] = 1 if p < 0 else d[p] + 1
-        return d
-
-    def ancestor_mask(self) -> np.ndarray:
-        """[b, b] bool: mask[i, j] is True when j is i or an ancestor of i."""
-        b = len(self)
-        mask = np.eye(b, dtype=bool)
-        for i, p in enumerate(self.parents.tolist()):
-            if p >= 0:
-                mask[i] |= mask[p]
-        return mask
-
-    def longest_match(self, truth: np.ndarray) -> list[int]:
-        """Node indices of the longest root path whose tokens equal ``truth`` (greedy replay)."""
-        path: list[int] = []
-        parent = -1
-        toks, pars = self.tokens.tolist(), self.parents.tolist()
-        for want in truth.tolist():
-            nxt = next((i for i in range(len(toks)) if pars[i] == parent and toks[i] == want), -1)
-            if nxt < 0:
-                break
-            path.append(nxt)
-            parent = nxt
-        return path
 
 
 class Calibration:

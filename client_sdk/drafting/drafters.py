@@ -1,0 +1,88 @@
+"""How one request's draft tree is built: a protocol with one method, and its implementations.
+
+The Speculator owns the request's own-text index and, when the drafter asks for it, the
+datastore's tries for the step; the drafter turns them into a DraftTree. A new kind of
+drafting is a new class here, handed to the Speculator (and so to the replay benchmark,
+which drives the same Speculator).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+from client_sdk.drafting.local import LocalIndex
+from client_sdk.drafting.tree import Calibration, draft_tree
+from client_sdk.types import DraftConfig, DraftTree
+from sssd_wire.types import TrieBatch
+
+NO_TRIES = TrieBatch.empty()
+
+
+class Drafter(Protocol):
+    """Builds a request's draft from its own text and the datastore's tries for this step.
+
+    Attributes: ``asks_datastore`` (whether the Speculator looks anything up for it) and
+    ``ngram`` (the longest n-gram its own-text index keeps).
+    """
+
+    asks_datastore: bool
+    ngram: int
+
+    def draft(self, local: LocalIndex, tries: TrieBatch, first: int, count: int, calibration: Calibration,
+              budget: int, depth: int) -> DraftTree:
+        """tries[first : first + count] are this request's (count 0: the datastore did not answer)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class CalibratedMerge:
+    """SSSD's drafter: the request's own text and the datastore's suffix tries, scored by the
+    learned calibration, merged, and the best ``budget`` nodes kept (one compiled call).
+    own_text / datastore switch a side off (the replay's ablations)."""
+
+    config: DraftConfig = DraftConfig()
+    own_text: bool = True
+    datastore: bool = True
+
+    @property
+    def asks_datastore(self) -> bool:
+        return self.datastore
+
+    @property
+    def ngram(self) -> int:
+        return self.config.local_ngram
+
+    def draft(self, local, tries, first, count, calibration, budget, depth) -> DraftTree:
+        c = self.config
+        if not self.datastore:
+            tries, first, count = NO_TRIES, 0, 0
+        return draft_tree(local, tries, first, count, calibration, budget, depth, c.max_children,
+                          c.local_occurrences, use_local=self.own_text, combine=c.combine)
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptLookup:
+    """Prompt lookup decoding: the tokens after the latest earlier occurrence of the last 3..1
+    tokens of the request's own text, as one chain (the baseline every drafter must beat)."""
+
+    asks_datastore: bool = False
+    ngram: int = 3
+
+    def draft(self, local, tries, first, count, calibration, budget, depth) -> DraftTree:
+        c = local.continuation(depth=budget, max_occ=1, max_nodes=budget)
+        n = len(c)
+        return DraftTree(c.tokens, c.parents, np.ones(n), np.full((n, 1, 4), -1, np.int8))
+
+
+@dataclasses.dataclass(frozen=True)
+class NoDrafts:
+    """Plain decoding through the same loop: never drafts anything."""
+
+    asks_datastore: bool = False
+    ngram: int = 1
+
+    def draft(self, local, tries, first, count, calibration, budget, depth) -> DraftTree:
+        return DraftTree.empty()

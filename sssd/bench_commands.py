@@ -1,0 +1,165 @@
+"""``sssd bench <kind>``: one table of benchmark runners, each printing one JSON object.
+
+A runner is (help, its flags, a function args -> result dict); one handler prints every
+result, so adding a benchmark is one row and two small functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from sssd.smollm2 import DTYPES
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise ValueError(f"{flag} {text!r} must be comma-separated integers") from None
+
+
+def _datastore_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokens", type=int, default=10_000_000, help="corpus size in tokens")
+    p.add_argument("--vocab", type=int, default=128_000, help="vocabulary size")
+    p.add_argument("--data", default=None, help="JSONL of {\"tokens\": [...]} documents instead of synthetic Zipf text")
+    p.add_argument("--lookups", type=int, default=20_000, help="single lookups to time")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def _datastore(args) -> dict:
+    from sssd.bench.datastore_bench import run
+
+    return run(args.tokens, args.vocab, args.data, args.seed, args.lookups)
+
+
+def _service_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokens", type=int, default=10_000_000)
+    p.add_argument("--vocab", type=int, default=128_000)
+    p.add_argument("--clients", type=int, default=32, help="concurrent lookup clients in the load run")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of the load run")
+    p.add_argument("--batch", type=int, default=16, help="contexts per Lookup in the load run")
+
+
+def _service(args) -> dict:
+    from sssd.bench.service_bench import run
+
+    return run(args.tokens, args.vocab, args.clients, args.seconds, args.batch)
+
+
+def _replay_flags(p: argparse.ArgumentParser) -> None:
+    from sssd.bench.replay import DRAFTERS
+
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--cases", help='JSONL of {"prompt": [ids], "response": [ids]}')
+    src.add_argument("--dataset", choices=["mtbench", "humaneval", "sharegpt"],
+                     help="built-in evaluation set (Llama-3 tokenizer; needs the bench extra)")
+    p.add_argument("--datastore-docs", help='JSONL of {"tokens": [ids]} documents for an in-process datastore')
+    p.add_argument("--sharegpt-datastore", action="store_true",
+                   help="in-process datastore of ShareGPT conversations 2000-16999 (Llama-3 tokens)")
+    p.add_argument("--address", help="use a running datastore service instead (host:port)")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--token", default=None)
+    p.add_argument("--vocab-size", type=int, default=128_256, help="vocabulary of --datastore-docs")
+    p.add_argument("--drafter", choices=DRAFTERS, default="sssd")
+    p.add_argument("--budgets", default="4,8,16,32", help="comma-separated draft budgets")
+    p.add_argument("--records", metavar="PATH", help="write one JSON line per step: case, match, draft, accepted, us")
+
+
+def _replay(args) -> dict:
+    from sssd.bench import replay
+
+    budgets = _ints(args.budgets, "--budgets")
+    if args.cases:
+        cases = replay.read_cases(args.cases)
+    else:
+        from sssd.bench import datasets
+
+        cases = datasets.LOADERS[args.dataset]()
+    lookup = None
+    if args.address:
+        lookup = replay.RemoteDatastore(args.address, args.namespace, args.token).lookup
+    elif args.sharegpt_datastore:
+        from sssd.bench import datasets, llama3
+
+        lookup = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE).lookup
+    elif args.datastore_docs:
+        lookup = replay.InProcessDatastore(replay.read_docs(args.datastore_docs), args.vocab_size).lookup
+    return replay.replay(cases, replay.drafter_named(args.drafter), budgets, lookup, progress=not args.json,
+                         records=args.records, label=args.drafter)
+
+
+def _deadline_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--deadline-ms", type=float, default=2.0)
+    p.add_argument("--calls", type=int, default=300)
+
+
+def _deadline(args) -> dict:
+    from sssd.bench.deadline_bench import run
+
+    return run(args.deadline_ms, args.calls)
+
+
+def _decode_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--datasets", default="mtbench,humaneval")
+    p.add_argument("--prompts", type=int, default=8, help="prompts per dataset")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,4,16,64 on a GPU")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
+    p.add_argument("--runs", type=int, default=1, help="repeat the side-by-side measurement; worst and median reported")
+    p.add_argument("--contention", nargs="?", type=int, const=1, default=0, metavar="PROCS",
+                   help="start PROCS CPU-burning processes (default 1) after the planner's start-up measurement")
+
+
+def _decode(args) -> dict:
+    from sssd.bench.decode_bench import run
+
+    if args.runs < 1 or args.contention < 0:
+        raise ValueError(f"--runs {args.runs} must be at least 1 and --contention {args.contention} not negative")
+    return run(args.datasets.split(","), args.prompts, args.max_new_tokens, _ints(args.batch_sizes, "--batch-sizes"),
+               args.device, progress=not args.json, runs=args.runs, contention=args.contention, dtype=args.dtype)
+
+
+def _forward_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-k", type=int, default=15)
+    p.add_argument("--context", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
+
+
+def _forward(args) -> dict:
+    from sssd.bench.forward_bench import run
+
+    if args.max_k < 1 or args.repeats < 1:
+        raise ValueError(f"--max-k {args.max_k} and --repeats {args.repeats} must be at least 1")
+    return run(args.max_k, args.context, args.repeats, args.device, progress=not args.json, dtype=args.dtype)
+
+
+BENCHES = {
+    "datastore": ("datastore build, memory, lookup latency, freshness, restart", _datastore_flags, _datastore),
+    "service": ("loopback gRPC: Lookup(64) latency, IngestStream throughput, mixed load", _service_flags, _service),
+    "replay": ("offline replay of recorded responses: tau and drafting cost per budget", _replay_flags, _replay),
+    "deadline": ("draft-call latency with the datastore healthy, slow and stopped", _deadline_flags, _deadline),
+    "decode": ("SmolLM2 end to end: plain vs SSSD tokens/s, tau, identical outputs", _decode_flags, _decode),
+    "forward": ("forward(1 + k) / forward(1) on this device: chain, tree mask, causal", _forward_flags, _forward),
+}
+
+
+def register(sub) -> None:
+    bench = sub.add_parser("bench", help="benchmarks (print JSON)")
+    kinds = bench.add_subparsers(dest="bench", required=True)
+    for name, (help_text, flags, runner) in BENCHES.items():
+        p = kinds.add_parser(name, help=help_text)
+        flags(p)
+        p.add_argument("--json", action="store_true", help="one line of JSON (default: indented)")
+        p.set_defaults(handler=_printing(runner))
+
+
+def _printing(runner):
+    def handle(args) -> int:
+        print(json.dumps(runner(args), indent=None if args.json else 2))
+        return 0
+
+    return handle

@@ -1,1 +1,0 @@
-"""Generated wire contract (python -m sssd.codegen)."""

@@ -1,0 +1,19 @@
+"""``sssd serve`` as a child process (benchmarks and fault tests): started on port 0, its
+address read from the first line it prints."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def start_server(db: str, *flags: str, cwd: str | None = None) -> tuple[subprocess.Popen, str]:
+    """(process, "host:port"). Raises RuntimeError, with what it printed, if it did not start."""
+    proc = subprocess.Popen([sys.executable, "-m", "sssd.cli", "serve", "--db", db, "--port", "0", *flags],
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = proc.stdout.readline()
+    if not line.startswith("listening on "):
+        proc.kill()
+        proc.wait()
+        raise RuntimeError(f"sssd serve did not start: {line!r}")
+    return proc, line.split()[-1]

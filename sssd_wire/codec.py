@@ -1,0 +1,88 @@
+"""The one codec of the wire contract: packed tokens, ragged context batches, flat trie batches.
+
+Tokens travel as little-endian int32 bytes; a batch of contexts as one buffer plus lengths;
+a batch of tries as one buffer per field plus node offsets. Both the service and the SDK
+encode and decode through these functions, so the two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from sssd_wire.errors import InvalidArgument
+from sssd_wire.types import LookupParams, TrieBatch
+from sssd_wire.v1 import datastore_pb2 as pb
+
+DEFAULT_PARAMS = LookupParams()
+
+
+def encode_tokens(tokens) -> bytes:
+    return np.ascontiguousarray(tokens, dtype="<i4").tobytes()
+
+
+def decode_tokens(data: bytes, what: str = "tokens") -> np.ndarray:
+    """Packed little-endian int32 -> int32 array; InvalidArgument when the length is not 4k."""
+    if len(data) % 4:
+        raise InvalidArgument(f"{what}: {len(data)} bytes is not a whole number of int32 tokens")
+    return np.frombuffer(data, dtype="<i4").astype(np.int32, copy=False)
+
+
+def params_to_proto(p: LookupParams) -> pb.LookupParams:
+    return pb.LookupParams(max_match=p.max_match, min_match=p.min_match, min_occurrences=p.min_occurrences,
+                           sample_budget=p.sample_budget, depth=p.depth, max_nodes=p.max_nodes)
+
+
+def params_from_proto(p: pb.LookupParams) -> LookupParams:
+    """Zero fields take the server default; InvalidArgument for values out of range."""
+    d = DEFAULT_PARAMS
+    return LookupParams(
+        max_match=p.max_match or d.max_match, min_match=p.min_match or d.min_match,
+        min_occurrences=p.min_occurrences or d.min_occurrences, sample_budget=p.sample_budget or d.sample_budget,
+        depth=p.depth or d.depth, max_nodes=p.max_nodes or d.max_nodes,
+    )
+
+
+def lookup_request(namespace: str, contexts: Sequence, params: LookupParams = DEFAULT_PARAMS,
+                   request_id: int = 0) -> pb.LookupRequest:
+    """One request for a batch of contexts; only their last ``max_match`` tokens travel."""
+    tails = [np.asarray(c[-params.max_match :], dtype="<i4") for c in contexts]
+    return pb.LookupRequest(namespace=namespace, contexts=b"".join(t.tobytes() for t in tails),
+                            context_lengths=[t.shape[0] for t in tails], params=params_to_proto(params),
+                            request_id=request_id)
+
+
+def contexts_from_proto(req: pb.LookupRequest) -> tuple[np.ndarray, np.ndarray]:
+    """(flat int32 tails, offsets [B + 1]) of a LookupRequest; InvalidArgument on mismatch."""
+    ctx = decode_tokens(req.contexts, "contexts")
+    off = np.zeros(len(req.context_lengths) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(req.context_lengths, dtype=np.int64), out=off[1:])
+    if off[-1] != ctx.shape[0]:  # lengths are unsigned, so a matching sum is a partition
+        raise InvalidArgument(f"context_lengths sum to {int(off[-1])} but contexts hold {ctx.shape[0]} tokens")
+    return ctx, off
+
+
+def tries_to_proto(batch: TrieBatch, request_id: int = 0) -> pb.LookupResponse:
+    meta = batch.meta
+    return pb.LookupResponse(
+        tokens=encode_tokens(batch.tokens), parents=encode_tokens(batch.parents), counts=encode_tokens(batch.counts),
+        node_offsets=batch.node_offsets.astype("<i8").tobytes(),
+        match_lengths=meta[:, 0].astype("<i4").tobytes(), occurrences=meta[:, 1].astype("<i8").tobytes(),
+        sampled=meta[:, 2].astype("<i4").tobytes(), request_id=request_id,
+    )
+
+
+def tries_from_proto(r: pb.LookupResponse) -> TrieBatch:
+    """The flat LookupResponse as a TrieBatch (no copies beyond decoding)."""
+    meta = np.stack([np.frombuffer(r.match_lengths, dtype="<i4").astype(np.int64),
+                     np.frombuffer(r.occurrences, dtype="<i8").astype(np.int64),
+                     np.frombuffer(r.sampled, dtype="<i4").astype(np.int64)], axis=1).reshape(-1, 3)
+    return TrieBatch(decode_tokens(r.tokens), decode_tokens(r.parents), decode_tokens(r.counts),
+                     np.frombuffer(r.node_offsets, dtype="<i8").astype(np.int64, copy=False), meta)
+
+
+def documents_to_proto(namespace: str, docs) -> pb.IngestRequest:
+    """docs: (id, tokens) pairs."""
+    return pb.IngestRequest(namespace=namespace,
+                            documents=[pb.TokenDocument(id=i, tokens=encode_tokens(t)) for i, t in docs])

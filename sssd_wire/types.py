@@ -1,0 +1,138 @@
+"""Boundary types that both sides of the wire use: what a lookup asks for and what it returns.
+
+A lookup answers a batch of contexts with one counted continuation trie per context; the
+batch travels flat (one buffer per field plus node offsets), as on the wire, and the core's
+kernel and the SDK's drafting kernel read it without copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from sssd_wire.errors import InvalidArgument
+
+
+@dataclasses.dataclass(frozen=True)
+class LookupParams:
+    """How one context tail is matched and how big its continuation tree may grow.
+
+    max_match: longest context suffix tried (tokens).
+    min_match: shortest suffix tried before giving up.
+    min_occurrences: a suffix length is used only if it occurs at least this often;
+        otherwise the next shorter one is tried ("shorter while matches are scarce").
+    sample_budget: at most this many occurrences are read to build the tree; when there are
+        more, an evenly spaced sample over the suffix-array range is taken.
+    depth: maximum depth of the continuation tree (tokens after the match).
+    max_nodes: maximum nodes in the tree; the most frequent prefixes are kept.
+    """
+
+    max_match: int = 4
+    min_match: int = 1
+    min_occurrences: int = 1
+    sample_budget: int = 64
+    depth: int = 8
+    max_nodes: int = 64
+
+    def __post_init__(self) -> None:
+        checks = [
+            (1 <= self.max_match <= 16, f"max_match {self.max_match} not in [1, 16]"),
+            (1 <= self.min_match <= self.max_match, f"min_match {self.min_match} not in [1, max_match]"),
+            (1 <= self.min_occurrences <= 1 << 20, f"min_occurrences {self.min_occurrences} out of range"),
+            (1 <= self.sample_budget <= 4096, f"sample_budget {self.sample_budget} not in [1, 4096]"),
+            (1 <= self.depth <= 64, f"depth {self.depth} not in [1, 64]"),
+            (1 <= self.max_nodes <= 4096, f"max_nodes {self.max_nodes} not in [1, 4096]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InvalidArgument(message)
+
+
+class ContinuationTree:
+    """What followed a context tail in the datastore, as a counted trie.
+
+    tokens/parents/counts are parallel arrays in topological order (parents before
+    children); ``parents[i] == -1`` means a child of the (implicit) root, which is the last
+    context token. ``counts[i]`` is how many sampled occurrences pass through node i.
+    match_length: the suffix length that matched (0 = nothing found).
+    occurrences: how many live occurrences of that suffix exist (exact when they fit the
+        sample budget; estimated from the sample otherwise).
+    sampled: how many occurrences were read to build the tree.
+
+    A plain slotted class rather than a dataclass: one is built per context per decode step.
+    """
+
+    __slots__ = ("tokens", "parents", "counts", "match_length", "occurrences", "sampled")
+
+    def __init__(self, tokens, parents, counts, match_length=0, occurrences=0, sampled=0) -> None:
+        self.tokens = tokens  # [N] int32
+        self.parents = parents  # [N] int32, -1 = root
+        self.counts = counts  # [N] int32
+        self.match_length = match_length
+        self.occurrences = occurrences
+        self.sampled = sampled
+
+    @staticmethod
+    def empty() -> "ContinuationTree":
+        z = np.zeros(0, dtype=np.int32)
+        return ContinuationTree(z, z, z, 0, 0, 0)
+
+    def __len__(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def __repr__(self) -> str:
+        return f"ContinuationTree(nodes={len(self)}, match_length={self.match_length}, occurrences={self.occurrences})"
+
+    def paths(self) -> dict[tuple[int, ...], int]:
+        """Every root-to-node path with its count (for tests and debugging)."""
+        out: dict[tuple[int, ...], int] = {}
+        prefix: list[tuple[int, ...]] = []
+        for tok, par, cnt in zip(self.tokens.tolist(), self.parents.tolist(), self.counts.tolist()):
+            path = (prefix[par] if par >= 0 else ()) + (tok,)
+            prefix.append(path)
+            out[path] = cnt
+        return out
+
+
+class TrieBatch:
+    """ContinuationTree trees of a batch of contexts, ragged and flat (what the kernel returns).
+
+    Tree b is nodes [node_offsets[b], node_offsets[b + 1]) of tokens/parents/counts; its
+    parents index within the tree. meta[b] = (match_length, occurrences, sampled).
+    (A slotted class: one is built per lookup call.)
+    """
+
+    __slots__ = ("tokens", "parents", "counts", "node_offsets", "meta")
+
+    def __init__(self, tokens, parents, counts, node_offsets, meta) -> None:
+        self.tokens = tokens  # [N] int32
+        self.parents = parents  # [N] int32
+        self.counts = counts  # [N] int32
+        self.node_offsets = node_offsets  # [B + 1] int64
+        self.meta = meta  # [B, 3] int64
+
+    @staticmethod
+    def empty(batch: int = 0) -> "TrieBatch":
+        z = np.zeros(0, dtype=np.int32)
+        return TrieBatch(z, z, z, np.zeros(batch + 1, dtype=np.int64), np.zeros((batch, 3), dtype=np.int64))
+
+    def __len__(self) -> int:
+        return int(self.node_offsets.shape[0] - 1)
+
+    @property
+    def match_lengths(self) -> np.ndarray:
+        """[B] int64: the suffix length each context matched (0 = nothing found)."""
+        return np.ascontiguousarray(self.meta[:, 0])
+
+    def trie(self, i: int) -> ContinuationTree:
+        a, b = int(self.node_offsets[i]), int(self.node_offsets[i + 1])
+        m = self.meta[i]
+        return ContinuationTree(self.tokens[a:b], self.parents[a:b], self.counts[a:b], int(m[0]), int(m[1]), int(m[2]))
+
+    def trees(self) -> list[ContinuationTree]:
+        bounds = self.node_offsets.tolist()
+        return [
+            ContinuationTree(self.tokens[a:b], self.parents[a:b], self.counts[a:b], m[0], m[1], m[2])
+            for a, b, m in zip(bounds[:-1], bounds[1:], self.meta.tolist())
+        ]
