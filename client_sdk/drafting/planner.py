@@ -16,13 +16,17 @@ T the measured time of a step of that width. Two decisions per step:
 - *how wide?* For drafts in hand D is spent, and k* maximises (B + G(k)) / T(B, 1 + k),
   k = 0 unless that beats plain decoding's B / T(B, 1) by ``min_gain``.
 
-Costs are learned online and cannot lock in. Every ``probe_every`` steps the grid width that
-was measured least recently runs once (width 1 = a plain step that drafts nothing), so a
-start-up table that is wrong in either direction, or a machine whose load changes, is
-corrected; and a drift factor shared by all widths moves with every observation, so a change
-that hits every width alike (another process taking the CPU) is followed within a few steps
-without waiting for a probe. When k = 0 is chosen nothing is drafted or looked up; probes of
-wider widths draft, which keeps the acceptance statistics fresh.
+Costs are learned online and cannot lock in. Probes run a width the planner did not choose:
+plain decoding (a step that drafts nothing) at least every ``plain_every`` steps while
+speculating, and a grid neighbour of the current width every ``probe_every`` steps, an
+interval that doubles (up to ``probe_every_max``) while probes confirm the table and falls
+back when one is off by more than ``probe_tolerance``, so exploration costs little once the
+costs are known and speeds up when they change. A start-up table that is wrong in either
+direction, or a machine whose load changes, is corrected; and a drift factor shared by all
+widths moves with every observation, so a change that hits every width alike (another
+process taking the CPU) is followed within a few steps without waiting for a probe. When
+k = 0 is chosen nothing is drafted or looked up; probes of wider widths draft, which keeps
+the acceptance statistics fresh.
 """
 
 from __future__ import annotations
@@ -103,7 +107,10 @@ class PlannerConfig:
 
     widths: tuple[int, ...] = (1, 2, 3, 5, 9, 17)  # verify widths (1 + draft tokens) to choose from
     min_gain: float = 1.05  # speculate only when expected tokens/s beat plain by this factor
-    probe_every: int = 8  # one step in this many re-measures a width the decision hinges on
+    probe_every: int = 8  # steps between probes of a neighbouring width, at first and after a surprise
+    probe_every_max: int = 128  # the longest that interval grows while probes confirm the table
+    probe_tolerance: float = 0.15  # a probe within this relative error of the table confirms it
+    plain_every: int = 16  # while speculating, plain decoding is re-measured at least this often
     cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
     probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
     saving_rate: float = 0.05  # how fast the expected time a drafted step saves follows recent drafts
@@ -112,8 +119,9 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if not self.widths or self.widths[0] != 1 or list(self.widths) != sorted(set(self.widths)):
             raise ValueError(f"planner widths must be increasing and start at 1, got {self.widths}")
-        if self.probe_every < 2:
-            raise ValueError(f"probe_every must be at least 2, got {self.probe_every}")
+        if not 2 <= self.probe_every <= self.probe_every_max or self.plain_every < 2:
+            raise ValueError(f"probe_every must be at least 2 and at most probe_every_max, plain_every at least 2, "
+                             f"got {self.probe_every}, {self.probe_every_max}, {self.plain_every}")
 
 
 class StepPlanner:
@@ -130,6 +138,8 @@ class StepPlanner:
         self.step = 0
         self.probe: int | None = None  # the width this step re-measures, if it is a probe
         self.current = 1  # the width of the last step that was not a probe
+        self._interval = config.probe_every  # steps between neighbour probes (adaptive)
+        self._next_probe, self._next_plain = config.probe_every, config.plain_every
         self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
         # realised / predicted accepted tokens (decayed sums): shrinks over-confident node scores
@@ -152,9 +162,8 @@ class StepPlanner:
         """Draft budget for this step: 0 = do not draft or look anything up (a plain step)."""
         self.step += 1
         self.counts["steps"] += 1
-        self.probe = None
-        if self.step % self.config.probe_every == 0:
-            self.probe = self.costs.stalest(batch, self._probe_candidates(), self.step)
+        self.probe = self._probe_due(batch)
+        if self.probe is not None:
             self.counts["probes"] += 1
             budget = 0 if self.probe == 1 else self.max_budget
         elif self.saving_s is None or self.draft_s is None:
@@ -164,13 +173,19 @@ class StepPlanner:
         self.counts["drafted"] += budget > 0
         return budget
 
-    def _probe_candidates(self) -> list[int]:
-        """Plain decoding and the grid neighbours of the current width: the costs that decide
-        whether to speculate and whether to move one grid step (a hill climb, never a leap)."""
-        w = self.config.widths
-        i = w.index(self.current) if self.current in w else 0
-        near = {w[j] for j in (i - 1, i, i + 1) if 0 <= j < len(w)} | {1}
-        return sorted(near - {self.current}) or [1]
+    def _probe_due(self, batch: int) -> int | None:
+        """The width this step re-measures, if one is due: plain decoding (whether to speculate)
+        or a grid neighbour of the current width (whether to move one step: a hill climb)."""
+        c = self.config
+        if self.current > 1 and self.step >= self._next_plain:
+            self._next_plain = self.step + c.plain_every
+            return 1
+        if self.step >= self._next_probe:
+            self._next_probe = self.step + self._interval
+            i = c.widths.index(self.current) if self.current in c.widths else 0
+            near = [c.widths[j] for j in (i - 1, i + 1) if 0 <= j < len(c.widths) and c.widths[j] > 1]
+            return self.costs.stalest(batch, near, self.step) if near else None
+        return None
 
     def choose_for_drafts(self, scores: list[np.ndarray]) -> int:
         """Draft tokens per sequence (0 or a grid size) for drafts already built.
@@ -212,7 +227,12 @@ class StepPlanner:
         """The measured time of a step of this width (verification and upkeep, not drafting)."""
         self.widths_used[width] = self.widths_used.get(width, 0) + 1
         if self.probe is not None:
-            self.costs.observe(batch, width, seconds, self.step, self.config.probe_rate, drift_rate=0.0)
+            c = self.config
+            surprise = abs(math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))) > math.log1p(c.probe_tolerance)
+            if width > 1:  # neighbour probes back off while the table holds, and hurry when it does not
+                self._interval = c.probe_every if surprise else min(2 * self._interval, c.probe_every_max)
+                self._next_probe = min(self._next_probe, self.step + self._interval)
+            self.costs.observe(batch, width, seconds, self.step, c.probe_rate, drift_rate=0.0)
         else:
             self.current = width
             self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
