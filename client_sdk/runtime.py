@@ -14,7 +14,7 @@ from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
 from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
-from client_sdk.drafting.tree import Calibration
+from client_sdk.drafting.tree import Calibration, warm_up
 from client_sdk.types import DraftConfig, GenerationSink, TrieSource
 from sssd_wire.types import LookupParams
 
@@ -50,6 +50,7 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth))
         if feedback and sink is None:
             sink = FeedbackSink(client, namespace, config.worker_id)
+    warm_up()  # the kernels compile here, not inside the first decode step
     planner = None
     if fixed_budget is None:
         if costs is None:

@@ -86,9 +86,10 @@ def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say)
 
     specs = {"plain": None, "empty": _speculator(client, EMPTY, costs), "filled": _speculator(client, NAMESPACE, costs)}
     runs = {name: Run() for name in CONFIGS}
-    for p in first + second:
-        for name, spec in specs.items():
-            runs[name].add(_generate(decoder, p, max_new, spec))
+    names = list(specs)
+    for i, p in enumerate(first + second):
+        for name in names[i % 3 :] + names[: i % 3]:  # rotated: no configuration always runs first
+            runs[name].add(_generate(decoder, p, max_new, specs[name]))
     for name in ("plain", "filled"):  # the second half's share of these runs, for the feedback row's baseline
         runs[name + "@second"] = runs[name].tail(len(second))
     sink = FeedbackSink(client, NAMESPACE, FEEDBACK_WORKER, batch=8, interval_s=0.2)

@@ -7,7 +7,9 @@ the node is accepted, scaled by realised / predicted acceptance), in T(B, 1 + k)
 T the measured time of a step of that width. Two decisions per step:
 
 - *draft at all?* Drafting and the datastore lookup cost D seconds (measured) before the
-  drafts can be judged. What drafting buys is the time it saves when its drafts turn out
+  drafts can be judged, and what drafted steps realise is measured too: while their
+  efficiency (tokens per sequence over step + drafting time, in plain steps) is below 1
+  they lose to plain decoding, whatever their scores promised, and drafting stops. What drafting buys is the time it saves when its drafts turn out
   good: per drafted step, S = max(0, (B + G(k*)) * T(B, 1) / B - T(B, 1 + k*)), the plain
   time of the tokens the chosen k* commits minus what its step costs (0 when k* = 0). The
   planner drafts while the recent average of S exceeds D: an average over steps of the
@@ -25,8 +27,8 @@ costs are known and speeds up when they change. A start-up table that is wrong i
 direction, or a machine whose load changes, is corrected; and a drift factor shared by all
 widths moves with every observation, so a change that hits every width alike (another
 process taking the CPU) is followed within a few steps without waiting for a probe. When
-k = 0 is chosen nothing is drafted or looked up; probes of wider widths draft, which keeps
-the acceptance statistics fresh.
+k = 0 is chosen nothing is drafted or looked up, but for one step in ``look_every`` that
+drafts (and verifies what is worth it) so the value of drafting is re-measured too.
 """
 
 from __future__ import annotations
@@ -111,6 +113,8 @@ class PlannerConfig:
     probe_every_max: int = 128  # the longest that interval grows while probes confirm the table
     probe_tolerance: float = 0.15  # a probe within this relative error of the table confirms it
     plain_every: int = 16  # while speculating, plain decoding is re-measured at least this often
+    look_every: int = 8  # while drafting does not pay, draft once in this many steps to see if it does
+    efficiency_rate: float = 0.1  # how fast the realised efficiency of drafted steps follows them
     cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
     probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
     saving_rate: float = 0.05  # how fast the expected time a drafted step saves follows recent drafts
@@ -119,9 +123,10 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if not self.widths or self.widths[0] != 1 or list(self.widths) != sorted(set(self.widths)):
             raise ValueError(f"planner widths must be increasing and start at 1, got {self.widths}")
-        if not 2 <= self.probe_every <= self.probe_every_max or self.plain_every < 2:
-            raise ValueError(f"probe_every must be at least 2 and at most probe_every_max, plain_every at least 2, "
-                             f"got {self.probe_every}, {self.probe_every_max}, {self.plain_every}")
+        if not 2 <= self.probe_every <= self.probe_every_max or self.plain_every < 2 or self.look_every < 2:
+            raise ValueError(f"probe_every must be at least 2 and at most probe_every_max, plain_every and "
+                             f"look_every at least 2, got {self.probe_every}, {self.probe_every_max}, "
+                             f"{self.plain_every}, {self.look_every}")
 
 
 class StepPlanner:
@@ -140,11 +145,22 @@ class StepPlanner:
         self.current = 1  # the width of the last step that was not a probe
         self._interval = config.probe_every  # steps between neighbour probes (adaptive)
         self._next_probe, self._next_plain = config.probe_every, config.plain_every
+        self._last_drafted = 0  # the last step that drafted
+        self.drafting = False  # whether the current step drafts
         self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
-        # realised / predicted accepted tokens (decayed sums): shrinks over-confident node scores
-        # a cautious start (0.6, worth ten verified tokens) until verification says otherwise
-        self.predicted, self.realised = 10.0, 6.0
+        # realised / predicted accepted tokens (decayed sums) per verify width: shrinks node scores
+        # that over-promise, and more for wide drafts, whose deep nodes compound the error; a
+        # cautious start (0.6, worth ten verified tokens) until verification says otherwise
+        self.predicted, self.realised = 10.0, 6.0  # all widths together
+        n = len(self.config.widths)
+        self.predicted_by, self.realised_by = np.zeros(n), np.zeros(n)  # per width, shrunk to the above
+        self.chosen_k = 0  # the draft size verified this step
+        # realised efficiency of drafted steps: (tokens per sequence) / (step + drafting time in
+        # plain steps); below 1 they lost to plain decoding, whatever the scores promised
+        self.efficiency: float | None = None
+        self._step_realised = 0.0
+        self._step_draft_s = 0.0
         self.counts = {"steps": 0, "drafted": 0, "probes": 0}
         self.widths_used: dict[int, int] = {}  # verify width -> steps (probes included)
 
@@ -152,9 +168,13 @@ class StepPlanner:
     def max_budget(self) -> int:
         return self.config.widths[-1] - 1
 
-    @property
-    def score_scale(self) -> float:
-        return min(1.5, max(0.05, self.realised / self.predicted))
+    def score_scale(self, k: int, prior_weight: float = 10.0) -> float:
+        """What the node scores of a k-token draft have been worth (realised / predicted): this
+        width's own record, shrunk towards all widths' (worth ``prior_weight`` predicted tokens)."""
+        overall = self.realised / self.predicted
+        i = self.config.widths.index(1 + k) if 1 + k in self.config.widths else -1
+        own = (self.realised_by[i] + prior_weight * overall) / (self.predicted_by[i] + prior_weight)
+        return float(min(1.5, max(0.05, own)))
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -163,15 +183,26 @@ class StepPlanner:
         self.step += 1
         self.counts["steps"] += 1
         self.probe = self._probe_due(batch)
+        self.chosen_k, self._step_realised, self._step_draft_s = 0, 0.0, 0.0
         if self.probe is not None:
             self.counts["probes"] += 1
             budget = 0 if self.probe == 1 else self.max_budget
         elif self.saving_s is None or self.draft_s is None:
             budget = self.max_budget  # nothing known about drafts yet: find out
+        elif self._pays() or self.step - self._last_drafted >= self.config.look_every:
+            budget = self.max_budget  # drafting pays, or it is time to look again whether it does
         else:
-            budget = self.max_budget if self.saving_s > self.draft_s else 0
+            budget = 0
+        self.drafting = budget > 0
+        if budget:
+            self._last_drafted = self.step
         self.counts["drafted"] += budget > 0
         return budget
+
+    def _pays(self) -> bool:
+        """Drafting pays: what drafted steps are expected to save beats what drafting costs, and
+        what they actually realised (measured, not predicted) beat plain decoding."""
+        return self.saving_s > self.draft_s and (self.efficiency is None or self.efficiency >= 1.0)
 
     def _probe_due(self, batch: int) -> int | None:
         """The width this step re-measures, if one is due: plain decoding (whether to speculate)
@@ -203,20 +234,19 @@ class StepPlanner:
             gain[top.shape[0] + 1 :] += top.sum()
         k = self._best(batch, gain)
         t1 = self.costs.predict(batch, 1)
-        saved = max(0.0, (batch + self.score_scale * gain[k]) * t1 / batch - self.costs.predict(batch, 1 + k)) if k else 0.0
+        saved = max(0.0, (batch + self.score_scale(k) * gain[k]) * t1 / batch - self.costs.predict(batch, 1 + k)) if k else 0.0
         r = self.config.saving_rate
         per_seq = saved / batch
         self.saving_s = per_seq if self.saving_s is None else (1 - r) * self.saving_s + r * per_seq
-        if self.probe is not None and self.probe > 1:
-            return self.probe - 1
-        return k
+        self.chosen_k = self.probe - 1 if self.probe is not None and self.probe > 1 else k
+        return self.chosen_k
 
     def _best(self, batch: int, gain: np.ndarray) -> int:
         """k = 0 unless some grid k's expected tokens/s beats plain decoding by min_gain."""
         plain = batch / self.costs.predict(batch, 1)
         best_k, best = 0, plain * self.config.min_gain
         for n in self.config.widths[1:]:
-            tps = (batch + self.score_scale * gain[n - 1]) / self.costs.predict(batch, n)
+            tps = (batch + self.score_scale(n - 1) * gain[n - 1]) / self.costs.predict(batch, n)
             if tps > best:
                 best_k, best = n - 1, tps
         return best_k
@@ -224,8 +254,14 @@ class StepPlanner:
     # -- feedback ---------------------------------------------------------------------------
 
     def observe_step(self, batch: int, width: int, seconds: float) -> None:
-        """The measured time of a step of this width (verification and upkeep, not drafting)."""
+        """The measured time of a step of this width (verification and upkeep, not drafting).
+        Call it after the step's ``record`` calls, so the step's accepted tokens are known."""
         self.widths_used[width] = self.widths_used.get(width, 0) + 1
+        if self.drafting and self.probe is None:
+            tokens = (batch + self._step_realised) / batch
+            e = tokens / ((seconds + self._step_draft_s) / self.costs.predict(batch, 1))
+            r = self.config.efficiency_rate
+            self.efficiency = e if self.efficiency is None else (1 - r) * self.efficiency + r * e
         if self.probe is not None:
             c = self.config
             surprise = abs(math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))) > math.log1p(c.probe_tolerance)
@@ -238,18 +274,27 @@ class StepPlanner:
             self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
 
     def observe_drafting(self, batch: int, seconds: float) -> None:
+        self._step_draft_s = seconds
         per_seq = seconds / max(batch, 1)
         r = self.config.draft_rate
         self.draft_s = per_seq if self.draft_s is None else (1 - r) * self.draft_s + r * per_seq
 
-    def record(self, predicted: float, realised: int, decay: float = 0.98) -> None:
-        """After a verified step: the draft's summed node scores vs the tokens it got accepted."""
+    def record(self, predicted: float, realised: float, decay: float = 0.98) -> None:
+        """After a verified step, per sequence: its draft's summed node scores vs the tokens it
+        got accepted (booked to this step's draft size)."""
+        self._step_realised += realised
         self.predicted = decay * self.predicted + predicted
         self.realised = decay * self.realised + realised
+        if 1 + self.chosen_k in self.config.widths:
+            i = self.config.widths.index(1 + self.chosen_k)
+            self.predicted_by[i] = decay * self.predicted_by[i] + predicted
+            self.realised_by[i] = decay * self.realised_by[i] + realised
 
     def stats(self) -> dict:
         us = lambda s: None if s is None else round(s * 1e6, 1)  # noqa: E731
-        return {**self.counts, "score_scale": round(self.score_scale, 3), "drift": round(self.costs.drift, 3),
+        scales = {n: round(self.score_scale(n - 1), 3) for n in self.config.widths[1:]}
+        return {**self.counts, "score_scale_by_width": scales, "drift": round(self.costs.drift, 3),
+                "efficiency": None if self.efficiency is None else round(self.efficiency, 3),
                 "draft_us_per_seq": us(self.draft_s), "saving_us_per_seq": us(self.saving_s),
                 "widths": dict(sorted(self.widths_used.items())),
                 "predicted_ms_batch1": {n: round(self.costs.predict(1, n) * 1e3, 1) for n in self.config.widths}}

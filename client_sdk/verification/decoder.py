@@ -170,32 +170,28 @@ class ReferenceDecoder:
         return new
 
 
-def _probe_tree(size: int, vocab: int, branching: bool) -> DraftTree:
+def probe_tree(size: int, vocab: int, branching: bool = False) -> DraftTree:
     """A draft of ``size`` nodes: a chain, or (branching) two children per node, breadth first."""
     parents = (np.arange(size) // 2 - 1 if branching else np.arange(-1, size - 1)).astype(np.int32)
     return DraftTree(np.arange(size, dtype=np.int32) % vocab, parents, np.ones(size), np.full((size, 1, 4), -1, np.int8))
 
 
 @torch.no_grad()
-def time_forward(decoder: ReferenceDecoder, batch: int, tokens: int, context: int, repeats: int = 5,
-                 branching: bool = False, causal: bool = False) -> float:
-    """Median seconds of one verification forward: ``batch`` rows x ``tokens`` (root + draft)
-    over a cache of ``context`` entries, through the same layout and mask as decoding.
-
-    branching: a binary draft tree (an explicit tree mask) instead of a chain; causal: the
-    model's plain causal path with no mask at all (the reference a tree forward is held to).
-    """
+def time_forward(decoder: ReferenceDecoder, batch: int, tokens: int, context: int, repeats: int = 5) -> float:
+    """Median seconds of one verification forward: ``batch`` rows x ``tokens`` (root + chain
+    draft) over a cache of ``context`` entries, through the same layout and mask as decoding.
+    (`sssd bench forward` compares chain, tree-mask and plain causal forwards.)"""
     gen = torch.Generator().manual_seed(0)
     vocab = decoder.model.config.vocab_size
     prompts = [torch.randint(0, vocab, (context + 1,), generator=gen).tolist() for _ in range(batch)]
     cache = decoder.prefill(prompts)
-    tree = _probe_tree(tokens - 1, vocab, branching)
+    tree = probe_tree(tokens - 1, vocab)
     times = []
     for _ in range(repeats + 2):
         b = build_batch([p[-1] for p in prompts], [tree] * batch, cache.lengths, cache.width, decoder.device)
         t = time.perf_counter()
-        decoder.model(input_ids=b.input_ids, position_ids=None if causal else b.positions,
-                      attention_mask=None if causal else b.mask, past_key_values=cache.as_dynamic(), use_cache=True)
+        decoder.model(input_ids=b.input_ids, position_ids=b.positions, attention_mask=b.mask,
+                      past_key_values=cache.as_dynamic(), use_cache=True)
         times.append(time.perf_counter() - t)
     return float(np.median(times[2:]))  # the first runs warm up
 

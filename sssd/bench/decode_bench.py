@@ -61,10 +61,13 @@ def cpu_burners(count: int):
 
 
 def _measure(decoder, prompts, batch, max_new, specs: dict) -> dict:
-    """Every configuration over the same prompts, interleaved batch by batch."""
+    """Every configuration over the same prompts, interleaved batch by batch, in an order that
+    rotates from batch to batch (whatever runs first or last does not always favour one)."""
     out = {name: {"gens": [], "seconds": 0.0, "prefill": 0.0} for name in specs}
-    for i in range(0, len(prompts), batch):
-        for name, spec in specs.items():
+    names = list(specs)
+    for chunk, i in enumerate(range(0, len(prompts), batch)):
+        for name in names[chunk % len(names) :] + names[: chunk % len(names)]:  # rotated: no config always first
+            spec = specs[name]
             gens = decoder.generate(prompts[i : i + batch], max_new, speculator=spec)
             out[name]["gens"] += gens
             out[name]["seconds"] += gens[0].decode_seconds  # one call decodes the batch together
