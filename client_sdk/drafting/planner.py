@@ -7,9 +7,10 @@ the node is accepted, scaled by realised / predicted acceptance), in T(B, 1 + k)
 T the measured time of a step of that width. Two decisions per step:
 
 - *draft at all?* Drafting and the datastore lookup cost D seconds (measured) before the
-  drafts can be judged, and what drafted steps realise is measured too: while their
-  efficiency (tokens per sequence over step + drafting time, in plain steps) is below 1
-  they lose to plain decoding, whatever their scores promised, and drafting stops. What drafting buys is the time it saves when its drafts turn out
+  drafts can be judged, and what speculating steps realise is measured too: while their
+  efficiency (tokens per sequence over step + drafting time, in plain steps) is below
+  ``min_efficiency`` they lose to plain decoding, whatever their scores promised, and
+  drafting stops. What drafting buys is the time it saves when its drafts turn out
   good: per drafted step, S = max(0, (B + G(k*)) * T(B, 1) / B - T(B, 1 + k*)), the plain
   time of the tokens the chosen k* commits minus what its step costs (0 when k* = 0). The
   planner drafts while the recent average of S exceeds D: an average over steps of the
@@ -114,7 +115,8 @@ class PlannerConfig:
     probe_tolerance: float = 0.15  # a probe within this relative error of the table confirms it
     plain_every: int = 16  # while speculating, plain decoding is re-measured at least this often
     look_every: int = 8  # while drafting does not pay, draft once in this many steps to see if it does
-    efficiency_rate: float = 0.1  # how fast the realised efficiency of drafted steps follows them
+    efficiency_rate: float = 0.1  # how fast the realised efficiency of speculating steps follows them
+    min_efficiency: float = 0.97  # below this (speculating steps measurably lose) drafting stops
     cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
     probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
     saving_rate: float = 0.05  # how fast the expected time a drafted step saves follows recent drafts
@@ -149,6 +151,7 @@ class StepPlanner:
         self.drafting = False  # whether the current step drafts
         self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
+        self._drafted_once = False
         # realised / predicted accepted tokens (decayed sums) per verify width: shrinks node scores
         # that over-promise, and more for wide drafts, whose deep nodes compound the error; a
         # cautious start (0.6, worth ten verified tokens) until verification says otherwise
@@ -156,11 +159,11 @@ class StepPlanner:
         n = len(self.config.widths)
         self.predicted_by, self.realised_by = np.zeros(n), np.zeros(n)  # per width, shrunk to the above
         self.chosen_k = 0  # the draft size verified this step
-        # realised efficiency of drafted steps: (tokens per sequence) / (step + drafting time in
-        # plain steps); below 1 they lost to plain decoding, whatever the scores promised
-        self.efficiency: float | None = None
+        # realised efficiency of steps that speculated: (tokens per sequence) / (step + drafting
+        # time in plain steps); below 1 they lost to plain decoding, whatever the scores promised
+        # (steps that drafted but verified nothing are the saving-vs-drafting rule's business)
+        self.efficiency = 1.0  # a neutral start: a run of losing steps, not one, stops drafting
         self._step_realised = 0.0
-        self._step_draft_s = 0.0
         self.counts = {"steps": 0, "drafted": 0, "probes": 0}
         self.widths_used: dict[int, int] = {}  # verify width -> steps (probes included)
 
@@ -183,7 +186,7 @@ class StepPlanner:
         self.step += 1
         self.counts["steps"] += 1
         self.probe = self._probe_due(batch)
-        self.chosen_k, self._step_realised, self._step_draft_s = 0, 0.0, 0.0
+        self.chosen_k, self._step_realised = 0, 0.0
         if self.probe is not None:
             self.counts["probes"] += 1
             budget = 0 if self.probe == 1 else self.max_budget
@@ -202,7 +205,7 @@ class StepPlanner:
     def _pays(self) -> bool:
         """Drafting pays: what drafted steps are expected to save beats what drafting costs, and
         what they actually realised (measured, not predicted) beat plain decoding."""
-        return self.saving_s > self.draft_s and (self.efficiency is None or self.efficiency >= 1.0)
+        return self.saving_s > self.draft_s and self.efficiency >= self.config.min_efficiency
 
     def _probe_due(self, batch: int) -> int | None:
         """The width this step re-measures, if one is due: plain decoding (whether to speculate)
@@ -257,11 +260,12 @@ class StepPlanner:
         """The measured time of a step of this width (verification and upkeep, not drafting).
         Call it after the step's ``record`` calls, so the step's accepted tokens are known."""
         self.widths_used[width] = self.widths_used.get(width, 0) + 1
-        if self.drafting and self.probe is None:
+        if self.drafting and self.probe is None and self.chosen_k > 0:  # a step that speculated
             tokens = (batch + self._step_realised) / batch
-            e = tokens / ((seconds + self._step_draft_s) / self.costs.predict(batch, 1))
+            drafting = (self.draft_s or 0.0) * batch  # the robust estimate: one slow call is no verdict
+            e = tokens / ((seconds + drafting) / self.costs.predict(batch, 1))
             r = self.config.efficiency_rate
-            self.efficiency = e if self.efficiency is None else (1 - r) * self.efficiency + r * e
+            self.efficiency = (1 - r) * self.efficiency + r * e
         if self.probe is not None:
             c = self.config
             surprise = abs(math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))) > math.log1p(c.probe_tolerance)
@@ -274,10 +278,16 @@ class StepPlanner:
             self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
 
     def observe_drafting(self, batch: int, seconds: float) -> None:
-        self._step_draft_s = seconds
+        """The measured drafting + lookup time of this step. One outlier (a first call that
+        compiles or connects, a pause) moves the estimate by at most a factor of three, so it
+        cannot stop drafting for long; a lasting slowdown still shows within a few steps."""
         per_seq = seconds / max(batch, 1)
         r = self.config.draft_rate
-        self.draft_s = per_seq if self.draft_s is None else (1 - r) * self.draft_s + r * per_seq
+        if self.draft_s is None:
+            self.draft_s = per_seq if self._drafted_once else 0.0  # the first call only warms up
+            self._drafted_once = True
+            return
+        self.draft_s = (1 - r) * self.draft_s + r * min(per_seq, 3 * max(self.draft_s, 1e-4))
 
     def record(self, predicted: float, realised: float, decay: float = 0.98) -> None:
         """After a verified step, per sequence: its draft's summed node scores vs the tokens it
@@ -294,7 +304,7 @@ class StepPlanner:
         us = lambda s: None if s is None else round(s * 1e6, 1)  # noqa: E731
         scales = {n: round(self.score_scale(n - 1), 3) for n in self.config.widths[1:]}
         return {**self.counts, "score_scale_by_width": scales, "drift": round(self.costs.drift, 3),
-                "efficiency": None if self.efficiency is None else round(self.efficiency, 3),
+                "efficiency": round(self.efficiency, 3),
                 "draft_us_per_seq": us(self.draft_s), "saving_us_per_seq": us(self.saving_s),
                 "widths": dict(sorted(self.widths_used.items())),
                 "predicted_ms_batch1": {n: round(self.costs.predict(1, n) * 1e3, 1) for n in self.config.widths}}
