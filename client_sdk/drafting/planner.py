@@ -28,8 +28,9 @@ costs are known and speeds up when they change. A start-up table that is wrong i
 direction, or a machine whose load changes, is corrected; and a drift factor shared by all
 widths moves with every observation, so a change that hits every width alike (another
 process taking the CPU) is followed within a few steps without waiting for a probe. When
-k = 0 is chosen nothing is drafted or looked up, but for one step in ``look_every`` that
-drafts (and verifies what is worth it) so the value of drafting is re-measured too.
+k = 0 is chosen nothing is drafted or looked up, but for a "look" now and then that drafts
+(and verifies what is worth it) so the value of drafting is re-measured too: one step in
+``look_every``, backing off to one in ``look_every_max`` while the looks find nothing.
 """
 
 from __future__ import annotations
@@ -115,6 +116,7 @@ class PlannerConfig:
     probe_tolerance: float = 0.15  # a probe within this relative error of the table confirms it
     plain_every: int = 16  # while speculating, plain decoding is re-measured at least this often
     look_every: int = 8  # while drafting does not pay, draft once in this many steps to see if it does
+    look_every_max: int = 64  # ... an interval that doubles up to this while the looks find nothing
     efficiency_rate: float = 0.1  # how fast the realised efficiency of speculating steps follows them
     min_efficiency: float = 0.97  # below this (speculating steps measurably lose) drafting stops
     cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
@@ -125,10 +127,11 @@ class PlannerConfig:
     def __post_init__(self) -> None:
         if not self.widths or self.widths[0] != 1 or list(self.widths) != sorted(set(self.widths)):
             raise ValueError(f"planner widths must be increasing and start at 1, got {self.widths}")
-        if not 2 <= self.probe_every <= self.probe_every_max or self.plain_every < 2 or self.look_every < 2:
-            raise ValueError(f"probe_every must be at least 2 and at most probe_every_max, plain_every and "
-                             f"look_every at least 2, got {self.probe_every}, {self.probe_every_max}, "
-                             f"{self.plain_every}, {self.look_every}")
+        if not (2 <= self.probe_every <= self.probe_every_max and self.plain_every >= 2
+                and 2 <= self.look_every <= self.look_every_max):
+            raise ValueError(f"want 2 <= probe_every <= probe_every_max, plain_every >= 2, 2 <= look_every <= "
+                             f"look_every_max; got {self.probe_every}, {self.probe_every_max}, {self.plain_every}, "
+                             f"{self.look_every}, {self.look_every_max}")
 
 
 class StepPlanner:
@@ -148,6 +151,7 @@ class StepPlanner:
         self._interval = config.probe_every  # steps between neighbour probes (adaptive)
         self._next_probe, self._next_plain = config.probe_every, config.plain_every
         self._last_drafted = 0  # the last step that drafted
+        self._look_every, self._looking = config.look_every, False  # looks back off while they fail
         self.drafting = False  # whether the current step drafts
         self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
@@ -186,14 +190,16 @@ class StepPlanner:
         self.step += 1
         self.counts["steps"] += 1
         self.probe = self._probe_due(batch)
-        self.chosen_k, self._step_realised = 0, 0.0
+        self.chosen_k, self._step_realised, self._looking = 0, 0.0, False
         if self.probe is not None:
             self.counts["probes"] += 1
             budget = 0 if self.probe == 1 else self.max_budget
         elif self.saving_s is None or self.draft_s is None:
             budget = self.max_budget  # nothing known about drafts yet: find out
-        elif self._pays() or self.step - self._last_drafted >= self.config.look_every:
-            budget = self.max_budget  # drafting pays, or it is time to look again whether it does
+        elif self._pays():
+            budget = self.max_budget
+        elif self.step - self._last_drafted >= self._look_every:
+            budget, self._looking = self.max_budget, True  # time to look again whether it pays
         else:
             budget = 0
         self.drafting = budget > 0
@@ -266,6 +272,11 @@ class StepPlanner:
             e = tokens / ((seconds + drafting) / self.costs.predict(batch, 1))
             r = self.config.efficiency_rate
             self.efficiency = (1 - r) * self.efficiency + r * e
+            if self._looking and e >= 1.0:
+                self.efficiency = max(self.efficiency, self.config.min_efficiency)  # a look that won reopens
+        if self._looking:  # a look that found nothing, or lost, makes the next one wait longer
+            won = self.chosen_k > 0 and self.efficiency >= self.config.min_efficiency
+            self._look_every = self.config.look_every if won else min(2 * self._look_every, self.config.look_every_max)
         if self.probe is not None:
             c = self.config
             surprise = abs(math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))) > math.log1p(c.probe_tolerance)
