@@ -7,15 +7,14 @@ the node is accepted, scaled by realised / predicted acceptance), in T(B, 1 + k)
 T the measured time of a step of that width. Two decisions per step:
 
 - *draft at all?* Drafting and the datastore lookup cost D seconds (measured) before the
-  drafts can be judged, and what speculating steps realise is measured too: while their
-  efficiency (tokens per sequence over step + drafting time, in plain steps) is below
-  ``min_efficiency`` they lose to plain decoding, whatever their scores promised, and
-  drafting stops. What drafting buys is the time it saves when its drafts turn out
+  drafts can be judged. What drafting buys is the time it saves when its drafts turn out
   good: per drafted step, S = max(0, (B + G(k*)) * T(B, 1) / B - T(B, 1 + k*)), the plain
   time of the tokens the chosen k* commits minus what its step costs (0 when k* = 0). The
-  planner drafts while the recent average of S exceeds D: an average over steps of the
-  best choice, not the choice for an average step, because a good datastore match is worth
-  taking even when most steps have none.
+  planner drafts while the recent average of S exceeds D (an average over steps of the best
+  choice, not the choice for an average step: a good datastore match is worth taking even
+  when most steps have none), and while the steps that speculated did not measurably lose:
+  their realised efficiency (tokens per sequence over step + drafting time, in plain steps)
+  must stay above ``min_efficiency``, whatever their scores promised.
 - *how wide?* For drafts in hand D is spent, and k* maximises (B + G(k)) / T(B, 1 + k),
   k = 0 unless that beats plain decoding's B / T(B, 1) by ``min_gain``.
 
@@ -116,8 +115,9 @@ class PlannerConfig:
     probe_tolerance: float = 0.15  # a probe within this relative error of the table confirms it
     plain_every: int = 16  # while speculating, plain decoding is re-measured at least this often
     look_every: int = 8  # while drafting does not pay, draft once in this many steps to see if it does
-    look_every_max: int = 64  # ... an interval that doubles up to this while the looks find nothing
-    efficiency_rate: float = 0.1  # how fast the realised efficiency of speculating steps follows them
+    look_every_max: int = 32  # ... an interval that doubles up to this while the looks find nothing
+    efficiency_rate: float = 0.05  # how fast the realised efficiency of speculating steps follows them
+    efficiency_after: int = 16  # speculating steps measured before their efficiency may stop drafting
     min_efficiency: float = 0.97  # below this (speculating steps measurably lose) drafting stops
     cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
     probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
@@ -153,6 +153,7 @@ class StepPlanner:
         self._last_drafted = 0  # the last step that drafted
         self._look_every, self._looking = config.look_every, False  # looks back off while they fail
         self.drafting = False  # whether the current step drafts
+        self._steady = False  # whether the previous step drafted too
         self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
         self._drafted_once = False
@@ -167,6 +168,7 @@ class StepPlanner:
         # time in plain steps); below 1 they lost to plain decoding, whatever the scores promised
         # (steps that drafted but verified nothing are the saving-vs-drafting rule's business)
         self.efficiency = 1.0  # a neutral start: a run of losing steps, not one, stops drafting
+        self._speculated = 0
         self._step_realised = 0.0
         self.counts = {"steps": 0, "drafted": 0, "probes": 0}
         self.widths_used: dict[int, int] = {}  # verify width -> steps (probes included)
@@ -202,6 +204,7 @@ class StepPlanner:
             budget, self._looking = self.max_budget, True  # time to look again whether it pays
         else:
             budget = 0
+        self._steady = self.drafting and budget > 0  # drafting on consecutive steps: lookups prefetched
         self.drafting = budget > 0
         if budget:
             self._last_drafted = self.step
@@ -211,7 +214,8 @@ class StepPlanner:
     def _pays(self) -> bool:
         """Drafting pays: what drafted steps are expected to save beats what drafting costs, and
         what they actually realised (measured, not predicted) beat plain decoding."""
-        return self.saving_s > self.draft_s and self.efficiency >= self.config.min_efficiency
+        proven = self._speculated >= self.config.efficiency_after  # a few unlucky steps are no verdict
+        return self.saving_s > self.draft_s and (not proven or self.efficiency >= self.config.min_efficiency)
 
     def _probe_due(self, batch: int) -> int | None:
         """The width this step re-measures, if one is due: plain decoding (whether to speculate)
@@ -272,10 +276,11 @@ class StepPlanner:
             e = tokens / ((seconds + drafting) / self.costs.predict(batch, 1))
             r = self.config.efficiency_rate
             self.efficiency = (1 - r) * self.efficiency + r * e
+            self._speculated += 1
             if self._looking and e >= 1.0:
                 self.efficiency = max(self.efficiency, self.config.min_efficiency)  # a look that won reopens
         if self._looking:  # a look that found nothing, or lost, makes the next one wait longer
-            won = self.chosen_k > 0 and self.efficiency >= self.config.min_efficiency
+            won = self.chosen_k > 0 and self._pays()
             self._look_every = self.config.look_every if won else min(2 * self._look_every, self.config.look_every_max)
         if self.probe is not None:
             c = self.config
@@ -298,7 +303,8 @@ class StepPlanner:
             self.draft_s = per_seq if self._drafted_once else 0.0  # the first call only warms up
             self._drafted_once = True
             return
-        self.draft_s = (1 - r) * self.draft_s + r * min(per_seq, 3 * max(self.draft_s, 1e-4))
+        if self._steady:  # what drafting costs while it goes on (a lone look pays for an unprefetched lookup)
+            self.draft_s = (1 - r) * self.draft_s + r * min(per_seq, 3 * max(self.draft_s, 1e-4))
 
     def record(self, predicted: float, realised: float, decay: float = 0.98) -> None:
         """After a verified step, per sequence: its draft's summed node scores vs the tokens it
