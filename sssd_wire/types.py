@@ -103,7 +103,7 @@ class TrieBatch:
     (A slotted class: one is built per lookup call.)
     """
 
-    __slots__ = ("tokens", "parents", "counts", "node_offsets", "meta")
+    __slots__ = ("tokens", "parents", "counts", "node_offsets", "meta", "match_lengths")
 
     def __init__(self, tokens, parents, counts, node_offsets, meta) -> None:
         self.tokens = tokens  # [N] int32
@@ -111,6 +111,7 @@ class TrieBatch:
         self.counts = counts  # [N] int32
         self.node_offsets = node_offsets  # [B + 1] int64
         self.meta = meta  # [B, 3] int64
+        self.match_lengths = np.ascontiguousarray(meta[:, 0])  # [B] int64, once: the drafting kernel reads it per request
 
     @staticmethod
     def empty(batch: int = 0) -> "TrieBatch":
@@ -119,11 +120,6 @@ class TrieBatch:
 
     def __len__(self) -> int:
         return int(self.node_offsets.shape[0] - 1)
-
-    @property
-    def match_lengths(self) -> np.ndarray:
-        """[B] int64: the suffix length each context matched (0 = nothing found)."""
-        return np.ascontiguousarray(self.meta[:, 0])
 
     def trie(self, i: int) -> ContinuationTree:
         a, b = int(self.node_offsets[i]), int(self.node_offsets[i + 1])

@@ -34,7 +34,6 @@ class Drafter(Protocol):
     def draft(self, local: LocalIndex, tries: TrieBatch, first: int, count: int, calibration: Calibration,
               budget: int, depth: int) -> DraftTree:
         """tries[first : first + count] are this request's (count 0: the datastore did not answer)."""
-        ...
 
 
 @dataclasses.dataclass(frozen=True)
