@@ -36,7 +36,6 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
                      token: str | None = None, fixed_budget: int | None = None, costs: StepCosts | None = None,
                      feedback: bool = False, remote: TrieSource | None = None, sink: GenerationSink | None = None,
                      drafter: Drafter | None = None, calibration: Calibration | None = None,
-                     planner_config: PlannerConfig = PlannerConfig(),
                      config: SpeculatorConfig = SpeculatorConfig()) -> Speculator:
     """A Speculator with an optional datastore and, unless fixed_budget is set, a step planner.
 
@@ -56,8 +55,8 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         if costs is None:
             if model_config is None:
                 raise ValueError("a planner needs measured step costs or a model config for the roofline")
-            costs = roofline_costs(model_config, widths=planner_config.widths)
-        planner = StepPlanner(costs, planner_config)
+            costs = roofline_costs(model_config, widths=config.planner.widths)
+        planner = StepPlanner(costs, config.planner)
     else:
         config = dataclasses.replace(config, fixed_budget=fixed_budget)
     return Speculator(config, remote=remote, planner=planner, feedback=sink, drafter=drafter, calibration=calibration)

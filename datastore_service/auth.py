@@ -85,10 +85,43 @@ class Authenticator:
         raise DatastoreError("unknown bearer token", Kind.UNAUTHENTICATED)
 
 
-def require(scope: str, namespace: str | None = None, principal: Principal | None = None) -> None:
-    """Raises PERMISSION_DENIED when the principal (default: the current call's) lacks the
-    scope or the namespace."""
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """What calling one method takes: a scope (None: any authenticated caller, who then sees
+    only its own namespaces) and the request field naming the namespace it acts on (None, or
+    an empty value there: the whole service)."""
+
+    scope: str | None
+    namespace_field: str | None = None
+
+
+# every Datastore method's rule, in one place; the interceptor enforces it on every request
+# message (each message of a stream too), so the servicer holds no scope checks
+METHOD_RULES: dict[str, Rule] = {
+    "Ingest": Rule("ingest", "namespace"),
+    "IngestStream": Rule("ingest", "namespace"),
+    "Lookup": Rule("lookup", "namespace"),
+    "LookupStream": Rule("lookup", "namespace"),
+    "Stats": Rule(None),
+    "ListNamespaces": Rule(None),
+    "Compact": Rule("admin", "namespace"),
+    "Snapshot": Rule("admin"),
+    "DeleteDocuments": Rule("admin", "namespace"),
+    "CreateNamespace": Rule("admin", "name"),
+    "DropNamespace": Rule("admin", "name"),
+}
+
+
+def authorize(method: str, request, principal: Principal | None = None) -> None:
+    """Raises PERMISSION_DENIED when the principal (default: the current call's) may not call
+    ``method`` with ``request``; a method without a rule is refused (fail closed)."""
     principal = principal if principal is not None else principal_var.get()
-    if not principal.may(scope, namespace):
+    rule = METHOD_RULES.get(method)
+    if rule is None:
+        raise DatastoreError(f"method {method!r} has no access rule", Kind.PERMISSION_DENIED)
+    if rule.scope is None:
+        return
+    namespace = getattr(request, rule.namespace_field) or None if rule.namespace_field else None
+    if not principal.may(rule.scope, namespace):
         where = f" on namespace {namespace!r}" if namespace else ""
-        raise DatastoreError(f"{principal.name!r} may not {scope}{where}", Kind.PERMISSION_DENIED)
+        raise DatastoreError(f"{principal.name!r} may not {rule.scope}{where}", Kind.PERMISSION_DENIED)

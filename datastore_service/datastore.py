@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from datastore_service.core import (
     AddResult,
     ContinuationTree,
     Document,
+    IndexCounts,
     LookupParams,
     NamespaceIndex,
     NamespaceSpec,
@@ -45,7 +47,7 @@ log = logging.getLogger("sssd.datastore")
 class DatastoreConfig:
     """Knobs of the datastore (the CLI derives its flags from these fields)."""
 
-    path: str = "sssd.db"  # the SQLite file; created when missing
+    db: str = "sssd.db"  # the SQLite file; created when missing
     synchronous: str = "FULL"  # SQLite synchronous mode: FULL survives power loss, NORMAL a process kill
     max_doc_tokens: int = 1 << 20  # documents longer than this are rejected
     compaction_fanout: int = 4  # merge when this many segments share a size tier
@@ -53,17 +55,9 @@ class DatastoreConfig:
     maintenance_interval_s: float = 0.1  # background flush/compaction period
 
 
-@dataclasses.dataclass(frozen=True)
-class NamespaceStats:
-    name: str
-    vocab_size: int
-    tokenizer_fingerprint: str
-    max_tokens: int
-    documents: int
-    tokens: int
-    segments: int
-    pending_tokens: int
-    resident_bytes: int
+class NamespaceStats(NamedTuple):
+    spec: NamespaceSpec
+    counts: IndexCounts
 
 
 class Datastore:
@@ -71,7 +65,7 @@ class Datastore:
 
     def __init__(self, config: DatastoreConfig) -> None:
         self.config = config
-        self.store = Store(config.path, config.synchronous)
+        self.store = Store(config.db, config.synchronous)
         self._write_lock = threading.RLock()  # namespaces, ingest, delete: short sections
         self._maint_lock = threading.Lock()  # one flush/compaction at a time
         self._namespaces: dict[str, NamespaceIndex] = {}
@@ -247,18 +241,7 @@ class Datastore:
     # -- introspection --------------------------------------------------------------------
 
     def stats(self) -> list[NamespaceStats]:
-        out = []
-        for name in self.namespace_names():
-            ns = self._namespaces[name]
-            spec = ns.spec
-            out.append(
-                NamespaceStats(
-                    name, spec.vocab_size, spec.tokenizer_fingerprint, spec.max_tokens,
-                    ns.document_count(), ns.live_tokens, len(ns.segments), ns.pending_tokens(),
-                    ns.resident_bytes(),
-                )
-            )
-        return out
+        return [NamespaceStats(self._namespaces[n].spec, self._namespaces[n].counts()) for n in self.namespace_names()]
 
     def check_integrity(self, deep: bool = True) -> str:
         """"" when the index and the file agree and every index invariant holds."""
@@ -288,7 +271,7 @@ def release_free_memory() -> None:
 
 def open_datastore(path: str | Path, **overrides) -> Datastore:
     """Convenience: a Datastore on ``path`` with default settings."""
-    return Datastore(DatastoreConfig(path=str(path), **overrides))
+    return Datastore(DatastoreConfig(db=str(path), **overrides))
 
 
 def wait_queryable(ds: Datastore, name: str, doc_count: int, timeout_s: float = 5.0) -> bool:

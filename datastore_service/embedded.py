@@ -1,6 +1,6 @@
 """Run the real gRPC server on a private event-loop thread (tests, demo, benchmarks).
 
-    with EmbeddedServer(ServerConfig(db="x.db", port=0)) as server:
+    with EmbeddedServer(ServerConfig.of(db="x.db", port=0)) as server:
         client = DatastoreClient(server.address)
 """
 

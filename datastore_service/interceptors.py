@@ -1,4 +1,7 @@
-"""The one server interceptor: authentication, error -> status mapping, RPC metrics.
+"""The one server interceptor: authentication, authorization, error -> status mapping, RPC metrics.
+
+Authorization follows auth.METHOD_RULES, checked on every request message (each message of
+a client stream too) before the servicer sees it.
 
 Every Datastore RPC runs inside ``_guard``: DatastoreError kinds become status codes here and
 nowhere else; any other exception is logged with its traceback and becomes INTERNAL with a
@@ -12,7 +15,7 @@ import time
 
 import grpc
 
-from datastore_service.auth import Authenticator, principal_var
+from datastore_service.auth import Authenticator, authorize, principal_var
 from sssd_wire.errors import DatastoreError, Kind
 from datastore_service.metrics import Metrics
 
@@ -62,12 +65,23 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
         guard.metrics.rpcs.labels(method, "OK").inc()
         guard.metrics.rpc_seconds.labels(method).observe(time.perf_counter() - start)
 
-    def unary_response(behavior):
+    async def checked_stream(requests):
+        async for request in requests:
+            authorize(method, request)
+            yield request
+
+    def checked(request, streaming: bool):
+        if streaming:
+            return checked_stream(request)
+        authorize(method, request)
+        return request
+
+    def unary_response(behavior, streaming: bool):
         async def run(request, context):
             start = time.perf_counter()
             try:
                 start = await enter(context)
-                response = await behavior(request, context)
+                response = await behavior(checked(request, streaming), context)
             except (grpc.aio.AbortError, KeyboardInterrupt):
                 raise
             except Exception as exc:
@@ -77,12 +91,12 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
 
         return run
 
-    def stream_response(behavior):
+    def stream_response(behavior, streaming: bool):
         async def run(request, context):
             start = time.perf_counter()
             try:
                 start = await enter(context)
-                async for response in behavior(request, context):
+                async for response in behavior(checked(request, streaming), context):
                     yield response
             except (grpc.aio.AbortError, KeyboardInterrupt):
                 raise
@@ -94,9 +108,9 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
 
     ser = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
     if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **ser)
+        return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary, False), **ser)
     if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **ser)
+        return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary, True), **ser)
     if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **ser)
-    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **ser)
+        return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream, False), **ser)
+    return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream, True), **ser)

@@ -23,8 +23,8 @@ class Metrics:
         self.resident = Gauge("sssd_namespace_resident_bytes", "index bytes in memory", ["namespace"], registry=r)
 
     def observe_namespaces(self, stats) -> None:
-        for s in stats:
-            self.tokens.labels(s.name).set(s.tokens)
-            self.documents.labels(s.name).set(s.documents)
-            self.segments.labels(s.name).set(s.segments)
-            self.resident.labels(s.name).set(s.resident_bytes)
+        for spec, counts in stats:
+            self.tokens.labels(spec.name).set(counts.tokens)
+            self.documents.labels(spec.name).set(counts.documents)
+            self.segments.labels(spec.name).set(counts.segments)
+            self.resident.labels(spec.name).set(counts.resident_bytes)

@@ -21,10 +21,12 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from datastore_service.auth import Authenticator
+from datastore_service.core.index import warm_up
 from datastore_service.datastore import Datastore, DatastoreConfig
 from datastore_service.interceptors import GuardInterceptor
 from datastore_service.metrics import Metrics
 from datastore_service.servicer import DatastoreServicer, Limits
+from sssd_wire import settings
 from sssd_wire.v1 import datastore_pb2, datastore_pb2_grpc
 
 log = logging.getLogger("sssd.server")
@@ -33,9 +35,10 @@ SERVICE_NAME = datastore_pb2.DESCRIPTOR.services_by_name["Datastore"].full_name
 
 @dataclasses.dataclass(frozen=True)
 class ServerConfig:
-    """Knobs of ``sssd serve`` (one flag per field)."""
+    """Knobs of ``sssd serve``: the network side here, the datastore's and the per-request
+    limits in their own dataclasses (flags and ``SSSD_*`` variables derive from the tree, see
+    sssd_wire.settings)."""
 
-    db: str = "sssd.db"  # SQLite file of the datastore
     host: str = "127.0.0.1"  # bind address; loopback unless told otherwise
     port: int = 50051  # 0 picks a free port
     metrics_port: int = -1  # Prometheus /metrics port; -1 = off, 0 = any free port
@@ -43,14 +46,15 @@ class ServerConfig:
     tls_cert: str = ""  # PEM certificate chain; with tls_key enables TLS
     tls_key: str = ""  # PEM private key
     max_message_bytes: int = 64 << 20  # gRPC message size limit, both directions
-    max_lookup_contexts: int = 4096  # per Lookup request
-    max_ingest_documents: int = 100_000  # per Ingest request
-    max_ingest_tokens: int = 32 << 20  # per Ingest request
     grace_s: float = 10.0  # drain time for in-flight calls at shutdown
     workers: int = 4  # threads for lookups and commits
-    maintenance_interval_s: float = 0.1  # background flush / compaction period
-    compaction_fanout: int = 4  # segments of one size tier merged together
-    synchronous: str = "FULL"  # SQLite synchronous mode
+    limits: Limits = Limits()
+    datastore: DatastoreConfig = DatastoreConfig()
+
+    @classmethod
+    def of(cls, **knobs) -> "ServerConfig":
+        """Any knob of the tree by its name: ``ServerConfig.of(db="x.db", port=0)``."""
+        return settings.build(cls, **knobs)
 
 
 class DatastoreServer:
@@ -60,8 +64,7 @@ class DatastoreServer:
         self.auth = Authenticator.from_file(config.auth_file or None)
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="sssd-worker")
         self.maint_pool = ThreadPoolExecutor(1, thread_name_prefix="sssd-maintenance")
-        limits = Limits(config.max_lookup_contexts, config.max_ingest_documents, config.max_ingest_tokens)
-        self.servicer = DatastoreServicer(limits, self.metrics, self.pool)
+        self.servicer = DatastoreServicer(config.limits, self.metrics, self.pool)
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port = 0
@@ -85,12 +88,10 @@ class DatastoreServer:
         self._server = server
         if not self.auth.enabled and c.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("serving on %s without an auth file: anyone who can reach it may ingest and administer", c.host)
-        ds_config = DatastoreConfig(
-            path=c.db, synchronous=c.synchronous, maintenance_interval_s=c.maintenance_interval_s,
-            compaction_fanout=c.compaction_fanout,
-        )
-        Path(c.db).parent.mkdir(parents=True, exist_ok=True)
-        ds = await asyncio.get_running_loop().run_in_executor(self.maint_pool, Datastore, ds_config)
+        Path(c.datastore.db).parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self.maint_pool, warm_up)  # kernels compiled before SERVING
+        ds = await loop.run_in_executor(self.maint_pool, Datastore, c.datastore)
         ds.on_compaction = self.metrics.compactions.inc
         ds.start_maintenance()
         self.servicer.ds = ds
@@ -98,7 +99,7 @@ class DatastoreServer:
             self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_httpd.server_port
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("sssd datastore serving on %s:%d (db %s, auth %s, tls %s)", c.host, self.port, c.db,
+        log.info("sssd datastore serving on %s:%d (db %s, auth %s, tls %s)", c.host, self.port, c.datastore.db,
                  "on" if self.auth.enabled else "off", "on" if c.tls_cert else "off")
         return self.port
 
@@ -122,7 +123,7 @@ class DatastoreServer:
             log.info("shutdown: draining in-flight calls (grace %.1fs)", self.config.grace_s)
             await self._server.stop(self.config.grace_s)
         if self.servicer.ds is not None:
-            log.info("shutdown: stopping maintenance, final snapshot and close of %s", self.config.db)
+            log.info("shutdown: stopping maintenance, final snapshot and close of %s", self.config.datastore.db)
             await asyncio.get_running_loop().run_in_executor(self.maint_pool, self.servicer.ds.close)
             self.servicer.ds = None
         if self._metrics_httpd is not None:

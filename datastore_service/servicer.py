@@ -16,7 +16,7 @@ import numpy as np
 
 from datastore_service import wire
 from sssd_wire import codec
-from datastore_service.auth import principal_var, require
+from datastore_service.auth import principal_var
 from datastore_service.datastore import Datastore
 from sssd_wire.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
 from datastore_service.metrics import Metrics
@@ -57,7 +57,6 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
     # -- ingest -----------------------------------------------------------------------------
 
     def _check_ingest(self, req: pb.IngestRequest) -> list:
-        require("ingest", req.namespace)
         n_docs = len(req.documents)
         if n_docs == 0:
             raise InvalidArgument("ingest request has no documents")
@@ -101,7 +100,6 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
     async def _lookup(self, req: pb.LookupRequest) -> pb.LookupResponse:
         if self.lookup_delay_s:
             await asyncio.sleep(self.lookup_delay_s)
-        require("lookup", req.namespace)
         n = len(req.context_lengths)
         if n > self.limits.max_lookup_contexts:
             raise ResourceExhausted(f"{n} contexts in one lookup, cap {self.limits.max_lookup_contexts}")
@@ -137,15 +135,14 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
             if request.namespace not in names:
                 raise NotFound(f"namespace {request.namespace!r} does not exist")
             names = {request.namespace}
-        stats = [s for s in await self._run(ds.stats) if s.name in names]
+        stats = [s for s in await self._run(ds.stats) if s.spec.name in names]
         self.metrics.observe_namespaces(stats)
         return pb.StatsResponse(
-            namespaces=[pb.NamespaceStats(**dataclasses.asdict(s)) for s in stats],
+            namespaces=[wire.stats_to_proto(s.spec, s.counts) for s in stats],
             compactions=ds.compactions, uptime_s=time.monotonic() - self.started,
         )
 
     async def Compact(self, request, context):
-        require("admin", request.namespace or None)
         ds = self._store()
         if request.namespace:
             ds.namespace(request.namespace)
@@ -154,11 +151,9 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return pb.CompactResponse(segments_retired=retired)
 
     async def Snapshot(self, request, context):
-        require("admin")
         return pb.SnapshotResponse(tokens_flushed=await self._run(self._store().flush))
 
     async def DeleteDocuments(self, request, context):
-        require("admin", request.namespace)
         ds = self._store()
         ns = ds.namespace(request.namespace)
         missing = [d for d in request.ids if not ns.has_document(d)]
@@ -168,7 +163,6 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return pb.DeleteDocumentsResponse(deleted=deleted)
 
     async def CreateNamespace(self, request, context):
-        require("admin", request.name)
         spec = wire.namespace_from_proto(request)
         await self._run(self._store().create_namespace, spec)
         return wire.namespace_to_proto(spec)
@@ -179,6 +173,5 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return pb.ListNamespacesResponse(namespaces=[wire.namespace_to_proto(s) for s in specs])
 
     async def DropNamespace(self, request, context):
-        require("admin", request.name)
         await self._run(self._store().drop_namespace, request.name)
         return pb.DropNamespaceResponse()

@@ -5,7 +5,9 @@ Tokens, contexts, lookup parameters and tries go through the shared codec (sssd_
 
 from __future__ import annotations
 
-from datastore_service.core import Document, NamespaceSpec
+import dataclasses
+
+from datastore_service.core import Document, IndexCounts, NamespaceSpec
 from sssd_wire.codec import decode_tokens
 from sssd_wire.v1 import datastore_pb2 as pb
 
@@ -19,6 +21,12 @@ def namespace_to_proto(spec: NamespaceSpec) -> pb.Namespace:
         name=spec.name, vocab_size=spec.vocab_size,
         tokenizer_fingerprint=spec.tokenizer_fingerprint, max_tokens=spec.max_tokens,
     )
+
+
+def stats_to_proto(spec: NamespaceSpec, counts: IndexCounts) -> pb.NamespaceStats:
+    return pb.NamespaceStats(name=spec.name, vocab_size=spec.vocab_size,
+                             tokenizer_fingerprint=spec.tokenizer_fingerprint, max_tokens=spec.max_tokens,
+                             **dataclasses.asdict(counts))
 
 
 def namespace_from_proto(req: pb.CreateNamespaceRequest) -> NamespaceSpec:

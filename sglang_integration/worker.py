@@ -23,11 +23,9 @@ def build_drafter(config: PluginConfig, width: int, vocab_size: int, model_confi
     per launch (chosen by the roofline in spec.py), so no per-step planner runs here yet;
     model_config is kept for it."""
     from client_sdk.runtime import build_speculator
-    from client_sdk.drafting.speculator import SpeculatorConfig
 
-    sconf = SpeculatorConfig(lookup_deadline_s=config.lookup_deadline_ms / 1e3)
     spec = build_speculator(address=config.datastore or None, namespace=config.namespace, token=config.token or None,
-                            fixed_budget=width - 1, feedback=config.feedback, config=sconf)
+                            fixed_budget=width - 1, feedback=config.feedback, config=config.speculator)
     return BatchDrafter(spec, width, vocab_size)
 
 

@@ -41,12 +41,12 @@ def rpc_errors(handler):
 
 
 def register(sub) -> None:
-    from sssd.config_flags import add_config_flags, config_from_args
     from datastore_service.server import ServerConfig, serve
+    from sssd_wire import settings
 
-    p = sub.add_parser("serve", help="run the datastore service")
-    add_config_flags(p, ServerConfig)
-    p.set_defaults(handler=lambda a: asyncio.run(serve(config_from_args(ServerConfig, a))) or 0)
+    p = sub.add_parser("serve", help="run the datastore service (each flag also reads its SSSD_* variable)")
+    settings.add_flags(p, ServerConfig)
+    p.set_defaults(handler=lambda a: asyncio.run(serve(settings.from_args(ServerConfig, a))) or 0)
 
     ns = sub.add_parser("namespace", help="create, list or drop namespaces")
     ns_sub = ns.add_subparsers(dest="action", required=True)

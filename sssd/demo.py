@@ -51,7 +51,7 @@ def run_demo(args, out: TextIO) -> int:
     model, tok = load_model(dtype=args.dtype)
     decoder = ReferenceDecoder(model, {tok.eos_token_id})
     say(f"[2/5] starting the datastore service on {work / 'datastore.db'}")
-    server = EmbeddedServer(ServerConfig(db=str(work / "datastore.db"), port=0)).start()
+    server = EmbeddedServer(ServerConfig.of(db=str(work / "datastore.db"), port=0)).start()
     try:
         client = DatastoreClient(server.address, timeout_s=600)
         _forget_feedback(client, work)

@@ -12,7 +12,7 @@ def server_factory(tmp_path):
     started = []
 
     def make(**overrides):
-        config = ServerConfig(**{"db": str(tmp_path / "svc.db"), "port": 0, "grace_s": 2.0, **overrides})
+        config = ServerConfig.of(**{"db": str(tmp_path / "svc.db"), "port": 0, "grace_s": 2.0, **overrides})
         server = EmbeddedServer(config).start()
         started.append(server)
         return server

@@ -20,7 +20,7 @@ def tokens_for(doc_id: int) -> np.ndarray:
 
 def main() -> None:
     path, start = sys.argv[1], int(sys.argv[2])
-    ds = Datastore(DatastoreConfig(path=path, maintenance_interval_s=0.01, compaction_fanout=2))
+    ds = Datastore(DatastoreConfig(db=path, maintenance_interval_s=0.01, compaction_fanout=2))
     try:
         ds.create_namespace(NamespaceSpec("crash", 50))
     except AlreadyExists:

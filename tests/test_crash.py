@@ -50,7 +50,7 @@ def test_sigkill_during_ingest_and_compaction_loses_nothing(tmp_path):
         all_acked += acked
         all_deleted |= deleted
         start = max(all_acked) + 1000
-        ds = Datastore(DatastoreConfig(path=db))
+        ds = Datastore(DatastoreConfig(db=db))
         try:
             assert ds.check_integrity() == ""
             ns = ds.namespace("crash")

@@ -12,7 +12,7 @@ from sssd_wire.errors import AlreadyExists, CorruptStore, InvalidArgument, NotFo
 
 @pytest.fixture
 def ds(tmp_path):
-    ds = Datastore(DatastoreConfig(path=str(tmp_path / "s.db")))
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "s.db")))
     ds.create_namespace(NamespaceSpec("ns", 100))
     ds.ingest("ns", [Document.of("a", [1, 2, 3])])
     yield ds
@@ -49,7 +49,7 @@ def test_conflicting_id_is_refused_alone(ds):
 
 
 def test_oversized_document(tmp_path):
-    ds = Datastore(DatastoreConfig(path=str(tmp_path / "o.db"), max_doc_tokens=8))
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "o.db"), max_doc_tokens=8))
     ds.create_namespace(NamespaceSpec("ns", 10))
     with pytest.raises(InvalidArgument, match="over the cap 8"):
         ds.ingest("ns", [Document.of("x", np.ones(9, dtype=np.int32))])
@@ -83,7 +83,7 @@ def test_foreign_sqlite_file_refused(tmp_path):
     conn.commit()
     conn.close()
     with pytest.raises(CorruptStore, match="another application"):
-        Datastore(DatastoreConfig(path=str(path)))
+        Datastore(DatastoreConfig(db=str(path)))
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT name FROM sqlite_master").fetchall() == [("users",)]  # untouched
 
@@ -92,7 +92,7 @@ def test_garbage_file_refused(tmp_path):
     path = tmp_path / "garbage.db"
     path.write_bytes(b"this is not a database at all" * 200)
     with pytest.raises(CorruptStore, match="not a readable sssd datastore"):
-        Datastore(DatastoreConfig(path=str(path)))
+        Datastore(DatastoreConfig(db=str(path)))
 
 
 def test_drop_namespace_removes_everything(tmp_path, ds):
@@ -104,7 +104,7 @@ def test_drop_namespace_removes_everything(tmp_path, ds):
 
 def test_restart_loads_segments_without_rebuilding(tmp_path, monkeypatch):
     path = str(tmp_path / "r.db")
-    ds = Datastore(DatastoreConfig(path=path))
+    ds = Datastore(DatastoreConfig(db=path))
     ds.create_namespace(NamespaceSpec("ns", 100))
     ds.ingest("ns", [Document.of(f"d{i}", [i % 7, 1, 2, 3]) for i in range(50)])
     ds.close()
@@ -114,7 +114,7 @@ def test_restart_loads_segments_without_rebuilding(tmp_path, monkeypatch):
         raise AssertionError("suffix array rebuilt on restart")
 
     monkeypatch.setattr(segment, "_suffix_array", no_rebuild)
-    ds = Datastore(DatastoreConfig(path=path))
+    ds = Datastore(DatastoreConfig(db=path))
     assert ds.namespace("ns").document_count() == 50 and ds.check_integrity() == ""
     assert ds.lookup("ns", [np.array([1, 2])], LookupParams())[0].occurrences == 50
     ds.close()

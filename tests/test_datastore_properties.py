@@ -59,7 +59,7 @@ def apply(ds: Datastore, model: Model, kind: str, arg, path: str) -> Datastore:
         ds.compact("ns", full=arg)
     else:
         ds.close()
-        ds = Datastore(DatastoreConfig(path=path))
+        ds = Datastore(DatastoreConfig(db=path))
     return ds
 
 
@@ -83,7 +83,7 @@ def check(ds: Datastore, model: Model, contexts: list[list[int]]) -> None:
 def test_random_sequences_match_oracle(ops, cap, contexts):
     with tempfile.TemporaryDirectory() as tmp:
         path = str(Path(tmp) / "p.db")
-        ds = Datastore(DatastoreConfig(path=path, synchronous="OFF"))
+        ds = Datastore(DatastoreConfig(db=path, synchronous="OFF"))
         ds.create_namespace(NamespaceSpec("ns", VOCAB, max_tokens=cap))
         model = Model(cap)
         try:

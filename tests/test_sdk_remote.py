@@ -73,7 +73,7 @@ def test_slow_server_never_holds_a_step_past_its_deadline(live):
 
 def test_stopped_server_opens_the_breaker_then_recovers_after_restart(tmp_path):
     db = str(tmp_path / "r.db")
-    server = EmbeddedServer(ServerConfig(db=db, port=0)).start()
+    server = EmbeddedServer(ServerConfig.of(db=db, port=0)).start()
     port = server.server.port
     client = DatastoreClient(server.address, timeout_s=2)
     client.create_namespace("ns", 100)
@@ -88,7 +88,7 @@ def test_stopped_server_opens_the_breaker_then_recovers_after_restart(tmp_path):
         spec.draft(["r"])
         assert time.perf_counter() - t < 0.2 + 0.1
     assert source.breaker.state in ("open", "half-open") and source.stats.failed >= 2
-    server = EmbeddedServer(ServerConfig(db=db, port=port)).start()
+    server = EmbeddedServer(ServerConfig.of(db=db, port=port)).start()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         time.sleep(0.35)

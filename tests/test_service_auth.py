@@ -43,7 +43,38 @@ CASES = [
     ("t-ingest", lambda c: c.drop_namespace("alpha"), grpc.StatusCode.PERMISSION_DENIED),
     ("t-lookup", lambda c: c.snapshot(), grpc.StatusCode.PERMISSION_DENIED),
     ("t-admin", lambda c: c.compact("beta"), grpc.StatusCode.OK),
+    ("t-lookup", lambda c: c.compact(""), grpc.StatusCode.PERMISSION_DENIED),  # all namespaces: admin
+    ("t-ingest", lambda c: c.ingest_stream("beta", [[("x", [1])]]), grpc.StatusCode.PERMISSION_DENIED),
+    ("t-lookup", lambda c: c.stats(), grpc.StatusCode.OK),  # any valid token; filtered below
+    (None, lambda c: c.stats(), grpc.StatusCode.UNAUTHENTICATED),
 ]
+
+
+def test_every_method_has_an_access_rule():
+    from datastore_service.auth import METHOD_RULES, SCOPES
+    from sssd_wire.v1 import datastore_pb2
+
+    methods = {m.name for m in datastore_pb2.DESCRIPTOR.services_by_name["Datastore"].methods}
+    assert set(METHOD_RULES) == methods
+    assert all(rule.scope in SCOPES + (None,) for rule in METHOD_RULES.values())
+
+
+def test_each_stream_message_is_authorized(secured):
+    """A client stream cannot open on a namespace it may use and switch to one it may not."""
+    from sssd_wire.codec import documents_to_proto
+    from sssd_wire.v1 import datastore_pb2_grpc
+
+    def requests():
+        yield documents_to_proto("alpha", [("ok", [1, 2])])
+        yield documents_to_proto("beta", [("no", [1, 2])])
+
+    with grpc.insecure_channel(secured.address) as ch:
+        stub = datastore_pb2_grpc.DatastoreStub(ch)
+        with pytest.raises(grpc.RpcError) as err:
+            stub.IngestStream(requests(), metadata=[("authorization", "Bearer t-ingest")], timeout=10)
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED and "beta" in err.value.details()
+    with DatastoreClient(secured.address, token="t-admin") as c:
+        assert c.delete("beta", ["no"], missing_ok=True) == []
 
 
 @pytest.mark.parametrize("token,call,expected", CASES)

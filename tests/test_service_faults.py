@@ -102,7 +102,7 @@ def test_sigkill_server_during_stream_and_compaction(tmp_path):
     assert proc.wait(timeout=30) == 0
     from datastore_service.datastore import Datastore, DatastoreConfig
 
-    ds = Datastore(DatastoreConfig(path=db))
+    ds = Datastore(DatastoreConfig(db=db))
     assert ds.check_integrity() == ""
     ns = ds.namespace("ns")
     missing = [i for i in acked if not ns.has_document(f"d{i}")]

@@ -32,7 +32,7 @@ def test_not_serving_and_unavailable_until_loaded(tmp_path, monkeypatch):
         real_init(self, config)
 
     monkeypatch.setattr(datastore_module.Datastore, "__init__", slow_init)
-    server = EmbeddedServer(ServerConfig(db=str(tmp_path / "h.db"), port=0))
+    server = EmbeddedServer(ServerConfig.of(db=str(tmp_path / "h.db"), port=0))
     starter = threading.Thread(target=server.start)
     starter.start()
     deadline = time.monotonic() + 10
@@ -53,20 +53,20 @@ def test_not_serving_and_unavailable_until_loaded(tmp_path, monkeypatch):
 
 def test_graceful_shutdown_keeps_acknowledged_ingest_and_snapshots(tmp_path):
     db = str(tmp_path / "g.db")
-    server = EmbeddedServer(ServerConfig(db=db, port=0, maintenance_interval_s=60)).start()
+    server = EmbeddedServer(ServerConfig.of(db=db, port=0, maintenance_interval_s=60)).start()
     with DatastoreClient(server.address) as c:
         c.create_namespace("ns", 100)
         for i in range(20):
             c.ingest("ns", [(f"d{i}", [i % 100, 1, 2])])
     server.stop()  # health off, drain, final snapshot, close
-    ds = Datastore(DatastoreConfig(path=db))
+    ds = Datastore(DatastoreConfig(db=db))
     assert ds.namespace("ns").document_count() == 20 and ds.check_integrity() == ""
     assert list(ds.store.pending_documents("ns")) == []  # the final snapshot covered them
     ds.close()
 
 
 def test_in_flight_calls_drain_before_close(tmp_path):
-    server = EmbeddedServer(ServerConfig(db=str(tmp_path / "d.db"), port=0, grace_s=5)).start()
+    server = EmbeddedServer(ServerConfig.of(db=str(tmp_path / "d.db"), port=0, grace_s=5)).start()
     client = DatastoreClient(server.address)
     client.create_namespace("ns", 100)
     results = []
@@ -85,7 +85,7 @@ def test_in_flight_calls_drain_before_close(tmp_path):
     server.stop()
     t.join()
     client.close()
-    ds = Datastore(DatastoreConfig(path=str(tmp_path / "d.db")))
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "d.db")))
     ns = ds.namespace("ns")
     assert results and all(ns.has_document(f"w{i}") for i in results)
     ds.close()
@@ -93,7 +93,7 @@ def test_in_flight_calls_drain_before_close(tmp_path):
 
 @pytest.fixture(scope="module")
 def shared_server(tmp_path_factory):
-    server = EmbeddedServer(ServerConfig(db=str(tmp_path_factory.mktemp("m") / "m.db"), port=0)).start()
+    server = EmbeddedServer(ServerConfig.of(db=str(tmp_path_factory.mktemp("m") / "m.db"), port=0)).start()
     with DatastoreClient(server.address) as c:
         c.create_namespace("ns", 1000)
         c.ingest("ns", [("keep", [1, 2, 3, 4])])

@@ -12,7 +12,9 @@ sglang = pytest.importorskip("sglang.srt.speculative.spec_info", reason="sglang 
 
 from sglang_integration.config import PluginConfig  # noqa: E402
 from sglang_integration.drafts import BatchDrafter, RequestView, splice_overlap  # noqa: E402
+from client_sdk.drafting.planner import PlannerConfig  # noqa: E402
 from client_sdk.drafting.speculator import Speculator, SpeculatorConfig  # noqa: E402
+from client_sdk.types import DraftConfig  # noqa: E402
 
 
 def run_python(code: str, env=None) -> subprocess.CompletedProcess:
@@ -67,6 +69,9 @@ ENV_CASES = [
     ({}, PluginConfig()),
     ({"SSSD_DATASTORE": "ds:50051", "SSSD_NAMESPACE": "llama3", "SSSD_DRAFT_TOKENS": "16", "SSSD_FEEDBACK": "0"},
      PluginConfig(datastore="ds:50051", namespace="llama3", draft_tokens=16, feedback=False)),
+    ({"SSSD_MAX_DEPTH": "4", "SSSD_LOOKUP_DEADLINE_S": "0.005", "SSSD_WIDTHS": "1,2,5", "SSSD_HARDWARE": "H200"},
+     PluginConfig(hardware="h200", speculator=SpeculatorConfig(
+         draft=DraftConfig(max_depth=4), planner=PlannerConfig(widths=(1, 2, 5)), lookup_deadline_s=0.005))),
 ]
 
 
@@ -77,13 +82,21 @@ def test_config_from_env(env, expected):
 
 @pytest.mark.parametrize("env,message", [
     ({"SSSD_DRAFT_TOKENS": "1"}, "SSSD_DRAFT_TOKENS=1"),
-    ({"SSSD_DRAFT_TOKENS": "many"}, "bad SSSD_"),
+    ({"SSSD_DRAFT_TOKENS": "many"}, "SSSD_DRAFT_TOKENS='many'"),
+    ({"SSSD_FEEDBACK": "maybe"}, "SSSD_FEEDBACK='maybe'.*not a boolean"),
+    ({"SSSD_WIDTHS": "2,3"}, "widths must be increasing and start at 1"),
     ({"SSSD_HARDWARE": "tpu"}, "SSSD_HARDWARE='tpu'"),
-    ({"SSSD_LOOKUP_DEADLINE_MS": "-1"}, "SSSD_LOOKUP_DEADLINE_MS"),
+    ({"SSSD_LOOKUP_DEADLINE_S": "-1"}, "SSSD_LOOKUP_DEADLINE_S"),
 ])
 def test_config_errors_name_the_variable(env, message):
     with pytest.raises(ValueError, match=message):
         PluginConfig.from_env(env)
+
+
+def test_unknown_variable_is_named(caplog):
+    with caplog.at_level("WARNING", logger="sssd.sglang"):
+        assert PluginConfig.from_env({"SSSD_LOOKUP_DEADLINE_MS": "5"}) == PluginConfig()
+    assert "SSSD_LOOKUP_DEADLINE_MS" in caplog.text
 
 
 def check_rows(drafts, mask, bs, width):

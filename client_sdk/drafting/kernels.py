@@ -9,6 +9,8 @@ links, so neither depends on the context length.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numba
 import numpy as np
 
@@ -214,15 +216,49 @@ def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_dep
     return mtok[idx], out_par, score[idx], cells[idx]
 
 
+class LocalState(NamedTuple):
+    """A request's own-text index, as the kernels see it (see the module docstring)."""
+
+    buf: np.ndarray  # [cap] int32
+    n: int  # tokens in buf (0: do not draft from the request's own text)
+    head: np.ndarray  # [K, mask + 1] int64
+    prev: np.ndarray  # [K, cap + 1] int64
+    mask: int
+
+
+class RemoteTries(NamedTuple):
+    """One request's datastore tries: trie s is nodes offs[s]..offs[s+1] of the flat arrays
+    (absolute offsets into them), found with a context suffix of match[s] tokens."""
+
+    tok: np.ndarray  # int32
+    par: np.ndarray  # int32
+    cnt: np.ndarray  # int32
+    offs: np.ndarray  # [tries + 1] int64
+    match: np.ndarray  # [tries] int32
+
+
+class DraftShape(NamedTuple):
+    """How big a draft may grow, and how the sources combine."""
+
+    local_depth: int  # deepest node of the request's own trie
+    local_occ: int  # earlier occurrences of the matched n-gram read
+    local_nodes: int  # node cap of the request's own trie
+    budget: int  # nodes kept
+    max_depth: int
+    max_children: int
+    combine: int  # 0 = max, 1 = noisy-or
+
+
 @numba.njit(**OPTS)
-def draft(buf, n, head, prev, mask, local_depth, local_occ, local_nodes,
-          r_tok, r_par, r_cnt, r_offs, r_match, table, combine, budget, max_depth, max_children, kbuckets):
+def draft(local, remote, shape, table, kbuckets):
     """One request's draft in one call: local match + trie, then merge with the remote tries.
 
-    Source 0 is the request's own text (calibration slot 0); remote trie s is nodes
-    r_offs[s]..r_offs[s+1] of the flat r_* arrays (absolute offsets) and uses slot s + 1.
-    table: [slots, kbuckets, 5, 4].
+    local: LocalState; remote: RemoteTries; shape: DraftShape. Source 0 is the request's own
+    text (calibration slot 0); remote trie s uses slot s + 1. table: [slots, kbuckets, 5, 4].
     """
+    buf, n, head, prev, mask = local
+    r_tok, r_par, r_cnt, r_offs, r_match = remote
+    local_depth, local_occ, local_nodes, budget, max_depth, max_children, combine = shape
     k, pos = local_match(buf, n, head, prev, mask, 1, local_occ, 4 * local_occ)
     if k > 0:
         l_tok, l_par, l_cnt = rows_trie(buf, n, pos, local_depth, local_nodes)

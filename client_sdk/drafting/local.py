@@ -26,6 +26,10 @@ class LocalIndex:
         self.n = 0
         self.extend(prompt)
 
+    def state(self, use: bool = True) -> kernels.LocalState:
+        """The index as the drafting kernel takes it (``use=False``: drafts ignore this text)."""
+        return kernels.LocalState(self.buf, self.n if use else 0, self.head, self.prev, self.mask)
+
     def extend(self, tokens) -> None:
         """Append committed tokens (accepted + bonus)."""
         tokens = np.asarray(tokens, dtype=np.int32)

@@ -21,7 +21,7 @@ import numpy as np
 
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.local import LocalIndex
-from client_sdk.drafting.planner import StepPlanner
+from client_sdk.drafting.planner import PlannerConfig, StepPlanner
 from client_sdk.drafting.tree import Calibration
 from client_sdk.types import DraftConfig, DraftTree, GenerationSink, TrieSource
 from sssd_wire.types import TrieBatch
@@ -31,7 +31,10 @@ STEP_KEY = "next-step"
 
 @dataclasses.dataclass(frozen=True)
 class SpeculatorConfig:
+    """Knobs of the decode side: drafting and the step planner in their own dataclasses."""
+
     draft: DraftConfig = DraftConfig()
+    planner: PlannerConfig = PlannerConfig()
     fixed_budget: int = 16  # draft tokens per sequence when no planner is given
     lookup_deadline_s: float = 0.002  # the longest a step waits for the datastore
     # names this process's fed-back documents: host, pid and a random part (a pid comes again)

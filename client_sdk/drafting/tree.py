@@ -82,10 +82,11 @@ def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal
     if count + 1 > MAX_SLOTS:
         raise ValueError(f"at most {MAX_SLOTS - 1} datastore tries per draft, got {count}")
     tok, par, score, cells = kernels.draft(
-        local.buf, local.n if use_local else 0, local.head, local.prev, local.mask, max_depth, local_occ,
-        4 * budget + 8, remote.tokens, remote.parents, remote.counts, remote.node_offsets[first : first + count + 1],
-        remote.match_lengths[first : first + count], cal.table, COMBINE[combine], budget, max_depth, max_children,
-        K_BUCKETS,
+        local.state(use_local),
+        kernels.RemoteTries(remote.tokens, remote.parents, remote.counts, remote.node_offsets[first : first + count + 1],
+                            remote.match_lengths[first : first + count]),
+        kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, budget, max_depth, max_children, COMBINE[combine]),
+        cal.table, K_BUCKETS,
     )
     return DraftTree(tok, par, score, cells)
 

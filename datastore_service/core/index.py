@@ -17,6 +17,7 @@ Invariants checked by ``check_integrity``:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import threading
 from collections.abc import Sequence
@@ -51,6 +52,17 @@ class AddResult:
     duplicates: list[str]
     evicted: list[str]
     conflicts: list[str] = dataclasses.field(default_factory=list)  # ids stored with other tokens: not added
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexCounts:
+    """How big a namespace's index is right now."""
+
+    documents: int
+    tokens: int  # live tokens
+    segments: int
+    pending_tokens: int  # in the memtable, not yet in a segment
+    resident_bytes: int
 
 
 class NamespaceIndex:
@@ -277,6 +289,10 @@ class NamespaceIndex:
 
     # -- integrity ------------------------------------------------------------------------
 
+    def counts(self) -> IndexCounts:
+        return IndexCounts(self.document_count(), self.live_tokens, len(self.segments), self.pending_tokens(),
+                           self.resident_bytes())
+
     def check_integrity(self, deep: bool = True) -> str:
         """"" when every invariant holds, else a sentence naming the first violated one."""
         with self._lock:
@@ -397,3 +413,17 @@ def lookup_packed(
         params.sample_budget, params.depth, params.max_nodes, vocab_size,
     )
     return TrieBatch(*out)
+
+
+@functools.cache
+def warm_up() -> None:
+    """Compile (or load from numba's on-disk cache) the index's kernels once per process. The
+    server calls it before it reports SERVING: a cold compile takes seconds on a small machine,
+    longer than a decode worker's deadline for its first lookup."""
+    from datastore_service.core.segment import build_segment
+
+    ns = NamespaceIndex(NamespaceSpec("warm-up", 16))
+    for i, toks in enumerate(([1, 2, 3, 4, 5], [1, 2, 3, 6])):
+        ns.add([Document.of(f"d{i}", toks)])
+        ns.install(build_segment(i, 16, ns.freeze()))
+    ns.lookup([np.array([1, 2, 3], np.int32)], LookupParams(depth=2))

@@ -67,7 +67,7 @@ def run(tokens: int, vocab: int, data: str | None = None, seed: int = 0, lookups
     n = int(text.shape[0])
     tmp = tempfile.TemporaryDirectory(dir=workdir)
     path = str(Path(tmp.name) / "bench.db")
-    config = DatastoreConfig(path=path, synchronous="NORMAL")
+    config = DatastoreConfig(db=path, synchronous="NORMAL")
     ds = Datastore(config)
     ds.create_namespace(NamespaceSpec(NS, vocab))
     result: dict = {"tokens": n, "vocab": vocab, "documents": int(starts.shape[0] - 1), "data": data or "synthetic-zipf"}

@@ -37,7 +37,7 @@ def _phase(spec: Speculator, calls: int) -> list[float]:
 def run(deadline_ms: float = 2.0, calls: int = 300) -> dict:
     deadline = deadline_ms / 1e3
     with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedServer(ServerConfig(db=str(Path(tmp) / "d.db"), port=0)).start()
+        server = EmbeddedServer(ServerConfig.of(db=str(Path(tmp) / "d.db"), port=0)).start()
         client = DatastoreClient(server.address, timeout_s=5)
         client.create_namespace("ns", 100)
         rng = np.random.default_rng(0)

@@ -1,0 +1,140 @@
+"""Configuration trees: command-line flags and environment variables derived from dataclasses.
+
+Every component's knobs are a frozen dataclass; a component that contains another holds its
+dataclass as a field (``ServerConfig.datastore``, ``SpeculatorConfig.planner``). This module is
+the one place that turns such a tree into flags (``--max-doc-tokens``) and environment
+variables (``SSSD_MAX_DOC_TOKENS``), so a default is written once, next to the knob it sets.
+
+Leaf names must be unique within a tree (checked): a flag or a variable names one knob.
+Precedence: a flag given on the command line, then the environment, then the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Iterator, Mapping
+
+ENV_PREFIX = "SSSD_"
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+def leaves(cls, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dataclasses.Field]]:
+    """(path of field names, field) for every non-dataclass field of the tree, depth first."""
+    for f in dataclasses.fields(cls):
+        if _is_tree(f):
+            yield from leaves(type(f.default), path + (f.name,))
+        else:
+            yield path + (f.name,), f
+
+
+def _is_tree(f: dataclasses.Field) -> bool:
+    return dataclasses.is_dataclass(f.default) and not isinstance(f.default, type)
+
+
+def _leaf_index(cls) -> dict[str, tuple[tuple[str, ...], dataclasses.Field]]:
+    index = {}
+    for path, f in leaves(cls):
+        if f.name in index:
+            raise TypeError(f"{cls.__name__}: knob {f.name!r} appears twice ({'.'.join(index[f.name][0])} "
+                            f"and {'.'.join(path)}); leaf names must be unique")
+        index[f.name] = (path, f)
+    return index
+
+
+def env_name(leaf: str, prefix: str = ENV_PREFIX) -> str:
+    return prefix + leaf.upper()
+
+
+def flag_name(leaf: str) -> str:
+    return "--" + leaf.replace("_", "-")
+
+
+def parse_value(text: str, default):
+    """The string form of a knob (flag or environment value), typed like its default."""
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low not in _TRUE + _FALSE:
+            raise ValueError(f"{text!r} is not a boolean (1/0, true/false, yes/no)")
+        return low in _TRUE
+    if isinstance(default, tuple):
+        kind = type(default[0]) if default else int
+        return tuple(kind(part) for part in text.split(",") if part.strip())
+    if default is None:
+        return text
+    return type(default)(text)
+
+
+def build(cls, base=None, **values):
+    """An instance of the tree ``cls`` with the named leaves set (others from ``base`` or defaults).
+
+    ``build(ServerConfig, db="x.db", port=0)`` routes ``db`` to ``ServerConfig.datastore``.
+    Raises TypeError naming an unknown knob."""
+    index = _leaf_index(cls)
+    unknown = sorted(set(values) - set(index))
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no knob {', '.join(unknown)}")
+    return _rebuild(cls, base if base is not None else cls(), (), {index[k][0]: v for k, v in values.items()})
+
+
+def _rebuild(cls, node, path: tuple[str, ...], values: dict[tuple[str, ...], object]):
+    changes = {}
+    for f in dataclasses.fields(cls):
+        here = path + (f.name,)
+        if _is_tree(f):
+            if any(p[: len(here)] == here for p in values):
+                changes[f.name] = _rebuild(type(f.default), getattr(node, f.name), here, values)
+        elif here in values:
+            changes[f.name] = values[here]
+    return dataclasses.replace(node, **changes) if changes else node
+
+
+def from_env(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX, base=None):
+    """The tree with every knob whose variable (``SSSD_<KNOB>``) is set taken from ``env``.
+
+    Raises ValueError naming the variable whose value does not parse or is refused."""
+    values = {}
+    for leaf, (_, f) in _leaf_index(cls).items():
+        name = env_name(leaf, prefix)
+        if name in env:
+            try:
+                values[leaf] = parse_value(env[name], f.default)
+            except ValueError as exc:
+                raise ValueError(f"{name}={env[name]!r}: {exc}") from exc
+    try:
+        return build(cls, base, **values)
+    except ValueError as exc:
+        raise ValueError(f"bad {prefix}* environment value: {exc}") from exc
+
+
+def unknown_variables(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX) -> list[str]:
+    """``SSSD_*`` variables set in ``env`` that name no knob of the tree (a typo, a renamed knob)."""
+    known = {env_name(leaf, prefix) for leaf in _leaf_index(cls)}
+    return sorted(k for k in env if k.startswith(prefix) and k not in known)
+
+
+def add_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), prefix: str = ENV_PREFIX) -> None:
+    """One ``--knob`` per leaf of the tree; help shows the default and the variable that sets it.
+
+    Flags default to "not given", so ``from_args`` can tell them from the environment's values."""
+    for leaf, (_, f) in _leaf_index(cls).items():
+        if leaf in skip:
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        text = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        help_text = f"(default: {text}; env {env_name(leaf, prefix)})"
+        if isinstance(default, bool):
+            parser.add_argument(flag_name(leaf), action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        else:
+            parser.add_argument(flag_name(leaf), type=lambda s, d=default: parse_value(s, d), default=None,
+                                help=help_text)
+
+
+def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX):
+    """The tree from defaults, then ``env``, then the flags ``add_flags`` added that were given."""
+    base = from_env(cls, env, prefix)
+    index = _leaf_index(cls)
+    given = {k: v for k, v in vars(args).items() if k in index and v is not None}
+    return build(cls, base, **given)

@@ -1,0 +1,81 @@
+"""Configuration trees: flags and environment variables derived from the dataclasses."""
+
+import argparse
+import dataclasses
+
+import pytest
+
+from client_sdk.drafting.speculator import SpeculatorConfig
+from datastore_service.datastore import DatastoreConfig
+from datastore_service.server import ServerConfig
+from sssd_wire import settings
+
+
+def parse(cls, argv, env=None):
+    p = argparse.ArgumentParser()
+    settings.add_flags(p, cls)
+    return settings.from_args(cls, p.parse_args(argv), env=env or {})
+
+
+@pytest.mark.parametrize("argv,env,path,expected", [
+    ([], {}, ("datastore", "db"), "sssd.db"),
+    (["--db", "a.db"], {}, ("datastore", "db"), "a.db"),
+    ([], {"SSSD_DB": "env.db"}, ("datastore", "db"), "env.db"),
+    (["--db", "flag.db"], {"SSSD_DB": "env.db"}, ("datastore", "db"), "flag.db"),  # the flag wins
+    (["--max-lookup-contexts", "7"], {}, ("limits", "max_lookup_contexts"), 7),
+    ([], {"SSSD_PORT": "0"}, ("port",), 0),
+    (["--grace-s", "0.5"], {}, ("grace_s",), 0.5),
+    ([], {"SSSD_DEAD_RATIO": "0.5"}, ("datastore", "dead_ratio"), 0.5),
+])
+def test_server_flags_and_env(argv, env, path, expected):
+    node = parse(ServerConfig, argv, env)
+    for name in path:
+        node = getattr(node, name)
+    assert node == expected
+
+
+@pytest.mark.parametrize("argv,env,check", [
+    (["--max-depth", "3"], {}, lambda c: c.draft.max_depth == 3),
+    (["--remote-suffixes", "2,3"], {}, lambda c: c.draft.remote_suffixes == (2, 3)),
+    ([], {"SSSD_WIDTHS": "1,3,9"}, lambda c: c.planner.widths == (1, 3, 9)),
+    (["--fixed-budget", "5"], {"SSSD_FIXED_BUDGET": "9"}, lambda c: c.fixed_budget == 5),
+])
+def test_speculator_tree(argv, env, check):
+    assert check(parse(SpeculatorConfig, argv, env))
+
+
+def test_defaults_are_the_dataclass_defaults():
+    assert parse(ServerConfig, []) == ServerConfig()
+    assert parse(SpeculatorConfig, []).draft == SpeculatorConfig().draft
+
+
+def test_build_routes_leaves_and_refuses_unknown_knobs():
+    c = ServerConfig.of(db="x.db", port=0, compaction_fanout=2)
+    assert (c.datastore.db, c.port, c.datastore.compaction_fanout) == ("x.db", 0, 2)
+    assert c.datastore.synchronous == DatastoreConfig().synchronous
+    with pytest.raises(TypeError, match="no knob path"):
+        ServerConfig.of(path="x.db")
+
+
+def test_bad_env_value_names_the_variable():
+    with pytest.raises(ValueError, match="SSSD_PORT='eighty'"):
+        settings.from_env(ServerConfig, {"SSSD_PORT": "eighty"})
+
+
+def test_duplicate_leaf_names_are_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Inner:
+        port: int = 1
+
+    @dataclasses.dataclass(frozen=True)
+    class Outer:
+        port: int = 2
+        inner: Inner = Inner()
+
+    with pytest.raises(TypeError, match="'port' appears twice"):
+        settings.build(Outer)
+
+
+def test_unknown_variables_are_listed():
+    env = {"SSSD_DB": "x", "SSSD_DBB": "y", "OTHER": "z"}
+    assert settings.unknown_variables(ServerConfig, env) == ["SSSD_DBB"]
