@@ -21,7 +21,10 @@ from sssd_wire.types import LookupParams
 log = logging.getLogger("sssd.sdk")
 
 
-def lookup_options(c: DraftConfig, depth: int) -> LookupParams:
+def lookup_options(c: DraftConfig, depth: int, outcomes: bool = False) -> LookupParams:
+    """What the datastore is asked; ``outcomes``: one level deeper, for outcome prefetch (the
+    bonus token of the step is the trie's first level)."""
+    depth = depth + 1 if outcomes else depth
     return LookupParams(max_match=c.remote_match, min_occurrences=c.remote_min_occurrences,
                          sample_budget=c.remote_samples, depth=depth, max_nodes=c.remote_nodes)
 
@@ -46,7 +49,8 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     """
     if address and remote is None:
         client = DatastoreClient(address, token, timeout_s=5.0)
-        remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth))
+        remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes))
+        remote.connect()  # now, not in the first decode step's lookup
         if feedback and sink is None:
             sink = FeedbackSink(client, namespace, config.worker_id)
     warm_up()  # the kernels compile here, not inside the first decode step

@@ -110,11 +110,12 @@ class DraftTree:
 
 class TrieSource(Protocol):
     """Where a step's datastore tries come from (client_sdk.transport.source.RemoteSource, or an
-    in-process datastore in the benchmarks): start a lookup, then collect it within a deadline."""
+    in-process datastore in the benchmarks): start a lookup, then collect it within a deadline
+    (``contexts`` None: whatever was requested under ``key``; else only an answer for these)."""
 
     def request(self, key, contexts: Sequence[np.ndarray]) -> None: ...
 
-    def collect(self, key, contexts: Sequence[np.ndarray], deadline_s: float) -> TrieBatch | None: ...
+    def collect(self, key, contexts: Sequence[np.ndarray] | None, deadline_s: float) -> TrieBatch | None: ...
 
 
 class GenerationSink(Protocol):

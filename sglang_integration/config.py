@@ -26,7 +26,7 @@ class PluginConfig:
     hardware: str = "h100-sxm"  # roofline preset: h100-sxm, h200, a100-80gb, l40s, rtx-4090
     draft_tokens: int = 0  # fixed draft width incl. root; 0 = chosen by the roofline planner at start-up
     feedback: bool = True  # send finished generations back to the datastore
-    speculator: SpeculatorConfig = SpeculatorConfig(lookup_deadline_s=0.002)
+    speculator: SpeculatorConfig = SpeculatorConfig()
 
     def __post_init__(self) -> None:
         if self.hardware not in PRESETS:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from client_sdk.drafting import kernels
 from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
 
@@ -46,21 +47,37 @@ class _State:
 class BatchDrafter:
     """Keeps one Speculator request per SGLang rid in sync and emits fixed-width drafts."""
 
-    def __init__(self, speculator: Speculator, width: int, vocab_size: int) -> None:
+    def __init__(self, speculator: Speculator, width: int, vocab_size: int, adaptive: bool = False) -> None:
+        """width: the widest verify (root included); adaptive: the Speculator's planner sizes
+        each step's drafts (a plain step has width 1), else every step is ``width`` wide."""
         if width < 2:
             raise ValueError(f"draft width {width} must be at least 2 (the root and one draft token)")
         self.spec = speculator
         self.width = width
+        self.adaptive = adaptive
+        self.last_width = width  # the width of the arrays the last ``drafts`` emitted
+        self._last_batch = 0
         self.vocab_size = vocab_size
         self._state: dict[str, _State] = {}
+
+    def admit(self, req: RequestView) -> None:
+        """A request enters decoding (after its prefill): index its prompt now, off the decode
+        step (a request first seen in ``drafts`` is admitted there)."""
+        if req.rid not in self._state:
+            self.spec.start(req.rid, req.prompt, req.output)
+            self._state[req.rid] = _State(len(req.prompt) + len(req.output))
+
+    def last_tree(self, rid: str) -> DraftTree | None:
+        """The draft the last ``drafts`` emitted for this request (None before its first)."""
+        st = self._state.get(rid)
+        return st.last_tree if st is not None else None
 
     def _sync(self, req: RequestView) -> None:
         """Feed the request's newly committed tokens (and what they say about the last draft)."""
         st = self._state.get(req.rid)
         total = len(req.prompt) + len(req.output)
         if st is None:
-            self.spec.start(req.rid, req.prompt, req.output)
-            self._state[req.rid] = _State(total)
+            self.admit(req)
             return
         new = list(req.output[st.seen - len(req.prompt) :])  # seen >= len(prompt) since start()
         if not new:
@@ -70,34 +87,37 @@ class BatchDrafter:
         self.spec.commit(req.rid, new, tree, accepted)
         st.seen = total
 
-    def drafts(self, reqs: Sequence[RequestView]) -> tuple[np.ndarray, np.ndarray]:
+    def drafts(self, reqs: Sequence[RequestView], last_step_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The step's [bs * width] tokens and [bs * width * width] mask (width: ``last_width``).
+
+        last_step_s: how long the previous step's verification took (the planner learns its cost
+        table from it; told here, after that step's outcomes were committed, as it requires)."""
         for req in reqs:
             self._sync(req)
+        if last_step_s is not None and self._last_batch:
+            self.spec.observe_step(self._last_batch, self.last_width, last_step_s)
+        self._last_batch = len(reqs)
         rids = [r.rid for r in reqs]
-        trees = self.spec.draft(rids, budget=self.width - 1)
-        bs, n = len(reqs), self.width
-        tokens = np.empty((bs, n), dtype=np.int64)
-        mask = np.zeros((bs, n, n), dtype=bool)
+        trees = self.spec.draft(rids, budget=None if self.adaptive else self.width - 1)
+        n = min(self.width, 1 + max((len(t) for t in trees), default=0)) if self.adaptive else self.width
+        self.last_width = n
+        roots = np.empty(len(reqs), dtype=np.int64)
         for b, (req, tree) in enumerate(zip(reqs, trees)):
-            root = req.output[-1] if len(req.output) else req.prompt[-1]
-            tree = tree.best(n - 1)
-            self._state[req.rid].last_tree = tree
-            tokens[b], mask[b] = self.row(int(root), tree)
-        # No prefetch here: the next context is known only when the next step splices in this
-        # step's accepted tokens, so the datastore is asked at draft time, within its deadline.
+            roots[b] = req.output[-1] if len(req.output) else req.prompt[-1]
+            self._state[req.rid].last_tree = trees[b] = tree.best(n - 1)
+        offs = np.zeros(len(trees) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t in trees], out=offs[1:])
+        empty = np.zeros(0, dtype=np.int32)
+        tok = np.concatenate([t.tokens for t in trees]) if trees else empty
+        par = np.concatenate([t.parents for t in trees]) if trees else empty
+        tokens, mask = kernels.fixed_width_rows(roots, tok.astype(np.int32), par.astype(np.int32), offs, n)
         return tokens.reshape(-1), mask.reshape(-1)
 
-    def row(self, root: int, tree: DraftTree) -> tuple[np.ndarray, np.ndarray]:
-        """One request's [root + draft + padding] tokens and ancestor mask."""
-        n, k = self.width, len(tree)
-        toks = np.empty(n, dtype=np.int64)
-        toks[0] = root
-        toks[1 : 1 + k] = tree.tokens
-        used = set(tree.tokens[tree.parents < 0].tolist())
-        pad = (t for t in range(self.vocab_size) if t not in used)
-        for i in range(1 + k, n):  # padding: children of the root, unique among its children
-            toks[i] = next(pad)
-        return toks, tree.rooted_mask(n, pad_under_root=True)
+    def prefetch(self, rids: Sequence[str]) -> None:
+        """While the step just drafted verifies (the worker's ``_update_ngram_corpus``, which runs
+        right after the verify launch): ask the datastore for the step's likely ends, so the next
+        ``drafts`` finds them without waiting."""
+        self.spec.prefetch([rid for rid in rids if rid in self._state])
 
     def forget(self, rids) -> None:
         """Requests that left the batch: their generations go back to the datastore."""

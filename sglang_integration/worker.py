@@ -66,10 +66,12 @@ def worker_class():
             return share_from_rank0(drafts, mask, len(views), stride, self.tp_group)
 
         def _update_ngram_corpus(self, batch):
-            # SSSD's local index is fed at the next draft; only departures matter here.
+            # Runs right after the verify launch, while the GPU is busy: SSSD's outcome prefetch
+            # for the next step goes here (the local index itself is fed at the next draft).
             current = {req.rid for req in batch.reqs}
             if self.tp_rank == 0:
                 self.drafter.forget(self._prev_decode_rids - current)
+                self.drafter.prefetch([req.rid for req in batch.reqs])
 
     return SSSDWorker
 

@@ -64,6 +64,8 @@ def _replay_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--drafter", choices=DRAFTERS, default="sssd")
     p.add_argument("--budgets", default="4,8,16,32", help="comma-separated draft budgets")
     p.add_argument("--records", metavar="PATH", help="write one JSON line per step: case, match, draft, accepted, us")
+    p.add_argument("--blocking-lookup", action="store_true",
+                   help="each step asks for its committed context (default: the product's outcome prefetch)")
 
 
 def _replay(args) -> dict:
@@ -86,7 +88,7 @@ def _replay(args) -> dict:
     elif args.datastore_docs:
         lookup = replay.InProcessDatastore(replay.read_docs(args.datastore_docs), args.vocab_size).lookup
     return replay.replay(cases, replay.drafter_named(args.drafter), budgets, lookup, progress=not args.json,
-                         records=args.records, label=args.drafter)
+                         records=args.records, label=args.drafter, prefetch_outcomes=not args.blocking_lookup)
 
 
 def _deadline_flags(p: argparse.ArgumentParser) -> None:
@@ -137,6 +139,21 @@ def _forward(args) -> dict:
     return run(args.max_k, args.context, args.repeats, args.device, progress=not args.json, dtype=args.dtype)
 
 
+def _serve_sim_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--batch-sizes", default="1,4,16,64", help="requests in flight (continuous batching)")
+    p.add_argument("--steps", type=int, default=150, help="decode steps per batch size and mode")
+    p.add_argument("--conversations", type=int, default=15_000,
+                   help="ShareGPT conversations from 2000 in the service's datastore (15000: the replay's)")
+
+
+def _serve_sim(args) -> dict:
+    from sssd.bench.serve_sim import run
+
+    if args.steps < 1 or args.conversations < 1:
+        raise ValueError(f"--steps {args.steps} and --conversations {args.conversations} must be at least 1")
+    return run(_ints(args.batch_sizes, "--batch-sizes"), args.steps, args.conversations, progress=not args.json)
+
+
 BENCHES = {
     "datastore": ("datastore build, memory, lookup latency, freshness, restart", _datastore_flags, _datastore),
     "service": ("loopback gRPC: Lookup(64) latency, IngestStream throughput, mixed load", _service_flags, _service),
@@ -144,6 +161,8 @@ BENCHES = {
     "deadline": ("draft-call latency with the datastore healthy, slow and stopped", _deadline_flags, _deadline),
     "decode": ("SmolLM2 end to end: plain vs SSSD tokens/s, tau, identical outputs", _decode_flags, _decode),
     "forward": ("forward(1 + k) / forward(1) on this device: chain, tree mask, causal", _forward_flags, _forward),
+    "serve-sim": ("decode traffic at batch 1-64 on a simulated GPU against a real datastore service: critical "
+                  "path, prefetch hits, tau zero-wait vs blocking, projected speedup", _serve_sim_flags, _serve_sim),
 }
 
 

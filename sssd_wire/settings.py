@@ -95,18 +95,19 @@ def from_env(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX,
     """The tree with every knob whose variable (``SSSD_<KNOB>``) is set taken from ``env``.
 
     Raises ValueError naming the variable whose value does not parse or is refused."""
-    values = {}
+    values, given = {}, []
     for leaf, (_, f) in _leaf_index(cls).items():
         name = env_name(leaf, prefix)
         if name in env:
+            given.append(f"{name}={env[name]}")
             try:
                 values[leaf] = parse_value(env[name], f.default)
             except ValueError as exc:
                 raise ValueError(f"{name}={env[name]!r}: {exc}") from exc
     try:
         return build(cls, base, **values)
-    except ValueError as exc:
-        raise ValueError(f"bad {prefix}* environment value: {exc}") from exc
+    except ValueError as exc:  # a check across knobs: name every variable that was set
+        raise ValueError(f"bad {prefix}* environment ({', '.join(given)}): {exc}") from exc
 
 
 def unknown_variables(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX) -> list[str]:

@@ -206,12 +206,14 @@ class CountingSource:
 
     def __init__(self):
         self.requests = 0
+        self.asked = 0
 
     def request(self, key, contexts):
         self.requests += 1
+        self.asked = len(contexts)
 
     def collect(self, key, contexts, deadline_s):
-        return TrieBatch.empty(len(contexts))
+        return TrieBatch.empty(self.asked if contexts is None else len(contexts))
 
 
 def test_a_plain_step_drafts_nothing_and_asks_the_datastore_nothing():
@@ -219,13 +221,18 @@ def test_a_plain_step_drafts_nothing_and_asks_the_datastore_nothing():
     planner = StepPlanner(table(steep))
     spec = Speculator(SpeculatorConfig(), remote=source, planner=planner)
     spec.start("r", list(range(10, 60)) * 2)
-    drafted_steps = 0
+    drafted_steps, unused_prefetches, asked_before = 0, 0, False
     for _ in range(100):
         trees = spec.draft(["r"])
         drafted_steps += planner.drafting
+        unused_prefetches += asked_before and not planner.drafting
+        before = source.requests
+        spec.prefetch(["r"])  # while the step verifies: only when the next step may draft
+        asked_before = source.requests > before
         spec.observe_step(1, 1 + len(trees[0]), steep(1 + len(trees[0])))
         spec.commit("r", [7], trees[0], [])
-        spec.prefetch(["r"])
-    # one lookup (+ at most one prefetch) per drafting step; none on the plain steps
-    assert source.requests <= 2 * drafted_steps
+    # the datastore is asked (once, while a step verifies) only for a step that then drafts,
+    # except when the planner turns that step into a plain probe
+    assert 0 < source.requests <= drafted_steps + planner.counts["probes"]
+    assert unused_prefetches <= planner.counts["probes"]
     assert drafted_steps == planner.counts["drafted"] <= 100 // PlannerConfig().look_every + planner.counts["probes"] + 1

@@ -188,3 +188,22 @@ def test_calibration_learns_from_outcomes():
         cal.update(tree, [])  # always rejected
     after = float(draft_tree(LocalIndex([9]), remote_batch([([5], [-1], [1], 4)]), 0, 1, cal, 4).scores[0])
     assert after < before / 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(-1, 30), st.integers(0, 6)), max_size=12), st.integers(0, 4))
+def test_fixed_width_rows_match_the_tree_masks(nodes, extra):
+    """The batched SGLang layout kernel equals DraftTree.rooted_mask, and padding tokens are
+    root children unique among the root's children."""
+    from client_sdk.drafting.kernels import fixed_width_rows
+
+    parents = [-1 if p < 0 or i == 0 else p % i for i, (p, _) in enumerate(nodes)]
+    tree = DraftTree(np.array([t for _, t in nodes], np.int32), np.array(parents, np.int32),
+                     np.ones(len(nodes)), np.full((len(nodes), 1, 4), -1, np.int8))
+    width = 1 + len(tree) + extra
+    toks, mask = fixed_width_rows(np.array([99]), tree.tokens, tree.parents, np.array([0, len(tree)]), width)
+    assert (mask[0] == tree.rooted_mask(width, pad_under_root=True)).all()
+    assert toks[0, 0] == 99 and toks[0, 1 : 1 + len(tree)].tolist() == tree.tokens.tolist()
+    root_children = [t for t, p in zip(tree.tokens.tolist(), parents) if p < 0] + toks[0, 1 + len(tree) :].tolist()
+    assert len(set(root_children[len(root_children) - extra :]) & set(root_children[: len(root_children) - extra])) == 0
+    assert len(set(toks[0, 1 + len(tree) :].tolist())) == extra

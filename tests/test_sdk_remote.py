@@ -28,38 +28,69 @@ def live(server):
     client.close()
 
 
-def speculator(client, deadline=0.5, **breaker):
-    source = RemoteSource(client, "ns", LookupParams(min_occurrences=1), CircuitBreaker(**breaker), timeout_s=2.0)
-    return Speculator(SpeculatorConfig(fixed_budget=4, lookup_deadline_s=deadline), remote=source), source
+def speculator(client, deadline=0.5, outcomes=True, **breaker):
+    options = LookupParams(min_occurrences=1, depth=9 if outcomes else 8)
+    source = RemoteSource(client, "ns", options, CircuitBreaker(**breaker), timeout_s=2.0)
+    config = SpeculatorConfig(fixed_budget=4, lookup_deadline_s=deadline, prefetch_outcomes=outcomes)
+    return Speculator(config, remote=source), source
 
 
-def test_healthy_server_drafts_from_datastore_and_prefetch_is_used(live):
+def test_outcome_prefetch_serves_the_next_step(live):
+    """Zero-wait: the step's likely ends are asked while it verifies; the next step descends
+    the trie of the end that happened by its bonus token."""
     _, client = live
-    spec, source = speculator(client)
+    spec, source = speculator(client, deadline=0.0)
     spec.start("r", [9, 1, 2])
-    (tree,) = spec.draft(["r"])
-    assert tree.tokens.tolist()[:2] == [3, 4]  # what followed "1 2" in the datastore
-    spec.commit("r", [3, 4, 5], tree, tree.longest_match(np.array([3, 4])))
+    (tree,) = spec.draft(["r"])  # nothing prefetched for a new request: its own text only
+    assert len(tree) == 0 and source.stats.requested == 0
+    spec.prefetch(["r"])  # while "the GPU" verifies: the only end of an empty draft is "nothing accepted"
+    time.sleep(0.2)
+    spec.commit("r", [3])  # the bonus token
+    (tree,) = spec.draft(["r"])  # "9 1 2" + 3: the datastore's "1 2 3" continues 4 5 6
+    assert tree.tokens.tolist()[:3] == [4, 5, 6] and spec.last.match_lengths[0] >= 3
+    assert source.stats.used == 1 and spec.counts["arrived"] == 1
     spec.prefetch(["r"])
     time.sleep(0.2)
+    spec.commit("r", [4, 5, 8], tree, [0, 1])  # 4 5 accepted, bonus 8: "... 4 5 8" was never seen
     (tree,) = spec.draft(["r"])
-    assert tree.tokens.tolist()[0] == 6 and source.stats.used == 2 and source.stats.misaligned == 0
+    assert spec.counts["prefetched"] == 2 and spec.last.match_lengths[0] == 0
 
 
-def test_prefetch_for_other_contexts_is_not_used(live):
+def test_an_end_that_was_not_prefetched_drafts_locally(live):
     _, client = live
-    spec, source = speculator(client)
-    spec.start("r", [9, 1, 2])
-    spec.prefetch(["r"])
-    spec.commit("r", [3])  # the context moved on after the prefetch was issued
+    spec, source = speculator(client, deadline=0.0)
+    spec.start("r", [9, 1, 2, 9, 1])
     spec.draft(["r"])
-    assert source.stats.misaligned == 1
+    spec.prefetch(["r"])
+    time.sleep(0.2)
+    spec.commit("r", [5, 6])  # a draft token accepted that the (empty) draft never had
+    (tree,) = spec.draft(["r"])
+    assert spec.counts["prefetched"] == 0 and spec.last.match_lengths == [0]
 
 
-def test_slow_server_never_holds_a_step_past_its_deadline(live):
+def test_zero_wait_never_waits_and_late_answers_count_against_the_breaker(live):
     server, client = live
     server.server.servicer.lookup_delay_s = 0.3
-    spec, source = speculator(client, deadline=0.02)
+    spec, source = speculator(client, deadline=0.0, threshold=2, cooldown_s=5.0)
+    source.late_limit = 2  # two late answers in a row are one failure: four open a breaker of threshold 2
+    spec.start("r", [9, 1, 2])
+    for token in (3, 4, 5, 6):
+        spec.draft(["r"])
+        spec.prefetch(["r"])
+        spec.commit("r", [token])
+        t = time.perf_counter()
+        spec.draft(["r"])
+        assert time.perf_counter() - t < 0.05
+        spec.prefetch(["r"])
+    assert source.stats.late == 4 and source.breaker.state == "open"
+    time.sleep(0.5)  # the late answers arrive: they must not close the breaker again
+    assert source.breaker.state == "open"
+
+
+def test_blocking_lookup_never_holds_a_step_past_its_deadline(live):
+    server, client = live
+    server.server.servicer.lookup_delay_s = 0.3
+    spec, source = speculator(client, deadline=0.02, outcomes=False)
     spec.start("r", [9, 1, 2])
     t = time.perf_counter()
     (tree,) = spec.draft(["r"])
@@ -71,6 +102,14 @@ def test_slow_server_never_holds_a_step_past_its_deadline(live):
     assert isinstance(tree.tokens, np.ndarray)
 
 
+def test_blocking_lookup_uses_the_datastore(live):
+    _, client = live
+    spec, source = speculator(client, outcomes=False)
+    spec.start("r", [9, 1, 2])
+    (tree,) = spec.draft(["r"])
+    assert tree.tokens.tolist()[:2] == [3, 4] and source.stats.used == 1  # what followed "1 2"
+
+
 def test_stopped_server_opens_the_breaker_then_recovers_after_restart(tmp_path):
     db = str(tmp_path / "r.db")
     server = EmbeddedServer(ServerConfig.of(db=db, port=0)).start()
@@ -79,7 +118,7 @@ def test_stopped_server_opens_the_breaker_then_recovers_after_restart(tmp_path):
     client.create_namespace("ns", 100)
     client.ingest("ns", [("d", TEXT)])
     client.snapshot()
-    spec, source = speculator(client, deadline=0.2, threshold=2, cooldown_s=0.3)
+    spec, source = speculator(client, deadline=0.2, outcomes=False, threshold=2, cooldown_s=0.3)
     spec.start("r", [9, 1, 2])
     assert spec.draft(["r"])[0].tokens.tolist()[:1] == [3]
     server.stop()

@@ -289,3 +289,105 @@ def draft(local, remote, shape, table, kbuckets):
     for s in range(nsr):
         kb[s + 1] = min(max(r_match[s], 1), kbuckets) - 1
     return merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children)
+
+
+@numba.njit(**OPTS)
+def descend_tries(tok, par, cnt, offs, meta, src, bonus):
+    """Out trie j = the subtree, under its root-level node of token bonus[j], of trie src[j] of
+    the flat batch (tok, par, cnt, offs, meta), with the root-level node as the new root.
+
+    A trie found for context x, one level deeper than needed, thus becomes the trie of context
+    x + bonus: its match is one token longer and its occurrences are those that continue with
+    bonus. Tries are in depth-first preorder, so a subtree is the run of nodes after its root
+    up to the next root-level node. bonus[j] < 0: trie src[j] as it is. src[j] < 0, or no such
+    child: an empty trie, match 0. Returns (tok, par, cnt, offs, meta) of the new batch.
+    """
+    nj = src.shape[0]
+    total = 0
+    lo = np.zeros(nj, dtype=np.int64)
+    hi = np.zeros(nj, dtype=np.int64)
+    for j in range(nj):
+        s = src[j]
+        if s < 0:
+            continue
+        a, e = offs[s], offs[s + 1]
+        if bonus[j] < 0:
+            lo[j], hi[j] = a, e
+            total += e - a
+            continue
+        for i in range(a, e):
+            if par[i] < 0 and tok[i] == bonus[j]:
+                end = i + 1
+                while end < e and par[end] >= 0:
+                    end += 1
+                lo[j], hi[j] = i + 1, end
+                total += end - i - 1
+                break
+    o_tok = np.empty(total, dtype=np.int32)
+    o_par = np.empty(total, dtype=np.int32)
+    o_cnt = np.empty(total, dtype=np.int32)
+    o_offs = np.zeros(nj + 1, dtype=np.int64)
+    o_meta = np.zeros((nj, 3), dtype=np.int64)
+    n = 0
+    for j in range(nj):
+        s = src[j]
+        if hi[j] > 0 and bonus[j] < 0:
+            o_tok[n : n + hi[j] - lo[j]] = tok[lo[j] : hi[j]]
+            o_par[n : n + hi[j] - lo[j]] = par[lo[j] : hi[j]]
+            o_cnt[n : n + hi[j] - lo[j]] = cnt[lo[j] : hi[j]]
+            n += hi[j] - lo[j]
+            o_meta[j] = meta[s]
+        elif hi[j] > 0:
+            a = offs[s]
+            head = lo[j] - 1  # the root-level node, as an absolute index
+            for i in range(lo[j], hi[j]):
+                o_tok[n] = tok[i]
+                o_par[n] = -1 if a + par[i] == head else par[i] - (head - a) - 1
+                o_cnt[n] = cnt[i]
+                n += 1
+            o_meta[j, 0] = meta[s, 0] + 1
+            o_meta[j, 1] = cnt[head]
+            o_meta[j, 2] = meta[s, 2]
+        o_offs[j + 1] = n
+    return o_tok, o_par, o_cnt, o_offs, o_meta
+
+
+@numba.njit(**OPTS)
+def fixed_width_rows(roots, tok, par, offs, width):
+    """A batch of drafts in SGLang's NGRAM verify layout, in one call.
+
+    Row b = [roots[b], draft b's tokens (nodes offs[b]..offs[b+1] of tok/par, parents within
+    the draft, -1 = child of the root), padding]; mask[b, i, j]: slot j is slot i or one of
+    its ancestors, the root being every node's. Padding slots are extra children of the root
+    whose tokens (the smallest ids) differ from every other root child.
+    """
+    bs = roots.shape[0]
+    out = np.empty((bs, width), dtype=np.int64)
+    mask = np.zeros((bs, width, width), dtype=np.bool_)
+    for b in range(bs):
+        a, k = offs[b], offs[b + 1] - offs[b]
+        out[b, 0] = roots[b]
+        for i in range(width):
+            mask[b, i, i] = True
+            if i > 0:
+                mask[b, i, 0] = True
+        for i in range(k):
+            out[b, 1 + i] = tok[a + i]
+            p = par[a + i]
+            if p >= 0:
+                for j in range(1, 1 + p + 1):
+                    if mask[b, 1 + p, j]:
+                        mask[b, 1 + i, j] = True
+        candidate = 0
+        for i in range(1 + k, width):
+            taken = True
+            while taken:
+                taken = False
+                for q in range(k):
+                    if par[a + q] < 0 and tok[a + q] == candidate:
+                        taken = True
+                        candidate += 1
+                        break
+            out[b, i] = candidate
+            candidate += 1
+    return out, mask

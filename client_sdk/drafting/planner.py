@@ -60,12 +60,16 @@ class StepCosts:
         self.last_seen: dict[tuple[int, int], int] = {}
 
     def _row(self, batch: int) -> tuple[dict[int, float], float]:
+        if batch in self.rows:
+            return self.rows[batch], 1.0
         b = min(self.rows, key=lambda x: (abs(x - batch), x))
         return self.rows[b], batch / b
 
     def cell(self, batch: int, width: int) -> float:
         """The table's value (without drift) at this batch and width."""
         row, scale = self._row(batch)
+        if width in row:  # the grid widths: every step asks for them (this runs on the critical path)
+            return row[width] * scale
         ns = sorted(row)
         ts = [row[n] for n in ns]
         if width >= ns[-1] and len(ns) > 1:
@@ -210,6 +214,12 @@ class StepPlanner:
             self._last_drafted = self.step
         self.counts["drafted"] += budget > 0
         return budget
+
+    def may_draft_next(self) -> bool:
+        """Whether the next step may draft: what a prefetch for it would be for (a plain probe
+        may still come; a prefetch it leaves unused costs only the lookup)."""
+        return (self.saving_s is None or self.draft_s is None or self._pays()
+                or self.step + 1 - self._last_drafted >= self._look_every)
 
     def _pays(self) -> bool:
         """Drafting pays: what drafted steps are expected to save beats what drafting costs, and

@@ -1,12 +1,19 @@
 """The facade a decode worker embeds: request lifecycle, batched drafting, feedback.
 
-Per decode step the worker calls ``draft(ids)`` (one tree per running request), verifies the
-trees, reports the step's time with ``observe_step``, calls ``commit(id, tokens, tree,
-accepted)`` for each request, then ``prefetch(ids)`` so the datastore lookup of the next step
-can overlap the rest of the step. ``finish(id)`` hands the generation back to the datastore.
+Per decode step the worker calls ``draft(ids)`` (one tree per running request), hands the
+trees to verification and, while they verify, calls ``prefetch(ids)``: it learns from the
+previous step and asks the datastore for every likely end of this step (outcome-speculative
+prefetch, see client_sdk.drafting.outcomes). After verification it reports the step's time
+with ``observe_step`` and calls ``commit(id, tokens, tree, accepted)`` per request. The next
+``draft`` then takes the prefetched trie of the outcome that happened, waiting for it at most
+``lookup_deadline_s`` (0 by default: what has not arrived is not used, the step drafts from
+the request's own text). ``finish(id)`` hands the generation back to the datastore.
+
+With ``prefetch_outcomes`` off, ``draft`` asks for the committed contexts themselves and waits
+up to ``lookup_deadline_s`` (the blocking mode the serving simulation compares against).
 With a planner, a step that is not worth speculating drafts nothing and asks the datastore
 nothing. Not thread-safe: one scheduler thread drives it (the remote source and feedback
-sink are thread-safe themselves).
+sink are thread-safe themselves; long prompts are indexed in a background thread).
 """
 
 from __future__ import annotations
@@ -16,17 +23,21 @@ import os
 import secrets
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from client_sdk.drafting.cache import TrieCache, splice
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
-from client_sdk.drafting.local import LocalIndex
+from client_sdk.drafting.outcomes import candidates, descend, path_tokens
 from client_sdk.drafting.planner import PlannerConfig, StepPlanner
+from client_sdk.drafting.requests import RequestState
 from client_sdk.drafting.tree import Calibration
 from client_sdk.types import DraftConfig, DraftTree, GenerationSink, TrieSource
 from sssd_wire.types import TrieBatch
 
 STEP_KEY = "next-step"
+FILL_KEY = "cache-fill"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,15 +47,22 @@ class SpeculatorConfig:
     draft: DraftConfig = DraftConfig()
     planner: PlannerConfig = PlannerConfig()
     fixed_budget: int = 16  # draft tokens per sequence when no planner is given
-    lookup_deadline_s: float = 0.002  # the longest a step waits for the datastore
+    prefetch_outcomes: bool = True  # zero-wait: while a step verifies, ask for the contexts it may end in
+    outcomes: int = 4  # likeliest ends of a step prefetched per request ("nothing accepted" included)
+    lookup_deadline_s: float = 0.0  # the longest a step waits for the datastore (0: use what has arrived)
+    background_index_tokens: int = 4096  # prompts this long are indexed in a background thread
+    trie_cache: int = 50_000  # datastore answers kept by query tail for what prefetch missed (0 = off)
+    trie_cache_ttl_s: float = 60.0  # ... each for at most this long (the datastore keeps learning)
     # names this process's fed-back documents: host, pid and a random part (a pid comes again)
     worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 
-
-@dataclasses.dataclass
-class _Request:
-    local: LocalIndex
-    prompt_len: int
+    def __post_init__(self) -> None:
+        if not self.prefetch_outcomes and self.lookup_deadline_s <= 0:
+            raise ValueError("without prefetch_outcomes a step must wait for its lookup: set lookup_deadline_s > 0")
+        if self.lookup_deadline_s < 0:
+            raise ValueError(f"lookup_deadline_s {self.lookup_deadline_s} must be >= 0")
+        if self.outcomes < 1:
+            raise ValueError(f"outcomes {self.outcomes} must be >= 1")
 
 
 @dataclasses.dataclass
@@ -70,27 +88,41 @@ class Speculator:
         self.drafter = drafter if drafter is not None else CalibratedMerge(config.draft)
         self.calibration = calibration if calibration is not None else Calibration()
         self.last = StepTimes()
-        self._requests: dict[object, _Request] = {}
+        self.counts = {"asked": 0, "prefetched": 0, "arrived": 0, "contexts": 0, "not_indexed": 0}
+        self._requests: dict[object, RequestState] = {}
         self._lengths = (config.draft.remote_match,) + tuple(config.draft.remote_suffixes)
-        self._drafting = True  # whether the last step drafted (only then is a prefetch useful)
+        self._outstanding = False  # a prefetch for the next step is in flight
+        self._to_learn: list[tuple[DraftTree, list[int]]] = []
+        self._prefetching = False  # prefetch is called: learning happens there, off the critical path
+        self._indexer: ThreadPoolExecutor | None = None
+        self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s)
+                      if config.trie_cache and config.prefetch_outcomes else None)
+        self._fill_next: dict[bytes, np.ndarray] = {}  # tails this step missed: asked at prefetch
+        self._fill_keys: list[bytes] = []  # tails asked at the last prefetch, in order
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self, request_id, prompt, output=()) -> None:
-        """Register a request with its prompt (and any output it already has, e.g. from prefill)."""
-        local = LocalIndex(list(prompt) + list(output), self.drafter.ngram)
-        self._requests[request_id] = _Request(local, len(prompt))
+        """Register a request with its prompt (and any output it already has, e.g. from prefill).
+        A long prompt is indexed in a background thread; until it is, the request drafts nothing."""
+        tokens = np.asarray(list(prompt) + list(output), dtype=np.int32)
+        builder = None
+        if 0 < self.config.background_index_tokens <= tokens.shape[0]:
+            if self._indexer is None:
+                self._indexer = ThreadPoolExecutor(1, thread_name_prefix="sssd-index")
+            builder = self._indexer
+        self._requests[request_id] = RequestState(tokens, len(prompt), self.drafter.ngram, builder)
 
     def finish(self, request_id) -> None:
         """Forget a request; its output goes back to the datastore (when feedback is on)."""
         req = self._requests.pop(request_id, None)
         if req is not None and self.feedback is not None:
-            self.feedback.submit(str(request_id), req.local.tokens[req.prompt_len :].copy())
+            self.feedback.submit(str(request_id), req.generated())
 
     def __contains__(self, request_id) -> bool:
         return request_id in self._requests
 
-    # -- per step ---------------------------------------------------------------------------
+    # -- per step: the critical path --------------------------------------------------------
 
     def draft(self, request_ids, budget: int | None = None) -> list[DraftTree]:
         """One draft tree per request (empty trees when speculation does not pay).
@@ -99,21 +131,27 @@ class Speculator:
         all (nothing is drafted or looked up when it says no); drafts are then built at its
         maximum and cut to the size that maximises expected tokens/s given their node scores.
         """
+        if not self._prefetching:
+            self._learn()  # a caller that never calls prefetch learns here, on the critical path
         reqs = [self._requests[r] for r in request_ids]
         if budget is not None or self.planner is None:
-            self._drafting = True
-            return self._draft(reqs, self.config.fixed_budget if budget is None else budget)
-        budget = self.planner.plan(len(reqs))
-        self._drafting = budget > 0
-        if budget == 0:
-            return [DraftTree.empty() for _ in reqs]
-        start = time.perf_counter()
-        trees = self._draft(reqs, budget)
-        k = self.planner.choose_for_drafts([t.scores for t in trees])
-        self.planner.observe_drafting(len(reqs), time.perf_counter() - start)
-        return [t.best(k) for t in trees]
+            trees = self._draft(reqs, self.config.fixed_budget if budget is None else budget)
+        else:
+            budget = self.planner.plan(len(reqs))
+            if budget == 0:
+                self._drop_prefetch()
+                trees = [DraftTree.empty() for _ in reqs]
+            else:
+                start = time.perf_counter()
+                trees = self._draft(reqs, budget)
+                k = self.planner.choose_for_drafts([t.scores for t in trees])
+                self.planner.observe_drafting(len(reqs), time.perf_counter() - start)
+                trees = [t.best(k) for t in trees]
+        for r, t in zip(reqs, trees):
+            r.tree = t
+        return trees
 
-    def _draft(self, reqs: list[_Request], budget: int) -> list[DraftTree]:
+    def _draft(self, reqs: list[RequestState], budget: int) -> list[DraftTree]:
         if budget <= 0:
             self.last = StepTimes()
             return [DraftTree.empty() for _ in reqs]
@@ -122,33 +160,82 @@ class Speculator:
         t1 = time.perf_counter()
         per = len(self._lengths) if len(remote) else 0
         depth = min(self.config.draft.max_depth, budget)
-        trees = [self.drafter.draft(r.local, remote, i * per, per, self.calibration, budget, depth)
-                 for i, r in enumerate(reqs)]
+        trees = []
+        for i, r in enumerate(reqs):
+            local = r.index()
+            if local is None:
+                self.counts["not_indexed"] += 1
+                trees.append(DraftTree.empty())
+            else:
+                trees.append(self.drafter.draft(local, remote, i * per, per, self.calibration, budget, depth))
         matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
         self.last = StepTimes(t1 - t0, time.perf_counter() - t1, matches)
         return trees
 
-    def _contexts(self, reqs: list[_Request]) -> list[np.ndarray]:
-        return [r.local.tokens[-k:] for r in reqs for k in self._lengths]
-
-    def _remote_tries(self, reqs: list[_Request]) -> TrieBatch:
+    def _remote_tries(self, reqs: list[RequestState]) -> TrieBatch:
         if self.remote is None:
             return TrieBatch.empty()
+        self.counts["asked"] += len(reqs)
+        if self.config.prefetch_outcomes:
+            return self._prefetched_tries(reqs)
         start = time.perf_counter()
-        contexts = self._contexts(reqs)
-        got = self.remote.collect(STEP_KEY, contexts, self.config.lookup_deadline_s)
-        if got is None:  # nothing prefetched for exactly this batch: ask now, within what is left
-            self.remote.request(STEP_KEY, contexts)
-            left = self.config.lookup_deadline_s - (time.perf_counter() - start)
-            got = self.remote.collect(STEP_KEY, contexts, left)
-        return got if got is not None and len(got) == len(contexts) else TrieBatch.empty()
+        contexts = [r.tail(k) for r in reqs for k in self._lengths]
+        self.remote.request(STEP_KEY, contexts)
+        got = self.remote.collect(STEP_KEY, contexts, self.config.lookup_deadline_s - (time.perf_counter() - start))
+        if got is not None and len(got) == len(contexts):
+            self.counts["arrived"] += len(reqs)
+            return got
+        return TrieBatch.empty()
+
+    def _prefetched_tries(self, reqs: list[RequestState]) -> TrieBatch:
+        """The tries of the outcomes that happened, from the prefetch the last step started."""
+        got = self.remote.collect(STEP_KEY, None, self.config.lookup_deadline_s) if self._outstanding else None
+        self._outstanding = False
+        per = len(self._lengths)
+        src = np.full(len(reqs) * per, -1, dtype=np.int64)
+        bonus = np.full(len(reqs) * per, -1, dtype=np.int64)
+        for i, r in enumerate(reqs):
+            if r.pick is not None:
+                src[i * per : (i + 1) * per] = r.pick
+                bonus[i * per : (i + 1) * per] = r.bonus
+                self.counts["prefetched"] += 1
+        if got is not None:
+            self.counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
+            batch = descend(got, src, bonus)
+        elif self.cache is not None:
+            batch = TrieBatch.empty(len(reqs) * per)
+        else:
+            return TrieBatch.empty()
+        return self._from_cache(reqs, batch, per) if self.cache is not None else batch
+
+    def _from_cache(self, reqs: list[RequestState], batch: TrieBatch, per: int) -> TrieBatch:
+        """Tries the prefetch did not give, from the cache by the committed context's tails;
+        the tails it does not hold are asked at the next prefetch, for later steps."""
+        offs = batch.node_offsets
+        found, fill = {}, self._fill_next
+        fill.clear()
+        for j in np.flatnonzero(offs[1:] == offs[:-1]).tolist():
+            tail = reqs[j // per].tail(self._lengths[j % per])
+            key = tail.tobytes()
+            entry = self.cache.get(key)
+            if entry is not None:
+                found[j] = entry
+            else:
+                fill[key] = tail
+        return splice(batch, found)
 
     def commit(self, request_id, tokens, tree: DraftTree | None = None, accepted: list[int] | None = None) -> None:
-        """Append the step's committed tokens (accepted + bonus) and learn from the outcome."""
+        """Append the step's committed tokens (accepted + bonus); learning waits for ``prefetch``."""
         req = self._requests[request_id]
-        req.local.extend(tokens)
+        tokens = np.asarray(tokens, dtype=np.int32)
+        req.extend(tokens)
+        req.pick = None
+        if req.outcomes is not None:
+            req.pick = req.outcomes.get(tuple(tokens[:-1].tolist()))
+            req.bonus = int(tokens[-1])
+            req.outcomes = None
         if tree is not None and accepted is not None and len(tree):
-            self.calibration.update(tree, accepted)
+            self._to_learn.append((tree, accepted))
             if self.planner is not None:
                 self.planner.record(float(tree.scores.sum()), len(accepted))
 
@@ -158,12 +245,66 @@ class Speculator:
         if self.planner is not None:
             self.planner.observe_step(batch, width, seconds)
 
+    # -- per step: while the step verifies --------------------------------------------------
+
     def prefetch(self, request_ids) -> None:
-        """Start the datastore lookup for the next step of these requests (skipped while the
-        planner is not drafting: the answer would go unused)."""
-        if self.remote is not None and self._drafting:
-            self.remote.request(STEP_KEY, self._contexts([self._requests[r] for r in request_ids]))
+        """Call while the step just drafted verifies: learn from the last verified step, and
+        (zero-wait) ask the datastore for the likeliest ends of this one, deduplicated, one
+        level deeper than drafting needs. Skipped while the next step would not draft."""
+        self._prefetching = True
+        self._learn()
+        if (self.remote is None or not self.config.prefetch_outcomes or not self.drafter.asks_datastore
+                or (self.planner is not None and not self.planner.may_draft_next())):
+            self._drop_prefetch(request_ids)
+            return
+        contexts: list[np.ndarray] = []
+        index: dict[bytes, int] = {}
+        longest = max(self._lengths)
+        for rid in request_ids:
+            r = self._requests[rid]
+            r.outcomes = {}
+            history = r.tail(longest)
+            for node in candidates(r.tree, self.config.outcomes):
+                path = path_tokens(r.tree, node)
+                end = np.concatenate([history, np.asarray(path, dtype=np.int32)])
+                slots = []
+                for k in self._lengths:
+                    ctx = end[-k:]
+                    key = ctx.tobytes()
+                    if key not in index:
+                        index[key] = len(contexts)
+                        contexts.append(ctx)
+                    slots.append(index[key])
+                r.outcomes[tuple(path)] = slots
+        self.remote.request(STEP_KEY, contexts)
+        self._outstanding = True
+        self.counts["contexts"] += len(contexts)
+        if self.cache is not None:
+            self._refill()
+
+    def _refill(self) -> None:
+        """Store the cache fills asked at the last prefetch (if they have arrived), then ask
+        for the tails the step just drafted missed."""
+        got = self.remote.collect(FILL_KEY, None, 0.0) if self._fill_keys else None
+        if got is not None and len(got) == len(self._fill_keys):
+            self.cache.put_batch(self._fill_keys, got)
+        self._fill_keys = list(self._fill_next)
+        if self._fill_keys:
+            self.remote.request(FILL_KEY, list(self._fill_next.values()))
+            self.counts["contexts"] += len(self._fill_keys)
+
+    def _drop_prefetch(self, request_ids=()) -> None:
+        for rid in request_ids:
+            self._requests[rid].outcomes = None
+        self._outstanding = False
+
+    def _learn(self) -> None:
+        for tree, accepted in self._to_learn:
+            self.calibration.update(tree, accepted)
+        self._to_learn.clear()
 
     def close(self) -> None:
         if self.feedback is not None:
             self.feedback.close()
+        if self._indexer is not None:
+            self._indexer.shutdown(wait=True)

@@ -37,7 +37,9 @@ class RemoteSource:
     """Thread-safe. One outstanding prefetch per key (e.g. per decode step)."""
 
     def __init__(self, client: DatastoreClient, namespace: str, options: LookupParams,
-                 breaker: CircuitBreaker | None = None, timeout_s: float = 0.05) -> None:
+                 breaker: CircuitBreaker | None = None, timeout_s: float = 0.05, late_limit: int = 4) -> None:
+        """late_limit: this many answers late in a row count as one failure for the breaker (one
+        late answer, e.g. a cold connection or one slow step, is no verdict on the service)."""
         self.client = client
         self.namespace = namespace
         self.options = options
@@ -45,7 +47,10 @@ class RemoteSource:
         self.timeout_s = timeout_s
         self.stats = SourceStats()
         self._lock = threading.Lock()
-        self._pending: dict[object, tuple[bytes, futures.Future]] = {}
+        self._pending: dict[object, tuple[bytes | None, futures.Future]] = {}
+        self._late: set[int] = set()  # ids of futures collected too late (their end is no success)
+        self.late_limit = late_limit
+        self._late_streak = 0
 
     @staticmethod
     def _fingerprint(contexts) -> bytes:
@@ -57,36 +62,64 @@ class RemoteSource:
             self.stats.skipped_open += 1
             return
         fut = self.client.lookup_future(self.namespace, contexts, self.options, timeout_s=self.timeout_s, flat=True)
-        fut.add_done_callback(self._record)
         with self._lock:
             self._pending[key] = (self._fingerprint(contexts), fut)
+        fut.add_done_callback(self._record)
         self.stats.requested += 1
 
     def _record(self, fut: futures.Future) -> None:
+        with self._lock:
+            late = id(fut) in self._late
+            self._late.discard(id(fut))
         if fut.cancelled() or fut.exception() is not None:
             self.stats.failed += 1
             self.breaker.failure()
-        else:
+        elif not late:  # a late answer was booked as a failure when it was missed
             self.breaker.success()
 
     def collect(self, key, contexts, deadline_s: float) -> TrieBatch | None:
-        """The prefetched answer if it is for these contexts and arrives within deadline_s."""
+        """The answer requested under ``key`` if it arrives within deadline_s (and, when
+        ``contexts`` is given, is for exactly these). A late answer counts as a failure for the
+        breaker: a datastore that is always late is as useless as a dead one."""
         with self._lock:
             entry = self._pending.pop(key, None)
         if entry is None:
             return None
         fingerprint, fut = entry
-        if fingerprint != self._fingerprint(contexts):
+        if contexts is not None and fingerprint != self._fingerprint(contexts):
             self.stats.misaligned += 1
             fut.cancel()
             return None
         try:
-            result = fut.result(timeout=max(deadline_s, 0.0))
+            if deadline_s > 0 or fut.done():
+                result = fut.result(timeout=max(deadline_s, 0.0))
+                self.stats.used += 1
+                self._late_streak = 0
+                return result
         except futures.TimeoutError:
-            self.stats.late += 1
-            return None  # the call continues and reports to the breaker when it ends
+            pass
         except (grpc.RpcError, futures.CancelledError) as exc:
-            log.debug("datastore lookup failed: %s", exc)
+            log.debug("datastore lookup failed: %s", exc)  # counted by _record
             return None
-        self.stats.used += 1
-        return result
+        self.stats.late += 1
+        with self._lock:
+            self._late.add(id(fut))
+        if fut.done():  # it ended between the wait and now: _record has already booked it
+            with self._lock:
+                self._late.discard(id(fut))
+            return None
+        self._late_streak += 1
+        if self._late_streak >= self.late_limit:
+            self._late_streak = 0
+            self.breaker.failure()
+        return None
+
+    def connect(self, timeout_s: float = 5.0) -> bool:
+        """Open the connection now (a first lookup would otherwise pay for it, and be late)."""
+        try:
+            grpc.channel_ready_future(self.client.channel).result(timeout=timeout_s)
+            return True
+        except grpc.FutureTimeoutError:
+            log.warning("datastore %s not reachable within %.1fs; drafting locally until it is",
+                        self.client.address, timeout_s)
+            return False

@@ -128,6 +128,8 @@ class ReferenceDecoder:
         while active:
             trees = speculator.draft(active, budget) if speculator is not None else [DraftTree.empty() for _ in active]
             t_step = time.perf_counter()  # the step without drafting: forward, verification, upkeep
+            if speculator is not None:
+                speculator.prefetch(active)  # beside a GPU this overlaps the forward; here it is part of the step
             batch = build_batch([roots[r] for r in active], trees, cache.lengths, cache.width, self.device)
             out = self.model(input_ids=batch.input_ids, position_ids=batch.positions, attention_mask=batch.mask,
                              past_key_values=cache.as_dynamic() if cache.layers else None, use_cache=True)
@@ -155,8 +157,6 @@ class ReferenceDecoder:
                 cache = cache.rows(still) if still else cache
             if speculator is not None:
                 speculator.observe_step(len(keep), batch.input_ids.shape[1], time.perf_counter() - t_step)
-                if active and len(still) == len(keep):
-                    speculator.prefetch(active)
         for g in results:
             g.seconds, g.prefill_seconds = time.perf_counter() - t0, t_prefill
         return results

@@ -44,7 +44,8 @@ def run(deadline_ms: float = 2.0, calls: int = 300) -> dict:
         client.ingest("ns", [(f"d{i}", rng.integers(0, 50, 200)) for i in range(200)])
         client.snapshot()
         source = RemoteSource(client, "ns", LookupParams(), CircuitBreaker(threshold=3, cooldown_s=0.5), timeout_s=0.05)
-        spec = build_speculator(fixed_budget=8, remote=source, config=SpeculatorConfig(lookup_deadline_s=deadline))
+        blocking = SpeculatorConfig(lookup_deadline_s=deadline, prefetch_outcomes=False)  # the mode with a wait
+        spec = build_speculator(fixed_budget=8, remote=source, config=blocking)
         spec.start("r", rng.integers(0, 50, 64).tolist())
         _phase(spec, 20)  # warm-up
         phases = {"healthy": _phase(spec, calls)}

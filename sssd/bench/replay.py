@@ -79,12 +79,14 @@ class InProcessSource:
 
     def __init__(self, lookup: Callable, options: LookupParams) -> None:
         self.lookup, self.options = lookup, options
+        self._pending: dict = {}
 
     def request(self, key, contexts) -> None:
-        pass
+        self._pending[key] = contexts
 
     def collect(self, key, contexts, deadline_s: float) -> TrieBatch | None:
-        return self.lookup(contexts, self.options)
+        asked = self._pending.pop(key, None)
+        return self.lookup(asked if contexts is None else contexts, self.options) if asked is not None else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,14 +103,20 @@ class Replayer:
     """Replays cases through one Speculator with one drafter at one budget."""
 
     def __init__(self, drafter: Drafter, budget: int, lookup: Callable | None, config: DraftConfig = DraftConfig(),
-                 prior: np.ndarray | None = None, records: bool = False) -> None:
+                 prior: np.ndarray | None = None, records: bool = False, prefetch_outcomes: bool = True) -> None:
+        """prefetch_outcomes: the product's zero-wait path (the datastore is asked, as the step
+        verifies, for its likely ends, and always answers in time here); off: each step asks
+        for its committed context and waits for the answer."""
         if drafter.asks_datastore and lookup is None:
             raise ValueError(f"{type(drafter).__name__} needs a datastore (--datastore-docs, --address or --sharegpt-datastore)")
         self.budget = budget
         self.depth = min(config.max_depth, budget) if budget else 0
-        source = InProcessSource(lookup, lookup_options(config, self.depth)) if lookup is not None else None
+        spec_config = SpeculatorConfig(draft=config, prefetch_outcomes=prefetch_outcomes,
+                                       lookup_deadline_s=0.0 if prefetch_outcomes else 1.0)
+        options = lookup_options(config, self.depth, prefetch_outcomes)
+        source = InProcessSource(lookup, options) if lookup is not None else None
         self.spec = build_speculator(fixed_budget=budget, remote=source, drafter=drafter, calibration=Calibration(prior),
-                                     config=SpeculatorConfig(draft=config))
+                                     config=spec_config)
         self.cases = self.steps = self.tokens = 0
         self.accepted = np.zeros(self.depth + 2, dtype=np.int64)  # histogram of accepted length
         self.draft_s: list[float] = []
@@ -124,6 +132,7 @@ class Replayer:
         self.spec.start(case, prompt)
         while pos < truth.shape[0]:
             (tree,) = self.spec.draft([case])
+            self.spec.prefetch([case])
             path = tree.longest_match(truth[pos : pos + self.depth])
             new = truth[pos : pos + len(path) + 1]
             self.spec.commit(case, new, tree, path)
@@ -156,7 +165,8 @@ class Replayer:
 
 
 def replay(cases: list[dict], drafter: Drafter, budgets: Sequence[int], lookup: Callable | None, progress: bool = True,
-           config: DraftConfig = DraftConfig(), records: str | None = None, label: str | None = None) -> dict:
+           config: DraftConfig = DraftConfig(), records: str | None = None, label: str | None = None,
+           prefetch_outcomes: bool = True) -> dict:
     """Replay every case at every budget; records: a path for per-step JSONL (budget added)."""
     label = label or type(drafter).__name__
     from tqdm import tqdm
@@ -166,7 +176,7 @@ def replay(cases: list[dict], drafter: Drafter, budgets: Sequence[int], lookup: 
         for b in budgets:
             if cases:  # warm-up: compile the kernels and touch the datastore outside the timings
                 Replayer(drafter, b, lookup, config).run_case(cases[0]["prompt"], cases[0]["response"][:16])
-            r = Replayer(drafter, b, lookup, config, records=sink is not None)
+            r = Replayer(drafter, b, lookup, config, records=sink is not None, prefetch_outcomes=prefetch_outcomes)
             for case in tqdm(cases, desc=f"{label} b={b}", disable=not progress, leave=False):
                 r.run_case(case["prompt"], case["response"])
             results.append(r.result())
@@ -175,7 +185,8 @@ def replay(cases: list[dict], drafter: Drafter, budgets: Sequence[int], lookup: 
     finally:
         if sink is not None:
             sink.close()
-    return {"drafter": label, "cases": len(cases), "results": results}
+    return {"drafter": label, "cases": len(cases), "lookup": "outcome prefetch" if prefetch_outcomes else "blocking",
+            "results": results}
 
 
 def read_cases(path: str) -> list[dict]:

@@ -1,0 +1,59 @@
+"""One running request as the Speculator keeps it: its own-text index (built in a background
+thread for long prompts), and what the last step prepared for the next one."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+import numpy as np
+
+from client_sdk.drafting.local import LocalIndex
+from client_sdk.types import DraftTree
+
+
+class RequestState:
+    """Not thread-safe (the scheduler thread), except that the index may be built in another."""
+
+    __slots__ = ("prompt_len", "_local", "_building", "_queued", "_tail", "tree", "outcomes", "pick", "bonus")
+
+    def __init__(self, tokens: np.ndarray, prompt_len: int, ngram: int, builder=None) -> None:
+        """builder: an executor to build the index in (None: here and now)."""
+        self.prompt_len = prompt_len
+        self._local: LocalIndex | None = None
+        self._building: Future | None = None
+        self._queued: list[np.ndarray] = []  # committed while the index was being built
+        self._tail = tokens[-64:].copy()  # the context's end, readable while the index is built
+        if builder is None:
+            self._local = LocalIndex(tokens, ngram)
+        else:
+            self._building = builder.submit(LocalIndex, tokens, ngram)
+        self.tree = DraftTree.empty()  # the tree of the step being verified
+        self.outcomes: dict[tuple, list[int]] | None = None  # path tokens -> prefetched context slots
+        self.pick: list[int] | None = None  # the slots of the outcome the last commit turned out to be
+        self.bonus = -1
+
+    def index(self, wait: bool = False) -> LocalIndex | None:
+        """The own-text index, or None while it is still being built (``wait``: block until it is)."""
+        if self._local is None and (wait or self._building.done()):
+            self._local = self._building.result()
+            self._building = None
+            if self._queued:
+                self._local.extend(np.concatenate(self._queued))
+                self._queued = []
+        return self._local
+
+    def extend(self, tokens: np.ndarray) -> None:
+        local = self.index()
+        if local is None:
+            self._queued.append(tokens)
+            self._tail = np.concatenate([self._tail, tokens])[-64:]
+        else:
+            local.extend(tokens)
+
+    def tail(self, n: int) -> np.ndarray:
+        """The last n committed tokens (n <= 64)."""
+        local = self._local
+        return local.tokens[-n:] if local is not None else self._tail[-n:]
+
+    def generated(self) -> np.ndarray:
+        return self.index(wait=True).tokens[self.prompt_len :].copy()

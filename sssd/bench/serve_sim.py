@@ -1,0 +1,182 @@
+"""``sssd bench serve-sim``: decode traffic against a real datastore service, on a simulated GPU.
+
+A real ``sssd serve`` runs in a child process, filled with the ShareGPT datastore. Recorded
+responses of the dev sets (MT-Bench, HumanEval; Llama-3 tokens) are replayed as decode
+traffic with continuous batching: ``batch`` requests are in flight; one that finishes is
+replaced by the next case (its prompt indexed at admission, as at prefill). Each step runs the
+SGLang worker's own CPU path (``sglang_integration.drafts.BatchDrafter``: sync the committed
+tokens, draft, emit the fixed-width token and mask arrays) and then a simulated GPU verify:
+
+- its time is the roofline of Llama-3.1-8B (bf16) on the H100-SXM preset
+  (client_sdk.drafting.budget.forward_time: 989 TFLOP/s x 0.7, 3.35 TB/s x 0.8, 30 µs per
+  forward) at the batch's mean context, for the width the step verifies: the product's
+  StepPlanner sizes each step's drafts (width 1 = a plain step, no drafting), starting from
+  that roofline's cost table and learning from the simulated step times it is told;
+- during it, the CPU does what runs beside a real GPU: ``prefetch`` (the worker's
+  ``_update_ngram_corpus`` hook) and the verification outcome itself (the longest draft path
+  that matches the recorded response, plus the next recorded token), then sleeps out the rest.
+
+critical_path_us is the CPU time between one step's verification result and the next step's
+arrays (what the GPU waits for). A step lasts critical path + max(GPU, the CPU work beside it);
+projected_speedup = (tokens / those seconds) / (batch / plain forward time): SSSD against
+plain decoding on the same simulated GPU, every CPU overhead of drafting included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from client_sdk.drafting.budget import PRESETS, Model, forward_time
+from client_sdk.drafting.planner import StepCosts
+from client_sdk.drafting.drafters import PromptLookup
+from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.runtime import build_speculator, lookup_options
+from client_sdk.transport.remote import DatastoreClient
+from client_sdk.transport.source import RemoteSource
+from sglang_integration.drafts import BatchDrafter, RequestView
+from sssd.bench.stats import percentiles
+
+# Llama-3.1-8B's shape (config.json of meta-llama/Llama-3.1-8B-Instruct), bf16
+LLAMA_8B = Model(layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336, vocab=128256)
+HARDWARE = "h100-sxm"
+NAMESPACE = "sharegpt"
+MODES = ("zero-wait", "blocking", "pld")
+BLOCKING_DEADLINE_S = 0.02  # long enough that a healthy loopback service always answers
+
+
+@dataclasses.dataclass
+class _Slot:
+    rid: str
+    prompt: list[int]
+    truth: np.ndarray
+    output: list[int] = dataclasses.field(default_factory=list)
+
+    def view(self) -> RequestView:
+        return RequestView(self.rid, self.prompt, self.output)
+
+
+def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    with DatastoreClient(address, timeout_s=600) as client:
+        client.create_namespace(NAMESPACE, vocab)
+        chunks = [docs[i : i + 2000] for i in range(0, len(docs), 2000)]
+        batches = ([(f"s{i}-{j}", d.tolist()) for j, d in enumerate(chunk)] for i, chunk in enumerate(chunks))
+        client.ingest_stream(NAMESPACE, tqdm(batches, total=len(chunks), desc="ingest", disable=not progress))
+        client.snapshot()
+
+
+class Simulation:
+    def __init__(self, cases: list[dict], address: str, batch: int, mode: str, steps: int) -> None:
+        self.cases, self.batch, self.mode, self.steps = cases, batch, mode, steps
+        self.hw = PRESETS[HARDWARE]
+        widths = SpeculatorConfig().planner.widths
+        costs = StepCosts({(batch, n): forward_time(self.hw, LLAMA_8B, batch, n, 1024) for n in widths})
+        zero_wait = mode != "blocking"
+        config = SpeculatorConfig(prefetch_outcomes=zero_wait, lookup_deadline_s=0.0 if zero_wait else BLOCKING_DEADLINE_S)
+        self.client = DatastoreClient(address, timeout_s=5)
+        remote = None
+        if mode != "pld":
+            options = lookup_options(config.draft, config.draft.max_depth, zero_wait)
+            remote = RemoteSource(self.client, NAMESPACE, options, timeout_s=1.0)
+            remote.connect()
+        self.spec = build_speculator(costs=costs, remote=remote, config=config,
+                                     drafter=PromptLookup() if mode == "pld" else None)
+        self.drafter = BatchDrafter(self.spec, widths[-1], LLAMA_8B.vocab, adaptive=True)
+        self._next = 0
+
+    def _admit(self) -> _Slot:
+        case = self.cases[self._next % len(self.cases)]
+        slot = _Slot(f"r{self._next}", list(case["prompt"]), np.asarray(case["response"], dtype=np.int32))
+        self._next += 1
+        self.drafter.admit(slot.view())
+        return slot
+
+    def run(self, warmup: int = 5) -> dict:
+        slots = [self._admit() for _ in range(self.batch)]
+        depth = self.spec.config.draft.max_depth if self.mode != "pld" else self.drafter.width - 1
+        critical, seconds, plain_seconds, tokens, matched, widths = [], 0.0, 0.0, 0, 0, []
+        gpu = None
+        for step in range(self.steps + warmup):
+            t0 = time.perf_counter()
+            self.drafter.drafts([s.view() for s in slots], last_step_s=gpu)
+            t1 = time.perf_counter()
+            context = float(np.mean([len(s.prompt) + len(s.output) for s in slots]))
+            width = self.drafter.last_width
+            gpu = forward_time(self.hw, LLAMA_8B, self.batch, width, int(context))
+            self.drafter.prefetch([s.rid for s in slots])  # beside the GPU: the worker's corpus-update hook
+            committed = 0
+            for s in slots:  # the verification outcome (the GPU's work, simulated)
+                tree = self.drafter.last_tree(s.rid)
+                pos = len(s.output)
+                path = tree.longest_match(s.truth[pos : pos + depth]) if tree is not None else []
+                new = s.truth[pos : pos + len(path) + 1].tolist()
+                s.output += new
+                committed += len(new)
+            beside = time.perf_counter() - t1
+            if beside < gpu:
+                time.sleep(gpu - beside)
+            if step >= warmup:
+                critical.append(t1 - t0)
+                seconds += (t1 - t0) + max(gpu, beside)
+                plain_seconds += forward_time(self.hw, LLAMA_8B, self.batch, 1, int(context)) * committed / self.batch
+                tokens += committed
+                widths.append(width)
+                matched += sum(1 for m in self.spec.last.match_lengths if m > 0)
+            for i, s in enumerate(slots):
+                if len(s.output) >= s.truth.shape[0]:
+                    self.drafter.forget([s.rid])
+                    slots[i] = self._admit()
+        self.spec.close()
+        self.client.close()
+        c = self.spec.counts
+        requests = self.steps * self.batch
+        return {
+            "mean_width": round(float(np.mean(widths)), 2), "tau": round(tokens / requests, 4),
+            "drafted_steps": round(float(np.mean(np.asarray(widths) > 1)), 3),
+            "critical_path_us": percentiles(critical, "us", 1),
+            "prefetch_hit_rate": round(c["arrived"] / max(c["asked"], 1), 4) if self.mode != "pld" else None,
+            "remote_match_rate": round(matched / requests, 4) if self.mode != "pld" else None,
+            "lookup_contexts_per_request_step": round(c["contexts"] / requests, 3),
+            "projected_speedup": round(plain_seconds / seconds, 4),
+        }
+
+
+def run(batches: list[int], steps: int, conversations: int, progress: bool = True) -> dict:
+    from sssd.bench import datasets, llama3
+    from sssd.serve_process import start_server
+
+    cases = datasets.mtbench_cases() + datasets.humaneval_cases()
+    docs = datasets.sharegpt_datastore(2000, 2000 + conversations)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, address = start_server(str(Path(tmp) / "sim.db"), "--synchronous", "NORMAL")
+        try:
+            fill_service(address, docs, llama3.VOCAB_SIZE, progress)
+            for b in batches:
+                runs = {m: Simulation(cases, address, b, m, steps).run() for m in MODES}
+                zw, bl, pld = runs["zero-wait"], runs["blocking"], runs["pld"]
+                rows.append({
+                    "batch": b, "mean_width": zw["mean_width"], "drafted_steps": zw["drafted_steps"],
+                    "critical_path_us": zw["critical_path_us"], "prefetch_hit_rate": zw["prefetch_hit_rate"],
+                    "tau_zero_wait": zw["tau"], "tau_blocking": bl["tau"],
+                    "projected_speedup": zw["projected_speedup"], "projected_speedup_blocking": bl["projected_speedup"],
+                    "critical_path_us_blocking": bl["critical_path_us"],
+                    "remote_match_rate": zw["remote_match_rate"], "remote_match_rate_blocking": bl["remote_match_rate"],
+                    "lookup_contexts_per_request_step": zw["lookup_contexts_per_request_step"],
+                    "pld": {k: pld[k] for k in ("tau", "critical_path_us", "projected_speedup", "mean_width")},
+                })
+                if progress:
+                    print(f"batch {b}: {rows[-1]}", file=sys.stderr, flush=True)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+    return {"model": "Llama-3.1-8B (bf16, roofline)", "hardware": HARDWARE, "steps_per_run": steps,
+            "datastore": f"ShareGPT conversations 2000-{2000 + conversations} ({sum(d.shape[0] for d in docs)} tokens)",
+            "cases": "MT-Bench (30) + HumanEval (164), cycled", "rows": rows}

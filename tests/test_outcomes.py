@@ -1,0 +1,114 @@
+"""Outcome-speculative prefetch: which ends of a step are prefetched, and that the prefetched
+trie descended by the bonus token is the trie a fresh lookup of the committed context gives."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from client_sdk.drafting.outcomes import ROOT, candidates, deepest_probabilities, descend, path_tokens
+from client_sdk.types import DraftTree
+from datastore_service.core import Document, LookupParams, NamespaceIndex, NamespaceSpec, build_segment
+from datastore_service.core.index import pack_tails
+
+
+def tree(tokens, parents, scores) -> DraftTree:
+    n = len(tokens)
+    return DraftTree(np.array(tokens, np.int32), np.array(parents, np.int32), np.array(scores, float),
+                     np.full((n, 1, 4), -1, np.int8))
+
+
+CANDIDATE_CASES = [
+    # (tokens, parents, scores, k, expected candidates best first)
+    ([], [], [], 4, [ROOT]),  # an empty draft ends at the root
+    # a chain 0.9 -> 0.6 -> 0.2: P(deepest) = 0.3, 0.4, 0.2; root 0.1
+    ([5, 6, 7], [-1, 0, 1], [0.9, 0.6, 0.2], 4, [1, 0, 2, ROOT]),
+    ([5, 6, 7], [-1, 0, 1], [0.9, 0.6, 0.2], 2, [1, 0]),
+    # two root children 0.3 and 0.2: the root (0.5) is likeliest
+    ([5, 8], [-1, -1], [0.3, 0.2], 4, [ROOT, 0, 1]),
+    # a tie between the root and a node: the node first
+    ([5], [-1], [0.5], 2, [0, ROOT]),
+]
+
+
+@pytest.mark.parametrize("tokens,parents,scores,k,expected", CANDIDATE_CASES)
+def test_candidates(tokens, parents, scores, k, expected):
+    assert candidates(tree(tokens, parents, scores), k) == expected
+
+
+def test_deepest_probabilities_sum_to_one_for_a_consistent_tree():
+    t = tree([5, 6, 7, 8], [-1, 0, 0, -1], [0.7, 0.4, 0.2, 0.1])
+    root, p = deepest_probabilities(t)
+    assert root == pytest.approx(0.2) and p.tolist() == pytest.approx([0.1, 0.4, 0.2, 0.1])
+    assert root + p.sum() == pytest.approx(1.0)
+
+
+def test_path_tokens():
+    t = tree([5, 6, 7, 8], [-1, 0, 1, 0], [0.9, 0.5, 0.3, 0.2])
+    assert (path_tokens(t, ROOT), path_tokens(t, 2), path_tokens(t, 3)) == ([], [5, 6, 7], [5, 8])
+
+
+def index_of(docs, vocab):
+    ns = NamespaceIndex(NamespaceSpec("t", vocab))
+    ns.add([Document.of(f"d{i}", d) for i, d in enumerate(docs)])
+    ns.install(build_segment(1, vocab, ns.freeze()))
+    return ns
+
+
+FULL = dict(min_occurrences=1, sample_budget=4096, max_nodes=4096)  # no sampling, no truncation
+
+
+def check_descend_equals_fresh(ns, context, max_match, depth):
+    """For every possible bonus token: the prefetched trie (depth + 1) descended by it equals a
+    fresh lookup of context + bonus at the one-longer match (both read every occurrence)."""
+    ctx = np.asarray(context, np.int32)
+    pre = ns.lookup_packed(*pack_tails([ctx], max_match), LookupParams(max_match=max_match, depth=depth + 1, **FULL))
+    k = int(pre.match_lengths[0])
+    if k == 0:
+        return 0
+    first_level = sorted(set(pre.tokens[pre.parents == -1].tolist()))
+    for b in first_level + [10_000]:  # and a token that never followed
+        got = descend(pre, np.array([0]), np.array([b])).trie(0)
+        if b == 10_000:
+            assert got.match_length == 0 and len(got.tokens) == 0
+            continue
+        fresh = ns.lookup([np.append(ctx, b).astype(np.int32)],
+                          LookupParams(max_match=k + 1, min_match=k + 1, depth=depth, **FULL))[0]
+        assert got.match_length == fresh.match_length == k + 1
+        assert got.occurrences == fresh.occurrences
+        assert got.tokens.tolist() == fresh.tokens.tolist()
+        assert got.parents.tolist() == fresh.parents.tolist()
+        assert got.counts.tolist() == fresh.counts.tolist()
+    return len(first_level)
+
+
+DESCEND_CASES = [
+    # (documents, context, max_match, depth)
+    ([[1, 2, 3, 4, 5], [1, 2, 3, 6, 7], [2, 3, 4, 5, 9]], [9, 2, 3], 2, 3),
+    ([[1, 2, 3, 4, 5], [1, 2, 3, 6, 7], [2, 3, 4, 5, 9]], [1, 2], 4, 2),
+    ([[4, 4, 4, 4, 4, 4]], [4, 4], 2, 4),  # overlapping occurrences
+    ([[1, 2], [1, 3], [1, 2, 5]], [1], 1, 1),  # continuations that end with their document
+]
+
+
+@pytest.mark.parametrize("docs,context,max_match,depth", DESCEND_CASES)
+def test_descend_equals_a_fresh_lookup(docs, context, max_match, depth):
+    assert check_descend_equals_fresh(index_of(docs, 12), context, max_match, depth) > 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(docs=st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=30), min_size=1, max_size=6),
+       context=st.lists(st.integers(0, 5), min_size=1, max_size=6),
+       max_match=st.integers(1, 4), depth=st.integers(1, 5))
+def test_descend_equals_a_fresh_lookup_property(docs, context, max_match, depth):
+    ns = index_of(docs, 6)
+    assert ns.check_integrity() == ""
+    check_descend_equals_fresh(ns, context, max_match, depth)
+
+
+def test_descend_keeps_a_trie_whole_without_a_bonus_and_empties_a_missing_source():
+    ns = index_of([[1, 2, 3, 4, 5]], 8)
+    pre = ns.lookup_packed(*pack_tails([np.array([1, 2], np.int32)], 2), LookupParams(depth=3))
+    whole = descend(pre, np.array([0, -1]), np.array([-1, 3]))
+    assert whole.trie(0).tokens.tolist() == pre.trie(0).tokens.tolist() and whole.trie(0).match_length == 2
+    assert len(whole.trie(1).tokens) == 0 and whole.trie(1).match_length == 0
