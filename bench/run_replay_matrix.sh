@@ -7,7 +7,7 @@ mkdir -p bench/results
 for ds in mtbench humaneval sharegpt; do
   for drafter in sssd local datastore pld none; do
     store=(); [[ $drafter == sssd || $drafter == datastore ]] && store=(--sharegpt-datastore)
-    $SSSD bench replay --dataset "$ds" "${store[@]}" --drafter "$drafter" --budgets 4,8,16,32 --json \
+    $SSSD bench replay --dataset "$ds" "${store[@]}" --drafter "$drafter" --budgets 4,8,16,32 --blocking-lookup --json \
       > "bench/results/replay-$ds-$drafter.json"
     echo "$ds $drafter done"
   done

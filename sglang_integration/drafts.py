@@ -57,6 +57,7 @@ class BatchDrafter:
         self.adaptive = adaptive
         self.last_width = width  # the width of the arrays the last ``drafts`` emitted
         self._last_batch = 0
+        self._deferred: list[RequestView] = []  # a plain step's requests, synced in prefetch
         self.vocab_size = vocab_size
         self._state: dict[str, _State] = {}
 
@@ -91,19 +92,31 @@ class BatchDrafter:
         """The step's [bs * width] tokens and [bs * width * width] mask (width: ``last_width``).
 
         last_step_s: how long the previous step's verification took (the planner learns its cost
-        table from it; told here, after that step's outcomes were committed, as it requires)."""
-        for req in reqs:
-            self._sync(req)
+        table from it, after that step's outcomes were committed, as it requires). Adaptive: a
+        plain step (the planner's width 1) drafts nothing, and the requests' new tokens are fed
+        to their indexes in ``prefetch``, beside the GPU, instead of here."""
+        if self._deferred or self.last_width > 1 or not self.adaptive:
+            self._sync_all(reqs)  # the last step's outcomes: its records precede observe_step
         if last_step_s is not None and self._last_batch:
             self.spec.observe_step(self._last_batch, self.last_width, last_step_s)
         self._last_batch = len(reqs)
-        rids = [r.rid for r in reqs]
-        trees = self.spec.draft(rids, budget=None if self.adaptive else self.width - 1)
+        if self.adaptive and self.spec.plan(len(reqs)) == 0:
+            self._deferred = list(reqs)
+            known = [r.rid for r in reqs if r.rid in self._state]  # the others are admitted in prefetch
+            self.spec.draft(known)  # the plan says 0: empty trees, and the datastore is not asked
+            trees = [DraftTree.empty()] * len(reqs)
+            for rid in known:
+                self._state[rid].last_tree = None
+        else:
+            self._sync_all(reqs)
+            trees = self.spec.draft([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1)
         n = min(self.width, 1 + max((len(t) for t in trees), default=0)) if self.adaptive else self.width
         self.last_width = n
-        roots = np.empty(len(reqs), dtype=np.int64)
+        roots = np.fromiter((req.output[-1] if len(req.output) else req.prompt[-1] for req in reqs),
+                            dtype=np.int64, count=len(reqs))
+        if n == 1:  # a plain step
+            return roots, np.ones(len(reqs), dtype=bool)
         for b, (req, tree) in enumerate(zip(reqs, trees)):
-            roots[b] = req.output[-1] if len(req.output) else req.prompt[-1]
             self._state[req.rid].last_tree = trees[b] = tree.best(n - 1)
         offs = np.zeros(len(trees) + 1, dtype=np.int64)
         np.cumsum([len(t) for t in trees], out=offs[1:])
@@ -117,7 +130,14 @@ class BatchDrafter:
         """While the step just drafted verifies (the worker's ``_update_ngram_corpus``, which runs
         right after the verify launch): ask the datastore for the step's likely ends, so the next
         ``drafts`` finds them without waiting."""
+        if self._deferred:
+            self._sync_all(self._deferred)
         self.spec.prefetch([rid for rid in rids if rid in self._state])
+
+    def _sync_all(self, reqs: Sequence[RequestView]) -> None:
+        for req in reqs:
+            self._sync(req)
+        self._deferred = []
 
     def forget(self, rids) -> None:
         """Requests that left the batch: their generations go back to the datastore."""

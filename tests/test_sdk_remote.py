@@ -82,7 +82,7 @@ def test_zero_wait_never_waits_and_late_answers_count_against_the_breaker(live):
         spec.draft(["r"])
         assert time.perf_counter() - t < 0.05
         spec.prefetch(["r"])
-    assert source.stats.late == 4 and source.breaker.state == "open"
+    assert source.stats.late >= 4 and source.breaker.state == "open"
     time.sleep(0.5)  # the late answers arrive: they must not close the breaker again
     assert source.breaker.state == "open"
 

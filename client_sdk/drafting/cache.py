@@ -46,13 +46,18 @@ class TrieCache:
     def put_batch(self, keys: list[bytes], batch: TrieBatch) -> None:
         """Store trie i of ``batch`` under keys[i] (answers without a match too: they are news)."""
         now = self.clock()
-        offs = batch.node_offsets.tolist()
-        for i, key in enumerate(keys):
-            a, b = offs[i], offs[i + 1]
-            self._entries[key] = (batch.tokens[a:b], batch.parents[a:b], batch.counts[a:b], batch.meta[i], now)
+        for key, entry in zip(keys, entries(batch)):
+            self._entries[key] = entry + (now,)
             self._entries.move_to_end(key)
         while len(self._entries) > self.capacity:
             self._entries.popitem(last=False)
+
+
+def entries(batch: TrieBatch) -> list[tuple]:
+    """(tokens, parents, counts, meta row) per trie of ``batch`` (views, not copies)."""
+    offs = batch.node_offsets.tolist()
+    return [(batch.tokens[a:b], batch.parents[a:b], batch.counts[a:b], batch.meta[i])
+            for i, (a, b) in enumerate(zip(offs[:-1], offs[1:]))]
 
 
 def splice(batch: TrieBatch, found: dict[int, tuple]) -> TrieBatch:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from client_sdk.drafting.cache import TrieCache, splice
+from client_sdk.drafting.cache import TrieCache, entries, splice
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import candidates, descend, path_tokens
 from client_sdk.drafting.planner import PlannerConfig, StepPlanner
@@ -38,6 +38,8 @@ from sssd_wire.types import TrieBatch
 
 STEP_KEY = "next-step"
 FILL_KEY = "cache-fill"
+FRESH_KEY = "missed-now"
+EMPTY = DraftTree.empty()  # shared by plain steps (trees are never modified in place)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +96,7 @@ class Speculator:
         self._outstanding = False  # a prefetch for the next step is in flight
         self._to_learn: list[tuple[DraftTree, list[int]]] = []
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
+        self._planned: int | None = None  # the budget plan() decided for the coming draft
         self._indexer: ThreadPoolExecutor | None = None
         self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s)
                       if config.trie_cache and config.prefetch_outcomes else None)
@@ -137,10 +140,11 @@ class Speculator:
         if budget is not None or self.planner is None:
             trees = self._draft(reqs, self.config.fixed_budget if budget is None else budget)
         else:
-            budget = self.planner.plan(len(reqs))
+            budget = self._planned if self._planned is not None else self.planner.plan(len(reqs))
+            self._planned = None
             if budget == 0:
                 self._drop_prefetch()
-                trees = [DraftTree.empty() for _ in reqs]
+                trees = [EMPTY] * len(reqs)
             else:
                 start = time.perf_counter()
                 trees = self._draft(reqs, budget)
@@ -150,6 +154,13 @@ class Speculator:
         for r, t in zip(reqs, trees):
             r.tree = t
         return trees
+
+    def plan(self, batch: int) -> int:
+        """The draft budget of the coming step (0: a plain step, nothing drafted or looked up),
+        decided now so that a caller can skip its own preparation of a plain step; the next
+        ``draft`` call without a budget uses it."""
+        self._planned = self.planner.plan(batch) if self.planner is not None else self.config.fixed_budget
+        return self._planned
 
     def _draft(self, reqs: list[RequestState], budget: int) -> list[DraftTree]:
         if budget <= 0:
@@ -188,7 +199,10 @@ class Speculator:
         return TrieBatch.empty()
 
     def _prefetched_tries(self, reqs: list[RequestState]) -> TrieBatch:
-        """The tries of the outcomes that happened, from the prefetch the last step started."""
+        """The tries of the outcomes that happened, from the prefetch the last step started; then
+        what it missed from the cache, then (deadline > 0) from a lookup of the committed
+        contexts themselves, waited for until the deadline; the rest drafts from own text."""
+        start = time.perf_counter()
         got = self.remote.collect(STEP_KEY, None, self.config.lookup_deadline_s) if self._outstanding else None
         self._outstanding = False
         per = len(self._lengths)
@@ -202,27 +216,49 @@ class Speculator:
         if got is not None:
             self.counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
             batch = descend(got, src, bonus)
-        elif self.cache is not None:
-            batch = TrieBatch.empty(len(reqs) * per)
         else:
-            return TrieBatch.empty()
-        return self._from_cache(reqs, batch, per) if self.cache is not None else batch
-
-    def _from_cache(self, reqs: list[RequestState], batch: TrieBatch, per: int) -> TrieBatch:
-        """Tries the prefetch did not give, from the cache by the committed context's tails;
-        the tails it does not hold are asked at the next prefetch, for later steps."""
+            batch = TrieBatch.empty(len(reqs) * per)
+        if self.cache is None and self.config.lookup_deadline_s <= 0:
+            return batch
         offs = batch.node_offsets
-        found, fill = {}, self._fill_next
-        fill.clear()
+        missing: dict[bytes, list[int]] = {}
+        tails: dict[bytes, np.ndarray] = {}
         for j in np.flatnonzero(offs[1:] == offs[:-1]).tolist():
             tail = reqs[j // per].tail(self._lengths[j % per])
             key = tail.tobytes()
-            entry = self.cache.get(key)
-            if entry is not None:
-                found[j] = entry
-            else:
-                fill[key] = tail
+            missing.setdefault(key, []).append(j)
+            tails[key] = tail
+        found = self._from_cache(missing)
+        left = self.config.lookup_deadline_s - (time.perf_counter() - start)
+        if left > 0 and missing:
+            found.update(self._ask_now(missing, tails, left))
+        self._fill_next = {k: tails[k] for k in missing}  # asked at prefetch, for later steps
         return splice(batch, found)
+
+    def _from_cache(self, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
+        """Slot -> cached answer for the tails the cache holds (removed from ``missing``)."""
+        found = {}
+        if self.cache is not None:
+            for key in list(missing):
+                entry = self.cache.get(key)
+                if entry is not None:
+                    found.update((j, entry) for j in missing.pop(key))
+        return found
+
+    def _ask_now(self, missing: dict[bytes, list[int]], tails: dict[bytes, np.ndarray], wait_s: float) -> dict[int, tuple]:
+        """A lookup of the missed tails themselves, waited for at most wait_s."""
+        keys = list(missing)
+        contexts = [tails[k] for k in keys]
+        self.remote.request(FRESH_KEY, contexts)
+        got = self.remote.collect(FRESH_KEY, contexts, wait_s)
+        if got is None or len(got) != len(keys):
+            return {}
+        if self.cache is not None:
+            self.cache.put_batch(keys, got)
+        found = {}
+        for key, entry in zip(keys, entries(got)):
+            found.update((j, entry) for j in missing.pop(key))
+        return found
 
     def commit(self, request_id, tokens, tree: DraftTree | None = None, accepted: list[int] | None = None) -> None:
         """Append the step's committed tokens (accepted + bonus); learning waits for ``prefetch``."""
@@ -279,12 +315,13 @@ class Speculator:
         self.remote.request(STEP_KEY, contexts)
         self._outstanding = True
         self.counts["contexts"] += len(contexts)
-        if self.cache is not None:
-            self._refill()
+        self._refill()
 
     def _refill(self) -> None:
         """Store the cache fills asked at the last prefetch (if they have arrived), then ask
         for the tails the step just drafted missed."""
+        if self.cache is None:
+            return
         got = self.remote.collect(FILL_KEY, None, 0.0) if self._fill_keys else None
         if got is not None and len(got) == len(self._fill_keys):
             self.cache.put_batch(self._fill_keys, got)
