@@ -11,6 +11,7 @@ siblings, so a duplicated token (NGRAM pads with 0s) would bias sampled outputs.
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -95,6 +96,7 @@ class BatchDrafter:
         table from it, after that step's outcomes were committed, as it requires). Adaptive: a
         plain step (the planner's width 1) drafts nothing, and the requests' new tokens are fed
         to their indexes in ``prefetch``, beside the GPU, instead of here."""
+        start = time.perf_counter()
         if self._deferred or self.last_width > 1 or not self.adaptive:
             self._sync_all(reqs)  # the last step's outcomes: its records precede observe_step
         if last_step_s is not None and self._last_batch:
@@ -109,7 +111,8 @@ class BatchDrafter:
                 self._state[rid].last_tree = None
         else:
             self._sync_all(reqs)
-            trees = self.spec.draft([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1)
+            trees = self.spec.draft([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,
+                                    prepared_s=time.perf_counter() - start)
         n = min(self.width, 1 + max((len(t) for t in trees), default=0)) if self.adaptive else self.width
         self.last_width = n
         roots = np.fromiter((req.output[-1] if len(req.output) else req.prompt[-1] for req in reqs),

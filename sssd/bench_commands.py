@@ -141,7 +141,7 @@ def _forward(args) -> dict:
 
 def _serve_sim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1,4,16,64", help="requests in flight (continuous batching)")
-    p.add_argument("--steps", type=int, default=150, help="decode steps per batch size and mode")
+    p.add_argument("--steps", type=int, default=300, help="decode steps per batch size and mode")
     p.add_argument("--conversations", type=int, default=15_000,
                    help="ShareGPT conversations from 2000 in the service's datastore (15000: the replay's)")
 

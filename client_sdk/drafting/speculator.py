@@ -127,8 +127,11 @@ class Speculator:
 
     # -- per step: the critical path --------------------------------------------------------
 
-    def draft(self, request_ids, budget: int | None = None) -> list[DraftTree]:
+    def draft(self, request_ids, budget: int | None = None, prepared_s: float = 0.0) -> list[DraftTree]:
         """One draft tree per request (empty trees when speculation does not pay).
+
+        prepared_s: CPU time the caller spent on this step before calling (feeding committed
+        tokens, its own bookkeeping): the planner weighs it as drafting cost.
 
         With a planner and no explicit budget the planner first decides whether to draft at
         all (nothing is drafted or looked up when it says no); drafts are then built at its
@@ -149,7 +152,7 @@ class Speculator:
                 start = time.perf_counter()
                 trees = self._draft(reqs, budget)
                 k = self.planner.choose_for_drafts([t.scores for t in trees])
-                self.planner.observe_drafting(len(reqs), time.perf_counter() - start)
+                self.planner.observe_drafting(len(reqs), time.perf_counter() - start + prepared_s)
                 trees = [t.best(k) for t in trees]
         for r, t in zip(reqs, trees):
             r.tree = t
