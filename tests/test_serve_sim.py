@@ -1,0 +1,23 @@
+"""The serving simulation end to end, at a tiny size: a real service subprocess, real traffic."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("tiktoken", reason="the Llama-3 tokenizer of the replay sets (demo extra)")
+
+
+def test_serve_sim_reports_every_batch_and_mode(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "serve-sim", "--batch-sizes", "1,3", "--steps",
+                          "12", "--conversations", "40", "--json"], capture_output=True, text=True, timeout=600,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert [r["batch"] for r in result["rows"]] == [1, 3]
+    for row in result["rows"]:
+        assert row["tau_zero_wait"] >= 1.0 and row["tau_blocking"] >= 1.0 and row["pld"]["tau"] >= 1.0
+        assert 0 < row["projected_speedup"] < 10 and 0 <= row["prefetch_hit_rate"] <= 1
+        assert row["critical_path_us"]["p50"] <= row["critical_path_us"]["p99"]
+        assert 1 <= row["mean_width"] <= 17
