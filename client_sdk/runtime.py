@@ -20,6 +20,12 @@ from sssd_wire.types import LookupParams
 
 log = logging.getLogger("sssd.sdk")
 
+# Decoding on a CPU (the reference decoder: sssd generate, the demo, bench decode): a step takes
+# tens of milliseconds and nothing runs beside it, so each step's own lookup, started right
+# after its commits (Speculator.committed), is worth waiting for (~1-3 ms): it finds the short
+# matches that end in the bonus token, which outcome prefetch misses (BENCHMARKS: serve-sim).
+CPU_DECODING = SpeculatorConfig(prefetch_outcomes=False, lookup_deadline_s=0.01)
+
 
 def lookup_options(c: DraftConfig, depth: int, outcomes: bool = False) -> LookupParams:
     """What the datastore is asked; ``outcomes``: one level deeper, for outcome prefetch (the

@@ -40,7 +40,7 @@ def _generate(args) -> int:
     import time
 
     from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
-    from client_sdk.runtime import build_speculator
+    from client_sdk.runtime import CPU_DECODING, build_speculator
     from sssd.smollm2 import chat_ids, load_model
     from client_sdk.verification.verify import Sampling
 
@@ -53,7 +53,7 @@ def _generate(args) -> int:
     if not args.no_speculation:
         costs = None if args.budget is not None else measured_costs(decoder, len(prompt) + args.max_new_tokens // 2)
         spec = build_speculator(model.config.to_dict(), address=args.address, namespace=args.namespace,
-                               token=args.token, fixed_budget=args.budget, costs=costs)
+                               token=args.token, fixed_budget=args.budget, costs=costs, config=CPU_DECODING)
     sampling = Sampling(args.temperature, args.top_k, args.top_p) if args.temperature > 0 else None
     t = time.perf_counter()
     (g,) = decoder.generate([prompt], args.max_new_tokens, speculator=spec, sampling=sampling, seed=args.seed)

@@ -114,12 +114,12 @@ def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say)
 def _speculator(client, namespace: str, costs):
     import copy
 
-    from client_sdk.runtime import lookup_options, build_speculator
+    from client_sdk.runtime import CPU_DECODING, build_speculator, lookup_options
     from client_sdk.transport.source import RemoteSource
-    from client_sdk.drafting.speculator import SpeculatorConfig
 
-    config = SpeculatorConfig(lookup_deadline_s=0.01)  # a step here takes ~50 ms: 10 ms is generous
-    remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth), timeout_s=0.5)
+    config = CPU_DECODING
+    remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth,
+                                                            config.prefetch_outcomes), timeout_s=0.5)
     return build_speculator(costs=copy.deepcopy(costs), remote=remote, config=config)
 
 

@@ -57,6 +57,9 @@ class ScriptedDrafter:
     def prefetch(self, rids):
         pass
 
+    def committed(self, rids):
+        pass
+
     def observe_step(self, batch, width, seconds):
         pass
 

@@ -102,6 +102,7 @@ class Speculator:
                       if config.trie_cache and config.prefetch_outcomes else None)
         self._fill_next: dict[bytes, np.ndarray] = {}  # tails this step missed: asked at prefetch
         self._fill_keys: list[bytes] = []  # tails asked at the last prefetch, in order
+        self._fresh_keys: list[bytes] = []  # committed contexts asked by committed(), in order
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -194,8 +195,10 @@ class Speculator:
             return self._prefetched_tries(reqs)
         start = time.perf_counter()
         contexts = [r.tail(k) for r in reqs for k in self._lengths]
-        self.remote.request(STEP_KEY, contexts)
-        got = self.remote.collect(STEP_KEY, contexts, self.config.lookup_deadline_s - (time.perf_counter() - start))
+        if not self._fresh_keys:  # committed() did not ask already
+            self.remote.request(FRESH_KEY, contexts)
+        self._fresh_keys = []
+        got = self.remote.collect(FRESH_KEY, contexts, self.config.lookup_deadline_s - (time.perf_counter() - start))
         if got is not None and len(got) == len(contexts):
             self.counts["arrived"] += len(reqs)
             return got
@@ -232,6 +235,12 @@ class Speculator:
             missing.setdefault(key, []).append(j)
             tails[key] = tail
         found = self._from_cache(missing)
+        if self._fresh_keys and missing:  # the committed contexts' own lookups (see committed())
+            left = self.config.lookup_deadline_s - (time.perf_counter() - start)
+            fresh = self.remote.collect(FRESH_KEY, None, max(left, 0.0))
+            if fresh is not None and len(fresh) == len(self._fresh_keys):
+                found.update(self._take(self._fresh_keys, fresh, missing))
+        self._fresh_keys = []
         left = self.config.lookup_deadline_s - (time.perf_counter() - start)
         if left > 0 and missing:
             found.update(self._ask_now(missing, tails, left))
@@ -254,14 +263,36 @@ class Speculator:
         contexts = [tails[k] for k in keys]
         self.remote.request(FRESH_KEY, contexts)
         got = self.remote.collect(FRESH_KEY, contexts, wait_s)
-        if got is None or len(got) != len(keys):
-            return {}
+        return self._take(keys, got, missing) if got is not None and len(got) == len(keys) else {}
+
+    def _take(self, keys: list[bytes], got: TrieBatch, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
+        """Slot -> answer for the missing tails among ``keys`` (answers are cached too)."""
         if self.cache is not None:
             self.cache.put_batch(keys, got)
         found = {}
         for key, entry in zip(keys, entries(got)):
-            found.update((j, entry) for j in missing.pop(key))
+            for j in missing.pop(key, ()):
+                found[j] = entry
         return found
+
+    def committed(self, request_ids) -> None:
+        """Call once the step's ``commit`` calls are done, with the requests that go on. With a
+        deadline (CPU decoding, where the upkeep after a step leaves time), start the lookups of
+        the committed contexts now: the next ``draft`` uses them, within its deadline (blocking
+        mode: for every request; with outcome prefetch: for the tries it missed). Without a
+        deadline (zero-wait) this does nothing."""
+        if (self.remote is None or self.config.lookup_deadline_s <= 0 or not self.drafter.asks_datastore
+                or (self.planner is not None and not self.planner.may_draft_next())):
+            return
+        keys, contexts = [], []
+        for rid in request_ids:
+            r = self._requests[rid]
+            for k in self._lengths:
+                tail = r.tail(k)
+                keys.append(tail.tobytes())
+                contexts.append(tail)
+        self.remote.request(FRESH_KEY, contexts)
+        self._fresh_keys = keys
 
     def commit(self, request_id, tokens, tree: DraftTree | None = None, accepted: list[int] | None = None) -> None:
         """Append the step's committed tokens (accepted + bonus); learning waits for ``prefetch``."""

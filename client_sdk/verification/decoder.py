@@ -150,6 +150,8 @@ class ReferenceDecoder:
                     still.append(row)
                 elif speculator is not None:
                     speculator.finish(r)
+            if speculator is not None:
+                speculator.committed([active[row] for row in still])  # their lookups overlap the upkeep below
             step = KVCache([(layer.keys, layer.values) for layer in out.past_key_values.layers], cache.lengths)
             cache = step.compact(batch.input_ids.shape[1], keep)
             if len(still) < len(active):

@@ -25,8 +25,7 @@ import torch
 
 from client_sdk.drafting.budget import Model, forward_time, measure_local
 from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
-from client_sdk.runtime import lookup_options, build_speculator
-from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.runtime import CPU_DECODING, build_speculator, lookup_options
 from sssd.bench.replay import InProcessSource
 
 CONFIGS = ("plain", "sssd-empty", "sssd-filled")
@@ -129,8 +128,8 @@ def run(datasets=("mtbench", "humaneval"), n_prompts: int = 8, max_new_tokens: i
     model.to(device)
     decoder = ReferenceDecoder(model, {tok.eos_token_id}, device)
     store = build_datastore(tok, model.config.vocab_size)
-    config = SpeculatorConfig()
-    options = lookup_options(config.draft, config.draft.max_depth)
+    config = CPU_DECODING
+    options = lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes)
     costs = measured_costs(decoder, CONTEXT, batches=tuple(batch_sizes))  # before any contention starts
     result = {"device": device if device == "cpu" else torch.cuda.get_device_name(0),
               "model": f"SmolLM2-135M-Instruct ({dtype})", "max_new_tokens": max_new_tokens,
