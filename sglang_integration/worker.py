@@ -7,6 +7,7 @@ plumbing lives in sglang_integration.drafts, tested on CPU.
 
 from __future__ import annotations
 
+import atexit
 import functools
 import logging
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from sglang_integration.config import PluginConfig
 from sglang_integration.drafts import BatchDrafter, RequestView, splice_overlap
+from sglang_integration.metrics import WorkerMetrics
 
 log = logging.getLogger("sssd.sglang")
 
@@ -25,53 +27,111 @@ def build_drafter(config: PluginConfig, width: int, vocab_size: int, model_confi
     from client_sdk.runtime import build_speculator
 
     spec = build_speculator(address=config.datastore or None, namespace=config.namespace, token=config.token or None,
-                            fixed_budget=width - 1, feedback=config.feedback, config=config.speculator)
+                            fixed_budget=width - 1, feedback=config.feedback, config=config.speculator,
+                            vocab_size=vocab_size)
     return BatchDrafter(spec, width, vocab_size)
+
+
+def parallel_rank_and_group():
+    """(tensor-parallel rank, group or None when tp_size is 1) from SGLang's parallel state.
+
+    Raises RuntimeError when SGLang has not set them (drafting on a guessed rank would give
+    ranks different drafts, a wrong output under greedy verification, then a hang)."""
+    from sglang.srt.runtime_context import get_parallel
+
+    p = get_parallel()
+    try:
+        rank, size = int(p.tp_rank), int(p.tp_size)
+        group = p.tp_group if size > 1 else None
+    except (RuntimeError, ValueError, AttributeError) as exc:
+        raise RuntimeError(f"SSSD worker: no tensor-parallel rank in SGLang's parallel state ({exc})") from exc
+    return rank, group
+
+
+class NoCorpus:
+    """What SSSD's worker keeps of NGRAM's trie: the calls NGRAM's own code still makes on it
+    (the trie itself, ~1.75 GB of host memory per rank and a C++ build, is never created)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        pass
+
+    def synchronize(self) -> None:
+        pass
+
+    def reset(self) -> None:
+        pass
+
+    def erase_match_state(self, rids) -> None:
+        pass
+
+    def batch_put(self, batch_tokens) -> None:
+        pass
 
 
 @functools.cache
 def worker_class():
-    from sglang.srt.speculative.ngram_worker import NGRAMWorker
+    import sglang.srt.speculative.ngram_worker as ngram_worker
 
-    class SSSDWorker(NGRAMWorker):
-        """NGRAMWorker whose drafts come from SSSD (local n-grams + shared datastore)."""
+    class SSSDWorker(ngram_worker.NGRAMWorker):
+        """NGRAMWorker whose drafts come from SSSD (local n-grams + shared datastore).
+
+        Hooks used (sglang 0.5.23): ``_prepare_draft_tokens`` (the drafts, on the critical path),
+        ``_update_ngram_corpus`` (right after the verify launch: the datastore prefetch) and
+        ``note_request_finished`` (result processing: the generation goes back, once)."""
 
         def __init__(self, server_args, gpu_id, nccl_port, target_worker):
-            super().__init__(server_args, gpu_id, nccl_port, target_worker)
+            real = ngram_worker.NgramCorpus
+            ngram_worker.NgramCorpus = NoCorpus  # NGRAM's constructor would build its trie
+            try:
+                super().__init__(server_args, gpu_id, nccl_port, target_worker)
+            finally:
+                ngram_worker.NgramCorpus = real
             self.sssd_config = PluginConfig.from_env()
+            self.tp_rank, self.tp_group = parallel_rank_and_group()
             hf = target_worker.model_runner.model_config.hf_config
-            self.tp_rank = getattr(target_worker, "tp_rank", 0)
-            self.tp_group = getattr(target_worker.model_runner, "tp_group", None)
             self.drafter = None
+            self._reqs: dict = {}  # rid -> the scheduler's Req, for its output at finish
             if self.tp_rank == 0:  # rank 0 alone drafts and talks to the datastore
                 self.drafter = build_drafter(self.sssd_config, self.draft_token_num, hf.vocab_size,
                                              hf.to_dict() if hasattr(hf, "to_dict") else None)
+                atexit.register(self.drafter.spec.close)  # queued feedback is flushed at shutdown
+                self.metrics = WorkerMetrics()
             log.info("SSSD worker on TP rank %d: %s", self.tp_rank, self.sssd_config.describe())
 
         def _prepare_draft_tokens(self, batch):
             use_prev = self.enable_overlap and not batch.grammar_needs_sync()
             stride = self.draft_token_num
+            bs = len(batch.reqs)
+            self.prev_token_ids, self.prev_accept_lens = [], [0] * bs  # NGRAM's staging, read after verify
             if use_prev:
-                prev_tokens = batch.spec_info.accept_tokens.cpu().tolist()
-                prev_lens = batch.spec_info.accept_lens.cpu().tolist()
+                self.prev_token_ids = batch.spec_info.accept_tokens.cpu().tolist()
+                self.prev_accept_lens = batch.spec_info.accept_lens.cpu().tolist()
             views = [
                 RequestView(req.rid, req.origin_input_ids_unpadded,
-                            splice_overlap(req.output_ids, prev_tokens, prev_lens, i, stride) if use_prev
-                            else req.output_ids)
+                            splice_overlap(req.output_ids, self.prev_token_ids, self.prev_accept_lens, i, stride)
+                            if use_prev else req.output_ids)
                 for i, req in enumerate(batch.reqs)
             ]
             drafts, mask = None, None
             if self.tp_rank == 0:
+                self._reqs.update((req.rid, req) for req in batch.reqs)
                 drafts, mask = self.drafter.drafts(views)
-            return share_from_rank0(drafts, mask, len(views), stride, self.tp_group)
+                self.metrics.observe_step(bs, self.drafter.last_width, self.drafter.spec.remote)
+            return share_from_rank0(drafts, mask, bs, stride, self.tp_group)
 
         def _update_ngram_corpus(self, batch):
             # Runs right after the verify launch, while the GPU is busy: SSSD's outcome prefetch
             # for the next step goes here (the local index itself is fed at the next draft).
-            current = {req.rid for req in batch.reqs}
             if self.tp_rank == 0:
-                self.drafter.forget(self._prev_decode_rids - current)
+                self.drafter.drop(self._prev_decode_rids - {req.rid for req in batch.reqs})
                 self.drafter.prefetch([req.rid for req in batch.reqs])
+
+        def note_request_finished(self, *, rid: str, natural_stop: bool) -> None:
+            super().note_request_finished(rid=rid, natural_stop=natural_stop)
+            if self.tp_rank == 0:
+                req = self._reqs.pop(rid, None)
+                if req is not None:
+                    self.drafter.finished(rid, req.output_ids_through_stop)
 
     return SSSDWorker
 

@@ -53,7 +53,8 @@ def _generate(args) -> int:
     if not args.no_speculation:
         costs = None if args.budget is not None else measured_costs(decoder, len(prompt) + args.max_new_tokens // 2)
         spec = build_speculator(model.config.to_dict(), address=args.address, namespace=args.namespace,
-                               token=args.token, fixed_budget=args.budget, costs=costs, config=CPU_DECODING)
+                               token=args.token, fixed_budget=args.budget, costs=costs, config=CPU_DECODING,
+                               vocab_size=model.config.vocab_size)
     sampling = Sampling(args.temperature, args.top_k, args.top_p) if args.temperature > 0 else None
     t = time.perf_counter()
     (g,) = decoder.generate([prompt], args.max_new_tokens, speculator=spec, sampling=sampling, seed=args.seed)
@@ -62,6 +63,10 @@ def _generate(args) -> int:
     if args.stats:
         print(f"steps {g.steps}, tokens {len(g.tokens)}, tau {g.tau:.2f}, {len(g.tokens) / elapsed:.1f} tokens/s",
               file=sys.stderr)
+        if spec is not None and spec.planner is not None:
+            print(f"verify widths (width: steps) {dict(sorted(spec.planner.widths_used.items()))}", file=sys.stderr)
+        if spec is not None and spec.remote is not None:
+            print(f"datastore lookups {vars(spec.remote.stats)}", file=sys.stderr)
     if spec is not None:
         spec.close()
     return 0

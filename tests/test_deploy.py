@@ -19,11 +19,18 @@ def test_compose_structure():
     assert sg["environment"]["SSSD_DATASTORE"] == "datastore:50051"
     assert sg["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     for service in (ds, sg):
-        assert (ROOT / service["build"]["dockerfile"]).exists()
+        dockerfile = (ROOT / service["build"]["dockerfile"]).read_text()
+        assert "pip install --no-cache-dir -c constraints" in dockerfile  # pinned images
+    # the worker cannot start without its token, nor the datastore without an auth file
+    assert sg["environment"]["SSSD_TOKEN"].startswith("${SSSD_WORKER_TOKEN:?")
+    assert spec["secrets"]["sssd_auth"]["file"].startswith("${SSSD_AUTH_FILE:?")
 
 
 @pytest.mark.skipif(not shutil.which("docker-compose"), reason="docker-compose is not installed")
 def test_compose_config_validates():
+    import os
+
+    env = {**os.environ, "SSSD_AUTH_FILE": "./deploy/auth.example.json", "SSSD_WORKER_TOKEN": "t"}
     r = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                       capture_output=True, text=True, cwd=ROOT)
+                       capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr

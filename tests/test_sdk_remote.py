@@ -201,3 +201,15 @@ def test_asyncio_client_deadline_is_enforced(server):
                 return exc.code()
 
     assert asyncio.run(scenario()) == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def test_namespace_check_at_start_up(live, caplog):
+    from client_sdk.runtime import check_namespace
+
+    _, client = live
+    assert check_namespace(client, "ns", 100)
+    with caplog.at_level("WARNING", logger="sssd.sdk"):
+        assert not check_namespace(client, "missing", 100)
+    assert "no namespace 'missing'" in caplog.text
+    with pytest.raises(ValueError, match="100-token vocabulary, the model has 32000"):
+        check_namespace(client, "ns", 32000)

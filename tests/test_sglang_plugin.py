@@ -186,3 +186,36 @@ def test_tensor_parallel_ranks_get_rank0_drafts():
     for p in procs:
         p.join(timeout=60)
     assert results[0][1:] == results[1][1:] and results[1][1] == [3, 4, 5, 6]
+
+
+@pytest.mark.parametrize("settings,message", [
+    (dict(speculative_eagle_topk=1, speculative_ngram_max_bfs_breadth=1), "max-bfs-breadth 1"),
+    (dict(speculative_eagle_topk=10, speculative_ngram_max_bfs_breadth=10,
+          speculative_ngram_external_corpus_path="/c.jsonl"), "external-corpus-path"),
+    (dict(speculative_eagle_topk=10, speculative_ngram_max_bfs_breadth=10), None),
+])
+def test_inherited_ngram_settings_are_checked(settings, message):
+    from types import SimpleNamespace
+
+    from sglang_integration.spec import check_ngram_settings
+
+    cfg = SimpleNamespace(**{"speculative_ngram_external_corpus_path": None, **settings})
+    if message is None:
+        check_ngram_settings(cfg)
+    else:
+        with pytest.raises(ValueError, match=message):
+            check_ngram_settings(cfg)
+
+
+def test_model_shape_reads_a_vlm_text_config_and_warns_on_an_unknown_id(tmp_path, caplog):
+    import json
+
+    from sglang_integration.spec import model_shape
+
+    text = {"num_hidden_layers": 2, "hidden_size": 64, "num_attention_heads": 4, "intermediate_size": 128,
+            "vocab_size": 1000}
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llava", "text_config": text}))
+    assert model_shape(str(tmp_path)).layers == 2
+    with caplog.at_level("WARNING", logger="sssd.sglang"):
+        assert model_shape("no-such-org/no-such-model") is None
+    assert "cannot read the model config" in caplog.text

@@ -82,6 +82,8 @@ class Model:
     def from_config(path_or_dict) -> "Model":
         """Raises ValueError naming the missing field of a config that is not a decoder LM."""
         cfg = path_or_dict if isinstance(path_or_dict, dict) else json.loads(Path(path_or_dict).read_text())
+        if "num_hidden_layers" not in cfg and isinstance(cfg.get("text_config"), dict):
+            cfg = {"torch_dtype": cfg.get("torch_dtype", "bfloat16"), **cfg["text_config"]}  # a VLM's decoder
         try:
             heads = cfg["num_attention_heads"]
             hidden = cfg["hidden_size"]

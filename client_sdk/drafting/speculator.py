@@ -117,11 +117,17 @@ class Speculator:
             builder = self._indexer
         self._requests[request_id] = RequestState(tokens, len(prompt), self.drafter.ngram, builder)
 
-    def finish(self, request_id) -> None:
-        """Forget a request; its output goes back to the datastore (when feedback is on)."""
+    def finish(self, request_id, feed_back: bool = True) -> None:
+        """Forget a request; its output goes back to the datastore (when feedback is on and
+        ``feed_back``: a caller that knows the exact output hands it to ``feed_back`` instead)."""
         req = self._requests.pop(request_id, None)
-        if req is not None and self.feedback is not None:
-            self.feedback.submit(str(request_id), req.generated())
+        if req is not None and feed_back:
+            self.submit_generation(request_id, req.generated())
+
+    def submit_generation(self, request_id, tokens) -> None:
+        """Send one finished generation (its output tokens) to the datastore, if feedback is on."""
+        if self.feedback is not None and len(tokens):
+            self.feedback.submit(str(request_id), np.asarray(tokens, dtype=np.int32))
 
     def __contains__(self, request_id) -> bool:
         return request_id in self._requests

@@ -1,0 +1,26 @@
+"""Prometheus counters of the SSSD worker (rank 0), in the scheduler process's default registry:
+SGLang's own /metrics endpoint (``--enable-metrics``, multiprocess mode) exposes them."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+OUTCOMES = ("used", "late", "failed", "skipped_open", "misaligned")
+
+
+class WorkerMetrics:
+    def __init__(self) -> None:
+        self.drafts = Counter("sssd_drafts", "request drafts verified, by verify width", ["width"])
+        self.lookups = Counter("sssd_datastore_lookups", "datastore lookups by outcome", ["outcome"])
+        self._seen = dict.fromkeys(OUTCOMES, 0)
+
+    def observe_step(self, batch: int, width: int, source) -> None:
+        """A drafted step of ``batch`` requests at ``width``; source: the RemoteSource (or None)."""
+        self.drafts.labels(str(width)).inc(batch)
+        if source is None:
+            return
+        for outcome in OUTCOMES:
+            now = getattr(source.stats, outcome)
+            if now > self._seen[outcome]:
+                self.lookups.labels(outcome).inc(now - self._seen[outcome])
+                self._seen[outcome] = now

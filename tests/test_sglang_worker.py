@@ -1,0 +1,51 @@
+"""The real SSSDWorker class against the real sglang==0.5.23 package on CPU, on both ranks of
+a two-process tensor-parallel group (gloo), in both overlap modes. See sglang_worker_child.py
+for what is real and what stands in."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("sglang.srt.speculative.spec_info", reason="sglang is not installed")
+pytest.importorskip("tvm_ffi", reason="the NGRAM worker's import chain needs the sglang test packages (make test)")
+
+CHILD = Path(__file__).parent / "sglang_worker_child.py"
+
+
+def run_ranks(tmp_path, scenario, size=2):
+    store = tmp_path / f"store-{scenario}"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen([sys.executable, str(CHILD), str(r), str(size), str(store), scenario],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for r in range(size)]
+    outs = []
+    for p in procs:
+        stdout, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-3000:]
+        outs.append(json.loads(stdout.strip().splitlines()[-1]))
+    return sorted(outs, key=lambda o: o["rank"])
+
+
+@pytest.mark.parametrize("scenario", ["overlap", "sync"])
+def test_worker_on_two_tensor_parallel_ranks(tmp_path, scenario):
+    rank0, rank1 = run_ranks(tmp_path, scenario)
+    # each rank reads its own place from SGLang's parallel state; rank 0 alone drafts
+    assert (rank0["seen_rank"], rank1["seen_rank"]) == (0, 1)
+    assert rank0["drafts_here"] and not rank1["drafts_here"]
+    # ... and every rank verifies rank 0's drafts, bit for bit
+    assert rank0["step1"] == rank1["step1"] and rank0["step2"] == rank1["step2"]
+    drafts, mask = rank0["step2"]
+    assert len(drafts) == 2 * 4 and len(mask) == 2 * 4 * 4
+    # the root of each row is the last committed token (relayed ones included in overlap mode)
+    assert drafts[0] == 6 and drafts[4] == 1
+    if scenario == "overlap":  # NGRAM's staging is set for its post-verify code
+        assert rank0["staging"] == [[5, 6, 0, 0, 1, 0, 0, 0], [2, 1]]
+    else:
+        assert rank0["staging"] == [[], [0, 0]]
+    # retraction fed nothing back; the finish fed the output through the stop token, once
+    assert rank0["fed_back"] == [["a", [8, 5, 6, 5, 6, 7, 9]]] and rank1["fed_back"] == []
+    assert rank0["drafts_counted"] == 4  # two steps of two requests at width 4 (Prometheus)
