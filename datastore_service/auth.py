@@ -32,15 +32,39 @@ class Principal:
     namespaces: frozenset[str]  # "*" = all
 
     def sees(self, namespace: str) -> bool:
-        return "*" in self.namespaces or namespace in self.namespaces
+        return "*" in self.namespaces or (namespace != "*" and namespace in self.namespaces)
 
     def may(self, scope: str, namespace: str | None = None) -> bool:
-        return scope in self.scopes and (namespace is None or self.sees(namespace))
+        """namespace None: the whole service (every namespace), which needs "*"."""
+        return scope in self.scopes and self.sees(namespace if namespace is not None else "*")
 
 
 ANONYMOUS_ALL = Principal("anonymous", frozenset(SCOPES), frozenset({"*"}))
 # the caller of the RPC being served: set by the interceptor, read by the servicer's checks
 principal_var: contextvars.ContextVar[Principal] = contextvars.ContextVar("principal", default=ANONYMOUS_ALL)
+
+
+def _principal(entry, where: str) -> tuple[Principal, str]:
+    """One auth-file entry, strictly: a one-line ValueError naming the entry and the field."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: want an object with name, token, scopes, namespaces")
+    name = entry.get("name")
+    where = f"{where} ({name!r})" if isinstance(name, str) else where
+    unknown = set(entry) - {"name", "token", "scopes", "namespaces"}
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{where}: 'name' must be a non-empty string")
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
+    if not isinstance(entry.get("token"), str) or not entry["token"].strip():
+        raise ValueError(f"{where}: 'token' must be a non-empty string")
+    for field, allowed in (("scopes", set(SCOPES)), ("namespaces", None)):
+        value = entry.get(field)
+        if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+            raise ValueError(f"{where}: '{field}' must be a non-empty list of strings"
+                             + ('; all namespaces is ["*"]' if field == "namespaces" else ""))
+        if allowed is not None and set(value) - allowed:
+            raise ValueError(f"{where}: unknown scope(s) {sorted(set(value) - allowed)}; scopes are {list(SCOPES)}")
+    return Principal(name, frozenset(entry["scopes"]), frozenset(entry["namespaces"])), entry["token"]
 
 
 class Authenticator:
@@ -59,17 +83,16 @@ class Authenticator:
             return Authenticator(None)
         try:
             raw = json.loads(Path(path).read_text())
-            principals = {}
-            for entry in raw["tokens"]:
-                scopes = frozenset(entry["scopes"])
-                unknown = scopes - set(SCOPES)
-                if unknown or not entry["token"]:
-                    raise ValueError(f"entry {entry.get('name')!r}: bad scopes {sorted(unknown)} or empty token")
-                principals[entry["token"]] = Principal(
-                    entry.get("name", "unnamed"), scopes, frozenset(entry.get("namespaces", ["*"]))
-                )
-        except (OSError, KeyError, TypeError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise ValueError(f"auth file {path}: {exc}") from exc
+        if not isinstance(raw, dict) or not isinstance(raw.get("tokens"), list) or not raw["tokens"]:
+            raise ValueError(f'auth file {path}: want {{"tokens": [...]}} with at least one entry')
+        principals = {}
+        for i, entry in enumerate(raw["tokens"]):
+            principal, token = _principal(entry, f"auth file {path}: entry {i}")
+            if token in principals:
+                raise ValueError(f"auth file {path}: entry {i} ({principal.name!r}) repeats another entry's token")
+            principals[token] = principal
         return Authenticator(principals)
 
     def authenticate(self, header: str | None) -> Principal:

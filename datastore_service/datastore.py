@@ -54,6 +54,20 @@ class DatastoreConfig:
     dead_ratio: float = 0.3  # rewrite a segment whose deleted share reaches this
     maintenance_interval_s: float = 0.1  # background flush/compaction period
 
+    def __post_init__(self) -> None:
+        checks = [
+            (self.synchronous.upper() in ("OFF", "NORMAL", "FULL", "EXTRA"),
+             f"--synchronous {self.synchronous!r} must be one of OFF, NORMAL, FULL, EXTRA"),
+            (self.max_doc_tokens >= 1, f"--max-doc-tokens {self.max_doc_tokens} must be at least 1"),
+            (self.compaction_fanout >= 2, f"--compaction-fanout {self.compaction_fanout} must be at least 2"),
+            (0 < self.dead_ratio <= 1, f"--dead-ratio {self.dead_ratio} must be in (0, 1]"),
+            (self.maintenance_interval_s >= 0.01,
+             f"--maintenance-interval-s {self.maintenance_interval_s} must be at least 0.01 (a smaller one burns a core)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
 
 class NamespaceStats(NamedTuple):
     spec: NamespaceSpec

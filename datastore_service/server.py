@@ -51,6 +51,19 @@ class ServerConfig:
     limits: Limits = Limits()
     datastore: DatastoreConfig = DatastoreConfig()
 
+    def __post_init__(self) -> None:
+        checks = [
+            (0 <= self.port <= 65535, f"--port {self.port} must be in 0..65535 (0 picks a free port)"),
+            (-1 <= self.metrics_port <= 65535, f"--metrics-port {self.metrics_port} must be -1 (off) or 0..65535"),
+            (self.max_message_bytes >= 1 << 16, f"--max-message-bytes {self.max_message_bytes} must be at least 65536"),
+            (self.grace_s >= 0, f"--grace-s {self.grace_s} must be >= 0"),
+            (self.workers >= 1, f"--workers {self.workers} must be at least 1"),
+            (bool(self.tls_cert) == bool(self.tls_key), "--tls-cert and --tls-key go together: give both or neither"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
     @classmethod
     def of(cls, **knobs) -> "ServerConfig":
         """Any knob of the tree by its name: ``ServerConfig.of(db="x.db", port=0)``."""
@@ -77,15 +90,16 @@ class DatastoreServer:
         options = [
             ("grpc.max_receive_message_length", c.max_message_bytes),
             ("grpc.max_send_message_length", c.max_message_bytes),
+            ("grpc.so_reuseport", 0),  # a busy port is an error, not a second server sharing it
         ]
         server = grpc.aio.server(interceptors=[GuardInterceptor(self.auth, self.metrics)], options=options)
+        self._server = server
         datastore_pb2_grpc.add_DatastoreServicer_to_server(self.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection([SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         self.port = self._bind(server)
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         await server.start()
-        self._server = server
         if not self.auth.enabled and c.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("serving on %s without an auth file: anyone who can reach it may ingest and administer", c.host)
         Path(c.datastore.db).parent.mkdir(parents=True, exist_ok=True)
@@ -106,10 +120,19 @@ class DatastoreServer:
     def _bind(self, server: grpc.aio.Server) -> int:
         c = self.config
         address = f"{c.host}:{c.port}"
-        if c.tls_cert or c.tls_key:
-            creds = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())])
-            return server.add_secure_port(address, creds)
-        return server.add_insecure_port(address)
+        if c.port:
+            _check_free(c.host, c.port)  # gRPC's own refusal (so_reuseport off) also logs a C-core line
+        try:
+            if c.tls_cert or c.tls_key:
+                creds = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())])
+                port = server.add_secure_port(address, creds)
+            else:
+                port = server.add_insecure_port(address)
+        except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
+            raise OSError(f"cannot listen on {address}: the port is in use or the address is not this host's") from exc
+        if port == 0:
+            raise OSError(f"cannot listen on {address}: the port is in use or the address is not this host's")
+        return port
 
     async def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):
@@ -133,6 +156,21 @@ class DatastoreServer:
         log.info("shutdown: done")
 
 
+def _check_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(sockaddr)
+        except OSError as exc:
+            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror.lower()}") from None
+
+
 async def serve(config: ServerConfig) -> None:
     """Run until SIGTERM or SIGINT, then shut down gracefully."""
     server = DatastoreServer(config)
@@ -140,7 +178,11 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()  # a failed start leaves nothing behind (no spurious shutdown tracebacks)
+        raise
     print(f"listening on {config.host}:{server.port}", flush=True)
     await stop.wait()
     await server.stop()

@@ -16,6 +16,7 @@ writers anyway, and the service calls in from an executor thread.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import sqlite3
 import threading
 import time
@@ -68,12 +69,36 @@ class Store:
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         self.path = str(path)
         self._lock = threading.RLock()
+        self._owner = self._take_ownership()
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self.db = sqlite_utils.Database(conn)
             self._init_schema(synchronous)
         except sqlite3.DatabaseError as exc:
+            self._release_ownership()
             raise CorruptStore(f"{self.path} is not a readable sssd datastore: {exc}") from exc
+        except BaseException:
+            self._release_ownership()
+            raise
+
+    def _take_ownership(self):
+        """An exclusive lock on ``<path>.lock`` for as long as this Store is open: a second
+        server on the same file would keep its own index and lose the other's writes. The
+        kernel drops the lock when the process dies, however it dies."""
+        if self.path == ":memory:":
+            return None
+        owner = open(self.path + ".lock", "a+")
+        try:
+            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner.close()
+            raise OSError(f"{self.path} is open in another sssd process (it holds {self.path}.lock)") from None
+        return owner
+
+    def _release_ownership(self) -> None:
+        if self._owner is not None:
+            self._owner.close()  # closing the file releases the lock
+            self._owner = None
 
     def _init_schema(self, synchronous: str) -> None:
         conn = self.db.conn
@@ -101,6 +126,7 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self.db.conn.close()
+            self._release_ownership()
 
     # -- namespaces -------------------------------------------------------------------------
 

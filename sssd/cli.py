@@ -1,6 +1,7 @@
 """The ``sssd`` command line. Each subcommand lives in its own module and registers here.
 
-A failed command prints one line ``sssd: error: <reason>`` to stderr and exits non-zero.
+A failed command prints one line ``sssd: error: <reason>`` to stderr and exits 1 (argparse's
+usage errors exit 2).
 """
 
 from __future__ import annotations
@@ -35,10 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args) or 0)
-    except DatastoreError as exc:
-        print(f"sssd: error: {exc}", file=sys.stderr)
-        return 2
-    except (OSError, ValueError) as exc:
+    except (DatastoreError, OSError, ValueError) as exc:
         print(f"sssd: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -28,14 +28,14 @@ def client_of(args) -> DatastoreClient:
 
 
 def rpc_errors(handler):
-    """A gRPC failure becomes one line on stderr and exit code 2."""
+    """A gRPC failure becomes one line on stderr and exit code 1 (2 is argparse's usage errors)."""
 
     def run(args) -> int:
         try:
             return handler(args)
         except grpc.RpcError as exc:
             print(f"sssd: error: {exc.code().name}: {exc.details()} ({args.address})", file=sys.stderr)
-            return 2
+            return 1
 
     return run
 

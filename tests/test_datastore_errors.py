@@ -56,6 +56,49 @@ def test_oversized_document(tmp_path):
     ds.close()
 
 
+def test_a_document_over_the_retention_bound_evicts_nothing(tmp_path):
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "r.db")))
+    ds.create_namespace(NamespaceSpec("ns", 10, max_tokens=20))
+    ds.ingest("ns", [Document.of(f"d{i}", [1, 2, 3, 4]) for i in range(4)])
+    with pytest.raises(InvalidArgument, match=r"over namespace 'ns' \(max_tokens 20\)"):
+        ds.ingest("ns", [Document.of("big", np.ones(21, dtype=np.int32))])
+    assert ds.store.document_count("ns") == 4 and ds.check_integrity() == ""
+    ds.close()
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(max_tokens=1 << 63), "max_tokens .* must be in"),
+    (dict(max_tokens=-1), "max_tokens .* must be in"),
+])
+def test_namespace_spec_bounds(kwargs, message):
+    with pytest.raises(InvalidArgument, match=message):
+        NamespaceSpec("ns", 10, **kwargs)
+
+
+@pytest.mark.parametrize("knobs,message", [
+    (dict(synchronous="garbage"), "--synchronous 'garbage' must be one of"),
+    (dict(port=-5), "--port -5 must be in 0..65535"),
+    (dict(max_message_bytes=0), "--max-message-bytes 0 must be at least"),
+    (dict(maintenance_interval_s=0), "--maintenance-interval-s 0 must be at least 0.01"),
+    (dict(tls_cert="c.pem"), "--tls-cert and --tls-key go together"),
+    (dict(workers=0), "--workers 0 must be at least 1"),
+])
+def test_server_flags_are_validated(knobs, message):
+    from datastore_service.server import ServerConfig
+
+    with pytest.raises(ValueError, match=message):
+        ServerConfig.of(**knobs)
+
+
+def test_one_database_file_one_process(tmp_path):
+    db = str(tmp_path / "l.db")
+    first = Datastore(DatastoreConfig(db=db))
+    with pytest.raises(OSError, match="is open in another sssd process"):
+        Datastore(DatastoreConfig(db=db))
+    first.close()
+    Datastore(DatastoreConfig(db=db)).close()  # released on close
+
+
 def test_unknown_namespace(ds):
     with pytest.raises(NotFound, match="'nope'"):
         ds.ingest("nope", [Document.of("x", [1])])

@@ -1,5 +1,7 @@
 """Bearer tokens, scopes and namespace isolation against a real server."""
 
+import json
+
 import grpc
 import numpy as np
 import pytest
@@ -109,6 +111,46 @@ def test_bad_auth_file_is_refused(tmp_path):
     from datastore_service.auth import Authenticator
 
     path = tmp_path / "a.json"
-    path.write_text('{"tokens": [{"token": "x", "scopes": ["root"]}]}')
-    with pytest.raises(ValueError, match="bad scopes"):
+    path.write_text('{"tokens": [{"name": "x", "token": "x", "scopes": ["root"], "namespaces": ["*"]}]}')
+    with pytest.raises(ValueError, match=r"entry 0 \('x'\): unknown scope\(s\) \['root'\]"):
         Authenticator.from_file(str(path))
+
+
+OK_ENTRY = {"name": "w", "token": "secret", "scopes": ["lookup"], "namespaces": ["a"]}
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"namespaces": "ab"}, "'namespaces' must be a non-empty list of strings"),  # not namespaces a and b
+    ({"namespaces": None}, "all namespaces is"),  # missing: all must be explicit
+    ({"token": 12345}, "'token' must be a non-empty string"),
+    ({"token": ""}, "'token' must be a non-empty string"),
+    ({"scopes": []}, "'scopes' must be a non-empty list"),
+    ({"name": ""}, "'name' must be a non-empty string"),
+    ({"role": "x"}, "unknown field"),
+])
+def test_auth_file_is_validated_strictly(tmp_path, change, message):
+    from datastore_service.auth import Authenticator
+
+    entry = {k: v for k, v in {**OK_ENTRY, **change}.items() if v is not None}
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"tokens": [entry]}))
+    with pytest.raises(ValueError, match=message):
+        Authenticator.from_file(str(path))
+    path.write_text(json.dumps({"tokens": [OK_ENTRY, {**OK_ENTRY, "name": "v"}]}))
+    with pytest.raises(ValueError, match="repeats another entry's token"):
+        Authenticator.from_file(str(path))
+
+
+def test_an_admin_of_one_namespace_cannot_act_on_all(server_factory, tmp_path):
+    path = tmp_path / "auth.json"
+    path.write_text(json.dumps({"tokens": [
+        {"name": "a-admin", "token": "t-a-admin", "scopes": ["lookup", "ingest", "admin"], "namespaces": ["alpha"]},
+        {"name": "ops", "token": "t-ops", "scopes": ["lookup", "ingest", "admin"], "namespaces": ["*"]}]}))
+    server = server_factory(auth_file=str(path))
+    with DatastoreClient(server.address, token="t-ops") as ops:
+        ops.create_namespace("alpha", 10)
+    with DatastoreClient(server.address, token="t-a-admin") as c:
+        assert status(lambda: c.compact("alpha")) == grpc.StatusCode.OK
+        assert status(lambda: c.compact("")) == grpc.StatusCode.PERMISSION_DENIED  # "" = every namespace
+        assert status(lambda: c.snapshot()) == grpc.StatusCode.PERMISSION_DENIED
+        assert status(lambda: c.create_namespace("beta", 10)) == grpc.StatusCode.PERMISSION_DENIED

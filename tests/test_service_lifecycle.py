@@ -129,3 +129,17 @@ def test_malformed_requests_never_crash_or_change_data(shared_server, blobs, nam
         stats = c.stats("ns").namespaces[0]
         assert stats.documents == 1 and stats.tokens == 4  # nothing changed the stored data
         assert c.lookup("ns", [np.array([1, 2, 3])])[0].tokens.tolist() == [4]
+
+
+def test_a_busy_port_is_a_one_line_error(server, tmp_path):
+    """A second server on a port in use must not start (gRPC would share the port and split
+    the calls between two databases)."""
+    import subprocess
+    import sys
+
+    port = server.address.rsplit(":", 1)[1]
+    r = subprocess.run([sys.executable, "-m", "sssd.cli", "serve", "--db", str(tmp_path / "second.db"), "--port", port],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert errors == [f"sssd: error: cannot listen on 127.0.0.1:{port}: address already in use"], r.stderr

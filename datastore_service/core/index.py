@@ -93,6 +93,9 @@ class NamespaceIndex:
             raise InvalidArgument(
                 f"document {doc.doc_id!r} has {toks.shape[0]} tokens, over the cap {self.max_doc_tokens}"
             )
+        if self.spec.max_tokens and toks.shape[0] > self.spec.max_tokens:  # it would evict everything, itself too
+            raise InvalidArgument(f"document {doc.doc_id!r} has {toks.shape[0]} tokens, over namespace "
+                                  f"{self.spec.name!r} (max_tokens {self.spec.max_tokens})")
         self.validate_tokens(toks, f"document {doc.doc_id!r}")
 
     def validate_tokens(self, toks: np.ndarray, what: str) -> None:

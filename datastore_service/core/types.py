@@ -18,6 +18,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_VOCAB = 1 << 24  # 16.7M ids: far above any real tokenizer, keeps packed keys sane
 
 
+MAX_RETENTION = 1 << 48  # tokens a namespace may be bounded to (SQLite stores int64)
+
+
 @dataclasses.dataclass(frozen=True)
 class NamespaceSpec:
     """A namespace: the tenant boundary and the meaning of its token ids.
@@ -39,8 +42,8 @@ class NamespaceSpec:
             raise InvalidArgument(f"namespace name {self.name!r} must match {NAME_RE.pattern}")
         if not (2 <= int(self.vocab_size) <= MAX_VOCAB):
             raise InvalidArgument(f"vocab_size {self.vocab_size} must be in [2, {MAX_VOCAB}]")
-        if int(self.max_tokens) < 0:
-            raise InvalidArgument(f"max_tokens {self.max_tokens} must be >= 0")
+        if not 0 <= int(self.max_tokens) <= MAX_RETENTION:
+            raise InvalidArgument(f"max_tokens {self.max_tokens} must be in [0, {MAX_RETENTION}] (0 = unbounded)")
         if len(self.tokenizer_fingerprint) > 256:
             raise InvalidArgument("tokenizer_fingerprint longer than 256 characters")
 
