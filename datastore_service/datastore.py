@@ -37,7 +37,7 @@ from datastore_service.core import (
     build_segment,
     merge_segments,
 )
-from sssd_wire.errors import AlreadyExists, NotFound
+from sssd_wire.errors import AlreadyExists, NotFound, ResourceExhausted
 from datastore_service.store import Store
 
 log = logging.getLogger("sssd.datastore")
@@ -53,12 +53,14 @@ class DatastoreConfig:
     compaction_fanout: int = 4  # merge when this many segments share a size tier
     dead_ratio: float = 0.3  # rewrite a segment whose deleted share reaches this
     maintenance_interval_s: float = 0.1  # background flush/compaction period
+    max_namespaces: int = 1000  # each one costs memory and maintenance time, even idle
 
     def __post_init__(self) -> None:
         checks = [
             (self.synchronous.upper() in ("OFF", "NORMAL", "FULL", "EXTRA"),
              f"--synchronous {self.synchronous!r} must be one of OFF, NORMAL, FULL, EXTRA"),
             (self.max_doc_tokens >= 1, f"--max-doc-tokens {self.max_doc_tokens} must be at least 1"),
+            (self.max_namespaces >= 1, f"--max-namespaces {self.max_namespaces} must be at least 1"),
             (self.compaction_fanout >= 2, f"--compaction-fanout {self.compaction_fanout} must be at least 2"),
             (0 < self.dead_ratio <= 1, f"--dead-ratio {self.dead_ratio} must be in (0, 1]"),
             (self.maintenance_interval_s >= 0.01,
@@ -136,6 +138,9 @@ class Datastore:
         with self._write_lock:
             if spec.name in self._namespaces:
                 raise AlreadyExists(f"namespace {spec.name!r} already exists")
+            if len(self._namespaces) >= self.config.max_namespaces:
+                raise ResourceExhausted(f"{len(self._namespaces)} namespaces, the cap (--max-namespaces); "
+                                        "drop one or raise the cap")
             self.store.save_namespace(spec)
             self._namespaces[spec.name] = NamespaceIndex(spec, self.config.max_doc_tokens)
 
@@ -154,6 +159,10 @@ class Datastore:
 
     def namespace_names(self) -> list[str]:
         return sorted(self._namespaces)
+
+    def specs(self) -> list[NamespaceSpec]:
+        """Every namespace's spec, by name (a snapshot: a concurrent drop does not break it)."""
+        return [ns.spec for _, ns in sorted(dict(self._namespaces).items())]
 
     # -- documents ------------------------------------------------------------------------
 
@@ -255,7 +264,8 @@ class Datastore:
     # -- introspection --------------------------------------------------------------------
 
     def stats(self) -> list[NamespaceStats]:
-        return [NamespaceStats(self._namespaces[n].spec, self._namespaces[n].counts()) for n in self.namespace_names()]
+        """Per namespace, by name (a snapshot: a concurrent drop does not break it)."""
+        return [NamespaceStats(ns.spec, ns.counts()) for _, ns in sorted(dict(self._namespaces).items())]
 
     def check_integrity(self, deep: bool = True) -> str:
         """"" when the index and the file agree and every index invariant holds."""

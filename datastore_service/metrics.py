@@ -8,7 +8,8 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.
 
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, namespace_labels: bool = False) -> None:
+        self.namespace_labels = namespace_labels
         r = self.registry = CollectorRegistry()
         self.rpcs = Counter("sssd_rpcs", "RPCs by method and status code", ["method", "code"], registry=r)
         self.rpc_seconds = Histogram("sssd_rpc_seconds", "RPC latency", ["method"], buckets=LATENCY_BUCKETS, registry=r)
@@ -23,8 +24,25 @@ class Metrics:
         self.resident = Gauge("sssd_namespace_resident_bytes", "index bytes in memory", ["namespace"], registry=r)
 
     def observe_namespaces(self, stats) -> None:
+        """Per namespace when ``namespace_labels`` (the names are tenants' business: off by
+        default), else one series labelled "all" with the sums."""
+        if not self.namespace_labels:
+            stats = [(_ALL, _Sum([counts for _, counts in stats]))]
         for spec, counts in stats:
             self.tokens.labels(spec.name).set(counts.tokens)
             self.documents.labels(spec.name).set(counts.documents)
             self.segments.labels(spec.name).set(counts.segments)
             self.resident.labels(spec.name).set(counts.resident_bytes)
+
+
+class _All:
+    name = "all"
+
+
+_ALL = _All()
+
+
+class _Sum:
+    def __init__(self, counts) -> None:
+        for field in ("tokens", "documents", "segments", "resident_bytes"):
+            setattr(self, field, sum(getattr(c, field) for c in counts))

@@ -42,6 +42,8 @@ class ServerConfig:
     host: str = "127.0.0.1"  # bind address; loopback unless told otherwise
     port: int = 50051  # 0 picks a free port
     metrics_port: int = -1  # Prometheus /metrics port; -1 = off, 0 = any free port
+    metrics_host: str = "127.0.0.1"  # /metrics bind address (unauthenticated: loopback unless told otherwise)
+    metrics_namespaces: bool = False  # per-namespace series (names and sizes of every tenant) on /metrics
     auth_file: str = ""  # JSON bearer tokens with scopes (see datastore_service/auth.py); empty = open
     tls_cert: str = ""  # PEM certificate chain; with tls_key enables TLS
     tls_key: str = ""  # PEM private key
@@ -73,7 +75,7 @@ class ServerConfig:
 class DatastoreServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics = Metrics(config.metrics_namespaces)
         self.auth = Authenticator.from_file(config.auth_file or None)
         self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="sssd-worker")
         self.maint_pool = ThreadPoolExecutor(1, thread_name_prefix="sssd-maintenance")
@@ -110,7 +112,7 @@ class DatastoreServer:
         ds.start_maintenance()
         self.servicer.ds = ds
         if c.metrics_port >= 0:
-            self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.host, registry=self.metrics.registry)
+            self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.metrics_host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_httpd.server_port
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         log.info("sssd datastore serving on %s:%d (db %s, auth %s, tls %s)", c.host, self.port, c.datastore.db,

@@ -31,6 +31,7 @@ class Limits:
     max_lookup_contexts: int = 4096
     max_ingest_documents: int = 100_000
     max_ingest_tokens: int = 32 << 20
+    max_lookup_tokens: int = 1 << 18  # context tokens per Lookup (a lookup reads at most 16 per context)
     # lookups with contexts x sample_budget up to this run on the event loop: a thread hop
     # costs ~0.35 ms on a 2-core box, more than the kernel needs for a decode step's batch
     inline_lookup_work: int = 64 * 64
@@ -103,6 +104,9 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         n = len(req.context_lengths)
         if n > self.limits.max_lookup_contexts:
             raise ResourceExhausted(f"{n} contexts in one lookup, cap {self.limits.max_lookup_contexts}")
+        if len(req.contexts) > 4 * self.limits.max_lookup_tokens:  # only the last max_match tokens are used
+            raise ResourceExhausted(f"{len(req.contexts) // 4} context tokens in one lookup, cap "
+                                    f"{self.limits.max_lookup_tokens} (send each context's last 16 tokens at most)")
         params = codec.params_from_proto(req.params)
         ctx, ctx_off = codec.contexts_from_proto(req)
         ds = self._store()
@@ -168,8 +172,8 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return wire.namespace_to_proto(spec)
 
     async def ListNamespaces(self, request, context):
-        ds = self._store()
-        specs = [ds.namespace(n).spec for n in self._visible()]
+        principal = principal_var.get()
+        specs = [spec for spec in self._store().specs() if principal.sees(spec.name)]
         return pb.ListNamespacesResponse(namespaces=[wire.namespace_to_proto(s) for s in specs])
 
     async def DropNamespace(self, request, context):

@@ -21,9 +21,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="sssd", description="Simply-Scalable Speculative Decoding")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("--version", action="version", version=f"sssd {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     register_all(sub)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sssd")
+    except PackageNotFoundError:
+        return "(not installed)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,6 +48,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.handler(args) or 0)
     except (DatastoreError, OSError, ValueError) as exc:
         print(f"sssd: error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # a datastore call outside the client commands (e.g. bench replay --address)
+        import grpc
+
+        if not isinstance(exc, grpc.RpcError):
+            raise
+        print(f"sssd: error: datastore {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

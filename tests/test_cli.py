@@ -97,3 +97,15 @@ def test_ingest_chat_and_text_with_a_gguf_tokenizer(server, capsys, tmp_path):
     bad.write_text('{"messages": "nope"}\n')
     code, _, err = run(capsys, "ingest", str(bad), "-n", "smol", "--tokenizer", str(gguf_path()), *a)
     assert code != 0 and "bad.jsonl:1" in err and "list of {role, content}" in err
+
+
+def test_version_and_a_dead_datastore_in_a_bench_are_one_line(capsys, tmp_path):
+    from sssd.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.startswith("sssd ")
+    cases = tmp_path / "c.jsonl"
+    cases.write_text('{"prompt": [1, 2, 3], "response": [4, 5, 6, 7]}\n')
+    code, _, err = run(capsys, "bench", "replay", "--cases", str(cases), "--address", "127.0.0.1:1", "--budgets", "4")
+    assert code == 1 and err.strip().count("\n") == 0 and err.startswith("sssd: error: datastore UNAVAILABLE")

@@ -161,3 +161,16 @@ def test_restart_loads_segments_without_rebuilding(tmp_path, monkeypatch):
     assert ds.namespace("ns").document_count() == 50 and ds.check_integrity() == ""
     assert ds.lookup("ns", [np.array([1, 2])], LookupParams())[0].occurrences == 50
     ds.close()
+
+
+def test_namespace_cap(tmp_path):
+    from sssd_wire.errors import ResourceExhausted
+
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "c.db"), max_namespaces=2))
+    ds.create_namespace(NamespaceSpec("a", 10))
+    ds.create_namespace(NamespaceSpec("b", 10))
+    with pytest.raises(ResourceExhausted, match="2 namespaces, the cap"):
+        ds.create_namespace(NamespaceSpec("c", 10))
+    ds.drop_namespace("a")
+    ds.create_namespace(NamespaceSpec("c", 10))
+    ds.close()

@@ -213,3 +213,17 @@ def test_namespace_check_at_start_up(live, caplog):
     assert "no namespace 'missing'" in caplog.text
     with pytest.raises(ValueError, match="100-token vocabulary, the model has 32000"):
         check_namespace(client, "ns", 32000)
+
+
+def test_feedback_close_is_bounded_and_counts_what_it_drops(caplog):
+    client = DatastoreClient("127.0.0.1:1", timeout_s=1)  # nothing listens there
+    sink = FeedbackSink(client, "ns", "w3", batch=4, interval_s=60, min_tokens=1)
+    for i in range(1000):
+        sink.submit(str(i), [1, 2, 3])
+    t = time.perf_counter()
+    with caplog.at_level("WARNING", logger="sssd.sdk.feedback"):
+        sink.close(timeout_s=1.0)
+    assert time.perf_counter() - t < 1.0 + 1.5
+    assert sink.sent == 0 and sink.failed + sink.dropped == 1000
+    assert "not sent at close" in caplog.text
+    client.close()

@@ -156,17 +156,61 @@ def test_health_and_reflection(server):
     channel.close()
 
 
-def test_metrics_endpoint(server_factory):
+@pytest.mark.parametrize("per_namespace", [False, True])
+def test_metrics_endpoint(server_factory, per_namespace):
     import urllib.request
 
     from client_sdk.transport.remote import DatastoreClient
 
-    server = server_factory(metrics_port=0)
-    with DatastoreClient(server.address) as c:
+    # the service on every interface, /metrics on loopback only unless told otherwise
+    server = server_factory(metrics_port=0, host="0.0.0.0", metrics_namespaces=per_namespace)
+    assert server.server.config.metrics_host == "127.0.0.1"
+    with DatastoreClient(f"127.0.0.1:{server.server.port}") as c:
         c.create_namespace("alpha", 10)
         c.ingest("alpha", [("a", [1, 2])])
         c.stats()
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=5).read().decode()
     assert 'sssd_rpcs_total{code="OK",method="Ingest"} 1.0' in text
-    assert 'sssd_namespace_tokens{namespace="alpha"} 2.0' in text
     assert "sssd_rpc_seconds_bucket" in text
+    if per_namespace:
+        assert 'sssd_namespace_tokens{namespace="alpha"} 2.0' in text
+    else:  # tenants' names stay off the unauthenticated endpoint
+        assert 'sssd_namespace_tokens{namespace="all"} 2.0' in text and "alpha" not in text
+
+
+def test_a_huge_lookup_is_refused_before_it_is_decoded(loaded):
+    """Only each context's last 16 tokens are read: megabytes of context are refused outright."""
+    big = np.zeros(300_000, dtype="<i4")
+    req = pb.LookupRequest(namespace="alpha", contexts=big.tobytes(), context_lengths=[big.shape[0]])
+    code, details = code_of(lambda: loaded.stub.Lookup(req, timeout=10))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "context tokens in one lookup" in details
+
+
+def test_dropping_namespaces_while_others_list_them(server):
+    import threading
+
+    from client_sdk.transport.remote import DatastoreClient
+
+    stop, errors = threading.Event(), []
+
+    def churn():
+        with DatastoreClient(server.address) as c:
+            i = 0
+            while not stop.is_set():
+                c.create_namespace(f"n{i}", 10)
+                c.drop_namespace(f"n{i}")
+                i += 1
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    with DatastoreClient(server.address) as c:
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            for call in (c.stats, c.list_namespaces):
+                try:
+                    call()
+                except grpc.RpcError as exc:
+                    errors.append(exc.code())
+    stop.set()
+    thread.join()
+    assert errors == []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import threading
+import time
 
 import grpc
 
@@ -52,11 +53,15 @@ class FeedbackSink:
             self._wake.clear()
             self.flush()
 
-    def flush(self) -> None:
+    def flush(self, deadline: float | None = None) -> bool:
+        """Send what is queued; False when a call failed or ``deadline`` (monotonic) passed."""
         while self._queue:
+            left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
+            if left <= 0:
+                return False
             docs = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
             try:
-                reply = self.client.ingest(self.namespace, docs, timeout_s=5.0)
+                reply = self.client.ingest(self.namespace, docs, timeout_s=left)
                 conflicts = list(reply.conflict_ids)
                 self.sent += len(docs) - len(conflicts)
                 if conflicts:
@@ -66,10 +71,18 @@ class FeedbackSink:
             except grpc.RpcError as exc:
                 self.failed += len(docs)
                 log.warning("feedback ingest of %d generations failed: %s", len(docs), exc.code().name)
-                return
+                return False
+        return True
 
-    def close(self) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Send what is queued within ``timeout_s``; what is left is dropped, counted and logged."""
+        deadline = time.monotonic() + timeout_s
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=10)
-        self.flush()
+        self._thread.join(timeout=timeout_s)
+        self.flush(deadline)
+        if self._queue:
+            self.dropped += len(self._queue)
+            log.warning("feedback: %d finished generations not sent at close (datastore unreachable or slow); "
+                        "%d sent, %d failed, %d dropped in all", len(self._queue), self.sent, self.failed, self.dropped)
+            self._queue.clear()
