@@ -35,6 +35,7 @@ from datastore_service.core import (
     NamespaceSpec,
     TrieBatch,
     build_segment,
+    check_segment,
     merge_segments,
 )
 from sssd_wire.errors import AlreadyExists, NotFound, ResourceExhausted
@@ -97,7 +98,7 @@ class Datastore:
     def _load(self) -> None:
         for spec in self.store.namespaces():
             ns = NamespaceIndex(spec, self.config.max_doc_tokens)
-            for seg in self.store.load_segments(spec):
+            for seg in self._checked_segments(spec):
                 ns.restore_segment(seg)
             ns.sort_registry()
             pending = list(self.store.pending_documents(spec.name))
@@ -108,6 +109,21 @@ class Datastore:
             if evicted:
                 self.store.delete_documents(spec.name, evicted)
         self.flush()
+
+    def _checked_segments(self, spec: NamespaceSpec) -> list:
+        """The namespace's stored segments that pass the structural checks (cheap, always run).
+        A damaged one is discarded: its documents, stored apart, go back to the memtable and
+        into a new segment at the next flush (said once in the log); it is never served."""
+        good = []
+        for seg in list(self.store.load_segments(spec)):
+            segment_id, problem = seg if isinstance(seg, tuple) else (seg.segment_id, check_segment(seg, deep=False))
+            if not problem:
+                good.append(seg)
+                continue
+            log.warning("namespace %r: stored segment %d is damaged (%s); rebuilding it from its stored documents",
+                        spec.name, segment_id, problem)
+            self.store.discard_segment(segment_id)
+        return good
 
     def start_maintenance(self) -> None:
         """Run ``maintain()`` every ``maintenance_interval_s`` in a daemon thread (the one

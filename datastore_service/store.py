@@ -171,6 +171,13 @@ class Store:
                 "DELETE FROM documents WHERE namespace=? AND doc_id=?", [(namespace, d) for d in doc_ids]
             )
 
+    def discard_segment(self, segment_id: int) -> None:
+        """Forget a snapshotted segment (damaged): its documents become pending again."""
+        with self._lock, self.db.atomic():
+            self.db.execute("UPDATE documents SET segment_id=NULL, ordinal=NULL WHERE segment_id=?", [segment_id])
+            self.db.execute("DELETE FROM segment_chunks WHERE segment_id=?", [segment_id])
+            self.db.execute("DELETE FROM segments WHERE segment_id=?", [segment_id])
+
     def pending_documents(self, namespace: str) -> Iterator[StoredDocument]:
         """Documents not in any snapshotted segment, in sequence order (restart replay)."""
         cur = self.db.execute(
@@ -232,21 +239,25 @@ class Store:
             self.db.execute("DELETE FROM segments WHERE segment_id=?", [sid])
             self.db.execute("UPDATE documents SET segment_id=NULL, ordinal=NULL WHERE segment_id=?", [sid])
 
-    def load_segments(self, spec: NamespaceSpec) -> Iterator[Segment]:
-        """Snapshotted segments with ``alive`` set from the documents still stored."""
+    def load_segments(self, spec: NamespaceSpec) -> Iterator[Segment | tuple[int, str]]:
+        """Snapshotted segments with ``alive`` set from the documents still stored; a segment
+        whose arrays cannot even be read comes as (segment_id, the problem) instead."""
         rows = self.db.execute(
             "SELECT segment_id, doc_ids FROM segments WHERE namespace=? ORDER BY segment_id", [spec.name]
         ).fetchall()
         for segment_id, doc_ids in rows:
-            arrays = {name: self._load_array(segment_id, name) for name in SEGMENT_ARRAYS}
-            ids = tuple(doc_ids.split("\x1f")) if doc_ids else ()
-            alive = np.zeros(len(ids), dtype=bool)
-            for (ordinal,) in self.db.execute(
-                "SELECT ordinal FROM documents WHERE segment_id=? AND namespace=?", [segment_id, spec.name]
-            ):
-                alive[ordinal] = True
-            yield restore_segment(segment_id, spec.vocab_size, arrays["tokens"], arrays["sa"],
-                                  arrays["doc_starts"], ids, arrays["doc_seqs"], alive)
+            try:
+                arrays = {name: self._load_array(segment_id, name) for name in SEGMENT_ARRAYS}
+                ids = tuple(doc_ids.split("\x1f")) if doc_ids else ()
+                alive = np.zeros(len(ids), dtype=bool)
+                for (ordinal,) in self.db.execute(
+                    "SELECT ordinal FROM documents WHERE segment_id=? AND namespace=?", [segment_id, spec.name]
+                ):
+                    alive[ordinal] = True
+                yield restore_segment(segment_id, spec.vocab_size, arrays["tokens"], arrays["sa"],
+                                      arrays["doc_starts"], ids, arrays["doc_seqs"], alive)
+            except (ValueError, IndexError, TypeError) as exc:
+                yield segment_id, f"unreadable arrays ({exc})"
 
     def _load_array(self, segment_id: int, name: str) -> np.ndarray:
         blobs = [

@@ -109,3 +109,20 @@ def test_version_and_a_dead_datastore_in_a_bench_are_one_line(capsys, tmp_path):
     cases.write_text('{"prompt": [1, 2, 3], "response": [4, 5, 6, 7]}\n')
     code, _, err = run(capsys, "bench", "replay", "--cases", str(cases), "--address", "127.0.0.1:1", "--budgets", "4")
     assert code == 1 and err.strip().count("\n") == 0 and err.startswith("sssd: error: datastore UNAVAILABLE")
+
+
+def test_check_verifies_a_datastore_file_offline(capsys, tmp_path):
+    from datastore_service.core import Document, NamespaceSpec
+    from datastore_service.datastore import Datastore, DatastoreConfig
+
+    db = str(tmp_path / "c.db")
+    ds = Datastore(DatastoreConfig(db=db))
+    ds.create_namespace(NamespaceSpec("ns", 10))
+    ds.ingest("ns", [Document.of("a", [1, 2, 3])])
+    code, _, err = run(capsys, "check", "--db", db)  # the file is open: refused, one line
+    assert code == 1 and "is open in another sssd process" in err
+    ds.close()
+    code, out, _ = run(capsys, "check", "--db", db)
+    assert code == 0 and out.strip() == f"{db}: ok (1 namespaces)"
+    code, _, err = run(capsys, "check", "--db", str(tmp_path / "none.db"))
+    assert code == 1 and "no such datastore file" in err

@@ -174,3 +174,31 @@ def test_namespace_cap(tmp_path):
     ds.drop_namespace("a")
     ds.create_namespace(NamespaceSpec("c", 10))
     ds.close()
+
+
+@pytest.mark.parametrize("damage", ["sa_out_of_range", "truncated_tokens", "odd_bytes"])
+def test_a_damaged_stored_segment_is_rebuilt_not_served(tmp_path, caplog, damage):
+    db = str(tmp_path / "d.db")
+    ds = Datastore(DatastoreConfig(db=db))
+    ds.create_namespace(NamespaceSpec("ns", 10))
+    ds.ingest("ns", [Document.of(f"d{i}", [1, 2, 3, i % 10]) for i in range(20)])
+    ds.flush()
+    expected = ds.lookup("ns", [np.array([1, 2])], LookupParams(depth=2))[0].paths()
+    ds.close()
+    conn = sqlite3.connect(db)
+    (sid,) = conn.execute("SELECT segment_id FROM segments").fetchone()
+    if damage == "sa_out_of_range":
+        sa = np.full(80, 1 << 30, dtype="<i4").tobytes()
+        conn.execute("UPDATE segment_chunks SET data=? WHERE segment_id=? AND name='sa'", (sa, sid))
+    elif damage == "truncated_tokens":
+        conn.execute("UPDATE segment_chunks SET data=substr(data, 1, 40) WHERE segment_id=? AND name='tokens'", (sid,))
+    else:
+        conn.execute("UPDATE segment_chunks SET data=substr(data, 1, 7) WHERE segment_id=? AND name='doc_seqs'", (sid,))
+    conn.commit()
+    conn.close()
+    with caplog.at_level("WARNING", logger="sssd.datastore"):
+        ds = Datastore(DatastoreConfig(db=db))
+    assert "is damaged" in caplog.text and ds.check_integrity() == ""
+    assert ds.namespace("ns").document_count() == 20
+    assert ds.lookup("ns", [np.array([1, 2])], LookupParams(depth=2))[0].paths() == expected
+    ds.close()

@@ -349,6 +349,10 @@ def check_segment(seg: Segment, deep: bool) -> str:
     n, sep = seg.n, seg.sep
     if seg.tokens.dtype != np.int32 or seg.sa.dtype != np.int32:
         return "tokens and suffix array must be int32"
+    if seg.sa.shape[0] != n or (n and (int(seg.sa.min()) < 0 or int(seg.sa.max()) >= n)):
+        return "suffix array entries outside the token array"  # would read out of bounds: never served
+    if len(seg.doc_ids) != seg.n_docs or seg.doc_seqs.shape[0] != seg.n_docs or seg.alive.shape[0] != seg.n_docs:
+        return "document tables of different lengths"
     if seg.doc_starts[0] != 0 or int(seg.doc_starts[-1]) != n or seg.tokens.shape[0] < n + PAD:
         return "document offsets do not cover the token array"
     if seg.n_docs and not np.all(seg.tokens[seg.doc_starts[1:] - 1] == sep):
