@@ -167,6 +167,7 @@ def _check_free(host: str, port: int) -> None:
         raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no obstacle
         try:
             probe.bind(sockaddr)
         except OSError as exc:
