@@ -35,6 +35,19 @@ STATUS = {
     Kind.FAILED_PRECONDITION: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
+UNDECODABLE = object()  # what a body that does not parse becomes: INVALID_ARGUMENT, not gRPC's UNKNOWN + a log
+
+
+def _tolerant(deserialize):
+    def run(data: bytes):
+        try:
+            return deserialize(data)
+        except Exception:  # protobuf's DecodeError and friends
+            return UNDECODABLE
+
+    return run
+
+
 class GuardInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, auth: Authenticator, metrics: Metrics) -> None:
         self.auth = auth
@@ -73,16 +86,19 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
         guard.metrics.rpcs.labels(method, "OK").inc()
         guard.metrics.rpc_seconds.labels(method).observe(time.perf_counter() - start)
 
-    async def checked_stream(requests):
-        async for request in requests:
-            authorize(method, request)
-            yield request
-
-    def checked(request, streaming: bool):
-        if streaming:
-            return checked_stream(request)
+    def admit(request):
+        if request is UNDECODABLE:
+            raise DatastoreError("the request body is not a valid message of this service's protocol",
+                                 Kind.INVALID_ARGUMENT)
         authorize(method, request)
         return request
+
+    async def checked_stream(requests):
+        async for request in requests:
+            yield admit(request)
+
+    def checked(request, streaming: bool):
+        return checked_stream(request) if streaming else admit(request)
 
     def unary_response(behavior, streaming: bool):
         async def run(request, context):
@@ -114,7 +130,8 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
 
         return run
 
-    ser = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+    ser = dict(request_deserializer=_tolerant(handler.request_deserializer),
+               response_serializer=handler.response_serializer)
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary, False), **ser)
     if handler.stream_unary:

@@ -118,7 +118,12 @@ def _ns_list(args) -> int:
 
 
 def read_token_documents(path: str, tokenizer=None):
-    """(id, tokens) per JSONL line; ValueError naming the line when one is malformed."""
+    """(id, tokens) per JSONL line; ValueError naming the line and the field when one is
+    malformed (a missing file or a directory: one line too)."""
+    from pathlib import Path
+
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: {'is a directory' if Path(path).is_dir() else 'no such file'}")
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -126,32 +131,52 @@ def read_token_documents(path: str, tokenizer=None):
             where = f"{path}:{lineno}"
             try:
                 rec = json.loads(line)
-                doc_id = str(rec.get("id", f"{os.path.basename(path)}:{lineno}"))
-                if tokenizer is None:
-                    yield doc_id, rec["tokens"]
-                else:
-                    from sssd.tokenizers import record_tokens
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not JSON ({exc.msg}, column {exc.colno})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{where}: want a JSON object per line")
+            doc_id = str(rec.get("id", f"{os.path.basename(path)}:{lineno}"))
+            if tokenizer is not None:
+                from sssd.tokenizers import record_tokens
 
+                try:
                     yield doc_id, record_tokens(tokenizer, rec, where)
-            except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{where}: not a token document ({exc})") from exc
+                except (KeyError, TypeError, AttributeError) as exc:
+                    raise ValueError(f"{where}: not a chat or text record ({exc})") from None
+                continue
+            tokens = rec.get("tokens")
+            if not isinstance(tokens, list) or not tokens:
+                raise ValueError(f"{where}: 'tokens' must be a non-empty list of token ids")
+            bad = next((t for t in tokens if not isinstance(t, int) or isinstance(t, bool) or t < 0), None)
+            if bad is not None:
+                raise ValueError(f"{where}: 'tokens' holds {bad!r}, not a token id")
+            yield doc_id, tokens
 
 
 def _ingest(args) -> int:
     from tqdm import tqdm
 
+    client = client_of(args)
+    spaces = {n.name: n for n in client.list_namespaces()}  # checked first, before anything is loaded
+    if args.namespace not in spaces:
+        raise ValueError(f"namespace {args.namespace!r} does not exist on {args.address} "
+                         f"(create it with `sssd namespace create`)")
+    if not args.tokenizer:  # a first pass names any malformed line before a single document is sent
+        for _ in read_token_documents(args.file):
+            pass
     tokenizer = None
     if args.tokenizer:
         from sssd.tokenizers import load_tokenizer
 
         tokenizer = load_tokenizer(args.tokenizer)
+        _check_fingerprint(spaces[args.namespace], tokenizer, args.tokenizer)
     docs = read_token_documents(args.file, tokenizer)
     bar = tqdm(desc="ingest", unit="doc", disable=None, file=sys.stderr)
     failure: list[Exception] = []
 
     def batches():
-        # gRPC consumes this on its own thread: a parse error ends the stream cleanly and
-        # is re-raised below (what was sent is stored; re-running resumes by id)
+        # gRPC consumes this on its own thread: an error ends the stream cleanly and is
+        # re-raised below (what was sent is stored; re-running resumes by id)
         try:
             while batch := list(itertools.islice(docs, args.batch)):
                 bar.update(len(batch))
@@ -159,13 +184,26 @@ def _ingest(args) -> int:
         except ValueError as exc:
             failure.append(exc)
 
-    summary = client_of(args).ingest_stream(args.namespace, batches())
+    summary = client.ingest_stream(args.namespace, batches())
     bar.close()
     if failure:
-        raise ValueError(f"{failure[0]} (documents before it were ingested)")
+        raise ValueError(f"{failure[0]} ({summary.added} documents before it were stored; re-running resumes by id)")
     print(f"added {summary.added} documents ({summary.tokens} tokens), {summary.duplicates} already present, "
           f"{summary.evicted} evicted by retention")
     return 0
+
+
+def _check_fingerprint(namespace, tokenizer, source: str) -> None:
+    """A namespace created with a tokenizer fingerprint only takes text tokenised by that tokenizer."""
+    from sssd.tokenizers import fingerprint
+
+    if len(tokenizer) > namespace.vocab_size:
+        raise ValueError(f"{source}: a {len(tokenizer)}-token vocabulary does not fit namespace {namespace.name!r}'s "
+                         f"{namespace.vocab_size}")
+    mine = fingerprint(tokenizer)
+    if namespace.tokenizer_fingerprint and namespace.tokenizer_fingerprint != mine:
+        raise ValueError(f"{source}: tokenizer fingerprint {mine} differs from namespace {namespace.name!r}'s "
+                         f"({namespace.tokenizer_fingerprint}): its token ids would not be this model's")
 
 
 def _lookup(args) -> int:

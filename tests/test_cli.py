@@ -61,6 +61,35 @@ def test_bad_jsonl_names_the_line(server, capsys, tmp_path):
     assert code != 0 and "bad.jsonl:2" in err
 
 
+@pytest.mark.parametrize("content,message", [
+    (None, "no such file"),
+    ("DIR", "is a directory"),
+    ('{"tokens": [1, 2]}\n{"tokens": [1, "x"]}\n', "bad.jsonl:2: 'tokens' holds 'x', not a token id"),
+    ('{"tokens": [1, 2]}\n{"tokens": [1, 2\n', "bad.jsonl:2: not JSON"),
+    ('{"tokens": []}\n', "bad.jsonl:1: 'tokens' must be a non-empty list"),
+])
+def test_ingest_validates_the_whole_file_before_sending(server, capsys, tmp_path, content, message):
+    from client_sdk.transport.remote import DatastoreClient
+
+    run(capsys, "namespace", "create", "demo", "--vocab-size", "10", "--address", server.address)
+    bad = tmp_path / "bad.jsonl"
+    if content == "DIR":
+        bad.mkdir()
+    elif content is not None:
+        bad.write_text(content)
+    code, _, err = run(capsys, "ingest", str(bad), "-n", "demo", "--address", server.address)
+    assert code == 1 and message in err and err.count("\n") == 1, err
+    with DatastoreClient(server.address) as c:
+        assert c.stats().namespaces[0].documents == 0  # nothing was sent
+
+
+def test_ingest_checks_the_namespace_first(server, capsys, tmp_path):
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"tokens": [1, 2]}\n')
+    code, _, err = run(capsys, "ingest", str(docs), "-n", "nope", "--address", server.address)
+    assert code == 1 and "namespace 'nope' does not exist" in err
+
+
 def test_unreachable_server_fails_fast(capsys):
     code, _, err = run(capsys, "stats", "--address", "127.0.0.1:1", "--timeout", "2")
     assert code == 1 and "UNAVAILABLE" in err  # 2 is for usage errors

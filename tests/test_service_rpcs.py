@@ -237,3 +237,13 @@ def test_dropping_namespaces_while_others_list_them(server):
     stop.set()
     thread.join()
     assert errors == []
+
+
+def test_an_undecodable_body_is_invalid_argument_without_log_noise(server, caplog):
+    with grpc.insecure_channel(server.address) as ch:
+        raw = ch.unary_unary("/sssd.datastore.v1.Datastore/Lookup", request_serializer=None,
+                             response_deserializer=None)
+        with caplog.at_level("WARNING"):
+            code, details = code_of(lambda: raw(b"\xff\xff\xff\xff garbage", timeout=5))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid message" in details
+    assert "Traceback" not in caplog.text
