@@ -32,6 +32,9 @@ def main() -> None:
         batch = list(range(i, i + 8))
         ds.ingest("crash", [Document(f"doc{j}", tokens_for(j)) for j in batch])
         if i % 64 == 0:
+            # announced first: a kill between the durable delete and its "deleted" line must
+            # not read as a lost document
+            print(f"deleting doc{i - 3}", flush=True)
             ds.delete("crash", [f"doc{i - 3}"])
             print(f"deleted doc{i - 3}", flush=True)
         print("acked " + " ".join(map(str, batch)), flush=True)
