@@ -80,7 +80,7 @@ def test_zero_wait_never_waits_and_late_answers_count_against_the_breaker(live):
         spec.commit("r", [token])
         t = time.perf_counter()
         spec.draft(["r"])
-        assert time.perf_counter() - t < 0.05
+        assert time.perf_counter() - t < 0.2  # not the 0.3 s the slowed server takes (slack for a loaded CI box)
         spec.prefetch(["r"])
     assert source.stats.late >= 4 and source.breaker.state == "open"
     time.sleep(0.5)  # the late answers arrive: they must not close the breaker again
