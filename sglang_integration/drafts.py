@@ -118,7 +118,10 @@ class BatchDrafter:
         self.last_width = n
         roots = np.fromiter((req.output[-1] if len(req.output) else req.prompt[-1] for req in reqs),
                             dtype=np.int64, count=len(reqs))
-        if n == 1:  # a plain step
+        if n == 1:  # a plain step (planned, or every draft came out empty)
+            for req in reqs:
+                if req.rid in self._state:
+                    self._state[req.rid].last_tree = None
             return roots, np.ones(len(reqs), dtype=bool)
         for b, (req, tree) in enumerate(zip(reqs, trees)):
             self._state[req.rid].last_tree = trees[b] = tree.best(n - 1)

@@ -119,9 +119,9 @@ class Speculator:
 
     def finish(self, request_id, feed_back: bool = True) -> None:
         """Forget a request; its output goes back to the datastore (when feedback is on and
-        ``feed_back``: a caller that knows the exact output hands it to ``feed_back`` instead)."""
+        ``feed_back``: a caller that knows the exact output gives it to ``submit_generation``)."""
         req = self._requests.pop(request_id, None)
-        if req is not None and feed_back:
+        if req is not None and feed_back and self.feedback is not None:
             self.submit_generation(request_id, req.generated())
 
     def submit_generation(self, request_id, tokens) -> None:
