@@ -60,9 +60,10 @@ def register(sub) -> None:
     ls.set_defaults(handler=rpc_errors(_ns_list))
     d = ns_sub.add_parser("drop")
     d.add_argument("name")
-    d.set_defaults(handler=rpc_errors(lambda a: client_of(a).drop_namespace(a.name) or 0))
+    d.set_defaults(handler=rpc_errors(_ns_drop))
     for p in (c, ls, d):
         add_client_flags(p)
+        p.add_argument("--json", action="store_true", help="one line of JSON")
 
     ing = sub.add_parser("ingest", help="ingest a JSONL file of documents (tokens, chat conversations or text)")
     ing.add_argument("file", help='JSONL, one record per line: {"tokens": [...]}, or with --tokenizer '
@@ -88,11 +89,35 @@ def register(sub) -> None:
     cp = sub.add_parser("compact", help="merge segments and drop deleted documents")
     cp.add_argument("--namespace", "-n", default="")
     cp.add_argument("--policy", action="store_true", help="only what the background policy would merge")
-    cp.set_defaults(handler=rpc_errors(lambda a: print(f"segments retired: {client_of(a).compact(a.namespace, not a.policy)}") or 0))
+    cp.set_defaults(handler=rpc_errors(_compact))
     hc = sub.add_parser("health", help="exit 0 when the datastore reports SERVING (for health checks)")
     hc.set_defaults(handler=rpc_errors(_health))
     for p in (ing, lk, st, cp, hc):
         add_client_flags(p)
+    for p in (ing, cp, hc):
+        p.add_argument("--json", action="store_true", help="one line of JSON")
+
+
+def emit(args, text: str, obj) -> None:
+    """The command's result: ``text`` for people, or ``obj`` as one line of JSON (``--json``)."""
+    print(json.dumps(obj) if getattr(args, "json", False) else text)
+
+
+def _namespace_dict(n) -> dict:
+    return {"name": n.name, "vocab_size": n.vocab_size, "max_tokens": n.max_tokens,
+            "tokenizer_fingerprint": n.tokenizer_fingerprint}
+
+
+def _ns_drop(args) -> int:
+    client_of(args).drop_namespace(args.name)
+    emit(args, f"dropped namespace {args.name}", {"dropped": args.name})
+    return 0
+
+
+def _compact(args) -> int:
+    retired = client_of(args).compact(args.namespace, not args.policy)
+    emit(args, f"segments retired: {retired}", {"segments_retired": retired})
+    return 0
 
 
 def _health(args) -> int:
@@ -101,18 +126,22 @@ def _health(args) -> int:
     with client_of(args) as client:
         reply = health_pb2_grpc.HealthStub(client.channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
     status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(status)
+    emit(args, status, {"status": status})
     return 0 if status == "SERVING" else 1
 
 
 def _ns_create(args) -> int:
     n = client_of(args).create_namespace(args.name, args.vocab_size, args.tokenizer_fingerprint, args.max_tokens)
-    print(f"created namespace {n.name} (vocab {n.vocab_size})")
+    emit(args, f"created namespace {n.name} (vocab {n.vocab_size})", {"created": _namespace_dict(n)})
     return 0
 
 
 def _ns_list(args) -> int:
-    for n in client_of(args).list_namespaces():
+    spaces = client_of(args).list_namespaces()
+    if args.json:
+        print(json.dumps({"namespaces": [_namespace_dict(n) for n in spaces]}))
+        return 0
+    for n in spaces:
         print(f"{n.name}\tvocab={n.vocab_size}\tmax_tokens={n.max_tokens}\tfingerprint={n.tokenizer_fingerprint}")
     return 0
 
@@ -188,8 +217,10 @@ def _ingest(args) -> int:
     bar.close()
     if failure:
         raise ValueError(f"{failure[0]} ({summary.added} documents before it were stored; re-running resumes by id)")
-    print(f"added {summary.added} documents ({summary.tokens} tokens), {summary.duplicates} already present, "
-          f"{summary.evicted} evicted by retention")
+    emit(args, f"added {summary.added} documents ({summary.tokens} tokens), {summary.duplicates} already present, "
+               f"{summary.evicted} evicted by retention",
+         {"added": summary.added, "tokens": summary.tokens, "duplicates": summary.duplicates,
+          "evicted": summary.evicted, "conflicts": summary.conflicts})
     return 0
 
 

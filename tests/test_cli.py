@@ -155,3 +155,24 @@ def test_check_verifies_a_datastore_file_offline(capsys, tmp_path):
     assert code == 0 and out.strip() == f"{db}: ok (1 namespaces)"
     code, _, err = run(capsys, "check", "--db", str(tmp_path / "none.db"))
     assert code == 1 and "no such datastore file" in err
+
+
+def test_every_command_speaks_json(server, capsys, tmp_path):
+    a = ("--address", server.address, "--json")
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"tokens": [1, 2, 3]}\n{"tokens": [2, 3, 4]}\n')
+    expected = [
+        (("namespace", "create", "j", "--vocab-size", "10"), {"created": {"name": "j", "vocab_size": 10,
+                                                                          "max_tokens": 0, "tokenizer_fingerprint": ""}}),
+        (("namespace", "list"), {"namespaces": [{"name": "j", "vocab_size": 10, "max_tokens": 0,
+                                                 "tokenizer_fingerprint": ""}]}),
+        (("ingest", str(docs), "-n", "j"), {"added": 2, "tokens": 6, "duplicates": 0, "evicted": 0, "conflicts": 0}),
+        (("compact", "-n", "j"), None),
+        (("health",), {"status": "SERVING"}),
+        (("namespace", "drop", "j"), {"dropped": "j"}),
+    ]
+    for argv, want in expected:
+        code, out, _ = run(capsys, *argv, *a)
+        assert code == 0 and out.count("\n") == 1, (argv, out)
+        got = json.loads(out)
+        assert got == want if want is not None else set(got) == {"segments_retired"}
