@@ -144,7 +144,7 @@ def authorize(method: str, request, principal: Principal | None = None) -> None:
         raise DatastoreError(f"method {method!r} has no access rule", Kind.PERMISSION_DENIED)
     if rule.scope is None:
         return
-    namespace = getattr(request, rule.namespace_field) or None if rule.namespace_field else None
+    namespace = (getattr(request, rule.namespace_field) or None) if rule.namespace_field else None  # None: all
     if not principal.may(rule.scope, namespace):
         where = f" on namespace {namespace!r}" if namespace else ""
         raise DatastoreError(f"{principal.name!r} may not {rule.scope}{where}", Kind.PERMISSION_DENIED)

@@ -29,13 +29,13 @@ class Metrics:
     def observe_namespaces(self, stats) -> None:
         """Per namespace when ``namespace_labels`` (the names are tenants' business: off by
         default), else one series labelled "all" with the sums."""
+        gauges = (self.tokens, self.documents, self.segments, self.resident)
+        rows = [(spec.name, (c.tokens, c.documents, c.segments, c.resident_bytes)) for spec, c in stats]
         if not self.namespace_labels:
-            stats = [(_ALL, _Sum([counts for _, counts in stats]))]
-        for spec, counts in stats:
-            self.tokens.labels(spec.name).set(counts.tokens)
-            self.documents.labels(spec.name).set(counts.documents)
-            self.segments.labels(spec.name).set(counts.segments)
-            self.resident.labels(spec.name).set(counts.resident_bytes)
+            rows = [("all", tuple(sum(column) for column in zip(*(values for _, values in rows))) or (0,) * 4)]
+        for name, values in rows:
+            for gauge, value in zip(gauges, values):
+                gauge.labels(name).set(value)
 
 
 class _Refresh:
@@ -48,16 +48,3 @@ class _Refresh:
         if self.metrics.source is not None:
             self.metrics.observe_namespaces(self.metrics.source())
         return []
-
-
-class _All:
-    name = "all"
-
-
-_ALL = _All()
-
-
-class _Sum:
-    def __init__(self, counts) -> None:
-        for field in ("tokens", "documents", "segments", "resident_bytes"):
-            setattr(self, field, sum(getattr(c, field) for c in counts))

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from client_sdk.drafting import kernels
-from client_sdk.drafting.speculator import Speculator
+from client_sdk.drafting.speculator import EMPTY, Speculator
 from client_sdk.types import DraftTree
 
 
@@ -107,7 +107,7 @@ class BatchDrafter:
             self._deferred = list(reqs)
             known = [r.rid for r in reqs if r.rid in self._state]  # the others are admitted in prefetch
             self.spec.draft(known)  # the plan says 0: empty trees, and the datastore is not asked
-            trees = [DraftTree.empty()] * len(reqs)
+            trees = [EMPTY] * len(reqs)
             for rid in known:
                 self._state[rid].last_tree = None
         else:

@@ -201,7 +201,7 @@ class Speculator:
             return self._prefetched_tries(reqs)
         start = time.perf_counter()
         contexts = [r.tail(k) for r in reqs for k in self._lengths]
-        if not self._fresh_keys:  # committed() did not ask already
+        if self._fresh_keys != [c.tobytes() for c in contexts]:  # committed() did not ask for exactly these
             self.remote.request(FRESH_KEY, contexts)
         self._fresh_keys = []
         got = self.remote.collect(FRESH_KEY, contexts, self.config.lookup_deadline_s - (time.perf_counter() - start))
