@@ -54,7 +54,7 @@ class DatastoreConfig:
     compaction_fanout: int = 4  # merge when this many segments share a size tier
     dead_ratio: float = 0.3  # rewrite a segment whose deleted share reaches this
     maintenance_interval_s: float = 0.1  # background flush/compaction period
-    max_namespaces: int = 1000  # each one costs memory and maintenance time, even idle
+    max_namespaces: int = 1000  # namespaces one server holds (each costs memory and maintenance time, even idle)
 
     def __post_init__(self) -> None:
         checks = [

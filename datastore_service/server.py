@@ -141,22 +141,24 @@ class DatastoreServer:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
 
-    async def stop(self) -> None:
-        """Graceful shutdown in a fixed order (see the module docstring)."""
-        log.info("shutdown: health NOT_SERVING")
+    async def stop(self, quiet: bool = False) -> None:
+        """Graceful shutdown in a fixed order (see the module docstring); ``quiet`` after a
+        failed start, whose one error line is the operator's whole story."""
+        say = log.debug if quiet else log.info
+        say("shutdown: health NOT_SERVING")
         await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, later sets ignored
         if self._server is not None:
-            log.info("shutdown: draining in-flight calls (grace %.1fs)", self.config.grace_s)
+            say("shutdown: draining in-flight calls (grace %.1fs)", self.config.grace_s)
             await self._server.stop(self.config.grace_s)
         if self.servicer.ds is not None:
-            log.info("shutdown: stopping maintenance, final snapshot and close of %s", self.config.datastore.db)
+            say("shutdown: stopping maintenance, final snapshot and close of %s", self.config.datastore.db)
             await asyncio.get_running_loop().run_in_executor(self.maint_pool, self.servicer.ds.close)
             self.servicer.ds = None
         if self._metrics_httpd is not None:
             self._metrics_httpd.shutdown()
         self.pool.shutdown(wait=True)
         self.maint_pool.shutdown(wait=True)
-        log.info("shutdown: done")
+        say("shutdown: done")
 
 
 def _check_free(host: str, port: int) -> None:
@@ -185,7 +187,7 @@ async def serve(config: ServerConfig) -> None:
     try:
         await server.start()
     except BaseException:
-        await server.stop()  # a failed start leaves nothing behind (no spurious shutdown tracebacks)
+        await server.stop(quiet=True)  # a failed start leaves nothing behind (no spurious shutdown tracebacks)
         raise
     print(f"listening on {config.host}:{server.port}", flush=True)
     await stop.wait()

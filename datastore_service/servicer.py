@@ -28,9 +28,9 @@ from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 class Limits:
     """Per-request caps (RESOURCE_EXHAUSTED beyond them)."""
 
-    max_lookup_contexts: int = 4096
-    max_ingest_documents: int = 100_000
-    max_ingest_tokens: int = 32 << 20
+    max_lookup_contexts: int = 4096  # contexts in one Lookup
+    max_ingest_documents: int = 100_000  # documents in one Ingest call or stream message
+    max_ingest_tokens: int = 32 << 20  # tokens in one Ingest call or stream message
     max_lookup_tokens: int = 1 << 18  # context tokens per Lookup (a lookup reads at most 16 per context)
     # lookups with contexts x sample_budget up to this run on the event loop: a thread hop
     # costs ~0.35 ms on a 2-core box, more than the kernel needs for a decode step's batch

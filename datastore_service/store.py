@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -28,7 +29,7 @@ import sqlite_utils
 
 from datastore_service.core import Document, NamespaceSpec, Segment, restore_segment
 from datastore_service.core.index import digest
-from sssd_wire.errors import CorruptStore
+from sssd_wire.errors import CorruptStore, DatastoreError, Unavailable
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x53535344  # "SSSD" in PRAGMA application_id
@@ -63,8 +64,26 @@ class StoredDocument:
     tokens: np.ndarray
 
 
+def _open_error(path: str, exc: sqlite3.DatabaseError) -> DatastoreError:
+    """What failed to open: the file's content (CorruptStore) or the disk under it (full,
+    read-only, failing: Unavailable, with the free space of its filesystem)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or not isinstance(exc, sqlite3.OperationalError):
+        return CorruptStore(f"{path} is not a readable sssd datastore: {exc}")
+    try:
+        fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        free_bytes = fs.f_bavail * fs.f_frsize
+        free = f"{free_bytes / 2**20:.1f} MiB free on its filesystem"
+    except OSError:
+        free_bytes, free = None, "free space unknown"
+    # SQLite reports a full disk met while creating its WAL or journal as an I/O error
+    full = "full" in str(exc) or name.startswith("SQLITE_FULL") or (free_bytes is not None and free_bytes < 1 << 20)
+    return Unavailable(f"cannot open {path}: {'the disk is full' if full else 'storage failed'} ({exc}; {free})")
+
+
 class Store:
-    """The SQLite file. Raises CorruptStore for a file that is not an sssd datastore."""
+    """The SQLite file. Raises CorruptStore for a file that is not an sssd datastore, and
+    Unavailable when the disk under it is full or failing."""
 
     def __init__(self, path: str | Path, synchronous: str = "FULL") -> None:
         self.path = str(path)
@@ -76,7 +95,7 @@ class Store:
             self._init_schema(synchronous)
         except sqlite3.DatabaseError as exc:
             self._release_ownership()
-            raise CorruptStore(f"{self.path} is not a readable sssd datastore: {exc}") from exc
+            raise _open_error(self.path, exc) from exc
         except BaseException:
             self._release_ownership()
             raise

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from sssd.bench.provenance import stamped
 from sssd.smollm2 import DTYPES
 
 
@@ -178,7 +179,7 @@ def register(sub) -> None:
 
 def _printing(runner):
     def handle(args) -> int:
-        print(json.dumps(runner(args), indent=None if args.json else 2))
+        print(json.dumps(stamped(runner(args)), indent=None if args.json else 2))
         return 0
 
     return handle

@@ -25,6 +25,8 @@ from typing import TextIO
 
 import numpy as np
 
+from sssd.bench.provenance import stamped
+
 NAMESPACE, EMPTY = "smollm2", "smollm2-empty"
 FEEDBACK_WORKER = "demo-feedback"
 CONFIGS = ("plain", "empty", "filled", "feedback")
@@ -67,9 +69,9 @@ def run_demo(args, out: TextIO) -> int:
         say("[5/5] results")
         rows = _rows(runs)
         if quiet:
-            print(json.dumps({"rows": rows, "prompts": {"decoded": len(first) + len(second), "fed_back": len(first),
+            print(json.dumps(stamped({"rows": rows, "prompts": {"decoded": len(first) + len(second), "fed_back": len(first),
                                                        "decoded_after_feedback": len(second)},
-                              "max_new_tokens": args.max_new_tokens, "seconds": round(time.perf_counter() - t_start, 1)}),
+                              "max_new_tokens": args.max_new_tokens, "seconds": round(time.perf_counter() - t_start, 1)})),
                   file=out)
         else:
             _table(rows, out)

@@ -61,7 +61,7 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
     if cached is not None and cached.exists():
         config, state = torch.load(cached, weights_only=False)
     else:
-        print(f"sssd: converting {path.name} once (about a minute); cached in {cached}", file=sys.stderr, flush=True)
+        print(f"sssd: converting {path.name} once (about 10 s on 2 cores); cached in {cached}", file=sys.stderr, flush=True)
         config, state = _read_gguf(path)
         if cached is not None:
             cached.parent.mkdir(parents=True, exist_ok=True)
@@ -104,8 +104,10 @@ def _read_gguf(path: Path):
         bos_token_id=_field(reader, "tokenizer.ggml.bos_token_id"), eos_token_id=_field(reader, "tokenizer.ggml.eos_token_id"),
         pad_token_id=_field(reader, "tokenizer.ggml.padding_token_id"),
     )
+    from tqdm import tqdm
+
     state = {}
-    for t in reader.tensors:
+    for t in tqdm(reader.tensors, desc=f"dequantising {path.name}", unit="tensor", disable=None):
         w = dequantize(t.data, t.tensor_type).reshape([int(x) for x in reversed(t.shape.tolist())])
         name = _hf_name(t.name)
         if name.endswith("q_proj.weight"):

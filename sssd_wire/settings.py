@@ -12,8 +12,14 @@ Precedence: a flag given on the command line, then the environment, then the def
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import io
 import os
+import textwrap
+import tokenize
 from collections.abc import Iterator, Mapping
 
 ENV_PREFIX = "SSSD_"
@@ -119,13 +125,15 @@ def unknown_variables(cls, env: Mapping[str, str] = os.environ, prefix: str = EN
 def add_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), prefix: str = ENV_PREFIX) -> None:
     """One ``--knob`` per leaf of the tree; help shows the default and the variable that sets it.
 
+    The help text is the knob's own comment in its dataclass (written once, next to the default).
     Flags default to "not given", so ``from_args`` can tell them from the environment's values."""
-    for leaf, (_, f) in _leaf_index(cls).items():
+    for leaf, (path, f) in _leaf_index(cls).items():
         if leaf in skip:
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         text = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        help_text = f"(default: {text}; env {env_name(leaf, prefix)})"
+        note = knob_notes(_owner(cls, path)).get(leaf, "")
+        help_text = f"{note + ' ' if note else ''}(default: {text}; env {env_name(leaf, prefix)})"
         if isinstance(default, bool):
             parser.add_argument(flag_name(leaf), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
@@ -139,3 +147,39 @@ def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] = os.environ
     index = _leaf_index(cls)
     given = {k: v for k, v in vars(args).items() if k in index and v is not None}
     return build(cls, base, **given)
+
+
+def _owner(cls, path: tuple[str, ...]):
+    """The dataclass that declares the leaf at ``path``."""
+    for name in path[:-1]:
+        cls = type(next(f for f in dataclasses.fields(cls) if f.name == name).default)
+    return cls
+
+
+@functools.cache
+def knob_notes(cls) -> dict[str, str]:
+    """Each field's comment in the class source: the one on its line, else the comment lines
+    right above it. {} when the source is not available (a frozen application, say)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    comments, alone = {}, set()  # alone: a comment that is its line's only content
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            comments[tok.start[0]] = tok.string.lstrip("#").strip()
+            if tok.line.lstrip().startswith("#"):
+                alone.add(tok.start[0])
+    notes = {}
+    for node in ast.parse(source).body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            line = node.lineno
+            if line in comments:
+                notes[node.target.id] = comments[line]
+            else:
+                above = []
+                while line - 1 in alone:
+                    line -= 1
+                    above.insert(0, comments[line])
+                notes[node.target.id] = " ".join(above)
+    return {k: v for k, v in notes.items() if v}

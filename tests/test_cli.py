@@ -176,3 +176,12 @@ def test_every_command_speaks_json(server, capsys, tmp_path):
         assert code == 0 and out.count("\n") == 1, (argv, out)
         got = json.loads(out)
         assert got == want if want is not None else set(got) == {"segments_retired"}
+
+
+def test_a_result_outside_a_checkout_says_its_commit_is_unknown(monkeypatch, tmp_path):
+    from sssd.bench import provenance
+
+    monkeypatch.setattr(provenance, "_ROOT", tmp_path)  # not a git checkout
+    stamped = provenance.stamped({"rows": []})
+    assert stamped["rows"] == [] and stamped["provenance"]["commit"] == "unknown"
+    assert stamped["provenance"]["machine"]["memory_gb"] > 0

@@ -21,3 +21,5 @@ def test_serve_sim_reports_every_batch_and_mode(tmp_path):
         assert 0 < row["projected_speedup"] < 10 and 0 <= row["prefetch_hit_rate"] <= 1
         assert row["critical_path_us"]["p50"] <= row["critical_path_us"]["p99"]
         assert 1 <= row["mean_width"] <= 17
+    where = result["provenance"]  # every result JSON names its commit and machine
+    assert where["commit"] != "unknown" and where["machine"]["cores"] >= 1 and where["machine"]["cpu"]

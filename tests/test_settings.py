@@ -79,3 +79,34 @@ def test_duplicate_leaf_names_are_refused():
 def test_unknown_variables_are_listed():
     env = {"SSSD_DB": "x", "SSSD_DBB": "y", "OTHER": "z"}
     assert settings.unknown_variables(ServerConfig, env) == ["SSSD_DBB"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Noted:
+    plain: int = 1  # the trailing comment
+    # the comment block above,
+    # on two lines
+    above: int = 2
+    silent: int = 3
+
+
+@pytest.mark.parametrize("cls,leaf,note", [
+    (_Noted, "plain", "the trailing comment"),
+    (_Noted, "above", "the comment block above, on two lines"),
+    (_Noted, "silent", None),
+    (ServerConfig, "db", "the SQLite file; created when missing"),  # a leaf of a nested dataclass
+])
+def test_flag_help_is_the_knobs_own_comment(cls, leaf, note):
+    p = argparse.ArgumentParser()
+    settings.add_flags(p, cls)
+    action = next(a for a in p._actions if a.dest == leaf)
+    assert action.help.endswith(f"env SSSD_{leaf.upper()})")
+    assert settings.knob_notes(settings._owner(cls, settings._leaf_index(cls)[leaf][0])).get(leaf) == note
+    assert (note is None) or action.help.startswith(note)
+
+
+@pytest.mark.parametrize("cls", [ServerConfig, SpeculatorConfig])
+def test_every_knob_says_what_it_does(cls):
+    missing = [leaf for leaf, (path, _) in settings._leaf_index(cls).items()
+               if leaf not in settings.knob_notes(settings._owner(cls, path))]
+    assert missing == []

@@ -1,0 +1,57 @@
+"""A restart on a full disk: one line, exit 1, and the data intact once space is freed.
+
+The disk is a 3 MiB tmpfs mounted in a private user+mount namespace (``unshare -rm``), so the
+test needs no root; it is skipped where the kernel does not allow such namespaces."""
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+SCRIPT = textwrap.dedent("""
+    set -eu
+    mount -t tmpfs -o size=3m tmpfs "$DIR"
+    "$PY" - <<'PY'
+    import os
+    import numpy as np
+    from datastore_service.core import Document, NamespaceSpec
+    from datastore_service.datastore import Datastore, DatastoreConfig
+    ds = Datastore(DatastoreConfig(db=os.environ["DIR"] + "/d.db"))
+    ds.create_namespace(NamespaceSpec("ns", 1000))
+    rng = np.random.default_rng(0)
+    ds.ingest("ns", [Document(f"d{i}", rng.integers(0, 1000, 100).astype(np.int32)) for i in range(200)])
+    ds.close()
+    PY
+    dd if=/dev/zero of="$DIR/filler" bs=4k 2>/dev/null || true
+    set +e
+    "$PY" -m sssd.cli serve --db "$DIR/d.db" --port 0 2>"$DIR/../err"
+    echo "exit=$?"
+    set -e
+    rm "$DIR/filler"
+    "$PY" -c "
+    import os
+    from datastore_service.datastore import Datastore, DatastoreConfig
+    ds = Datastore(DatastoreConfig(db=os.environ['DIR'] + '/d.db'))
+    print('documents=%d' % ds.stats()[0].counts.documents)
+    ds.close()"
+""")
+
+
+def _unshare_works() -> bool:
+    exe = shutil.which("unshare")
+    return bool(exe) and subprocess.run([exe, "-rm", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user+mount namespaces (unshare -rm)")
+def test_a_restart_on_a_full_disk_is_one_line_and_loses_nothing(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    out = subprocess.run([shutil.which("unshare"), "-rm", "bash", "-c", SCRIPT], capture_output=True, text=True,
+                         timeout=300, env={"DIR": str(disk), "PY": sys.executable, "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    err = (tmp_path / "err").read_text().strip().splitlines()
+    assert "exit=1" in out.stdout
+    assert len(err) == 1 and err[0].startswith("sssd: error: cannot open") and "the disk is full" in err[0], err
+    assert "documents=200" in out.stdout  # every acknowledged document is still there
