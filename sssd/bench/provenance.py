@@ -15,11 +15,14 @@ _ROOT = Path(__file__).resolve().parents[2]
 
 
 def commit() -> str:
-    """The checkout's commit, with "-dirty" when tracked files differ from it; "unknown" outside git."""
+    """The checkout's commit, with "-dirty" when tracked files (results aside) differ from it;
+    "unknown" outside git."""
     try:
         head = subprocess.run(["git", "-C", str(_ROOT), "rev-parse", "--short=12", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(_ROOT), "status", "--porcelain", "--untracked-files=no"],
+        # results being written into bench/results do not make the code dirty
+        dirty = subprocess.run(["git", "-C", str(_ROOT), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":!bench/results"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
