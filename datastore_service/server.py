@@ -127,8 +127,8 @@ class DatastoreServer:
             _check_free(c.host, c.port)  # gRPC's own refusal (so_reuseport off) also logs a C-core line
         try:
             if c.tls_cert or c.tls_key:
-                creds = grpc.ssl_server_credentials([(Path(c.tls_key).read_bytes(), Path(c.tls_cert).read_bytes())])
-                port = server.add_secure_port(address, creds)
+                key, cert = _tls_pair(c.tls_cert, c.tls_key)
+                port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
             else:
                 port = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
@@ -159,6 +159,21 @@ class DatastoreServer:
         self.pool.shutdown(wait=True)
         self.maint_pool.shutdown(wait=True)
         say("shutdown: done")
+
+
+def _tls_pair(cert: str, key: str) -> tuple[bytes, bytes]:
+    """(key, cert) PEM bytes, checked first: gRPC's own refusal of a bad pair reads like a busy port."""
+    import ssl
+
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key)):
+        if not Path(path).is_file():
+            raise OSError(f"{flag} {path}: no such file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ValueError(f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate chain and its private key "
+                         f"({exc.reason or 'unreadable PEM'})") from None
+    return Path(key).read_bytes(), Path(cert).read_bytes()
 
 
 def _check_free(host: str, port: int) -> None:

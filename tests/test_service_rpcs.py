@@ -247,3 +247,35 @@ def test_an_undecodable_body_is_invalid_argument_without_log_noise(server, caplo
             code, details = code_of(lambda: raw(b"\xff\xff\xff\xff garbage", timeout=5))
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "not a valid message" in details
     assert "Traceback" not in caplog.text
+
+
+def _pair(tmp_path, name: str, san: str = "IP:127.0.0.1") -> tuple[str, str]:
+    import shutil
+    import subprocess
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command to make a test certificate")
+    cert, key = tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", f"/CN={name}", "-addext", f"subjectAltName={san}"],
+                   check=True, capture_output=True, timeout=60)
+    return str(cert), str(key)
+
+
+def test_tls_serves_with_a_good_pair_and_names_a_bad_one(server_factory, tmp_path):
+    from client_sdk.transport.remote import DatastoreClient
+
+    cert, key = _pair(tmp_path, "a")
+    other_cert, _ = _pair(tmp_path, "b")
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    server = server_factory(tls_cert=cert, tls_key=key)
+    with DatastoreClient(f"127.0.0.1:{server.server.port}", tls_ca=cert, timeout_s=10) as c:
+        c.create_namespace("alpha", 10)
+        assert [n.name for n in c.stats().namespaces] == ["alpha"]
+    for tls_cert, tls_key, expected in [
+        (str(tmp_path / "missing.crt"), key, "--tls-cert .*missing.crt: no such file"),
+        (str(tmp_path / "junk.pem"), str(tmp_path / "junk.pem"), "not a PEM certificate chain and its private key"),
+        (other_cert, key, "KEY_VALUES_MISMATCH"),  # a key that is not the certificate's
+    ]:
+        with pytest.raises((OSError, ValueError), match=expected):
+            server_factory(tls_cert=tls_cert, tls_key=tls_key, db=str(tmp_path / "other.db"))
