@@ -155,6 +155,26 @@ def _serve_sim(args) -> dict:
     return run(_ints(args.batch_sizes, "--batch-sizes"), args.steps, args.conversations, progress=not args.json)
 
 
+def _fleet_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", default="1,2,4,8", help="simulated decode worker processes, one row per count")
+    p.add_argument("--batch", type=int, default=32, help="requests per worker's decode step")
+    p.add_argument("--step-ms", type=float, default=20.0, help="decode step time: one Lookup per worker per step")
+    p.add_argument("--contexts-per-request", type=int, default=4,
+                   help="contexts a request's prefetch asks per step (zero-wait: the step's likely outcomes)")
+    p.add_argument("--servers", type=int, default=1, help="server processes: one writer, the rest read replicas")
+    p.add_argument("--tokens", type=int, default=2_000_000, help="datastore size")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured time per row")
+
+
+def _fleet(args) -> dict:
+    from sssd.bench.fleet_bench import run
+
+    if args.batch < 1 or args.step_ms <= 0 or args.contexts_per_request < 1 or args.seconds <= 0:
+        raise ValueError("--batch, --step-ms, --contexts-per-request and --seconds must be positive")
+    return run(_ints(args.workers, "--workers"), args.batch, args.step_ms, args.contexts_per_request, args.servers,
+               args.tokens, args.seconds, progress=not args.json)
+
+
 BENCHES = {
     "datastore": ("datastore build, memory, lookup latency, freshness, restart", _datastore_flags, _datastore),
     "service": ("loopback gRPC: Lookup(64) latency, IngestStream throughput, mixed load", _service_flags, _service),
@@ -162,6 +182,8 @@ BENCHES = {
     "deadline": ("draft-call latency with the datastore healthy, slow and stopped", _deadline_flags, _deadline),
     "decode": ("SmolLM2 end to end: plain vs SSSD tokens/s, tau, identical outputs", _decode_flags, _decode),
     "forward": ("forward(1 + k) / forward(1) on this device: chain, tree mask, causal", _forward_flags, _forward),
+    "fleet": ("simulated decode workers (processes) against 1+ server processes: contexts/s, server CPU per "
+              "context, p50/p99, late answers", _fleet_flags, _fleet),
     "serve-sim": ("decode traffic at batch 1-64 on a simulated GPU against a real datastore service: critical "
                   "path, prefetch hits, tau zero-wait vs blocking, projected speedup", _serve_sim_flags, _serve_sim),
 }

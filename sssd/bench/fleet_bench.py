@@ -1,0 +1,169 @@
+"""``sssd bench fleet``: simulated decode workers in their own processes against datastore servers.
+
+Each worker process holds one ``DatastoreClient`` (the SDK's real client) and, every
+``step_ms``, sends one Lookup of ``batch x contexts_per_request`` contexts (what a decode
+step's zero-wait prefetch asks for), with the SDK's default lookup parameters, then sleeps to
+the next step. An answer that is not back by the next step is late (the step drafts
+without it). Servers are real ``sssd serve`` processes on 127.0.0.1: the first is the
+writer; more are read replicas following it (``--follow``). Lookups are spread over all of
+them by gRPC's ``round_robin`` policy.
+
+Per row: contexts/s served, server CPU-seconds per context (utime + stime of the server
+processes over the measured window, from /proc: it does not depend on how the cores are
+shared with the workers), latency p50/p99 and the late fraction. Everything is bounded in time.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sssd.bench.stats import percentiles
+from sssd.bench.synthetic import corpus
+
+NS = "fleet"
+VOCAB = 32_000
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds: float, seed: int,
+            contexts: np.ndarray, start_at: float, out) -> None:
+    """One decode worker: a Lookup per step, on a fixed cadence, for ``seconds``."""
+    from client_sdk.runtime import lookup_options
+    from client_sdk.transport.remote import DatastoreClient
+    from client_sdk.types import DraftConfig
+
+    rng = np.random.default_rng(seed)
+    n = batch * per_request
+    draft = DraftConfig()
+    options = lookup_options(draft, draft.max_depth, outcomes=True)  # what zero-wait prefetch asks
+    step = step_ms / 1e3
+    latencies, late, failed = [], 0, 0
+    with DatastoreClient(address, timeout_s=2.0) as client:
+        client.lookup_batch(NS, list(contexts[:n]), options)  # connect before the clock starts
+        while time.time() < start_at:
+            time.sleep(0.001)
+        t_end = time.perf_counter() + seconds
+        next_step = time.perf_counter()
+        while next_step < t_end:
+            picks = contexts[rng.integers(0, contexts.shape[0], n)]
+            t0 = time.perf_counter()
+            fut = client.lookup_future(NS, list(picks), options, timeout_s=2.0, flat=True)
+            try:
+                fut.result()
+                latencies.append(time.perf_counter() - t0)
+            except Exception:  # noqa: BLE001 - any failed answer counts as late and failed
+                failed += 1
+            if time.perf_counter() - t0 > step:
+                late += 1
+            next_step += step
+            pause = next_step - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+            else:  # behind schedule: the next step starts now (a real worker does not batch up steps)
+                next_step = time.perf_counter()
+    out.put({"latencies": latencies, "late": late, "failed": failed, "steps": len(latencies) + failed,
+             "contexts": n * len(latencies)})
+
+
+def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray):
+    from client_sdk.transport.remote import DatastoreClient
+    from sssd import serve_process
+
+    primary, address = serve_process.start_server(db, "--synchronous", "NORMAL")
+    procs, addresses = [primary], [address]
+    with DatastoreClient(address, timeout_s=600) as c:
+        c.create_namespace(NS, VOCAB)
+        bounds = starts.tolist()
+        docs = [(f"d{j}", text[bounds[j] : bounds[j + 1]]) for j in range(len(bounds) - 1)]
+        for i in range(0, len(docs), 512):
+            c.ingest(NS, docs[i : i + 512])
+        c.compact(NS, full=True, timeout_s=600)
+    for k in range(replicas):
+        proc, addr = serve_process.start_server(str(Path(db).with_name(f"replica{k}.db")), "--follow", address,
+                                                "--synchronous", "NORMAL")
+        procs.append(proc)
+        addresses.append(addr)
+    return procs, addresses
+
+
+def _wait_caught_up(addresses: list[str], tokens: int, timeout_s: float = 120) -> None:
+    from client_sdk.transport.remote import DatastoreClient
+
+    deadline = time.monotonic() + timeout_s
+    for address in addresses:
+        with DatastoreClient(address, timeout_s=10) as c:
+            while True:
+                spaces = {n.name: n for n in c.stats().namespaces}
+                if NS in spaces and spaces[NS].tokens >= tokens:
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"replica {address} did not catch up with the writer in {timeout_s:.0f} s")
+                time.sleep(0.2)
+
+
+def _row(procs, addresses, contexts, workers: int, batch: int, per_request: int, step_ms: float,
+         seconds: float) -> dict:
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    target = "ipv4:" + ",".join(addresses) if len(addresses) > 1 else addresses[0]
+    start_at = time.time() + 8.0  # workers import, connect and warm up first
+    kids = [ctx.Process(target=_worker, args=(target, batch, per_request, step_ms, seconds, 1000 + w, contexts,
+                                              start_at, out)) for w in range(workers)]
+    for k in kids:
+        k.start()
+    while time.time() < start_at:
+        time.sleep(0.005)
+    cpu0, t0 = sum(_cpu_seconds(p.pid) for p in procs), time.perf_counter()
+    results = [out.get(timeout=seconds + 120) for _ in kids]
+    cpu1, wall = sum(_cpu_seconds(p.pid) for p in procs), time.perf_counter() - t0
+    for k in kids:
+        k.join(timeout=30)
+    latencies = [x for r in results for x in r["latencies"]]
+    steps = sum(r["steps"] for r in results)
+    contexts_served = sum(r["contexts"] for r in results)
+    return {
+        "workers": workers, "batch": batch, "step_ms": step_ms, "server_processes": len(procs),
+        "contexts_per_request": per_request,
+        "offered_contexts_per_s": round(workers * batch * per_request * 1e3 / step_ms),
+        "contexts_per_s": round(contexts_served / wall),
+        "server_cpu_us_per_context": round((cpu1 - cpu0) / max(contexts_served, 1) * 1e6, 1),
+        "server_cpu_cores_busy": round((cpu1 - cpu0) / wall, 2),
+        **{f"{k}_ms": v for k, v in percentiles(latencies, "ms", 2).items()},
+        "late_fraction": round(sum(r["late"] for r in results) / max(steps, 1), 4),
+        "failed": sum(r["failed"] for r in results), "steps": steps,
+    }
+
+
+def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request: int = 4, servers: int = 1,
+        tokens: int = 2_000_000, seconds: float = 10.0, progress: bool = True) -> dict:
+    """One row per worker count, all against the same ``servers`` processes."""
+    if servers < 1 or not workers or min(workers) < 1:
+        raise ValueError("--servers and every --workers count must be at least 1")
+    text, starts = corpus(tokens, VOCAB, seed=5)
+    rng = np.random.default_rng(6)
+    pos = rng.integers(16, tokens, 8192)
+    contexts = np.stack([text[p - 16 : p] for p in pos.tolist()])  # each context's last 16 tokens, as the SDK sends
+    with tempfile.TemporaryDirectory() as tmp:
+        procs, addresses = _servers(str(Path(tmp) / "writer.db"), servers - 1, text, starts)
+        try:
+            _wait_caught_up(addresses[1:], tokens)
+            rows = [_row(procs, addresses, contexts, w, batch, per_request, step_ms, seconds)
+                    for w in tqdm(workers, desc="fleet", unit="row", disable=not progress)]
+        finally:
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait(timeout=60)
+    return {"tokens": tokens, "seconds_per_row": seconds, "rows": rows}
