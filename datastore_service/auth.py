@@ -132,6 +132,7 @@ METHOD_RULES: dict[str, Rule] = {
     "DeleteDocuments": Rule("admin", "namespace"),
     "CreateNamespace": Rule("admin", "name"),
     "DropNamespace": Rule("admin", "name"),
+    "Follow": Rule("admin"),  # a replica reads every namespace: admin over all of them
 }
 
 

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +40,9 @@ from datastore_service.core import (
 )
 from sssd_wire.errors import AlreadyExists, NotFound, ResourceExhausted
 from datastore_service.store import Store
+
+if TYPE_CHECKING:  # the log builds wire messages; the datastore only calls it
+    from datastore_service.replication import ChangeLog
 
 log = logging.getLogger("sssd.datastore")
 
@@ -80,8 +83,12 @@ class NamespaceStats(NamedTuple):
 class Datastore:
     """Thread-safe. Open with ``Datastore(config)``; always ``close()`` (final snapshot)."""
 
-    def __init__(self, config: DatastoreConfig) -> None:
+    def __init__(self, config: DatastoreConfig, changes: ChangeLog | None = None, mirror: bool = False) -> None:
+        """changes: every change is also appended there (a writer that replicas follow);
+        mirror: a read replica's copy, which applies no retention of its own."""
         self.config = config
+        self.changes = changes
+        self.mirror = mirror
         self.store = Store(config.db, config.synchronous)
         self._write_lock = threading.RLock()  # namespaces, ingest, delete: short sections
         self._maint_lock = threading.Lock()  # one flush/compaction at a time
@@ -97,7 +104,7 @@ class Datastore:
 
     def _load(self) -> None:
         for spec in self.store.namespaces():
-            ns = NamespaceIndex(spec, self.config.max_doc_tokens)
+            ns = self._index(spec)
             for seg in self._checked_segments(spec):
                 ns.restore_segment(seg)
             ns.sort_registry()
@@ -158,13 +165,20 @@ class Datastore:
                 raise ResourceExhausted(f"{len(self._namespaces)} namespaces, the cap (--max-namespaces); "
                                         "drop one or raise the cap")
             self.store.save_namespace(spec)
-            self._namespaces[spec.name] = NamespaceIndex(spec, self.config.max_doc_tokens)
+            self._namespaces[spec.name] = self._index(spec)
+            if self.changes is not None:
+                self.changes.created(spec)
+
+    def _index(self, spec: NamespaceSpec) -> NamespaceIndex:
+        return NamespaceIndex(spec, self.config.max_doc_tokens, retention=not self.mirror)
 
     def drop_namespace(self, name: str) -> None:
         with self._maint_lock, self._write_lock:
             self.namespace(name)
             self.store.drop_namespace(name)
             del self._namespaces[name]
+            if self.changes is not None:
+                self.changes.dropped(name)
 
     def namespace(self, name: str) -> NamespaceIndex:
         """Raises NotFound for an unknown namespace."""
@@ -199,6 +213,9 @@ class Datastore:
             result = ns.add(fresh, seqs)
             if result.evicted:
                 self.store.delete_documents(name, result.evicted)
+            if self.changes is not None:
+                self.changes.added(name, fresh)
+                self.changes.deleted(name, result.evicted)
             return AddResult(result.added, dups, result.evicted, conflicts)
 
     def delete(self, name: str, doc_ids: Sequence[str]) -> list[str]:
@@ -208,6 +225,8 @@ class Datastore:
             found = [d for d in doc_ids if ns.has_document(d)]
             self.store.delete_documents(name, found)
             ns.delete(found)
+            if self.changes is not None:
+                self.changes.deleted(name, found)
             return found
 
     def lookup(self, name: str, contexts: Sequence[np.ndarray], params: LookupParams) -> list[ContinuationTree]:

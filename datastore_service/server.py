@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from datastore_service.core.index import warm_up
 from datastore_service.datastore import Datastore, DatastoreConfig
 from datastore_service.interceptors import GuardInterceptor
 from datastore_service.metrics import Metrics
+from datastore_service.replication import ChangeLog, Follower
 from datastore_service.servicer import DatastoreServicer, Limits
 from sssd_wire import settings
 from sssd_wire.v1 import datastore_pb2, datastore_pb2_grpc
@@ -50,6 +52,12 @@ class ServerConfig:
     max_message_bytes: int = 64 << 20  # gRPC message size limit, both directions
     grace_s: float = 10.0  # drain time for in-flight calls at shutdown
     workers: int = 4  # threads for lookups and commits
+    # a writer's address: serve as its read replica (lookups; writes are refused and go to the
+    # writer), keeping --db a copy of the writer's content
+    follow: str = ""
+    follow_token: str = ""  # bearer token with admin scope on the writer (prefer SSSD_FOLLOW_TOKEN to the flag)
+    follow_tls_ca: str = ""  # PEM CA of the writer's certificate, when it serves TLS
+    replication_log_tokens: int = 16 << 20  # changes a writer keeps for followers that reconnect (older: a full copy)
     limits: Limits = Limits()
     datastore: DatastoreConfig = DatastoreConfig()
 
@@ -60,6 +68,7 @@ class ServerConfig:
             (self.max_message_bytes >= 1 << 16, f"--max-message-bytes {self.max_message_bytes} must be at least 65536"),
             (self.grace_s >= 0, f"--grace-s {self.grace_s} must be >= 0"),
             (self.workers >= 1, f"--workers {self.workers} must be at least 1"),
+            (self.replication_log_tokens >= 1, f"--replication-log-tokens {self.replication_log_tokens} must be >= 1"),
             (bool(self.tls_cert) == bool(self.tls_key), "--tls-cert and --tls-key go together: give both or neither"),
         ]
         for ok, message in checks:
@@ -85,6 +94,7 @@ class DatastoreServer:
         self.metrics_port = 0
         self._server: grpc.aio.Server | None = None
         self._metrics_httpd = None
+        self.follower: Follower | None = None
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port. Loads the snapshot before SERVING."""
@@ -107,7 +117,10 @@ class DatastoreServer:
         Path(c.datastore.db).parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.maint_pool, warm_up)  # kernels compiled before SERVING
-        ds = await loop.run_in_executor(self.maint_pool, Datastore, c.datastore)
+        if c.follow:
+            ds = await loop.run_in_executor(self.maint_pool, functools.partial(Datastore, c.datastore, mirror=True))
+        else:
+            ds = await loop.run_in_executor(self.maint_pool, Datastore, c.datastore, ChangeLog(c.replication_log_tokens))
         ds.on_compaction = self.metrics.compactions.inc
         self.metrics.source = ds.stats
         ds.start_maintenance()
@@ -115,10 +128,21 @@ class DatastoreServer:
         if c.metrics_port >= 0:
             self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.metrics_host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_httpd.server_port
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("sssd datastore serving on %s:%d (db %s, auth %s, tls %s)", c.host, self.port, c.datastore.db,
-                 "on" if self.auth.enabled else "off", "on" if c.tls_cert else "off")
+        role = f"read replica of {c.follow}" if c.follow else "writer"
+        if c.follow:  # SERVING once the first full copy is in (a readiness probe waits for it)
+            self.servicer.writer = c.follow
+            self.follower = Follower(c.follow, c.follow_token, ds, self.servicer._run, self._caught_up, c.follow_tls_ca)
+            self.follower.start()
+        else:
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        log.info("sssd datastore serving on %s:%d (%s, db %s, auth %s, tls %s)", c.host, self.port, role,
+                 c.datastore.db, "on" if self.auth.enabled else "off", "on" if c.tls_cert else "off")
         return self.port
+
+    async def _caught_up(self) -> None:
+        await self.servicer._run(self.servicer.ds.flush)  # the copy queryable before SERVING
+        log.info("caught up with the writer %s: SERVING", self.config.follow)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
 
     def _bind(self, server: grpc.aio.Server) -> int:
         c = self.config
@@ -147,6 +171,8 @@ class DatastoreServer:
         say = log.debug if quiet else log.info
         say("shutdown: health NOT_SERVING")
         await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, later sets ignored
+        if self.follower is not None:
+            await self.follower.stop()
         if self._server is not None:
             say("shutdown: draining in-flight calls (grace %.1fs)", self.config.grace_s)
             await self._server.stop(self.config.grace_s)

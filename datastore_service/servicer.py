@@ -18,7 +18,8 @@ from datastore_service import wire
 from sssd_wire import codec
 from datastore_service.auth import principal_var
 from datastore_service.datastore import Datastore
-from sssd_wire.errors import InvalidArgument, NotFound, ResourceExhausted, Unavailable
+from datastore_service.replication import serve_follow
+from sssd_wire.errors import DatastoreError, InvalidArgument, Kind, NotFound, ResourceExhausted, Unavailable
 from datastore_service.metrics import Metrics
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -46,6 +47,13 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         self.metrics = metrics
         self.pool = pool
         self.started = time.monotonic()
+        self.writer = ""  # a read replica: the writer's address (writes are refused here)
+
+    def _writable(self) -> Datastore:
+        if self.writer:
+            raise DatastoreError(f"this server is a read replica of {self.writer}: send writes there",
+                                 Kind.FAILED_PRECONDITION)
+        return self._store()
 
     def _store(self) -> Datastore:
         if self.ds is None:
@@ -69,8 +77,9 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return wire.documents_from_proto(req)
 
     async def _ingest(self, req: pb.IngestRequest):
+        ds = self._writable()
         docs = self._check_ingest(req)
-        result = await self._run(self._store().ingest, req.namespace, docs)
+        result = await self._run(ds.ingest, req.namespace, docs)
         added = set(result.added)
         tokens = sum(int(d.tokens.shape[0]) for d in docs if d.doc_id in added)
         self.metrics.ingested_documents.inc(len(result.added))
@@ -158,7 +167,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return pb.SnapshotResponse(tokens_flushed=await self._run(self._store().flush))
 
     async def DeleteDocuments(self, request, context):
-        ds = self._store()
+        ds = self._writable()
         ns = ds.namespace(request.namespace)
         missing = [d for d in request.ids if not ns.has_document(d)]
         if missing and not request.missing_ok:
@@ -168,7 +177,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
 
     async def CreateNamespace(self, request, context):
         spec = wire.namespace_from_proto(request)
-        await self._run(self._store().create_namespace, spec)
+        await self._run(self._writable().create_namespace, spec)
         return wire.namespace_to_proto(spec)
 
     async def ListNamespaces(self, request, context):
@@ -177,5 +186,12 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return pb.ListNamespacesResponse(namespaces=[wire.namespace_to_proto(s) for s in specs])
 
     async def DropNamespace(self, request, context):
-        await self._run(self._store().drop_namespace, request.name)
+        await self._run(self._writable().drop_namespace, request.name)
         return pb.DropNamespaceResponse()
+
+    # -- replication --------------------------------------------------------------------------
+
+    async def Follow(self, request, context):
+        ds = self._writable()  # a replica does not relay: replicas follow the writer itself
+        async for batch in serve_follow(ds, ds.changes, request, self._run):
+            yield batch

@@ -48,6 +48,7 @@ CREATE TABLE IF NOT EXISTS documents (
     segment_id INTEGER, ordinal INTEGER,
     PRIMARY KEY (namespace, doc_id));
 CREATE INDEX IF NOT EXISTS documents_pending ON documents (namespace, segment_id, seq);
+CREATE INDEX IF NOT EXISTS documents_order ON documents (namespace, seq);
 CREATE TABLE IF NOT EXISTS segments (
     segment_id INTEGER PRIMARY KEY, namespace TEXT NOT NULL, n_tokens INTEGER NOT NULL,
     n_docs INTEGER NOT NULL, doc_ids TEXT NOT NULL, created REAL NOT NULL);
@@ -205,6 +206,15 @@ class Store:
         )
         for doc_id, seq, blob in cur:
             yield StoredDocument(doc_id, seq, np.frombuffer(blob, dtype="<i4").astype(np.int32))
+
+    def documents_after(self, namespace: str, after_seq: int, limit: int) -> list[tuple[str, int, bytes]]:
+        """Up to ``limit`` stored documents with seq > ``after_seq``, in sequence order, as
+        (id, seq, packed tokens): a replica's full copy is read in such pages."""
+        with self._lock:
+            return self.db.execute(
+                "SELECT doc_id, seq, tokens FROM documents WHERE namespace=? AND seq>? ORDER BY seq LIMIT ?",
+                [namespace, after_seq, limit],
+            ).fetchall()
 
     def document_count(self, namespace: str) -> int:
         return self.db.execute("SELECT count(*) FROM documents WHERE namespace=?", [namespace]).fetchone()[0]

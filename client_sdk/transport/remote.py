@@ -19,8 +19,16 @@ from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
+# every channel balances over all the addresses its target resolves to (several replicas behind
+# one DNS name or Kubernetes headless Service, or an "ipv4:a:p,b:p" list); one address: no change
+ROUND_ROBIN = '{"loadBalancingConfig": [{"round_robin": {}}]}'
+
+
 def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int = 64 << 20) -> grpc.Channel:
+    """A channel to ``address``: host:port, ``dns:///name:port`` (every address the name
+    resolves to) or ``ipv4:h1:p1,h2:p2``; lookups are spread over the addresses round robin."""
     options = [
+        ("grpc.service_config", ROUND_ROBIN),
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.enable_retries", 1),

@@ -68,9 +68,12 @@ class IndexCounts:
 class NamespaceIndex:
     """All documents of one namespace. Thread-safe: one writer lock, lock-free readers."""
 
-    def __init__(self, spec: NamespaceSpec, max_doc_tokens: int = MAX_DOC_TOKENS) -> None:
+    def __init__(self, spec: NamespaceSpec, max_doc_tokens: int = MAX_DOC_TOKENS, retention: bool = True) -> None:
+        """retention False: ``spec.max_tokens`` is not applied here (a read replica mirrors
+        its writer's evictions instead)."""
         self.spec = spec
         self.max_doc_tokens = max_doc_tokens
+        self.retention = retention
         self._lock = threading.RLock()
         self._docs: dict[str, DocRef] = {}  # insertion order == seq order
         self._segments: tuple[Segment, ...] = ()
@@ -157,7 +160,7 @@ class NamespaceIndex:
 
     def evict_for_retention(self) -> list[str]:
         """Delete the oldest documents until live tokens fit ``spec.max_tokens``."""
-        cap = self.spec.max_tokens
+        cap = self.spec.max_tokens if self.retention else 0
         evicted: list[str] = []
         with self._lock:
             while cap and self.live_tokens > cap and self._docs:

@@ -223,3 +223,37 @@ class DropNamespaceRequest(_message.Message):
 class DropNamespaceResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class FollowRequest(_message.Message):
+    __slots__ = ("epoch", "after")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    AFTER_FIELD_NUMBER: _ClassVar[int]
+    epoch: str
+    after: int
+    def __init__(self, epoch: _Optional[str] = ..., after: _Optional[int] = ...) -> None: ...
+
+class Change(_message.Message):
+    __slots__ = ("created", "dropped", "added", "deleted")
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    created: Namespace
+    dropped: str
+    added: IngestRequest
+    deleted: DeleteDocumentsRequest
+    def __init__(self, created: _Optional[_Union[Namespace, _Mapping]] = ..., dropped: _Optional[str] = ..., added: _Optional[_Union[IngestRequest, _Mapping]] = ..., deleted: _Optional[_Union[DeleteDocumentsRequest, _Mapping]] = ...) -> None: ...
+
+class ChangeBatch(_message.Message):
+    __slots__ = ("epoch", "position", "reset", "changes", "copying")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    RESET_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    COPYING_FIELD_NUMBER: _ClassVar[int]
+    epoch: str
+    position: int
+    reset: bool
+    changes: _containers.RepeatedCompositeFieldContainer[Change]
+    copying: bool
+    def __init__(self, epoch: _Optional[str] = ..., position: _Optional[int] = ..., reset: _Optional[bool] = ..., changes: _Optional[_Iterable[_Union[Change, _Mapping]]] = ..., copying: _Optional[bool] = ...) -> None: ...

@@ -89,6 +89,11 @@ class DatastoreStub:
                 request_serializer=sssd__wire_dot_v1_dot_datastore__pb2.DropNamespaceRequest.SerializeToString,
                 response_deserializer=sssd__wire_dot_v1_dot_datastore__pb2.DropNamespaceResponse.FromString,
                 _registered_method=True)
+        self.Follow = channel.unary_stream(
+                '/sssd.datastore.v1.Datastore/Follow',
+                request_serializer=sssd__wire_dot_v1_dot_datastore__pb2.FollowRequest.SerializeToString,
+                response_deserializer=sssd__wire_dot_v1_dot_datastore__pb2.ChangeBatch.FromString,
+                _registered_method=True)
 
 
 class DatastoreServicer:
@@ -164,6 +169,15 @@ class DatastoreServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Follow(self, request, context):
+        """Replication: every change of the datastore, in order, for a read replica (admin scope).
+        A follower new to this writer (another epoch, or a position the writer no longer keeps)
+        first gets the whole content (the first batch has reset set), then the changes after it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DatastoreServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -221,6 +235,11 @@ def add_DatastoreServicer_to_server(servicer, server):
                     servicer.DropNamespace,
                     request_deserializer=sssd__wire_dot_v1_dot_datastore__pb2.DropNamespaceRequest.FromString,
                     response_serializer=sssd__wire_dot_v1_dot_datastore__pb2.DropNamespaceResponse.SerializeToString,
+            ),
+            'Follow': grpc.unary_stream_rpc_method_handler(
+                    servicer.Follow,
+                    request_deserializer=sssd__wire_dot_v1_dot_datastore__pb2.FollowRequest.FromString,
+                    response_serializer=sssd__wire_dot_v1_dot_datastore__pb2.ChangeBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -520,6 +539,33 @@ class Datastore:
             '/sssd.datastore.v1.Datastore/DropNamespace',
             sssd__wire_dot_v1_dot_datastore__pb2.DropNamespaceRequest.SerializeToString,
             sssd__wire_dot_v1_dot_datastore__pb2.DropNamespaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Follow(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/sssd.datastore.v1.Datastore/Follow',
+            sssd__wire_dot_v1_dot_datastore__pb2.FollowRequest.SerializeToString,
+            sssd__wire_dot_v1_dot_datastore__pb2.ChangeBatch.FromString,
             options,
             channel_credentials,
             insecure,

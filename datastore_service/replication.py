@@ -1,0 +1,241 @@
+"""Read replicas: the writer's change log, the ``Follow`` stream it serves, and the follower.
+
+One server owns the SQLite file and takes every write (the writer). Any number of read
+replicas (``sssd serve --follow WRITER``, on this machine or others) each keep their own copy
+and answer lookups. They follow the writer over its own gRPC contract:
+
+- the writer appends every change (namespace created or dropped, documents added, documents
+  deleted or evicted by retention) to an in-memory ``ChangeLog`` with increasing positions,
+  bounded in tokens; an ``epoch`` names the writer process;
+- a follower calls ``Follow(epoch, after)``; when it holds this epoch and a position the log
+  still keeps, it gets the changes after it; otherwise it gets the writer's whole content
+  first (``reset``: read page by page from the SQLite file, never under the write lock), then
+  the changes after the position taken before that copy began. Changes are idempotent
+  (documents by id, deletes of absent ids, creates that replace a namesake), so a change that
+  the copy already holds does no harm when it is applied again;
+- a replica mirrors the writer's evictions and applies no retention of its own;
+- the follower reconnects with backoff, resumes from its position, and reports NOT_SERVING
+  until its first full copy is applied (a readiness probe's signal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import dataclasses
+import logging
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+import grpc
+
+from datastore_service.core import Document, NamespaceSpec
+from datastore_service.wire import namespace_from_proto, namespace_to_proto
+from sssd_wire.codec import decode_tokens
+from sssd_wire.errors import Unavailable
+from sssd_wire.v1 import datastore_pb2 as pb
+from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
+
+log = logging.getLogger("sssd.replication")
+
+HEARTBEAT_S = 1.0
+COPY_PAGE_DOCS = 512
+BATCH_CHANGES = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    position: int
+    change: pb.Change
+    tokens: int
+
+
+class ChangeLog:
+    """Thread-safe, bounded: the newest changes holding at most ``max_tokens`` tokens."""
+
+    def __init__(self, max_tokens: int = 16 << 20) -> None:
+        self.epoch = uuid.uuid4().hex
+        self.max_tokens = max_tokens
+        self._entries: collections.deque[Entry] = collections.deque()
+        self._tokens = 0
+        self._position = 0
+        self._lock = threading.Lock()
+
+    @property
+    def position(self) -> int:
+        return self._position
+
+    def _append(self, change: pb.Change, tokens: int = 0) -> None:
+        with self._lock:
+            self._position += 1
+            self._entries.append(Entry(self._position, change, tokens))
+            self._tokens += tokens
+            while self._tokens > self.max_tokens and len(self._entries) > 1:
+                self._tokens -= self._entries.popleft().tokens
+
+    def created(self, spec: NamespaceSpec) -> None:
+        self._append(pb.Change(created=namespace_to_proto(spec)))
+
+    def dropped(self, name: str) -> None:
+        self._append(pb.Change(dropped=name))
+
+    def added(self, name: str, docs: Sequence[Document]) -> None:
+        if docs:
+            req = pb.IngestRequest(namespace=name, documents=[
+                pb.TokenDocument(id=d.doc_id, tokens=d.tokens.astype("<i4").tobytes()) for d in docs])
+            self._append(pb.Change(added=req), sum(int(d.tokens.shape[0]) for d in docs))
+
+    def deleted(self, name: str, ids: Sequence[str]) -> None:
+        if ids:
+            self._append(pb.Change(deleted=pb.DeleteDocumentsRequest(namespace=name, ids=list(ids), missing_ok=True)))
+
+    def since(self, after: int) -> list[Entry] | None:
+        """The entries after ``after``; None when some of them are no longer kept."""
+        with self._lock:
+            if after >= self._position:
+                return []
+            if not self._entries or self._entries[0].position > after + 1:
+                return None
+            return [e for e in self._entries if e.position > after]
+
+
+# -- the writer's side ----------------------------------------------------------------------
+
+
+async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run) -> AsyncIterator[pb.ChangeBatch]:
+    """The ``Follow`` stream; ``run(fn, *args)`` runs blocking work off the event loop."""
+    after = request.after if request.epoch == changes.epoch else None
+    if after is None or changes.since(after) is None:
+        after = changes.position  # taken before the copy: changes after it are replayed over it
+        first = True
+        async for batch in _full_copy(ds, run):
+            batch.epoch, batch.position, batch.reset, batch.copying = changes.epoch, after, first, True
+            first = False
+            yield batch
+    last_sent = 0.0  # the first batch after a copy goes out at once: it ends the copy
+    while True:
+        entries = changes.since(after)
+        if entries is None:
+            raise Unavailable(f"this follower is {changes.position - after} changes behind, more than the writer keeps; "
+                              "reconnect for a full copy")
+        if entries:
+            for i in range(0, len(entries), BATCH_CHANGES):
+                part = entries[i : i + BATCH_CHANGES]
+                after = part[-1].position
+                yield pb.ChangeBatch(epoch=changes.epoch, position=after, changes=[e.change for e in part])
+            last_sent = time.monotonic()
+        elif time.monotonic() - last_sent >= HEARTBEAT_S:
+            yield pb.ChangeBatch(epoch=changes.epoch, position=after)
+            last_sent = time.monotonic()
+        await asyncio.sleep(0.01)
+
+
+async def _full_copy(ds, run) -> AsyncIterator[pb.ChangeBatch]:
+    """Every namespace and every live document, page by page (at least one batch)."""
+    specs = ds.specs()
+    yield pb.ChangeBatch(changes=[pb.Change(created=namespace_to_proto(s)) for s in specs])
+    for spec in specs:
+        seq = 0
+        while True:
+            rows = await run(ds.store.documents_after, spec.name, seq, COPY_PAGE_DOCS)
+            if not rows:
+                break
+            seq = rows[-1][1]
+            req = pb.IngestRequest(namespace=spec.name, documents=[pb.TokenDocument(id=i, tokens=t) for i, _, t in rows])
+            yield pb.ChangeBatch(changes=[pb.Change(added=req)])
+
+
+# -- the replica's side ---------------------------------------------------------------------
+
+
+def apply(ds, batch: pb.ChangeBatch) -> None:
+    """Apply one batch to the replica's datastore (blocking; idempotent change by change)."""
+    if batch.reset:
+        for name in ds.namespace_names():
+            ds.drop_namespace(name)
+    for change in batch.changes:
+        kind = change.WhichOneof("kind")
+        if kind == "created":
+            spec = namespace_from_proto(change.created)
+            if spec.name in ds.namespace_names():
+                if ds.namespace(spec.name).spec == spec:
+                    continue
+                ds.drop_namespace(spec.name)
+            ds.create_namespace(spec)
+        elif kind == "dropped":
+            if change.dropped in ds.namespace_names():
+                ds.drop_namespace(change.dropped)
+        elif kind == "added":
+            req = change.added
+            ds.ingest(req.namespace, [Document(d.id, decode_tokens(d.tokens)) for d in req.documents])
+        elif kind == "deleted":
+            ds.delete(change.deleted.namespace, list(change.deleted.ids))
+
+
+class Follower:
+    """Keeps a replica's datastore a copy of the writer's (an asyncio task; ``stop()`` ends it)."""
+
+    def __init__(self, address: str, token: str, ds, run, on_ready, tls_ca: str = "") -> None:
+        self.address = address
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.ds = ds
+        self.run = run
+        self.on_ready = on_ready  # called once, after the first full copy is applied
+        self.tls_ca = tls_ca
+        self.epoch = ""
+        self.position = 0
+        self.applied_at = 0.0  # monotonic time of the last batch (heartbeats included)
+        self.reconnects = 0
+        self._task: asyncio.Task | None = None
+        self._ready = False
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._loop(), name="sssd-follow")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    def _channel(self):
+        options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.keepalive_time_ms", 10_000)]
+        if self.tls_ca:
+            with open(self.tls_ca, "rb") as f:
+                return grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(f.read()), options)
+        return grpc.aio.insecure_channel(self.address, options)
+
+    async def _loop(self) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with self._channel() as channel:
+                    stream = pb_grpc.DatastoreStub(channel).Follow(
+                        pb.FollowRequest(epoch=self.epoch, after=self.position), metadata=self.metadata)
+                    async for batch in stream:
+                        if batch.reset:
+                            log.info("following %s: full copy from writer epoch %s", self.address, batch.epoch[:8])
+                        await self.run(apply, self.ds, batch)
+                        self.applied_at = time.monotonic()
+                        backoff = 0.1
+                        if batch.copying:  # a copy cut short is started over, not resumed
+                            continue
+                        self.epoch, self.position = batch.epoch, batch.position
+                        if not self._ready:
+                            self._ready = True
+                            await self.on_ready()
+            except asyncio.CancelledError:
+                raise
+            except grpc.aio.AioRpcError as exc:
+                self.reconnects += 1
+                if self.reconnects == 1 or self.reconnects % 50 == 0:  # said once, then now and then
+                    log.warning("following %s: %s (%s); retrying", self.address, exc.code().name, exc.details())
+            except Exception:  # a change that would not apply: start over from a full copy
+                log.exception("following %s: applying a change failed; asking for a full copy", self.address)
+                self.epoch, self.position = "", 0
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)

@@ -1,0 +1,144 @@
+"""Read replicas on loopback: real servers, a writer and replicas following it over Follow."""
+
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from client_sdk.transport.remote import DatastoreClient
+from datastore_service.replication import ChangeLog
+from datastore_service.core import Document, NamespaceSpec
+from sssd_wire.types import LookupParams
+
+EXACT = LookupParams(min_match=4, max_match=4)
+
+
+def wait_for(check, timeout_s: float = 10.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout_s} s")
+        time.sleep(0.01)
+
+
+def serving(address: str) -> bool:
+    with grpc.insecure_channel(address) as ch:
+        status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+    return status == health_pb2.HealthCheckResponse.SERVING
+
+
+def occurrences(client, namespace: str, context) -> int:
+    return client.lookup(namespace, [context], EXACT)[0].occurrences
+
+
+@pytest.fixture
+def writer(server_factory, tmp_path):
+    return server_factory(db=str(tmp_path / "writer.db"))
+
+
+def replica_of(server_factory, tmp_path, writer, name="replica"):
+    replica = server_factory(db=str(tmp_path / f"{name}.db"), follow=writer.address)
+    wait_for(lambda: serving(replica.address), what="replica SERVING")
+    return replica
+
+
+def test_a_replica_copies_then_follows_every_change_within_a_second(server_factory, tmp_path, writer):
+    rng = np.random.default_rng(0)
+    with DatastoreClient(writer.address) as w:
+        w.create_namespace("alpha", 1000, max_tokens=2000)
+        w.create_namespace("gone", 10)
+        w.ingest("alpha", [(f"old{i}", rng.integers(0, 1000, 100)) for i in range(5)])
+        replica = replica_of(server_factory, tmp_path, writer)  # the full copy: what existed before it started
+        with DatastoreClient(replica.address) as r:
+            assert [n.name for n in r.list_namespaces()] == ["alpha", "gone"]
+            assert r.stats("alpha").namespaces[0].documents == 5
+            # then the changes, each seen by the replica within a second
+            fresh = np.array([7, 8, 9, 10, 11, 12], dtype=np.int32)
+            t = time.monotonic()
+            w.ingest("alpha", [("fresh", fresh)])
+            wait_for(lambda: occurrences(r, "alpha", fresh[:4]) == 1, 1.0, "ingest on the replica")
+            seen_after = time.monotonic() - t
+            w.delete("alpha", ["fresh"])
+            wait_for(lambda: occurrences(r, "alpha", fresh[:4]) == 0, 1.0, "delete on the replica")
+            w.drop_namespace("gone")
+            wait_for(lambda: [n.name for n in r.list_namespaces()] == ["alpha"], 1.0, "drop on the replica")
+            # retention evicts on the writer; the replica mirrors it instead of evicting by itself
+            w.ingest("alpha", [(f"new{i}", rng.integers(0, 1000, 100)) for i in range(20)])
+            wait_for(lambda: r.stats("alpha").namespaces[0].documents == w.stats("alpha").namespaces[0].documents,
+                     2.0, "retention mirrored")
+            assert r.stats("alpha").namespaces[0].tokens == w.stats("alpha").namespaces[0].tokens == 2000
+    assert seen_after < 1.0
+
+
+def test_a_replica_refuses_writes_and_names_the_writer(server_factory, tmp_path, writer):
+    replica = replica_of(server_factory, tmp_path, writer)
+    with DatastoreClient(replica.address) as r:
+        for call in (lambda: r.create_namespace("x", 10), lambda: r.ingest("x", [("a", [1])]),
+                     lambda: r.drop_namespace("x"), lambda: r.delete("x", ["a"])):
+            with pytest.raises(grpc.RpcError) as err:
+                call()
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert f"read replica of {writer.address}" in err.value.details()
+
+
+def test_a_replica_restarted_or_behind_gets_a_full_copy(server_factory, tmp_path, writer):
+    with DatastoreClient(writer.address) as w:
+        w.create_namespace("alpha", 100)
+        w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
+        replica = replica_of(server_factory, tmp_path, writer)
+        replica.stop()
+        w.ingest("alpha", [("b", [5, 6, 7, 8, 9])])  # while it is down
+        w.delete("alpha", ["a"])
+        again = replica_of(server_factory, tmp_path, writer)  # same --db: reset, then the copy
+        with DatastoreClient(again.address) as r:
+            assert occurrences(r, "alpha", [5, 6, 7, 8]) == 1 and occurrences(r, "alpha", [1, 2, 3, 4]) == 0
+
+
+def test_the_change_log_keeps_a_bounded_tail():
+    log = ChangeLog(max_tokens=10)
+    log.created(NamespaceSpec("a", 100))
+    for i in range(5):
+        log.added("a", [Document(f"d{i}", np.arange(4, dtype=np.int32))])
+    assert log.position == 6
+    assert [e.position for e in log.since(4)] == [5, 6]
+    assert log.since(6) == []
+    assert log.since(0) is None  # 24 tokens were added, 10 are kept: a follower at 0 needs a full copy
+
+
+def test_a_client_spreads_lookups_over_replicas_and_survives_one_killed(server_factory, tmp_path, writer):
+    from client_sdk.transport.breaker import CircuitBreaker
+    from client_sdk.transport.source import RemoteSource
+    from sssd import serve_process
+
+    with DatastoreClient(writer.address) as w:
+        w.create_namespace("alpha", 100)
+        w.ingest("alpha", [("a", list(range(50)))])
+    proc, address = serve_process.start_server(str(tmp_path / "killed.db"), "--follow", writer.address)
+    try:
+        wait_for(lambda: serving(address), what="replica SERVING")
+        both = f"ipv4:{writer.address},{address}"
+        with DatastoreClient(both, timeout_s=2) as c:
+            source = RemoteSource(c, "alpha", LookupParams(), CircuitBreaker(), timeout_s=0.5)
+            before = writer.server.servicer.metrics.lookup_contexts._value.get()
+            for step in range(40):
+                source.request(step, [[1, 2, 3, 4]])
+                assert source.collect(step, [[1, 2, 3, 4]], 1.0) is not None
+            on_writer = writer.server.servicer.metrics.lookup_contexts._value.get() - before
+            assert 10 <= on_writer <= 30  # round robin: about half each
+            proc.kill()
+            proc.wait()
+            answered = 0
+            for step in range(40, 140):  # no step raises; lookups go on through the writer
+                source.request(step, [[1, 2, 3, 4]])
+                answered += source.collect(step, [[1, 2, 3, 4]], 1.0) is not None
+                time.sleep(0.005)
+            assert answered >= 90, source.stats
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
