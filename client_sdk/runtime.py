@@ -67,7 +67,8 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
                      token: str | None = None, fixed_budget: int | None = None, costs: StepCosts | None = None,
                      feedback: bool = False, remote: TrieSource | None = None, sink: GenerationSink | None = None,
                      drafter: Drafter | None = None, calibration: Calibration | None = None,
-                     config: SpeculatorConfig = SpeculatorConfig(), vocab_size: int | None = None) -> Speculator:
+                     config: SpeculatorConfig = SpeculatorConfig(), vocab_size: int | None = None,
+                     feedback_address: str | None = None) -> Speculator:
     """A Speculator with an optional datastore and, unless fixed_budget is set, a step planner.
 
     costs: the planner's start-up StepCosts measured on this device (decoder.measured_costs);
@@ -75,6 +76,7 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     ready-made tries source and feedback sink (else built from ``address`` when given).
     drafter / calibration: see Speculator (default: SSSD's drafter, the shipped prior).
     vocab_size: the model's; with ``address``, the namespace is checked against it at once.
+    feedback_address: the writer, when ``address`` names read replicas (they refuse writes).
     """
     if address and remote is None:
         client = DatastoreClient(address, token, timeout_s=5.0)
@@ -82,7 +84,8 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         if remote.connect():  # now, not in the first decode step's lookup
             check_namespace(client, namespace, vocab_size)
         if feedback and sink is None:
-            sink = FeedbackSink(client, namespace, config.worker_id)
+            writer = DatastoreClient(feedback_address, token, timeout_s=5.0) if feedback_address else client
+            sink = FeedbackSink(writer, namespace, config.worker_id)
     warm_up()  # the kernels compile here, not inside the first decode step
     planner = None
     if fixed_budget is None:

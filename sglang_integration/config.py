@@ -26,6 +26,9 @@ class PluginConfig:
     hardware: str = "h100-sxm"  # roofline preset: h100-sxm, h200, a100-80gb, l40s, rtx-4090
     draft_tokens: int = 0  # fixed draft width incl. root; 0 = chosen by the roofline planner at start-up
     feedback: bool = True  # send finished generations back to the datastore
+    # where feedback goes when SSSD_DATASTORE names read replicas (dns:///sssd-read:50051):
+    # the writer's host:port; empty = SSSD_DATASTORE itself
+    feedback_address: str = ""
     speculator: SpeculatorConfig = SpeculatorConfig()
 
     def __post_init__(self) -> None:

@@ -28,7 +28,7 @@ def build_drafter(config: PluginConfig, width: int, vocab_size: int, model_confi
 
     spec = build_speculator(address=config.datastore or None, namespace=config.namespace, token=config.token or None,
                             fixed_budget=width - 1, feedback=config.feedback, config=config.speculator,
-                            vocab_size=vocab_size)
+                            vocab_size=vocab_size, feedback_address=config.feedback_address or None)
     return BatchDrafter(spec, width, vocab_size)
 
 

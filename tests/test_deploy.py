@@ -34,3 +34,26 @@ def test_compose_config_validates():
     r = subprocess.run(["docker-compose", "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
                        capture_output=True, text=True, cwd=ROOT, env=env)
     assert r.returncode == 0, r.stderr
+
+
+def test_kubernetes_manifest_has_one_writer_and_followers():
+    docs = {(d["kind"], d["metadata"]["name"]): d
+            for d in yaml.safe_load_all((ROOT / "deploy/k8s/sssd-datastore.yaml").read_text())}
+    writer = docs[("StatefulSet", "sssd-writer")]["spec"]
+    replicas = docs[("Deployment", "sssd-read")]["spec"]["template"]["spec"]["containers"][0]
+    assert writer["replicas"] == 1 and writer["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    w = writer["template"]["spec"]["containers"][0]
+    assert w["readinessProbe"]["grpc"]["port"] == 50051 and w["livenessProbe"]["grpc"]["port"] == 50051
+    assert "--follow" not in w["args"] and "/data/sssd.db" in w["args"]
+    follow = replicas["args"][replicas["args"].index("--follow") + 1]
+    assert follow == "sssd-writer:50051" and ("Service", "sssd-writer") in docs
+    assert replicas["readinessProbe"]["grpc"]["port"] == 50051
+    assert docs[("Service", "sssd-read")]["spec"]["clusterIP"] == "None"  # DNS lists every replica
+    assert any(e["name"] == "SSSD_FOLLOW_TOKEN" for e in replicas["env"])
+    # every flag the manifest passes is one `sssd serve` knows
+    from datastore_service.server import ServerConfig
+    from sssd_wire import settings
+
+    knobs = {settings.flag_name(leaf) for leaf in settings._leaf_index(ServerConfig)}
+    for args in (w["args"], replicas["args"]):
+        assert {a for a in args if a.startswith("--")} <= knobs

@@ -142,3 +142,19 @@ def test_a_client_spreads_lookups_over_replicas_and_survives_one_killed(server_f
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_feedback_goes_to_the_writer_when_lookups_go_to_a_replica(server_factory, tmp_path, writer):
+    from client_sdk.runtime import build_speculator
+
+    with DatastoreClient(writer.address) as w:
+        w.create_namespace("alpha", 100)
+        w.ingest("alpha", [("seed", [1, 2, 3])])
+        replica = replica_of(server_factory, tmp_path, writer)
+        spec = build_speculator(address=replica.address, namespace="alpha", fixed_budget=4, feedback=True,
+                                feedback_address=writer.address, vocab_size=100)
+        spec.feedback.submit("req-1", [9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+        spec.close()
+        assert w.stats("alpha").namespaces[0].documents == 2  # stored by the writer...
+        with DatastoreClient(replica.address) as r:  # ...and followed by the replica
+            wait_for(lambda: occurrences(r, "alpha", [9, 8, 7, 6]) == 1, 1.0, "feedback on the replica")
