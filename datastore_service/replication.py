@@ -104,8 +104,10 @@ class ChangeLog:
 # -- the writer's side ----------------------------------------------------------------------
 
 
-async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run) -> AsyncIterator[pb.ChangeBatch]:
-    """The ``Follow`` stream; ``run(fn, *args)`` runs blocking work off the event loop."""
+async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run,
+                       stopping: asyncio.Event) -> AsyncIterator[pb.ChangeBatch]:
+    """The ``Follow`` stream; ``run(fn, *args)`` runs blocking work off the event loop. It ends
+    when ``stopping`` is set (the writer shuts down: its followers reconnect, not hold it up)."""
     after = request.after if request.epoch == changes.epoch else None
     if after is None or changes.since(after) is None:
         after = changes.position  # taken before the copy: changes after it are replayed over it
@@ -115,7 +117,7 @@ async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run) -
             first = False
             yield batch
     last_sent = 0.0  # the first batch after a copy goes out at once: it ends the copy
-    while True:
+    while not stopping.is_set():
         entries = changes.since(after)
         if entries is None:
             raise Unavailable(f"this follower is {changes.position - after} changes behind, more than the writer keeps; "

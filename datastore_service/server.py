@@ -173,6 +173,7 @@ class DatastoreServer:
         await self.health.enter_graceful_shutdown()  # every service NOT_SERVING, later sets ignored
         if self.follower is not None:
             await self.follower.stop()
+        self.servicer.stopping.set()  # replicas' Follow streams end instead of holding the drain
         if self._server is not None:
             say("shutdown: draining in-flight calls (grace %.1fs)", self.config.grace_s)
             await self._server.stop(self.config.grace_s)

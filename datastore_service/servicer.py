@@ -48,6 +48,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         self.pool = pool
         self.started = time.monotonic()
         self.writer = ""  # a read replica: the writer's address (writes are refused here)
+        self.stopping = asyncio.Event()  # set at shutdown: open Follow streams end
 
     def _writable(self) -> Datastore:
         if self.writer:
@@ -193,5 +194,5 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
 
     async def Follow(self, request, context):
         ds = self._writable()  # a replica does not relay: replicas follow the writer itself
-        async for batch in serve_follow(ds, ds.changes, request, self._run):
+        async for batch in serve_follow(ds, ds.changes, request, self._run, self.stopping):
             yield batch

@@ -158,3 +158,11 @@ def test_feedback_goes_to_the_writer_when_lookups_go_to_a_replica(server_factory
         assert w.stats("alpha").namespaces[0].documents == 2  # stored by the writer...
         with DatastoreClient(replica.address) as r:  # ...and followed by the replica
             wait_for(lambda: occurrences(r, "alpha", [9, 8, 7, 6]) == 1, 1.0, "feedback on the replica")
+
+
+def test_a_followed_writer_shuts_down_without_waiting_out_its_grace(server_factory, tmp_path):
+    writer = server_factory(db=str(tmp_path / "w.db"), grace_s=30.0)
+    replica_of(server_factory, tmp_path, writer)
+    t = time.monotonic()
+    writer.stop()
+    assert time.monotonic() - t < 5.0  # the Follow stream ended; the drain did not wait 30 s

@@ -27,9 +27,9 @@ def test_not_serving_and_unavailable_until_loaded(tmp_path, monkeypatch):
     release = threading.Event()
     real_init = Datastore.__init__
 
-    def slow_init(self, config):
+    def slow_init(self, config, *args, **kwargs):
         release.wait(30)
-        real_init(self, config)
+        real_init(self, config, *args, **kwargs)
 
     monkeypatch.setattr(datastore_module.Datastore, "__init__", slow_init)
     server = EmbeddedServer(ServerConfig.of(db=str(tmp_path / "h.db"), port=0))
