@@ -79,7 +79,7 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     feedback_address: the writer, when ``address`` names read replicas (they refuse writes).
     """
     if address and remote is None:
-        client = DatastoreClient(address, token, timeout_s=5.0)
+        client = DatastoreClient(address, token, timeout_s=5.0, lookup_stream=config.lookup_stream)
         remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes))
         if remote.connect():  # now, not in the first decode step's lookup
             check_namespace(client, namespace, vocab_size)

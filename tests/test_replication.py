@@ -166,3 +166,21 @@ def test_a_followed_writer_shuts_down_without_waiting_out_its_grace(server_facto
     t = time.monotonic()
     writer.stop()
     assert time.monotonic() - t < 5.0  # the Follow stream ended; the drain did not wait 30 s
+
+
+def test_lookups_over_one_stream_equal_unary_ones_and_fail_when_it_breaks(server_factory, tmp_path, writer):
+    with DatastoreClient(writer.address) as w:
+        w.create_namespace("alpha", 100)
+        w.ingest("alpha", [("a", list(range(50))), ("b", list(range(20, 70)))])
+        w.compact("alpha")
+        contexts = [[20, 21, 22, 23], [1, 2, 3, 4], [99, 98]]
+        unary = w.lookup_future("alpha", contexts, flat=False).result(timeout=5)
+    with DatastoreClient(writer.address, lookup_stream=True) as s:
+        pending = [s.lookup_future("alpha", contexts, flat=False) for _ in range(20)]  # pipelined, answered in order
+        for fut in pending:
+            got = fut.result(timeout=5)
+            assert [(t.match_length, t.occurrences, t.tokens.tolist()) for t in got] == \
+                   [(t.match_length, t.occurrences, t.tokens.tolist()) for t in unary]
+        writer.stop()
+        with pytest.raises(Exception):  # the stream broke: its lookup fails instead of hanging
+            s.lookup_future("alpha", contexts, flat=False).result(timeout=10)

@@ -6,6 +6,9 @@ Every call carries a deadline. gRPC channels reconnect by themselves; failures s
 
 from __future__ import annotations
 
+import collections
+import queue
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent import futures
 
@@ -41,18 +44,79 @@ def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int
     return grpc.insecure_channel(address, options)
 
 
+def _answer(response: pb.LookupResponse, flat: bool):
+    batch = tries_from_proto(response)
+    return batch if flat else batch.trees()
+
+
+class StreamedLookups:
+    """Lookups over one long-lived ``LookupStream``: no per-call setup on either side (BENCHMARKS:
+    `sssd bench fleet --stream`), answers in request order. The stream is pinned to one server,
+    so it does not spread over replicas. A broken stream fails the lookups it still owes and
+    the next lookup opens a new one. Thread-safe."""
+
+    def __init__(self, client: "DatastoreClient") -> None:
+        self.client = client
+        self._lock = threading.Lock()
+        self._requests: queue.SimpleQueue | None = None
+        self._owed: collections.deque = collections.deque()
+
+    def _open(self) -> None:
+        requests: queue.SimpleQueue = queue.SimpleQueue()
+        owed: collections.deque = collections.deque()
+        responses = self.client.stub.LookupStream(iter(requests.get, None), metadata=self.client.metadata)
+        threading.Thread(target=self._read, args=(responses, owed), name="sssd-lookup-stream", daemon=True).start()
+        self._requests, self._owed = requests, owed
+
+    def _read(self, responses, owed: collections.deque) -> None:
+        error: Exception = ConnectionError("the lookup stream ended")
+        try:
+            for response in responses:
+                fut, flat = owed.popleft()
+                try:
+                    fut.set_result(_answer(response, flat))
+                except Exception as exc:  # a malformed answer fails its own lookup only
+                    fut.set_exception(exc)
+        except grpc.RpcError as exc:
+            error = exc
+        with self._lock:
+            if self._owed is owed:
+                self._requests = None
+            while owed:
+                owed.popleft()[0].set_exception(error)
+
+    def lookup_future(self, namespace: str, contexts: Sequence, options: LookupParams, flat: bool) -> futures.Future:
+        fut: futures.Future = futures.Future()
+        with self._lock:
+            if self._requests is None:
+                self._open()
+            self._owed.append((fut, flat))
+            self._requests.put(lookup_request(namespace, contexts, options))
+        return fut
+
+    def close(self) -> None:
+        with self._lock:
+            if self._requests is not None:
+                self._requests.put(None)
+                self._requests = None
+
+
 class DatastoreClient:
-    """One channel, all RPCs. ``timeout_s`` is the default deadline of every call."""
+    """One channel, all RPCs. ``timeout_s`` is the default deadline of every call.
+    ``lookup_stream``: ``lookup_future`` goes over one LookupStream (see StreamedLookups)."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, lookup_stream: bool = False) -> None:
         self.address = address
         self.channel = make_channel(address, tls_ca)
         self.stub = pb_grpc.DatastoreStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout_s = timeout_s
+        self.streamed = StreamedLookups(self) if lookup_stream else None
 
     def close(self) -> None:
+        if self.streamed is not None:
+            self.streamed.close()
         self.channel.close()
 
     def __enter__(self) -> "DatastoreClient":
@@ -77,7 +141,10 @@ class DatastoreClient:
 
     def lookup_future(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                       timeout_s: float | None = None, flat: bool = False) -> futures.Future:
-        """A future resolving to list[ContinuationTree] (TrieBatch when flat) or raising grpc.RpcError."""
+        """A future resolving to list[ContinuationTree] (TrieBatch when flat) or raising grpc.RpcError
+        (on a lookup stream, ``timeout_s`` does not apply: the caller's own deadline decides)."""
+        if self.streamed is not None:
+            return self.streamed.lookup_future(namespace, contexts, options, flat)
         call = self.stub.Lookup.future(
             lookup_request(namespace, contexts, options), timeout=timeout_s or self.timeout_s, metadata=self.metadata
         )
@@ -85,8 +152,7 @@ class DatastoreClient:
 
         def done(f) -> None:
             try:
-                response = f.result()
-                out.set_result(tries_from_proto(response) if flat else tries_from_proto(response).trees())
+                out.set_result(_answer(f.result(), flat))
             except Exception as exc:  # grpc.RpcError or cancellation, handed to the waiter
                 out.set_exception(exc)
 

@@ -38,8 +38,9 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds: float, seed: int,
-            contexts: np.ndarray, start_at: float, out) -> None:
-    """One decode worker: a Lookup per step, on a fixed cadence, for ``seconds``."""
+            contexts: np.ndarray, start_at: float, out, stream: bool = False) -> None:
+    """One decode worker: a Lookup per step (unary, or on one LookupStream), on a fixed
+    cadence, for ``seconds``."""
     from client_sdk.runtime import lookup_options
     from client_sdk.transport.remote import DatastoreClient
     from client_sdk.types import DraftConfig
@@ -50,8 +51,8 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
     options = lookup_options(draft, draft.max_depth, outcomes=True)  # what zero-wait prefetch asks
     step = step_ms / 1e3
     latencies, late, failed = [], 0, 0
-    with DatastoreClient(address, timeout_s=2.0) as client:
-        client.lookup_batch(NS, list(contexts[:n]), options)  # connect before the clock starts
+    with DatastoreClient(address, timeout_s=2.0, lookup_stream=stream) as client:
+        client.lookup_future(NS, list(contexts[:n]), options, flat=True).result()  # connect before the clock starts
         while time.time() < start_at:
             time.sleep(0.001)
         t_end = time.perf_counter() + seconds
@@ -59,9 +60,8 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
         while next_step < t_end:
             picks = contexts[rng.integers(0, contexts.shape[0], n)]
             t0 = time.perf_counter()
-            fut = client.lookup_future(NS, list(picks), options, timeout_s=2.0, flat=True)
             try:
-                fut.result()
+                client.lookup_future(NS, list(picks), options, timeout_s=2.0, flat=True).result(timeout=2.0)
                 latencies.append(time.perf_counter() - t0)
             except Exception:  # noqa: BLE001 - any failed answer counts as late and failed
                 failed += 1
@@ -114,13 +114,13 @@ def _wait_caught_up(addresses: list[str], tokens: int, timeout_s: float = 120) -
 
 
 def _row(procs, addresses, contexts, workers: int, batch: int, per_request: int, step_ms: float,
-         seconds: float) -> dict:
+         seconds: float, stream: bool) -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     target = "ipv4:" + ",".join(addresses) if len(addresses) > 1 else addresses[0]
     start_at = time.time() + 8.0  # workers import, connect and warm up first
     kids = [ctx.Process(target=_worker, args=(target, batch, per_request, step_ms, seconds, 1000 + w, contexts,
-                                              start_at, out)) for w in range(workers)]
+                                              start_at, out, stream)) for w in range(workers)]
     for k in kids:
         k.start()
     while time.time() < start_at:
@@ -135,6 +135,7 @@ def _row(procs, addresses, contexts, workers: int, batch: int, per_request: int,
     contexts_served = sum(r["contexts"] for r in results)
     return {
         "workers": workers, "batch": batch, "step_ms": step_ms, "server_processes": len(procs),
+        "rpc": "LookupStream" if stream else "Lookup",
         "contexts_per_request": per_request,
         "offered_contexts_per_s": round(workers * batch * per_request * 1e3 / step_ms),
         "contexts_per_s": round(contexts_served / wall),
@@ -147,8 +148,11 @@ def _row(procs, addresses, contexts, workers: int, batch: int, per_request: int,
 
 
 def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request: int = 4, servers: int = 1,
-        tokens: int = 2_000_000, seconds: float = 10.0, progress: bool = True) -> dict:
-    """One row per worker count, all against the same ``servers`` processes."""
+        tokens: int = 2_000_000, seconds: float = 10.0, progress: bool = True, stream: bool = False) -> dict:
+    """One row per worker count, all against the same ``servers`` processes; ``stream``: each
+    worker keeps one LookupStream instead of unary calls (one server only)."""
+    if stream and servers > 1:
+        raise ValueError("--stream pins each worker to one server: use it with --servers 1")
     if servers < 1 or not workers or min(workers) < 1:
         raise ValueError("--servers and every --workers count must be at least 1")
     text, starts = corpus(tokens, VOCAB, seed=5)
@@ -159,7 +163,7 @@ def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request:
         procs, addresses = _servers(str(Path(tmp) / "writer.db"), servers - 1, text, starts)
         try:
             _wait_caught_up(addresses[1:], tokens)
-            rows = [_row(procs, addresses, contexts, w, batch, per_request, step_ms, seconds)
+            rows = [_row(procs, addresses, contexts, w, batch, per_request, step_ms, seconds, stream)
                     for w in tqdm(workers, desc="fleet", unit="row", disable=not progress)]
         finally:
             for p in procs:
