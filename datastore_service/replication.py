@@ -53,9 +53,10 @@ class Entry:
 
 
 class ChangeLog:
-    """Thread-safe, bounded: the newest changes holding at most ``max_tokens`` tokens."""
+    """Thread-safe, bounded: the newest changes holding at most ``max_tokens`` tokens (a deleted
+    id and a namespace change count as one token each, so no kind of change grows it unbounded)."""
 
-    def __init__(self, max_tokens: int = 16 << 20) -> None:
+    def __init__(self, max_tokens: int = 4 << 20) -> None:
         self.epoch = uuid.uuid4().hex
         self.max_tokens = max_tokens
         self._entries: collections.deque[Entry] = collections.deque()
@@ -67,7 +68,7 @@ class ChangeLog:
     def position(self) -> int:
         return self._position
 
-    def _append(self, change: pb.Change, tokens: int = 0) -> None:
+    def _append(self, change: pb.Change, tokens: int = 1) -> None:
         with self._lock:
             self._position += 1
             self._entries.append(Entry(self._position, change, tokens))
@@ -89,7 +90,8 @@ class ChangeLog:
 
     def deleted(self, name: str, ids: Sequence[str]) -> None:
         if ids:
-            self._append(pb.Change(deleted=pb.DeleteDocumentsRequest(namespace=name, ids=list(ids), missing_ok=True)))
+            self._append(pb.Change(deleted=pb.DeleteDocumentsRequest(namespace=name, ids=list(ids), missing_ok=True)),
+                         len(ids))
 
     def since(self, after: int) -> list[Entry] | None:
         """The entries after ``after``; None when some of them are no longer kept."""

@@ -57,7 +57,9 @@ class ServerConfig:
     follow: str = ""
     follow_token: str = ""  # bearer token with admin scope on the writer (prefer SSSD_FOLLOW_TOKEN to the flag)
     follow_tls_ca: str = ""  # PEM CA of the writer's certificate, when it serves TLS
-    replication_log_tokens: int = 16 << 20  # changes a writer keeps for followers that reconnect (older: a full copy)
+    # tokens of recent changes a writer keeps for replicas that reconnect (further behind: a full
+    # copy); 0 = no replicas can follow this writer
+    replication_log_tokens: int = 4 << 20
     limits: Limits = Limits()
     datastore: DatastoreConfig = DatastoreConfig()
 
@@ -68,7 +70,7 @@ class ServerConfig:
             (self.max_message_bytes >= 1 << 16, f"--max-message-bytes {self.max_message_bytes} must be at least 65536"),
             (self.grace_s >= 0, f"--grace-s {self.grace_s} must be >= 0"),
             (self.workers >= 1, f"--workers {self.workers} must be at least 1"),
-            (self.replication_log_tokens >= 1, f"--replication-log-tokens {self.replication_log_tokens} must be >= 1"),
+            (self.replication_log_tokens >= 0, f"--replication-log-tokens {self.replication_log_tokens} must be >= 0"),
             (bool(self.tls_cert) == bool(self.tls_key), "--tls-cert and --tls-key go together: give both or neither"),
         ]
         for ok, message in checks:
@@ -120,7 +122,8 @@ class DatastoreServer:
         if c.follow:
             ds = await loop.run_in_executor(self.maint_pool, functools.partial(Datastore, c.datastore, mirror=True))
         else:
-            ds = await loop.run_in_executor(self.maint_pool, Datastore, c.datastore, ChangeLog(c.replication_log_tokens))
+            changes = ChangeLog(c.replication_log_tokens) if c.replication_log_tokens else None
+            ds = await loop.run_in_executor(self.maint_pool, Datastore, c.datastore, changes)
         ds.on_compaction = self.metrics.compactions.inc
         self.metrics.source = ds.stats
         ds.start_maintenance()

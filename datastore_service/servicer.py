@@ -194,5 +194,8 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
 
     async def Follow(self, request, context):
         ds = self._writable()  # a replica does not relay: replicas follow the writer itself
+        if ds.changes is None:
+            raise DatastoreError("replication is off on this writer (--replication-log-tokens 0)",
+                                 Kind.FAILED_PRECONDITION)
         async for batch in serve_follow(ds, ds.changes, request, self._run, self.stopping):
             yield batch

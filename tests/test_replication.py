@@ -108,6 +108,23 @@ def test_the_change_log_keeps_a_bounded_tail():
     assert [e.position for e in log.since(4)] == [5, 6]
     assert log.since(6) == []
     assert log.since(0) is None  # 24 tokens were added, 10 are kept: a follower at 0 needs a full copy
+    for i in range(100):  # deletes count too: the log stays bounded whatever the changes are
+        log.deleted("a", [f"x{i}"])
+    assert len(log.since(log.position - 10)) == 10 and log.since(log.position - 11) is None
+
+
+def test_a_writer_without_a_change_log_refuses_followers(server_factory, tmp_path):
+    writer = server_factory(db=str(tmp_path / "w.db"), replication_log_tokens=0)
+    replica = server_factory(db=str(tmp_path / "r.db"), follow=writer.address)
+    time.sleep(1.0)
+    assert not serving(replica.address)  # it never gets a copy, so it never reports SERVING
+    with grpc.insecure_channel(writer.address) as ch:
+        from sssd_wire.v1 import datastore_pb2 as pb
+        from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
+
+        with pytest.raises(grpc.RpcError) as err:
+            next(pb_grpc.DatastoreStub(ch).Follow(pb.FollowRequest(), timeout=5))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "replication is off" in err.value.details()
 
 
 def test_a_client_spreads_lookups_over_replicas_and_survives_one_killed(server_factory, tmp_path, writer):
@@ -184,3 +201,21 @@ def test_lookups_over_one_stream_equal_unary_ones_and_fail_when_it_breaks(server
         writer.stop()
         with pytest.raises(Exception):  # the stream broke: its lookup fails instead of hanging
             s.lookup_future("alpha", contexts, flat=False).result(timeout=10)
+
+
+def test_a_replica_of_a_secured_writer_needs_an_admin_token(server_factory, tmp_path, auth_file):
+    writer = server_factory(db=str(tmp_path / "w.db"), auth_file=auth_file)
+    with DatastoreClient(writer.address, token="t-admin") as w:
+        w.create_namespace("alpha", 100)
+        w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
+    denied = server_factory(db=str(tmp_path / "denied.db"), follow=writer.address, follow_token="t-lookup")
+    replica = server_factory(db=str(tmp_path / "r.db"), follow=writer.address, follow_token="t-admin",
+                             auth_file=auth_file)
+    wait_for(lambda: serving(replica.address), what="replica SERVING")
+    with DatastoreClient(replica.address, token="t-lookup") as r:  # the replica enforces the same tokens
+        assert occurrences(r, "alpha", [1, 2, 3, 4]) == 1
+    with DatastoreClient(replica.address) as anonymous:
+        with pytest.raises(grpc.RpcError) as err:
+            anonymous.list_namespaces()
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert not serving(denied.address)  # a lookup-only token may not follow
