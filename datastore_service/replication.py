@@ -43,6 +43,7 @@ log = logging.getLogger("sssd.replication")
 HEARTBEAT_S = 1.0
 COPY_PAGE_DOCS = 512
 BATCH_CHANGES = 256
+BATCH_TOKENS = 4 << 20  # a batch carries at most about this many tokens (16 MB), or one bigger change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,8 +126,7 @@ async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run,
             raise Unavailable(f"this follower is {changes.position - after} changes behind, more than the writer keeps; "
                               "reconnect for a full copy")
         if entries:
-            for i in range(0, len(entries), BATCH_CHANGES):
-                part = entries[i : i + BATCH_CHANGES]
+            for part in _batches(entries, lambda e: e.tokens):
                 after = part[-1].position
                 yield pb.ChangeBatch(epoch=changes.epoch, position=after, changes=[e.change for e in part])
             last_sent = time.monotonic()
@@ -134,6 +134,18 @@ async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run,
             yield pb.ChangeBatch(epoch=changes.epoch, position=after)
             last_sent = time.monotonic()
         await asyncio.sleep(0.01)
+
+
+def _batches(items: list, tokens_of) -> list[list]:
+    """``items`` cut into runs of at most BATCH_CHANGES items and about BATCH_TOKENS tokens."""
+    out, run, size = [], [], 0
+    for item in items:
+        if run and (len(run) >= BATCH_CHANGES or size + tokens_of(item) > BATCH_TOKENS):
+            out.append(run)
+            run, size = [], 0
+        run.append(item)
+        size += tokens_of(item)
+    return out + ([run] if run else [])
 
 
 async def _full_copy(ds, run) -> AsyncIterator[pb.ChangeBatch]:
@@ -147,8 +159,9 @@ async def _full_copy(ds, run) -> AsyncIterator[pb.ChangeBatch]:
             if not rows:
                 break
             seq = rows[-1][1]
-            req = pb.IngestRequest(namespace=spec.name, documents=[pb.TokenDocument(id=i, tokens=t) for i, _, t in rows])
-            yield pb.ChangeBatch(changes=[pb.Change(added=req)])
+            for part in _batches(rows, lambda row: len(row[2]) // 4):
+                docs = [pb.TokenDocument(id=i, tokens=t) for i, _, t in part]
+                yield pb.ChangeBatch(changes=[pb.Change(added=pb.IngestRequest(namespace=spec.name, documents=docs))])
 
 
 # -- the replica's side ---------------------------------------------------------------------

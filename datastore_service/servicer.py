@@ -193,7 +193,10 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
     # -- replication --------------------------------------------------------------------------
 
     async def Follow(self, request, context):
-        ds = self._writable()  # a replica does not relay: replicas follow the writer itself
+        if self.writer:  # a replica does not relay
+            raise DatastoreError(f"this server is a read replica of {self.writer}: follow the writer itself",
+                                 Kind.FAILED_PRECONDITION)
+        ds = self._store()
         if ds.changes is None:
             raise DatastoreError("replication is off on this writer (--replication-log-tokens 0)",
                                  Kind.FAILED_PRECONDITION)

@@ -219,3 +219,27 @@ def test_a_replica_of_a_secured_writer_needs_an_admin_token(server_factory, tmp_
             anonymous.list_namespaces()
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert not serving(denied.address)  # a lookup-only token may not follow
+
+
+@pytest.mark.parametrize("sizes,expected", [
+    ([], []),
+    ([1, 1, 1], [[1, 1, 1]]),
+    ([3 << 20, 2 << 20, 1], [[3 << 20], [2 << 20, 1]]),  # about 4M tokens per batch
+    ([9 << 20], [[9 << 20]]),  # one change bigger than a batch travels alone
+    ([1] * 300, [[1] * 256, [1] * 44]),  # at most 256 changes per batch
+])
+def test_change_batches_are_bounded(sizes, expected):
+    from datastore_service.replication import _batches
+
+    assert _batches(sizes, lambda n: n) == expected
+
+
+def test_a_replica_does_not_relay(server_factory, tmp_path, writer):
+    replica = replica_of(server_factory, tmp_path, writer)
+    with grpc.insecure_channel(replica.address) as ch:
+        from sssd_wire.v1 import datastore_pb2 as pb
+        from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
+
+        with pytest.raises(grpc.RpcError) as err:
+            next(pb_grpc.DatastoreStub(ch).Follow(pb.FollowRequest(), timeout=5))
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "follow the writer itself" in err.value.details()
