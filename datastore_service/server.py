@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import functools
 import logging
+import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,7 +52,7 @@ class ServerConfig:
     tls_key: str = ""  # PEM private key
     max_message_bytes: int = 64 << 20  # gRPC message size limit, both directions
     grace_s: float = 10.0  # drain time for in-flight calls at shutdown
-    workers: int = 4  # threads for lookups and commits
+    workers: int = 0  # threads for lookups and commits (the kernels release the GIL); 0 = one per core, at least 2
     # a writer's address: serve as its read replica (lookups; writes are refused and go to the
     # writer), keeping --db a copy of the writer's content
     follow: str = ""
@@ -69,7 +70,7 @@ class ServerConfig:
             (-1 <= self.metrics_port <= 65535, f"--metrics-port {self.metrics_port} must be -1 (off) or 0..65535"),
             (self.max_message_bytes >= 1 << 16, f"--max-message-bytes {self.max_message_bytes} must be at least 65536"),
             (self.grace_s >= 0, f"--grace-s {self.grace_s} must be >= 0"),
-            (self.workers >= 1, f"--workers {self.workers} must be at least 1"),
+            (self.workers >= 0, f"--workers {self.workers} must be 0 (one per core) or more"),
             (self.replication_log_tokens >= 0, f"--replication-log-tokens {self.replication_log_tokens} must be >= 0"),
             (bool(self.tls_cert) == bool(self.tls_key), "--tls-cert and --tls-key go together: give both or neither"),
         ]
@@ -88,7 +89,8 @@ class DatastoreServer:
         self.config = config
         self.metrics = Metrics(config.metrics_namespaces)
         self.auth = Authenticator.from_file(config.auth_file or None)
-        self.pool = ThreadPoolExecutor(config.workers, thread_name_prefix="sssd-worker")
+        threads = config.workers or max(2, len(os.sched_getaffinity(0)))
+        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="sssd-worker")
         self.maint_pool = ThreadPoolExecutor(1, thread_name_prefix="sssd-maintenance")
         self.servicer = DatastoreServicer(config.limits, self.metrics, self.pool)
         self.health = health.aio.HealthServicer()

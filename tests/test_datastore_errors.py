@@ -81,7 +81,7 @@ def test_namespace_spec_bounds(kwargs, message):
     (dict(max_message_bytes=0), "--max-message-bytes 0 must be at least"),
     (dict(maintenance_interval_s=0), "--maintenance-interval-s 0 must be at least 0.01"),
     (dict(tls_cert="c.pem"), "--tls-cert and --tls-key go together"),
-    (dict(workers=0), "--workers 0 must be at least 1"),
+    (dict(workers=-1), "--workers -1 must be 0 \\(one per core\\) or more"),
 ])
 def test_server_flags_are_validated(knobs, message):
     from datastore_service.server import ServerConfig
