@@ -25,6 +25,11 @@ class Metrics:
         self.documents = Gauge("sssd_namespace_documents", "live documents", ["namespace"], registry=r)
         self.segments = Gauge("sssd_namespace_segments", "segments", ["namespace"], registry=r)
         self.resident = Gauge("sssd_namespace_resident_bytes", "index bytes in memory", ["namespace"], registry=r)
+        # a read replica: seconds since its writer last sent a batch (heartbeats ~1 s; -1 = no copy yet)
+        self.replica_lag = Gauge("sssd_replica_lag_seconds", "seconds since the writer's last batch (replicas)",
+                                 registry=r)
+        self.replica_reconnects = Gauge("sssd_replica_reconnects", "times a replica lost its writer", registry=r)
+        self.follower = None  # the replica's Follower; read at every scrape
 
     def observe_namespaces(self, stats) -> None:
         """Per namespace when ``namespace_labels`` (the names are tenants' business: off by
@@ -45,6 +50,10 @@ class _Refresh:
         self.metrics = metrics
 
     def collect(self):
-        if self.metrics.source is not None:
-            self.metrics.observe_namespaces(self.metrics.source())
+        m = self.metrics
+        if m.source is not None:
+            m.observe_namespaces(m.source())
+        if m.follower is not None:
+            m.replica_lag.set(m.follower.lag_s())
+            m.replica_reconnects.set(m.follower.reconnects)
         return []

@@ -208,6 +208,10 @@ class Follower:
         self._task: asyncio.Task | None = None
         self._ready = False
 
+    def lag_s(self) -> float:
+        """Seconds since the writer's last batch (heartbeats included); -1 before the first."""
+        return time.monotonic() - self.applied_at if self.applied_at else -1.0
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="sssd-follow")
 

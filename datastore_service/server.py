@@ -137,6 +137,7 @@ class DatastoreServer:
         if c.follow:  # SERVING once the first full copy is in (a readiness probe waits for it)
             self.servicer.writer = c.follow
             self.follower = Follower(c.follow, c.follow_token, ds, self.servicer._run, self._caught_up, c.follow_tls_ca)
+            self.metrics.follower = self.follower
             self.follower.start()
         else:
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)

@@ -243,3 +243,17 @@ def test_a_replica_does_not_relay(server_factory, tmp_path, writer):
         with pytest.raises(grpc.RpcError) as err:
             next(pb_grpc.DatastoreStub(ch).Follow(pb.FollowRequest(), timeout=5))
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION and "follow the writer itself" in err.value.details()
+
+
+def test_a_replica_reports_its_lag_on_metrics(server_factory, tmp_path, writer):
+    import re
+    import urllib.request
+
+    replica = server_factory(db=str(tmp_path / "r.db"), follow=writer.address, metrics_port=0)
+    wait_for(lambda: serving(replica.address), what="replica SERVING")
+    time.sleep(1.5)  # past a heartbeat
+    url = f"http://127.0.0.1:{replica.server.metrics_port}/metrics"
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    lag = float(re.search(r"^sssd_replica_lag_seconds (\S+)$", text, re.M).group(1))
+    assert 0 <= lag < 1.5  # heartbeats about every second keep it fresh
+    assert re.search(r"^sssd_replica_reconnects 0\.0$", text, re.M)
