@@ -98,7 +98,8 @@ class BatchDrafter:
         plain step (the planner's width 1) drafts nothing, and the requests' new tokens are fed
         to their indexes in ``prefetch``, beside the GPU, instead of here."""
         start = time.perf_counter()
-        if self._deferred or self.last_width > 1 or not self.adaptive:
+        synced = self._deferred or self.last_width > 1 or not self.adaptive
+        if synced:
             self._sync_all(reqs)  # the last step's outcomes: its records precede observe_step
         if last_step_s is not None and self._last_batch:
             self.spec.observe_step(self._last_batch, self.last_width, last_step_s)
@@ -111,7 +112,8 @@ class BatchDrafter:
             for rid in known:
                 self._state[rid].last_tree = None
         else:
-            self._sync_all(reqs)
+            if not synced:
+                self._sync_all(reqs)
             trees = self.spec.draft([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,
                                     prepared_s=time.perf_counter() - start)
         n = min(self.width, 1 + max((len(t) for t in trees), default=0)) if self.adaptive else self.width
