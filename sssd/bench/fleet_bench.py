@@ -10,7 +10,9 @@ them by gRPC's ``round_robin`` policy.
 
 Per row: contexts/s served, server CPU-seconds per context (utime + stime of the server
 processes over the measured window, from /proc: it does not depend on how the cores are
-shared with the workers), latency p50/p99 and the late fraction. Everything is bounded in time.
+shared with the workers), latency p50/p99 as the workers see it and the late fraction, and
+the servers' own Lookup latency p50/p99 (from their /metrics histograms: bucket upper
+bounds, without the workers' queueing). Everything is bounded in time.
 """
 
 from __future__ import annotations
@@ -77,11 +79,43 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
              "contexts": n * len(latencies)})
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _lookup_buckets(metrics_port: int) -> dict[float, float]:
+    """The server's own Lookup latency histogram: cumulative count per upper bound (seconds)."""
+    import re
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    found = re.findall(r'^sssd_rpc_seconds_bucket\{le="([^"]+)",method="Lookup"\} (\S+)$', text, re.M)
+    return {float(le): float(n) for le, n in found}
+
+
+def _server_percentile(before: list[dict], after: list[dict], q: float) -> float | None:
+    """The q-quantile (ms) of the servers' own Lookup latency in the window: the upper bound of
+    the histogram bucket it falls in (coarse: buckets are 1, 2, 5, 10, 25 ... ms)."""
+    bounds = sorted(after[0])
+    counts = [sum(a.get(b, 0) - bf.get(b, 0) for a, bf in zip(after, before)) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    for bound, cumulative in zip(bounds, counts):
+        if cumulative >= q * counts[-1]:
+            return bound * 1e3 if bound != float("inf") else None
+    return None
+
+
 def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray):
     from client_sdk.transport.remote import DatastoreClient
     from sssd import serve_process
 
-    primary, address = serve_process.start_server(db, "--synchronous", "NORMAL")
+    ports = [_free_port() for _ in range(replicas + 1)]
+    primary, address = serve_process.start_server(db, "--synchronous", "NORMAL", "--metrics-port", str(ports[0]))
     procs, addresses = [primary], [address]
     with DatastoreClient(address, timeout_s=600) as c:
         c.create_namespace(NS, VOCAB)
@@ -92,10 +126,10 @@ def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray):
         c.compact(NS, full=True, timeout_s=600)
     for k in range(replicas):
         proc, addr = serve_process.start_server(str(Path(db).with_name(f"replica{k}.db")), "--follow", address,
-                                                "--synchronous", "NORMAL")
+                                                "--synchronous", "NORMAL", "--metrics-port", str(ports[k + 1]))
         procs.append(proc)
         addresses.append(addr)
-    return procs, addresses
+    return procs, addresses, ports
 
 
 def _wait_caught_up(addresses: list[str], tokens: int, timeout_s: float = 120) -> None:
@@ -113,7 +147,7 @@ def _wait_caught_up(addresses: list[str], tokens: int, timeout_s: float = 120) -
                 time.sleep(0.2)
 
 
-def _row(procs, addresses, contexts, workers: int, batch: int, per_request: int, step_ms: float,
+def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_request: int, step_ms: float,
          seconds: float, stream: bool) -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
@@ -126,8 +160,10 @@ def _row(procs, addresses, contexts, workers: int, batch: int, per_request: int,
     while time.time() < start_at:
         time.sleep(0.005)
     cpu0, t0 = sum(_cpu_seconds(p.pid) for p in procs), time.perf_counter()
+    hist0 = [_lookup_buckets(p) for p in ports]
     results = [out.get(timeout=seconds + 120) for _ in kids]
     cpu1, wall = sum(_cpu_seconds(p.pid) for p in procs), time.perf_counter() - t0
+    hist1 = [_lookup_buckets(p) for p in ports]
     for k in kids:
         k.join(timeout=30)
     latencies = [x for r in results for x in r["latencies"]]
@@ -143,6 +179,9 @@ def _row(procs, addresses, contexts, workers: int, batch: int, per_request: int,
         "server_cpu_cores_busy": round((cpu1 - cpu0) / wall, 2),
         **{f"{k}_ms": v for k, v in percentiles(latencies, "ms", 2).items()},
         "late_fraction": round(sum(r["late"] for r in results) / max(steps, 1), 4),
+        # in the servers themselves (no client queueing), bucket upper bounds
+        "server_p50_ms_at_most": _server_percentile(hist0, hist1, 0.5),
+        "server_p99_ms_at_most": _server_percentile(hist0, hist1, 0.99),
         "failed": sum(r["failed"] for r in results), "steps": steps,
     }
 
@@ -160,10 +199,10 @@ def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request:
     pos = rng.integers(16, tokens, 8192)
     contexts = np.stack([text[p - 16 : p] for p in pos.tolist()])  # each context's last 16 tokens, as the SDK sends
     with tempfile.TemporaryDirectory() as tmp:
-        procs, addresses = _servers(str(Path(tmp) / "writer.db"), servers - 1, text, starts)
+        procs, addresses, ports = _servers(str(Path(tmp) / "writer.db"), servers - 1, text, starts)
         try:
             _wait_caught_up(addresses[1:], tokens)
-            rows = [_row(procs, addresses, contexts, w, batch, per_request, step_ms, seconds, stream)
+            rows = [_row(procs, addresses, ports, contexts, w, batch, per_request, step_ms, seconds, stream)
                     for w in tqdm(workers, desc="fleet", unit="row", disable=not progress)]
         finally:
             for p in procs:

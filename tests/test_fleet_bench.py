@@ -1,0 +1,29 @@
+"""The fleet benchmark end to end at a tiny size: real server processes (a writer and a
+replica), worker processes, the JSON an operator sizes a deployment from."""
+
+import json
+import subprocess
+import sys
+
+
+def test_fleet_rows_from_real_processes(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "fleet", "--workers", "1,2", "--servers", "2",
+                          "--tokens", "50000", "--seconds", "2", "--batch", "4", "--json"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert [r["workers"] for r in result["rows"]] == [1, 2]
+    for row in result["rows"]:
+        assert row["server_processes"] == 2 and row["rpc"] == "Lookup" and row["failed"] == 0
+        assert row["steps"] > 0 and 0 < row["contexts_per_s"] <= 1.1 * row["offered_contexts_per_s"]
+        assert row["server_cpu_us_per_context"] > 0 and 0 <= row["late_fraction"] <= 1
+        assert row["p50_ms"] <= row["p99_ms"]
+        assert row["server_p50_ms_at_most"] is not None  # the servers' own histograms were read
+    assert result["provenance"]["machine"]["cores"] >= 1
+
+
+def test_fleet_refuses_a_stream_over_replicas(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "fleet", "--servers", "2", "--stream", "--json"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 1 and "--stream pins each worker to one server" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
