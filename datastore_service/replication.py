@@ -12,7 +12,9 @@ and answer lookups. They follow the writer over its own gRPC contract:
   first (``reset``: read page by page from the SQLite file, never under the write lock), then
   the changes after the position taken before that copy began. Changes are idempotent
   (documents by id, deletes of absent ids, creates that replace a namesake), so a change that
-  the copy already holds does no harm when it is applied again;
+  the copy already holds does no harm when it is applied again. The copy is laid over what
+  the replica holds (see ``Applier``): a replica whose writer restarted keeps serving while
+  it re-copies;
 - a replica mirrors the writer's evictions and applies no retention of its own;
 - the follower reconnects with backoff, resumes from its position, and reports NOT_SERVING
   until its first full copy is applied (a readiness probe's signal).
@@ -167,26 +169,59 @@ async def _full_copy(ds, run) -> AsyncIterator[pb.ChangeBatch]:
 # -- the replica's side ---------------------------------------------------------------------
 
 
-def apply(ds, batch: pb.ChangeBatch) -> None:
-    """Apply one batch to the replica's datastore (blocking; idempotent change by change)."""
-    if batch.reset:
-        for name in ds.namespace_names():
-            ds.drop_namespace(name)
-    for change in batch.changes:
-        kind = change.WhichOneof("kind")
+class Applier:
+    """Applies the writer's batches to a replica's datastore (blocking; one batch at a time).
+
+    A full copy is laid over what the replica already holds, so it keeps answering lookups
+    while the copy streams in: copied documents it has already are duplicates, ones it holds
+    with other tokens are replaced, and when the copy ends (the first batch that is not a
+    page of it) every namespace and document the copy did not contain is removed."""
+
+    def __init__(self, ds) -> None:
+        self.ds = ds
+        self._seen: dict[str, set[str]] | None = None  # during a copy: namespace -> ids copied
+
+    def __call__(self, batch: pb.ChangeBatch) -> None:
+        if batch.reset:
+            self._seen = {}
+        elif self._seen is not None and not batch.copying:
+            self._end_copy()
+        for change in batch.changes:
+            self._apply(change)
+
+    def _end_copy(self) -> None:
+        seen, self._seen = self._seen, None
+        for name in self.ds.namespace_names():
+            if name not in seen:
+                self.ds.drop_namespace(name)
+                continue
+            gone = [d for d in self.ds.namespace(name).document_ids() if d not in seen[name]]
+            if gone:
+                self.ds.delete(name, gone)
+
+    def _apply(self, change: pb.Change) -> None:
+        ds, kind = self.ds, change.WhichOneof("kind")
         if kind == "created":
             spec = namespace_from_proto(change.created)
+            if self._seen is not None:
+                self._seen.setdefault(spec.name, set())
             if spec.name in ds.namespace_names():
                 if ds.namespace(spec.name).spec == spec:
-                    continue
+                    return
                 ds.drop_namespace(spec.name)
             ds.create_namespace(spec)
         elif kind == "dropped":
             if change.dropped in ds.namespace_names():
                 ds.drop_namespace(change.dropped)
         elif kind == "added":
-            req = change.added
-            ds.ingest(req.namespace, [Document(d.id, decode_tokens(d.tokens)) for d in req.documents])
+            name = change.added.namespace
+            docs = [Document(d.id, decode_tokens(d.tokens)) for d in change.added.documents]
+            conflicts = set(ds.ingest(name, docs).conflicts)
+            if conflicts:  # held with other tokens: the writer deleted and re-added them meanwhile
+                ds.delete(name, list(conflicts))
+                ds.ingest(name, [d for d in docs if d.doc_id in conflicts])
+            if self._seen is not None:
+                self._seen.setdefault(name, set()).update(d.doc_id for d in docs)
         elif kind == "deleted":
             ds.delete(change.deleted.namespace, list(change.deleted.ids))
 
@@ -198,6 +233,7 @@ class Follower:
         self.address = address
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.ds = ds
+        self.applier = Applier(ds)
         self.run = run
         self.on_ready = on_ready  # called once, after the first full copy is applied
         self.tls_ca = tls_ca
@@ -240,7 +276,7 @@ class Follower:
                     async for batch in stream:
                         if batch.reset:
                             log.info("following %s: full copy from writer epoch %s", self.address, batch.epoch[:8])
-                        await self.run(apply, self.ds, batch)
+                        await self.run(self.applier, batch)
                         self.applied_at = time.monotonic()
                         backoff = 0.1
                         if batch.copying:  # a copy cut short is started over, not resumed

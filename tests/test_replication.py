@@ -257,3 +257,37 @@ def test_a_replica_reports_its_lag_on_metrics(server_factory, tmp_path, writer):
     lag = float(re.search(r"^sssd_replica_lag_seconds (\S+)$", text, re.M).group(1))
     assert 0 <= lag < 1.5  # heartbeats about every second keep it fresh
     assert re.search(r"^sssd_replica_reconnects 0\.0$", text, re.M)
+
+
+def test_a_recopy_is_laid_over_what_the_replica_serves(tmp_path):
+    """A replica whose writer restarted keeps every document it can while the copy streams in;
+    at its end the copy's content is exactly the writer's (conflicts replaced, extras gone)."""
+    from datastore_service.datastore import Datastore, DatastoreConfig
+    from datastore_service.replication import Applier
+    from sssd_wire.v1 import datastore_pb2 as pb
+
+    def added(ns, docs):
+        return pb.Change(added=pb.IngestRequest(namespace=ns, documents=[
+            pb.TokenDocument(id=i, tokens=np.asarray(t, dtype="<i4").tobytes()) for i, t in docs]))
+
+    def created(ns):
+        return pb.Change(created=pb.Namespace(name=ns, vocab_size=100))
+
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "r.db")), mirror=True)
+    apply = Applier(ds)
+    apply(pb.ChangeBatch(reset=True, copying=True, changes=[created("alpha"), created("old")]))
+    apply(pb.ChangeBatch(copying=True, changes=[added("alpha", [("keep", [1, 2, 3]), ("stale", [4, 5]),
+                                                                ("changed", [6, 7])])]))
+    apply(pb.ChangeBatch(changes=[]))  # the first copy ends
+    # the writer restarts: a new copy, page by page
+    apply(pb.ChangeBatch(reset=True, copying=True, changes=[created("alpha")]))
+    apply(pb.ChangeBatch(copying=True, changes=[added("alpha", [("keep", [1, 2, 3]), ("changed", [9, 9]),
+                                                                ("new", [8, 8])])]))
+    ns = ds.namespace("alpha")
+    assert {"keep", "stale", "new"} <= set(ns.document_ids())  # still served while the copy runs
+    assert ds.namespace_names() == ["alpha", "old"]
+    apply(pb.ChangeBatch(changes=[pb.Change(deleted=pb.DeleteDocumentsRequest(namespace="alpha", ids=["new"]))]))
+    assert ds.namespace_names() == ["alpha"]  # not in the copy: dropped when it ended
+    assert sorted(ds.namespace("alpha").document_ids()) == ["changed", "keep"]  # then the change after it
+    assert ds.store.stored_document("alpha", "changed").tolist() == [9, 9]  # the writer's tokens won
+    ds.close()
