@@ -23,7 +23,9 @@ class DraftConfig:
     local_ngram: int = 6  # longest n-gram of the request's own text that is indexed
     local_occurrences: int = 8  # most recent earlier occurrences read from the request's text
     remote_match: int = 4  # longest context suffix searched in the datastore
-    remote_suffixes: tuple[int, ...] = (2,)  # extra, shorter suffix lengths looked up as their own tries
+    # extra, shorter suffix lengths looked up as their own tries; the 1-token one is what finds
+    # continuations of a bonus token that outcome prefetch could not know (BENCHMARKS: replay)
+    remote_suffixes: tuple[int, ...] = (2, 1)
     combine: str = "max"  # how tries that share a path combine: "max" or "noisy-or"
     remote_samples: int = 64  # datastore occurrences sampled per lookup
     remote_min_occurrences: int = 1  # a suffix is used only with at least this many occurrences
