@@ -40,11 +40,19 @@ SCRIPT = textwrap.dedent("""
 
 
 def _unshare_works() -> bool:
+    """Whether this kernel lets an unprivileged user mount a tmpfs in a private namespace."""
+    import tempfile
+
     exe = shutil.which("unshare")
-    return bool(exe) and subprocess.run([exe, "-rm", "true"], capture_output=True).returncode == 0
+    if not exe:
+        return False
+    with tempfile.TemporaryDirectory() as where:
+        probe = subprocess.run([exe, "-rm", "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", where],
+                               capture_output=True, timeout=30)
+    return probe.returncode == 0
 
 
-@pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user+mount namespaces (unshare -rm)")
+@pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged user+mount namespaces and tmpfs mounts (unshare -rm)")
 def test_a_restart_on_a_full_disk_is_one_line_and_loses_nothing(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
