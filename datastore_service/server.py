@@ -1,6 +1,7 @@
 """The server object: owns the gRPC server, the datastore, maintenance and metrics.
 
-Start-up: bind, serve health NOT_SERVING, load the snapshot in a thread, then SERVING.
+Start-up: bind, serve health NOT_SERVING, load the snapshot in a thread, then SERVING (a read
+replica, ``--follow``: once its first copy of the writer is in; see replication.py).
 Shutdown (``stop``), in this order: health NOT_SERVING; stop accepting calls and drain the
 in-flight ones for ``grace_s``; stop maintenance; final snapshot and close of the SQLite file;
 stop the metrics endpoint.
