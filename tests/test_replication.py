@@ -291,3 +291,16 @@ def test_a_recopy_is_laid_over_what_the_replica_serves(tmp_path):
     assert sorted(ds.namespace("alpha").document_ids()) == ["changed", "keep"]  # then the change after it
     assert ds.store.stored_document("alpha", "changed").tolist() == [9, 9]  # the writer's tokens won
     ds.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_cancelled_lookup_does_not_break_the_next_ones(writer, stream):
+    with DatastoreClient(writer.address) as w:
+        w.create_namespace("alpha", 100)
+        w.ingest("alpha", [("a", list(range(50)))])
+        w.compact("alpha")  # queryable now, not at the next background flush
+    with DatastoreClient(writer.address, lookup_stream=stream) as c:
+        for _ in range(5):  # a caller that gave up on an answer (RemoteSource does, when it is misaligned)
+            c.lookup_future("alpha", [[1, 2, 3, 4]], flat=True).cancel()
+        later = [c.lookup_future("alpha", [[1, 2, 3, 4]], flat=False) for _ in range(3)]
+        assert all(f.result(timeout=10)[0].occurrences == 1 for f in later)

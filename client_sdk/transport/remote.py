@@ -49,6 +49,20 @@ def _answer(response: pb.LookupResponse, flat: bool):
     return batch if flat else batch.trees()
 
 
+def _settle(fut: futures.Future, outcome) -> None:
+    """Resolve ``fut`` with ``outcome()`` (or fail it with ``outcome`` when that is an exception,
+    or with what ``outcome()`` raised), unless its waiter cancelled it meanwhile."""
+    if not fut.set_running_or_notify_cancel():
+        return
+    if isinstance(outcome, BaseException):
+        fut.set_exception(outcome)
+        return
+    try:
+        fut.set_result(outcome())
+    except Exception as exc:  # grpc.RpcError, cancellation or a malformed answer: handed to the waiter
+        fut.set_exception(exc)
+
+
 class StreamedLookups:
     """Lookups over one long-lived ``LookupStream``: no per-call setup on either side (BENCHMARKS:
     `sssd bench fleet --stream`), answers in request order. The stream is pinned to one server,
@@ -73,17 +87,14 @@ class StreamedLookups:
         try:
             for response in responses:
                 fut, flat = owed.popleft()
-                try:
-                    fut.set_result(_answer(response, flat))
-                except Exception as exc:  # a malformed answer fails its own lookup only
-                    fut.set_exception(exc)
+                _settle(fut, lambda: _answer(response, flat))
         except grpc.RpcError as exc:
             error = exc
         with self._lock:
             if self._owed is owed:
                 self._requests = None
             while owed:
-                owed.popleft()[0].set_exception(error)
+                _settle(owed.popleft()[0], error)
 
     def lookup_future(self, namespace: str, contexts: Sequence, options: LookupParams, flat: bool) -> futures.Future:
         fut: futures.Future = futures.Future()
@@ -151,10 +162,7 @@ class DatastoreClient:
         out: futures.Future = futures.Future()
 
         def done(f) -> None:
-            try:
-                out.set_result(_answer(f.result(), flat))
-            except Exception as exc:  # grpc.RpcError or cancellation, handed to the waiter
-                out.set_exception(exc)
+            _settle(out, lambda: _answer(f.result(), flat))
 
         call.add_done_callback(done)
         return out
