@@ -87,8 +87,11 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         if remote.connect():  # now, not in the first decode step's lookup
             check_namespace(client, namespace, vocab_size)
         if feedback and sink is None:
-            writer = DatastoreClient(feedback_address, token, timeout_s=5.0) if feedback_address else client
-            sink = FeedbackSink(writer, namespace, config.worker_id)
+            if feedback_address:
+                sink = FeedbackSink(DatastoreClient(feedback_address, token, timeout_s=5.0), namespace,
+                                    config.worker_id, owns_client=True)
+            else:
+                sink = FeedbackSink(client, namespace, config.worker_id)
     warm_up()  # the kernels compile here, not inside the first decode step
     planner = None
     if fixed_budget is None:

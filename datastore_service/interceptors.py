@@ -10,7 +10,6 @@ fixed message (never the exception text). Health and reflection pass through unt
 
 from __future__ import annotations
 
-import errno
 import logging
 import sqlite3
 import time
@@ -18,6 +17,7 @@ import time
 import grpc
 
 from datastore_service.auth import Authenticator, authorize, principal_var
+from datastore_service.store import disk_full
 from sssd_wire.errors import DatastoreError, Kind
 from datastore_service.metrics import Metrics
 
@@ -71,7 +71,7 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
         if isinstance(exc, DatastoreError):
             code, message = STATUS[exc.kind], str(exc)
         elif isinstance(exc, (sqlite3.OperationalError, OSError)):  # the disk: full, read-only, failing
-            full = "full" in str(exc).lower() or getattr(exc, "errno", None) == errno.ENOSPC
+            full = disk_full(exc)
             code = grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE
             message = f"datastore storage {'is full' if full else 'failed'}: {exc}"
             log.error("%s in %s (nothing was acknowledged)", message, method)

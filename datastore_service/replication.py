@@ -25,17 +25,18 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import itertools
 import logging
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
 
 from datastore_service.core import Document, NamespaceSpec
 from datastore_service.wire import namespace_from_proto, namespace_to_proto
-from sssd_wire.codec import decode_tokens
+from sssd_wire.codec import decode_tokens, documents_to_proto
 from sssd_wire.errors import Unavailable
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -48,11 +49,21 @@ BATCH_CHANGES = 256
 BATCH_TOKENS = 4 << 20  # a batch carries at most about this many tokens (16 MB), or one bigger change
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass
 class Entry:
+    """One change. Its message is built when a follower first needs it, not on the write
+    path (a writer that nobody follows never builds one), then kept for the others."""
+
     position: int
-    change: pb.Change
+    make: Callable[[], pb.Change]
     tokens: int
+    _change: pb.Change | None = None
+
+    @property
+    def change(self) -> pb.Change:
+        if self._change is None:
+            self._change = self.make()
+        return self._change
 
 
 class ChangeLog:
@@ -71,29 +82,30 @@ class ChangeLog:
     def position(self) -> int:
         return self._position
 
-    def _append(self, change: pb.Change, tokens: int = 1) -> None:
+    def _append(self, make: Callable[[], pb.Change], tokens: int = 1) -> None:
         with self._lock:
             self._position += 1
-            self._entries.append(Entry(self._position, change, tokens))
+            self._entries.append(Entry(self._position, make, tokens))
             self._tokens += tokens
             while self._tokens > self.max_tokens and len(self._entries) > 1:
                 self._tokens -= self._entries.popleft().tokens
 
     def created(self, spec: NamespaceSpec) -> None:
-        self._append(pb.Change(created=namespace_to_proto(spec)))
+        self._append(lambda: pb.Change(created=namespace_to_proto(spec)))
 
     def dropped(self, name: str) -> None:
-        self._append(pb.Change(dropped=name))
+        self._append(lambda: pb.Change(dropped=name))
 
     def added(self, name: str, docs: Sequence[Document]) -> None:
         if docs:
-            req = pb.IngestRequest(namespace=name, documents=[
-                pb.TokenDocument(id=d.doc_id, tokens=d.tokens.astype("<i4").tobytes()) for d in docs])
-            self._append(pb.Change(added=req), sum(int(d.tokens.shape[0]) for d in docs))
+            docs = list(docs)  # the token arrays are immutable: kept, not copied, until a follower asks
+            self._append(lambda: pb.Change(added=documents_to_proto(name, [(d.doc_id, d.tokens) for d in docs])),
+                         sum(int(d.tokens.shape[0]) for d in docs))
 
     def deleted(self, name: str, ids: Sequence[str]) -> None:
         if ids:
-            self._append(pb.Change(deleted=pb.DeleteDocumentsRequest(namespace=name, ids=list(ids), missing_ok=True)),
+            ids = list(ids)
+            self._append(lambda: pb.Change(deleted=pb.DeleteDocumentsRequest(namespace=name, ids=ids, missing_ok=True)),
                          len(ids))
 
     def since(self, after: int) -> list[Entry] | None:
@@ -103,7 +115,8 @@ class ChangeLog:
                 return []
             if not self._entries or self._entries[0].position > after + 1:
                 return None
-            return [e for e in self._entries if e.position > after]
+            skip = after + 1 - self._entries[0].position  # positions are consecutive
+            return list(itertools.islice(self._entries, skip, None))
 
 
 # -- the writer's side ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ writers anyway, and the service calls in from an executor thread.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import fcntl
 import os
 import sqlite3
@@ -65,6 +66,12 @@ class StoredDocument:
     tokens: np.ndarray
 
 
+def disk_full(exc: BaseException) -> bool:
+    """Whether a storage error says the disk is full (ENOSPC, SQLITE_FULL or its message)."""
+    return (getattr(exc, "errno", None) == errno.ENOSPC or "full" in str(exc).lower()
+            or getattr(exc, "sqlite_errorname", "").startswith("SQLITE_FULL"))
+
+
 def _open_error(path: str, exc: sqlite3.DatabaseError) -> DatastoreError:
     """What failed to open: the file's content (CorruptStore) or the disk under it (full,
     read-only, failing: Unavailable, with the free space of its filesystem)."""
@@ -78,7 +85,7 @@ def _open_error(path: str, exc: sqlite3.DatabaseError) -> DatastoreError:
     except OSError:
         free_bytes, free = None, "free space unknown"
     # SQLite reports a full disk met while creating its WAL or journal as an I/O error
-    full = "full" in str(exc) or name.startswith("SQLITE_FULL") or (free_bytes is not None and free_bytes < 1 << 20)
+    full = disk_full(exc) or (free_bytes is not None and free_bytes < 1 << 20)
     return Unavailable(f"cannot open {path}: {'the disk is full' if full else 'storage failed'} ({exc}; {free})")
 
 

@@ -5,12 +5,13 @@ import time
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from client_sdk.transport.remote import DatastoreClient
 from datastore_service.replication import ChangeLog
 from datastore_service.core import Document, NamespaceSpec
 from sssd_wire.types import LookupParams
+from tests.test_service_lifecycle import health_status
 
 EXACT = LookupParams(min_match=4, max_match=4)
 
@@ -27,9 +28,7 @@ def wait_for(check, timeout_s: float = 10.0, what: str = "condition"):
 
 
 def serving(address: str) -> bool:
-    with grpc.insecure_channel(address) as ch:
-        status = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5).status
-    return status == health_pb2.HealthCheckResponse.SERVING
+    return health_status(address) == health_pb2.HealthCheckResponse.SERVING
 
 
 def occurrences(client, namespace: str, context) -> int:
@@ -171,6 +170,7 @@ def test_feedback_goes_to_the_writer_when_lookups_go_to_a_replica(server_factory
         spec = build_speculator(address=replica.address, namespace="alpha", fixed_budget=4, feedback=True,
                                 feedback_address=writer.address, vocab_size=100)
         spec.feedback.submit("req-1", [9, 8, 7, 6, 5, 4, 3, 2, 1, 0])
+        assert spec.feedback.client.address == writer.address and spec.feedback.owns_client
         spec.close()
         assert w.stats("alpha").namespaces[0].documents == 2  # stored by the writer...
         with DatastoreClient(replica.address) as r:  # ...and followed by the replica

@@ -25,8 +25,11 @@ log = logging.getLogger("sssd.sdk.feedback")
 
 class FeedbackSink:
     def __init__(self, client: DatastoreClient, namespace: str, worker_id: str, batch: int = 32,
-                 interval_s: float = 1.0, max_pending: int = 10_000, min_tokens: int = 8) -> None:
+                 interval_s: float = 1.0, max_pending: int = 10_000, min_tokens: int = 8,
+                 owns_client: bool = False) -> None:
+        """owns_client: ``close()`` closes the client too (one made for feedback alone)."""
         self.client, self.namespace, self.worker_id = client, namespace, worker_id
+        self.owns_client = owns_client
         self.batch, self.interval_s, self.min_tokens = batch, interval_s, min_tokens
         self._queue: collections.deque = collections.deque(maxlen=max_pending)
         self._wake = threading.Event()
@@ -86,3 +89,5 @@ class FeedbackSink:
             log.warning("feedback: %d finished generations not sent at close (datastore unreachable or slow); "
                         "%d sent, %d failed, %d dropped in all", len(self._queue), self.sent, self.failed, self.dropped)
             self._queue.clear()
+        if self.owns_client:
+            self.client.close()

@@ -89,12 +89,13 @@ def _free_port() -> int:
 
 def _lookup_buckets(metrics_port: int) -> dict[float, float]:
     """The server's own Lookup latency histogram: cumulative count per upper bound (seconds)."""
-    import re
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    found = re.findall(r'^sssd_rpc_seconds_bucket\{le="([^"]+)",method="Lookup"\} (\S+)$', text, re.M)
-    return {float(le): float(n) for le, n in found}
+    return {float(s.labels["le"]): s.value for family in text_string_to_metric_families(text)
+            for s in family.samples if s.name == "sssd_rpc_seconds_bucket" and s.labels.get("method") == "Lookup"}
 
 
 def _server_percentile(before: list[dict], after: list[dict], q: float) -> float | None:
