@@ -18,7 +18,7 @@ from sssd_wire.types import TrieBatch
 class DraftConfig:
     """Knobs of drafting (one field per knob; the CLI and env overrides derive from these)."""
 
-    max_depth: int = 8  # deepest draft node (tokens after the root)
+    max_depth: int = 16  # deepest draft node (tokens after the root; a draft is never deeper than its budget)
     max_children: int = 8  # branching limit per node
     local_ngram: int = 6  # longest n-gram of the request's own text that is indexed
     local_occurrences: int = 8  # most recent earlier occurrences read from the request's text

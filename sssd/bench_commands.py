@@ -49,11 +49,12 @@ def _service(args) -> dict:
 
 
 def _replay_flags(p: argparse.ArgumentParser) -> None:
+    from sssd.bench.datasets import LOADERS
     from sssd.bench.replay import DRAFTERS
 
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--cases", help='JSONL of {"prompt": [ids], "response": [ids]}')
-    src.add_argument("--dataset", choices=["mtbench", "humaneval", "sharegpt"],
+    src.add_argument("--dataset", choices=sorted(LOADERS),
                      help="built-in evaluation set (Llama-3 tokenizer; needs the bench extra)")
     p.add_argument("--datastore-docs", help='JSONL of {"tokens": [ids]} documents for an in-process datastore')
     p.add_argument("--sharegpt-datastore", action="store_true",

@@ -91,6 +91,9 @@ TREE_CASES = [
     ([([5], [-1], [2], 4), ([5, 8], [-1, -1], [2, 2], 2)], [9], 8, 8, 8, {(5,), (8,)}),
     # local text and datastore agree on 3: merged
     ([([3], [-1], [1], 1)], [1, 3, 1], 8, 8, 8, {(3,), (3, 1)}),
+    # 6 (0.40) and 5 (0.55) share a frequency bucket: within the cell the more frequent wins,
+    # whatever their order in the trie
+    ([([6, 5, 7], [-1, -1, -1], [8, 11, 1], 4)], [9], 1, 8, 8, {(5,)}),
 ]
 
 

@@ -16,6 +16,9 @@ import numpy as np
 
 OPTS = dict(cache=True, nogil=True, boundscheck=False)
 NIL = -1
+# a node's conditional is its calibration cell's, scaled by 1 + TIE * (frequency - 0.5): siblings in
+# one cell are ranked by their raw frequency (replay: +0.2 to +2.8 % tau at budget 4, BENCHMARKS.md)
+TIE = 0.3
 
 
 @numba.njit(inline="always", **OPTS)
@@ -137,8 +140,9 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine):
                 root += cnt[i]
         for i in range(a, b):
             pl = par[i]
-            fb, sb = _bucket(cnt[i], max(root if pl < 0 else cnt[a + pl], 1))
-            c = table[slot[s], kb[s], fb, sb]
+            pc = max(root if pl < 0 else cnt[a + pl], 1)
+            fb, sb = _bucket(cnt[i], pc)
+            c = min(table[slot[s], kb[s], fb, sb] * (1.0 + TIE * (cnt[i] / pc - 0.5)), 1.0)
             mp = cap if pl < 0 else node_map[a + pl]
             j = first_child[mp]
             while j != -1 and mtok[j] != tok[i]:

@@ -54,15 +54,38 @@ def _turns(conv: dict) -> list[tuple[str, str]]:
     return [(role.get(t.get("from"), ""), t.get("value", "")) for t in conv.get("conversations", [])]
 
 
+def _mtbench_references() -> list[tuple[dict, list[str]]]:
+    """(question, the GPT-4 reference's two turns) for the 30 MT-Bench questions that have one
+    (10 each of math, reasoning and coding)."""
+    questions = {q["question_id"]: q for q in map(json.loads, _file(MTBENCH_Q).read_text().splitlines())}
+    return [(questions[ref["question_id"]], ref["choices"][0]["turns"])
+            for ref in map(json.loads, _file(MTBENCH_REF).read_text().splitlines())]
+
+
+def _mtbench_turn(q: dict, answers: list[str], turn: int) -> dict:
+    """Turn 0: question 1 -> answer 1; turn 1: question 1, answer 1, question 2 -> answer 2."""
+    history = [("user", q["turns"][0])] + ([("assistant", answers[0]), ("user", q["turns"][1])] if turn else [])
+    return {"prompt": llama3.chat_prompt(history), "response": llama3.response(answers[turn])}
+
+
 def mtbench_cases() -> list[dict]:
     """The 30 MT-Bench questions with a GPT-4 reference: first turn -> first reference answer."""
-    questions = {q["question_id"]: q for q in map(json.loads, _file(MTBENCH_Q).read_text().splitlines())}
-    cases = []
-    for ref in map(json.loads, _file(MTBENCH_REF).read_text().splitlines()):
-        q = questions[ref["question_id"]]
-        cases.append({"prompt": llama3.chat_prompt([("user", q["turns"][0])]),
-                      "response": llama3.response(ref["choices"][0]["turns"][0])})
-    return cases
+    return [_mtbench_turn(q, answers, 0) for q, answers in _mtbench_references()]
+
+
+def mtbench_second_turn_cases() -> list[dict]:
+    """The same 30 questions' second turns, the first question and reference answer as history."""
+    return [_mtbench_turn(q, answers, 1) for q, answers in _mtbench_references()]
+
+
+def math_cases() -> list[dict]:
+    """Step-by-step word problems: MT-Bench's math and reasoning questions, both turns (40 cases).
+
+    GSM8K itself is not in the offline packages (../shared/DATA.md); these are the nearest
+    grade-school-style problems with worked reference answers that are.
+    """
+    return [_mtbench_turn(q, answers, turn) for q, answers in _mtbench_references()
+            if q["category"] in ("math", "reasoning") for turn in (0, 1)]
 
 
 def humaneval_cases() -> list[dict]:
@@ -89,6 +112,34 @@ def sharegpt_eval_cases(limit: int = 196) -> list[dict]:
         if not (1 <= len(turns[0][1]) <= 2000 and len(turns[1][1].strip()) >= 32):
             continue
         cases.append({"prompt": llama3.chat_prompt([turns[0]]), "response": llama3.response(turns[1][1])})
+        if len(cases) >= limit:
+            break
+    return cases
+
+
+def multiturn_cases(limit: int = 120, min_exchanges: int = 3, max_prompt: int = 4096) -> list[dict]:
+    """Long conversations, the agent-like workload: the last assistant turn of reserved
+    conversations 0-999 with at least ``min_exchanges`` user -> assistant exchanges, the whole
+    conversation before it as the prompt (earliest exchanges dropped until it fits
+    ``max_prompt`` tokens). Later turns revise and repeat earlier ones, as agent loops do;
+    tool-call traces proper are not in the offline packages.
+    """
+    cases = []
+    for conv in sharegpt_conversations()[:1000]:
+        turns = [t for t in _turns(conv) if t[0] in ("user", "assistant") and t[1].strip()]
+        while turns and turns[-1][0] != "assistant":
+            turns.pop()
+        exchanges = sum(1 for a, b in zip(turns, turns[1:]) if a[0] == "user" and b[0] == "assistant")
+        if exchanges < min_exchanges or len(turns[-1][1].strip()) < 32 or turns[-2][0] != "user":
+            continue
+        history = turns[:-1]
+        prompt = llama3.chat_prompt(history)
+        while len(prompt) > max_prompt and len(history) > 1:
+            history = history[2:] if history[0][0] == "user" else history[1:]
+            prompt = llama3.chat_prompt(history)
+        if len(prompt) > max_prompt:
+            continue
+        cases.append({"prompt": prompt, "response": llama3.response(turns[-1][1])})
         if len(cases) >= limit:
             break
     return cases
@@ -135,7 +186,8 @@ def sharegpt_docs_for(tokenizer, name: str, start: int = 2000, stop: int = 6000)
     return docs
 
 
-LOADERS = {"mtbench": mtbench_cases, "humaneval": humaneval_cases, "sharegpt": sharegpt_eval_cases}
+LOADERS = {"mtbench": mtbench_cases, "mtbench2": mtbench_second_turn_cases, "humaneval": humaneval_cases,
+           "sharegpt": sharegpt_eval_cases, "math": math_cases, "multiturn": multiturn_cases}
 
 
 def write_jsonl(path: str | Path, rows) -> None:
