@@ -4,7 +4,7 @@
 set -euo pipefail
 SSSD=${SSSD:-sssd}
 mkdir -p bench/results
-for ds in mtbench humaneval sharegpt; do
+for ds in mtbench mtbench2 humaneval sharegpt math multiturn; do
   for drafter in sssd local datastore pld none; do
     store=(); [[ $drafter == sssd || $drafter == datastore ]] && store=(--sharegpt-datastore)
     $SSSD bench replay --dataset "$ds" "${store[@]}" --drafter "$drafter" --budgets 4,8,16,32 --blocking-lookup --json \
