@@ -33,6 +33,7 @@ CPU_DECODING = SpeculatorConfig(prefetch_outcomes=False, lookup_deadline_s=0.01,
 def lookup_options(c: DraftConfig, depth: int, outcomes: bool = False) -> LookupParams:
     """What the datastore is asked; ``outcomes``: one level deeper, for outcome prefetch (the
     bonus token of the step is the trie's first level)."""
+    depth = min(depth, c.remote_depth)
     depth = depth + 1 if outcomes else depth
     return LookupParams(max_match=c.remote_match, min_occurrences=c.remote_min_occurrences,
                          sample_budget=c.remote_samples, depth=depth, max_nodes=c.remote_nodes)
