@@ -148,7 +148,7 @@ def main() -> None:
         ours = {"sssd_blocking": replay.replay(cases, replay.drafter_named("sssd"), budgets, lookup, progress=False,
                                                prefetch_outcomes=False)["results"],
                 "sssd_zero_wait": replay.replay(cases, replay.drafter_named("sssd"), budgets, lookup, progress=False,
-                                                prefetch_outcomes=True)["results"],
+                                                prefetch_outcomes=True, vocab_size=llama3.VOCAB_SIZE)["results"],
                 "pld": replay.replay(cases, replay.drafter_named("pld"), budgets, None, progress=False)["results"]}
         peers = {c: [suffix_replay(cache, cases, b, spec) for b in budgets] for c, spec in SUFFIX_CONFIGS.items()}
         for j, b in enumerate(budgets):

@@ -103,4 +103,5 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         planner = StepPlanner(costs, config.planner)
     else:
         config = dataclasses.replace(config, fixed_budget=fixed_budget)
-    return Speculator(config, remote=remote, planner=planner, feedback=sink, drafter=drafter, calibration=calibration)
+    return Speculator(config, remote=remote, planner=planner, feedback=sink, drafter=drafter, calibration=calibration,
+                      vocab_size=vocab_size)

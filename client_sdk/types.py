@@ -122,6 +122,9 @@ class TrieSource(Protocol):
 
     def collect(self, key, contexts: Sequence[np.ndarray] | None, deadline_s: float) -> TrieBatch | None: ...
 
+    def fetch(self, contexts: Sequence[np.ndarray]) -> TrieBatch:
+        """A lookup answered now, for background work off every step's path (raises on failure)."""
+
 
 class GenerationSink(Protocol):
     """Where finished generations go (client_sdk.transport.feedback.FeedbackSink): never blocks."""

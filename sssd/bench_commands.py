@@ -62,7 +62,8 @@ def _replay_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", help="use a running datastore service instead (host:port)")
     p.add_argument("--namespace", default="default")
     p.add_argument("--token", default=None)
-    p.add_argument("--vocab-size", type=int, default=128_256, help="vocabulary of --datastore-docs")
+    p.add_argument("--vocab-size", type=int, default=128_256,
+                   help="vocabulary of --datastore-docs / --address (zero-wait's single-token table)")
     p.add_argument("--drafter", choices=DRAFTERS, default="sssd")
     p.add_argument("--budgets", default="4,8,16,32", help="comma-separated draft budgets")
     p.add_argument("--records", metavar="PATH", help="write one JSON line per step: case, match, draft, accepted, us")
@@ -80,17 +81,18 @@ def _replay(args) -> dict:
         from sssd.bench import datasets
 
         cases = datasets.LOADERS[args.dataset]()
-    lookup = None
+    lookup, vocab = None, args.vocab_size
     if args.address:
         lookup = replay.RemoteDatastore(args.address, args.namespace, args.token).lookup
     elif args.sharegpt_datastore:
         from sssd.bench import datasets, llama3
 
-        lookup = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE).lookup
+        lookup, vocab = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE).lookup, llama3.VOCAB_SIZE
     elif args.datastore_docs:
         lookup = replay.InProcessDatastore(replay.read_docs(args.datastore_docs), args.vocab_size).lookup
     return replay.replay(cases, replay.drafter_named(args.drafter), budgets, lookup, progress=not args.json,
-                         records=args.records, label=args.drafter, prefetch_outcomes=not args.blocking_lookup)
+                         records=args.records, label=args.drafter, prefetch_outcomes=not args.blocking_lookup,
+                         vocab_size=vocab if lookup is not None else None)
 
 
 def _deadline_flags(p: argparse.ArgumentParser) -> None:

@@ -114,6 +114,11 @@ class RemoteSource:
             self.breaker.failure()
         return None
 
+    def fetch(self, contexts, timeout_s: float = 30.0) -> TrieBatch:
+        """A blocking lookup for background work (the single-token table): not a step's, so it
+        neither waits on nor feeds the breaker; raises grpc.RpcError."""
+        return self.client.lookup_batch(self.namespace, contexts, self.options, timeout_s=timeout_s)
+
     def connect(self, timeout_s: float = 5.0) -> bool:
         """Open the connection now (a first lookup would otherwise pay for it, and be late)."""
         try:

@@ -88,6 +88,9 @@ class InProcessSource:
         asked = self._pending.pop(key, None)
         return self.lookup(asked if contexts is None else contexts, self.options) if asked is not None else None
 
+    def fetch(self, contexts) -> TrieBatch:
+        return self.lookup(contexts, self.options)
+
 
 @dataclasses.dataclass(frozen=True)
 class StepRecord:
@@ -103,10 +106,12 @@ class Replayer:
     """Replays cases through one Speculator with one drafter at one budget."""
 
     def __init__(self, drafter: Drafter, budget: int, lookup: Callable | None, config: DraftConfig = DraftConfig(),
-                 prior: np.ndarray | None = None, records: bool = False, prefetch_outcomes: bool = True) -> None:
+                 prior: np.ndarray | None = None, records: bool = False, prefetch_outcomes: bool = True,
+                 vocab_size: int | None = None) -> None:
         """prefetch_outcomes: the product's zero-wait path (the datastore is asked, as the step
         verifies, for its likely ends, and always answers in time here); off: each step asks
-        for its committed context and waits for the answer."""
+        for its committed context and waits for the answer. vocab_size: zero-wait holds the
+        datastore's single-token tries (fetched before the first case: the steady state)."""
         if drafter.asks_datastore and lookup is None:
             raise ValueError(f"{type(drafter).__name__} needs a datastore (--datastore-docs, --address or --sharegpt-datastore)")
         self.budget = budget
@@ -116,7 +121,9 @@ class Replayer:
         options = lookup_options(config, self.depth, prefetch_outcomes)
         source = InProcessSource(lookup, options) if lookup is not None else None
         self.spec = build_speculator(fixed_budget=budget, remote=source, drafter=drafter, calibration=Calibration(prior),
-                                     config=spec_config)
+                                     config=spec_config, vocab_size=vocab_size)
+        if not self.spec.wait_for_unigrams(600.0):
+            raise TimeoutError("the datastore's single-token tries did not load within 600 s")
         self.cases = self.steps = self.tokens = 0
         self.accepted = np.zeros(self.depth + 2, dtype=np.int64)  # histogram of accepted length
         self.draft_s: list[float] = []
@@ -166,8 +173,9 @@ class Replayer:
 
 def replay(cases: list[dict], drafter: Drafter, budgets: Sequence[int], lookup: Callable | None, progress: bool = True,
            config: DraftConfig = DraftConfig(), records: str | None = None, label: str | None = None,
-           prefetch_outcomes: bool = True) -> dict:
-    """Replay every case at every budget; records: a path for per-step JSONL (budget added)."""
+           prefetch_outcomes: bool = True, vocab_size: int | None = None) -> dict:
+    """Replay every case at every budget; records: a path for per-step JSONL (budget added);
+    vocab_size: the datastore's, for zero-wait's single-token table (None: without it)."""
     label = label or type(drafter).__name__
     from tqdm import tqdm
 
@@ -176,9 +184,13 @@ def replay(cases: list[dict], drafter: Drafter, budgets: Sequence[int], lookup: 
         for b in budgets:
             if cases:  # warm-up: compile the kernels and touch the datastore outside the timings
                 Replayer(drafter, b, lookup, config).run_case(cases[0]["prompt"], cases[0]["response"][:16])
-            r = Replayer(drafter, b, lookup, config, records=sink is not None, prefetch_outcomes=prefetch_outcomes)
-            for case in tqdm(cases, desc=f"{label} b={b}", disable=not progress, leave=False):
-                r.run_case(case["prompt"], case["response"])
+            r = Replayer(drafter, b, lookup, config, records=sink is not None, prefetch_outcomes=prefetch_outcomes,
+                         vocab_size=vocab_size)
+            try:
+                for case in tqdm(cases, desc=f"{label} b={b}", disable=not progress, leave=False):
+                    r.run_case(case["prompt"], case["response"])
+            finally:
+                r.spec.close()
             results.append(r.result())
             for rec in r.records or ():
                 sink.write(json.dumps({"budget": b, **dataclasses.asdict(rec)}) + "\n")

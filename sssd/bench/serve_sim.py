@@ -87,7 +87,9 @@ class Simulation:
             remote = RemoteSource(self.client, NAMESPACE, options, timeout_s=1.0)
             remote.connect()
         self.spec = build_speculator(costs=costs, remote=remote, config=config,
-                                     drafter=PromptLookup() if mode == "pld" else None)
+                                     drafter=PromptLookup() if mode == "pld" else None, vocab_size=LLAMA_8B.vocab)
+        if not self.spec.wait_for_unigrams(120.0):  # a worker fetches it at start-up, before traffic
+            raise TimeoutError("the datastore's single-token tries did not load within 120 s")
         self.drafter = BatchDrafter(self.spec, widths[-1], LLAMA_8B.vocab, adaptive=True)
         self._next = 0
 

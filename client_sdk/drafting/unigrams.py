@@ -1,0 +1,106 @@
+"""The datastore's trie for every single-token context, held by the decode worker.
+
+Zero-wait drafting asks the datastore, while a step verifies, for the contexts the step may end
+in, one level deeper than drafting needs, and descends by the step's bonus token once it is
+known. The bonus token is the one the draft got wrong: usually a rare continuation, absent from
+the sampled trie, so the descent often finds nothing (BENCHMARKS.md: issue 16). A blocking
+lookup would back off to the 1-token context of the bonus token; this table is that answer for
+every token of the vocabulary, fetched in the background (chunks of contexts, never on a step's
+path) and refreshed, so a step always has it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Callable
+
+import numpy as np
+
+from sssd_wire.types import TrieBatch
+
+log = logging.getLogger("sssd.client")
+
+
+class UnigramTable:
+    """token -> (tokens, parents, counts, meta row) of the datastore's trie for context [token].
+
+    Held as the fetched chunks' flat arrays (~12 bytes per node; views are made per ``get``).
+    Thread-safe for one loader and one reader: a chunk replaces the old one in one assignment.
+    """
+
+    def __init__(self, vocab_size: int, chunk: int = 2048) -> None:
+        if vocab_size <= 0 or chunk <= 0:
+            raise ValueError(f"vocab_size {vocab_size} and chunk {chunk} must be > 0")
+        self.vocab_size, self.chunk = vocab_size, chunk
+        self._chunks: list[TrieBatch | None] = [None] * -(-vocab_size // chunk)
+        self.hits = self.misses = 0
+
+    @property
+    def loaded(self) -> int:
+        """Tokens whose trie has been fetched at least once."""
+        return sum(len(b) for b in self._chunks if b is not None)
+
+    @property
+    def nodes(self) -> int:
+        return sum(len(b.tokens) for b in self._chunks if b is not None)
+
+    def get(self, token: int) -> tuple | None:
+        batch = self._chunks[token // self.chunk] if 0 <= token < self.vocab_size else None
+        if batch is not None:
+            i = token % self.chunk
+            a, b = int(batch.node_offsets[i]), int(batch.node_offsets[i + 1])
+            if b > a:
+                self.hits += 1
+                return batch.tokens[a:b], batch.parents[a:b], batch.counts[a:b], batch.meta[i]
+        self.misses += 1
+        return None
+
+    def store(self, first: int, batch: TrieBatch) -> None:
+        """The tries of contexts [first], [first + 1], ... (first a multiple of ``chunk``)."""
+        if first % self.chunk or len(batch) != min(self.chunk, self.vocab_size - first):
+            raise ValueError(f"a chunk starts at a multiple of {self.chunk} and holds {self.chunk} tries")
+        self._chunks[first // self.chunk] = batch
+
+
+class UnigramLoader:
+    """Fills a UnigramTable in a daemon thread: chunks of ``chunk`` contexts fetched one after
+    another, then again every ``refresh_s`` (the datastore keeps learning). A failed fetch is
+    logged once per outage and retried after ``retry_s``; the table keeps what it has."""
+
+    def __init__(self, table: UnigramTable, fetch: Callable[[list[np.ndarray]], TrieBatch],
+                 refresh_s: float = 600.0, retry_s: float = 5.0) -> None:
+        self.table, self.fetch, self.chunk = table, fetch, table.chunk
+        self.refresh_s, self.retry_s = refresh_s, retry_s
+        self.failures = 0
+        self.complete = threading.Event()  # set once every token has been fetched once
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sssd-unigrams", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        failing = False
+        while not self._stop.is_set():
+            first = 0
+            while first < self.table.vocab_size and not self._stop.is_set():
+                contexts = [np.asarray([t], dtype=np.int32)
+                            for t in range(first, min(first + self.chunk, self.table.vocab_size))]
+                try:
+                    self.table.store(first, self.fetch(contexts))
+                except Exception as exc:  # the datastore is down or slow: the table keeps what it has
+                    self.failures += 1
+                    if not failing:
+                        log.warning("SSSD: fetching the datastore's single-token tries failed (%s); retrying every %.0f s",
+                                    exc, self.retry_s)
+                    failing = True
+                    self._stop.wait(self.retry_s)
+                    continue
+                failing = False
+                first += len(contexts)
+            if first >= self.table.vocab_size:
+                self.complete.set()
+            self._stop.wait(self.refresh_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout_s)

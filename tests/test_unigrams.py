@@ -1,0 +1,101 @@
+"""Zero-wait's single-token table: the datastore's trie of every token, fetched in the
+background, answers a step whose bonus token the prefetched trie does not hold."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
+from client_sdk.runtime import build_speculator, lookup_options
+from sssd.bench.replay import InProcessDatastore, InProcessSource
+from sssd_wire.types import TrieBatch
+
+VOCAB = 20
+
+
+def unigram_tries(contexts) -> TrieBatch:
+    """Context [t] -> a one-node trie holding t + 1 (t = 0 and t = 5: no trie)."""
+    toks, offs = [], [0]
+    for c in contexts:
+        t = int(c[-1])
+        if t not in (0, 5):
+            toks.append(t + 1)
+        offs.append(len(toks))
+    n = len(toks)
+    meta = np.zeros((len(contexts), 3), np.int64)
+    meta[:, 0] = 1
+    return TrieBatch(np.asarray(toks, np.int32), np.full(n, -1, np.int32), np.ones(n, np.int32),
+                     np.asarray(offs, np.int64), meta)
+
+
+def test_table_answers_per_token_and_misses_empty_or_unknown():
+    table = UnigramTable(VOCAB, chunk=8)
+    assert table.get(3) is None and table.loaded == 0
+    for first in range(0, VOCAB, 8):
+        table.store(first, unigram_tries([[t] for t in range(first, min(first + 8, VOCAB))]))
+    assert table.loaded == VOCAB and table.nodes == VOCAB - 2
+    tok, par, cnt, meta = table.get(3)
+    assert tok.tolist() == [4] and par.tolist() == [-1] and meta[0] == 1
+    assert table.get(19)[0].tolist() == [20]
+    assert table.get(0) is None and table.get(5) is None and table.get(VOCAB) is None and table.get(-1) is None
+    with pytest.raises(ValueError):
+        table.store(3, unigram_tries([[3]]))  # not on a chunk boundary
+    with pytest.raises(ValueError):
+        UnigramTable(0)
+
+
+def test_loader_fills_refreshes_and_survives_failures(caplog):
+    calls, fail = [], threading.Event()
+    fail.set()
+
+    def fetch(contexts):
+        calls.append(int(contexts[0][0]))
+        if fail.is_set() and len(calls) == 1:
+            raise ConnectionError("datastore down")
+        return unigram_tries(contexts)
+
+    table = UnigramTable(VOCAB, chunk=8)
+    with caplog.at_level(logging.WARNING, logger="sssd.client"):
+        loader = UnigramLoader(table, fetch, refresh_s=0.05, retry_s=0.01)
+        try:
+            assert loader.complete.wait(5.0)
+            assert table.loaded == VOCAB and loader.failures == 1
+            seen = len(calls)
+            time.sleep(0.3)
+            assert len(calls) > seen  # refreshed
+        finally:
+            loader.close()
+    assert not loader._thread.is_alive()
+    assert sum("single-token tries failed" in r.getMessage() for r in caplog.records) == 1
+
+
+def _speculator(vocab_size):
+    docs = [np.asarray([1, 5, 6, 2], np.int32)] * 5 + [np.asarray([3, 7, 8, 9, 10], np.int32)]
+    config = SpeculatorConfig()
+    source = InProcessSource(InProcessDatastore(docs, 32).lookup, lookup_options(config.draft, config.draft.max_depth, True))
+    spec = build_speculator(fixed_budget=4, remote=source, config=config, vocab_size=vocab_size)
+    assert spec.wait_for_unigrams(10.0)
+    return spec
+
+
+@pytest.mark.parametrize("vocab_size", [32, None])
+def test_a_surprising_bonus_token_still_gets_the_datastores_trie(vocab_size):
+    spec = _speculator(vocab_size)
+    try:
+        spec.start("r", [4, 1, 5])
+        (tree,) = spec.draft(["r"])  # nothing prefetched yet
+        spec.prefetch(["r"])  # asks for the ends of this step: context ... 5 -> 6 follows
+        spec.commit("r", [7], tree, [])  # no draft token accepted; the bonus 7 never follows 5
+        (tree,) = spec.draft(["r"])
+        root_children = tree.tokens[tree.parents < 0].tolist()
+        # 7 -> 8 -> 9 in the datastore: only the single-token table knows it
+        assert (8 in root_children) == (vocab_size is not None)
+        assert (spec.unigrams is not None) == (vocab_size is not None)
+    finally:
+        spec.close()
