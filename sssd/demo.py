@@ -7,7 +7,8 @@
    load): plain; SSSD with an empty datastore; SSSD with the filled datastore. Then the
    filled run's answers to the first half of the prompts are fed back through the
    feedback sink, and the other half is decoded again ("feedback": learning from other
-   requests, not replaying the same ones);
+   requests, not replaying the same ones), alternating prompt by prompt with plain decoding
+   of the same prompts, its baseline;
 4. prints a table (or ``--json``: one object with a row per configuration) and writes a plot.
 
 Every run starts from the same datastore state: the corpus ingest is idempotent by id and
@@ -92,8 +93,6 @@ def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say)
     for i, p in enumerate(first + second):
         for name in names[i % 3 :] + names[: i % 3]:  # rotated: no configuration always runs first
             runs[name].add(_generate(decoder, p, max_new, specs[name]))
-    for name in ("plain", "filled"):  # the second half's share of these runs, for the feedback row's baseline
-        runs[name + "@second"] = runs[name].tail(len(second))
     sink = FeedbackSink(client, NAMESPACE, FEEDBACK_WORKER, batch=8, interval_s=0.2)
     ids = [f"{FEEDBACK_WORKER}/{n}-{n}" for n in range(len(first))]
     (work / "fed-back.json").write_text(json.dumps(ids))  # deleted again below, or by the next run
@@ -103,8 +102,11 @@ def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say)
     client.snapshot()  # the fed-back answers are queryable now
     say(f"      fed back {sink.sent} answers to the first half of the prompts")
     spec = _speculator(client, NAMESPACE, costs)
-    for p in second:
-        runs["feedback"].add(_generate(decoder, p, max_new, spec))
+    runs["plain@feedback"] = Run()  # the feedback row's baseline, decoded beside it (same load)
+    for i, p in enumerate(second):
+        pair = (("plain@feedback", None), ("feedback", spec))
+        for name, s in pair[i % 2 :] + pair[: i % 2]:
+            runs[name].add(_generate(decoder, p, max_new, s))
     spec.close()
     for name, s in (*specs.items(), ("feedback", spec)):
         if s is not None:
@@ -183,9 +185,6 @@ class Run:
         self.steps.append(g.steps)
         self.accepted += np.bincount(np.minimum(g.accepted, 16), minlength=17)
 
-    def tail(self, n: int) -> "Run":
-        return Run(self.tokens[-n:], self.seconds[-n:], self.prefill[-n:], self.steps[-n:], self.accepted)
-
     @property
     def tokens_per_s(self) -> float:
         """Output tokens per second of the decode phase (1 / time per output token)."""
@@ -211,7 +210,7 @@ def _rows(runs: dict[str, Run]) -> list[dict]:
     rows = []
     for name in CONFIGS:
         r = runs[name]
-        base = runs["plain@second" if name == "feedback" else "plain"]
+        base = runs["plain@feedback" if name == "feedback" else "plain"]
         rows.append({"config": name, "tokens_per_s": round(r.tokens_per_s, 2), "ms_per_token": round(1e3 / r.tokens_per_s, 1),
                      "tau": round(r.tau, 3), "speedup": round(r.tokens_per_s / base.tokens_per_s, 3),
                      "e2e_speedup": round(r.e2e_tokens_per_s / base.e2e_tokens_per_s, 3),
