@@ -236,3 +236,39 @@ def test_a_plain_step_drafts_nothing_and_asks_the_datastore_nothing():
     assert 0 < source.requests <= drafted_steps + planner.counts["probes"]
     assert unused_prefetches <= planner.counts["probes"]
     assert drafted_steps == planner.counts["drafted"] <= 100 // PlannerConfig().look_every + planner.counts["probes"] + 1
+
+
+def _gain_by_loop(scores, max_budget):
+    gain = np.zeros(max_budget + 1)
+    for s in scores:
+        top = np.sort(s)[::-1][:max_budget]
+        gain[1 : top.shape[0] + 1] += np.cumsum(top)
+        gain[top.shape[0] + 1 :] += top.sum()
+    return gain
+
+
+@pytest.mark.parametrize("scores, max_budget, want", [
+    ([], 3, [0, 0, 0, 0]),
+    ([np.zeros(0), np.zeros(0)], 2, [0, 0, 0]),
+    ([np.array([0.2, 0.9, 0.5])], 2, [0, 0.9, 1.4]),  # k best, whatever their order
+    ([np.array([0.5]), np.array([0.3, 0.4])], 3, [0, 0.9, 1.2, 1.2]),  # a short draft adds all it has
+])
+def test_expected_gain_table(scores, max_budget, want):
+    from client_sdk.drafting.planner import expected_gain
+
+    np.testing.assert_allclose(expected_gain(scores, max_budget), want)
+
+
+def test_expected_gain_matches_a_per_sequence_sum():
+    from hypothesis import given, settings, strategies as st
+
+    from client_sdk.drafting.planner import expected_gain
+
+    drafts = st.lists(st.lists(st.floats(0, 1), max_size=20).map(np.asarray), max_size=12)
+
+    @settings(max_examples=200, deadline=None)
+    @given(drafts, st.integers(1, 16))
+    def check(scores, max_budget):
+        np.testing.assert_allclose(expected_gain(scores, max_budget), _gain_by_loop(scores, max_budget), atol=1e-9)
+
+    check()

@@ -210,3 +210,68 @@ def test_fixed_width_rows_match_the_tree_masks(nodes, extra):
     root_children = [t for t, p in zip(tree.tokens.tolist(), parents) if p < 0] + toks[0, 1 + len(tree) :].tolist()
     assert len(set(root_children[len(root_children) - extra :]) & set(root_children[: len(root_children) - extra])) == 0
     assert len(set(toks[0, 1 + len(tree) :].tolist())) == extra
+
+
+@st.composite
+def batches(draw):
+    """Steps of a batch: per step, requests' texts (None: not indexed) and their `per` tries."""
+    vocab = draw(st.integers(2, 6))
+    per = draw(st.integers(0, 3))
+    steps = []
+    for _ in range(draw(st.integers(1, 3))):
+        rows = []
+        for _ in range(draw(st.integers(0, 5))):
+            text = draw(st.none() | st.lists(st.integers(0, vocab - 1), min_size=1, max_size=30))
+            tries = [random_trie(draw, vocab) + (draw(st.integers(1, 6)),) for _ in range(per)]
+            rows.append((text, tries))
+        steps.append(rows)
+    return per, steps, draw(st.integers(1, 20)), draw(st.integers(1, 8)), draw(st.integers(1, 4))
+
+
+@settings(max_examples=150, deadline=None)
+@given(batches(), st.booleans())
+def test_batched_drafts_equal_one_call_per_request(case, own_text):
+    """draft_trees over a batch gives, row by row, what draft_tree gives for each request alone:
+    across steps whose indexes grow (reallocated arrays), leave (freed, reused slots) or are not
+    built yet (None)."""
+    from client_sdk.drafting.local import LocalArena
+    from client_sdk.drafting.tree import draft_trees
+
+    per, steps, budget, depth, children = case
+    arena, cal = LocalArena(), Calibration()
+    live: dict[int, LocalIndex] = {}
+    for rows in steps:
+        indexes = []
+        for i, (text, _) in enumerate(rows):
+            if text is None:
+                indexes.append(None)
+                continue
+            if i in live and len(text) % 2:  # a request that goes on: its index grows
+                live[i].extend(text)
+            else:  # a new request in this row (the old one, if any, is dropped and its slot freed)
+                live[i] = LocalIndex(text, capacity=4)
+            indexes.append(live[i])
+        for i in [i for i in live if i >= len(rows) or rows[i][0] is None]:
+            del live[i]
+        remote = remote_batch([t for _, tries in rows for t in tries])
+        got = draft_trees(arena, indexes, remote, per, cal, budget, depth, children, use_local=own_text)
+        assert len(got) == len(rows)
+        for b, (index, tree) in enumerate(zip(indexes, got)):
+            if index is None:
+                assert len(tree) == 0
+                continue
+            want = draft_tree(index, remote, b * per, per, cal, budget, depth, children, use_local=own_text)
+            for field in ("tokens", "parents", "scores", "cells"):
+                np.testing.assert_array_equal(getattr(tree, field), getattr(want, field))
+
+
+def test_arena_reuses_the_slot_of_a_dropped_index():
+    from client_sdk.drafting.local import LocalArena
+
+    arena = LocalArena()
+    a, b = LocalIndex([1, 2]), LocalIndex([3, 4])
+    assert arena.slots([a, b, None]).tolist() == [0, 1, -1]
+    del a
+    c = LocalIndex([5, 6])
+    assert arena.slots([b, c]).tolist() == [1, 0]  # c takes the slot a left
+    assert arena.bufs[0][:2].tolist() == [5, 6] and len(arena) == 2

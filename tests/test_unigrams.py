@@ -44,6 +44,10 @@ def test_table_answers_per_token_and_misses_empty_or_unknown():
     assert tok.tolist() == [4] and par.tolist() == [-1] and meta[0] == 1
     assert table.get(19)[0].tolist() == [20]
     assert table.get(0) is None and table.get(5) is None and table.get(VOCAB) is None and table.get(-1) is None
+    table.publish()  # one batch over the vocabulary now answers, the same
+    assert table.published and table.loaded == VOCAB and table.nodes == VOCAB - 2
+    assert table.get(3)[0].tolist() == [4] and table.get(19)[0].tolist() == [20]
+    assert table.get(0) is None and table.get(5) is None and table.get(VOCAB) is None
     with pytest.raises(ValueError):
         table.store(3, unigram_tries([[3]]))  # not on a chunk boundary
     with pytest.raises(ValueError):
@@ -99,3 +103,21 @@ def test_a_surprising_bonus_token_still_gets_the_datastores_trie(vocab_size):
         assert (spec.unigrams is not None) == (vocab_size is not None)
     finally:
         spec.close()
+
+
+@pytest.mark.parametrize("published", [False, True])
+def test_fill_replaces_only_empty_tries_with_a_known_token(published):
+    table = UnigramTable(VOCAB, chunk=8)
+    for first in range(0, VOCAB, 8):
+        table.store(first, unigram_tries([[t] for t in range(first, min(first + 8, VOCAB))]))
+    if published:
+        table.publish()
+    # tries 0..4: [empty, (99), empty, empty, empty]
+    batch = TrieBatch(np.asarray([99], np.int32), np.asarray([-1], np.int32), np.asarray([7], np.int32),
+                      np.asarray([0, 0, 1, 1, 1, 1], np.int64), np.arange(15, dtype=np.int64).reshape(5, 3))
+    # slot 0 <- token 3; slot 1 is not empty; slot 2 <- token 5 (no trie); slot 3 <- token 40 (outside); slot 4 <- 19
+    out = table.fill(batch, np.asarray([0, 1, 2, 3, 4]), np.asarray([3, 7, 5, 40, 19]))
+    tries = [out.trie(j) for j in range(5)]
+    assert [t.tokens.tolist() for t in tries] == [[4], [99], [], [], [20]]
+    assert tries[1].counts.tolist() == [7] and out.meta[1].tolist() == [3, 4, 5]  # untouched
+    assert out.meta[2].tolist() == [6, 7, 8] and out.meta[0, 0] == 1 and out.meta[4, 0] == 1

@@ -9,12 +9,13 @@ which drives the same Speculator).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from client_sdk.drafting.local import LocalIndex
-from client_sdk.drafting.tree import Calibration, draft_tree
+from client_sdk.drafting.local import LocalArena, LocalIndex
+from client_sdk.drafting.tree import Calibration, draft_trees
 from client_sdk.types import DraftConfig, DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -22,7 +23,7 @@ NO_TRIES = TrieBatch.empty()
 
 
 class Drafter(Protocol):
-    """Builds a request's draft from its own text and the datastore's tries for this step.
+    """Builds a step's drafts, one per request, from their own text and the datastore's tries.
 
     Attributes: ``asks_datastore`` (whether the Speculator looks anything up for it) and
     ``ngram`` (the longest n-gram its own-text index keeps).
@@ -31,20 +32,23 @@ class Drafter(Protocol):
     asks_datastore: bool
     ngram: int
 
-    def draft(self, local: LocalIndex, tries: TrieBatch, first: int, count: int, calibration: Calibration,
-              budget: int, depth: int) -> DraftTree:
-        """tries[first : first + count] are this request's (count 0: the datastore did not answer)."""
+    def draft(self, indexes: Sequence[LocalIndex | None], tries: TrieBatch, per: int, calibration: Calibration,
+              budget: int, depth: int) -> list[DraftTree]:
+        """indexes[b]: request b's own-text index (None: not built yet, an empty draft);
+        tries[b * per : (b + 1) * per] are its datastore tries (per 0: the datastore did not answer)."""
 
 
 @dataclasses.dataclass(frozen=True)
 class CalibratedMerge:
     """SSSD's drafter: the request's own text and the datastore's suffix tries, scored by the
-    learned calibration, merged, and the best ``budget`` nodes kept (one compiled call).
-    own_text / datastore switch a side off (the replay's ablations)."""
+    learned calibration, merged, and the best ``budget`` nodes kept (one compiled call for the
+    whole batch). own_text / datastore switch a side off (the replay's ablations). One thread
+    drafts with an instance (its arena of own-text indexes is not shared between threads)."""
 
     config: DraftConfig = DraftConfig()
     own_text: bool = True
     datastore: bool = True
+    arena: LocalArena = dataclasses.field(default_factory=LocalArena, compare=False, repr=False)
 
     @property
     def asks_datastore(self) -> bool:
@@ -54,12 +58,12 @@ class CalibratedMerge:
     def ngram(self) -> int:
         return self.config.local_ngram
 
-    def draft(self, local, tries, first, count, calibration, budget, depth) -> DraftTree:
+    def draft(self, indexes, tries, per, calibration, budget, depth) -> list[DraftTree]:
         c = self.config
         if not self.datastore:
-            tries, first, count = NO_TRIES, 0, 0
-        return draft_tree(local, tries, first, count, calibration, budget, depth, c.max_children,
-                          c.local_occurrences, use_local=self.own_text, combine=c.combine)
+            tries, per = NO_TRIES, 0
+        return draft_trees(self.arena, list(indexes), tries, per, calibration, budget, depth, c.max_children,
+                           c.local_occurrences, use_local=self.own_text, combine=c.combine)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,7 +74,11 @@ class PromptLookup:
     asks_datastore: bool = False
     ngram: int = 3
 
-    def draft(self, local, tries, first, count, calibration, budget, depth) -> DraftTree:
+    def draft(self, indexes, tries, per, calibration, budget, depth) -> list[DraftTree]:
+        return [self._chain(x, budget) if x is not None else DraftTree.empty() for x in indexes]
+
+    @staticmethod
+    def _chain(local: LocalIndex, budget: int) -> DraftTree:
         c = local.continuation(depth=budget, max_occ=1, max_nodes=budget)
         n = len(c)
         return DraftTree(c.tokens, c.parents, np.ones(n), np.full((n, 1, 4), -1, np.int8))
@@ -83,5 +91,5 @@ class NoDrafts:
     asks_datastore: bool = False
     ngram: int = 1
 
-    def draft(self, local, tries, first, count, calibration, budget, depth) -> DraftTree:
-        return DraftTree.empty()
+    def draft(self, indexes, tries, per, calibration, budget, depth) -> list[DraftTree]:
+        return [DraftTree.empty() for _ in indexes]

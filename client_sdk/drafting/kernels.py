@@ -262,6 +262,45 @@ def draft(local, remote, shape, table, kbuckets):
     """
     buf, n, head, prev, mask = local
     r_tok, r_par, r_cnt, r_offs, r_match = remote
+    return _draft_one(buf, n, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets)
+
+
+@numba.njit(**OPTS)
+def draft_rows(bufs, heads, prevs, slots, ns, masks, remote, per, shape, table, kbuckets):
+    """A batch's drafts in one call: row b drafts from own-text index slots[b] of the arena
+    (bufs / heads / prevs, typed lists; slots[b] < 0: not indexed yet, an empty draft) holding
+    ns[b] tokens, and from remote tries b * per .. b * per + per - 1 (per 0: none).
+
+    Returns the rows' (tokens, parents, scores, cells [N, per + 1, 4]) back to back, and
+    offsets [B + 1]: row b's draft is nodes offs[b] .. offs[b + 1], as ``draft`` would give it.
+    """
+    r_tok, r_par, r_cnt, r_offs, r_match = remote
+    nb = slots.shape[0]
+    cap = nb * shape[3]
+    tok = np.empty(cap, dtype=np.int32)
+    par = np.empty(cap, dtype=np.int32)
+    score = np.empty(cap, dtype=np.float64)
+    cells = np.empty((cap, per + 1, 4), dtype=np.int8)
+    offs = np.zeros(nb + 1, dtype=np.int64)
+    n = 0
+    for b in range(nb):
+        s = slots[b]
+        if s >= 0:
+            t, p, sc, c = _draft_one(bufs[s], ns[b], heads[s], prevs[s], masks[b], r_tok, r_par, r_cnt,
+                                     r_offs[b * per : b * per + per + 1], r_match[b * per : b * per + per],
+                                     shape, table, kbuckets)
+            k = t.shape[0]
+            tok[n : n + k] = t
+            par[n : n + k] = p
+            score[n : n + k] = sc
+            cells[n : n + k] = c
+            n += k
+        offs[b + 1] = n
+    return tok[:n], par[:n], score[:n], cells[:n], offs
+
+
+@numba.njit(**OPTS)
+def _draft_one(buf, n, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets):
     local_depth, local_occ, local_nodes, budget, max_depth, max_children, combine = shape
     k, pos = local_match(buf, n, head, prev, mask, 1, local_occ, 4 * local_occ)
     if k > 0:
@@ -354,6 +393,44 @@ def descend_tries(tok, par, cnt, offs, meta, src, bonus):
             o_meta[j, 2] = meta[s, 2]
         o_offs[j + 1] = n
     return o_tok, o_par, o_cnt, o_offs, o_meta
+
+
+@numba.njit(**OPTS)
+def fill_tries(tok, par, cnt, offs, meta, slots, keys, u_tok, u_par, u_cnt, u_offs, u_meta):
+    """The batch (tok, par, cnt, offs, meta) with each empty trie slots[i] replaced by trie
+    keys[i] of the table (u_tok, u_par, u_cnt, u_offs, u_meta) when that one is not empty (a key
+    outside the table: left as it is). Returns the new batch's arrays and the replaced count."""
+    nb = offs.shape[0] - 1
+    nu = u_offs.shape[0] - 1
+    take = np.full(nb, -1, dtype=np.int64)
+    total = offs[nb]
+    for i in range(slots.shape[0]):
+        j, u = slots[i], keys[i]
+        if offs[j + 1] == offs[j] and 0 <= u < nu and u_offs[u + 1] > u_offs[u] and take[j] < 0:
+            take[j] = u
+            total += u_offs[u + 1] - u_offs[u]
+    o_tok = np.empty(total, dtype=np.int32)
+    o_par = np.empty(total, dtype=np.int32)
+    o_cnt = np.empty(total, dtype=np.int32)
+    o_offs = np.zeros(nb + 1, dtype=np.int64)
+    o_meta = meta.copy()
+    n = 0
+    replaced = 0
+    for j in range(nb):
+        u = take[j]
+        if u >= 0:
+            a, e = u_offs[u], u_offs[u + 1]
+            o_meta[j] = u_meta[u]
+            replaced += 1
+        else:
+            a, e = offs[j], offs[j + 1]
+        for i in range(a, e):
+            o_tok[n] = u_tok[i] if u >= 0 else tok[i]
+            o_par[n] = u_par[i] if u >= 0 else par[i]
+            o_cnt[n] = u_cnt[i] if u >= 0 else cnt[i]
+            n += 1
+        o_offs[j + 1] = n
+    return o_tok, o_par, o_cnt, o_offs, o_meta, replaced
 
 
 @numba.njit(**OPTS)

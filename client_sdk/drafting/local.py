@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import weakref
+
+import numba
 import numpy as np
 
 from client_sdk.drafting import kernels
@@ -24,6 +27,7 @@ class LocalIndex:
         self.head = np.full((max_ngram, self.mask + 1), -1, dtype=np.int64)
         self.prev = np.full((max_ngram, cap + 1), -1, dtype=np.int64)
         self.n = 0
+        self.generation = 0  # counts reallocations of buf / prev (a LocalArena re-reads them then)
         self.extend(prompt)
 
     def state(self, use: bool = True) -> kernels.LocalState:
@@ -44,6 +48,7 @@ class LocalIndex:
         prev = np.full((self.max_ngram, cap + 1), -1, dtype=np.int64)
         prev[:, : self.prev.shape[1]] = self.prev
         self.buf, self.prev = buf, prev
+        self.generation += 1
 
     @property
     def tokens(self) -> np.ndarray:
@@ -56,3 +61,73 @@ class LocalIndex:
             return ContinuationTree.empty()
         tok, par, cnt = kernels.rows_trie(self.buf, self.n, pos, depth, max_nodes)
         return ContinuationTree(tok, par, cnt, int(k), int(pos.shape[0]))
+
+
+_BUF = numba.types.Array(numba.int32, 1, "C")
+_TABLE = numba.types.Array(numba.int64, 2, "C")
+
+
+class LocalArena:
+    """Many requests' own-text indexes as the batched drafting kernel takes them
+    (kernels.draft_rows): their arrays in typed lists, one slot per live index.
+
+    ``slots(indexes)`` gives each index's slot, registering new ones and re-reading the arrays
+    of one that grew; an index that is garbage-collected frees its slot, whose arrays stay
+    referenced until a new index takes it (so the memory held is bounded by the largest batch
+    seen, not by the requests served). One thread calls ``slots`` and the kernel; a slot is
+    only recycled inside ``slots``. Registering costs ~10-25 µs once per request.
+    """
+
+    def __init__(self) -> None:
+        self.bufs = numba.typed.List.empty_list(_BUF)
+        self.heads = numba.typed.List.empty_list(_TABLE)
+        self.prevs = numba.typed.List.empty_list(_TABLE)
+        self._slot: dict[int, int] = {}  # id(index) -> slot
+        self._generation: list[int] = []
+        self._free: list[int] = []
+        self._released: list[int] = []  # appended by finalizers (any thread), drained by slots()
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def slots(self, indexes) -> np.ndarray:
+        """[len(indexes)] int64: each index's slot (-1 for None: no index yet)."""
+        while self._released:
+            self._free.append(self._released.pop())
+        out = np.empty(len(indexes), dtype=np.int64)
+        for i, local in enumerate(indexes):
+            if local is None:
+                out[i] = -1
+                continue
+            slot = self._slot.get(id(local))
+            if slot is None:
+                slot = self._add(local)
+            elif self._generation[slot] != local.generation:
+                self._put(slot, local.buf, local.head, local.prev)
+                self._generation[slot] = local.generation
+            out[i] = slot
+        return out
+
+    def _add(self, local: LocalIndex) -> int:
+        if self._free:
+            slot = self._free.pop()
+            self._put(slot, local.buf, local.head, local.prev)
+            self._generation[slot] = local.generation
+        else:
+            slot = len(self.bufs)
+            self.bufs.append(local.buf)
+            self.heads.append(local.head)
+            self.prevs.append(local.prev)
+            self._generation.append(local.generation)
+        key = id(local)
+        self._slot[key] = slot
+        weakref.finalize(local, self._release, key, slot)
+        return slot
+
+    def _put(self, slot: int, buf, head, prev) -> None:
+        self.bufs[slot], self.heads[slot], self.prevs[slot] = buf, head, prev
+
+    def _release(self, key: int, slot: int) -> None:
+        if self._slot.get(key) == slot:
+            del self._slot[key]
+        self._released.append(slot)

@@ -14,7 +14,7 @@ from client_sdk.types import DraftTree
 class RequestState:
     """Not thread-safe (the scheduler thread), except that the index may be built in another."""
 
-    __slots__ = ("prompt_len", "_local", "_building", "_queued", "_tail", "tree", "outcomes", "pick", "bonus")
+    __slots__ = ("prompt_len", "_local", "_building", "_queued", "_tail", "tree", "outcomes", "pick", "bonus", "last")
 
     def __init__(self, tokens: np.ndarray, prompt_len: int, ngram: int, builder=None) -> None:
         """builder: an executor to build the index in (None: here and now)."""
@@ -23,6 +23,7 @@ class RequestState:
         self._building: Future | None = None
         self._queued: list[np.ndarray] = []  # committed while the index was being built
         self._tail = tokens[-64:].copy()  # the context's end, readable while the index is built
+        self.last = int(tokens[-1]) if tokens.shape[0] else -1  # the last committed token
         if builder is None:
             self._local = LocalIndex(tokens, ngram)
         else:
@@ -43,6 +44,8 @@ class RequestState:
         return self._local
 
     def extend(self, tokens: np.ndarray) -> None:
+        if tokens.shape[0]:
+            self.last = int(tokens[-1])
         local = self.index()
         if local is None:
             self._queued.append(tokens)

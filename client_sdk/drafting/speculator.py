@@ -197,14 +197,9 @@ class Speculator:
         t1 = time.perf_counter()
         per = len(self._lengths) if len(remote) else 0
         depth = min(self.config.draft.max_depth, budget)
-        trees = []
-        for i, r in enumerate(reqs):
-            local = r.index()
-            if local is None:
-                self.counts["not_indexed"] += 1
-                trees.append(DraftTree.empty())
-            else:
-                trees.append(self.drafter.draft(local, remote, i * per, per, self.calibration, budget, depth))
+        indexes = [r.index() for r in reqs]
+        self.counts["not_indexed"] += sum(1 for x in indexes if x is None)
+        trees = self.drafter.draft(indexes, remote, per, self.calibration, budget, depth)
         matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
         self.last = StepTimes(t1 - t0, time.perf_counter() - t1, matches)
         return trees
@@ -236,7 +231,9 @@ class Speculator:
         per = len(self._lengths)
         src = np.full(len(reqs) * per, -1, dtype=np.int64)
         bonus = np.full(len(reqs) * per, -1, dtype=np.int64)
+        last = np.empty(len(reqs), dtype=np.int64)
         for i, r in enumerate(reqs):
+            last[i] = r.last
             if r.pick is not None:
                 src[i * per : (i + 1) * per] = r.pick
                 bonus[i * per : (i + 1) * per] = r.bonus
@@ -246,12 +243,20 @@ class Speculator:
             batch = descend(got, src, bonus)
         else:
             batch = TrieBatch.empty(len(reqs) * per)
-        if self.cache is None and self.unigrams is None and self.config.lookup_deadline_s <= 0:
+        settled = -1  # the suffix length whose empty tries are final (no cache or lookup can add to them)
+        if self.unigrams is not None:  # the 1-token contexts: the single-token table, in one pass over the batch
+            single = self._lengths.index(1)
+            batch = self.unigrams.fill(batch, np.arange(len(reqs), dtype=np.int64) * per + single, last)
+            if self.unigrams.published:  # a complete table: a token without a trie has no continuation
+                settled = single
+        if self.cache is None and self.config.lookup_deadline_s <= 0:
             return batch
         offs = batch.node_offsets
         missing: dict[bytes, list[int]] = {}
         tails: dict[bytes, np.ndarray] = {}
         for j in np.flatnonzero(offs[1:] == offs[:-1]).tolist():
+            if j % per == settled:
+                continue
             tail = reqs[j // per].tail(self._lengths[j % per])
             key = tail.tobytes()
             missing.setdefault(key, []).append(j)
@@ -270,13 +275,12 @@ class Speculator:
         return splice(batch, found)
 
     def _from_cache(self, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
-        """Slot -> cached answer for the tails the cache or the single-token table holds
-        (removed from ``missing``)."""
+        """Slot -> cached answer for the tails the cache holds (removed from ``missing``)."""
         found = {}
+        if self.cache is None:
+            return found
         for key in list(missing):
-            entry = self.cache.get(key) if self.cache is not None else None
-            if entry is None and self.unigrams is not None and len(key) == 4:
-                entry = self.unigrams.get(int(np.frombuffer(key, dtype=np.int32)[0]))
+            entry = self.cache.get(key)
             if entry is not None:
                 found.update((j, entry) for j in missing.pop(key))
         return found

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from client_sdk.drafting import kernels
-from client_sdk.drafting.local import LocalIndex
+from client_sdk.drafting.local import LocalArena, LocalIndex
 from client_sdk.types import DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -91,10 +91,39 @@ def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal
     return DraftTree(tok, par, score, cells)
 
 
+def draft_trees(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
+                budget: int, max_depth: int = 8, max_children: int = 8, local_occ: int = 8, use_local: bool = True,
+                combine: str = "max") -> list[DraftTree]:
+    """``draft_tree`` for a batch in one compiled call: request b drafts from indexes[b] (None:
+    not indexed yet, an empty draft) and remote tries b * per .. b * per + per - 1 (per 0: the
+    datastore did not answer). The result is the same as one ``draft_tree`` call per request."""
+    if budget <= 0 or not indexes:
+        return [DraftTree.empty() for _ in indexes]
+    if per + 1 > MAX_SLOTS:
+        raise ValueError(f"at most {MAX_SLOTS - 1} datastore tries per draft, got {per}")
+    if per and len(remote) != per * len(indexes):
+        raise ValueError(f"{len(remote)} datastore tries for {len(indexes)} requests x {per}")
+    slots = arena.slots(indexes)
+    ns = np.fromiter((x.n if x is not None and use_local else 0 for x in indexes), dtype=np.int64, count=len(indexes))
+    masks = np.fromiter((x.mask if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
+    tok, par, score, cells, offs = kernels.draft_rows(
+        arena.bufs, arena.heads, arena.prevs, slots, ns, masks,
+        kernels.RemoteTries(remote.tokens, remote.parents, remote.counts, remote.node_offsets, remote.match_lengths),
+        per, kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, budget, max_depth, max_children, COMBINE[combine]),
+        cal.table, K_BUCKETS,
+    )
+    bounds = offs.tolist()
+    return [DraftTree(tok[a:b], par[a:b], score[a:b], cells[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
 @functools.cache
 def warm_up() -> None:
     """Compile (or load from numba's on-disk cache) every drafting kernel once per process, so
     that the first request's first step does not pay for it (seconds in a fresh environment)."""
     local = LocalIndex([1, 2, 3, 1, 2], max_ngram=3)
     draft_tree(local, NO_TRIES, 0, 0, Calibration(), budget=4)
+    arena, grows = LocalArena(), LocalIndex([1, 2], max_ngram=3, capacity=4)
+    draft_trees(arena, [local, grows], NO_TRIES, 0, Calibration(), budget=4)
+    grows.extend([1, 2] * 64)  # reallocates: the arena re-reads it (its typed lists' setitem compiles)
+    draft_trees(arena, [local, grows], NO_TRIES, 0, Calibration(), budget=4)
     local.continuation(depth=2)

@@ -17,6 +17,8 @@ from typing import Callable
 
 import numpy as np
 
+from client_sdk.drafting import kernels
+from client_sdk.drafting.cache import splice
 from sssd_wire.types import TrieBatch
 
 log = logging.getLogger("sssd.client")
@@ -25,8 +27,9 @@ log = logging.getLogger("sssd.client")
 class UnigramTable:
     """token -> (tokens, parents, counts, meta row) of the datastore's trie for context [token].
 
-    Held as the fetched chunks' flat arrays (~12 bytes per node; views are made per ``get``).
-    Thread-safe for one loader and one reader: a chunk replaces the old one in one assignment.
+    Held as flat arrays (~12 bytes per node): the fetched chunks while a first pass is under
+    way, then one batch over the whole vocabulary (``publish``), which ``fill`` reads in one
+    compiled pass. Thread-safe for one loader and one reader: every swap is one assignment.
     """
 
     def __init__(self, vocab_size: int, chunk: int = 2048) -> None:
@@ -34,21 +37,33 @@ class UnigramTable:
             raise ValueError(f"vocab_size {vocab_size} and chunk {chunk} must be > 0")
         self.vocab_size, self.chunk = vocab_size, chunk
         self._chunks: list[TrieBatch | None] = [None] * -(-vocab_size // chunk)
+        self._whole: TrieBatch | None = None  # every token's trie, once a pass has completed
         self.hits = self.misses = 0
 
     @property
     def loaded(self) -> int:
         """Tokens whose trie has been fetched at least once."""
-        return sum(len(b) for b in self._chunks if b is not None)
+        return self.vocab_size if self._whole is not None else sum(len(b) for b in self._chunks if b is not None)
 
     @property
     def nodes(self) -> int:
-        return sum(len(b.tokens) for b in self._chunks if b is not None)
+        """Nodes held (the published table's, else the chunks fetched so far)."""
+        whole = self._whole
+        return len(whole.tokens) if whole is not None else sum(len(b.tokens) for b in self._chunks if b is not None)
+
+    @property
+    def published(self) -> bool:
+        """Whether a complete pass is in: every token's trie is known (an absent one: no match)."""
+        return self._whole is not None
 
     def get(self, token: int) -> tuple | None:
-        batch = self._chunks[token // self.chunk] if 0 <= token < self.vocab_size else None
+        if not 0 <= token < self.vocab_size:
+            self.misses += 1
+            return None
+        batch, i = self._whole, token
+        if batch is None:
+            batch, i = self._chunks[token // self.chunk], token % self.chunk
         if batch is not None:
-            i = token % self.chunk
             a, b = int(batch.node_offsets[i]), int(batch.node_offsets[i + 1])
             if b > a:
                 self.hits += 1
@@ -56,11 +71,44 @@ class UnigramTable:
         self.misses += 1
         return None
 
+    def fill(self, batch: TrieBatch, slots: np.ndarray, tokens: np.ndarray) -> TrieBatch:
+        """``batch`` with each empty trie slots[i] replaced by the trie of context [tokens[i]]
+        (one compiled pass over the batch; before the first complete load, one ``get`` per slot)."""
+        whole = self._whole
+        if whole is None:
+            found = {}
+            offs = batch.node_offsets
+            for j, t in zip(slots.tolist(), tokens.tolist()):
+                if offs[j + 1] == offs[j] and j not in found:
+                    entry = self.get(t)
+                    if entry is not None:
+                        found[j] = entry
+            return splice(batch, found)
+        tok, par, cnt, offs, meta, replaced = kernels.fill_tries(
+            batch.tokens, batch.parents, batch.counts, batch.node_offsets, batch.meta,
+            np.asarray(slots, np.int64), np.asarray(tokens, np.int64),
+            whole.tokens, whole.parents, whole.counts, whole.node_offsets, whole.meta)
+        self.hits += replaced
+        return TrieBatch(tok, par, cnt, offs, meta)
+
     def store(self, first: int, batch: TrieBatch) -> None:
         """The tries of contexts [first], [first + 1], ... (first a multiple of ``chunk``)."""
         if first % self.chunk or len(batch) != min(self.chunk, self.vocab_size - first):
             raise ValueError(f"a chunk starts at a multiple of {self.chunk} and holds {self.chunk} tries")
         self._chunks[first // self.chunk] = batch
+
+    def publish(self) -> None:
+        """Make the stored chunks (every one present) the table ``get`` and ``fill`` read."""
+        if any(b is None for b in self._chunks):
+            raise ValueError("publish needs every chunk of the vocabulary stored")
+        chunks = [b for b in self._chunks if b is not None]
+        sizes = np.asarray([len(b.tokens) for b in chunks], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        offs = np.concatenate([[0]] + [b.node_offsets[1:] + s for b, s in zip(chunks, starts)]).astype(np.int64)
+        self._whole = TrieBatch(np.concatenate([b.tokens for b in chunks]), np.concatenate([b.parents for b in chunks]),
+                                np.concatenate([b.counts for b in chunks]), offs,
+                                np.concatenate([b.meta for b in chunks]))
+        self._chunks = [None] * len(self._chunks)  # the whole batch holds them now (a refresh refills these)
 
 
 class UnigramLoader:
@@ -98,6 +146,7 @@ class UnigramLoader:
                 failing = False
                 first += len(contexts)
             if first >= self.table.vocab_size:
+                self.table.publish()
                 self.complete.set()
             self._stop.wait(self.refresh_s)
 
