@@ -42,13 +42,14 @@ class DraftTree:
     not a dataclass: one is built per request per decode step.)
     """
 
-    __slots__ = ("tokens", "parents", "scores", "cells")
+    __slots__ = ("tokens", "parents", "scores", "cells", "ranked")
 
-    def __init__(self, tokens, parents, scores, cells) -> None:
+    def __init__(self, tokens, parents, scores, cells, ranked: bool = False) -> None:
         self.tokens = tokens  # [b] int32
         self.parents = parents  # [b] int32
         self.scores = scores  # [b] float64: estimated probability that the node is accepted
         self.cells = cells  # [b, S, 4] int8: calibration cell (slot, k, f, support) per source, -1 absent
+        self.ranked = ranked  # nodes are best first (ties: shallower first): the best k are the first k
 
     @staticmethod
     def empty() -> "DraftTree":
@@ -64,6 +65,8 @@ class DraftTree:
             return self
         if k <= 0:
             return DraftTree.empty()
+        if self.ranked:  # a prefix is the best k, and connected (a node comes after its parent)
+            return DraftTree(self.tokens[:k], self.parents[:k], self.scores[:k], self.cells[:k], True)
         order = np.argsort(-self.scores + self.depths() * 1e-9, kind="stable")[:k]
         keep = np.sort(order)
         new_id = np.full(len(self), -1, dtype=np.int32)

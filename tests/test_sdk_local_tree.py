@@ -148,6 +148,13 @@ def drafts(draw):
     return tries, text, draw(st.integers(1, 40)), draw(st.integers(1, 8)), draw(st.integers(1, 4))
 
 
+def root_paths(tree):
+    prefix = []
+    for t, p in zip(tree.tokens.tolist(), tree.parents.tolist()):
+        prefix.append((prefix[p] if p >= 0 else ()) + (t,))
+    return set(prefix)
+
+
 def source_paths(tries, text, depth):
     paths = set()
     for toks, pars, _, _ in tries:
@@ -177,6 +184,13 @@ def test_tree_properties(case):
     scores = tree.scores.tolist()
     for i, p in enumerate(tree.parents.tolist()):
         assert p < 0 or scores[i] <= scores[p] + 1e-12  # path scores never increase
+    # best first: the best k nodes are the first k (what a general selection picks, as paths)
+    assert tree.ranked and all(a >= b for a, b in zip(scores, scores[1:]))
+    unranked = DraftTree(tree.tokens, tree.parents, tree.scores, tree.cells)
+    for k in range(len(tree) + 1):
+        first, chosen = tree.best(k), unranked.best(k)
+        check_tree(first, k, depth, children)
+        assert root_paths(first) == root_paths(chosen)
     # learning from any outcome keeps the calibration a probability table
     path = tree.longest_match(np.asarray(text[-3:]))
     cal.update(tree, path)

@@ -81,7 +81,7 @@ class PromptLookup:
     def _chain(local: LocalIndex, budget: int) -> DraftTree:
         c = local.continuation(depth=budget, max_occ=1, max_nodes=budget)
         n = len(c)
-        return DraftTree(c.tokens, c.parents, np.ones(n), np.full((n, 1, 4), -1, np.int8))
+        return DraftTree(c.tokens, c.parents, np.ones(n), np.full((n, 1, 4), -1, np.int8), ranked=True)  # a chain
 
 
 @dataclasses.dataclass(frozen=True)

@@ -168,15 +168,17 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine):
 
 @numba.njit(**OPTS)
 def keep_best(score, parents, depth, budget, max_depth, max_children):
-    """keep[j]: node j is among the best ``budget`` nodes (ties: shallower first) within the depth
-    and branching limits. Scores never increase down a path, so the kept nodes are connected."""
+    """The best ``budget`` nodes (ties: shallower first) within the depth and branching limits,
+    in the order they were taken: best first, and a node after its parent (scores never
+    increase down a path), so every prefix of the result is a connected tree."""
     n = score.shape[0]
     order = np.argsort(-score + depth * 1e-9, kind="mergesort")
     keep = np.zeros(n, dtype=np.bool_)
+    taken = np.empty(min(budget, n), dtype=np.int64)
     children = np.zeros(n + 1, dtype=np.int32)  # slot n = root
-    taken = 0
+    m = 0
     for j in order:
-        if taken >= budget:
+        if m >= budget:
             break
         p = parents[j]
         if depth[j] > max_depth or (p >= 0 and not keep[p]):
@@ -186,15 +188,15 @@ def keep_best(score, parents, depth, budget, max_depth, max_children):
             continue
         keep[j] = True
         children[pslot] += 1
-        taken += 1
-    return keep
+        taken[m] = j
+        m += 1
+    return taken[:m]
 
 
 @numba.njit(**OPTS)
-def renumber(keep, parents):
-    """(selected indices in order, their parents renumbered into the selection; -1 = root)."""
-    new_id = np.full(keep.shape[0], -1, dtype=np.int32)
-    idx = np.flatnonzero(keep)
+def renumber(idx, parents):
+    """(idx, their parents renumbered into idx's order; -1 = root). Parents precede children in idx."""
+    new_id = np.full(parents.shape[0], -1, dtype=np.int32)
     out_par = np.empty(idx.shape[0], dtype=np.int32)
     for k in range(idx.shape[0]):
         j = idx[k]
@@ -210,7 +212,8 @@ def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_dep
     Source s is nodes [offs[s], offs[s+1]) of tok/par/cnt (parents local to the source, -1 =
     root), scored by table[slot[s], kb[s], frequency bucket, support bucket]. A node's score
     is the product of conditionals along its path.
-    Returns (tokens, parents, scores, cells [b, S, 4] = (slot, kb, fb, sb) or -1).
+    Returns (tokens, parents, scores, cells [b, S, 4] = (slot, kb, fb, sb) or -1), best node
+    first (so the best k of them are the first k: DraftTree.best).
     """
     mtok, mpar, mcond, mdepth, cells = _union(tok, par, cnt, offs, slot, kb, table, combine)
     score = np.empty(mtok.shape[0], dtype=np.float64)

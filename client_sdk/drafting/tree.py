@@ -88,7 +88,7 @@ def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal
         kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, budget, max_depth, max_children, COMBINE[combine]),
         cal.table, K_BUCKETS,
     )
-    return DraftTree(tok, par, score, cells)
+    return DraftTree(tok, par, score, cells, ranked=True)
 
 
 def draft_trees(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
@@ -113,7 +113,7 @@ def draft_trees(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
         cal.table, K_BUCKETS,
     )
     bounds = offs.tolist()
-    return [DraftTree(tok[a:b], par[a:b], score[a:b], cells[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    return [DraftTree(tok[a:b], par[a:b], score[a:b], cells[a:b], True) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 @functools.cache
