@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,9 +22,10 @@ from client_sdk.drafting.speculator import EMPTY, Speculator
 from client_sdk.types import DraftTree
 
 
-@dataclasses.dataclass(frozen=True)
-class RequestView:
-    """What the drafter needs of an SGLang Req (duck-typed from the real object)."""
+class RequestView(NamedTuple):
+    """What the drafter needs of an SGLang Req (duck-typed from the real object). A named tuple:
+    one is built per request per step, on the critical path (~0.2 µs against ~1 µs for a frozen
+    dataclass)."""
 
     rid: str
     prompt: Sequence[int]  # req.origin_input_ids_unpadded
@@ -59,6 +61,7 @@ class BatchDrafter:
         self.last_width = width  # the width of the arrays the last ``drafts`` emitted
         self._last_batch = 0
         self._deferred: list[RequestView] = []  # a plain step's requests, synced in prefetch
+        self._plain = False  # the last ``drafts`` was a planned plain step, not yet booked (prefetch does)
         self._finished: dict[str, None] = {}  # rids already fed back (insertion-ordered, bounded)
         self.vocab_size = vocab_size
         self._state: dict[str, _State] = {}
@@ -98,32 +101,31 @@ class BatchDrafter:
         plain step (the planner's width 1) drafts nothing, and the requests' new tokens are fed
         to their indexes in ``prefetch``, beside the GPU, instead of here."""
         start = time.perf_counter()
+        self._book_plain()
         synced = self._deferred or self.last_width > 1 or not self.adaptive
         if synced:
             self._sync_all(reqs)  # the last step's outcomes: its records precede observe_step
         if last_step_s is not None and self._last_batch:
             self.spec.observe_step(self._last_batch, self.last_width, last_step_s)
         self._last_batch = len(reqs)
-        if self.adaptive and self.spec.plan(len(reqs)) == 0:
-            self._deferred = list(reqs)
-            known = [r.rid for r in reqs if r.rid in self._state]  # the others are admitted in prefetch
-            self.spec.draft(known)  # the plan says 0: empty trees, and the datastore is not asked
-            trees = [EMPTY] * len(reqs)
-            for rid in known:
-                self._state[rid].last_tree = None
-        else:
-            if not synced:
-                self._sync_all(reqs)
-            trees = self.spec.draft([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,
-                                    prepared_s=time.perf_counter() - start)
-        n = min(self.width, 1 + max((len(t) for t in trees), default=0)) if self.adaptive else self.width
-        self.last_width = n
         roots = np.fromiter((req.output[-1] if len(req.output) else req.prompt[-1] for req in reqs),
                             dtype=np.int64, count=len(reqs))
-        if n == 1:  # a plain step (planned, or every draft came out empty)
+        if self.adaptive and self.spec.plan(len(reqs)) == 0:
+            # a plain step: the GPU waits for nothing but the roots; the requests' bookkeeping
+            # (empty trees, no prefetch) and their new tokens are taken care of in prefetch
+            self._deferred = list(reqs)
+            self._plain = True
+            self.last_width = 1
+            return roots, np.ones(len(reqs), dtype=bool)
+        if not synced:
+            self._sync_all(reqs)
+        trees = self.spec.draft([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,
+                                prepared_s=time.perf_counter() - start)
+        n = min(self.width, 1 + max((len(t) for t in trees), default=0)) if self.adaptive else self.width
+        self.last_width = n
+        if n == 1:  # every draft came out empty
             for req in reqs:
-                if req.rid in self._state:
-                    self._state[req.rid].last_tree = None
+                self._state[req.rid].last_tree = None
             return roots, np.ones(len(reqs), dtype=bool)
         for b, (req, tree) in enumerate(zip(reqs, trees)):
             self._state[req.rid].last_tree = trees[b] = tree.best(n - 1)
@@ -139,9 +141,21 @@ class BatchDrafter:
         """While the step just drafted verifies (the worker's ``_update_ngram_corpus``, which runs
         right after the verify launch): ask the datastore for the step's likely ends, so the next
         ``drafts`` finds them without waiting."""
+        self._book_plain()
         if self._deferred:
             self._sync_all(self._deferred)
         self.spec.prefetch([rid for rid in rids if rid in self._state])
+
+    def _book_plain(self) -> None:
+        """A planned plain step's bookkeeping (in prefetch, beside the GPU; or at the next
+        ``drafts`` for a caller that does not call prefetch): its requests' empty trees."""
+        if not self._plain:
+            return
+        self._plain = False
+        known = [r.rid for r in self._deferred if r.rid in self._state]  # the others are admitted at their sync
+        self.spec.draft(known)  # the plan said 0: empty trees, and the datastore is not asked
+        for rid in known:
+            self._state[rid].last_tree = None
 
     def _sync_all(self, reqs: Sequence[RequestView]) -> None:
         for req in reqs:

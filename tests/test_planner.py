@@ -269,6 +269,9 @@ def test_expected_gain_matches_a_per_sequence_sum():
     @settings(max_examples=200, deadline=None)
     @given(drafts, st.integers(1, 16))
     def check(scores, max_budget):
-        np.testing.assert_allclose(expected_gain(scores, max_budget), _gain_by_loop(scores, max_budget), atol=1e-9)
+        want = _gain_by_loop(scores, max_budget)
+        np.testing.assert_allclose(expected_gain(scores, max_budget), want, atol=1e-9)
+        ranked = [np.sort(s)[::-1] for s in scores]  # best first, as drafts come
+        np.testing.assert_allclose(expected_gain(ranked, max_budget, best_first=True), want, atol=1e-9)
 
     check()

@@ -8,6 +8,8 @@ import textwrap
 import numpy as np
 import pytest
 
+from client_sdk.drafting.tree import Calibration
+
 sglang = pytest.importorskip("sglang.srt.speculative.spec_info", reason="sglang is not installed")
 
 from sglang_integration.config import PluginConfig  # noqa: E402
@@ -129,7 +131,61 @@ def test_drafts_layout_padding_and_sync():
     reqs = [RequestView("a", [5, 6, 7, 5, 6], [7, 5, 6, 7, 9]), RequestView("b", [1, 2], [3, 4])]
     drafts, mask = drafter.drafts(reqs)
     check_rows(drafts, mask, 2, 8)
-    assert spec.calibration.tests.sum() > 0  # the outcome of the first draft was learned
+    assert spec.calibration.tests.sum() > Calibration().tests.sum()  # the outcome of the first draft was learned
+
+
+class ScriptedPlanner:
+    """A planner whose plan is a script (0 = a plain step), drafting at most 7 tokens."""
+
+    def __init__(self, plans):
+        self.plans = list(plans)
+        self.records = []
+
+    def plan(self, batch):
+        return self.plans.pop(0)
+
+    def choose_for_drafts(self, scores):
+        return 7
+
+    def observe_drafting(self, batch, seconds):
+        pass
+
+    def observe_step(self, batch, width, seconds):
+        pass
+
+    def record(self, predicted, realised):
+        self.records.append(realised)
+
+    def may_draft_next(self):
+        return True
+
+
+@pytest.mark.parametrize("calls_prefetch", [True, False])
+def test_adaptive_plain_steps_defer_their_bookkeeping(calls_prefetch):
+    """A planned plain step returns the roots alone (width 1); its requests' new tokens and
+    empty trees are booked beside the GPU (prefetch) or, for a caller without prefetch, at the
+    next step, which then drafts from every token committed meanwhile."""
+    planner = ScriptedPlanner([7, 0, 0, 7])
+    spec = Speculator(SpeculatorConfig(), planner=planner)
+    drafter = BatchDrafter(spec, width=8, vocab_size=100, adaptive=True)
+    text = [5, 6, 7, 8]
+    out = [5, 6]
+    for step, plain in enumerate([False, True, True, False]):
+        drafts, mask = drafter.drafts([RequestView("a", text, list(out))])
+        assert (drafter.last_width == 1) == plain
+        if plain:
+            assert drafts.tolist() == [out[-1]] and mask.tolist() == [True]
+        else:
+            toks = check_rows(drafts, mask, 1, drafter.last_width)
+            assert toks[0, 1:3].tolist() == [7, 8]  # after "5 6" the own text says "7 8"
+        if calls_prefetch:
+            drafter.prefetch(["a"])
+        assert (drafter.last_tree("a") is None) == plain or not calls_prefetch
+        out += [7, 8, 5, 6]  # the draft's 7, 8 accepted (or plain steps), then 5, 6
+    # the drafted step's outcome was recorded once (the plain steps had no tree to learn from)
+    assert planner.records == [3]  # 7 8 5 of the draft accepted
+    assert spec.calibration.tests.sum() > Calibration().tests.sum()
+    assert spec._requests["a"].index().tokens.tolist() == text + out[:-4]
 
 
 def test_overlap_splicing():

@@ -138,21 +138,25 @@ class PlannerConfig:
                              f"{self.look_every}, {self.look_every_max}")
 
 
-def expected_gain(scores: list[np.ndarray], max_budget: int) -> np.ndarray:
+def expected_gain(scores: list[np.ndarray], max_budget: int, best_first: bool = False) -> np.ndarray:
     """gain[k] = sum over sequences of their k best node scores (k = 0..max_budget): the expected
     accepted draft tokens of the batch when every sequence keeps its k best nodes. Vectorised
-    over the batch (one sort), as it runs on every drafted step's critical path."""
+    over the batch, as it runs on every drafted step's critical path (best_first: every
+    sequence's scores are already in decreasing order, as drafts come, so nothing is sorted)."""
     gain = np.zeros(max_budget + 1)
     lengths = np.fromiter((s.shape[0] for s in scores), dtype=np.int64, count=len(scores))
-    if not lengths.any():
+    total = int(lengths.sum())
+    if not total:
         return gain
     flat = np.concatenate(scores)
+    starts = np.cumsum(lengths) - lengths
     row = np.repeat(np.arange(len(scores)), lengths)
-    order = np.lexsort((-flat, row))  # by sequence, then best score first
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    rank = np.arange(flat.shape[0]) - starts[row[order]]
+    if not best_first:
+        order = np.lexsort((-flat, row))  # by sequence, then best score first
+        flat, row = flat[order], row[order]
+    rank = np.arange(total) - starts[row]
     keep = rank < max_budget
-    gain[1:] = np.cumsum(np.bincount(rank[keep], weights=flat[order][keep], minlength=max_budget))
+    gain[1:] = np.cumsum(np.bincount(rank[keep], weights=flat[keep], minlength=max_budget))
     return gain
 
 
@@ -259,7 +263,7 @@ class StepPlanner:
             return self.costs.stalest(batch, near, self.step) if near else None
         return None
 
-    def choose_for_drafts(self, scores: list[np.ndarray]) -> int:
+    def choose_for_drafts(self, scores: list[np.ndarray], best_first: bool = False) -> int:
         """Draft tokens per sequence (0 or a grid size) for drafts already built.
 
         Their node scores are acceptance probabilities, so E[accepted | k] of a sequence is
@@ -268,7 +272,7 @@ class StepPlanner:
         batch = len(scores)
         if batch == 0:
             return 0
-        gain = expected_gain(scores, self.max_budget)
+        gain = expected_gain(scores, self.max_budget, best_first)
         k = self._best(batch, gain)
         t1 = self.costs.predict(batch, 1)
         saved = max(0.0, (batch + self.score_scale(k) * gain[k]) * t1 / batch - self.costs.predict(batch, 1 + k)) if k else 0.0

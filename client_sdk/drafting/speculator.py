@@ -174,7 +174,7 @@ class Speculator:
             else:
                 start = time.perf_counter()
                 trees = self._draft(reqs, budget)
-                k = self.planner.choose_for_drafts([t.scores for t in trees])
+                k = self.planner.choose_for_drafts([t.scores for t in trees], all(t.ranked for t in trees))
                 self.planner.observe_drafting(len(reqs), time.perf_counter() - start + prepared_s)
                 trees = [t.best(k) for t in trees]
         for r, t in zip(reqs, trees):

@@ -127,3 +127,9 @@ def warm_up() -> None:
     grows.extend([1, 2] * 64)  # reallocates: the arena re-reads it (its typed lists' setitem compiles)
     draft_trees(arena, [local, grows], NO_TRIES, 0, Calibration(), budget=4)
     local.continuation(depth=2)
+    # the kernels around drafting: outcome descent, the single-token table, the verify layout
+    one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
+    kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z)
+    kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
+                       one.tokens, one.parents, one.counts, one.node_offsets, one.meta)
+    kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)

@@ -20,6 +20,10 @@ critical_path_us is the CPU time between one step's verification result and the 
 arrays (what the GPU waits for). A step lasts critical path + max(GPU, the CPU work beside it);
 projected_speedup = (tokens / those seconds) / (batch / plain forward time): SSSD against
 plain decoding on the same simulated GPU, every CPU overhead of drafting included.
+time_share splits those seconds into the critical path, CPU work beside the GPU that outlasted
+it, and the GPU itself; tau_drafted_steps is tau over the steps that drafted (the planner makes
+the others plain steps, tau 1), which compares drafting quality between modes whose planners
+drafted on different steps.
 """
 
 from __future__ import annotations
@@ -104,6 +108,8 @@ class Simulation:
         slots = [self._admit() for _ in range(self.batch)]
         depth = self.spec.config.draft.max_depth if self.mode != "pld" else self.drafter.width - 1
         critical, seconds, plain_seconds, tokens, matched, widths = [], 0.0, 0.0, 0, 0, []
+        spent = {"critical_path": 0.0, "cpu_beyond_gpu": 0.0, "gpu": 0.0}
+        drafted_tokens = drafted_requests = 0
         gpu = None
         for step in range(self.steps + warmup):
             t0 = time.perf_counter()
@@ -127,6 +133,12 @@ class Simulation:
             if step >= warmup:
                 critical.append(t1 - t0)
                 seconds += (t1 - t0) + max(gpu, beside)
+                spent["critical_path"] += t1 - t0
+                spent["cpu_beyond_gpu"] += max(0.0, beside - gpu)
+                spent["gpu"] += gpu
+                if width > 1:
+                    drafted_tokens += committed
+                    drafted_requests += self.batch
                 plain_seconds += forward_time(self.hw, LLAMA_8B, self.batch, 1, int(context)) * committed / self.batch
                 tokens += committed
                 widths.append(width)
@@ -142,6 +154,8 @@ class Simulation:
         return {
             "mean_width": round(float(np.mean(widths)), 2), "tau": round(tokens / requests, 4),
             "drafted_steps": round(float(np.mean(np.asarray(widths) > 1)), 3),
+            "tau_drafted_steps": round(drafted_tokens / drafted_requests, 4) if drafted_requests else None,
+            "time_share": {k: round(v / seconds, 4) for k, v in spent.items()},
             "critical_path_us": percentiles(critical, "us", 1),
             "prefetch_hit_rate": round(c["arrived"] / max(c["asked"], 1), 4) if self.mode != "pld" else None,
             "remote_match_rate": round(matched / requests, 4) if self.mode != "pld" else None,
@@ -168,6 +182,9 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
                     "batch": b, "mean_width": zw["mean_width"], "drafted_steps": zw["drafted_steps"],
                     "critical_path_us": zw["critical_path_us"], "prefetch_hit_rate": zw["prefetch_hit_rate"],
                     "tau_zero_wait": zw["tau"], "tau_blocking": bl["tau"],
+                    "tau_drafted_steps": {m: runs[m]["tau_drafted_steps"] for m in MODES},
+                    "drafted_steps_by_mode": {m: runs[m]["drafted_steps"] for m in MODES},
+                    "time_share": {m: runs[m]["time_share"] for m in MODES},
                     "projected_speedup": zw["projected_speedup"], "projected_speedup_blocking": bl["projected_speedup"],
                     "critical_path_us_blocking": bl["critical_path_us"],
                     "remote_match_rate": zw["remote_match_rate"], "remote_match_rate_blocking": bl["remote_match_rate"],
