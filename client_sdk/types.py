@@ -103,11 +103,12 @@ class DraftTree:
         return mask
 
     def longest_match(self, truth: np.ndarray) -> list[int]:
-        """Node indices of the longest root path whose tokens equal ``truth`` (greedy replay)."""
+        """Node indices of the longest root path whose tokens equal ``truth`` (an array or a list
+        of ints; greedy replay)."""
         path: list[int] = []
         parent = -1
         toks, pars = self.tokens.tolist(), self.parents.tolist()
-        for want in truth.tolist():
+        for want in truth.tolist() if isinstance(truth, np.ndarray) else truth:
             nxt = next((i for i in range(len(toks)) if pars[i] == parent and toks[i] == want), -1)
             if nxt < 0:
                 break

@@ -78,20 +78,6 @@ class BatchDrafter:
         st = self._state.get(rid)
         return st.last_tree if st is not None else None
 
-    def _sync(self, req: RequestView) -> None:
-        """Feed the request's newly committed tokens (and what they say about the last draft)."""
-        st = self._state.get(req.rid)
-        total = len(req.prompt) + len(req.output)
-        if st is None:
-            self.admit(req)
-            return
-        new = list(req.output[st.seen - len(req.prompt) :])  # seen >= len(prompt) since start()
-        if not new:
-            return
-        tree = st.last_tree
-        accepted = tree.longest_match(np.asarray(new[:-1], dtype=np.int32)) if tree is not None else None
-        self.spec.commit(req.rid, new, tree, accepted)
-        st.seen = total
 
     def drafts(self, reqs: Sequence[RequestView], last_step_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The step's [bs * width] tokens and [bs * width * width] mask (width: ``last_width``).
@@ -158,8 +144,25 @@ class BatchDrafter:
             self._state[rid].last_tree = None
 
     def _sync_all(self, reqs: Sequence[RequestView]) -> None:
+        """Feed the requests' newly committed tokens (and what they say about their last drafts)
+        to the Speculator, in one batch; a request seen for the first time is admitted."""
+        rids, tokens, trees, accepted = [], [], [], []
         for req in reqs:
-            self._sync(req)
+            st = self._state.get(req.rid)
+            if st is None:
+                self.admit(req)
+                continue
+            new = list(req.output[st.seen - len(req.prompt) :])  # seen >= len(prompt) since start()
+            if not new:
+                continue
+            tree = st.last_tree
+            rids.append(req.rid)
+            tokens.append(new)
+            trees.append(tree)
+            accepted.append(tree.longest_match(new[:-1]) if tree is not None else None)
+            st.seen += len(new)
+        if rids:
+            self.spec.commit_many(rids, tokens, trees, accepted)
         self._deferred = []
 
     def forget(self, rids) -> None:

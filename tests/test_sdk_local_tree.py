@@ -289,3 +289,26 @@ def test_arena_reuses_the_slot_of_a_dropped_index():
     c = LocalIndex([5, 6])
     assert arena.slots([b, c]).tolist() == [1, 0]  # c takes the slot a left
     assert arena.bufs[0][:2].tolist() == [5, 6] and len(arena) == 2
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.lists(st.integers(0, 5), min_size=1, max_size=20),
+                          st.lists(st.lists(st.integers(0, 5), max_size=12), min_size=1, max_size=4)),
+                min_size=1, max_size=5))
+def test_batched_extend_equals_one_extend_per_index(rows):
+    """extend_many over an arena leaves every index as its own extend calls would (growth included)."""
+    from client_sdk.drafting.local import LocalArena, extend_many
+
+    arena = LocalArena()
+    batched = [LocalIndex(prompt, capacity=4) for prompt, _ in rows]
+    alone = [LocalIndex(prompt, capacity=4) for prompt, _ in rows]
+    for step in range(max(len(steps) for _, steps in rows)):
+        live = [i for i, (_, steps) in enumerate(rows) if step < len(steps)]
+        extend_many(arena, [batched[i] for i in live], [rows[i][1][step] for i in live])
+        for i in live:
+            alone[i].extend(rows[i][1][step])
+    for a, b in zip(batched, alone):
+        assert a.n == b.n and a.tokens.tolist() == b.tokens.tolist()
+        np.testing.assert_array_equal(a.head, b.head)
+        np.testing.assert_array_equal(a.prev[:, : a.n + 1], b.prev[:, : b.n + 1])
+        assert a.continuation(4).tokens.tolist() == b.continuation(4).tokens.tolist()

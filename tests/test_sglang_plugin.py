@@ -144,7 +144,7 @@ class ScriptedPlanner:
     def plan(self, batch):
         return self.plans.pop(0)
 
-    def choose_for_drafts(self, scores):
+    def choose_for_drafts(self, scores, best_first=False):
         return 7
 
     def observe_drafting(self, batch, seconds):

@@ -9,12 +9,11 @@ which drives the same Speculator).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
 
-from client_sdk.drafting.local import LocalArena, LocalIndex
+from client_sdk.drafting.local import IndexBatch, LocalIndex
 from client_sdk.drafting.tree import Calibration, draft_trees
 from client_sdk.types import DraftConfig, DraftTree
 from sssd_wire.types import TrieBatch
@@ -32,9 +31,9 @@ class Drafter(Protocol):
     asks_datastore: bool
     ngram: int
 
-    def draft(self, indexes: Sequence[LocalIndex | None], tries: TrieBatch, per: int, calibration: Calibration,
+    def draft(self, requests: IndexBatch, tries: TrieBatch, per: int, calibration: Calibration,
               budget: int, depth: int) -> list[DraftTree]:
-        """indexes[b]: request b's own-text index (None: not built yet, an empty draft);
+        """requests.indexes[b]: request b's own-text index (None: not built yet, an empty draft);
         tries[b * per : (b + 1) * per] are its datastore tries (per 0: the datastore did not answer)."""
 
 
@@ -42,13 +41,11 @@ class Drafter(Protocol):
 class CalibratedMerge:
     """SSSD's drafter: the request's own text and the datastore's suffix tries, scored by the
     learned calibration, merged, and the best ``budget`` nodes kept (one compiled call for the
-    whole batch). own_text / datastore switch a side off (the replay's ablations). One thread
-    drafts with an instance (its arena of own-text indexes is not shared between threads)."""
+    whole batch). own_text / datastore switch a side off (the replay's ablations)."""
 
     config: DraftConfig = DraftConfig()
     own_text: bool = True
     datastore: bool = True
-    arena: LocalArena = dataclasses.field(default_factory=LocalArena, compare=False, repr=False)
 
     @property
     def asks_datastore(self) -> bool:
@@ -58,11 +55,11 @@ class CalibratedMerge:
     def ngram(self) -> int:
         return self.config.local_ngram
 
-    def draft(self, indexes, tries, per, calibration, budget, depth) -> list[DraftTree]:
+    def draft(self, requests, tries, per, calibration, budget, depth) -> list[DraftTree]:
         c = self.config
         if not self.datastore:
             tries, per = NO_TRIES, 0
-        return draft_trees(self.arena, list(indexes), tries, per, calibration, budget, depth, c.max_children,
+        return draft_trees(requests.arena, requests.indexes, tries, per, calibration, budget, depth, c.max_children,
                            c.local_occurrences, use_local=self.own_text, combine=c.combine)
 
 
@@ -74,8 +71,8 @@ class PromptLookup:
     asks_datastore: bool = False
     ngram: int = 3
 
-    def draft(self, indexes, tries, per, calibration, budget, depth) -> list[DraftTree]:
-        return [self._chain(x, budget) if x is not None else DraftTree.empty() for x in indexes]
+    def draft(self, requests, tries, per, calibration, budget, depth) -> list[DraftTree]:
+        return [self._chain(x, budget) if x is not None else DraftTree.empty() for x in requests.indexes]
 
     @staticmethod
     def _chain(local: LocalIndex, budget: int) -> DraftTree:
@@ -91,5 +88,5 @@ class NoDrafts:
     asks_datastore: bool = False
     ngram: int = 1
 
-    def draft(self, indexes, tries, per, calibration, budget, depth) -> list[DraftTree]:
-        return [DraftTree.empty() for _ in indexes]
+    def draft(self, requests, tries, per, calibration, budget, depth) -> list[DraftTree]:
+        return [DraftTree.empty() for _ in requests.indexes]

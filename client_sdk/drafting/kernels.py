@@ -44,6 +44,19 @@ def local_append(buf, n, new, head, prev, mask):
 
 
 @numba.njit(**OPTS)
+def append_rows(bufs, heads, prevs, slots, ns, masks, new, offs):
+    """``local_append`` for a batch in one call: index slots[b] of the arena (holding ns[b]
+    tokens, room for the new ones ensured by the caller) gets new[offs[b]:offs[b + 1]].
+    Returns the rows' new token counts."""
+    out = ns.copy()
+    for b in range(slots.shape[0]):
+        if offs[b + 1] > offs[b]:
+            s = slots[b]
+            out[b] = local_append(bufs[s], ns[b], new[offs[b] : offs[b + 1]], heads[s], prevs[s], masks[b])
+    return out
+
+
+@numba.njit(**OPTS)
 def local_match(buf, n, head, prev, mask, kmin, max_occ, max_walk):
     """(k, positions): longest k >= kmin whose last-k-gram occurred before, most recent first.
 

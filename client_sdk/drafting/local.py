@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import weakref
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -40,6 +41,11 @@ class LocalIndex:
         if self.n + tokens.shape[0] > self.buf.shape[0]:
             self._grow(self.n + tokens.shape[0])
         self.n = kernels.local_append(self.buf, self.n, tokens, self.head, self.prev, self.mask)
+
+    def reserve(self, count: int) -> None:
+        """Room for ``count`` more tokens (reallocating, as ``extend`` would, when short)."""
+        if self.n + count > self.buf.shape[0]:
+            self._grow(self.n + count)
 
     def _grow(self, need: int) -> None:
         cap = max(need, 2 * self.buf.shape[0])
@@ -131,3 +137,26 @@ class LocalArena:
         if self._slot.get(key) == slot:
             del self._slot[key]
         self._released.append(slot)
+
+
+class IndexBatch(NamedTuple):
+    """A step's requests' own-text indexes (None: not built yet) and the arena that the
+    compiled kernels read them through."""
+
+    arena: LocalArena
+    indexes: list[LocalIndex | None]
+
+
+def extend_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[int]]) -> None:
+    """``indexes[i].extend(tokens[i])`` for every i, in one compiled call."""
+    lengths = [len(t) for t in tokens]
+    for local, count in zip(indexes, lengths):
+        local.reserve(count)
+    offs = np.zeros(len(tokens) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offs[1:])
+    new = np.fromiter((t for row in tokens for t in row), dtype=np.int32, count=int(offs[-1]))
+    ns = np.fromiter((x.n for x in indexes), dtype=np.int64, count=len(indexes))
+    masks = np.fromiter((x.mask for x in indexes), dtype=np.int64, count=len(indexes))
+    out = kernels.append_rows(arena.bufs, arena.heads, arena.prevs, arena.slots(indexes), ns, masks, new, offs).tolist()
+    for local, n in zip(indexes, out):
+        local.n = n

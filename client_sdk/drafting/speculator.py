@@ -30,6 +30,7 @@ import numpy as np
 from client_sdk.drafting.cache import TrieCache, entries, splice
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import candidates, descend, path_tokens
+from client_sdk.drafting.local import IndexBatch, LocalArena, extend_many
 from client_sdk.drafting.planner import PlannerConfig, StepPlanner
 from client_sdk.drafting.requests import RequestState
 from client_sdk.drafting.tree import Calibration
@@ -102,6 +103,7 @@ class Speculator:
         self.last = StepTimes()
         self.counts = {"asked": 0, "prefetched": 0, "arrived": 0, "contexts": 0, "not_indexed": 0}
         self._requests: dict[object, RequestState] = {}
+        self.arena = LocalArena()  # the requests' own-text indexes, as the compiled kernels read them
         self._lengths = (config.draft.remote_match,) + tuple(config.draft.remote_suffixes)
         self._outstanding = False  # a prefetch for the next step is in flight
         self._to_learn: list[tuple[DraftTree, list[int]]] = []
@@ -199,7 +201,7 @@ class Speculator:
         depth = min(self.config.draft.max_depth, budget)
         indexes = [r.index() for r in reqs]
         self.counts["not_indexed"] += sum(1 for x in indexes if x is None)
-        trees = self.drafter.draft(indexes, remote, per, self.calibration, budget, depth)
+        trees = self.drafter.draft(IndexBatch(self.arena, indexes), remote, per, self.calibration, budget, depth)
         matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
         self.last = StepTimes(t1 - t0, time.perf_counter() - t1, matches)
         return trees
@@ -329,18 +331,35 @@ class Speculator:
 
     def commit(self, request_id, tokens, tree: DraftTree | None = None, accepted: list[int] | None = None) -> None:
         """Append the step's committed tokens (accepted + bonus); learning waits for ``prefetch``."""
-        req = self._requests[request_id]
-        tokens = np.asarray(tokens, dtype=np.int32)
-        req.extend(tokens)
-        req.pick = None
-        if req.outcomes is not None:
-            req.pick = req.outcomes.get(tuple(tokens[:-1].tolist()))
-            req.bonus = int(tokens[-1])
+        self.commit_many([request_id], [tokens], [tree], [accepted])
+
+    def commit_many(self, request_ids, tokens, trees=None, accepted=None) -> None:
+        """``commit`` for a step's requests at once: tokens[i] (ints), trees[i] and accepted[i]
+        (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
+        ready, ready_tokens = [], []
+        for i, rid in enumerate(request_ids):
+            req = self._requests[rid]
+            toks = tokens[i].tolist() if isinstance(tokens[i], np.ndarray) else list(tokens[i])
+            local = req.index()
+            if local is None:
+                req.extend(np.asarray(toks, dtype=np.int32))  # queued until the index is built
+            elif toks:
+                ready.append(local)
+                ready_tokens.append(toks)
+                req.last = toks[-1]
+            req.pick = None
+            if req.outcomes is not None and toks:
+                req.pick = req.outcomes.get(tuple(toks[:-1]))
+                req.bonus = toks[-1]
             req.outcomes = None
-        if tree is not None and accepted is not None and len(tree):
-            self._to_learn.append((tree, accepted))
-            if self.planner is not None:
-                self.planner.record(float(tree.scores.sum()), len(accepted))
+            tree = trees[i] if trees is not None else None
+            path = accepted[i] if accepted is not None else None
+            if tree is not None and path is not None and len(tree):
+                self._to_learn.append((tree, path))
+                if self.planner is not None:
+                    self.planner.record(float(tree.scores.sum()), len(path))
+        if ready:
+            extend_many(self.arena, ready, ready_tokens)
 
     def observe_step(self, batch: int, width: int, seconds: float) -> None:
         """The measured time of a step of this verify width (1 + draft tokens), drafting excluded:
