@@ -42,7 +42,7 @@ class DraftTree:
     not a dataclass: one is built per request per decode step.)
     """
 
-    __slots__ = ("tokens", "parents", "scores", "cells", "ranked")
+    __slots__ = ("tokens", "parents", "scores", "cells", "ranked", "total")
 
     def __init__(self, tokens, parents, scores, cells, ranked: bool = False) -> None:
         self.tokens = tokens  # [b] int32
@@ -50,6 +50,26 @@ class DraftTree:
         self.scores = scores  # [b] float64: estimated probability that the node is accepted
         self.cells = cells  # [b, S, 4] int8: calibration cell (slot, k, f, support) per source, -1 absent
         self.ranked = ranked  # nodes are best first (ties: shallower first): the best k are the first k
+        self.total: float | None = None  # the scores' sum (expected accepted tokens), once asked for
+
+    def expected_accepted(self) -> float:
+        """The sum of the node scores (cached; ``set_totals`` fills a batch's at once)."""
+        if self.total is None:
+            self.total = float(self.scores.sum())
+        return self.total
+
+    @staticmethod
+    def set_totals(trees: "list[DraftTree]") -> None:
+        """Cache ``expected_accepted`` of a batch of trees with one cumulative sum."""
+        if not trees:
+            return
+        offs = np.zeros(len(trees) + 1, dtype=np.int64)
+        np.cumsum([t.tokens.shape[0] for t in trees], out=offs[1:])
+        cum = np.zeros(offs[-1] + 1)
+        if offs[-1]:
+            np.cumsum(np.concatenate([t.scores for t in trees]), out=cum[1:])
+        for t, v in zip(trees, (cum[offs[1:]] - cum[offs[:-1]]).tolist()):
+            t.total = v
 
     @staticmethod
     def empty() -> "DraftTree":

@@ -312,3 +312,14 @@ def test_batched_extend_equals_one_extend_per_index(rows):
         np.testing.assert_array_equal(a.head, b.head)
         np.testing.assert_array_equal(a.prev[:, : a.n + 1], b.prev[:, : b.n + 1])
         assert a.continuation(4).tokens.tolist() == b.continuation(4).tokens.tolist()
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [3, 0, 2], [1, 1, 5]])
+def test_set_totals_caches_each_trees_score_sum(sizes):
+    rng = np.random.default_rng(len(sizes))
+    trees = [DraftTree(np.zeros(n, np.int32), np.full(n, -1, np.int32), rng.random(n), np.zeros((n, 1, 4), np.int8))
+             for n in sizes]
+    DraftTree.set_totals(trees)
+    for t in trees:
+        assert t.total == pytest.approx(float(t.scores.sum()))
+        assert t.expected_accepted() == t.total

@@ -179,6 +179,7 @@ class Speculator:
                 k = self.planner.choose_for_drafts([t.scores for t in trees], all(t.ranked for t in trees))
                 self.planner.observe_drafting(len(reqs), time.perf_counter() - start + prepared_s)
                 trees = [t.best(k) for t in trees]
+                DraftTree.set_totals(trees)  # what commit books against the planner, in one pass
         for r, t in zip(reqs, trees):
             r.tree = t
         return trees
@@ -230,16 +231,16 @@ class Speculator:
         start = time.perf_counter()
         got = self.remote.collect(STEP_KEY, None, self.config.lookup_deadline_s) if self._outstanding else None
         self._outstanding = False
-        per = len(self._lengths)
-        src = np.full(len(reqs) * per, -1, dtype=np.int64)
-        bonus = np.full(len(reqs) * per, -1, dtype=np.int64)
-        last = np.empty(len(reqs), dtype=np.int64)
-        for i, r in enumerate(reqs):
-            last[i] = r.last
-            if r.pick is not None:
-                src[i * per : (i + 1) * per] = r.pick
-                bonus[i * per : (i + 1) * per] = r.bonus
-                self.counts["prefetched"] += 1
+        per, n = len(self._lengths), len(reqs)
+        src = np.full((n, per), -1, dtype=np.int64)
+        bonus = np.full((n, per), -1, dtype=np.int64)
+        last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=n)
+        picked = [i for i, r in enumerate(reqs) if r.pick is not None]
+        if picked:
+            src[picked] = [reqs[i].pick for i in picked]
+            bonus[picked] = np.asarray([reqs[i].bonus for i in picked], dtype=np.int64)[:, None]
+            self.counts["prefetched"] += len(picked)
+        src, bonus = src.reshape(-1), bonus.reshape(-1)
         if got is not None:
             self.counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
             batch = descend(got, src, bonus)
@@ -357,7 +358,7 @@ class Speculator:
             if tree is not None and path is not None and len(tree):
                 self._to_learn.append((tree, path))
                 if self.planner is not None:
-                    self.planner.record(float(tree.scores.sum()), len(path))
+                    self.planner.record(tree.expected_accepted(), len(path))
         if ready:
             extend_many(self.arena, ready, ready_tokens)
 
