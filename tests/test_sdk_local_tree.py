@@ -1,10 +1,14 @@
 """Local n-gram index and draft tree builder: hand-built tables and hypothesis properties."""
 
+from unittest import mock
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from client_sdk.drafting import local as local_module
+from client_sdk.drafting import tree as tree_module
 from client_sdk.drafting.local import LocalIndex
 from client_sdk.types import DraftTree
 from client_sdk.drafting.tree import Calibration, draft_tree
@@ -248,6 +252,12 @@ def test_batched_drafts_equal_one_call_per_request(case, own_text):
     """draft_trees over a batch gives, row by row, what draft_tree gives for each request alone:
     across steps whose indexes grow (reallocated arrays), leave (freed, reused slots) or are not
     built yet (None)."""
+    for small_batch in (0, tree_module.SMALL_BATCH):  # the batched kernel, and one call per row for few rows
+        with mock.patch.object(tree_module, "SMALL_BATCH", small_batch):
+            _check_batched_drafts(case, own_text)
+
+
+def _check_batched_drafts(case, own_text):
     from client_sdk.drafting.local import LocalArena
     from client_sdk.drafting.tree import draft_trees
 
@@ -297,6 +307,12 @@ def test_arena_reuses_the_slot_of_a_dropped_index():
                 min_size=1, max_size=5))
 def test_batched_extend_equals_one_extend_per_index(rows):
     """extend_many over an arena leaves every index as its own extend calls would (growth included)."""
+    for small_batch in (0, local_module.SMALL_BATCH):  # the batched kernel, and one call per index for few
+        with mock.patch.object(local_module, "SMALL_BATCH", small_batch):
+            _check_batched_extend(rows)
+
+
+def _check_batched_extend(rows):
     from client_sdk.drafting.local import LocalArena, extend_many
 
     arena = LocalArena()
@@ -314,7 +330,7 @@ def test_batched_extend_equals_one_extend_per_index(rows):
         assert a.continuation(4).tokens.tolist() == b.continuation(4).tokens.tolist()
 
 
-@pytest.mark.parametrize("sizes", [[], [0], [3, 0, 2], [1, 1, 5]])
+@pytest.mark.parametrize("sizes", [[], [0], [3, 0, 2], [1, 1, 5], [4, 0, 2, 7, 1, 0, 3, 3, 9, 1]])
 def test_set_totals_caches_each_trees_score_sum(sizes):
     rng = np.random.default_rng(len(sizes))
     trees = [DraftTree(np.zeros(n, np.int32), np.full(n, -1, np.int32), rng.random(n), np.zeros((n, 1, 4), np.int8))

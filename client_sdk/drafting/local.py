@@ -147,8 +147,18 @@ class IndexBatch(NamedTuple):
     indexes: list[LocalIndex | None]
 
 
+# below this many rows one call per row is cheaper than one batched call (whose typed lists cost
+# ~5 µs to pass in; measured: 1 row 1.6 vs 11.5 µs, 8 rows 19 vs 18 µs)
+SMALL_BATCH = 8
+
+
 def extend_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[int]]) -> None:
-    """``indexes[i].extend(tokens[i])`` for every i, in one compiled call."""
+    """``indexes[i].extend(tokens[i])`` for every i, in one compiled call (per index for a
+    small batch). The indexes must be distinct."""
+    if len(indexes) < SMALL_BATCH:
+        for local, toks in zip(indexes, tokens):
+            local.extend(toks)
+        return
     lengths = [len(t) for t in tokens]
     for local, count in zip(indexes, lengths):
         local.reserve(count)

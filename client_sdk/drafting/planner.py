@@ -144,6 +144,12 @@ def expected_gain(scores: list[np.ndarray], max_budget: int, best_first: bool = 
     over the batch, as it runs on every drafted step's critical path (best_first: every
     sequence's scores are already in decreasing order, as drafts come, so nothing is sorted)."""
     gain = np.zeros(max_budget + 1)
+    if len(scores) < 8:  # a few sequences: one cumulative sum each is cheaper (1 sequence: 8 vs 16 µs)
+        for s in scores:
+            top = (s if best_first else np.sort(s)[::-1])[:max_budget]
+            gain[1 : top.shape[0] + 1] += np.cumsum(top)
+            gain[top.shape[0] + 1 :] += top.sum()
+        return gain
     lengths = np.fromiter((s.shape[0] for s in scores), dtype=np.int64, count=len(scores))
     total = int(lengths.sum())
     if not total:

@@ -337,6 +337,8 @@ class Speculator:
     def commit_many(self, request_ids, tokens, trees=None, accepted=None) -> None:
         """``commit`` for a step's requests at once: tokens[i] (ints), trees[i] and accepted[i]
         (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
+        if len(set(request_ids)) != len(request_ids):
+            raise ValueError(f"a request appears twice among the {len(request_ids)} committed at once")
         ready, ready_tokens = [], []
         for i, rid in enumerate(request_ids):
             req = self._requests[rid]

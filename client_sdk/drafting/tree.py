@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from client_sdk.drafting import kernels
-from client_sdk.drafting.local import LocalArena, LocalIndex
+from client_sdk.drafting.local import LocalArena, LocalIndex, extend_many
 from client_sdk.types import DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -25,6 +25,7 @@ PRIOR = np.outer([0.05, 0.2, 0.4, 0.6, 0.8], [0.7, 0.85, 0.95, 1.0])
 PRIOR_WEIGHT = 20.0
 COMBINE = {"noisy-or": 0, "max": 1}
 LEARNED_PRIOR = Path(__file__).with_name("calibration_prior.npy")  # python -m sssd.bench.learn_prior
+SMALL_BATCH = 3  # draft_trees drafts fewer rows one call each (1 row: 9 vs 15 µs; 4 rows: 34 vs 26 µs)
 
 
 def default_prior() -> np.ndarray:
@@ -103,6 +104,9 @@ def draft_trees(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
         raise ValueError(f"at most {MAX_SLOTS - 1} datastore tries per draft, got {per}")
     if per and len(remote) != per * len(indexes):
         raise ValueError(f"{len(remote)} datastore tries for {len(indexes)} requests x {per}")
+    if len(indexes) < SMALL_BATCH:  # cheaper one by one (the same drafts: the same kernel per row)
+        return [draft_tree(x, remote, b * per, per, cal, budget, max_depth, max_children, local_occ, use_local, combine)
+                if x is not None else DraftTree.empty() for b, x in enumerate(indexes)]
     slots = arena.slots(indexes)
     ns = np.fromiter((x.n if x is not None and use_local else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     masks = np.fromiter((x.mask if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
@@ -122,10 +126,11 @@ def warm_up() -> None:
     that the first request's first step does not pay for it (seconds in a fresh environment)."""
     local = LocalIndex([1, 2, 3, 1, 2], max_ngram=3)
     draft_tree(local, NO_TRIES, 0, 0, Calibration(), budget=4)
-    arena, grows = LocalArena(), LocalIndex([1, 2], max_ngram=3, capacity=4)
-    draft_trees(arena, [local, grows], NO_TRIES, 0, Calibration(), budget=4)
-    grows.extend([1, 2] * 64)  # reallocates: the arena re-reads it (its typed lists' setitem compiles)
-    draft_trees(arena, [local, grows], NO_TRIES, 0, Calibration(), budget=4)
+    arena = LocalArena()
+    rows = [LocalIndex([1, 2, 3, 1, 2], max_ngram=3, capacity=4) for _ in range(8)]  # enough for the batched kernels
+    draft_trees(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
+    extend_many(arena, rows, [[1, 2] * 64] * len(rows))  # reallocates: the arena re-reads (typed lists' setitem)
+    draft_trees(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
     local.continuation(depth=2)
     # the kernels around drafting: outcome descent, the single-token table, the verify layout
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
