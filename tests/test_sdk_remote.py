@@ -87,6 +87,27 @@ def test_zero_wait_never_waits_and_late_answers_count_against_the_breaker(live):
     assert source.breaker.state == "open"
 
 
+def test_a_late_answer_is_cancelled_and_the_service_drops_it(live):
+    """Zero-wait never uses a late answer: the call is cancelled, so a service that fell behind
+    does not go on working for nobody (here it has not started the lookup), and giving up is
+    booked as one late answer, not as a failure of the service."""
+    server, client = live
+    servicer = server.server.servicer
+    servicer.lookup_delay_s = 0.3
+    spec, source = speculator(client, deadline=0.0)
+    spec.cache = None  # no cache fills: the step's prefetch is the only lookup
+    spec.start("r", [9, 1, 2])
+    spec.draft(["r"])
+    spec.prefetch(["r"])
+    spec.commit("r", [3])
+    before = servicer.metrics.lookup_contexts._value.get()
+    spec.draft(["r"])  # the prefetch has not arrived: given up on
+    time.sleep(0.5)  # past the server's delay: a lookup it went on with would have been counted by now
+    assert source.stats.late == 1 and source.stats.cancelled == 1
+    assert source.stats.failed == 0 and source.breaker.state == "closed"
+    assert servicer.metrics.lookup_contexts._value.get() == before
+
+
 def test_blocking_lookup_never_holds_a_step_past_its_deadline(live):
     server, client = live
     server.server.servicer.lookup_delay_s = 0.3

@@ -41,6 +41,7 @@ from sssd_wire.types import TrieBatch
 STEP_KEY = "next-step"
 FILL_KEY = "cache-fill"
 FRESH_KEY = "missed-now"
+ON_TIME = 8  # prefetches in time before one more outcome per request is asked for (see _pace)
 EMPTY = DraftTree.empty()  # shared by plain steps (trees are never modified in place)
 
 
@@ -106,6 +107,10 @@ class Speculator:
         self.arena = LocalArena()  # the requests' own-text indexes, as the compiled kernels read them
         self._lengths = (config.draft.remote_match,) + tuple(config.draft.remote_suffixes)
         self._outstanding = False  # a prefetch for the next step is in flight
+        # ends prefetched per request now: halved when a prefetch comes back late (a smaller ask
+        # arrives sooner), one more after every ON_TIME answers in time, up to config.outcomes
+        self.outcomes_now = config.outcomes
+        self._on_time = 0
         self._to_learn: list[tuple[DraftTree, list[int]]] = []
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
         self._planned: int | None = None  # the budget plan() decided for the coming draft
@@ -230,6 +235,8 @@ class Speculator:
         contexts themselves, waited for until the deadline; the rest drafts from own text."""
         start = time.perf_counter()
         got = self.remote.collect(STEP_KEY, None, self.config.lookup_deadline_s) if self._outstanding else None
+        if self._outstanding:
+            self._pace(got is not None)
         self._outstanding = False
         per, n = len(self._lengths), len(reqs)
         src = np.full((n, per), -1, dtype=np.int64)
@@ -276,6 +283,18 @@ class Speculator:
             found.update(self._ask_now(missing, tails, left))
         self._fill_next = {k: tails[k] for k in missing}  # asked at prefetch, for later steps
         return splice(batch, found)
+
+    def _pace(self, arrived: bool) -> None:
+        """Size the next prefetch by whether this one arrived in time (additive increase,
+        multiplicative decrease): a datastore that falls behind is asked for less, not given up on."""
+        if not arrived:
+            self.outcomes_now = max(1, self.outcomes_now // 2)
+            self._on_time = 0
+            return
+        self._on_time += 1
+        if self._on_time >= ON_TIME and self.outcomes_now < self.config.outcomes:
+            self.outcomes_now += 1
+            self._on_time = 0
 
     def _from_cache(self, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
         """Slot -> cached answer for the tails the cache holds (removed from ``missing``)."""
@@ -389,7 +408,7 @@ class Speculator:
             r = self._requests[rid]
             r.outcomes = {}
             history = r.tail(longest)
-            for node in candidates(r.tree, self.config.outcomes):
+            for node in candidates(r.tree, self.outcomes_now):
                 path = path_tokens(r.tree, node)
                 end = np.concatenate([history, np.asarray(path, dtype=np.int32)])
                 slots = []

@@ -165,6 +165,9 @@ class DatastoreClient:
             _settle(out, lambda: _answer(f.result(), flat))
 
         call.add_done_callback(done)
+        # a waiter that gives up on the answer cancels the call too: the server drops it if it has
+        # not started it yet, instead of working on an answer nobody will read
+        out.add_done_callback(lambda o: call.cancel() if o.cancelled() else None)
         return out
 
     def ingest(self, namespace: str, docs: Iterable[tuple[str, Sequence[int]]], timeout_s: float | None = None) -> pb.IngestResponse:

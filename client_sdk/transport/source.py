@@ -31,6 +31,7 @@ class SourceStats:
     misaligned: int = 0
     failed: int = 0
     skipped_open: int = 0
+    cancelled: int = 0  # late or superseded lookups given up on before they ended
 
 
 class RemoteSource:
@@ -63,14 +64,27 @@ class RemoteSource:
             return
         fut = self.client.lookup_future(self.namespace, contexts, self.options, timeout_s=self.timeout_s, flat=True)
         with self._lock:
+            old = self._pending.get(key)
             self._pending[key] = (self._fingerprint(contexts), fut)
         fut.add_done_callback(self._record)
         self.stats.requested += 1
+        if old is not None:  # never collected (e.g. a plain step came between): nobody will read it
+            self._abandon(old[1])
+
+    def _abandon(self, fut: futures.Future) -> None:
+        """Give up on an answer (late, or superseded): cancel its call, so that a service that
+        falls behind is not kept behind by answers nobody reads. Not a failure of the service."""
+        with self._lock:
+            self._late.add(id(fut))
+        if fut.cancel():
+            self.stats.cancelled += 1
 
     def _record(self, fut: futures.Future) -> None:
         with self._lock:
             late = id(fut) in self._late
             self._late.discard(id(fut))
+        if late and fut.cancelled():  # given up on by this side: booked when it was
+            return
         if fut.cancelled() or fut.exception() is not None:
             self.stats.failed += 1
             self.breaker.failure()
@@ -88,7 +102,7 @@ class RemoteSource:
         fingerprint, fut = entry
         if contexts is not None and fingerprint != self._fingerprint(contexts):
             self.stats.misaligned += 1
-            fut.cancel()
+            self._abandon(fut)  # this side's mistake, not the service's failure
             return None
         try:
             if deadline_s > 0 or fut.done():
@@ -112,6 +126,7 @@ class RemoteSource:
         if self._late_streak >= self.late_limit:
             self._late_streak = 0
             self.breaker.failure()
+        self._abandon(fut)  # a late answer is never used: the service need not finish it
         return None
 
     def fetch(self, contexts, timeout_s: float = 30.0) -> TrieBatch:
