@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -140,6 +141,7 @@ class ScriptedPlanner:
     def __init__(self, plans):
         self.plans = list(plans)
         self.records = []
+        self.drafting = []
 
     def plan(self, batch):
         return self.plans.pop(0)
@@ -148,7 +150,7 @@ class ScriptedPlanner:
         return 7
 
     def observe_drafting(self, batch, seconds):
-        pass
+        self.drafting.append(seconds)
 
     def observe_step(self, batch, width, seconds):
         pass
@@ -170,8 +172,11 @@ def test_adaptive_plain_steps_defer_their_bookkeeping(calls_prefetch):
     drafter = BatchDrafter(spec, width=8, vocab_size=100, adaptive=True)
     text = [5, 6, 7, 8]
     out = [5, 6]
+    walls = []
     for step, plain in enumerate([False, True, True, False]):
+        t = time.perf_counter()
         drafts, mask = drafter.drafts([RequestView("a", text, list(out))])
+        walls.append(time.perf_counter() - t)
         assert (drafter.last_width == 1) == plain
         if plain:
             assert drafts.tolist() == [out[-1]] and mask.tolist() == [True]
@@ -184,8 +189,28 @@ def test_adaptive_plain_steps_defer_their_bookkeeping(calls_prefetch):
         out += [7, 8, 5, 6]  # the draft's 7, 8 accepted (or plain steps), then 5, 6
     # the drafted step's outcome was recorded once (the plain steps had no tree to learn from)
     assert planner.records == [3]  # 7 8 5 of the draft accepted
+    # the planner is told each drafted step's whole drafting time (sync to arrays), once
+    assert len(planner.drafting) == 2
+    assert all(0 < d <= w for d, w in zip(planner.drafting, [walls[0], walls[3]]))
     assert spec.calibration.tests.sum() > Calibration().tests.sum()
     assert spec._requests["a"].index().tokens.tolist() == text + out[:-4]
+
+
+def test_the_planner_weighs_everything_the_gpu_waits_for(monkeypatch):
+    """The drafting time the planner is told includes emitting the arrays, not just drafting."""
+    from sglang_integration import drafts as drafts_module
+
+    planner = ScriptedPlanner([7])
+    drafter = BatchDrafter(Speculator(SpeculatorConfig(), planner=planner), width=8, vocab_size=100, adaptive=True)
+    rows = drafts_module.kernels.fixed_width_rows
+
+    def slow_rows(*args):
+        time.sleep(0.05)
+        return rows(*args)
+
+    monkeypatch.setattr(drafts_module.kernels, "fixed_width_rows", slow_rows)
+    drafter.drafts([RequestView("a", [5, 6, 7, 8], [5, 6])])
+    assert drafter.last_width > 1 and len(planner.drafting) == 1 and planner.drafting[0] >= 0.05
 
 
 def test_overlap_splicing():

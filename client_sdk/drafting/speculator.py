@@ -114,6 +114,7 @@ class Speculator:
         self._to_learn: list[tuple[DraftTree, list[int]]] = []
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
         self._planned: int | None = None  # the budget plan() decided for the coming draft
+        self._unreported = 0  # the batch of a drafted step whose drafting time the caller reports
         self._indexer: ThreadPoolExecutor | None = None
         self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s)
                       if config.trie_cache and config.prefetch_outcomes else None)
@@ -157,11 +158,12 @@ class Speculator:
 
     # -- per step: the critical path --------------------------------------------------------
 
-    def draft(self, request_ids, budget: int | None = None, prepared_s: float = 0.0) -> list[DraftTree]:
+    def draft(self, request_ids, budget: int | None = None, caller_reports: bool = False) -> list[DraftTree]:
         """One draft tree per request (empty trees when speculation does not pay).
 
-        prepared_s: CPU time the caller spent on this step before calling (feeding committed
-        tokens, its own bookkeeping): the planner weighs it as drafting cost.
+        caller_reports: the caller times the step's whole drafting (what the GPU waits for:
+        feeding committed tokens, drafting, emitting its arrays) and hands it to
+        ``drafting_took``; otherwise the planner is told the time of this call alone.
 
         With a planner and no explicit budget the planner first decides whether to draft at
         all (nothing is drafted or looked up when it says no); drafts are then built at its
@@ -182,12 +184,22 @@ class Speculator:
                 start = time.perf_counter()
                 trees = self._draft(reqs, budget)
                 k = self.planner.choose_for_drafts([t.scores for t in trees], all(t.ranked for t in trees))
-                self.planner.observe_drafting(len(reqs), time.perf_counter() - start + prepared_s)
+                if caller_reports:
+                    self._unreported = len(reqs)
+                else:
+                    self.planner.observe_drafting(len(reqs), time.perf_counter() - start)
                 trees = [t.best(k) for t in trees]
                 DraftTree.set_totals(trees)  # what commit books against the planner, in one pass
         for r, t in zip(reqs, trees):
             r.tree = t
         return trees
+
+    def drafting_took(self, seconds: float) -> None:
+        """The whole drafting time of the step just drafted with ``caller_reports`` (nothing
+        when that step did not draft): the planner weighs it against what drafting saves."""
+        if self._unreported and self.planner is not None:
+            self.planner.observe_drafting(self._unreported, seconds)
+        self._unreported = 0
 
     def plan(self, batch: int) -> int:
         """The draft budget of the coming step (0: a plain step, nothing drafted or looked up),
