@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from client_sdk.drafting import kernels
-from client_sdk.drafting.speculator import EMPTY, Speculator
+from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
 
 

@@ -50,3 +50,11 @@ def test_a_request_twice_in_one_commit_is_refused():
     with pytest.raises(ValueError, match="twice"):
         spec.commit_many(["r", "r"], [[4], [5]])
     assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3]  # nothing half-committed
+
+
+def test_an_unknown_request_fails_the_commit_before_anything_changes():
+    spec = Speculator(SpeculatorConfig(fixed_budget=4))
+    spec.start("r", [1, 2, 3])
+    with pytest.raises(KeyError):
+        spec.commit_many(["r", "gone"], [[4], [5]])
+    assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3] and spec._requests["r"].last == 3

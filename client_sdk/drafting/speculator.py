@@ -370,9 +370,9 @@ class Speculator:
         (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
         if len(set(request_ids)) != len(request_ids):
             raise ValueError(f"a request appears twice among the {len(request_ids)} committed at once")
+        reqs = [self._requests[rid] for rid in request_ids]  # an unknown id fails before anything changes
         ready, ready_tokens = [], []
-        for i, rid in enumerate(request_ids):
-            req = self._requests[rid]
+        for i, req in enumerate(reqs):
             toks = tokens[i].tolist() if isinstance(tokens[i], np.ndarray) else list(tokens[i])
             local = req.index()
             if local is None:
