@@ -121,3 +121,35 @@ def test_fill_replaces_only_empty_tries_with_a_known_token(published):
     assert [t.tokens.tolist() for t in tries] == [[4], [99], [], [], [20]]
     assert tries[1].counts.tolist() == [7] and out.meta[1].tolist() == [3, 4, 5]  # untouched
     assert out.meta[2].tolist() == [6, 7, 8] and out.meta[0, 0] == 1 and out.meta[4, 0] == 1
+
+
+def test_fill_in_one_pass_equals_a_lookup_per_slot():
+    """The compiled fill over the published table gives what the per-slot path gives (hypothesis)."""
+    from hypothesis import given, settings, strategies as st
+
+    vocab = 24
+
+    def table(published):
+        t = UnigramTable(vocab, chunk=8)
+        for first in range(0, vocab, 8):
+            t.store(first, unigram_tries([[x] for x in range(first, min(first + 8, vocab))]))
+        if published:
+            t.publish()
+        return t
+
+    tries = st.lists(st.lists(st.integers(0, 50), max_size=3), min_size=1, max_size=8)
+
+    @settings(max_examples=100, deadline=None)
+    @given(tries, st.data())
+    def check(rows, data):
+        offs = np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64)
+        flat = np.asarray([t for r in rows for t in r], np.int32)
+        meta = np.arange(3 * len(rows), dtype=np.int64).reshape(-1, 3)
+        batch = TrieBatch(flat, np.full(flat.shape[0], -1, np.int32), np.ones(flat.shape[0], np.int32), offs, meta)
+        slots = np.asarray(data.draw(st.lists(st.integers(0, len(rows) - 1), max_size=2 * len(rows))), np.int64)  # repeats: the first wins
+        keys = np.asarray(data.draw(st.lists(st.integers(-2, vocab + 2), min_size=len(slots), max_size=len(slots))), np.int64)
+        one, each = table(True).fill(batch, slots, keys), table(False).fill(batch, slots, keys)
+        for name in ("tokens", "parents", "counts", "node_offsets", "meta"):
+            np.testing.assert_array_equal(getattr(one, name), getattr(each, name))
+
+    check()
