@@ -1,0 +1,48 @@
+"""Where one batched compiled call beats one call per request (the SMALL_BATCH thresholds).
+
+Times, at 1, 2, 4, 8 and 16 requests, drafting (client_sdk.drafting.tree.draft_trees against
+draft_tree per request) and appending committed tokens (local.extend_many against
+LocalIndex.extend per request), own text only, best of 5 repeats; prints JSON (µs per call).
+
+    .venv/bin/python bench/batch_crossover.py
+"""
+
+from __future__ import annotations
+
+import json
+import timeit
+from unittest import mock
+
+import numpy as np
+
+from client_sdk.drafting import local as local_module
+from client_sdk.drafting import tree as tree_module
+from client_sdk.drafting.local import LocalArena, LocalIndex, extend_many
+from client_sdk.drafting.tree import NO_TRIES, Calibration, draft_tree, draft_trees, warm_up
+from sssd.bench.provenance import stamped
+
+
+def best_us(fn, number: int = 200) -> float:
+    return round(min(timeit.repeat(fn, number=number, repeat=5)) / number * 1e6, 2)
+
+
+def main() -> None:
+    warm_up()
+    rng = np.random.default_rng(0)
+    indexes = [LocalIndex(rng.integers(0, 50, 300).tolist()) for _ in range(16)]
+    arena, cal, rows = LocalArena(), Calibration(), []
+    for n in (1, 2, 4, 8, 16):
+        batch, tokens = indexes[:n], [[1, 2, 3]] * n
+        with mock.patch.object(tree_module, "SMALL_BATCH", 0), mock.patch.object(local_module, "SMALL_BATCH", 0):
+            draft_batched = best_us(lambda: draft_trees(arena, batch, NO_TRIES, 0, cal, budget=16))
+            extend_batched = best_us(lambda: extend_many(arena, batch, tokens), number=20)
+        rows.append({"requests": n, "draft_batched_us": draft_batched,
+                     "draft_per_request_us": best_us(lambda: [draft_tree(x, NO_TRIES, 0, 0, cal, 16) for x in batch]),
+                     "extend_batched_us": extend_batched,
+                     "extend_per_request_us": best_us(lambda: [x.extend(t) for x, t in zip(batch, tokens)], number=20)})
+    print(json.dumps(stamped({"rows": rows, "thresholds": {"draft": tree_module.SMALL_BATCH,
+                                                            "extend": local_module.SMALL_BATCH}}), indent=1))
+
+
+if __name__ == "__main__":
+    main()
