@@ -1,6 +1,6 @@
 """Where one batched compiled call beats one call per request (the SMALL_BATCH thresholds).
 
-Times, at 1, 2, 4, 8 and 16 requests, drafting (client_sdk.drafting.tree.draft_trees against
+Times, at 1 to 64 requests, drafting (client_sdk.drafting.tree.draft_trees against
 draft_tree per request) and appending committed tokens (local.extend_many against
 LocalIndex.extend per request), own text only, best of 5 repeats; prints JSON (µs per call).
 
@@ -29,11 +29,11 @@ def best_us(fn, number: int = 200) -> float:
 def main() -> None:
     warm_up()
     rng = np.random.default_rng(0)
-    indexes = [LocalIndex(rng.integers(0, 50, 300).tolist()) for _ in range(16)]
+    indexes = [LocalIndex(rng.integers(0, 50, 300).tolist()) for _ in range(64)]
     arena, cal, rows = LocalArena(), Calibration(), []
-    for n in (1, 2, 4, 8, 16):
+    for n in (1, 2, 4, 8, 16, 32, 64):
         batch, tokens = indexes[:n], [[1, 2, 3]] * n
-        with mock.patch.object(tree_module, "SMALL_BATCH", 0), mock.patch.object(local_module, "SMALL_BATCH", 0):
+        with mock.patch.object(tree_module, "SMALL_BATCH", 0), mock.patch.object(local_module, "SMALL_APPEND", 0):
             draft_batched = best_us(lambda: draft_trees(arena, batch, NO_TRIES, 0, cal, budget=16))
             extend_batched = best_us(lambda: extend_many(arena, batch, tokens), number=20)
         rows.append({"requests": n, "draft_batched_us": draft_batched,
@@ -41,7 +41,7 @@ def main() -> None:
                      "extend_batched_us": extend_batched,
                      "extend_per_request_us": best_us(lambda: [x.extend(t) for x, t in zip(batch, tokens)], number=20)})
     print(json.dumps(stamped({"rows": rows, "thresholds": {"draft": tree_module.SMALL_BATCH,
-                                                            "extend": local_module.SMALL_BATCH}}), indent=1))
+                                                            "extend": local_module.SMALL_APPEND}}), indent=1))
 
 
 if __name__ == "__main__":

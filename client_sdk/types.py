@@ -35,6 +35,11 @@ class DraftConfig:
     remote_depth: int = 8
 
 
+# below this many requests a step's per-request work is cheaper one call each than batched
+# (the batched call's fixed cost: typed lists or several numpy calls; measured in BENCHMARKS.md)
+SMALL_BATCH = 8
+
+
 class DraftTree:
     """A draft: parallel arrays in topological order; parents[i] == -1 = child of the root.
 
@@ -61,8 +66,8 @@ class DraftTree:
     @staticmethod
     def set_totals(trees: "list[DraftTree]") -> None:
         """Cache ``expected_accepted`` of a batch of trees with one cumulative sum (one sum per
-        tree below 8 trees, where that is cheaper)."""
-        if len(trees) < 8:
+        tree for a small batch, where that is cheaper)."""
+        if len(trees) < SMALL_BATCH:
             for t in trees:
                 t.total = float(t.scores.sum())
             return

@@ -307,8 +307,8 @@ def test_arena_reuses_the_slot_of_a_dropped_index():
                 min_size=1, max_size=5))
 def test_batched_extend_equals_one_extend_per_index(rows):
     """extend_many over an arena leaves every index as its own extend calls would (growth included)."""
-    for small_batch in (0, local_module.SMALL_BATCH):  # the batched kernel, and one call per index for few
-        with mock.patch.object(local_module, "SMALL_BATCH", small_batch):
+    for small_batch in (0, local_module.SMALL_APPEND):  # the batched kernel, and one call per index for few
+        with mock.patch.object(local_module, "SMALL_APPEND", small_batch):
             _check_batched_extend(rows)
 
 

@@ -33,8 +33,8 @@ def _run(prompts, steps, batched):
     st.lists(st.lists(st.lists(st.integers(0, 4), min_size=1, max_size=5), min_size=n, max_size=n), max_size=4))))
 def test_commit_many_equals_one_commit_per_request(case):
     prompts, steps = case
-    for small_batch in (0, local_module.SMALL_BATCH):  # the batched kernel, and one call per index
-        with mock.patch.object(local_module, "SMALL_BATCH", small_batch):
+    for small_batch in (0, local_module.SMALL_APPEND):  # the batched kernel, and one call per index
+        with mock.patch.object(local_module, "SMALL_APPEND", small_batch):
             one, many = _run(prompts, steps, False), _run(prompts, steps, True)
         for i in range(len(prompts)):
             assert many._requests[i].index().tokens.tolist() == one._requests[i].index().tokens.tolist()

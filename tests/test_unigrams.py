@@ -34,6 +34,16 @@ def unigram_tries(contexts) -> TrieBatch:
                      np.asarray(offs, np.int64), meta)
 
 
+def stored_table(vocab: int = VOCAB, published: bool = False) -> UnigramTable:
+    """A table of chunk 8 holding unigram_tries for every token (published: as one batch)."""
+    table = UnigramTable(vocab, chunk=8)
+    for first in range(0, vocab, 8):
+        table.store(first, unigram_tries([[t] for t in range(first, min(first + 8, vocab))]))
+    if published:
+        table.publish()
+    return table
+
+
 def test_table_answers_per_token_and_misses_empty_or_unknown():
     table = UnigramTable(VOCAB, chunk=8)
     assert table.get(3) is None and table.loaded == 0
@@ -107,11 +117,7 @@ def test_a_surprising_bonus_token_still_gets_the_datastores_trie(vocab_size):
 
 @pytest.mark.parametrize("published", [False, True])
 def test_fill_replaces_only_empty_tries_with_a_known_token(published):
-    table = UnigramTable(VOCAB, chunk=8)
-    for first in range(0, VOCAB, 8):
-        table.store(first, unigram_tries([[t] for t in range(first, min(first + 8, VOCAB))]))
-    if published:
-        table.publish()
+    table = stored_table(published=published)
     # tries 0..4: [empty, (99), empty, empty, empty]
     batch = TrieBatch(np.asarray([99], np.int32), np.asarray([-1], np.int32), np.asarray([7], np.int32),
                       np.asarray([0, 0, 1, 1, 1, 1], np.int64), np.arange(15, dtype=np.int64).reshape(5, 3))
@@ -128,15 +134,6 @@ def test_fill_in_one_pass_equals_a_lookup_per_slot():
     from hypothesis import given, settings, strategies as st
 
     vocab = 24
-
-    def table(published):
-        t = UnigramTable(vocab, chunk=8)
-        for first in range(0, vocab, 8):
-            t.store(first, unigram_tries([[x] for x in range(first, min(first + 8, vocab))]))
-        if published:
-            t.publish()
-        return t
-
     tries = st.lists(st.lists(st.integers(0, 50), max_size=3), min_size=1, max_size=8)
 
     @settings(max_examples=100, deadline=None)
@@ -148,7 +145,7 @@ def test_fill_in_one_pass_equals_a_lookup_per_slot():
         batch = TrieBatch(flat, np.full(flat.shape[0], -1, np.int32), np.ones(flat.shape[0], np.int32), offs, meta)
         slots = np.asarray(data.draw(st.lists(st.integers(0, len(rows) - 1), max_size=2 * len(rows))), np.int64)  # repeats: the first wins
         keys = np.asarray(data.draw(st.lists(st.integers(-2, vocab + 2), min_size=len(slots), max_size=len(slots))), np.int64)
-        one, each = table(True).fill(batch, slots, keys), table(False).fill(batch, slots, keys)
+        one, each = stored_table(vocab, True).fill(batch, slots, keys), stored_table(vocab).fill(batch, slots, keys)
         for name in ("tokens", "parents", "counts", "node_offsets", "meta"):
             np.testing.assert_array_equal(getattr(one, name), getattr(each, name))
 

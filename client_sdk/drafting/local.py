@@ -147,15 +147,15 @@ class IndexBatch(NamedTuple):
     indexes: list[LocalIndex | None]
 
 
-# below this many rows one call per row is cheaper than one batched call (whose typed lists cost
-# ~5 µs to pass in; measured: 1 row 1.6 vs 11.5 µs, 8 rows 19 vs 18 µs)
-SMALL_BATCH = 8
+# below this many rows one call per row is cheaper than one batched call, whose typed lists and
+# arrays cost ~11 µs to pass in (bench/batch_crossover.py: even at 32 rows, ~39 µs either way)
+SMALL_APPEND = 32
 
 
 def extend_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[int]]) -> None:
     """``indexes[i].extend(tokens[i])`` for every i, in one compiled call (per index for a
     small batch). The indexes must be distinct."""
-    if len(indexes) < SMALL_BATCH:
+    if len(indexes) < SMALL_APPEND:
         for local, toks in zip(indexes, tokens):
             local.extend(toks)
         return

@@ -39,6 +39,8 @@ import math
 
 import numpy as np
 
+from client_sdk.types import SMALL_BATCH
+
 
 class StepCosts:
     """Seconds of one decode step (all but drafting) per (batch, width), learned online.
@@ -144,7 +146,7 @@ def expected_gain(scores: list[np.ndarray], max_budget: int, best_first: bool = 
     over the batch, as it runs on every drafted step's critical path (best_first: every
     sequence's scores are already in decreasing order, as drafts come, so nothing is sorted)."""
     gain = np.zeros(max_budget + 1)
-    if len(scores) < 8:  # a few sequences: one cumulative sum each is cheaper (1 sequence: 8 vs 16 µs)
+    if len(scores) < SMALL_BATCH:  # a few sequences: one cumulative sum each is cheaper (1: 8 vs 16 µs)
         for s in scores:
             top = (s if best_first else np.sort(s)[::-1])[:max_budget]
             gain[1 : top.shape[0] + 1] += np.cumsum(top)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from client_sdk.drafting import kernels
-from client_sdk.drafting.local import LocalArena, LocalIndex, extend_many
+from client_sdk.drafting.local import SMALL_APPEND, LocalArena, LocalIndex, extend_many
 from client_sdk.types import DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -25,7 +25,7 @@ PRIOR = np.outer([0.05, 0.2, 0.4, 0.6, 0.8], [0.7, 0.85, 0.95, 1.0])
 PRIOR_WEIGHT = 20.0
 COMBINE = {"noisy-or": 0, "max": 1}
 LEARNED_PRIOR = Path(__file__).with_name("calibration_prior.npy")  # python -m sssd.bench.learn_prior
-SMALL_BATCH = 3  # draft_trees drafts fewer rows one call each (1 row: 9 vs 15 µs; 4 rows: 34 vs 26 µs)
+SMALL_BATCH = 3  # draft_trees drafts fewer rows one call each (bench/batch_crossover.py: 1 row 8 vs 15 µs, 4 rows 31 vs 24)
 
 
 def default_prior() -> np.ndarray:
@@ -127,7 +127,7 @@ def warm_up() -> None:
     local = LocalIndex([1, 2, 3, 1, 2], max_ngram=3)
     draft_tree(local, NO_TRIES, 0, 0, Calibration(), budget=4)
     arena = LocalArena()
-    rows = [LocalIndex([1, 2, 3, 1, 2], max_ngram=3, capacity=4) for _ in range(8)]  # enough for the batched kernels
+    rows = [LocalIndex([1, 2, 3, 1, 2], max_ngram=3, capacity=4) for _ in range(SMALL_APPEND)]  # the batched kernels' size
     draft_trees(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
     extend_many(arena, rows, [[1, 2] * 64] * len(rows))  # reallocates: the arena re-reads (typed lists' setitem)
     draft_trees(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
