@@ -134,6 +134,8 @@ class DraftTree:
         """Node indices of the longest root path whose tokens equal ``truth`` (an array or a list
         of ints; greedy replay)."""
         path: list[int] = []
+        if not len(truth):  # nothing was accepted (the commonest step at large batch)
+            return path
         parent = -1
         toks, pars = self.tokens.tolist(), self.parents.tolist()
         for want in truth.tolist() if isinstance(truth, np.ndarray) else truth:

@@ -154,7 +154,9 @@ class BatchDrafter:
             if st is None:
                 self.admit(req)
                 continue
-            new = list(req.output[st.seen - len(req.prompt) :])  # seen >= len(prompt) since start()
+            new = req.output[st.seen - len(req.prompt) :]  # seen >= len(prompt) since start()
+            if not isinstance(new, list):
+                new = list(new)
             if not new:
                 continue
             tree = st.last_tree

@@ -275,3 +275,17 @@ def test_expected_gain_matches_a_per_sequence_sum():
         np.testing.assert_allclose(expected_gain(ranked, max_budget, best_first=True), want, atol=1e-9)
 
     check()
+
+
+@pytest.mark.parametrize("chosen_k", [0, 1, 4, 7])  # 7: no width of 8, only the overall sums move
+@pytest.mark.parametrize("pairs", [[], [(0.5, 1)], [(1.2, 0), (0.3, 2), (2.0, 1), (0.0, 0)]])
+def test_record_many_equals_one_record_per_sequence(chosen_k, pairs):
+    one, many = (StepPlanner(StepCosts({(1, 1): 1.0})) for _ in range(2))
+    for p in (one, many):
+        p.chosen_k = chosen_k
+    for predicted, realised in pairs:
+        one.record(predicted, realised)
+    many.record_many([p for p, _ in pairs], [r for _, r in pairs])
+    assert (one.predicted, one.realised, one._step_realised) == (many.predicted, many.realised, many._step_realised)
+    assert one.predicted_by.tolist() == many.predicted_by.tolist()
+    assert one.realised_by.tolist() == many.realised_by.tolist()

@@ -155,8 +155,8 @@ class ScriptedPlanner:
     def observe_step(self, batch, width, seconds):
         pass
 
-    def record(self, predicted, realised):
-        self.records.append(realised)
+    def record_many(self, predicted, realised):
+        self.records.extend(realised)
 
     def may_draft_next(self):
         return True

@@ -18,6 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from client_sdk.drafting import kernels
 from sssd_wire.types import TrieBatch
 
 
@@ -35,13 +36,23 @@ class TrieCache:
         return len(self._entries)
 
     def get(self, key: bytes):
-        entry = self._entries.get(key)
-        if entry is None or self.clock() - entry[4] > self.ttl_s:
-            self.misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self.hits += 1
-        return entry
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: list[bytes]) -> list:
+        """``get`` for each key, against one reading of the clock."""
+        now, out = self.clock(), []
+        entries, ttl = self._entries, self.ttl_s
+        for key in keys:
+            entry = entries.get(key)
+            if entry is None or now - entry[4] > ttl:
+                out.append(None)
+                continue
+            entries.move_to_end(key)
+            out.append(entry)
+        hits = len(keys) - out.count(None)
+        self.hits += hits
+        self.misses += len(keys) - hits
+        return out
 
     def put_batch(self, keys: list[bytes], batch: TrieBatch) -> None:
         """Store trie i of ``batch`` under keys[i] (answers without a match too: they are news)."""
@@ -61,24 +72,16 @@ def entries(batch: TrieBatch) -> list[tuple]:
 
 
 def splice(batch: TrieBatch, found: dict[int, tuple]) -> TrieBatch:
-    """``batch`` with trie j replaced by found[j] (tokens, parents, counts, meta row, ...) for
-    each j in ``found``; cost proportional to the replacements, not the batch."""
+    """``batch`` with each empty trie j filled by found[j] (tokens, parents, counts, meta row,
+    ...), in one compiled pass over the batch (a slot that holds a trie keeps it)."""
     if not found:
         return batch
-    offs = batch.node_offsets
-    tok, par, cnt, new_offs = [], [], [], offs.copy()
-    meta = batch.meta.copy()
-    last = 0
-    for j in sorted(found):
-        t, p, c, m = found[j][:4]
-        a, b = int(offs[j]), int(offs[j + 1])
-        tok += [batch.tokens[last:a], t]
-        par += [batch.parents[last:a], p]
-        cnt += [batch.counts[last:a], c]
-        new_offs[j + 1 :] += t.shape[0] - (b - a)
-        meta[j] = m
-        last = b
-    tok.append(batch.tokens[last:])
-    par.append(batch.parents[last:])
-    cnt.append(batch.counts[last:])
-    return TrieBatch(np.concatenate(tok), np.concatenate(par), np.concatenate(cnt), new_offs, meta)
+    got = list(found.values())
+    offs = np.zeros(len(got) + 1, dtype=np.int64)
+    np.cumsum([e[0].shape[0] for e in got], out=offs[1:])
+    tok, par, cnt, offs, meta, _ = kernels.fill_tries(
+        batch.tokens, batch.parents, batch.counts, batch.node_offsets, batch.meta,
+        np.fromiter(found, dtype=np.int64, count=len(found)), np.arange(len(got), dtype=np.int64),
+        np.concatenate([e[0] for e in got]), np.concatenate([e[1] for e in got]),
+        np.concatenate([e[2] for e in got]), offs, np.asarray([e[3] for e in got], dtype=np.int64), False)
+    return TrieBatch(tok, par, cnt, offs, meta)

@@ -412,17 +412,19 @@ def descend_tries(tok, par, cnt, offs, meta, src, bonus):
 
 
 @numba.njit(**OPTS)
-def fill_tries(tok, par, cnt, offs, meta, slots, keys, u_tok, u_par, u_cnt, u_offs, u_meta):
+def fill_tries(tok, par, cnt, offs, meta, slots, keys, u_tok, u_par, u_cnt, u_offs, u_meta, nonempty_only):
     """The batch (tok, par, cnt, offs, meta) with each empty trie slots[i] replaced by trie
-    keys[i] of the table (u_tok, u_par, u_cnt, u_offs, u_meta) when that one is not empty (a key
-    outside the table: left as it is). Returns the new batch's arrays and the replaced count."""
+    keys[i] of the table (u_tok, u_par, u_cnt, u_offs, u_meta) when that one is not empty (or
+    even when it is, without ``nonempty_only``: its meta row is news too; a key outside the
+    table: left as it is). The first key given for a slot wins. Returns the new batch's arrays
+    and the replaced count."""
     nb = offs.shape[0] - 1
     nu = u_offs.shape[0] - 1
     take = np.full(nb, -1, dtype=np.int64)
     total = offs[nb]
     for i in range(slots.shape[0]):
         j, u = slots[i], keys[i]
-        if offs[j + 1] == offs[j] and 0 <= u < nu and u_offs[u + 1] > u_offs[u] and take[j] < 0:
+        if offs[j + 1] == offs[j] and 0 <= u < nu and (u_offs[u + 1] > u_offs[u] or not nonempty_only) and take[j] < 0:
             take[j] = u
             total += u_offs[u + 1] - u_offs[u]
     o_tok = np.empty(total, dtype=np.int32)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import weakref
 from typing import NamedTuple
 
@@ -159,14 +160,16 @@ def extend_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[
         for local, toks in zip(indexes, tokens):
             local.extend(toks)
         return
-    lengths = [len(t) for t in tokens]
-    for local, count in zip(indexes, lengths):
-        local.reserve(count)
+    lengths, ns, masks = [], [], []
+    for local, toks in zip(indexes, tokens):  # one pass: room for the new tokens, the kernel's inputs
+        local.reserve(len(toks))
+        lengths.append(len(toks))
+        ns.append(local.n)
+        masks.append(local.mask)
     offs = np.zeros(len(tokens) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offs[1:])
-    new = np.fromiter((t for row in tokens for t in row), dtype=np.int32, count=int(offs[-1]))
-    ns = np.fromiter((x.n for x in indexes), dtype=np.int64, count=len(indexes))
-    masks = np.fromiter((x.mask for x in indexes), dtype=np.int64, count=len(indexes))
-    out = kernels.append_rows(arena.bufs, arena.heads, arena.prevs, arena.slots(indexes), ns, masks, new, offs).tolist()
+    new = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
+    out = kernels.append_rows(arena.bufs, arena.heads, arena.prevs, arena.slots(indexes), np.asarray(ns, dtype=np.int64),
+                              np.asarray(masks, dtype=np.int64), new, offs).tolist()
     for local, n in zip(indexes, out):
         local.n = n

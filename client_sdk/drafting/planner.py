@@ -345,13 +345,23 @@ class StepPlanner:
     def record(self, predicted: float, realised: float, decay: float = 0.98) -> None:
         """After a verified step, per sequence: its draft's summed node scores vs the tokens it
         got accepted (booked to this step's draft size)."""
-        self._step_realised += realised
-        self.predicted = decay * self.predicted + predicted
-        self.realised = decay * self.realised + realised
+        self.record_many((predicted,), (realised,), decay)
+
+    def record_many(self, predicted, realised, decay: float = 0.98) -> None:
+        """``record`` for a step's sequences in order (the same sums, without a call per sequence)."""
+        p, r = self.predicted, self.realised
+        for a, b in zip(predicted, realised):
+            p = decay * p + a
+            r = decay * r + b
+            self._step_realised += b
         if 1 + self.chosen_k in self.config.widths:
             i = self.config.widths.index(1 + self.chosen_k)
-            self.predicted_by[i] = decay * self.predicted_by[i] + predicted
-            self.realised_by[i] = decay * self.realised_by[i] + realised
+            pw, rw = self.predicted_by[i], self.realised_by[i]
+            for a, b in zip(predicted, realised):
+                pw = decay * pw + a
+                rw = decay * rw + b
+            self.predicted_by[i], self.realised_by[i] = pw, rw
+        self.predicted, self.realised = p, r
 
     def stats(self) -> dict:
         us = lambda s: None if s is None else round(s * 1e6, 1)  # noqa: E731

@@ -311,10 +311,10 @@ class Speculator:
     def _from_cache(self, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
         """Slot -> cached answer for the tails the cache holds (removed from ``missing``)."""
         found = {}
-        if self.cache is None:
+        if self.cache is None or not missing:
             return found
-        for key in list(missing):
-            entry = self.cache.get(key)
+        keys = list(missing)
+        for key, entry in zip(keys, self.cache.get_many(keys)):
             if entry is not None:
                 found.update((j, entry) for j in missing.pop(key))
         return found
@@ -371,9 +371,10 @@ class Speculator:
         if len(set(request_ids)) != len(request_ids):
             raise ValueError(f"a request appears twice among the {len(request_ids)} committed at once")
         reqs = [self._requests[rid] for rid in request_ids]  # an unknown id fails before anything changes
-        ready, ready_tokens = [], []
+        ready, ready_tokens, predicted, realised = [], [], [], []
         for i, req in enumerate(reqs):
-            toks = tokens[i].tolist() if isinstance(tokens[i], np.ndarray) else list(tokens[i])
+            toks = tokens[i]
+            toks = toks.tolist() if isinstance(toks, np.ndarray) else toks if isinstance(toks, list) else list(toks)
             local = req.index()
             if local is None:
                 req.extend(np.asarray(toks, dtype=np.int32))  # queued until the index is built
@@ -381,17 +382,18 @@ class Speculator:
                 ready.append(local)
                 ready_tokens.append(toks)
                 req.last = toks[-1]
-            req.pick = None
-            if req.outcomes is not None and toks:
-                req.pick = req.outcomes.get(tuple(toks[:-1]))
+            outcomes, req.outcomes, req.pick = req.outcomes, None, None
+            if outcomes is not None and toks:
+                req.pick = outcomes.get(tuple(toks[:-1]))
                 req.bonus = toks[-1]
-            req.outcomes = None
             tree = trees[i] if trees is not None else None
             path = accepted[i] if accepted is not None else None
-            if tree is not None and path is not None and len(tree):
+            if tree is not None and path is not None and tree.tokens.shape[0]:
                 self._to_learn.append((tree, path))
-                if self.planner is not None:
-                    self.planner.record(tree.expected_accepted(), len(path))
+                predicted.append(tree.expected_accepted())
+                realised.append(len(path))
+        if predicted and self.planner is not None:
+            self.planner.record_many(predicted, realised)  # one call for the step's sequences
         if ready:
             extend_many(self.arena, ready, ready_tokens)
 

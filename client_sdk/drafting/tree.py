@@ -136,5 +136,5 @@ def warm_up() -> None:
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
     kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z)
     kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
-                       one.tokens, one.parents, one.counts, one.node_offsets, one.meta)
+                       one.tokens, one.parents, one.counts, one.node_offsets, one.meta, True)
     kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)

@@ -87,7 +87,7 @@ class UnigramTable:
         tok, par, cnt, offs, meta, replaced = kernels.fill_tries(
             batch.tokens, batch.parents, batch.counts, batch.node_offsets, batch.meta,
             np.asarray(slots, np.int64), np.asarray(tokens, np.int64),
-            whole.tokens, whole.parents, whole.counts, whole.node_offsets, whole.meta)
+            whole.tokens, whole.parents, whole.counts, whole.node_offsets, whole.meta, True)
         self.hits += replaced
         return TrieBatch(tok, par, cnt, offs, meta)
 
