@@ -33,12 +33,25 @@ class RequestView(NamedTuple):
 
 
 def splice_overlap(output_ids: Sequence[int], prev_tokens: list[int], prev_lens: list[int], row: int,
-                   stride: int) -> list[int]:
-    """Overlap mode: the last step's accepted tokens are not yet in output_ids; append them.
+                   stride: int, committed: int | None = None) -> tuple[list[int], bool]:
+    """Overlap mode: the request's output with the last step's accepted tokens, which result
+    processing (one step behind) has usually not added to output_ids yet. A prefill batch run
+    between two decode steps lets it catch up, so then some or all of them already are: the
+    missing ones are the last ``committed - len(output_ids)`` (committed: the output length the
+    batch's sequence length implies; None: unknown, all are appended).
 
     prev_tokens is SGLang's flat accept_tokens ([bs * stride]) and prev_lens its accept_lens.
+    Returns (output, aligned): aligned False when ``committed`` contradicts both (then all relayed
+    tokens are appended, as without it; the caller warns).
     """
-    return list(output_ids) + list(prev_tokens[row * stride : row * stride + prev_lens[row]])
+    out = list(output_ids)
+    relayed = list(prev_tokens[row * stride : row * stride + prev_lens[row]])
+    if committed is None:
+        return out + relayed, True
+    missing = committed - len(out)
+    if 0 <= missing <= len(relayed):
+        return out + relayed[len(relayed) - missing :], True
+    return out + relayed, False
 
 
 @dataclasses.dataclass

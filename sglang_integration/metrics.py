@@ -3,7 +3,11 @@ SGLang's own /metrics endpoint (``--enable-metrics``, multiprocess mode) exposes
 
 from __future__ import annotations
 
+import logging
+
 from prometheus_client import Counter
+
+log = logging.getLogger("sssd.sglang")
 
 OUTCOMES = ("used", "late", "failed", "skipped_open", "misaligned")
 
@@ -13,6 +17,15 @@ class WorkerMetrics:
         self.drafts = Counter("sssd_drafts", "request drafts verified, by verify width", ["width"])
         self.lookups = Counter("sssd_datastore_lookups", "datastore lookups by outcome", ["outcome"])
         self._seen = dict.fromkeys(OUTCOMES, 0)
+        self.misaligned = Counter("sssd_relay_misaligned", "overlap mode: relayed tokens the sequence length contradicts")
+
+    def misaligned_relay(self, rid, output: int, relayed: int, committed: int) -> None:
+        """Relayed tokens that neither fit behind the output nor are in it (counted; warned once)."""
+        if not self.misaligned._value.get():
+            log.warning("SSSD worker: request %s has %d output tokens and %d relayed, but its sequence length "
+                        "implies %d; all relayed tokens appended (warned once; counted as sssd_relay_misaligned)",
+                        rid, output, relayed, committed)
+        self.misaligned.inc()
 
     def observe_step(self, batch: int, width: int, source) -> None:
         """A drafted step of ``batch`` requests at ``width``; source: the RemoteSource (or None)."""

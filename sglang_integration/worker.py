@@ -106,18 +106,29 @@ def worker_class():
             if use_prev:
                 self.prev_token_ids = batch.spec_info.accept_tokens.cpu().tolist()
                 self.prev_accept_lens = batch.spec_info.accept_lens.cpu().tolist()
-            views = [
-                RequestView(req.rid, req.origin_input_ids_unpadded,
-                            splice_overlap(req.output_ids, self.prev_token_ids, self.prev_accept_lens, i, stride)
-                            if use_prev else req.output_ids)
-                for i, req in enumerate(batch.reqs)
-            ]
             drafts, mask = None, None
             if self.tp_rank == 0:
+                views = [RequestView(req.rid, req.origin_input_ids_unpadded, req.output_ids) for req in batch.reqs]
+                if use_prev:
+                    views = self._with_relayed(batch, views, stride)
                 self._reqs.update((req.rid, req) for req in batch.reqs)
                 drafts, mask = self.drafter.drafts(views)
                 self.metrics.observe_step(bs, self.drafter.last_width, self.drafter.spec.remote)
             return share_from_rank0(drafts, mask, bs, stride, self.tp_group)
+
+        def _with_relayed(self, batch, views, stride):
+            """The views' outputs with the tokens relayed from the last step that result
+            processing has not added yet (aligned by the committed length that the batch's
+            sequence lengths give: the KV holds all committed tokens but the root)."""
+            seq_lens = batch.seq_lens_cpu.tolist() if getattr(batch, "seq_lens_cpu", None) is not None else None
+            out = []
+            for i, (view, req) in enumerate(zip(views, batch.reqs)):
+                committed = seq_lens[i] + 1 - len(req.origin_input_ids) if seq_lens is not None else None
+                output, aligned = splice_overlap(view.output, self.prev_token_ids, self.prev_accept_lens, i, stride, committed)
+                if not aligned:
+                    self.metrics.misaligned_relay(req.rid, len(view.output), self.prev_accept_lens[i], committed)
+                out.append(view._replace(output=output))
+            return out
 
         def _update_ngram_corpus(self, batch):
             # Runs right after the verify launch, while the GPU is busy: SSSD's outcome prefetch

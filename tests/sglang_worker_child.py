@@ -22,6 +22,7 @@ import torch.distributed as dist  # noqa: E402
 class Req:
     def __init__(self, rid, prompt, output):
         self.rid, self.origin_input_ids_unpadded, self.output_ids = rid, prompt, output
+        self.origin_input_ids = prompt  # what the KV holds of the prompt (no multimodal padding here)
         self.finished_len = None
 
     @property
@@ -35,8 +36,12 @@ class SpecInfo:
 
 
 class Batch:
-    def __init__(self, reqs, spec_info=None):
+    def __init__(self, reqs, spec_info=None, committed=None):
+        """committed: each request's committed output length (overlap mode: the sequence lengths
+        SGLang resolves before drafting, which leave out the root)."""
         self.reqs, self.spec_info = reqs, spec_info
+        self.seq_lens_cpu = (torch.tensor([len(r.origin_input_ids) + c - 1 for r, c in zip(reqs, committed)])
+                             if committed is not None else None)
 
     def grammar_needs_sync(self):
         return False
@@ -81,7 +86,7 @@ def main():
                              group_name="tp")
     out = {"rank": rank}
     with get_parallel().override(tp_rank=rank, tp_size=size, tp_group=group):
-        overlap = scenario == "overlap"
+        overlap = scenario in ("overlap", "interleaved")
         w, sink = make_worker(rank, overlap)
         out["seen_rank"], out["drafts_here"] = w.tp_rank, w.drafter is not None
         prompt = [5, 6, 7, 8, 5, 6, 7]
@@ -89,21 +94,25 @@ def main():
         # prefill: column 0 of each row) accepted arrives relayed and is not in output_ids yet
         if overlap:
             a, b = Req("a", prompt, []), Req("b", [1, 2, 3, 1, 2], [])
-            batch = Batch([a, b], SpecInfo([8, 0, 0, 0, 3, 0, 0, 0], [1, 1]))
+            batch = Batch([a, b], SpecInfo([8, 0, 0, 0, 3, 0, 0, 0], [1, 1]), committed=[1, 1])
         else:
             a, b = Req("a", prompt, [8]), Req("b", [1, 2, 3, 1, 2], [3])
             batch = Batch([a, b])
         drafts, mask = w._prepare_draft_tokens(batch)
         out["step1"] = [drafts.tolist(), mask.astype(int).tolist()]
         if overlap:
-            a.output_ids, b.output_ids = [8], [3]
-            batch = Batch([a, b], SpecInfo([5, 6, 0, 0, 1, 0, 0, 0], [2, 1]))
+            # interleaved: a prefill batch ran between the two decode steps, so result processing
+            # caught up and output_ids already holds what is relayed again
+            a.output_ids, b.output_ids = ([8, 5, 6], [3, 1]) if scenario == "interleaved" else ([8], [3])
+            batch = Batch([a, b], SpecInfo([5, 6, 0, 0, 1, 0, 0, 0], [2, 1]), committed=[3, 2])
         else:
             a.output_ids, b.output_ids = a.output_ids + [5, 6], b.output_ids + [1]
             batch = Batch([a, b])
         drafts, mask = w._prepare_draft_tokens(batch)
         out["step2"] = [drafts.tolist(), mask.astype(int).tolist()]
         out["staging"] = [w.prev_token_ids, w.prev_accept_lens]
+        if w.drafter is not None:  # what each request's own-text index holds: its context, no chunk twice
+            out["indexed"] = {r.rid: w.drafter.spec._requests[r.rid].index().tokens.tolist() for r in (a, b)}
         w._prev_decode_rids = {"a", "b"}
         w._update_ngram_corpus(Batch([b]))  # "a" left the decode batch: retracted, not finished
         a.output_ids = [8, 5, 6, 5, 6, 7, 9, 9]

@@ -217,8 +217,20 @@ def test_overlap_splicing():
     # SGLang's flat accept_tokens [bs * stride] and accept_lens: row 1 accepted 3 tokens
     prev_tokens = [9, 0, 0, 0, 4, 5, 6, 0]
     prev_lens = [1, 3]
-    assert splice_overlap([1, 2], prev_tokens, prev_lens, 1, 4) == [1, 2, 4, 5, 6]
-    assert splice_overlap([7], prev_tokens, prev_lens, 0, 4) == [7, 9]
+    assert splice_overlap([1, 2], prev_tokens, prev_lens, 1, 4) == ([1, 2, 4, 5, 6], True)
+    assert splice_overlap([7], prev_tokens, prev_lens, 0, 4) == ([7, 9], True)
+
+
+@pytest.mark.parametrize("output, committed, want", [
+    ([1, 2], 5, ([1, 2, 4, 5, 6], True)),  # one step behind: all three relayed tokens are new
+    ([1, 2, 4, 5, 6], 5, ([1, 2, 4, 5, 6], True)),  # caught up (an interleaved prefill): none
+    ([1, 2, 4], 5, ([1, 2, 4, 5, 6], True)),  # partly
+    ([1, 2], None, ([1, 2, 4, 5, 6], True)),  # no sequence length: all
+    ([1, 2], 7, ([1, 2, 4, 5, 6], False)),  # contradictions: all, flagged
+    ([1, 2, 4, 5, 6, 7], 5, ([1, 2, 4, 5, 6, 7, 4, 5, 6], False)),
+])
+def test_relayed_tokens_align_by_committed_length(output, committed, want):
+    assert splice_overlap(output, [9, 0, 0, 0, 4, 5, 6, 0], [1, 3], 1, 4, committed) == want
 
 
 def test_departed_requests_are_fed_back():

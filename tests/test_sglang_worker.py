@@ -30,7 +30,7 @@ def run_ranks(tmp_path, scenario, size=2):
     return sorted(outs, key=lambda o: o["rank"])
 
 
-@pytest.mark.parametrize("scenario", ["overlap", "sync"])
+@pytest.mark.parametrize("scenario", ["overlap", "sync", "interleaved"])
 def test_worker_on_two_tensor_parallel_ranks(tmp_path, scenario):
     rank0, rank1 = run_ranks(tmp_path, scenario)
     # each rank reads its own place from SGLang's parallel state; rank 0 alone drafts
@@ -42,7 +42,10 @@ def test_worker_on_two_tensor_parallel_ranks(tmp_path, scenario):
     assert len(drafts) == 2 * 4 and len(mask) == 2 * 4 * 4
     # the root of each row is the last committed token (relayed ones included in overlap mode)
     assert drafts[0] == 6 and drafts[4] == 1
-    if scenario == "overlap":  # NGRAM's staging is set for its post-verify code
+    # every scenario commits the same tokens: each index holds its context once (interleaved: the
+    # relayed tokens result processing had already added are not appended a second time)
+    assert rank0["indexed"] == {"a": [5, 6, 7, 8, 5, 6, 7, 8, 5, 6], "b": [1, 2, 3, 1, 2, 3, 1]}
+    if scenario != "sync":  # NGRAM's staging is set for its post-verify code
         assert rank0["staging"] == [[5, 6, 0, 0, 1, 0, 0, 0], [2, 1]]
     else:
         assert rank0["staging"] == [[], [0, 0]]
