@@ -18,8 +18,6 @@ class Metrics:
         self.rpc_seconds = Histogram("sssd_rpc_seconds", "RPC latency", ["method"], buckets=LATENCY_BUCKETS, registry=r)
         self.lookup_contexts = Counter("sssd_lookup_contexts", "contexts looked up", registry=r)
         self.lookup_matched = Counter("sssd_lookup_matched", "contexts with a match", registry=r)
-        self.lookup_batches = Counter("sssd_lookup_batches", "lookups run for Lookup calls (concurrent calls of a "
-                                      "namespace and parameters share one)", registry=r)
         self.ingested_documents = Counter("sssd_ingested_documents", "documents added", registry=r)
         self.ingested_tokens = Counter("sssd_ingested_tokens", "tokens added", registry=r)
         self.compactions = Counter("sssd_compactions", "segments merged by compaction rounds", registry=r)

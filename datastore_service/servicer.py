@@ -17,7 +17,6 @@ import numpy as np
 from datastore_service import wire
 from sssd_wire import codec
 from datastore_service.auth import principal_var
-from datastore_service.batching import LookupBatcher
 from datastore_service.datastore import Datastore
 from datastore_service.replication import serve_follow
 from sssd_wire.errors import DatastoreError, InvalidArgument, Kind, NotFound, ResourceExhausted, Unavailable
@@ -50,10 +49,6 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         self.started = time.monotonic()
         self.writer = ""  # a read replica: the writer's address (writes are refused here)
         self.stopping = asyncio.Event()  # set at shutdown: open Follow streams end
-        # concurrent lookups of a namespace and parameters share one kernel call
-        self.batcher = LookupBatcher(lambda *a: self._run(self._store().lookup_packed, *a),
-                                     lambda *a: self._store().lookup_packed(*a), limits.inline_lookup_work,
-                                     lambda calls: metrics.lookup_batches.inc())
 
     def _writable(self) -> Datastore:
         if self.writer:
@@ -124,8 +119,12 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
                                     f"{self.limits.max_lookup_tokens} (send each context's last 16 tokens at most)")
         params = codec.params_from_proto(req.params)
         ctx, ctx_off = codec.contexts_from_proto(req)
-        self._store().namespace(req.namespace).check_tokens(ctx)  # a bad call fails alone, not its batch
-        batch = await self.batcher.lookup(req.namespace, ctx, ctx_off, params)
+        ds = self._store()
+        ds.namespace(req.namespace)
+        if n * params.sample_budget <= self.limits.inline_lookup_work:
+            batch = ds.lookup_packed(req.namespace, ctx, ctx_off, params)  # cheaper than a thread hop
+        else:
+            batch = await self._run(ds.lookup_packed, req.namespace, ctx, ctx_off, params)
         self.metrics.lookup_contexts.inc(n)
         self.metrics.lookup_matched.inc(int(np.count_nonzero(batch.meta[:, 0])))
         return codec.tries_to_proto(batch, req.request_id)

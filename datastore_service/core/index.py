@@ -289,10 +289,6 @@ class NamespaceIndex:
         ctx, ctx_off = pack_tails(contexts, params.max_match)
         return self.lookup_packed(ctx, ctx_off, params).trees()
 
-    def check_tokens(self, ctx: np.ndarray) -> None:
-        """InvalidArgument for a context token id outside this namespace's vocabulary."""
-        check_tokens(ctx, self.spec.vocab_size)
-
     def lookup_packed(self, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams) -> TrieBatch:
         """The batch path of the service: packed tails in, flat trees out."""
         return lookup_packed(self._view, ctx, ctx_off, params, self.spec.vocab_size)
@@ -407,13 +403,6 @@ def pack_tails(contexts: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, 
     return np.concatenate(tails), np.array(lengths, dtype=np.int64)
 
 
-def check_tokens(ctx: np.ndarray, vocab_size: int) -> None:
-    """InvalidArgument for a context token id outside the vocabulary."""
-    bad = kernels.first_out_of_range(ctx, vocab_size)
-    if bad >= 0:
-        raise InvalidArgument(f"context token id {int(ctx[bad])} outside [0, {vocab_size})")
-
-
 def lookup_packed(
     view: SegmentView, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams, vocab_size: int
 ) -> TrieBatch:
@@ -424,7 +413,9 @@ def lookup_packed(
     ids outside the vocabulary or malformed offsets.
     """
     batch = ctx_off.shape[0] - 1  # offsets are built by pack_tails or checked by wire.contexts_from_proto
-    check_tokens(ctx, vocab_size)
+    bad = kernels.first_out_of_range(ctx, vocab_size)
+    if bad >= 0:
+        raise InvalidArgument(f"context token id {int(ctx[bad])} outside [0, {vocab_size})")
     if not view.segments:
         return TrieBatch.empty(batch)
     out = kernels.lookup_batch(
