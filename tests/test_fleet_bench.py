@@ -19,6 +19,7 @@ def test_fleet_rows_from_real_processes(tmp_path):
         assert row["server_cpu_us_per_context"] > 0 and 0 <= row["late_fraction"] <= 1
         assert row["p50_ms"] <= row["p99_ms"]
         assert row["server_p50_ms_at_most"] is not None  # the servers' own histograms were read
+        assert row["in_process_cpu_us_per_context"] > 0  # the same lookups in process, at the same rate
     assert result["provenance"]["machine"]["cores"] >= 1
 
 

@@ -12,7 +12,10 @@ Per row: contexts/s served, server CPU-seconds per context (utime + stime of the
 processes over the measured window, from /proc: it does not depend on how the cores are
 shared with the workers), latency p50/p99 as the workers see it and the late fraction, and
 the servers' own Lookup latency p50/p99 (from their /metrics histograms: bucket upper
-bounds, without the workers' queueing). Everything is bounded in time.
+bounds, without the workers' queueing). Each row also gives the in-process cost of the same
+lookups made at the same call rate against the same datastore in the bench process
+(``in_process_cpu_us_per_context``, thread CPU time of the lookup calls alone): what the
+service's per-context CPU compares with like for like. Everything is bounded in time.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sssd.bench.synthetic import corpus
 
 NS = "fleet"
 VOCAB = 32_000
+IN_PROCESS_S = 3.0  # the in-process baseline's window per row (its cadence, not its length, matters)
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -148,6 +152,47 @@ def _wait_caught_up(addresses: list[str], tokens: int, timeout_s: float = 120) -
                 time.sleep(0.2)
 
 
+def _in_process_store(db: str, text: np.ndarray, starts: np.ndarray):
+    """The servers' datastore, in this process: the same documents, compacted the same way."""
+    from datastore_service.core import Document, NamespaceSpec
+    from datastore_service.datastore import Datastore, DatastoreConfig
+
+    ds = Datastore(DatastoreConfig(db=db, synchronous="NORMAL"))
+    ds.create_namespace(NamespaceSpec(NS, VOCAB))
+    bounds = starts.tolist()
+    for i in range(0, len(bounds) - 1, 512):
+        ds.ingest(NS, [Document(f"d{j}", text[bounds[j] : bounds[j + 1]]) for j in range(i, min(i + 512, len(bounds) - 1))])
+    ds.compact(NS, full=True)
+    return ds
+
+
+def _in_process_cost(ds, contexts: np.ndarray, calls_per_s: float, n: int, seconds: float) -> float:
+    """CPU µs per context of the same lookups (n contexts per call, the SDK's parameters) made
+    in process at the row's call rate, so that the caches are as warm or cold as the servers':
+    the like-for-like cost that the service's per-context CPU compares with."""
+    from client_sdk.runtime import lookup_options
+    from client_sdk.types import DraftConfig
+    from datastore_service.core.index import pack_tails
+
+    draft = DraftConfig()
+    params = lookup_options(draft, draft.max_depth, outcomes=True)
+    rng = np.random.default_rng(7)
+    gap, cpu, done = 1.0 / calls_per_s, 0.0, 0
+    t_end = time.perf_counter() + seconds
+    next_call = time.perf_counter()
+    while next_call < t_end:
+        ctx, offs = pack_tails(list(contexts[rng.integers(0, contexts.shape[0], n)]), params.max_match)
+        c0 = time.thread_time()
+        ds.lookup_packed(NS, ctx, offs, params)
+        cpu += time.thread_time() - c0
+        done += n
+        next_call += gap
+        pause = next_call - time.perf_counter()
+        if pause > 0:
+            time.sleep(pause)
+    return round(cpu / max(done, 1) * 1e6, 1)
+
+
 def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_request: int, step_ms: float,
          seconds: float, stream: bool) -> dict:
     ctx = mp.get_context("spawn")
@@ -203,8 +248,14 @@ def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request:
         procs, addresses, ports = _servers(str(Path(tmp) / "writer.db"), servers - 1, text, starts)
         try:
             _wait_caught_up(addresses[1:], tokens)
-            rows = [_row(procs, addresses, ports, contexts, w, batch, per_request, step_ms, seconds, stream)
-                    for w in tqdm(workers, desc="fleet", unit="row", disable=not progress)]
+            local = _in_process_store(str(Path(tmp) / "local.db"), text, starts)
+            rows = []
+            for w in tqdm(workers, desc="fleet", unit="row", disable=not progress):
+                n = batch * per_request
+                rows.append(_row(procs, addresses, ports, contexts, w, batch, per_request, step_ms, seconds, stream))
+                rows[-1]["in_process_cpu_us_per_context"] = _in_process_cost(
+                    local, contexts, w * 1e3 / step_ms, n, min(seconds, IN_PROCESS_S))
+            local.close()
         finally:
             for p in procs:
                 p.terminate()
