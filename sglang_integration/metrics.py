@@ -18,10 +18,19 @@ class WorkerMetrics:
         self.lookups = Counter("sssd_datastore_lookups", "datastore lookups by outcome", ["outcome"])
         self._seen = dict.fromkeys(OUTCOMES, 0)
         self.misaligned = Counter("sssd_relay_misaligned", "overlap mode: relayed tokens the sequence length contradicts")
+        self._warned_misaligned = False
+
+    def relays_unaligned(self) -> None:
+        """Overlap mode without the batch's sequence lengths: relayed tokens appended unchecked."""
+        if not self._warned_misaligned:
+            self._warned_misaligned = True
+            log.warning("SSSD worker: the decode batch has no CPU sequence lengths, so relayed tokens are appended "
+                        "without checking that result processing has not added them already (warned once)")
 
     def misaligned_relay(self, rid, output: int, relayed: int, committed: int) -> None:
         """Relayed tokens that neither fit behind the output nor are in it (counted; warned once)."""
-        if not self.misaligned._value.get():
+        if not self._warned_misaligned:
+            self._warned_misaligned = True
             log.warning("SSSD worker: request %s has %d output tokens and %d relayed, but its sequence length "
                         "implies %d; all relayed tokens appended (warned once; counted as sssd_relay_misaligned)",
                         rid, output, relayed, committed)

@@ -121,6 +121,8 @@ def worker_class():
             processing has not added yet (aligned by the committed length that the batch's
             sequence lengths give: the KV holds all committed tokens but the root)."""
             seq_lens = batch.seq_lens_cpu.tolist() if getattr(batch, "seq_lens_cpu", None) is not None else None
+            if seq_lens is None:
+                self.metrics.relays_unaligned()
             out = []
             for i, (view, req) in enumerate(zip(views, batch.reqs)):
                 committed = seq_lens[i] + 1 - len(req.origin_input_ids) if seq_lens is not None else None

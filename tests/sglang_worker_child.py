@@ -120,10 +120,15 @@ def main():
         for _ in range(2):  # a duplicate finish notice is not a second document
             w.note_request_finished(rid="a", natural_stop=True)
         out["fed_back"] = sink.sent
-        if w.drafter is not None:
-            from prometheus_client import REGISTRY
+        from prometheus_client import REGISTRY
 
+        if w.drafter is not None:
             out["drafts_counted"] = REGISTRY.get_sample_value("sssd_drafts_total", {"width": "4"})
+        if scenario == "interleaved":  # a sequence length that contradicts output and relay: counted
+            b.output_ids = [3, 1, 2]
+            w._prepare_draft_tokens(Batch([b], SpecInfo([4, 0, 0, 0], [1]), committed=[9]))
+            if w.drafter is not None:
+                out["misaligned"] = REGISTRY.get_sample_value("sssd_relay_misaligned_total")
     print(json.dumps(out), flush=True)
     dist.destroy_process_group()
 

@@ -52,3 +52,5 @@ def test_worker_on_two_tensor_parallel_ranks(tmp_path, scenario):
     # retraction fed nothing back; the finish fed the output through the stop token, once
     assert rank0["fed_back"] == [["a", [8, 5, 6, 5, 6, 7, 9]]] and rank1["fed_back"] == []
     assert rank0["drafts_counted"] == 4  # two steps of two requests at width 4 (Prometheus)
+    if scenario == "interleaved":
+        assert rank0["misaligned"] == 1
