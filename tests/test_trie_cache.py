@@ -53,3 +53,32 @@ def test_get_many_equals_get_per_key_and_expires():
     now[0] = 12.0  # "b" (stored at 0) expired, "c" (at 5) not
     assert cache.get(b"b") is None and cache.get(b"c")[0].tolist() == [3]
     assert (cache.hits, cache.misses) == (3, 3)
+
+
+def reference_splice(batch: TrieBatch, found: dict[int, tuple]) -> list[tuple[list[int], list[int], list[int], list[int]]]:
+    """Per trie (tokens, parents, counts, meta row), written without the compiled pass: an
+    empty trie j takes found[j]; every other trie stays as it is."""
+    out = []
+    for j, (t, p, c, m) in enumerate(entries(batch)):
+        if j in found and not t.shape[0]:
+            t, p, c, m = found[j][:4]
+        out.append((t.tolist(), p.tolist(), c.tolist(), m.tolist()))
+    return out
+
+
+def test_splice_equals_a_per_trie_reference():
+    from hypothesis import given, settings, strategies as st
+
+    chains = st.lists(st.lists(st.integers(0, 50), max_size=3), min_size=1, max_size=8)
+
+    @settings(max_examples=150, deadline=None)
+    @given(chains, chains, st.data())
+    def check(rows, answers, data):
+        batch, got = batch_of(rows, list(range(len(rows)))), entries(batch_of(answers, [7] * len(answers)))
+        picks = data.draw(st.dictionaries(st.integers(0, len(rows) - 1), st.integers(0, len(answers) - 1), max_size=len(rows)))
+        found = {j: got[i] for j, i in picks.items()}
+        out = splice(batch, found)
+        assert [(t.tolist(), p.tolist(), c.tolist(), m.tolist()) for t, p, c, m in entries(out)] == reference_splice(batch, found)
+        assert out.node_offsets[0] == 0 and out.node_offsets[-1] == out.tokens.shape[0]
+
+    check()
