@@ -1,4 +1,4 @@
-"""Where one batched compiled call beats one call per request (the SMALL_BATCH thresholds).
+"""Where one batched compiled call beats one call per request (the SMALL_DRAFT and SMALL_APPEND thresholds).
 
 Times, at 1 to 64 requests, drafting (client_sdk.drafting.tree.draft_trees against
 draft_tree per request) and appending committed tokens (local.extend_many against
@@ -33,14 +33,14 @@ def main() -> None:
     arena, cal, rows = LocalArena(), Calibration(), []
     for n in (1, 2, 4, 8, 16, 32, 64):
         batch, tokens = indexes[:n], [[1, 2, 3]] * n
-        with mock.patch.object(tree_module, "SMALL_BATCH", 0), mock.patch.object(local_module, "SMALL_APPEND", 0):
+        with mock.patch.object(tree_module, "SMALL_DRAFT", 0), mock.patch.object(local_module, "SMALL_APPEND", 0):
             draft_batched = best_us(lambda: draft_trees(arena, batch, NO_TRIES, 0, cal, budget=16))
             extend_batched = best_us(lambda: extend_many(arena, batch, tokens), number=20)
         rows.append({"requests": n, "draft_batched_us": draft_batched,
                      "draft_per_request_us": best_us(lambda: [draft_tree(x, NO_TRIES, 0, 0, cal, 16) for x in batch]),
                      "extend_batched_us": extend_batched,
                      "extend_per_request_us": best_us(lambda: [x.extend(t) for x, t in zip(batch, tokens)], number=20)})
-    print(json.dumps(stamped({"rows": rows, "thresholds": {"draft": tree_module.SMALL_BATCH,
+    print(json.dumps(stamped({"rows": rows, "thresholds": {"draft": tree_module.SMALL_DRAFT,
                                                             "extend": local_module.SMALL_APPEND}}), indent=1))
 
 

@@ -252,8 +252,8 @@ def test_batched_drafts_equal_one_call_per_request(case, own_text):
     """draft_trees over a batch gives, row by row, what draft_tree gives for each request alone:
     across steps whose indexes grow (reallocated arrays), leave (freed, reused slots) or are not
     built yet (None)."""
-    for small_batch in (0, tree_module.SMALL_BATCH):  # the batched kernel, and one call per row for few rows
-        with mock.patch.object(tree_module, "SMALL_BATCH", small_batch):
+    for small_batch in (0, tree_module.SMALL_DRAFT):  # the batched kernel, and one call per row for few rows
+        with mock.patch.object(tree_module, "SMALL_DRAFT", small_batch):
             _check_batched_drafts(case, own_text)
 
 

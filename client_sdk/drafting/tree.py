@@ -25,7 +25,7 @@ PRIOR = np.outer([0.05, 0.2, 0.4, 0.6, 0.8], [0.7, 0.85, 0.95, 1.0])
 PRIOR_WEIGHT = 20.0
 COMBINE = {"noisy-or": 0, "max": 1}
 LEARNED_PRIOR = Path(__file__).with_name("calibration_prior.npy")  # python -m sssd.bench.learn_prior
-SMALL_BATCH = 3  # draft_trees drafts fewer rows one call each (bench/batch_crossover.py: 1 row 8 vs 15 µs, 4 rows 31 vs 24)
+SMALL_DRAFT = 3  # draft_trees drafts fewer rows one call each (bench/batch_crossover.py: 1 row 8 vs 15 µs, 4 rows 31 vs 24)
 
 
 def default_prior() -> np.ndarray:
@@ -104,7 +104,7 @@ def draft_trees(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
         raise ValueError(f"at most {MAX_SLOTS - 1} datastore tries per draft, got {per}")
     if per and len(remote) != per * len(indexes):
         raise ValueError(f"{len(remote)} datastore tries for {len(indexes)} requests x {per}")
-    if len(indexes) < SMALL_BATCH:  # cheaper one by one (the same drafts: the same kernel per row)
+    if len(indexes) < SMALL_DRAFT:  # cheaper one by one (the same drafts: the same kernel per row)
         return [draft_tree(x, remote, b * per, per, cal, budget, max_depth, max_children, local_occ, use_local, combine)
                 if x is not None else DraftTree.empty() for b, x in enumerate(indexes)]
     slots = arena.slots(indexes)

@@ -50,8 +50,8 @@ class RemoteSource:
         self._lock = threading.Lock()
         self._pending: dict[object, tuple[bytes | None, futures.Future]] = {}
         self._late: set[int] = set()  # ids of futures collected too late (their end is no success)
-        # late answers to cancel at the next request: cancelling a gRPC call takes ~0.1 ms, which
-        # collect (on the decode step's critical path) leaves to request (beside the GPU)
+        # answers given up on, cancelled at the next request: cancelling a gRPC call takes ~0.1 ms,
+        # which collect (on the decode step's critical path) leaves to request (beside the GPU)
         self._cancel_later: list[futures.Future] = []
         self.late_limit = late_limit
         self._late_streak = 0
@@ -62,30 +62,32 @@ class RemoteSource:
 
     def request(self, key, contexts) -> None:
         """Start the lookup for ``contexts`` (replacing any earlier one under ``key``)."""
+        if self.breaker.allow():
+            fut = self.client.lookup_future(self.namespace, contexts, self.options, timeout_s=self.timeout_s, flat=True)
+            with self._lock:
+                old = self._pending.get(key)
+                self._pending[key] = (self._fingerprint(contexts), fut)
+            fut.add_done_callback(self._record)
+            self.stats.requested += 1
+            if old is not None:  # never collected (e.g. a plain step came between): nobody will read it
+                self._abandon(old[1])
+        else:
+            self.stats.skipped_open += 1
         with self._lock:
             stale, self._cancel_later = self._cancel_later, []
-        for fut in stale:  # booked late already (their ids are in _late; _record drops them)
+        for fut in stale:
             if fut.cancel():
                 self.stats.cancelled += 1
-        if not self.breaker.allow():
-            self.stats.skipped_open += 1
-            return
-        fut = self.client.lookup_future(self.namespace, contexts, self.options, timeout_s=self.timeout_s, flat=True)
-        with self._lock:
-            old = self._pending.get(key)
-            self._pending[key] = (self._fingerprint(contexts), fut)
-        fut.add_done_callback(self._record)
-        self.stats.requested += 1
-        if old is not None:  # never collected (e.g. a plain step came between): nobody will read it
-            self._abandon(old[1])
 
     def _abandon(self, fut: futures.Future) -> None:
-        """Give up on an answer (late, or superseded): cancel its call, so that a service that
-        falls behind is not kept behind by answers nobody reads. Not a failure of the service."""
+        """Give up on an answer (late, superseded or misaligned): booked now, not as a failure of
+        the service; its call is cancelled at the next ``request``, so that a service that falls
+        behind is not kept behind by answers nobody reads. An answer that already came needs
+        neither (its end was booked)."""
         with self._lock:
-            self._late.add(id(fut))
-        if fut.cancel():
-            self.stats.cancelled += 1
+            if not fut.done():
+                self._late.add(id(fut))
+                self._cancel_later.append(fut)
 
     def _record(self, fut: futures.Future) -> None:
         with self._lock:
@@ -134,8 +136,7 @@ class RemoteSource:
         if self._late_streak >= self.late_limit:
             self._late_streak = 0
             self.breaker.failure()
-        with self._lock:
-            self._cancel_later.append(fut)  # a late answer is never used: the service need not finish it
+        self._abandon(fut)  # a late answer is never used: the service need not finish it
         return None
 
     def fetch(self, contexts, timeout_s: float = 30.0) -> TrieBatch:
