@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from client_sdk.drafting import kernels
 from client_sdk.drafting import local as local_module
 from client_sdk.drafting import tree as tree_module
 from client_sdk.drafting.local import LocalIndex
@@ -339,3 +340,51 @@ def test_set_totals_caches_each_trees_score_sum(sizes):
     for t in trees:
         assert t.total == pytest.approx(float(t.scores.sum()))
         assert t.expected_accepted() == t.total
+
+
+def select_by_sorting(score, parents, depth, budget, max_depth, max_children):
+    """Reference: go down every node in preference order (higher score, then shallower, then
+    lower index) and take it when its parent was taken and the limits allow."""
+    order = sorted(range(len(score)), key=lambda j: (-score[j] + depth[j] * 1e-9, j))
+    taken, kept, children = [], set(), {}
+    for j in order:
+        if len(taken) >= budget:
+            break
+        p = parents[j]
+        if depth[j] > max_depth or (p >= 0 and p not in kept) or children.get(p, 0) >= max_children:
+            continue
+        kept.add(j)
+        children[p] = children.get(p, 0) + 1
+        taken.append(j)
+    return taken
+
+
+@st.composite
+def scored_forests(draw):
+    """Nodes in topological order, each with a conditional in (0, 1] (often tied), as merging
+    sources gives them; a node's score is the product down its path."""
+    n = draw(st.integers(0, 40))
+    parents, cond = [], []
+    for i in range(n):
+        parents.append(draw(st.integers(-1, i - 1)))
+        cond.append(draw(st.sampled_from([1.0, 0.9, 0.5, 0.25, 0.1])))
+    return parents, cond, draw(st.integers(1, 20)), draw(st.integers(1, 6)), draw(st.integers(1, 4))
+
+
+@settings(max_examples=300, deadline=None)
+@given(scored_forests())
+def test_best_first_selection_equals_sorting_every_node(case):
+    parents, cond, budget, max_depth, max_children = case
+    n = len(parents)
+    score, depth = [], []
+    for j, p in enumerate(parents):
+        score.append(cond[j] * (score[p] if p >= 0 else 1.0))
+        depth.append(1 + (depth[p] if p >= 0 else 0))
+    first_child, next_sib = [-1] * (n + 1), [-1] * n  # slot n = the root
+    for j, p in enumerate(parents):
+        slot = n if p < 0 else p
+        next_sib[j], first_child[slot] = first_child[slot], j
+    got = kernels.best_first(np.asarray(score), np.asarray(parents, np.int32), np.asarray(depth, np.int32),
+                             np.asarray(first_child, np.int32), np.asarray(next_sib, np.int32), n,
+                             budget, max_depth, max_children)
+    assert got.tolist() == select_by_sorting(score, parents, depth, budget, max_depth, max_children)

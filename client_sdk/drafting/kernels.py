@@ -131,8 +131,9 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine):
     """The union of S source tries with each node's conditional P(accepted | parent accepted).
 
     Where sources share a path their conditionals combine by noisy-or (combine 0) or max
-    (combine 1). Returns (tokens, parents, conditionals, depths, cells [n, S, 4]) of the n
-    merged nodes; a node is created after its parent, so index order is topological.
+    (combine 1). Returns (tokens, parents, conditionals, depths, cells [n, S, 4], first_child
+    [cap + 1], next_sib) of the n merged nodes (first_child[cap] = the root's; -1 ends a list);
+    a node is created after its parent, so index order is topological.
     """
     ns = offs.shape[0] - 1
     cap = offs[ns] + 1
@@ -176,33 +177,73 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine):
             cells[j, s, 1] = kb[s]
             cells[j, s, 2] = fb
             cells[j, s, 3] = sb
-    return mtok[:size], mpar[:size], mcond[:size], mdepth[:size], cells[:size]
+    return mtok[:size], mpar[:size], mcond[:size], mdepth[:size], cells[:size], first_child, next_sib
+
+
+@numba.njit(inline="always", **OPTS)
+def _first(key, a, b):
+    """Whether node a is preferred to node b: a higher score, then a shallower node (key =
+    -score + depth * 1e-9), then a lower index."""
+    return key[a] < key[b] or (key[a] == key[b] and a < b)
 
 
 @numba.njit(**OPTS)
-def keep_best(score, parents, depth, budget, max_depth, max_children):
+def best_first(score, parents, depth, first_child, next_sib, root, budget, max_depth, max_children):
     """The best ``budget`` nodes (ties: shallower first) within the depth and branching limits,
-    in the order they were taken: best first, and a node after its parent (scores never
-    increase down a path), so every prefix of the result is a connected tree."""
+    in the order they were taken: best first, and a node after its parent, so every prefix of
+    the result is a connected tree. Only the children of nodes taken are looked at (a binary
+    heap on the preference order of ``_first``), not every node sorted: a draft keeps a few of
+    a few hundred merged nodes. That gives the same nodes as going down all of them in that
+    order, as a node always comes after its parent (scores never increase down a path, and a
+    child is one level deeper). first_child[root] lists the root's children, first_child[j]
+    node j's; next_sib chains siblings."""
     n = score.shape[0]
-    order = np.argsort(-score + depth * 1e-9, kind="mergesort")
-    keep = np.zeros(n, dtype=np.bool_)
+    key = np.empty(n, dtype=np.float64)
+    for j in range(n):
+        key[j] = -score[j] + depth[j] * 1e-9
+    heap = np.empty(n, dtype=np.int64)
     taken = np.empty(min(budget, n), dtype=np.int64)
-    children = np.zeros(n + 1, dtype=np.int32)  # slot n = root
+    children = np.zeros(n + 1, dtype=np.int32)  # taken children per node (slot n = the root)
+    size = 0
     m = 0
-    for j in order:
-        if m >= budget:
+    expand = root  # the node whose children are pushed next (-1: none)
+    while True:
+        c = first_child[expand] if expand >= 0 else -1
+        while c != -1:  # push c
+            i = size
+            size += 1
+            heap[i] = c
+            while i > 0:
+                up = (i - 1) // 2
+                if not _first(key, heap[i], heap[up]):
+                    break
+                heap[i], heap[up] = heap[up], heap[i]
+                i = up
+            c = next_sib[c]
+        if m >= budget or size == 0:
             break
-        p = parents[j]
-        if depth[j] > max_depth or (p >= 0 and not keep[p]):
+        j = heap[0]  # pop the best
+        size -= 1
+        heap[0] = heap[size]
+        i = 0
+        while True:
+            lo, hi, top = 2 * i + 1, 2 * i + 2, i
+            if lo < size and _first(key, heap[lo], heap[top]):
+                top = lo
+            if hi < size and _first(key, heap[hi], heap[top]):
+                top = hi
+            if top == i:
+                break
+            heap[i], heap[top] = heap[top], heap[i]
+            i = top
+        expand = -1
+        pslot = n if parents[j] < 0 else parents[j]
+        if depth[j] > max_depth or children[pslot] >= max_children:
             continue
-        pslot = n if p < 0 else p
-        if children[pslot] >= max_children:
-            continue
-        keep[j] = True
         children[pslot] += 1
         taken[m] = j
         m += 1
+        expand = j
     return taken[:m]
 
 
@@ -228,11 +269,13 @@ def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_dep
     Returns (tokens, parents, scores, cells [b, S, 4] = (slot, kb, fb, sb) or -1), best node
     first (so the best k of them are the first k: DraftTree.best).
     """
-    mtok, mpar, mcond, mdepth, cells = _union(tok, par, cnt, offs, slot, kb, table, combine)
+    mtok, mpar, mcond, mdepth, cells, first_child, next_sib = _union(tok, par, cnt, offs, slot, kb, table, combine)
     score = np.empty(mtok.shape[0], dtype=np.float64)
     for j in range(mtok.shape[0]):  # index order is topological
         score[j] = mcond[j] if mpar[j] < 0 else score[mpar[j]] * mcond[j]
-    idx, out_par = renumber(keep_best(score, mpar, mdepth, budget, max_depth, max_children), mpar)
+    taken = best_first(score, mpar, mdepth, first_child, next_sib, first_child.shape[0] - 1, budget, max_depth,
+                       max_children)
+    idx, out_par = renumber(taken, mpar)
     return mtok[idx], out_par, score[idx], cells[idx]
 
 
