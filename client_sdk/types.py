@@ -58,26 +58,10 @@ class DraftTree:
         self.total: float | None = None  # the scores' sum (expected accepted tokens), once asked for
 
     def expected_accepted(self) -> float:
-        """The sum of the node scores (cached; ``set_totals`` fills a batch's at once)."""
+        """The sum of the node scores (cached; ``DraftBatch.trees`` fills a batch's at once)."""
         if self.total is None:
             self.total = float(self.scores.sum())
         return self.total
-
-    @staticmethod
-    def set_totals(trees: "list[DraftTree]") -> None:
-        """Cache ``expected_accepted`` of a batch of trees with one cumulative sum (one sum per
-        tree for a small batch, where that is cheaper)."""
-        if len(trees) < SMALL_BATCH:
-            for t in trees:
-                t.total = float(t.scores.sum())
-            return
-        offs = np.zeros(len(trees) + 1, dtype=np.int64)
-        np.cumsum([t.tokens.shape[0] for t in trees], out=offs[1:])
-        cum = np.zeros(offs[-1] + 1)
-        if offs[-1]:
-            np.cumsum(np.concatenate([t.scores for t in trees]), out=cum[1:])
-        for t, v in zip(trees, (cum[offs[1:]] - cum[offs[:-1]]).tolist()):
-            t.total = v
 
     @staticmethod
     def empty() -> "DraftTree":
@@ -145,6 +129,72 @@ class DraftTree:
             path.append(nxt)
             parent = nxt
         return path
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class DraftBatch:
+    """A step's drafts back to back, as the drafting kernel emits them and verification takes
+    them: row b is nodes offsets[b] .. offsets[b + 1] of the arrays (a DraftTree's arrays,
+    parents local to the row). The decode step's critical path works on these; the per-request
+    DraftTree objects are made from them later (``trees``), beside the GPU."""
+
+    tokens: np.ndarray  # [N] int32
+    parents: np.ndarray  # [N] int32
+    scores: np.ndarray  # [N] float64
+    cells: np.ndarray  # [N, S, 4] int8
+    offsets: np.ndarray  # [B + 1] int64
+    ranked: bool  # every row is best first (DraftTree.ranked)
+
+    @staticmethod
+    def empty(rows: int) -> "DraftBatch":
+        z = np.zeros(0, dtype=np.int32)
+        return DraftBatch(z, z, np.zeros(0), np.zeros((0, 1, 4), np.int8), np.zeros(rows + 1, np.int64), True)
+
+    @staticmethod
+    def of(trees: "Sequence[DraftTree]") -> "DraftBatch":
+        """The trees back to back (their cells must have one shape, empty trees aside)."""
+        full = [t for t in trees if len(t)]
+        if not full:
+            empty = DraftBatch.empty(len(trees))
+            return dataclasses.replace(empty, cells=trees[0].cells[:0]) if trees else empty
+        offs = np.zeros(len(trees) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t in trees], out=offs[1:])
+        return DraftBatch(np.concatenate([t.tokens for t in full]).astype(np.int32, copy=False),
+                          np.concatenate([t.parents for t in full]).astype(np.int32, copy=False),
+                          np.concatenate([t.scores for t in full]), np.concatenate([t.cells for t in full]),
+                          offs, all(t.ranked for t in trees))
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0]) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def cut(self, k: int) -> "DraftBatch":
+        """Each row's best min(k, its size) nodes (a ranked row's first ones: still connected)."""
+        lengths = self.lengths()
+        if not lengths.shape[0] or lengths.max() <= k:
+            return self
+        if not self.ranked:
+            return DraftBatch.of([t.best(k) for t in self.trees()])
+        rank = np.arange(self.tokens.shape[0]) - np.repeat(self.offsets[:-1], lengths)
+        keep = rank < k
+        offs = np.zeros_like(self.offsets)
+        np.cumsum(np.minimum(lengths, k), out=offs[1:])
+        return DraftBatch(self.tokens[keep], self.parents[keep], self.scores[keep], self.cells[keep], offs, True)
+
+    def trees(self) -> list[DraftTree]:
+        """One DraftTree per row (views of the arrays), each with its score sum cached."""
+        cum = np.zeros(self.scores.shape[0] + 1)
+        np.cumsum(self.scores, out=cum[1:])
+        bounds = self.offsets.tolist()
+        totals = (cum[self.offsets[1:]] - cum[self.offsets[:-1]]).tolist()
+        out = []
+        for a, b, total in zip(bounds[:-1], bounds[1:], totals):
+            tree = DraftTree(self.tokens[a:b], self.parents[a:b], self.scores[a:b], self.cells[a:b], self.ranked)
+            tree.total = total
+            out.append(tree)
+        return out
 
 
 class TrieSource(Protocol):

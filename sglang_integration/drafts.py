@@ -57,7 +57,6 @@ def splice_overlap(output_ids: Sequence[int], prev_tokens: list[int], prev_lens:
 @dataclasses.dataclass
 class _State:
     seen: int  # tokens of prompt + output already in the request's local index
-    last_tree: DraftTree | None = None
 
 
 class BatchDrafter:
@@ -87,9 +86,8 @@ class BatchDrafter:
             self._state[req.rid] = _State(len(req.prompt) + len(req.output))
 
     def last_tree(self, rid: str) -> DraftTree | None:
-        """The draft the last ``drafts`` emitted for this request (None before its first)."""
-        st = self._state.get(rid)
-        return st.last_tree if st is not None else None
+        """The draft the last ``drafts`` emitted for this request (None: none yet, or a plain step)."""
+        return self.spec.tree(rid) if rid in self._state else None
 
 
     def drafts(self, reqs: Sequence[RequestView], last_step_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -118,23 +116,14 @@ class BatchDrafter:
             return roots, np.ones(len(reqs), dtype=bool)
         if not synced:
             self._sync_all(reqs)
-        trees = self.spec.draft([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,
-                                caller_reports=True)
-        n = min(self.width, 1 + max((len(t) for t in trees), default=0)) if self.adaptive else self.width
+        batch = self.spec.draft_batch([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,
+                                      caller_reports=True, max_nodes=self.width - 1)
+        n = min(self.width, 1 + int(batch.lengths().max(initial=0))) if self.adaptive else self.width
         self.last_width = n
         if n == 1:  # every draft came out empty
-            for req in reqs:
-                self._state[req.rid].last_tree = None
             self.spec.drafting_took(time.perf_counter() - start)
             return roots, np.ones(len(reqs), dtype=bool)
-        for b, (req, tree) in enumerate(zip(reqs, trees)):
-            self._state[req.rid].last_tree = trees[b] = tree.best(n - 1)
-        offs = np.zeros(len(trees) + 1, dtype=np.int64)
-        np.cumsum([len(t) for t in trees], out=offs[1:])
-        empty = np.zeros(0, dtype=np.int32)
-        tok = np.concatenate([t.tokens for t in trees]) if trees else empty
-        par = np.concatenate([t.parents for t in trees]) if trees else empty
-        tokens, mask = kernels.fixed_width_rows(roots, tok.astype(np.int32), par.astype(np.int32), offs, n)
+        tokens, mask = kernels.fixed_width_rows(roots, batch.tokens, batch.parents, batch.offsets, n)
         self.spec.drafting_took(time.perf_counter() - start)  # all the GPU waited for, arrays included
         return tokens.reshape(-1), mask.reshape(-1)
 
@@ -155,8 +144,6 @@ class BatchDrafter:
         self._plain = False
         known = [r.rid for r in self._deferred if r.rid in self._state]  # the others are admitted at their sync
         self.spec.draft(known)  # the plan said 0: empty trees, and the datastore is not asked
-        for rid in known:
-            self._state[rid].last_tree = None
 
     def _sync_all(self, reqs: Sequence[RequestView]) -> None:
         """Feed the requests' newly committed tokens (and what they say about their last drafts)
@@ -172,7 +159,7 @@ class BatchDrafter:
                 new = list(new)
             if not new:
                 continue
-            tree = st.last_tree
+            tree = self.spec.tree(req.rid)
             rids.append(req.rid)
             tokens.append(new)
             trees.append(tree)

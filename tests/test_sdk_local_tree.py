@@ -11,7 +11,7 @@ from client_sdk.drafting import kernels
 from client_sdk.drafting import local as local_module
 from client_sdk.drafting import tree as tree_module
 from client_sdk.drafting.local import LocalIndex
-from client_sdk.types import DraftTree
+from client_sdk.types import DraftBatch, DraftTree
 from client_sdk.drafting.tree import Calibration, draft_tree
 from sssd_wire.types import TrieBatch
 
@@ -250,7 +250,7 @@ def batches(draw):
 @settings(max_examples=150, deadline=None)
 @given(batches(), st.booleans())
 def test_batched_drafts_equal_one_call_per_request(case, own_text):
-    """draft_trees over a batch gives, row by row, what draft_tree gives for each request alone:
+    """draft_batch over a batch gives, row by row, what draft_tree gives for each request alone:
     across steps whose indexes grow (reallocated arrays), leave (freed, reused slots) or are not
     built yet (None)."""
     for small_batch in (0, tree_module.SMALL_DRAFT):  # the batched kernel, and one call per row for few rows
@@ -260,7 +260,7 @@ def test_batched_drafts_equal_one_call_per_request(case, own_text):
 
 def _check_batched_drafts(case, own_text):
     from client_sdk.drafting.local import LocalArena
-    from client_sdk.drafting.tree import draft_trees
+    from client_sdk.drafting.tree import draft_batch
 
     per, steps, budget, depth, children = case
     arena, cal = LocalArena(), Calibration()
@@ -279,7 +279,7 @@ def _check_batched_drafts(case, own_text):
         for i in [i for i in live if i >= len(rows) or rows[i][0] is None]:
             del live[i]
         remote = remote_batch([t for _, tries in rows for t in tries])
-        got = draft_trees(arena, indexes, remote, per, cal, budget, depth, children, use_local=own_text)
+        got = draft_batch(arena, indexes, remote, per, cal, budget, depth, children, use_local=own_text).trees()
         assert len(got) == len(rows)
         for b, (index, tree) in enumerate(zip(indexes, got)):
             if index is None:
@@ -332,14 +332,26 @@ def _check_batched_extend(rows):
 
 
 @pytest.mark.parametrize("sizes", [[], [0], [3, 0, 2], [1, 1, 5], [4, 0, 2, 7, 1, 0, 3, 3, 9, 1]])
-def test_set_totals_caches_each_trees_score_sum(sizes):
+def test_a_draft_batch_round_trips_its_trees_and_cuts_each_row(sizes):
     rng = np.random.default_rng(len(sizes))
-    trees = [DraftTree(np.zeros(n, np.int32), np.full(n, -1, np.int32), rng.random(n), np.zeros((n, 1, 4), np.int8))
-             for n in sizes]
-    DraftTree.set_totals(trees)
-    for t in trees:
-        assert t.total == pytest.approx(float(t.scores.sum()))
-        assert t.expected_accepted() == t.total
+    trees = []
+    for n in sizes:  # ranked rows: a chain under the root, best first
+        scores = np.sort(rng.random(n))[::-1]
+        trees.append(DraftTree(rng.integers(0, 9, n).astype(np.int32), np.arange(-1, n - 1, dtype=np.int32), scores,
+                               rng.integers(0, 3, (n, 2, 4)).astype(np.int8), ranked=True))
+    batch = DraftBatch.of(trees)
+    assert len(batch) == len(sizes) and batch.lengths().tolist() == sizes
+    for got, want in zip(batch.trees(), trees):
+        for field in ("tokens", "parents", "scores", "cells"):
+            np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+        assert got.total == pytest.approx(float(want.scores.sum())) and got.expected_accepted() == got.total
+    for k in range(max(sizes, default=0) + 2):
+        for got, want in zip(batch.cut(k).trees(), trees):  # each row's best k: what DraftTree.best gives
+            best = want.best(k)
+            for field in ("tokens", "parents", "scores"):
+                np.testing.assert_array_equal(getattr(got, field), getattr(best, field))
+            if len(best):  # (an empty tree's cells may have any number of sources)
+                np.testing.assert_array_equal(got.cells, best.cells)
 
 
 def select_by_sorting(score, parents, depth, budget, max_depth, max_children):

@@ -146,7 +146,7 @@ class ScriptedPlanner:
     def plan(self, batch):
         return self.plans.pop(0)
 
-    def choose_for_drafts(self, scores, best_first=False):
+    def choose_for_drafts(self, scores, best_first=False, offsets=None):
         return 7
 
     def observe_drafting(self, batch, seconds):

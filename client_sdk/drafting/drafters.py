@@ -14,8 +14,8 @@ from typing import Protocol
 import numpy as np
 
 from client_sdk.drafting.local import IndexBatch, LocalIndex
-from client_sdk.drafting.tree import Calibration, draft_trees
-from client_sdk.types import DraftConfig, DraftTree
+from client_sdk.drafting.tree import Calibration, draft_batch
+from client_sdk.types import DraftBatch, DraftConfig, DraftTree
 from sssd_wire.types import TrieBatch
 
 NO_TRIES = TrieBatch.empty()
@@ -32,9 +32,10 @@ class Drafter(Protocol):
     ngram: int
 
     def draft(self, requests: IndexBatch, tries: TrieBatch, per: int, calibration: Calibration,
-              budget: int, depth: int) -> list[DraftTree]:
-        """requests.indexes[b]: request b's own-text index (None: not built yet, an empty draft);
-        tries[b * per : (b + 1) * per] are its datastore tries (per 0: the datastore did not answer)."""
+              budget: int, depth: int) -> DraftBatch:
+        """Row b of the result is request b's draft. requests.indexes[b]: its own-text index (None:
+        not built yet, an empty draft); tries[b * per : (b + 1) * per] are its datastore tries
+        (per 0: the datastore did not answer)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,11 +56,11 @@ class CalibratedMerge:
     def ngram(self) -> int:
         return self.config.local_ngram
 
-    def draft(self, requests, tries, per, calibration, budget, depth) -> list[DraftTree]:
+    def draft(self, requests, tries, per, calibration, budget, depth) -> DraftBatch:
         c = self.config
         if not self.datastore:
             tries, per = NO_TRIES, 0
-        return draft_trees(requests.arena, requests.indexes, tries, per, calibration, budget, depth, c.max_children,
+        return draft_batch(requests.arena, requests.indexes, tries, per, calibration, budget, depth, c.max_children,
                            c.local_occurrences, use_local=self.own_text, combine=c.combine)
 
 
@@ -71,8 +72,8 @@ class PromptLookup:
     asks_datastore: bool = False
     ngram: int = 3
 
-    def draft(self, requests, tries, per, calibration, budget, depth) -> list[DraftTree]:
-        return [self._chain(x, budget) if x is not None else DraftTree.empty() for x in requests.indexes]
+    def draft(self, requests, tries, per, calibration, budget, depth) -> DraftBatch:
+        return DraftBatch.of([self._chain(x, budget) if x is not None else DraftTree.empty() for x in requests.indexes])
 
     @staticmethod
     def _chain(local: LocalIndex, budget: int) -> DraftTree:
@@ -88,5 +89,5 @@ class NoDrafts:
     asks_datastore: bool = False
     ngram: int = 1
 
-    def draft(self, requests, tries, per, calibration, budget, depth) -> list[DraftTree]:
-        return [DraftTree.empty() for _ in requests.indexes]
+    def draft(self, requests, tries, per, calibration, budget, depth) -> DraftBatch:
+        return DraftBatch.empty(len(requests.indexes))

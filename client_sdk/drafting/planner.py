@@ -140,25 +140,36 @@ class PlannerConfig:
                              f"{self.look_every}, {self.look_every_max}")
 
 
-def expected_gain(scores: list[np.ndarray], max_budget: int, best_first: bool = False) -> np.ndarray:
+def expected_gain(scores, max_budget: int, best_first: bool = False, offsets: np.ndarray | None = None) -> np.ndarray:
     """gain[k] = sum over sequences of their k best node scores (k = 0..max_budget): the expected
     accepted draft tokens of the batch when every sequence keeps its k best nodes. Vectorised
     over the batch, as it runs on every drafted step's critical path (best_first: every
-    sequence's scores are already in decreasing order, as drafts come, so nothing is sorted)."""
+    sequence's scores are already in decreasing order, as drafts come, so nothing is sorted).
+    scores: one array per sequence, or (``offsets`` given) all back to back, sequence b's at
+    offsets[b] .. offsets[b + 1] (a DraftBatch's)."""
     gain = np.zeros(max_budget + 1)
-    if len(scores) < SMALL_BATCH:  # a few sequences: one cumulative sum each is cheaper (1: 8 vs 16 µs)
+    if offsets is not None and offsets.shape[0] - 1 < SMALL_BATCH:
+        bounds = offsets.tolist()
+        scores, offsets = [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])], None
+    if offsets is None and len(scores) < SMALL_BATCH:  # a few sequences: one cumulative sum each is cheaper (1: 8 vs 16 µs)
         for s in scores:
             top = (s if best_first else np.sort(s)[::-1])[:max_budget]
             gain[1 : top.shape[0] + 1] += np.cumsum(top)
             gain[top.shape[0] + 1 :] += top.sum()
         return gain
+    if offsets is not None:
+        return _gain_of(scores, np.diff(offsets), gain, max_budget, best_first)
     lengths = np.fromiter((s.shape[0] for s in scores), dtype=np.int64, count=len(scores))
+    return _gain_of(np.concatenate(scores) if len(scores) else np.zeros(0), lengths, gain, max_budget, best_first)
+
+
+def _gain_of(flat: np.ndarray, lengths: np.ndarray, gain: np.ndarray, max_budget: int, best_first: bool) -> np.ndarray:
+    """expected_gain of sequences whose scores are back to back in ``flat`` (lengths[b] each)."""
     total = int(lengths.sum())
     if not total:
         return gain
-    flat = np.concatenate(scores)
     starts = np.cumsum(lengths) - lengths
-    row = np.repeat(np.arange(len(scores)), lengths)
+    row = np.repeat(np.arange(lengths.shape[0]), lengths)
     if not best_first:
         order = np.lexsort((-flat, row))  # by sequence, then best score first
         flat, row = flat[order], row[order]
@@ -271,16 +282,17 @@ class StepPlanner:
             return self.costs.stalest(batch, near, self.step) if near else None
         return None
 
-    def choose_for_drafts(self, scores: list[np.ndarray], best_first: bool = False) -> int:
-        """Draft tokens per sequence (0 or a grid size) for drafts already built.
+    def choose_for_drafts(self, scores, best_first: bool = False, offsets: np.ndarray | None = None) -> int:
+        """Draft tokens per sequence (0 or a grid size) for drafts already built (their scores as
+        ``expected_gain`` takes them: one array per sequence, or back to back with ``offsets``).
 
         Their node scores are acceptance probabilities, so E[accepted | k] of a sequence is
         the sum of its k best scores. Drafting time is spent by now and does not count.
         """
-        batch = len(scores)
+        batch = len(scores) if offsets is None else offsets.shape[0] - 1
         if batch == 0:
             return 0
-        gain = expected_gain(scores, self.max_budget, best_first)
+        gain = expected_gain(scores, self.max_budget, best_first, offsets)
         k = self._best(batch, gain)
         t1 = self.costs.predict(batch, 1)
         saved = max(0.0, (batch + self.score_scale(k) * gain[k]) * t1 / batch - self.costs.predict(batch, 1 + k)) if k else 0.0

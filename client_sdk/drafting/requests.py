@@ -11,6 +11,9 @@ from client_sdk.drafting.local import LocalIndex
 from client_sdk.types import DraftTree
 
 
+NO_TREE = DraftTree.empty()  # the tree of a request not drafted for (shared: trees are never modified in place)
+
+
 class RequestState:
     """Not thread-safe (the scheduler thread), except that the index may be built in another."""
 
@@ -28,7 +31,7 @@ class RequestState:
             self._local = LocalIndex(tokens, ngram)
         else:
             self._building = builder.submit(LocalIndex, tokens, ngram)
-        self.tree = DraftTree.empty()  # the tree of the step being verified
+        self.tree = NO_TREE  # the tree of the step being verified
         self.outcomes: dict[tuple, list[int]] | None = None  # path tokens -> prefetched context slots
         self.pick: list[int] | None = None  # the slots of the outcome the last commit turned out to be
         self.bonus = -1

@@ -32,17 +32,16 @@ from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import candidates, descend, path_tokens
 from client_sdk.drafting.local import IndexBatch, LocalArena, extend_many
 from client_sdk.drafting.planner import PlannerConfig, StepPlanner
-from client_sdk.drafting.requests import RequestState
+from client_sdk.drafting.requests import NO_TREE, RequestState
 from client_sdk.drafting.tree import Calibration
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
-from client_sdk.types import DraftConfig, DraftTree, GenerationSink, TrieSource
+from client_sdk.types import DraftBatch, DraftConfig, DraftTree, GenerationSink, TrieSource
 from sssd_wire.types import TrieBatch
 
 STEP_KEY = "next-step"
 FILL_KEY = "cache-fill"
 FRESH_KEY = "missed-now"
 ON_TIME = 8  # prefetches in time before one more outcome per request is asked for (see _pace)
-EMPTY = DraftTree.empty()  # shared by plain steps (trees are never modified in place)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -114,6 +113,7 @@ class Speculator:
         self._to_learn: list[tuple[DraftTree, list[int]]] = []
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
         self._planned: int | None = None  # the budget plan() decided for the coming draft
+        self._unassigned: tuple[list[RequestState], DraftBatch] | None = None  # drafts not yet made trees
         self._unreported = 0  # the batch of a drafted step whose drafting time the caller reports
         self._indexer: ThreadPoolExecutor | None = None
         self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s)
@@ -169,30 +169,57 @@ class Speculator:
         all (nothing is drafted or looked up when it says no); drafts are then built at its
         maximum and cut to the size that maximises expected tokens/s given their node scores.
         """
+        self.draft_batch(request_ids, budget, caller_reports)
+        return self._assign_trees()
+
+    def draft_batch(self, request_ids, budget: int | None = None, caller_reports: bool = False,
+                    max_nodes: int | None = None) -> DraftBatch:
+        """``draft``'s drafts back to back (row b: request_ids[b]'s), cut to at most ``max_nodes``
+        nodes each: what a caller on the decode step's critical path emits its arrays from. The
+        requests' DraftTree objects are made later, at ``prefetch`` (beside the GPU) or when
+        first asked for (``tree``)."""
         if not self._prefetching:
             self._learn()  # a caller that never calls prefetch learns here, on the critical path
+        self._assign_trees()  # the last step's, if nothing asked for them
         reqs = [self._requests[r] for r in request_ids]
         if budget is not None or self.planner is None:
-            trees = self._draft(reqs, self.config.fixed_budget if budget is None else budget)
+            batch = self._draft(reqs, self.config.fixed_budget if budget is None else budget)
         else:
             budget = self._planned if self._planned is not None else self.planner.plan(len(reqs))
             self._planned = None
             if budget == 0:
                 self._drop_prefetch()
-                trees = [EMPTY] * len(reqs)
+                batch = DraftBatch.empty(len(reqs))
             else:
                 start = time.perf_counter()
-                trees = self._draft(reqs, budget)
-                k = self.planner.choose_for_drafts([t.scores for t in trees], all(t.ranked for t in trees))
+                batch = self._draft(reqs, budget)
+                k = self.planner.choose_for_drafts(batch.scores, batch.ranked, batch.offsets)
                 if caller_reports:
                     self._unreported = len(reqs)
                 else:
                     self.planner.observe_drafting(len(reqs), time.perf_counter() - start)
-                trees = [t.best(k) for t in trees]
-                DraftTree.set_totals(trees)  # what commit books against the planner, in one pass
+                batch = batch.cut(k)
+        if max_nodes is not None:
+            batch = batch.cut(max_nodes)
+        self._unassigned = (reqs, batch)
+        return batch
+
+    def _assign_trees(self) -> list[DraftTree]:
+        """Give the requests of the last ``draft_batch`` their trees (NO_TREE for a plain step's)."""
+        if self._unassigned is None:
+            return []
+        reqs, batch = self._unassigned
+        self._unassigned = None
+        trees = batch.trees() if batch.tokens.shape[0] else [NO_TREE] * len(reqs)
         for r, t in zip(reqs, trees):
             r.tree = t
         return trees
+
+    def tree(self, request_id) -> DraftTree | None:
+        """The draft the request was given at its last step (None: none, or a plain step's)."""
+        self._assign_trees()
+        t = self._requests[request_id].tree
+        return None if t is NO_TREE else t
 
     def drafting_took(self, seconds: float) -> None:
         """The whole drafting time of the step just drafted with ``caller_reports`` (nothing
@@ -208,10 +235,10 @@ class Speculator:
         self._planned = self.planner.plan(batch) if self.planner is not None else self.config.fixed_budget
         return self._planned
 
-    def _draft(self, reqs: list[RequestState], budget: int) -> list[DraftTree]:
+    def _draft(self, reqs: list[RequestState], budget: int) -> DraftBatch:
         if budget <= 0:
             self.last = StepTimes()
-            return [DraftTree.empty() for _ in reqs]
+            return DraftBatch.empty(len(reqs))
         t0 = time.perf_counter()
         remote = self._remote_tries(reqs) if self.drafter.asks_datastore else NO_TRIES
         t1 = time.perf_counter()
@@ -219,10 +246,10 @@ class Speculator:
         depth = min(self.config.draft.max_depth, budget)
         indexes = [r.index() for r in reqs]
         self.counts["not_indexed"] += sum(1 for x in indexes if x is None)
-        trees = self.drafter.draft(IndexBatch(self.arena, indexes), remote, per, self.calibration, budget, depth)
+        batch = self.drafter.draft(IndexBatch(self.arena, indexes), remote, per, self.calibration, budget, depth)
         matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
         self.last = StepTimes(t1 - t0, time.perf_counter() - t1, matches)
-        return trees
+        return batch
 
     def _remote_tries(self, reqs: list[RequestState]) -> TrieBatch:
         if self.remote is None:
@@ -410,6 +437,7 @@ class Speculator:
         (zero-wait) ask the datastore for the likeliest ends of this one, deduplicated, one
         level deeper than drafting needs. Skipped while the next step would not draft."""
         self._prefetching = True
+        self._assign_trees()
         self._learn()
         if (self.remote is None or not self.config.prefetch_outcomes or not self.drafter.asks_datastore
                 or (self.planner is not None and not self.planner.may_draft_next())):

@@ -15,7 +15,7 @@ import numpy as np
 
 from client_sdk.drafting import kernels
 from client_sdk.drafting.local import SMALL_APPEND, LocalArena, LocalIndex, extend_many
-from client_sdk.types import DraftTree
+from client_sdk.types import DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
 MAX_SLOTS = 6  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
@@ -25,7 +25,7 @@ PRIOR = np.outer([0.05, 0.2, 0.4, 0.6, 0.8], [0.7, 0.85, 0.95, 1.0])
 PRIOR_WEIGHT = 20.0
 COMBINE = {"noisy-or": 0, "max": 1}
 LEARNED_PRIOR = Path(__file__).with_name("calibration_prior.npy")  # python -m sssd.bench.learn_prior
-SMALL_DRAFT = 3  # draft_trees drafts fewer rows one call each (bench/batch_crossover.py: 1 row 8 vs 15 µs, 4 rows 31 vs 24)
+SMALL_DRAFT = 3  # draft_batch drafts fewer rows one call each (bench/batch_crossover.py: 1 row 8 vs 15 µs, 4 rows 31 vs 24)
 
 
 def default_prior() -> np.ndarray:
@@ -92,21 +92,24 @@ def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal
     return DraftTree(tok, par, score, cells, ranked=True)
 
 
-def draft_trees(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
+def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
                 budget: int, max_depth: int = 8, max_children: int = 8, local_occ: int = 8, use_local: bool = True,
-                combine: str = "max") -> list[DraftTree]:
-    """``draft_tree`` for a batch in one compiled call: request b drafts from indexes[b] (None:
-    not indexed yet, an empty draft) and remote tries b * per .. b * per + per - 1 (per 0: the
-    datastore did not answer). The result is the same as one ``draft_tree`` call per request."""
+                combine: str = "max") -> DraftBatch:
+    """``draft_tree`` for a batch in one compiled call, the drafts back to back: request b
+    drafts from indexes[b] (None: not indexed yet, an empty draft) and remote tries
+    b * per .. b * per + per - 1 (per 0: the datastore did not answer). Row b is what
+    ``draft_tree`` gives for that request alone."""
     if budget <= 0 or not indexes:
-        return [DraftTree.empty() for _ in indexes]
+        return DraftBatch.empty(len(indexes))
     if per + 1 > MAX_SLOTS:
         raise ValueError(f"at most {MAX_SLOTS - 1} datastore tries per draft, got {per}")
     if per and len(remote) != per * len(indexes):
         raise ValueError(f"{len(remote)} datastore tries for {len(indexes)} requests x {per}")
     if len(indexes) < SMALL_DRAFT:  # cheaper one by one (the same drafts: the same kernel per row)
-        return [draft_tree(x, remote, b * per, per, cal, budget, max_depth, max_children, local_occ, use_local, combine)
-                if x is not None else DraftTree.empty() for b, x in enumerate(indexes)]
+        none = DraftTree(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0), np.zeros((0, per + 1, 4), np.int8))
+        return DraftBatch.of([draft_tree(x, remote, b * per, per, cal, budget, max_depth, max_children, local_occ,
+                                         use_local, combine) if x is not None else none
+                              for b, x in enumerate(indexes)])
     slots = arena.slots(indexes)
     ns = np.fromiter((x.n if x is not None and use_local else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     masks = np.fromiter((x.mask if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
@@ -116,8 +119,7 @@ def draft_trees(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
         per, kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, budget, max_depth, max_children, COMBINE[combine]),
         cal.table, K_BUCKETS,
     )
-    bounds = offs.tolist()
-    return [DraftTree(tok[a:b], par[a:b], score[a:b], cells[a:b], True) for a, b in zip(bounds[:-1], bounds[1:])]
+    return DraftBatch(tok, par, score, cells, offs, True)
 
 
 @functools.cache
@@ -128,9 +130,9 @@ def warm_up() -> None:
     draft_tree(local, NO_TRIES, 0, 0, Calibration(), budget=4)
     arena = LocalArena()
     rows = [LocalIndex([1, 2, 3, 1, 2], max_ngram=3, capacity=4) for _ in range(SMALL_APPEND)]  # the batched kernels' size
-    draft_trees(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
+    draft_batch(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
     extend_many(arena, rows, [[1, 2] * 64] * len(rows))  # reallocates: the arena re-reads (typed lists' setitem)
-    draft_trees(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
+    draft_batch(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
     local.continuation(depth=2)
     # the kernels around drafting: outcome descent, the single-token table, the verify layout
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
