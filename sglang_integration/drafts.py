@@ -148,7 +148,7 @@ class BatchDrafter:
     def _sync_all(self, reqs: Sequence[RequestView]) -> None:
         """Feed the requests' newly committed tokens (and what they say about their last drafts)
         to the Speculator, in one batch; a request seen for the first time is admitted."""
-        rids, tokens, trees, accepted = [], [], [], []
+        rids, tokens = [], []
         for req in reqs:
             st = self._state.get(req.rid)
             if st is None:
@@ -159,14 +159,11 @@ class BatchDrafter:
                 new = list(new)
             if not new:
                 continue
-            tree = self.spec.tree(req.rid)
             rids.append(req.rid)
             tokens.append(new)
-            trees.append(tree)
-            accepted.append(tree.longest_match(new[:-1]) if tree is not None else None)
             st.seen += len(new)
         if rids:
-            self.spec.commit_many(rids, tokens, trees, accepted)
+            self.spec.commit_drafted(rids, tokens)  # what each draft had accepted is read from the tokens
         self._deferred = []
 
     def forget(self, rids) -> None:

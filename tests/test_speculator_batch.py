@@ -11,37 +11,65 @@ from client_sdk.drafting import local as local_module
 from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
 
 
-def _run(prompts, steps, batched):
-    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
+class Records:
+    """What a planner is told of the committed steps (the Speculator's other calls are not made
+    with an explicit budget)."""
+
+    def __init__(self):
+        self.steps = []
+
+    def record_many(self, predicted, realised):
+        self.steps.append((list(predicted), list(realised)))
+
+
+def _run(prompts, steps, mode):
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0), planner=Records())
     for i, p in enumerate(prompts):
         spec.start(i, p)
     for tokens in steps:
         ids = list(range(len(prompts)))
-        trees = spec.draft(ids)
+        if mode == "drafted":  # the accepted paths read from the tokens, in one compiled pass
+            spec.draft_batch(ids, budget=4)
+            spec.commit_drafted(ids, tokens)
+            continue
+        trees = spec.draft(ids, budget=4)
         accepted = [t.longest_match(np.asarray(tok[:-1], np.int32)) for t, tok in zip(trees, tokens)]
-        if batched:
+        if mode == "many":
             spec.commit_many(ids, tokens, trees, accepted)
         else:
             for i, tok, tree, acc in zip(ids, tokens, trees, accepted):
                 spec.commit(i, tok, tree, acc)
+    spec._learn()
     return spec
+
+
+def _told(spec):
+    """(predicted, realised) the planner was told, request by request in order."""
+    return [p for st in spec.planner.steps for p in st[0]], [r for st in spec.planner.steps for r in st[1]]
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 10).flatmap(lambda n: st.tuples(
     st.lists(st.lists(st.integers(0, 4), min_size=1, max_size=15), min_size=n, max_size=n),
     st.lists(st.lists(st.lists(st.integers(0, 4), min_size=1, max_size=5), min_size=n, max_size=n), max_size=4))))
-def test_commit_many_equals_one_commit_per_request(case):
+def test_commit_many_and_commit_drafted_equal_one_commit_per_request(case):
+    """commit_many, and commit_drafted (which reads the accepted paths from the tokens), leave
+    the state one commit per request leaves: indexes, last tokens, what the calibration learned
+    and what the planner was told."""
     prompts, steps = case
     for small_batch in (0, local_module.SMALL_APPEND):  # the batched kernel, and one call per index
         with mock.patch.object(local_module, "SMALL_APPEND", small_batch):
-            one, many = _run(prompts, steps, False), _run(prompts, steps, True)
-        for i in range(len(prompts)):
-            assert many._requests[i].index().tokens.tolist() == one._requests[i].index().tokens.tolist()
-            assert many._requests[i].last == one._requests[i].last
-        assert len(many._to_learn) == len(one._to_learn)
-        np.testing.assert_array_equal(many.draft(list(range(len(prompts))))[0].tokens,
-                                      one.draft(list(range(len(prompts))))[0].tokens)
+            one = _run(prompts, steps, "one")
+            for other in (_run(prompts, steps, "many"), _run(prompts, steps, "drafted")):
+                for i in range(len(prompts)):
+                    assert other._requests[i].index().tokens.tolist() == one._requests[i].index().tokens.tolist()
+                    assert other._requests[i].last == one._requests[i].last
+                np.testing.assert_array_equal(other.calibration.tests, one.calibration.tests)
+                np.testing.assert_array_equal(other.calibration.hits, one.calibration.hits)
+                got, want = _told(other), _told(one)
+                assert got[1] == want[1] and got[0] == pytest.approx(want[0])
+                np.testing.assert_array_equal(other.draft(list(range(len(prompts))), budget=4)[0].tokens,
+                                              one.draft(list(range(len(prompts))), budget=4)[0].tokens)
 
 
 def test_a_request_twice_in_one_commit_is_refused():

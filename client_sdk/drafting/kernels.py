@@ -495,6 +495,38 @@ def fill_tries(tok, par, cnt, offs, meta, slots, keys, u_tok, u_par, u_cnt, u_of
 
 
 @numba.njit(**OPTS)
+def accepted_rows(tok, par, offs, rows, new, new_offs):
+    """What verification accepted of each draft, read from the tokens it committed.
+
+    Entry i: draft rows[i] (nodes offs[r] .. offs[r + 1] of tok / par, parents local to the row;
+    rows[i] < 0: no draft) and committed tokens new[new_offs[i] : new_offs[i + 1]] (the accepted
+    path, then the bonus token). Returns (length, end): the longest root path of the draft
+    whose tokens start the committed ones (the bonus excluded), and its last node (-1: none).
+    """
+    m = rows.shape[0]
+    length = np.zeros(m, dtype=np.int64)
+    end = np.full(m, -1, dtype=np.int64)
+    for i in range(m):
+        r = rows[i]
+        if r < 0:
+            continue
+        a, b = offs[r], offs[r + 1]
+        node = -1
+        for q in range(new_offs[i], new_offs[i + 1] - 1):
+            nxt = -1
+            for j in range(a, b):
+                if par[j] == node and tok[j] == new[q]:
+                    nxt = j - a
+                    break
+            if nxt < 0:
+                break
+            node = nxt
+            length[i] += 1
+        end[i] = node
+    return length, end
+
+
+@numba.njit(**OPTS)
 def fixed_width_rows(roots, tok, par, offs, width):
     """A batch of drafts in SGLang's NGRAM verify layout, in one call.
 

@@ -43,6 +43,16 @@ def candidates(tree: DraftTree, k: int) -> list[int]:
     return (order[:pos] + [ROOT] + order[pos:])[:k] if k > 0 else []
 
 
+def path_nodes(tree: DraftTree, node: int) -> list[int]:
+    """The nodes from the root's child down to ``node`` (empty for ROOT)."""
+    out = []
+    parents = tree.parents
+    while node >= 0:
+        out.append(node)
+        node = int(parents[node])
+    return out[::-1]
+
+
 def path_tokens(tree: DraftTree, node: int) -> list[int]:
     """The tokens from the root down to ``node`` (empty for ROOT)."""
     out = []

@@ -19,6 +19,7 @@ sink are thread-safe themselves; long prompts are indexed in a background thread
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import secrets
 import socket
@@ -27,9 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from client_sdk.drafting import kernels
 from client_sdk.drafting.cache import TrieCache, entries, splice
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
-from client_sdk.drafting.outcomes import candidates, descend, path_tokens
+from client_sdk.drafting.outcomes import candidates, descend, path_nodes, path_tokens
 from client_sdk.drafting.local import IndexBatch, LocalArena, extend_many
 from client_sdk.drafting.planner import PlannerConfig, StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState
@@ -114,6 +116,7 @@ class Speculator:
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
         self._planned: int | None = None  # the budget plan() decided for the coming draft
         self._unassigned: tuple[list[RequestState], DraftBatch] | None = None  # drafts not yet made trees
+        self._step: tuple[DraftBatch, dict] = (DraftBatch.empty(0), {})  # the last drafts, and each id's row
         self._unreported = 0  # the batch of a drafted step whose drafting time the caller reports
         self._indexer: ThreadPoolExecutor | None = None
         self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s)
@@ -202,6 +205,7 @@ class Speculator:
         if max_nodes is not None:
             batch = batch.cut(max_nodes)
         self._unassigned = (reqs, batch)
+        self._step = (batch, dict(zip(request_ids, range(len(reqs)))))
         return batch
 
     def _assign_trees(self) -> list[DraftTree]:
@@ -395,10 +399,32 @@ class Speculator:
     def commit_many(self, request_ids, tokens, trees=None, accepted=None) -> None:
         """``commit`` for a step's requests at once: tokens[i] (ints), trees[i] and accepted[i]
         (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
+        reqs = self._committing(request_ids)
+        self._commit(reqs, tokens, trees, accepted, None)
+
+    def commit_drafted(self, request_ids, tokens: list[list[int]]) -> None:
+        """``commit_many`` for requests verified against the drafts the last ``draft_batch`` gave
+        them: what each draft had accepted is read from its committed tokens (tokens[i], a list:
+        the accepted path, then the bonus token), for the whole step in one compiled pass."""
+        reqs = self._committing(request_ids)
+        batch, row_of = self._step
+        rows = np.fromiter((row_of.get(rid, -1) for rid in request_ids), dtype=np.int64, count=len(reqs))
+        offs = np.zeros(len(reqs) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t in tokens], out=offs[1:])
+        flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
+        length, end = kernels.accepted_rows(batch.tokens, batch.parents, batch.offsets, rows, flat, offs)
+        trees = [r.tree if row >= 0 else None for r, row in zip(reqs, rows.tolist())]
+        self._commit(reqs, tokens, trees, end.tolist(), length.tolist())
+
+    def _committing(self, request_ids) -> list[RequestState]:
         if len(set(request_ids)) != len(request_ids):
             raise ValueError(f"a request appears twice among the {len(request_ids)} committed at once")
-        reqs = [self._requests[rid] for rid in request_ids]  # an unknown id fails before anything changes
-        ready, ready_tokens, predicted, realised = [], [], [], []
+        self._assign_trees()
+        return [self._requests[rid] for rid in request_ids]  # an unknown id fails before anything changes
+
+    def _commit(self, reqs: list[RequestState], tokens, trees, accepted, realised) -> None:
+        """accepted[i]: the accepted path's nodes, or (with ``realised``, its lengths) its last node."""
+        ready, ready_tokens, predicted, got = [], [], [], []
         for i, req in enumerate(reqs):
             toks = tokens[i]
             toks = toks.tolist() if isinstance(toks, np.ndarray) else toks if isinstance(toks, list) else list(toks)
@@ -418,9 +444,9 @@ class Speculator:
             if tree is not None and path is not None and tree.tokens.shape[0]:
                 self._to_learn.append((tree, path))
                 predicted.append(tree.expected_accepted())
-                realised.append(len(path))
+                got.append(len(path) if realised is None else realised[i])
         if predicted and self.planner is not None:
-            self.planner.record_many(predicted, realised)  # one call for the step's sequences
+            self.planner.record_many(predicted, got)  # one call for the step's sequences
         if ready:
             extend_many(self.arena, ready, ready_tokens)
 
@@ -487,6 +513,8 @@ class Speculator:
 
     def _learn(self) -> None:
         for tree, accepted in self._to_learn:
+            if isinstance(accepted, int):  # the accepted path's last node (commit_drafted)
+                accepted = path_nodes(tree, accepted)
             self.calibration.update(tree, accepted)
         self._to_learn.clear()
 

@@ -134,9 +134,10 @@ def warm_up() -> None:
     extend_many(arena, rows, [[1, 2] * 64] * len(rows))  # reallocates: the arena re-reads (typed lists' setitem)
     draft_batch(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
     local.continuation(depth=2)
-    # the kernels around drafting: outcome descent, the single-token table, the verify layout
+    # the kernels around drafting: outcome descent, the single-token table, the verify layout, what it accepted
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
     kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z)
     kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
                        one.tokens, one.parents, one.counts, one.node_offsets, one.meta, True)
     kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)
+    kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens, np.zeros(2, dtype=np.int64))
