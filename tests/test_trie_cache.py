@@ -1,15 +1,11 @@
-"""The trie cache of zero-wait drafting: answers kept by query tail, spliced into a step's batch, and
-the tails a step's missed slots are keyed by."""
+"""The trie cache of zero-wait drafting: answers kept by query tail, spliced into a step's batch."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from client_sdk.drafting.cache import TrieCache, entries, splice
-from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
 from sssd_wire.types import TrieBatch
 
 
@@ -71,6 +67,8 @@ def reference_splice(batch: TrieBatch, found: dict[int, tuple]) -> list[tuple[li
 
 
 def test_splice_equals_a_per_trie_reference():
+    from hypothesis import given, settings, strategies as st
+
     chains = st.lists(st.lists(st.integers(0, 50), max_size=3), min_size=1, max_size=8)
 
     @settings(max_examples=150, deadline=None)
@@ -84,24 +82,3 @@ def test_splice_equals_a_per_trie_reference():
         assert out.node_offsets[0] == 0 and out.node_offsets[-1] == out.tokens.shape[0]
 
     check()
-
-
-@settings(max_examples=80, deadline=None)
-@given(st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=7), min_size=1, max_size=6), st.data())
-def test_missed_slots_are_keyed_by_their_query_tails(prompts, data):
-    """The tails a step's trie-less slots ask the cache (and the next fill) for: request j // per's
-    last lengths[j % per] tokens, keyed by their bytes, slots of equal tails together; also when
-    a request is shorter than the longest tail."""
-    spec = Speculator(SpeculatorConfig(background_index_tokens=0))
-    for i, p in enumerate(prompts):
-        spec.start(i, p)
-    reqs = [spec._requests[i] for i in range(len(prompts))]
-    per = len(spec._lengths)
-    slots = data.draw(st.lists(st.integers(0, per * len(prompts) - 1), unique=True).map(sorted))
-    missing, tails = spec._missing_tails(reqs, slots)
-    want: dict[bytes, list[int]] = {}
-    for j in slots:
-        tail = np.asarray(prompts[j // per][-spec._lengths[j % per]:], dtype=np.int32)
-        want.setdefault(tail.tobytes(), []).append(j)
-    assert missing == want
-    assert {k: v.tobytes() for k, v in tails.items()} == {k: k for k in want}

@@ -305,10 +305,15 @@ class Speculator:
         if self.cache is None and self.config.lookup_deadline_s <= 0:
             return batch
         offs = batch.node_offsets
-        empty = np.flatnonzero(offs[1:] == offs[:-1])
-        if settled >= 0:
-            empty = empty[empty % per != settled]
-        missing, tails = self._missing_tails(reqs, empty.tolist())
+        missing: dict[bytes, list[int]] = {}
+        tails: dict[bytes, np.ndarray] = {}
+        for j in np.flatnonzero(offs[1:] == offs[:-1]).tolist():
+            if j % per == settled:
+                continue
+            tail = reqs[j // per].tail(self._lengths[j % per])
+            key = tail.tobytes()
+            missing.setdefault(key, []).append(j)
+            tails[key] = tail
         found = self._from_cache(missing)
         if self._fresh_keys and missing:  # the committed contexts' own lookups (see committed())
             left = self.config.lookup_deadline_s - (time.perf_counter() - start)
@@ -321,37 +326,6 @@ class Speculator:
             found.update(self._ask_now(missing, tails, left))
         self._fill_next = {k: tails[k] for k in missing}  # asked at prefetch, for later steps
         return splice(batch, found)
-
-    def _missing_tails(self, reqs: list[RequestState], slots: list[int]) -> tuple[dict[bytes, list[int]], dict[bytes, np.ndarray]]:
-        """For the remote slots j without a trie (request j // per, suffix length j % per's): their
-        query tails by bytes -> the slots that want them, and -> the tail itself. The tails come
-        from one [requests, longest] array of the requests' ends (per-slot slicing when a
-        request has fewer tokens than that)."""
-        per, longest = len(self._lengths), max(self._lengths)
-        missing: dict[bytes, list[int]] = {}
-        tails: dict[bytes, np.ndarray] = {}
-        if not slots:
-            return missing, tails
-        ends = [r.tail(longest) for r in reqs]
-        if any(e.shape[0] < longest for e in ends):  # a request this short is rare: slot by slot
-            for j in slots:
-                tail = reqs[j // per].tail(self._lengths[j % per])
-                key = tail.tobytes()
-                missing.setdefault(key, []).append(j)
-                tails[key] = tail
-            return missing, tails
-        ends = np.stack(ends)
-        by_length = [np.ascontiguousarray(ends[:, longest - k :]) for k in self._lengths]
-        keys = [m.view(f"V{4 * m.shape[1]}").ravel().tolist() for m in by_length]  # row -> its tail's bytes
-        for j in slots:
-            b, s = divmod(j, per)
-            key = keys[s][b]
-            if key in missing:
-                missing[key].append(j)
-            else:
-                missing[key] = [j]
-                tails[key] = by_length[s][b]
-        return missing, tails
 
     def _pace(self, arrived: bool) -> None:
         """Size the next prefetch by whether this one arrived in time (additive increase,
