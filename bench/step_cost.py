@@ -1,0 +1,109 @@
+"""The critical path of a drafted decode step, in process: what the GPU waits for between one
+step's verification and the next step's arrays, with every step drafting.
+
+The SGLang worker's CPU path (sglang_integration.drafts.BatchDrafter: sync the committed
+tokens, draft, emit the fixed-width arrays) over the serving simulation's traffic (MT-Bench and
+HumanEval responses replayed with continuous batching), against the ShareGPT datastore in
+process, its lookups answered when they are asked (beside the GPU), so every prefetch is in.
+The planner's cost table is flat (every width costs a plain step), so every step drafts: the
+figure is the cost of drafting itself, not of the planner's choice to draft. No service, no
+simulated GPU time: it isolates the critical path for A/B comparisons of changes to it (the
+serving simulation, ``sssd bench serve-sim``, measures it as part of the whole).
+
+    .venv/bin/python bench/step_cost.py [--batch-sizes 16,64] [--steps 150]
+
+Prints JSON: per batch size, p50 / mean / p99 of the drafted steps' critical path (µs, whole
+batch, wall time after 10 warm-up steps) and tau. Two builds compare best run at the same time
+(one core each), as ratios per pair: the box's load then hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from client_sdk.drafting.budget import PRESETS, forward_time
+from client_sdk.drafting.planner import StepCosts
+from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.runtime import build_speculator, lookup_options
+from sglang_integration.drafts import BatchDrafter
+from sssd.bench import datasets, llama3, replay
+from sssd.bench.provenance import stamped
+from sssd.bench.serve_sim import HARDWARE, LLAMA_8B, _Slot
+
+WARMUP = 10
+
+
+class AnsweredAtOnce(replay.InProcessSource):
+    """Lookups answered when asked (at prefetch, beside the GPU), so every one is in by the next step."""
+
+    def request(self, key, contexts) -> None:
+        self._pending[key] = self.lookup(contexts, self.options)
+
+    def collect(self, key, contexts, deadline_s: float):
+        return self._pending.pop(key, None)
+
+
+def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, steps: int) -> dict:
+    config = SpeculatorConfig()
+    widths = config.planner.widths
+    flat = forward_time(PRESETS[HARDWARE], LLAMA_8B, batch, 1, 1024)
+    spec = build_speculator(costs=StepCosts({(batch, n): flat for n in widths}), config=config,
+                            remote=AnsweredAtOnce(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True)),
+                            vocab_size=LLAMA_8B.vocab)
+    spec.wait_for_unigrams(600)
+    drafter = BatchDrafter(spec, widths[-1], LLAMA_8B.vocab, adaptive=True)
+    admitted = 0
+
+    def admit() -> _Slot:
+        nonlocal admitted
+        case = cases[admitted % len(cases)]
+        slot = _Slot(f"r{admitted}", list(case["prompt"]), np.asarray(case["response"], dtype=np.int32))
+        admitted += 1
+        drafter.admit(slot.view())
+        return slot
+
+    slots = [admit() for _ in range(batch)]
+    critical, tokens = [], 0
+    for step in range(steps + WARMUP):
+        views = [s.view() for s in slots]
+        t0 = time.perf_counter()
+        drafter.drafts(views, last_step_s=flat)
+        t1 = time.perf_counter()
+        drafter.prefetch([s.rid for s in slots])
+        for s in slots:  # the verification outcome: the draft's longest path that matches the response
+            tree = drafter.last_tree(s.rid)
+            pos = len(s.output)
+            path = tree.longest_match(s.truth[pos : pos + config.draft.max_depth]) if tree is not None else []
+            new = s.truth[pos : pos + len(path) + 1].tolist()
+            s.output += new
+            tokens += len(new) if step >= WARMUP else 0
+        if step >= WARMUP and drafter.last_width > 1:
+            critical.append((t1 - t0) * 1e6)
+        for i, s in enumerate(slots):
+            if len(s.output) >= s.truth.shape[0]:
+                drafter.forget([s.rid])
+                slots[i] = admit()
+    spec.close()
+    c = np.asarray(critical)
+    return {"batch": batch, "drafted_steps": int(c.shape[0]), "critical_path_us": {
+        "p50": round(float(np.median(c)), 1), "mean": round(float(c.mean()), 1), "p99": round(float(np.percentile(c, 99)), 1)},
+        "tau": round(tokens / (steps * batch), 4)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--batch-sizes", default="16,64")
+    parser.add_argument("--steps", type=int, default=150)
+    args = parser.parse_args()
+    ds = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE)
+    cases = datasets.mtbench_cases() + datasets.humaneval_cases()
+    rows = [run_batch(ds, cases, int(b), args.steps) for b in args.batch_sizes.split(",")]
+    print(json.dumps(stamped({"rows": rows, "steps": args.steps}), indent=1))
+
+
+if __name__ == "__main__":
+    main()
