@@ -10,10 +10,9 @@ T the measured time of a step of that width. Two decisions per step:
   drafts can be judged. What drafting buys is the time it saves when its drafts turn out
   good: per drafted step, S = max(0, (B + G(k*)) * T(B, 1) / B - T(B, 1 + k*)), the plain
   time of the tokens the chosen k* commits minus what its step costs (0 when k* = 0). The
-  planner drafts while the recent average of S exceeds ``min_saving`` times D (an average
-  over steps of the best choice, not the choice for an average step: a good datastore match
-  is worth taking even when most steps have none), and while the steps that speculated did
-  not measurably lose:
+  planner drafts while the recent average of S exceeds D (an average over steps of the best
+  choice, not the choice for an average step: a good datastore match is worth taking even
+  when most steps have none), and while the steps that speculated did not measurably lose:
   their realised efficiency (tokens per sequence over step + drafting time, in plain steps)
   must stay above ``min_efficiency``, whatever their scores promised.
 - *how wide?* For drafts in hand D is spent, and k* maximises (B + G(k)) / T(B, 1 + k),
@@ -125,11 +124,7 @@ class PlannerConfig:
     look_every_max: int = 32  # ... an interval that doubles up to this while the looks find nothing
     efficiency_rate: float = 0.05  # how fast the realised efficiency of speculating steps follows them
     efficiency_after: int = 16  # speculating steps measured before their efficiency may stop drafting
-    min_efficiency: float = 1.0  # below this (speculating steps measurably lose) drafting stops
-    # drafting goes on only while drafted steps are expected to save this many times what
-    # drafting costs: at break-even its gain is noise, and what it costs beyond its own
-    # measured time (the next step's sync, the datastore's load) is not
-    min_saving: float = 1.25
+    min_efficiency: float = 0.97  # below this (speculating steps measurably lose) drafting stops
     cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
     probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
     saving_rate: float = 0.05  # how fast the expected time a drafted step saves follows recent drafts
@@ -271,8 +266,7 @@ class StepPlanner:
         """Drafting pays: what drafted steps are expected to save beats what drafting costs, and
         what they actually realised (measured, not predicted) beat plain decoding."""
         proven = self._speculated >= self.config.efficiency_after  # a few unlucky steps are no verdict
-        return (self.saving_s > self.config.min_saving * self.draft_s
-                and (not proven or self.efficiency >= self.config.min_efficiency))
+        return self.saving_s > self.draft_s and (not proven or self.efficiency >= self.config.min_efficiency)
 
     def _probe_due(self, batch: int) -> int | None:
         """The width this step re-measures, if one is due: plain decoding (whether to speculate)
