@@ -89,7 +89,6 @@ class BatchDrafter:
         """The draft the last ``drafts`` emitted for this request (None: none yet, or a plain step)."""
         return self.spec.tree(rid) if rid in self._state else None
 
-
     def drafts(self, reqs: Sequence[RequestView], last_step_s: float | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The step's [bs * width] tokens and [bs * width * width] mask (width: ``last_width``).
 

@@ -112,7 +112,7 @@ class Speculator:
         # arrives sooner), one more after every ON_TIME answers in time, up to config.outcomes
         self.outcomes_now = config.outcomes
         self._on_time = 0
-        self._to_learn: list[tuple[DraftTree, list[int]]] = []
+        self._to_learn: list[tuple[DraftTree, list[int] | int]] = []  # (tree, accepted path or its last node)
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
         self._planned: int | None = None  # the budget plan() decided for the coming draft
         self._unassigned: tuple[list[RequestState], DraftBatch] | None = None  # drafts not yet made trees
