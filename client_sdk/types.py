@@ -157,6 +157,10 @@ class DraftBatch:
         if not full:
             empty = DraftBatch.empty(len(trees))
             return dataclasses.replace(empty, cells=trees[0].cells[:0]) if trees else empty
+        if len(trees) == 1:  # one request (batch 1, the commonest small batch): its arrays as they are
+            t = trees[0]
+            return DraftBatch(t.tokens.astype(np.int32, copy=False), t.parents.astype(np.int32, copy=False), t.scores,
+                              t.cells, np.asarray([0, len(t)], dtype=np.int64), t.ranked)
         offs = np.zeros(len(trees) + 1, dtype=np.int64)
         np.cumsum([len(t) for t in trees], out=offs[1:])
         return DraftBatch(np.concatenate([t.tokens for t in full]).astype(np.int32, copy=False),
@@ -170,13 +174,23 @@ class DraftBatch:
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 
+    def longest(self) -> int:
+        """The most nodes of a row (0 without rows)."""
+        if self.offsets.shape[0] <= SMALL_BATCH:  # a few rows: Python ints are cheaper than numpy calls
+            bounds = self.offsets.tolist()
+            return max((b - a for a, b in zip(bounds[:-1], bounds[1:])), default=0)
+        return int(self.lengths().max())
+
     def cut(self, k: int) -> "DraftBatch":
         """Each row's best min(k, its size) nodes (a ranked row's first ones: still connected)."""
-        lengths = self.lengths()
-        if not lengths.shape[0] or lengths.max() <= k:
+        if self.longest() <= k:
             return self
         if not self.ranked:
             return DraftBatch.of([t.best(k) for t in self.trees()])
+        if self.offsets.shape[0] == 2:  # one row: a prefix
+            return DraftBatch(self.tokens[:k], self.parents[:k], self.scores[:k], self.cells[:k],
+                              np.asarray([0, k], dtype=np.int64), True)
+        lengths = self.lengths()
         rank = np.arange(self.tokens.shape[0]) - np.repeat(self.offsets[:-1], lengths)
         keep = rank < k
         offs = np.zeros_like(self.offsets)

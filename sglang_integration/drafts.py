@@ -117,7 +117,7 @@ class BatchDrafter:
             self._sync_all(reqs)
         batch = self.spec.draft_batch([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,
                                       caller_reports=True, max_nodes=self.width - 1)
-        n = min(self.width, 1 + int(batch.lengths().max(initial=0))) if self.adaptive else self.width
+        n = 1 + batch.longest() if self.adaptive else self.width  # rows are at most width - 1 long
         self.last_width = n
         if n == 1:  # every draft came out empty
             self.spec.drafting_took(time.perf_counter() - start)

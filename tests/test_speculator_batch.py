@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client_sdk.drafting import local as local_module
+from client_sdk.drafting import speculator as speculator_module
 from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
 
 
@@ -57,8 +58,10 @@ def test_commit_many_and_commit_drafted_equal_one_commit_per_request(case):
     the state one commit per request leaves: indexes, last tokens, what the calibration learned
     and what the planner was told."""
     prompts, steps = case
-    for small_batch in (0, local_module.SMALL_APPEND):  # the batched kernel, and one call per index
-        with mock.patch.object(local_module, "SMALL_APPEND", small_batch):
+    # the batched kernels, and one call per index / one tree walk per request (a few requests)
+    for small_append, small_batch in ((0, 0), (local_module.SMALL_APPEND, speculator_module.SMALL_BATCH)):
+        with mock.patch.object(local_module, "SMALL_APPEND", small_append), \
+                mock.patch.object(speculator_module, "SMALL_BATCH", small_batch):
             one = _run(prompts, steps, "one")
             for other in (_run(prompts, steps, "many"), _run(prompts, steps, "drafted")):
                 for i in range(len(prompts)):

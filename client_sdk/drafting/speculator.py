@@ -37,7 +37,7 @@ from client_sdk.drafting.planner import PlannerConfig, StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState
 from client_sdk.drafting.tree import Calibration
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
-from client_sdk.types import DraftBatch, DraftConfig, DraftTree, GenerationSink, TrieSource
+from client_sdk.types import SMALL_BATCH, DraftBatch, DraftConfig, DraftTree, GenerationSink, TrieSource
 from sssd_wire.types import TrieBatch
 
 STEP_KEY = "next-step"
@@ -201,7 +201,7 @@ class Speculator:
                     self._unreported = len(reqs)
                 else:
                     self.planner.observe_drafting(len(reqs), time.perf_counter() - start)
-                batch = batch.cut(k)
+                max_nodes = k if max_nodes is None else min(k, max_nodes)
         if max_nodes is not None:
             batch = batch.cut(max_nodes)
         self._unassigned = (reqs, batch)
@@ -408,6 +408,11 @@ class Speculator:
         the accepted path, then the bonus token), for the whole step in one compiled pass."""
         reqs = self._committing(request_ids)
         batch, row_of = self._step
+        if len(reqs) < SMALL_BATCH:  # a few requests: a tree walk each is cheaper than the batched call's numpy
+            trees = [r.tree if rid in row_of else None for r, rid in zip(reqs, request_ids)]
+            paths = [t.longest_match(toks[:-1]) if t is not None else None for t, toks in zip(trees, tokens)]
+            self._commit(reqs, tokens, trees, paths, None)
+            return
         rows = np.fromiter((row_of.get(rid, -1) for rid in request_ids), dtype=np.int64, count=len(reqs))
         offs = np.zeros(len(reqs) + 1, dtype=np.int64)
         np.cumsum([len(t) for t in tokens], out=offs[1:])
