@@ -27,7 +27,7 @@ import numpy as np
 
 from client_sdk.drafting.budget import PRESETS, forward_time
 from client_sdk.drafting.planner import StepCosts
-from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.runtime import build_speculator, lookup_options
 from sglang_integration.drafts import BatchDrafter
 from sssd.bench import datasets, llama3, replay

@@ -13,7 +13,8 @@ from client_sdk.transport.feedback import FeedbackSink
 from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
-from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.speculator import Speculator
 from client_sdk.drafting.tree import Calibration, warm_up
 from client_sdk.types import DraftConfig, GenerationSink, TrieSource
 from sssd_wire.types import LookupParams

@@ -12,7 +12,7 @@ import logging
 import os
 
 from client_sdk.drafting.budget import PRESETS
-from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
 from sssd_wire import settings
 
 log = logging.getLogger("sssd.sglang")

@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from client_sdk.drafting import kernels
+from client_sdk.drafting import step_kernels
 from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
 
@@ -122,7 +122,7 @@ class BatchDrafter:
         if n == 1:  # every draft came out empty
             self.spec.drafting_took(time.perf_counter() - start)
             return roots, np.ones(len(reqs), dtype=bool)
-        tokens, mask = kernels.fixed_width_rows(roots, batch.tokens, batch.parents, batch.offsets, n)
+        tokens, mask = step_kernels.fixed_width_rows(roots, batch.tokens, batch.parents, batch.offsets, n)
         self.spec.drafting_took(time.perf_counter() - start)  # all the GPU waited for, arrays included
         return tokens.reshape(-1), mask.reshape(-1)
 

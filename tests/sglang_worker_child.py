@@ -59,7 +59,8 @@ class Sink:
 
 
 def make_worker(rank, overlap, width=4):
-    from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+    from client_sdk.drafting.config import SpeculatorConfig
+    from client_sdk.drafting.speculator import Speculator
     from sglang_integration.drafts import BatchDrafter
     from sglang_integration.worker import parallel_rank_and_group, worker_class
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from client_sdk.verification.decoder import KVCache, ReferenceDecoder
-from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
-from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.speculator import Speculator
 from sssd_wire.types import TrieBatch
 
 MS = 1e-3

@@ -2,7 +2,8 @@
 
 import pytest
 
-from client_sdk.drafting.speculator import ON_TIME, Speculator, SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.speculator import ON_TIME, Speculator
 
 
 @pytest.mark.parametrize("arrivals, want", [

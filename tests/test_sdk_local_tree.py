@@ -217,7 +217,7 @@ def test_calibration_learns_from_outcomes():
 def test_fixed_width_rows_match_the_tree_masks(nodes, extra):
     """The batched SGLang layout kernel equals DraftTree.rooted_mask, and padding tokens are
     root children unique among the root's children."""
-    from client_sdk.drafting.kernels import fixed_width_rows
+    from client_sdk.drafting.step_kernels import fixed_width_rows
 
     parents = [-1 if p < 0 or i == 0 else p % i for i, (p, _) in enumerate(nodes)]
     tree = DraftTree(np.array([t for _, t in nodes], np.int32), np.array(parents, np.int32),

@@ -10,7 +10,8 @@ from client_sdk.transport.breaker import CircuitBreaker
 from client_sdk.transport.feedback import FeedbackSink
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
-from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.speculator import Speculator
 from sssd_wire.types import LookupParams
 from datastore_service.embedded import EmbeddedServer
 from datastore_service.server import ServerConfig

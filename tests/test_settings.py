@@ -5,7 +5,7 @@ import dataclasses
 
 import pytest
 
-from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
 from datastore_service.datastore import DatastoreConfig
 from datastore_service.server import ServerConfig
 from sssd_wire import settings

@@ -16,7 +16,8 @@ sglang = pytest.importorskip("sglang.srt.speculative.spec_info", reason="sglang 
 from sglang_integration.config import PluginConfig  # noqa: E402
 from sglang_integration.drafts import BatchDrafter, RequestView, splice_overlap  # noqa: E402
 from client_sdk.drafting.planner import PlannerConfig  # noqa: E402
-from client_sdk.drafting.speculator import Speculator, SpeculatorConfig  # noqa: E402
+from client_sdk.drafting.config import SpeculatorConfig  # noqa: E402
+from client_sdk.drafting.speculator import Speculator  # noqa: E402
 from client_sdk.types import DraftConfig  # noqa: E402
 
 
@@ -202,13 +203,13 @@ def test_the_planner_weighs_everything_the_gpu_waits_for(monkeypatch):
 
     planner = ScriptedPlanner([7])
     drafter = BatchDrafter(Speculator(SpeculatorConfig(), planner=planner), width=8, vocab_size=100, adaptive=True)
-    rows = drafts_module.kernels.fixed_width_rows
+    rows = drafts_module.step_kernels.fixed_width_rows
 
     def slow_rows(*args):
         time.sleep(0.05)
         return rows(*args)
 
-    monkeypatch.setattr(drafts_module.kernels, "fixed_width_rows", slow_rows)
+    monkeypatch.setattr(drafts_module.step_kernels, "fixed_width_rows", slow_rows)
     drafter.drafts([RequestView("a", [5, 6, 7, 8], [5, 6])])
     assert drafter.last_width > 1 and len(planner.drafting) == 1 and planner.drafting[0] >= 0.05
 

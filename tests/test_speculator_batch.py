@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from client_sdk.drafting import local as local_module
 from client_sdk.drafting import speculator as speculator_module
-from client_sdk.drafting.speculator import Speculator, SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.speculator import Speculator
 
 
 class Records:

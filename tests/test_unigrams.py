@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.runtime import build_speculator, lookup_options
 from sssd.bench.replay import InProcessDatastore, InProcessSource

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from client_sdk.drafting import kernels
+from client_sdk.drafting import step_kernels
 from sssd_wire.types import TrieBatch
 
 
@@ -79,7 +79,7 @@ def splice(batch: TrieBatch, found: dict[int, tuple]) -> TrieBatch:
     got = list(found.values())
     offs = np.zeros(len(got) + 1, dtype=np.int64)
     np.cumsum([e[0].shape[0] for e in got], out=offs[1:])
-    tok, par, cnt, offs, meta, _ = kernels.fill_tries(
+    tok, par, cnt, offs, meta, _ = step_kernels.fill_tries(
         batch.tokens, batch.parents, batch.counts, batch.node_offsets, batch.meta,
         np.fromiter(found, dtype=np.int64, count=len(found)), np.arange(len(got), dtype=np.int64),
         np.concatenate([e[0] for e in got]), np.concatenate([e[1] for e in got]),

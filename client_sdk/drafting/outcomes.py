@@ -5,7 +5,7 @@ A step that verifies draft tree T ends with the deepest accepted node v of T (or
 accepted: the root) followed by the bonus token b, which only verification reveals. The
 datastore is therefore asked for the context ending at v, one level deeper than drafting
 needs; once verification says (v, b), the trie's root-level node of token b and its subtree
-is the trie of the committed context (kernels.descend_tries): one match token longer, its
+is the trie of the committed context (step_kernels.descend_tries): one match token longer, its
 occurrences those that continue with b.
 
 Candidates are ranked by the probability that each is the deepest accepted node: with node
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from client_sdk.drafting import kernels
+from client_sdk.drafting import step_kernels
 from client_sdk.types import DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -65,7 +65,7 @@ def path_tokens(tree: DraftTree, node: int) -> list[int]:
 def descend(batch: TrieBatch, src: np.ndarray, bonus: np.ndarray) -> TrieBatch:
     """Trie j of the result: trie src[j] of ``batch`` descended by bonus[j] (see the module
     docstring; src[j] = -1 or no such child: empty; bonus[j] = -1: the trie as it is)."""
-    tok, par, cnt, offs, meta = kernels.descend_tries(batch.tokens, batch.parents, batch.counts, batch.node_offsets,
+    tok, par, cnt, offs, meta = step_kernels.descend_tries(batch.tokens, batch.parents, batch.counts, batch.node_offsets,
                                                       batch.meta, np.asarray(src, np.int64),
                                                       np.asarray(bonus, np.int64))
     return TrieBatch(tok, par, cnt, offs, meta)

@@ -20,62 +20,28 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
-import secrets
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from client_sdk.drafting import kernels
+from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import TrieCache, entries, splice
+from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import candidates, descend, path_nodes, path_tokens
 from client_sdk.drafting.local import IndexBatch, LocalArena, extend_many
-from client_sdk.drafting.planner import PlannerConfig, StepPlanner
+from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState
 from client_sdk.drafting.tree import Calibration
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
-from client_sdk.types import SMALL_BATCH, DraftBatch, DraftConfig, DraftTree, GenerationSink, TrieSource
+from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, TrieSource
 from sssd_wire.types import TrieBatch
 
 STEP_KEY = "next-step"
 FILL_KEY = "cache-fill"
 FRESH_KEY = "missed-now"
 ON_TIME = 8  # prefetches in time before one more outcome per request is asked for (see _pace)
-
-
-@dataclasses.dataclass(frozen=True)
-class SpeculatorConfig:
-    """Knobs of the decode side: drafting and the step planner in their own dataclasses."""
-
-    draft: DraftConfig = DraftConfig()
-    planner: PlannerConfig = PlannerConfig()
-    fixed_budget: int = 16  # draft tokens per sequence when no planner is given
-    prefetch_outcomes: bool = True  # zero-wait: while a step verifies, ask for the contexts it may end in
-    outcomes: int = 4  # likeliest ends of a step prefetched per request ("nothing accepted" included)
-    lookup_deadline_s: float = 0.0  # the longest a step waits for the datastore (0: use what has arrived)
-    # lookups over one LookupStream instead of unary calls: ~10-20 % less server CPU and latency
-    # at low load (BENCHMARKS: fleet), but the worker stays on one server (no spreading over replicas)
-    lookup_stream: bool = False
-    background_index_tokens: int = 4096  # prompts this long are indexed in a background thread
-    trie_cache: int = 50_000  # datastore answers kept by query tail for what prefetch missed (0 = off)
-    trie_cache_ttl_s: float = 60.0  # ... each for at most this long (the datastore keeps learning)
-    # zero-wait: the datastore's trie of every single token, fetched in the background and held
-    # (given the vocabulary size), so a step's bonus token always has one (replay: +4 to +9 % tau)
-    unigram_table: bool = True
-    unigram_refresh_s: float = 600.0  # the table is fetched again this often
-    # names this process's fed-back documents: host, pid and a random part (a pid comes again)
-    worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-
-    def __post_init__(self) -> None:
-        if not self.prefetch_outcomes and self.lookup_deadline_s <= 0:
-            raise ValueError("without prefetch_outcomes a step must wait for its lookup: set lookup_deadline_s > 0")
-        if self.lookup_deadline_s < 0:
-            raise ValueError(f"lookup_deadline_s {self.lookup_deadline_s} must be >= 0")
-        if self.outcomes < 1:
-            raise ValueError(f"outcomes {self.outcomes} must be >= 1")
 
 
 @dataclasses.dataclass
@@ -417,7 +383,7 @@ class Speculator:
         offs = np.zeros(len(reqs) + 1, dtype=np.int64)
         np.cumsum([len(t) for t in tokens], out=offs[1:])
         flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
-        length, end = kernels.accepted_rows(batch.tokens, batch.parents, batch.offsets, rows, flat, offs)
+        length, end = step_kernels.accepted_rows(batch.tokens, batch.parents, batch.offsets, rows, flat, offs)
         trees = [r.tree if row >= 0 else None for r, row in zip(reqs, rows.tolist())]
         self._commit(reqs, tokens, trees, end.tolist(), length.tolist())
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client_sdk.drafting import kernels
+from client_sdk.drafting import kernels, step_kernels
 from client_sdk.drafting.local import SMALL_APPEND, LocalArena, LocalIndex, extend_many
 from client_sdk.types import DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
@@ -136,8 +136,8 @@ def warm_up() -> None:
     local.continuation(depth=2)
     # the kernels around drafting: outcome descent, the single-token table, the verify layout, what it accepted
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
-    kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z)
-    kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
+    step_kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z)
+    step_kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
                        one.tokens, one.parents, one.counts, one.node_offsets, one.meta, True)
-    kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)
-    kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens, np.zeros(2, dtype=np.int64))
+    step_kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)
+    step_kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens, np.zeros(2, dtype=np.int64))

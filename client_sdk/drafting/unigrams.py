@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from client_sdk.drafting import kernels
+from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import splice
 from sssd_wire.types import TrieBatch
 
@@ -84,7 +84,7 @@ class UnigramTable:
                     if entry is not None:
                         found[j] = entry
             return splice(batch, found)
-        tok, par, cnt, offs, meta, replaced = kernels.fill_tries(
+        tok, par, cnt, offs, meta, replaced = step_kernels.fill_tries(
             batch.tokens, batch.parents, batch.counts, batch.node_offsets, batch.meta,
             np.asarray(slots, np.int64), np.asarray(tokens, np.int64),
             whole.tokens, whole.parents, whole.counts, whole.node_offsets, whole.meta, True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from client_sdk.drafting.drafters import CalibratedMerge, Drafter, NoDrafts, PromptLookup
 from client_sdk.runtime import build_speculator, lookup_options
-from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.tree import Calibration
 from client_sdk.types import DraftConfig
 from sssd_wire.types import LookupParams, TrieBatch

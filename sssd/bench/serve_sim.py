@@ -39,7 +39,7 @@ import numpy as np
 from client_sdk.drafting.budget import PRESETS, Model, forward_time
 from client_sdk.drafting.planner import StepCosts
 from client_sdk.drafting.drafters import PromptLookup
-from client_sdk.drafting.speculator import SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.runtime import build_speculator, lookup_options
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource

@@ -1,0 +1,44 @@
+"""The decode side's knobs (``SpeculatorConfig``): drafting's and the step planner's in their own
+dataclasses, and what the Speculator itself needs (prefetch, deadline, cache, feedback name)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import socket
+
+from client_sdk.drafting.planner import PlannerConfig
+from client_sdk.types import DraftConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeculatorConfig:
+    """Knobs of the decode side: drafting and the step planner in their own dataclasses."""
+
+    draft: DraftConfig = DraftConfig()
+    planner: PlannerConfig = PlannerConfig()
+    fixed_budget: int = 16  # draft tokens per sequence when no planner is given
+    prefetch_outcomes: bool = True  # zero-wait: while a step verifies, ask for the contexts it may end in
+    outcomes: int = 4  # likeliest ends of a step prefetched per request ("nothing accepted" included)
+    lookup_deadline_s: float = 0.0  # the longest a step waits for the datastore (0: use what has arrived)
+    # lookups over one LookupStream instead of unary calls: ~10-20 % less server CPU and latency
+    # at low load (BENCHMARKS: fleet), but the worker stays on one server (no spreading over replicas)
+    lookup_stream: bool = False
+    background_index_tokens: int = 4096  # prompts this long are indexed in a background thread
+    trie_cache: int = 50_000  # datastore answers kept by query tail for what prefetch missed (0 = off)
+    trie_cache_ttl_s: float = 60.0  # ... each for at most this long (the datastore keeps learning)
+    # zero-wait: the datastore's trie of every single token, fetched in the background and held
+    # (given the vocabulary size), so a step's bonus token always has one (replay: +4 to +9 % tau)
+    unigram_table: bool = True
+    unigram_refresh_s: float = 600.0  # the table is fetched again this often
+    # names this process's fed-back documents: host, pid and a random part (a pid comes again)
+    worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+
+    def __post_init__(self) -> None:
+        if not self.prefetch_outcomes and self.lookup_deadline_s <= 0:
+            raise ValueError("without prefetch_outcomes a step must wait for its lookup: set lookup_deadline_s > 0")
+        if self.lookup_deadline_s < 0:
+            raise ValueError(f"lookup_deadline_s {self.lookup_deadline_s} must be >= 0")
+        if self.outcomes < 1:
+            raise ValueError(f"outcomes {self.outcomes} must be >= 1")

@@ -1,0 +1,184 @@
+"""Compiled kernels over a decode step's batch arrays (numba; arrays in, arrays out): the
+datastore's tries (descend each by its bonus token, fill the empty ones) and the step's drafts
+(what verification accepted of each, the fixed-width rows verification takes)."""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from client_sdk.drafting.kernels import OPTS
+
+
+@numba.njit(**OPTS)
+def descend_tries(tok, par, cnt, offs, meta, src, bonus):
+    """Out trie j = the subtree, under its root-level node of token bonus[j], of trie src[j] of
+    the flat batch (tok, par, cnt, offs, meta), with the root-level node as the new root.
+
+    A trie found for context x, one level deeper than needed, thus becomes the trie of context
+    x + bonus: its match is one token longer and its occurrences are those that continue with
+    bonus. Tries are in depth-first preorder, so a subtree is the run of nodes after its root
+    up to the next root-level node. bonus[j] < 0: trie src[j] as it is. src[j] < 0, or no such
+    child: an empty trie, match 0. Returns (tok, par, cnt, offs, meta) of the new batch.
+    """
+    nj = src.shape[0]
+    total = 0
+    lo = np.zeros(nj, dtype=np.int64)
+    hi = np.zeros(nj, dtype=np.int64)
+    for j in range(nj):
+        s = src[j]
+        if s < 0:
+            continue
+        a, e = offs[s], offs[s + 1]
+        if bonus[j] < 0:
+            lo[j], hi[j] = a, e
+            total += e - a
+            continue
+        for i in range(a, e):
+            if par[i] < 0 and tok[i] == bonus[j]:
+                end = i + 1
+                while end < e and par[end] >= 0:
+                    end += 1
+                lo[j], hi[j] = i + 1, end
+                total += end - i - 1
+                break
+    o_tok = np.empty(total, dtype=np.int32)
+    o_par = np.empty(total, dtype=np.int32)
+    o_cnt = np.empty(total, dtype=np.int32)
+    o_offs = np.zeros(nj + 1, dtype=np.int64)
+    o_meta = np.zeros((nj, 3), dtype=np.int64)
+    n = 0
+    for j in range(nj):
+        s = src[j]
+        if hi[j] > 0 and bonus[j] < 0:
+            o_tok[n : n + hi[j] - lo[j]] = tok[lo[j] : hi[j]]
+            o_par[n : n + hi[j] - lo[j]] = par[lo[j] : hi[j]]
+            o_cnt[n : n + hi[j] - lo[j]] = cnt[lo[j] : hi[j]]
+            n += hi[j] - lo[j]
+            o_meta[j] = meta[s]
+        elif hi[j] > 0:
+            a = offs[s]
+            head = lo[j] - 1  # the root-level node, as an absolute index
+            for i in range(lo[j], hi[j]):
+                o_tok[n] = tok[i]
+                o_par[n] = -1 if a + par[i] == head else par[i] - (head - a) - 1
+                o_cnt[n] = cnt[i]
+                n += 1
+            o_meta[j, 0] = meta[s, 0] + 1
+            o_meta[j, 1] = cnt[head]
+            o_meta[j, 2] = meta[s, 2]
+        o_offs[j + 1] = n
+    return o_tok, o_par, o_cnt, o_offs, o_meta
+
+
+@numba.njit(**OPTS)
+def fill_tries(tok, par, cnt, offs, meta, slots, keys, u_tok, u_par, u_cnt, u_offs, u_meta, nonempty_only):
+    """The batch (tok, par, cnt, offs, meta) with each empty trie slots[i] replaced by trie
+    keys[i] of the table (u_tok, u_par, u_cnt, u_offs, u_meta) when that one is not empty (or
+    even when it is, without ``nonempty_only``: its meta row is news too; a key outside the
+    table: left as it is). The first key given for a slot wins. Returns the new batch's arrays
+    and the replaced count."""
+    nb = offs.shape[0] - 1
+    nu = u_offs.shape[0] - 1
+    take = np.full(nb, -1, dtype=np.int64)
+    total = offs[nb]
+    for i in range(slots.shape[0]):
+        j, u = slots[i], keys[i]
+        if offs[j + 1] == offs[j] and 0 <= u < nu and (u_offs[u + 1] > u_offs[u] or not nonempty_only) and take[j] < 0:
+            take[j] = u
+            total += u_offs[u + 1] - u_offs[u]
+    o_tok = np.empty(total, dtype=np.int32)
+    o_par = np.empty(total, dtype=np.int32)
+    o_cnt = np.empty(total, dtype=np.int32)
+    o_offs = np.zeros(nb + 1, dtype=np.int64)
+    o_meta = meta.copy()
+    n = 0
+    replaced = 0
+    for j in range(nb):
+        u = take[j]
+        if u >= 0:
+            a, e = u_offs[u], u_offs[u + 1]
+            o_meta[j] = u_meta[u]
+            replaced += 1
+        else:
+            a, e = offs[j], offs[j + 1]
+        for i in range(a, e):
+            o_tok[n] = u_tok[i] if u >= 0 else tok[i]
+            o_par[n] = u_par[i] if u >= 0 else par[i]
+            o_cnt[n] = u_cnt[i] if u >= 0 else cnt[i]
+            n += 1
+        o_offs[j + 1] = n
+    return o_tok, o_par, o_cnt, o_offs, o_meta, replaced
+
+
+@numba.njit(**OPTS)
+def accepted_rows(tok, par, offs, rows, new, new_offs):
+    """What verification accepted of each draft, read from the tokens it committed.
+
+    Entry i: draft rows[i] (nodes offs[r] .. offs[r + 1] of tok / par, parents local to the row;
+    rows[i] < 0: no draft) and committed tokens new[new_offs[i] : new_offs[i + 1]] (the accepted
+    path, then the bonus token). Returns (length, end): the longest root path of the draft
+    whose tokens start the committed ones (the bonus excluded), and its last node (-1: none).
+    """
+    m = rows.shape[0]
+    length = np.zeros(m, dtype=np.int64)
+    end = np.full(m, -1, dtype=np.int64)
+    for i in range(m):
+        r = rows[i]
+        if r < 0:
+            continue
+        a, b = offs[r], offs[r + 1]
+        node = -1
+        for q in range(new_offs[i], new_offs[i + 1] - 1):
+            nxt = -1
+            for j in range(a, b):
+                if par[j] == node and tok[j] == new[q]:
+                    nxt = j - a
+                    break
+            if nxt < 0:
+                break
+            node = nxt
+            length[i] += 1
+        end[i] = node
+    return length, end
+
+
+@numba.njit(**OPTS)
+def fixed_width_rows(roots, tok, par, offs, width):
+    """A batch of drafts in SGLang's NGRAM verify layout, in one call.
+
+    Row b = [roots[b], draft b's tokens (nodes offs[b]..offs[b+1] of tok/par, parents within
+    the draft, -1 = child of the root), padding]; mask[b, i, j]: slot j is slot i or one of
+    its ancestors, the root being every node's. Padding slots are extra children of the root
+    whose tokens (the smallest ids) differ from every other root child.
+    """
+    bs = roots.shape[0]
+    out = np.empty((bs, width), dtype=np.int64)
+    mask = np.zeros((bs, width, width), dtype=np.bool_)
+    for b in range(bs):
+        a, k = offs[b], offs[b + 1] - offs[b]
+        out[b, 0] = roots[b]
+        for i in range(width):
+            mask[b, i, i] = True
+            if i > 0:
+                mask[b, i, 0] = True
+        for i in range(k):
+            out[b, 1 + i] = tok[a + i]
+            p = par[a + i]
+            if p >= 0:
+                for j in range(1, 1 + p + 1):
+                    if mask[b, 1 + p, j]:
+                        mask[b, 1 + i, j] = True
+        candidate = 0
+        for i in range(1 + k, width):
+            taken = True
+            while taken:
+                taken = False
+                for q in range(k):
+                    if par[a + q] < 0 and tok[a + q] == candidate:
+                        taken = True
+                        candidate += 1
+                        break
+            out[b, i] = candidate
+            candidate += 1
+    return out, mask
