@@ -284,8 +284,8 @@ class LocalState(NamedTuple):
 
     buf: np.ndarray  # [cap] int32
     n: int  # tokens in buf (0: do not draft from the request's own text)
-    head: np.ndarray  # [K, mask + 1] int64
-    prev: np.ndarray  # [K, cap + 1] int64
+    head: np.ndarray  # [K, mask + 1] int32
+    prev: np.ndarray  # [K, cap + 1] int32
     mask: int
 
 

@@ -13,21 +13,28 @@ from client_sdk.drafting import kernels
 from sssd_wire.types import ContinuationTree
 
 
+MAX_TOKENS = 2**31 - 2  # positions (and the chain slot after the last) fit int32
+
+
 class LocalIndex:
     """Incremental index of one request's tokens. Not thread-safe (one owner: the request).
 
     max_ngram: longest n-gram indexed (longer matches are more reliable drafts).
     Cost per appended token O(max_ngram^2); per match O(max_ngram + max_occ * depth).
+    Positions are int32 (at most MAX_TOKENS tokens): the hash tables of a request indexed at the
+    default capacity take ~0.5 MB, not the 1 MB of int64, which adds up over a large batch.
     """
 
     def __init__(self, prompt, max_ngram: int = 6, capacity: int = 4096, hash_bits: int = 12) -> None:
         prompt = np.asarray(prompt, dtype=np.int32)
-        cap = max(capacity, 2 * prompt.shape[0] + 64)
+        if prompt.shape[0] > MAX_TOKENS:
+            raise ValueError(f"a request's own-text index holds at most {MAX_TOKENS} tokens, got {prompt.shape[0]}")
+        cap = min(max(capacity, 2 * prompt.shape[0] + 64), MAX_TOKENS)
         self.max_ngram = max_ngram
         self.mask = (1 << max(hash_bits, (2 * cap).bit_length())) - 1
         self.buf = np.zeros(cap, dtype=np.int32)
-        self.head = np.full((max_ngram, self.mask + 1), -1, dtype=np.int64)
-        self.prev = np.full((max_ngram, cap + 1), -1, dtype=np.int64)
+        self.head = np.full((max_ngram, self.mask + 1), -1, dtype=np.int32)
+        self.prev = np.full((max_ngram, cap + 1), -1, dtype=np.int32)
         self.n = 0
         self.generation = 0  # counts reallocations of buf / prev (a LocalArena re-reads them then)
         self.extend(prompt)
@@ -49,10 +56,12 @@ class LocalIndex:
             self._grow(self.n + count)
 
     def _grow(self, need: int) -> None:
-        cap = max(need, 2 * self.buf.shape[0])
+        if need > MAX_TOKENS:
+            raise ValueError(f"a request's own-text index holds at most {MAX_TOKENS} tokens, {need} asked for")
+        cap = min(max(need, 2 * self.buf.shape[0]), MAX_TOKENS)
         buf = np.zeros(cap, dtype=np.int32)
         buf[: self.n] = self.buf[: self.n]
-        prev = np.full((self.max_ngram, cap + 1), -1, dtype=np.int64)
+        prev = np.full((self.max_ngram, cap + 1), -1, dtype=np.int32)
         prev[:, : self.prev.shape[1]] = self.prev
         self.buf, self.prev = buf, prev
         self.generation += 1
@@ -71,7 +80,7 @@ class LocalIndex:
 
 
 _BUF = numba.types.Array(numba.int32, 1, "C")
-_TABLE = numba.types.Array(numba.int64, 2, "C")
+_TABLE = numba.types.Array(numba.int32, 2, "C")
 
 
 class LocalArena:
