@@ -400,3 +400,10 @@ def test_best_first_selection_equals_sorting_every_node(case):
                              np.asarray(first_child, np.int32), np.asarray(next_sib, np.int32), n,
                              budget, max_depth, max_children)
     assert got.tolist() == select_by_sorting(score, parents, depth, budget, max_depth, max_children)
+
+
+def test_an_index_past_int32_positions_is_refused():
+    local = LocalIndex([1, 2, 3])
+    with pytest.raises(ValueError, match="at most"):
+        local.reserve(local_module.MAX_TOKENS)  # 3 + MAX_TOKENS tokens: positions would overflow int32
+    assert local.tokens.tolist() == [1, 2, 3]
