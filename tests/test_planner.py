@@ -274,6 +274,11 @@ def test_expected_gain_matches_a_per_sequence_sum():
         np.testing.assert_allclose(expected_gain(scores, max_budget), want, atol=1e-9)
         ranked = [np.sort(s)[::-1] for s in scores]  # best first, as drafts come
         np.testing.assert_allclose(expected_gain(ranked, max_budget, best_first=True), want, atol=1e-9)
+        offsets = np.cumsum([0] + [s.shape[0] for s in scores]).astype(np.int64)  # back to back (a DraftBatch's)
+        flat = np.concatenate(ranked) if scores else np.zeros(0)
+        np.testing.assert_allclose(expected_gain(flat, max_budget, True, offsets), want, atol=1e-9)
+        flat = np.concatenate(scores) if scores else np.zeros(0)
+        np.testing.assert_allclose(expected_gain(flat, max_budget, False, offsets), want, atol=1e-9)
 
     check()
 

@@ -138,6 +138,7 @@ def warm_up() -> None:
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
     step_kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z)
     step_kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
-                       one.tokens, one.parents, one.counts, one.node_offsets, one.meta, True)
+                            one.tokens, one.parents, one.counts, one.node_offsets, one.meta, True)
     step_kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)
-    step_kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens, np.zeros(2, dtype=np.int64))
+    step_kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
+                               np.zeros(2, dtype=np.int64))
