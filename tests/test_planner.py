@@ -295,3 +295,24 @@ def test_record_many_equals_one_record_per_sequence(chosen_k, pairs):
     assert (one.predicted, one.realised, one._step_realised) == (many.predicted, many.realised, many._step_realised)
     assert one.predicted_by.tolist() == many.predicted_by.tolist()
     assert one.realised_by.tolist() == many.realised_by.tolist()
+
+
+@pytest.mark.parametrize("looking", [True, False])
+def test_a_look_moves_the_expected_saving_further_than_a_drafted_step(looking):
+    """While drafting does not pay, only the rare looks re-measure what it would save: one look
+    moves the estimate by look_rate, a step of steady drafting by saving_rate."""
+    c = PlannerConfig(probe_every=128, probe_every_max=128)  # no probe before the first look
+    costs = {(4, n): 0.01 * (1 + 0.05 * (n - 1)) for n in c.widths}
+    fresh = StepPlanner(StepCosts(costs), c)
+    fresh.plan(4)
+    fresh.choose_for_drafts([SCORES] * 4)
+    measured = fresh.saving_s  # what one drafted step of these scores saves (the first sets it)
+    planner = StepPlanner(StepCosts(costs), c)
+    before = 0.0 if looking else 2 * measured
+    planner.saving_s, planner.draft_s = before, measured  # drafting does not pay / pays
+    while not planner.plan(4):
+        assert planner.step < c.look_every + 1
+    assert planner._looking == looking and planner.probe is None
+    planner.choose_for_drafts([SCORES] * 4)
+    rate = c.look_rate if looking else c.saving_rate
+    assert measured > 0 and planner.saving_s == pytest.approx(before + rate * (measured - before))

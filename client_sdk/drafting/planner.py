@@ -29,7 +29,10 @@ widths moves with every observation, so a change that hits every width alike (an
 process taking the CPU) is followed within a few steps without waiting for a probe. When
 k = 0 is chosen nothing is drafted or looked up, but for a "look" now and then that drafts
 (and verifies what is worth it) so the value of drafting is re-measured too: one step in
-``look_every``, backing off to one in ``look_every_max`` while the looks find nothing.
+``look_every``, backing off to one in ``look_every_max`` while the looks find nothing. Looks
+are rare, so one moves the expected saving S by ``look_rate``, more than a step of steady
+drafting does (``saving_rate``): drafting that starts to pay is taken up again within a few
+looks, not tens of them.
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class PlannerConfig:
     cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
     probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
     saving_rate: float = 0.05  # how fast the expected time a drafted step saves follows recent drafts
+    look_rate: float = 0.3  # ... and how far one look moves it (looks are rare: while drafting does not pay)
     draft_rate: float = 0.3  # how fast the drafting-time estimate follows measurements
 
     def __post_init__(self) -> None:
@@ -296,7 +300,7 @@ class StepPlanner:
         k = self._best(batch, gain)
         t1 = self.costs.predict(batch, 1)
         saved = max(0.0, (batch + self.score_scale(k) * gain[k]) * t1 / batch - self.costs.predict(batch, 1 + k)) if k else 0.0
-        r = self.config.saving_rate
+        r = self.config.look_rate if self._looking else self.config.saving_rate
         per_seq = saved / batch
         self.saving_s = per_seq if self.saving_s is None else (1 - r) * self.saving_s + r * per_seq
         self.chosen_k = self.probe - 1 if self.probe is not None and self.probe > 1 else k
