@@ -14,7 +14,9 @@ serving simulation, ``sssd bench serve-sim``, measures it as part of the whole).
 
 Prints JSON: per batch size, p50 / mean / p99 of the drafted steps' critical path (µs, whole
 batch, wall time after 10 warm-up steps) and tau. Two builds compare best run at the same time
-(one core each), as ratios per pair: the box's load then hits both alike.
+(one core each), as ratios per pair: the box's load then hits both alike. The traffic loop
+repeats the serving simulation's on purpose, using only what older trees have too (BatchDrafter,
+serve_sim._Slot, SpeculatorConfig through the speculator module), so that this script runs over an earlier commit with ``PYTHONPATH=<its tree>``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import numpy as np
 
 from client_sdk.drafting.budget import PRESETS, forward_time
 from client_sdk.drafting.planner import StepCosts
-from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.speculator import SpeculatorConfig  # (where older trees define it; config.py now)
 from client_sdk.runtime import build_speculator, lookup_options
 from sglang_integration.drafts import BatchDrafter
 from sssd.bench import datasets, llama3, replay
