@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from client_sdk.verification import LINEARS
 from sssd.bench.provenance import stamped
 from sssd.smollm2 import DTYPES
 
@@ -106,6 +107,11 @@ def _deadline(args) -> dict:
     return run(args.deadline_ms, args.calls)
 
 
+def linears_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--linears", choices=LINEARS, default="adaptive",
+                   help="CPU linear layers: the faster GEMM layout per row count, measured at start (adaptive), or torch's own")
+
+
 def _decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", default="mtbench,humaneval")
     p.add_argument("--prompts", type=int, default=8, help="prompts per dataset")
@@ -113,6 +119,7 @@ def _decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,4,16,64 on a GPU")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
+    linears_flag(p)
     p.add_argument("--runs", type=int, default=1, help="repeat the side-by-side measurement; worst and median reported")
     p.add_argument("--contention", nargs="?", type=int, const=1, default=0, metavar="PROCS",
                    help="start PROCS CPU-burning processes (default 1) after the planner's start-up measurement")
@@ -124,7 +131,8 @@ def _decode(args) -> dict:
     if args.runs < 1 or args.contention < 0:
         raise ValueError(f"--runs {args.runs} must be at least 1 and --contention {args.contention} not negative")
     return run(args.datasets.split(","), args.prompts, args.max_new_tokens, _ints(args.batch_sizes, "--batch-sizes"),
-               args.device, progress=not args.json, runs=args.runs, contention=args.contention, dtype=args.dtype)
+               args.device, progress=not args.json, runs=args.runs, contention=args.contention, dtype=args.dtype,
+               linears=args.linears)
 
 
 def _forward_flags(p: argparse.ArgumentParser) -> None:
@@ -133,6 +141,7 @@ def _forward_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
+    linears_flag(p)
 
 
 def _forward(args) -> dict:
@@ -140,7 +149,8 @@ def _forward(args) -> dict:
 
     if args.max_k < 1 or args.repeats < 1:
         raise ValueError(f"--max-k {args.max_k} and --repeats {args.repeats} must be at least 1")
-    return run(args.max_k, args.context, args.repeats, args.device, progress=not args.json, dtype=args.dtype)
+    return run(args.max_k, args.context, args.repeats, args.device, progress=not args.json, dtype=args.dtype,
+               linears=args.linears)
 
 
 def _serve_sim_flags(p: argparse.ArgumentParser) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from sssd.bench_commands import linears_flag
 from sssd.smollm2 import DTYPES
 
 
@@ -106,6 +107,7 @@ def _register_demo(sub) -> None:
     demo.add_argument("--max-new-tokens", type=int, default=64)
     demo.add_argument("--conversations", type=int, default=4000, help="ShareGPT conversations ingested")
     demo.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
+    linears_flag(demo)
     demo.add_argument("--json", action="store_true", help='print one JSON object {"rows": [...]} instead of the table')
     demo.set_defaults(handler=_demo)
 

@@ -52,7 +52,7 @@ def run_demo(args, out: TextIO) -> int:
     t_start = time.perf_counter()
     say("[1/5] loading SmolLM2-135M-Instruct (GGUF -> PyTorch, cached after the first run)")
     model, tok = load_model(dtype=args.dtype)
-    decoder = ReferenceDecoder(model, {tok.eos_token_id})
+    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=getattr(args, "linears", "adaptive"))
     say(f"[2/5] starting the datastore service on {work / 'datastore.db'}")
     server = EmbeddedServer(ServerConfig.of(db=str(work / "datastore.db"), port=0)).start()
     try:
@@ -72,7 +72,7 @@ def run_demo(args, out: TextIO) -> int:
         if quiet:
             print(json.dumps(stamped({"rows": rows, "prompts": {"decoded": len(first) + len(second), "fed_back": len(first),
                                                        "decoded_after_feedback": len(second)},
-                              "max_new_tokens": args.max_new_tokens, "seconds": round(time.perf_counter() - t_start, 1)})),
+                              "max_new_tokens": args.max_new_tokens, **decoder.linear_fields(), "seconds": round(time.perf_counter() - t_start, 1)})),
                   file=out)
         else:
             _table(rows, out)

@@ -16,6 +16,8 @@ import torch
 
 from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
+from client_sdk.verification import LINEARS
+from client_sdk.verification.cpu_linear import adapt_linears
 from client_sdk.verification.verify import Sampling, build_batch, greedy_verify, sample_verify
 
 
@@ -86,10 +88,17 @@ class KVCache:
 
 
 class ReferenceDecoder:
-    def __init__(self, model, eos_ids: set[int], device: str | torch.device = "cpu") -> None:
+    """``linears``: "adaptive" (default) makes the model's linear layers, on CPU, take the
+    faster of two GEMM layouts for each step's row count (measured at construction, a second
+    or two; ``cpu_linear``); "torch" leaves the model as it is."""
+
+    def __init__(self, model, eos_ids: set[int], device: str | torch.device = "cpu", linears: str = "adaptive") -> None:
+        if linears not in LINEARS:
+            raise ValueError(f"linears {linears!r}: one of {', '.join(LINEARS)}")
         self.model = model
         self.eos_ids = set(eos_ids)
         self.device = torch.device(device)
+        self.linear_plan = adapt_linears(model) if linears == "adaptive" and self.device.type == "cpu" else None
 
     @torch.no_grad()
     def prefill(self, prompts: list[list[int]]) -> KVCache:
@@ -162,6 +171,11 @@ class ReferenceDecoder:
         for g in results:
             g.seconds, g.prefill_seconds = time.perf_counter() - t0, t_prefill
         return results
+
+    def linear_fields(self) -> dict:
+        """What a benchmark's JSON records about the linear layers it ran."""
+        return {"linears": "adaptive" if self.linear_plan else "torch",
+                "linear_plan": self.linear_plan.describe() if self.linear_plan else None}
 
     def _clip(self, g: Generation, new: list[int], max_new_tokens: int) -> list[int]:
         room = max_new_tokens - len(g.tokens)

@@ -121,18 +121,19 @@ def _aggregate(runs: list[list[dict]]) -> list[dict]:
 
 
 def run(datasets=("mtbench", "humaneval"), n_prompts: int = 8, max_new_tokens: int = 96, batch_sizes=(1,),
-        device: str = "cpu", progress: bool = True, runs: int = 1, contention: int = 0, dtype: str = "float32") -> dict:
+        device: str = "cpu", progress: bool = True, runs: int = 1, contention: int = 0, dtype: str = "float32",
+        linears: str = "adaptive") -> dict:
     from sssd.smollm2 import load_model
 
     model, tok = load_model(dtype=dtype)
     model.to(device)
-    decoder = ReferenceDecoder(model, {tok.eos_token_id}, device)
+    decoder = ReferenceDecoder(model, {tok.eos_token_id}, device, linears=linears)
     store = build_datastore(tok, model.config.vocab_size)
     config = CPU_DECODING
     options = lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes)
     costs = measured_costs(decoder, CONTEXT, batches=tuple(batch_sizes))  # before any contention starts
     result = {"device": device if device == "cpu" else torch.cuda.get_device_name(0),
-              "model": f"SmolLM2-135M-Instruct ({dtype})", "max_new_tokens": max_new_tokens,
+              "model": f"SmolLM2-135M-Instruct ({dtype})", **decoder.linear_fields(), "max_new_tokens": max_new_tokens,
               "prompts_per_dataset": n_prompts, "runs": runs, "contention_processes": contention,
               "startup_forward_ms": {f"{b}x{n}": round(t * 1e3, 1) for b, row in costs.rows.items() for n, t in row.items()}}
     if device == "cpu":

@@ -47,13 +47,13 @@ def _forwards(decoder, k: int, context: int):
 
 
 def run(max_k: int = 15, context: int = 256, repeats: int = 7, device: str = "cpu", progress: bool = True,
-        dtype: str = "float32") -> dict:
+        dtype: str = "float32", linears: str = "adaptive") -> dict:
     from client_sdk.verification.decoder import ReferenceDecoder
     from sssd.smollm2 import load_model
 
     model, tok = load_model(dtype=dtype)
     model.to(device)
-    decoder = ReferenceDecoder(model, {tok.eos_token_id}, device)
+    decoder = ReferenceDecoder(model, {tok.eos_token_id}, device, linears=linears)
     rows = []
     for k in range(max_k + 1):
         runs = _forwards(decoder, k, context)
@@ -73,6 +73,6 @@ def run(max_k: int = 15, context: int = 256, repeats: int = 7, device: str = "cp
         r["causal_over_1"] = round(r["causal_ms"] / base, 3)
         r["tree_over_causal"] = round(r["tree_ms"] / r["causal_ms"], 3)
     ratios = [r["tree_over_causal"] for r in rows[1:]]
-    return {"model": f"SmolLM2-135M-Instruct ({dtype})", "device": device, "context": context, "batch": 1,
+    return {"model": f"SmolLM2-135M-Instruct ({dtype})", **decoder.linear_fields(), "device": device, "context": context, "batch": 1,
             "repeats": repeats, "rows": rows, "median_tree_over_causal": statistics.median(ratios),
             "max_tree_over_causal": max(ratios)}
