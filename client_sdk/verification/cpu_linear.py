@@ -28,8 +28,9 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-# Row counts the plan is measured at: the widths 1 + k the planner uses, times small batches.
-GRID = (2, 3, 4, 6, 8, 12, 17, 24, 34, 48, 68, 96, 136)
+# Row counts the plan is measured at: the planner's widths 1 + k (1, 2, 3, 5, 9, 17) and their
+# neighbours, then batches of them up to 8 x 17.
+GRID = (2, 3, 4, 5, 6, 8, 9, 12, 16, 17, 24, 34, 48, 68, 96, 136)
 TUNE_BYTES = 64 << 20  # time over at least this much weight, more than a CPU's caches hold
 WAYS = ("linear", "transposed")
 
