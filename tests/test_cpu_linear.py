@@ -24,12 +24,17 @@ PLAN = LinearPlan((2, 4, 8, 16), (True, False, True, False))
 
 
 @pytest.mark.parametrize("rows, transposed", [
-    (0, False), (1, False),  # one row: torch's matrix-vector product, always
+    (0, False), (1, True),  # one row follows the grid's first count (padded to two rows)
     (2, True), (3, False), (4, False), (5, True), (8, True), (9, False), (16, False),
     (17, False), (1000, False),  # above the grid: F.linear (prefill)
 ])
 def test_plan_buckets(rows, transposed):
     assert PLAN.use_transposed(rows) is transposed
+
+
+def test_plan_table_by_rows():
+    assert PLAN.by_rows() == tuple(PLAN.use_transposed(r) for r in range(17))
+    assert LinearPlan().by_rows() == (False,)
 
 
 def test_plan_rejects_bad_grid():
@@ -56,7 +61,7 @@ def test_adapted_model_computes_what_it_did_and_follows_the_plan(monkeypatch):
     before = model(x)
     plan = LinearPlan((4,), (True,))
     assert adapt_linears(model, plan) is plan
-    assert all(type(m) is AdaptiveLinear and m.plan is plan for m in (model[0], model[2]))
+    assert all(type(m) is AdaptiveLinear and m.transposed_rows == plan.by_rows() for m in (model[0], model[2]))
     calls = []
     import client_sdk.verification.cpu_linear as cpu_linear
 
@@ -64,9 +69,12 @@ def test_adapted_model_computes_what_it_did_and_follows_the_plan(monkeypatch):
     monkeypatch.setattr(cpu_linear, "transposed_linear", lambda *a: calls.append(a[0].shape) or real(*a))
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
     assert calls == [(3, 32), (3, 48)]
-    model(torch.randn(1, 32))
-    model(torch.randn(5, 32))  # one row and above the grid: F.linear
+    model(torch.randn(5, 32))  # above the grid: F.linear
     assert len(calls) == 2
+    one = torch.randn(1, 32)
+    torch.testing.assert_close(model(one), torch.nn.functional.linear(torch.relu(
+        torch.nn.functional.linear(one, model[0].weight, model[0].bias)), model[2].weight), rtol=1e-5, atol=1e-5)
+    assert calls[2:] == [(1, 32), (1, 48)]  # one row: padded to two, the transposed way
 
 
 def test_decoder_adapts_on_cpu_only_when_asked():

@@ -2,20 +2,21 @@
 
 A decode step multiplies every weight matrix by the step's rows: one per sequence for plain
 decoding, 1 + k per sequence when k draft tokens are verified. Torch's CPU ``F.linear``
-computes ``x @ W.T``; for one row that is a matrix-vector product that streams the weights
-once, but for 2..~16 rows the BLAS takes a small-matrix GEMM path that, on the machines
-measured here (MKL on an AMD EPYC VM), costs 1.5-2x the one-row product (BENCHMARKS.md,
-"What one verify step costs here"). The same product computed the other way round,
-``(W @ x.T).T``, keeps the weights as the big streamed operand and stays near the cost of
-one row for a few rows.
+computes ``x @ W.T``. On the machine measured here (MKL on a 2-core AMD EPYC VM) both of its
+paths for decoding's shapes are slow: one row takes a matrix-vector product that streams the
+weights at well under the memory's speed, and 2..~16 rows take a small-matrix GEMM path that
+costs 1.5-2x that again (BENCHMARKS.md, "Verify at about one row's cost"). The same product
+computed the other way round, ``(W @ x.T).T``, keeps the weights as the big streamed operand
+and runs near the memory's speed for a few rows; one row is padded to two to take that path.
 
 Which way is faster depends on the CPU and its BLAS, so it is measured, not assumed:
 ``tune`` times both over the model's own weight matrices for a grid of row counts and
 ``adapt_linears`` makes each ``nn.Linear`` of the model take the faster way for the rows of
-each call. One row and more than the grid's largest count always take ``F.linear``, so plain
-single-sequence decoding and prefill run exactly as before. Results agree with ``F.linear``
-to float rounding, like any change of GEMM path (torch's own path is not bit-identical
-across row counts either); the decoders' identical-to-plain checks cover what that allows.
+each call; above the grid's largest count (prefill) it is ``F.linear``. Plain decoding and
+verification go through the same layers, so both get faster and their comparison stays fair.
+Results agree with ``F.linear`` to float rounding, like any change of GEMM path (torch's own
+path is not bit-identical across row counts either); the decoders' identical-to-plain checks
+cover what that allows.
 """
 
 from __future__ import annotations
@@ -30,15 +31,15 @@ import torch.nn.functional as F
 
 # Row counts the plan is measured at: the planner's widths 1 + k (1, 2, 3, 5, 9, 17) and their
 # neighbours, then batches of them up to 8 x 17.
-GRID = (2, 3, 4, 5, 6, 8, 9, 12, 16, 17, 24, 34, 48, 68, 96, 136)
-TUNE_BYTES = 64 << 20  # time over at least this much weight, more than a CPU's caches hold
+GRID = (1, 2, 3, 4, 5, 6, 8, 9, 12, 16, 17, 24, 34, 48, 68, 96, 136)
+TUNE_BYTES = 128 << 20  # time over at least this much weight, several times what a CPU's caches hold
 WAYS = ("linear", "transposed")
 
 
 @dataclasses.dataclass(frozen=True)
 class LinearPlan:
     """For each grid row count, whether the transposed product is the faster way; a call with
-    ``rows`` rows follows the smallest grid count >= rows (F.linear above the grid or at 1 row)."""
+    ``rows`` rows follows the smallest grid count >= rows (F.linear above the grid)."""
 
     grid: tuple[int, ...] = ()
     transposed: tuple[bool, ...] = ()
@@ -48,29 +49,39 @@ class LinearPlan:
             raise ValueError(f"LinearPlan: grid {self.grid} must be increasing and match transposed {self.transposed}")
 
     def use_transposed(self, rows: int) -> bool:
-        if rows <= 1 or not self.grid or rows > self.grid[-1]:
+        if rows < 1 or not self.grid or rows > self.grid[-1]:
             return False
         return self.transposed[bisect.bisect_left(self.grid, rows)]
+
+    def by_rows(self) -> tuple[bool, ...]:
+        """``use_transposed`` for 0 .. grid[-1] rows, as a table indexed by the row count."""
+        return tuple(self.use_transposed(r) for r in range((self.grid[-1] if self.grid else 0) + 1))
 
     def describe(self) -> dict[str, str]:
         return {str(r): WAYS[int(t)] for r, t in zip(self.grid, self.transposed)}
 
 
 class AdaptiveLinear(torch.nn.Linear):
-    """An ``nn.Linear`` that computes ``(W @ x.T).T`` where its ``plan`` says that is faster."""
+    """An ``nn.Linear`` that computes ``(W @ x.T).T`` where its plan says that is faster.
+    ``transposed_rows[r]``: whether a call with r rows does (``LinearPlan.by_rows``)."""
 
-    plan: LinearPlan = LinearPlan()
+    transposed_rows: tuple[bool, ...] = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // self.in_features if x.dim() else 0
-        if x.device.type != "cpu" or not self.plan.use_transposed(rows):
-            return F.linear(x, self.weight, self.bias)
-        return transposed_linear(x, self.weight, self.bias)
+        rows = x.numel() // self.in_features
+        if rows < len(self.transposed_rows) and self.transposed_rows[rows] and x.is_cpu:
+            return transposed_linear(x, self.weight, self.bias)
+        return F.linear(x, self.weight, self.bias)
 
 
 def transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)`` computed as ``(weight @ x.T).T``."""
-    y = torch.mm(weight, x.reshape(-1, x.shape[-1]).t()).t()
+    """``F.linear(x, weight, bias)`` computed as ``(weight @ x.T).T``; one row is padded to
+    two (BLAS libraries send one column to a matrix-vector kernel, the slow path avoided here)."""
+    flat = x.reshape(-1, x.shape[-1])
+    rows = flat.shape[0]
+    if rows == 1:
+        flat = flat.expand(2, -1).contiguous()  # a zero-stride operand would leave the BLAS path
+    y = torch.mm(weight, flat.t())[:, :rows].t()
     if bias is not None:
         y = y + bias
     return y.reshape(*x.shape[:-1], weight.shape[0])
@@ -79,40 +90,39 @@ def transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
 Measure = Callable[[str, int], float]
 
 
-def _layers_measure(linears: Sequence[torch.nn.Linear], repeats: int) -> Measure:
-    """Best-of-``repeats`` seconds of one pass over ``linears`` with ``rows`` rows, one way."""
+def _layers_measure(linears: Sequence[torch.nn.Linear]) -> Measure:
+    """Seconds of one pass over ``linears`` with ``rows`` rows, one way."""
 
     def measure(way: str, rows: int) -> float:
         xs = [torch.randn(rows, m.in_features, dtype=m.weight.dtype) for m in linears]
-        best = float("inf")
+        product = transposed_linear if way == "transposed" else F.linear
         with torch.no_grad():
-            for _ in range(repeats):
-                t = time.perf_counter()
-                for m, x in zip(linears, xs):
-                    if way == "transposed":
-                        transposed_linear(x, m.weight, m.bias)
-                    else:
-                        F.linear(x, m.weight, m.bias)
-                best = min(best, time.perf_counter() - t)
-        return best
+            t = time.perf_counter()
+            for m, x in zip(linears, xs):
+                product(x, m.weight, m.bias)
+            return time.perf_counter() - t
 
     return measure
 
 
-def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3, measure: Measure | None = None) -> LinearPlan:
+def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 4, measure: Measure | None = None) -> LinearPlan:
     """Time both ways over the model's linear layers (the first ones holding TUNE_BYTES of
-    weights) at each grid row count, the two ways alternating, and keep the faster."""
+    weights) at each grid row count, alternating pass by pass, and keep the faster best pass."""
     if measure is None:
         linears, held = [], 0
         for m in model.modules():
             if isinstance(m, torch.nn.Linear) and held < TUNE_BYTES:
                 linears.append(m)
                 held += m.weight.numel() * m.weight.element_size()
-        measure = _layers_measure(linears, repeats)
+        measure = _layers_measure(linears)
     transposed = []
     for rows in grid:
         measure("linear", rows)  # warm-up: the first pass at a new shape pays for allocation
-        transposed.append(measure("transposed", rows) < measure("linear", rows))
+        best = {way: float("inf") for way in WAYS}
+        for _ in range(repeats):
+            for way in WAYS:
+                best[way] = min(best[way], measure(way, rows))
+        transposed.append(best["transposed"] < best["linear"])
     return LinearPlan(tuple(grid), tuple(transposed))
 
 
@@ -120,8 +130,9 @@ def adapt_linears(model: torch.nn.Module, plan: LinearPlan | None = None) -> Lin
     """Make every plain ``nn.Linear`` of a CPU model an ``AdaptiveLinear`` following ``plan``
     (measured by ``tune`` when None), in place; returns the plan."""
     plan = plan if plan is not None else tune(model)
+    table = plan.by_rows()
     for m in model.modules():
         if type(m) in (torch.nn.Linear, AdaptiveLinear):
             m.__class__ = AdaptiveLinear
-            m.plan = plan
+            m.transposed_rows = table
     return plan
