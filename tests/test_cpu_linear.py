@@ -17,6 +17,7 @@ def test_transposed_linear_equals_f_linear(shape, bias):
     x = torch.randn(*shape)
     y = transposed_linear(x, w, b)
     assert y.shape == (*shape[:-1], 96)
+    assert y.is_contiguous()  # row-major like F.linear's, so later ops keep their fast paths
     torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
 
 

@@ -81,7 +81,9 @@ def transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     rows = flat.shape[0]
     if rows == 1:
         flat = flat.expand(2, -1).contiguous()  # a zero-stride operand would leave the BLAS path
-    y = torch.mm(weight, flat.t())[:, :rows].t()
+    # back to row-major: the column-major view would send later ops off their fast paths
+    # (SDPA's CPU flash kernel wants the head dimension contiguous, else it takes the math path)
+    y = torch.mm(weight, flat.t())[:, :rows].t().contiguous()
     if bias is not None:
         y = y + bias
     return y.reshape(*x.shape[:-1], weight.shape[0])
