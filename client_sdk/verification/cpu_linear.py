@@ -29,10 +29,12 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-# Row counts the plan is measured at: the planner's widths 1 + k (1, 2, 3, 5, 9, 17) and their
-# neighbours, then batches of them up to 8 x 17.
-GRID = (1, 2, 3, 4, 5, 6, 8, 9, 12, 16, 17, 24, 34, 48, 68, 96, 136)
+# Row counts the plan is measured at: every count up to the widest verify of one sequence (17)
+# (a BLAS's speed is lumpy in the count: 13 rows can be slow where 16 are fast), then batches of
+# widths up to 8 x 17.
+GRID = tuple(range(1, 18)) + (24, 34, 48, 68, 136)
 TUNE_BYTES = 128 << 20  # time over at least this much weight, several times what a CPU's caches hold
+MARGIN = 0.10  # the transposed way must be this much faster: where the two tie, torch's own path stays
 WAYS = ("linear", "transposed")
 
 
@@ -107,9 +109,10 @@ def _layers_measure(linears: Sequence[torch.nn.Linear]) -> Measure:
     return measure
 
 
-def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 4, measure: Measure | None = None) -> LinearPlan:
+def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3, measure: Measure | None = None) -> LinearPlan:
     """Time both ways over the model's linear layers (the first ones holding TUNE_BYTES of
-    weights) at each grid row count, alternating pass by pass, and keep the faster best pass."""
+    weights) at each grid row count, in rounds over the grid with the two ways alternating; the
+    transposed way is kept where its best pass beats torch's by MARGIN."""
     if measure is None:
         linears, held = [], 0
         for m in model.modules():
@@ -117,14 +120,15 @@ def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 4, m
                 linears.append(m)
                 held += m.weight.numel() * m.weight.element_size()
         measure = _layers_measure(linears)
-    transposed = []
-    for rows in grid:
-        measure("linear", rows)  # warm-up: the first pass at a new shape pays for allocation
-        best = {way: float("inf") for way in WAYS}
-        for _ in range(repeats):
+    for rows in grid:  # warm-up: the first pass at a new shape pays for allocation
+        for way in WAYS:
+            measure(way, rows)
+    best = {(way, rows): float("inf") for way in WAYS for rows in grid}
+    for _ in range(repeats):  # rounds over the whole grid, so a slow spell of the machine hits one round
+        for rows in grid:
             for way in WAYS:
-                best[way] = min(best[way], measure(way, rows))
-        transposed.append(best["transposed"] < best["linear"])
+                best[way, rows] = min(best[way, rows], measure(way, rows))
+    transposed = [best["transposed", rows] < (1 - MARGIN) * best["linear", rows] for rows in grid]
     return LinearPlan(tuple(grid), tuple(transposed))
 
 
