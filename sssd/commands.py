@@ -35,6 +35,7 @@ def _register_generate(sub) -> None:
     g.add_argument("--namespace", default=os.environ.get("SSSD_NAMESPACE", "default"))
     g.add_argument("--token", default=os.environ.get("SSSD_TOKEN"))
     g.add_argument("--stats", action="store_true", help="print steps, tau and tokens/s to stderr")
+    linears_flag(g)
     g.set_defaults(handler=_generate)
 
 
@@ -49,7 +50,7 @@ def _generate(args) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
     model, tok = load_model()
-    decoder = ReferenceDecoder(model, {tok.eos_token_id})
+    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=args.linears)
     prompt = chat_ids(tok, args.prompt)
     spec = None
     if not args.no_speculation:
