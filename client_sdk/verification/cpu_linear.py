@@ -3,11 +3,11 @@
 A decode step multiplies every weight matrix by the step's rows: one per sequence for plain
 decoding, 1 + k per sequence when k draft tokens are verified. Torch's CPU ``F.linear``
 computes ``x @ W.T``. On the machine measured here (MKL on a 2-core AMD EPYC VM) both of its
-paths for decoding's shapes are slow: one row takes a matrix-vector product that streams the
-weights at well under the memory's speed, and 2..~16 rows take a small-matrix GEMM path that
-costs 1.5-2x that again (BENCHMARKS.md, "Verify at about one row's cost"). The same product
-computed the other way round, ``(W @ x.T).T``, keeps the weights as the big streamed operand
-and runs near the memory's speed for a few rows; one row is padded to two to take that path.
+paths for decoding's shapes are slow: one row takes a matrix-vector kernel, and 2..~16 rows a
+small-matrix GEMM path that makes a step verifying a few tokens cost 1.2-1.8x a plain one
+(BENCHMARKS.md, "Verify at about one row's cost"). The same product computed the other way
+round, ``(W @ x.T).T``, keeps the weights as the big streamed operand and stays near one row's
+cost for a few rows; one row is padded to two to take that path.
 
 Which way is faster depends on the CPU and its BLAS, so it is measured, not assumed:
 ``tune`` times both over the model's own weight matrices for a grid of row counts and
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Sequence
 
@@ -95,10 +96,14 @@ Measure = Callable[[str, int], float]
 
 
 def _layers_measure(linears: Sequence[torch.nn.Linear]) -> Measure:
-    """Seconds of one pass over ``linears`` with ``rows`` rows, one way."""
+    """Seconds of one pass over ``linears`` with ``rows`` rows, one way (inputs made once per count)."""
+
+    @functools.cache
+    def inputs(rows: int) -> list[torch.Tensor]:
+        return [torch.randn(rows, m.in_features, dtype=m.weight.dtype) for m in linears]
 
     def measure(way: str, rows: int) -> float:
-        xs = [torch.randn(rows, m.in_features, dtype=m.weight.dtype) for m in linears]
+        xs = inputs(rows)
         product = transposed_linear if way == "transposed" else F.linear
         with torch.no_grad():
             t = time.perf_counter()

@@ -89,8 +89,8 @@ class KVCache:
 
 class ReferenceDecoder:
     """``linears``: "adaptive" (default) makes the model's linear layers, on CPU, take the
-    faster of two GEMM layouts for each step's row count (measured at construction, about
-    5 s for SmolLM2 on 2 cores; ``cpu_linear``); "torch" leaves the model as it is."""
+    faster of two GEMM layouts for each step's row count (measured at construction, a few
+    seconds; ``cpu_linear``); "torch" leaves the model as it is."""
 
     def __init__(self, model, eos_ids: set[int], device: str | torch.device = "cpu", linears: str = "adaptive") -> None:
         if linears not in LINEARS:
