@@ -4,11 +4,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from client_sdk.verification.cpu_linear import AdaptiveLinear, LinearPlan, adapt_linears, transposed_linear, tune
+from client_sdk.verification import cpu_linear
+from client_sdk.verification.cpu_linear import (AdaptiveLinear, LinearPlan, adapt_linears, onednn_linear,
+                                                onednn_usable, pack_weight, packed_bytes, transposed_linear, tune)
 from client_sdk.verification.decoder import ReferenceDecoder
 
+SHAPES = [(1, 64), (3, 64), (2, 5, 64), (4, 1, 64), (17, 64)]
+needs_onednn = pytest.mark.skipif(not onednn_usable(torch.float32), reason="oneDNN's linear is not usable here")
 
-@pytest.mark.parametrize("shape", [(1, 64), (3, 64), (2, 5, 64), (4, 1, 64), (17, 64)])
+
+@pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("bias", [False, True])
 def test_transposed_linear_equals_f_linear(shape, bias):
     torch.manual_seed(0)
@@ -21,62 +26,114 @@ def test_transposed_linear_equals_f_linear(shape, bias):
     torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
 
 
-PLAN = LinearPlan((2, 4, 8, 16), (True, False, True, False))
+@needs_onednn
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("bias", [False, True])
+def test_onednn_linear_equals_f_linear(shape, bias):
+    torch.manual_seed(0)
+    w = torch.randn(96, 64)
+    b = torch.randn(96) if bias else None
+    x = torch.randn(*shape)
+    y = onednn_linear(x, pack_weight(w), b)
+    assert y.shape == (*shape[:-1], 96) and y.is_contiguous()
+    torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("rows, transposed", [
-    (0, False), (1, True),  # one row follows the grid's first count (padded to two rows)
-    (2, True), (3, False), (4, False), (5, True), (8, True), (9, False), (16, False),
-    (17, False), (1000, False),  # above the grid: F.linear (prefill)
+PLAN = LinearPlan((2, 4, 8, 16), ("transposed", "linear", "onednn", "linear"))
+
+
+@pytest.mark.parametrize("rows, way", [
+    (0, "linear"), (1, "transposed"),  # one row follows the grid's first count (padded to two rows)
+    (2, "transposed"), (3, "linear"), (4, "linear"), (5, "onednn"), (8, "onednn"), (9, "linear"), (16, "linear"),
+    (17, "linear"), (1000, "linear"),  # above the grid: F.linear (prefill)
 ])
-def test_plan_buckets(rows, transposed):
-    assert PLAN.use_transposed(rows) is transposed
+def test_plan_buckets(rows, way):
+    assert PLAN.way(rows) == way
 
 
 def test_plan_table_by_rows():
-    assert PLAN.by_rows() == tuple(PLAN.use_transposed(r) for r in range(17))
-    assert LinearPlan().by_rows() == (False,)
+    assert PLAN.by_rows() == tuple(PLAN.way(r) for r in range(17))
+    assert LinearPlan().by_rows() == ("linear",)
 
 
 def test_plan_rejects_bad_grid():
     with pytest.raises(ValueError, match="increasing"):
-        LinearPlan((4, 2), (True, True))
+        LinearPlan((4, 2), ("transposed", "transposed"))
     with pytest.raises(ValueError, match="match"):
-        LinearPlan((2, 4), (True,))
+        LinearPlan((2, 4), ("transposed",))
+    with pytest.raises(ValueError, match="unknown ways \\['fast'\\]"):
+        LinearPlan((2,), ("fast",))
 
 
-def test_tune_keeps_the_faster_way_per_row_count():
-    # transposed is faster up to 6 rows, linear from there on
-    # transposed is faster up to 6 rows, ties (within the margin) at 8, slower from there on
+def test_tune_keeps_the_fastest_way_per_row_count():
+    # transposed is fastest up to 4 rows; oneDNN from 6, but within the margin of F.linear at 8;
+    # F.linear from 16 on
     def measure(way, rows):
-        return {True: 1.0, False: 1.95 if rows == 8 else 3.0}[rows <= 6] if way == "transposed" else 2.0
+        if way == "transposed":
+            return 1.0 if rows <= 4 else 3.0
+        if way == "onednn":
+            return {2: 1.5, 6: 1.2, 8: 1.85}.get(rows, 2.5)
+        return 2.0
 
     plan = tune(torch.nn.Linear(4, 4), grid=(2, 6, 8, 32), measure=measure)
-    assert plan.transposed == (True, True, False, False)
-    assert plan.describe() == {"2": "transposed", "6": "transposed", "8": "linear", "32": "linear"}
+    assert plan.ways == ("transposed", "onednn", "linear", "linear")
+    assert plan.describe() == {"2": "transposed", "6": "onednn", "8": "linear", "32": "linear"}
+    only = tune(torch.nn.Linear(4, 4), grid=(2, 6), measure=measure, ways=("linear", "onednn"))
+    assert only.ways == ("onednn", "onednn")
+    with pytest.raises(ValueError, match="must include 'linear'"):
+        tune(torch.nn.Linear(4, 4), grid=(2,), measure=measure, ways=("onednn",))
+
+
+def test_onednn_usable_warns_once_and_says_why(monkeypatch):
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    onednn_usable.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match="not usable for torch.float64 here \\(mkldnn is not available"):
+            assert onednn_usable(torch.float64) is False
+        assert onednn_usable(torch.float64) is False  # cached: no second warning (pytest's filters would raise)
+    finally:
+        onednn_usable.cache_clear()
+
+
+def _counting(monkeypatch, name: str) -> list:
+    """Patch cpu_linear's ``name`` product to record the input shape of each call."""
+    calls, real = [], getattr(cpu_linear, name)
+    monkeypatch.setattr(cpu_linear, name, lambda *a: calls.append(tuple(a[0].shape)) or real(*a))
+    return calls
 
 
 def test_adapted_model_computes_what_it_did_and_follows_the_plan(monkeypatch):
     torch.manual_seed(1)
     model = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.ReLU(), torch.nn.Linear(48, 8, bias=False))
-    x = torch.randn(3, 32)
-    before = model(x)
-    plan = LinearPlan((4,), (True,))
+    x, one = torch.randn(3, 32), torch.randn(1, 32)
+    before, before_one = model(x), model(one)
+    plan = LinearPlan((4,), ("transposed",))
     assert adapt_linears(model, plan) is plan
-    assert all(type(m) is AdaptiveLinear and m.transposed_rows == plan.by_rows() for m in (model[0], model[2]))
-    calls = []
-    import client_sdk.verification.cpu_linear as cpu_linear
-
-    real = cpu_linear.transposed_linear
-    monkeypatch.setattr(cpu_linear, "transposed_linear", lambda *a: calls.append(a[0].shape) or real(*a))
+    assert all(type(m) is AdaptiveLinear and m.row_ways == plan.by_rows() and m.packed is None for m in model[::2])
+    assert packed_bytes(model) == 0
+    calls = _counting(monkeypatch, "transposed_linear")
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
     assert calls == [(3, 32), (3, 48)]
     model(torch.randn(5, 32))  # above the grid: F.linear
     assert len(calls) == 2
-    one = torch.randn(1, 32)
-    torch.testing.assert_close(model(one), torch.nn.functional.linear(torch.relu(
-        torch.nn.functional.linear(one, model[0].weight, model[0].bias)), model[2].weight), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(model(one), before_one, rtol=1e-5, atol=1e-5)
     assert calls[2:] == [(1, 32), (1, 48)]  # one row: padded to two, the transposed way
+
+
+@needs_onednn
+def test_adapted_model_packs_its_weights_for_onednn(monkeypatch):
+    torch.manual_seed(2)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.ReLU(), torch.nn.Linear(48, 8, bias=False))
+    x = torch.randn(2, 3, 32)
+    before = model(x)
+    adapt_linears(model, LinearPlan((2, 8), ("transposed", "onednn")))
+    assert all(m.packed is not None for m in model[::2])
+    assert packed_bytes(model) == 4 * (32 * 48 + 48 * 8)  # a second copy of every weight
+    onednn, transposed = _counting(monkeypatch, "onednn_linear"), _counting(monkeypatch, "transposed_linear")
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)  # 6 rows: oneDNN
+    assert onednn == [(2, 3, 32), (2, 3, 48)] and transposed == []
+    model(torch.randn(2, 32))
+    assert transposed == [(2, 32), (2, 48)] and len(onednn) == 2
 
 
 def test_decoder_adapts_on_cpu_only_when_asked():
@@ -87,5 +144,8 @@ def test_decoder_adapts_on_cpu_only_when_asked():
     assert not any(type(m) is AdaptiveLinear for m in model.modules())
     dec = ReferenceDecoder(model, set())
     assert dec.linear_plan is not None and type(model.lm_head) is AdaptiveLinear
+    fields = dec.linear_fields()
+    assert fields["linears"] == "adaptive" and fields["linear_plan"] == dec.linear_plan.describe()
+    assert fields["linear_packed_mb"] == round(packed_bytes(model) / 2**20, 1)
     with pytest.raises(ValueError, match="linears 'fast'"):
         ReferenceDecoder(model, set(), linears="fast")

@@ -2,21 +2,27 @@
 
 A decode step multiplies every weight matrix by the step's rows: one per sequence for plain
 decoding, 1 + k per sequence when k draft tokens are verified. Torch's CPU ``F.linear``
-computes ``x @ W.T``. On the machine measured here (MKL on a 2-core AMD EPYC VM) both of its
-paths for decoding's shapes are slow: one row takes a matrix-vector kernel, and 2..~16 rows a
-small-matrix GEMM path that makes a step verifying a few tokens cost 1.2-1.8x a plain one
-(BENCHMARKS.md, "Verify at about one row's cost"). The same product computed the other way
-round, ``(W @ x.T).T``, keeps the weights as the big streamed operand and stays near one row's
-cost for a few rows; one row is padded to two to take that path.
+computes ``x @ W.T`` through MKL. On the machine measured here (a 2-core AMD EPYC VM) both of
+its paths for decoding's shapes are slow: one row takes a matrix-vector kernel, and 2..~16 rows
+a small-matrix GEMM path that makes a step verifying a few tokens cost 1.2-1.8x a plain one
+(BENCHMARKS.md, "Verify at about one row's cost"). Two other ways compute the same product:
+
+- ``transposed``: ``(W @ x.T).T`` keeps the weights as the big streamed operand and stays near
+  one row's cost for a few rows; one row is padded to two to take that path.
+- ``onednn``: oneDNN's inner product over a copy of the weights packed once into its blocked
+  layout (what ``torch.compile``'s CPU freezing does). It streams the weights at about the same
+  cost for 1 to ~17 rows, so verifying 16 tokens costs little more than decoding one. The packed
+  copy holds as many bytes as the weights again (``packed_bytes``).
 
 Which way is faster depends on the CPU and its BLAS, so it is measured, not assumed:
-``tune`` times both over the model's own weight matrices for a grid of row counts and
-``adapt_linears`` makes each ``nn.Linear`` of the model take the faster way for the rows of
-each call; above the grid's largest count (prefill) it is ``F.linear``. Plain decoding and
-verification go through the same layers, so both get faster and their comparison stays fair.
-Results agree with ``F.linear`` to float rounding, like any change of GEMM path (torch's own
-path is not bit-identical across row counts either); the decoders' identical-to-plain checks
-cover what that allows.
+``tune`` times every available way over the model's own weight matrices for a grid of row
+counts, and ``adapt_linears`` makes each ``nn.Linear`` of the model take the fastest way for
+the rows of each call; above the grid's largest count (prefill) it is ``F.linear``. Plain
+decoding and verification go through the same layers, so both get faster and their comparison
+stays fair. Results agree with ``F.linear`` to float rounding, like any change of GEMM path
+(torch's own path is not bit-identical across row counts either); the decoders'
+identical-to-plain checks cover what that allows. Adapt a model after its weights are final:
+a packed copy does not follow later changes of the weights.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import bisect
 import dataclasses
 import functools
 import time
+import warnings
 from collections.abc import Callable, Sequence
 
 import torch
@@ -35,44 +42,51 @@ import torch.nn.functional as F
 # widths up to 8 x 17.
 GRID = tuple(range(1, 18)) + (24, 34, 48, 68, 136)
 TUNE_BYTES = 128 << 20  # time over at least this much weight, several times what a CPU's caches hold
-MARGIN = 0.10  # the transposed way must be this much faster: where the two tie, torch's own path stays
-WAYS = ("linear", "transposed")
+MARGIN = 0.10  # another way must be this much faster than F.linear: where they tie, torch's own path stays
+LINEAR, TRANSPOSED, ONEDNN = WAYS = ("linear", "transposed", "onednn")
 
 
 @dataclasses.dataclass(frozen=True)
 class LinearPlan:
-    """For each grid row count, whether the transposed product is the faster way; a call with
-    ``rows`` rows follows the smallest grid count >= rows (F.linear above the grid)."""
+    """For each grid row count, the way its products take (one of WAYS); a call with ``rows``
+    rows follows the smallest grid count >= rows (F.linear above the grid)."""
 
     grid: tuple[int, ...] = ()
-    transposed: tuple[bool, ...] = ()
+    ways: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if len(self.grid) != len(self.transposed) or list(self.grid) != sorted(set(self.grid)):
-            raise ValueError(f"LinearPlan: grid {self.grid} must be increasing and match transposed {self.transposed}")
+        if len(self.grid) != len(self.ways) or list(self.grid) != sorted(set(self.grid)):
+            raise ValueError(f"LinearPlan: grid {self.grid} must be increasing and match ways {self.ways}")
+        if unknown := set(self.ways) - set(WAYS):
+            raise ValueError(f"LinearPlan: unknown ways {sorted(unknown)}; one of {', '.join(WAYS)}")
 
-    def use_transposed(self, rows: int) -> bool:
+    def way(self, rows: int) -> str:
         if rows < 1 or not self.grid or rows > self.grid[-1]:
-            return False
-        return self.transposed[bisect.bisect_left(self.grid, rows)]
+            return LINEAR
+        return self.ways[bisect.bisect_left(self.grid, rows)]
 
-    def by_rows(self) -> tuple[bool, ...]:
-        """``use_transposed`` for 0 .. grid[-1] rows, as a table indexed by the row count."""
-        return tuple(self.use_transposed(r) for r in range((self.grid[-1] if self.grid else 0) + 1))
+    def by_rows(self) -> tuple[str, ...]:
+        """``way`` for 0 .. grid[-1] rows, as a table indexed by the row count."""
+        return tuple(self.way(r) for r in range((self.grid[-1] if self.grid else 0) + 1))
 
     def describe(self) -> dict[str, str]:
-        return {str(r): WAYS[int(t)] for r, t in zip(self.grid, self.transposed)}
+        return dict(zip(map(str, self.grid), self.ways))
 
 
 class AdaptiveLinear(torch.nn.Linear):
-    """An ``nn.Linear`` that computes ``(W @ x.T).T`` where its plan says that is faster.
-    ``transposed_rows[r]``: whether a call with r rows does (``LinearPlan.by_rows``)."""
+    """An ``nn.Linear`` whose product takes the way its plan names for the call's row count.
+    ``row_ways[r]``: the way of a call with r rows (``LinearPlan.by_rows``); ``packed``: the
+    weights in oneDNN's layout, where the plan uses that way."""
 
-    transposed_rows: tuple[bool, ...] = ()
+    row_ways: tuple[str, ...] = ()
+    packed: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        if rows < len(self.transposed_rows) and self.transposed_rows[rows] and x.is_cpu:
+        way = self.row_ways[rows] if rows < len(self.row_ways) and x.is_cpu else LINEAR
+        if way == ONEDNN:
+            return onednn_linear(x, self.packed, self.bias)
+        if way == TRANSPOSED:
             return transposed_linear(x, self.weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
@@ -92,6 +106,33 @@ def transposed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     return y.reshape(*x.shape[:-1], weight.shape[0])
 
 
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """A copy of ``weight`` in oneDNN's blocked layout, for ``onednn_linear``."""
+    return torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None)
+
+
+def onednn_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``F.linear(x, weight, bias)`` through oneDNN's inner product, ``packed = pack_weight(weight)``."""
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+@functools.cache
+def onednn_usable(dtype: torch.dtype) -> bool:
+    """Whether this torch build and CPU run ``onednn_linear`` for ``dtype`` (warns once if not)."""
+    why = "mkldnn is not available in this torch build"
+    if torch.backends.mkldnn.is_available():
+        w, x = torch.ones(4, 4, dtype=dtype), torch.ones(2, 4, dtype=dtype)
+        try:
+            if torch.equal(onednn_linear(x, pack_weight(w), None), F.linear(x, w)):
+                return True
+            why = "its product differs from F.linear's"
+        except (RuntimeError, AttributeError) as e:  # no mkldnn ops in the build, or the CPU lacks the dtype's ISA
+            why = str(e).splitlines()[0]
+    warnings.warn(f"cpu_linear: oneDNN's linear is not usable for {dtype} here ({why}); tuning the other ways only",
+                  RuntimeWarning, stacklevel=2)
+    return False
+
+
 Measure = Callable[[str, int], float]
 
 
@@ -102,48 +143,70 @@ def _layers_measure(linears: Sequence[torch.nn.Linear]) -> Measure:
     def inputs(rows: int) -> list[torch.Tensor]:
         return [torch.randn(rows, m.in_features, dtype=m.weight.dtype) for m in linears]
 
+    @functools.cache
+    def packed() -> list[torch.Tensor]:
+        return [pack_weight(m.weight) for m in linears]
+
     def measure(way: str, rows: int) -> float:
         xs = inputs(rows)
-        product = transposed_linear if way == "transposed" else F.linear
+        weights = packed() if way == ONEDNN else [m.weight for m in linears]
+        product = {LINEAR: F.linear, TRANSPOSED: transposed_linear, ONEDNN: onednn_linear}[way]
         with torch.no_grad():
             t = time.perf_counter()
-            for m, x in zip(linears, xs):
-                product(x, m.weight, m.bias)
+            for m, w, x in zip(linears, weights, xs):
+                product(x, w, m.bias)
             return time.perf_counter() - t
 
     return measure
 
 
-def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3, measure: Measure | None = None) -> LinearPlan:
-    """Time both ways over the model's linear layers (the first ones holding TUNE_BYTES of
-    weights) at each grid row count, in rounds over the grid with the two ways alternating; the
-    transposed way is kept where its best pass beats torch's by MARGIN."""
-    if measure is None:
-        linears, held = [], 0
-        for m in model.modules():
-            if isinstance(m, torch.nn.Linear) and held < TUNE_BYTES:
-                linears.append(m)
-                held += m.weight.numel() * m.weight.element_size()
-        measure = _layers_measure(linears)
+def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3, measure: Measure | None = None,
+         ways: Sequence[str] | None = None) -> LinearPlan:
+    """Time ``ways`` (default: every way this build and CPU can run for the model's dtype) over
+    the model's linear layers (the first ones holding TUNE_BYTES of weights) at each grid row
+    count, in rounds over the grid with the ways taking turns. Each count takes the way with
+    the best pass if that beats F.linear's by MARGIN, else F.linear."""
+    linears, held = [], 0
+    for m in model.modules():
+        if isinstance(m, torch.nn.Linear) and held < TUNE_BYTES:
+            linears.append(m)
+            held += m.weight.numel() * m.weight.element_size()
+    if ways is None:
+        dtype = linears[0].weight.dtype if linears else torch.float32
+        ways = WAYS if onednn_usable(dtype) else (LINEAR, TRANSPOSED)
+    if LINEAR not in ways:
+        raise ValueError(f"tune: ways {tuple(ways)} must include {LINEAR!r}, the baseline")
+    measure = measure or _layers_measure(linears)
     for rows in grid:  # warm-up: the first pass at a new shape pays for allocation
-        for way in WAYS:
+        for way in ways:
             measure(way, rows)
-    best = {(way, rows): float("inf") for way in WAYS for rows in grid}
+    best = {(way, rows): float("inf") for way in ways for rows in grid}
     for _ in range(repeats):  # rounds over the whole grid, so a slow spell of the machine hits one round
         for rows in grid:
-            for way in WAYS:
+            for way in ways:
                 best[way, rows] = min(best[way, rows], measure(way, rows))
-    transposed = [best["transposed", rows] < (1 - MARGIN) * best["linear", rows] for rows in grid]
-    return LinearPlan(tuple(grid), tuple(transposed))
+    chosen = []
+    for rows in grid:
+        fastest = min(ways, key=lambda w: best[w, rows])
+        chosen.append(fastest if best[fastest, rows] < (1 - MARGIN) * best[LINEAR, rows] else LINEAR)
+    return LinearPlan(tuple(grid), tuple(chosen))
 
 
 def adapt_linears(model: torch.nn.Module, plan: LinearPlan | None = None) -> LinearPlan:
     """Make every plain ``nn.Linear`` of a CPU model an ``AdaptiveLinear`` following ``plan``
-    (measured by ``tune`` when None), in place; returns the plan."""
+    (measured by ``tune`` when None), in place, packing its weights where the plan uses
+    oneDNN; returns the plan."""
     plan = plan if plan is not None else tune(model)
     table = plan.by_rows()
     for m in model.modules():
         if type(m) in (torch.nn.Linear, AdaptiveLinear):
             m.__class__ = AdaptiveLinear
-            m.transposed_rows = table
+            m.row_ways = table
+            m.packed = pack_weight(m.weight) if ONEDNN in table else None
     return plan
+
+
+def packed_bytes(model: torch.nn.Module) -> int:
+    """Bytes the adapted model's packed weight copies hold (0 where no count uses oneDNN)."""
+    return sum(m.weight.numel() * m.weight.element_size() for m in model.modules()
+               if isinstance(m, AdaptiveLinear) and m.packed is not None)

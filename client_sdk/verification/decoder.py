@@ -17,7 +17,7 @@ import torch
 from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
 from client_sdk.verification import LINEARS
-from client_sdk.verification.cpu_linear import adapt_linears
+from client_sdk.verification.cpu_linear import adapt_linears, packed_bytes
 from client_sdk.verification.verify import Sampling, build_batch, greedy_verify, sample_verify
 
 
@@ -89,8 +89,9 @@ class KVCache:
 
 class ReferenceDecoder:
     """``linears``: "adaptive" (default) makes the model's linear layers, on CPU, take the
-    faster of two GEMM layouts for each step's row count (measured at construction, a few
-    seconds; ``cpu_linear``); "torch" leaves the model as it is."""
+    fastest of torch's GEMM, the transposed GEMM and oneDNN's packed inner product for each
+    step's row count (measured at construction, a few seconds; ``cpu_linear``; oneDNN's way
+    holds a packed copy of the weights); "torch" leaves the model as it is."""
 
     def __init__(self, model, eos_ids: set[int], device: str | torch.device = "cpu", linears: str = "adaptive") -> None:
         if linears not in LINEARS:
@@ -175,7 +176,8 @@ class ReferenceDecoder:
     def linear_fields(self) -> dict:
         """What a benchmark's JSON records about the linear layers it ran."""
         return {"linears": "adaptive" if self.linear_plan else "torch",
-                "linear_plan": self.linear_plan.describe() if self.linear_plan else None}
+                "linear_plan": self.linear_plan.describe() if self.linear_plan else None,
+                "linear_packed_mb": round(packed_bytes(self.model) / 2**20, 1)}
 
     def _clip(self, g: Generation, new: list[int], max_new_tokens: int) -> list[int]:
         room = max_new_tokens - len(g.tokens)
