@@ -3,12 +3,12 @@
 1. starts the datastore service on an embedded SQLite file (``--workdir``), port 0;
 2. ingests a real corpus over gRPC: ShareGPT answers tokenised for SmolLM2;
 3. decodes MT-Bench and HumanEval prompts with SmolLM2-135M-Instruct through the reference
-   decoder, the configurations interleaved prompt by prompt (so they share the machine's
-   load): plain; SSSD with an empty datastore; SSSD with the filled datastore. Then the
-   filled run's answers to the first half of the prompts are fed back through the
-   feedback sink, and the other half is decoded again ("feedback": learning from other
-   requests, not replaying the same ones), alternating prompt by prompt with plain decoding
-   of the same prompts, its baseline;
+   decoder, the configurations of each prompt in lockstep, a decode step each in turn (so
+   they share the machine's load from moment to moment; each times its own steps): plain;
+   SSSD with an empty datastore; SSSD with the filled datastore. Then the filled run's
+   answers to the first half of the prompts are fed back through the feedback sink, and the
+   other half is decoded again ("feedback": learning from other requests, not replaying the
+   same ones) in lockstep with plain decoding of the same prompts, its baseline;
 4. prints a table (or ``--json``: one object with a row per configuration) and writes a plot.
 
 Every run starts from the same datastore state: the corpus ingest is idempotent by id and
@@ -64,7 +64,7 @@ def run_demo(args, out: TextIO) -> int:
         first = [p for s in sets for p in s[:half]]
         second = [p for s in sets for p in s[half:]]
         say(f"[4/5] decoding {len(first) + len(second)} prompts x {args.max_new_tokens} tokens, batch 1, "
-            "plain / empty / filled interleaved, then feedback")
+            "plain / empty / filled in lockstep, then feedback")
         costs = measured_costs(decoder, 256)
         runs = _decode_all(decoder, client, costs, first, second, args.max_new_tokens, work, say)
         say("[5/5] results")
@@ -84,15 +84,13 @@ def run_demo(args, out: TextIO) -> int:
 
 
 def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say) -> dict:
-    """plain / empty / filled interleaved prompt by prompt; then feedback on the second half."""
+    """plain / empty / filled in lockstep prompt by prompt; then feedback on the second half."""
     from client_sdk.transport.feedback import FeedbackSink
 
     specs = {"plain": None, "empty": _speculator(client, EMPTY, costs), "filled": _speculator(client, NAMESPACE, costs)}
     runs = {name: Run() for name in CONFIGS}
-    names = list(specs)
-    for i, p in enumerate(first + second):
-        for name in names[i % 3 :] + names[: i % 3]:  # rotated: no configuration always runs first
-            runs[name].add(_generate(decoder, p, max_new, specs[name]))
+    for p in first + second:
+        _lockstep(decoder, p, max_new, specs, runs)
     sink = FeedbackSink(client, NAMESPACE, FEEDBACK_WORKER, batch=8, interval_s=0.2)
     ids = [f"{FEEDBACK_WORKER}/{n}-{n}" for n in range(len(first))]
     (work / "fed-back.json").write_text(json.dumps(ids))  # deleted again below, or by the next run
@@ -103,10 +101,8 @@ def _decode_all(decoder, client, costs, first, second, max_new, work: Path, say)
     say(f"      fed back {sink.sent} answers to the first half of the prompts")
     spec = _speculator(client, NAMESPACE, costs)
     runs["plain@feedback"] = Run()  # the feedback row's baseline, decoded beside it (same load)
-    for i, p in enumerate(second):
-        pair = (("plain@feedback", None), ("feedback", spec))
-        for name, s in pair[i % 2 :] + pair[: i % 2]:
-            runs[name].add(_generate(decoder, p, max_new, s))
+    for p in second:
+        _lockstep(decoder, p, max_new, {"plain@feedback": None, "feedback": spec}, runs)
     spec.close()
     for name, s in (*specs.items(), ("feedback", spec)):
         if s is not None:
@@ -200,9 +196,14 @@ class Run:
         return sum(map(len, self.tokens)) / sum(self.steps)
 
 
-def _generate(decoder, prompt, max_new, spec):
-    (g,) = decoder.generate([prompt], max_new, speculator=spec)
-    return g
+def _lockstep(decoder, prompt, max_new, specs: dict, runs: dict) -> None:
+    """One prompt decoded by every configuration of ``specs`` in lockstep, into ``runs``."""
+    from client_sdk.verification.decoder import Decoding, lockstep
+
+    decodings = {name: Decoding(decoder, [prompt], max_new, speculator=spec) for name, spec in specs.items()}
+    lockstep(list(decodings.values()))
+    for name, d in decodings.items():
+        runs[name].add(d.results[0])
 
 
 def _rows(runs: dict[str, Run]) -> list[dict]:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from client_sdk.verification.decoder import KVCache, ReferenceDecoder
+from client_sdk.verification.decoder import Decoding, KVCache, ReferenceDecoder, lockstep
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
@@ -90,6 +90,30 @@ def test_tiny_llama_with_the_real_speculator():
     plain = dec.generate(prompts, 32)
     spec = dec.generate(prompts, 32, speculator=Speculator(SpeculatorConfig(fixed_budget=8)))
     assert [g.tokens for g in spec] == [g.tokens for g in plain]
+
+
+def test_lockstep_decodes_what_generate_does_and_rotates_who_goes_first():
+    model = tiny_llama(seed=11)
+    dec = ReferenceDecoder(model, eos_ids=set())
+    prompts = [[5, 6, 7, 8, 5, 6], [1, 2, 3, 4]]
+    plain = dec.generate(prompts, 20)
+    right = ScriptedDrafter({i: g.tokens for i, g in enumerate(plain)}, "right")
+    decodings = [Decoding(dec, prompts, 20), Decoding(dec, prompts, 20, speculator=right)]
+    order = []
+    for i, d in enumerate(decodings):
+        real = d.step
+        d.step = lambda real=real, i=i: order.append(i) or real()
+    lockstep(decodings)
+    assert all(d.done for d in decodings)
+    assert [g.tokens for g in decodings[0].results] == [g.tokens for g in decodings[1].results] == [g.tokens for g in plain]
+    speculative = max(g.steps for g in decodings[1].results)
+    assert order.count(1) == speculative < order.count(0) == 20
+    # rounds alternate who goes first while both run; the plain one then finishes alone
+    assert order[: 2 * speculative] == [0, 1, 1, 0] * (speculative // 2) + [0, 1] * (speculative % 2)
+    assert order[2 * speculative :] == [0] * (20 - speculative)
+    for d in decodings:  # each counts its own steps' time only, after its prefill
+        g = d.results[0]
+        assert g.prefill_seconds == d.prefill_seconds and g.decode_seconds == pytest.approx(d.busy) and d.busy > 0
 
 
 def test_cache_keeps_only_root_and_accepted_entries():

@@ -121,57 +121,13 @@ class ReferenceDecoder:
         cache = out.past_key_values
         return KVCache([(layer.keys, layer.values) for layer in cache.layers], [len(b) for b in bodies])
 
-    @torch.no_grad()
     def generate(self, prompts: list[list[int]], max_new_tokens: int, speculator: Speculator | None = None,
                  sampling: Sampling | None = None, budget: int | None = None, seed: int = 0) -> list[Generation]:
         """Decode all prompts together. speculator None = plain decoding (empty drafts)."""
-        gen = torch.Generator().manual_seed(seed)
-        results = [Generation([]) for _ in prompts]
-        t0 = time.perf_counter()
-        cache = self.prefill(prompts)
-        t_prefill = time.perf_counter() - t0
-        active = list(range(len(prompts)))
-        roots = [p[-1] for p in prompts]
-        if speculator is not None:
-            for r in active:
-                speculator.start(r, prompts[r])
-        while active:
-            trees = speculator.draft(active, budget) if speculator is not None else [DraftTree.empty() for _ in active]
-            t_step = time.perf_counter()  # the step without drafting: forward, verification, upkeep
-            if speculator is not None:
-                speculator.prefetch(active)  # beside a GPU this overlaps the forward; here it is part of the step
-            batch = build_batch([roots[r] for r in active], trees, cache.lengths, cache.width, self.device)
-            out = self.model(input_ids=batch.input_ids, position_ids=batch.positions, attention_mask=batch.mask,
-                             past_key_values=cache.as_dynamic() if cache.layers else None, use_cache=True)
-            logits = out.logits.float()
-            verdicts = greedy_verify(logits, batch) if sampling is None else sample_verify(logits, batch, sampling, gen)
-            keep, still = [], []
-            for row, (r, tree, (path, bonus)) in enumerate(zip(active, trees, verdicts)):
-                accepted = [int(batch.input_ids[row, s]) for s in path]
-                new = self._clip(results[r], accepted + [bonus], max_new_tokens)
-                results[r].tokens += new
-                results[r].steps += 1
-                results[r].accepted.append(len(path))
-                if speculator is not None:
-                    speculator.commit(r, new, tree, [s - 1 for s in path])
-                roots[r] = new[-1]
-                keep.append([0] + path)
-                if len(results[r].tokens) < max_new_tokens and not (set(new) & self.eos_ids):
-                    still.append(row)
-                elif speculator is not None:
-                    speculator.finish(r)
-            if speculator is not None:
-                speculator.committed([active[row] for row in still])  # their lookups overlap the upkeep below
-            step = KVCache([(layer.keys, layer.values) for layer in out.past_key_values.layers], cache.lengths)
-            cache = step.compact(batch.input_ids.shape[1], keep)
-            if len(still) < len(active):
-                active = [active[row] for row in still]
-                cache = cache.rows(still) if still else cache
-            if speculator is not None:
-                speculator.observe_step(len(keep), batch.input_ids.shape[1], time.perf_counter() - t_step)
-        for g in results:
-            g.seconds, g.prefill_seconds = time.perf_counter() - t0, t_prefill
-        return results
+        decoding = Decoding(self, prompts, max_new_tokens, speculator, sampling, budget, seed)
+        while not decoding.done:
+            decoding.step()
+        return decoding.results
 
     def linear_fields(self) -> dict:
         """What a benchmark's JSON records about the linear layers it ran."""
@@ -186,6 +142,100 @@ class ReferenceDecoder:
             if t in self.eos_ids:
                 return new[: i + 1]
         return new
+
+
+class Decoding:
+    """One ``generate`` call as a stepper: the prefill runs at construction, each ``step`` runs
+    one decode step of every running sequence (drafting, forward, verification, KV upkeep).
+    ``results[i].seconds`` is the prefill plus the steps' own time, so decodings stepped in
+    turn (``lockstep``) each count only their own work."""
+
+    def __init__(self, decoder: ReferenceDecoder, prompts: list[list[int]], max_new_tokens: int,
+                 speculator: Speculator | None = None, sampling: Sampling | None = None, budget: int | None = None,
+                 seed: int = 0) -> None:
+        self.decoder, self.max_new_tokens, self.speculator = decoder, max_new_tokens, speculator
+        self.sampling, self.budget = sampling, budget
+        self.gen = torch.Generator().manual_seed(seed)
+        self.results = [Generation([]) for _ in prompts]
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            self.cache = decoder.prefill(prompts)
+        self.prefill_seconds = time.perf_counter() - t0
+        self.active = list(range(len(prompts)))
+        self.roots = [p[-1] for p in prompts]
+        if speculator is not None:
+            for r in self.active:
+                speculator.start(r, prompts[r])
+        self.busy = 0.0  # seconds of this decoding's own steps
+        self._stamp()
+
+    @property
+    def done(self) -> bool:
+        return not self.active
+
+    def _stamp(self) -> None:
+        for g in self.results:
+            g.seconds, g.prefill_seconds = self.prefill_seconds + self.busy, self.prefill_seconds
+
+    @torch.no_grad()
+    def step(self) -> None:
+        t_start = time.perf_counter()
+        spec, active, cache, dev = self.speculator, self.active, self.cache, self.decoder.device
+        trees = spec.draft(active, self.budget) if spec is not None else [DraftTree.empty() for _ in active]
+        t_step = time.perf_counter()  # the step without drafting: forward, verification, upkeep
+        if spec is not None:
+            spec.prefetch(active)  # beside a GPU this overlaps the forward; here it is part of the step
+        batch = build_batch([self.roots[r] for r in active], trees, cache.lengths, cache.width, dev)
+        out = self.decoder.model(input_ids=batch.input_ids, position_ids=batch.positions, attention_mask=batch.mask,
+                                 past_key_values=cache.as_dynamic() if cache.layers else None, use_cache=True)
+        logits = out.logits.float()
+        verdicts = (greedy_verify(logits, batch) if self.sampling is None
+                    else sample_verify(logits, batch, self.sampling, self.gen))
+        keep, still = self._commit(batch, trees, verdicts)
+        if spec is not None:
+            spec.committed([active[row] for row in still])  # their lookups overlap the upkeep below
+        step = KVCache([(layer.keys, layer.values) for layer in out.past_key_values.layers], cache.lengths)
+        self.cache = step.compact(batch.input_ids.shape[1], keep)
+        if len(still) < len(active):
+            self.active = [active[row] for row in still]
+            self.cache = self.cache.rows(still) if still else self.cache
+        t_end = time.perf_counter()
+        if spec is not None:
+            spec.observe_step(len(keep), batch.input_ids.shape[1], t_end - t_step)
+        self.busy += t_end - t_start
+        self._stamp()
+
+    def _commit(self, batch, trees, verdicts) -> tuple[list[list[int]], list[int]]:
+        """Each row's accepted tokens and bonus into its Generation and the speculator; returns
+        the KV slots to keep per row and the rows still running."""
+        keep, still = [], []
+        for row, (r, tree, (path, bonus)) in enumerate(zip(self.active, trees, verdicts)):
+            g = self.results[r]
+            accepted = [int(batch.input_ids[row, s]) for s in path]
+            new = self.decoder._clip(g, accepted + [bonus], self.max_new_tokens)
+            g.tokens += new
+            g.steps += 1
+            g.accepted.append(len(path))
+            if self.speculator is not None:
+                self.speculator.commit(r, new, tree, [s - 1 for s in path])
+            self.roots[r] = new[-1]
+            keep.append([0] + path)
+            if len(g.tokens) < self.max_new_tokens and not (set(new) & self.decoder.eos_ids):
+                still.append(row)
+            elif self.speculator is not None:
+                self.speculator.finish(r)
+        return keep, still
+
+
+def lockstep(decodings: list[Decoding]) -> None:
+    """Run several decodings to the end one step each in turn, the order rotating every round
+    (none always goes first), so a machine whose load changes hits them alike; each decoding's
+    time counts its own steps only."""
+    turn = 0
+    while running := [d for d in decodings if not d.done]:
+        for d in running[turn % len(running) :] + running[: turn % len(running)]:
+            d.step()
+        turn += 1
 
 
 def probe_tree(size: int, vocab: int, branching: bool = False) -> DraftTree:

@@ -3,8 +3,8 @@
 For each dataset and batch size the same prompts run through the reference decoder as
 plain decoding, SSSD with an empty datastore (the request's own text only) and SSSD with a
 filled datastore (ShareGPT answers tokenised for SmolLM2, in process). The configurations
-are interleaved batch by batch, so they share whatever load the machine has; greedy outputs
-must be identical to plain. The planner starts from forward times measured on this device
+decode each batch in lockstep, one step each in turn (``decoder.lockstep``), so they share
+whatever load the machine has from moment to moment; greedy outputs must be identical to plain. The planner starts from forward times measured on this device
 and learns online. ``--runs N`` repeats the whole measurement and reports the worst and the
 median speedup; ``--contention`` starts CPU-burning processes *after* the planner's start-up
 measurement, so the planner has to notice that its table went wrong. Speedups are of the
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from client_sdk.drafting.budget import Model, forward_time, measure_local
-from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
+from client_sdk.verification.decoder import Decoding, ReferenceDecoder, lockstep, measured_costs
 from client_sdk.runtime import CPU_DECODING, build_speculator, lookup_options
 from sssd.bench.replay import InProcessSource
 
@@ -60,16 +60,17 @@ def cpu_burners(count: int):
 
 
 def _measure(decoder, prompts, batch, max_new, specs: dict) -> dict:
-    """Every configuration over the same prompts, interleaved batch by batch, in an order that
-    rotates from batch to batch (whatever runs first or last does not always favour one)."""
+    """Every configuration over the same prompts, batch by batch, the configurations of a batch
+    in lockstep (a step each in turn, the order rotating), each timing its own steps."""
     out = {name: {"gens": [], "seconds": 0.0, "prefill": 0.0} for name in specs}
-    names = list(specs)
-    for chunk, i in enumerate(range(0, len(prompts), batch)):
-        for name in names[chunk % len(names) :] + names[: chunk % len(names)]:  # rotated: no config always first
-            spec = specs[name]
-            gens = decoder.generate(prompts[i : i + batch], max_new, speculator=spec)
+    for i in range(0, len(prompts), batch):
+        decodings = {name: Decoding(decoder, prompts[i : i + batch], max_new, speculator=spec)
+                     for name, spec in specs.items()}
+        lockstep(list(decodings.values()))
+        for name, d in decodings.items():
+            gens = d.results
             out[name]["gens"] += gens
-            out[name]["seconds"] += gens[0].decode_seconds  # one call decodes the batch together
+            out[name]["seconds"] += gens[0].decode_seconds  # one decoding steps the batch together
             out[name]["prefill"] += gens[0].prefill_seconds
     return {name: _summary(r["gens"], r["seconds"], r["prefill"]) for name, r in out.items()}
 
