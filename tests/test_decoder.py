@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from client_sdk.verification.decoder import Decoding, KVCache, ReferenceDecoder, lockstep
+from client_sdk.verification.decoder import Decoding, ForwardProbe, KVCache, ReferenceDecoder, lockstep, measured_costs
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
@@ -114,6 +114,30 @@ def test_lockstep_decodes_what_generate_does_and_rotates_who_goes_first():
     for d in decodings:  # each counts its own steps' time only, after its prefill
         g = d.results[0]
         assert g.prefill_seconds == d.prefill_seconds and g.decode_seconds == pytest.approx(d.busy) and d.busy > 0
+
+
+def test_start_up_costs_are_medians_of_rounds_over_every_cell(monkeypatch):
+    dec = ReferenceDecoder(tiny_llama(seed=12), eos_ids=set(), linears="torch")
+    calls = []
+
+    def fake(self, tokens):  # a slow spell: the 4th call (warm-up) and the 5th (round 1's first cell) take 10x
+        calls.append((len(self.prompts), tokens))
+        return (10.0 if len(calls) in (4, 5) else 1.0) * len(self.prompts) * tokens
+
+    monkeypatch.setattr(ForwardProbe, "seconds", fake)
+    costs = measured_costs(dec, 8, batches=(1, 2), widths=(1, 3), rounds=3)
+    cells = [(1, 1), (1, 3), (2, 1), (2, 3)]
+    assert calls == cells * 4  # a warm-up round, then three rounds, each over every cell
+    assert costs.rows == {1: {1: 1.0, 3: 3.0}, 2: {1: 2.0, 3: 6.0}}  # medians: the spell left no trace
+
+
+def test_forward_probe_times_a_real_forward_and_leaves_its_cache():
+    dec = ReferenceDecoder(tiny_llama(seed=13), eos_ids=set(), linears="torch")
+    probe = ForwardProbe(dec, batch=2, context=16)
+    keys = probe.cache.layers[0][0].clone()
+    assert probe.seconds(5) > 0 and probe.seconds(1) > 0
+    assert probe.cache.layers[0][0].shape == keys.shape and torch.equal(probe.cache.layers[0][0], keys)
+    assert probe.cache.lengths == [16, 16]
 
 
 def test_cache_keeps_only_root_and_accepted_entries():

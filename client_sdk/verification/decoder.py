@@ -244,29 +244,43 @@ def probe_tree(size: int, vocab: int, branching: bool = False) -> DraftTree:
     return DraftTree(np.arange(size, dtype=np.int32) % vocab, parents, np.ones(size), np.full((size, 1, 4), -1, np.int8))
 
 
-@torch.no_grad()
-def time_forward(decoder: ReferenceDecoder, batch: int, tokens: int, context: int, repeats: int = 5) -> float:
-    """Median seconds of one verification forward: ``batch`` rows x ``tokens`` (root + chain
-    draft) over a cache of ``context`` entries, through the same layout and mask as decoding.
-    (`sssd bench forward` compares chain, tree-mask and plain causal forwards.)"""
-    gen = torch.Generator().manual_seed(0)
-    vocab = decoder.model.config.vocab_size
-    prompts = [torch.randint(0, vocab, (context + 1,), generator=gen).tolist() for _ in range(batch)]
-    cache = decoder.prefill(prompts)
-    tree = probe_tree(tokens - 1, vocab)
-    times = []
-    for _ in range(repeats + 2):
-        b = build_batch([p[-1] for p in prompts], [tree] * batch, cache.lengths, cache.width, decoder.device)
+class ForwardProbe:
+    """Times verification forwards of ``batch`` rows over a cache of ``context`` random tokens:
+    root + a chain draft, through the same layout and mask as decoding (`sssd bench forward`
+    compares chain, tree-mask and plain causal forwards)."""
+
+    def __init__(self, decoder: ReferenceDecoder, batch: int, context: int, seed: int = 0) -> None:
+        gen = torch.Generator().manual_seed(seed)
+        self.decoder, self.vocab = decoder, decoder.model.config.vocab_size
+        self.prompts = [torch.randint(0, self.vocab, (context + 1,), generator=gen).tolist() for _ in range(batch)]
+        with torch.no_grad():
+            self.cache = decoder.prefill(self.prompts)
+
+    @torch.no_grad()
+    def seconds(self, tokens: int) -> float:
+        """One forward of ``tokens`` per row (the cache is left as it was)."""
+        b = build_batch([p[-1] for p in self.prompts], [probe_tree(tokens - 1, self.vocab)] * len(self.prompts),
+                        self.cache.lengths, self.cache.width, self.decoder.device)
         t = time.perf_counter()
-        decoder.model(input_ids=b.input_ids, position_ids=b.positions, attention_mask=b.mask,
-                      past_key_values=cache.as_dynamic(), use_cache=True)
-        times.append(time.perf_counter() - t)
-    return float(np.median(times[2:]))  # the first runs warm up
+        self.decoder.model(input_ids=b.input_ids, position_ids=b.positions, attention_mask=b.mask,
+                           past_key_values=self.cache.as_dynamic(), use_cache=True)
+        return time.perf_counter() - t
 
 
-def measured_costs(decoder: ReferenceDecoder, context: int, batches=(1,), widths: tuple[int, ...] | None = None):
-    """The planner's start-up StepCosts from real forwards on this device (learned on from there)."""
+def measured_costs(decoder: ReferenceDecoder, context: int, batches=(1,), widths: tuple[int, ...] | None = None,
+                   rounds: int = 5):
+    """The planner's start-up StepCosts from real forwards on this device (learned on from there):
+    the median of ``rounds`` rounds over every (batch, width), after one warm-up round. Rounds,
+    not one block per cell, so a slow spell of a shared machine moves one round of every cell,
+    not every run of one cell (which would skew the table's ratios between widths)."""
     from client_sdk.drafting.planner import PlannerConfig, StepCosts
 
     widths = widths or PlannerConfig().widths
-    return StepCosts({(b, n): time_forward(decoder, b, n, context) for b in batches for n in widths})
+    probes = {b: ForwardProbe(decoder, b, context) for b in batches}
+    times: dict[tuple[int, int], list[float]] = {(b, n): [] for b in batches for n in widths}
+    for r in range(rounds + 1):
+        for (b, n), ts in times.items():
+            t = probes[b].seconds(n)
+            if r:  # round 0 warms every shape up
+                ts.append(t)
+    return StepCosts({cell: float(np.median(ts)) for cell, ts in times.items()})
