@@ -316,3 +316,19 @@ def test_a_look_moves_the_expected_saving_further_than_a_drafted_step(looking):
     planner.choose_for_drafts([SCORES] * 4)
     rate = c.look_rate if looking else c.saving_rate
     assert measured > 0 and planner.saving_s == pytest.approx(before + rate * (measured - before))
+
+
+@pytest.mark.parametrize("dearer", [1.5, 0.6])
+def test_while_plain_decoding_wins_only_a_cheaper_width_hurries_the_probes(dearer):
+    """Drafting does not pay (steep costs, weak drafts). Each probed width measures ``dearer``
+    x the table's value for it, a surprise every time (the table then learns it, and the next
+    probe is measured against that). A dearer width only makes drafting less attractive
+    still, so those probes back off as when the table holds; cheaper ones keep them coming."""
+    weak = SCORES * 0.3
+    planner = StepPlanner(table(steep))
+    run(planner, lambda step: lambda n: steep(n) * (1 if n == 1 else dearer ** (1 + step // 40)), 600,
+        scores_at=lambda step: weak)
+    if dearer > 1:
+        assert planner.counts["probes"] <= 12  # 8, 16, 32, 64, 128, ... steps apart
+    else:
+        assert planner.counts["probes"] >= 30

@@ -22,8 +22,9 @@ Costs are learned online and cannot lock in. Probes run a width the planner did 
 plain decoding (a step that drafts nothing) at least every ``plain_every`` steps while
 speculating, and a grid neighbour of the current width every ``probe_every`` steps, an
 interval that doubles (up to ``probe_every_max``) while probes confirm the table and falls
-back when one is off by more than ``probe_tolerance``, so exploration costs little once the
-costs are known and speeds up when they change. A start-up table that is wrong in either
+back when one is off by more than ``probe_tolerance`` (while plain decoding wins, only when
+the width proved cheaper than the table: a dearer one changes no decision), so exploration
+costs little once the costs are known and speeds up when they change. A start-up table that is wrong in either
 direction, or a machine whose load changes, is corrected; and a drift factor shared by all
 widths moves with every observation, so a change that hits every width alike (another
 process taking the CPU) is followed within a few steps without waiting for a probe. When
@@ -272,6 +273,10 @@ class StepPlanner:
         proven = self._speculated >= self.config.efficiency_after  # a few unlucky steps are no verdict
         return self.saving_s > self.draft_s and (not proven or self.efficiency >= self.config.min_efficiency)
 
+    def _idle(self) -> bool:
+        """Plain decoding is the choice and drafting is known not to pay."""
+        return self.current == 1 and self.saving_s is not None and self.draft_s is not None and not self._pays()
+
     def _probe_due(self, batch: int) -> int | None:
         """The width this step re-measures, if one is due: plain decoding (whether to speculate)
         or a grid neighbour of the current width (whether to move one step: a hill climb)."""
@@ -336,9 +341,13 @@ class StepPlanner:
             self._look_every = self.config.look_every if won else min(2 * self._look_every, self.config.look_every_max)
         if self.probe is not None:
             c = self.config
-            surprise = abs(math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))) > math.log1p(c.probe_tolerance)
-            if width > 1:  # neighbour probes back off while the table holds, and hurry when it does not
-                self._interval = c.probe_every if surprise else min(2 * self._interval, c.probe_every_max)
+            off = math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))
+            surprise = abs(off) > math.log1p(c.probe_tolerance)
+            if width > 1:  # neighbour probes back off while the table holds, and hurry when it does not,
+                # except that while plain decoding wins a wider width found dearer is no news: it
+                # makes drafting less attractive still, so only a cheaper one is worth probing soon
+                news = surprise and (off < 0 or not self._idle())
+                self._interval = c.probe_every if news else min(2 * self._interval, c.probe_every_max)
                 self._next_probe = min(self._next_probe, self.step + self._interval)
             self.costs.observe(batch, width, seconds, self.step, c.probe_rate, drift_rate=0.0)
         else:
