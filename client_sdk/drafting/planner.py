@@ -20,20 +20,20 @@ T the measured time of a step of that width. Two decisions per step:
 
 Costs are learned online and cannot lock in. Probes run a width the planner did not choose:
 plain decoding (a step that drafts nothing) at least every ``plain_every`` steps while
-speculating, and a grid neighbour of the current width every ``probe_every`` steps, an
-interval that doubles (up to ``probe_every_max``) while probes confirm the table and falls
-back when one is off by more than ``probe_tolerance`` (while plain decoding wins, only when
-the width proved cheaper than the table: a dearer one changes no decision), so exploration
-costs little once the costs are known and speeds up when they change. A start-up table that is wrong in either
+speculating, and a grid neighbour of the current width every ``probe_every`` steps, an interval
+that doubles (up to ``probe_every_max``) while probes confirm the table and falls back when one
+is off by more than ``probe_tolerance`` (while plain decoding wins, only when the width proved
+cheaper than the table: a dearer one changes no decision), so exploration costs little once the
+costs are known and speeds up when they change. A start-up table that is wrong in either
 direction, or a machine whose load changes, is corrected; and a drift factor shared by all
-widths moves with every observation, so a change that hits every width alike (another
-process taking the CPU) is followed within a few steps without waiting for a probe. When
-k = 0 is chosen nothing is drafted or looked up, but for a "look" now and then that drafts
-(and verifies what is worth it) so the value of drafting is re-measured too: one step in
-``look_every``, backing off to one in ``look_every_max`` while the looks find nothing. Looks
-are rare, so one moves the expected saving S by ``look_rate``, more than a step of steady
-drafting does (``saving_rate``): drafting that starts to pay is taken up again within a few
-looks, not tens of them.
+widths moves with every observation, so a change that hits every width alike (another process
+taking the CPU) is followed within a few steps without waiting for a probe. When k = 0 is
+chosen nothing is drafted or looked up, but for a "look" now and then that drafts (and verifies
+what is worth it) so the value of drafting is re-measured too: one step in ``look_every``,
+backing off to one in ``look_every_max`` while the looks find nothing. Looks are rare, so one
+moves the expected saving S by ``look_rate``, more than a step of steady drafting does
+(``saving_rate``): drafting that starts to pay is taken up again within a few looks, not tens
+of them.
 """
 
 from __future__ import annotations

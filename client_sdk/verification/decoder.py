@@ -135,7 +135,8 @@ class ReferenceDecoder:
                 "linear_plan": self.linear_plan.describe() if self.linear_plan else None,
                 "linear_packed_mb": round(packed_bytes(self.model) / 2**20, 1)}
 
-    def _clip(self, g: Generation, new: list[int], max_new_tokens: int) -> list[int]:
+    def clip(self, g: Generation, new: list[int], max_new_tokens: int) -> list[int]:
+        """The part of a step's ``new`` tokens that ``g`` keeps: up to its token limit and its first EOS."""
         room = max_new_tokens - len(g.tokens)
         new = new[:room]
         for i, t in enumerate(new):
@@ -212,7 +213,7 @@ class Decoding:
         for row, (r, tree, (path, bonus)) in enumerate(zip(self.active, trees, verdicts)):
             g = self.results[r]
             accepted = [int(batch.input_ids[row, s]) for s in path]
-            new = self.decoder._clip(g, accepted + [bonus], self.max_new_tokens)
+            new = self.decoder.clip(g, accepted + [bonus], self.max_new_tokens)
             g.tokens += new
             g.steps += 1
             g.accepted.append(len(path))
