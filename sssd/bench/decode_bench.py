@@ -1,15 +1,16 @@
 """``sssd bench decode``: end to end with SmolLM2-135M, plain decoding vs SSSD, side by side.
 
-For each dataset and batch size the same prompts run through the reference decoder as
-plain decoding, SSSD with an empty datastore (the request's own text only) and SSSD with a
-filled datastore (ShareGPT answers tokenised for SmolLM2, in process). The configurations
-decode each batch in lockstep, one step each in turn (``decoder.lockstep``), so they share
-whatever load the machine has from moment to moment; greedy outputs must be identical to plain. The planner starts from forward times measured on this device
-and learns online. ``--runs N`` repeats the whole measurement and reports the worst and the
-median speedup; ``--contention`` starts CPU-burning processes *after* the planner's start-up
-measurement, so the planner has to notice that its table went wrong. Speedups are of the
-decode phase (tokens / decode seconds: 1 / time per output token); ``e2e_`` fields count
-each batch's prefill in too, which is the same in every configuration. Prints JSON.
+For each dataset and batch size the same prompts run through the reference decoder as plain
+decoding, SSSD with an empty datastore (the request's own text only) and SSSD with a filled
+datastore (ShareGPT answers tokenised for SmolLM2, in process). The configurations decode each
+batch in lockstep, one step each in turn (``decoder.lockstep``), so they share whatever load
+the machine has from moment to moment; greedy outputs must be identical to plain. The planner
+starts from forward times measured on this device and learns online. ``--runs N`` repeats the
+whole measurement and reports the worst and the median speedup; ``--contention`` starts
+CPU-burning processes *after* the planner's start-up measurement, so the planner has to notice
+that its table went wrong. Speedups are of the decode phase (tokens / decode seconds: 1 / time
+per output token); ``e2e_`` fields count each batch's prefill in too, which is the same in
+every configuration. Prints JSON.
 """
 
 from __future__ import annotations
