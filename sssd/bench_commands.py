@@ -109,7 +109,8 @@ def _deadline(args) -> dict:
 
 def linears_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument("--linears", choices=LINEARS, default="adaptive",
-                   help="CPU linear layers: the faster GEMM layout per row count, measured at start, seconds (adaptive), or torch's own")
+                   help="CPU linear layers: the fastest of torch's GEMM, the transposed GEMM and oneDNN's packed product per "
+                        "row count, measured at start in seconds (adaptive), or torch's own")
 
 
 def _decode_flags(p: argparse.ArgumentParser) -> None:

@@ -198,12 +198,8 @@ class Run:
 
 def _lockstep(decoder, prompt, max_new, specs: dict, runs: dict) -> None:
     """One prompt decoded by every configuration of ``specs`` in lockstep, into ``runs``."""
-    from client_sdk.verification.decoder import Decoding, lockstep
-
-    decodings = {name: Decoding(decoder, [prompt], max_new, speculator=spec) for name, spec in specs.items()}
-    lockstep(list(decodings.values()))
-    for name, d in decodings.items():
-        runs[name].add(d.results[0])
+    for name, (g,) in decoder.generate_in_lockstep([prompt], max_new, specs).items():
+        runs[name].add(g)
 
 
 def _rows(runs: dict[str, Run]) -> list[dict]:

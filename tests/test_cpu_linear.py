@@ -13,29 +13,21 @@ SHAPES = [(1, 64), (3, 64), (2, 5, 64), (4, 1, 64), (17, 64)]
 needs_onednn = pytest.mark.skipif(not onednn_usable(torch.float32), reason="oneDNN's linear is not usable here")
 
 
+PRODUCTS = {"transposed": transposed_linear,
+            "onednn": pytest.param(lambda x, w, b: onednn_linear(x, pack_weight(w), b), marks=needs_onednn)}
+
+
+@pytest.mark.parametrize("product", PRODUCTS.values(), ids=PRODUCTS.keys())
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("bias", [False, True])
-def test_transposed_linear_equals_f_linear(shape, bias):
+def test_each_way_equals_f_linear(product, shape, bias):
     torch.manual_seed(0)
     w = torch.randn(96, 64)
     b = torch.randn(96) if bias else None
     x = torch.randn(*shape)
-    y = transposed_linear(x, w, b)
+    y = product(x, w, b)
     assert y.shape == (*shape[:-1], 96)
     assert y.is_contiguous()  # row-major like F.linear's, so later ops keep their fast paths
-    torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
-
-
-@needs_onednn
-@pytest.mark.parametrize("shape", SHAPES)
-@pytest.mark.parametrize("bias", [False, True])
-def test_onednn_linear_equals_f_linear(shape, bias):
-    torch.manual_seed(0)
-    w = torch.randn(96, 64)
-    b = torch.randn(96) if bias else None
-    x = torch.randn(*shape)
-    y = onednn_linear(x, pack_weight(w), b)
-    assert y.shape == (*shape[:-1], 96) and y.is_contiguous()
     torch.testing.assert_close(y, F.linear(x, w, b), rtol=1e-5, atol=1e-5)
 
 

@@ -111,6 +111,11 @@ def test_lockstep_decodes_what_generate_does_and_rotates_who_goes_first():
     # rounds alternate who goes first while both run; the plain one then finishes alone
     assert order[: 2 * speculative] == [0, 1, 1, 0] * (speculative // 2) + [0, 1] * (speculative % 2)
     assert order[2 * speculative :] == [0] * (20 - speculative)
+    side = dec.generate_in_lockstep(prompts, 20, {"plain": None, "right": ScriptedDrafter(
+        {i: g.tokens for i, g in enumerate(plain)}, "right")})
+    assert {name: [g.tokens for g in gens] for name, gens in side.items()} == {
+        "plain": [g.tokens for g in plain], "right": [g.tokens for g in plain]}
+    assert max(g.steps for g in side["right"]) == speculative
     for d in decodings:  # each counts its own steps' time only, after its prefill
         g = d.results[0]
         assert g.prefill_seconds == d.prefill_seconds and g.decode_seconds == pytest.approx(d.busy) and d.busy > 0

@@ -144,16 +144,16 @@ def _layers_measure(linears: Sequence[torch.nn.Linear]) -> Measure:
         return [torch.randn(rows, m.in_features, dtype=m.weight.dtype) for m in linears]
 
     @functools.cache
-    def packed() -> list[torch.Tensor]:
-        return [pack_weight(m.weight) for m in linears]
+    def weights(way: str) -> list[torch.Tensor]:  # packed once, on oneDNN's first pass
+        return [pack_weight(m.weight) if way == ONEDNN else m.weight for m in linears]
+
+    products = {LINEAR: F.linear, TRANSPOSED: transposed_linear, ONEDNN: onednn_linear}
 
     def measure(way: str, rows: int) -> float:
-        xs = inputs(rows)
-        weights = packed() if way == ONEDNN else [m.weight for m in linears]
-        product = {LINEAR: F.linear, TRANSPOSED: transposed_linear, ONEDNN: onednn_linear}[way]
+        xs, ws, product = inputs(rows), weights(way), products[way]
         with torch.no_grad():
             t = time.perf_counter()
-            for m, w, x in zip(linears, weights, xs):
+            for m, w, x in zip(linears, ws, xs):
                 product(x, w, m.bias)
             return time.perf_counter() - t
 

@@ -129,6 +129,14 @@ class ReferenceDecoder:
             decoding.step()
         return decoding.results
 
+    def generate_in_lockstep(self, prompts: list[list[int]], max_new_tokens: int,
+                             speculators: dict[str, Speculator | None]) -> dict[str, list[Generation]]:
+        """``generate`` once per named speculator (None = plain decoding) over the same prompts,
+        the decodings in ``lockstep``: each one's seconds count its own steps only."""
+        decodings = {name: Decoding(self, prompts, max_new_tokens, speculator=spec) for name, spec in speculators.items()}
+        lockstep(list(decodings.values()))
+        return {name: d.results for name, d in decodings.items()}
+
     def linear_fields(self) -> dict:
         """What a benchmark's JSON records about the linear layers it ran."""
         return {"linears": "adaptive" if self.linear_plan else "torch",
@@ -148,8 +156,8 @@ class ReferenceDecoder:
 class Decoding:
     """One ``generate`` call as a stepper: the prefill runs at construction, each ``step`` runs
     one decode step of every running sequence (drafting, forward, verification, KV upkeep).
-    ``results[i].seconds`` is the prefill plus the steps' own time, so decodings stepped in
-    turn (``lockstep``) each count only their own work."""
+    Once done, ``results[i].seconds`` is the prefill plus the steps' own time, so decodings
+    stepped in turn (``lockstep``) each count only their own work."""
 
     def __init__(self, decoder: ReferenceDecoder, prompts: list[list[int]], max_new_tokens: int,
                  speculator: Speculator | None = None, sampling: Sampling | None = None, budget: int | None = None,
@@ -204,7 +212,8 @@ class Decoding:
         if spec is not None:
             spec.observe_step(len(keep), batch.input_ids.shape[1], t_end - t_step)
         self.busy += t_end - t_start
-        self._stamp()
+        if self.done:
+            self._stamp()
 
     def _commit(self, batch, trees, verdicts) -> tuple[list[list[int]], list[int]]:
         """Each row's accepted tokens and bonus into its Generation and the speculator; returns

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from client_sdk.drafting.budget import Model, forward_time, measure_local
-from client_sdk.verification.decoder import Decoding, ReferenceDecoder, lockstep, measured_costs
+from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
 from client_sdk.runtime import CPU_DECODING, build_speculator, lookup_options
 from sssd.bench.replay import InProcessSource
 
@@ -65,11 +65,7 @@ def _measure(decoder, prompts, batch, max_new, specs: dict) -> dict:
     in lockstep (a step each in turn, the order rotating), each timing its own steps."""
     out = {name: {"gens": [], "seconds": 0.0, "prefill": 0.0} for name in specs}
     for i in range(0, len(prompts), batch):
-        decodings = {name: Decoding(decoder, prompts[i : i + batch], max_new, speculator=spec)
-                     for name, spec in specs.items()}
-        lockstep(list(decodings.values()))
-        for name, d in decodings.items():
-            gens = d.results
+        for name, gens in decoder.generate_in_lockstep(prompts[i : i + batch], max_new, specs).items():
             out[name]["gens"] += gens
             out[name]["seconds"] += gens[0].decode_seconds  # one decoding steps the batch together
             out[name]["prefill"] += gens[0].prefill_seconds
