@@ -54,6 +54,16 @@ class TrieCache:
         self.misses += len(keys) - hits
         return out
 
+    def pop_found(self, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
+        """Slot -> cached answer for the tails of ``missing`` (tail -> slots) held here; the
+        tails found are removed from ``missing``."""
+        found = {}
+        keys = list(missing)
+        for key, entry in zip(keys, self.get_many(keys)):
+            if entry is not None:
+                found.update((j, entry) for j in missing.pop(key))
+        return found
+
     def put_batch(self, keys: list[bytes], batch: TrieBatch) -> None:
         """Store trie i of ``batch`` under keys[i] (answers without a match too: they are news)."""
         now = self.clock()
@@ -69,6 +79,18 @@ def entries(batch: TrieBatch) -> list[tuple]:
     offs = batch.node_offsets.tolist()
     return [(batch.tokens[a:b], batch.parents[a:b], batch.counts[a:b], batch.meta[i])
             for i, (a, b) in enumerate(zip(offs[:-1], offs[1:]))]
+
+
+def take(cache: TrieCache | None, keys: list[bytes], got: TrieBatch, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
+    """Slot -> answer for the tails of ``missing`` among ``keys`` (trie i of ``got`` answers
+    keys[i]; each is removed from ``missing``); the answers are cached too."""
+    if cache is not None:
+        cache.put_batch(keys, got)
+    found = {}
+    for key, entry in zip(keys, entries(got)):
+        for j in missing.pop(key, ()):
+            found[j] = entry
+    return found
 
 
 def splice(batch: TrieBatch, found: dict[int, tuple]) -> TrieBatch:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from client_sdk.drafting import step_kernels
-from client_sdk.types import DraftTree
+from client_sdk.types import DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
 ROOT = -1
@@ -60,6 +60,46 @@ def path_tokens(tree: DraftTree, node: int) -> list[int]:
         out.append(int(tree.tokens[node]))
         node = int(tree.parents[node])
     return out[::-1]
+
+
+def ask_for_ends(batch: DraftBatch, drafted: list[tuple[int, DraftTree, np.ndarray]], per_request: int,
+                 lengths: tuple[int, ...]) -> tuple[list[np.ndarray], np.ndarray]:
+    """What to ask the datastore while ``batch`` verifies: the contexts of each draft's
+    ``per_request`` likeliest ends, each cut to every suffix length in ``lengths``, deduplicated;
+    and the table of where each end's answers will be: row offsets[b] + v for node v of draft b,
+    row N + b for "nothing accepted" (N: the batch's nodes), one column per suffix length, -1 for
+    an end not asked. drafted: (row, its tree, the request's last max(lengths) tokens)."""
+    contexts: list[np.ndarray] = []
+    index: dict[bytes, int] = {}
+    nodes = batch.tokens.shape[0]
+    ends = np.full((nodes + len(batch), len(lengths)), -1, dtype=np.int64)
+    offsets = batch.offsets.tolist()
+    for row, tree, history in drafted:
+        for node in candidates(tree, per_request):
+            end = np.concatenate([history, np.asarray(path_tokens(tree, node), dtype=np.int32)])
+            slots = []
+            for k in lengths:
+                ctx = end[-k:]
+                key = ctx.tobytes()
+                if key not in index:
+                    index[key] = len(contexts)
+                    contexts.append(ctx)
+                slots.append(index[key])
+            ends[offsets[row] + node if node >= 0 else nodes + row] = slots
+    return contexts, ends
+
+
+def pick_ends(ends: np.ndarray, batch: DraftBatch, rows, end, valid) -> list[list[int] | None]:
+    """Each committed request's row of ``ends`` (``ask_for_ends``; None: its end was not asked):
+    rows[i] is its draft's row in ``batch`` (-1: none), end[i] the last node of the path it
+    accepted (-1: nothing accepted), valid[i] whether its committed tokens are that path and a
+    bonus token (else the answers are for another context)."""
+    rows, end = np.asarray(rows, dtype=np.int64), np.asarray(end, dtype=np.int64)
+    ok = (rows >= 0) & np.asarray(valid, dtype=bool)
+    at = np.where(end >= 0, batch.offsets[np.maximum(rows, 0)] + end, batch.tokens.shape[0] + rows)
+    got = ends[np.where(ok, at, 0)]
+    ok &= got[:, 0] >= 0
+    return [g if k else None for g, k in zip(got.tolist(), ok.tolist())]
 
 
 def descend(batch: TrieBatch, src: np.ndarray, bonus: np.ndarray) -> TrieBatch:

@@ -17,7 +17,7 @@ NO_TREE = DraftTree.empty()  # the tree of a request not drafted for (shared: tr
 class RequestState:
     """Not thread-safe (the scheduler thread), except that the index may be built in another."""
 
-    __slots__ = ("prompt_len", "_local", "_building", "_queued", "_tail", "tree", "outcomes", "pick", "bonus", "last")
+    __slots__ = ("prompt_len", "_local", "_building", "_queued", "_tail", "tree", "pick", "bonus", "last")
 
     def __init__(self, tokens: np.ndarray, prompt_len: int, ngram: int, builder=None) -> None:
         """builder: an executor to build the index in (None: here and now)."""
@@ -32,8 +32,7 @@ class RequestState:
         else:
             self._building = builder.submit(LocalIndex, tokens, ngram)
         self.tree = NO_TREE  # the tree of the step being verified
-        self.outcomes: dict[tuple, list[int]] | None = None  # path tokens -> prefetched context slots
-        self.pick: list[int] | None = None  # the slots of the outcome the last commit turned out to be
+        self.pick: list[int] | None = None  # the prefetched context slots of the end its last commit was
         self.bonus = -1
 
     def index(self, wait: bool = False) -> LocalIndex | None:

@@ -26,10 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from client_sdk.drafting import step_kernels
-from client_sdk.drafting.cache import TrieCache, entries, splice
+from client_sdk.drafting.cache import TrieCache, splice, take
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
-from client_sdk.drafting.outcomes import candidates, descend, path_nodes, path_tokens
+from client_sdk.drafting.outcomes import ask_for_ends, descend, path_nodes, pick_ends
 from client_sdk.drafting.local import IndexBatch, LocalArena, extend_many
 from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState
@@ -52,6 +52,10 @@ class StepTimes:
     lookup_s: float = 0.0
     draft_s: float = 0.0
     match_lengths: list[int] = dataclasses.field(default_factory=list)
+
+
+def _ints(tokens) -> list[int]:
+    return tokens.tolist() if isinstance(tokens, np.ndarray) else tokens if isinstance(tokens, list) else list(tokens)
 
 
 class Speculator:
@@ -78,11 +82,15 @@ class Speculator:
         # arrives sooner), one more after every ON_TIME answers in time, up to config.outcomes
         self.outcomes_now = config.outcomes
         self._on_time = 0
-        self._to_learn: list[tuple[DraftTree, list[int] | int]] = []  # (tree, accepted path or its last node)
+        # (tree, accepted path), or a step's (drafts, rows, the last node each row's accepted path ends in)
+        self._to_learn: list[tuple] = []
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
         self._planned: int | None = None  # the budget plan() decided for the coming draft
         self._unassigned: tuple[list[RequestState], DraftBatch] | None = None  # drafts not yet made trees
         self._step: tuple[DraftBatch, dict] = (DraftBatch.empty(0), {})  # the last drafts, and each id's row
+        # the prefetched context slots of the last drafts' likely ends: row offsets[b] + v for node v
+        # of draft b, row N + b for "nothing accepted" (N: the drafts' nodes); -1: not asked
+        self._ends: np.ndarray | None = None
         self._unreported = 0  # the batch of a drafted step whose drafting time the caller reports
         self._indexer: ThreadPoolExecutor | None = None
         self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s)
@@ -172,6 +180,7 @@ class Speculator:
             batch = batch.cut(max_nodes)
         self._unassigned = (reqs, batch)
         self._step = (batch, dict(zip(request_ids, range(len(reqs)))))
+        self._ends = None  # prefetch fills it for these drafts
         return batch
 
     def _assign_trees(self) -> list[DraftTree]:
@@ -280,12 +289,12 @@ class Speculator:
             key = tail.tobytes()
             missing.setdefault(key, []).append(j)
             tails[key] = tail
-        found = self._from_cache(missing)
+        found = self.cache.pop_found(missing) if self.cache is not None and missing else {}
         if self._fresh_keys and missing:  # the committed contexts' own lookups (see committed())
             left = self.config.lookup_deadline_s - (time.perf_counter() - start)
             fresh = self.remote.collect(FRESH_KEY, None, max(left, 0.0))
             if fresh is not None and len(fresh) == len(self._fresh_keys):
-                found.update(self._take(self._fresh_keys, fresh, missing))
+                found.update(take(self.cache, self._fresh_keys, fresh, missing))
         self._fresh_keys = []
         left = self.config.lookup_deadline_s - (time.perf_counter() - start)
         if left > 0 and missing:
@@ -305,17 +314,6 @@ class Speculator:
             self.outcomes_now += 1
             self._on_time = 0
 
-    def _from_cache(self, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
-        """Slot -> cached answer for the tails the cache holds (removed from ``missing``)."""
-        found = {}
-        if self.cache is None or not missing:
-            return found
-        keys = list(missing)
-        for key, entry in zip(keys, self.cache.get_many(keys)):
-            if entry is not None:
-                found.update((j, entry) for j in missing.pop(key))
-        return found
-
     def wait_for_unigrams(self, timeout_s: float) -> bool:
         """Until the single-token table's first load is in (True; also without a table), or
         timeout_s passed (False). Benchmarks measure the steady state this way."""
@@ -327,17 +325,7 @@ class Speculator:
         contexts = [tails[k] for k in keys]
         self.remote.request(FRESH_KEY, contexts)
         got = self.remote.collect(FRESH_KEY, contexts, wait_s)
-        return self._take(keys, got, missing) if got is not None and len(got) == len(keys) else {}
-
-    def _take(self, keys: list[bytes], got: TrieBatch, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
-        """Slot -> answer for the missing tails among ``keys`` (answers are cached too)."""
-        if self.cache is not None:
-            self.cache.put_batch(keys, got)
-        found = {}
-        for key, entry in zip(keys, entries(got)):
-            for j in missing.pop(key, ()):
-                found[j] = entry
-        return found
+        return take(self.cache, keys, got, missing) if got is not None and len(got) == len(keys) else {}
 
     def committed(self, request_ids) -> None:
         """Call once the step's ``commit`` calls are done, with the requests that go on. With a
@@ -366,26 +354,52 @@ class Speculator:
         """``commit`` for a step's requests at once: tokens[i] (ints), trees[i] and accepted[i]
         (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
         reqs = self._committing(request_ids)
-        self._commit(reqs, tokens, trees, accepted, None)
+        tokens = [_ints(t) for t in tokens]
+        trees = trees if trees is not None else [None] * len(reqs)
+        accepted = accepted if accepted is not None else [None] * len(reqs)
+        picks = None
+        if self._ends is not None:  # which prefetched end each request's tokens are: the path it accepted
+            rows = [self._step[1].get(rid, -1) for rid in request_ids]
+            paths = [(a if t is r.tree and a is not None else r.tree.longest_match(tok[:-1])) if row >= 0 and tok else []
+                     for r, row, tok, t, a in zip(reqs, rows, tokens, trees, accepted)]
+            picks = pick_ends(self._ends, self._step[0], rows, [p[-1] if p else -1 for p in paths],
+                              [len(p) == len(tok) - 1 for p, tok in zip(paths, tokens)])
+        self._commit(reqs, tokens, picks)
+        learn = [(t, a) for t, a in zip(trees, accepted) if t is not None and a is not None and t.tokens.shape[0]]
+        self._to_learn.extend(learn)
+        if learn and self.planner is not None:
+            self.planner.record_many([t.expected_accepted() for t, _ in learn], [len(a) for _, a in learn])
 
     def commit_drafted(self, request_ids, tokens: list[list[int]]) -> None:
         """``commit_many`` for requests verified against the drafts the last ``draft_batch`` gave
         them: what each draft had accepted is read from its committed tokens (tokens[i], a list:
         the accepted path, then the bonus token), for the whole step in one compiled pass."""
-        reqs = self._committing(request_ids)
         batch, row_of = self._step
-        if len(reqs) < SMALL_BATCH:  # a few requests: a tree walk each is cheaper than the batched call's numpy
-            trees = [r.tree if rid in row_of else None for r, rid in zip(reqs, request_ids)]
+        if len(request_ids) < SMALL_BATCH:  # a few requests: a tree walk each is cheaper than the batched call's numpy
+            self._assign_trees()
+            trees = [self._requests[rid].tree if rid in row_of else None for rid in request_ids]
             paths = [t.longest_match(toks[:-1]) if t is not None else None for t, toks in zip(trees, tokens)]
-            self._commit(reqs, tokens, trees, paths, None)
+            self.commit_many(request_ids, tokens, trees, paths)
             return
+        reqs = self._committing(request_ids)
+        tokens = [t if type(t) is list else _ints(t) for t in tokens]
         rows = np.fromiter((row_of.get(rid, -1) for rid in request_ids), dtype=np.int64, count=len(reqs))
+        counts = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(reqs))
         offs = np.zeros(len(reqs) + 1, dtype=np.int64)
-        np.cumsum([len(t) for t in tokens], out=offs[1:])
+        np.cumsum(counts, out=offs[1:])
         flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
         length, end = step_kernels.accepted_rows(batch.tokens, batch.parents, batch.offsets, rows, flat, offs)
-        trees = [r.tree if row >= 0 else None for r, row in zip(reqs, rows.tolist())]
-        self._commit(reqs, tokens, trees, end.tolist(), length.tolist())
+        self._commit(reqs, tokens, pick_ends(self._ends, batch, rows, end, length == counts - 1)
+                     if self._ends is not None else None)
+        drafted = rows >= 0
+        drafted[drafted] = batch.offsets[rows[drafted] + 1] > batch.offsets[rows[drafted]]  # non-empty drafts
+        if drafted.any():  # learning (beside the GPU, in prefetch) and the planner's record, for the whole step
+            r = rows[drafted]
+            self._to_learn.append((batch, r, end[drafted]))
+            if self.planner is not None:
+                cum = np.concatenate([[0.0], np.cumsum(batch.scores)])
+                self.planner.record_many((cum[batch.offsets[r + 1]] - cum[batch.offsets[r]]).tolist(),
+                                         length[drafted].tolist())
 
     def _committing(self, request_ids) -> list[RequestState]:
         if len(set(request_ids)) != len(request_ids):
@@ -393,12 +407,11 @@ class Speculator:
         self._assign_trees()
         return [self._requests[rid] for rid in request_ids]  # an unknown id fails before anything changes
 
-    def _commit(self, reqs: list[RequestState], tokens, trees, accepted, realised) -> None:
-        """accepted[i]: the accepted path's nodes, or (with ``realised``, its lengths) its last node."""
-        ready, ready_tokens, predicted, got = [], [], [], []
+    def _commit(self, reqs: list[RequestState], tokens: list[list[int]], picks: list | None) -> None:
+        """Append the committed tokens; picks[i]: the prefetched slots of request i's end (None: none)."""
+        ready, ready_tokens = [], []
         for i, req in enumerate(reqs):
             toks = tokens[i]
-            toks = toks.tolist() if isinstance(toks, np.ndarray) else toks if isinstance(toks, list) else list(toks)
             local = req.index()
             if local is None:
                 req.extend(np.asarray(toks, dtype=np.int32))  # queued until the index is built
@@ -406,18 +419,9 @@ class Speculator:
                 ready.append(local)
                 ready_tokens.append(toks)
                 req.last = toks[-1]
-            outcomes, req.outcomes, req.pick = req.outcomes, None, None
-            if outcomes is not None and toks:
-                req.pick = outcomes.get(tuple(toks[:-1]))
+            req.pick = picks[i] if picks is not None and toks else None
+            if toks:
                 req.bonus = toks[-1]
-            tree = trees[i] if trees is not None else None
-            path = accepted[i] if accepted is not None else None
-            if tree is not None and path is not None and tree.tokens.shape[0]:
-                self._to_learn.append((tree, path))
-                predicted.append(tree.expected_accepted())
-                got.append(len(path) if realised is None else realised[i])
-        if predicted and self.planner is not None:
-            self.planner.record_many(predicted, got)  # one call for the step's sequences
         if ready:
             extend_many(self.arena, ready, ready_tokens)
 
@@ -438,27 +442,12 @@ class Speculator:
         self._learn()
         if (self.remote is None or not self.config.prefetch_outcomes or not self.drafter.asks_datastore
                 or (self.planner is not None and not self.planner.may_draft_next())):
-            self._drop_prefetch(request_ids)
+            self._drop_prefetch()
             return
-        contexts: list[np.ndarray] = []
-        index: dict[bytes, int] = {}
-        longest = max(self._lengths)
-        for rid in request_ids:
-            r = self._requests[rid]
-            r.outcomes = {}
-            history = r.tail(longest)
-            for node in candidates(r.tree, self.outcomes_now):
-                path = path_tokens(r.tree, node)
-                end = np.concatenate([history, np.asarray(path, dtype=np.int32)])
-                slots = []
-                for k in self._lengths:
-                    ctx = end[-k:]
-                    key = ctx.tobytes()
-                    if key not in index:
-                        index[key] = len(contexts)
-                        contexts.append(ctx)
-                    slots.append(index[key])
-                r.outcomes[tuple(path)] = slots
+        batch, row_of = self._step
+        rows = [(row_of.get(rid), self._requests[rid]) for rid in request_ids]
+        contexts, self._ends = ask_for_ends(batch, [(row, r.tree, r.tail(max(self._lengths))) for row, r in rows
+                                                    if row is not None], self.outcomes_now, self._lengths)
         self.remote.request(STEP_KEY, contexts)
         self._outstanding = True
         self.counts["contexts"] += len(contexts)
@@ -477,16 +466,19 @@ class Speculator:
             self.remote.request(FILL_KEY, list(self._fill_next.values()))
             self.counts["contexts"] += len(self._fill_keys)
 
-    def _drop_prefetch(self, request_ids=()) -> None:
-        for rid in request_ids:
-            self._requests[rid].outcomes = None
+    def _drop_prefetch(self) -> None:
+        self._ends = None
         self._outstanding = False
 
     def _learn(self) -> None:
-        for tree, accepted in self._to_learn:
-            if isinstance(accepted, int):  # the accepted path's last node (commit_drafted)
-                accepted = path_nodes(tree, accepted)
-            self.calibration.update(tree, accepted)
+        for entry in self._to_learn:
+            if len(entry) == 3:  # a step's drafts, the rows learned from and their accepted paths' last nodes
+                batch, rows, ends = entry
+                trees = batch.trees()
+                for row, end in zip(rows.tolist(), ends.tolist()):
+                    self.calibration.update(trees[row], path_nodes(trees[row], end))
+            else:
+                self.calibration.update(*entry)
         self._to_learn.clear()
 
     def close(self) -> None:
