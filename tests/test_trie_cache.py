@@ -62,7 +62,7 @@ def reference_splice(batch: TrieBatch, found: dict[int, tuple]) -> list[tuple[li
     for j, (t, p, c, m) in enumerate(entries(batch)):
         if j in found and not t.shape[0]:
             t, p, c, m = found[j][:4]
-        out.append((t.tolist(), p.tolist(), c.tolist(), m.tolist()))
+        out.append((t.tolist(), p.tolist(), c.tolist(), list(m)))
     return out
 
 
@@ -78,7 +78,7 @@ def test_splice_equals_a_per_trie_reference():
         picks = data.draw(st.dictionaries(st.integers(0, len(rows) - 1), st.integers(0, len(answers) - 1), max_size=len(rows)))
         found = {j: got[i] for j, i in picks.items()}
         out = splice(batch, found)
-        assert [(t.tolist(), p.tolist(), c.tolist(), m.tolist()) for t, p, c, m in entries(out)] == reference_splice(batch, found)
+        assert [(t.tolist(), p.tolist(), c.tolist(), list(m)) for t, p, c, m in entries(out)] == reference_splice(batch, found)
         assert out.node_offsets[0] == 0 and out.node_offsets[-1] == out.tokens.shape[0]
 
     check()

@@ -23,7 +23,7 @@ from sssd_wire.types import TrieBatch
 
 
 class TrieCache:
-    """tail bytes -> (tokens, parents, counts, meta row, stored at). LRU, at most ``capacity``."""
+    """tail key (``tail_key``) -> (tokens, parents, counts, meta row, stored at). LRU, at most ``capacity``."""
 
     def __init__(self, capacity: int = 50_000, ttl_s: float = 60.0, clock=time.monotonic) -> None:
         self.capacity = capacity
@@ -74,11 +74,33 @@ class TrieCache:
             self._entries.popitem(last=False)
 
 
+def pad_tail(tail: np.ndarray, width: int) -> np.ndarray:
+    """A context's last ``width`` tokens, -1 before a shorter one (int32 [width])."""
+    out = np.full(width, -1, dtype=np.int32)
+    k = min(width, tail.shape[0])
+    out[width - k :] = tail[tail.shape[0] - k :]
+    return out
+
+
+def unpad(padded: np.ndarray) -> np.ndarray:
+    return padded[padded >= 0]
+
+
+def tail_key(tail: np.ndarray, width: int) -> bytes:
+    """The cache key of a context of at most ``width`` tokens (``tail_keys`` of its padded row)."""
+    return pad_tail(tail, width).tobytes()
+
+
+def tail_keys(padded: np.ndarray) -> list[bytes]:
+    """The cache keys of padded contexts (int32 [m, width]), one row each, in one numpy call."""
+    return np.ascontiguousarray(padded).view(np.dtype((np.void, padded.shape[1] * 4))).ravel().tolist()
+
+
 def entries(batch: TrieBatch) -> list[tuple]:
-    """(tokens, parents, counts, meta row) per trie of ``batch`` (views, not copies)."""
+    """(tokens, parents, counts, meta row as a tuple) per trie of ``batch`` (views, not copies)."""
     offs = batch.node_offsets.tolist()
-    return [(batch.tokens[a:b], batch.parents[a:b], batch.counts[a:b], batch.meta[i])
-            for i, (a, b) in enumerate(zip(offs[:-1], offs[1:]))]
+    return [(batch.tokens[a:b], batch.parents[a:b], batch.counts[a:b], meta)
+            for a, b, meta in zip(offs[:-1], offs[1:], map(tuple, batch.meta.tolist()))]
 
 
 def take(cache: TrieCache | None, keys: list[bytes], got: TrieBatch, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
@@ -95,15 +117,21 @@ def take(cache: TrieCache | None, keys: list[bytes], got: TrieBatch, missing: di
 
 def splice(batch: TrieBatch, found: dict[int, tuple]) -> TrieBatch:
     """``batch`` with each empty trie j filled by found[j] (tokens, parents, counts, meta row,
-    ...), in one compiled pass over the batch (a slot that holds a trie keeps it)."""
+    ...), in one compiled pass over the batch (a slot that holds a trie keeps it). Slots that
+    share an entry object (one tail, several slots) pass its arrays in once."""
     if not found:
         return batch
-    got = list(found.values())
+    index: dict[int, int] = {}
+    got = []
+    for e in found.values():
+        if index.setdefault(id(e), len(got)) == len(got):
+            got.append(e)
+    which = np.fromiter((index[id(e)] for e in found.values()), dtype=np.int64, count=len(found))
     offs = np.zeros(len(got) + 1, dtype=np.int64)
     np.cumsum([e[0].shape[0] for e in got], out=offs[1:])
     tok, par, cnt, offs, meta, _ = step_kernels.fill_tries(
         batch.tokens, batch.parents, batch.counts, batch.node_offsets, batch.meta,
-        np.fromiter(found, dtype=np.int64, count=len(found)), np.arange(len(got), dtype=np.int64),
+        np.fromiter(found, dtype=np.int64, count=len(found)), which,
         np.concatenate([e[0] for e in got]), np.concatenate([e[1] for e in got]),
         np.concatenate([e[2] for e in got]), offs, np.asarray([e[3] for e in got], dtype=np.int64), False)
     return TrieBatch(tok, par, cnt, offs, meta)

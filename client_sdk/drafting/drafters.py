@@ -61,7 +61,7 @@ class CalibratedMerge:
         if not self.datastore:
             tries, per = NO_TRIES, 0
         return draft_batch(requests.arena, requests.indexes, tries, per, calibration, budget, depth, c.max_children,
-                           c.local_occurrences, use_local=self.own_text, combine=c.combine)
+                           c.local_occurrences, use_local=self.own_text, combine=c.combine, slots=requests.slots)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,6 +57,19 @@ def append_rows(bufs, heads, prevs, slots, ns, masks, new, offs):
 
 
 @numba.njit(**OPTS)
+def gather_tails(bufs, slots, ns, width):
+    """[B, width] int32: the last ``width`` tokens of arena index slots[b] (holding ns[b]
+    tokens), -1 before a shorter text and in every row whose slot is < 0."""
+    out = np.full((slots.shape[0], width), -1, dtype=np.int32)
+    for b in range(slots.shape[0]):
+        s = slots[b]
+        if s >= 0:
+            k = min(width, ns[b])
+            out[b, width - k :] = bufs[s][ns[b] - k : ns[b]]
+    return out
+
+
+@numba.njit(**OPTS)
 def local_match(buf, n, head, prev, mask, kmin, max_occ, max_walk):
     """(k, positions): longest k >= kmin whose last-k-gram occurred before, most recent first.
 

@@ -151,10 +151,18 @@ class LocalArena:
 
 class IndexBatch(NamedTuple):
     """A step's requests' own-text indexes (None: not built yet) and the arena that the
-    compiled kernels read them through."""
+    compiled kernels read them through (slots: ``arena.slots(indexes)``, if already asked)."""
 
     arena: LocalArena
     indexes: list[LocalIndex | None]
+    slots: np.ndarray | None = None
+
+    def tails(self, width: int) -> tuple["IndexBatch", np.ndarray]:
+        """(this batch with its slots, [B, width] int32: each index's last ``width`` tokens,
+        -1 before a shorter text and for an index not built yet)."""
+        slots = self.arena.slots(self.indexes) if self.slots is None else self.slots
+        ns = np.fromiter((x.n if x is not None else 0 for x in self.indexes), dtype=np.int64, count=len(self.indexes))
+        return self._replace(slots=slots), kernels.gather_tails(self.arena.bufs, slots, ns, width)
 
 
 # below this many rows one call per row is cheaper than one batched call, whose typed lists and

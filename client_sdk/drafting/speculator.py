@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from client_sdk.drafting import step_kernels
-from client_sdk.drafting.cache import TrieCache, splice, take
+from client_sdk.drafting.cache import TrieCache, pad_tail, splice, tail_key, tail_keys, take, unpad
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import ask_for_ends, descend, path_nodes, pick_ends
@@ -95,7 +95,8 @@ class Speculator:
         self._indexer: ThreadPoolExecutor | None = None
         self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s)
                       if config.trie_cache and config.prefetch_outcomes else None)
-        self._fill_next: dict[bytes, np.ndarray] = {}  # tails this step missed: asked at prefetch
+        self._width = max(self._lengths)  # the cache's keys: tails padded to this many tokens (cache.tail_key)
+        self._fill_next: dict[bytes, np.ndarray] = {}  # tails this step missed (padded): asked at prefetch
         self._fill_keys: list[bytes] = []  # tails asked at the last prefetch, in order
         self._fresh_keys: list[bytes] = []  # committed contexts asked by committed(), in order
         self.unigrams: UnigramTable | None = None
@@ -219,35 +220,37 @@ class Speculator:
             self.last = StepTimes()
             return DraftBatch.empty(len(reqs))
         t0 = time.perf_counter()
-        remote = self._remote_tries(reqs) if self.drafter.asks_datastore else NO_TRIES
+        indexes = IndexBatch(self.arena, [r.index() for r in reqs])
+        remote = NO_TRIES
+        if self.drafter.asks_datastore:
+            remote, indexes = self._remote_tries(reqs, indexes)
         t1 = time.perf_counter()
         per = len(self._lengths) if len(remote) else 0
         depth = min(self.config.draft.max_depth, budget)
-        indexes = [r.index() for r in reqs]
-        self.counts["not_indexed"] += sum(1 for x in indexes if x is None)
-        batch = self.drafter.draft(IndexBatch(self.arena, indexes), remote, per, self.calibration, budget, depth)
+        self.counts["not_indexed"] += sum(1 for x in indexes.indexes if x is None)
+        batch = self.drafter.draft(indexes, remote, per, self.calibration, budget, depth)
         matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
         self.last = StepTimes(t1 - t0, time.perf_counter() - t1, matches)
         return batch
 
-    def _remote_tries(self, reqs: list[RequestState]) -> TrieBatch:
+    def _remote_tries(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[TrieBatch, IndexBatch]:
         if self.remote is None:
-            return TrieBatch.empty()
+            return TrieBatch.empty(), indexes
         self.counts["asked"] += len(reqs)
         if self.config.prefetch_outcomes:
-            return self._prefetched_tries(reqs)
+            return self._prefetched_tries(reqs, indexes)
         start = time.perf_counter()
         contexts = [r.tail(k) for r in reqs for k in self._lengths]
-        if self._fresh_keys != [c.tobytes() for c in contexts]:  # committed() did not ask for exactly these
+        if self._fresh_keys != [tail_key(c, self._width) for c in contexts]:  # committed() asked for others
             self.remote.request(FRESH_KEY, contexts)
         self._fresh_keys = []
         got = self.remote.collect(FRESH_KEY, contexts, self.config.lookup_deadline_s - (time.perf_counter() - start))
         if got is not None and len(got) == len(contexts):
             self.counts["arrived"] += len(reqs)
-            return got
-        return TrieBatch.empty()
+            return got, indexes
+        return TrieBatch.empty(), indexes
 
-    def _prefetched_tries(self, reqs: list[RequestState]) -> TrieBatch:
+    def _prefetched_tries(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[TrieBatch, IndexBatch]:
         """The tries of the outcomes that happened, from the prefetch the last step started; then
         what it missed from the cache, then (deadline > 0) from a lookup of the committed
         contexts themselves, waited for until the deadline; the rest drafts from own text."""
@@ -278,17 +281,23 @@ class Speculator:
             if self.unigrams.published:  # a complete table: a token without a trie has no continuation
                 settled = single
         if self.cache is None and self.config.lookup_deadline_s <= 0:
-            return batch
+            return batch, indexes
         offs = batch.node_offsets
+        empty = np.flatnonzero(offs[1:] == offs[:-1])
+        if settled >= 0:
+            empty = empty[empty % per != settled]
         missing: dict[bytes, list[int]] = {}
-        tails: dict[bytes, np.ndarray] = {}
-        for j in np.flatnonzero(offs[1:] == offs[:-1]).tolist():
-            if j % per == settled:
-                continue
-            tail = reqs[j // per].tail(self._lengths[j % per])
-            key = tail.tobytes()
-            missing.setdefault(key, []).append(j)
-            tails[key] = tail
+        tails = np.zeros((0, self._width), dtype=np.int32)  # the empty tries' contexts, -1 before the tail
+        if empty.shape[0]:
+            indexes, ends = indexes.tails(self._width)
+            for i in np.flatnonzero(indexes.slots < 0).tolist():  # not indexed yet: the request keeps its end
+                ends[i] = pad_tail(reqs[i].tail(self._width), self._width)
+            tails = ends[empty // per]
+            tails[np.arange(self._width) < self._width - np.asarray(self._lengths)[empty % per, None]] = -1
+            keys = tail_keys(tails)
+            for j, key in zip(empty.tolist(), keys):
+                missing.setdefault(key, []).append(j)
+            row_of = dict(zip(keys, range(len(keys))))
         found = self.cache.pop_found(missing) if self.cache is not None and missing else {}
         if self._fresh_keys and missing:  # the committed contexts' own lookups (see committed())
             left = self.config.lookup_deadline_s - (time.perf_counter() - start)
@@ -297,10 +306,10 @@ class Speculator:
                 found.update(take(self.cache, self._fresh_keys, fresh, missing))
         self._fresh_keys = []
         left = self.config.lookup_deadline_s - (time.perf_counter() - start)
+        self._fill_next = {k: tails[row_of[k]] for k in missing}  # asked at prefetch, for later steps
         if left > 0 and missing:
-            found.update(self._ask_now(missing, tails, left))
-        self._fill_next = {k: tails[k] for k in missing}  # asked at prefetch, for later steps
-        return splice(batch, found)
+            found.update(self._ask_now(missing, left))
+        return splice(batch, found), indexes
 
     def _pace(self, arrived: bool) -> None:
         """Size the next prefetch by whether this one arrived in time (additive increase,
@@ -319,10 +328,10 @@ class Speculator:
         timeout_s passed (False). Benchmarks measure the steady state this way."""
         return self.unigram_loader is None or self.unigram_loader.complete.wait(timeout_s)
 
-    def _ask_now(self, missing: dict[bytes, list[int]], tails: dict[bytes, np.ndarray], wait_s: float) -> dict[int, tuple]:
-        """A lookup of the missed tails themselves, waited for at most wait_s."""
+    def _ask_now(self, missing: dict[bytes, list[int]], wait_s: float) -> dict[int, tuple]:
+        """A lookup of the missed tails themselves (those of ``_fill_next``), waited for at most wait_s."""
         keys = list(missing)
-        contexts = [tails[k] for k in keys]
+        contexts = [unpad(self._fill_next[k]) for k in keys]
         self.remote.request(FRESH_KEY, contexts)
         got = self.remote.collect(FRESH_KEY, contexts, wait_s)
         return take(self.cache, keys, got, missing) if got is not None and len(got) == len(keys) else {}
@@ -341,7 +350,7 @@ class Speculator:
             r = self._requests[rid]
             for k in self._lengths:
                 tail = r.tail(k)
-                keys.append(tail.tobytes())
+                keys.append(tail_key(tail, self._width))
                 contexts.append(tail)
         self.remote.request(FRESH_KEY, contexts)
         self._fresh_keys = keys
@@ -463,7 +472,7 @@ class Speculator:
             self.cache.put_batch(self._fill_keys, got)
         self._fill_keys = list(self._fill_next)
         if self._fill_keys:
-            self.remote.request(FILL_KEY, list(self._fill_next.values()))
+            self.remote.request(FILL_KEY, [unpad(t) for t in self._fill_next.values()])
             self.counts["contexts"] += len(self._fill_keys)
 
     def _drop_prefetch(self) -> None:

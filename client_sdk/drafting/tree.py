@@ -94,11 +94,11 @@ def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal
 
 def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
                 budget: int, max_depth: int = 8, max_children: int = 8, local_occ: int = 8, use_local: bool = True,
-                combine: str = "max") -> DraftBatch:
+                combine: str = "max", slots: np.ndarray | None = None) -> DraftBatch:
     """``draft_tree`` for a batch in one compiled call, the drafts back to back: request b
     drafts from indexes[b] (None: not indexed yet, an empty draft) and remote tries
     b * per .. b * per + per - 1 (per 0: the datastore did not answer). Row b is what
-    ``draft_tree`` gives for that request alone."""
+    ``draft_tree`` gives for that request alone. slots: ``arena.slots(indexes)``, if already asked."""
     if budget <= 0 or not indexes:
         return DraftBatch.empty(len(indexes))
     if per + 1 > MAX_SLOTS:
@@ -110,7 +110,7 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
         return DraftBatch.of([draft_tree(x, remote, b * per, per, cal, budget, max_depth, max_children, local_occ,
                                          use_local, combine) if x is not None else none
                               for b, x in enumerate(indexes)])
-    slots = arena.slots(indexes)
+    slots = arena.slots(indexes) if slots is None else slots
     ns = np.fromiter((x.n if x is not None and use_local else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     masks = np.fromiter((x.mask if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     tok, par, score, cells, offs = kernels.draft_rows(
