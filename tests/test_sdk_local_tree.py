@@ -12,7 +12,7 @@ from client_sdk.drafting import local as local_module
 from client_sdk.drafting import tree as tree_module
 from client_sdk.drafting.local import LocalIndex
 from client_sdk.types import DraftBatch, DraftTree
-from client_sdk.drafting.tree import Calibration, draft_tree
+from client_sdk.drafting.tree import NO_TRIES, Calibration, draft_batch, draft_tree
 from sssd_wire.types import TrieBatch
 
 LOCAL_CASES = [
@@ -260,7 +260,6 @@ def test_batched_drafts_equal_one_call_per_request(case, own_text):
 
 def _check_batched_drafts(case, own_text):
     from client_sdk.drafting.local import LocalArena
-    from client_sdk.drafting.tree import draft_batch
 
     per, steps, budget, depth, children = case
     arena, cal = LocalArena(), Calibration()
@@ -306,29 +305,40 @@ def test_arena_reuses_the_slot_of_a_dropped_index():
 @given(st.lists(st.tuples(st.lists(st.integers(0, 5), min_size=1, max_size=20),
                           st.lists(st.lists(st.integers(0, 5), max_size=12), min_size=1, max_size=4)),
                 min_size=1, max_size=5))
-def test_batched_extend_equals_one_extend_per_index(rows):
-    """extend_many over an arena leaves every index as its own extend calls would (growth included)."""
-    for small_batch in (0, local_module.SMALL_APPEND):  # the batched kernel, and one call per index for few
+def test_written_tokens_match_and_index_as_extend_does(rows):
+    """write_many over an arena, its n-grams indexed later (index_many) or at the next write,
+    matches and drafts meanwhile exactly as indexes extended at once, and ends with their tables
+    (growth included)."""
+    for small_batch in (0, local_module.SMALL_APPEND):  # the batched kernels, and one call per index for few
         with mock.patch.object(local_module, "SMALL_APPEND", small_batch):
-            _check_batched_extend(rows)
+            _check_batched_write(rows)
 
 
-def _check_batched_extend(rows):
-    from client_sdk.drafting.local import LocalArena, extend_many
+def _check_batched_write(rows):
+    from client_sdk.drafting.local import LocalArena, index_many, write_many
 
     arena = LocalArena()
     batched = [LocalIndex(prompt, capacity=4) for prompt, _ in rows]
     alone = [LocalIndex(prompt, capacity=4) for prompt, _ in rows]
     for step in range(max(len(steps) for _, steps in rows)):
         live = [i for i, (_, steps) in enumerate(rows) if step < len(steps)]
-        extend_many(arena, [batched[i] for i in live], [rows[i][1][step] for i in live])
+        write_many(arena, [batched[i] for i in live], [rows[i][1][step] for i in live])
         for i in live:
             alone[i].extend(rows[i][1][step])
+        for i in live:  # pending positions are scanned: the same matches and drafts as indexed ones
+            got, want = batched[i].continuation(4), alone[i].continuation(4)
+            assert (got.tokens.tolist(), got.parents.tolist(), got.counts.tolist(), got.match_length) == \
+                (want.tokens.tolist(), want.parents.tolist(), want.counts.tolist(), want.match_length)
+        drafts = draft_batch(arena, [batched[i] for i in live], NO_TRIES, 0, Calibration(), budget=4)
+        for row, i in zip(drafts.trees(), live):
+            assert row.tokens.tolist() == draft_tree(alone[i], NO_TRIES, 0, 0, Calibration(), 4).tokens.tolist()
+        if step % 2:  # else left pending: the next write indexes it first
+            index_many(arena, [batched[i] for i in live])
+    index_many(arena, batched)
     for a, b in zip(batched, alone):
-        assert a.n == b.n and a.tokens.tolist() == b.tokens.tolist()
+        assert a.n == b.n == a.indexed and a.tokens.tolist() == b.tokens.tolist()
         np.testing.assert_array_equal(a.head, b.head)
         np.testing.assert_array_equal(a.prev[:, : a.n + 1], b.prev[:, : b.n + 1])
-        assert a.continuation(4).tokens.tolist() == b.continuation(4).tokens.tolist()
 
 
 @pytest.mark.parametrize("sizes", [[], [0], [3, 0, 2], [1, 1, 5], [4, 0, 2, 7, 1, 0, 3, 3, 9, 1]])

@@ -30,30 +30,46 @@ def _hash(buf, end, k, mask):
 
 
 @numba.njit(**OPTS)
-def local_append(buf, n, new, head, prev, mask):
-    """Append ``new`` at buf[n:], index the n-grams that now end there; returns the new n."""
+def local_index(buf, lo, hi, head, prev, mask):
+    """Index the n-grams ending at positions lo + 1 .. hi (the tokens buf[:hi] are written)."""
     kmax = head.shape[0]
-    for t in new:
-        buf[n] = t
-        n += 1
+    for n in range(lo + 1, hi + 1):
         for k in range(1, min(kmax, n) + 1):
             h = _hash(buf, n, k, mask)
             prev[k - 1, n] = head[k - 1, h]
             head[k - 1, h] = n
-    return n
 
 
 @numba.njit(**OPTS)
-def append_rows(bufs, heads, prevs, slots, ns, masks, new, offs):
-    """``local_append`` for a batch in one call: index slots[b] of the arena (holding ns[b]
-    tokens, room for the new ones ensured by the caller) gets new[offs[b]:offs[b + 1]].
-    Returns the rows' new token counts."""
+def local_append(buf, n, new, head, prev, mask):
+    """Append ``new`` at buf[n:], index the n-grams that now end there; returns the new n."""
+    buf[n : n + new.shape[0]] = new
+    local_index(buf, n, n + new.shape[0], head, prev, mask)
+    return n + new.shape[0]
+
+
+@numba.njit(**OPTS)
+def write_rows(bufs, heads, prevs, slots, ns, indexed, masks, new, offs):
+    """A batch's committed tokens written, their n-grams left to ``index_rows``: index slots[b]
+    of the arena (ns[b] tokens written, the n-grams of the first indexed[b] positions indexed,
+    room ensured by the caller) first indexes what it had pending, then gets
+    new[offs[b]:offs[b + 1]] after its tokens. Returns the rows' new token counts."""
     out = ns.copy()
     for b in range(slots.shape[0]):
-        if offs[b + 1] > offs[b]:
-            s = slots[b]
-            out[b] = local_append(bufs[s], ns[b], new[offs[b] : offs[b + 1]], heads[s], prevs[s], masks[b])
+        s = slots[b]
+        local_index(bufs[s], indexed[b], ns[b], heads[s], prevs[s], masks[b])
+        m = offs[b + 1] - offs[b]
+        bufs[s][ns[b] : ns[b] + m] = new[offs[b] : offs[b + 1]]
+        out[b] = ns[b] + m
     return out
+
+
+@numba.njit(**OPTS)
+def index_rows(bufs, heads, prevs, slots, indexed, ns, masks):
+    """``local_index`` of every row's pending positions (indexed[b] + 1 .. ns[b]) in one call."""
+    for b in range(slots.shape[0]):
+        s = slots[b]
+        local_index(bufs[s], indexed[b], ns[b], heads[s], prevs[s], masks[b])
 
 
 @numba.njit(**OPTS)
@@ -70,33 +86,46 @@ def gather_tails(bufs, slots, ns, width):
 
 
 @numba.njit(**OPTS)
-def local_match(buf, n, head, prev, mask, kmin, max_occ, max_walk):
+def local_match(buf, n, indexed, head, prev, mask, kmin, max_occ, max_walk):
     """(k, positions): longest k >= kmin whose last-k-gram occurred before, most recent first.
 
-    positions are where the continuation of each earlier occurrence starts (< n).
+    positions are where the continuation of each earlier occurrence starts (< n). Positions
+    past ``indexed`` (written, their n-grams not yet in head / prev) are scanned directly, as
+    the most recent links of the chains they would head: the result is what full indexing gives.
     """
     kmax = min(head.shape[0], n)
     out = np.empty(max_occ, dtype=np.int64)
     for k in range(kmax, kmin - 1, -1):
         h = _hash(buf, n, k, mask)
-        p = prev[k - 1, n] if head[k - 1, h] == n else head[k - 1, h]
         m = 0
         walked = 0
-        while p != NIL and m < max_occ and walked < max_walk:
-            walked += 1
-            if p < n:
-                same = True
-                for j in range(k):
-                    if buf[p - k + j] != buf[n - k + j]:
-                        same = False
-                        break
-                if same:
+        p = n - 1
+        while p > indexed and p >= k and m < max_occ and walked < max_walk:
+            if _hash(buf, p, k, mask) == h:
+                walked += 1
+                if _same(buf, p, n, k):
                     out[m] = p
                     m += 1
+            p -= 1
+        p = prev[k - 1, n] if indexed == n and head[k - 1, h] == n else head[k - 1, h]
+        while p != NIL and m < max_occ and walked < max_walk:
+            walked += 1
+            if p < n and _same(buf, p, n, k):
+                out[m] = p
+                m += 1
             p = prev[k - 1, p]
         if m > 0:
             return k, out[:m]
     return 0, out[:0]
+
+
+@numba.njit(inline="always", **OPTS)
+def _same(buf, p, n, k):
+    """Whether the k tokens before p are the k before n."""
+    for j in range(k):
+        if buf[p - k + j] != buf[n - k + j]:
+            return False
+    return True
 
 
 @numba.njit(**OPTS)
@@ -297,6 +326,7 @@ class LocalState(NamedTuple):
 
     buf: np.ndarray  # [cap] int32
     n: int  # tokens in buf (0: do not draft from the request's own text)
+    indexed: int  # the positions whose n-grams are in head / prev (<= n)
     head: np.ndarray  # [K, mask + 1] int32
     prev: np.ndarray  # [K, cap + 1] int32
     mask: int
@@ -332,16 +362,16 @@ def draft(local, remote, shape, table, kbuckets):
     local: LocalState; remote: RemoteTries; shape: DraftShape. Source 0 is the request's own
     text (calibration slot 0); remote trie s uses slot s + 1. table: [slots, kbuckets, 5, 4].
     """
-    buf, n, head, prev, mask = local
+    buf, n, indexed, head, prev, mask = local
     r_tok, r_par, r_cnt, r_offs, r_match = remote
-    return _draft_one(buf, n, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets)
+    return _draft_one(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets)
 
 
 @numba.njit(**OPTS)
-def draft_rows(bufs, heads, prevs, slots, ns, masks, remote, per, shape, table, kbuckets):
+def draft_rows(bufs, heads, prevs, slots, ns, indexed, masks, remote, per, shape, table, kbuckets):
     """A batch's drafts in one call: row b drafts from own-text index slots[b] of the arena
     (bufs / heads / prevs, typed lists; slots[b] < 0: not indexed yet, an empty draft) holding
-    ns[b] tokens, and from remote tries b * per .. b * per + per - 1 (per 0: none).
+    ns[b] tokens (the n-grams of the first indexed[b] positions indexed), and from remote tries b * per .. b * per + per - 1 (per 0: none).
 
     Returns the rows' (tokens, parents, scores, cells [N, per + 1, 4]) back to back, and
     offsets [B + 1]: row b's draft is nodes offs[b] .. offs[b + 1], as ``draft`` would give it.
@@ -358,7 +388,7 @@ def draft_rows(bufs, heads, prevs, slots, ns, masks, remote, per, shape, table, 
     for b in range(nb):
         s = slots[b]
         if s >= 0:
-            t, p, sc, c = _draft_one(bufs[s], ns[b], heads[s], prevs[s], masks[b], r_tok, r_par, r_cnt,
+            t, p, sc, c = _draft_one(bufs[s], ns[b], indexed[b], heads[s], prevs[s], masks[b], r_tok, r_par, r_cnt,
                                      r_offs[b * per : b * per + per + 1], r_match[b * per : b * per + per],
                                      shape, table, kbuckets)
             k = t.shape[0]
@@ -372,9 +402,9 @@ def draft_rows(bufs, heads, prevs, slots, ns, masks, remote, per, shape, table, 
 
 
 @numba.njit(**OPTS)
-def _draft_one(buf, n, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets):
+def _draft_one(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets):
     local_depth, local_occ, local_nodes, budget, max_depth, max_children, combine = shape
-    k, pos = local_match(buf, n, head, prev, mask, 1, local_occ, 4 * local_occ)
+    k, pos = local_match(buf, n, indexed, head, prev, mask, 1, local_occ, 4 * local_occ)
     if k > 0:
         l_tok, l_par, l_cnt = rows_trie(buf, n, pos, local_depth, local_nodes)
     else:

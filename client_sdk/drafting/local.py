@@ -35,20 +35,35 @@ class LocalIndex:
         self.buf = np.zeros(cap, dtype=np.int32)
         self.head = np.full((max_ngram, self.mask + 1), -1, dtype=np.int32)
         self.prev = np.full((max_ngram, cap + 1), -1, dtype=np.int32)
-        self.n = 0
+        self.n = 0  # tokens written
+        self.indexed = 0  # positions whose n-grams are indexed (``write`` leaves the rest to ``index_pending``)
         self.generation = 0  # counts reallocations of buf / prev (a LocalArena re-reads them then)
         self.extend(prompt)
 
     def state(self, use: bool = True) -> kernels.LocalState:
         """The index as the drafting kernel takes it (``use=False``: drafts ignore this text)."""
-        return kernels.LocalState(self.buf, self.n if use else 0, self.head, self.prev, self.mask)
+        return kernels.LocalState(self.buf, self.n if use else 0, self.indexed, self.head, self.prev, self.mask)
 
     def extend(self, tokens) -> None:
-        """Append committed tokens (accepted + bonus)."""
+        """Append committed tokens (accepted + bonus), indexed at once."""
         tokens = np.asarray(tokens, dtype=np.int32)
+        self.index_pending()
         if self.n + tokens.shape[0] > self.buf.shape[0]:
             self._grow(self.n + tokens.shape[0])
-        self.n = kernels.local_append(self.buf, self.n, tokens, self.head, self.prev, self.mask)
+        self.n = self.indexed = kernels.local_append(self.buf, self.n, tokens, self.head, self.prev, self.mask)
+
+    def write(self, tokens: list[int]) -> None:
+        """Append committed tokens without indexing their n-grams yet (``index_pending`` does,
+        later: matching scans the pending positions directly, so drafts are the same meanwhile)."""
+        self.index_pending()
+        self.reserve(len(tokens))
+        self.buf[self.n : self.n + len(tokens)] = tokens
+        self.n += len(tokens)
+
+    def index_pending(self) -> None:
+        if self.indexed < self.n:
+            kernels.local_index(self.buf, self.indexed, self.n, self.head, self.prev, self.mask)
+            self.indexed = self.n
 
     def reserve(self, count: int) -> None:
         """Room for ``count`` more tokens (reallocating, as ``extend`` would, when short)."""
@@ -72,7 +87,8 @@ class LocalIndex:
 
     def continuation(self, depth: int, max_occ: int = 8, max_nodes: int = 64, min_match: int = 1) -> ContinuationTree:
         """Trie of what followed the most recent earlier occurrences of the longest matching suffix."""
-        k, pos = kernels.local_match(self.buf, self.n, self.head, self.prev, self.mask, min_match, max_occ, 4 * max_occ)
+        k, pos = kernels.local_match(self.buf, self.n, self.indexed, self.head, self.prev, self.mask, min_match, max_occ,
+                                     4 * max_occ)
         if k == 0:
             return ContinuationTree.empty()
         tok, par, cnt = kernels.rows_trie(self.buf, self.n, pos, depth, max_nodes)
@@ -170,23 +186,40 @@ class IndexBatch(NamedTuple):
 SMALL_APPEND = 32
 
 
-def extend_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[int]]) -> None:
-    """``indexes[i].extend(tokens[i])`` for every i, in one compiled call (per index for a
-    small batch). The indexes must be distinct."""
+def write_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[int]]) -> None:
+    """``indexes[i].write(tokens[i])`` for every i, in one compiled call (per index for a small
+    batch): the step's tokens written, their n-grams left to ``index_many``. The indexes must
+    be distinct."""
     if len(indexes) < SMALL_APPEND:
         for local, toks in zip(indexes, tokens):
-            local.extend(toks)
+            local.write(toks)
         return
-    lengths, ns, masks = [], [], []
+    lengths, ns, indexed, masks = [], [], [], []
     for local, toks in zip(indexes, tokens):  # one pass: room for the new tokens, the kernel's inputs
         local.reserve(len(toks))
         lengths.append(len(toks))
         ns.append(local.n)
+        indexed.append(local.indexed)
         masks.append(local.mask)
     offs = np.zeros(len(tokens) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offs[1:])
     new = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
-    out = kernels.append_rows(arena.bufs, arena.heads, arena.prevs, arena.slots(indexes), np.asarray(ns, dtype=np.int64),
-                              np.asarray(masks, dtype=np.int64), new, offs).tolist()
-    for local, n in zip(indexes, out):
-        local.n = n
+    out = kernels.write_rows(arena.bufs, arena.heads, arena.prevs, arena.slots(indexes), np.asarray(ns, dtype=np.int64),
+                             np.asarray(indexed, dtype=np.int64), np.asarray(masks, dtype=np.int64), new, offs).tolist()
+    for local, n, done in zip(indexes, out, ns):
+        local.n, local.indexed = n, done
+
+
+def index_many(arena: LocalArena, indexes: list[LocalIndex]) -> None:
+    """``index_pending`` of every index, in one compiled call (per index for a small batch)."""
+    pending = [x for x in indexes if x.indexed < x.n]
+    if len(pending) < SMALL_APPEND:
+        for local in pending:
+            local.index_pending()
+        return
+    kernels.index_rows(arena.bufs, arena.heads, arena.prevs, arena.slots(pending),
+                       np.fromiter((x.indexed for x in pending), dtype=np.int64, count=len(pending)),
+                       np.fromiter((x.n for x in pending), dtype=np.int64, count=len(pending)),
+                       np.fromiter((x.mask for x in pending), dtype=np.int64, count=len(pending)))
+    for local in pending:
+        local.indexed = local.n

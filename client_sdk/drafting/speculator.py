@@ -30,7 +30,7 @@ from client_sdk.drafting.cache import TrieCache, pad_tail, splice, tail_key, tai
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import ask_for_ends, descend, path_nodes, pick_ends
-from client_sdk.drafting.local import IndexBatch, LocalArena, extend_many
+from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState
 from client_sdk.drafting.tree import Calibration
@@ -76,6 +76,7 @@ class Speculator:
         self.counts = {"asked": 0, "prefetched": 0, "arrived": 0, "contexts": 0, "not_indexed": 0}
         self._requests: dict[object, RequestState] = {}
         self.arena = LocalArena()  # the requests' own-text indexes, as the compiled kernels read them
+        self._unindexed: list = []  # own-text indexes the last commit wrote to, their n-grams not yet indexed
         self._lengths = (config.draft.remote_match,) + tuple(config.draft.remote_suffixes)
         self._outstanding = False  # a prefetch for the next step is in flight
         # ends prefetched per request now: halved when a prefetch comes back late (a smaller ask
@@ -431,8 +432,9 @@ class Speculator:
             req.pick = picks[i] if picks is not None and toks else None
             if toks:
                 req.bonus = toks[-1]
-        if ready:
-            extend_many(self.arena, ready, ready_tokens)
+        if ready:  # their n-grams are indexed in prefetch, beside the GPU (drafts meanwhile are the same)
+            write_many(self.arena, ready, ready_tokens)
+        self._unindexed = ready
 
     def observe_step(self, batch: int, width: int, seconds: float) -> None:
         """The measured time of a step of this verify width (1 + draft tokens), drafting excluded:
@@ -448,6 +450,8 @@ class Speculator:
         level deeper than drafting needs. Skipped while the next step would not draft."""
         self._prefetching = True
         self._assign_trees()
+        index_many(self.arena, self._unindexed)
+        self._unindexed = []
         self._learn()
         if (self.remote is None or not self.config.prefetch_outcomes or not self.drafter.asks_datastore
                 or (self.planner is not None and not self.planner.may_draft_next())):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from client_sdk.drafting import kernels, step_kernels
-from client_sdk.drafting.local import SMALL_APPEND, LocalArena, LocalIndex, extend_many
+from client_sdk.drafting.local import SMALL_APPEND, LocalArena, LocalIndex, index_many, write_many
 from client_sdk.types import DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -112,9 +112,10 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
                               for b, x in enumerate(indexes)])
     slots = arena.slots(indexes) if slots is None else slots
     ns = np.fromiter((x.n if x is not None and use_local else 0 for x in indexes), dtype=np.int64, count=len(indexes))
+    indexed = np.fromiter((x.indexed if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     masks = np.fromiter((x.mask if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     tok, par, score, cells, offs = kernels.draft_rows(
-        arena.bufs, arena.heads, arena.prevs, slots, ns, masks,
+        arena.bufs, arena.heads, arena.prevs, slots, ns, indexed, masks,
         kernels.RemoteTries(remote.tokens, remote.parents, remote.counts, remote.node_offsets, remote.match_lengths),
         per, kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, budget, max_depth, max_children, COMBINE[combine]),
         cal.table, K_BUCKETS,
@@ -131,8 +132,9 @@ def warm_up() -> None:
     arena = LocalArena()
     rows = [LocalIndex([1, 2, 3, 1, 2], max_ngram=3, capacity=4) for _ in range(SMALL_APPEND)]  # the batched kernels' size
     draft_batch(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
-    extend_many(arena, rows, [[1, 2] * 64] * len(rows))  # reallocates: the arena re-reads (typed lists' setitem)
-    draft_batch(arena, rows, NO_TRIES, 0, Calibration(), budget=4)
+    write_many(arena, rows, [[1, 2] * 64] * len(rows))  # reallocates: the arena re-reads (typed lists' setitem)
+    draft_batch(arena, rows, NO_TRIES, 0, Calibration(), budget=4)  # with positions pending
+    index_many(arena, rows)
     local.continuation(depth=2)
     # the kernels around drafting: outcome descent, the single-token table, the verify layout, what it accepted
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
