@@ -211,6 +211,16 @@ class DraftBatch:
         return out
 
 
+@dataclasses.dataclass
+class StepTimes:
+    """What the last ``draft`` call spent: the datastore wait and the drafting itself (seconds),
+    and per request the match length of its longest datastore suffix (0: none or no answer)."""
+
+    lookup_s: float = 0.0
+    draft_s: float = 0.0
+    match_lengths: list[int] = dataclasses.field(default_factory=list)
+
+
 class TrieSource(Protocol):
     """Where a step's datastore tries come from (client_sdk.transport.source.RemoteSource, or an
     in-process datastore in the benchmarks): start a lookup, then collect it within a deadline

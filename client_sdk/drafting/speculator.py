@@ -18,7 +18,6 @@ sink are thread-safe themselves; long prompts are indexed in a background thread
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -35,23 +34,13 @@ from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState
 from client_sdk.drafting.tree import Calibration
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
-from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, TrieSource
+from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
 from sssd_wire.types import TrieBatch
 
 STEP_KEY = "next-step"
 FILL_KEY = "cache-fill"
 FRESH_KEY = "missed-now"
 ON_TIME = 8  # prefetches in time before one more outcome per request is asked for (see _pace)
-
-
-@dataclasses.dataclass
-class StepTimes:
-    """What the last ``draft`` call spent: the datastore wait and the drafting itself (seconds),
-    and per request the match length of its longest datastore suffix (0: none or no answer)."""
-
-    lookup_s: float = 0.0
-    draft_s: float = 0.0
-    match_lengths: list[int] = dataclasses.field(default_factory=list)
 
 
 def _ints(tokens) -> list[int]:
