@@ -90,3 +90,49 @@ def test_an_unknown_request_fails_the_commit_before_anything_changes():
     with pytest.raises(KeyError):
         spec.commit_many(["r", "gone"], [[4], [5]])
     assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3] and spec._requests["r"].last == 3
+
+
+def _zero_wait_run(docs, prompts, truths, steps, small):
+    """Zero-wait steps (prefetch, the trie cache, the single-token table) of a batch of requests
+    whose committed tokens follow ``truths``; returns every step's drafts as (tokens, offsets)."""
+    from client_sdk.drafting import outcomes as outcomes_module
+    from client_sdk.runtime import lookup_options
+    from sssd.bench.replay import InProcessDatastore, InProcessSource
+
+    config = SpeculatorConfig(fixed_budget=6, background_index_tokens=0)
+    ds = InProcessDatastore(docs, 20)
+    remote = InProcessSource(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True))
+    with mock.patch.object(speculator_module, "SMALL_BATCH", small), \
+            mock.patch.object(outcomes_module, "SMALL_BATCH", small), mock.patch.object(local_module, "SMALL_APPEND", small):
+        spec = Speculator(config, remote=remote, vocab_size=20)
+        assert spec.wait_for_unigrams(30)
+        ids = list(range(len(prompts)))
+        for i, p in enumerate(prompts):
+            spec.start(i, p)
+        seen, out = [len(p) for p in prompts], []
+        for _ in range(steps):
+            batch = spec.draft_batch(ids, budget=6)
+            out.append((batch.tokens.tolist(), batch.offsets.tolist()))
+            spec.prefetch(ids)
+            new = []
+            for i in ids:
+                tree = spec.tree(i)
+                truth = truths[i][seen[i] - len(prompts[i]):]
+                path = tree.longest_match(np.asarray(truth[:6], np.int32)) if tree is not None else []
+                new.append(list(truth[: len(path) + 1]))
+                seen[i] += len(new[-1])
+            spec.commit_drafted(ids, new)
+        spec.close()
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 12).flatmap(lambda n: st.tuples(
+    st.lists(st.lists(st.integers(0, 5), min_size=4, max_size=40), min_size=1, max_size=6),
+    st.lists(st.lists(st.integers(0, 5), min_size=1, max_size=6), min_size=n, max_size=n),
+    st.lists(st.lists(st.integers(0, 5), min_size=30, max_size=30), min_size=n, max_size=n))))
+def test_zero_wait_steps_draft_alike_batched_and_one_request_at_a_time(case):
+    """The batched paths of a zero-wait step (outcome table, cache keys from the tails array,
+    deferred indexing) give the drafts the per-request paths give."""
+    docs, prompts, truths = case
+    assert _zero_wait_run(docs, prompts, truths, 6, 0) == _zero_wait_run(docs, prompts, truths, 6, 10_000)

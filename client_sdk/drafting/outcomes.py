@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from client_sdk.drafting import step_kernels
-from client_sdk.types import DraftBatch, DraftTree
+from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
 ROOT = -1
@@ -94,6 +94,12 @@ def pick_ends(ends: np.ndarray, batch: DraftBatch, rows, end, valid) -> list[lis
     rows[i] is its draft's row in ``batch`` (-1: none), end[i] the last node of the path it
     accepted (-1: nothing accepted), valid[i] whether its committed tokens are that path and a
     bonus token (else the answers are for another context)."""
+    if len(rows) < SMALL_BATCH:  # a few requests: Python ints are cheaper than numpy calls
+        offsets, nodes, out = batch.offsets.tolist(), batch.tokens.shape[0], []
+        for row, e, ok in zip(rows, end, valid):
+            got = ends[offsets[row] + e if e >= 0 else nodes + row] if row >= 0 and ok else None
+            out.append(got.tolist() if got is not None and got[0] >= 0 else None)
+        return out
     rows, end = np.asarray(rows, dtype=np.int64), np.asarray(end, dtype=np.int64)
     ok = (rows >= 0) & np.asarray(valid, dtype=bool)
     at = np.where(end >= 0, batch.offsets[np.maximum(rows, 0)] + end, batch.tokens.shape[0] + rows)

@@ -274,20 +274,25 @@ class Speculator:
             return batch, indexes
         offs = batch.node_offsets
         empty = np.flatnonzero(offs[1:] == offs[:-1])
-        if settled >= 0:
-            empty = empty[empty % per != settled]
         missing: dict[bytes, list[int]] = {}
-        tails = np.zeros((0, self._width), dtype=np.int32)  # the empty tries' contexts, -1 before the tail
-        if empty.shape[0]:
-            indexes, ends = indexes.tails(self._width)
-            for i in np.flatnonzero(indexes.slots < 0).tolist():  # not indexed yet: the request keeps its end
-                ends[i] = pad_tail(reqs[i].tail(self._width), self._width)
-            tails = ends[empty // per]
-            tails[np.arange(self._width) < self._width - np.asarray(self._lengths)[empty % per, None]] = -1
-            keys = tail_keys(tails)
-            for j, key in zip(empty.tolist(), keys):
-                missing.setdefault(key, []).append(j)
-            row_of = dict(zip(keys, range(len(keys))))
+        tails, keys = [], []  # the empty tries' contexts, -1 before the tail; their cache keys
+        if len(reqs) < SMALL_BATCH:  # a few requests: a tail each is cheaper than the arrays
+            empty = [j for j in empty.tolist() if j % per != settled]
+            tails = [pad_tail(reqs[j // per].tail(self._lengths[j % per]), self._width) for j in empty]
+            keys = [t.tobytes() for t in tails]
+        else:
+            empty = empty[empty % per != settled]
+            if empty.shape[0]:
+                indexes, ends = indexes.tails(self._width)
+                for i in np.flatnonzero(indexes.slots < 0).tolist():  # not indexed yet: the request keeps its end
+                    ends[i] = pad_tail(reqs[i].tail(self._width), self._width)
+                tails = ends[empty // per]
+                tails[np.arange(self._width) < self._width - np.asarray(self._lengths)[empty % per, None]] = -1
+                keys = tail_keys(tails)
+                empty = empty.tolist()
+        for j, key in zip(empty, keys):
+            missing.setdefault(key, []).append(j)
+        row_of = dict(zip(keys, range(len(keys))))
         found = self.cache.pop_found(missing) if self.cache is not None and missing else {}
         if self._fresh_keys and missing:  # the committed contexts' own lookups (see committed())
             left = self.config.lookup_deadline_s - (time.perf_counter() - start)
