@@ -28,7 +28,7 @@ from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import TrieCache, pad_tail, splice, tail_key, tail_keys, take, unpad
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
-from client_sdk.drafting.outcomes import ask_for_ends, descend, path_nodes, pick_ends
+from client_sdk.drafting.outcomes import ask_for_ends, descend, pick_ends
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState
@@ -480,10 +480,7 @@ class Speculator:
     def _learn(self) -> None:
         for entry in self._to_learn:
             if len(entry) == 3:  # a step's drafts, the rows learned from and their accepted paths' last nodes
-                batch, rows, ends = entry
-                trees = batch.trees()
-                for row, end in zip(rows.tolist(), ends.tolist()):
-                    self.calibration.update(trees[row], path_nodes(trees[row], end))
+                self.calibration.update_rows(*entry)
             else:
                 self.calibration.update(*entry)
         self._to_learn.clear()

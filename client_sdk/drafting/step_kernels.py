@@ -144,6 +144,26 @@ def accepted_rows(tok, par, offs, rows, new, new_offs):
 
 
 @numba.njit(**OPTS)
+def tested_rows(par, offs, rows, ends):
+    """What verifying drafts rows[i] (nodes offs[r] .. offs[r + 1] of par, parents local to the
+    row) tested and accepted, when each accepted the root path ending at node ends[i] (-1:
+    nothing): per node of the batch, (tested: its parent was accepted or it is a root child,
+    hit: it was accepted). Nodes of other rows are neither."""
+    n = par.shape[0]
+    tested = np.zeros(n, dtype=np.bool_)
+    hit = np.zeros(n, dtype=np.bool_)
+    for i in range(rows.shape[0]):
+        a = offs[rows[i]]
+        node = ends[i]
+        while node >= 0:
+            hit[a + node] = True
+            node = par[a + node]
+        for j in range(a, offs[rows[i] + 1]):
+            tested[j] = par[j] < 0 or hit[a + par[j]]
+    return tested, hit
+
+
+@numba.njit(**OPTS)
 def fixed_width_rows(roots, tok, par, offs, width):
     """A batch of drafts in SGLang's NGRAM verify layout, in one call.
 

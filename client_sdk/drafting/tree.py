@@ -58,8 +58,19 @@ class Calibration:
         on_path = np.zeros(len(tree), dtype=bool)
         on_path[accepted] = True
         tested = np.where(tree.parents < 0, True, on_path[np.maximum(tree.parents, 0)])
-        cells = tree.cells[tested].reshape(-1, 4)
-        hit = np.repeat(on_path[tested], tree.cells.shape[1])
+        self._count(tree.cells[tested], on_path[tested])
+
+    def update_rows(self, batch: DraftBatch, rows: np.ndarray, ends: np.ndarray) -> None:
+        """``update`` for a step's drafts at once: row rows[i] of ``batch`` accepted the root path
+        ending at its node ends[i] (-1: nothing); one count over all their tested nodes."""
+        if rows.shape[0]:
+            tested, hit = step_kernels.tested_rows(batch.parents, batch.offsets, rows, ends)
+            self._count(batch.cells[tested], hit[tested])
+
+    def _count(self, node_cells: np.ndarray, accepted: np.ndarray) -> None:
+        """Add tested nodes (cells [n, S, 4], whether each was accepted) to the counts."""
+        cells = node_cells.reshape(-1, 4)
+        hit = np.repeat(accepted, node_cells.shape[1])
         present = cells[:, 0] >= 0
         idx = tuple(cells[present].T.astype(np.intp))
         np.add.at(self.tests, idx, 1.0)
@@ -144,3 +155,4 @@ def warm_up() -> None:
     step_kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)
     step_kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
                                np.zeros(2, dtype=np.int64))
+    step_kernels.tested_rows(one.parents, np.zeros(2, dtype=np.int64), z, z - 1)
