@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from client_sdk.drafting import kernels, step_kernels
-from client_sdk.drafting.local import SMALL_APPEND, LocalArena, LocalIndex, index_many, write_many
+from client_sdk.drafting.local import SMALL_APPEND, IndexBatch, LocalArena, LocalIndex, index_many, write_many
 from client_sdk.types import DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -147,6 +147,10 @@ def warm_up() -> None:
     draft_batch(arena, rows, NO_TRIES, 0, Calibration(), budget=4)  # with positions pending
     index_many(arena, rows)
     local.continuation(depth=2)
+    local.write([1])  # a pending position: matched by scanning, then indexed on its own
+    local.continuation(depth=2)
+    local.index_pending()
+    IndexBatch(arena, rows).tails(4)
     # the kernels around drafting: outcome descent, the single-token table, the verify layout, what it accepted
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
     step_kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z)
