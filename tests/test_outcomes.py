@@ -112,3 +112,55 @@ def test_descend_keeps_a_trie_whole_without_a_bonus_and_empties_a_missing_source
     whole = descend(pre, np.array([0, -1]), np.array([-1, 3]))
     assert whole.trie(0).tokens.tolist() == pre.trie(0).tokens.tolist() and whole.trie(0).match_length == 2
     assert len(whole.trie(1).tokens) == 0 and whole.trie(1).match_length == 0
+
+
+def reference_ask(batch, rows, histories, k, lengths):
+    """ask_for_ends written with candidates() and path_tokens() per draft, one dict of contexts."""
+    from client_sdk.drafting.cache import unpad
+
+    contexts, index = [], {}
+    ends = np.full((batch.tokens.shape[0] + len(batch), len(lengths)), -1, dtype=np.int64)
+    trees = batch.trees()
+    for row, history in zip(rows, histories):
+        tree = trees[row]
+        for node in candidates(tree, k):
+            end = np.concatenate([unpad(history), np.asarray(path_tokens(tree, node), dtype=np.int32)])
+            slots = []
+            for n in lengths:
+                key = end[-n:].tobytes()
+                if key not in index:
+                    index[key] = len(contexts)
+                    contexts.append(end[-n:])
+                slots.append(index[key])
+            ends[batch.offsets[row] + node if node >= 0 else batch.tokens.shape[0] + row] = slots
+    return [c.tolist() for c in contexts], ends
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 6), st.floats(0.01, 1.0)), max_size=10), min_size=1, max_size=6),
+       st.integers(1, 5), st.data())
+def test_ask_for_ends_equals_candidates_per_draft(rows_nodes, k, data):
+    """The step's likely ends in one compiled pass ask what candidates() and path_tokens() give
+    per draft, deduplicated in the same order, and map each end to the same contexts."""
+    from client_sdk.drafting.cache import pad_tail
+    from client_sdk.drafting.outcomes import ask_for_ends
+    from client_sdk.types import DraftBatch
+
+    trees = []
+    for nodes in rows_nodes:  # random trees, scores never increasing down a path
+        tokens, parents, scores = [], [], []
+        for i, (tok, s) in enumerate(nodes):
+            parent = data.draw(st.integers(-1, i - 1))
+            tokens.append(tok)
+            parents.append(parent)
+            scores.append(s if parent < 0 else scores[parent] * s)
+        trees.append(tree(tokens, parents, scores))
+    batch = DraftBatch.of(trees)
+    rows = data.draw(st.lists(st.integers(0, len(trees) - 1), unique=True, min_size=1))
+    histories = np.stack([pad_tail(np.asarray(data.draw(st.lists(st.integers(0, 6), max_size=5)), np.int32), 4)
+                          for _ in rows])
+    lengths = (4, 2, 1)
+    contexts, ends = ask_for_ends(batch, np.asarray(rows, dtype=np.int64), histories, k, lengths)
+    want_contexts, want_ends = reference_ask(batch, rows, histories, k, lengths)
+    assert [c.tolist() for c in contexts] == want_contexts
+    np.testing.assert_array_equal(ends, want_ends)

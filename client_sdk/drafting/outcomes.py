@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from client_sdk.drafting import step_kernels
+from client_sdk.drafting.cache import tail_keys, unpad
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -62,31 +63,30 @@ def path_tokens(tree: DraftTree, node: int) -> list[int]:
     return out[::-1]
 
 
-def ask_for_ends(batch: DraftBatch, drafted: list[tuple[int, DraftTree, np.ndarray]], per_request: int,
+def ask_for_ends(batch: DraftBatch, rows: np.ndarray, history: np.ndarray, per_request: int,
                  lengths: tuple[int, ...]) -> tuple[list[np.ndarray], np.ndarray]:
-    """What to ask the datastore while ``batch`` verifies: the contexts of each draft's
-    ``per_request`` likeliest ends, each cut to every suffix length in ``lengths``, deduplicated;
-    and the table of where each end's answers will be: row offsets[b] + v for node v of draft b,
-    row N + b for "nothing accepted" (N: the batch's nodes), one column per suffix length, -1 for
-    an end not asked. drafted: (row, its tree, the request's last max(lengths) tokens)."""
-    contexts: list[np.ndarray] = []
+    """What to ask the datastore while ``batch`` verifies: the contexts of the ``per_request``
+    likeliest ends of each draft rows[i] (``candidates``' order), each cut to every suffix length
+    in ``lengths``, deduplicated in that order; and the table of where each end's answers will
+    be: row offsets[b] + v for node v of draft b, row N + b for "nothing accepted" (N: the
+    batch's nodes), one column per suffix length, -1 for an end not asked. history[i]: the
+    request's last max(lengths) tokens, -1 before a shorter text (``cache.pad_tail``)."""
+    width = history.shape[1]
+    ends = np.full((batch.tokens.shape[0] + len(batch), len(lengths)), -1, dtype=np.int64)
+    if not rows.shape[0] or per_request <= 0:
+        return [], ends
+    owner, node, ctx = step_kernels.likely_ends(batch.tokens, batch.parents, batch.scores, batch.offsets, rows,
+                                                history, per_request)
+    cut = np.arange(width) < width - np.asarray(lengths)[:, None]  # [S, W]: the positions each length drops
+    asked = np.where(cut[None], np.int32(-1), ctx[:, None, :]).reshape(-1, width)  # end by end, length by length
     index: dict[bytes, int] = {}
-    nodes = batch.tokens.shape[0]
-    ends = np.full((nodes + len(batch), len(lengths)), -1, dtype=np.int64)
-    offsets = batch.offsets.tolist()
-    for row, tree, history in drafted:
-        for node in candidates(tree, per_request):
-            end = np.concatenate([history, np.asarray(path_tokens(tree, node), dtype=np.int32)])
-            slots = []
-            for k in lengths:
-                ctx = end[-k:]
-                key = ctx.tobytes()
-                if key not in index:
-                    index[key] = len(contexts)
-                    contexts.append(ctx)
-                slots.append(index[key])
-            ends[offsets[row] + node if node >= 0 else nodes + row] = slots
-    return contexts, ends
+    slots = [index.setdefault(key, len(index)) for key in tail_keys(asked)]
+    row = rows[owner]
+    at = np.where(node >= 0, batch.offsets[row] + node, batch.tokens.shape[0] + row)
+    ends[at] = np.asarray(slots, dtype=np.int64).reshape(-1, len(lengths))
+    first = np.full(len(index), -1, dtype=np.int64)
+    first[np.asarray(slots)[::-1]] = np.arange(len(slots) - 1, -1, -1)  # each context's first asking row
+    return [unpad(asked[j]) for j in first.tolist()], ends
 
 
 def pick_ends(ends: np.ndarray, batch: DraftBatch, rows, end, valid) -> list[list[int] | None]:

@@ -11,6 +11,11 @@ from client_sdk.drafting.local import LocalIndex
 from client_sdk.types import DraftTree
 
 
+def ints(tokens) -> list[int]:
+    """Committed tokens as a list of Python ints (from a list, an array or any iterable)."""
+    return tokens.tolist() if isinstance(tokens, np.ndarray) else tokens if isinstance(tokens, list) else list(tokens)
+
+
 NO_TREE = DraftTree.empty()  # the tree of a request not drafted for (shared: trees are never modified in place)
 
 

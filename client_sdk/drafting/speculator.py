@@ -31,7 +31,7 @@ from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import ask_for_ends, descend, pick_ends
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
-from client_sdk.drafting.requests import NO_TREE, RequestState
+from client_sdk.drafting.requests import NO_TREE, RequestState, ints
 from client_sdk.drafting.tree import Calibration
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
@@ -41,10 +41,6 @@ STEP_KEY = "next-step"
 FILL_KEY = "cache-fill"
 FRESH_KEY = "missed-now"
 ON_TIME = 8  # prefetches in time before one more outcome per request is asked for (see _pace)
-
-
-def _ints(tokens) -> list[int]:
-    return tokens.tolist() if isinstance(tokens, np.ndarray) else tokens if isinstance(tokens, list) else list(tokens)
 
 
 class Speculator:
@@ -283,9 +279,7 @@ class Speculator:
         else:
             empty = empty[empty % per != settled]
             if empty.shape[0]:
-                indexes, ends = indexes.tails(self._width)
-                for i in np.flatnonzero(indexes.slots < 0).tolist():  # not indexed yet: the request keeps its end
-                    ends[i] = pad_tail(reqs[i].tail(self._width), self._width)
+                indexes, ends = self._tails(reqs, indexes)
                 tails = ends[empty // per]
                 tails[np.arange(self._width) < self._width - np.asarray(self._lengths)[empty % per, None]] = -1
                 keys = tail_keys(tails)
@@ -305,6 +299,14 @@ class Speculator:
         if left > 0 and missing:
             found.update(self._ask_now(missing, left))
         return splice(batch, found), indexes
+
+    def _tails(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[IndexBatch, np.ndarray]:
+        """(indexes with their slots, [len(reqs), W] int32: each request's last W tokens, -1 before
+        a shorter text), W = the longest suffix asked."""
+        indexes, ends = indexes.tails(self._width)
+        for i in np.flatnonzero(indexes.slots < 0).tolist():  # not indexed yet: the request keeps its end
+            ends[i] = pad_tail(reqs[i].tail(self._width), self._width)
+        return indexes, ends
 
     def _pace(self, arrived: bool) -> None:
         """Size the next prefetch by whether this one arrived in time (additive increase,
@@ -358,7 +360,7 @@ class Speculator:
         """``commit`` for a step's requests at once: tokens[i] (ints), trees[i] and accepted[i]
         (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
         reqs = self._committing(request_ids)
-        tokens = [_ints(t) for t in tokens]
+        tokens = [ints(t) for t in tokens]
         trees = trees if trees is not None else [None] * len(reqs)
         accepted = accepted if accepted is not None else [None] * len(reqs)
         picks = None
@@ -386,7 +388,7 @@ class Speculator:
             self.commit_many(request_ids, tokens, trees, paths)
             return
         reqs = self._committing(request_ids)
-        tokens = [t if type(t) is list else _ints(t) for t in tokens]
+        tokens = [t if type(t) is list else ints(t) for t in tokens]
         rows = np.fromiter((row_of.get(rid, -1) for rid in request_ids), dtype=np.int64, count=len(reqs))
         counts = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(reqs))
         offs = np.zeros(len(reqs) + 1, dtype=np.int64)
@@ -452,9 +454,11 @@ class Speculator:
             self._drop_prefetch()
             return
         batch, row_of = self._step
-        rows = [(row_of.get(rid), self._requests[rid]) for rid in request_ids]
-        contexts, self._ends = ask_for_ends(batch, [(row, r.tree, r.tail(max(self._lengths))) for row, r in rows
-                                                    if row is not None], self.outcomes_now, self._lengths)
+        drafted = [rid for rid in request_ids if rid in row_of]  # the others have no end to expect
+        reqs = [self._requests[rid] for rid in drafted]
+        contexts, self._ends = ask_for_ends(
+            batch, np.fromiter((row_of[rid] for rid in drafted), dtype=np.int64, count=len(drafted)),
+            self._tails(reqs, IndexBatch(self.arena, [r.index() for r in reqs]))[1], self.outcomes_now, self._lengths)
         self.remote.request(STEP_KEY, contexts)
         self._outstanding = True
         self.counts["contexts"] += len(contexts)

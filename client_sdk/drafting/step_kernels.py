@@ -144,6 +144,67 @@ def accepted_rows(tok, par, offs, rows, new, new_offs):
 
 
 @numba.njit(**OPTS)
+def likely_ends(tok, par, scores, offs, rows, hist, k):
+    """The k likeliest ends of verifying drafts rows[i] (nodes offs[r] .. offs[r + 1]; scores
+    are acceptance probabilities), as ``outcomes.candidates`` orders them, and the context each
+    leaves: returns (owner [m]: i, node [m]: local node, -1 for nothing accepted, context [m, W]:
+    the last W tokens of hist[i] (the request's last W, -1 before a shorter text) followed by
+    the path's tokens, -1 before a shorter one)."""
+    w = hist.shape[1]
+    nr = rows.shape[0]
+    owner = np.empty(nr * k, dtype=np.int64)
+    node = np.empty(nr * k, dtype=np.int64)
+    ctx = np.full((nr * k, w), -1, dtype=np.int32)
+    path = np.empty(64, dtype=np.int32)
+    m = 0
+    for i in range(nr):
+        a, b = offs[rows[i]], offs[rows[i] + 1]
+        n = b - a
+        under = np.zeros(n)
+        first = 0.0
+        for j in range(n):  # in node order, as outcomes.deepest_probabilities sums them
+            if par[a + j] >= 0:
+                under[par[a + j]] += scores[a + j]
+            else:
+                first += scores[a + j]
+        root = max(1.0 - first, 0.0)
+        p = np.empty(n)
+        for j in range(n):
+            p[j] = max(scores[a + j] - under[j], 0.0)
+        taken = np.zeros(n, dtype=np.bool_)
+        root_done = False
+        for _ in range(k):
+            best = -1
+            for j in range(n):  # the likeliest node not taken yet (ties: the lower index)
+                if not taken[j] and (best < 0 or p[j] > p[best]):
+                    best = j
+            if not root_done and (best < 0 or p[best] < root):  # nodes tied with the root come first
+                v = -1
+                root_done = True
+            elif best < 0:
+                break
+            else:
+                v = best
+                taken[best] = True
+            owner[m] = i
+            node[m] = v
+            d = 0
+            u = v
+            while u >= 0:
+                path[d] = tok[a + u]
+                d += 1
+                u = par[a + u]
+            for q in range(w):  # the last w of hist ++ path (path stored leaf first)
+                back = w - 1 - q  # tokens from the end
+                if back < d:
+                    ctx[m, q] = path[back]
+                else:
+                    ctx[m, q] = hist[i, w - 1 - (back - d)]
+            m += 1
+    return owner[:m], node[:m], ctx[:m]
+
+
+@numba.njit(**OPTS)
 def tested_rows(par, offs, rows, ends):
     """What verifying drafts rows[i] (nodes offs[r] .. offs[r + 1] of par, parents local to the
     row) tested and accepted, when each accepted the root path ending at node ends[i] (-1:
