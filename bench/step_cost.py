@@ -13,7 +13,9 @@ serving simulation, ``sssd bench serve-sim``, measures it as part of the whole).
     .venv/bin/python bench/step_cost.py [--batch-sizes 16,64] [--steps 150]
 
 Prints JSON: per batch size, p50 / mean / p99 of the drafted steps' critical path (µs, whole
-batch, wall time after 10 warm-up steps) and tau. Two builds compare best run at the same time
+batch, wall time after 10 warm-up steps), p50 / mean of the CPU the step's ``prefetch`` takes
+beside the GPU (µs of thread CPU time, the in-process lookups it answers left out: a service
+does those), and tau. Two builds compare best run at the same time
 (one core each), as ratios per pair: the box's load then hits both alike. The traffic loop
 repeats the serving simulation's on purpose, using only what older trees have too (BatchDrafter,
 serve_sim._Slot, SpeculatorConfig through the speculator module), so that this script runs over an earlier commit with ``PYTHONPATH=<its tree>``.
@@ -42,8 +44,12 @@ WARMUP = 10
 class AnsweredAtOnce(replay.InProcessSource):
     """Lookups answered when asked (at prefetch, beside the GPU), so every one is in by the next step."""
 
+    lookup_cpu_s = 0.0  # thread CPU time the lookups took (a service's work, not the worker's)
+
     def request(self, key, contexts) -> None:
+        start = time.thread_time()
         self._pending[key] = self.lookup(contexts, self.options)
+        self.lookup_cpu_s += time.thread_time() - start
 
     def collect(self, key, contexts, deadline_s: float):
         return self._pending.pop(key, None)
@@ -53,8 +59,8 @@ def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, step
     config = SpeculatorConfig()
     widths = config.planner.widths
     flat = forward_time(PRESETS[HARDWARE], LLAMA_8B, batch, 1, 1024)
-    spec = build_speculator(costs=StepCosts({(batch, n): flat for n in widths}), config=config,
-                            remote=AnsweredAtOnce(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True)),
+    remote = AnsweredAtOnce(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True))
+    spec = build_speculator(costs=StepCosts({(batch, n): flat for n in widths}), config=config, remote=remote,
                             vocab_size=LLAMA_8B.vocab)
     spec.wait_for_unigrams(600)
     drafter = BatchDrafter(spec, widths[-1], LLAMA_8B.vocab, adaptive=True)
@@ -69,13 +75,16 @@ def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, step
         return slot
 
     slots = [admit() for _ in range(batch)]
-    critical, tokens = [], 0
+    critical, beside, tokens = [], [], 0
     for step in range(steps + WARMUP):
         views = [s.view() for s in slots]
         t0 = time.perf_counter()
         drafter.drafts(views, last_step_s=flat)
         t1 = time.perf_counter()
+        remote.lookup_cpu_s, c0 = 0.0, time.thread_time()
         drafter.prefetch([s.rid for s in slots])
+        if step >= WARMUP:
+            beside.append((time.thread_time() - c0 - remote.lookup_cpu_s) * 1e6)
         for s in slots:  # the verification outcome: the draft's longest path that matches the response
             tree = drafter.last_tree(s.rid)
             pos = len(s.output)
@@ -90,9 +99,10 @@ def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, step
                 drafter.forget([s.rid])
                 slots[i] = admit()
     spec.close()
-    c = np.asarray(critical)
+    c, b = np.asarray(critical), np.asarray(beside)
     return {"batch": batch, "drafted_steps": int(c.shape[0]), "critical_path_us": {
         "p50": round(float(np.median(c)), 1), "mean": round(float(c.mean()), 1), "p99": round(float(np.percentile(c, 99)), 1)},
+        "beside_cpu_us": {"p50": round(float(np.median(b)), 1), "mean": round(float(b.mean()), 1)},
         "tau": round(tokens / (steps * batch), 4)}
 
 
