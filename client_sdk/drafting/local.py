@@ -211,9 +211,11 @@ def write_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[i
 
 
 def index_many(arena: LocalArena, indexes: list[LocalIndex]) -> None:
-    """``index_pending`` of every index, in one compiled call (per index for a small batch)."""
+    """``index_pending`` of every index, in one compiled call. It runs beside the GPU, where the
+    batched call's fixed cost matters less than releasing the GIL once instead of once per index
+    (each release can hand it to the transport's threads, which are busy right after a prefetch)."""
     pending = [x for x in indexes if x.indexed < x.n]
-    if len(pending) < SMALL_APPEND:
+    if len(pending) < 2:
         for local in pending:
             local.index_pending()
         return
