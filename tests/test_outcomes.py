@@ -164,3 +164,22 @@ def test_ask_for_ends_equals_candidates_per_draft(rows_nodes, k, data):
     want_contexts, want_ends = reference_ask(batch, rows, histories, k, lengths)
     assert [c.tolist() for c in contexts] == want_contexts
     np.testing.assert_array_equal(ends, want_ends)
+
+
+@pytest.mark.parametrize("n", [3, 10])  # the per-request path and the batched one
+def test_pick_ends_reads_the_row_of_each_accepted_end(n):
+    from client_sdk.drafting.outcomes import pick_ends
+    from client_sdk.types import DraftBatch
+
+    batch = DraftBatch.of([tree([5, 6], [-1, 0], [0.9, 0.5]), tree([7], [-1], [0.4])])  # 3 nodes, 2 rows
+    ends = np.full((3 + 2, 2), -1, dtype=np.int64)
+    ends[1] = [10, 11]  # row 0, node 1
+    ends[3] = [20, 21]  # row 0, nothing accepted
+    ends[2] = [30, 31]  # row 1, node 0
+    cases = [(0, 1, True, [10, 11]), (0, -1, True, [20, 21]), (1, 0, True, [30, 31]), (0, 0, True, None),
+             (1, -1, True, None), (0, 1, False, None), (-1, 0, True, None)]  # not asked / not that path / not drafted
+    cases = (cases * 2)[:n]
+    rows, end, valid, want = zip(*cases)
+    assert pick_ends(ends, batch, list(rows), list(end), list(valid)) == list(want)
+    # a step that drafted nothing has an empty table: no row to read
+    assert pick_ends(np.full((0, 2), -1, np.int64), DraftBatch.empty(0), [-1] * n, [-1] * n, [True] * n) == [None] * n

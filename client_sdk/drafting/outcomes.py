@@ -102,6 +102,8 @@ def pick_ends(ends: np.ndarray, batch: DraftBatch, rows, end, valid) -> list[lis
         return out
     rows, end = np.asarray(rows, dtype=np.int64), np.asarray(end, dtype=np.int64)
     ok = (rows >= 0) & np.asarray(valid, dtype=bool)
+    if not ok.any():  # (also: an empty step's table has no row to read)
+        return [None] * rows.shape[0]
     at = np.where(end >= 0, batch.offsets[np.maximum(rows, 0)] + end, batch.tokens.shape[0] + rows)
     got = ends[np.where(ok, at, 0)]
     ok &= got[:, 0] >= 0
