@@ -205,8 +205,8 @@ class Speculator:
         if budget <= 0:
             self.last = StepTimes()
             return DraftBatch.empty(len(reqs))
-        t0 = time.perf_counter()
         indexes = IndexBatch(self.arena, [r.index() for r in reqs])
+        t0 = time.perf_counter()
         remote = NO_TRIES
         if self.drafter.asks_datastore:
             remote, indexes = self._remote_tries(reqs, indexes)
@@ -430,7 +430,7 @@ class Speculator:
                 req.bonus = toks[-1]
         if ready:  # their n-grams are indexed in prefetch, beside the GPU (drafts meanwhile are the same)
             write_many(self.arena, ready, ready_tokens)
-        self._unindexed = ready
+            self._unindexed.extend(ready)
 
     def observe_step(self, batch: int, width: int, seconds: float) -> None:
         """The measured time of a step of this verify width (1 + draft tokens), drafting excluded:
@@ -446,8 +446,6 @@ class Speculator:
         level deeper than drafting needs. Skipped while the next step would not draft."""
         self._prefetching = True
         self._assign_trees()
-        index_many(self.arena, self._unindexed)
-        self._unindexed = []
         self._learn()
         if (self.remote is None or not self.config.prefetch_outcomes or not self.drafter.asks_datastore
                 or (self.planner is not None and not self.planner.may_draft_next())):
@@ -482,6 +480,9 @@ class Speculator:
         self._outstanding = False
 
     def _learn(self) -> None:
+        """What the last verified step says: its tokens' n-grams indexed, its calibration counted."""
+        index_many(self.arena, list(dict.fromkeys(self._unindexed)))  # (an index committed twice: once)
+        self._unindexed.clear()
         for entry in self._to_learn:
             if len(entry) == 3:  # a step's drafts, the rows learned from and their accepted paths' last nodes
                 self.calibration.update_rows(*entry)
