@@ -37,21 +37,12 @@ def deepest_probabilities(tree: DraftTree) -> tuple[float, np.ndarray]:
 
 
 def candidates(tree: DraftTree, k: int) -> list[int]:
-    """The k likeliest ends of verifying ``tree``, best first: node indices, ROOT for none accepted."""
+    """The k likeliest ends of verifying ``tree``, best first: node indices, ROOT for none accepted.
+    (The definition that ``step_kernels.likely_ends`` computes for a whole step; tests compare them.)"""
     root, p = deepest_probabilities(tree)
     order = np.argsort(-p, kind="stable")[:k].tolist()
     pos = int(np.searchsorted(-p[order], -root, side="right")) if order else 0  # ties: nodes first
     return (order[:pos] + [ROOT] + order[pos:])[:k] if k > 0 else []
-
-
-def path_nodes(tree: DraftTree, node: int) -> list[int]:
-    """The nodes from the root's child down to ``node`` (empty for ROOT)."""
-    out = []
-    parents = tree.parents
-    while node >= 0:
-        out.append(node)
-        node = int(parents[node])
-    return out[::-1]
 
 
 def path_tokens(tree: DraftTree, node: int) -> list[int]:

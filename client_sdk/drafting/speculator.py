@@ -481,7 +481,7 @@ class Speculator:
 
     def _learn(self) -> None:
         """What the last verified step says: its tokens' n-grams indexed, its calibration counted."""
-        index_many(self.arena, list(dict.fromkeys(self._unindexed)))  # (an index committed twice: once)
+        index_many(self.arena, self._unindexed)
         self._unindexed.clear()
         for entry in self._to_learn:
             if len(entry) == 3:  # a step's drafts, the rows learned from and their accepted paths' last nodes
