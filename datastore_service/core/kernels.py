@@ -30,25 +30,40 @@ def find_range(tokens, sa, first_off, pat, k):
     """Suffix-array range [lo, hi) of suffixes starting with pat[:k].
 
     first_off: [vocab + 2] start of each first-token bucket, or empty to search all of sa.
+    A one-token pattern's range is its bucket. Otherwise a binary search for lo, which also
+    keeps the first suffix seen past the pattern as a bound on hi, then a galloping search
+    for hi from lo: a range of c suffixes costs about 2 log2(c) more comparisons, and most
+    ranges of longer patterns are short.
     """
     if first_off.shape[0] > 0:
         a = first_off[pat[0]]
         end = first_off[pat[0] + 1]
+        if k == 1:
+            return a, end
     else:
         a = 0
         end = sa.shape[0]
     b = end
     while a < b:
         mid = (a + b) >> 1
-        if _cmp(tokens, sa[mid], pat, k) < 0:
+        c = _cmp(tokens, sa[mid], pat, k)
+        if c < 0:
             a = mid + 1
         else:
             b = mid
+            if c > 0:
+                end = mid  # every suffix from mid on sorts after the pattern
     lo = a
-    b = end
+    if lo >= end:
+        return lo, lo
+    step = 1  # sa[lo] matches; find the first suffix in (lo, end) that does not
+    while lo + step < end and _cmp(tokens, sa[lo + step], pat, k) == 0:
+        step *= 2
+    a = lo + step // 2 + 1
+    b = min(lo + step, end)
     while a < b:
         mid = (a + b) >> 1
-        if _cmp(tokens, sa[mid], pat, k) <= 0:
+        if _cmp(tokens, sa[mid], pat, k) == 0:
             a = mid + 1
         else:
             b = mid
