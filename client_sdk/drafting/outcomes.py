@@ -6,9 +6,7 @@ accepted: the root) followed by the bonus token b, which only verification revea
 datastore is therefore asked for the context ending at v, one level deeper than drafting
 needs; once verification says (v, b), the trie's root-level node of token b and its subtree
 is the trie of the committed context (step_kernels.descend_tries): one match token longer, its
-occurrences those that continue with b. An end that was not asked for takes the answer of its
-nearest asked ancestor u (the root, at worst), descended by the tokens from u to v and then
-b: a longer match, over the occurrences that continue that way (step_kernels.inherit_ends).
+occurrences those that continue with b.
 
 Candidates are ranked by the probability that each is the deepest accepted node: with node
 scores read as acceptance probabilities, P(v deepest) = score(v) - sum of its children's
@@ -16,8 +14,6 @@ scores, and P(root) = 1 - sum of the root-level scores.
 """
 
 from __future__ import annotations
-
-import itertools
 
 import numpy as np
 
@@ -65,11 +61,9 @@ def ask_for_ends(batch: DraftBatch, rows: np.ndarray, history: np.ndarray, per_r
     in ``lengths``, deduplicated in that order; and the table of where each end's answers will
     be: row offsets[b] + v for node v of draft b, row N + b for "nothing accepted" (N: the
     batch's nodes), one column per suffix length, -1 for an end not asked. history[i]: the
-    request's last max(lengths) tokens, -1 before a shorter text (``cache.pad_tail``). The
-    table's last column: how many draft tokens lie between a node and the asked end whose
-    slots it holds (0: itself; more: its nearest asked ancestor's, see ``inherit_ends``)."""
+    request's last max(lengths) tokens, -1 before a shorter text (``cache.pad_tail``)."""
     width = history.shape[1]
-    ends = np.full((batch.tokens.shape[0] + len(batch), len(lengths) + 1), -1, dtype=np.int64)
+    ends = np.full((batch.tokens.shape[0] + len(batch), len(lengths)), -1, dtype=np.int64)
     if not rows.shape[0] or per_request <= 0:
         return [], ends
     owner, node, ctx = step_kernels.likely_ends(batch.tokens, batch.parents, batch.scores, batch.offsets, rows,
@@ -80,25 +74,22 @@ def ask_for_ends(batch: DraftBatch, rows: np.ndarray, history: np.ndarray, per_r
     slots = [index.setdefault(key, len(index)) for key in tail_keys(asked)]
     row = rows[owner]
     at = np.where(node >= 0, batch.offsets[row] + node, batch.tokens.shape[0] + row)
-    ends[at, :-1] = np.asarray(slots, dtype=np.int64).reshape(-1, len(lengths))
-    ends[at, -1] = 0
-    step_kernels.inherit_ends(batch.parents, batch.offsets, rows, ends)
+    ends[at] = np.asarray(slots, dtype=np.int64).reshape(-1, len(lengths))
     first = np.full(len(index), -1, dtype=np.int64)
     first[np.asarray(slots)[::-1]] = np.arange(len(slots) - 1, -1, -1)  # each context's first asking row
     return [unpad(asked[j]) for j in first.tolist()], ends
 
 
-def pick_ends(ends: np.ndarray, batch: DraftBatch, rows, end, valid) -> list[tuple[list[int], int] | None]:
-    """Each committed request's row of ``ends`` (``ask_for_ends``) as (slots, up): the answers
-    to descend, by the last ``up`` path tokens and the bonus token (None: neither its end nor
-    an ancestor was asked). rows[i] is its draft's row in ``batch`` (-1: none), end[i] the
-    last node of the path it accepted (-1: nothing accepted), valid[i] whether its committed
-    tokens are that path and a bonus token (else the answers are for another context)."""
+def pick_ends(ends: np.ndarray, batch: DraftBatch, rows, end, valid) -> list[list[int] | None]:
+    """Each committed request's row of ``ends`` (``ask_for_ends``; None: its end was not asked):
+    rows[i] is its draft's row in ``batch`` (-1: none), end[i] the last node of the path it
+    accepted (-1: nothing accepted), valid[i] whether its committed tokens are that path and a
+    bonus token (else the answers are for another context)."""
     if len(rows) < SMALL_BATCH:  # a few requests: Python ints are cheaper than numpy calls
         offsets, nodes, out = batch.offsets.tolist(), batch.tokens.shape[0], []
         for row, e, ok in zip(rows, end, valid):
-            got = ends[offsets[row] + e if e >= 0 else nodes + row].tolist() if row >= 0 and ok else None
-            out.append((got[:-1], got[-1]) if got is not None and got[0] >= 0 else None)
+            got = ends[offsets[row] + e if e >= 0 else nodes + row] if row >= 0 and ok else None
+            out.append(got.tolist() if got is not None and got[0] >= 0 else None)
         return out
     rows, end = np.asarray(rows, dtype=np.int64), np.asarray(end, dtype=np.int64)
     ok = (rows >= 0) & np.asarray(valid, dtype=bool)
@@ -107,17 +98,13 @@ def pick_ends(ends: np.ndarray, batch: DraftBatch, rows, end, valid) -> list[tup
     at = np.where(end >= 0, batch.offsets[np.maximum(rows, 0)] + end, batch.tokens.shape[0] + rows)
     got = ends[np.where(ok, at, 0)]
     ok &= got[:, 0] >= 0
-    return [(g[:-1], g[-1]) if k else None for g, k in zip(got.tolist(), ok.tolist())]
+    return [g if k else None for g, k in zip(got.tolist(), ok.tolist())]
 
 
-def descend(batch: TrieBatch, src, paths) -> TrieBatch:
-    """Trie j of the result: trie src[j] of ``batch`` descended by the tokens paths[j] (see
-    the module docstring; src[j] = -1, or a path the trie does not hold: empty; an empty
-    path: the trie as it is)."""
-    counts = np.fromiter((len(p) for p in paths), dtype=np.int64, count=len(paths))
-    offs = np.zeros(len(paths) + 1, dtype=np.int64)
-    np.cumsum(counts, out=offs[1:])
-    flat = np.fromiter(itertools.chain.from_iterable(paths), dtype=np.int64, count=int(offs[-1]))
+def descend(batch: TrieBatch, src: np.ndarray, bonus: np.ndarray) -> TrieBatch:
+    """Trie j of the result: trie src[j] of ``batch`` descended by bonus[j] (see the module
+    docstring; src[j] = -1 or no such child: empty; bonus[j] = -1: the trie as it is)."""
     tok, par, cnt, offs, meta = step_kernels.descend_tries(batch.tokens, batch.parents, batch.counts, batch.node_offsets,
-                                                           batch.meta, np.asarray(src, np.int64), flat, offs)
+                                                      batch.meta, np.asarray(src, np.int64),
+                                                      np.asarray(bonus, np.int64))
     return TrieBatch(tok, par, cnt, offs, meta)

@@ -22,7 +22,7 @@ NO_TREE = DraftTree.empty()  # the tree of a request not drafted for (shared: tr
 class RequestState:
     """Not thread-safe (the scheduler thread), except that the index may be built in another."""
 
-    __slots__ = ("prompt_len", "_local", "_building", "_queued", "_tail", "tree", "pick", "descent", "last")
+    __slots__ = ("prompt_len", "_local", "_building", "_queued", "_tail", "tree", "pick", "bonus", "last")
 
     def __init__(self, tokens: np.ndarray, prompt_len: int, ngram: int, builder=None) -> None:
         """builder: an executor to build the index in (None: here and now)."""
@@ -38,7 +38,7 @@ class RequestState:
             self._building = builder.submit(LocalIndex, tokens, ngram)
         self.tree = NO_TREE  # the tree of the step being verified
         self.pick: list[int] | None = None  # the prefetched context slots of the end its last commit was
-        self.descent: list[int] = []  # the committed tokens to descend the picked answers by (bonus last)
+        self.bonus = -1
 
     def index(self, wait: bool = False) -> LocalIndex | None:
         """The own-text index, or None while it is still being built (``wait``: block until it is)."""

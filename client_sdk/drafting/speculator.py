@@ -247,15 +247,17 @@ class Speculator:
         self._outstanding = False
         per, n = len(self._lengths), len(reqs)
         src = np.full((n, per), -1, dtype=np.int64)
+        bonus = np.full((n, per), -1, dtype=np.int64)
         last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=n)
         picked = [i for i, r in enumerate(reqs) if r.pick is not None]
         if picked:
             src[picked] = [reqs[i].pick for i in picked]
+            bonus[picked] = np.asarray([reqs[i].bonus for i in picked], dtype=np.int64)[:, None]
             self.counts["prefetched"] += len(picked)
-        src = src.reshape(-1)
+        src, bonus = src.reshape(-1), bonus.reshape(-1)
         if got is not None:
             self.counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
-            batch = descend(got, src, [r.descent for r in reqs for _ in range(per)])
+            batch = descend(got, src, bonus)
         else:
             batch = TrieBatch.empty(len(reqs) * per)
         settled = -1  # the suffix length whose empty tries are final (no cache or lookup can add to them)
@@ -423,8 +425,9 @@ class Speculator:
                 ready.append(local)
                 ready_tokens.append(toks)
                 req.last = toks[-1]
-            got = picks[i] if picks is not None and toks else None
-            req.pick, req.descent = (got[0], toks[len(toks) - 1 - got[1]:]) if got is not None else (None, [])
+            req.pick = picks[i] if picks is not None and toks else None
+            if toks:
+                req.bonus = toks[-1]
         if ready:  # their n-grams are indexed in prefetch, beside the GPU (drafts meanwhile are the same)
             write_many(self.arena, ready, ready_tokens)
             self._unindexed.extend(ready)

@@ -1,5 +1,5 @@
 """Compiled kernels over a decode step's batch arrays (numba; arrays in, arrays out): the
-datastore's tries (descend each by the tokens the step committed, fill the empty ones) and the step's drafts
+datastore's tries (descend each by its bonus token, fill the empty ones) and the step's drafts
 (what verification accepted of each, the fixed-width rows verification takes)."""
 
 from __future__ import annotations
@@ -11,47 +11,37 @@ from client_sdk.drafting.kernels import OPTS
 
 
 @numba.njit(**OPTS)
-def descend_tries(tok, par, cnt, offs, meta, src, ptok, poff):
-    """Out trie j = the subtree of trie src[j] of the flat batch (tok, par, cnt, offs, meta)
-    under the node its path ptok[poff[j]:poff[j + 1]] of tokens leads to from the root, that
-    node as the new root.
+def descend_tries(tok, par, cnt, offs, meta, src, bonus):
+    """Out trie j = the subtree, under its root-level node of token bonus[j], of trie src[j] of
+    the flat batch (tok, par, cnt, offs, meta), with the root-level node as the new root.
 
-    A trie found for context x, deep enough, thus becomes the trie of context x + path: its
-    match is len(path) tokens longer and its occurrences are those that continue with the
-    path. Tries are in depth-first preorder, so a node's subtree is the run of nodes after it
-    whose parents are it or later. An empty path: trie src[j] as it is. src[j] < 0, or a path
-    the trie does not hold: an empty trie, match 0. Returns (tok, par, cnt, offs, meta).
+    A trie found for context x, one level deeper than needed, thus becomes the trie of context
+    x + bonus: its match is one token longer and its occurrences are those that continue with
+    bonus. Tries are in depth-first preorder, so a subtree is the run of nodes after its root
+    up to the next root-level node. bonus[j] < 0: trie src[j] as it is. src[j] < 0, or no such
+    child: an empty trie, match 0. Returns (tok, par, cnt, offs, meta) of the new batch.
     """
     nj = src.shape[0]
     total = 0
     lo = np.zeros(nj, dtype=np.int64)
     hi = np.zeros(nj, dtype=np.int64)
-    head = np.full(nj, -1, dtype=np.int64)  # the node the path led to (absolute), -1: the root
-    found = np.zeros(nj, dtype=np.bool_)
     for j in range(nj):
         s = src[j]
         if s < 0:
             continue
         a, e = offs[s], offs[s + 1]
-        h, end = -1, e
-        ok = True
-        for q in range(poff[j], poff[j + 1]):
-            c = -1
-            for i in range(h + 1 if h >= 0 else a, end):  # h's child of token ptok[q]
-                if tok[i] == ptok[q] and (par[i] < 0 if h < 0 else a + par[i] == h):
-                    c = i
-                    break
-            if c < 0:
-                ok = False
+        if bonus[j] < 0:
+            lo[j], hi[j] = a, e
+            total += e - a
+            continue
+        for i in range(a, e):
+            if par[i] < 0 and tok[i] == bonus[j]:
+                end = i + 1
+                while end < e and par[end] >= 0:
+                    end += 1
+                lo[j], hi[j] = i + 1, end
+                total += end - i - 1
                 break
-            h, end = c, c + 1
-            while end < e and a + par[end] >= c:
-                end += 1
-        if ok:
-            found[j] = True
-            head[j] = h
-            lo[j], hi[j] = (h + 1 if h >= 0 else a), end
-            total += hi[j] - lo[j]
     o_tok = np.empty(total, dtype=np.int32)
     o_par = np.empty(total, dtype=np.int32)
     o_cnt = np.empty(total, dtype=np.int32)
@@ -60,20 +50,23 @@ def descend_tries(tok, par, cnt, offs, meta, src, ptok, poff):
     n = 0
     for j in range(nj):
         s = src[j]
-        if found[j]:
-            a, h = offs[s], head[j]
+        if hi[j] > 0 and bonus[j] < 0:
+            o_tok[n : n + hi[j] - lo[j]] = tok[lo[j] : hi[j]]
+            o_par[n : n + hi[j] - lo[j]] = par[lo[j] : hi[j]]
+            o_cnt[n : n + hi[j] - lo[j]] = cnt[lo[j] : hi[j]]
+            n += hi[j] - lo[j]
+            o_meta[j] = meta[s]
+        elif hi[j] > 0:
+            a = offs[s]
+            head = lo[j] - 1  # the root-level node, as an absolute index
             for i in range(lo[j], hi[j]):
                 o_tok[n] = tok[i]
-                if h < 0:
-                    o_par[n] = par[i]
-                else:
-                    o_par[n] = -1 if a + par[i] == h else a + par[i] - h - 1
+                o_par[n] = -1 if a + par[i] == head else par[i] - (head - a) - 1
                 o_cnt[n] = cnt[i]
                 n += 1
-            o_meta[j] = meta[s]
-            if h >= 0:
-                o_meta[j, 0] = meta[s, 0] + poff[j + 1] - poff[j]
-                o_meta[j, 1] = cnt[h]
+            o_meta[j, 0] = meta[s, 0] + 1
+            o_meta[j, 1] = cnt[head]
+            o_meta[j, 2] = meta[s, 2]
         o_offs[j + 1] = n
     return o_tok, o_par, o_cnt, o_offs, o_meta
 
@@ -209,26 +202,6 @@ def likely_ends(tok, par, scores, offs, rows, hist, k):
                     ctx[m, q] = hist[i, w - 1 - (back - d)]
             m += 1
     return owner[:m], node[:m], ctx[:m]
-
-
-@numba.njit(**OPTS)
-def inherit_ends(par, offs, rows, ends):
-    """Give every node of drafts rows[i] that was not asked for (ends[v, 0] < 0) the slots of
-    its nearest asked ancestor (for a root-level node: the draft's "nothing accepted" row,
-    offs[-1] + rows[i]), in place; the last column counts the draft tokens between them (0:
-    the node itself was asked). An end's committed context is its ancestor's followed by
-    those tokens and the bonus token, so the ancestor's answer, descended by them, is its
-    trie. Parents come before their children (drafts are in topological order): one pass."""
-    last = ends.shape[1] - 1
-    for i in range(rows.shape[0]):
-        r = rows[i]
-        for v in range(offs[r], offs[r + 1]):
-            if ends[v, 0] >= 0:
-                continue
-            src = offs[r] + par[v] if par[v] >= 0 else offs[-1] + r
-            if ends[src, 0] >= 0:
-                ends[v, :last] = ends[src, :last]
-                ends[v, last] = ends[src, last] + 1
 
 
 @numba.njit(**OPTS)

@@ -153,9 +153,7 @@ def warm_up() -> None:
     IndexBatch(arena, rows).tails(4)
     # the kernels around drafting: outcome descent, the single-token table, the verify layout, what it accepted
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
-    step_kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z[:0],
-                               np.zeros(2, dtype=np.int64))
-    step_kernels.inherit_ends(one.parents, np.zeros(2, dtype=np.int64), z, np.full((1, 2), -1, dtype=np.int64))
+    step_kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z)
     step_kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
                             one.tokens, one.parents, one.counts, one.node_offsets, one.meta, True)
     step_kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)
