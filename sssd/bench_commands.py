@@ -216,7 +216,8 @@ def register(sub) -> None:
 
 def _printing(runner):
     def handle(args) -> int:
-        print(json.dumps(stamped(runner(args)), indent=None if args.json else 2))
+        # flushed now: a benchmark's result is not left in a buffer that a crash at exit would lose
+        print(json.dumps(stamped(runner(args)), indent=None if args.json else 2), flush=True)
         return 0
 
     return handle

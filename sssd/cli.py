@@ -7,6 +7,8 @@ usage errors exit 2).
 from __future__ import annotations
 
 import argparse
+import faulthandler
+import io
 import logging
 import sys
 from collections.abc import Callable
@@ -37,6 +39,11 @@ def _version() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    if not faulthandler.is_enabled():  # a crash in native code (numba kernels, gRPC) prints every thread's stack
+        try:
+            faulthandler.enable()
+        except (AttributeError, ValueError, io.UnsupportedOperation):  # a stderr without a file descriptor
+            pass  # (embedded in a host that replaced sys.stderr): nothing to write the stacks to
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

@@ -185,3 +185,20 @@ def test_a_result_outside_a_checkout_says_its_commit_is_unknown(monkeypatch, tmp
     stamped = provenance.stamped({"rows": []})
     assert stamped["rows"] == [] and stamped["provenance"]["commit"] == "unknown"
     assert stamped["provenance"]["machine"]["memory_gb"] > 0
+
+
+def test_a_crash_in_native_code_prints_the_stacks():
+    """A segmentation fault under ``sssd`` (a numba kernel or gRPC's C core going wrong) prints
+    every thread's Python stack on stderr instead of dying silently."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import argparse, ctypes\nimport sssd.cli as cli\n"
+            "parser = argparse.ArgumentParser()\n"
+            "parser.set_defaults(verbose=False, handler=lambda args: ctypes.string_at(0))\n"
+            "cli.build_parser = lambda: parser\ncli.main([])\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONFAULTHANDLER"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode != 0
+    assert "Fatal Python error: Segmentation fault" in done.stderr and "cli.py" in done.stderr
