@@ -1,9 +1,9 @@
 """The facade a decode worker embeds: request lifecycle, batched drafting, feedback.
 
 Per decode step the worker calls ``draft(ids)`` (one tree per running request), hands the
-trees to verification and, while they verify, calls ``prefetch(ids)``: it learns from the
-previous step and asks the datastore for every likely end of this step (outcome-speculative
-prefetch, see client_sdk.drafting.outcomes). After verification it reports the step's time
+trees to verification and, while they verify, calls ``prefetch(ids)``: it asks the datastore
+for every likely end of this step (outcome-speculative prefetch, client_sdk.drafting.outcomes),
+then learns from the previous step while the lookup runs. After verification it reports the step's time
 with ``observe_step`` and calls ``commit(id, tokens, tree, accepted)`` per request. The next
 ``draft`` then takes the prefetched trie of the outcome that happened, waiting for it at most
 ``lookup_deadline_s`` (0 by default: what has not arrived is not used, the step drafts from
@@ -441,26 +441,26 @@ class Speculator:
     # -- per step: while the step verifies --------------------------------------------------
 
     def prefetch(self, request_ids) -> None:
-        """Call while the step just drafted verifies: learn from the last verified step, and
-        (zero-wait) ask the datastore for the likeliest ends of this one, deduplicated, one
-        level deeper than drafting needs. Skipped while the next step would not draft."""
+        """Call while the step just drafted verifies: ask the datastore for this step's likeliest
+        ends (zero-wait; not while the next step would not draft), then, beside that lookup
+        rather than before it, learn from the last verified step."""
         self._prefetching = True
-        self._assign_trees()
-        self._learn()
         if (self.remote is None or not self.config.prefetch_outcomes or not self.drafter.asks_datastore
                 or (self.planner is not None and not self.planner.may_draft_next())):
             self._drop_prefetch()
-            return
-        batch, row_of = self._step
-        drafted = [rid for rid in request_ids if rid in row_of]  # the others have no end to expect
-        reqs = [self._requests[rid] for rid in drafted]
-        contexts, self._ends = ask_for_ends(
-            batch, np.fromiter((row_of[rid] for rid in drafted), dtype=np.int64, count=len(drafted)),
-            self._tails(reqs, IndexBatch(self.arena, [r.index() for r in reqs]))[1], self.outcomes_now, self._lengths)
-        self.remote.request(STEP_KEY, contexts)
-        self._outstanding = True
-        self.counts["contexts"] += len(contexts)
-        self._refill()
+        else:
+            batch, row_of = self._step
+            drafted = [rid for rid in request_ids if rid in row_of]  # the others have no end to expect
+            reqs = [self._requests[rid] for rid in drafted]
+            contexts, self._ends = ask_for_ends(
+                batch, np.fromiter((row_of[rid] for rid in drafted), dtype=np.int64, count=len(drafted)),
+                self._tails(reqs, IndexBatch(self.arena, [r.index() for r in reqs]))[1], self.outcomes_now, self._lengths)
+            self.remote.request(STEP_KEY, contexts)
+            self._outstanding = True
+            self.counts["contexts"] += len(contexts)
+            self._refill()
+        self._assign_trees()
+        self._learn()
 
     def _refill(self) -> None:
         """Store the cache fills asked at the last prefetch (if they have arrived), then ask
