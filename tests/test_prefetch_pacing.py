@@ -21,3 +21,27 @@ def test_outcomes_shrink_when_late_and_grow_back_when_in_time(arrivals, want):
     for arrived in arrivals:
         spec._pace(arrived)
     assert spec.outcomes_now == want
+
+
+def test_prefetch_asks_the_datastore_before_it_learns():
+    """The step's lookup goes out first; learning from the last verified step (its tokens'
+    n-grams indexed, its calibration counted) runs after it, beside the lookup."""
+    at_request = []
+
+    class Source:
+        def request(self, key, contexts):
+            at_request.append((len(spec._unindexed), len(spec._to_learn)))
+
+        def collect(self, key, contexts, deadline_s):
+            return None
+
+    spec = Speculator(SpeculatorConfig(), remote=Source())
+    spec.start("r", [1, 2, 3, 4, 5, 6] * 20)
+    tree = spec.draft(["r"])[0]
+    assert len(tree) > 0  # the prompt repeats itself: something to verify and learn from
+    spec.prefetch(["r"])
+    spec.commit("r", [1, 2, 9], tree, tree.longest_match([1, 2]))
+    spec.draft(["r"])
+    spec.prefetch(["r"])
+    assert at_request[-1] == (1, 1)  # asked while the committed step was still to be learned from
+    assert (len(spec._unindexed), len(spec._to_learn)) == (0, 0)  # learned after
