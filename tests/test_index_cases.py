@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from datastore_service.core import Document, LookupParams, NamespaceIndex, NamespaceSpec, build_segment
 from sssd_wire.errors import InvalidArgument
@@ -153,3 +155,21 @@ def test_integrity_checker_names_a_broken_invariant():
     seg.sa[[0, 1]] = seg.sa[[1, 0]]
     ns.live_tokens += 1
     assert "live_tokens" in ns.check_integrity()
+
+
+@settings(max_examples=80, deadline=None)
+@given(docs=st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=400), min_size=1, max_size=4),
+       pattern=st.lists(st.integers(0, 2), min_size=1, max_size=5), bucketed=st.booleans())
+def test_find_range_is_every_suffix_that_starts_with_the_pattern(docs, pattern, bucketed):
+    """The suffix-array range of a pattern, searched with and without the first-token buckets,
+    holds exactly the suffixes that start with it. A three-token alphabet over long documents
+    makes ranges of hundreds of suffixes, so the galloping search for their end is exercised."""
+    from datastore_service.core.kernels import find_range
+    from datastore_service.core.segment import build_segment as build
+
+    seg = build(1, 3, [(f"d{i}", i + 1, np.asarray(d, np.int32)) for i, d in enumerate(docs)])
+    pat = np.asarray(pattern, np.int32)
+    first = seg.first_off if bucketed else np.zeros(0, dtype=seg.first_off.dtype)
+    lo, hi = find_range(seg.tokens, seg.sa, first, pat, pat.shape[0])
+    starts = {int(p) for p in range(seg.n) if seg.tokens[p : p + pat.shape[0]].tolist() == pattern}
+    assert {int(p) for p in seg.sa[lo:hi]} == starts
