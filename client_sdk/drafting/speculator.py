@@ -452,9 +452,10 @@ class Speculator:
             batch, row_of = self._step
             drafted = [rid for rid in request_ids if rid in row_of]  # the others have no end to expect
             reqs = [self._requests[rid] for rid in drafted]
+            history = self._tails(reqs, IndexBatch(self.arena, [r.index() for r in reqs]))[1]
             contexts, self._ends = ask_for_ends(
                 batch, np.fromiter((row_of[rid] for rid in drafted), dtype=np.int64, count=len(drafted)),
-                self._tails(reqs, IndexBatch(self.arena, [r.index() for r in reqs]))[1], self.outcomes_now, self._lengths)
+                history, self.outcomes_now, self._lengths)
             self.remote.request(STEP_KEY, contexts)
             self._outstanding = True
             self.counts["contexts"] += len(contexts)
