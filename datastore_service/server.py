@@ -62,6 +62,9 @@ class ServerConfig:
     # tokens of recent changes a writer keeps for replicas that reconnect (further behind: a full
     # copy); 0 = no replicas can follow this writer
     replication_log_tokens: int = 4 << 20
+    # shut down (as on SIGTERM) once this process is no longer the server's parent: a child
+    # server (sssd.serve_process) does not outlive a benchmark or test that crashed; 0 = never
+    parent_pid: int = 0
     limits: Limits = Limits()
     datastore: DatastoreConfig = DatastoreConfig()
 
@@ -73,6 +76,7 @@ class ServerConfig:
             (self.grace_s >= 0, f"--grace-s {self.grace_s} must be >= 0"),
             (self.workers >= 0, f"--workers {self.workers} must be 0 (one per core) or more"),
             (self.replication_log_tokens >= 0, f"--replication-log-tokens {self.replication_log_tokens} must be >= 0"),
+            (self.parent_pid >= 0, f"--parent-pid {self.parent_pid} must be a process id, or 0 (none)"),
             (bool(self.tls_cert) == bool(self.tls_key), "--tls-cert and --tls-key go together: give both or neither"),
         ]
         for ok, message in checks:
@@ -227,7 +231,7 @@ def _check_free(host: str, port: int) -> None:
 
 
 async def serve(config: ServerConfig) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
+    """Run until SIGTERM or SIGINT (or, with ``parent_pid``, the parent's exit), then shut down gracefully."""
     server = DatastoreServer(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -239,5 +243,17 @@ async def serve(config: ServerConfig) -> None:
         await server.stop(quiet=True)  # a failed start leaves nothing behind (no spurious shutdown tracebacks)
         raise
     print(f"listening on {config.host}:{server.port}", flush=True)
+    watch = asyncio.create_task(_watch_parent(config.parent_pid, stop)) if config.parent_pid else None
     await stop.wait()
+    if watch is not None:
+        watch.cancel()
     await server.stop()
+
+
+async def _watch_parent(parent_pid: int, stop: asyncio.Event, every_s: float = 0.5) -> None:
+    """Set ``stop`` once ``parent_pid`` is no longer this process's parent (it exited, however:
+    an orphan is adopted by another process)."""
+    while os.getppid() == parent_pid:
+        await asyncio.sleep(every_s)
+    log.warning("parent process %d is gone: shutting down", parent_pid)
+    stop.set()

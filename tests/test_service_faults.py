@@ -108,3 +108,30 @@ def test_sigkill_server_during_stream_and_compaction(tmp_path):
     missing = [i for i in acked if not ns.has_document(f"d{i}")]
     assert not missing, f"{len(missing)} acknowledged documents lost, e.g. d{missing[0]}"
     ds.close()
+
+
+def _gone(pid: int) -> bool:
+    """No such process, or one that has exited and waits to be reaped."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+
+
+def test_a_child_server_outlives_no_crashed_parent(tmp_path):
+    """A process that started ``sssd serve`` through serve_process and then died without
+    stopping it (SIGKILL: no cleanup of any kind) leaves no server behind: the server notices
+    it was orphaned and shuts down by itself."""
+    code = ("import os, signal, sys\nfrom sssd import serve_process\n"
+            f"proc, address = serve_process.start_server({str(tmp_path / 'orphan.db')!r})\n"
+            "print(proc.pid, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert parent.returncode == -signal.SIGKILL
+    server = int(parent.stdout.split()[0])
+    deadline = time.monotonic() + 30
+    while not _gone(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not _gone(server):
+        os.kill(server, signal.SIGKILL)
+        raise AssertionError(f"the orphaned server {server} was still running 30 s after its parent died")
