@@ -23,10 +23,14 @@ def encode_tokens(tokens) -> bytes:
 
 
 def decode_tokens(data: bytes, what: str = "tokens") -> np.ndarray:
-    """Packed little-endian int32 -> int32 array; InvalidArgument when the length is not 4k."""
+    """Packed little-endian int32 -> int32 array; InvalidArgument when the length is not 4k.
+
+    A copy, not a view of the message's bytes: a view is read-only, and numba compiles a
+    kernel apart for read-only arrays, so the first lookup or draft that met one would stall
+    on a compile (10-45 ms measured) that the kernels' warm-up, on writable arrays, did not do."""
     if len(data) % 4:
         raise InvalidArgument(f"{what}: {len(data)} bytes is not a whole number of int32 tokens")
-    return np.frombuffer(data, dtype="<i4").astype(np.int32, copy=False)
+    return np.frombuffer(data, dtype="<i4").astype(np.int32)
 
 
 def params_to_proto(p: LookupParams) -> pb.LookupParams:
@@ -74,12 +78,12 @@ def tries_to_proto(batch: TrieBatch, request_id: int = 0) -> pb.LookupResponse:
 
 
 def tries_from_proto(r: pb.LookupResponse) -> TrieBatch:
-    """The flat LookupResponse as a TrieBatch (no copies beyond decoding)."""
+    """The flat LookupResponse as a TrieBatch of writable arrays (see ``decode_tokens``)."""
     meta = np.stack([np.frombuffer(r.match_lengths, dtype="<i4").astype(np.int64),
                      np.frombuffer(r.occurrences, dtype="<i8").astype(np.int64),
                      np.frombuffer(r.sampled, dtype="<i4").astype(np.int64)], axis=1).reshape(-1, 3)
     return TrieBatch(decode_tokens(r.tokens), decode_tokens(r.parents), decode_tokens(r.counts),
-                     np.frombuffer(r.node_offsets, dtype="<i8").astype(np.int64, copy=False), meta)
+                     np.frombuffer(r.node_offsets, dtype="<i8").astype(np.int64), meta)
 
 
 def documents_to_proto(namespace: str, docs) -> pb.IngestRequest:

@@ -253,3 +253,19 @@ def test_feedback_close_is_bounded_and_counts_what_it_drops(caplog):
     assert sink.sent == 0 and sink.failed + sink.dropped == 1000
     assert "not sent at close" in caplog.text
     client.close()
+
+
+def test_answers_off_the_wire_need_no_kernel_compiled_after_warm_up():
+    """Datastore answers and contexts decoded by the wire codec reach the compiled kernels as
+    arrays of the types that warm-up compiled for, so no decode step (or first lookup) stalls on
+    a compile: read-only views of message bytes would each need their own variant. A fresh
+    process (tests/warm_child.py), since this one may have compiled any variant already."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    child = Path(__file__).with_name("warm_child.py")
+    done = subprocess.run([sys.executable, str(child)], capture_output=True, text=True, timeout=600,
+                          cwd=child.parent.parent)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "", f"compiled after warm-up: {done.stdout.strip()}"
