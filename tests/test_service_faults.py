@@ -135,3 +135,22 @@ def test_a_child_server_outlives_no_crashed_parent(tmp_path):
     if not _gone(server):
         os.kill(server, signal.SIGKILL)
         raise AssertionError(f"the orphaned server {server} was still running 30 s after its parent died")
+
+
+def test_cpu_burners_of_a_killed_bench_stop_spinning():
+    """``sssd bench decode --contention`` spins CPU burners; a bench killed without cleanup
+    (SIGKILL) must not leave them burning the machine's cores."""
+    code = ("import os, signal\nfrom sssd.bench.decode_bench import cpu_burners\n"
+            "with cpu_burners(2) as procs:\n    print(*[p.pid for p in procs], flush=True)\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert parent.returncode == -signal.SIGKILL
+    burners = [int(p) for p in parent.stdout.split()]
+    assert len(burners) == 2
+    deadline = time.monotonic() + 30
+    while not all(_gone(p) for p in burners) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    alive = [p for p in burners if not _gone(p)]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    assert not alive, f"burners {alive} still spinning 30 s after their bench was killed"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import os
 import statistics
 import subprocess
 import sys
@@ -50,10 +51,13 @@ def build_datastore(tok, vocab: int):
 
 @contextlib.contextmanager
 def cpu_burners(count: int):
-    """``count`` processes that spin on the CPU until the block ends (0 = none)."""
-    procs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    """``count`` processes that spin on the CPU until the block ends (0 = none). Each also ends
+    once it is orphaned, so a bench that crashed or was killed leaves no CPU burning."""
+    spin = f"import os\nwhile os.getppid() == {os.getpid()}: pass"  # this process's id: no race with its death
+    quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    procs = [subprocess.Popen([sys.executable, "-c", spin], **quiet) for _ in range(count)]
     try:
-        yield
+        yield procs
     finally:
         for p in procs:
             p.kill()
