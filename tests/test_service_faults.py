@@ -119,38 +119,38 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_a_child_server_outlives_no_crashed_parent(tmp_path):
-    """A process that started ``sssd serve`` through serve_process and then died without
-    stopping it (SIGKILL: no cleanup of any kind) leaves no server behind: the server notices
-    it was orphaned and shuts down by itself."""
-    code = ("import os, signal, sys\nfrom sssd import serve_process\n"
-            f"proc, address = serve_process.start_server({str(tmp_path / 'orphan.db')!r})\n"
-            "print(proc.pid, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+def _left_running(code: str, children: int) -> list[int]:
+    """Run ``code`` in a parent process that prints its children's pids and SIGKILLs itself
+    (no cleanup of any kind); the children still running 30 s later (killed now, so that a
+    failing test leaves nothing behind)."""
     parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert parent.returncode == -signal.SIGKILL
-    server = int(parent.stdout.split()[0])
+    pids = [int(p) for p in parent.stdout.split()]
+    assert len(pids) == children
     deadline = time.monotonic() + 30
-    while not _gone(server) and time.monotonic() < deadline:
+    while not all(_gone(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if not _gone(server):
-        os.kill(server, signal.SIGKILL)
-        raise AssertionError(f"the orphaned server {server} was still running 30 s after its parent died")
+    alive = [p for p in pids if not _gone(p)]
+    for p in alive:
+        os.kill(p, signal.SIGKILL)
+    return alive
+
+
+def test_a_child_server_outlives_no_crashed_parent(tmp_path):
+    """A process that started ``sssd serve`` through serve_process and then died without
+    stopping it leaves no server behind: the server notices it was orphaned and shuts down."""
+    code = ("import os, signal\nfrom sssd import serve_process\n"
+            f"proc, address = serve_process.start_server({str(tmp_path / 'orphan.db')!r})\n"
+            "print(proc.pid, flush=True)\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    alive = _left_running(code, 1)
+    assert not alive, f"the orphaned server {alive} was still running 30 s after its parent died"
 
 
 def test_cpu_burners_of_a_killed_bench_stop_spinning():
     """``sssd bench decode --contention`` spins CPU burners; a bench killed without cleanup
-    (SIGKILL) must not leave them burning the machine's cores."""
+    must not leave them burning the machine's cores."""
     code = ("import os, signal\nfrom sssd.bench.decode_bench import cpu_burners\n"
             "with cpu_burners(2) as procs:\n    print(*[p.pid for p in procs], flush=True)\n"
             "    os.kill(os.getpid(), signal.SIGKILL)\n")
-    parent = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert parent.returncode == -signal.SIGKILL
-    burners = [int(p) for p in parent.stdout.split()]
-    assert len(burners) == 2
-    deadline = time.monotonic() + 30
-    while not all(_gone(p) for p in burners) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    alive = [p for p in burners if not _gone(p)]
-    for p in alive:
-        os.kill(p, signal.SIGKILL)
+    alive = _left_running(code, 2)
     assert not alive, f"burners {alive} still spinning 30 s after their bench was killed"

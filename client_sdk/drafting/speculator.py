@@ -4,8 +4,8 @@ Per decode step the worker calls ``draft(ids)`` (one tree per running request), 
 trees to verification and, while they verify, calls ``prefetch(ids)``: it asks the datastore
 for every likely end of this step (outcome-speculative prefetch, client_sdk.drafting.outcomes),
 then learns from the previous step while the lookup runs. After verification it reports the
-step's time with ``observe_step`` and calls ``commit(id, tokens, tree, accepted)`` per request. The next
-``draft`` then takes the prefetched trie of the outcome that happened, waiting for it at most
+step's time with ``observe_step`` and calls ``commit(id, tokens, tree, accepted)`` per request.
+The next ``draft`` then takes the prefetched trie of the outcome that happened, waiting for it at most
 ``lookup_deadline_s`` (0 by default: what has not arrived is not used, the step drafts from
 the request's own text). ``finish(id)`` hands the generation back to the datastore.
 
