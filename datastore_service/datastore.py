@@ -34,11 +34,13 @@ from datastore_service.core import (
     NamespaceIndex,
     NamespaceSpec,
     TrieBatch,
+    Segment,
     build_segment,
     check_segment,
     merge_segments,
 )
 from sssd_wire.errors import AlreadyExists, NotFound, ResourceExhausted
+from datastore_service.segment_files import SegmentFiles
 from datastore_service.store import Store
 
 if TYPE_CHECKING:  # the log builds wire messages; the datastore only calls it
@@ -58,6 +60,9 @@ class DatastoreConfig:
     dead_ratio: float = 0.3  # rewrite a segment whose deleted share reaches this
     maintenance_interval_s: float = 0.1  # background flush/compaction period
     max_namespaces: int = 1000  # namespaces one server holds (each costs memory and maintenance time, even idle)
+    # segment files shared on this machine (datastore_service/segment_files.py): a writer writes
+    # its segments there; a read replica (--follow) maps them instead of copying the documents
+    segment_dir: str = ""
 
     def __post_init__(self) -> None:
         checks = [
@@ -89,7 +94,16 @@ class Datastore:
         self.config = config
         self.changes = changes
         self.mirror = mirror
-        self.store = Store(config.db, config.synchronous)
+        # a segment reader holds no documents of its own: its index is the writer's segment files
+        self.segment_reader = mirror and bool(config.segment_dir)
+        self.store = Store(":memory:" if self.segment_reader else config.db, config.synchronous)
+        self.files: SegmentFiles | None = None
+        if config.segment_dir and not mirror:
+            try:
+                self.files = SegmentFiles(config.segment_dir, config.db)
+            except BaseException:
+                self.store.close()
+                raise
         self._write_lock = threading.RLock()  # namespaces, ingest, delete: short sections
         self._maint_lock = threading.Lock()  # one flush/compaction at a time
         self._namespaces: dict[str, NamespaceIndex] = {}
@@ -98,7 +112,16 @@ class Datastore:
         self._thread: threading.Thread | None = None
         self.compactions = 0  # merges committed since open (each retires two or more segments)
         self.on_compaction = None  # called with 1 after each committed merge (the server's metric)
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self._close_files()
+            raise
+
+    def _close_files(self) -> None:
+        if self.files is not None:
+            self.files.close()
+        self.store.close()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -115,6 +138,10 @@ class Datastore:
             evicted = ns.evict_for_retention()
             if evicted:
                 self.store.delete_documents(spec.name, evicted)
+        if self.files is not None:  # before any new segment, so no stale folder shadows its id
+            self.files.reconcile(seg for ns in self._namespaces.values() for seg in ns.segments)
+            for ns in self._namespaces.values():  # then served from them: one copy for every process
+                ns.swap_segments([self.files.open(s.segment_id, ns.spec.vocab_size) for s in ns.segments])
         self.flush()
 
     def _checked_segments(self, spec: NamespaceSpec) -> list:
@@ -152,7 +179,7 @@ class Datastore:
         if self._thread is not None:
             self._thread.join()
         self.flush()
-        self.store.close()
+        self._close_files()
 
     # -- namespaces -----------------------------------------------------------------------
 
@@ -174,9 +201,11 @@ class Datastore:
 
     def drop_namespace(self, name: str) -> None:
         with self._maint_lock, self._write_lock:
-            self.namespace(name)
+            segments = self.namespace(name).segments
             self.store.drop_namespace(name)
             del self._namespaces[name]
+            if self.files is not None:
+                self.files.retire(s.segment_id for s in segments)
             if self.changes is not None:
                 self.changes.dropped(name)
 
@@ -250,9 +279,11 @@ class Datastore:
                 frozen = ns.freeze()
                 if not frozen:
                     continue
-                seg = ns.install(build_segment(self._segment_id(), ns.spec.vocab_size, frozen))
-                if seg is not None:
-                    self.store.save_segment(name, seg)
+                try:
+                    self._install(name, ns, build_segment(self._segment_id(), ns.spec.vocab_size, frozen))
+                except BaseException:
+                    ns.thaw(frozen)  # nothing is lost: the next round retries them
+                    raise
                 flushed += sum(int(t.shape[0]) for _, _, t in frozen)
         if flushed:
             release_free_memory()
@@ -265,6 +296,8 @@ class Datastore:
         acknowledged document. Returns the number of segments retired. Lookups keep using
         the old segments until the new one is installed; the snapshot swap is one transaction.
         """
+        if self.segment_reader:
+            return 0  # its segments are the writer's
         if full:
             self.flush()
         retired_total = 0
@@ -275,12 +308,7 @@ class Datastore:
                 plan = ns.plan_compaction(full, self.config.compaction_fanout, self.config.dead_ratio)
                 if not plan:
                     continue
-                merged = merge_segments(self._segment_id(), ns.spec.vocab_size, plan)
-                seg = ns.install(merged, plan)
-                if seg is not None:
-                    self.store.save_segment(n, seg, retired=[s.segment_id for s in plan])
-                else:
-                    self.store.drop_segments([s.segment_id for s in plan])
+                self._install(n, ns, merge_segments(self._segment_id(), ns.spec.vocab_size, plan), plan)
                 retired_total += len(plan)
                 self.compactions += 1
                 if self.on_compaction is not None:
@@ -289,12 +317,49 @@ class Datastore:
             release_free_memory()
         return retired_total
 
+    def _install(self, name: str, ns: NamespaceIndex, built: Segment, retired: Sequence[Segment] = ()) -> None:
+        """Swap a built segment in for ``retired``, snapshot it, and tell segment readers."""
+        retired_ids = [s.segment_id for s in retired]
+        if self.files is not None:  # on disk before any reader hears of it; served from there
+            built = self.files.write(built, ns.spec.vocab_size)
+        with self._write_lock:  # ordered with deletes in the change log
+            seg = ns.install(built, retired)
+            if self.changes is not None and (seg is not None or retired_ids):
+                self.changes.sealed(name, seg, retired_ids)
+        if seg is not None:
+            self.store.save_segment(name, seg, retired=retired_ids)
+        elif retired_ids:
+            self.store.drop_segments(retired_ids)
+        if self.files is not None:
+            self.files.retire(retired_ids if seg is not None else retired_ids + [built.segment_id])
+
     def maintain(self) -> None:
-        """One background round: flush memtables, then compact by policy."""
+        """One background round: flush memtables, then compact by policy (nothing on a segment
+        reader: it builds no segments of its own)."""
+        if self.files is not None:
+            self.files.sweep()
+        if self.segment_reader:
+            return
         self.flush()
         for name in list(self._namespaces):
             if name in self._namespaces:
                 self.compact(name, full=False)
+
+    # -- segment readers ------------------------------------------------------------------
+
+    def segment_snapshot(self) -> tuple[int, list[tuple[NamespaceSpec, list[tuple[int, list[int]]]]]]:
+        """A writer's content as a segment reader copies it: every namespace with its segments
+        (id, ordinals deleted), and the change-log position it is at. Taken under the write
+        lock, which every change is logged under, so the changes after that position are
+        exactly the ones it does not reflect."""
+        with self._write_lock:
+            specs = [(ns.spec, [(seg.segment_id, np.flatnonzero(~seg.alive).tolist()) for seg in ns.segments])
+                     for _, ns in sorted(self._namespaces.items())]
+            return (self.changes.position if self.changes is not None else 0), specs
+
+    def mirror_segments(self, name: str, new: Sequence[Segment], retired: Sequence[int]) -> None:
+        """A segment reader: its writer now holds ``new`` in place of the segments ``retired``."""
+        self.namespace(name).mirror_install(new, retired)
 
     # -- introspection --------------------------------------------------------------------
 
@@ -309,7 +374,7 @@ class Datastore:
                 problem = ns.check_integrity(deep)
                 if problem:
                     return problem
-                stored = self.store.document_count(name)
+                stored = self.store.document_count(name) if not self.segment_reader else ns.document_count()
                 if stored != ns.document_count():
                     return f"namespace {name!r}: {stored} documents in SQLite but {ns.document_count()} indexed"
             names = {s.name for s in self.store.namespaces()}

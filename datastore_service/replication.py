@@ -18,6 +18,14 @@ and answer lookups. They follow the writer over its own gRPC contract:
 - a replica mirrors the writer's evictions and applies no retention of its own;
 - the follower reconnects with backoff, resumes from its position, and reports NOT_SERVING
   until its first full copy is applied (a readiness probe's signal).
+
+A replica on the writer's machine can share the writer's segments instead of copying its
+documents (``--segment-dir``, the writer's; see segment_files.py): a segment reader. It asks
+for ``sealed`` changes (each segment the writer installs, by id, with the ordinals deleted
+by then) and deletes, never documents; its copy is the list of segments. The writer logs a
+segment after its files are written, and under the lock its deletes are logged under, so
+the two are ordered. A document becomes visible to a segment reader when the writer's next
+flush seals it (every ``--maintenance-interval-s``).
 """
 
 from __future__ import annotations
@@ -33,11 +41,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 
 import grpc
+import numpy as np
 
-from datastore_service.core import Document, NamespaceSpec
+from datastore_service.core import Document, NamespaceSpec, Segment
+from datastore_service.segment_files import open_segment, owner_id
 from datastore_service.wire import namespace_from_proto, namespace_to_proto
 from sssd_wire.codec import decode_tokens, documents_to_proto
-from sssd_wire.errors import Unavailable
+from sssd_wire.errors import DatastoreError, Kind, Unavailable
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
@@ -57,6 +67,7 @@ class Entry:
     position: int
     make: Callable[[], pb.Change]
     tokens: int
+    kind: str = ""  # "added" and "sealed" go to one kind of follower each (``FOR_SEGMENT_READERS``)
     _change: pb.Change | None = None
 
     @property
@@ -82,10 +93,10 @@ class ChangeLog:
     def position(self) -> int:
         return self._position
 
-    def _append(self, make: Callable[[], pb.Change], tokens: int = 1) -> None:
+    def _append(self, make: Callable[[], pb.Change], tokens: int = 1, kind: str = "") -> None:
         with self._lock:
             self._position += 1
-            self._entries.append(Entry(self._position, make, tokens))
+            self._entries.append(Entry(self._position, make, tokens, kind))
             self._tokens += tokens
             while self._tokens > self.max_tokens and len(self._entries) > 1:
                 self._tokens -= self._entries.popleft().tokens
@@ -100,13 +111,20 @@ class ChangeLog:
         if docs:
             docs = list(docs)  # the token arrays are immutable: kept, not copied, until a follower asks
             self._append(lambda: pb.Change(added=documents_to_proto(name, [(d.doc_id, d.tokens) for d in docs])),
-                         sum(int(d.tokens.shape[0]) for d in docs))
+                         sum(int(d.tokens.shape[0]) for d in docs), "added")
 
     def deleted(self, name: str, ids: Sequence[str]) -> None:
         if ids:
             ids = list(ids)
             self._append(lambda: pb.Change(deleted=pb.DeleteDocumentsRequest(namespace=name, ids=ids, missing_ok=True)),
                          len(ids))
+
+    def sealed(self, name: str, seg: Segment | None, retired: Sequence[int]) -> None:
+        """``seg`` installed in place of ``retired`` (for segment readers). Its deleted ordinals
+        are taken now: the caller holds the lock that deletes are logged under."""
+        sealed = pb.SealedSegment(namespace=name, segment_id=seg.segment_id if seg is not None else 0,
+                                  retired=retired, dead=np.flatnonzero(~seg.alive).tolist() if seg is not None else ())
+        self._append(lambda: pb.Change(sealed=sealed), 1, "sealed")
 
     def since(self, after: int) -> list[Entry] | None:
         """The entries after ``after``; None when some of them are no longer kept."""
@@ -126,14 +144,22 @@ async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run,
                        stopping: asyncio.Event) -> AsyncIterator[pb.ChangeBatch]:
     """The ``Follow`` stream; ``run(fn, *args)`` runs blocking work off the event loop. It ends
     when ``stopping`` is set (the writer shuts down: its followers reconnect, not hold it up)."""
+    readers = bool(request.segment_dir)
+    if readers:
+        _check_segment_reader(ds, request.segment_dir)
     after = request.after if request.epoch == changes.epoch else None
     if after is None or changes.since(after) is None:
-        after = changes.position  # taken before the copy: changes after it are replayed over it
-        first = True
-        async for batch in _full_copy(ds, run):
-            batch.epoch, batch.position, batch.reset, batch.copying = changes.epoch, after, first, True
-            first = False
+        if readers:
+            after, batch = await run(segment_copy, ds)
+            batch.epoch, batch.position, batch.reset, batch.copying = changes.epoch, after, True, True
             yield batch
+        else:
+            after = changes.position  # taken before the copy: changes after it are replayed over it
+            first = True
+            async for batch in _full_copy(ds, run):
+                batch.epoch, batch.position, batch.reset, batch.copying = changes.epoch, after, first, True
+                first = False
+                yield batch
     last_sent = 0.0  # the first batch after a copy goes out at once: it ends the copy
     while not stopping.is_set():
         entries = changes.since(after)
@@ -141,14 +167,34 @@ async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run,
             raise Unavailable(f"this follower is {changes.position - after} changes behind, more than the writer keeps; "
                               "reconnect for a full copy")
         if entries:
-            for part in _batches(entries, lambda e: e.tokens):
-                after = part[-1].position
-                yield pb.ChangeBatch(epoch=changes.epoch, position=after, changes=[e.change for e in part])
+            for batch in change_batches(changes.epoch, entries, readers):
+                after = batch.position
+                yield batch
             last_sent = time.monotonic()
         elif time.monotonic() - last_sent >= HEARTBEAT_S:
             yield pb.ChangeBatch(epoch=changes.epoch, position=after)
             last_sent = time.monotonic()
         await asyncio.sleep(0.01)
+
+
+def change_batches(epoch: str, entries: list[Entry], segment_reader: bool) -> list[pb.ChangeBatch]:
+    """Log entries as a follower gets them: each kind of follower only the changes it applies
+    (a segment reader no documents, a document replica no segments), positions past all."""
+    skip = "added" if segment_reader else "sealed"
+    return [pb.ChangeBatch(epoch=epoch, position=part[-1].position, changes=[e.change for e in part if e.kind != skip])
+            for part in _batches(entries, lambda e: 0 if e.kind == skip else e.tokens)]
+
+
+def segment_copy(ds) -> tuple[int, pb.ChangeBatch]:
+    """A segment reader's full copy: namespaces and their segments by id, no documents; with
+    the change-log position it reflects."""
+    position, namespaces = ds.segment_snapshot()
+    out = []
+    for spec, segments in namespaces:
+        out.append(pb.Change(created=namespace_to_proto(spec)))
+        out.extend(pb.Change(sealed=pb.SealedSegment(namespace=spec.name, segment_id=sid, dead=dead))
+                   for sid, dead in segments)
+    return position, pb.ChangeBatch(changes=out)
 
 
 def _batches(items: list, tokens_of) -> list[list]:
@@ -161,6 +207,15 @@ def _batches(items: list, tokens_of) -> list[list]:
         run.append(item)
         size += tokens_of(item)
     return out + ([run] if run else [])
+
+
+def _check_segment_reader(ds, directory_id: str) -> None:
+    if ds.files is None:
+        raise DatastoreError("this writer writes no segment files: start it with --segment-dir DIR to serve "
+                             "segment readers, or follow it without --segment-dir", Kind.FAILED_PRECONDITION)
+    if directory_id != ds.files.id:
+        raise DatastoreError(f"the reader's segment directory is not this writer's ({ds.files.directory}): give "
+                             "it the writer's --segment-dir", Kind.FAILED_PRECONDITION)
 
 
 async def _full_copy(ds, run) -> AsyncIterator[pb.ChangeBatch]:
@@ -182,28 +237,70 @@ async def _full_copy(ds, run) -> AsyncIterator[pb.ChangeBatch]:
 # -- the replica's side ---------------------------------------------------------------------
 
 
-class Applier:
-    """Applies the writer's batches to a replica's datastore (blocking; one batch at a time).
-
-    A full copy is laid over what the replica already holds, so it keeps answering lookups
-    while the copy streams in: copied documents it has already are duplicates, ones it holds
-    with other tokens are replaced, and when the copy ends (the first batch that is not a
-    page of it) every namespace and document the copy did not contain is removed."""
+class _Applying:
+    """What both kinds of follower share: the batch protocol (a ``reset`` starts a full copy,
+    the first batch that is not a page of it ends it), namespaces and deletes."""
 
     def __init__(self, ds) -> None:
         self.ds = ds
-        self._seen: dict[str, set[str]] | None = None  # during a copy: namespace -> ids copied
+        self.copying = False
 
     def __call__(self, batch: pb.ChangeBatch) -> None:
         if batch.reset:
-            self._seen = {}
-        elif self._seen is not None and not batch.copying:
+            self.copying = True
+            self._start_copy()
+        elif self.copying and not batch.copying:
+            self.copying = False
             self._end_copy()
         for change in batch.changes:
             self._apply(change)
 
+    def _ensure(self, spec: NamespaceSpec) -> None:
+        """The namespace as the writer holds it (a namesake with another spec is replaced)."""
+        ds = self.ds
+        if spec.name in ds.namespace_names():
+            if ds.namespace(spec.name).spec == spec:
+                return
+            ds.drop_namespace(spec.name)
+        ds.create_namespace(spec)
+
+    def _apply_common(self, change: pb.Change, kind: str) -> None:
+        ds = self.ds
+        if kind == "created":
+            self._ensure(namespace_from_proto(change.created))
+        elif kind == "dropped":
+            if change.dropped in ds.namespace_names():
+                ds.drop_namespace(change.dropped)
+        elif kind == "deleted":
+            ds.delete(change.deleted.namespace, list(change.deleted.ids))
+
+    def _start_copy(self) -> None:
+        raise NotImplementedError
+
     def _end_copy(self) -> None:
-        seen, self._seen = self._seen, None
+        raise NotImplementedError
+
+    def _apply(self, change: pb.Change) -> None:
+        raise NotImplementedError
+
+
+class Applier(_Applying):
+    """Applies the writer's batches to a replica's datastore (blocking; one batch at a time).
+
+    A full copy is laid over what the replica already holds, so it keeps answering lookups
+    while the copy streams in: copied documents it has already are duplicates, ones it holds
+    with other tokens are replaced, and when the copy ends every namespace and document the
+    copy did not contain is removed."""
+
+    def __init__(self, ds) -> None:
+        super().__init__(ds)
+        self._seen: dict[str, set[str]] = {}  # during a copy: namespace -> ids copied
+
+    def _start_copy(self) -> None:
+        self._seen = {}
+
+    def _end_copy(self) -> None:
+        seen, self._seen = self._seen, {}
         for name in self.ds.namespace_names():
             if name not in seen:
                 self.ds.drop_namespace(name)
@@ -214,29 +311,64 @@ class Applier:
 
     def _apply(self, change: pb.Change) -> None:
         ds, kind = self.ds, change.WhichOneof("kind")
-        if kind == "created":
-            spec = namespace_from_proto(change.created)
-            if self._seen is not None:
-                self._seen.setdefault(spec.name, set())
-            if spec.name in ds.namespace_names():
-                if ds.namespace(spec.name).spec == spec:
-                    return
-                ds.drop_namespace(spec.name)
-            ds.create_namespace(spec)
-        elif kind == "dropped":
-            if change.dropped in ds.namespace_names():
-                ds.drop_namespace(change.dropped)
-        elif kind == "added":
+        if kind == "added":
             name = change.added.namespace
             docs = [Document(d.id, decode_tokens(d.tokens)) for d in change.added.documents]
             conflicts = set(ds.ingest(name, docs).conflicts)
             if conflicts:  # held with other tokens: the writer deleted and re-added them meanwhile
                 ds.delete(name, list(conflicts))
                 ds.ingest(name, [d for d in docs if d.doc_id in conflicts])
-            if self._seen is not None:
+            if self.copying:
                 self._seen.setdefault(name, set()).update(d.doc_id for d in docs)
-        elif kind == "deleted":
-            ds.delete(change.deleted.namespace, list(change.deleted.ids))
+            return
+        if kind == "created" and self.copying:
+            self._seen.setdefault(change.created.name, set())
+        self._apply_common(change, kind)
+
+
+class SegmentApplier(_Applying):
+    """Applies the writer's batches to a segment reader (blocking; one batch at a time): the
+    segments it installs are mapped from its segment directory, its deletes are marked, and no
+    document travels. A full copy is gathered whole and swapped in when it ends, so the reader
+    keeps serving what it held until then."""
+
+    def __init__(self, ds) -> None:
+        super().__init__(ds)
+        self.directory = ds.config.segment_dir
+        self._copy: dict[str, tuple[NamespaceSpec, list]] = {}  # during a copy: name -> segments
+
+    def _start_copy(self) -> None:
+        self._copy = {}
+
+    def _open(self, vocab_size: int, sealed: pb.SealedSegment):
+        return open_segment(self.directory, sealed.segment_id, vocab_size, sealed.dead)
+
+    def _apply(self, change: pb.Change) -> None:
+        ds, kind = self.ds, change.WhichOneof("kind")
+        if self.copying:  # a copy holds namespaces and their segments only
+            if kind == "created":
+                spec = namespace_from_proto(change.created)
+                self._copy[spec.name] = (spec, [])
+            elif kind == "sealed":
+                spec, segments = self._copy[change.sealed.namespace]
+                segments.append(self._open(spec.vocab_size, change.sealed))
+        elif kind == "sealed":
+            sealed = change.sealed
+            vocab = ds.namespace(sealed.namespace).spec.vocab_size
+            new = [self._open(vocab, sealed)] if sealed.segment_id else []
+            ds.mirror_segments(sealed.namespace, new, list(sealed.retired))
+        else:
+            self._apply_common(change, kind)
+
+    def _end_copy(self) -> None:
+        copy, self._copy = self._copy, {}
+        for name in self.ds.namespace_names():
+            if name not in copy:
+                self.ds.drop_namespace(name)
+        for name, (spec, segments) in copy.items():
+            self._ensure(spec)
+            held = [s.segment_id for s in self.ds.namespace(name).segments]
+            self.ds.mirror_segments(name, segments, held)
 
 
 class Follower:
@@ -246,7 +378,7 @@ class Follower:
         self.address = address
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.ds = ds
-        self.applier = Applier(ds)
+        self.applier = SegmentApplier(ds) if ds.segment_reader else Applier(ds)
         self.run = run
         self.on_ready = on_ready  # called once, after the first full copy is applied
         self.tls_ca = tls_ca
@@ -279,13 +411,27 @@ class Follower:
                 return grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(f.read()), options)
         return grpc.aio.insecure_channel(self.address, options)
 
+    def _request(self) -> pb.FollowRequest | None:
+        """What to ask the writer for; None while a segment reader's directory has no owner yet."""
+        directory = owner_id(self.ds.config.segment_dir) if self.ds.segment_reader else ""
+        if self.ds.segment_reader and not directory:
+            if self.reconnects % 50 == 0:
+                log.warning("segment directory %s holds no writer's segments yet; waiting", self.ds.config.segment_dir)
+            return None
+        return pb.FollowRequest(epoch=self.epoch, after=self.position, segment_dir=directory)
+
     async def _loop(self) -> None:
         backoff = 0.1
         while True:
             try:
+                request = self._request()
+                if request is None:
+                    self.reconnects += 1
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
                 async with self._channel() as channel:
-                    stream = pb_grpc.DatastoreStub(channel).Follow(
-                        pb.FollowRequest(epoch=self.epoch, after=self.position), metadata=self.metadata)
+                    stream = pb_grpc.DatastoreStub(channel).Follow(request, metadata=self.metadata)
                     async for batch in stream:
                         if batch.reset:
                             log.info("following %s: full copy from writer epoch %s", self.address, batch.epoch[:8])

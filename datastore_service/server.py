@@ -138,7 +138,9 @@ class DatastoreServer:
         if c.metrics_port >= 0:
             self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.metrics_host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_httpd.server_port
-        role = f"read replica of {c.follow}" if c.follow else "writer"
+        role = "writer"
+        if c.follow:
+            role = f"{'segment reader' if ds.segment_reader else 'read replica'} of {c.follow}"
         if c.follow:  # SERVING once the first full copy is in (a readiness probe waits for it)
             self.servicer.writer = c.follow
             self.follower = Follower(c.follow, c.follow_token, ds, self.servicer._run, self._caught_up, c.follow_tls_ca)

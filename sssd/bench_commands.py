@@ -179,6 +179,8 @@ def _fleet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=2_000_000, help="datastore size")
     p.add_argument("--seconds", type=float, default=10.0, help="measured time per row")
     p.add_argument("--stream", action="store_true", help="one LookupStream per worker instead of unary Lookups")
+    p.add_argument("--segment-readers", action="store_true",
+                   help="replicas map the writer's segment files (--segment-dir) instead of copying its documents")
 
 
 def _fleet(args) -> dict:
@@ -187,7 +189,8 @@ def _fleet(args) -> dict:
     if args.batch < 1 or args.step_ms <= 0 or args.contexts_per_request < 1 or args.seconds <= 0:
         raise ValueError("--batch, --step-ms, --contexts-per-request and --seconds must be positive")
     return run(_ints(args.workers, "--workers"), args.batch, args.step_ms, args.contexts_per_request, args.servers,
-               args.tokens, args.seconds, progress=not args.json, stream=args.stream)
+               args.tokens, args.seconds, progress=not args.json, stream=args.stream,
+               segment_readers=args.segment_readers)
 
 
 BENCHES = {

@@ -2,17 +2,20 @@
 
 After every step: check_integrity() is "" and, after a flush, every lookup equals the
 brute-force answer over the live documents (the sample budget is large enough to be exact).
+The same sequences drive a writer with segment files and a segment reader that follows it.
 """
 
 import tempfile
 from pathlib import Path
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from datastore_service.core import Document, LookupParams, NamespaceSpec
 from datastore_service.datastore import Datastore, DatastoreConfig
+from datastore_service.replication import ChangeLog, SegmentApplier, change_batches, segment_copy
+from sssd_wire.v1 import datastore_pb2 as pb
 from tests.oracle import expected
 
 VOCAB = 6
@@ -92,3 +95,60 @@ def test_random_sequences_match_oracle(ops, cap, contexts):
                 check(ds, model, contexts)
         finally:
             ds.close()
+
+
+class SegmentReader:
+    """A segment reader fed from a writer's change log, as ``Follow`` would (no server)."""
+
+    def __init__(self, path: str, segment_dir: str) -> None:
+        self.ds = Datastore(DatastoreConfig(db=path, segment_dir=segment_dir), mirror=True)
+        self.applier = SegmentApplier(self.ds)
+        self.epoch, self.position = "", 0
+
+    def catch_up(self, writer: Datastore) -> None:
+        log = writer.changes
+        if log.epoch != self.epoch:  # a new writer process: a full copy first
+            self.position, batch = segment_copy(writer)
+            batch.reset = batch.copying = True
+            self.applier(batch)
+            self.epoch = log.epoch
+        for batch in change_batches(log.epoch, log.since(self.position), segment_reader=True) or [pb.ChangeBatch()]:
+            self.applier(batch)  # the first batch after a copy ends it
+            self.position = max(self.position, batch.position)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    ops=st.lists(op, min_size=1, max_size=12),
+    cap=st.sampled_from([0, 0, 40]),
+    contexts=st.lists(st.lists(st.integers(0, VOCAB - 1), min_size=1, max_size=4), min_size=1, max_size=6),
+)
+@example(ops=[("ingest", [(1, [1, 2, 3]), (2, [2, 3, 4])]), ("delete", [1]), ("restart", None)], cap=0,
+         contexts=[[2, 3]])  # a copy of segments holding deleted documents
+def test_a_segment_reader_mirrors_random_sequences(ops, cap, contexts):
+    """The writer maps its own segment files and a reader maps the same ones; after every step
+    the reader answers as the writer does and both pass their integrity checks."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path, segs = str(Path(tmp) / "p.db"), str(Path(tmp) / "segs")
+        config = DatastoreConfig(db=path, synchronous="OFF", segment_dir=segs)
+        ds = Datastore(config, ChangeLog())
+        ds.create_namespace(NamespaceSpec("ns", VOCAB, max_tokens=cap))
+        reader = SegmentReader(str(Path(tmp) / "r.db"), segs)
+        model = Model(cap)
+        try:
+            for kind, arg in ops:
+                ds = apply(ds, model, kind, arg, path)
+                if kind == "restart":
+                    ds.close()
+                    ds = Datastore(config, ChangeLog())
+                check(ds, model, contexts)  # flushes the writer
+                reader.catch_up(ds)
+                assert reader.ds.check_integrity() == ""
+                assert sorted(reader.ds.namespace("ns").document_ids()) == sorted(model.docs)
+                want = ds.lookup("ns", [np.array(c) for c in contexts], PARAMS)
+                got = reader.ds.lookup("ns", [np.array(c) for c in contexts], PARAMS)
+                assert [(t.match_length, t.occurrences, t.paths()) for t in got] == \
+                       [(t.match_length, t.occurrences, t.paths()) for t in want]
+        finally:
+            ds.close()
+            reader.ds.close()

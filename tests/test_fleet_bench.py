@@ -21,6 +21,19 @@ def test_fleet_rows_from_real_processes(tmp_path):
         assert row["server_p50_ms_at_most"] is not None  # the servers' own histograms were read
         assert row["in_process_cpu_us_per_context"] > 0  # the same lookups in process, at the same rate
     assert result["provenance"]["machine"]["cores"] >= 1
+    assert [s["role"] for s in result["servers"]] == ["writer", "replica"]
+    assert all(0 < s["anonymous_mb"] <= s["pss_mb"] <= s["rss_mb"] for s in result["servers"])
+
+
+def test_fleet_with_segment_readers(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "fleet", "--workers", "1", "--servers", "3",
+                          "--segment-readers", "--tokens", "50000", "--seconds", "2", "--batch", "4", "--json"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout)
+    assert [s["role"] for s in result["servers"]] == ["writer", "segment reader", "segment reader"]
+    row = result["rows"][0]
+    assert row["server_processes"] == 3 and row["failed"] == 0 and row["contexts_per_s"] > 0
 
 
 def test_fleet_refuses_a_stream_over_replicas(tmp_path):

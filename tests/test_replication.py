@@ -35,6 +35,20 @@ def occurrences(client, namespace: str, context) -> int:
     return client.lookup(namespace, [context], EXACT)[0].occurrences
 
 
+def ingest_delete_drop_seen(w, r, fresh: list[int]) -> float:
+    """An ingest, a delete and a drop (of "gone") on the writer, each seen on the replica
+    within a second; returns the seconds the ingest took to show."""
+    t = time.monotonic()
+    w.ingest("alpha", [("fresh", fresh)])
+    wait_for(lambda: occurrences(r, "alpha", fresh[:4]) == 1, 1.0, "ingest on the replica")
+    seen_after = time.monotonic() - t
+    w.delete("alpha", ["fresh"])
+    wait_for(lambda: occurrences(r, "alpha", fresh[:4]) == 0, 1.0, "delete on the replica")
+    w.drop_namespace("gone")
+    wait_for(lambda: [n.name for n in r.list_namespaces()] == ["alpha"], 1.0, "drop on the replica")
+    return seen_after
+
+
 @pytest.fixture
 def writer(server_factory, tmp_path):
     return server_factory(db=str(tmp_path / "writer.db"))
@@ -56,16 +70,7 @@ def test_a_replica_copies_then_follows_every_change_within_a_second(server_facto
         with DatastoreClient(replica.address) as r:
             assert [n.name for n in r.list_namespaces()] == ["alpha", "gone"]
             assert r.stats("alpha").namespaces[0].documents == 5
-            # then the changes, each seen by the replica within a second
-            fresh = np.array([7, 8, 9, 10, 11, 12], dtype=np.int32)
-            t = time.monotonic()
-            w.ingest("alpha", [("fresh", fresh)])
-            wait_for(lambda: occurrences(r, "alpha", fresh[:4]) == 1, 1.0, "ingest on the replica")
-            seen_after = time.monotonic() - t
-            w.delete("alpha", ["fresh"])
-            wait_for(lambda: occurrences(r, "alpha", fresh[:4]) == 0, 1.0, "delete on the replica")
-            w.drop_namespace("gone")
-            wait_for(lambda: [n.name for n in r.list_namespaces()] == ["alpha"], 1.0, "drop on the replica")
+            seen_after = ingest_delete_drop_seen(w, r, [7, 8, 9, 10, 11, 12])  # then each change within a second
             # retention evicts on the writer; the replica mirrors it instead of evicting by itself
             w.ingest("alpha", [(f"new{i}", rng.integers(0, 1000, 100)) for i in range(20)])
             wait_for(lambda: r.stats("alpha").namespaces[0].documents == w.stats("alpha").namespaces[0].documents,

@@ -20,7 +20,7 @@ import dataclasses
 import functools
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numba
 import numpy as np
@@ -200,6 +200,26 @@ class NamespaceIndex:
                 self._building[doc_id] = seq
             return frozen
 
+    def thaw(self, frozen: list[tuple[str, int, np.ndarray]]) -> None:
+        """A build that failed: its documents still waiting for it go back to the memtable
+        (ahead of newer ones), so the next flush retries them. Idempotent."""
+        with self._lock:
+            back = [m for m in frozen if self._building.get(m[0]) == m[1]]
+            for doc_id, _, _ in back:
+                del self._building[doc_id]
+            self._memtable = back + self._memtable
+
+    def swap_segments(self, segments: Sequence[Segment]) -> None:
+        """The same segments with other arrays (a writer's, mapped from the files it wrote):
+        same ids in the same order, each keeping the ``alive`` table it has here."""
+        with self._lock:
+            held = self._segments
+            if [s.segment_id for s in segments] != [s.segment_id for s in held]:
+                raise ValueError("swap_segments takes the held segments, in order")
+            for new, old in zip(segments, held):
+                new.alive = old.alive
+            self._set_segments(tuple(segments))
+
     def pending_tokens(self) -> int:
         return sum(int(t.shape[0]) for _, _, t in self._memtable)
 
@@ -256,6 +276,30 @@ class NamespaceIndex:
                 self.live_tokens += length
                 self._next_seq = max(self._next_seq, seq + 1)
             self._set_segments(self._segments + (seg,))
+
+    def mirror_install(self, new: Sequence[Segment], retired: Collection[int]) -> None:
+        """A segment reader's install: its writer's segments ``new`` (deletions marked) replace
+        the segments ``retired``, and the registry follows. Its memtable stays empty, and its
+        registry is not in sequence order (it applies no retention, which needs that order)."""
+        with self._lock:
+            for seg in self._segments:
+                if seg.segment_id in retired:
+                    for ordinal in np.flatnonzero(seg.alive).tolist():
+                        ref = self._docs.get(seg.doc_ids[ordinal])
+                        if ref is not None and ref.segment == seg.segment_id:
+                            del self._docs[seg.doc_ids[ordinal]]
+                            self.live_tokens -= ref.length
+            keep = tuple(s for s in self._segments if s.segment_id not in retired)
+            for seg in new:
+                lengths = (np.diff(seg.doc_starts) - 1).tolist()
+                seqs = seg.doc_seqs.tolist()
+                for ordinal in np.flatnonzero(seg.alive).tolist():
+                    if seg.doc_ids[ordinal] in self._docs:  # a stale copy: the writer holds one per id
+                        self._remove(seg.doc_ids[ordinal])
+                    self._docs[seg.doc_ids[ordinal]] = DocRef(seqs[ordinal], lengths[ordinal], b"", seg.segment_id,
+                                                              ordinal)
+                    self.live_tokens += lengths[ordinal]
+            self._set_segments(keep + tuple(new))
 
     def sort_registry(self) -> None:
         """Restore seq order of the registry after a restart loaded segments out of order."""
@@ -333,7 +377,7 @@ class NamespaceIndex:
         if alive != live_slots:
             return f"{alive} live segment slots but {live_slots} registered segment documents"
         seqs = [r.seq for r in self._docs.values()]
-        if seqs != sorted(seqs) or len(set(seqs)) != len(seqs):
+        if self.retention and seqs != sorted(seqs) or len(set(seqs)) != len(seqs):
             return "registry is not in strictly increasing sequence order"
         return ""
 

@@ -5,8 +5,11 @@ Each worker process holds one ``DatastoreClient`` (the SDK's real client) and, e
 step's zero-wait prefetch asks for), with the SDK's default lookup parameters, then sleeps to
 the next step. An answer that is not back by the next step is late (the step drafts
 without it). Servers are real ``sssd serve`` processes on 127.0.0.1: the first is the
-writer; more are read replicas following it (``--follow``). Lookups are spread over all of
-them by gRPC's ``round_robin`` policy.
+writer; more are read replicas following it (``--follow``), each with its own copy of the
+documents, or, with ``--segment-readers``, segment readers that map the writer's segment
+files. Lookups are spread over all of them by gRPC's ``round_robin`` policy. Each server's
+memory is reported at the end (``servers``: resident and proportional set sizes, the
+proportional one splitting each shared page between the processes that map it).
 
 Per row: contexts/s served, server CPU-seconds per context (utime + stime of the server
 processes over the measured window, from /proc: it does not depend on how the cores are
@@ -41,6 +44,19 @@ def _cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _memory_mb(pid: int) -> dict:
+    """Resident (RSS), proportional (PSS: shared pages split between their mappers) and anonymous
+    (private heap) memory of a process, MB, from /proc/<pid>/smaps_rollup."""
+    fields = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 3 and parts[2] == "kB":
+                fields[parts[0].rstrip(":")] = int(parts[1]) / 1024
+    return {"rss_mb": round(fields.get("Rss", 0), 1), "pss_mb": round(fields.get("Pss", 0), 1),
+            "anonymous_mb": round(fields.get("Anonymous", 0), 1)}
 
 
 def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds: float, seed: int,
@@ -115,12 +131,14 @@ def _server_percentile(before: list[dict], after: list[dict], q: float) -> float
     return None
 
 
-def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray):
+def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray, segment_readers: bool):
     from client_sdk.transport.remote import DatastoreClient
     from sssd import serve_process
 
     ports = [_free_port() for _ in range(replicas + 1)]
-    primary, address = serve_process.start_server(db, "--synchronous", "NORMAL", "--metrics-port", str(ports[0]))
+    shared = ("--segment-dir", str(Path(db).with_name("segments"))) if segment_readers else ()
+    primary, address = serve_process.start_server(db, "--synchronous", "NORMAL", "--metrics-port", str(ports[0]),
+                                                  *shared)
     procs, addresses = [primary], [address]
     with DatastoreClient(address, timeout_s=600) as c:
         c.create_namespace(NS, VOCAB)
@@ -131,7 +149,8 @@ def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray):
         c.compact(NS, full=True, timeout_s=600)
     for k in range(replicas):
         proc, addr = serve_process.start_server(str(Path(db).with_name(f"replica{k}.db")), "--follow", address,
-                                                "--synchronous", "NORMAL", "--metrics-port", str(ports[k + 1]))
+                                                "--synchronous", "NORMAL", "--metrics-port", str(ports[k + 1]),
+                                                *shared)
         procs.append(proc)
         addresses.append(addr)
     return procs, addresses, ports
@@ -233,9 +252,11 @@ def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_reques
 
 
 def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request: int = 4, servers: int = 1,
-        tokens: int = 2_000_000, seconds: float = 10.0, progress: bool = True, stream: bool = False) -> dict:
+        tokens: int = 2_000_000, seconds: float = 10.0, progress: bool = True, stream: bool = False,
+        segment_readers: bool = False) -> dict:
     """One row per worker count, all against the same ``servers`` processes; ``stream``: each
-    worker keeps one LookupStream instead of unary calls (one server only)."""
+    worker keeps one LookupStream instead of unary calls (one server only); ``segment_readers``:
+    the replicas map the writer's segment files instead of copying its documents."""
     if stream and servers > 1:
         raise ValueError("--stream pins each worker to one server: use it with --servers 1")
     if servers < 1 or not workers or min(workers) < 1:
@@ -245,7 +266,7 @@ def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request:
     pos = rng.integers(16, tokens, 8192)
     contexts = np.stack([text[p - 16 : p] for p in pos.tolist()])  # each context's last 16 tokens, as the SDK sends
     with tempfile.TemporaryDirectory() as tmp:
-        procs, addresses, ports = _servers(str(Path(tmp) / "writer.db"), servers - 1, text, starts)
+        procs, addresses, ports = _servers(str(Path(tmp) / "writer.db"), servers - 1, text, starts, segment_readers)
         try:
             _wait_caught_up(addresses[1:], tokens)
             local = _in_process_store(str(Path(tmp) / "local.db"), text, starts)
@@ -256,9 +277,11 @@ def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request:
                 rows[-1]["in_process_cpu_us_per_context"] = _in_process_cost(
                     local, contexts, w * 1e3 / step_ms, n, min(seconds, IN_PROCESS_S))
             local.close()
+            role = "segment reader" if segment_readers else "replica"
+            memory = [{"role": "writer" if i == 0 else role, **_memory_mb(p.pid)} for i, p in enumerate(procs)]
         finally:
             for p in procs:
                 p.terminate()
             for p in procs:
                 p.wait(timeout=60)
-    return {"tokens": tokens, "seconds_per_row": seconds, "rows": rows}
+    return {"tokens": tokens, "seconds_per_row": seconds, "rows": rows, "servers": memory}

@@ -225,24 +225,40 @@ class DropNamespaceResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class FollowRequest(_message.Message):
-    __slots__ = ("epoch", "after")
+    __slots__ = ("epoch", "after", "segment_dir")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     AFTER_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_DIR_FIELD_NUMBER: _ClassVar[int]
     epoch: str
     after: int
-    def __init__(self, epoch: _Optional[str] = ..., after: _Optional[int] = ...) -> None: ...
+    segment_dir: str
+    def __init__(self, epoch: _Optional[str] = ..., after: _Optional[int] = ..., segment_dir: _Optional[str] = ...) -> None: ...
+
+class SealedSegment(_message.Message):
+    __slots__ = ("namespace", "segment_id", "retired", "dead")
+    NAMESPACE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_FIELD_NUMBER: _ClassVar[int]
+    DEAD_FIELD_NUMBER: _ClassVar[int]
+    namespace: str
+    segment_id: int
+    retired: _containers.RepeatedScalarFieldContainer[int]
+    dead: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, namespace: _Optional[str] = ..., segment_id: _Optional[int] = ..., retired: _Optional[_Iterable[int]] = ..., dead: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Change(_message.Message):
-    __slots__ = ("created", "dropped", "added", "deleted")
+    __slots__ = ("created", "dropped", "added", "deleted", "sealed")
     CREATED_FIELD_NUMBER: _ClassVar[int]
     DROPPED_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
     DELETED_FIELD_NUMBER: _ClassVar[int]
+    SEALED_FIELD_NUMBER: _ClassVar[int]
     created: Namespace
     dropped: str
     added: IngestRequest
     deleted: DeleteDocumentsRequest
-    def __init__(self, created: _Optional[_Union[Namespace, _Mapping]] = ..., dropped: _Optional[str] = ..., added: _Optional[_Union[IngestRequest, _Mapping]] = ..., deleted: _Optional[_Union[DeleteDocumentsRequest, _Mapping]] = ...) -> None: ...
+    sealed: SealedSegment
+    def __init__(self, created: _Optional[_Union[Namespace, _Mapping]] = ..., dropped: _Optional[str] = ..., added: _Optional[_Union[IngestRequest, _Mapping]] = ..., deleted: _Optional[_Union[DeleteDocumentsRequest, _Mapping]] = ..., sealed: _Optional[_Union[SealedSegment, _Mapping]] = ...) -> None: ...
 
 class ChangeBatch(_message.Message):
     __slots__ = ("epoch", "position", "reset", "changes", "copying")

@@ -1,0 +1,199 @@
+"""Segment readers: replicas on the writer's machine that map its segment files instead of
+copying its documents (real servers on loopback; the writer's maintenance flushes and compacts)."""
+
+import json
+import mmap
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from client_sdk.transport.remote import DatastoreClient
+from datastore_service.core import Document, NamespaceSpec, build_segment
+from datastore_service.datastore import Datastore, DatastoreConfig
+from datastore_service.segment_files import SegmentFiles, open_segment, owner_id, segment_path
+from sssd_wire.errors import InvalidArgument
+from sssd_wire.types import LookupParams
+from sssd_wire.v1 import datastore_pb2 as pb
+from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
+from tests.test_replication import EXACT, ingest_delete_drop_seen, occurrences, serving, wait_for
+
+WIDE = LookupParams(min_match=1, max_match=4, depth=4)
+
+
+def reader_of(server_factory, tmp_path, writer, name="reader"):
+    reader = server_factory(db=str(tmp_path / f"{name}.db"), follow=writer.address,
+                            segment_dir=str(tmp_path / "segments"))
+    wait_for(lambda: serving(reader.address), what=f"{name} SERVING")
+    return reader
+
+
+@pytest.fixture
+def writer(server_factory, tmp_path):
+    return server_factory(db=str(tmp_path / "writer.db"), segment_dir=str(tmp_path / "segments"))
+
+
+def mapped(array: np.ndarray) -> bool:
+    """True when the array's memory is a file mapping (not a private copy)."""
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return isinstance(base, mmap.mmap)
+
+
+def same_answers(a, b, namespace: str, contexts) -> bool:
+    left, right = a.lookup(namespace, contexts, WIDE), b.lookup(namespace, contexts, WIDE)
+    return [(t.match_length, t.occurrences, t.tokens.tolist(), t.counts.tolist()) for t in left] == \
+           [(t.match_length, t.occurrences, t.tokens.tolist(), t.counts.tolist()) for t in right]
+
+
+def test_a_segment_reader_maps_the_writers_segments_and_follows_every_change(server_factory, tmp_path, writer):
+    rng = np.random.default_rng(0)
+    with DatastoreClient(writer.address) as w:
+        w.create_namespace("alpha", 50, max_tokens=3000)
+        w.create_namespace("gone", 10)
+        w.ingest("alpha", [(f"old{i}", rng.integers(0, 50, 100)) for i in range(8)])
+        reader = reader_of(server_factory, tmp_path, writer)
+        with DatastoreClient(reader.address) as r:
+            assert [n.name for n in r.list_namespaces()] == ["alpha", "gone"]
+            wait_for(lambda: r.stats("alpha").namespaces[0].documents == 8, 2.0, "the copy")
+            probes = [rng.integers(0, 50, 6) for _ in range(40)]
+            assert sum(t.occurrences > 0 for t in r.lookup("alpha", probes, WIDE)) > 30
+            assert same_answers(w, r, "alpha", probes)
+            # the reader holds the writer's files, mapped: no private copy of tokens or suffix arrays
+            ds = reader.server.servicer.ds
+            for seg in ds.namespace("alpha").segments:
+                assert mapped(seg.tokens) and mapped(seg.sa)
+                assert segment_path(tmp_path / "segments", seg.segment_id).is_dir()
+            # each change within a second (an ingest shows once the writer's next flush seals it)
+            seen_after = ingest_delete_drop_seen(w, r, [41, 42, 43, 44, 45])
+            # retention evicts on the writer; compaction merges there; the reader mirrors both
+            w.ingest("alpha", [(f"new{i}", rng.integers(0, 50, 100)) for i in range(40)])
+            w.compact("alpha")
+            wait_for(lambda: len(ds.namespace("alpha").segments) == 1, 2.0, "the compaction mirrored")
+            stats = lambda c: (c.stats("alpha").namespaces[0].documents, c.stats("alpha").namespaces[0].tokens)
+            wait_for(lambda: stats(r) == stats(w), 2.0, "the same documents")
+            assert stats(r)[1] == 3000
+            assert same_answers(w, r, "alpha", probes)
+            assert ds.check_integrity() == ""
+            with pytest.raises(grpc.RpcError) as err:
+                r.ingest("alpha", [("x", [1])])
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert seen_after < 1.0
+
+
+def test_a_segment_reader_that_joins_late_or_restarts_copies_the_segment_list(server_factory, tmp_path, writer):
+    with DatastoreClient(writer.address) as w:
+        w.create_namespace("alpha", 100)
+        w.ingest("alpha", [("a", [1, 2, 3, 4, 5]), ("b", [5, 6, 7, 8, 9])])
+        first = reader_of(server_factory, tmp_path, writer)
+        w.delete("alpha", ["a"])
+        second = reader_of(server_factory, tmp_path, writer, "second")  # the copy carries the deletion
+        first.stop()
+        w.ingest("alpha", [("c", [9, 10, 11, 12])])
+        again = reader_of(server_factory, tmp_path, writer, "again")
+        for reader in (second, again):
+            with DatastoreClient(reader.address) as r:
+                wait_for(lambda: occurrences(r, "alpha", [9, 10, 11, 12]) == 1, 2.0, "c on the reader")
+                assert occurrences(r, "alpha", [5, 6, 7, 8]) == 1 and occurrences(r, "alpha", [1, 2, 3, 4]) == 0
+
+
+def refusal(address: str, directory) -> grpc.RpcError:
+    """What a writer answers a segment reader whose directory is ``directory``."""
+    with grpc.insecure_channel(address) as ch:
+        stream = pb_grpc.DatastoreStub(ch).Follow(pb.FollowRequest(segment_dir=owner_id(directory)))
+        with pytest.raises(grpc.RpcError) as err:
+            next(iter(stream))
+    return err.value
+
+
+def test_a_writer_without_segment_files_or_of_another_directory_refuses_segment_readers(server_factory, tmp_path):
+    SegmentFiles(tmp_path / "other", tmp_path / "elsewhere.db").close()  # a directory another writer owns
+    plain = server_factory(db=str(tmp_path / "plain.db"))
+    err = refusal(plain.address, tmp_path / "other")
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "writes no segment files" in err.details()
+    writer = server_factory(db=str(tmp_path / "w.db"), segment_dir=str(tmp_path / "mine"))
+    err = refusal(writer.address, tmp_path / "other")
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "not this writer's" in err.details()
+    # a reader started before its writer ever wrote the directory waits, then follows
+    reader = server_factory(db=str(tmp_path / "r.db"), follow=writer.address, segment_dir=str(tmp_path / "later"))
+    time.sleep(0.5)
+    assert not serving(reader.address)
+
+
+def test_one_writer_per_segment_directory(tmp_path):
+    files = SegmentFiles(tmp_path / "segs", tmp_path / "a.db")
+    with pytest.raises(OSError, match="in use by another running writer"):
+        SegmentFiles(tmp_path / "segs", tmp_path / "b.db")
+    files.close()
+    with pytest.raises(InvalidArgument, match="holds the segments of"):
+        SegmentFiles(tmp_path / "segs", tmp_path / "b.db")
+    again = SegmentFiles(tmp_path / "segs", tmp_path / "a.db")  # its own writer, restarted
+    assert again.id == files.id
+    again.close()
+
+
+def test_segment_files_round_trip_reconcile_and_retire_after_a_grace(tmp_path):
+    rng = np.random.default_rng(1)
+    docs = [(f"d{i}", i + 1, rng.integers(0, 30, 50).astype(np.int32)) for i in range(6)]
+    seg = build_segment(7, 30, docs)
+    files = SegmentFiles(tmp_path / "segs", tmp_path / "w.db", grace_s=5.0)
+    (tmp_path / "segs" / "notes.txt").write_text("not ours")
+    (tmp_path / "segs" / "3").mkdir()  # a stale segment of an earlier run
+    (tmp_path / "segs" / ".9.tmp-1-2").mkdir()  # a write a crash cut short
+    files.reconcile([seg])
+    assert sorted(p.name for p in (tmp_path / "segs").iterdir()) == [".lock", "7", "OWNER", "notes.txt"]
+    opened = open_segment(tmp_path / "segs", 7, 30, dead=[2])
+    assert opened.doc_ids == seg.doc_ids and np.array_equal(opened.tokens, seg.tokens)
+    assert np.array_equal(opened.sa, seg.sa) and opened.alive.tolist() == [True, True, False, True, True, True]
+    assert mapped(opened.sa)
+    files.retire([7])
+    assert files.sweep(now=time.monotonic() + 1.0) == 0 and segment_path(tmp_path / "segs", 7).is_dir()
+    assert files.sweep(now=time.monotonic() + 6.0) == 1 and not segment_path(tmp_path / "segs", 7).exists()
+    assert np.array_equal(opened.sa, seg.sa)  # a mapping outlives the unlink
+    with pytest.raises(FileNotFoundError):
+        open_segment(tmp_path / "segs", 7, 30)
+    json.loads((tmp_path / "segs" / "OWNER").read_text())
+    files.close()
+
+
+def test_a_writer_keeps_its_segment_files_equal_to_its_snapshot_across_a_restart(tmp_path):
+    config = DatastoreConfig(db=str(tmp_path / "w.db"), segment_dir=str(tmp_path / "segs"))
+    ds = Datastore(config)
+    ds.create_namespace(NamespaceSpec("alpha", 100))
+    for i in range(5):
+        ds.ingest("alpha", [Document.of(f"d{i}", list(range(i, i + 20)))])
+        ds.flush()
+    ds.compact("alpha")
+    ds.delete("alpha", ["d3"])
+    segments = ds.namespace("alpha").segments
+    assert all(mapped(seg.tokens) and mapped(seg.sa) for seg in segments)  # the writer serves from its files too
+    ids = {s.segment_id for s in segments}
+    ds.close()
+    ds = Datastore(config)  # retired segments' files are removed when it opens, held ones kept
+    assert {int(p.name) for p in (tmp_path / "segs").iterdir() if p.name.isdigit()} == ids
+    for seg in ds.namespace("alpha").segments:
+        assert mapped(seg.tokens) and mapped(seg.sa) and not seg.alive[seg.doc_ids.index("d3")]
+        copy = open_segment(config.segment_dir, seg.segment_id, 100)
+        assert np.array_equal(copy.sa, seg.sa) and copy.doc_ids == seg.doc_ids
+    assert ds.check_integrity() == ""
+    ds.close()
+
+
+def test_a_segment_file_that_cannot_be_written_loses_nothing(tmp_path, monkeypatch):
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "w.db"), segment_dir=str(tmp_path / "segs")))
+    ds.create_namespace(NamespaceSpec("alpha", 100))
+    ds.ingest("alpha", [Document.of("a", [1, 2, 3, 4, 5])])
+    real = SegmentFiles.write
+    monkeypatch.setattr(SegmentFiles, "write", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    with pytest.raises(OSError):
+        ds.flush()
+    assert ds.namespace("alpha").pending_tokens() == 5 and ds.check_integrity() == ""  # back in the memtable
+    monkeypatch.setattr(SegmentFiles, "write", real)
+    ds.ingest("alpha", [Document.of("b", [6, 7, 8, 9])])
+    ds.flush()
+    assert ds.lookup("alpha", [np.array([1, 2, 3, 4])], EXACT)[0].occurrences == 1
+    assert ds.lookup("alpha", [np.array([6, 7, 8, 9])], EXACT)[0].occurrences == 1
+    assert ds.check_integrity() == ""
+    ds.close()
