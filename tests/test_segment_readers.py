@@ -197,3 +197,33 @@ def test_a_segment_file_that_cannot_be_written_loses_nothing(tmp_path, monkeypat
     assert ds.lookup("alpha", [np.array([6, 7, 8, 9])], EXACT)[0].occurrences == 1
     assert ds.check_integrity() == ""
     ds.close()
+
+
+def test_a_segment_reader_survives_its_writer_killed_and_restarted(server_factory, tmp_path):
+    """SIGKILL the writer (a real process): the reader keeps answering from the files it mapped,
+    then follows the restarted writer (a new epoch: a copy of its segment list)."""
+    from sssd.bench.fleet_bench import _free_port
+    from sssd.serve_process import start_server
+
+    port, segs, db = _free_port(), str(tmp_path / "segments"), str(tmp_path / "w.db")
+    proc, address = start_server(db, "--segment-dir", segs, "--port", str(port))
+    try:
+        with DatastoreClient(address) as w:
+            w.create_namespace("alpha", 100)
+            w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
+        reader = server_factory(db=str(tmp_path / "r.db"), follow=address, segment_dir=segs)
+        wait_for(lambda: serving(reader.address), what="reader SERVING")
+        with DatastoreClient(reader.address) as r:
+            wait_for(lambda: occurrences(r, "alpha", [1, 2, 3, 4]) == 1, 2.0, "a on the reader")
+            proc.kill()
+            proc.wait()
+            assert occurrences(r, "alpha", [1, 2, 3, 4]) == 1  # served from its mappings meanwhile
+            proc, _ = start_server(db, "--segment-dir", segs, "--port", str(port))
+            with DatastoreClient(address) as w:
+                w.ingest("alpha", [("b", [6, 7, 8, 9])])
+            wait_for(lambda: occurrences(r, "alpha", [6, 7, 8, 9]) == 1, 10.0, "b from the restarted writer")
+            assert occurrences(r, "alpha", [1, 2, 3, 4]) == 1
+            assert reader.server.servicer.ds.check_integrity() == ""
+    finally:
+        proc.kill()
+        proc.wait()
