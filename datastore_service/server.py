@@ -123,7 +123,11 @@ class DatastoreServer:
         await server.start()
         if not self.auth.enabled and c.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("serving on %s without an auth file: anyone who can reach it may ingest and administer", c.host)
-        Path(c.datastore.db).parent.mkdir(parents=True, exist_ok=True)
+        if c.follow and c.datastore.segment_dir:
+            if c.datastore.db != DatastoreConfig.db:
+                log.warning("--db %s is not used: a segment reader keeps no file of its own", c.datastore.db)
+        else:
+            Path(c.datastore.db).parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.maint_pool, warm_up)  # kernels compiled before SERVING
         if c.follow:
