@@ -67,7 +67,7 @@ class Entry:
     position: int
     make: Callable[[], pb.Change]
     tokens: int
-    kind: str = ""  # "added" and "sealed" go to one kind of follower each (``FOR_SEGMENT_READERS``)
+    kind: str = ""  # "added" and "sealed" each go to one kind of follower only (``change_batches``)
     _change: pb.Change | None = None
 
     @property

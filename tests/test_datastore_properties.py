@@ -114,6 +114,7 @@ class SegmentReader:
             self.epoch = log.epoch
         for batch in change_batches(log.epoch, log.since(self.position), segment_reader=True) or [pb.ChangeBatch()]:
             self.applier(batch)  # the first batch after a copy ends it
+            self.applier(batch)  # and again, as after a reconnect that lost the position: changes nothing
             self.position = max(self.position, batch.position)
 
 

@@ -280,7 +280,9 @@ class NamespaceIndex:
     def mirror_install(self, new: Sequence[Segment], retired: Collection[int]) -> None:
         """A segment reader's install: its writer's segments ``new`` (deletions marked) replace
         the segments ``retired``, and the registry follows. Its memtable stays empty, and its
-        registry is not in sequence order (it applies no retention, which needs that order)."""
+        registry is not in sequence order (it applies no retention, which needs that order).
+        Idempotent: a segment of ``new`` that is held already is replaced by itself."""
+        retired = set(retired) | {seg.segment_id for seg in new}
         with self._lock:
             for seg in self._segments:
                 if seg.segment_id in retired:
