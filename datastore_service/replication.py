@@ -345,6 +345,9 @@ class SegmentApplier(_Applying):
 
     def _apply(self, change: pb.Change) -> None:
         ds, kind = self.ds, change.WhichOneof("kind")
+        if kind == "added":  # never silently serve nothing
+            raise DatastoreError("the writer sent documents to a segment reader: it predates segment readers "
+                                 "(upgrade it), or serve this one without --segment-dir", Kind.FAILED_PRECONDITION)
         if self.copying:  # a copy holds namespaces and their segments only
             if kind == "created":
                 spec = namespace_from_proto(change.created)

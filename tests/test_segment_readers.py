@@ -227,3 +227,14 @@ def test_a_segment_reader_survives_its_writer_killed_and_restarted(server_factor
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_segment_reader_refuses_documents_from_a_writer_that_predates_it(tmp_path):
+    from datastore_service.replication import SegmentApplier
+
+    ds = Datastore(DatastoreConfig(segment_dir=str(tmp_path / "segs")), mirror=True)
+    applier = SegmentApplier(ds)
+    added = pb.Change(added=pb.IngestRequest(namespace="alpha", documents=[pb.TokenDocument(id="a")]))
+    with pytest.raises(Exception, match="predates segment readers"):
+        applier(pb.ChangeBatch(reset=True, copying=True, changes=[added]))
+    ds.close()
