@@ -10,7 +10,10 @@ figure is the cost of drafting itself, not of the planner's choice to draft. No 
 simulated GPU time: it isolates the critical path for A/B comparisons of changes to it (the
 serving simulation, ``sssd bench serve-sim``, measures it as part of the whole).
 
-    .venv/bin/python bench/step_cost.py [--batch-sizes 16,64] [--steps 150]
+    .venv/bin/python bench/step_cost.py [--batch-sizes 16,64] [--steps 150] [--max-width W]
+
+``--max-width W`` lets the planner choose among its widths up to W only (the widest of them,
+the cost table being flat): the small drafts the planner makes at large batches.
 
 Prints JSON: per batch size, p50 / mean / p99 of the drafted steps' critical path (µs, whole
 batch, wall time after 10 warm-up steps), p50 / mean of the CPU the step's ``prefetch`` takes
@@ -24,6 +27,7 @@ serve_sim._Slot, SpeculatorConfig through the speculator module), so that this s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -55,8 +59,11 @@ class AnsweredAtOnce(replay.InProcessSource):
         return self._pending.pop(key, None)
 
 
-def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, steps: int) -> dict:
+def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, steps: int, max_width: int = 0) -> dict:
     config = SpeculatorConfig()
+    if max_width:
+        narrow = tuple(w for w in config.planner.widths if w <= max_width)
+        config = dataclasses.replace(config, planner=dataclasses.replace(config.planner, widths=narrow))
     widths = config.planner.widths
     flat = forward_time(PRESETS[HARDWARE], LLAMA_8B, batch, 1, 1024)
     remote = AnsweredAtOnce(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True))
@@ -110,11 +117,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", default="16,64")
     parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--max-width", type=int, default=0, help="the planner's widths up to this one only")
     args = parser.parse_args()
     ds = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE)
     cases = datasets.mtbench_cases() + datasets.humaneval_cases()
-    rows = [run_batch(ds, cases, int(b), args.steps) for b in args.batch_sizes.split(",")]
-    print(json.dumps(stamped({"rows": rows, "steps": args.steps}), indent=1))
+    rows = [run_batch(ds, cases, int(b), args.steps, args.max_width) for b in args.batch_sizes.split(",")]
+    print(json.dumps(stamped({"rows": rows, "steps": args.steps, "max_width": args.max_width}), indent=1))
 
 
 if __name__ == "__main__":
