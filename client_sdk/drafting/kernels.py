@@ -19,10 +19,6 @@ NIL = -1
 # a node's conditional is its calibration cell's, scaled by 1 + TIE * (frequency - 0.5): siblings in
 # one cell are ranked by their raw frequency (replay: +0.2 to +2.8 % tau at budget 4, BENCHMARKS.md)
 TIE = 0.3
-# a source's node followed by less than 1 / (PRUNE * budget) of its trie's samples is left out of
-# the merge, its subtree with it: it would not make a draft of ``budget`` nodes, and merging such
-# nodes was most of a small draft's time (replay: tau unchanged or up to +0.2 % at budgets 4-8)
-PRUNE = 4
 
 
 @numba.njit(inline="always", **OPTS)
@@ -173,12 +169,11 @@ def _bucket(count, parent_count):
 
 
 @numba.njit(**OPTS)
-def _union(tok, par, cnt, offs, slot, kb, table, combine, budget):
+def _union(tok, par, cnt, offs, slot, kb, table, combine):
     """The union of S source tries with each node's conditional P(accepted | parent accepted).
 
     Where sources share a path their conditionals combine by noisy-or (combine 0) or max
-    (combine 1). A node rarer than 1 / (PRUNE * budget) in its source is not merged (its
-    children, no more frequent, neither). Returns (tokens, parents, conditionals, depths, cells [n, S, 4], first_child
+    (combine 1). Returns (tokens, parents, conditionals, depths, cells [n, S, 4], first_child
     [cap + 1], next_sib) of the n merged nodes (first_child[cap] = the root's; -1 ends a list);
     a node is created after its parent, so index order is topological.
     """
@@ -201,9 +196,6 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine, budget):
                 root += cnt[i]
         for i in range(a, b):
             pl = par[i]
-            if cnt[i] * PRUNE * budget < root:
-                node_map[i] = NIL
-                continue
             pc = max(root if pl < 0 else cnt[a + pl], 1)
             fb, sb = _bucket(cnt[i], pc)
             c = min(table[slot[s], kb[s], fb, sb] * (1.0 + TIE * (cnt[i] / pc - 0.5)), 1.0)
@@ -319,7 +311,7 @@ def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_dep
     Returns (tokens, parents, scores, cells [b, S, 4] = (slot, kb, fb, sb) or -1), best node
     first (so the best k of them are the first k: DraftTree.best).
     """
-    mtok, mpar, mcond, mdepth, cells, first_child, next_sib = _union(tok, par, cnt, offs, slot, kb, table, combine, budget)
+    mtok, mpar, mcond, mdepth, cells, first_child, next_sib = _union(tok, par, cnt, offs, slot, kb, table, combine)
     score = np.empty(mtok.shape[0], dtype=np.float64)
     for j in range(mtok.shape[0]):  # index order is topological
         score[j] = mcond[j] if mpar[j] < 0 else score[mpar[j]] * mcond[j]
