@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # the log builds wire messages; the datastore only calls it
     from datastore_service.replication import ChangeLog
 
 log = logging.getLogger("sssd.datastore")
+MAINTENANCE_REPEAT_S = 60.0  # a maintenance failure that lasts is said again this often
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +113,7 @@ class Datastore:
         self._thread: threading.Thread | None = None
         self.compactions = 0  # merges committed since open (each retires two or more segments)
         self.on_compaction = None  # called with 1 after each committed merge (the server's metric)
+        self.maintenance_failures = 0  # background rounds that failed since open (each is retried)
         try:
             self._load()
         except BaseException:
@@ -167,11 +169,27 @@ class Datastore:
             self._thread.start()
 
     def _maintenance_loop(self) -> None:
+        """Rounds until close(). A failing round is retried at the next one; the failure is said
+        once with its traceback, then once a minute while it lasts, and its end is said too (a
+        full disk fails every round: ten tracebacks a second would bury the log)."""
+        failing, last_said = 0, 0.0
         while not self._stop.wait(self.config.maintenance_interval_s):
             try:
                 self.maintain()
-            except Exception:  # keep the loop alive; the next round retries
-                log.exception("maintenance round failed")
+            except Exception as exc:  # keep the loop alive; the next round retries
+                self.maintenance_failures += 1
+                failing += 1
+                now = time.monotonic()
+                if failing == 1:
+                    log.exception("maintenance round failed; retrying every %.2f s", self.config.maintenance_interval_s)
+                    last_said = now
+                elif now - last_said >= MAINTENANCE_REPEAT_S:
+                    log.warning("maintenance still failing, %d rounds in a row: %s", failing, exc)
+                    last_said = now
+                continue
+            if failing:
+                log.warning("maintenance works again after %d failed rounds", failing)
+                failing = 0
 
     def close(self) -> None:
         """Stop maintenance, snapshot the memtables, close the file."""

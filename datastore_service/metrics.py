@@ -21,6 +21,8 @@ class Metrics:
         self.ingested_documents = Counter("sssd_ingested_documents", "documents added", registry=r)
         self.ingested_tokens = Counter("sssd_ingested_tokens", "tokens added", registry=r)
         self.compactions = Counter("sssd_compactions", "segments merged by compaction rounds", registry=r)
+        self.maintenance_failures = Gauge("sssd_maintenance_failures", "background flush/compaction rounds that "
+                                          "failed since start (each is retried)", registry=r)
         self.tokens = Gauge("sssd_namespace_tokens", "live tokens", ["namespace"], registry=r)
         self.documents = Gauge("sssd_namespace_documents", "live documents", ["namespace"], registry=r)
         self.segments = Gauge("sssd_namespace_segments", "segments", ["namespace"], registry=r)
@@ -30,6 +32,7 @@ class Metrics:
                                  registry=r)
         self.replica_reconnects = Gauge("sssd_replica_reconnects", "times a replica lost its writer", registry=r)
         self.follower = None  # the replica's Follower; read at every scrape
+        self.datastore = None  # the Datastore; its failure count is read at every scrape
 
     def observe_namespaces(self, stats) -> None:
         """Per namespace when ``namespace_labels`` (the names are tenants' business: off by
@@ -53,6 +56,8 @@ class _Refresh:
         m = self.metrics
         if m.source is not None:
             m.observe_namespaces(m.source())
+        if m.datastore is not None:
+            m.maintenance_failures.set(m.datastore.maintenance_failures)
         if m.follower is not None:
             m.replica_lag.set(m.follower.lag_s())
             m.replica_reconnects.set(m.follower.reconnects)

@@ -137,6 +137,7 @@ class DatastoreServer:
             ds = await loop.run_in_executor(self.maint_pool, Datastore, c.datastore, changes)
         ds.on_compaction = self.metrics.compactions.inc
         self.metrics.source = ds.stats
+        self.metrics.datastore = ds
         ds.start_maintenance()
         self.servicer.ds = ds
         if c.metrics_port >= 0:

@@ -202,3 +202,34 @@ def test_a_damaged_stored_segment_is_rebuilt_not_served(tmp_path, caplog, damage
     assert ds.namespace("ns").document_count() == 20
     assert ds.lookup("ns", [np.array([1, 2])], LookupParams(depth=2))[0].paths() == expected
     ds.close()
+
+
+def test_a_failing_maintenance_loop_says_so_once_a_minute_and_when_it_recovers(tmp_path, monkeypatch, caplog):
+    import logging
+    import time
+
+    from datastore_service import datastore as module
+
+    monkeypatch.setattr(module, "MAINTENANCE_REPEAT_S", 0.3)  # "a minute", shortened
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "m.db"), maintenance_interval_s=0.01))
+    calls = []
+
+    def maintain():
+        calls.append(1)
+        if len(calls) <= 60:
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ds, "maintain", maintain)
+    with caplog.at_level(logging.WARNING, logger="sssd.datastore"):
+        ds.start_maintenance()
+        deadline = time.monotonic() + 20
+        while len(calls) < 70 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ds.close()
+    said = [r for r in caplog.records if r.name == "sssd.datastore"]
+    assert said[0].exc_info is not None and "maintenance round failed" in said[0].getMessage()
+    again = [r for r in said if "still failing" in r.getMessage()]
+    assert 1 <= len(again) <= 10 and all(r.exc_info is None for r in again)  # not one per round
+    assert "No space left on device" in again[0].getMessage()
+    assert "maintenance works again after 60 failed rounds" in said[-1].getMessage()
+    assert ds.maintenance_failures == 60

@@ -174,6 +174,7 @@ def test_metrics_endpoint(server_factory, per_namespace):
     assert 'sssd_rpcs_total{code="OK",method="Ingest"} 1.0' in text
     assert 'sssd_rpc_seconds_count{method="Ingest"} 2.0' in text
     assert "process_resident_memory_bytes" in text and "process_open_fds" in text
+    assert "sssd_maintenance_failures 0.0" in text
     if per_namespace:
         assert 'sssd_namespace_tokens{namespace="alpha"} 2.0' in text
     else:  # tenants' names stay off the unauthenticated endpoint
