@@ -1,6 +1,7 @@
 """The SDK against a real datastore server that is healthy, slowed, stopped and restarted."""
 
 import asyncio
+import threading
 import time
 
 import numpy as np
@@ -111,6 +112,23 @@ def test_a_late_answer_is_cancelled_and_the_service_drops_it(live):
     assert source.stats.failed == 0 and source.breaker.state == "closed"
     # only the new prefetch was answered
     assert servicer.metrics.lookup_contexts._value.get() == before + spec.counts["contexts"] - asked
+
+
+def test_a_decode_steps_lookups_start_no_thread_each(live, monkeypatch):
+    """One lookup per step with the client idle in between, as a decode worker makes them: a
+    sync gRPC channel started a polling thread for each (about 1 ms to issue one here); the
+    client's loop thread takes them all."""
+    _, client = live
+    client.lookup_future("ns", [TEXT[:4]], flat=True).result(timeout=5)  # the loop, started once
+    starts = []
+    real = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self, *a, **k: (starts.append(self.name), real(self, *a, **k)))
+    for _ in range(10):
+        batch = client.lookup_future("ns", [TEXT[:4], TEXT[2:6]], flat=True).result(timeout=5)
+        assert batch.meta[:, 0].tolist() == [4, 4]
+        time.sleep(0.02)  # the step's GPU time: no call in flight
+    assert starts == []
+    assert client.ready(1.0)
 
 
 def test_blocking_lookup_never_holds_a_step_past_its_deadline(live):

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Iterable, Sequence
 
-import grpc
 
-from client_sdk.transport.remote import DEFAULT_ADDRESS
+from client_sdk.transport.remote import DEFAULT_ADDRESS, make_channel
 from sssd_wire.codec import documents_to_proto, lookup_request, tries_from_proto
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
@@ -19,13 +18,7 @@ from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 class AsyncDatastoreClient:
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
                  timeout_s: float = 10.0, max_message_bytes: int = 64 << 20) -> None:
-        options = [("grpc.max_receive_message_length", max_message_bytes),
-                   ("grpc.max_send_message_length", max_message_bytes)]
-        if tls_ca:
-            with open(tls_ca, "rb") as f:
-                self.channel = grpc.aio.secure_channel(address, grpc.ssl_channel_credentials(f.read()), options)
-        else:
-            self.channel = grpc.aio.insecure_channel(address, options)
+        self.channel = make_channel(address, tls_ca, max_message_bytes, aio=True)
         self.stub = pb_grpc.DatastoreStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout_s = timeout_s

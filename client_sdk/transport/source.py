@@ -146,10 +146,8 @@ class RemoteSource:
 
     def connect(self, timeout_s: float = 5.0) -> bool:
         """Open the connection now (a first lookup would otherwise pay for it, and be late)."""
-        try:
-            grpc.channel_ready_future(self.client.channel).result(timeout=timeout_s)
+        if self.client.ready(timeout_s):
             return True
-        except grpc.FutureTimeoutError:
-            log.warning("datastore %s not reachable within %.1fs; drafting locally until it is",
-                        self.client.address, timeout_s)
-            return False
+        log.warning("datastore %s not reachable within %.1fs; drafting locally until it is",
+                    self.client.address, timeout_s)
+        return False
