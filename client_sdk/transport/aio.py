@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterable, Iterable, Sequence
 
-
 from client_sdk.transport.remote import DEFAULT_ADDRESS, make_channel
 from sssd_wire.codec import documents_to_proto, lookup_request, tries_from_proto
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
