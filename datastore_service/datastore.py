@@ -181,7 +181,8 @@ class Datastore:
                 failing += 1
                 now = time.monotonic()
                 if failing == 1:
-                    log.exception("maintenance round failed; retrying every %.2f s", self.config.maintenance_interval_s)
+                    log.exception("maintenance round failed; retrying every %.2f s",
+                                  self.config.maintenance_interval_s)
                     last_said = now
                 elif now - last_said >= MAINTENANCE_REPEAT_S:
                     log.warning("maintenance still failing, %d rounds in a row: %s", failing, exc)

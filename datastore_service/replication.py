@@ -122,8 +122,9 @@ class ChangeLog:
     def sealed(self, name: str, seg: Segment | None, retired: Sequence[int]) -> None:
         """``seg`` installed in place of ``retired`` (for segment readers). Its deleted ordinals
         are taken now: the caller holds the lock that deletes are logged under."""
+        dead = np.flatnonzero(~seg.alive).tolist() if seg is not None else ()
         sealed = pb.SealedSegment(namespace=name, segment_id=seg.segment_id if seg is not None else 0,
-                                  retired=retired, dead=np.flatnonzero(~seg.alive).tolist() if seg is not None else ())
+                                  retired=retired, dead=dead)
         self._append(lambda: pb.Change(sealed=sealed), 1, "sealed")
 
     def since(self, after: int) -> list[Entry] | None:
@@ -181,7 +182,8 @@ def change_batches(epoch: str, entries: list[Entry], segment_reader: bool) -> li
     """Log entries as a follower gets them: each kind of follower only the changes it applies
     (a segment reader no documents, a document replica no segments), positions past all."""
     skip = "added" if segment_reader else "sealed"
-    return [pb.ChangeBatch(epoch=epoch, position=part[-1].position, changes=[e.change for e in part if e.kind != skip])
+    return [pb.ChangeBatch(epoch=epoch, position=part[-1].position,
+                           changes=[e.change for e in part if e.kind != skip])
             for part in _batches(entries, lambda e: 0 if e.kind == skip else e.tokens)]
 
 
@@ -419,7 +421,8 @@ class Follower:
         directory = owner_id(self.ds.config.segment_dir) if self.ds.segment_reader else ""
         if self.ds.segment_reader and not directory:
             if self.reconnects % 50 == 0:
-                log.warning("segment directory %s holds no writer's segments yet; waiting", self.ds.config.segment_dir)
+                log.warning("segment directory %s holds no writer's segments yet; waiting",
+                            self.ds.config.segment_dir)
             return None
         return pb.FollowRequest(epoch=self.epoch, after=self.position, segment_dir=directory)
 

@@ -131,8 +131,8 @@ class SegmentFiles:
             if owner.get("db") == db and owner.get("id"):
                 return owner["id"]
             self.close()
-            raise InvalidArgument(f"segment directory {self.directory} holds the segments of {owner.get('db', '?')}, "
-                                  f"not of {db}; give each writer its own")
+            raise InvalidArgument(f"segment directory {self.directory} holds the segments of "
+                                  f"{owner.get('db', '?')}, not of {db}; give each writer its own")
         if any(_ours(e.name) for e in self.directory.iterdir()):
             self.close()
             raise InvalidArgument(f"segment directory {self.directory} holds segments but no {OWNER} file")

@@ -186,7 +186,10 @@ def test_a_segment_file_that_cannot_be_written_loses_nothing(tmp_path, monkeypat
     ds.create_namespace(NamespaceSpec("alpha", 100))
     ds.ingest("alpha", [Document.of("a", [1, 2, 3, 4, 5])])
     real = SegmentFiles.write
-    monkeypatch.setattr(SegmentFiles, "write", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    def full(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SegmentFiles, "write", full)
     with pytest.raises(OSError):
         ds.flush()
     assert ds.namespace("alpha").pending_tokens() == 5 and ds.check_integrity() == ""  # back in the memtable
