@@ -64,6 +64,9 @@ class DatastoreConfig:
     # segment files shared on this machine (datastore_service/segment_files.py): a writer writes
     # its segments there; a read replica (--follow) maps them instead of copying the documents
     segment_dir: str = ""
+    # a read replica that copies the documents and writes its own segments to --segment-dir, for
+    # segment readers on its machine (which follow it); a writer writes them anyway
+    write_segments: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -73,6 +76,7 @@ class DatastoreConfig:
             (self.max_namespaces >= 1, f"--max-namespaces {self.max_namespaces} must be at least 1"),
             (self.compaction_fanout >= 2, f"--compaction-fanout {self.compaction_fanout} must be at least 2"),
             (0 < self.dead_ratio <= 1, f"--dead-ratio {self.dead_ratio} must be in (0, 1]"),
+            (self.segment_dir or not self.write_segments, "--write-segments needs --segment-dir (where to write)"),
             (self.maintenance_interval_s >= 0.01,
              f"--maintenance-interval-s {self.maintenance_interval_s} must be at least 0.01 (a smaller one burns a core)"),
         ]
@@ -96,10 +100,10 @@ class Datastore:
         self.changes = changes
         self.mirror = mirror
         # a segment reader holds no documents of its own: its index is the writer's segment files
-        self.segment_reader = mirror and bool(config.segment_dir)
+        self.segment_reader = mirror and bool(config.segment_dir) and not config.write_segments
         self.store = Store(":memory:" if self.segment_reader else config.db, config.synchronous)
         self.files: SegmentFiles | None = None
-        if config.segment_dir and not mirror:
+        if config.segment_dir and not self.segment_reader:
             try:
                 self.files = SegmentFiles(config.segment_dir, config.db)
             except BaseException:

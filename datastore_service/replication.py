@@ -25,7 +25,9 @@ for ``sealed`` changes (each segment the writer installs, by id, with the ordina
 by then) and deletes, never documents; its copy is the list of segments. The writer logs a
 segment after its files are written, and under the lock its deletes are logged under, so
 the two are ordered. A document becomes visible to a segment reader when the writer's next
-flush seals it (every ``--maintenance-interval-s``).
+flush seals it (every ``--maintenance-interval-s``). A replica given ``--write-segments``
+writes its own segments and logs its own changes (what it applies), so that segment readers
+on its machine follow it as they would a writer; it still relays no documents.
 """
 
 from __future__ import annotations
@@ -147,7 +149,7 @@ async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run,
     when ``stopping`` is set (the writer shuts down: its followers reconnect, not hold it up)."""
     readers = bool(request.segment_dir)
     if readers:
-        _check_segment_reader(ds, request.segment_dir)
+        check_segment_reader(ds, request.segment_dir)  # the servicer has checked; a direct caller too
     after = request.after if request.epoch == changes.epoch else None
     if after is None or changes.since(after) is None:
         if readers:
@@ -211,10 +213,12 @@ def _batches(items: list, tokens_of) -> list[list]:
     return out + ([run] if run else [])
 
 
-def _check_segment_reader(ds, directory_id: str) -> None:
+def check_segment_reader(ds, directory_id: str) -> None:
+    """FAILED_PRECONDITION unless this server writes segment files into the reader's directory."""
     if ds.files is None:
-        raise DatastoreError("this writer writes no segment files: start it with --segment-dir DIR to serve "
-                             "segment readers, or follow it without --segment-dir", Kind.FAILED_PRECONDITION)
+        raise DatastoreError("this server writes no segment files: start it with --segment-dir DIR (a replica: "
+                             "and --write-segments) to serve segment readers, or follow it without --segment-dir",
+                             Kind.FAILED_PRECONDITION)
     if directory_id != ds.files.id:
         raise DatastoreError(f"the reader's segment directory is not this writer's ({ds.files.directory}): give "
                              "it the writer's --segment-dir", Kind.FAILED_PRECONDITION)

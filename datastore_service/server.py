@@ -123,7 +123,7 @@ class DatastoreServer:
         await server.start()
         if not self.auth.enabled and c.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("serving on %s without an auth file: anyone who can reach it may ingest and administer", c.host)
-        if c.follow and c.datastore.segment_dir:
+        if c.follow and c.datastore.segment_dir and not c.datastore.write_segments:
             if c.datastore.db != DatastoreConfig.db:
                 log.warning("--db %s is not used: a segment reader keeps no file of its own", c.datastore.db)
         else:
@@ -131,7 +131,10 @@ class DatastoreServer:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.maint_pool, warm_up)  # kernels compiled before SERVING
         if c.follow:
-            ds = await loop.run_in_executor(self.maint_pool, functools.partial(Datastore, c.datastore, mirror=True))
+            # a replica that writes segment files logs its changes for the segment readers that follow it
+            changes = ChangeLog(c.replication_log_tokens) if c.datastore.write_segments else None
+            ds = await loop.run_in_executor(self.maint_pool, functools.partial(Datastore, c.datastore, changes,
+                                                                                 mirror=True))
         else:
             changes = ChangeLog(c.replication_log_tokens) if c.replication_log_tokens else None
             ds = await loop.run_in_executor(self.maint_pool, Datastore, c.datastore, changes)
@@ -146,6 +149,7 @@ class DatastoreServer:
         role = "writer"
         if c.follow:
             role = f"{'segment reader' if ds.segment_reader else 'read replica'} of {c.follow}"
+            role += ", writing segment files for readers" if ds.files is not None else ""
         if c.follow:  # SERVING once the first full copy is in (a readiness probe waits for it)
             self.servicer.writer = c.follow
             self.follower = Follower(c.follow, c.follow_token, ds, self.servicer._run, self._caught_up, c.follow_tls_ca)

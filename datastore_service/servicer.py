@@ -18,7 +18,7 @@ from datastore_service import wire
 from sssd_wire import codec
 from datastore_service.auth import principal_var
 from datastore_service.datastore import Datastore
-from datastore_service.replication import serve_follow
+from datastore_service.replication import check_segment_reader, serve_follow
 from sssd_wire.errors import DatastoreError, InvalidArgument, Kind, NotFound, ResourceExhausted, Unavailable
 from datastore_service.metrics import Metrics
 from sssd_wire.v1 import datastore_pb2 as pb
@@ -193,10 +193,12 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
     # -- replication --------------------------------------------------------------------------
 
     async def Follow(self, request, context):
-        if self.writer:  # a replica does not relay
+        if self.writer and not request.segment_dir:  # a replica relays to segment readers only
             raise DatastoreError(f"this server is a read replica of {self.writer}: follow the writer itself",
                                  Kind.FAILED_PRECONDITION)
         ds = self._store()
+        if request.segment_dir:
+            check_segment_reader(ds, request.segment_dir)
         if ds.changes is None:
             raise DatastoreError("replication is off on this writer (--replication-log-tokens 0)",
                                  Kind.FAILED_PRECONDITION)

@@ -241,3 +241,36 @@ def test_a_segment_reader_refuses_documents_from_a_writer_that_predates_it(tmp_p
     with pytest.raises(Exception, match="predates segment readers"):
         applier(pb.ChangeBatch(reset=True, copying=True, changes=[added]))
     ds.close()
+
+
+def test_segment_readers_of_a_replica_on_another_machine(server_factory, tmp_path, writer):
+    """A replica copies the documents from its writer and, with --write-segments, writes its own
+    segments for segment readers on its machine, which follow it (the writer's files unused)."""
+    local = str(tmp_path / "replica-segments")
+    replica = server_factory(db=str(tmp_path / "replica.db"), follow=writer.address, segment_dir=local,
+                             write_segments=True)
+    wait_for(lambda: serving(replica.address), what="replica SERVING")
+    reader = server_factory(db=str(tmp_path / "r.db"), follow=replica.address, segment_dir=local)
+    wait_for(lambda: serving(reader.address), what="its reader SERVING")
+    with DatastoreClient(writer.address) as w, DatastoreClient(reader.address) as r:
+        w.create_namespace("alpha", 100)
+        wait_for(lambda: [n.name for n in r.list_namespaces()] == ["alpha"], 2.0, "the namespace two hops away")
+        t = time.monotonic()
+        w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
+        wait_for(lambda: occurrences(r, "alpha", [1, 2, 3, 4]) == 1, 2.0, "the ingest two hops away")
+        assert time.monotonic() - t < 2.0
+        w.delete("alpha", ["a"])
+        wait_for(lambda: occurrences(r, "alpha", [1, 2, 3, 4]) == 0, 2.0, "the delete two hops away")
+    ds = reader.server.servicer.ds
+    with DatastoreClient(writer.address) as w:
+        w.ingest("alpha", [("b", [6, 7, 8, 9])])
+    wait_for(lambda: len(ds.namespace("alpha").segments) >= 1, 2.0, "a segment on the reader")
+    assert all(mapped(s.sa) and segment_path(local, s.segment_id).is_dir() for s in ds.namespace("alpha").segments)
+    # the replica still relays nothing else: a document follower is refused
+    err = refusal(replica.address, tmp_path / "nowhere")
+    assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "read replica of" in err.details()
+
+
+def test_write_segments_needs_a_directory():
+    with pytest.raises(ValueError, match="--write-segments needs --segment-dir"):
+        DatastoreConfig(write_segments=True)
