@@ -46,7 +46,7 @@ import grpc
 import numpy as np
 
 from datastore_service.core import Document, NamespaceSpec, Segment
-from datastore_service.segment_files import open_segment, owner_id
+from datastore_service.segment_files import RETIRED_GRACE_S, open_segment, owner_id
 from datastore_service.wire import namespace_from_proto, namespace_to_proto
 from sssd_wire.codec import decode_tokens, documents_to_proto
 from sssd_wire.errors import DatastoreError, Kind, Unavailable
@@ -347,7 +347,12 @@ class SegmentApplier(_Applying):
         self._copy = {}
 
     def _open(self, vocab_size: int, sealed: pb.SealedSegment):
-        return open_segment(self.directory, sealed.segment_id, vocab_size, sealed.dead)
+        try:
+            return open_segment(self.directory, sealed.segment_id, vocab_size, sealed.dead)
+        except FileNotFoundError:
+            raise DatastoreError(f"segment {sealed.segment_id} is no longer in {self.directory}: this reader fell "
+                                 f"more than the writer's grace ({RETIRED_GRACE_S:.0f} s) behind",
+                                 Kind.UNAVAILABLE) from None
 
     def _apply(self, change: pb.Change) -> None:
         ds, kind = self.ds, change.WhichOneof("kind")
@@ -460,6 +465,9 @@ class Follower:
                 self.reconnects += 1
                 if self.reconnects == 1 or self.reconnects % 50 == 0:  # said once, then now and then
                     log.warning("following %s: %s (%s); retrying", self.address, exc.code().name, exc.details())
+            except DatastoreError as exc:  # an expected one (a reader behind, a writer too old): one line
+                log.warning("following %s: %s; asking for a full copy", self.address, exc)
+                self.epoch, self.position = "", 0
             except Exception:  # a change that would not apply: start over from a full copy
                 log.exception("following %s: applying a change failed; asking for a full copy", self.address)
                 self.epoch, self.position = "", 0

@@ -274,3 +274,17 @@ def test_segment_readers_of_a_replica_on_another_machine(server_factory, tmp_pat
 def test_write_segments_needs_a_directory():
     with pytest.raises(ValueError, match="--write-segments needs --segment-dir"):
         DatastoreConfig(write_segments=True)
+
+
+def test_a_reader_too_far_behind_for_a_segment_says_so_and_copies_again(tmp_path):
+    from datastore_service.replication import SegmentApplier
+    from sssd_wire.errors import DatastoreError
+
+    ds = Datastore(DatastoreConfig(segment_dir=str(tmp_path / "segs")), mirror=True)
+    applier = SegmentApplier(ds)
+    created = pb.Change(created=pb.Namespace(name="alpha", vocab_size=9))
+    applier(pb.ChangeBatch(reset=True, copying=True, changes=[created]))
+    sealed = pb.Change(sealed=pb.SealedSegment(namespace="alpha", segment_id=5))  # unlinked after its grace
+    with pytest.raises(DatastoreError, match="segment 5 is no longer in .*fell more than the writer's grace"):
+        applier(pb.ChangeBatch(changes=[sealed]))
+    ds.close()
