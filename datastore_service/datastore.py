@@ -347,8 +347,8 @@ class Datastore:
             built = self.files.write(built, ns.spec.vocab_size)
         with self._write_lock:  # ordered with deletes in the change log
             seg = ns.install(built, retired)
-            if self.changes is not None and (seg is not None or retired_ids):
-                self.changes.sealed(name, seg, retired_ids)
+            if self.files is not None and self.changes is not None and (seg is not None or retired_ids):
+                self.changes.sealed(name, seg, retired_ids)  # only segment readers read these
         if seg is not None:
             self.store.save_segment(name, seg, retired=retired_ids)
         elif retired_ids:
@@ -397,8 +397,8 @@ class Datastore:
                 problem = ns.check_integrity(deep)
                 if problem:
                     return problem
-                stored = self.store.document_count(name) if not self.segment_reader else ns.document_count()
-                if stored != ns.document_count():
+                stored = self.store.document_count(name)
+                if not self.segment_reader and stored != ns.document_count():  # a reader stores none
                     return f"namespace {name!r}: {stored} documents in SQLite but {ns.document_count()} indexed"
             names = {s.name for s in self.store.namespaces()}
             if names != set(self._namespaces):

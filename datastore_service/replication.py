@@ -32,6 +32,7 @@ on its machine follow it as they would a writer; it still relays no documents.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import dataclasses
@@ -147,9 +148,7 @@ async def serve_follow(ds, changes: ChangeLog, request: pb.FollowRequest, run,
                        stopping: asyncio.Event) -> AsyncIterator[pb.ChangeBatch]:
     """The ``Follow`` stream; ``run(fn, *args)`` runs blocking work off the event loop. It ends
     when ``stopping`` is set (the writer shuts down: its followers reconnect, not hold it up)."""
-    readers = bool(request.segment_dir)
-    if readers:
-        check_segment_reader(ds, request.segment_dir)  # the servicer has checked; a direct caller too
+    readers = bool(request.segment_dir)  # checked by the servicer (check_segment_reader)
     after = request.after if request.epoch == changes.epoch else None
     if after is None or changes.since(after) is None:
         if readers:
@@ -243,7 +242,7 @@ async def _full_copy(ds, run) -> AsyncIterator[pb.ChangeBatch]:
 # -- the replica's side ---------------------------------------------------------------------
 
 
-class _Applying:
+class _Applying(abc.ABC):
     """What both kinds of follower share: the batch protocol (a ``reset`` starts a full copy,
     the first batch that is not a page of it ends it), namespaces and deletes."""
 
@@ -280,14 +279,17 @@ class _Applying:
         elif kind == "deleted":
             ds.delete(change.deleted.namespace, list(change.deleted.ids))
 
+    @abc.abstractmethod
     def _start_copy(self) -> None:
-        raise NotImplementedError
+        """A full copy begins (``reset``)."""
 
+    @abc.abstractmethod
     def _end_copy(self) -> None:
-        raise NotImplementedError
+        """The full copy is complete: make the follower hold exactly it."""
 
+    @abc.abstractmethod
     def _apply(self, change: pb.Change) -> None:
-        raise NotImplementedError
+        """One change, during a copy or after it."""
 
 
 class Applier(_Applying):

@@ -18,7 +18,6 @@ finds them; a reader that has mapped them keeps its mapping after the unlink any
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import shutil
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from datastore_service.core import Segment, check_segment, restore_segment
+from datastore_service.store import exclusive_lock
 from sssd_wire.errors import InvalidArgument
 
 ARRAYS = ("tokens", "sa", "doc_starts", "doc_seqs")
@@ -112,13 +112,8 @@ class SegmentFiles:
         self.grace_s = grace_s
         self._retired: list[tuple[float, int]] = []  # (when, segment id)
         self._lock = threading.Lock()
-        self._lock_fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self._lock_fd)
-            raise OSError(f"segment directory {self.directory} is in use by another running writer "
-                          f"(it holds {self.directory / '.lock'})") from None
+        self._owner = exclusive_lock(self.directory / ".lock",
+                                     f"segment directory {self.directory} is in use by another running writer")
         self.id = self._own(str(Path(db).resolve()))
 
     def _own(self, db: str) -> str:
@@ -143,9 +138,9 @@ class SegmentFiles:
         return ident
 
     def close(self) -> None:
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)  # releases the lock
-            self._lock_fd = -1
+        if self._owner is not None:
+            self._owner.close()  # releases the lock
+            self._owner = None
 
     def write(self, seg: Segment, vocab_size: int) -> Segment:
         """Write ``seg`` and return it mapped from its files (its ``alive`` table kept)."""

@@ -89,6 +89,19 @@ def _open_error(path: str, exc: sqlite3.DatabaseError) -> DatastoreError:
     return Unavailable(f"cannot open {path}: {'the disk is full' if full else 'storage failed'} ({exc}; {free})")
 
 
+def exclusive_lock(path: str | Path, busy: str):
+    """An open file holding an exclusive lock on ``path`` until it is closed (the kernel drops it
+    when the process dies, however it dies). OSError "<busy> (it holds <path>)" when another
+    process holds it."""
+    owner = open(path, "a+")
+    try:
+        fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner.close()
+        raise OSError(f"{busy} (it holds {path})") from None
+    return owner
+
+
 class Store:
     """The SQLite file. Raises CorruptStore for a file that is not an sssd datastore, and
     Unavailable when the disk under it is full or failing."""
@@ -114,13 +127,7 @@ class Store:
         kernel drops the lock when the process dies, however it dies."""
         if self.path == ":memory:":
             return None
-        owner = open(self.path + ".lock", "a+")
-        try:
-            fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner.close()
-            raise OSError(f"{self.path} is open in another sssd process (it holds {self.path}.lock)") from None
-        return owner
+        return exclusive_lock(self.path + ".lock", f"{self.path} is open in another sssd process")
 
     def _release_ownership(self) -> None:
         if self._owner is not None:

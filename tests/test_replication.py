@@ -54,18 +54,23 @@ def writer(server_factory, tmp_path):
     return server_factory(db=str(tmp_path / "writer.db"))
 
 
-def replica_of(server_factory, tmp_path, writer, name="replica"):
-    replica = server_factory(db=str(tmp_path / f"{name}.db"), follow=writer.address)
-    wait_for(lambda: serving(replica.address), what="replica SERVING")
+def replica_of(server_factory, tmp_path, writer, name="replica", **knobs):
+    replica = server_factory(db=str(tmp_path / f"{name}.db"), follow=writer.address, **knobs)
+    wait_for(lambda: serving(replica.address), what=f"{name} SERVING")
     return replica
+
+
+def alpha_and_gone(w, rng, vocab: int, max_tokens: int, docs: int) -> None:
+    """On the writer: namespace "alpha" holding ``docs`` random documents, and an empty "gone"."""
+    w.create_namespace("alpha", vocab, max_tokens=max_tokens)
+    w.create_namespace("gone", 10)
+    w.ingest("alpha", [(f"old{i}", rng.integers(0, vocab, 100)) for i in range(docs)])
 
 
 def test_a_replica_copies_then_follows_every_change_within_a_second(server_factory, tmp_path, writer):
     rng = np.random.default_rng(0)
     with DatastoreClient(writer.address) as w:
-        w.create_namespace("alpha", 1000, max_tokens=2000)
-        w.create_namespace("gone", 10)
-        w.ingest("alpha", [(f"old{i}", rng.integers(0, 1000, 100)) for i in range(5)])
+        alpha_and_gone(w, rng, 1000, 2000, 5)
         replica = replica_of(server_factory, tmp_path, writer)  # the full copy: what existed before it started
         with DatastoreClient(replica.address) as r:
             assert [n.name for n in r.list_namespaces()] == ["alpha", "gone"]

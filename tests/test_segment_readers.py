@@ -17,16 +17,14 @@ from sssd_wire.errors import InvalidArgument
 from sssd_wire.types import LookupParams
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
-from tests.test_replication import EXACT, ingest_delete_drop_seen, occurrences, serving, wait_for
+from tests.test_replication import (EXACT, alpha_and_gone, ingest_delete_drop_seen, occurrences, replica_of,
+                                    serving, wait_for)
 
 WIDE = LookupParams(min_match=1, max_match=4, depth=4)
 
 
 def reader_of(server_factory, tmp_path, writer, name="reader"):
-    reader = server_factory(db=str(tmp_path / f"{name}.db"), follow=writer.address,
-                            segment_dir=str(tmp_path / "segments"))
-    wait_for(lambda: serving(reader.address), what=f"{name} SERVING")
-    return reader
+    return replica_of(server_factory, tmp_path, writer, name, segment_dir=str(tmp_path / "segments"))
 
 
 @pytest.fixture
@@ -51,9 +49,7 @@ def same_answers(a, b, namespace: str, contexts) -> bool:
 def test_a_segment_reader_maps_the_writers_segments_and_follows_every_change(server_factory, tmp_path, writer):
     rng = np.random.default_rng(0)
     with DatastoreClient(writer.address) as w:
-        w.create_namespace("alpha", 50, max_tokens=3000)
-        w.create_namespace("gone", 10)
-        w.ingest("alpha", [(f"old{i}", rng.integers(0, 50, 100)) for i in range(8)])
+        alpha_and_gone(w, rng, 50, 3000, 8)
         reader = reader_of(server_factory, tmp_path, writer)
         with DatastoreClient(reader.address) as r:
             assert [n.name for n in r.list_namespaces()] == ["alpha", "gone"]

@@ -268,14 +268,22 @@ class NamespaceIndex:
     def restore_segment(self, seg: Segment) -> None:
         """Restart path: register a snapshotted segment's live documents."""
         with self._lock:
-            for ordinal in np.flatnonzero(seg.alive).tolist():
-                length = int(seg.doc_starts[ordinal + 1] - seg.doc_starts[ordinal] - 1)
-                seq = int(seg.doc_seqs[ordinal])
-                ref = DocRef(seq, length, digest(seg.doc_tokens(ordinal)), seg.segment_id, ordinal)
-                self._docs[seg.doc_ids[ordinal]] = ref
-                self.live_tokens += length
-                self._next_seq = max(self._next_seq, seq + 1)
+            self._register(seg, digests=True)
             self._set_segments(self._segments + (seg,))
+
+    def _register(self, seg: Segment, digests: bool) -> None:
+        """Register ``seg``'s live documents (a copy of one of them held elsewhere is removed
+        first: one per id). ``digests`` False: a segment reader's, which never ingests."""
+        lengths = (np.diff(seg.doc_starts) - 1).tolist()
+        seqs = seg.doc_seqs.tolist()
+        for ordinal in np.flatnonzero(seg.alive).tolist():
+            doc_id = seg.doc_ids[ordinal]
+            if doc_id in self._docs:
+                self._remove(doc_id)
+            tag = digest(seg.doc_tokens(ordinal)) if digests else b""
+            self._docs[doc_id] = DocRef(seqs[ordinal], lengths[ordinal], tag, seg.segment_id, ordinal)
+            self.live_tokens += lengths[ordinal]
+            self._next_seq = max(self._next_seq, seqs[ordinal] + 1)
 
     def mirror_install(self, new: Sequence[Segment], retired: Collection[int]) -> None:
         """A segment reader's install: its writer's segments ``new`` (deletions marked) replace
@@ -293,14 +301,7 @@ class NamespaceIndex:
                             self.live_tokens -= ref.length
             keep = tuple(s for s in self._segments if s.segment_id not in retired)
             for seg in new:
-                lengths = (np.diff(seg.doc_starts) - 1).tolist()
-                seqs = seg.doc_seqs.tolist()
-                for ordinal in np.flatnonzero(seg.alive).tolist():
-                    if seg.doc_ids[ordinal] in self._docs:  # a stale copy: the writer holds one per id
-                        self._remove(seg.doc_ids[ordinal])
-                    self._docs[seg.doc_ids[ordinal]] = DocRef(seqs[ordinal], lengths[ordinal], b"", seg.segment_id,
-                                                              ordinal)
-                    self.live_tokens += lengths[ordinal]
+                self._register(seg, digests=False)
             self._set_segments(keep + tuple(new))
 
     def sort_registry(self) -> None:
