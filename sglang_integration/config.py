@@ -24,7 +24,10 @@ class PluginConfig:
     namespace: str = "default"  # datastore namespace of this model's tokenizer
     token: str = ""  # bearer token (lookup + ingest scopes for feedback)
     hardware: str = "h100-sxm"  # roofline preset: h100-sxm, h200, a100-80gb, l40s, rtx-4090
-    draft_tokens: int = 0  # fixed draft width incl. root; 0 = chosen by the roofline planner at start-up
+    # the launch (widest) draft width incl. root; 0 = auto: the planner's widest with per-batch
+    # widths, else the roofline's choice for a full batch
+    draft_tokens: int = 0
+    per_batch_widths: bool = True  # verify each step at the width its drafts need (a CUDA graph set per width)
     feedback: bool = True  # send finished generations back to the datastore
     # where feedback goes when SSSD_DATASTORE names read replicas (dns:///sssd-read:50051):
     # the writer's host:port; empty = SSSD_DATASTORE itself
@@ -51,5 +54,6 @@ class PluginConfig:
         return (f"datastore={self.datastore or '(none: local drafting only)'} namespace={self.namespace} "
                 f"auth={'on' if self.token else 'off'} hardware={self.hardware} "
                 f"draft_tokens={self.draft_tokens or 'auto'} "
+                f"widths={'per batch' if self.per_batch_widths else 'fixed'} "
                 f"lookup_deadline_ms={self.speculator.lookup_deadline_s * 1e3:g} "
                 f"feedback={'on' if self.feedback else 'off'}")

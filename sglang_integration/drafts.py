@@ -20,6 +20,7 @@ import numpy as np
 from client_sdk.drafting import step_kernels
 from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
+from sglang_integration.widths import round_up
 
 
 class RequestView(NamedTuple):
@@ -62,14 +63,20 @@ class _State:
 class BatchDrafter:
     """Keeps one Speculator request per SGLang rid in sync and emits fixed-width drafts."""
 
-    def __init__(self, speculator: Speculator, width: int, vocab_size: int, adaptive: bool = False) -> None:
+    def __init__(self, speculator: Speculator, width: int, vocab_size: int, adaptive: bool = False,
+                 menu: Sequence[int] | None = None) -> None:
         """width: the widest verify (root included); adaptive: the Speculator's planner sizes
-        each step's drafts (a plain step has width 1), else every step is ``width`` wide."""
+        each step's drafts (a plain step has width 1), else every step is ``width`` wide;
+        menu: the widths a step may have (the SGLang worker's, each with its CUDA graphs): a
+        step's arrays are padded to the narrowest that holds its drafts (None: any width)."""
         if width < 2:
             raise ValueError(f"draft width {width} must be at least 2 (the root and one draft token)")
+        if menu is not None and (list(menu) != sorted(set(menu)) or menu[0] != 1 or menu[-1] != width):
+            raise ValueError(f"width menu {tuple(menu)} must increase from 1 to the widest width {width}")
         self.spec = speculator
         self.width = width
         self.adaptive = adaptive
+        self.menu = tuple(menu) if menu is not None else None
         self.last_width = width  # the width of the arrays the last ``drafts`` emitted
         self._last_batch = 0
         self._deferred: list[RequestView] = []  # a plain step's requests, synced in prefetch
@@ -118,6 +125,8 @@ class BatchDrafter:
         batch = self.spec.draft_batch([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,
                                       caller_reports=True, max_nodes=self.width - 1)
         n = 1 + batch.longest() if self.adaptive else self.width  # rows are at most width - 1 long
+        if self.menu is not None:
+            n = round_up(n, self.menu)
         self.last_width = n
         if n == 1:  # every draft came out empty
             self.spec.drafting_took(time.perf_counter() - start)

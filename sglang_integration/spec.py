@@ -67,9 +67,13 @@ def check_ngram_settings(cfg) -> None:
 
 
 def default_width(config: PluginConfig, cfg) -> int:
-    """Draft width (root included) the roofline planner picks for a full batch: SGLang verifies
-    one width per launch, and a too-wide verify costs most when the batch is full."""
+    """The launch draft width (root included). Per-batch widths: the planner's widest (each step
+    then verifies at the width its drafts need). Fixed width: what the roofline planner picks
+    for a full batch, since a too-wide verify costs most when the batch is full."""
     from client_sdk.drafting.budget import PRESETS, BudgetPlanner
+
+    if config.per_batch_widths:
+        return config.speculator.planner.widths[-1]
 
     shape = model_shape(str(getattr(cfg, "model_path", "") or ""))
     if shape is None:

@@ -8,28 +8,52 @@ plumbing lives in sglang_integration.drafts, tested on CPU.
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import functools
 import logging
 
-import numpy as np
-
 from sglang_integration.config import PluginConfig
-from sglang_integration.drafts import BatchDrafter, RequestView, splice_overlap
+from sglang_integration.drafts import BatchDrafter, splice_overlap
 from sglang_integration.metrics import WorkerMetrics
+from sglang_integration.width_states import PerBatchWidths
 
 log = logging.getLogger("sssd.sglang")
 
 
-def build_drafter(config: PluginConfig, width: int, vocab_size: int, model_config: dict | None) -> BatchDrafter:
-    """The worker's drafter, assembled by the SDK's one builder. SGLang verifies a fixed width
-    per launch (chosen by the roofline in spec.py), so no per-step planner runs here yet;
-    model_config is kept for it."""
+def build_drafter(config: PluginConfig, width: int, vocab_size: int, model_config: dict | None,
+                  menu: tuple[int, ...] | None = None, max_batch: int = 48) -> BatchDrafter:
+    """The worker's drafter, assembled by the SDK's one builder. menu: the verify widths with
+    CUDA graphs (per-batch widths: the SDK's planner sizes every step, its start-up costs the
+    roofline of ``config.hardware``); None: every step verifies ``width`` tokens."""
     from client_sdk.runtime import build_speculator
 
-    spec = build_speculator(address=config.datastore or None, namespace=config.namespace, token=config.token or None,
-                            fixed_budget=width - 1, feedback=config.feedback, config=config.speculator,
-                            vocab_size=vocab_size, feedback_address=config.feedback_address or None)
-    return BatchDrafter(spec, width, vocab_size)
+    common = dict(address=config.datastore or None, namespace=config.namespace, token=config.token or None,
+                  feedback=config.feedback, vocab_size=vocab_size, feedback_address=config.feedback_address or None)
+    if menu is None:
+        spec = build_speculator(fixed_budget=width - 1, config=config.speculator, **common)
+        return BatchDrafter(spec, width, vocab_size)
+    speculator = dataclasses.replace(config.speculator,
+                                     planner=dataclasses.replace(config.speculator.planner, widths=menu))
+    spec = build_speculator(costs=start_up_costs(config, model_config, menu, max_batch), config=speculator, **common)
+    return BatchDrafter(spec, width, vocab_size, adaptive=True, menu=menu)
+
+
+def start_up_costs(config: PluginConfig, model_config: dict | None, menu, max_batch: int, context: int = 2048):
+    """The planner's first cost table: the roofline of the model on ``config.hardware`` at a few
+    batch sizes; flat (every width a plain step's cost, learned from the first steps) with one
+    warning when the model's shape cannot be read."""
+    from client_sdk.drafting.budget import PRESETS, Model, forward_time
+    from client_sdk.drafting.planner import StepCosts
+
+    batches = sorted({1, 8, 32, max(1, max_batch)})
+    try:
+        shape = Model.from_config(model_config or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        log.warning("SSSD: no roofline for this model config (%s); the planner learns step costs from the "
+                    "first steps instead", exc)
+        return StepCosts({(b, n): 1e-3 * b for b in batches for n in menu})
+    return StepCosts({(b, n): forward_time(PRESETS[config.hardware], shape, b, n, context)
+                      for b in batches for n in menu})
 
 
 def parallel_rank_and_group():
@@ -72,12 +96,18 @@ class NoCorpus:
 def worker_class():
     import sglang.srt.speculative.ngram_worker as ngram_worker
 
-    class SSSDWorker(ngram_worker.NGRAMWorker):
+    class SSSDWorker(PerBatchWidths, ngram_worker.NGRAMWorker):
         """NGRAMWorker whose drafts come from SSSD (local n-grams + shared datastore).
 
-        Hooks used (sglang 0.5.23): ``_prepare_draft_tokens`` (the drafts, on the critical path),
-        ``_update_ngram_corpus`` (right after the verify launch: the datastore prefetch) and
-        ``note_request_finished`` (result processing: the generation goes back, once)."""
+        Hooks used (sglang 0.5.23): ``_prepare_for_speculative_decoding`` (the drafts, on the
+        critical path, then the step's width activated), ``_prepare_draft_tokens`` (hands them to
+        NGRAM's preparation), ``_update_ngram_corpus`` (right after the verify launch: the
+        datastore prefetch), ``note_request_finished`` (result processing: the generation goes
+        back, once); for per-batch widths, ``init_cuda_graphs`` (a runtime state per menu width,
+        after SGLang captured the launch width's), the ``AdaptiveSpecWorker`` protocol
+        (``build_adaptive_runtime_state``, ``apply_runtime_state``), ``_init_preallocated_tensors``
+        (buffer views per width) and ``forward_batch_generation`` (outputs padded to the launch
+        width's stride)."""
 
         def __init__(self, server_args, gpu_id, nccl_port, target_worker):
             real = ngram_worker.NgramCorpus
@@ -88,33 +118,19 @@ def worker_class():
                 ngram_worker.NgramCorpus = real
             self.sssd_config = PluginConfig.from_env()
             self.tp_rank, self.tp_group = parallel_rank_and_group()
+            self._set_up_widths(self.sssd_config)
             hf = target_worker.model_runner.model_config.hf_config
             self.drafter = None
             self._reqs: dict = {}  # rid -> the scheduler's Req, for its output at finish
             if self.tp_rank == 0:  # rank 0 alone drafts and talks to the datastore
-                self.drafter = build_drafter(self.sssd_config, self.draft_token_num, hf.vocab_size,
-                                             hf.to_dict() if hasattr(hf, "to_dict") else None)
+                self.drafter = build_drafter(self.sssd_config, self.w_max, hf.vocab_size,
+                                             hf.to_dict() if hasattr(hf, "to_dict") else None,
+                                             self.menu if len(self.menu) > 1 else None,
+                                             getattr(self.model_runner, "max_running_requests", None) or 48)
                 atexit.register(self.drafter.spec.close)  # queued feedback is flushed at shutdown
                 self.metrics = WorkerMetrics()
-            log.info("SSSD worker on TP rank %d: %s", self.tp_rank, self.sssd_config.describe())
-
-        def _prepare_draft_tokens(self, batch):
-            use_prev = self.enable_overlap and not batch.grammar_needs_sync()
-            stride = self.draft_token_num
-            bs = len(batch.reqs)
-            self.prev_token_ids, self.prev_accept_lens = [], [0] * bs  # NGRAM's staging, read after verify
-            if use_prev:
-                self.prev_token_ids = batch.spec_info.accept_tokens.cpu().tolist()
-                self.prev_accept_lens = batch.spec_info.accept_lens.cpu().tolist()
-            drafts, mask = None, None
-            if self.tp_rank == 0:
-                views = [RequestView(req.rid, req.origin_input_ids_unpadded, req.output_ids) for req in batch.reqs]
-                if use_prev:
-                    views = self._with_relayed(batch, views, stride)
-                self._reqs.update((req.rid, req) for req in batch.reqs)
-                drafts, mask = self.drafter.drafts(views)
-                self.metrics.observe_step(bs, self.drafter.last_width, self.drafter.spec.remote)
-            return share_from_rank0(drafts, mask, bs, stride, self.tp_group)
+            log.info("SSSD worker on TP rank %d: %s; verify widths %s", self.tp_rank, self.sssd_config.describe(),
+                     self.menu)
 
         def _with_relayed(self, batch, views, stride):
             """The views' outputs with the tokens relayed from the last step that result
@@ -126,7 +142,8 @@ def worker_class():
             out = []
             for i, (view, req) in enumerate(zip(views, batch.reqs)):
                 committed = seq_lens[i] + 1 - len(req.origin_input_ids) if seq_lens is not None else None
-                output, aligned = splice_overlap(view.output, self.prev_token_ids, self.prev_accept_lens, i, stride, committed)
+                output, aligned = splice_overlap(view.output, self.prev_token_ids, self.prev_accept_lens, i, stride,
+                                                 committed)
                 if not aligned:
                     self.metrics.misaligned_relay(req.rid, len(view.output), self.prev_accept_lens[i], committed)
                 out.append(view._replace(output=output))
@@ -147,25 +164,3 @@ def worker_class():
                     self.drafter.finished(rid, req.output_ids_through_stop)
 
     return SSSDWorker
-
-
-def share_from_rank0(drafts, mask, bs: int, width: int, group):
-    """Identical drafts on every tensor-parallel rank: rank 0's arrays, broadcast on the CPU group.
-
-    group: SGLang's GroupCoordinator (world_size, ranks, cpu_group) or a torch ProcessGroup.
-    """
-    import torch
-    import torch.distributed as dist
-
-    if group is None:
-        return drafts, mask
-    cpu_group = getattr(group, "cpu_group", group)
-    world = group.world_size if hasattr(group, "world_size") else dist.get_world_size(cpu_group)
-    if world == 1:
-        return drafts, mask
-    src = group.ranks[0] if hasattr(group, "ranks") else dist.get_global_rank(cpu_group, 0)
-    t_drafts = torch.from_numpy(drafts) if drafts is not None else torch.empty(bs * width, dtype=torch.int64)
-    t_mask = torch.from_numpy(mask.astype(np.uint8)) if mask is not None else torch.empty(bs * width * width, dtype=torch.uint8)
-    dist.broadcast(t_drafts, src=src, group=cpu_group)
-    dist.broadcast(t_mask, src=src, group=cpu_group)
-    return t_drafts.numpy(), t_mask.numpy().astype(bool)

@@ -39,9 +39,13 @@ class Batch:
     def __init__(self, reqs, spec_info=None, committed=None):
         """committed: each request's committed output length (overlap mode: the sequence lengths
         SGLang resolves before drafting, which leave out the root)."""
-        self.reqs, self.spec_info = reqs, spec_info
+        from sglang.srt.model_executor.forward_batch_info import ForwardMode
+
+        self.reqs, self.spec_info, self.forward_mode = reqs, spec_info, ForwardMode.DECODE
+        self.has_grammar = False
         self.seq_lens_cpu = (torch.tensor([len(r.origin_input_ids) + c - 1 for r, c in zip(reqs, committed)])
                              if committed is not None else None)
+        self.seq_lens = self.seq_lens_cpu
 
     def grammar_needs_sync(self):
         return False
@@ -58,23 +62,92 @@ class Sink:
         pass
 
 
-def make_worker(rank, overlap, width=4):
+def make_worker(rank, overlap, width=4, per_batch=False):
+    """The worker as NGRAMWorker.__init__ and SSSDWorker.__init__ would leave it, with the real
+    class's own width set-up; per_batch: per-batch widths, its drafter's planner (always
+    drafting: a flat cost table) choosing each step's width."""
     from client_sdk.drafting.config import SpeculatorConfig
+    from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
     from client_sdk.drafting.speculator import Speculator
+    from sglang_integration.config import PluginConfig
     from sglang_integration.drafts import BatchDrafter
     from sglang_integration.worker import parallel_rank_and_group, worker_class
 
     cls = worker_class()
     w = cls.__new__(cls)
     w.enable_overlap, w.draft_token_num, w._prev_decode_rids = overlap, width, set()
+    w.speculative_num_draft_tokens = width
     w.tp_rank, w.tp_group = parallel_rank_and_group()
+    w._set_up_widths(PluginConfig(per_batch_widths=per_batch))
     w._reqs, w.drafter, sink = {}, None, Sink()
     if w.tp_rank == 0:
         from sglang_integration.metrics import WorkerMetrics
 
         w.metrics = WorkerMetrics()
-        w.drafter = BatchDrafter(Speculator(SpeculatorConfig(fixed_budget=width - 1), feedback=sink), width, 100)
+        if per_batch:
+            planner = StepPlanner(StepCosts({(2, n): 1e-3 for n in w.menu}), PlannerConfig(widths=w.menu))
+            w.drafter = BatchDrafter(Speculator(SpeculatorConfig(), planner=planner, feedback=sink), width, 100,
+                                     adaptive=True, menu=w.menu)
+        else:
+            w.drafter = BatchDrafter(Speculator(SpeculatorConfig(fixed_budget=width - 1), feedback=sink), width, 100)
     return w, sink
+
+
+class Runner:
+    """Stands in for the target ModelRunner's two fields a width switch swaps."""
+
+    attn_backend, decode_cuda_graph_runner = "backend at the launch width", "graphs at the launch width"
+
+
+def widths_scenario(rank):
+    """Per-batch widths on both ranks: the real class's buffers, controller and switches; only
+    the building of a width's attention backend and CUDA graphs (CUDA-only) is stood in."""
+    from sglang.srt.speculative.adaptive_runtime_state import SpecRuntimeState
+
+    w, _ = make_worker(rank, overlap=True, width=9, per_batch=True)
+    w.device, w.max_batch_size, w.model_runner = "cpu", 4, Runner()
+    w._init_preallocated_tensors()
+    built = []
+
+    def build(speculative_num_steps, speculative_num_draft_tokens, cuda_graph_bs=None):  # for build_verify_state
+        steps, width = speculative_num_steps, speculative_num_draft_tokens
+        built.append(width)
+        return SpecRuntimeState(steps, width, None, None, f"backend at {width}", f"graphs at {width}", None, None)
+
+    w.build_adaptive_runtime_state = build
+    w._register_widths(None)
+    out = {"menu": list(w.menu), "built": built, "active_after_init": w.draft_token_num, "steps": []}
+    a, b = Req("a", [5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7], [8]), Req("b", [1, 2, 3, 1, 2, 3, 1, 2], [3])
+    relay = [8, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0]  # the launch width's stride, 9
+    for _ in range(3):
+        batch = Batch([a, b], SpecInfo(relay, [1, 1]), committed=[len(a.output_ids), len(b.output_ids)])
+        try:  # the real method: drafts, switches width, copies them into the buffers, then
+            w._prepare_for_speculative_decoding(batch)  # reaches SGLang's first GPU kernel
+            reached = "end"
+        except NotImplementedError as exc:
+            reached = str(exc).split(":")[0]
+        width = w.draft_token_num
+        out["steps"].append({
+            "width": width, "stride": w.speculative_num_draft_tokens, "reached": reached,
+            "backend": w.model_runner.attn_backend, "graphs": w.model_runner.decode_cuda_graph_runner,
+            "views": [w.draft_tokens_batch[2].numel(), w.tree_mask_batch[2].numel(),
+                      list(w.retrieve_indexes_batch[2].shape), w.retrieve_indexes_batch[2].is_contiguous()],
+            "drafts": w.draft_tokens[: 2 * width].tolist(),
+            "mask": w.tree_mask[: 2 * width * width].to(torch.int64).tolist(),
+        })
+        a.output_ids, b.output_ids = a.output_ids + [5], b.output_ids + [1]
+        relay = [a.output_ids[-1]] + [0] * 8 + [b.output_ids[-1]] + [0] * 8
+    from sglang.srt.managers.scheduler import GenerationBatchResult
+    from sglang.srt.speculative.ngram_info import NgramVerifyInput
+    from sglang_integration.width_states import widen_result
+
+    accepted = torch.tensor([[5, 6, 7], [1, 0, 0]]).reshape(-1)
+    result = GenerationBatchResult(next_token_ids=accepted, next_draft_input=NgramVerifyInput(
+        draft_token_num=3, new_seq_lens=torch.tensor([4, 2]), accept_tokens=accepted, accept_lens=torch.tensor([3, 1])))
+    widen_result(result, 2, 3, 9, verify=True)
+    out["widened"] = [result.next_token_ids.tolist(), result.next_draft_input.draft_token_num,
+                      result.speculative_output_stride]
+    return out
 
 
 def main():
@@ -87,6 +160,10 @@ def main():
                              group_name="tp")
     out = {"rank": rank}
     with get_parallel().override(tp_rank=rank, tp_size=size, tp_group=group):
+        if scenario == "widths":
+            print(json.dumps({"rank": rank, **widths_scenario(rank)}), flush=True)
+            dist.destroy_process_group()
+            return
         overlap = scenario in ("overlap", "interleaved")
         w, sink = make_worker(rank, overlap)
         out["seen_rank"], out["drafts_here"] = w.tp_rank, w.drafter is not None

@@ -253,13 +253,14 @@ def test_departed_requests_are_fed_back():
 def _broadcast_worker(rank, world, port, out):
     import torch.distributed as dist
 
-    from sglang_integration.worker import share_from_rank0
+    from sglang_integration.width_states import share_from_rank0
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     drafts = np.array([3, 4, 5, 6], dtype=np.int64) if rank == 0 else None
     mask = np.eye(2, dtype=bool).repeat(2, axis=0).reshape(-1)[:8] if rank == 0 else None
-    got_d, got_m = share_from_rank0(drafts, mask, 2, 2, dist.group.WORLD)
-    out.put((rank, got_d.tolist(), got_m.tolist()))
+    # the width is rank 0's choice: the other ranks learn it from the broadcast
+    got_d, got_m, width = share_from_rank0(drafts, mask, 2, 2 if rank == 0 else None, dist.group.WORLD)
+    out.put((rank, got_d.tolist(), got_m.tolist(), width))
     dist.destroy_process_group()
 
 
@@ -279,7 +280,7 @@ def test_tensor_parallel_ranks_get_rank0_drafts():
     results = sorted(out.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    assert results[0][1:] == results[1][1:] and results[1][1] == [3, 4, 5, 6]
+    assert results[0][1:] == results[1][1:] and results[1][1] == [3, 4, 5, 6] and results[1][3] == 2
 
 
 @pytest.mark.parametrize("settings,message", [
@@ -313,3 +314,49 @@ def test_model_shape_reads_a_vlm_text_config_and_warns_on_an_unknown_id(tmp_path
     with caplog.at_level("WARNING", logger="sssd.sglang"):
         assert model_shape("no-such-org/no-such-model") is None
     assert "cannot read the model config" in caplog.text
+
+
+LLAMA_8B_CONFIG = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
+                   "intermediate_size": 14336, "vocab_size": 128256, "torch_dtype": "bfloat16"}
+
+
+@pytest.mark.parametrize("env,want", [
+    ({}, 17),  # per-batch widths: the launch width is the planner's widest
+    ({"SSSD_WIDTHS": "1,3,9"}, 9),
+    ({"SSSD_DRAFT_TOKENS": "6"}, 6),  # set explicitly: kept
+    ({"SSSD_PER_BATCH_WIDTHS": "0"}, None),  # one width per launch: the roofline's for a full batch
+])
+def test_launch_width(tmp_path, env, want):
+    import json
+    from types import SimpleNamespace
+
+    from client_sdk.drafting.budget import PRESETS, BudgetPlanner, Model
+    from sglang_integration.spec import default_width
+
+    (tmp_path / "config.json").write_text(json.dumps(LLAMA_8B_CONFIG))
+    config = PluginConfig.from_env(env)
+    cfg = SimpleNamespace(model_path=str(tmp_path), max_running_requests=48)
+    got = config.draft_tokens or default_width(config, cfg)
+    if want is None:  # narrower than the per-batch launch width at a full batch of an 8B model on an H100
+        want = 1 + max(1, BudgetPlanner(PRESETS["h100-sxm"], Model.from_config(LLAMA_8B_CONFIG), max_budget=31)
+                       .choose(48, 2048))
+        assert want < 17
+    assert got == want
+
+
+def test_start_up_costs_are_the_hardware_roofline():
+    from client_sdk.drafting.budget import PRESETS, Model, forward_time
+    from sglang_integration.worker import start_up_costs
+
+    config = PluginConfig(hardware="h200")
+    costs = start_up_costs(config, LLAMA_8B_CONFIG, (1, 3, 9), max_batch=64)
+    want = forward_time(PRESETS["h200"], Model.from_config(LLAMA_8B_CONFIG), 64, 9, 2048)
+    assert costs.predict(64, 9) == pytest.approx(want) and costs.predict(64, 9) > costs.predict(64, 1)
+
+
+def test_start_up_costs_without_a_shape_are_flat_and_say_so(caplog):
+    from sglang_integration.worker import start_up_costs
+
+    with caplog.at_level("WARNING", logger="sssd.sglang"):
+        costs = start_up_costs(PluginConfig(), {"model_type": "mystery"}, (1, 3, 9), max_batch=32)
+    assert costs.predict(32, 9) == costs.predict(32, 1) and "no roofline for this model config" in caplog.text

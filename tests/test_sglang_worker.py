@@ -54,3 +54,28 @@ def test_worker_on_two_tensor_parallel_ranks(tmp_path, scenario):
     assert rank0["drafts_counted"] == 4  # two steps of two requests at width 4 (Prometheus)
     if scenario == "interleaved":
         assert rank0["misaligned"] == 1
+
+
+def test_per_batch_widths_on_two_tensor_parallel_ranks(tmp_path):
+    """Each step verifies at the menu width its drafts need, the same on both ranks: the real
+    class switches SGLang's adaptive runtime state (attention backend + graphs, stood in as
+    labels) and NGRAM's buffer views, then SGLang's own preparation runs up to its first GPU kernel."""
+    rank0, rank1 = run_ranks(tmp_path, "widths")
+    rank0.pop("rank"), rank1.pop("rank")
+    assert rank0 == rank1  # widths, buffers and drafts bit for bit
+    assert rank0["menu"] == [1, 2, 3, 5, 9] and rank0["built"] == [1, 2, 3, 5]  # launch width: SGLang's own
+    assert rank0["active_after_init"] == 9
+    widths = [s["width"] for s in rank0["steps"]]
+    assert all(w in rank0["menu"] for w in widths) and len(set(widths)) > 1  # the width moves with the drafts
+    for s in rank0["steps"]:
+        w = s["width"]
+        assert s["stride"] == 9  # result processing and the relay keep the launch width's stride
+        assert s["reached"] == "sgl_kernel.speculative.reconstruct_indices_from_tree_mask"
+        label = "the launch width" if w == 9 else str(w)
+        assert (s["backend"], s["graphs"]) == (f"backend at {label}", f"graphs at {label}")
+        assert s["views"] == [2 * w, 2 * w * w, [2, w], True]  # contiguous views at the step's width
+        assert len(s["drafts"]) == 2 * w and len(s["mask"]) == 2 * w * w
+    # each row's root is the request's last committed token (the relayed one at the first step)
+    assert [rank0["steps"][0]["drafts"][0], rank0["steps"][0]["drafts"][widths[0]]] == [8, 3]
+    # a narrower verify's outputs padded to the launch width's rows
+    assert rank0["widened"] == [[5, 6, 7, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], 9, 9]
