@@ -70,6 +70,28 @@ def test_an_end_that_was_not_prefetched_drafts_locally(live):
     assert spec.counts["prefetched"] == 0 and spec.last.match_lengths == [0]
 
 
+@pytest.mark.parametrize("asked_early", [True, False])
+def test_with_a_deadline_a_missed_end_is_looked_up_then_cached(live, asked_early):
+    """A deadline (CPU decoding): an end the prefetch did not cover is looked up, from
+    ``committed`` (asked_early) or at the draft itself, waited for, and kept in the trie cache,
+    where another request ending in the same tail finds it."""
+    _, client = live
+    spec, source = speculator(client, deadline=1.0)
+    spec.start("r", [9, 1, 2, 9, 1])
+    spec.draft(["r"])
+    spec.prefetch(["r"])
+    time.sleep(0.2)
+    spec.commit("r", [5, 6])  # an end the (empty) draft never had: its prefetch did not ask for it
+    if asked_early:
+        spec.committed(["r"])
+    (tree,) = spec.draft(["r"])  # "... 5 6": the datastore's "5 6" continues with 8
+    assert tree.tokens.tolist()[:1] == [8] and spec.last.match_lengths[0] >= 2
+    hits = spec.cache.hits
+    spec.start("q", [3, 3, 5, 6])
+    (tree,) = spec.draft(["q"])
+    assert spec.cache.hits > hits and tree.tokens.tolist()[:1] == [8]
+
+
 def test_zero_wait_never_waits_and_late_answers_count_against_the_breaker(live):
     server, client = live
     server.server.servicer.lookup_delay_s = 0.3

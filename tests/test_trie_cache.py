@@ -41,18 +41,91 @@ def test_splice_fills_empty_slots_only(tries, matches, found, want):
     assert out.node_offsets[-1] == out.tokens.shape[0] == sum(len(t) for t, _ in want)
 
 
-def test_get_many_equals_get_per_key_and_expires():
+def tails_of(*rows) -> np.ndarray:
+    return np.asarray(rows, dtype=np.int32).reshape(-1, 4)
+
+
+A, B, C, D = [-1, -1, 1, 2], [-1, -1, -1, 2], [3, 4, 5, 6], [-1, 9, 9, 9]
+
+
+def test_fill_puts_answers_in_empty_slots_and_expires():
     now = [0.0]
-    cache = TrieCache(capacity=2, ttl_s=10.0, clock=lambda: now[0])
-    cache.put_batch([b"a", b"b"], batch_of([[1], [2]], [1, 1]))
+    cache = TrieCache(capacity=4, ttl_s=10.0, width=4, clock=lambda: now[0], ways=4)
+    cache.put(tails_of(A, B), batch_of([[1], []], [1, 2]))  # B's answer has no match: news too
     now[0] = 5.0
-    cache.put_batch([b"c"], batch_of([[3]], [1]))  # capacity 2: "a" goes
-    got = cache.get_many([b"a", b"b", b"c", b"d"])
-    assert [g[0].tolist() if g is not None else None for g in got] == [None, [2], [3], None]
-    assert (cache.hits, cache.misses) == (2, 2)
-    now[0] = 12.0  # "b" (stored at 0) expired, "c" (at 5) not
-    assert cache.get(b"b") is None and cache.get(b"c")[0].tolist() == [3]
-    assert (cache.hits, cache.misses) == (3, 3)
+    cache.put(tails_of(C), batch_of([[3, 4]], [1]))
+    out, held = cache.fill(batch_of([[], [], [7], [], []], [0] * 5), np.arange(5), tails_of(A, B, A, C, D))
+    assert held.tolist() == [True, True, True, True, False]  # D was never stored
+    assert as_lists(out) == [([1], 1), ([], 2), ([7], 0), ([3, 4], 1), ([], 0)]  # slot 2 keeps its own trie
+    assert (cache.hits, cache.misses, len(cache)) == (4, 1, 3)
+    now[0] = 12.0  # A and B (stored at 0) expired, C (at 5) not
+    out, held = cache.fill(batch_of([[], []], [0, 0]), np.arange(2), tails_of(A, C))
+    assert held.tolist() == [False, True] and as_lists(out) == [([], 0), ([3, 4], 1)] and len(cache) == 1
+
+
+def test_the_least_recently_used_entry_goes_and_a_put_replaces_its_own():
+    cache = TrieCache(capacity=2, width=4, ways=2)  # one set of two ways: exact LRU
+    cache.put(tails_of(A, B), batch_of([[1], [2]], [1, 1]))
+    cache.fill(batch_of([[]], [0]), np.arange(1), tails_of(A))  # A is read: B is now the oldest
+    cache.put(tails_of(C), batch_of([[3]], [1]))
+    held = cache.fill(batch_of([[]] * 3, [0] * 3), np.arange(3), tails_of(A, B, C))[1]
+    assert held.tolist() == [True, False, True]
+    cache.put(tails_of(A), batch_of([[5, 6]], [2]))  # A again: its entry is replaced, C stays
+    out, held = cache.fill(batch_of([[]] * 2, [0] * 2), np.arange(2), tails_of(A, C))
+    assert held.all() and as_lists(out) == [([5, 6], 2), ([3], 1)]
+
+
+def test_answers_whose_nodes_the_ring_overwrote_are_gone():
+    cache = TrieCache(capacity=8, width=4, ring_nodes=4)
+    cache.put(tails_of(A), batch_of([[1, 2, 3]], [1]))
+    cache.put(tails_of(B), batch_of([[4, 5]], [1]))  # does not fit after A's nodes: wraps over them
+    cache.put(tails_of(C), batch_of([[1, 2, 3, 4, 5]], [1]))  # larger than the ring: not kept
+    out, held = cache.fill(batch_of([[]] * 3, [0] * 3), np.arange(3), tails_of(A, B, C))
+    assert held.tolist() == [False, True, False] and as_lists(out)[1] == ([4, 5], 1)
+
+
+def test_bad_shapes_are_refused():
+    cache = TrieCache(capacity=4, width=4)
+    with pytest.raises(ValueError, match="want"):
+        cache.fill(batch_of([[]], [0]), np.arange(1), np.zeros((1, 3), np.int32))
+    with pytest.raises(ValueError, match="2 tails but 1 answers"):
+        cache.put(tails_of(A, B), batch_of([[1]], [1]))
+
+
+def test_the_compiled_cache_is_an_lru_of_its_ways():
+    """One set of ``ways`` ways is exactly an LRU cache of that many entries: against an
+    OrderedDict over random puts and fills (tails from a small alphabet, so they repeat)."""
+    from collections import OrderedDict
+
+    from hypothesis import given, settings, strategies as st
+
+    tail = st.lists(st.integers(-1, 3), min_size=4, max_size=4).map(tuple)
+    trie = st.lists(st.integers(0, 20), max_size=4)
+    op = st.one_of(st.tuples(st.just("put"), st.lists(st.tuples(tail, trie), min_size=1, max_size=4)),
+                   st.tuples(st.just("fill"), st.lists(tail, min_size=1, max_size=6)))
+
+    @settings(max_examples=150, deadline=None)
+    @given(st.integers(1, 5), st.lists(op, max_size=25))
+    def check(ways, ops):
+        cache, oracle = TrieCache(capacity=ways, width=4, ways=ways), OrderedDict()
+        for kind, arg in ops:
+            if kind == "put":
+                cache.put(tails_of(*[t for t, _ in arg]), batch_of([a for _, a in arg], [len(a) for _, a in arg]))
+                for t, a in arg:
+                    oracle[t] = a
+                    oracle.move_to_end(t)
+                    while len(oracle) > ways:
+                        oracle.popitem(last=False)
+                continue
+            out, held = cache.fill(batch_of([[]] * len(arg), [0] * len(arg)), np.arange(len(arg)), tails_of(*arg))
+            want = []
+            for t in arg:
+                if t in oracle:
+                    oracle.move_to_end(t)
+                want.append((oracle[t], len(oracle[t])) if t in oracle else ([], 0))
+            assert held.tolist() == [t in oracle for t in arg] and as_lists(out) == want
+
+    check()
 
 
 def reference_splice(batch: TrieBatch, found: dict[int, tuple]) -> list[tuple[list[int], list[int], list[int], list[int]]]:

@@ -14,64 +14,89 @@ expire after ``ttl_s``).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 
 import numpy as np
 
-from client_sdk.drafting import step_kernels
+from client_sdk.drafting import cache_kernels, step_kernels
 from sssd_wire.types import TrieBatch
 
 
 class TrieCache:
-    """tail key (``tail_key``) -> (tokens, parents, counts, meta row, stored at). LRU, at most ``capacity``."""
+    """Padded tail (``pad_tail``: int32 [width], -1 before a shorter context) -> the datastore's
+    answer for it, stored at most ``ttl_s`` ago. Compiled (cache_kernels): a step looks up all
+    its tails and splices the answers into its batch in one call. ``ways`` entries per set, the
+    least recently used replaced; capacity is rounded up to a power of two of sets. The answers'
+    nodes live in one ring of ``ring_nodes`` nodes (default 32 per entry): an entry whose nodes
+    the ring has overwritten since is gone too, so memory is bounded whatever the answers' sizes
+    (about 12 bytes per ring node plus 70 bytes per entry)."""
 
-    def __init__(self, capacity: int = 50_000, ttl_s: float = 60.0, clock=time.monotonic) -> None:
-        self.capacity = capacity
-        self.ttl_s = ttl_s
-        self.clock = clock
-        self._entries: OrderedDict[bytes, tuple] = OrderedDict()
+    def __init__(self, capacity: int = 50_000, ttl_s: float = 60.0, width: int = 4, clock=time.monotonic,
+                 ways: int = 4, ring_nodes: int | None = None) -> None:
+        if capacity < 1 or ways < 1 or width < 1:
+            raise ValueError(f"a trie cache needs capacity, ways and width >= 1, got {capacity}, {ways}, {width}")
+        sets = 1 << max(0, (-(-capacity // ways) - 1).bit_length())
+        self.ttl_s, self.clock, self.width = ttl_s, clock, width
+        self.capacity = sets * ways
+        self._keys = np.full((sets, ways, width), -1, dtype=np.int32)
+        self._live = np.zeros((sets, ways), dtype=np.int8)
+        self._stored = np.zeros((sets, ways), dtype=np.float64)
+        self._used = np.zeros((sets, ways), dtype=np.int64)
+        self._start = np.zeros((sets, ways), dtype=np.int64)
+        self._length = np.zeros((sets, ways), dtype=np.int64)
+        self._meta = np.zeros((sets, ways, 3), dtype=np.int64)
+        nodes = ring_nodes if ring_nodes is not None else 32 * self.capacity
+        self._ring = (np.zeros(nodes, dtype=np.int32), np.zeros(nodes, dtype=np.int32), np.zeros(nodes, dtype=np.int32))
+        self._head = np.zeros(1, dtype=np.int64)
+        self._tick = 0
         self.hits = self.misses = 0
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return int(cache_kernels.count_live(self._live, self._stored, self._start, self._head, self._ring[0].shape[0],
+                                            self.clock(), self.ttl_s))
 
-    def get(self, key: bytes):
-        return self.get_many([key])[0]
+    def _table(self):
+        return (self._keys, self._live, self._stored, self._used, self._start, self._length, self._meta,
+                *self._ring, self._head)
 
-    def get_many(self, keys: list[bytes]) -> list:
-        """``get`` for each key, against one reading of the clock."""
-        now, out = self.clock(), []
-        entries, ttl = self._entries, self.ttl_s
-        for key in keys:
-            entry = entries.get(key)
-            if entry is None or now - entry[4] > ttl:
-                out.append(None)
-                continue
-            entries.move_to_end(key)
-            out.append(entry)
-        hits = len(keys) - out.count(None)
-        self.hits += hits
-        self.misses += len(keys) - hits
-        return out
+    def fill(self, batch: TrieBatch, slots: np.ndarray, tails: np.ndarray) -> tuple[TrieBatch, np.ndarray]:
+        """(``batch`` with each empty trie slots[i] replaced by the answer held for tails[i],
+        held [m] bool: whether one was). A slot with a trie keeps it; an answer without nodes
+        still brings its meta row (no match is news too)."""
+        tails = self._check(tails)
+        tok, par, cnt, offs, meta, held = cache_kernels.lookup_fill(
+            batch.tokens, batch.parents, batch.counts, batch.node_offsets, batch.meta,
+            np.ascontiguousarray(slots, dtype=np.int64), tails, *self._table(), self.clock(), self.ttl_s, self._tick)
+        self._tick += tails.shape[0]
+        found = int(held.sum())
+        self.hits += found
+        self.misses += held.shape[0] - found
+        return TrieBatch(tok, par, cnt, offs, meta), held.astype(bool)
 
-    def pop_found(self, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
-        """Slot -> cached answer for the tails of ``missing`` (tail -> slots) held here; the
-        tails found are removed from ``missing``."""
-        found = {}
-        keys = list(missing)
-        for key, entry in zip(keys, self.get_many(keys)):
-            if entry is not None:
-                found.update((j, entry) for j in missing.pop(key))
-        return found
+    def put(self, tails: np.ndarray, got: TrieBatch) -> None:
+        """Store trie i of ``got`` as the answer for tails[i] (answers without a match too)."""
+        if len(got) != tails.shape[0]:
+            raise ValueError(f"{tails.shape[0]} tails but {len(got)} answers")
+        tails = self._check(tails)
+        cache_kernels.store(tails, got.tokens, got.parents, got.counts, got.node_offsets, got.meta,
+                            *self._table(), self.clock(), self.ttl_s, self._tick)
+        self._tick += tails.shape[0]
 
-    def put_batch(self, keys: list[bytes], batch: TrieBatch) -> None:
-        """Store trie i of ``batch`` under keys[i] (answers without a match too: they are news)."""
-        now = self.clock()
-        for key, entry in zip(keys, entries(batch)):
-            self._entries[key] = entry + (now,)
-            self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+    def _check(self, tails: np.ndarray) -> np.ndarray:
+        if tails.ndim != 2 or tails.shape[1] != self.width:
+            raise ValueError(f"tails of shape {tails.shape}, want [m, {self.width}]")
+        return np.ascontiguousarray(tails, dtype=np.int32)
+
+
+def store_and_fill(cache: TrieCache | None, asked: np.ndarray, got: TrieBatch, batch: TrieBatch, empty: np.ndarray,
+                   tails: np.ndarray) -> tuple[TrieBatch, np.ndarray, np.ndarray]:
+    """Store the answers ``got`` to the padded tails ``asked`` (in ``cache``, or without one for
+    this call alone), then fill the empty slots ``empty`` whose ``tails`` they answer. Returns
+    (batch, the slots still empty, their tails)."""
+    if cache is None:
+        cache = TrieCache(4 * asked.shape[0], float("inf"), asked.shape[1])
+    cache.put(asked, got)
+    batch, held = cache.fill(batch, empty, tails)
+    return batch, empty[~held], tails[~held]
 
 
 def pad_tail(tail: np.ndarray, width: int) -> np.ndarray:
@@ -91,6 +116,11 @@ def tail_key(tail: np.ndarray, width: int) -> bytes:
     return pad_tail(tail, width).tobytes()
 
 
+def distinct_rows(tails: np.ndarray) -> np.ndarray:
+    """The distinct rows of padded tails (int32 [m, width]), in no particular order."""
+    return np.unique(tails, axis=0) if tails.shape[0] > 1 else tails
+
+
 def tail_keys(padded: np.ndarray) -> list[bytes]:
     """The cache keys of padded contexts (int32 [m, width]), one row each, in one numpy call."""
     return np.ascontiguousarray(padded).view(np.dtype((np.void, padded.shape[1] * 4))).ravel().tolist()
@@ -101,18 +131,6 @@ def entries(batch: TrieBatch) -> list[tuple]:
     offs = batch.node_offsets.tolist()
     return [(batch.tokens[a:b], batch.parents[a:b], batch.counts[a:b], meta)
             for a, b, meta in zip(offs[:-1], offs[1:], map(tuple, batch.meta.tolist()))]
-
-
-def take(cache: TrieCache | None, keys: list[bytes], got: TrieBatch, missing: dict[bytes, list[int]]) -> dict[int, tuple]:
-    """Slot -> answer for the tails of ``missing`` among ``keys`` (trie i of ``got`` answers
-    keys[i]; each is removed from ``missing``); the answers are cached too."""
-    if cache is not None:
-        cache.put_batch(keys, got)
-    found = {}
-    for key, entry in zip(keys, entries(got)):
-        for j in missing.pop(key, ()):
-            found[j] = entry
-    return found
 
 
 def splice(batch: TrieBatch, found: dict[int, tuple]) -> TrieBatch:

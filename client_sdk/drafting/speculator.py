@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from client_sdk.drafting import step_kernels
-from client_sdk.drafting.cache import TrieCache, pad_tail, splice, tail_key, tail_keys, take, unpad
+from client_sdk.drafting.cache import TrieCache, distinct_rows, pad_tail, store_and_fill, tail_key, tail_keys, unpad
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import ask_for_ends, descend, pick_ends
@@ -79,12 +79,14 @@ class Speculator:
         self._ends: np.ndarray | None = None
         self._unreported = 0  # the batch of a drafted step whose drafting time the caller reports
         self._indexer: ThreadPoolExecutor | None = None
-        self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s)
+        self._width = max(self._lengths)  # the cache's keys: tails padded to this many tokens (cache.pad_tail)
+        self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s, self._width)
                       if config.trie_cache and config.prefetch_outcomes else None)
-        self._width = max(self._lengths)  # the cache's keys: tails padded to this many tokens (cache.tail_key)
-        self._fill_next: dict[bytes, np.ndarray] = {}  # tails this step missed (padded): asked at prefetch
-        self._fill_keys: list[bytes] = []  # tails asked at the last prefetch, in order
+        no_tails = np.zeros((0, self._width), dtype=np.int32)
+        self._fill_next = no_tails  # padded tails this step missed: asked at prefetch
+        self._fill_asked = no_tails  # the distinct tails asked at the last prefetch, in order
         self._fresh_keys: list[bytes] = []  # committed contexts asked by committed(), in order
+        self._fresh_tails = no_tails  # ... padded
         self.unigrams: UnigramTable | None = None
         self.unigram_loader: UnigramLoader | None = None
         if (vocab_size and config.unigram_table and config.prefetch_outcomes and remote is not None
@@ -229,7 +231,7 @@ class Speculator:
         contexts = [r.tail(k) for r in reqs for k in self._lengths]
         if self._fresh_keys != [tail_key(c, self._width) for c in contexts]:  # committed() asked for others
             self.remote.request(FRESH_KEY, contexts)
-        self._fresh_keys = []
+        self._fresh_keys, self._fresh_tails = [], self._fresh_tails[:0]
         got = self.remote.collect(FRESH_KEY, contexts, self.config.lookup_deadline_s - (time.perf_counter() - start))
         if got is not None and len(got) == len(contexts):
             self.counts["arrived"] += len(reqs)
@@ -268,37 +270,41 @@ class Speculator:
                 settled = single
         if self.cache is None and self.config.lookup_deadline_s <= 0:
             return batch, indexes
-        offs = batch.node_offsets
-        empty = np.flatnonzero(offs[1:] == offs[:-1])
-        missing: dict[bytes, list[int]] = {}
-        tails, keys = [], []  # the empty tries' contexts, -1 before the tail; their cache keys
-        if len(reqs) < SMALL_BATCH:  # a few requests: a tail each is cheaper than the arrays
-            empty = [j for j in empty.tolist() if j % per != settled]
-            tails = [pad_tail(reqs[j // per].tail(self._lengths[j % per]), self._width) for j in empty]
-            keys = [t.tobytes() for t in tails]
-        else:
-            empty = empty[empty % per != settled]
-            if empty.shape[0]:
-                indexes, ends = self._tails(reqs, indexes)
-                tails = ends[empty // per]
-                tails[np.arange(self._width) < self._width - np.asarray(self._lengths)[empty % per, None]] = -1
-                keys = tail_keys(tails)
-                empty = empty.tolist()
-        for j, key in zip(empty, keys):
-            missing.setdefault(key, []).append(j)
-        row_of = dict(zip(keys, range(len(keys))))
-        found = self.cache.pop_found(missing) if self.cache is not None and missing else {}
-        if self._fresh_keys and missing:  # the committed contexts' own lookups (see committed())
+        indexes, empty, tails = self._missed(reqs, indexes, batch, settled)
+        if self.cache is not None and empty.shape[0]:
+            batch, held = self.cache.fill(batch, empty, tails)
+            empty, tails = empty[~held], tails[~held]
+        if self._fresh_tails.shape[0] and empty.shape[0]:  # the committed contexts' own lookups (see committed())
             left = self.config.lookup_deadline_s - (time.perf_counter() - start)
             fresh = self.remote.collect(FRESH_KEY, None, max(left, 0.0))
-            if fresh is not None and len(fresh) == len(self._fresh_keys):
-                found.update(take(self.cache, self._fresh_keys, fresh, missing))
-        self._fresh_keys = []
+            if fresh is not None and len(fresh) == self._fresh_tails.shape[0]:
+                batch, empty, tails = store_and_fill(self.cache, self._fresh_tails, fresh, batch, empty, tails)
+        self._fresh_keys, self._fresh_tails = [], self._fresh_tails[:0]
+        self._fill_next = tails  # asked at prefetch, for later steps
         left = self.config.lookup_deadline_s - (time.perf_counter() - start)
-        self._fill_next = {k: tails[row_of[k]] for k in missing}  # asked at prefetch, for later steps
-        if left > 0 and missing:
-            found.update(self._ask_now(missing, left))
-        return splice(batch, found), indexes
+        if left > 0 and empty.shape[0]:
+            asked = distinct_rows(tails)
+            contexts = [unpad(t) for t in asked]
+            self.remote.request(FRESH_KEY, contexts)
+            got = self.remote.collect(FRESH_KEY, contexts, left)
+            if got is not None and len(got) == asked.shape[0]:
+                batch = store_and_fill(self.cache, asked, got, batch, empty, tails)[0]
+        return batch, indexes
+
+    def _missed(self, reqs, indexes: IndexBatch, batch: TrieBatch, settled: int):
+        """(indexes, the batch's empty trie slots but the settled length's, their padded tails [m, W])."""
+        per, offs = len(self._lengths), batch.node_offsets
+        empty = np.flatnonzero(offs[1:] == offs[:-1])
+        empty = empty[empty % per != settled]
+        if not empty.shape[0]:
+            return indexes, empty, np.zeros((0, self._width), dtype=np.int32)
+        if len(reqs) < SMALL_BATCH:  # a few requests: a tail each is cheaper than the arrays
+            rows = [pad_tail(reqs[j // per].tail(self._lengths[j % per]), self._width) for j in empty.tolist()]
+            return indexes, empty, np.stack(rows)
+        indexes, ends = self._tails(reqs, indexes)
+        tails = ends[empty // per]
+        tails[np.arange(self._width) < self._width - np.asarray(self._lengths)[empty % per, None]] = -1
+        return indexes, empty, tails
 
     def _tails(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[IndexBatch, np.ndarray]:
         """(indexes with their slots, [len(reqs), W] int32: each request's last W tokens, -1 before
@@ -325,14 +331,6 @@ class Speculator:
         timeout_s passed (False). Benchmarks measure the steady state this way."""
         return self.unigram_loader is None or self.unigram_loader.complete.wait(timeout_s)
 
-    def _ask_now(self, missing: dict[bytes, list[int]], wait_s: float) -> dict[int, tuple]:
-        """A lookup of the missed tails themselves (those of ``_fill_next``), waited for at most wait_s."""
-        keys = list(missing)
-        contexts = [unpad(self._fill_next[k]) for k in keys]
-        self.remote.request(FRESH_KEY, contexts)
-        got = self.remote.collect(FRESH_KEY, contexts, wait_s)
-        return take(self.cache, keys, got, missing) if got is not None and len(got) == len(keys) else {}
-
     def committed(self, request_ids) -> None:
         """Call once the step's ``commit`` calls are done, with the requests that go on. With a
         deadline (CPU decoding, where the upkeep after a step leaves time), start the lookups of
@@ -342,15 +340,16 @@ class Speculator:
         if (self.remote is None or self.config.lookup_deadline_s <= 0 or not self.drafter.asks_datastore
                 or (self.planner is not None and not self.planner.may_draft_next())):
             return
-        keys, contexts = [], []
+        padded, contexts = [], []
         for rid in request_ids:
             r = self._requests[rid]
             for k in self._lengths:
                 tail = r.tail(k)
-                keys.append(tail_key(tail, self._width))
+                padded.append(pad_tail(tail, self._width))
                 contexts.append(tail)
         self.remote.request(FRESH_KEY, contexts)
-        self._fresh_keys = keys
+        self._fresh_tails = np.stack(padded) if padded else self._fresh_tails[:0]
+        self._fresh_keys = tail_keys(self._fresh_tails)
 
     def commit(self, request_id, tokens, tree: DraftTree | None = None, accepted: list[int] | None = None) -> None:
         """Append the step's committed tokens (accepted + bonus); learning waits for ``prefetch``."""
@@ -465,16 +464,16 @@ class Speculator:
 
     def _refill(self) -> None:
         """Store the cache fills asked at the last prefetch (if they have arrived), then ask
-        for the tails the step just drafted missed."""
+        for the tails the step just drafted missed (each once)."""
         if self.cache is None:
             return
-        got = self.remote.collect(FILL_KEY, None, 0.0) if self._fill_keys else None
-        if got is not None and len(got) == len(self._fill_keys):
-            self.cache.put_batch(self._fill_keys, got)
-        self._fill_keys = list(self._fill_next)
-        if self._fill_keys:
-            self.remote.request(FILL_KEY, [unpad(t) for t in self._fill_next.values()])
-            self.counts["contexts"] += len(self._fill_keys)
+        got = self.remote.collect(FILL_KEY, None, 0.0) if self._fill_asked.shape[0] else None
+        if got is not None and len(got) == self._fill_asked.shape[0]:
+            self.cache.put(self._fill_asked, got)
+        self._fill_asked = distinct_rows(self._fill_next)
+        if self._fill_asked.shape[0]:
+            self.remote.request(FILL_KEY, [unpad(t) for t in self._fill_asked])
+            self.counts["contexts"] += self._fill_asked.shape[0]
 
     def _drop_prefetch(self) -> None:
         self._ends = None

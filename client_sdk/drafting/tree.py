@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from client_sdk.drafting import kernels, step_kernels
+from client_sdk.drafting.cache import TrieCache
 from client_sdk.drafting.local import SMALL_APPEND, IndexBatch, LocalArena, LocalIndex, index_many, write_many
 from client_sdk.types import DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
@@ -157,6 +158,10 @@ def warm_up() -> None:
     step_kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
                             one.tokens, one.parents, one.counts, one.node_offsets, one.meta, True)
     step_kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)
+    cache = TrieCache(4, 60.0, 4)  # the trie cache's store, lookup and count
+    cache.put(np.full((1, 4), -1, dtype=np.int32), one)
+    cache.fill(one, z, np.full((1, 4), -1, dtype=np.int32))
+    len(cache)
     step_kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
                                np.zeros(2, dtype=np.int64))
     step_kernels.tested_rows(one.parents, np.zeros(2, dtype=np.int64), z, z - 1)
