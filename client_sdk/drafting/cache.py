@@ -37,6 +37,7 @@ class TrieCache:
         sets = 1 << max(0, (-(-capacity // ways) - 1).bit_length())
         self.ttl_s, self.clock, self.width = ttl_s, clock, width
         self.capacity = sets * ways
+        self._tags = np.zeros((sets, ways), dtype=np.int64)
         self._keys = np.full((sets, ways, width), -1, dtype=np.int32)
         self._live = np.zeros((sets, ways), dtype=np.int8)
         self._stored = np.zeros((sets, ways), dtype=np.float64)
@@ -55,7 +56,7 @@ class TrieCache:
                                             self.clock(), self.ttl_s))
 
     def _table(self):
-        return (self._keys, self._live, self._stored, self._used, self._start, self._length, self._meta,
+        return (self._tags, self._keys, self._live, self._stored, self._used, self._start, self._length, self._meta,
                 *self._ring, self._head)
 
     def fill(self, batch: TrieBatch, slots: np.ndarray, tails: np.ndarray) -> tuple[TrieBatch, np.ndarray]:

@@ -2,7 +2,8 @@
 answers keyed by padded query tails, their nodes in one ring of node arrays.
 
 Layout (S sets x A ways, tails W tokens wide, a ring of P nodes):
-- keys [S, A, W] int32: the padded tail (-1 before a shorter one) an entry answers;
+- keys [S, A, W] int32: the padded tail (-1 before a shorter one) an entry answers; tags [S, A]
+  int64: its hash (never 0; 0: an empty way), read first, so that a miss reads one cache line;
 - live [S, A] int8: 1 when the way holds an entry;
 - stored [S, A] float64: when it was stored (it expires ttl_s later); used [S, A] int64: when
   it was last read or written, counted in reads and writes (the least recently used way is
@@ -19,22 +20,26 @@ import numba
 import numpy as np
 
 from client_sdk.drafting.kernels import OPTS
+from client_sdk.drafting.step_kernels import splice_rows
 
 
 @numba.njit(**OPTS)
-def tail_set(tails, i, sets):
-    """The set of tail i: FNV-1a over its tokens (shifted so that the -1 padding hashes too)."""
+def tail_hash(tails, i):
+    """The hash of tail i: FNV-1a over its tokens (shifted so that the -1 padding hashes too),
+    mixed, and odd (never 0, the tag of an empty way). Its low bits (but the last) pick the set."""
     h = np.int64(-3750763034362895579)  # the FNV-1a 64-bit offset basis, as a signed integer
     for w in range(tails.shape[1]):
         h = (h ^ np.int64(tails[i, w] + 2)) * np.int64(1099511628211)
-    return (h ^ (h >> 29)) & (sets - 1)
+    return (h ^ (h >> 29)) | 1
 
 
 @numba.njit(**OPTS)
-def _find(keys, live, stored, start, ring_head, ring_size, tails, i, s, now, ttl):
-    """The way of set s holding tail i, alive and not expired; -1 when none does."""
+def _find(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl):
+    """The way of set s holding tail i (hash ``tag``), alive and not expired; -1 when none does."""
     width = tails.shape[1]
     for a in range(keys.shape[1]):
+        if tags[s, a] != tag:
+            continue
         if live[s, a] == 0 or now - stored[s, a] > ttl or ring_head[0] - start[s, a] > ring_size:
             continue
         same = True
@@ -48,7 +53,7 @@ def _find(keys, live, stored, start, ring_head, ring_size, tails, i, s, now, ttl
 
 
 @numba.njit(**OPTS)
-def lookup_fill(tok, par, cnt, offs, meta, slots, tails, keys, live, stored, used, start, length, c_meta,
+def lookup_fill(tok, par, cnt, offs, meta, slots, tails, tags, keys, live, stored, used, start, length_of, c_meta,
                 r_tok, r_par, r_cnt, ring_head, now, ttl, tick):
     """The batch (tok, par, cnt, offs, meta) with each trie slots[i] that is empty replaced by the
     entry for tails[i], when the table holds one (an entry without nodes brings its meta row:
@@ -56,46 +61,29 @@ def lookup_fill(tok, par, cnt, offs, meta, slots, tails, keys, live, stored, use
     entry was found for tails[i])."""
     sets, ring_size = keys.shape[0], r_tok.shape[0]
     nb, m = offs.shape[0] - 1, slots.shape[0]
-    take_s = np.full(nb, -1, dtype=np.int64)
-    take_a = np.full(nb, -1, dtype=np.int64)
+    src = np.full(nb, -1, dtype=np.int64)
+    length = np.zeros(nb, dtype=np.int64)
+    new_meta = np.zeros((nb, c_meta.shape[2]), dtype=np.int64)
     held = np.zeros(m, dtype=np.int8)
-    total = offs[nb]
     for i in range(m):
         j = slots[i]
-        s = tail_set(tails, i, sets)
-        a = _find(keys, live, stored, start, ring_head, ring_size, tails, i, s, now, ttl)
+        tag = tail_hash(tails, i)
+        s = (tag >> 1) & (sets - 1)
+        a = _find(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl)
         if a < 0:
             continue
         held[i] = 1
         used[s, a] = tick + i
-        if offs[j + 1] == offs[j] and take_s[j] < 0:
-            take_s[j], take_a[j] = s, a
-            total += length[s, a]
-    o_tok = np.empty(total, dtype=np.int32)
-    o_par = np.empty(total, dtype=np.int32)
-    o_cnt = np.empty(total, dtype=np.int32)
-    o_offs = np.zeros(nb + 1, dtype=np.int64)
-    o_meta = meta.copy()
-    n = 0
-    for j in range(nb):
-        s, a = take_s[j], take_a[j]
-        if s >= 0:
-            p0 = start[s, a] % ring_size
-            for k in range(length[s, a]):
-                o_tok[n], o_par[n], o_cnt[n] = r_tok[p0 + k], r_par[p0 + k], r_cnt[p0 + k]
-                n += 1
-            for c in range(o_meta.shape[1]):
-                o_meta[j, c] = c_meta[s, a, c]
-        else:
-            for k in range(offs[j], offs[j + 1]):
-                o_tok[n], o_par[n], o_cnt[n] = tok[k], par[k], cnt[k]
-                n += 1
-        o_offs[j + 1] = n
+        if offs[j + 1] == offs[j] and src[j] < 0:
+            src[j], length[j] = start[s, a] % ring_size, length_of[s, a]
+            new_meta[j] = c_meta[s, a]
+    o_tok, o_par, o_cnt, o_offs, o_meta = splice_rows(tok, par, cnt, offs, meta, src, length, new_meta, r_tok, r_par,
+                                                      r_cnt)
     return o_tok, o_par, o_cnt, o_offs, o_meta, held
 
 
 @numba.njit(**OPTS)
-def store(tails, tok, par, cnt, offs, meta, keys, live, stored, used, start, length, c_meta,
+def store(tails, tok, par, cnt, offs, meta, tags, keys, live, stored, used, start, length, c_meta,
           r_tok, r_par, r_cnt, ring_head, now, ttl, tick):
     """Store trie i of (tok, par, cnt, offs, meta) as the entry of tails[i]: over the entry the
     tail already has, else in a free, expired or overwritten way of its set, else over the least
@@ -104,8 +92,9 @@ def store(tails, tok, par, cnt, offs, meta, keys, live, stored, used, start, len
     sets, ways, ring_size = keys.shape[0], keys.shape[1], r_tok.shape[0]
     added = 0
     for i in range(tails.shape[0]):
-        s = tail_set(tails, i, sets)
-        a = _find(keys, live, stored, start, ring_head, ring_size, tails, i, s, now, ttl)
+        tag = tail_hash(tails, i)
+        s = (tag >> 1) & (sets - 1)
+        a = _find(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl)
         if a < 0:
             added += 1
             best = np.int64(1) << 62
@@ -116,7 +105,7 @@ def store(tails, tok, par, cnt, offs, meta, keys, live, stored, used, start, len
                     a, best = w, rank
         n = offs[i + 1] - offs[i]
         if n > ring_size:  # larger than the whole ring: not kept
-            live[s, a] = 0
+            live[s, a], tags[s, a] = 0, 0
             continue
         if ring_head[0] % ring_size + n > ring_size:
             ring_head[0] += ring_size - ring_head[0] % ring_size
@@ -129,7 +118,7 @@ def store(tails, tok, par, cnt, offs, meta, keys, live, stored, used, start, len
             c_meta[s, a, c] = meta[i, c]
         start[s, a], length[s, a] = ring_head[0], n
         ring_head[0] += n
-        live[s, a], stored[s, a], used[s, a] = 1, now, tick + i
+        live[s, a], tags[s, a], stored[s, a], used[s, a] = 1, tag, now, tick + i
     return added
 
 

@@ -80,35 +80,47 @@ def fill_tries(tok, par, cnt, offs, meta, slots, keys, u_tok, u_par, u_cnt, u_of
     and the replaced count."""
     nb = offs.shape[0] - 1
     nu = u_offs.shape[0] - 1
-    take = np.full(nb, -1, dtype=np.int64)
-    total = offs[nb]
+    src = np.full(nb, -1, dtype=np.int64)
+    length = np.zeros(nb, dtype=np.int64)
+    new_meta = np.zeros((nb, meta.shape[1]), dtype=np.int64)
+    replaced = 0
     for i in range(slots.shape[0]):
         j, u = slots[i], keys[i]
-        if offs[j + 1] == offs[j] and 0 <= u < nu and (u_offs[u + 1] > u_offs[u] or not nonempty_only) and take[j] < 0:
-            take[j] = u
-            total += u_offs[u + 1] - u_offs[u]
+        if offs[j + 1] == offs[j] and 0 <= u < nu and (u_offs[u + 1] > u_offs[u] or not nonempty_only) and src[j] < 0:
+            src[j], length[j] = u_offs[u], u_offs[u + 1] - u_offs[u]
+            new_meta[j] = u_meta[u]
+            replaced += 1
+    o_tok, o_par, o_cnt, o_offs, o_meta = splice_rows(tok, par, cnt, offs, meta, src, length, new_meta, u_tok, u_par,
+                                                      u_cnt)
+    return o_tok, o_par, o_cnt, o_offs, o_meta, replaced
+
+
+@numba.njit(**OPTS)
+def splice_rows(tok, par, cnt, offs, meta, src, length, new_meta, s_tok, s_par, s_cnt):
+    """Trie j of the result: where src[j] >= 0, nodes src[j] .. src[j] + length[j] of (s_tok,
+    s_par, s_cnt) with meta row new_meta[j]; else trie j of the batch (tok, par, cnt, offs, meta)."""
+    nb = offs.shape[0] - 1
+    total = 0
+    for j in range(nb):
+        total += length[j] if src[j] >= 0 else offs[j + 1] - offs[j]
     o_tok = np.empty(total, dtype=np.int32)
     o_par = np.empty(total, dtype=np.int32)
     o_cnt = np.empty(total, dtype=np.int32)
     o_offs = np.zeros(nb + 1, dtype=np.int64)
     o_meta = meta.copy()
     n = 0
-    replaced = 0
     for j in range(nb):
-        u = take[j]
-        if u >= 0:
-            a, e = u_offs[u], u_offs[u + 1]
-            o_meta[j] = u_meta[u]
-            replaced += 1
+        if src[j] >= 0:
+            for k in range(src[j], src[j] + length[j]):
+                o_tok[n], o_par[n], o_cnt[n] = s_tok[k], s_par[k], s_cnt[k]
+                n += 1
+            o_meta[j] = new_meta[j]
         else:
-            a, e = offs[j], offs[j + 1]
-        for i in range(a, e):
-            o_tok[n] = u_tok[i] if u >= 0 else tok[i]
-            o_par[n] = u_par[i] if u >= 0 else par[i]
-            o_cnt[n] = u_cnt[i] if u >= 0 else cnt[i]
-            n += 1
+            for k in range(offs[j], offs[j + 1]):
+                o_tok[n], o_par[n], o_cnt[n] = tok[k], par[k], cnt[k]
+                n += 1
         o_offs[j + 1] = n
-    return o_tok, o_par, o_cnt, o_offs, o_meta, replaced
+    return o_tok, o_par, o_cnt, o_offs, o_meta
 
 
 @numba.njit(**OPTS)
