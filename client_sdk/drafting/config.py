@@ -26,7 +26,9 @@ class SpeculatorConfig:
     # at low load (BENCHMARKS: fleet), but the worker stays on one server (no spreading over replicas)
     lookup_stream: bool = False
     background_index_tokens: int = 4096  # prompts this long are indexed in a background thread
-    trie_cache: int = 50_000  # datastore answers kept by query tail for what prefetch missed (0 = off)
+    # datastore answers kept by query tail for what prefetch missed (0 = off); rounded up to a power
+    # of two: 65,536 entries and a ring of 32 nodes each, about 30 MB
+    trie_cache: int = 50_000
     trie_cache_ttl_s: float = 60.0  # ... each for at most this long (the datastore keeps learning)
     # zero-wait: the datastore's trie of every single token, fetched in the background and held
     # (given the vocabulary size), so a step's bonus token always has one (replay: +4 to +9 % tau)
