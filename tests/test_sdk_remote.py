@@ -136,18 +136,21 @@ def test_a_late_answer_is_cancelled_and_the_service_drops_it(live):
     assert servicer.metrics.lookup_contexts._value.get() == before + spec.counts["contexts"] - asked
 
 
-def test_a_decode_steps_lookup_is_answered_while_the_caller_works(live):
-    """One lookup per step with the client idle in between, as a decode worker makes them: the
-    answer is decoded by the transport's own thread while the caller is busy elsewhere (the
-    next step only checks ``done``)."""
+def test_a_decode_steps_lookups_start_no_thread_each(live, monkeypatch):
+    """One lookup per step with the client idle in between, as a decode worker makes them: a
+    sync gRPC channel started a polling thread for each (about 1 ms to issue one here); the
+    client's loop thread takes them all."""
     _, client = live
-    assert client.ready(1.0)
+    client.lookup_future("ns", [TEXT[:4]], flat=True).result(timeout=5)  # the loop, started once
+    starts = []
+    real = threading.Thread.start
+    monkeypatch.setattr(threading.Thread, "start", lambda self, *a, **k: (starts.append(self.name), real(self, *a, **k)))
     for _ in range(10):
-        fut = client.lookup_future("ns", [TEXT[:4], TEXT[2:6]], flat=True)
-        deadline = time.monotonic() + 2.0
-        while not fut.done() and time.monotonic() < deadline:
-            time.sleep(0.005)  # the step's GPU time: the caller never waits on the future itself
-        assert fut.done() and fut.result(timeout=0).meta[:, 0].tolist() == [4, 4]
+        batch = client.lookup_future("ns", [TEXT[:4], TEXT[2:6]], flat=True).result(timeout=5)
+        assert batch.meta[:, 0].tolist() == [4, 4]
+        time.sleep(0.02)  # the step's GPU time: no call in flight
+    assert starts == []
+    assert client.ready(1.0)
 
 
 def test_blocking_lookup_never_holds_a_step_past_its_deadline(live):
