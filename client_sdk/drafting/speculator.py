@@ -470,7 +470,7 @@ class Speculator:
         got = self.remote.collect(FILL_KEY, None, 0.0) if self._fill_asked.shape[0] else None
         if got is not None and len(got) == self._fill_asked.shape[0]:
             self.cache.put(self._fill_asked, got)
-        self._fill_asked = distinct_rows(self._fill_next)
+        self._fill_asked, self._fill_next = distinct_rows(self._fill_next), self._fill_next[:0]
         if self._fill_asked.shape[0]:
             self.remote.request(FILL_KEY, [unpad(t) for t in self._fill_asked])
             self.counts["contexts"] += self._fill_asked.shape[0]
