@@ -88,7 +88,10 @@ class PerBatchWidths:
                 self.adaptive_controller.params.next_steps = width - 1
                 self.adaptive_controller.activate_step_by_batch(len(batch.reqs))
             self._staged = (drafts, mask)
-        super()._prepare_for_speculative_decoding(batch)
+        try:
+            super()._prepare_for_speculative_decoding(batch)
+        finally:
+            self._staged = None  # taken by _prepare_draft_tokens; never left for another step
 
     def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None):
         verify = batch.forward_mode.is_decode()
