@@ -28,7 +28,7 @@ class TrieCache:
     least recently used replaced; capacity is rounded up to a power of two of sets. The answers'
     nodes live in one ring of ``ring_nodes`` nodes (default 32 per entry): an entry whose nodes
     the ring has overwritten since is gone too, so memory is bounded whatever the answers' sizes
-    (about 12 bytes per ring node plus 70 bytes per entry)."""
+    (12 bytes per ring node plus 81 bytes per entry: 29 MiB at the default 50,000, made 65,536)."""
 
     def __init__(self, capacity: int = 50_000, ttl_s: float = 60.0, width: int = 4, clock=time.monotonic,
                  ways: int = 4, ring_nodes: int | None = None) -> None:
