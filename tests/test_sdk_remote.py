@@ -58,14 +58,21 @@ def test_outcome_prefetch_serves_the_next_step(live):
     assert spec.counts["prefetched"] == 2 and spec.last.match_lengths[0] == 0
 
 
-def test_an_end_that_was_not_prefetched_drafts_locally(live):
-    _, client = live
-    spec, source = speculator(client, deadline=0.0)
+def committed_an_unasked_end(client, deadline: float):
+    """A request whose step accepted a token its (empty) draft never had: the prefetch, which
+    asked for the draft's ends only, has no answer for the context it ends in."""
+    spec, source = speculator(client, deadline=deadline)
     spec.start("r", [9, 1, 2, 9, 1])
     spec.draft(["r"])
     spec.prefetch(["r"])
     time.sleep(0.2)
-    spec.commit("r", [5, 6])  # a draft token accepted that the (empty) draft never had
+    spec.commit("r", [5, 6])
+    return spec, source
+
+
+def test_an_end_that_was_not_prefetched_drafts_locally(live):
+    _, client = live
+    spec, _ = committed_an_unasked_end(client, deadline=0.0)
     (tree,) = spec.draft(["r"])
     assert spec.counts["prefetched"] == 0 and spec.last.match_lengths == [0]
 
@@ -76,12 +83,7 @@ def test_with_a_deadline_a_missed_end_is_looked_up_then_cached(live, asked_early
     ``committed`` (asked_early) or at the draft itself, waited for, and kept in the trie cache,
     where another request ending in the same tail finds it."""
     _, client = live
-    spec, source = speculator(client, deadline=1.0)
-    spec.start("r", [9, 1, 2, 9, 1])
-    spec.draft(["r"])
-    spec.prefetch(["r"])
-    time.sleep(0.2)
-    spec.commit("r", [5, 6])  # an end the (empty) draft never had: its prefetch did not ask for it
+    spec, _ = committed_an_unasked_end(client, deadline=1.0)
     if asked_early:
         spec.committed(["r"])
     (tree,) = spec.draft(["r"])  # "... 5 6": the datastore's "5 6" continues with 8

@@ -112,11 +112,6 @@ def unpad(padded: np.ndarray) -> np.ndarray:
     return padded[padded >= 0]
 
 
-def tail_key(tail: np.ndarray, width: int) -> bytes:
-    """The cache key of a context of at most ``width`` tokens (``tail_keys`` of its padded row)."""
-    return pad_tail(tail, width).tobytes()
-
-
 def distinct_rows(tails: np.ndarray) -> np.ndarray:
     """The distinct rows of padded tails (int32 [m, width]), in no particular order."""
     return np.unique(tails, axis=0) if tails.shape[0] > 1 else tails

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from client_sdk.drafting import step_kernels
-from client_sdk.drafting.cache import TrieCache, distinct_rows, pad_tail, store_and_fill, tail_key, tail_keys, unpad
+from client_sdk.drafting.cache import TrieCache, distinct_rows, pad_tail, store_and_fill, unpad
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import ask_for_ends, descend, pick_ends
@@ -85,8 +85,7 @@ class Speculator:
         no_tails = np.zeros((0, self._width), dtype=np.int32)
         self._fill_next = no_tails  # padded tails this step missed: asked at prefetch
         self._fill_asked = no_tails  # the distinct tails asked at the last prefetch, in order
-        self._fresh_keys: list[bytes] = []  # committed contexts asked by committed(), in order
-        self._fresh_tails = no_tails  # ... padded
+        self._fresh_tails = no_tails  # committed contexts asked by committed(), padded, in order
         self.unigrams: UnigramTable | None = None
         self.unigram_loader: UnigramLoader | None = None
         if (vocab_size and config.unigram_table and config.prefetch_outcomes and remote is not None
@@ -229,9 +228,10 @@ class Speculator:
             return self._prefetched_tries(reqs, indexes)
         start = time.perf_counter()
         contexts = [r.tail(k) for r in reqs for k in self._lengths]
-        if self._fresh_keys != [tail_key(c, self._width) for c in contexts]:  # committed() asked for others
+        padded = np.stack([pad_tail(c, self._width) for c in contexts]) if contexts else self._fresh_tails[:0]
+        if not np.array_equal(self._fresh_tails, padded):  # committed() asked for others
             self.remote.request(FRESH_KEY, contexts)
-        self._fresh_keys, self._fresh_tails = [], self._fresh_tails[:0]
+        self._fresh_tails = self._fresh_tails[:0]
         got = self.remote.collect(FRESH_KEY, contexts, self.config.lookup_deadline_s - (time.perf_counter() - start))
         if got is not None and len(got) == len(contexts):
             self.counts["arrived"] += len(reqs)
@@ -279,7 +279,7 @@ class Speculator:
             fresh = self.remote.collect(FRESH_KEY, None, max(left, 0.0))
             if fresh is not None and len(fresh) == self._fresh_tails.shape[0]:
                 batch, empty, tails = store_and_fill(self.cache, self._fresh_tails, fresh, batch, empty, tails)
-        self._fresh_keys, self._fresh_tails = [], self._fresh_tails[:0]
+        self._fresh_tails = self._fresh_tails[:0]
         self._fill_next = tails  # asked at prefetch, for later steps
         left = self.config.lookup_deadline_s - (time.perf_counter() - start)
         if left > 0 and empty.shape[0]:
@@ -349,7 +349,6 @@ class Speculator:
                 contexts.append(tail)
         self.remote.request(FRESH_KEY, contexts)
         self._fresh_tails = np.stack(padded) if padded else self._fresh_tails[:0]
-        self._fresh_keys = tail_keys(self._fresh_tails)
 
     def commit(self, request_id, tokens, tree: DraftTree | None = None, accepted: list[int] | None = None) -> None:
         """Append the step's committed tokens (accepted + bonus); learning waits for ``prefetch``."""
