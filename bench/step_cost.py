@@ -12,8 +12,9 @@ serving simulation, ``sssd bench serve-sim``, measures it as part of the whole).
 
     .venv/bin/python bench/step_cost.py [--batch-sizes 16,64] [--steps 150] [--max-width W] [--trie-cache N]
 
-``--trie-cache N`` sets the trie cache's size (0: off). ``--max-width W`` lets the planner choose among its widths up to W only (the widest of them,
-the cost table being flat): the small drafts the planner makes at large batches.
+``--trie-cache N`` sets the trie cache's size (0: off). ``--max-width W`` lets the planner choose
+among its widths up to W only (the widest of them, the cost table being flat): the small drafts
+the planner makes at large batches.
 
 Prints JSON: per batch size, p50 / mean / p99 of the drafted steps' critical path (µs, whole
 batch, wall time after 10 warm-up steps), p50 / mean of the CPU the step's ``prefetch`` takes
@@ -121,11 +122,13 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="16,64")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--max-width", type=int, default=0, help="the planner's widths up to this one only")
-    parser.add_argument("--trie-cache", type=int, default=None, help="the trie cache's size (0: off; default: the SDK's)")
+    parser.add_argument("--trie-cache", type=int, default=None,
+                        help="the trie cache's size (0: off; default: the SDK's)")
     args = parser.parse_args()
     ds = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE)
     cases = datasets.mtbench_cases() + datasets.humaneval_cases()
-    rows = [run_batch(ds, cases, int(b), args.steps, args.max_width, args.trie_cache) for b in args.batch_sizes.split(",")]
+    rows = [run_batch(ds, cases, int(b), args.steps, args.max_width, args.trie_cache)
+            for b in args.batch_sizes.split(",")]
     print(json.dumps(stamped({"rows": rows, "steps": args.steps, "max_width": args.max_width}), indent=1))
 
 
