@@ -1,0 +1,155 @@
+"""What a bare Python gRPC server spends per call, with no work in its handler: the floor under
+the datastore service's per-call overhead (issue 17's "service within ~20 % of in process").
+
+A server process answers every call with a fixed response of ``--response-bytes`` and does
+nothing else; ``--clients`` client processes each send one ``--request-bytes`` call every
+1 / ``--rate`` s for ``--seconds``. Rows: a grpc.aio server with unary calls, the same server
+with one bidirectional stream per client (a message each way per call, as ``LookupStream``),
+and grpc's thread-pool server with unary calls. Server CPU is utime + stime of the server
+process over the measured window (from /proc), so it does not depend on how the cores are
+shared with the clients. The defaults are the fleet bench's: 128 contexts of 16 tokens per
+call, 50 calls/s per worker.
+
+    .venv/bin/python bench/grpc_floor.py [--clients 1,4] [--rate 50] [--seconds 10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+
+SERVICE = "floor.Floor"
+KINDS = ("aio-unary", "aio-stream", "sync-unary")
+
+
+def _handlers(response: bytes, aio: bool):
+    if aio:
+        async def unary(request, context):
+            return response
+
+        async def stream(requests, context):
+            async for _ in requests:
+                yield response
+    else:
+        def unary(request, context):
+            return response
+
+        def stream(requests, context):
+            for _ in requests:
+                yield response
+    return grpc.method_handlers_generic_handler(SERVICE, {
+        "Unary": grpc.unary_unary_rpc_method_handler(unary),
+        "Stream": grpc.stream_stream_rpc_method_handler(stream),
+    })
+
+
+def _serve(kind: str, response_bytes: int, ports) -> None:
+    response = b"\x01" * response_bytes
+    if kind.startswith("sync"):
+        server = grpc.server(ThreadPoolExecutor(max(2, os.cpu_count() or 2)))
+        server.add_generic_rpc_handlers((_handlers(response, aio=False),))
+        ports.put(server.add_insecure_port("127.0.0.1:0"))
+        server.start()
+        server.wait_for_termination()
+        return
+
+    async def main() -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((_handlers(response, aio=True),))
+        ports.put(server.add_insecure_port("127.0.0.1:0"))
+        await server.start()
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+def _client(port: int, kind: str, request_bytes: int, rate: float, calls: int) -> None:
+    request = b"\x02" * request_bytes
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        if kind.endswith("stream"):
+            outbox: list[bytes] = []
+            ready = __import__("threading").Semaphore(0)
+
+            def messages():
+                for _ in range(calls):
+                    ready.acquire()
+                    yield outbox.pop()
+
+            answers = channel.stream_stream(f"/{SERVICE}/Stream")(messages())
+            send = lambda: (outbox.append(request), ready.release(), next(answers))  # noqa: E731
+        else:
+            unary = channel.unary_unary(f"/{SERVICE}/Unary")
+            send = lambda: unary(request)  # noqa: E731
+        due = time.perf_counter()
+        for _ in range(calls):
+            send()
+            due += 1 / rate
+            wait = due - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+
+
+def _cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(kind: str, clients: int, rate: float, seconds: float, request_bytes: int, response_bytes: int) -> dict:
+    ctx = mp.get_context("spawn")  # no gRPC state inherited across a fork
+    ports = ctx.Queue()
+    server = ctx.Process(target=_serve, args=(kind, response_bytes, ports), daemon=True)
+    server.start()
+    try:
+        port = ports.get(timeout=60)
+        warm = ctx.Process(target=_client, args=(port, kind, request_bytes, rate, int(rate)))
+        warm.start()
+        warm.join()
+        calls = int(rate * seconds)
+        procs = [ctx.Process(target=_client, args=(port, kind, request_bytes, rate, calls)) for _ in range(clients)]
+        cpu0, t0 = _cpu_s(server.pid), time.perf_counter()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        cpu1, wall = _cpu_s(server.pid), time.perf_counter() - t0
+        if any(p.exitcode for p in procs):
+            raise RuntimeError(f"a {kind} client failed")
+    finally:
+        server.kill()
+        server.join()
+    total = clients * calls
+    return {"server": kind, "clients": clients, "rate_per_client": rate, "request_bytes": request_bytes,
+            "response_bytes": response_bytes, "calls": total, "calls_per_s": round(total / wall),
+            "server_cpu_us_per_call": round((cpu1 - cpu0) / total * 1e6, 1)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", default="1,4", help="client processes, one row per count")
+    ap.add_argument("--rate", type=float, default=50.0, help="calls per second per client")
+    ap.add_argument("--seconds", type=float, default=10.0, help="measured time per row")
+    ap.add_argument("--request-bytes", type=int, default=2_200, help="the fleet bench's Lookup: 128 contexts x 4 tokens")
+    ap.add_argument("--response-bytes", type=int, default=38_000, help="the fleet bench's answer: 128 tries of depth 9")
+    ap.add_argument("--kinds", default=",".join(KINDS), help=f"servers and RPC kinds, of {', '.join(KINDS)}")
+    ap.add_argument("--json", action="store_true", help="one line of JSON")
+    args = ap.parse_args()
+    kinds = args.kinds.split(",")
+    if not set(kinds) <= set(KINDS):
+        ap.error(f"--kinds: each of {', '.join(KINDS)}")
+    rows = [measure(kind, int(n), args.rate, args.seconds, args.request_bytes, args.response_bytes)
+            for n in args.clients.split(",") for kind in kinds]
+    from sssd.bench.provenance import stamped
+
+    print(json.dumps(stamped({"rows": rows}), indent=None if args.json else 1))
+
+
+if __name__ == "__main__":
+    main()
