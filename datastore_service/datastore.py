@@ -60,6 +60,11 @@ class DatastoreConfig:
     compaction_fanout: int = 4  # merge when this many segments share a size tier
     dead_ratio: float = 0.3  # rewrite a segment whose deleted share reaches this
     maintenance_interval_s: float = 0.1  # background flush/compaction period
+    # a namespace that has taken no new documents or deletions for this long is merged into one
+    # segment (0 = never): a lookup searches every segment, so a datastore left with several
+    # after its last writes answers up to several times slower (BENCHMARKS.md). The merge runs
+    # in the maintenance thread and holds the old and the new segment until it is installed
+    idle_compaction_s: float = 60.0
     max_namespaces: int = 1000  # namespaces one server holds (each costs memory and maintenance time, even idle)
     # segment files shared on this machine (datastore_service/segment_files.py): a writer writes
     # its segments there; a read replica (--follow) maps them instead of copying the documents
@@ -77,6 +82,7 @@ class DatastoreConfig:
             (self.compaction_fanout >= 2, f"--compaction-fanout {self.compaction_fanout} must be at least 2"),
             (0 < self.dead_ratio <= 1, f"--dead-ratio {self.dead_ratio} must be in (0, 1]"),
             (self.segment_dir or not self.write_segments, "--write-segments needs --segment-dir (where to write)"),
+            (self.idle_compaction_s >= 0, f"--idle-compaction-s {self.idle_compaction_s} must be >= 0 (0: never)"),
             (self.maintenance_interval_s >= 0.01,
              f"--maintenance-interval-s {self.maintenance_interval_s} must be at least 0.01 (a smaller one burns a core)"),
         ]
@@ -93,9 +99,11 @@ class NamespaceStats(NamedTuple):
 class Datastore:
     """Thread-safe. Open with ``Datastore(config)``; always ``close()`` (final snapshot)."""
 
-    def __init__(self, config: DatastoreConfig, changes: ChangeLog | None = None, mirror: bool = False) -> None:
+    def __init__(self, config: DatastoreConfig, changes: ChangeLog | None = None, mirror: bool = False,
+                 clock=time.monotonic) -> None:
         """changes: every change is also appended there (a writer that replicas follow);
-        mirror: a read replica's copy, which applies no retention of its own."""
+        mirror: a read replica's copy, which applies no retention of its own; clock: seconds,
+        for the idle compaction (tests pass their own)."""
         self.config = config
         self.changes = changes
         self.mirror = mirror
@@ -118,6 +126,8 @@ class Datastore:
         self.compactions = 0  # merges committed since open (each retires two or more segments)
         self.on_compaction = None  # called with 1 after each committed merge (the server's metric)
         self.maintenance_failures = 0  # background rounds that failed since open (each is retried)
+        self.clock = clock
+        self._written: dict[str, float] = {}  # namespace -> when it last changed, until its idle merge
         try:
             self._load()
         except BaseException:
@@ -141,6 +151,8 @@ class Datastore:
             if pending:
                 ns.add([Document(d.doc_id, d.tokens) for d in pending], [d.seq for d in pending])
             self._namespaces[spec.name] = ns
+            if len(ns.segments) > 1:  # merged once quiet, like a namespace written just now
+                self._written[spec.name] = self.clock()
             evicted = ns.evict_for_retention()
             if evicted:
                 self.store.delete_documents(spec.name, evicted)
@@ -279,6 +291,8 @@ class Datastore:
             ns.delete(found)
             if self.changes is not None:
                 self.changes.deleted(name, found)
+            if found:
+                self._written[name] = self.clock()
             return found
 
     def lookup(self, name: str, contexts: Sequence[np.ndarray], params: LookupParams) -> list[ContinuationTree]:
@@ -308,6 +322,7 @@ class Datastore:
                     ns.thaw(frozen)  # nothing is lost: the next round retries them
                     raise
                 flushed += sum(int(t.shape[0]) for _, _, t in frozen)
+                self._written[name] = self.clock()
         if flushed:
             release_free_memory()
         return flushed
@@ -367,6 +382,20 @@ class Datastore:
         for name in list(self._namespaces):
             if name in self._namespaces:
                 self.compact(name, full=False)
+        self._compact_idle()
+
+    def _compact_idle(self) -> None:
+        """Merge each namespace that has been quiet for ``idle_compaction_s`` into one segment,
+        once per quiet spell (its next write starts another)."""
+        quiet = self.config.idle_compaction_s
+        if quiet <= 0:
+            return
+        now = self.clock()
+        for name, written in list(self._written.items()):
+            if now - written >= quiet:
+                del self._written[name]
+                if name in self._namespaces:
+                    self.compact(name, full=True)
 
     # -- segment readers ------------------------------------------------------------------
 
