@@ -1,6 +1,8 @@
 """A namespace left with several segments is merged into one once it has been quiet for
 ``idle_compaction_s`` (a lookup searches every segment), and only then."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,21 @@ def test_segments_found_at_start_up_are_merged_once_quiet(tmp_path):
     ds.maintain()
     assert segments(ds) == 1 and answers(ds) == before
     ds.close()
+
+
+def test_a_real_server_merges_a_quiet_namespace(server_factory):
+    """The service's own maintenance loop, with the knob from its configuration."""
+    from client_sdk.transport.remote import DatastoreClient
+
+    server = server_factory(idle_compaction_s=0.5)
+    with DatastoreClient(server.address, timeout_s=30) as client:
+        client.create_namespace("ns", 100)
+        for batch in range(3):
+            client.ingest("ns", [(f"b{batch}-{i}", [1, 2, 3 + batch, 5]) for i in range(5)])
+            time.sleep(0.3)  # flushed apart: one segment each
+        merged = False
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and not merged:
+            merged = client.stats("ns").namespaces[0].segments == 1
+            time.sleep(0.1)
+        assert merged and client.stats("ns").namespaces[0].documents == 15
