@@ -136,7 +136,8 @@ def main() -> None:
     ap.add_argument("--clients", default="1,4", help="client processes, one row per count")
     ap.add_argument("--rate", type=float, default=50.0, help="calls per second per client")
     ap.add_argument("--seconds", type=float, default=10.0, help="measured time per row")
-    ap.add_argument("--request-bytes", type=int, default=2_200, help="the fleet bench's Lookup: 128 contexts x 4 tokens")
+    ap.add_argument("--request-bytes", type=int, default=2_200,
+                    help="the fleet bench's Lookup: 128 contexts x 4 tokens")
     ap.add_argument("--response-bytes", type=int, default=38_000, help="the fleet bench's answer: 128 tries of depth 9")
     ap.add_argument("--kinds", default=",".join(KINDS), help=f"servers and RPC kinds, of {', '.join(KINDS)}")
     ap.add_argument("--json", action="store_true", help="one line of JSON")
