@@ -391,11 +391,13 @@ class Datastore:
         if quiet <= 0:
             return
         now = self.clock()
-        for name, written in list(self._written.items()):
-            if now - written >= quiet:
+        with self._maint_lock, self._write_lock:  # a flush or a delete that marks it meanwhile keeps its mark
+            due = [name for name, written in self._written.items() if now - written >= quiet]
+            for name in due:
                 del self._written[name]
-                if name in self._namespaces:
-                    self.compact(name, full=True)
+        for name in due:
+            if name in self._namespaces:
+                self.compact(name, full=True)
 
     # -- segment readers ------------------------------------------------------------------
 
