@@ -42,6 +42,15 @@ def suffixes(cases: list[dict], n: int, rng: np.random.Generator) -> list[np.nda
     return out
 
 
+def traffic(conversations: int) -> tuple[list[dict], list[np.ndarray], object]:
+    """(decode cases, the serving simulation's datastore documents, the SDK's prefetch lookup
+    parameters): what the lookup benches send and to what."""
+    cases = datasets.mtbench_cases() + datasets.humaneval_cases()
+    docs = datasets.sharegpt_datastore(2000, 2000 + conversations)
+    config = SpeculatorConfig()
+    return cases, docs, lookup_options(config.draft, config.draft.max_depth, True)
+
+
 def busy(seconds: float) -> None:
     end = time.perf_counter() + seconds
     x = 0
@@ -76,10 +85,7 @@ def main() -> None:
     parser.add_argument("--step-ms", type=float, default=6.8, help="Llama-3.1-8B at batch 16 on the H100 roofline")
     parser.add_argument("--conversations", type=int, default=15_000)
     args = parser.parse_args()
-    cases = datasets.mtbench_cases() + datasets.humaneval_cases()
-    docs = datasets.sharegpt_datastore(2000, 2000 + args.conversations)
-    config = SpeculatorConfig()
-    options = lookup_options(config.draft, config.draft.max_depth, True)
+    cases, docs, options = traffic(args.conversations)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         proc, address = start_server(str(Path(tmp) / "arrival.db"), "--synchronous", "NORMAL")

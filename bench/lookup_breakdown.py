@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import socket
 import tempfile
 import time
 import urllib.request
@@ -30,11 +29,10 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from client_sdk.drafting.config import SpeculatorConfig
-from client_sdk.runtime import lookup_options
 from client_sdk.transport.remote import DatastoreClient
-from lookup_arrival import suffixes  # the same real suffixes (bench/ is on the path when run as a script)
-from sssd.bench import datasets, llama3, serve_sim
+from lookup_arrival import suffixes, traffic  # the same traffic (bench/ is on the path when run as a script)
+from sssd.bench import llama3, serve_sim
+from sssd.bench.fleet_bench import free_port
 from sssd.bench.provenance import stamped
 from sssd.serve_process import start_server
 
@@ -72,14 +70,9 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=15_000)
     parser.add_argument("--json", action="store_true", help="one line of JSON")
     args = parser.parse_args()
-    cases = datasets.mtbench_cases() + datasets.humaneval_cases()
-    docs = datasets.sharegpt_datastore(2000, 2000 + args.conversations)
-    config = SpeculatorConfig()
-    options = lookup_options(config.draft, config.draft.max_depth, True)
+    cases, docs, options = traffic(args.conversations)
     rng = np.random.default_rng(0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        metrics_port = s.getsockname()[1]
+    metrics_port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         proc, address = start_server(str(Path(tmp) / "breakdown.db"), "--synchronous", "NORMAL",
                                      "--metrics-port", str(metrics_port), "--idle-compaction-s", "0")

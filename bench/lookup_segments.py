@@ -43,6 +43,21 @@ def contexts(batches: int, rng: np.random.Generator) -> list[list[np.ndarray]]:
     return [[pool[i] for i in rng.integers(0, len(pool), PER_BATCH)] for _ in range(batches)]
 
 
+def batch_times(lookup, packed) -> tuple[float, float]:
+    """p50 and p90 (s) of ``lookup(ctx, off)`` over the packed batches, each the median of 3
+    passes (after one call that compiles or loads the kernels)."""
+    lookup(*packed[0])
+    passes = []
+    for _ in range(3):
+        times = []
+        for ctx, off in packed:
+            start = time.perf_counter()
+            lookup(ctx, off)
+            times.append(time.perf_counter() - start)
+        passes.append((np.median(times), np.percentile(times, 90)))
+    return tuple(float(np.median([p[i] for p in passes])) for i in (0, 1))
+
+
 def namespace(docs: list[np.ndarray], segments: int) -> NamespaceIndex:
     ns = NamespaceIndex(NamespaceSpec("segments", llama3.VOCAB_SIZE))
     per = -(-len(docs) // segments)
@@ -65,16 +80,7 @@ def main() -> None:
     rows = []
     for segments in (int(s) for s in args.segments.split(",")):
         ns = namespace(docs, segments)
-        ns.lookup_packed(*packed[0], params)  # compiled / loaded before timing
-        passes = []
-        for _ in range(3):
-            times = []
-            for ctx, off in packed:
-                start = time.perf_counter()
-                ns.lookup_packed(ctx, off, params)
-                times.append(time.perf_counter() - start)
-            passes.append((np.median(times), np.percentile(times, 90)))
-        p50, p90 = (float(np.median([p[i] for p in passes])) for i in (0, 1))
+        p50, p90 = batch_times(lambda ctx, off: ns.lookup_packed(ctx, off, params), packed)
         rows.append({"segments": segments, "batch_ms": {"p50": round(p50 * 1e3, 3), "p90": round(p90 * 1e3, 3)},
                      "per_context_us": round(p50 / PER_BATCH * 1e6, 1)})
         del ns

@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from lookup_segments import PER_BATCH, contexts  # bench/ is on the path when run as a script
+from lookup_segments import PER_BATCH, batch_times, contexts  # bench/ is on the path when run as a script
 
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.runtime import lookup_options
@@ -37,19 +37,6 @@ from sssd.bench.provenance import stamped
 
 TICK_S = 0.1
 FEEDBACK_TOKENS = 200
-
-
-def lookup_us(ds: Datastore, packed, params) -> float:
-    ds.lookup_packed("n", *packed[0], params)
-    passes = []
-    for _ in range(3):
-        times = []
-        for ctx, off in packed:
-            start = time.perf_counter()
-            ds.lookup_packed("n", ctx, off, params)
-            times.append(time.perf_counter() - start)
-        passes.append(np.median(times))
-    return round(float(np.median(passes)) / PER_BATCH * 1e6, 1)
 
 
 def run(fanout: int, flush_every_s: float, rate: int, seconds: float, base, feedback, packed, params) -> dict:
@@ -75,9 +62,10 @@ def run(fanout: int, flush_every_s: float, rate: int, seconds: float, base, feed
                     maintenance_s += time.thread_time() - start
                 if tick % round(10 / TICK_S) == round(10 / TICK_S) - 1:
                     counts.append(len(ds.namespace("n").segments))
+            p50 = batch_times(lambda ctx, off: ds.lookup_packed("n", ctx, off, params), packed)[0]
             return {"fanout": fanout, "flush_every_s": flush_every_s, "segments_mean": round(float(np.mean(counts)), 2),
                     "segments_max": int(max(counts)), "maintenance_cores": round(maintenance_s / seconds, 4),
-                    "lookup_us_per_context": lookup_us(ds, packed, params), "feedback_documents": k}
+                    "lookup_us_per_context": round(p50 / PER_BATCH * 1e6, 1), "feedback_documents": k}
         finally:
             ds.close()
 

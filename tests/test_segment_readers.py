@@ -201,10 +201,10 @@ def test_a_segment_file_that_cannot_be_written_loses_nothing(tmp_path, monkeypat
 def test_a_segment_reader_survives_its_writer_killed_and_restarted(server_factory, tmp_path):
     """SIGKILL the writer (a real process): the reader keeps answering from the files it mapped,
     then follows the restarted writer (a new epoch: a copy of its segment list)."""
-    from sssd.bench.fleet_bench import _free_port
+    from sssd.bench.fleet_bench import free_port
     from sssd.serve_process import start_server
 
-    port, segs, db = _free_port(), str(tmp_path / "segments"), str(tmp_path / "w.db")
+    port, segs, db = free_port(), str(tmp_path / "segments"), str(tmp_path / "w.db")
     proc, address = start_server(db, "--segment-dir", segs, "--port", str(port))
     try:
         with DatastoreClient(address) as w:

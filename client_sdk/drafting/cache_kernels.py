@@ -33,6 +33,12 @@ def tail_hash(tails, i):
     return (h ^ (h >> 29)) | 1
 
 
+@numba.njit(inline="always", **OPTS)
+def _set_of(tag, sets):
+    """The set a tail of hash ``tag`` lives in (its low bits but the last, always 1)."""
+    return (tag >> 1) & (sets - 1)
+
+
 @numba.njit(**OPTS)
 def _find(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl):
     """The way of set s holding tail i (hash ``tag``), alive and not expired; -1 when none does."""
@@ -68,7 +74,7 @@ def lookup_fill(tok, par, cnt, offs, meta, slots, tails, tags, keys, live, store
     for i in range(m):
         j = slots[i]
         tag = tail_hash(tails, i)
-        s = (tag >> 1) & (sets - 1)
+        s = _set_of(tag, sets)
         a = _find(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl)
         if a < 0:
             continue
@@ -93,7 +99,7 @@ def store(tails, tok, par, cnt, offs, meta, tags, keys, live, stored, used, star
     added = 0
     for i in range(tails.shape[0]):
         tag = tail_hash(tails, i)
-        s = (tag >> 1) & (sets - 1)
+        s = _set_of(tag, sets)
         a = _find(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl)
         if a < 0:
             added += 1

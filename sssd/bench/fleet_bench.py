@@ -99,7 +99,7 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
              "contexts": n * len(latencies)})
 
 
-def _free_port() -> int:
+def free_port() -> int:
     import socket
 
     with socket.socket() as s:
@@ -135,7 +135,7 @@ def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray, segme
     from client_sdk.transport.remote import DatastoreClient
     from sssd import serve_process
 
-    ports = [_free_port() for _ in range(replicas + 1)]
+    ports = [free_port() for _ in range(replicas + 1)]
     shared = ("--segment-dir", str(Path(db).with_name("segments"))) if segment_readers else ()
     primary, address = serve_process.start_server(db, "--synchronous", "NORMAL", "--metrics-port", str(ports[0]),
                                                   *shared)
