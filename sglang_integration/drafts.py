@@ -101,7 +101,8 @@ class BatchDrafter:
 
         last_step_s: how long the previous step's verification took (the planner learns its cost
         table from it, after that step's outcomes were committed, as it requires). Adaptive: a
-        plain step (the planner's width 1) drafts nothing, and the requests' new tokens are fed
+        plain step (the planner's budget 0: width 1, or a wider width whose cost it probes,
+        padded with the layout's filler tokens) drafts nothing, and the requests' new tokens are fed
         to their indexes in ``prefetch``, beside the GPU, instead of here."""
         start = time.perf_counter()
         self._book_plain()
@@ -118,8 +119,14 @@ class BatchDrafter:
             # (empty trees, no prefetch) and their new tokens are taken care of in prefetch
             self._deferred = list(reqs)
             self._plain = True
-            self.last_width = 1
-            return roots, np.ones(len(reqs), dtype=bool)
+            n = self.spec.blank_width  # > 1: a width's cost probed with padding alone
+            self.last_width = round_up(n, self.menu) if self.menu is not None and n > 1 else n
+            if n == 1:
+                return roots, np.ones(len(reqs), dtype=bool)
+            empty = np.zeros(0, dtype=np.int32)
+            tokens, mask = step_kernels.fixed_width_rows(roots, empty, empty, np.zeros(len(reqs) + 1, np.int64),
+                                                         self.last_width)
+            return tokens.reshape(-1), mask.reshape(-1)
         if not synced:
             self._sync_all(reqs)
         batch = self.spec.draft_batch([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,

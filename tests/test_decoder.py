@@ -20,12 +20,15 @@ def tiny_llama(seed: int, vocab: int = 64):
 
 
 class ScriptedDrafter:
-    """Drafts from a known answer: right (the truth), wrong (shifted tokens), mixed trees, or empty."""
+    """Drafts from a known answer: right (the truth), wrong (shifted tokens), mixed trees, or
+    empty; filler: no drafts, every step verified 4 wide with filler (a planner's cost probe)."""
 
     def __init__(self, truth: dict[int, list[int]], mode: str, budget: int = 6) -> None:
         self.truth, self.mode, self.budget = truth, mode, budget
         self.done: dict[int, int] = {}
         self.rng = np.random.default_rng(0)
+        self.blank_width = 4 if mode == "filler" else 1
+        self.widths, self.trees_committed = [], []
 
     def start(self, rid, prompt):
         self.done[rid] = 0
@@ -35,7 +38,7 @@ class ScriptedDrafter:
 
     def _tree(self, ahead):
         mode = self.mode if self.mode != "mixed" else self.rng.choice(["right", "wrong", "empty", "branchy"])
-        if mode == "empty" or not ahead:
+        if mode in ("empty", "filler") or not ahead:
             return DraftTree.empty()
         if mode == "wrong":
             ahead = [(t + 1) % 64 for t in ahead]
@@ -51,6 +54,7 @@ class ScriptedDrafter:
 
     def commit(self, rid, tokens, tree=None, accepted=None):
         self.done[rid] += len(tokens)
+        self.trees_committed.append(tree)
 
     def finish(self, rid):
         pass
@@ -62,11 +66,11 @@ class ScriptedDrafter:
         pass
 
     def observe_step(self, batch, width, seconds):
-        pass
+        self.widths.append(width)
 
 
 @pytest.mark.parametrize("batch", [1, 4])
-@pytest.mark.parametrize("mode", ["right", "wrong", "empty", "mixed"])
+@pytest.mark.parametrize("mode", ["right", "wrong", "empty", "mixed", "filler"])
 def test_tiny_llama_greedy_equivalence(batch, mode):
     model = tiny_llama(seed=batch)
     dec = ReferenceDecoder(model, eos_ids=set())
@@ -81,6 +85,8 @@ def test_tiny_llama_greedy_equivalence(batch, mode):
         assert all(s.steps < p.steps for p, s in zip(plain, spec))  # right drafts save steps
     if mode in ("wrong", "empty"):
         assert all(s.steps == p.steps for p, s in zip(plain, spec))
+    if mode == "filler":  # verified 4 wide, nothing handed back as a draft to learn from
+        assert set(drafter.widths) == {4} and set(map(id, drafter.trees_committed)) == {id(None)}
 
 
 def test_tiny_llama_with_the_real_speculator():

@@ -64,7 +64,8 @@ def run(planner: StepPlanner, cost_at, steps: int, batch: int = 1, scores_at=lam
         if k:  # the scores are calibrated: what they predict is what gets accepted
             for _ in range(batch):
                 planner.record(float(scores[:k].sum()), float(scores[:k].sum()))
-        planner.observe_step(batch, 1 + k, cost(1 + k))
+        width = 1 + k if budget else planner.blank  # an idle probe verifies filler at its width
+        planner.observe_step(batch, width, cost(width))
         chosen.append(None if planner.probe is not None else k)
     return chosen
 
@@ -146,10 +147,36 @@ def test_stops_drafting_when_realised_acceptance_falls_short_of_the_scores():
             k = planner.choose_for_drafts([SCORES[:budget]])
             planner.observe_drafting(1, DRAFT_S)
             planner.record(float(SCORES[:k].sum()), float(SCORES[:k].sum()) / 10)
-        planner.observe_step(1, 1 + k, gentle(1 + k))
+        width = 1 + k if budget else planner.blank
+        planner.observe_step(1, width, gentle(width))
         steps_drafted += budget > 0 and step >= 200
     assert planner.efficiency < 1.0
     assert steps_drafted <= 200 // PlannerConfig().look_every + planner.counts["probes"]
+
+
+def test_an_idle_planner_probes_wider_widths_with_filler_not_drafts():
+    """Once plain decoding wins, a probe of a wider width drafts nothing (budget 0) and asks
+    for that width filled (``blank``); the probe's time is booked to it, so a width that becomes
+    cheap is still found (test_reaches_the_best_k_from_a_wrong_startup_table[steep-flat])."""
+    planner = StepPlanner(table(steep))
+    run(planner, lambda step: steep, 100)
+    blank_probes = 0
+    for _ in range(600):
+        budget = planner.plan(1)
+        if planner.probe is not None and planner.probe > 1:
+            assert (budget, planner.blank) == (0, planner.probe)
+            blank_probes += 1
+        else:
+            assert planner.blank == 1
+        if budget:  # a look: drafts, found not to pay
+            planner.choose_for_drafts([SCORES[:budget]])
+            planner.observe_drafting(1, DRAFT_S)
+        width = planner.blank if not budget else 1
+        seen = dict(planner.costs.last_seen)
+        planner.observe_step(1, width, steep(width))
+        if width > 1:
+            assert planner.costs.last_seen[(1, width)] == planner.step != seen.get((1, width))
+    assert blank_probes >= 3
 
 
 def test_probes_back_off_while_the_table_holds():
@@ -230,7 +257,8 @@ def test_a_plain_step_drafts_nothing_and_asks_the_datastore_nothing():
         before = source.requests
         spec.prefetch(["r"])  # while the step verifies: only when the next step may draft
         asked_before = source.requests > before
-        spec.observe_step(1, 1 + len(trees[0]), steep(1 + len(trees[0])))
+        width = 1 + len(trees[0]) if trees[0].tokens.shape[0] else spec.blank_width
+        spec.observe_step(1, width, steep(width))
         spec.commit("r", [7], trees[0], [])
     # the datastore is asked (once, while a step verifies) only for a step that then drafts,
     # except when the planner turns that step into a plain probe

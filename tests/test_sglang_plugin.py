@@ -140,12 +140,16 @@ class ScriptedPlanner:
     """A planner whose plan is a script (0 = a plain step), drafting at most 7 tokens."""
 
     def __init__(self, plans):
-        self.plans = list(plans)
+        self.plans = list(plans)  # a budget, or (0, width): a width probed with filler
         self.records = []
         self.drafting = []
+        self.steps = []
+        self.blank = 1
 
     def plan(self, batch):
-        return self.plans.pop(0)
+        plan = self.plans.pop(0)
+        budget, self.blank = plan if isinstance(plan, tuple) else (plan, 1)
+        return budget
 
     def choose_for_drafts(self, scores, best_first=False, offsets=None):
         return 7
@@ -154,7 +158,7 @@ class ScriptedPlanner:
         self.drafting.append(seconds)
 
     def observe_step(self, batch, width, seconds):
-        pass
+        self.steps.append(width)
 
     def record_many(self, predicted, realised):
         self.records.extend(realised)
@@ -195,6 +199,32 @@ def test_adaptive_plain_steps_defer_their_bookkeeping(calls_prefetch):
     assert all(0 < d <= w for d, w in zip(planner.drafting, [walls[0], walls[3]]))
     assert spec.calibration.tests.sum() > Calibration().tests.sum()
     assert spec._requests["a"].index().tokens.tolist() == text + out[:-4]
+
+
+def test_a_width_probed_without_drafts_is_filler_at_that_width():
+    """A plan of no drafts at a wider width (an idle planner's cost probe) emits the roots and
+    distinct filler children at that width, drafts and looks up nothing, learns nothing from
+    the filler (even where verification accepted it), and books the step to that width."""
+    planner = ScriptedPlanner([7, (0, 3), 7])
+    spec = Speculator(SpeculatorConfig(), planner=planner)
+    drafter = BatchDrafter(spec, width=8, vocab_size=100, adaptive=True)
+    reqs = [RequestView("a", [5, 6, 7, 8], [5, 6]), RequestView("b", [1, 2, 3], [4])]
+    drafter.drafts(reqs)
+    drafter.prefetch(["a", "b"])
+    reqs = [RequestView("a", [5, 6, 7, 8], [5, 6, 7, 8, 9]), RequestView("b", [1, 2, 3], [4, 1])]
+    drafts, mask = drafter.drafts(reqs, last_step_s=0.01)
+    assert drafter.last_width == 3 and len(planner.drafting) == 1
+    toks = check_rows(drafts, mask, 2, 3)
+    assert toks[:, 0].tolist() == [9, 1] and (mask.reshape(2, 3, 3)[:, 1:, 1:] == np.eye(2, dtype=bool)).all()
+    drafter.prefetch(["a", "b"])
+    assert drafter.last_tree("a") is None and drafter.last_tree("b") is None
+    recorded = list(planner.records)
+    filler = int(toks[0, 1])
+    drafter.drafts([RequestView("a", [5, 6, 7, 8], [5, 6, 7, 8, 9, filler, 4]),
+                    RequestView("b", [1, 2, 3], [4, 1, 2])], last_step_s=0.01)
+    assert planner.records == recorded  # the accepted filler taught nothing
+    assert len(planner.steps) == 2 and planner.steps[0] > 1 and planner.steps[1] == 3  # the probe booked to 3
+    assert spec._requests["a"].index().tokens.tolist()[-3:] == [9, filler, 4]
 
 
 def test_the_planner_weighs_everything_the_gpu_waits_for(monkeypatch):

@@ -23,7 +23,8 @@ plain decoding (a step that drafts nothing) at least every ``plain_every`` steps
 speculating, and a grid neighbour of the current width every ``probe_every`` steps, an interval
 that doubles (up to ``probe_every_max``) while probes confirm the table and falls back when one
 is off by more than ``probe_tolerance`` (while plain decoding wins, only when the width proved
-cheaper than the table: a dearer one changes no decision), so exploration costs little once the
+cheaper than the table: a dearer one changes no decision; and such a probe verifies filler
+tokens, ``blank``, instead of drafting the whole batch), so exploration costs little once the
 costs are known and speeds up when they change. A start-up table that is wrong in either
 direction, or a machine whose load changes, is corrected; and a drift factor shared by all
 widths moves with every observation, so a change that hits every width alike (another process
@@ -203,6 +204,10 @@ class StepPlanner:
         self._last_drafted = 0  # the last step that drafted
         self._look_every, self._looking = config.look_every, False  # looks back off while they fail
         self.drafting = False  # whether the current step drafts
+        # the width a step that drafts nothing verifies: 1, or a wider width whose cost is probed
+        # with filler tokens (while plain decoding wins, a draft of the whole batch would cost more
+        # on the critical path than the probe's verify, and its tokens are not what is measured)
+        self.blank = 1
         self._steady = False  # whether the previous step drafted too
         self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
@@ -243,9 +248,12 @@ class StepPlanner:
         self.counts["steps"] += 1
         self.probe = self._probe_due(batch)
         self.chosen_k, self._step_realised, self._looking = 0, 0.0, False
+        self.blank = 1
         if self.probe is not None:
             self.counts["probes"] += 1
-            budget = 0 if self.probe == 1 else self.max_budget
+            # a wider width probed while plain decoding wins measures its cost alone: filler, not drafts
+            budget = 0 if self.probe == 1 or self._idle() else self.max_budget
+            self.blank = self.probe if budget == 0 else 1
         elif self.saving_s is None or self.draft_s is None:
             budget = self.max_budget  # nothing known about drafts yet: find out
         elif self._pays():

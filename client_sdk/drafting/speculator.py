@@ -195,6 +195,13 @@ class Speculator:
             self.planner.observe_drafting(self._unreported, seconds)
         self._unreported = 0
 
+    @property
+    def blank_width(self) -> int:
+        """The verify width of a step the plan gave no drafts: 1 (a plain step), or a wider
+        width whose cost the planner probes, to be filled with tokens that are not drafts (the
+        drafts' own rows are empty: nothing is learned from them)."""
+        return self.planner.blank if self.planner is not None else 1
+
     def plan(self, batch: int) -> int:
         """The draft budget of the coming step (0: a plain step, nothing drafted or looked up),
         decided now so that a caller can skip its own preparation of a plain step; the next

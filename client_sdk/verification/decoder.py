@@ -191,6 +191,9 @@ class Decoding:
         t_start = time.perf_counter()
         spec, active, cache, dev = self.speculator, self.active, self.cache, self.decoder.device
         trees = spec.draft(active, self.budget) if spec is not None else [DraftTree.empty() for _ in active]
+        filler = spec is not None and spec.blank_width > 1  # a width's cost probed without drafts
+        if filler:
+            trees = [filler_tree(spec.blank_width - 1)] * len(active)
         t_step = time.perf_counter()  # the step without drafting: forward, verification, upkeep
         if spec is not None:
             spec.prefetch(active)  # beside a GPU this overlaps the forward; here it is part of the step
@@ -200,7 +203,7 @@ class Decoding:
         logits = out.logits.float()
         verdicts = (greedy_verify(logits, batch) if self.sampling is None
                     else sample_verify(logits, batch, self.sampling, self.gen))
-        keep, still = self._commit(batch, trees, verdicts)
+        keep, still = self._commit(batch, trees, verdicts, filler)
         if spec is not None:
             spec.committed([active[row] for row in still])  # their lookups overlap the upkeep below
         step = KVCache([(layer.keys, layer.values) for layer in out.past_key_values.layers], cache.lengths)
@@ -215,9 +218,10 @@ class Decoding:
         if self.done:
             self._stamp()
 
-    def _commit(self, batch, trees, verdicts) -> tuple[list[list[int]], list[int]]:
-        """Each row's accepted tokens and bonus into its Generation and the speculator; returns
-        the KV slots to keep per row and the rows still running."""
+    def _commit(self, batch, trees, verdicts, filler: bool = False) -> tuple[list[list[int]], list[int]]:
+        """Each row's accepted tokens and bonus into its Generation and the speculator (filler:
+        the trees are not drafts, nothing is learned from them); returns the KV slots to keep per
+        row and the rows still running."""
         keep, still = [], []
         for row, (r, tree, (path, bonus)) in enumerate(zip(self.active, trees, verdicts)):
             g = self.results[r]
@@ -227,7 +231,7 @@ class Decoding:
             g.steps += 1
             g.accepted.append(len(path))
             if self.speculator is not None:
-                self.speculator.commit(r, new, tree, [s - 1 for s in path])
+                self.speculator.commit(r, new, None if filler else tree, None if filler else [s - 1 for s in path])
             self.roots[r] = new[-1]
             keep.append([0] + path)
             if len(g.tokens) < self.max_new_tokens and not (set(new) & self.decoder.eos_ids):
@@ -246,6 +250,13 @@ def lockstep(decodings: list[Decoding]) -> None:
         for d in running[turn % len(running) :] + running[: turn % len(running)]:
             d.step()
         turn += 1
+
+
+def filler_tree(size: int) -> DraftTree:
+    """``size`` children of the root with distinct tokens (the smallest ids), no draft: what a
+    step whose width is probed without drafting verifies (verification keeps it lossless)."""
+    return DraftTree(np.arange(size, dtype=np.int32), np.full(size, -1, np.int32), np.zeros(size),
+                     np.full((size, 1, 4), -1, np.int8))
 
 
 def probe_tree(size: int, vocab: int, branching: bool = False) -> DraftTree:
