@@ -171,6 +171,14 @@ class DraftBatch:
     def __len__(self) -> int:
         return int(self.offsets.shape[0]) - 1
 
+    def placed(self, first: int, rows: int) -> "DraftBatch":
+        """These rows as rows first, first + 1, ... of a batch of ``rows``, every other row empty."""
+        after = rows - first - len(self)
+        if first < 0 or after < 0:
+            raise ValueError(f"{len(self)} rows from row {first} do not fit a batch of {rows}")
+        offs = np.concatenate([np.zeros(first, np.int64), self.offsets, np.full(after, self.offsets[-1], np.int64)])
+        return dataclasses.replace(self, offsets=offs)
+
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)
 

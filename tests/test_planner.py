@@ -244,6 +244,81 @@ class CountingSource:
         return TrieBatch.empty(self.asked if contexts is None else len(contexts))
 
 
+def _next_look(planner, batch):
+    """Plan plain steps until the planner looks; returns the look's budget."""
+    for _ in range(200):
+        budget = planner.plan(batch)
+        if budget and planner._looking:
+            return budget
+        width = planner.blank if not budget else 1
+        if budget:
+            planner.choose_for_drafts([SCORES[:budget]] * batch)
+        planner.observe_step(batch, width, steep(width))
+    raise AssertionError("no look in 200 steps")
+
+
+def test_a_look_at_a_large_batch_drafts_a_few_requests_and_scales_their_saving():
+    """While plain decoding wins at batch 64, a look drafts 8 requests (look_rows); what their
+    drafts would save is scaled to the batch, so it moves the saving estimate as a look at the
+    whole batch with the same drafts would; the step itself verifies what the 8 drafts are worth."""
+    import copy
+
+    batch, sample = 64, PlannerConfig().look_sample
+    planner = StepPlanner(table(steep, batch))
+    run(planner, lambda step: steep, 100, batch=batch)
+    budget = _next_look(planner, batch)
+    assert planner.look_rows == sample
+    whole = copy.deepcopy(planner)
+    whole.look_rows = None  # the same look over every request
+    rich = np.sort(np.linspace(0.99, 0.9, budget))[::-1]  # drafts that would pay on these costs
+    offsets = np.concatenate([np.zeros(1 + batch - sample, np.int64), np.arange(1, sample + 1) * budget])
+    k = planner.choose_for_drafts(np.tile(rich, sample), True, offsets)
+    k_whole = whole.choose_for_drafts(np.tile(rich, batch), True, np.arange(batch + 1) * budget)
+    assert planner.saving_s == pytest.approx(whole.saving_s) and planner.saving_s > 0
+    assert k <= k_whole
+    small = StepPlanner(table(steep, 4))
+    run(small, lambda step: steep, 100, batch=4)
+    _next_look(small, 4)
+    assert small.look_rows is None  # a batch this small is looked at whole
+
+
+class LookingPlanner:
+    """Every step a look at ``rows`` requests (look_rows), keeping every node."""
+
+    def __init__(self, rows):
+        self.look_rows, self.blank, self.drafting = rows, 1, True
+
+    def plan(self, batch):
+        return 8
+
+    def choose_for_drafts(self, scores, best_first=False, offsets=None):
+        return 8
+
+    def observe_drafting(self, batch, seconds):
+        pass
+
+    def may_draft_next(self):
+        return True
+
+    def record_many(self, predicted, realised):
+        pass
+
+
+def test_a_sampled_look_drafts_its_rows_in_turn_and_leaves_the_others_empty():
+    spec = Speculator(SpeculatorConfig(), planner=LookingPlanner(2))
+    rids = [f"r{i}" for i in range(5)]
+    for i, rid in enumerate(rids):
+        spec.start(rid, [10 + i, 20 + i, 30 + i] * 6)  # every request's own text repeats: a draft each
+    drafted = []
+    for step in range(3):
+        batch = spec.draft_batch(rids)
+        assert len(batch) == 5
+        drafted.append(np.flatnonzero(batch.lengths()).tolist())
+        spec.prefetch(rids)
+        spec.commit_drafted(rids, [[10 * (step % 3 + 1) + i] for i in range(5)])  # the pattern goes on
+    assert drafted == [[0, 1], [2, 3], [0, 1]]  # in turn; a sample that would run past the end starts over
+
+
 def test_a_plain_step_drafts_nothing_and_asks_the_datastore_nothing():
     source = CountingSource()
     planner = StepPlanner(table(steep))

@@ -362,6 +362,13 @@ def test_a_draft_batch_round_trips_its_trees_and_cuts_each_row(sizes):
                 np.testing.assert_array_equal(getattr(got, field), getattr(best, field))
             if len(best):  # (an empty tree's cells may have any number of sources)
                 np.testing.assert_array_equal(got.cells, best.cells)
+    for first in (0, 2):  # the rows placed in a larger batch (a sampled look's), the others empty
+        placed = batch.placed(first, len(sizes) + 3)
+        assert placed.lengths().tolist() == [0] * first + sizes + [0] * (3 - first)
+        for got, want in zip(placed.trees()[first:], trees):
+            np.testing.assert_array_equal(got.tokens, want.tokens)
+    with pytest.raises(ValueError, match="do not fit"):
+        batch.placed(1, len(sizes))
 
 
 def select_by_sorting(score, parents, depth, budget, max_depth, max_children):

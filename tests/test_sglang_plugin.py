@@ -145,6 +145,7 @@ class ScriptedPlanner:
         self.drafting = []
         self.steps = []
         self.blank = 1
+        self.look_rows = None
 
     def plan(self, batch):
         plan = self.plans.pop(0)

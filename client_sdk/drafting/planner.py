@@ -34,7 +34,9 @@ what is worth it) so the value of drafting is re-measured too: one step in ``loo
 backing off to one in ``look_every_max`` while the looks find nothing. Looks are rare, so one
 moves the expected saving S by ``look_rate``, more than a step of steady drafting does
 (``saving_rate``): drafting that starts to pay is taken up again within a few looks, not tens
-of them.
+of them. At a batch larger than ``look_sample`` a look drafts that many requests only, in turn
+(``look_rows``), and scales what their drafts would save to the batch: its drafting costs a few
+requests', not the whole batch's, on the step's critical path.
 """
 
 from __future__ import annotations
@@ -127,6 +129,9 @@ class PlannerConfig:
     plain_every: int = 16  # while speculating, plain decoding is re-measured at least this often
     look_every: int = 8  # while drafting does not pay, draft once in this many steps to see if it does
     look_every_max: int = 32  # ... an interval that doubles up to this while the looks find nothing
+    # a look at a larger batch drafts this many of its requests (in turn), its saving scaled to the
+    # batch: while drafting does not pay, a look costs a few requests' drafting, not the batch's
+    look_sample: int = 8
     efficiency_rate: float = 0.05  # how fast the realised efficiency of speculating steps follows them
     efficiency_after: int = 16  # speculating steps measured before their efficiency may stop drafting
     min_efficiency: float = 0.97  # below this (speculating steps measurably lose) drafting stops
@@ -208,6 +213,7 @@ class StepPlanner:
         # with filler tokens (while plain decoding wins, a draft of the whole batch would cost more
         # on the critical path than the probe's verify, and its tokens are not what is measured)
         self.blank = 1
+        self.look_rows: int | None = None  # a look that drafts only this many of the batch's requests
         self._steady = False  # whether the previous step drafted too
         self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
@@ -248,7 +254,7 @@ class StepPlanner:
         self.counts["steps"] += 1
         self.probe = self._probe_due(batch)
         self.chosen_k, self._step_realised, self._looking = 0, 0.0, False
-        self.blank = 1
+        self.blank, self.look_rows = 1, None
         if self.probe is not None:
             self.counts["probes"] += 1
             # a wider width probed while plain decoding wins measures its cost alone: filler, not drafts
@@ -260,6 +266,8 @@ class StepPlanner:
             budget = self.max_budget
         elif self.step - self._last_drafted >= self._look_every:
             budget, self._looking = self.max_budget, True  # time to look again whether it pays
+            if batch > self.config.look_sample:
+                self.look_rows = self.config.look_sample
         else:
             budget = 0
         self._steady = self.drafting and budget > 0  # drafting on consecutive steps: lookups prefetched
@@ -311,8 +319,12 @@ class StepPlanner:
             return 0
         gain = expected_gain(scores, self.max_budget, best_first, offsets)
         k = self._best(batch, gain)
+        if self.look_rows is not None:  # a sampled look: what drafts like these for every request would save
+            gain = gain * (batch / self.look_rows)
+        best = self._best(batch, gain) if self.look_rows is not None else k
         t1 = self.costs.predict(batch, 1)
-        saved = max(0.0, (batch + self.score_scale(k) * gain[k]) * t1 / batch - self.costs.predict(batch, 1 + k)) if k else 0.0
+        tokens = batch + self.score_scale(best) * gain[best]
+        saved = max(0.0, tokens * t1 / batch - self.costs.predict(batch, 1 + best)) if best else 0.0
         r = self.config.look_rate if self._looking else self.config.saving_rate
         per_seq = saved / batch
         self.saving_s = per_seq if self.saving_s is None else (1 - r) * self.saving_s + r * per_seq
@@ -335,7 +347,7 @@ class StepPlanner:
         """The measured time of a step of this width (verification and upkeep, not drafting).
         Call it after the step's ``record`` calls, so the step's accepted tokens are known."""
         self.widths_used[width] = self.widths_used.get(width, 0) + 1
-        if self.drafting and self.probe is None and self.chosen_k > 0:  # a step that speculated
+        if self.drafting and self.probe is None and self.chosen_k > 0 and self.look_rows is None:  # speculated
             tokens = (batch + self._step_realised) / batch
             drafting = (self.draft_s or 0.0) * batch  # the robust estimate: one slow call is no verdict
             e = tokens / ((seconds + drafting) / self.costs.predict(batch, 1))
@@ -345,7 +357,7 @@ class StepPlanner:
             if self._looking and e >= 1.0:
                 self.efficiency = max(self.efficiency, self.config.min_efficiency)  # a look that won reopens
         if self._looking:  # a look that found nothing, or lost, makes the next one wait longer
-            won = self.chosen_k > 0 and self._pays()
+            won = (self.chosen_k > 0 or self.look_rows is not None) and self._pays()
             self._look_every = self.config.look_every if won else min(2 * self._look_every, self.config.look_every_max)
         if self.probe is not None:
             c = self.config

@@ -72,6 +72,7 @@ class Speculator:
         self._to_learn: list[tuple] = []
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
         self._planned: int | None = None  # the budget plan() decided for the coming draft
+        self._look_at = 0  # the first request of the next sampled look (the planner's look_rows)
         self._unassigned: tuple[list[RequestState], DraftBatch] | None = None  # drafts not yet made trees
         self._step: tuple[DraftBatch, dict] = (DraftBatch.empty(0), {})  # the last drafts, and each id's row
         # the prefetched context slots of the last drafts' likely ends: row offsets[b] + v for node v
@@ -157,7 +158,13 @@ class Speculator:
                 batch = DraftBatch.empty(len(reqs))
             else:
                 start = time.perf_counter()
-                batch = self._draft(reqs, budget)
+                sample = self.planner.look_rows
+                if sample is not None and sample < len(reqs):  # a look at a few of the requests, in turn
+                    first = self._look_at if self._look_at + sample <= len(reqs) else 0
+                    self._look_at = first + sample
+                    batch = self._draft(reqs[first : first + sample], budget).placed(first, len(reqs))
+                else:
+                    batch = self._draft(reqs, budget)
                 k = self.planner.choose_for_drafts(batch.scores, batch.ranked, batch.offsets)
                 if caller_reports:
                     self._unreported = len(reqs)
