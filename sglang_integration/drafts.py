@@ -128,7 +128,13 @@ class BatchDrafter:
                                                          self.last_width)
             return tokens.reshape(-1), mask.reshape(-1)
         if not synced:
-            self._sync_all(reqs)
+            look = self.spec.look
+            if look is None:
+                self._sync_all(reqs)
+            else:  # a look drafts a few requests: only they need their new tokens now, the rest in prefetch
+                first, n = look
+                self._sync_all(reqs[first : first + n])
+                self._deferred = list(reqs[:first]) + list(reqs[first + n :])
         batch = self.spec.draft_batch([r.rid for r in reqs], budget=None if self.adaptive else self.width - 1,
                                       caller_reports=True, max_nodes=self.width - 1)
         n = 1 + batch.longest() if self.adaptive else self.width  # rows are at most width - 1 long

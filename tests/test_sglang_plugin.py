@@ -228,6 +228,33 @@ def test_a_width_probed_without_drafts_is_filler_at_that_width():
     assert spec._requests["a"].index().tokens.tolist()[-3:] == [9, filler, 4]
 
 
+def test_a_sampled_look_syncs_its_own_requests_first_and_the_rest_beside_the_gpu(monkeypatch):
+    """A look that drafts 2 of 4 requests feeds those 2 their new tokens before drafting them;
+    the other 2 (no drafts this step) get theirs in prefetch, and every index ends up whole."""
+    planner = ScriptedPlanner([0, 7])
+    spec = Speculator(SpeculatorConfig(), planner=planner)
+    drafter = BatchDrafter(spec, width=8, vocab_size=100, adaptive=True)
+    texts = {f"r{i}": [10 + i, 20 + i, 30 + i] * 4 for i in range(4)}
+    out = {rid: [] for rid in texts}
+    views = lambda: [RequestView(rid, texts[rid], list(out[rid])) for rid in texts]  # noqa: E731
+    drafter.drafts(views())  # a plain step
+    drafter.prefetch(list(texts))
+    for rid in out:
+        out[rid].append(texts[rid][0])
+    synced = []
+    commit = spec.commit_drafted
+    monkeypatch.setattr(spec, "commit_drafted", lambda rids, tokens: (synced.append(list(rids)), commit(rids, tokens)))
+    planner.look_rows = 2
+    drafts, mask = drafter.drafts(views())
+    assert synced == [["r0", "r1"]] and drafter.last_width > 1
+    rows = check_rows(drafts, mask, 4, drafter.last_width)
+    filler = list(range(drafter.last_width - 1))  # the layout's padding: the smallest ids
+    assert rows[2:, 1:].tolist() == [filler, filler] and rows[0, 1:].tolist() != filler  # r2, r3: no drafts
+    drafter.prefetch(list(texts))
+    assert synced == [["r0", "r1"], ["r2", "r3"]]
+    assert all(spec._requests[rid].index().tokens.tolist() == texts[rid] + out[rid] for rid in texts)
+
+
 def test_the_planner_weighs_everything_the_gpu_waits_for(monkeypatch):
     """The drafting time the planner is told includes emitting the arrays, not just drafting."""
     from sglang_integration import drafts as drafts_module

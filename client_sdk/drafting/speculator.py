@@ -73,6 +73,7 @@ class Speculator:
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
         self._planned: int | None = None  # the budget plan() decided for the coming draft
         self._look_at = 0  # the first request of the next sampled look (the planner's look_rows)
+        self._look: tuple[int, int] | None = None  # the planned step's sampled look: (first request, count)
         self._unassigned: tuple[list[RequestState], DraftBatch] | None = None  # drafts not yet made trees
         self._step: tuple[DraftBatch, dict] = (DraftBatch.empty(0), {})  # the last drafts, and each id's row
         # the prefetched context slots of the last drafts' likely ends: row offsets[b] + v for node v
@@ -151,18 +152,18 @@ class Speculator:
         if budget is not None or self.planner is None:
             batch = self._draft(reqs, self.config.fixed_budget if budget is None else budget)
         else:
-            budget = self._planned if self._planned is not None else self.planner.plan(len(reqs))
-            self._planned = None
+            if self._planned is None:
+                self.plan(len(reqs))
+            budget, look = self._planned, self._look
+            self._planned = self._look = None
             if budget == 0:
                 self._drop_prefetch()
                 batch = DraftBatch.empty(len(reqs))
             else:
                 start = time.perf_counter()
-                sample = self.planner.look_rows
-                if sample is not None and sample < len(reqs):  # a look at a few of the requests, in turn
-                    first = self._look_at if self._look_at + sample <= len(reqs) else 0
-                    self._look_at = first + sample
-                    batch = self._draft(reqs[first : first + sample], budget).placed(first, len(reqs))
+                if look is not None:  # a look at a few of the requests
+                    first, n = look
+                    batch = self._draft(reqs[first : first + n], budget).placed(first, len(reqs))
                 else:
                     batch = self._draft(reqs, budget)
                 k = self.planner.choose_for_drafts(batch.scores, batch.ranked, batch.offsets)
@@ -214,7 +215,19 @@ class Speculator:
         decided now so that a caller can skip its own preparation of a plain step; the next
         ``draft`` call without a budget uses it."""
         self._planned = self.planner.plan(batch) if self.planner is not None else self.config.fixed_budget
+        self._look = None
+        n = self.planner.look_rows if self.planner is not None and self._planned else None
+        if n is not None and n < batch:  # the planner looks at n requests: the next n, in turn
+            first = self._look_at if self._look_at + n <= batch else 0
+            self._look_at = first + n
+            self._look = (first, n)
         return self._planned
+
+    @property
+    def look(self) -> tuple[int, int] | None:
+        """(first, n) when the planned step is a look at requests first .. first + n - 1 of its
+        batch only (the others get no drafts: a caller may leave their upkeep until ``prefetch``)."""
+        return self._look
 
     def _draft(self, reqs: list[RequestState], budget: int) -> DraftBatch:
         if budget <= 0:
