@@ -112,6 +112,35 @@ def test_descend_keeps_a_trie_whole_without_a_bonus_and_empties_a_missing_source
     whole = descend(pre, np.array([0, -1]), np.array([-1, 3]))
     assert whole.trie(0).tokens.tolist() == pre.trie(0).tokens.tolist() and whole.trie(0).match_length == 2
     assert len(whole.trie(1).tokens) == 0 and whole.trie(1).match_length == 0
+    with pytest.raises(ValueError, match="trie 1 asked of a batch of 1"):  # not a read past the answer
+        descend(pre, np.array([1]), np.array([3]))
+
+
+class ShortAnswers:
+    """A datastore whose prefetch answers hold one trie, whatever was asked (a misaligned answer)."""
+
+    def __init__(self, ns):
+        self.ns = ns
+
+    def request(self, key, contexts):
+        self.asked = contexts
+
+    def collect(self, key, contexts, deadline_s):
+        return self.ns.lookup_packed(*pack_tails(self.asked[:1], 4), LookupParams(depth=3))
+
+
+def test_a_prefetch_answer_that_does_not_hold_its_picks_is_counted_not_read(caplog):
+    from client_sdk.drafting.config import SpeculatorConfig
+    from client_sdk.drafting.speculator import Speculator
+
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, trie_cache=0, unigram_table=False),
+                      remote=ShortAnswers(index_of([[1, 2, 3, 4, 5, 1, 2, 3, 4, 6]], 8)))
+    spec.start("r", [1, 2, 3, 1, 2])
+    for step in range(4):
+        (tree,) = spec.draft(["r"])
+        spec.prefetch(["r"])
+        spec.commit("r", [3, 4], tree, tree.longest_match([3]))
+    assert spec.counts["misaligned"] >= 1 and "not used" in caplog.text
 
 
 def reference_ask(batch, rows, histories, k, lengths):

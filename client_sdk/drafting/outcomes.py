@@ -103,8 +103,11 @@ def pick_ends(ends: np.ndarray, batch: DraftBatch, rows, end, valid) -> list[lis
 
 def descend(batch: TrieBatch, src: np.ndarray, bonus: np.ndarray) -> TrieBatch:
     """Trie j of the result: trie src[j] of ``batch`` descended by bonus[j] (see the module
-    docstring; src[j] = -1 or no such child: empty; bonus[j] = -1: the trie as it is)."""
+    docstring; src[j] = -1 or no such child: empty; bonus[j] = -1: the trie as it is). A src
+    beyond the batch is a ValueError: the compiled kernel does not check its reads."""
+    src = np.asarray(src, np.int64)
+    if src.shape[0] and int(src.max()) >= len(batch):
+        raise ValueError(f"trie {int(src.max())} asked of a batch of {len(batch)}")
     tok, par, cnt, offs, meta = step_kernels.descend_tries(batch.tokens, batch.parents, batch.counts, batch.node_offsets,
-                                                      batch.meta, np.asarray(src, np.int64),
-                                                      np.asarray(bonus, np.int64))
+                                                      batch.meta, src, np.asarray(bonus, np.int64))
     return TrieBatch(tok, par, cnt, offs, meta)

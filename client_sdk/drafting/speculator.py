@@ -19,6 +19,7 @@ sink are thread-safe themselves; long prompts are indexed in a background thread
 from __future__ import annotations
 
 import itertools
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +37,8 @@ from client_sdk.drafting.tree import Calibration
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
 from sssd_wire.types import TrieBatch
+
+log = logging.getLogger(__name__)
 
 STEP_KEY = "next-step"
 FILL_KEY = "cache-fill"
@@ -58,7 +61,7 @@ class Speculator:
         self.drafter = drafter if drafter is not None else CalibratedMerge(config.draft)
         self.calibration = calibration if calibration is not None else Calibration()
         self.last = StepTimes()
-        self.counts = {"asked": 0, "prefetched": 0, "arrived": 0, "contexts": 0, "not_indexed": 0}
+        self.counts = {"asked": 0, "prefetched": 0, "arrived": 0, "contexts": 0, "not_indexed": 0, "misaligned": 0}
         self._requests: dict[object, RequestState] = {}
         self.arena = LocalArena()  # the requests' own-text indexes, as the compiled kernels read them
         self._unindexed: list = []  # own-text indexes the last commit wrote to, their n-grams not yet indexed
@@ -284,6 +287,12 @@ class Speculator:
             bonus[picked] = np.asarray([reqs[i].bonus for i in picked], dtype=np.int64)[:, None]
             self.counts["prefetched"] += len(picked)
         src, bonus = src.reshape(-1), bonus.reshape(-1)
+        if got is not None and src.shape[0] and int(src.max()) >= len(got):  # picks of another prefetch
+            self.counts["misaligned"] += 1
+            if self.counts["misaligned"] == 1:
+                log.warning("a prefetch answer of %d tries does not hold the %d-th its picks name: not used "
+                            "(counted in Speculator.counts['misaligned'])", len(got), int(src.max()) + 1)
+            got = None
         if got is not None:
             self.counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
             batch = descend(got, src, bonus)
