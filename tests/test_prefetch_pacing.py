@@ -3,7 +3,8 @@
 import pytest
 
 from client_sdk.drafting.config import SpeculatorConfig
-from client_sdk.drafting.speculator import ON_TIME, Speculator
+from client_sdk.drafting.outcomes import ON_TIME
+from client_sdk.drafting.speculator import Speculator
 
 
 @pytest.mark.parametrize("arrivals, want", [
@@ -17,10 +18,10 @@ from client_sdk.drafting.speculator import ON_TIME, Speculator
     ([False] + [True] * (ON_TIME - 1) + [False] + [True] * (ON_TIME - 1), 1),  # a late one resets the count
 ])
 def test_outcomes_shrink_when_late_and_grow_back_when_in_time(arrivals, want):
-    spec = Speculator(SpeculatorConfig(outcomes=4))
+    pacing = Speculator(SpeculatorConfig(outcomes=4)).pacing
     for arrived in arrivals:
-        spec._pace(arrived)
-    assert spec.outcomes_now == want
+        pacing.arrived(arrived)
+    assert pacing.now == want
 
 
 def test_prefetch_asks_the_datastore_before_it_learns():

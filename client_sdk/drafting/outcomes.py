@@ -15,6 +15,8 @@ scores, and P(root) = 1 - sum of the root-level scores.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 
 from client_sdk.drafting import step_kernels
@@ -23,6 +25,27 @@ from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
 ROOT = -1
+ON_TIME = 8  # prefetches in time before one more end per request is asked for (Pacing)
+log = logging.getLogger(__name__)
+
+
+class Pacing:
+    """How many likely ends per request a prefetch asks for (``now``): halved when an answer
+    comes back late (a smaller ask arrives sooner), one more after every ON_TIME answers in
+    time, up to ``most`` (additive increase, multiplicative decrease): a datastore that falls
+    behind is asked for less, not given up on."""
+
+    def __init__(self, most: int) -> None:
+        self.most = self.now = most
+        self._on_time = 0
+
+    def arrived(self, in_time: bool) -> None:
+        if not in_time:
+            self.now, self._on_time = max(1, self.now // 2), 0
+            return
+        self._on_time += 1
+        if self._on_time >= ON_TIME and self.now < self.most:
+            self.now, self._on_time = self.now + 1, 0
 
 
 def deepest_probabilities(tree: DraftTree) -> tuple[float, np.ndarray]:
@@ -111,3 +134,30 @@ def descend(batch: TrieBatch, src: np.ndarray, bonus: np.ndarray) -> TrieBatch:
     tok, par, cnt, offs, meta = step_kernels.descend_tries(batch.tokens, batch.parents, batch.counts, batch.node_offsets,
                                                       batch.meta, src, np.asarray(bonus, np.int64))
     return TrieBatch(tok, par, cnt, offs, meta)
+
+
+def descend_picks(got: TrieBatch | None, reqs, per: int, counts: dict) -> TrieBatch:
+    """The committed contexts' tries of ``reqs`` (RequestState: ``pick``, a request's prefetched
+    slots, one per suffix length, or None; ``bonus``), ``per`` slots each, from the prefetch
+    answer ``got`` (None: nothing arrived, every trie empty). Counts 'prefetched' and 'arrived';
+    an answer that does not hold a pick (another prefetch's) is counted in 'misaligned', warned
+    about once and not read."""
+    n = len(reqs)
+    src = np.full((n, per), -1, dtype=np.int64)
+    bonus = np.full((n, per), -1, dtype=np.int64)
+    picked = [i for i, r in enumerate(reqs) if r.pick is not None]
+    if picked:
+        src[picked] = [reqs[i].pick for i in picked]
+        bonus[picked] = np.asarray([reqs[i].bonus for i in picked], dtype=np.int64)[:, None]
+        counts["prefetched"] += len(picked)
+    src, bonus = src.reshape(-1), bonus.reshape(-1)
+    if got is not None and src.shape[0] and int(src.max()) >= len(got):
+        counts["misaligned"] += 1
+        if counts["misaligned"] == 1:
+            log.warning("a prefetch answer of %d tries does not hold the %d-th its picks name: not used "
+                        "(counted in Speculator.counts['misaligned'])", len(got), int(src.max()) + 1)
+        got = None
+    if got is None:
+        return TrieBatch.empty(n * per)
+    counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
+    return descend(got, src, bonus)

@@ -19,7 +19,6 @@ sink are thread-safe themselves; long prompts are indexed in a background thread
 from __future__ import annotations
 
 import itertools
-import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -29,7 +28,7 @@ from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import TrieCache, distinct_rows, pad_tail, store_and_fill, unpad
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
-from client_sdk.drafting.outcomes import ask_for_ends, descend, pick_ends
+from client_sdk.drafting.outcomes import Pacing, ask_for_ends, descend_picks, pick_ends
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState, ints
@@ -38,12 +37,9 @@ from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
 from sssd_wire.types import TrieBatch
 
-log = logging.getLogger(__name__)
-
 STEP_KEY = "next-step"
 FILL_KEY = "cache-fill"
 FRESH_KEY = "missed-now"
-ON_TIME = 8  # prefetches in time before one more outcome per request is asked for (see _pace)
 
 
 class Speculator:
@@ -67,10 +63,7 @@ class Speculator:
         self._unindexed: list = []  # own-text indexes the last commit wrote to, their n-grams not yet indexed
         self._lengths = (config.draft.remote_match,) + tuple(config.draft.remote_suffixes)
         self._outstanding = False  # a prefetch for the next step is in flight
-        # ends prefetched per request now: halved when a prefetch comes back late (a smaller ask
-        # arrives sooner), one more after every ON_TIME answers in time, up to config.outcomes
-        self.outcomes_now = config.outcomes
-        self._on_time = 0
+        self.pacing = Pacing(config.outcomes)  # ends prefetched per request now
         # (tree, accepted path), or a step's (drafts, rows, the last node each row's accepted path ends in)
         self._to_learn: list[tuple] = []
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
@@ -275,29 +268,11 @@ class Speculator:
         start = time.perf_counter()
         got = self.remote.collect(STEP_KEY, None, self.config.lookup_deadline_s) if self._outstanding else None
         if self._outstanding:
-            self._pace(got is not None)
+            self.pacing.arrived(got is not None)
         self._outstanding = False
-        per, n = len(self._lengths), len(reqs)
-        src = np.full((n, per), -1, dtype=np.int64)
-        bonus = np.full((n, per), -1, dtype=np.int64)
-        last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=n)
-        picked = [i for i, r in enumerate(reqs) if r.pick is not None]
-        if picked:
-            src[picked] = [reqs[i].pick for i in picked]
-            bonus[picked] = np.asarray([reqs[i].bonus for i in picked], dtype=np.int64)[:, None]
-            self.counts["prefetched"] += len(picked)
-        src, bonus = src.reshape(-1), bonus.reshape(-1)
-        if got is not None and src.shape[0] and int(src.max()) >= len(got):  # picks of another prefetch
-            self.counts["misaligned"] += 1
-            if self.counts["misaligned"] == 1:
-                log.warning("a prefetch answer of %d tries does not hold the %d-th its picks name: not used "
-                            "(counted in Speculator.counts['misaligned'])", len(got), int(src.max()) + 1)
-            got = None
-        if got is not None:
-            self.counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
-            batch = descend(got, src, bonus)
-        else:
-            batch = TrieBatch.empty(len(reqs) * per)
+        per = len(self._lengths)
+        batch = descend_picks(got, reqs, per, self.counts)
+        last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=len(reqs))
         settled = -1  # the suffix length whose empty tries are final (no cache or lookup can add to them)
         if self.unigrams is not None:  # the 1-token contexts: the single-token table, in one pass over the batch
             single = self._lengths.index(1)
@@ -349,18 +324,6 @@ class Speculator:
         for i in np.flatnonzero(indexes.slots < 0).tolist():  # not indexed yet: the request keeps its end
             ends[i] = pad_tail(reqs[i].tail(self._width), self._width)
         return indexes, ends
-
-    def _pace(self, arrived: bool) -> None:
-        """Size the next prefetch by whether this one arrived in time (additive increase,
-        multiplicative decrease): a datastore that falls behind is asked for less, not given up on."""
-        if not arrived:
-            self.outcomes_now = max(1, self.outcomes_now // 2)
-            self._on_time = 0
-            return
-        self._on_time += 1
-        if self._on_time >= ON_TIME and self.outcomes_now < self.config.outcomes:
-            self.outcomes_now += 1
-            self._on_time = 0
 
     def wait_for_unigrams(self, timeout_s: float) -> bool:
         """Until the single-token table's first load is in (True; also without a table), or
@@ -489,7 +452,7 @@ class Speculator:
             history = self._tails(reqs, IndexBatch(self.arena, [r.index() for r in reqs]))[1]
             contexts, self._ends = ask_for_ends(
                 batch, np.fromiter((row_of[rid] for rid in drafted), dtype=np.int64, count=len(drafted)),
-                history, self.outcomes_now, self._lengths)
+                history, self.pacing.now, self._lengths)
             self.remote.request(STEP_KEY, contexts)
             self._outstanding = True
             self.counts["contexts"] += len(contexts)
