@@ -1,0 +1,111 @@
+"""Where zero-wait drafting's τ falls short of a blocking lookup's: replay variants (a diagnostic).
+
+The replay (``sssd bench replay``'s Replayer, the real Speculator, the in-process ShareGPT
+datastore) in the product's zero-wait mode, with one thing changed per variant:
+
+- ``zero-wait``: as shipped; ``blocking``: each step waits for its committed context's lookup;
+- ``outcomes=N``: N likeliest ends prefetched per request instead of 4;
+- ``oracle=S``: after the step's own tries are made, the suffix slots S (0: the 4-token suffix,
+  1: the 2-token one, 2: the 1-token one) are replaced by what a blocking lookup of the
+  committed context returns: how much of the gap each slot carries (not a product mode);
+- ``per-child``: a slot whose descended trie exists is replaced by a fresh lookup of exactly the
+  prefetched context + the bonus token (no backoff): what a prefetch answer that kept its own
+  sample per first-level child would give (not built).
+
+τ is deterministic (no timing enters it): one run is the figure.
+
+    .venv/bin/python bench/zero_wait_gap.py [--datasets mtbench,math] [--budgets 4,16]
+        [--variants zero-wait,blocking,outcomes=16,oracle=0,oracle=1,per-child]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+
+import numpy as np
+
+from client_sdk.drafting import speculator
+from client_sdk.drafting.cache import entries
+from client_sdk.drafting.config import SpeculatorConfig
+from sssd.bench import datasets, llama3, replay
+from sssd.bench.provenance import stamped
+from sssd_wire.types import TrieBatch
+
+PREFETCHED = speculator.Speculator._prefetched_tries
+
+
+def rebuilt(rows: list[tuple]) -> TrieBatch:
+    """A TrieBatch of per-slot entries (``cache.entries``' tuples)."""
+    offs = np.zeros(len(rows) + 1, dtype=np.int64)
+    np.cumsum([len(r[0]) for r in rows], out=offs[1:])
+    cat = lambda i: np.concatenate([r[i] for r in rows]).astype(np.int32)  # noqa: E731
+    return TrieBatch(cat(0), cat(1), cat(2), offs, np.asarray([r[3] for r in rows], dtype=np.int64).reshape(-1, 3))
+
+
+def oracle(slots: set[int]):
+    def tries(self, reqs, indexes):
+        batch, indexes = PREFETCHED(self, reqs, indexes)
+        per = len(self._lengths)
+        fresh = entries(self.remote.fetch([r.tail(k) for r in reqs for k in self._lengths]))
+        rows = [fresh[j] if j % per in slots else e for j, e in enumerate(entries(batch))]
+        return rebuilt(rows), indexes
+    return tries
+
+
+def per_child(self, reqs, indexes):
+    batch, indexes = PREFETCHED(self, reqs, indexes)
+    per, rows = len(self._lengths), entries(batch)
+    for i, r in enumerate(reqs):
+        for j, k in enumerate(self._lengths):
+            e = rows[i * per + j]
+            if r.pick is None or k == 1 or not len(e[0]) or e[3][0] != k + 1:
+                continue  # only a trie descended from the prefetched k-token context
+            options = dataclasses.replace(self.remote.options, max_match=k + 1)
+            got = entries(self.remote.lookup([r.tail(k + 1)], options))[0]
+            if got[3][0] == k + 1:
+                rows[i * per + j] = got
+    return rebuilt(rows), indexes
+
+
+def run_variant(variant: str, cases, budgets, lookup) -> list[float]:
+    name, _, arg = variant.partition("=")
+    tries, config = PREFETCHED, SpeculatorConfig
+    if name == "outcomes":
+        config = functools.partial(SpeculatorConfig, outcomes=int(arg))
+    elif name == "oracle":
+        tries = oracle({int(c) for c in arg.split("+")})
+    elif name == "per-child":
+        tries = per_child
+    elif name not in ("zero-wait", "blocking"):
+        raise ValueError(f"unknown variant {variant!r}")
+    speculator.Speculator._prefetched_tries, replay.SpeculatorConfig = tries, config
+    try:
+        out = replay.replay(cases, replay.drafter_named("sssd"), budgets, lookup, progress=False,
+                            vocab_size=llama3.VOCAB_SIZE, prefetch_outcomes=name != "blocking")
+    finally:
+        speculator.Speculator._prefetched_tries, replay.SpeculatorConfig = PREFETCHED, SpeculatorConfig
+    return [r["tau"] for r in out["results"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--datasets", default="mtbench,math")
+    parser.add_argument("--budgets", default="4,16")
+    parser.add_argument("--variants", default="zero-wait,blocking,outcomes=16,oracle=0,oracle=1,oracle=0+1+2,per-child")
+    args = parser.parse_args()
+    budgets = [int(b) for b in args.budgets.split(",")]
+    lookup = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE).lookup
+    rows = []
+    for name in args.datasets.split(","):
+        cases = datasets.LOADERS[name]()
+        for variant in args.variants.split(","):
+            rows.append({"dataset": name, "variant": variant, "budgets": budgets,
+                         "tau": run_variant(variant, cases, budgets, lookup)})
+    print(json.dumps(stamped({"rows": rows}), indent=1))
+
+
+if __name__ == "__main__":
+    main()
