@@ -10,12 +10,17 @@ datastore) in the product's zero-wait mode, with one thing changed per variant:
   committed context returns: how much of the gap each slot carries (not a product mode);
 - ``per-child``: a slot whose descended trie exists is replaced by a fresh lookup of exactly the
   prefetched context + the bonus token (no backoff): what a prefetch answer that kept its own
-  sample per first-level child would give (not built).
+  sample per first-level child would give (not built);
+- ``prefetch=S:N``: the prefetch lookups sample S occurrences into tries of N nodes (64:64 shipped);
+- ``shorter``: each suffix asked one token shorter (the 1-token one not at all), so that the
+  descent by the bonus token gives the blocking lookup's lengths (4, 2; 1 from the table);
+- ``suffixes=A+B``: the extra datastore suffix lengths (2+1 shipped), in both modes
+  (``blocking-suffixes=A+B``: the same with a blocking lookup).
 
 τ is deterministic (no timing enters it): one run is the figure.
 
     .venv/bin/python bench/zero_wait_gap.py [--datasets mtbench,math] [--budgets 4,16]
-        [--variants zero-wait,blocking,outcomes=16,oracle=0,oracle=1,per-child]
+        [--variants zero-wait,blocking,outcomes=16,oracle=0,oracle=1,per-child,prefetch=256:256,shorter,...]
 """
 
 from __future__ import annotations
@@ -30,11 +35,13 @@ import numpy as np
 from client_sdk.drafting import speculator
 from client_sdk.drafting.cache import entries
 from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.types import DraftConfig
 from sssd.bench import datasets, llama3, replay
 from sssd.bench.provenance import stamped
 from sssd_wire.types import TrieBatch
 
 PREFETCHED = speculator.Speculator._prefetched_tries
+ASK, OPTIONS = speculator.ask_for_ends, replay.lookup_options
 
 
 def rebuilt(rows: list[tuple]) -> TrieBatch:
@@ -70,10 +77,32 @@ def per_child(self, reqs, indexes):
     return rebuilt(rows), indexes
 
 
+def shorter(batch, rows, history, per_request, lengths):
+    """ask_for_ends with every length above 1 asked one token shorter, the 1-token one not asked."""
+    asked = [i for i, k in enumerate(lengths) if k > 1]
+    contexts, ends = ASK(batch, rows, history, per_request, tuple(lengths[i] - 1 for i in asked))
+    out = np.full((ends.shape[0], len(lengths)), -1, dtype=np.int64)
+    out[:, asked] = ends
+    return contexts, out
+
+
+def prefetch_options(samples: int, nodes: int):
+    def options(c, depth, outcomes=False):
+        p = OPTIONS(c, depth, outcomes)
+        return dataclasses.replace(p, sample_budget=samples, max_nodes=nodes) if outcomes else p
+    return options
+
+
 def run_variant(variant: str, cases, budgets, lookup) -> list[float]:
     name, _, arg = variant.partition("=")
-    tries, config = PREFETCHED, SpeculatorConfig
-    if name == "outcomes":
+    tries, config, draft = PREFETCHED, SpeculatorConfig, DraftConfig()
+    if name in ("suffixes", "blocking-suffixes"):
+        draft = DraftConfig(remote_suffixes=tuple(int(k) for k in arg.split("+")))
+    elif name == "prefetch":
+        replay.lookup_options = prefetch_options(*(int(x) for x in arg.split(":")))
+    elif name == "shorter":
+        speculator.ask_for_ends = shorter
+    elif name == "outcomes":
         config = functools.partial(SpeculatorConfig, outcomes=int(arg))
     elif name == "oracle":
         tries = oracle({int(c) for c in arg.split("+")})
@@ -83,10 +112,11 @@ def run_variant(variant: str, cases, budgets, lookup) -> list[float]:
         raise ValueError(f"unknown variant {variant!r}")
     speculator.Speculator._prefetched_tries, replay.SpeculatorConfig = tries, config
     try:
-        out = replay.replay(cases, replay.drafter_named("sssd"), budgets, lookup, progress=False,
-                            vocab_size=llama3.VOCAB_SIZE, prefetch_outcomes=name != "blocking")
+        out = replay.replay(cases, replay.drafter_named("sssd", draft), budgets, lookup, progress=False, config=draft,
+                            vocab_size=llama3.VOCAB_SIZE, prefetch_outcomes=not name.startswith("blocking"))
     finally:
         speculator.Speculator._prefetched_tries, replay.SpeculatorConfig = PREFETCHED, SpeculatorConfig
+        replay.lookup_options, speculator.ask_for_ends = OPTIONS, ASK
     return [r["tau"] for r in out["results"]]
 
 
