@@ -225,6 +225,8 @@ def test_planner_config_is_validated():
         PlannerConfig(probe_every=16, probe_every_max=8)
     with pytest.raises(ValueError, match="look_every"):
         PlannerConfig(look_every=128)
+    with pytest.raises(ValueError, match="look_sample 0 must be at least 1"):
+        PlannerConfig(look_sample=0)
     with pytest.raises(ValueError, match="at least one"):
         StepCosts({})
 

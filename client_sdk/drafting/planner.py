@@ -149,6 +149,8 @@ class PlannerConfig:
             raise ValueError(f"want 2 <= probe_every <= probe_every_max, plain_every >= 2, 2 <= look_every <= "
                              f"look_every_max; got {self.probe_every}, {self.probe_every_max}, {self.plain_every}, "
                              f"{self.look_every}, {self.look_every_max}")
+        if self.look_sample < 1:
+            raise ValueError(f"look_sample {self.look_sample} must be at least 1 (the requests a look drafts)")
 
 
 def expected_gain(scores, max_budget: int, best_first: bool = False, offsets: np.ndarray | None = None) -> np.ndarray:
