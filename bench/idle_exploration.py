@@ -64,6 +64,9 @@ class ScriptedPlanner:
     def observe_drafting(self, batch, seconds) -> None:
         pass
 
+    def observe_plain(self, batch, seconds) -> None:
+        pass
+
     def record_many(self, predicted, realised) -> None:
         pass
 

@@ -122,10 +122,12 @@ class BatchDrafter:
             n = self.spec.blank_width  # > 1: a width's cost probed with padding alone
             self.last_width = round_up(n, self.menu) if self.menu is not None and n > 1 else n
             if n == 1:
-                return roots, np.ones(len(reqs), dtype=bool)
-            empty = np.zeros(0, dtype=np.int32)
-            tokens, mask = step_kernels.fixed_width_rows(roots, empty, empty, np.zeros(len(reqs) + 1, np.int64),
-                                                         self.last_width)
+                tokens, mask = roots, np.ones(len(reqs), dtype=bool)
+            else:
+                empty = np.zeros(0, dtype=np.int32)
+                tokens, mask = step_kernels.fixed_width_rows(roots, empty, empty, np.zeros(len(reqs) + 1, np.int64),
+                                                             self.last_width)
+            self.spec.drafting_took(time.perf_counter() - start)  # the plain step's own upkeep
             return tokens.reshape(-1), mask.reshape(-1)
         if not synced:
             look = self.spec.look

@@ -179,6 +179,19 @@ def test_an_idle_planner_probes_wider_widths_with_filler_not_drafts():
     assert blank_probes >= 3
 
 
+def test_a_plain_steps_own_upkeep_counts_for_drafting():
+    """Drafting replaces a plain step's own critical-path upkeep: drafting that costs a little
+    more than it saves pays once the plain step's upkeep is measured to cover the difference."""
+    planner = StepPlanner(table(flat, 64))
+    planner.saving_s, planner.draft_s = 40e-6, 45e-6
+    assert not planner._pays()
+    for _ in range(20):
+        planner.observe_plain(64, 64 * 10e-6)  # 10 µs per request
+    assert planner.plain_s == pytest.approx(10e-6, rel=0.05) and planner._pays()
+    planner.observe_plain(64, 64 * 1.0)  # a one-off pause moves it by at most 3x
+    assert planner.plain_s < 10e-6 * 1.7
+
+
 def test_probes_back_off_while_the_table_holds():
     """With true costs equal to the table, probes get rarer: exploration costs ~1% of steps."""
     planner = StepPlanner(table(steep))

@@ -144,6 +144,7 @@ class ScriptedPlanner:
         self.records = []
         self.drafting = []
         self.steps = []
+        self.plain = []
         self.blank = 1
         self.look_rows = None
 
@@ -157,6 +158,9 @@ class ScriptedPlanner:
 
     def observe_drafting(self, batch, seconds):
         self.drafting.append(seconds)
+
+    def observe_plain(self, batch, seconds):
+        self.plain.append(seconds)
 
     def observe_step(self, batch, width, seconds):
         self.steps.append(width)
@@ -195,9 +199,11 @@ def test_adaptive_plain_steps_defer_their_bookkeeping(calls_prefetch):
         out += [7, 8, 5, 6]  # the draft's 7, 8 accepted (or plain steps), then 5, 6
     # the drafted step's outcome was recorded once (the plain steps had no tree to learn from)
     assert planner.records == [3]  # 7 8 5 of the draft accepted
-    # the planner is told each drafted step's whole drafting time (sync to arrays), once
+    # the planner is told each drafted step's whole drafting time (sync to arrays), once, and
+    # each plain step's own upkeep (what drafting would replace)
     assert len(planner.drafting) == 2
     assert all(0 < d <= w for d, w in zip(planner.drafting, [walls[0], walls[3]]))
+    assert len(planner.plain) == 2 and all(0 < d <= w for d, w in zip(planner.plain, walls[1:3]))
     assert spec.calibration.tests.sum() > Calibration().tests.sum()
     assert spec._requests["a"].index().tokens.tolist() == text + out[:-4]
 

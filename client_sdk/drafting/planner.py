@@ -10,11 +10,13 @@ T the measured time of a step of that width. Two decisions per step:
   drafts can be judged. What drafting buys is the time it saves when its drafts turn out
   good: per drafted step, S = max(0, (B + G(k*)) * T(B, 1) / B - T(B, 1 + k*)), the plain
   time of the tokens the chosen k* commits minus what its step costs (0 when k* = 0). The
-  planner drafts while the recent average of S exceeds D (an average over steps of the best
-  choice, not the choice for an average step: a good datastore match is worth taking even
-  when most steps have none), and while the steps that speculated did not measurably lose:
-  their realised efficiency (tokens per sequence over step + drafting time, in plain steps)
-  must stay above ``min_efficiency``, whatever their scores promised.
+  planner drafts while the recent average of S exceeds D - P, P what a plain step itself keeps
+  the device waiting for (its own upkeep, measured: drafting replaces it), an average over
+  steps of the best choice, not the choice for an average step (a good datastore match is
+  worth taking even when most steps have none); and while the steps that speculated did not
+  measurably lose: their realised efficiency (tokens per sequence over step + drafting time,
+  in plain steps with their upkeep) must stay above ``min_efficiency``, whatever their scores
+  promised.
 - *how wide?* For drafts in hand D is spent, and k* maximises (B + G(k)) / T(B, 1 + k),
   k = 0 unless that beats plain decoding's B / T(B, 1) by ``min_gain``.
 
@@ -219,6 +221,9 @@ class StepPlanner:
         self._steady = False  # whether the previous step drafted too
         self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
+        # what a plain step itself keeps the device waiting for, per sequence (its own upkeep on the
+        # critical path): what drafting replaces, so drafting need only beat draft_s - plain_s
+        self.plain_s = 0.0
         self._drafted_once = False
         # realised / predicted accepted tokens (decayed sums) per verify width: shrinks node scores
         # that over-promise, and more for wide drafts, whose deep nodes compound the error; a
@@ -289,7 +294,8 @@ class StepPlanner:
         """Drafting pays: what drafted steps are expected to save beats what drafting costs, and
         what they actually realised (measured, not predicted) beat plain decoding."""
         proven = self._speculated >= self.config.efficiency_after  # a few unlucky steps are no verdict
-        return self.saving_s > self.draft_s and (not proven or self.efficiency >= self.config.min_efficiency)
+        return (self.saving_s + self.plain_s > self.draft_s
+                and (not proven or self.efficiency >= self.config.min_efficiency))
 
     def _idle(self) -> bool:
         """Plain decoding is the choice and drafting is known not to pay."""
@@ -352,7 +358,7 @@ class StepPlanner:
         if self.drafting and self.probe is None and self.chosen_k > 0 and self.look_rows is None:  # speculated
             tokens = (batch + self._step_realised) / batch
             drafting = (self.draft_s or 0.0) * batch  # the robust estimate: one slow call is no verdict
-            e = tokens / ((seconds + drafting) / self.costs.predict(batch, 1))
+            e = tokens / ((seconds + drafting) / (self.costs.predict(batch, 1) + self.plain_s * batch))
             r = self.config.efficiency_rate
             self.efficiency = (1 - r) * self.efficiency + r * e
             self._speculated += 1
@@ -389,6 +395,14 @@ class StepPlanner:
         if self._steady:  # what drafting costs while it goes on (a lone look pays for an unprefetched lookup)
             self.draft_s = (1 - r) * self.draft_s + r * min(per_seq, 3 * max(self.draft_s, 1e-4))
 
+    def observe_plain(self, batch: int, seconds: float) -> None:
+        """The measured critical-path time of a plain step's own upkeep (a step that drafted
+        nothing): the plain decoding that drafting is weighed against costs this much more than
+        its verify. Followed as the drafting time is (``draft_rate``, outliers capped at 3x)."""
+        per_seq = seconds / max(batch, 1)
+        cap = 3 * max(self.plain_s, 1e-5)
+        self.plain_s = (1 - self.config.draft_rate) * self.plain_s + self.config.draft_rate * min(per_seq, cap)
+
     def record(self, predicted: float, realised: float, decay: float = 0.98) -> None:
         """After a verified step, per sequence: its draft's summed node scores vs the tokens it
         got accepted (booked to this step's draft size)."""
@@ -416,5 +430,6 @@ class StepPlanner:
         return {**self.counts, "score_scale_by_width": scales, "drift": round(self.costs.drift, 3),
                 "efficiency": round(self.efficiency, 3),
                 "draft_us_per_seq": us(self.draft_s), "saving_us_per_seq": us(self.saving_s),
+                "plain_us_per_seq": us(self.plain_s),
                 "widths": dict(sorted(self.widths_used.items())),
                 "predicted_ms_batch1": {n: round(self.costs.predict(1, n) * 1e3, 1) for n in self.config.widths}}

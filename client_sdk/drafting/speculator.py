@@ -68,7 +68,7 @@ class Speculator:
         self._to_learn: list[tuple] = []
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
         self._planned: int | None = None  # the budget plan() decided for the coming draft
-        self._look_at = 0  # the first request of the next sampled look (the planner's look_rows)
+        self._look_at, self._plan_batch = 0, 0  # the next sampled look's first request; the last plan's batch
         self._look: tuple[int, int] | None = None  # the planned step's sampled look: (first request, count)
         self._unassigned: tuple[list[RequestState], DraftBatch] | None = None  # drafts not yet made trees
         self._step: tuple[DraftBatch, dict] = (DraftBatch.empty(0), {})  # the last drafts, and each id's row
@@ -193,17 +193,19 @@ class Speculator:
         return None if t is NO_TREE else t
 
     def drafting_took(self, seconds: float) -> None:
-        """The whole drafting time of the step just drafted with ``caller_reports`` (nothing
-        when that step did not draft): the planner weighs it against what drafting saves."""
-        if self._unreported and self.planner is not None:
+        """What the device waited for on the step just planned: the whole drafting time of a step
+        drafted with ``caller_reports`` (the planner weighs it against what drafting saves), or a
+        plain step's own upkeep (what drafting would replace)."""
+        if self.planner is not None and self._unreported:
             self.planner.observe_drafting(self._unreported, seconds)
+        elif self.planner is not None and self._planned == 0:
+            self.planner.observe_plain(self._plan_batch, seconds)
         self._unreported = 0
 
     @property
     def blank_width(self) -> int:
-        """The verify width of a step the plan gave no drafts: 1 (a plain step), or a wider
-        width whose cost the planner probes, to be filled with tokens that are not drafts (the
-        drafts' own rows are empty: nothing is learned from them)."""
+        """The verify width of a step planned without drafts: 1, or a wider width whose cost the
+        planner probes, filled with tokens that are not drafts (nothing is learned from them)."""
         return self.planner.blank if self.planner is not None else 1
 
     def plan(self, batch: int) -> int:
@@ -211,6 +213,7 @@ class Speculator:
         decided now so that a caller can skip its own preparation of a plain step; the next
         ``draft`` call without a budget uses it."""
         self._planned = self.planner.plan(batch) if self.planner is not None else self.config.fixed_budget
+        self._plan_batch = batch
         self._look = None
         n = self.planner.look_rows if self.planner is not None and self._planned else None
         if n is not None and n < batch:  # the planner looks at n requests: the next n, in turn
