@@ -179,6 +179,32 @@ def test_an_idle_planner_probes_wider_widths_with_filler_not_drafts():
     assert blank_probes >= 3
 
 
+def _drafting_steps(planner, times):
+    """Steady drafting steps (flat costs, paying scores) that took these drafting times."""
+    for t in times:
+        budget = planner.plan(1)
+        if budget:
+            k = planner.choose_for_drafts([SCORES[:budget]])
+            planner.observe_drafting(1, t)
+            planner.record(float(SCORES[:k].sum()), float(SCORES[:k].sum()))
+        width = 1 + k if budget else planner.blank
+        planner.observe_step(1, width, flat(width))
+
+
+def test_a_few_slow_drafting_steps_do_not_stop_drafting_but_a_lasting_slowdown_shows():
+    """The drafting-time estimate is a median of recent steady steps: two pauses of 100x leave
+    it where it was (a serve-sim run at batch 64 stopped drafting after two such steps and kept
+    the inflated estimate, as nothing re-measures drafting once it stops); a slowdown that lasts
+    half the window moves it."""
+    planner = StepPlanner(table(flat))
+    _drafting_steps(planner, [DRAFT_S] * 40)
+    assert planner.draft_s == pytest.approx(DRAFT_S) and planner.drafting
+    _drafting_steps(planner, [100 * DRAFT_S] * 2 + [DRAFT_S])
+    assert planner.draft_s == pytest.approx(DRAFT_S) and planner.drafting
+    _drafting_steps(planner, [3 * DRAFT_S] * 6)
+    assert planner.draft_s == pytest.approx(3 * DRAFT_S)
+
+
 def test_a_plain_steps_own_upkeep_counts_for_drafting():
     """Drafting replaces a plain step's own critical-path upkeep: drafting that costs a little
     more than it saves pays once the plain step's upkeep is measured to cover the difference."""
@@ -238,6 +264,8 @@ def test_planner_config_is_validated():
         PlannerConfig(probe_every=16, probe_every_max=8)
     with pytest.raises(ValueError, match="look_every"):
         PlannerConfig(look_every=128)
+    with pytest.raises(ValueError, match="draft_window 0 must be at least 1"):
+        PlannerConfig(draft_window=0)
     with pytest.raises(ValueError, match="look_sample 0 must be at least 1"):
         PlannerConfig(look_sample=0)
     with pytest.raises(ValueError, match="at least one"):

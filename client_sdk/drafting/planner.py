@@ -43,8 +43,10 @@ requests', not the whole batch's, on the step's critical path.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import statistics
 
 import numpy as np
 
@@ -141,7 +143,10 @@ class PlannerConfig:
     probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
     saving_rate: float = 0.05  # how fast the expected time a drafted step saves follows recent drafts
     look_rate: float = 0.3  # ... and how far one look moves it (looks are rare: while drafting does not pay)
-    draft_rate: float = 0.3  # how fast the drafting-time estimate follows measurements
+    # the drafting-time estimate is the median of this many recent steady drafting times: a few
+    # slow steps are no verdict (once drafting stops, nothing re-measures it, so one must not stick)
+    draft_window: int = 9
+    draft_rate: float = 0.3  # how fast the estimate of a plain step's own upkeep follows measurements
 
     def __post_init__(self) -> None:
         if not self.widths or self.widths[0] != 1 or list(self.widths) != sorted(set(self.widths)):
@@ -151,6 +156,8 @@ class PlannerConfig:
             raise ValueError(f"want 2 <= probe_every <= probe_every_max, plain_every >= 2, 2 <= look_every <= "
                              f"look_every_max; got {self.probe_every}, {self.probe_every_max}, {self.plain_every}, "
                              f"{self.look_every}, {self.look_every_max}")
+        if self.draft_window < 1:
+            raise ValueError(f"draft_window {self.draft_window} must be at least 1")
         if self.look_sample < 1:
             raise ValueError(f"look_sample {self.look_sample} must be at least 1 (the requests a look drafts)")
 
@@ -221,6 +228,7 @@ class StepPlanner:
         self._steady = False  # whether the previous step drafted too
         self.saving_s: float | None = None  # seconds a drafted step saved lately, per sequence (S / B)
         self.draft_s: float | None = None  # drafting + lookup seconds per sequence per step
+        self._draft_seen: collections.deque = collections.deque(maxlen=config.draft_window)  # its recent measures
         # what a plain step itself keeps the device waiting for, per sequence (its own upkeep on the
         # critical path): what drafting replaces, so drafting need only beat draft_s - plain_s
         self.plain_s = 0.0
@@ -383,22 +391,24 @@ class StepPlanner:
             self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
 
     def observe_drafting(self, batch: int, seconds: float) -> None:
-        """The measured drafting + lookup time of this step. One outlier (a first call that
-        compiles or connects, a pause) moves the estimate by at most a factor of three, so it
-        cannot stop drafting for long; a lasting slowdown still shows within a few steps."""
+        """The measured drafting + lookup time of this step. The estimate is the median of the
+        last ``draft_window`` steady measurements: outliers (a first call that compiles or
+        connects, a pause, the datastore's compaction) do not move it, so they cannot stop
+        drafting, which would freeze the estimate where they left it; a lasting slowdown still
+        shows once it fills half the window."""
         per_seq = seconds / max(batch, 1)
-        r = self.config.draft_rate
         if self.draft_s is None:
             self.draft_s = per_seq if self._drafted_once else 0.0  # the first call only warms up
             self._drafted_once = True
             return
         if self._steady:  # what drafting costs while it goes on (a lone look pays for an unprefetched lookup)
-            self.draft_s = (1 - r) * self.draft_s + r * min(per_seq, 3 * max(self.draft_s, 1e-4))
+            self._draft_seen.append(per_seq)
+            self.draft_s = statistics.median(self._draft_seen)
 
     def observe_plain(self, batch: int, seconds: float) -> None:
         """The measured critical-path time of a plain step's own upkeep (a step that drafted
         nothing): the plain decoding that drafting is weighed against costs this much more than
-        its verify. Followed as the drafting time is (``draft_rate``, outliers capped at 3x)."""
+        its verify. Followed at ``draft_rate`` (plain steps are many), outliers capped at 3x."""
         per_seq = seconds / max(batch, 1)
         cap = 3 * max(self.plain_s, 1e-5)
         self.plain_s = (1 - self.config.draft_rate) * self.plain_s + self.config.draft_rate * min(per_seq, cap)
