@@ -127,7 +127,8 @@ class BatchDrafter:
                 empty = np.zeros(0, dtype=np.int32)
                 tokens, mask = step_kernels.fixed_width_rows(roots, empty, empty, np.zeros(len(reqs) + 1, np.int64),
                                                              self.last_width)
-            self.spec.drafting_took(time.perf_counter() - start)  # the plain step's own upkeep
+            if not synced:  # the upkeep of plain decoding itself (a sync here pays for the last drafts)
+                self.spec.drafting_took(time.perf_counter() - start)
             return tokens.reshape(-1), mask.reshape(-1)
         if not synced:
             look = self.spec.look
