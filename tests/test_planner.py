@@ -50,8 +50,10 @@ def table(cost, batch=1):
     return StepCosts({(batch, n): cost(n) for n in WIDTHS})
 
 
-def run(planner: StepPlanner, cost_at, steps: int, batch: int = 1, scores_at=lambda step: SCORES) -> list[int | None]:
-    """Drive the planner like a decode loop; per step the chosen k (None for probe steps)."""
+def run(planner: StepPlanner, cost_at, steps: int, batch: int = 1, scores_at=lambda step: SCORES,
+        draft_at=lambda step: DRAFT_S) -> list[int | None]:
+    """Drive the planner like a decode loop (drafting taking draft_at(step) per sequence); per
+    step the chosen k (None for probe steps)."""
     chosen = []
     for step in range(steps):
         cost = cost_at(step)
@@ -60,7 +62,7 @@ def run(planner: StepPlanner, cost_at, steps: int, batch: int = 1, scores_at=lam
         if budget:
             scores = scores_at(step)
             k = planner.choose_for_drafts([scores[:budget]] * batch)
-            planner.observe_drafting(batch, DRAFT_S * batch)
+            planner.observe_drafting(batch, draft_at(step) * batch)
         if k:  # the scores are calibrated: what they predict is what gets accepted
             for _ in range(batch):
                 planner.record(float(scores[:k].sum()), float(scores[:k].sum()))
@@ -179,29 +181,18 @@ def test_an_idle_planner_probes_wider_widths_with_filler_not_drafts():
     assert blank_probes >= 3
 
 
-def _drafting_steps(planner, times):
-    """Steady drafting steps (flat costs, paying scores) that took these drafting times."""
-    for t in times:
-        budget = planner.plan(1)
-        if budget:
-            k = planner.choose_for_drafts([SCORES[:budget]])
-            planner.observe_drafting(1, t)
-            planner.record(float(SCORES[:k].sum()), float(SCORES[:k].sum()))
-        width = 1 + k if budget else planner.blank
-        planner.observe_step(1, width, flat(width))
-
-
 def test_a_few_slow_drafting_steps_do_not_stop_drafting_but_a_lasting_slowdown_shows():
     """The drafting-time estimate is a median of recent steady steps: two pauses of 100x leave
     it where it was (a serve-sim run at batch 64 stopped drafting after two such steps and kept
     the inflated estimate, as nothing re-measures drafting once it stops); a slowdown that lasts
     half the window moves it."""
     planner = StepPlanner(table(flat))
-    _drafting_steps(planner, [DRAFT_S] * 40)
+    drafting = lambda times: run(planner, lambda step: flat, len(times), draft_at=times.__getitem__)  # noqa: E731
+    drafting([DRAFT_S] * 40)
     assert planner.draft_s == pytest.approx(DRAFT_S) and planner.drafting
-    _drafting_steps(planner, [100 * DRAFT_S] * 2 + [DRAFT_S])
+    drafting([100 * DRAFT_S] * 2 + [DRAFT_S])
     assert planner.draft_s == pytest.approx(DRAFT_S) and planner.drafting
-    _drafting_steps(planner, [3 * DRAFT_S] * 6)
+    drafting([3 * DRAFT_S] * 6)
     assert planner.draft_s == pytest.approx(3 * DRAFT_S)
 
 

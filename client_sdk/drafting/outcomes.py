@@ -150,14 +150,15 @@ def descend_picks(got: TrieBatch | None, reqs, per: int, counts: dict) -> TrieBa
         src[picked] = [reqs[i].pick for i in picked]
         bonus[picked] = np.asarray([reqs[i].bonus for i in picked], dtype=np.int64)[:, None]
         counts["prefetched"] += len(picked)
-    src, bonus = src.reshape(-1), bonus.reshape(-1)
-    if got is not None and src.shape[0] and int(src.max()) >= len(got):
-        counts["misaligned"] += 1
-        if counts["misaligned"] == 1:
-            log.warning("a prefetch answer of %d tries does not hold the %d-th its picks name: not used "
-                        "(counted in Speculator.counts['misaligned'])", len(got), int(src.max()) + 1)
-        got = None
     if got is None:
         return TrieBatch.empty(n * per)
+    src, bonus = src.reshape(-1), bonus.reshape(-1)
+    try:
+        batch = descend(got, src, bonus)
+    except ValueError as exc:  # a source beyond the answer: the picks are another prefetch's
+        counts["misaligned"] += 1
+        if counts["misaligned"] == 1:
+            log.warning("a prefetch answer not used (%s; counted in Speculator.counts['misaligned'])", exc)
+        return TrieBatch.empty(n * per)
     counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
-    return descend(got, src, bonus)
+    return batch
