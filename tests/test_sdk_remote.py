@@ -311,3 +311,36 @@ def test_answers_off_the_wire_need_no_kernel_compiled_after_warm_up():
                           cwd=child.parent.parent)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "", f"compiled after warm-up: {done.stdout.strip()}"
+
+
+def test_a_request_the_breaker_refuses_drops_the_answer_asked_before_it(live):
+    """A step's prefetch asked while the breaker is open is not made; the answer of an earlier
+    prefetch under the same key, never collected (a plain step came between), must not be handed
+    to the next step as this one's: its ends are another step's (a misaligned descent)."""
+    _, client = live
+    source = RemoteSource(client, "ns", LookupParams(min_occurrences=1, depth=4), CircuitBreaker(threshold=1),
+                          timeout_s=2.0)
+    source.request("step", [TEXT[:2]])
+    source.breaker.failure()  # open: the next request is skipped
+    source.request("step", [TEXT[2:4], TEXT[4:6]])
+    assert source.stats.skipped_open == 1
+    assert source.collect("step", None, 0.5) is None
+
+
+def test_a_step_after_a_refused_prefetch_uses_no_earlier_steps_answer(live):
+    """The same through the Speculator: prefetch, a plain step that collects nothing, the breaker
+    opens, the plain step's prefetch is refused; the next step must draft without the answer
+    asked two steps before (its picks index the refused prefetch's ends, not that answer)."""
+    _, client = live
+    spec, source = speculator(client, deadline=0.0, threshold=1, cooldown_s=30.0)
+    spec.start("r", [9, 1, 2])
+    spec.draft(["r"])
+    spec.prefetch(["r"])
+    time.sleep(0.2)  # the answer is in
+    spec.commit("r", [3])
+    spec.draft(["r"], budget=0)  # a plain step: nothing collected
+    source.breaker.failure()
+    spec.prefetch(["r"])  # refused by the open breaker
+    spec.commit("r", [4])
+    spec.draft(["r"])
+    assert source.stats.skipped_open == 1 and spec.counts["arrived"] == 0  # arrived: a prefetch answer used

@@ -61,18 +61,23 @@ class RemoteSource:
         return b"|".join(np.asarray(c, dtype="<i4").tobytes() for c in contexts)
 
     def request(self, key, contexts) -> None:
-        """Start the lookup for ``contexts`` (replacing any earlier one under ``key``)."""
+        """Start the lookup for ``contexts``, replacing any earlier one under ``key``: that one is
+        abandoned even when the breaker lets no new call through, so that ``collect`` never
+        hands out an answer to contexts asked before the latest request."""
+        fut = None
         if self.breaker.allow():
             fut = self.client.lookup_future(self.namespace, contexts, self.options, timeout_s=self.timeout_s, flat=True)
-            with self._lock:
-                old = self._pending.get(key)
-                self._pending[key] = (self._fingerprint(contexts), fut)
-            fut.add_done_callback(self._record)
             self.stats.requested += 1
-            if old is not None:  # never collected (e.g. a plain step came between): nobody will read it
-                self._abandon(old[1])
         else:
             self.stats.skipped_open += 1
+        with self._lock:
+            old = self._pending.pop(key, None)
+            if fut is not None:
+                self._pending[key] = (self._fingerprint(contexts), fut)
+        if fut is not None:
+            fut.add_done_callback(self._record)
+        if old is not None:  # never collected (e.g. a plain step came between): nobody will read it
+            self._abandon(old[1])
         with self._lock:
             stale, self._cancel_later = self._cancel_later, []
         for fut in stale:

@@ -85,10 +85,10 @@ class Simulation:
         zero_wait = mode != "blocking"
         config = SpeculatorConfig(prefetch_outcomes=zero_wait, lookup_deadline_s=0.0 if zero_wait else BLOCKING_DEADLINE_S)
         self.client = DatastoreClient(address, timeout_s=5)
-        remote = None
+        remote = self.remote = None
         if mode != "pld":
             options = lookup_options(config.draft, config.draft.max_depth, zero_wait)
-            remote = RemoteSource(self.client, NAMESPACE, options, timeout_s=1.0)
+            remote = self.remote = RemoteSource(self.client, NAMESPACE, options, timeout_s=1.0)
             remote.connect()
         self.spec = build_speculator(costs=costs, remote=remote, config=config,
                                      drafter=PromptLookup() if mode == "pld" else None, vocab_size=LLAMA_8B.vocab)
@@ -160,6 +160,8 @@ class Simulation:
             "prefetch_hit_rate": round(c["arrived"] / max(c["asked"], 1), 4) if self.mode != "pld" else None,
             "remote_match_rate": round(matched / requests, 4) if self.mode != "pld" else None,
             "lookup_contexts_per_request_step": round(c["contexts"] / requests, 3),
+            "lookups": None if self.remote is None else {**dataclasses.asdict(self.remote.stats),
+                                                         "misaligned_answers": c["misaligned"]},
             "projected_speedup": round(plain_seconds / seconds, 4),
         }
 
@@ -189,6 +191,7 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
                     "critical_path_us_blocking": bl["critical_path_us"],
                     "remote_match_rate": zw["remote_match_rate"], "remote_match_rate_blocking": bl["remote_match_rate"],
                     "lookup_contexts_per_request_step": zw["lookup_contexts_per_request_step"],
+                    "lookups": {m: runs[m]["lookups"] for m in MODES[:2]},
                     "pld": {k: pld[k] for k in ("tau", "critical_path_us", "projected_speedup", "mean_width")},
                 })
                 if progress:
