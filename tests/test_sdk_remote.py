@@ -113,6 +113,40 @@ def test_zero_wait_never_waits_and_late_answers_count_against_the_breaker(live):
     assert source.breaker.state == "open"
 
 
+def test_a_breaker_opened_by_late_answers_closes_once_the_service_is_fast_again(live):
+    """Zero-wait: the trial call after the cooldown comes back late too, so it reports neither
+    success nor failure. The breaker must not stay open on it for good: once the service answers
+    in time again, a later trial closes it and the steps use the datastore again."""
+    server, client = live
+    servicer = server.server.servicer
+    servicer.lookup_delay_s = 0.3
+    spec, source = speculator(client, deadline=0.0, threshold=1, cooldown_s=0.3)  # 4 late in a row open it
+    spec.cache = None  # no cache fills: the step's prefetch is the only lookup, the trial among them
+    spec.start("r", [9, 1, 2])
+    token = iter(range(10_000))
+
+    def step(gpu_s: float) -> None:
+        spec.draft(["r"])
+        spec.prefetch(["r"])
+        time.sleep(gpu_s)
+        spec.commit("r", [3 + next(token) % 5])
+
+    while source.breaker.state == "closed":
+        step(0.0)
+    time.sleep(0.35)
+    step(0.0)  # the trial, answered late
+    step(0.0)
+    servicer.lookup_delay_s = 0.0
+    deadline = time.monotonic() + 10
+    while source.breaker.state != "closed" and time.monotonic() < deadline:
+        step(0.05)
+    assert source.breaker.state == "closed", source.stats
+    used = source.stats.used
+    for _ in range(3):
+        step(0.05)
+    assert source.stats.used > used  # the steps' prefetches are collected in time again
+
+
 def test_a_late_answer_is_cancelled_and_the_service_drops_it(live):
     """Zero-wait never uses a late answer: the call is cancelled, so a service that fell behind
     does not go on working for nobody (here it has not started the lookup), and giving up is

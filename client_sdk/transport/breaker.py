@@ -10,7 +10,9 @@ class CircuitBreaker:
     """closed -> (failures >= threshold) -> open for cooldown_s -> half-open (one trial) -> ...
 
     ``allow()`` says whether to call the service now; report each outcome with
-    ``success()`` or ``failure()``. Thread-safe.
+    ``success()`` or ``failure()``. A trial that reports neither (its answer came too late to
+    be used, or was never read) is given up after another cooldown_s, and a new trial allowed:
+    an undecided trial must not keep the breaker open for good. Thread-safe.
     """
 
     def __init__(self, threshold: int = 3, cooldown_s: float = 1.0, clock=time.monotonic) -> None:
@@ -19,8 +21,7 @@ class CircuitBreaker:
         self.clock = clock
         self._lock = threading.Lock()
         self._failures = 0
-        self._open_until = 0.0
-        self._trial = False
+        self._open_until = 0.0  # no call before this while open; a trial moves it on by a cooldown
 
     @property
     def state(self) -> str:
@@ -33,19 +34,18 @@ class CircuitBreaker:
         with self._lock:
             if self._failures < self.threshold:
                 return True
-            if self.clock() >= self._open_until and not self._trial:
-                self._trial = True  # one trial call; its outcome decides
+            now = self.clock()
+            if now >= self._open_until:  # one trial call; its outcome decides, or it lapses after a cooldown
+                self._open_until = now + self.cooldown_s
                 return True
             return False
 
     def success(self) -> None:
         with self._lock:
             self._failures = 0
-            self._trial = False
 
     def failure(self) -> None:
         with self._lock:
             self._failures += 1
-            self._trial = False
             if self._failures >= self.threshold:
                 self._open_until = self.clock() + self.cooldown_s
