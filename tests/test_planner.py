@@ -469,3 +469,31 @@ def test_while_plain_decoding_wins_only_a_cheaper_width_hurries_the_probes(deare
         assert planner.counts["probes"] <= 12  # 8, 16, 32, 64, 128, ... steps apart
     else:
         assert planner.counts["probes"] >= 30
+
+
+def test_drafting_resumes_at_a_large_batch_once_acceptance_recovers():
+    """At batch 64 looks are sampled (8 requests). After a spell where drafts were accepted a
+    tenth as often as their scores said (realised efficiency below min_efficiency, score scale
+    down), drafting pays again once acceptance recovers: the sampled looks verify their drafts
+    and measure it. (They used to verify at the width their 8 rows alone would pick, plain here,
+    so neither the score scale nor the efficiency ever moved again: drafting was off for good.)"""
+    batch = 64
+    planner = StepPlanner(table(flat, batch))
+    drafted_at = []
+    for step in range(900):
+        poor = step < 300
+        budget = planner.plan(batch)
+        k = 0
+        rows = planner.look_rows or batch
+        if budget:
+            k = planner.choose_for_drafts([SCORES[:budget]] * rows + [SCORES[:0]] * (batch - rows))
+            planner.observe_drafting(batch, 0.6 * DRAFT_S * rows)
+        if k:
+            p = float(SCORES[:k].sum())
+            planner.record_many([p] * rows, [p / 10 if poor else p] * rows)
+        width = 1 + k if budget else planner.blank
+        planner.observe_step(batch, width, flat(width))
+        if budget and planner.look_rows is None and planner.probe is None:
+            drafted_at.append(step)
+    assert sum(1 for s in drafted_at if 200 <= s < 300) <= 10  # the poor spell stopped drafting
+    assert sum(1 for s in drafted_at if s >= 700) >= 150  # and it is back once acceptance recovered

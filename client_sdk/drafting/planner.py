@@ -37,8 +37,11 @@ backing off to one in ``look_every_max`` while the looks find nothing. Looks are
 moves the expected saving S by ``look_rate``, more than a step of steady drafting does
 (``saving_rate``): drafting that starts to pay is taken up again within a few looks, not tens
 of them. At a batch larger than ``look_sample`` a look drafts that many requests only, in turn
-(``look_rows``), and scales what their drafts would save to the batch: its drafting costs a few
-requests', not the whole batch's, on the step's critical path.
+(``look_rows``), scales what their drafts would save to the batch, and verifies them at the width
+the whole batch would be verified at, so that what they realise is measured as a whole look's
+is (the score scale, and the efficiency that may have stopped drafting: a look that never
+verified could never lift it again); its drafting costs a few requests', not the whole batch's,
+on the step's critical path.
 """
 
 from __future__ import annotations
@@ -337,7 +340,9 @@ class StepPlanner:
         k = self._best(batch, gain)
         if self.look_rows is not None:  # a sampled look: what drafts like these for every request would save
             gain = gain * (batch / self.look_rows)
-        best = self._best(batch, gain) if self.look_rows is not None else k
+            k = self._best(batch, gain)  # ... and the width they would be verified at, so that the look
+            # verifies its rows' drafts there: what they realise is measured (score scale, efficiency)
+        best = k
         t1 = self.costs.predict(batch, 1)
         tokens = batch + self.score_scale(best) * gain[best]
         saved = max(0.0, tokens * t1 / batch - self.costs.predict(batch, 1 + best)) if best else 0.0
@@ -363,8 +368,8 @@ class StepPlanner:
         """The measured time of a step of this width (verification and upkeep, not drafting).
         Call it after the step's ``record`` calls, so the step's accepted tokens are known."""
         self.widths_used[width] = self.widths_used.get(width, 0) + 1
-        if self.drafting and self.probe is None and self.chosen_k > 0 and self.look_rows is None:  # speculated
-            tokens = (batch + self._step_realised) / batch
+        if self.drafting and self.probe is None and self.chosen_k > 0:  # speculated (a sampled look: its rows, scaled)
+            tokens = 1.0 + self._step_realised / (self.look_rows or batch)
             drafting = (self.draft_s or 0.0) * batch  # the robust estimate: one slow call is no verdict
             e = tokens / ((seconds + drafting) / (self.costs.predict(batch, 1) + self.plain_s * batch))
             r = self.config.efficiency_rate
