@@ -90,7 +90,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         proc, address = start_server(str(Path(tmp) / "arrival.db"), "--synchronous", "NORMAL")
         try:
-            serve_sim.fill_service(address, docs, llama3.VOCAB_SIZE, False)
+            serve_sim.fill_service(address, docs, llama3.VOCAB_SIZE, False, settle=False)
             with DatastoreClient(address, timeout_s=5) as client:
                 grpc.channel_ready_future(client.channel).result(timeout=10)
                 rounds = [one_round(client, cases, options, args, rng) for _ in range(args.rounds)]

@@ -77,7 +77,7 @@ def main() -> None:
         proc, address = start_server(str(Path(tmp) / "breakdown.db"), "--synchronous", "NORMAL",
                                      "--metrics-port", str(metrics_port), "--idle-compaction-s", "0")
         try:
-            serve_sim.fill_service(address, docs, llama3.VOCAB_SIZE, False)
+            serve_sim.fill_service(address, docs, llama3.VOCAB_SIZE, False, settle=False)
             with DatastoreClient(address, timeout_s=5) as client:
                 grpc.channel_ready_future(client.channel).result(timeout=10)
                 pool = [suffixes(cases, args.contexts, rng) for _ in range(args.calls)]

@@ -1,6 +1,8 @@
 """``sssd bench serve-sim``: decode traffic against a real datastore service, on a simulated GPU.
 
-A real ``sssd serve`` runs in a child process, filled with the ShareGPT datastore. Recorded
+A real ``sssd serve`` runs in a child process, filled with the ShareGPT datastore and merged
+into one segment before anything is measured (a settled datastore: the fill's own background
+compaction would otherwise keep a core busy through the first batch sizes). Recorded
 responses of the dev sets (MT-Bench, HumanEval; Llama-3 tokens) are replayed as decode
 traffic with continuous batching: ``batch`` requests are in flight; one that finishes is
 replaced by the next case (its prompt indexed at admission, as at prefill). Each step runs the
@@ -65,7 +67,10 @@ class _Slot:
         return RequestView(self.rid, self.prompt, self.output)
 
 
-def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: bool) -> None:
+def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: bool, settle: bool = True) -> None:
+    """Ingest ``docs``; settle: then merge the namespace into one segment, so that no background
+    compaction of the fill's segments (a core busy for tens of seconds on a small box) overlaps
+    what is measured next (False: leave the segments the fill left, as compaction finds them)."""
     from tqdm import tqdm
 
     with DatastoreClient(address, timeout_s=600) as client:
@@ -73,6 +78,8 @@ def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: boo
         chunks = [docs[i : i + 2000] for i in range(0, len(docs), 2000)]
         batches = ([(f"s{i}-{j}", d.tolist()) for j, d in enumerate(chunk)] for i, chunk in enumerate(chunks))
         client.ingest_stream(NAMESPACE, tqdm(batches, total=len(chunks), desc="ingest", disable=not progress))
+        if settle:
+            client.compact(NAMESPACE, full=True)
         client.snapshot()
 
 
