@@ -25,7 +25,9 @@ plain decoding on the same simulated GPU, every CPU overhead of drafting include
 time_share splits those seconds into the critical path, CPU work beside the GPU that outlasted
 it, and the GPU itself; tau_drafted_steps is tau over the steps that drafted (the planner makes
 the others plain steps, tau 1), which compares drafting quality between modes whose planners
-drafted on different steps.
+drafted on different steps. lookups: per datastore mode, the worker's remote source's counts
+(lookups requested, answers used, late, refused while its breaker was open: ``skipped_open``)
+and the prefetch answers whose picks they did not hold (``misaligned_answers``; 0 expected).
 """
 
 from __future__ import annotations
