@@ -1,6 +1,7 @@
 """The SDK against a real datastore server that is healthy, slowed, stopped and restarted."""
 
 import asyncio
+import logging
 import threading
 import time
 
@@ -113,10 +114,12 @@ def test_zero_wait_never_waits_and_late_answers_count_against_the_breaker(live):
     assert source.breaker.state == "open"
 
 
-def test_a_breaker_opened_by_late_answers_closes_once_the_service_is_fast_again(live):
+def test_a_breaker_opened_by_late_answers_closes_once_the_service_is_fast_again(live, caplog):
     """Zero-wait: the trial call after the cooldown comes back late too, so it reports neither
     success nor failure. The breaker must not stay open on it for good: once the service answers
-    in time again, a later trial closes it and the steps use the datastore again."""
+    in time again, a later trial closes it and the steps use the datastore again. Opening and
+    closing are said (a warning the first time), not silent."""
+    caplog.set_level(logging.INFO, logger="sssd.sdk")
     server, client = live
     servicer = server.server.servicer
     servicer.lookup_delay_s = 0.3
@@ -148,6 +151,9 @@ def test_a_breaker_opened_by_late_answers_closes_once_the_service_is_fast_again(
     for _ in range(3):
         step(0.05)
     assert source.stats.used > used  # the steps' prefetches are collected in time again
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING and "breaker open" in r.message]
+    assert len(warned) == 1 and "too late to use" in warned[0].message and source.stats.opened >= 1
+    assert any("answering in time again" in r.message for r in caplog.records)
 
 
 def test_a_late_answer_is_cancelled_and_the_service_drops_it(live):

@@ -32,6 +32,7 @@ class SourceStats:
     failed: int = 0
     skipped_open: int = 0
     cancelled: int = 0  # late or superseded lookups given up on before they ended
+    opened: int = 0  # times the breaker opened (the first one is warned about; each one logged)
 
 
 class RemoteSource:
@@ -55,6 +56,7 @@ class RemoteSource:
         self._cancel_later: list[futures.Future] = []
         self.late_limit = late_limit
         self._late_streak = 0
+        self._open = False  # whether the breaker was last seen open (for its log lines)
 
     @staticmethod
     def _fingerprint(contexts) -> bytes:
@@ -102,9 +104,29 @@ class RemoteSource:
             return
         if fut.cancelled() or fut.exception() is not None:
             self.stats.failed += 1
-            self.breaker.failure()
+            self._failure("lookups failing")
         elif not late:  # a late answer was booked as a failure when it was missed
             self.breaker.success()
+            with self._lock:
+                reopened, self._open = self._open, False
+            if reopened:
+                log.info("datastore %s answering in time again: lookups resume", self.client.address)
+
+    def _failure(self, why: str) -> None:
+        """Tell the breaker; when that opens it, say so (a warning the first time, then info):
+        drafting goes on from local sources without the datastore until a trial call succeeds."""
+        self.breaker.failure()
+        if self.breaker.state == "closed":
+            return
+        with self._lock:
+            opened, self._open = not self._open, True
+            if opened:
+                self.stats.opened += 1
+        if opened:
+            level = logging.WARNING if self.stats.opened == 1 else logging.INFO
+            log.log(level, "datastore %s: %s, breaker open: drafting without it, one trial lookup every %.1fs "
+                    "(opened %d time(s); counted in RemoteSource.stats.opened)", self.client.address, why,
+                    self.breaker.cooldown_s, self.stats.opened)
 
     def collect(self, key, contexts, deadline_s: float) -> TrieBatch | None:
         """The answer requested under ``key`` if it arrives within deadline_s (and, when
@@ -140,7 +162,7 @@ class RemoteSource:
         self._late_streak += 1
         if self._late_streak >= self.late_limit:
             self._late_streak = 0
-            self.breaker.failure()
+            self._failure(f"{self.late_limit} answers in a row too late to use")
         self._abandon(fut)  # a late answer is never used: the service need not finish it
         return None
 
