@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter
+from prometheus_client import REGISTRY, Counter
 
 log = logging.getLogger("sssd.sglang")
 
@@ -13,11 +13,16 @@ OUTCOMES = ("used", "late", "failed", "skipped_open", "misaligned")
 
 
 class WorkerMetrics:
-    def __init__(self) -> None:
-        self.drafts = Counter("sssd_drafts", "request drafts verified, by verify width", ["width"])
-        self.lookups = Counter("sssd_datastore_lookups", "datastore lookups by outcome", ["outcome"])
+    def __init__(self, registry=REGISTRY) -> None:
+        self.drafts = Counter("sssd_drafts", "request drafts verified, by verify width", ["width"], registry=registry)
+        self.lookups = Counter("sssd_datastore_lookups", "datastore lookups by outcome", ["outcome"], registry=registry)
+        self.breaker_openings = Counter("sssd_datastore_breaker_openings",
+                                        "times the datastore breaker opened (drafting without the datastore)",
+                                        registry=registry)
         self._seen = dict.fromkeys(OUTCOMES, 0)
-        self.misaligned = Counter("sssd_relay_misaligned", "overlap mode: relayed tokens the sequence length contradicts")
+        self._opened = 0
+        self.misaligned = Counter("sssd_relay_misaligned", "overlap mode: relayed tokens the sequence length contradicts",
+                                  registry=registry)
         self._warned_misaligned = False
 
     def relays_unaligned(self) -> None:
@@ -46,3 +51,6 @@ class WorkerMetrics:
             if now > self._seen[outcome]:
                 self.lookups.labels(outcome).inc(now - self._seen[outcome])
                 self._seen[outcome] = now
+        if source.stats.opened > self._opened:
+            self.breaker_openings.inc(source.stats.opened - self._opened)
+            self._opened = source.stats.opened

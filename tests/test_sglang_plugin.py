@@ -427,3 +427,25 @@ def test_start_up_costs_without_a_shape_are_flat_and_say_so(caplog):
     with caplog.at_level("WARNING", logger="sssd.sglang"):
         costs = start_up_costs(PluginConfig(), {"model_type": "mystery"}, (1, 3, 9), max_batch=32)
     assert costs.predict(32, 9) == costs.predict(32, 1) and "no roofline for this model config" in caplog.text
+
+
+def test_worker_metrics_count_lookup_outcomes_and_breaker_openings_once():
+    """The worker's Prometheus counters follow its remote source's counts: each step adds what
+    changed since the last (the breaker's openings too: drafting went on without the datastore)."""
+    from prometheus_client import CollectorRegistry
+
+    from client_sdk.transport.source import SourceStats
+    from sglang_integration.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    source = type("Source", (), {"stats": SourceStats(used=3, late=2, opened=1)})()
+    metrics.observe_step(4, 5, source)
+    source.stats.used, source.stats.opened = 5, 2
+    metrics.observe_step(4, 5, source)
+    metrics.observe_step(4, 1, None)
+    value = registry.get_sample_value
+    assert value("sssd_datastore_lookups_total", {"outcome": "used"}) == 5
+    assert value("sssd_datastore_lookups_total", {"outcome": "late"}) == 2
+    assert value("sssd_datastore_breaker_openings_total") == 2
+    assert value("sssd_drafts_total", {"width": "5"}) == 8 and value("sssd_drafts_total", {"width": "1"}) == 4
