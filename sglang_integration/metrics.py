@@ -21,8 +21,8 @@ class WorkerMetrics:
                                         registry=registry)
         self._seen = dict.fromkeys(OUTCOMES, 0)
         self._opened = 0
-        self.misaligned = Counter("sssd_relay_misaligned", "overlap mode: relayed tokens the sequence length contradicts",
-                                  registry=registry)
+        self.misaligned = Counter("sssd_relay_misaligned",
+                                  "overlap mode: relayed tokens the sequence length contradicts", registry=registry)
         self._warned_misaligned = False
 
     def relays_unaligned(self) -> None:
