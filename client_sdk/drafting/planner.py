@@ -337,15 +337,13 @@ class StepPlanner:
         if batch == 0:
             return 0
         gain = expected_gain(scores, self.max_budget, best_first, offsets)
+        if self.look_rows is not None:  # a sampled look: what drafts like these for every request would save,
+            gain = gain * (batch / self.look_rows)  # verified at the width they would take (so that what
+            # its rows realise is measured: score scale, efficiency)
         k = self._best(batch, gain)
-        if self.look_rows is not None:  # a sampled look: what drafts like these for every request would save
-            gain = gain * (batch / self.look_rows)
-            k = self._best(batch, gain)  # ... and the width they would be verified at, so that the look
-            # verifies its rows' drafts there: what they realise is measured (score scale, efficiency)
-        best = k
         t1 = self.costs.predict(batch, 1)
-        tokens = batch + self.score_scale(best) * gain[best]
-        saved = max(0.0, tokens * t1 / batch - self.costs.predict(batch, 1 + best)) if best else 0.0
+        tokens = batch + self.score_scale(k) * gain[k]
+        saved = max(0.0, tokens * t1 / batch - self.costs.predict(batch, 1 + k)) if k else 0.0
         r = self.config.look_rate if self._looking else self.config.saving_rate
         per_seq = saved / batch
         self.saving_s = per_seq if self.saving_s is None else (1 - r) * self.saving_s + r * per_seq

@@ -107,8 +107,10 @@ class RemoteSource:
             self._failure("lookups failing")
         elif not late:  # a late answer was booked as a failure when it was missed
             self.breaker.success()
-            with self._lock:
-                reopened, self._open = self._open, False
+            reopened = False
+            if self._open:  # (read without the lock first: most answers find it closed)
+                with self._lock:
+                    reopened, self._open = self._open, False
             if reopened:
                 log.info("datastore %s answering in time again: lookups resume", self.client.address)
 
