@@ -55,7 +55,8 @@ class TrieCache:
         return int(cache_kernels.count_live(self._live, self._stored, self._start, self._head, self._ring[0].shape[0],
                                             self.clock(), self.ttl_s))
 
-    def _table(self):
+    def table(self) -> tuple:
+        """The table's arrays, in the order cache_kernels' functions take them after the tails."""
         return (self._tags, self._keys, self._live, self._stored, self._used, self._start, self._length, self._meta,
                 *self._ring, self._head)
 
@@ -66,12 +67,20 @@ class TrieCache:
         tails = self._check(tails)
         tok, par, cnt, offs, meta, held = cache_kernels.lookup_fill(
             batch.tokens, batch.parents, batch.counts, batch.node_offsets, batch.meta,
-            np.ascontiguousarray(slots, dtype=np.int64), tails, *self._table(), self.clock(), self.ttl_s, self._tick)
-        self._tick += tails.shape[0]
-        found = int(held.sum())
-        self.hits += found
-        self.misses += held.shape[0] - found
+            np.ascontiguousarray(slots, dtype=np.int64), tails, *self.table(), self.clock(), self.ttl_s, self._tick)
+        self.looked_up(tails.shape[0], int(held.sum()))
         return TrieBatch(tok, par, cnt, offs, meta), held.astype(bool)
+
+    def looked_up(self, lookups: int, hits: int) -> None:
+        """Book ``lookups`` reads made by a kernel given ``table()`` and base tick ``tick``."""
+        self._tick += lookups
+        self.hits += hits
+        self.misses += lookups - hits
+
+    @property
+    def tick(self) -> int:
+        """The base tick of the next reads (item i of them happens at tick + i)."""
+        return self._tick
 
     def put(self, tails: np.ndarray, got: TrieBatch) -> None:
         """Store trie i of ``got`` as the answer for tails[i] (answers without a match too)."""
@@ -79,13 +88,16 @@ class TrieCache:
             raise ValueError(f"{tails.shape[0]} tails but {len(got)} answers")
         tails = self._check(tails)
         cache_kernels.store(tails, got.tokens, got.parents, got.counts, got.node_offsets, got.meta,
-                            *self._table(), self.clock(), self.ttl_s, self._tick)
+                            *self.table(), self.clock(), self.ttl_s, self._tick)
         self._tick += tails.shape[0]
 
     def _check(self, tails: np.ndarray) -> np.ndarray:
         if tails.ndim != 2 or tails.shape[1] != self.width:
             raise ValueError(f"tails of shape {tails.shape}, want [m, {self.width}]")
         return np.ascontiguousarray(tails, dtype=np.int32)
+
+
+NO_CACHE = TrieCache(1, width=1).table()  # a kernel's cache arguments where there is no cache (not read)
 
 
 def store_and_fill(cache: TrieCache | None, asked: np.ndarray, got: TrieBatch, batch: TrieBatch, empty: np.ndarray,

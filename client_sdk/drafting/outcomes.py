@@ -19,8 +19,9 @@ import logging
 
 import numpy as np
 
-from client_sdk.drafting import step_kernels
-from client_sdk.drafting.cache import tail_keys, unpad
+from client_sdk.drafting import resolve_kernels, step_kernels
+from client_sdk.drafting.cache import NO_CACHE as _NO_CACHE, TrieCache, tail_keys, unpad
+from client_sdk.drafting.unigrams import UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -136,12 +137,12 @@ def descend(batch: TrieBatch, src: np.ndarray, bonus: np.ndarray) -> TrieBatch:
     return TrieBatch(tok, par, cnt, offs, meta)
 
 
-def descend_picks(got: TrieBatch | None, reqs, per: int, counts: dict) -> TrieBatch:
-    """The committed contexts' tries of ``reqs`` (RequestState: ``pick``, a request's prefetched
-    slots, one per suffix length, or None; ``bonus``), ``per`` slots each, from the prefetch
-    answer ``got`` (None: nothing arrived, every trie empty). Counts 'prefetched' and 'arrived';
-    an answer that does not hold a pick (another prefetch's) is counted in 'misaligned', warned
-    about once and not read."""
+NO_HISTORY = np.zeros((0, 1), dtype=np.int32)
+_NO_TABLE = TrieBatch.empty()
+
+
+def _picks(reqs, per: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """(src [n * per], bonus [n * per], how many requests picked an end) of ``reqs``."""
     n = len(reqs)
     src = np.full((n, per), -1, dtype=np.int64)
     bonus = np.full((n, per), -1, dtype=np.int64)
@@ -149,16 +150,54 @@ def descend_picks(got: TrieBatch | None, reqs, per: int, counts: dict) -> TrieBa
     if picked:
         src[picked] = [reqs[i].pick for i in picked]
         bonus[picked] = np.asarray([reqs[i].bonus for i in picked], dtype=np.int64)[:, None]
-        counts["prefetched"] += len(picked)
-    if got is None:
-        return TrieBatch.empty(n * per)
-    src, bonus = src.reshape(-1), bonus.reshape(-1)
-    try:
-        batch = descend(got, src, bonus)
-    except ValueError as exc:  # a source beyond the answer: the picks are another prefetch's
+    return src.reshape(-1), bonus.reshape(-1), len(picked)
+
+
+def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts: dict, last: np.ndarray,
+                  history: np.ndarray = NO_HISTORY, unigrams: UnigramTable | None = None, settled: int = -1,
+                  cache: TrieCache | None = None) -> tuple[TrieBatch, np.ndarray, np.ndarray]:
+    """The committed contexts' tries of ``reqs`` (RequestState: ``pick``, a request's prefetched
+    slots, one per suffix length in ``lengths``, or None; ``bonus``), from the prefetch answer
+    ``got`` (None: nothing arrived), then the single-token table (the 1-token slots, by the
+    requests' ``last`` tokens), then ``cache`` (but for the ``settled`` length's slots), in one
+    compiled pass (resolve_kernels). Returns (the batch, the slots still empty but the settled
+    length's, their padded tails [m, W]): with ``history`` (each request's last W tokens, -1
+    before a shorter text), else no slot is reported missed.
+
+    Counts 'prefetched' and 'arrived'; an answer that does not hold a pick (another prefetch's)
+    is counted in 'misaligned', warned about once and not read. A table before its first
+    complete pass fills its slots after the cache (one ``get`` per slot)."""
+    per = len(lengths)
+    src, bonus, picked = _picks(reqs, per)
+    counts["prefetched"] += picked
+    if got is not None and src.shape[0] and int(src.max()) >= len(got):  # the picks are another prefetch's
         counts["misaligned"] += 1
         if counts["misaligned"] == 1:
-            log.warning("a prefetch answer not used (%s; counted in Speculator.counts['misaligned'])", exc)
-        return TrieBatch.empty(n * per)
-    counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
-    return batch
+            log.warning("a prefetch answer not used (trie %d asked of a batch of %d; counted in "
+                        "Speculator.counts['misaligned'])", int(src.max()), len(got))
+        got = None
+    if got is None:
+        got, src = _NO_TABLE, np.full_like(src, -1)
+    else:
+        counts["arrived"] += int(np.count_nonzero(src[::per] >= 0))
+    whole = unigrams.whole if unigrams is not None else None
+    table = whole if whole is not None else _NO_TABLE
+    single = lengths.index(1) if 1 in lengths else -1
+    hist = history if history.shape[0] else np.full((len(reqs), max(lengths)), -1, dtype=np.int32)
+    arrays = cache.table() if cache is not None else _NO_CACHE
+    tok, par, cnt, offs, meta, missed, tails, from_table, looked, hits = resolve_kernels.resolve(
+        got.tokens, got.parents, got.counts, got.node_offsets, got.meta, src, bonus,
+        table.tokens, table.parents, table.counts, table.node_offsets, table.meta, single if whole is not None else -1,
+        last, settled, hist, np.asarray(lengths, dtype=np.int64), cache is not None, *arrays,
+        cache.clock() if cache is not None else 0.0, cache.ttl_s if cache is not None else 0.0,
+        cache.tick if cache is not None else 0)
+    batch = TrieBatch(tok, par, cnt, offs, meta)
+    if cache is not None:
+        cache.looked_up(looked, hits)
+    if whole is not None:
+        unigrams.hits += from_table
+    elif unigrams is not None and single >= 0:
+        batch = unigrams.fill(batch, np.arange(len(reqs), dtype=np.int64) * per + single, last)
+    if not history.shape[0]:
+        missed, tails = missed[:0], tails[:0]
+    return batch, missed, tails

@@ -28,7 +28,7 @@ from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import TrieCache, distinct_rows, pad_tail, store_and_fill, unpad
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
-from client_sdk.drafting.outcomes import Pacing, ask_for_ends, descend_picks, pick_ends
+from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState, ints
@@ -273,21 +273,17 @@ class Speculator:
         if self._outstanding:
             self.pacing.arrived(got is not None)
         self._outstanding = False
-        per = len(self._lengths)
-        batch = descend_picks(got, reqs, per, self.counts)
         last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=len(reqs))
         settled = -1  # the suffix length whose empty tries are final (no cache or lookup can add to them)
-        if self.unigrams is not None:  # the 1-token contexts: the single-token table, in one pass over the batch
-            single = self._lengths.index(1)
-            batch = self.unigrams.fill(batch, np.arange(len(reqs), dtype=np.int64) * per + single, last)
-            if self.unigrams.published:  # a complete table: a token without a trie has no continuation
-                settled = single
+        if self.unigrams is not None and self.unigrams.published:  # a token without a trie has no continuation
+            settled = self._lengths.index(1)
+        history = NO_HISTORY  # the requests' ends: the cache's keys, and what is asked for later
+        if self.cache is not None or self.config.lookup_deadline_s > 0:
+            indexes, history = self._history(reqs, indexes)
+        batch, empty, tails = resolve_picks(got, reqs, self._lengths, self.counts, last, history, self.unigrams,
+                                            settled, self.cache)
         if self.cache is None and self.config.lookup_deadline_s <= 0:
             return batch, indexes
-        indexes, empty, tails = self._missed(reqs, indexes, batch, settled)
-        if self.cache is not None and empty.shape[0]:
-            batch, held = self.cache.fill(batch, empty, tails)
-            empty, tails = empty[~held], tails[~held]
         if self._fresh_tails.shape[0] and empty.shape[0]:  # the committed contexts' own lookups (see committed())
             left = self.config.lookup_deadline_s - (time.perf_counter() - start)
             fresh = self.remote.collect(FRESH_KEY, None, max(left, 0.0))
@@ -305,20 +301,11 @@ class Speculator:
                 batch = store_and_fill(self.cache, asked, got, batch, empty, tails)[0]
         return batch, indexes
 
-    def _missed(self, reqs, indexes: IndexBatch, batch: TrieBatch, settled: int):
-        """(indexes, the batch's empty trie slots but the settled length's, their padded tails [m, W])."""
-        per, offs = len(self._lengths), batch.node_offsets
-        empty = np.flatnonzero(offs[1:] == offs[:-1])
-        empty = empty[empty % per != settled]
-        if not empty.shape[0]:
-            return indexes, empty, np.zeros((0, self._width), dtype=np.int32)
-        if len(reqs) < SMALL_BATCH:  # a few requests: a tail each is cheaper than the arrays
-            rows = [pad_tail(reqs[j // per].tail(self._lengths[j % per]), self._width) for j in empty.tolist()]
-            return indexes, empty, np.stack(rows)
-        indexes, ends = self._tails(reqs, indexes)
-        tails = ends[empty // per]
-        tails[np.arange(self._width) < self._width - np.asarray(self._lengths)[empty % per, None]] = -1
-        return indexes, empty, tails
+    def _history(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[IndexBatch, np.ndarray]:
+        """``_tails``, for a few requests one tail each (cheaper than the arrays)."""
+        if len(reqs) < SMALL_BATCH:
+            return indexes, np.stack([pad_tail(r.tail(self._width), self._width) for r in reqs])
+        return self._tails(reqs, indexes)
 
     def _tails(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[IndexBatch, np.ndarray]:
         """(indexes with their slots, [len(reqs), W] int32: each request's last W tokens, -1 before

@@ -52,6 +52,11 @@ class UnigramTable:
         return len(whole.tokens) if whole is not None else sum(len(b.tokens) for b in self._chunks if b is not None)
 
     @property
+    def whole(self) -> TrieBatch | None:
+        """The published table (trie t: the context [t]), None before a complete pass."""
+        return self._whole
+
+    @property
     def published(self) -> bool:
         """Whether a complete pass is in: every token's trie is known (an absent one: no match)."""
         return self._whole is not None

@@ -1,0 +1,123 @@
+"""One compiled pass that gives a zero-wait step its datastore tries (numba; arrays in, arrays out).
+
+Slot j of a step (request j // per, suffix length lengths[j % per]) takes the first of:
+1. the prefetch answer's trie src[j] descended by the bonus token bonus[j]
+   (``step_kernels.descend_tries``: src[j] < 0, or no such child, gives nothing);
+2. for the 1-token slot (j % per == single), the single-token table's trie of the request's
+   last token, when it has nodes (``step_kernels.fill_tries`` with ``nonempty_only``);
+3. unless the slot's length is ``settled`` (its empty trie is final), the trie cache's entry
+   for the slot's padded tail (``cache_kernels.lookup_fill``: an entry without nodes brings its
+   meta row);
+and is otherwise missed: returned with its padded tail, to be asked for later.
+
+These were four calls, each copying the whole batch, with Python between them on the decode
+step's critical path; the result is the same batch (tests compare the two).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from client_sdk.drafting.cache_kernels import _find, _set_of, tail_hash
+from client_sdk.drafting.kernels import OPTS
+
+NONE, COPY, DESCEND, TABLE, CACHED = 0, 1, 2, 3, 4  # where a slot's nodes come from
+
+
+@numba.njit(**OPTS)
+def _prefetched(g_tok, g_par, g_cnt, g_offs, g_meta, src, bonus, kind, lo, ln, meta, head):
+    """Sources 1: each slot's run of the prefetch answer, and its meta row."""
+    for j in range(src.shape[0]):
+        s = src[j]
+        if s < 0:
+            continue
+        a, e = g_offs[s], g_offs[s + 1]
+        if bonus[j] < 0:
+            kind[j], lo[j], ln[j] = COPY, a, e - a
+            meta[j] = g_meta[s]
+            continue
+        for i in range(a, e):
+            if g_par[i] < 0 and g_tok[i] == bonus[j]:
+                end = i + 1
+                while end < e and g_par[end] >= 0:
+                    end += 1
+                kind[j], lo[j], ln[j], head[j] = DESCEND, i + 1, end - i - 1, i - a
+                meta[j, 0], meta[j, 1], meta[j, 2] = g_meta[s, 0] + 1, g_cnt[i], g_meta[s, 2]
+                break
+
+
+@numba.njit(**OPTS)
+def _copy_out(kind, lo, ln, head, g_tok, g_par, g_cnt, u_tok, u_par, u_cnt, r_tok, r_par, r_cnt):
+    """The slots' nodes back to back, as ``_prefetched`` and ``resolve`` chose them."""
+    nb = kind.shape[0]
+    offs = np.zeros(nb + 1, dtype=np.int64)
+    for j in range(nb):
+        offs[j + 1] = offs[j] + ln[j]
+    tok = np.empty(offs[nb], dtype=np.int32)
+    par = np.empty(offs[nb], dtype=np.int32)
+    cnt = np.empty(offs[nb], dtype=np.int32)
+    for j in range(nb):
+        n, k = offs[j], kind[j]
+        for q in range(ln[j]):
+            i = lo[j] + q
+            if k == COPY or k == DESCEND:
+                tok[n + q], par[n + q], cnt[n + q] = g_tok[i], g_par[i], g_cnt[i]
+                if k == DESCEND:  # parents were local to trie src[j]; the child's subtree starts after it
+                    p = g_par[i]
+                    par[n + q] = -1 if p == head[j] else p - head[j] - 1
+            elif k == TABLE:
+                tok[n + q], par[n + q], cnt[n + q] = u_tok[i], u_par[i], u_cnt[i]
+            else:
+                tok[n + q], par[n + q], cnt[n + q] = r_tok[i], r_par[i], r_cnt[i]
+    return tok, par, cnt, offs
+
+
+@numba.njit(**OPTS)
+def resolve(g_tok, g_par, g_cnt, g_offs, g_meta, src, bonus, u_tok, u_par, u_cnt, u_offs, u_meta, single, last,
+            settled, hist, lengths, use_cache, tags, keys, live, stored, used, start, length_of, c_meta,
+            r_tok, r_par, r_cnt, ring_head, now, ttl, tick):
+    """The step's tries (see the module docstring): returns (tok, par, cnt, offs, meta) of the
+    batch of src.shape[0] slots, the missed slots and their padded tails [m, W] (hist[i]: request
+    i's last W tokens, -1 before a shorter text), and (table tries used, cache lookups, cache hits).
+    The cache is read only with ``use_cache`` (its arrays then the table's: cache_kernels)."""
+    nb, per, w = src.shape[0], lengths.shape[0], hist.shape[1]
+    kind = np.zeros(nb, dtype=np.int8)
+    lo = np.zeros(nb, dtype=np.int64)
+    ln = np.zeros(nb, dtype=np.int64)
+    head = np.full(nb, -1, dtype=np.int64)
+    meta = np.zeros((nb, 3), dtype=np.int64)
+    _prefetched(g_tok, g_par, g_cnt, g_offs, g_meta, src, bonus, kind, lo, ln, meta, head)
+    nu, sets, ring = u_offs.shape[0] - 1, keys.shape[0], r_tok.shape[0]
+    missed = np.empty(nb, dtype=np.int64)
+    tails = np.full((nb, w), -1, dtype=np.int32)
+    m = table = looked = hits = 0
+    for j in range(nb):
+        if ln[j] > 0:
+            continue
+        u = last[j // per]
+        if j % per == single and 0 <= u < nu and u_offs[u + 1] > u_offs[u]:
+            kind[j], lo[j], ln[j] = TABLE, u_offs[u], u_offs[u + 1] - u_offs[u]
+            meta[j] = u_meta[u]
+            table += 1
+            continue
+        if j % per == settled:
+            continue
+        for q in range(w - lengths[j % per], w):
+            tails[m, q] = hist[j // per, q]
+        if use_cache:
+            tag = tail_hash(tails, m)
+            s = _set_of(tag, sets)
+            a = _find(tags, keys, live, stored, start, ring_head, ring, tails, m, s, tag, now, ttl)
+            looked += 1
+            if a >= 0:
+                used[s, a] = tick + looked - 1
+                kind[j], lo[j], ln[j] = CACHED, start[s, a] % ring, length_of[s, a]
+                meta[j] = c_meta[s, a]
+                hits += 1
+                tails[m] = -1
+                continue
+        missed[m] = j
+        m += 1
+    tok, par, cnt, offs = _copy_out(kind, lo, ln, head, g_tok, g_par, g_cnt, u_tok, u_par, u_cnt, r_tok, r_par, r_cnt)
+    return tok, par, cnt, offs, meta, missed[:m], tails[:m], table, looked, hits
