@@ -4,7 +4,7 @@ that compiled a new variant (nothing when all is well)."""
 
 import numpy as np
 
-from client_sdk.drafting import kernels, step_kernels
+from client_sdk.drafting import cache_kernels, kernels, resolve_kernels, step_kernels
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.runtime import build_speculator, lookup_options
 from datastore_service.core import Document, NamespaceIndex, NamespaceSpec, build_segment, kernels as index_kernels
@@ -34,12 +34,12 @@ class WireSource:
 
 
 def dispatchers():
-    mods = (kernels, step_kernels, index_kernels)
+    mods = (kernels, step_kernels, resolve_kernels, cache_kernels, index_kernels)
     return {f"{m.__name__}.{n}": f for m in mods for n, f in vars(m).items() if hasattr(f, "signatures")}
 
 
-def steps(prefetch: bool, batch: int) -> None:
-    config = SpeculatorConfig(prefetch_outcomes=prefetch, lookup_deadline_s=0.0 if prefetch else 1.0, trie_cache=0)
+def steps(prefetch: bool, batch: int, cache: int) -> None:
+    config = SpeculatorConfig(prefetch_outcomes=prefetch, lookup_deadline_s=0.0 if prefetch else 1.0, trie_cache=cache)
     source = WireSource(lookup_options(config.draft, config.draft.max_depth, prefetch))
     spec = build_speculator(fixed_budget=8, remote=source, config=config)
     ids = [f"r{i}" for i in range(batch)]
@@ -57,6 +57,7 @@ build_speculator(fixed_budget=8)  # the SDK's warm-up
 before = {name: len(f.signatures) for name, f in dispatchers().items()}
 for prefetch in (True, False):
     for batch in (1, 16):
-        steps(prefetch, batch)
+        for cache in (0, 1000):  # without and with the trie cache
+            steps(prefetch, batch, cache)
 after = {name: len(f.signatures) for name, f in dispatchers().items()}
 print(" ".join(sorted(name for name in after if after[name] > before[name])))

@@ -9,12 +9,15 @@ last accepted node.
 from __future__ import annotations
 
 import functools
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
 
 from client_sdk.drafting import kernels, step_kernels
 from client_sdk.drafting.cache import TrieCache
+from client_sdk.drafting.outcomes import resolve_picks
+from client_sdk.drafting.unigrams import UnigramTable
 from client_sdk.drafting.local import SMALL_APPEND, IndexBatch, LocalArena, LocalIndex, index_many, write_many
 from client_sdk.types import DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
@@ -161,6 +164,14 @@ def warm_up() -> None:
     cache = TrieCache(4, 60.0, 4)  # the trie cache's store, lookup and count
     cache.put(np.full((1, 4), -1, dtype=np.int32), one)
     cache.fill(one, z, np.full((1, 4), -1, dtype=np.int32))
+    # a zero-wait step's tries in one pass, without a cache and with one (a published single-token table either way)
+    unigrams = UnigramTable(1, chunk=1)
+    unigrams.store(0, one)
+    unigrams.publish()
+    nobody = [SimpleNamespace(pick=None, bonus=-1)]
+    for c in (None, cache):
+        resolve_picks(one, nobody, (1,), {"prefetched": 0, "arrived": 0, "misaligned": 0}, z, np.full((1, 1), -1, np.int32),
+                      unigrams, 0, c)
     len(cache)
     step_kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
                                np.zeros(2, dtype=np.int64))
