@@ -55,6 +55,9 @@ class ScriptedPlanner:
     def choose_for_drafts(self, scores, best_first=False, offsets=None) -> int:
         return 1 if self.kind == "probe-drafted" else 0  # a look that finds nothing worth verifying
 
+    def build_size(self) -> int:
+        return 16
+
     def may_draft_next(self) -> bool:
         return True
 

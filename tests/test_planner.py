@@ -60,7 +60,7 @@ def run(planner: StepPlanner, cost_at, steps: int, batch: int = 1, scores_at=lam
         budget = planner.plan(batch)
         k = 0
         if budget:
-            scores = scores_at(step)
+            scores = scores_at(step)[: planner.build_size()]  # drafts built for what the step may keep
             k = planner.choose_for_drafts([scores[:budget]] * batch)
             planner.observe_drafting(batch, draft_at(step) * batch)
         if k:  # the scores are calibrated: what they predict is what gets accepted
@@ -328,6 +328,9 @@ class LookingPlanner:
     def choose_for_drafts(self, scores, best_first=False, offsets=None):
         return 8
 
+    def build_size(self):
+        return 8
+
     def observe_drafting(self, batch, seconds):
         pass
 
@@ -497,3 +500,24 @@ def test_drafting_resumes_at_a_large_batch_once_acceptance_recovers():
             drafted_at.append(step)
     assert sum(1 for s in drafted_at if 200 <= s < 300) <= 10  # the poor spell stopped drafting
     assert sum(1 for s in drafted_at if s >= 700) >= 150  # and it is back once acceptance recovered
+
+
+def test_drafts_are_built_one_grid_size_above_recent_choices():
+    """What a step builds: the whole budget until something was chosen, on a look and every
+    build_full_every-th drafted step; else one grid size (1, 2, 4, 8, 16) above the largest
+    recent choice, and at least a probe's width."""
+    planner = StepPlanner(table(flat), PlannerConfig(build_window=2, build_full_every=5))
+    assert planner.build_size() == 16  # nothing chosen yet
+    planner._chosen.extend([2, 1])
+    assert planner.build_size() == 4
+    planner._chosen.append(4)  # the window keeps 1 and 4
+    assert planner.build_size() == 8
+    assert planner.build_size() == 8
+    assert planner.build_size() == 16  # the fifth: the whole budget
+    planner.probe = 17
+    assert planner.build_size() == 16
+    planner.probe, planner._looking = None, True
+    assert planner.build_size() == 16
+    planner._looking = False
+    planner._chosen.extend([16, 16])
+    assert planner.build_size() == 16  # nothing above the largest grid size

@@ -202,6 +202,29 @@ def test_tree_properties(case):
     assert np.all((cal.table > 0) & (cal.table < 1))
 
 
+@settings(max_examples=200, deadline=None)
+@given(drafts(), st.data())
+def test_a_draft_built_to_keep_k_nodes_is_the_first_k_of_the_whole_draft(case, data):
+    """Building for fewer nodes (``keep``: what the planner expects to verify) leaves out the
+    nodes deeper than that, which no draft of that size takes: the result is exactly the full
+    draft's best k, as one tree and as a batch."""
+    tries, text, budget, depth, children = case
+    remote, local = remote_batch(tries), LocalIndex(text)
+    whole = draft_tree(local, remote, 0, len(tries), Calibration(), budget, depth, children)
+    k = data.draw(st.integers(1, budget))
+    got = draft_tree(local, remote, 0, len(tries), Calibration(), budget, depth, children, keep=k)
+    want = whole.best(k)
+    for field in ("tokens", "parents", "scores", "cells"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(want, field))
+    from client_sdk.drafting.local import LocalArena
+
+    rows = draft_batch(LocalArena(), [LocalIndex(text) for _ in range(3)], remote_batch(tries * 3), len(tries),
+                       Calibration(), budget, depth, children, keep=k).trees()  # the batched kernel (3 rows)
+    for row in rows:
+        for field in ("tokens", "parents", "scores"):
+            np.testing.assert_array_equal(getattr(row, field), getattr(want, field))
+
+
 def test_calibration_learns_from_outcomes():
     cal = Calibration()
     tree = draft_tree(LocalIndex([9]), remote_batch([([5], [-1], [1], 4)]), 0, 1, cal, 4)

@@ -156,6 +156,9 @@ class ScriptedPlanner:
     def choose_for_drafts(self, scores, best_first=False, offsets=None):
         return 7
 
+    def build_size(self):
+        return 16  # every node built (the cut to 7 is choose_for_drafts')
+
     def observe_drafting(self, batch, seconds):
         self.drafting.append(seconds)
 

@@ -32,10 +32,11 @@ class Drafter(Protocol):
     ngram: int
 
     def draft(self, requests: IndexBatch, tries: TrieBatch, per: int, calibration: Calibration,
-              budget: int, depth: int) -> DraftBatch:
+              budget: int, depth: int, keep: int | None = None) -> DraftBatch:
         """Row b of the result is request b's draft. requests.indexes[b]: its own-text index (None:
         not built yet, an empty draft); tries[b * per : (b + 1) * per] are its datastore tries
-        (per 0: the datastore did not answer)."""
+        (per 0: the datastore did not answer). keep: only each draft's best ``keep`` nodes, the
+        first ``keep`` of its draft of ``budget`` (None: budget), built for less."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,12 +57,13 @@ class CalibratedMerge:
     def ngram(self) -> int:
         return self.config.local_ngram
 
-    def draft(self, requests, tries, per, calibration, budget, depth) -> DraftBatch:
+    def draft(self, requests, tries, per, calibration, budget, depth, keep=None) -> DraftBatch:
         c = self.config
         if not self.datastore:
             tries, per = NO_TRIES, 0
         return draft_batch(requests.arena, requests.indexes, tries, per, calibration, budget, depth, c.max_children,
-                           c.local_occurrences, use_local=self.own_text, combine=c.combine, slots=requests.slots)
+                           c.local_occurrences, use_local=self.own_text, combine=c.combine, slots=requests.slots,
+                           keep=keep)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +74,9 @@ class PromptLookup:
     asks_datastore: bool = False
     ngram: int = 3
 
-    def draft(self, requests, tries, per, calibration, budget, depth) -> DraftBatch:
-        return DraftBatch.of([self._chain(x, budget) if x is not None else DraftTree.empty() for x in requests.indexes])
+    def draft(self, requests, tries, per, calibration, budget, depth, keep=None) -> DraftBatch:
+        n = budget if keep is None else max(1, min(keep, budget))  # a chain's first ``keep`` tokens
+        return DraftBatch.of([self._chain(x, n) if x is not None else DraftTree.empty() for x in requests.indexes])
 
     @staticmethod
     def _chain(local: LocalIndex, budget: int) -> DraftTree:
@@ -89,5 +92,5 @@ class NoDrafts:
     asks_datastore: bool = False
     ngram: int = 1
 
-    def draft(self, requests, tries, per, calibration, budget, depth) -> DraftBatch:
+    def draft(self, requests, tries, per, calibration, budget, depth, keep=None) -> DraftBatch:
         return DraftBatch.empty(len(requests.indexes))

@@ -169,8 +169,10 @@ def _bucket(count, parent_count):
 
 
 @numba.njit(**OPTS)
-def _union(tok, par, cnt, offs, slot, kb, table, combine):
-    """The union of S source tries with each node's conditional P(accepted | parent accepted).
+def _union(tok, par, cnt, offs, slot, kb, table, combine, limit):
+    """The union of S source tries with each node's conditional P(accepted | parent accepted),
+    their nodes deeper than ``limit`` left out (a draft of at most ``limit`` nodes and levels
+    never takes one: its ancestors would fill it first).
 
     Where sources share a path their conditionals combine by noisy-or (combine 0) or max
     (combine 1). Returns (tokens, parents, conditionals, depths, cells [n, S, 4], first_child
@@ -196,6 +198,9 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine):
                 root += cnt[i]
         for i in range(a, b):
             pl = par[i]
+            if pl >= 0 and (node_map[a + pl] < 0 or mdepth[node_map[a + pl]] >= limit):
+                node_map[i] = -1  # too deep (or under a node that is)
+                continue
             pc = max(root if pl < 0 else cnt[a + pl], 1)
             fb, sb = _bucket(cnt[i], pc)
             c = min(table[slot[s], kb[s], fb, sb] * (1.0 + TIE * (cnt[i] / pc - 0.5)), 1.0)
@@ -311,7 +316,8 @@ def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_dep
     Returns (tokens, parents, scores, cells [b, S, 4] = (slot, kb, fb, sb) or -1), best node
     first (so the best k of them are the first k: DraftTree.best).
     """
-    mtok, mpar, mcond, mdepth, cells, first_child, next_sib = _union(tok, par, cnt, offs, slot, kb, table, combine)
+    mtok, mpar, mcond, mdepth, cells, first_child, next_sib = _union(tok, par, cnt, offs, slot, kb, table, combine,
+                                                                     min(budget, max_depth))
     score = np.empty(mtok.shape[0], dtype=np.float64)
     for j in range(mtok.shape[0]):  # index order is topological
         score[j] = mcond[j] if mpar[j] < 0 else score[mpar[j]] * mcond[j]

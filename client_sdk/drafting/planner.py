@@ -139,6 +139,11 @@ class PlannerConfig:
     # a look at a larger batch drafts this many of its requests (in turn), its saving scaled to the
     # batch: while drafting does not pay, a look costs a few requests' drafting, not the batch's
     look_sample: int = 8
+    # drafts are built for one grid size above the largest that any of the last ``build_window``
+    # drafted steps chose (the nodes no such draft keeps are not merged), and for the whole
+    # budget every ``build_full_every`` drafted steps, on a look, a probe, or knowing nothing yet
+    build_window: int = 8
+    build_full_every: int = 16
     efficiency_rate: float = 0.05  # how fast the realised efficiency of speculating steps follows them
     efficiency_after: int = 16  # speculating steps measured before their efficiency may stop drafting
     min_efficiency: float = 0.97  # below this (speculating steps measurably lose) drafting stops
@@ -161,6 +166,9 @@ class PlannerConfig:
                              f"{self.look_every}, {self.look_every_max}")
         if self.draft_window < 1:
             raise ValueError(f"draft_window {self.draft_window} must be at least 1")
+        if self.build_window < 1 or self.build_full_every < 1:
+            raise ValueError(f"build_window {self.build_window} and build_full_every {self.build_full_every} must be "
+                             "at least 1")
         if self.look_sample < 1:
             raise ValueError(f"look_sample {self.look_sample} must be at least 1 (the requests a look drafts)")
 
@@ -243,6 +251,8 @@ class StepPlanner:
         n = len(self.config.widths)
         self.predicted_by, self.realised_by = np.zeros(n), np.zeros(n)  # per width, shrunk to the above
         self.chosen_k = 0  # the draft size verified this step
+        self._chosen: collections.deque = collections.deque(maxlen=config.build_window)  # recent sizes chosen (> 0)
+        self._builds = 0  # drafted steps planned (every build_full_every-th builds the whole budget)
         # realised efficiency of steps that speculated: (tokens per sequence) / (step + drafting
         # time in plain steps); below 1 they lost to plain decoding, whatever the scores promised
         # (steps that drafted but verified nothing are the saving-vs-drafting rule's business)
@@ -255,6 +265,19 @@ class StepPlanner:
     @property
     def max_budget(self) -> int:
         return self.config.widths[-1] - 1
+
+    def build_size(self) -> int:
+        """Nodes per draft worth building on the step just planned (a drafted one): one grid size
+        above the largest that recent steps chose, so that a choice at that bound raises it a
+        grid size per step; the whole budget every ``build_full_every`` drafted steps (a larger
+        draft may pay where a smaller one did not), on a look, a probe's width at least, and
+        before anything was chosen. Drafts built for k nodes are the first k of the whole ones."""
+        self._builds += 1
+        if self._looking or not self._chosen or self._builds % self.config.build_full_every == 0:
+            return self.max_budget
+        top = max(self._chosen)
+        size = next((n - 1 for n in self.config.widths[1:] if n - 1 > top), self.max_budget)
+        return max(size, self.probe - 1) if self.probe is not None else size
 
     def score_scale(self, k: int, prior_weight: float = 10.0) -> float:
         """What the node scores of a k-token draft have been worth (realised / predicted): this
@@ -347,6 +370,8 @@ class StepPlanner:
         r = self.config.look_rate if self._looking else self.config.saving_rate
         per_seq = saved / batch
         self.saving_s = per_seq if self.saving_s is None else (1 - r) * self.saving_s + r * per_seq
+        if k > 0:
+            self._chosen.append(k)
         self.chosen_k = self.probe - 1 if self.probe is not None and self.probe > 1 else k
         return self.chosen_k
 

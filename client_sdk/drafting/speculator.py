@@ -157,11 +157,12 @@ class Speculator:
                 batch = DraftBatch.empty(len(reqs))
             else:
                 start = time.perf_counter()
+                keep = self.planner.build_size()  # what this step may verify: the rest is not merged
                 if look is not None:  # a look at a few of the requests
                     first, n = look
-                    batch = self._draft(reqs[first : first + n], budget).placed(first, len(reqs))
+                    batch = self._draft(reqs[first : first + n], budget, keep).placed(first, len(reqs))
                 else:
-                    batch = self._draft(reqs, budget)
+                    batch = self._draft(reqs, budget, keep)
                 k = self.planner.choose_for_drafts(batch.scores, batch.ranked, batch.offsets)
                 if caller_reports:
                     self._unreported = len(reqs)
@@ -228,7 +229,7 @@ class Speculator:
         batch only (the others get no drafts: a caller may leave their upkeep until ``prefetch``)."""
         return self._look
 
-    def _draft(self, reqs: list[RequestState], budget: int) -> DraftBatch:
+    def _draft(self, reqs: list[RequestState], budget: int, keep: int | None = None) -> DraftBatch:
         if budget <= 0:
             self.last = StepTimes()
             return DraftBatch.empty(len(reqs))
@@ -241,7 +242,7 @@ class Speculator:
         per = len(self._lengths) if len(remote) else 0
         depth = min(self.config.draft.max_depth, budget)
         self.counts["not_indexed"] += sum(1 for x in indexes.indexes if x is None)
-        batch = self.drafter.draft(indexes, remote, per, self.calibration, budget, depth)
+        batch = self.drafter.draft(indexes, remote, per, self.calibration, budget, depth, keep)
         matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
         self.last = StepTimes(t1 - t0, time.perf_counter() - t1, matches)
         return batch

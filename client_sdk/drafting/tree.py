@@ -87,11 +87,13 @@ NO_TRIES = TrieBatch.empty()
 
 def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal: Calibration, budget: int,
                max_depth: int = 8, max_children: int = 8, local_occ: int = 8, use_local: bool = True,
-               combine: str = "max") -> DraftTree:
+               combine: str = "max", keep: int | None = None) -> DraftTree:
     """The best ``budget`` nodes of the merged tries: the request's own text and the datastore's.
 
     ``remote`` tries first .. first + count - 1 belong to this request (one per suffix length;
     count 0 when the datastore was not asked or did not answer in time). One compiled call.
+    keep: only the best ``keep`` of them (<= budget): the first ``keep`` nodes of the draft of
+    ``budget``, built for less (nodes deeper than ``keep`` are not merged).
     """
     if budget <= 0:
         return DraftTree.empty()
@@ -101,19 +103,26 @@ def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal
         local.state(use_local),
         kernels.RemoteTries(remote.tokens, remote.parents, remote.counts, remote.node_offsets[first : first + count + 1],
                             remote.match_lengths[first : first + count]),
-        kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, budget, max_depth, max_children, COMBINE[combine]),
-        cal.table, K_BUCKETS,
+        _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS,
     )
     return DraftTree(tok, par, score, cells, ranked=True)
 
 
+def _shape(budget: int, keep: int | None, max_depth: int, max_children: int, local_occ: int,
+           combine: str) -> kernels.DraftShape:
+    """The kernels' DraftShape: the request's own trie sized for ``budget`` nodes, ``keep`` kept."""
+    kept = budget if keep is None else max(1, min(keep, budget))
+    return kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, kept, max_depth, max_children, COMBINE[combine])
+
+
 def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
                 budget: int, max_depth: int = 8, max_children: int = 8, local_occ: int = 8, use_local: bool = True,
-                combine: str = "max", slots: np.ndarray | None = None) -> DraftBatch:
+                combine: str = "max", slots: np.ndarray | None = None, keep: int | None = None) -> DraftBatch:
     """``draft_tree`` for a batch in one compiled call, the drafts back to back: request b
     drafts from indexes[b] (None: not indexed yet, an empty draft) and remote tries
     b * per .. b * per + per - 1 (per 0: the datastore did not answer). Row b is what
-    ``draft_tree`` gives for that request alone. slots: ``arena.slots(indexes)``, if already asked."""
+    ``draft_tree`` gives for that request alone (``keep`` as there). slots: ``arena.slots(indexes)``,
+    if already asked."""
     if budget <= 0 or not indexes:
         return DraftBatch.empty(len(indexes))
     if per + 1 > MAX_SLOTS:
@@ -123,7 +132,7 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
     if len(indexes) < SMALL_DRAFT:  # cheaper one by one (the same drafts: the same kernel per row)
         none = DraftTree(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0), np.zeros((0, per + 1, 4), np.int8))
         return DraftBatch.of([draft_tree(x, remote, b * per, per, cal, budget, max_depth, max_children, local_occ,
-                                         use_local, combine) if x is not None else none
+                                         use_local, combine, keep) if x is not None else none
                               for b, x in enumerate(indexes)])
     slots = arena.slots(indexes) if slots is None else slots
     ns = np.fromiter((x.n if x is not None and use_local else 0 for x in indexes), dtype=np.int64, count=len(indexes))
@@ -132,8 +141,7 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
     tok, par, score, cells, offs = kernels.draft_rows(
         arena.bufs, arena.heads, arena.prevs, slots, ns, indexed, masks,
         kernels.RemoteTries(remote.tokens, remote.parents, remote.counts, remote.node_offsets, remote.match_lengths),
-        per, kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, budget, max_depth, max_children, COMBINE[combine]),
-        cal.table, K_BUCKETS,
+        per, _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS,
     )
     return DraftBatch(tok, par, score, cells, offs, True)
 
