@@ -379,11 +379,18 @@ class StepPlanner:
         """k = 0 unless some grid k's expected tokens/s beats plain decoding by min_gain."""
         plain = batch / self.costs.predict(batch, 1)
         best_k, best = 0, plain * self.config.min_gain
-        for n in self.config.widths[1:]:
-            tps = (batch + self.score_scale(n - 1) * gain[n - 1]) / self.costs.predict(batch, n)
+        g, scales = gain.tolist(), self._scales()  # Python floats: this runs on every drafted step's critical path
+        for n, scale in zip(self.config.widths[1:], scales[1:]):
+            tps = (batch + scale * g[n - 1]) / self.costs.predict(batch, n)
             if tps > best:
                 best_k, best = n - 1, tps
         return best_k
+
+    def _scales(self, prior_weight: float = 10.0) -> list[float]:
+        """``score_scale`` of every grid width at once (item i: widths[i]'s, as a Python float)."""
+        overall = self.realised / self.predicted
+        own = (self.realised_by + prior_weight * overall) / (self.predicted_by + prior_weight)
+        return np.clip(own, 0.05, 1.5).tolist()
 
     # -- feedback ---------------------------------------------------------------------------
 

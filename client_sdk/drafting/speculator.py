@@ -305,7 +305,11 @@ class Speculator:
     def _history(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[IndexBatch, np.ndarray]:
         """``_tails``, for a few requests one tail each (cheaper than the arrays)."""
         if len(reqs) < SMALL_BATCH:
-            return indexes, np.stack([pad_tail(r.tail(self._width), self._width) for r in reqs])
+            hist = np.full((len(reqs), self._width), -1, dtype=np.int32)
+            for i, r in enumerate(reqs):
+                tail = r.tail(self._width)
+                hist[i, self._width - tail.shape[0] :] = tail
+            return indexes, hist
         return self._tails(reqs, indexes)
 
     def _tails(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[IndexBatch, np.ndarray]:
