@@ -212,3 +212,39 @@ def test_pick_ends_reads_the_row_of_each_accepted_end(n):
     assert pick_ends(ends, batch, list(rows), list(end), list(valid)) == list(want)
     # a step that drafted nothing has an empty table: no row to read
     assert pick_ends(np.full((0, 2), -1, np.int64), DraftBatch.empty(0), [-1] * n, [-1] * n, [True] * n) == [None] * n
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_accepted_picks_reads_what_pick_ends_reads(data):
+    """step_kernels.accepted_picks: what each draft accepted (accepted_rows) and the prefetched
+    slots of the end its committed tokens are, as outcomes.pick_ends reads them from the table."""
+    from client_sdk.drafting import step_kernels
+    from client_sdk.drafting.outcomes import pick_ends
+    from client_sdk.types import DraftBatch
+
+    sizes = data.draw(st.lists(st.integers(0, 5), min_size=1, max_size=4))
+    toks, pars = [], []
+    for n in sizes:
+        for i in range(n):
+            pars.append(data.draw(st.integers(-1, i - 1)))
+            toks.append(data.draw(st.integers(0, 3)))
+    offs = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    batch = DraftBatch(np.asarray(toks, np.int32), np.asarray(pars, np.int32), np.ones(len(toks)),
+                       np.full((len(toks), 1, 4), -1, np.int8), offs, True)
+    width = data.draw(st.integers(1, 3))
+    ends = np.asarray(data.draw(st.lists(st.lists(st.integers(-1, 9), min_size=width, max_size=width),
+                                         min_size=len(toks) + len(sizes), max_size=len(toks) + len(sizes))),
+                      np.int64).reshape(-1, width)
+    m = data.draw(st.integers(1, 10))  # pick_ends reads a few rows in Python, more with numpy
+    rows = np.asarray([data.draw(st.integers(-1, len(sizes) - 1)) for _ in range(m)], np.int64)
+    new = [data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=4)) for _ in range(m)]
+    new_offs = np.concatenate([[0], np.cumsum([len(t) for t in new])]).astype(np.int64)
+    flat = np.asarray([t for ts in new for t in ts], np.int32)
+    length, end = step_kernels.accepted_rows(batch.tokens, batch.parents, offs, rows, flat, new_offs)
+    want = pick_ends(ends, batch, rows, end, length == np.diff(new_offs) - 1)
+    got_length, got_end, picks, has = step_kernels.accepted_picks(batch.tokens, batch.parents, offs, rows, flat,
+                                                                  new_offs, ends)
+    assert got_length.tolist() == length.tolist() and got_end.tolist() == end.tolist()
+    assert [p if h else None for p, h in zip(picks.tolist(), has.tolist())] == [None if w is None else list(w)
+                                                                                for w in want]

@@ -345,7 +345,12 @@ def _check_batched_write(rows):
     alone = [LocalIndex(prompt, capacity=4) for prompt, _ in rows]
     for step in range(max(len(steps) for _, steps in rows)):
         live = [i for i, (_, steps) in enumerate(rows) if step < len(steps)]
-        write_many(arena, [batched[i] for i in live], [rows[i][1][step] for i in live])
+        tokens = [rows[i][1][step] for i in live]
+        packed = None
+        if step % 3 == 1:  # the tokens as the caller may have them already, back to back
+            packed = (np.asarray([t for ts in tokens for t in ts], np.int32),
+                      np.concatenate([[0], np.cumsum([len(t) for t in tokens])]).astype(np.int64))
+        write_many(arena, [batched[i] for i in live], tokens, packed)
         for i in live:
             alone[i].extend(rows[i][1][step])
         for i in live:  # pending positions are scanned: the same matches and drafts as indexed ones

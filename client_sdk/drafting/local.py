@@ -186,24 +186,28 @@ class IndexBatch(NamedTuple):
 SMALL_APPEND = 32
 
 
-def write_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[int]]) -> None:
+def write_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[int]],
+               packed: tuple[np.ndarray, np.ndarray] | None = None) -> None:
     """``indexes[i].write(tokens[i])`` for every i, in one compiled call (per index for a small
     batch): the step's tokens written, their n-grams left to ``index_many``. The indexes must
-    be distinct."""
+    be distinct. packed: (the tokens back to back as int32, offsets [len(tokens) + 1]), if the
+    caller has them already."""
     if len(indexes) < SMALL_APPEND:
         for local, toks in zip(indexes, tokens):
             local.write(toks)
         return
-    lengths, ns, indexed, masks = [], [], [], []
+    ns, indexed, masks = [], [], []
     for local, toks in zip(indexes, tokens):  # one pass: room for the new tokens, the kernel's inputs
         local.reserve(len(toks))
-        lengths.append(len(toks))
         ns.append(local.n)
         indexed.append(local.indexed)
         masks.append(local.mask)
-    offs = np.zeros(len(tokens) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offs[1:])
-    new = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
+    if packed is None:
+        offs = np.zeros(len(tokens) + 1, dtype=np.int64)
+        np.cumsum([len(t) for t in tokens], out=offs[1:])
+        new = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
+    else:
+        new, offs = packed
     out = kernels.write_rows(arena.bufs, arena.heads, arena.prevs, arena.slots(indexes), np.asarray(ns, dtype=np.int64),
                              np.asarray(indexed, dtype=np.int64), np.asarray(masks, dtype=np.int64), new, offs).tolist()
     for local, n, done in zip(indexes, out, ns):

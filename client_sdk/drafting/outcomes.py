@@ -177,7 +177,8 @@ def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts:
 
     Counts 'prefetched' and 'arrived'; an answer that does not hold a pick (another prefetch's)
     is counted in 'misaligned', warned about once and not read. A table before its first
-    complete pass fills its slots after the cache (one ``get`` per slot)."""
+    complete pass fills its slots after the cache (one ``get`` per slot; a slot it fills may
+    still be reported missed: its tail is then asked for once more, harmlessly)."""
     per = len(lengths)
     src, bonus, picked, answered, top = _picks(reqs, per)
     counts["prefetched"] += picked

@@ -386,9 +386,14 @@ class Speculator:
         offs = np.zeros(len(reqs) + 1, dtype=np.int64)
         np.cumsum(counts, out=offs[1:])
         flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
-        length, end = step_kernels.accepted_rows(batch.tokens, batch.parents, batch.offsets, rows, flat, offs)
-        self._commit(reqs, tokens, pick_ends(self._ends, batch, rows, end, length == counts - 1)
-                     if self._ends is not None else None)
+        picks = None
+        if self._ends is None:
+            length, end = step_kernels.accepted_rows(batch.tokens, batch.parents, batch.offsets, rows, flat, offs)
+        else:  # and which prefetched end each request's tokens are, in the same pass
+            length, end, table, has = step_kernels.accepted_picks(batch.tokens, batch.parents, batch.offsets, rows,
+                                                                  flat, offs, self._ends)
+            picks = [p if h else None for p, h in zip(table.tolist(), has.tolist())]
+        self._commit(reqs, tokens, picks, (flat, offs))
         drafted = rows >= 0
         drafted[drafted] = batch.offsets[rows[drafted] + 1] > batch.offsets[rows[drafted]]  # non-empty drafts
         if drafted.any():  # learning (beside the GPU, in prefetch) and the planner's record, for the whole step
@@ -405,8 +410,10 @@ class Speculator:
         self._assign_trees()
         return [self._requests[rid] for rid in request_ids]  # an unknown id fails before anything changes
 
-    def _commit(self, reqs: list[RequestState], tokens: list[list[int]], picks: list | None) -> None:
-        """Append the committed tokens; picks[i]: the prefetched slots of request i's end (None: none)."""
+    def _commit(self, reqs: list[RequestState], tokens: list[list[int]], picks: list | None,
+                packed: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        """Append the committed tokens; picks[i]: the prefetched slots of request i's end (None: none);
+        packed: the tokens back to back and their offsets, if the caller has them already."""
         ready, ready_tokens = [], []
         for i, req in enumerate(reqs):
             toks = tokens[i]
@@ -421,7 +428,7 @@ class Speculator:
             if toks:
                 req.bonus = toks[-1]
         if ready:  # their n-grams are indexed in prefetch, beside the GPU (drafts meanwhile are the same)
-            write_many(self.arena, ready, ready_tokens)
+            write_many(self.arena, ready, ready_tokens, packed if len(ready) == len(reqs) else None)
             self._unindexed.extend(ready)
 
     def observe_step(self, batch: int, width: int, seconds: float) -> None:

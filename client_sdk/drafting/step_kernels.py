@@ -156,6 +156,28 @@ def accepted_rows(tok, par, offs, rows, new, new_offs):
 
 
 @numba.njit(**OPTS)
+def accepted_picks(tok, par, offs, rows, new, new_offs, ends):
+    """``accepted_rows`` and, in the same pass, each entry's row of ``ends`` (outcomes.ask_for_ends'
+    table: row offs[r] + v for node v of draft r, N + r for nothing accepted, N = tok.shape[0])
+    for the end its committed tokens are, as ``outcomes.pick_ends`` reads it. Returns (length,
+    end, picks [m, S], has [m]): has[i] False (picks[i] all -1) for no draft, tokens that are not
+    a path of the draft and a bonus token, or an end that was not asked."""
+    length, end = accepted_rows(tok, par, offs, rows, new, new_offs)
+    m, width = rows.shape[0], ends.shape[1]
+    picks = np.full((m, width), -1, dtype=np.int64)
+    has = np.zeros(m, dtype=np.bool_)
+    for i in range(m):
+        r = rows[i]
+        if r < 0 or length[i] != new_offs[i + 1] - new_offs[i] - 1:
+            continue
+        at = offs[r] + end[i] if end[i] >= 0 else tok.shape[0] + r
+        if at < ends.shape[0] and ends[at, 0] >= 0:
+            picks[i] = ends[at]
+            has[i] = True
+    return length, end, picks, has
+
+
+@numba.njit(**OPTS)
 def likely_ends(tok, par, scores, offs, rows, hist, k):
     """The k likeliest ends of verifying drafts rows[i] (nodes offs[r] .. offs[r + 1]; scores
     are acceptance probabilities), as ``outcomes.candidates`` orders them, and the context each

@@ -178,11 +178,13 @@ def warm_up() -> None:
     unigrams.publish()
     nobody = [SimpleNamespace(pick=None, bonus=-1)]
     for c in (None, cache):
-        resolve_picks(one, nobody, (1,), {"prefetched": 0, "arrived": 0, "misaligned": 0}, z, np.full((1, 1), -1, np.int32),
-                      unigrams, 0, c)
+        counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}
+        resolve_picks(one, nobody, (1,), counts, z, np.full((1, 1), -1, np.int32), unigrams, 0, c)
     len(cache)
     step_kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
                                np.zeros(2, dtype=np.int64))
+    step_kernels.accepted_picks(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
+                                np.zeros(2, dtype=np.int64), np.full((2, 3), -1, dtype=np.int64))
     step_kernels.tested_rows(one.parents, np.zeros(2, dtype=np.int64), z, z - 1)
     step_kernels.likely_ends(one.tokens, one.parents, np.zeros(0), np.zeros(2, dtype=np.int64), z,
                              np.full((1, 4), -1, dtype=np.int32), 4)
