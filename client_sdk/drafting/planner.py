@@ -139,11 +139,10 @@ class PlannerConfig:
     # a look at a larger batch drafts this many of its requests (in turn), its saving scaled to the
     # batch: while drafting does not pay, a look costs a few requests' drafting, not the batch's
     look_sample: int = 8
-    # drafts are built for one grid size above the largest that any of the last ``build_window``
-    # drafted steps chose (the nodes no such draft keeps are not merged), and for the whole
-    # budget every ``build_full_every`` drafted steps, on a look, a probe, or knowing nothing yet
+    # drafts are built for one grid size above the largest that any of the last this many drafted
+    # steps chose (the nodes no such draft keeps are not merged; StepPlanner.build_size)
     build_window: int = 8
-    build_full_every: int = 16
+    build_full_every: int = 16  # ... and for the whole budget once in this many drafted steps
     efficiency_rate: float = 0.05  # how fast the realised efficiency of speculating steps follows them
     efficiency_after: int = 16  # speculating steps measured before their efficiency may stop drafting
     min_efficiency: float = 0.97  # below this (speculating steps measurably lose) drafting stops
