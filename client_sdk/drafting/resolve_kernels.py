@@ -21,6 +21,7 @@ import numpy as np
 
 from client_sdk.drafting.cache_kernels import _find, _set_of, tail_hash
 from client_sdk.drafting.kernels import OPTS
+from client_sdk.drafting.step_kernels import child_run
 
 NONE, COPY, DESCEND, TABLE, CACHED = 0, 1, 2, 3, 4  # where a slot's nodes come from
 
@@ -37,14 +38,10 @@ def _prefetched(g_tok, g_par, g_cnt, g_offs, g_meta, src, bonus, kind, lo, ln, m
             kind[j], lo[j], ln[j] = COPY, a, e - a
             meta[j] = g_meta[s]
             continue
-        for i in range(a, e):
-            if g_par[i] < 0 and g_tok[i] == bonus[j]:
-                end = i + 1
-                while end < e and g_par[end] >= 0:
-                    end += 1
-                kind[j], lo[j], ln[j], head[j] = DESCEND, i + 1, end - i - 1, i - a
-                meta[j, 0], meta[j, 1], meta[j, 2] = g_meta[s, 0] + 1, g_cnt[i], g_meta[s, 2]
-                break
+        i, end = child_run(g_tok, g_par, a, e, bonus[j])
+        if i >= 0:
+            kind[j], lo[j], ln[j], head[j] = DESCEND, i + 1, end - i - 1, i - a
+            meta[j, 0], meta[j, 1], meta[j, 2] = g_meta[s, 0] + 1, g_cnt[i], g_meta[s, 2]
 
 
 @numba.njit(**OPTS)

@@ -10,6 +10,20 @@ import numpy as np
 from client_sdk.drafting.kernels import OPTS
 
 
+@numba.njit(inline="always", **OPTS)
+def child_run(tok, par, a, e, token):
+    """(i, end): the root-level node i of ``token`` among nodes a .. e - 1 of a trie in depth-first
+    preorder, and the end of its subtree (nodes i + 1 .. end - 1: the run up to the next
+    root-level node); (-1, -1) when the trie has no such child."""
+    for i in range(a, e):
+        if par[i] < 0 and tok[i] == token:
+            end = i + 1
+            while end < e and par[end] >= 0:
+                end += 1
+            return i, end
+    return -1, -1
+
+
 @numba.njit(**OPTS)
 def descend_tries(tok, par, cnt, offs, meta, src, bonus):
     """Out trie j = the subtree, under its root-level node of token bonus[j], of trie src[j] of
@@ -34,14 +48,10 @@ def descend_tries(tok, par, cnt, offs, meta, src, bonus):
             lo[j], hi[j] = a, e
             total += e - a
             continue
-        for i in range(a, e):
-            if par[i] < 0 and tok[i] == bonus[j]:
-                end = i + 1
-                while end < e and par[end] >= 0:
-                    end += 1
-                lo[j], hi[j] = i + 1, end
-                total += end - i - 1
-                break
+        i, end = child_run(tok, par, a, e, bonus[j])
+        if i >= 0:
+            lo[j], hi[j] = i + 1, end
+            total += end - i - 1
     o_tok = np.empty(total, dtype=np.int32)
     o_par = np.empty(total, dtype=np.int32)
     o_cnt = np.empty(total, dtype=np.int32)

@@ -163,9 +163,9 @@ def warm_up() -> None:
     local.continuation(depth=2)
     local.index_pending()
     IndexBatch(arena, rows).tails(4)
-    # the kernels around drafting: outcome descent, the single-token table, the verify layout, what it accepted
+    # the kernels around drafting: the single-token table, the verify layout, what it accepted
+    # (a step's outcome descent is resolve_picks', below; outcomes.descend is the tests' definition)
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
-    step_kernels.descend_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z)
     step_kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
                             one.tokens, one.parents, one.counts, one.node_offsets, one.meta, True)
     step_kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)
