@@ -338,17 +338,6 @@ class LocalState(NamedTuple):
     mask: int
 
 
-class RemoteTries(NamedTuple):
-    """One request's datastore tries: trie s is nodes offs[s]..offs[s+1] of the flat arrays
-    (absolute offsets into them), found with a context suffix of match[s] tokens."""
-
-    tok: np.ndarray  # int32
-    par: np.ndarray  # int32
-    cnt: np.ndarray  # int32
-    offs: np.ndarray  # [tries + 1] int64
-    match: np.ndarray  # [tries] int32
-
-
 class DraftShape(NamedTuple):
     """How big a draft may grow, and how the sources combine."""
 
@@ -362,27 +351,30 @@ class DraftShape(NamedTuple):
 
 
 @numba.njit(**OPTS)
-def draft(local, remote, shape, table, kbuckets):
+def draft(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets):
     """One request's draft in one call: local match + trie, then merge with the remote tries.
 
-    local: LocalState; remote: RemoteTries; shape: DraftShape. Source 0 is the request's own
-    text (calibration slot 0); remote trie s uses slot s + 1. table: [slots, kbuckets, 5, 4].
+    buf .. mask: a LocalState's fields; r_tok, r_par, r_cnt (int32) and r_offs ([tries + 1]
+    int64): the datastore's tries, trie s being nodes r_offs[s] .. r_offs[s + 1] of the flat
+    arrays, found with a context suffix of r_match[s] tokens (int32); shape: a DraftShape as a
+    plain tuple. Flat, because numba types a named tuple argument in Python
+    (~3 µs each per call) and plain arrays, ints and int tuples in C. Source 0 is the request's
+    own text (calibration slot 0); remote trie s uses slot s + 1. table: [slots, kbuckets, 5, 4].
     """
-    buf, n, indexed, head, prev, mask = local
-    r_tok, r_par, r_cnt, r_offs, r_match = remote
     return _draft_one(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets)
 
 
 @numba.njit(**OPTS)
-def draft_rows(bufs, heads, prevs, slots, ns, indexed, masks, remote, per, shape, table, kbuckets):
+def draft_rows(bufs, heads, prevs, slots, ns, indexed, masks, r_tok, r_par, r_cnt, r_offs, r_match, per, shape, table,
+               kbuckets):
     """A batch's drafts in one call: row b drafts from own-text index slots[b] of the arena
     (bufs / heads / prevs, typed lists; slots[b] < 0: not indexed yet, an empty draft) holding
-    ns[b] tokens (the n-grams of the first indexed[b] positions indexed), and from remote tries b * per .. b * per + per - 1 (per 0: none).
+    ns[b] tokens (the n-grams of the first indexed[b] positions indexed), and from remote tries
+    b * per .. b * per + per - 1 (per 0: none; r_tok .. r_match and shape as for ``draft``).
 
     Returns the rows' (tokens, parents, scores, cells [N, per + 1, 4]) back to back, and
     offsets [B + 1]: row b's draft is nodes offs[b] .. offs[b + 1], as ``draft`` would give it.
     """
-    r_tok, r_par, r_cnt, r_offs, r_match = remote
     nb = slots.shape[0]
     cap = nb * shape[3]
     tok = np.empty(cap, dtype=np.int32)

@@ -100,19 +100,19 @@ def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal
     if count + 1 > MAX_SLOTS:
         raise ValueError(f"at most {MAX_SLOTS - 1} datastore tries per draft, got {count}")
     tok, par, score, cells = kernels.draft(
-        local.state(use_local),
-        kernels.RemoteTries(remote.tokens, remote.parents, remote.counts, remote.node_offsets[first : first + count + 1],
-                            remote.match_lengths[first : first + count]),
+        *local.state(use_local), remote.tokens, remote.parents, remote.counts,
+        remote.node_offsets[first : first + count + 1], remote.match_lengths[first : first + count],
         _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS,
     )
     return DraftTree(tok, par, score, cells, ranked=True)
 
 
 def _shape(budget: int, keep: int | None, max_depth: int, max_children: int, local_occ: int,
-           combine: str) -> kernels.DraftShape:
-    """The kernels' DraftShape: the request's own trie sized for ``budget`` nodes, ``keep`` kept."""
+           combine: str) -> tuple[int, ...]:
+    """The kernels' DraftShape, as the plain tuple they take: the request's own trie sized for
+    ``budget`` nodes, ``keep`` kept."""
     kept = budget if keep is None else max(1, min(keep, budget))
-    return kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, kept, max_depth, max_children, COMBINE[combine])
+    return tuple(kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, kept, max_depth, max_children, COMBINE[combine]))
 
 
 def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
@@ -140,7 +140,7 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
     masks = np.fromiter((x.mask if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     tok, par, score, cells, offs = kernels.draft_rows(
         arena.bufs, arena.heads, arena.prevs, slots, ns, indexed, masks,
-        kernels.RemoteTries(remote.tokens, remote.parents, remote.counts, remote.node_offsets, remote.match_lengths),
+        remote.tokens, remote.parents, remote.counts, remote.node_offsets, remote.match_lengths,
         per, _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS,
     )
     return DraftBatch(tok, par, score, cells, offs, True)
