@@ -179,20 +179,37 @@ def expected_gain(scores, max_budget: int, best_first: bool = False, offsets: np
     sequence's scores are already in decreasing order, as drafts come, so nothing is sorted).
     scores: one array per sequence, or (``offsets`` given) all back to back, sequence b's at
     offsets[b] .. offsets[b + 1] (a DraftBatch's)."""
-    gain = np.zeros(max_budget + 1)
+    return np.asarray(_gains(scores, max_budget, best_first, offsets), dtype=np.float64)
+
+
+def _gains(scores, max_budget: int, best_first: bool, offsets: np.ndarray | None) -> list[float]:
+    """``expected_gain`` as a list of Python floats (what the planner's choice reads)."""
     if offsets is not None and offsets.shape[0] - 1 < SMALL_BATCH:
-        bounds = offsets.tolist()
-        scores, offsets = [scores[a:b] for a, b in zip(bounds[:-1], bounds[1:])], None
-    if offsets is None and len(scores) < SMALL_BATCH:  # a few sequences: one cumulative sum each is cheaper (1: 8 vs 16 µs)
-        for s in scores:
-            top = (s if best_first else np.sort(s)[::-1])[:max_budget]
-            gain[1 : top.shape[0] + 1] += np.cumsum(top)
-            gain[top.shape[0] + 1 :] += top.sum()
-        return gain
+        bounds, flat = offsets.tolist(), scores.tolist()
+        return _few_gains([flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])], max_budget, best_first)
+    if offsets is None and len(scores) < SMALL_BATCH:
+        return _few_gains([s.tolist() for s in scores], max_budget, best_first)
+    gain = np.zeros(max_budget + 1)
     if offsets is not None:
-        return _gain_of(scores, np.diff(offsets), gain, max_budget, best_first)
+        return _gain_of(scores, np.diff(offsets), gain, max_budget, best_first).tolist()
     lengths = np.fromiter((s.shape[0] for s in scores), dtype=np.int64, count=len(scores))
-    return _gain_of(np.concatenate(scores) if len(scores) else np.zeros(0), lengths, gain, max_budget, best_first)
+    flat = np.concatenate(scores) if len(scores) else np.zeros(0)
+    return _gain_of(flat, lengths, gain, max_budget, best_first).tolist()
+
+
+def _few_gains(seqs: list[list[float]], max_budget: int, best_first: bool) -> list[float]:
+    """``expected_gain`` of a few sequences in plain Python (at batch 1 numpy's per-call cost
+    was most of the planner's choice): each sequence's running sum of its best scores."""
+    gain = [0.0] * (max_budget + 1)
+    for s in seqs:
+        top = (s if best_first else sorted(s, reverse=True))[:max_budget]
+        total = 0.0
+        for k, v in enumerate(top, 1):
+            total += v
+            gain[k] += total
+        for k in range(len(top) + 1, max_budget + 1):
+            gain[k] += total
+    return gain
 
 
 def _gain_of(flat: np.ndarray, lengths: np.ndarray, gain: np.ndarray, max_budget: int, best_first: bool) -> np.ndarray:
@@ -358,13 +375,13 @@ class StepPlanner:
         batch = len(scores) if offsets is None else offsets.shape[0] - 1
         if batch == 0:
             return 0
-        gain = expected_gain(scores, self.max_budget, best_first, offsets)
+        gain = _gains(scores, self.max_budget, best_first, offsets)
         if self.look_rows is not None:  # a sampled look: what drafts like these for every request would save,
-            gain = gain * (batch / self.look_rows)  # verified at the width they would take (so that what
-            # its rows realise is measured: score scale, efficiency)
-        k = self._best(batch, gain)
+            gain = [g * (batch / self.look_rows) for g in gain]  # verified at the width they would take (so
+            # that what its rows realise is measured: score scale, efficiency)
+        k, scale = self._best(batch, gain)
         t1 = self.costs.predict(batch, 1)
-        tokens = batch + self.score_scale(k) * gain[k]
+        tokens = batch + scale * gain[k]
         saved = max(0.0, tokens * t1 / batch - self.costs.predict(batch, 1 + k)) if k else 0.0
         r = self.config.look_rate if self._looking else self.config.saving_rate
         per_seq = saved / batch
@@ -374,22 +391,23 @@ class StepPlanner:
         self.chosen_k = self.probe - 1 if self.probe is not None and self.probe > 1 else k
         return self.chosen_k
 
-    def _best(self, batch: int, gain: np.ndarray) -> int:
-        """k = 0 unless some grid k's expected tokens/s beats plain decoding by min_gain."""
+    def _best(self, batch: int, gain: list[float]) -> tuple[int, float]:
+        """(k, its score scale): k = 0 unless some grid k's expected tokens/s beats plain decoding
+        by min_gain. In Python floats: this runs on every drafted step's critical path."""
         plain = batch / self.costs.predict(batch, 1)
-        best_k, best = 0, plain * self.config.min_gain
-        g, scales = gain.tolist(), self._scales()  # Python floats: this runs on every drafted step's critical path
+        scales = self._scales()
+        best_k, best, best_scale = 0, plain * self.config.min_gain, scales[0]
         for n, scale in zip(self.config.widths[1:], scales[1:]):
-            tps = (batch + scale * g[n - 1]) / self.costs.predict(batch, n)
+            tps = (batch + scale * gain[n - 1]) / self.costs.predict(batch, n)
             if tps > best:
-                best_k, best = n - 1, tps
-        return best_k
+                best_k, best, best_scale = n - 1, tps, scale
+        return best_k, best_scale
 
     def _scales(self, prior_weight: float = 10.0) -> list[float]:
-        """``score_scale`` of every grid width at once (item i: widths[i]'s, as a Python float)."""
+        """``score_scale`` of every grid width at once (item i: widths[i]'s), in Python floats."""
         overall = self.realised / self.predicted
-        own = (self.realised_by + prior_weight * overall) / (self.predicted_by + prior_weight)
-        return np.clip(own, 0.05, 1.5).tolist()
+        return [min(1.5, max(0.05, (r + prior_weight * overall) / (p + prior_weight)))
+                for p, r in zip(self.predicted_by.tolist(), self.realised_by.tolist())]
 
     # -- feedback ---------------------------------------------------------------------------
 
