@@ -324,6 +324,37 @@ def test_arena_reuses_the_slot_of_a_dropped_index():
     assert arena.bufs[0][:2].tolist() == [5, 6] and len(arena) == 2
 
 
+def test_arena_answers_the_same_indexes_again_and_rereads_one_that_grew():
+    from client_sdk.drafting.local import LocalArena
+
+    arena = LocalArena()
+    a, b = LocalIndex([1, 2]), LocalIndex([3, 4])
+    first = arena.slots([a, b])
+    assert arena.slots([a, b]) is first  # kept
+    assert arena.slots([b, a]).tolist() == [1, 0]  # another order is another question
+    a.reserve(a.buf.shape[0] + 1)  # reallocates a's arrays
+    again = arena.slots([b, a])
+    assert again.tolist() == [1, 0] and arena.bufs[0] is a.buf and arena.prevs[0] is a.prev
+
+
+def test_a_new_index_that_takes_a_dropped_ones_id_is_not_given_its_slot():
+    """CPython often puts a new object where one just freed was, so ids repeat: the kept
+    answer must not outlive the index it names."""
+    from client_sdk.drafting.local import LocalArena
+
+    arena, reused = LocalArena(), 0
+    for _ in range(20):
+        a = LocalIndex([1, 2])
+        arena.slots([a])
+        dropped = id(a)
+        del a
+        c = LocalIndex([3, 4])
+        reused += id(c) == dropped
+        (slot,) = arena.slots([c]).tolist()
+        assert arena.bufs[slot] is c.buf
+    assert reused  # the case this test is for happened
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.lists(st.integers(0, 5), min_size=1, max_size=20),
                           st.lists(st.lists(st.integers(0, 5), max_size=12), min_size=1, max_size=4)),

@@ -25,6 +25,8 @@ class LocalIndex:
     default capacity take ~0.5 MB, not the 1 MB of int64, which adds up over a large batch.
     """
 
+    grown = 0  # reallocations of any index so far (a LocalArena's kept answer is stale after one)
+
     def __init__(self, prompt, max_ngram: int = 6, capacity: int = 4096, hash_bits: int = 12) -> None:
         prompt = np.asarray(prompt, dtype=np.int32)
         if prompt.shape[0] > MAX_TOKENS:
@@ -80,6 +82,7 @@ class LocalIndex:
         prev[:, : self.prev.shape[1]] = self.prev
         self.buf, self.prev = buf, prev
         self.generation += 1
+        LocalIndex.grown += 1
 
     @property
     def tokens(self) -> np.ndarray:
@@ -108,6 +111,11 @@ class LocalArena:
     referenced until a new index takes it (so the memory held is bounded by the largest batch
     seen, not by the requests served). One thread calls ``slots`` and the kernel; a slot is
     only recycled inside ``slots``. Registering costs ~10-25 µs once per request.
+
+    A step asks for the same indexes several times (its commit, its tails, its drafts, its
+    prefetch): the last answer is kept, and asking again for the same indexes in the same order
+    costs one comparison of their ids while no index has grown or been dropped since (a dropped
+    index's id may be taken by a new one).
     """
 
     def __init__(self) -> None:
@@ -118,18 +126,25 @@ class LocalArena:
         self._generation: list[int] = []
         self._free: list[int] = []
         self._released: list[int] = []  # appended by finalizers (any thread), drained by slots()
+        self._asked: list[int] = []  # the ids of the indexes of the last ``slots`` call
+        self._answer = np.zeros(0, dtype=np.int64)  # and its answer
+        self._grown = -1  # LocalIndex.grown when it was given (-1: an index was dropped since)
 
     def __len__(self) -> int:
         return len(self._slot)
 
     def slots(self, indexes) -> np.ndarray:
-        """[len(indexes)] int64: each index's slot (-1 for None: no index yet)."""
+        """[len(indexes)] int64: each index's slot (-1 for None: no index yet). Read-only for
+        the caller: the same array answers the same question again."""
+        asked = list(map(id, indexes))
+        if self._grown == LocalIndex.grown and asked == self._asked:
+            return self._answer
         while self._released:
             self._free.append(self._released.pop())
-        out = np.empty(len(indexes), dtype=np.int64)
-        for i, local in enumerate(indexes):
+        out = []
+        for local in indexes:
             if local is None:
-                out[i] = -1
+                out.append(-1)
                 continue
             slot = self._slot.get(id(local))
             if slot is None:
@@ -137,8 +152,10 @@ class LocalArena:
             elif self._generation[slot] != local.generation:
                 self._put(slot, local.buf, local.head, local.prev)
                 self._generation[slot] = local.generation
-            out[i] = slot
-        return out
+            out.append(slot)
+        self._asked, self._grown = asked, LocalIndex.grown
+        self._answer = np.array(out, dtype=np.int64)
+        return self._answer
 
     def _add(self, local: LocalIndex) -> int:
         if self._free:
@@ -160,6 +177,7 @@ class LocalArena:
         self.bufs[slot], self.heads[slot], self.prevs[slot] = buf, head, prev
 
     def _release(self, key: int, slot: int) -> None:
+        self._grown = -1  # the kept answer may name this index's id, which a new index may take
         if self._slot.get(key) == slot:
             del self._slot[key]
         self._released.append(slot)
