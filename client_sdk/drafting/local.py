@@ -177,7 +177,8 @@ class LocalArena:
         self.bufs[slot], self.heads[slot], self.prevs[slot] = buf, head, prev
 
     def _release(self, key: int, slot: int) -> None:
-        self._grown = -1  # the kept answer may name this index's id, which a new index may take
+        if key in self._asked:  # the kept answer names this index's id, which a new index may take
+            self._grown = -1
         if self._slot.get(key) == slot:
             del self._slot[key]
         self._released.append(slot)
