@@ -130,7 +130,8 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
     if per and len(remote) != per * len(indexes):
         raise ValueError(f"{len(remote)} datastore tries for {len(indexes)} requests x {per}")
     if len(indexes) < SMALL_DRAFT:  # cheaper one by one (the same drafts: the same kernel per row)
-        none = DraftTree(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0), np.zeros((0, per + 1, 4), np.int8))
+        none = None if all(x is not None for x in indexes) else DraftTree(
+            np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0), np.zeros((0, per + 1, 4), np.int8))
         return DraftBatch.of([draft_tree(x, remote, b * per, per, cal, budget, max_depth, max_children, local_occ,
                                          use_local, combine, keep) if x is not None else none
                               for b, x in enumerate(indexes)])
