@@ -53,6 +53,7 @@ import statistics
 
 import numpy as np
 
+from client_sdk.drafting import step_kernels
 from client_sdk.types import SMALL_BATCH
 
 
@@ -189,6 +190,8 @@ def _gains(scores, max_budget: int, best_first: bool, offsets: np.ndarray | None
         return _few_gains([flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])], max_budget, best_first)
     if offsets is None and len(scores) < SMALL_BATCH:
         return _few_gains([s.tolist() for s in scores], max_budget, best_first)
+    if offsets is not None and best_first:  # a step's drafts: one compiled pass
+        return step_kernels.ranked_gains(scores, offsets, max_budget).tolist()
     gain = np.zeros(max_budget + 1)
     if offsets is not None:
         return _gain_of(scores, np.diff(offsets), gain, max_budget, best_first).tolist()

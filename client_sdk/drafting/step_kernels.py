@@ -307,3 +307,21 @@ def fixed_width_rows(roots, tok, par, offs, width):
             out[b, i] = candidate
             candidate += 1
     return out, mask
+
+
+@numba.njit(**OPTS)
+def ranked_gains(scores, offs, max_budget):
+    """gain [max_budget + 1]: gain[k] = the sum over rows of each row's first k scores, row b
+    being scores[offs[b] .. offs[b + 1]] in decreasing order (drafts come best first): the
+    planner's expected accepted tokens when every row keeps its k best nodes."""
+    gain = np.zeros(max_budget + 1)
+    for b in range(offs.shape[0] - 1):
+        a = offs[b]
+        n = min(offs[b + 1] - a, max_budget)
+        total = 0.0
+        for k in range(n):
+            total += scores[a + k]
+            gain[k + 1] += total
+        for k in range(n + 1, max_budget + 1):
+            gain[k] += total
+    return gain

@@ -187,5 +187,6 @@ def warm_up() -> None:
     step_kernels.accepted_picks(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
                                 np.zeros(2, dtype=np.int64), np.full((2, 3), -1, dtype=np.int64))
     step_kernels.tested_rows(one.parents, np.zeros(2, dtype=np.int64), z, z - 1)
+    step_kernels.ranked_gains(np.zeros(0), np.zeros(2, dtype=np.int64), 4)  # the planner's choice, large batches
     step_kernels.likely_ends(one.tokens, one.parents, np.zeros(0), np.zeros(2, dtype=np.int64), z,
                              np.full((1, 4), -1, dtype=np.int32), 4)
