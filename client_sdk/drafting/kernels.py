@@ -357,8 +357,8 @@ def draft(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_matc
     buf .. mask: a LocalState's fields; r_tok, r_par, r_cnt (int32) and r_offs ([tries + 1]
     int64): the datastore's tries, trie s being nodes r_offs[s] .. r_offs[s + 1] of the flat
     arrays, found with a context suffix of r_match[s] tokens (int32); shape: a DraftShape as a
-    plain tuple. Flat, because numba types a named tuple argument in Python
-    (~3 µs each per call) and plain arrays, ints and int tuples in C. Source 0 is the request's
+    plain tuple. Flat, because numba types a named tuple argument in Python, field by field,
+    and plain arrays, ints and int tuples in C, on every call. Source 0 is the request's
     own text (calibration slot 0); remote trie s uses slot s + 1. table: [slots, kbuckets, 5, 4].
     """
     return _draft_one(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets)
