@@ -92,6 +92,21 @@ def test_an_unknown_request_fails_the_commit_before_anything_changes():
     assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3] and spec._requests["r"].last == 3
 
 
+def test_a_request_indexed_at_start_joins_the_arena_there_not_at_its_first_step():
+    """Registering an index in the kernels' arena costs typed-list writes: at admission, beside
+    the GPU, rather than on the first step's critical path. A long prompt's index, built in the
+    background, joins at its first step (the arena has one owner thread)."""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=100))
+    for rid in ("a", "b", "c"):
+        spec.start(rid, [1, 2, 3, 1, 2])
+    assert len(spec.arena) == 3
+    spec.start("long", list(range(200)))
+    spec._requests["long"].index(wait=True)
+    assert len(spec.arena) == 3
+    spec.draft(["a", "b", "c", "long"])  # a batch the arena's kernel drafts
+    assert len(spec.arena) == 4
+
+
 def _zero_wait_run(docs, prompts, truths, steps, small):
     """Zero-wait steps (prefetch, the trie cache, the single-token table) of a batch of requests
     whose committed tokens follow ``truths``; returns every step's drafts as (tokens, offsets)."""

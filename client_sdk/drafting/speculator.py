@@ -99,10 +99,11 @@ class Speculator:
         tokens = np.asarray(list(prompt) + list(output), dtype=np.int32)
         builder = None
         if 0 < self.config.background_index_tokens <= tokens.shape[0]:
-            if self._indexer is None:
-                self._indexer = ThreadPoolExecutor(1, thread_name_prefix="sssd-index")
+            self._indexer = self._indexer or ThreadPoolExecutor(1, thread_name_prefix="sssd-index")
             builder = self._indexer
-        self._requests[request_id] = RequestState(tokens, len(prompt), self.drafter.ngram, builder)
+        req = self._requests[request_id] = RequestState(tokens, len(prompt), self.drafter.ngram, builder)
+        if builder is None:  # indexed now: its arrays join the kernels' arena at admission, not at its first step
+            self.arena.slots([req.index()])
 
     def finish(self, request_id, feed_back: bool = True) -> None:
         """Forget a request; its output goes back to the datastore (when feedback is on and
