@@ -343,7 +343,7 @@ def test_a_new_index_that_takes_a_dropped_ones_id_is_not_given_its_slot():
     from client_sdk.drafting.local import LocalArena
 
     arena, reused = LocalArena(), 0
-    for _ in range(20):
+    for _ in range(100):
         a = LocalIndex([1, 2])
         arena.slots([a])
         dropped = id(a)

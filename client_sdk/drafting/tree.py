@@ -112,7 +112,8 @@ def _shape(budget: int, keep: int | None, max_depth: int, max_children: int, loc
     """The kernels' DraftShape, as the plain tuple they take: the request's own trie sized for
     ``budget`` nodes, ``keep`` kept."""
     kept = budget if keep is None else max(1, min(keep, budget))
-    return tuple(kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, kept, max_depth, max_children, COMBINE[combine]))
+    shape = kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, kept, max_depth, max_children, COMBINE[combine])
+    return tuple(shape)
 
 
 def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
