@@ -405,7 +405,7 @@ def test_expected_gain_matches_a_per_sequence_sum():
 
     from client_sdk.drafting.planner import expected_gain
 
-    drafts = st.lists(st.lists(st.floats(0, 1), max_size=20).map(np.asarray), max_size=24)  # both paths (< 8, >= 8)
+    drafts = st.lists(st.lists(st.floats(0, 1), max_size=20).map(np.asarray), max_size=24)  # from none to a large batch
 
     @settings(max_examples=200, deadline=None)
     @given(drafts, st.integers(1, 16))

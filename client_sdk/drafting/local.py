@@ -139,8 +139,7 @@ class LocalArena:
         asked = list(map(id, indexes))
         if self._grown == LocalIndex.grown and asked == self._asked:
             return self._answer
-        while self._released:
-            self._free.append(self._released.pop())
+        self._drain()
         out = []
         for local in indexes:
             if local is None:
@@ -156,6 +155,17 @@ class LocalArena:
         self._asked, self._grown = asked, LocalIndex.grown
         self._answer = np.array(out, dtype=np.int64)
         return self._answer
+
+    def register(self, local: LocalIndex) -> None:
+        """Give ``local`` its slot now rather than at the first ``slots`` call that names it (at a
+        request's admission, say, instead of on its first step's critical path)."""
+        self._drain()
+        if id(local) not in self._slot:
+            self._add(local)
+
+    def _drain(self) -> None:
+        while self._released:
+            self._free.append(self._released.pop())
 
     def _add(self, local: LocalIndex) -> int:
         if self._free:

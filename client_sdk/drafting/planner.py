@@ -54,7 +54,6 @@ import statistics
 import numpy as np
 
 from client_sdk.drafting import step_kernels
-from client_sdk.types import SMALL_BATCH
 
 
 class StepCosts:
@@ -175,8 +174,8 @@ class PlannerConfig:
 
 def expected_gain(scores, max_budget: int, best_first: bool = False, offsets: np.ndarray | None = None) -> np.ndarray:
     """gain[k] = sum over sequences of their k best node scores (k = 0..max_budget): the expected
-    accepted draft tokens of the batch when every sequence keeps its k best nodes. Vectorised
-    over the batch, as it runs on every drafted step's critical path (best_first: every
+    accepted draft tokens of the batch when every sequence keeps its k best nodes. One compiled
+    pass over the batch, as it runs on every drafted step's critical path (best_first: every
     sequence's scores are already in decreasing order, as drafts come, so nothing is sorted).
     scores: one array per sequence, or (``offsets`` given) all back to back, sequence b's at
     offsets[b] .. offsets[b + 1] (a DraftBatch's)."""
@@ -185,50 +184,15 @@ def expected_gain(scores, max_budget: int, best_first: bool = False, offsets: np
 
 def _gains(scores, max_budget: int, best_first: bool, offsets: np.ndarray | None) -> list[float]:
     """``expected_gain`` as a list of Python floats (what the planner's choice reads)."""
-    if offsets is not None and offsets.shape[0] - 1 < SMALL_BATCH:
-        bounds, flat = offsets.tolist(), scores.tolist()
-        return _few_gains([flat[a:b] for a, b in zip(bounds[:-1], bounds[1:])], max_budget, best_first)
-    if offsets is None and len(scores) < SMALL_BATCH:
-        return _few_gains([s.tolist() for s in scores], max_budget, best_first)
-    if offsets is not None and best_first:  # a step's drafts: one compiled pass
-        return step_kernels.ranked_gains(scores, offsets, max_budget).tolist()
-    gain = np.zeros(max_budget + 1)
-    if offsets is not None:
-        return _gain_of(scores, np.diff(offsets), gain, max_budget, best_first).tolist()
-    lengths = np.fromiter((s.shape[0] for s in scores), dtype=np.int64, count=len(scores))
-    flat = np.concatenate(scores) if len(scores) else np.zeros(0)
-    return _gain_of(flat, lengths, gain, max_budget, best_first).tolist()
-
-
-def _few_gains(seqs: list[list[float]], max_budget: int, best_first: bool) -> list[float]:
-    """``expected_gain`` of a few sequences in plain Python (at batch 1 numpy's per-call cost
-    was most of the planner's choice): each sequence's running sum of its best scores."""
-    gain = [0.0] * (max_budget + 1)
-    for s in seqs:
-        top = (s if best_first else sorted(s, reverse=True))[:max_budget]
-        total = 0.0
-        for k, v in enumerate(top, 1):
-            total += v
-            gain[k] += total
-        for k in range(len(top) + 1, max_budget + 1):
-            gain[k] += total
-    return gain
-
-
-def _gain_of(flat: np.ndarray, lengths: np.ndarray, gain: np.ndarray, max_budget: int, best_first: bool) -> np.ndarray:
-    """expected_gain of sequences whose scores are back to back in ``flat`` (lengths[b] each)."""
-    total = int(lengths.sum())
-    if not total:
-        return gain
-    starts = np.cumsum(lengths) - lengths
-    row = np.repeat(np.arange(lengths.shape[0]), lengths)
-    if not best_first:
-        order = np.lexsort((-flat, row))  # by sequence, then best score first
-        flat, row = flat[order], row[order]
-    rank = np.arange(total) - starts[row]
-    keep = rank < max_budget
-    gain[1:] = np.cumsum(np.bincount(rank[keep], weights=flat[keep], minlength=max_budget))
-    return gain
+    if offsets is None:  # one array per sequence: back to back
+        lengths = np.fromiter((s.shape[0] for s in scores), dtype=np.int64, count=len(scores))
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        scores = np.concatenate(scores) if len(scores) else np.zeros(0)
+    if not best_first:  # each sequence's scores best first
+        row = np.repeat(np.arange(offsets.shape[0] - 1), np.diff(offsets))
+        scores = scores[np.lexsort((-scores, row))]
+    return step_kernels.ranked_gains(np.ascontiguousarray(scores, dtype=np.float64),
+                                     np.ascontiguousarray(offsets, dtype=np.int64), max_budget).tolist()
 
 
 class StepPlanner:

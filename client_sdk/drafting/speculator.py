@@ -103,7 +103,7 @@ class Speculator:
             builder = self._indexer
         req = self._requests[request_id] = RequestState(tokens, len(prompt), self.drafter.ngram, builder)
         if builder is None:  # indexed now: its arrays join the kernels' arena at admission, not at its first step
-            self.arena.slots([req.index()])
+            self.arena.register(req.index())
 
     def finish(self, request_id, feed_back: bool = True) -> None:
         """Forget a request; its output goes back to the datastore (when feedback is on and
