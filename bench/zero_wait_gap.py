@@ -11,6 +11,12 @@ datastore) in the product's zero-wait mode, with one thing changed per variant:
 - ``per-child``: a slot whose descended trie exists is replaced by a fresh lookup of exactly the
   prefetched context + the bonus token (no backoff): what a prefetch answer that kept its own
   sample per first-level child would give (not built);
+- ``oracle-picked=S``: ``oracle=S`` for the requests whose outcome was prefetched only (the
+  ceiling of anything that improves the prefetched answers, with the outcomes asked unchanged);
+- ``backoff=C``: a slot of k tokens becomes a fresh lookup of the committed context's k-token
+  suffix, backed off to m + 1 tokens, m the longest length below k whose C likeliest children
+  (by a 256-occurrence sample) hold the bonus token: what a prefetch answer that kept, at each
+  shorter suffix of the prefetched context, its own trie per likely child would give (not built);
 - ``prefetch=S:N``: the prefetch lookups sample S occurrences into tries of N nodes (64:64 shipped);
 - ``shorter``: each suffix asked one token shorter (the 1-token one not at all), so that the
   descent by the bonus token gives the blocking lookup's lengths (4, 2; 1 from the table);
@@ -77,6 +83,40 @@ def per_child(self, reqs, indexes):
     return rebuilt(rows), indexes
 
 
+def oracle_picked(slots: set[int]):
+    def tries(self, reqs, indexes):
+        batch, indexes = PREFETCHED(self, reqs, indexes)
+        per, rows = len(self._lengths), entries(batch)
+        for i, r in enumerate(reqs):
+            for j, k in enumerate(self._lengths):
+                if r.pick is not None and j in slots:
+                    rows[i * per + j] = entries(self.remote.fetch([r.tail(k)]))[0]
+        return rebuilt(rows), indexes
+    return tries
+
+
+def backoff(children: int):
+    def tries(self, reqs, indexes):
+        batch, indexes = PREFETCHED(self, reqs, indexes)
+        per, rows = len(self._lengths), entries(batch)
+        for i, r in enumerate(reqs):
+            tail = r.tail(16)
+            for j, k in enumerate(self._lengths):
+                if r.pick is None or k == 1:
+                    continue
+                for m in range(k - 1, 0, -1):  # the longest shorter suffix whose likely children hold the bonus
+                    first = dataclasses.replace(self.remote.options, max_match=m, min_match=m, depth=1,
+                                                max_nodes=children, sample_budget=256)
+                    e = entries(self.remote.lookup([tail[-m - 1 : -1]], first))[0]
+                    if e[3][0] == m and int(tail[-1]) in e[0].tolist():
+                        exact = dataclasses.replace(self.remote.options, max_match=m + 1, min_match=m + 1)
+                        got = entries(self.remote.lookup([tail[-m - 1 :]], exact))[0]
+                        rows[i * per + j] = got if got[3][0] == m + 1 else rows[i * per + j]
+                        break
+        return rebuilt(rows), indexes
+    return tries
+
+
 def shorter(batch, rows, history, per_request, lengths):
     """ask_for_ends with every length above 1 asked one token shorter, the 1-token one not asked."""
     asked = [i for i, k in enumerate(lengths) if k > 1]
@@ -106,6 +146,10 @@ def run_variant(variant: str, cases, budgets, lookup) -> list[float]:
         config = functools.partial(SpeculatorConfig, outcomes=int(arg))
     elif name == "oracle":
         tries = oracle({int(c) for c in arg.split("+")})
+    elif name == "oracle-picked":
+        tries = oracle_picked({int(c) for c in arg.split("+")})
+    elif name == "backoff":
+        tries = backoff(int(arg))
     elif name == "per-child":
         tries = per_child
     elif name not in ("zero-wait", "blocking"):
