@@ -34,13 +34,13 @@ def tail_hash(tails, i):
 
 
 @numba.njit(inline="always", **OPTS)
-def _set_of(tag, sets):
+def set_of(tag, sets):
     """The set a tail of hash ``tag`` lives in (its low bits but the last, always 1)."""
     return (tag >> 1) & (sets - 1)
 
 
 @numba.njit(**OPTS)
-def _find(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl):
+def find_entry(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl):
     """The way of set s holding tail i (hash ``tag``), alive and not expired; -1 when none does."""
     width = tails.shape[1]
     for a in range(keys.shape[1]):
@@ -74,8 +74,8 @@ def lookup_fill(tok, par, cnt, offs, meta, slots, tails, tags, keys, live, store
     for i in range(m):
         j = slots[i]
         tag = tail_hash(tails, i)
-        s = _set_of(tag, sets)
-        a = _find(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl)
+        s = set_of(tag, sets)
+        a = find_entry(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl)
         if a < 0:
             continue
         held[i] = 1
@@ -99,8 +99,8 @@ def store(tails, tok, par, cnt, offs, meta, tags, keys, live, stored, used, star
     added = 0
     for i in range(tails.shape[0]):
         tag = tail_hash(tails, i)
-        s = _set_of(tag, sets)
-        a = _find(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl)
+        s = set_of(tag, sets)
+        a = find_entry(tags, keys, live, stored, start, ring_head, ring_size, tails, i, s, tag, now, ttl)
         if a < 0:
             added += 1
             best = np.int64(1) << 62

@@ -19,7 +19,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from client_sdk.drafting.cache_kernels import _find, _set_of, tail_hash
+from client_sdk.drafting.cache_kernels import find_entry, set_of, tail_hash
 from client_sdk.drafting.kernels import OPTS
 from client_sdk.drafting.step_kernels import child_run
 
@@ -104,8 +104,8 @@ def resolve(g_tok, g_par, g_cnt, g_offs, g_meta, src, bonus, u_tok, u_par, u_cnt
             tails[m, q] = hist[j // per, q]
         if use_cache:
             tag = tail_hash(tails, m)
-            s = _set_of(tag, sets)
-            a = _find(tags, keys, live, stored, start, ring_head, ring, tails, m, s, tag, now, ttl)
+            s = set_of(tag, sets)
+            a = find_entry(tags, keys, live, stored, start, ring_head, ring, tails, m, s, tag, now, ttl)
             looked += 1
             if a >= 0:
                 used[s, a] = tick + looked - 1
