@@ -20,7 +20,8 @@ def test_serve_sim_reports_every_batch_and_mode(tmp_path):
         assert row["tau_zero_wait"] >= 1.0 and row["tau_blocking"] >= 1.0 and row["pld"]["tau"] >= 1.0
         assert 0 < row["projected_speedup"] < 10 and 0 <= row["prefetch_hit_rate"] <= 1
         assert row["critical_path_us"]["p50"] <= row["critical_path_us"]["p99"]
-        assert 1 <= row["mean_width"] <= 17
+        assert 1 <= row["mean_width"] <= 17 and row["mean_width_by_mode"]["zero-wait"] == row["mean_width"]
+        assert all(1 <= w <= 17 for w in row["mean_width_by_mode"].values())
         for mode in ("zero-wait", "blocking"):  # the lookups each mode made, as the source counted them
             assert row["lookups"][mode]["requested"] > 0 and row["lookups"][mode]["misaligned_answers"] == 0
     where = result["provenance"]  # every result JSON names its commit and machine

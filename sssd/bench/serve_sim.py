@@ -195,6 +195,7 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
                     "tau_zero_wait": zw["tau"], "tau_blocking": bl["tau"],
                     "tau_drafted_steps": {m: runs[m]["tau_drafted_steps"] for m in MODES},
                     "drafted_steps_by_mode": {m: runs[m]["drafted_steps"] for m in MODES},
+                    "mean_width_by_mode": {m: runs[m]["mean_width"] for m in MODES},
                     "time_share": {m: runs[m]["time_share"] for m in MODES},
                     "projected_speedup": zw["projected_speedup"], "projected_speedup_blocking": bl["projected_speedup"],
                     "critical_path_us_blocking": bl["critical_path_us"],
