@@ -259,6 +259,8 @@ def test_planner_config_is_validated():
         PlannerConfig(draft_window=0)
     with pytest.raises(ValueError, match="look_sample 0 must be at least 1"):
         PlannerConfig(look_sample=0)
+    with pytest.raises(ValueError, match="width_fade 1.5 not in"):
+        PlannerConfig(width_fade=1.5)
     with pytest.raises(ValueError, match="at least one"):
         StepCosts({})
 
@@ -521,3 +523,18 @@ def test_drafts_are_built_one_grid_size_above_recent_choices():
     planner._looking = False
     planner._chosen.extend([16, 16])
     assert planner.build_size() == 16  # nothing above the largest grid size
+
+
+def test_a_width_with_a_poor_early_record_is_chosen_again_once_the_record_fades():
+    """At batch 1 on a GPU every width costs the same, so the widest draft (which holds every
+    narrower one as its first nodes) is the one to verify. An early record that says the widest
+    width's scores are worth a fifth of what they predict keeps it unchosen, as probes rarely
+    refresh it, unless a width's record fades while other widths are verified."""
+    free = lambda n: 50 * MS  # noqa: E731  extra tokens cost nothing
+    tail = np.concatenate([SCORES[:8], np.full(8, 0.1)])  # the last 8 nodes add 0.8 tokens
+    planner = StepPlanner(table(free))
+    widest = len(WIDTHS) - 1
+    planner.predicted_by[widest], planner.realised_by[widest] = 50.0, 10.0
+    chosen = run(planner, lambda step: free, 400, scores_at=lambda step: tail)
+    assert [k for k in chosen[-100:] if k is not None] == [WIDTHS[-1] - 1] * sum(k is not None for k in chosen[-100:])
+    assert planner.score_scale(WIDTHS[-1] - 1) > 0.9  # the record is the scores' own again (they are calibrated)

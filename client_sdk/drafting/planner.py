@@ -154,6 +154,10 @@ class PlannerConfig:
     # slow steps are no verdict (once drafting stops, nothing re-measures it, so one must not stick)
     draft_window: int = 9
     draft_rate: float = 0.3  # how fast the estimate of a plain step's own upkeep follows measurements
+    # a width's record of realised / predicted tokens fades by this factor per step verified at
+    # another width, so that a record from a few early or unlucky steps does not keep that width
+    # unchosen for good: after ~1 / (1 - width_fade) steps it is judged by all widths' record again
+    width_fade: float = 0.99
 
     def __post_init__(self) -> None:
         if not self.widths or self.widths[0] != 1 or list(self.widths) != sorted(set(self.widths)):
@@ -168,6 +172,8 @@ class PlannerConfig:
         if self.build_window < 1 or self.build_full_every < 1:
             raise ValueError(f"build_window {self.build_window} and build_full_every {self.build_full_every} must be "
                              "at least 1")
+        if not 0.0 <= self.width_fade <= 1.0:
+            raise ValueError(f"width_fade {self.width_fade} not in [0, 1]")
         if self.look_sample < 1:
             raise ValueError(f"look_sample {self.look_sample} must be at least 1 (the requests a look drafts)")
 
@@ -447,6 +453,8 @@ class StepPlanner:
         if 1 + self.chosen_k in self.config.widths:
             i = self.config.widths.index(1 + self.chosen_k)
             pw, rw = self.predicted_by[i], self.realised_by[i]
+            self.predicted_by *= self.config.width_fade  # the other widths' records fade (see width_fade)
+            self.realised_by *= self.config.width_fade
             for a, b in zip(predicted, realised):
                 pw = decay * pw + a
                 rw = decay * rw + b
