@@ -73,6 +73,11 @@ class ScriptedPlanner:
     def record_many(self, predicted, realised) -> None:
         pass
 
+    chosen_k = 0
+
+    def record_drafts(self, parents, scores, offsets, rows, ends, verified) -> None:
+        pass
+
 
 def run(batch: int, cycles: int, sample: int, wait_s: float) -> dict:
     planner = ScriptedPlanner(sample)

@@ -3,6 +3,7 @@ start-up table that is wrong in either direction, and follows cost changes."""
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
 from client_sdk.drafting.config import SpeculatorConfig
@@ -342,6 +343,11 @@ class LookingPlanner:
     def record_many(self, predicted, realised):
         pass
 
+    chosen_k = 8
+
+    def record_drafts(self, parents, scores, offsets, rows, ends, verified):
+        pass
+
 
 def test_a_sampled_look_drafts_its_rows_in_turn_and_leaves_the_others_empty():
     spec = Speculator(SpeculatorConfig(), planner=LookingPlanner(2))
@@ -403,8 +409,6 @@ def test_expected_gain_table(scores, max_budget, want):
 
 
 def test_expected_gain_matches_a_per_sequence_sum():
-    from hypothesis import given, settings, strategies as st
-
     from client_sdk.drafting.planner import expected_gain
 
     drafts = st.lists(st.lists(st.floats(0, 1), max_size=20).map(np.asarray), max_size=24)  # from none to a large batch
@@ -525,16 +529,118 @@ def test_drafts_are_built_one_grid_size_above_recent_choices():
     assert planner.build_size() == 16  # nothing above the largest grid size
 
 
-def test_a_width_with_a_poor_early_record_is_chosen_again_once_the_record_fades():
-    """At batch 1 on a GPU every width costs the same, so the widest draft (which holds every
-    narrower one as its first nodes) is the one to verify. An early record that says the widest
-    width's scores are worth a fifth of what they predict keeps it unchosen, as probes rarely
-    refresh it, unless a width's record fades while other widths are verified."""
+def test_where_widths_cost_the_same_the_widest_is_taken_whatever_its_nodes_record():
+    """At batch 1 on a GPU every width costs the same, and a wider draft holds every narrower one
+    as its first nodes, so it cannot accept less: the widest width is the one to verify, even
+    when what its own nodes realised is recorded as a fifth of what their scores promised (the
+    record of a few early steps: a per-width scale of the whole draft kept it unchosen)."""
     free = lambda n: 50 * MS  # noqa: E731  extra tokens cost nothing
     tail = np.concatenate([SCORES[:8], np.full(8, 0.1)])  # the last 8 nodes add 0.8 tokens
     planner = StepPlanner(table(free))
     widest = len(WIDTHS) - 1
     planner.predicted_by[widest], planner.realised_by[widest] = 50.0, 10.0
-    chosen = run(planner, lambda step: free, 400, scores_at=lambda step: tail)
-    assert [k for k in chosen[-100:] if k is not None] == [WIDTHS[-1] - 1] * sum(k is not None for k in chosen[-100:])
-    assert planner.score_scale(WIDTHS[-1] - 1) > 0.9  # the record is the scores' own again (they are calibrated)
+    chosen = [k for k in run(planner, lambda step: free, 200, scores_at=lambda step: tail)[-100:] if k is not None]
+    assert chosen == [WIDTHS[-1] - 1] * len(chosen) and chosen
+    # where the widest costs more, its nodes are judged by their record: at 0.2 they do not pay
+    gentle_planner = StepPlanner(table(gentle))
+    gentle_planner.predicted_by[widest], gentle_planner.realised_by[widest] = 1e6, 2e5
+    assert gentle_planner._best(1, [float(x) for x in np.concatenate([[0.0], np.cumsum(tail)])])[0] < WIDTHS[-1] - 1
+
+
+def test_a_widths_nodes_record_fades_while_narrower_widths_are_verified():
+    """record_widths: the widths a step verified add its sums (decayed per sequence); the wider
+    ones' records fade by width_fade, so their nodes are judged by all nodes' record again."""
+    planner = StepPlanner(table(flat), PlannerConfig(width_fade=0.9))
+    widest = len(WIDTHS) - 1
+    planner.predicted_by[widest], planner.realised_by[widest] = 50.0, 10.0
+    planner.predicted_by[1], planner.realised_by[1] = 4.0, 2.0
+    increments = [0.0] + [1.0] * widest
+    planner.record_widths(increments, increments, verified=WIDTHS[-2] - 1, count=2)
+    assert planner.predicted_by[1] == pytest.approx(0.98**2 * 4.0 + 1.0)
+    assert planner.realised_by[1] == pytest.approx(0.98**2 * 2.0 + 1.0)
+    assert (planner.predicted_by[widest], planner.realised_by[widest]) == pytest.approx((45.0, 9.0))
+    for _ in range(200):
+        planner.record_widths(increments, increments, verified=WIDTHS[-2] - 1, count=1)
+    overall = planner.realised / planner.predicted
+    assert planner.score_scale(WIDTHS[-1] - 1) == pytest.approx(overall, rel=1e-3)
+    p, r = planner.predicted_by[1], planner.realised_by[1]  # its own record, shrunk towards the overall 0.6
+    assert planner.score_scale(WIDTHS[1] - 1) == pytest.approx((r + 10 * overall) / (p + 10))
+
+
+def _width_records_by_walk(parents, scores, ends, sizes):
+    """step_kernels.width_records for one draft, the plain way."""
+    path, node = set(), ends
+    while node >= 0:
+        path.add(node)
+        node = parents[node]
+    cum = lambda k: (float(np.sum(scores[: min(k, len(scores))])), sum(1 for v in path if v < k))  # noqa: E731
+    out, below = [], (0.0, 0)
+    for k in sizes:
+        got = cum(k)
+        out.append((got[0] - below[0], got[1] - below[1]))
+        below = got
+    return out
+
+
+def test_width_records_reads_what_each_size_added():
+    from client_sdk.drafting import step_kernels
+
+    # a draft best first: 0:a, 1:b (child of 0), 2:c (root child), 3:d (child of 1), 4:e (child of 2)
+    parents = np.asarray([-1, 0, -1, 1, 2], np.int32)
+    scores = np.asarray([0.9, 0.7, 0.3, 0.5, 0.2])
+    sizes = np.asarray([1, 2, 4, 8], np.int64)
+    cases = [(3, [(0.9, 1), (0.7, 1), (0.8, 1), (0.2, 0)]),  # accepted a, b, d
+             (-1, [(0.9, 0), (0.7, 0), (0.8, 0), (0.2, 0)]),  # nothing accepted
+             (4, [(0.9, 0), (0.7, 0), (0.8, 1), (0.2, 1)])]  # accepted c, e
+    for end, want in cases:
+        pred, real = step_kernels.width_records(parents, scores, np.asarray([0, 5], np.int64),
+                                                np.zeros(1, np.int64), np.asarray([end], np.int64), sizes)
+        assert list(zip(pred.round(6).tolist(), real.tolist())) == [(p, float(r)) for p, r in want]
+        walked = _width_records_by_walk(parents, scores, end, sizes.tolist())
+        assert [x for pair in walked for x in pair] == pytest.approx([x for pair in want for x in pair])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_width_records_sums_each_rows_walk(data):
+    """Drafts back to back (a node's parent comes before it), any accepted node: the kernel's
+    sums are the rows' walks added up."""
+    from client_sdk.drafting import step_kernels
+
+    sizes = sorted(set(data.draw(st.lists(st.integers(1, 12), min_size=1, max_size=5))))
+    rows, parents, scores, ends, offs = [], [], [], [], [0]
+    for _ in range(data.draw(st.integers(1, 4))):
+        n = data.draw(st.integers(0, 10))
+        par = [data.draw(st.integers(-1, i - 1)) for i in range(n)]
+        sc = [data.draw(st.floats(0.0, 1.0)) for _ in range(n)]
+        rows.append((par, sc, data.draw(st.integers(-1, n - 1))))
+        parents += par
+        scores += sc
+        offs.append(offs[-1] + n)
+    use = data.draw(st.lists(st.integers(0, len(rows) - 1), min_size=1, max_size=len(rows), unique=True))
+    pred, real = step_kernels.width_records(
+        np.asarray(parents, np.int32), np.asarray(scores, np.float64), np.asarray(offs, np.int64),
+        np.asarray(use, np.int64), np.asarray([rows[i][2] for i in use], np.int64), np.asarray(sizes, np.int64))
+    want = np.zeros((len(sizes), 2))
+    for i in use:
+        want += np.asarray(_width_records_by_walk(np.asarray(rows[i][0]), np.asarray(rows[i][1]), rows[i][2], sizes))
+    np.testing.assert_allclose(pred, want[:, 0], atol=1e-9)
+    np.testing.assert_array_equal(real, want[:, 1])
+
+
+@pytest.mark.parametrize("n", [2, 10])  # a few requests' commit (a tree each) and the batched one
+def test_the_speculator_tells_the_planner_what_each_widths_nodes_did(n):
+    """Beside the next step (prefetch), each verified draft's nodes are booked to the grid widths
+    that hold them: the narrow widths' nodes were accepted (each request repeats its text)."""
+    planner = StepPlanner(table(flat, batch=n))
+    spec = Speculator(SpeculatorConfig(), planner=planner)
+    rids = [f"r{i}" for i in range(n)]
+    for i, rid in enumerate(rids):
+        spec.start(rid, [10 + i, 20 + i, 30 + i] * 6)
+    for _ in range(4):
+        spec.draft_batch(rids)
+        spec.prefetch(rids)
+        spec.commit_drafted(rids, [[10 + i, 20 + i, 30 + i] for i in range(n)])  # two drafted tokens, a bonus
+    spec.prefetch(rids)
+    assert planner.realised_by[1] > 0 and planner.realised_by[2] > 0  # nodes 0 and 1: the path's first two
+    assert planner.predicted_by[1] >= planner.realised_by[1] * 0.5

@@ -171,6 +171,11 @@ class ScriptedPlanner:
     def record_many(self, predicted, realised):
         self.records.extend(realised)
 
+    chosen_k = 0
+
+    def record_drafts(self, parents, scores, offsets, rows, ends, verified):
+        pass
+
     def may_draft_next(self):
         return True
 

@@ -23,6 +23,11 @@ class Records:
     def record_many(self, predicted, realised):
         self.steps.append((list(predicted), list(realised)))
 
+    chosen_k = 16
+
+    def record_drafts(self, parents, scores, offsets, rows, ends, verified):
+        pass
+
 
 def _run(prompts, steps, mode):
     spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0), planner=Records())

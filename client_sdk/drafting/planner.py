@@ -18,7 +18,11 @@ T the measured time of a step of that width. Two decisions per step:
   in plain steps with their upkeep) must stay above ``min_efficiency``, whatever their scores
   promised.
 - *how wide?* For drafts in hand D is spent, and k* maximises (B + G(k)) / T(B, 1 + k),
-  k = 0 unless that beats plain decoding's B / T(B, 1) by ``min_gain``.
+  k = 0 unless that beats plain decoding's B / T(B, 1) by ``min_gain``. A draft of k tokens is
+  the narrower one plus its next nodes, so G(k) is the narrower size's plus those nodes' scores
+  scaled by what such nodes realised, measured on steps that verified them (a verify at 16
+  tokens also says what 8 would have accepted): a wider width never expects fewer tokens, and
+  where widths cost the same the widest is taken.
 
 Costs are learned online and cannot lock in. Probes run a width the planner did not choose:
 plain decoding (a step that drafts nothing) at least every ``plain_every`` steps while
@@ -154,9 +158,9 @@ class PlannerConfig:
     # slow steps are no verdict (once drafting stops, nothing re-measures it, so one must not stick)
     draft_window: int = 9
     draft_rate: float = 0.3  # how fast the estimate of a plain step's own upkeep follows measurements
-    # a width's record of realised / predicted tokens fades by this factor per step verified at
-    # another width, so that a record from a few early or unlucky steps does not keep that width
-    # unchosen for good: after ~1 / (1 - width_fade) steps it is judged by all widths' record again
+    # the record of what a width's added nodes realised fades by this factor per step verified
+    # at a narrower width, so that a few early or unlucky steps do not keep that width unchosen for
+    # good: after ~1 / (1 - width_fade) such steps its nodes are judged by all nodes' record again
     width_fade: float = 0.99
 
     def __post_init__(self) -> None:
@@ -205,8 +209,9 @@ class StepPlanner:
     """Decides each step whether to draft and how wide to verify; learns costs and gains.
 
     Call order per step: ``plan`` (0 = draft nothing), then, when drafts were built,
-    ``choose_for_drafts`` and ``observe_drafting``; after verification ``observe_step`` and
-    ``record``. Not thread-safe (one scheduler thread).
+    ``choose_for_drafts`` and ``observe_drafting``; after verification ``record`` and
+    ``observe_step``, and (later: beside the next step) ``record_drafts``. Not thread-safe (one
+    scheduler thread).
     """
 
     def __init__(self, costs: StepCosts, config: PlannerConfig = PlannerConfig()) -> None:
@@ -233,12 +238,14 @@ class StepPlanner:
         # critical path): what drafting replaces, so drafting need only beat draft_s - plain_s
         self.plain_s = 0.0
         self._drafted_once = False
-        # realised / predicted accepted tokens (decayed sums) per verify width: shrinks node scores
-        # that over-promise, and more for wide drafts, whose deep nodes compound the error; a
-        # cautious start (0.6, worth ten verified tokens) until verification says otherwise
-        self.predicted, self.realised = 10.0, 6.0  # all widths together
+        # realised / predicted accepted tokens (decayed sums): shrinks node scores that over-promise;
+        # a cautious start (0.6, worth ten verified tokens) until verification says otherwise
+        self.predicted, self.realised = 10.0, 6.0  # all nodes together
+        # the same per grid width for the nodes it adds to the next narrower one (item i: nodes
+        # widths[i-1] - 1 .. widths[i] - 2 of each draft, best first), shrunk to the above: deep
+        # nodes compound the scores' error, and a wider width is then worth what its own nodes add
         n = len(self.config.widths)
-        self.predicted_by, self.realised_by = np.zeros(n), np.zeros(n)  # per width, shrunk to the above
+        self.predicted_by, self.realised_by = np.zeros(n), np.zeros(n)
         self.chosen_k = 0  # the draft size verified this step
         self._chosen: collections.deque = collections.deque(maxlen=config.build_window)  # recent sizes chosen (> 0)
         self._builds = 0  # drafted steps planned (every build_full_every-th builds the whole budget)
@@ -269,12 +276,11 @@ class StepPlanner:
         return max(size, self.probe - 1) if self.probe is not None else size
 
     def score_scale(self, k: int, prior_weight: float = 10.0) -> float:
-        """What the node scores of a k-token draft have been worth (realised / predicted): this
-        width's own record, shrunk towards all widths' (worth ``prior_weight`` predicted tokens)."""
-        overall = self.realised / self.predicted
+        """What the nodes that a draft of k tokens adds to the next narrower grid size have been
+        worth (realised / predicted): their own record, shrunk towards all nodes' (worth
+        ``prior_weight`` predicted tokens)."""
         i = self.config.widths.index(1 + k) if 1 + k in self.config.widths else -1
-        own = (self.realised_by[i] + prior_weight * overall) / (self.predicted_by[i] + prior_weight)
-        return float(min(1.5, max(0.05, own)))
+        return self._scales(prior_weight)[i]
 
     # -- decisions --------------------------------------------------------------------------
 
@@ -370,14 +376,18 @@ class StepPlanner:
         plain = batch / self.costs.predict(batch, 1)
         scales = self._scales()
         best_k, best, best_scale = 0, plain * self.config.min_gain, scales[0]
+        accepted = below = 0.0  # a width's expected tokens: the narrower one's, and what its own nodes add
         for n, scale in zip(self.config.widths[1:], scales[1:]):
-            tps = (batch + scale * gain[n - 1]) / self.costs.predict(batch, n)
+            accepted += scale * (gain[n - 1] - below)  # (never less: its draft holds the narrower one)
+            below = gain[n - 1]
+            tps = (batch + accepted) / self.costs.predict(batch, n)
             if tps > best:
-                best_k, best, best_scale = n - 1, tps, scale
+                best_k, best, best_scale = n - 1, tps, accepted / below if below > 0 else scale
         return best_k, best_scale
 
     def _scales(self, prior_weight: float = 10.0) -> list[float]:
-        """``score_scale`` of every grid width at once (item i: widths[i]'s), in Python floats."""
+        """``score_scale`` of every grid width at once (item i: the nodes widths[i] adds), in Python
+        floats."""
         overall = self.realised / self.predicted
         return [min(1.5, max(0.05, (r + prior_weight * overall) / (p + prior_weight)))
                 for p, r in zip(self.predicted_by.tolist(), self.realised_by.tolist())]
@@ -440,7 +450,7 @@ class StepPlanner:
 
     def record(self, predicted: float, realised: float, decay: float = 0.98) -> None:
         """After a verified step, per sequence: its draft's summed node scores vs the tokens it
-        got accepted (booked to this step's draft size)."""
+        got accepted (what each width's nodes did: ``record_widths``)."""
         self.record_many((predicted,), (realised,), decay)
 
     def record_many(self, predicted, realised, decay: float = 0.98) -> None:
@@ -450,16 +460,29 @@ class StepPlanner:
             p = decay * p + a
             r = decay * r + b
             self._step_realised += b
-        if 1 + self.chosen_k in self.config.widths:
-            i = self.config.widths.index(1 + self.chosen_k)
-            pw, rw = self.predicted_by[i], self.realised_by[i]
-            self.predicted_by *= self.config.width_fade  # the other widths' records fade (see width_fade)
-            self.realised_by *= self.config.width_fade
-            for a, b in zip(predicted, realised):
-                pw = decay * pw + a
-                rw = decay * rw + b
-            self.predicted_by[i], self.realised_by[i] = pw, rw
         self.predicted, self.realised = p, r
+
+    def record_drafts(self, parents, scores, offsets, rows, ends, verified: int) -> None:
+        """``record_widths`` of verified drafts: rows[i] of the back-to-back drafts (parents local
+        to a row, best first) accepted the root path ending at its node ends[i] (-1: nothing)."""
+        sizes = np.asarray(self.config.widths[1:], dtype=np.int64) - 1
+        predicted, realised = step_kernels.width_records(parents, scores, offsets, rows, ends, sizes)
+        self.record_widths([0.0] + predicted.tolist(), [0.0] + realised.tolist(), verified, rows.shape[0])
+
+    def record_widths(self, predicted, realised, verified: int, count: int, decay: float = 0.98) -> None:
+        """After a verified step (beside the GPU): what each grid width's own nodes predicted
+        (summed scores) and realised (accepted), summed over the step's ``count`` sequences, whose
+        drafts were verified at up to ``verified`` tokens (item i: nodes widths[i-1] - 1 ..
+        widths[i] - 2 of each draft; ``step_kernels.width_records``). The widths that the step
+        did not verify learn nothing; their records fade (``width_fade``)."""
+        f = decay ** count
+        for i, n in enumerate(self.config.widths[1:], start=1):
+            if n - 1 <= verified:
+                self.predicted_by[i] = f * self.predicted_by[i] + predicted[i]
+                self.realised_by[i] = f * self.realised_by[i] + realised[i]
+            else:
+                self.predicted_by[i] *= self.config.width_fade
+                self.realised_by[i] *= self.config.width_fade
 
     def stats(self) -> dict:
         us = lambda s: None if s is None else round(s * 1e6, 1)  # noqa: E731

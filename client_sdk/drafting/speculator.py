@@ -32,7 +32,7 @@ from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState, ints
-from client_sdk.drafting.tree import Calibration
+from client_sdk.drafting.tree import Calibration, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
 from sssd_wire.types import TrieBatch
@@ -364,10 +364,11 @@ class Speculator:
             picks = pick_ends(self._ends, self._step[0], rows, [p[-1] if p else -1 for p in paths],
                               [len(p) == len(tok) - 1 for p, tok in zip(paths, tokens)])
         self._commit(reqs, tokens, picks)
-        learn = [(t, a) for t, a in zip(trees, accepted) if t is not None and a is not None and t.tokens.shape[0]]
+        k = self.planner.chosen_k if self.planner is not None else self.config.draft.max_depth  # what verified
+        learn = [(t, a, k) for t, a in zip(trees, accepted) if t is not None and a is not None and t.tokens.shape[0]]
         self._to_learn.extend(learn)
         if learn and self.planner is not None:
-            self.planner.record_many([t.expected_accepted() for t, _ in learn], [len(a) for _, a in learn])
+            self.planner.record_many([t.expected_accepted() for t, _, _ in learn], [len(a) for _, a, _ in learn])
 
     def commit_drafted(self, request_ids, tokens: list[list[int]]) -> None:
         """``commit_many`` for requests verified against the drafts the last ``draft_batch`` gave
@@ -399,7 +400,7 @@ class Speculator:
         drafted[drafted] = batch.offsets[rows[drafted] + 1] > batch.offsets[rows[drafted]]  # non-empty drafts
         if drafted.any():  # learning (beside the GPU, in prefetch) and the planner's record, for the whole step
             r = rows[drafted]
-            self._to_learn.append((batch, r, end[drafted]))
+            self._to_learn.append((batch, r, end[drafted], self.planner.chosen_k if self.planner is not None else 0))
             if self.planner is not None:
                 cum = np.concatenate([[0.0], np.cumsum(batch.scores)])
                 self.planner.record_many((cum[batch.offsets[r + 1]] - cum[batch.offsets[r]]).tolist(),
@@ -484,11 +485,7 @@ class Speculator:
         """What the last verified step says: its tokens' n-grams indexed, its calibration counted."""
         index_many(self.arena, self._unindexed)
         self._unindexed.clear()
-        for entry in self._to_learn:
-            if len(entry) == 3:  # a step's drafts, the rows learned from and their accepted paths' last nodes
-                self.calibration.update_rows(*entry)
-            else:
-                self.calibration.update(*entry)
+        learn_verified(self._to_learn, self.calibration, self.planner)
         self._to_learn.clear()
 
     def close(self) -> None:

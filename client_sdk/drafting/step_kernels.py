@@ -269,6 +269,35 @@ def tested_rows(par, offs, rows, ends):
 
 
 @numba.njit(**OPTS)
+def width_records(par, scores, offs, rows, ends, sizes):
+    """What each draft size's own nodes predicted and realised on drafts rows[i] (nodes offs[r] ..
+    offs[r + 1] of par / scores, parents local to the row, best first: a draft's best k nodes are
+    its first k) whose accepted root path ends at node ends[i] (-1: nothing), for increasing draft
+    sizes: returns (predicted [K], realised [K]) summed over the rows, item j for nodes
+    sizes[j - 1] .. sizes[j] - 1 (from node 0 for j = 0): their scores, and how many of them the
+    accepted path holds (its nodes come after their parents, so a smaller draft accepts the part
+    of the path within its own nodes)."""
+    k = sizes.shape[0]
+    predicted = np.zeros(k)
+    realised = np.zeros(k)
+    for i in range(rows.shape[0]):
+        a, n = offs[rows[i]], offs[rows[i] + 1] - offs[rows[i]]
+        lo = 0
+        for j in range(k):
+            for v in range(lo, min(sizes[j], n)):
+                predicted[j] += scores[a + v]
+            lo = max(lo, sizes[j])
+        node = ends[i]
+        while node >= 0:
+            for j in range(k):
+                if node < sizes[j]:
+                    realised[j] += 1.0
+                    break
+            node = par[a + node]
+    return predicted, realised
+
+
+@numba.njit(**OPTS)
 def fixed_width_rows(roots, tok, par, offs, width):
     """A batch of drafts in SGLang's NGRAM verify layout, in one call.
 

@@ -82,6 +82,23 @@ class Calibration:
         self.table = self.hits / self.tests
 
 
+def learn_verified(entries, calibration: Calibration, planner=None) -> None:
+    """What verified drafts say (beside the GPU): the calibration's counts, and what each of the
+    planner's widths' nodes realised (``StepPlanner.record_drafts``; drafts best first only).
+    An entry is (a step's drafts, the rows verified, their accepted paths' last nodes, the draft
+    size verified) or (one request's draft, the nodes it accepted, the draft size verified)."""
+    for entry in entries:
+        if isinstance(entry[0], DraftBatch):
+            batch, rows, ends, k = entry
+            calibration.update_rows(batch, rows, ends)
+        else:
+            tree, path, k = entry
+            calibration.update(tree, path)
+            batch, rows, ends = DraftBatch.of([tree]), np.zeros(1, np.int64), np.asarray(list(path[-1:]) or [-1], np.int64)
+        if planner is not None and batch.ranked:
+            planner.record_drafts(batch.parents, batch.scores, batch.offsets, rows, ends, k)
+
+
 NO_TRIES = TrieBatch.empty()
 
 
@@ -188,6 +205,7 @@ def warm_up() -> None:
     step_kernels.accepted_picks(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
                                 np.zeros(2, dtype=np.int64), np.full((2, 3), -1, dtype=np.int64))
     step_kernels.tested_rows(one.parents, np.zeros(2, dtype=np.int64), z, z - 1)
+    step_kernels.width_records(one.parents, np.zeros(0), np.zeros(2, dtype=np.int64), z, z - 1, z)  # the planner's
     step_kernels.ranked_gains(np.zeros(0), np.zeros(2, dtype=np.int64), 4)  # the planner's choice, large batches
     step_kernels.likely_ends(one.tokens, one.parents, np.zeros(0), np.zeros(2, dtype=np.int64), z,
                              np.full((1, 4), -1, dtype=np.int32), 4)
