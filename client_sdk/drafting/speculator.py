@@ -364,7 +364,7 @@ class Speculator:
             picks = pick_ends(self._ends, self._step[0], rows, [p[-1] if p else -1 for p in paths],
                               [len(p) == len(tok) - 1 for p, tok in zip(paths, tokens)])
         self._commit(reqs, tokens, picks)
-        k = self.planner.chosen_k if self.planner is not None else self.config.draft.max_depth  # what verified
+        k = self.planner.chosen_k if self.planner is not None else 0  # the draft size verified
         learn = [(t, a, k) for t, a in zip(trees, accepted) if t is not None and a is not None and t.tokens.shape[0]]
         self._to_learn.extend(learn)
         if learn and self.planner is not None:
