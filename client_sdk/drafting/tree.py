@@ -94,7 +94,8 @@ def learn_verified(entries, calibration: Calibration, planner=None) -> None:
         else:
             tree, path, k = entry
             calibration.update(tree, path)
-            batch, rows, ends = DraftBatch.of([tree]), np.zeros(1, np.int64), np.asarray(list(path[-1:]) or [-1], np.int64)
+            batch, rows = DraftBatch.of([tree]), np.zeros(1, np.int64)
+            ends = np.asarray(list(path[-1:]) or [-1], np.int64)
         if planner is not None and batch.ranked:
             planner.record_drafts(batch.parents, batch.scores, batch.offsets, rows, ends, k)
 
