@@ -58,12 +58,15 @@ def rebuilt(rows: list[tuple]) -> TrieBatch:
     return TrieBatch(cat(0), cat(1), cat(2), offs, np.asarray([r[3] for r in rows], dtype=np.int64).reshape(-1, 3))
 
 
-def oracle(slots: set[int]):
+def oracle(slots: set[int], picked_only: bool = False):
+    """The slots' tries replaced by fresh lookups of the committed contexts (``picked_only``: for
+    the requests whose outcome was prefetched only)."""
     def tries(self, reqs, indexes):
         batch, indexes = PREFETCHED(self, reqs, indexes)
         per = len(self._lengths)
         fresh = entries(self.remote.fetch([r.tail(k) for r in reqs for k in self._lengths]))
-        rows = [fresh[j] if j % per in slots else e for j, e in enumerate(entries(batch))]
+        rows = [fresh[j] if j % per in slots and (not picked_only or reqs[j // per].pick is not None) else e
+                for j, e in enumerate(entries(batch))]
         return rebuilt(rows), indexes
     return tries
 
@@ -81,18 +84,6 @@ def per_child(self, reqs, indexes):
             if got[3][0] == k + 1:
                 rows[i * per + j] = got
     return rebuilt(rows), indexes
-
-
-def oracle_picked(slots: set[int]):
-    def tries(self, reqs, indexes):
-        batch, indexes = PREFETCHED(self, reqs, indexes)
-        per, rows = len(self._lengths), entries(batch)
-        for i, r in enumerate(reqs):
-            for j, k in enumerate(self._lengths):
-                if r.pick is not None and j in slots:
-                    rows[i * per + j] = entries(self.remote.fetch([r.tail(k)]))[0]
-        return rebuilt(rows), indexes
-    return tries
 
 
 def backoff(children: int):
@@ -147,7 +138,7 @@ def run_variant(variant: str, cases, budgets, lookup) -> list[float]:
     elif name == "oracle":
         tries = oracle({int(c) for c in arg.split("+")})
     elif name == "oracle-picked":
-        tries = oracle_picked({int(c) for c in arg.split("+")})
+        tries = oracle({int(c) for c in arg.split("+")}, picked_only=True)
     elif name == "backoff":
         tries = backoff(int(arg))
     elif name == "per-child":
