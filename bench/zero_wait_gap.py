@@ -13,10 +13,16 @@ datastore) in the product's zero-wait mode, with one thing changed per variant:
   sample per first-level child would give (not built);
 - ``oracle-picked=S``: ``oracle=S`` for the requests whose outcome was prefetched only (the
   ceiling of anything that improves the prefetched answers, with the outcomes asked unchanged);
+- ``covered``: a slot left empty although its request's end was prefetched becomes a fresh
+  lookup of exactly the prefetched context + the bonus token, where that occurs: what a prefetch
+  answer whose first level held every token that follows the context would give (not built);
 - ``backoff=C``: a slot of k tokens becomes a fresh lookup of the committed context's k-token
   suffix, backed off to m + 1 tokens, m the longest length below k whose C likeliest children
   (by a 256-occurrence sample) hold the bonus token: what a prefetch answer that kept, at each
   shorter suffix of the prefetched context, its own trie per likely child would give (not built);
+- ``bigrams=N``: a 2-token slot left empty by the step's own sources becomes a fresh lookup of
+  exactly the committed context's last 2 tokens when that bigram is among the N likeliest the
+  single-token table shows (N = 0: any bigram): the ceiling of a prefilled bigram table (not built);
 - ``prefetch=S:N``: the prefetch lookups sample S occurrences into tries of N nodes (64:64 shipped);
 - ``shorter``: each suffix asked one token shorter (the 1-token one not at all), so that the
   descent by the bonus token gives the blocking lookup's lengths (4, 2; 1 from the table);
@@ -71,14 +77,14 @@ def oracle(slots: set[int], picked_only: bool = False):
     return tries
 
 
-def per_child(self, reqs, indexes):
+def per_child(self, reqs, indexes, empty: bool = False):
     batch, indexes = PREFETCHED(self, reqs, indexes)
     per, rows = len(self._lengths), entries(batch)
     for i, r in enumerate(reqs):
         for j, k in enumerate(self._lengths):
             e = rows[i * per + j]
-            if r.pick is None or k == 1 or not len(e[0]) or e[3][0] != k + 1:
-                continue  # only a trie descended from the prefetched k-token context
+            if r.pick is None or k == 1 or (len(e[0]) > 0) == empty or (not empty and e[3][0] != k + 1):
+                continue  # per-child: a trie descended from the prefetched context; covered: an empty one
             options = dataclasses.replace(self.remote.options, max_match=k + 1)
             got = entries(self.remote.lookup([r.tail(k + 1)], options))[0]
             if got[3][0] == k + 1:
@@ -104,6 +110,40 @@ def backoff(children: int):
                         got = entries(self.remote.lookup([tail[-m - 1 :]], exact))[0]
                         rows[i * per + j] = got if got[3][0] == m + 1 else rows[i * per + j]
                         break
+        return rebuilt(rows), indexes
+    return tries
+
+
+def bigram_ranks(table) -> dict[tuple[int, int], int]:
+    """(a, b) -> rank of its estimated datastore count: the single-token table's trie of a, its
+    root-level child b, occurrences of a times b's share of the sampled continuations."""
+    whole, est = table.whole, []
+    for a in range(len(whole)):
+        lo, hi = int(whole.node_offsets[a]), int(whole.node_offsets[a + 1])
+        root = np.flatnonzero(whole.parents[lo:hi] < 0) + lo
+        if root.size:
+            share = whole.counts[root] / whole.counts[root].sum()
+            est += [(-float(whole.meta[a][1]) * s, a, int(whole.tokens[r])) for r, s in zip(root, share)]
+    est.sort()
+    return {(a, b): i for i, (_, a, b) in enumerate(est)}
+
+
+def bigrams(top: int):
+    ranks: dict = {}
+
+    def tries(self, reqs, indexes):
+        batch, indexes = PREFETCHED(self, reqs, indexes)
+        if not ranks and self.unigrams is not None and self.unigrams.published:
+            ranks.update(bigram_ranks(self.unigrams))
+        per, rows, j2 = len(self._lengths), entries(batch), self._lengths.index(2)
+        exact = dataclasses.replace(self.remote.options, max_match=2, min_match=2)
+        for i, r in enumerate(reqs):
+            key = tuple(int(t) for t in r.tail(2))
+            if len(key) < 2 or len(rows[i * per + j2][0]) or (top and ranks.get(key, top) >= top):
+                continue
+            got = entries(self.remote.lookup([np.asarray(key, dtype=np.int32)], exact))[0]
+            if got[3][0] == 2:
+                rows[i * per + j2] = got
         return rebuilt(rows), indexes
     return tries
 
@@ -141,8 +181,12 @@ def run_variant(variant: str, cases, budgets, lookup) -> list[float]:
         tries = oracle({int(c) for c in arg.split("+")}, picked_only=True)
     elif name == "backoff":
         tries = backoff(int(arg))
+    elif name == "bigrams":
+        tries = bigrams(int(arg))
     elif name == "per-child":
         tries = per_child
+    elif name == "covered":
+        tries = functools.partialmethod(per_child, empty=True)
     elif name not in ("zero-wait", "blocking"):
         raise ValueError(f"unknown variant {variant!r}")
     speculator.Speculator._prefetched_tries, replay.SpeculatorConfig = tries, config
