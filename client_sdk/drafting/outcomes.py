@@ -26,8 +26,6 @@ from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
 ROOT = -1
-Packed = tuple[np.ndarray, np.ndarray]  # ragged int32 rows back to back, and offsets [rows + 1]
-EXCLUDE = True  # prefetched contexts' occurrences that go on with a drafted child are left out
 ON_TIME = 8  # prefetches in time before one more end per request is asked for (Pacing)
 log = logging.getLogger(__name__)
 
@@ -96,34 +94,14 @@ def ask_for_ends(batch: DraftBatch, rows: np.ndarray, history: np.ndarray, per_r
                                                 history, per_request)
     cut = np.arange(width) < width - np.asarray(lengths)[:, None]  # [S, W]: the positions each length drops
     asked = np.where(cut[None], np.int32(-1), ctx[:, None, :]).reshape(-1, width)  # end by end, length by length
-    keys = tail_keys(asked)
-    per = len(lengths)
-    if EXCLUDE:
-        excl, excl_off = step_kernels.end_children(batch.tokens, batch.parents, batch.offsets, rows, owner, node)
-        bounds = excl_off.tolist()
-        words = [excl[a:b].tobytes() for a, b in zip(bounds[:-1], bounds[1:])]
-        keys = [k + words[j // per] for j, k in enumerate(keys)]
     index: dict[bytes, int] = {}
-    slots = [index.setdefault(key, len(index)) for key in keys]
+    slots = [index.setdefault(key, len(index)) for key in tail_keys(asked)]
     row = rows[owner]
     at = np.where(node >= 0, batch.offsets[row] + node, batch.tokens.shape[0] + row)
     ends[at] = np.asarray(slots, dtype=np.int64).reshape(-1, len(lengths))
     first = np.full(len(index), -1, dtype=np.int64)
     first[np.asarray(slots)[::-1]] = np.arange(len(slots) - 1, -1, -1)  # each context's first asking row
-    contexts = [unpad(asked[j]) for j in first.tolist()]
-    if EXCLUDE and len(index):
-        of_end = (first // per).tolist()
-        off = np.zeros(len(index) + 1, dtype=np.int64)
-        np.cumsum([bounds[e + 1] - bounds[e] for e in of_end], out=off[1:])
-        contexts = ExcludingContexts(contexts)
-        contexts.exclude = (np.concatenate([excl[bounds[e]:bounds[e + 1]] for e in of_end]).astype(np.int32), off)
-    return contexts, ends
-
-
-class ExcludingContexts(list):
-    """Contexts to look up, with ``exclude``: the tokens each one's occurrences must not go on with."""
-
-    exclude: Packed
+    return [unpad(asked[j]) for j in first.tolist()], ends
 
 
 def pick_ends(ends: np.ndarray, batch: DraftBatch, rows, end, valid) -> list[list[int] | None]:

@@ -249,30 +249,6 @@ def likely_ends(tok, par, scores, offs, rows, hist, k):
 
 
 @numba.njit(**OPTS)
-def end_children(tok, par, offs, rows, owner, node):
-    """The tokens a verified end cannot be followed by: for end m (``likely_ends``: draft
-    rows[owner[m]], local node node[m], -1 for nothing accepted), the tokens of that node's
-    children in its draft (the root-level ones for -1). Returns (tokens, offsets [m + 1])."""
-    nm = owner.shape[0]
-    excl_off = np.zeros(nm + 1, dtype=np.int64)
-    for m in range(nm):
-        r = rows[owner[m]]
-        c = 0
-        for j in range(offs[r], offs[r + 1]):
-            c += par[j] == node[m]
-        excl_off[m + 1] = excl_off[m] + c
-    excl = np.empty(excl_off[nm], dtype=np.int32)
-    for m in range(nm):
-        r = rows[owner[m]]
-        q = excl_off[m]
-        for j in range(offs[r], offs[r + 1]):
-            if par[j] == node[m]:
-                excl[q] = tok[j]
-                q += 1
-    return excl, excl_off
-
-
-@numba.njit(**OPTS)
 def tested_rows(par, offs, rows, ends):
     """What verifying drafts rows[i] (nodes offs[r] .. offs[r + 1] of par, parents local to the
     row) tested and accepted, when each accepted the root path ending at node ends[i] (-1:

@@ -336,11 +336,9 @@ class NamespaceIndex:
         ctx, ctx_off = pack_tails(contexts, params.max_match)
         return self.lookup_packed(ctx, ctx_off, params).trees()
 
-    def lookup_packed(self, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams,
-                      exclude: Packed | None = None) -> TrieBatch:
-        """The batch path of the service: packed tails in, flat trees out (``exclude``: see
-        ``lookup_packed``)."""
-        return lookup_packed(self._view, ctx, ctx_off, params, self.spec.vocab_size, exclude)
+    def lookup_packed(self, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams) -> TrieBatch:
+        """The batch path of the service: packed tails in, flat trees out."""
+        return lookup_packed(self._view, ctx, ctx_off, params, self.spec.vocab_size)
 
     # -- integrity ------------------------------------------------------------------------
 
@@ -452,34 +450,24 @@ def pack_tails(contexts: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, 
     return np.concatenate(tails), np.array(lengths, dtype=np.int64)
 
 
-Packed = tuple[np.ndarray, np.ndarray]  # ragged int32 rows back to back, and offsets [B + 1]
-_NO_EXCLUSIONS: Packed = (np.zeros(0, dtype=np.int32), np.zeros(0, dtype=np.int64))
-
-
 def lookup_packed(
-    view: SegmentView, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams, vocab_size: int,
-    exclude: Packed | None = None,
+    view: SegmentView, ctx: np.ndarray, ctx_off: np.ndarray, params: LookupParams, vocab_size: int
 ) -> TrieBatch:
     """ContinuationTree tries for a packed batch of context tails (ctx flat int32, offsets [B + 1]).
 
     For every context: the longest suffix with enough live occurrences, sampled up to the
-    budget across segments, and the trie of what followed. ``exclude`` (tokens, offsets [B + 1]):
-    the tokens each context's occurrences must not go on with, left out before the suffix is
-    chosen and sampled. Raises InvalidArgument for token ids outside the vocabulary or
-    malformed offsets.
+    budget across segments, and the trie of what followed. Raises InvalidArgument for token
+    ids outside the vocabulary or malformed offsets.
     """
     batch = ctx_off.shape[0] - 1  # offsets are built by pack_tails or checked by wire.contexts_from_proto
     bad = kernels.first_out_of_range(ctx, vocab_size)
     if bad >= 0:
         raise InvalidArgument(f"context token id {int(ctx[bad])} outside [0, {vocab_size})")
-    excl, excl_off = exclude if exclude is not None else _NO_EXCLUSIONS
-    if excl_off.shape[0] not in (0, batch + 1):
-        raise InvalidArgument(f"{excl_off.shape[0] - 1} exclusion rows for {batch} contexts")
     if not view.segments:
         return TrieBatch.empty(batch)
     out = kernels.lookup_batch(
-        view.arrays, view.dead, ctx, ctx_off, excl, excl_off, params.min_match, params.max_match,
-        params.min_occurrences, params.sample_budget, params.depth, params.max_nodes, vocab_size,
+        view.arrays, view.dead, ctx, ctx_off, params.min_match, params.max_match, params.min_occurrences,
+        params.sample_budget, params.depth, params.max_nodes, vocab_size,
     )
     return TrieBatch(*out)
 

@@ -71,25 +71,16 @@ def find_range(tokens, sa, first_off, pat, k):
 
 
 @numba.njit(**NOPYTHON)
-def sample_rows(tokens, sa, runs, nr, take, k, depth, alive, doc_starts, filter_dead):
-    """ContinuationTree rows of ``take`` evenly spaced occurrences over the suffix-array runs
-    runs[:nr] (each [lo, hi), in suffix order, read back to back), dead docs dropped.
+def sample_rows(tokens, sa, lo, hi, take, k, depth, alive, doc_starts, filter_dead):
+    """ContinuationTree rows of ``take`` evenly spaced occurrences in sa[lo:hi], dead docs dropped.
 
     Returns rows [m, depth] in suffix order (m <= take).
     """
-    c = 0
-    for r in range(nr):
-        c += runs[r, 1] - runs[r, 0]
+    c = hi - lo
     rows = np.empty((take, depth), dtype=np.int32)
     m = 0
-    r = 0
-    before = 0  # occurrences in runs[:r]
     for i in range(take):
-        x = (i * c) // take
-        while x >= before + runs[r, 1] - runs[r, 0]:
-            before += runs[r, 1] - runs[r, 0]
-            r += 1
-        p = sa[runs[r, 0] + x - before]
+        p = sa[lo + (i * c) // take]
         if filter_dead:
             d = np.searchsorted(doc_starts, p, "right") - 1
             if not alive[d]:
@@ -98,40 +89,6 @@ def sample_rows(tokens, sa, runs, nr, take, k, depth, alive, doc_starts, filter_
             rows[m, j] = tokens[p + k + j]
         m += 1
     return rows[:m]
-
-
-@numba.njit(inline="always", **NOPYTHON)
-def _first_at_least(tokens, sa, lo, hi, k, e):
-    """First i in [lo, hi) whose suffix has token k >= e (the suffixes of sa[lo:hi] share their
-    first k tokens, so they are sorted by token k; a document's end, ``sep``, sorts last)."""
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        if tokens[sa[mid] + k] < e:
-            lo = mid + 1
-        else:
-            hi = mid
-    return lo
-
-
-@numba.njit(**NOPYTHON)
-def kept_runs(tokens, sa, lo, hi, k, excl, runs):
-    """The parts of sa[lo:hi] (suffixes sharing their first k tokens) whose token k is not in
-    ``excl`` (sorted, unique), into runs[:n] as [lo, hi) pairs; returns n (at most len(excl) + 1)."""
-    n = 0
-    a = lo
-    for q in range(excl.shape[0]):
-        s = _first_at_least(tokens, sa, a, hi, k, excl[q])
-        t = _first_at_least(tokens, sa, s, hi, k, excl[q] + 1)
-        if s > a:
-            runs[n, 0] = a
-            runs[n, 1] = s
-            n += 1
-        a = t
-    if hi > a:
-        runs[n, 0] = a
-        runs[n, 1] = hi
-        n += 1
-    return n
 
 
 @numba.njit(**NOPYTHON)
@@ -249,21 +206,22 @@ def sort_rows(rows):
 
 
 @numba.njit(**NOPYTHON)
-def _sample_all(segs, dead, runs, nruns, counts, k, total, budget, depth):
-    """Rows from every segment's runs for match length k; returns (rows, live, scanned)."""
+def _sample_all(segs, dead, ranges, k, total, budget, depth):
+    """Rows from every segment's range for match length k; returns (rows, live, scanned)."""
     cap = 0
     for s in range(len(segs)):
-        c = counts[s]
+        c = ranges[s, k, 1] - ranges[s, k, 0]
         cap += c if total <= budget else max(1, (budget * c) // total) if c > 0 else 0
     out = np.empty((cap, depth), dtype=np.int32)
     m, live, scanned, parts = 0, 0.0, 0, 0
     for s in range(len(segs)):
         tokens, sa, _, alive, doc_starts = segs[s]
-        c = counts[s]
+        lo, hi = ranges[s, k, 0], ranges[s, k, 1]
+        c = hi - lo
         if c == 0:
             continue
         take = c if total <= budget else max(1, (budget * c) // total)
-        rows = sample_rows(tokens, sa, runs[s], nruns[s], take, k, depth, alive, doc_starts, dead[s])
+        rows = sample_rows(tokens, sa, lo, hi, take, k, depth, alive, doc_starts, dead[s])
         out[m : m + rows.shape[0]] = rows
         m += rows.shape[0]
         live += c * (rows.shape[0] / take)
@@ -276,38 +234,13 @@ def _sample_all(segs, dead, runs, nruns, counts, k, total, budget, depth):
 
 
 @numba.njit(**NOPYTHON)
-def _occurrences(segs, tail, k, excl, runs, nruns, counts):
-    """Each segment's runs of suffixes starting with tail[-k:] and going on with a token not in
-    ``excl``, their lengths per segment (counts), and the total."""
-    total = 0
-    for s in range(len(segs)):
-        tokens, sa, first_off, _, _ = segs[s]
-        lo, hi = find_range(tokens, sa, first_off, tail[tail.shape[0] - k :], k)
-        if excl.shape[0] == 0 or hi == lo:
-            runs[s, 0, 0] = lo
-            runs[s, 0, 1] = hi
-            nruns[s] = 1
-        else:
-            nruns[s] = kept_runs(tokens, sa, lo, hi, k, excl, runs[s])
-        c = 0
-        for r in range(nruns[s]):
-            c += runs[s, r, 1] - runs[s, r, 0]
-        counts[s] = c
-        total += c
-    return total
-
-
-@numba.njit(**NOPYTHON)
-def lookup_batch(segs, dead, ctx, ctx_off, excl, excl_off, kmin, kmax, min_occ, budget, depth, max_nodes, sep):
+def lookup_batch(segs, dead, ctx, ctx_off, kmin, kmax, min_occ, budget, depth, max_nodes, sep):
     """ContinuationTree tries for a batch of contexts over all segments of a namespace.
 
     segs: typed list of (tokens, sa, first_off, alive, doc_starts), one per segment;
     dead[s] is True when segment s has deleted documents. ctx is the concatenation of the contexts, ctx_off their
-    offsets [B + 1]. excl[excl_off[b]:excl_off[b + 1]]: tokens that context b's occurrences must
-    not go on with (left out before sampling; a suffix whose every occurrence goes on with one
-    of them counts as not occurring); excl_off empty: none anywhere. Returns flat (tokens,
-    parents, counts), node offsets [B + 1], and per context (match_length, occurrences, sampled)
-    as a [B, 3] array.
+    offsets [B + 1]. Returns flat (tokens, parents, counts), node offsets [B + 1], and per
+    context (match_length, occurrences, sampled) as a [B, 3] array.
     """
     nb = ctx_off.shape[0] - 1
     ns = len(segs)
@@ -316,26 +249,25 @@ def lookup_batch(segs, dead, ctx, ctx_off, excl, excl_off, kmin, kmax, min_occ, 
     out_cnt = np.empty(nb * max_nodes, dtype=np.int32)
     node_off = np.zeros(nb + 1, dtype=np.int64)
     meta = np.zeros((nb, 3), dtype=np.int64)
-    widest = 0
-    for b in range(nb if excl_off.shape[0] > 0 else 0):
-        widest = max(widest, excl_off[b + 1] - excl_off[b])
-    runs = np.zeros((ns, widest + 1, 2), dtype=np.int64)
-    nruns = np.zeros(ns, dtype=np.int64)
-    counts = np.zeros(ns, dtype=np.int64)
-    none = np.zeros(0, dtype=ctx.dtype)
     n = 0
     for b in range(nb):
         end = ctx_off[b + 1]
         tail = ctx[max(ctx_off[b], end - kmax) : end]
         kt = tail.shape[0]
-        ex = np.unique(excl[excl_off[b] : excl_off[b + 1]]) if excl_off.shape[0] > 0 else none
         if kt >= kmin and ns > 0:
             # longest suffix first; shorter ones are searched only when it is too rare
+            ranges = np.zeros((ns, kt + 1, 2), dtype=np.int64)
             for k in range(kt, kmin - 1, -1):
-                total = _occurrences(segs, tail, k, ex, runs, nruns, counts)
+                total = 0
+                for s in range(ns):
+                    tokens, sa, first_off, _, _ = segs[s]
+                    lo, hi = find_range(tokens, sa, first_off, tail[kt - k :], k)
+                    ranges[s, k, 0] = lo
+                    ranges[s, k, 1] = hi
+                    total += hi - lo
                 if total < min_occ:
                     continue
-                rows, live, scanned = _sample_all(segs, dead, runs, nruns, counts, k, total, budget, depth)
+                rows, live, scanned = _sample_all(segs, dead, ranges, k, total, budget, depth)
                 if live < min_occ or rows.shape[0] == 0:
                     continue
                 t, p, c = trie(rows, sep, max_nodes)

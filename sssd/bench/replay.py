@@ -57,7 +57,7 @@ class InProcessDatastore:
     def lookup(self, contexts: Sequence[np.ndarray], params: LookupParams) -> TrieBatch:
         from datastore_service.core.index import pack_tails
 
-        return self.ns.lookup_packed(*pack_tails(contexts, params.max_match), params, getattr(contexts, "exclude", None))
+        return self.ns.lookup_packed(*pack_tails(contexts, params.max_match), params)
 
 
 class RemoteDatastore:
