@@ -114,6 +114,22 @@ def backoff(children: int):
     return tries
 
 
+def exact_tails(self, reqs, indexes):
+    """Each slot of a request whose end was prefetched (k tokens, k > 1) becomes a fresh lookup of
+    exactly the committed context's last k tokens, where they occur."""
+    batch, indexes = PREFETCHED(self, reqs, indexes)
+    per, rows = len(self._lengths), entries(batch)
+    for i, r in enumerate(reqs):
+        for j, k in enumerate(self._lengths):
+            if r.pick is None or k == 1:
+                continue
+            exact = dataclasses.replace(self.remote.options, max_match=k, min_match=k)
+            got = entries(self.remote.lookup([r.tail(k)], exact))[0]
+            if got[3][0] == k:
+                rows[i * per + j] = got
+    return rebuilt(rows), indexes
+
+
 def bigram_ranks(table) -> dict[tuple[int, int], int]:
     """(a, b) -> rank of its estimated datastore count: the single-token table's trie of a, its
     root-level child b, occurrences of a times b's share of the sampled continuations."""
@@ -185,6 +201,8 @@ def run_variant(variant: str, cases, budgets, lookup) -> list[float]:
         tries = bigrams(int(arg))
     elif name == "per-child":
         tries = per_child
+    elif name == "exact-tails":
+        tries = exact_tails
     elif name == "covered":
         tries = functools.partialmethod(per_child, empty=True)
     elif name not in ("zero-wait", "blocking"):
