@@ -51,9 +51,10 @@ class AnsweredAtOnce(replay.InProcessSource):
 
     lookup_cpu_s = 0.0  # thread CPU time the lookups took (a service's work, not the worker's)
 
-    def request(self, key, contexts) -> None:
+    def request(self, key, contexts, samples=None) -> None:
         start = time.thread_time()
-        self._pending[key] = self.lookup(contexts, self.options)
+        options = self.options if samples is None else dataclasses.replace(self.options, sample_budget=samples)
+        self._pending[key] = self.lookup(contexts, options)
         self.lookup_cpu_s += time.thread_time() - start
 
     def collect(self, key, contexts, deadline_s: float):

@@ -24,6 +24,8 @@ datastore) in the product's zero-wait mode, with one thing changed per variant:
   exactly the committed context's last 2 tokens when that bigram is among the N likeliest the
   single-token table shows (N = 0: any bigram): the ceiling of a prefilled bigram table (not built);
 - ``prefetch=S:N``: the prefetch lookups sample S occurrences into tries of N nodes (64:64 shipped);
+- ``samples=S``: every datastore lookup samples S occurrences (64 shipped), in both modes
+  (``blocking-samples=S``: the same with a blocking lookup);
 - ``shorter``: each suffix asked one token shorter (the 1-token one not at all), so that the
   descent by the bonus token gives the blocking lookup's lengths (4, 2; 1 from the table);
 - ``suffixes=A+B``: the extra datastore suffix lengths (2+1 shipped), in both modes
@@ -185,6 +187,8 @@ def run_variant(variant: str, cases, budgets, lookup) -> list[float]:
     tries, config, draft = PREFETCHED, SpeculatorConfig, DraftConfig()
     if name in ("suffixes", "blocking-suffixes"):
         draft = DraftConfig(remote_suffixes=tuple(int(k) for k in arg.split("+")))
+    elif name in ("samples", "blocking-samples"):
+        draft = DraftConfig(remote_samples=int(arg))
     elif name == "prefetch":
         replay.lookup_options = prefetch_options(*(int(x) for x in arg.split(":")))
     elif name == "shorter":

@@ -37,7 +37,8 @@ def lookup_options(c: DraftConfig, depth: int, outcomes: bool = False) -> Lookup
     depth = min(depth, c.remote_depth)
     depth = depth + 1 if outcomes else depth
     return LookupParams(max_match=c.remote_match, min_occurrences=c.remote_min_occurrences,
-                         sample_budget=c.remote_samples, depth=depth, max_nodes=c.remote_nodes)
+                        sample_budget=c.prefetch_samples if outcomes else c.remote_samples, depth=depth,
+                        max_nodes=c.remote_nodes)
 
 
 def roofline_costs(model_config: dict, context: int = 1024, batches=(1,), widths=PlannerConfig().widths) -> StepCosts:

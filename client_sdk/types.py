@@ -28,6 +28,10 @@ class DraftConfig:
     remote_suffixes: tuple[int, ...] = (2, 1)
     combine: str = "max"  # how tries that share a path combine: "max" or "noisy-or"
     remote_samples: int = 64  # datastore occurrences sampled per lookup
+    # ... per zero-wait lookup (prefetched ends, cache fills, the single-token table) while the
+    # datastore answers in time (outcomes.Pacing falls back to remote_samples when it does not):
+    # the descent by the bonus token keeps only the samples that went on with it (BENCHMARKS)
+    prefetch_samples: int = 128
     remote_min_occurrences: int = 1  # a suffix is used only with at least this many occurrences
     remote_nodes: int = 64  # nodes of the datastore's continuation trie
     # deepest level of the datastore's trie: deeper drafts come from the request's own text
@@ -232,9 +236,10 @@ class StepTimes:
 class TrieSource(Protocol):
     """Where a step's datastore tries come from (client_sdk.transport.source.RemoteSource, or an
     in-process datastore in the benchmarks): start a lookup, then collect it within a deadline
-    (``contexts`` None: whatever was requested under ``key``; else only an answer for these)."""
+    (``contexts`` None: whatever was requested under ``key``; else only an answer for these).
+    ``samples``: the occurrences each context samples, if not the source's own setting."""
 
-    def request(self, key, contexts: Sequence[np.ndarray]) -> None: ...
+    def request(self, key, contexts: Sequence[np.ndarray], samples: int | None = None) -> None: ...
 
     def collect(self, key, contexts: Sequence[np.ndarray] | None, deadline_s: float) -> TrieBatch | None: ...
 

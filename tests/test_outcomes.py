@@ -122,7 +122,7 @@ class ShortAnswers:
     def __init__(self, ns):
         self.ns = ns
 
-    def request(self, key, contexts):
+    def request(self, key, contexts, samples=None):
         self.asked = contexts
 
     def collect(self, key, contexts, deadline_s):

@@ -273,7 +273,7 @@ class CountingSource:
         self.requests = 0
         self.asked = 0
 
-    def request(self, key, contexts):
+    def request(self, key, contexts, samples=None):
         self.requests += 1
         self.asked = len(contexts)
 

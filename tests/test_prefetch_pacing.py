@@ -4,24 +4,61 @@ import pytest
 
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.outcomes import ON_TIME
-from client_sdk.drafting.speculator import Speculator
+from client_sdk.drafting.speculator import STEP_KEY, Speculator
+from client_sdk.types import DraftConfig
+
+
+LATE, IN_TIME = [False], [True]
 
 
 @pytest.mark.parametrize("arrivals, want", [
-    ([], 4),
-    ([False], 2),  # late: half the ends
-    ([False, False], 1),
-    ([False, False, False], 1),  # never below one
-    ([False] + [True] * (ON_TIME - 1), 2),  # not yet enough answers in time
-    ([False] + [True] * ON_TIME, 3),  # one more end per ON_TIME answers in time
-    ([False] + [True] * (3 * ON_TIME), 4),  # back to the configured number, and no further
-    ([False] + [True] * (ON_TIME - 1) + [False] + [True] * (ON_TIME - 1), 1),  # a late one resets the count
+    ([], (4, 128)),
+    (LATE, (4, 64)),  # late: first the samples fall to remote_samples
+    (LATE * 2, (2, 64)),  # then half the ends
+    (LATE * 3, (1, 64)),
+    (LATE * 4, (1, 64)),  # never below one
+    (LATE * 2 + IN_TIME * (ON_TIME - 1), (2, 64)),  # not yet enough answers in time
+    (LATE * 2 + IN_TIME * ON_TIME, (3, 64)),  # one more end per ON_TIME answers in time
+    (LATE * 2 + IN_TIME * (2 * ON_TIME), (4, 64)),  # the ends come back first
+    (LATE * 2 + IN_TIME * (3 * ON_TIME), (4, 128)),  # then the samples
+    (LATE * 2 + IN_TIME * (5 * ON_TIME), (4, 128)),  # and no further
+    (LATE * 3 + IN_TIME * (ON_TIME - 1) + LATE + IN_TIME * (ON_TIME - 1), (1, 64)),  # a late one resets the count
 ])
-def test_outcomes_shrink_when_late_and_grow_back_when_in_time(arrivals, want):
+def test_the_ask_shrinks_when_late_and_grows_back_when_in_time(arrivals, want):
     pacing = Speculator(SpeculatorConfig(outcomes=4)).pacing
     for arrived in arrivals:
         pacing.arrived(arrived)
-    assert pacing.now == want
+    assert (pacing.now, pacing.samples) == want
+
+
+def test_without_more_samples_to_give_up_a_late_answer_halves_the_ends():
+    config = SpeculatorConfig(outcomes=4, draft=DraftConfig(prefetch_samples=64, remote_samples=64))
+    pacing = Speculator(config).pacing
+    pacing.arrived(False)
+    assert (pacing.now, pacing.samples) == (2, 64)
+
+
+def test_each_prefetch_asks_the_paced_samples():
+    """The step's lookup and the cache fills carry the sample budget the pacing holds now."""
+    asked = []
+
+    class Source:
+        def request(self, key, contexts, samples=None):
+            asked.append((key, samples))
+
+        def collect(self, key, contexts, deadline_s):
+            return None  # never in time
+
+    spec = Speculator(SpeculatorConfig(), remote=Source())
+    spec.start("r", [1, 2, 3, 4, 5, 6] * 20)
+    spec.draft(["r"])
+    spec.prefetch(["r"])
+    first = list(asked)
+    spec.draft(["r"])  # the answer did not come: late
+    spec.prefetch(["r"])
+    second = asked[len(first):]
+    assert (STEP_KEY, 128) in first and all(s == 128 for _, s in first)
+    assert (STEP_KEY, 64) in second and all(s == 64 for _, s in second)
 
 
 def test_prefetch_asks_the_datastore_before_it_learns():
@@ -30,7 +67,7 @@ def test_prefetch_asks_the_datastore_before_it_learns():
     at_request = []
 
     class Source:
-        def request(self, key, contexts):
+        def request(self, key, contexts, samples=None):
             at_request.append((len(spec._unindexed), len(spec._to_learn)))
 
         def collect(self, key, contexts, deadline_s):

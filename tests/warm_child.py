@@ -2,6 +2,8 @@
 datastore answers that went through the wire codec compiles nothing more. Prints the kernels
 that compiled a new variant (nothing when all is well)."""
 
+import dataclasses
+
 import numpy as np
 
 from client_sdk.drafting import cache_kernels, kernels, resolve_kernels, step_kernels
@@ -24,10 +26,11 @@ class WireSource:
         self.ns.install(build_segment(1, 16, self.ns.freeze()))
         self.options, self.pending = options, {}
 
-    def request(self, key, contexts) -> None:
-        req = codec.lookup_request("w", contexts, self.options)
+    def request(self, key, contexts, samples=None) -> None:
+        options = self.options if samples is None else dataclasses.replace(self.options, sample_budget=samples)
+        req = codec.lookup_request("w", contexts, options)
         ctx, off = codec.contexts_from_proto(req)
-        self.pending[key] = codec.tries_from_proto(codec.tries_to_proto(self.ns.lookup_packed(ctx, off, self.options)))
+        self.pending[key] = codec.tries_from_proto(codec.tries_to_proto(self.ns.lookup_packed(ctx, off, options)))
 
     def collect(self, key, contexts, deadline_s):
         return self.pending.pop(key, None)

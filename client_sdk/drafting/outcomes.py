@@ -31,22 +31,34 @@ log = logging.getLogger(__name__)
 
 
 class Pacing:
-    """How many likely ends per request a prefetch asks for (``now``): halved when an answer
-    comes back late (a smaller ask arrives sooner), one more after every ON_TIME answers in
-    time, up to ``most`` (additive increase, multiplicative decrease): a datastore that falls
-    behind is asked for less, not given up on."""
+    """How much a prefetch asks for: ``now`` likely ends per request, each context sampled from
+    ``samples`` occurrences. An answer back late makes the next ask smaller (it arrives sooner):
+    first the samples fall to ``fewest_samples``, then the ends halve. After every ON_TIME
+    answers in time it grows by a step: one more end up to ``most``, then the samples back to
+    ``most_samples`` (additive increase, multiplicative decrease): a datastore that falls behind
+    is asked for less, not given up on."""
 
-    def __init__(self, most: int) -> None:
+    def __init__(self, most: int, samples: int = 64, fewest_samples: int | None = None) -> None:
         self.most = self.now = most
+        self.most_samples = self.samples = samples
+        self.fewest_samples = samples if fewest_samples is None else min(samples, fewest_samples)
         self._on_time = 0
 
     def arrived(self, in_time: bool) -> None:
         if not in_time:
-            self.now, self._on_time = max(1, self.now // 2), 0
+            if self.samples > self.fewest_samples:
+                self.samples = self.fewest_samples
+            else:
+                self.now = max(1, self.now // 2)
+            self._on_time = 0
             return
         self._on_time += 1
-        if self._on_time >= ON_TIME and self.now < self.most:
+        if self._on_time < ON_TIME:
+            return
+        if self.now < self.most:
             self.now, self._on_time = self.now + 1, 0
+        elif self.samples < self.most_samples:
+            self.samples, self._on_time = self.most_samples, 0
 
 
 def deepest_probabilities(tree: DraftTree) -> tuple[float, np.ndarray]:

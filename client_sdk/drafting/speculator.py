@@ -63,7 +63,8 @@ class Speculator:
         self._unindexed: list = []  # own-text indexes the last commit wrote to, their n-grams not yet indexed
         self._lengths = (config.draft.remote_match,) + tuple(config.draft.remote_suffixes)
         self._outstanding = False  # a prefetch for the next step is in flight
-        self.pacing = Pacing(config.outcomes)  # ends prefetched per request now
+        # ends prefetched per request now, and the occurrences each of their contexts samples
+        self.pacing = Pacing(config.outcomes, config.draft.prefetch_samples, config.draft.remote_samples)
         # (tree, accepted path), or a step's (drafts, rows, the last node each row's accepted path ends in)
         self._to_learn: list[tuple] = []
         self._prefetching = False  # prefetch is called: learning happens there, off the critical path
@@ -457,7 +458,7 @@ class Speculator:
             contexts, self._ends = ask_for_ends(
                 batch, np.fromiter((row_of[rid] for rid in drafted), dtype=np.int64, count=len(drafted)),
                 history, self.pacing.now, self._lengths)
-            self.remote.request(STEP_KEY, contexts)
+            self.remote.request(STEP_KEY, contexts, samples=self.pacing.samples)
             self._outstanding = True
             self.counts["contexts"] += len(contexts)
             self._refill()
@@ -474,7 +475,7 @@ class Speculator:
             self.cache.put(self._fill_asked, got)
         self._fill_asked, self._fill_next = distinct_rows(self._fill_next), self._fill_next[:0]
         if self._fill_asked.shape[0]:
-            self.remote.request(FILL_KEY, [unpad(t) for t in self._fill_asked])
+            self.remote.request(FILL_KEY, [unpad(t) for t in self._fill_asked], samples=self.pacing.samples)
             self.counts["contexts"] += self._fill_asked.shape[0]
 
     def _drop_prefetch(self) -> None:

@@ -45,6 +45,7 @@ class RemoteSource:
         self.client = client
         self.namespace = namespace
         self.options = options
+        self._by_samples: dict[int, LookupParams] = {}
         self.breaker = breaker or CircuitBreaker()
         self.timeout_s = timeout_s
         self.stats = SourceStats()
@@ -58,17 +59,28 @@ class RemoteSource:
         self._late_streak = 0
         self._open = False  # whether the breaker was last seen open (for its log lines)
 
+    def _options(self, samples: int | None) -> LookupParams:
+        """``options`` with this sample budget (one LookupParams per budget, made once)."""
+        if samples is None or samples == self.options.sample_budget:
+            return self.options
+        got = self._by_samples.get(samples)
+        if got is None:
+            got = self._by_samples[samples] = dataclasses.replace(self.options, sample_budget=samples)
+        return got
+
     @staticmethod
     def _fingerprint(contexts) -> bytes:
         return b"|".join(np.asarray(c, dtype="<i4").tobytes() for c in contexts)
 
-    def request(self, key, contexts) -> None:
+    def request(self, key, contexts, samples: int | None = None) -> None:
         """Start the lookup for ``contexts``, replacing any earlier one under ``key``: that one is
         abandoned even when the breaker lets no new call through, so that ``collect`` never
-        hands out an answer to contexts asked before the latest request."""
+        hands out an answer to contexts asked before the latest request. ``samples``: the
+        occurrences each context samples (None: ``options``')."""
         fut = None
         if self.breaker.allow():
-            fut = self.client.lookup_future(self.namespace, contexts, self.options, timeout_s=self.timeout_s, flat=True)
+            fut = self.client.lookup_future(self.namespace, contexts, self._options(samples), timeout_s=self.timeout_s,
+                                            flat=True)
             self.stats.requested += 1
         else:
             self.stats.skipped_open += 1

@@ -81,12 +81,15 @@ class InProcessSource:
         self.lookup, self.options = lookup, options
         self._pending: dict = {}
 
-    def request(self, key, contexts) -> None:
-        self._pending[key] = contexts
+    def request(self, key, contexts, samples: int | None = None) -> None:
+        options = self.options if samples is None else dataclasses.replace(self.options, sample_budget=samples)
+        self._pending[key] = (contexts, options)
 
     def collect(self, key, contexts, deadline_s: float) -> TrieBatch | None:
         asked = self._pending.pop(key, None)
-        return self.lookup(asked if contexts is None else contexts, self.options) if asked is not None else None
+        if asked is None:
+            return None
+        return self.lookup(*asked) if contexts is None else self.lookup(contexts, self.options)
 
     def fetch(self, contexts) -> TrieBatch:
         return self.lookup(contexts, self.options)
