@@ -181,6 +181,8 @@ def _fleet_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stream", action="store_true", help="one LookupStream per worker instead of unary Lookups")
     p.add_argument("--segment-readers", action="store_true",
                    help="replicas map the writer's segment files (--segment-dir) instead of copying its documents")
+    p.add_argument("--samples", type=int, default=None,
+                   help="occurrences sampled per context (default: the SDK's zero-wait ask, 128; 64 when it paces down)")
 
 
 def _fleet(args) -> dict:
@@ -188,9 +190,11 @@ def _fleet(args) -> dict:
 
     if args.batch < 1 or args.step_ms <= 0 or args.contexts_per_request < 1 or args.seconds <= 0:
         raise ValueError("--batch, --step-ms, --contexts-per-request and --seconds must be positive")
+    if args.samples is not None and not 1 <= args.samples <= 4096:
+        raise ValueError(f"--samples {args.samples} not in [1, 4096]")
     return run(_ints(args.workers, "--workers"), args.batch, args.step_ms, args.contexts_per_request, args.servers,
                args.tokens, args.seconds, progress=not args.json, stream=args.stream,
-               segment_readers=args.segment_readers)
+               segment_readers=args.segment_readers, samples=args.samples)
 
 
 BENCHES = {

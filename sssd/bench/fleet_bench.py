@@ -2,7 +2,9 @@
 
 Each worker process holds one ``DatastoreClient`` (the SDK's real client) and, every
 ``step_ms``, sends one Lookup of ``batch x contexts_per_request`` contexts (what a decode
-step's zero-wait prefetch asks for), with the SDK's default lookup parameters, then sleeps to
+step's zero-wait prefetch asks for), with the SDK's zero-wait lookup parameters (``--samples``
+occurrences per context: by default the 128 the SDK asks while the datastore keeps up; its
+pacing falls back to 64 when answers come late), then sleeps to
 the next step. An answer that is not back by the next step is late (the step drafts
 without it). Servers are real ``sssd serve`` processes on 127.0.0.1: the first is the
 writer; more are read replicas following it (``--follow``), each with its own copy of the
@@ -23,6 +25,7 @@ service's per-context CPU compares with like for like. Everything is bounded in 
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import tempfile
@@ -59,18 +62,26 @@ def _memory_mb(pid: int) -> dict:
             "anonymous_mb": round(fields.get("Anonymous", 0), 1)}
 
 
+def prefetch_params(samples: int | None = None):
+    """What a zero-wait prefetch asks per context (the SDK's defaults), with ``samples``
+    occurrences if given (None: the SDK's ask while the datastore keeps up)."""
+    from client_sdk.runtime import lookup_options
+    from client_sdk.types import DraftConfig
+
+    draft = DraftConfig()
+    params = lookup_options(draft, draft.max_depth, outcomes=True)
+    return params if samples is None else dataclasses.replace(params, sample_budget=samples)
+
+
 def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds: float, seed: int,
-            contexts: np.ndarray, start_at: float, out, stream: bool = False) -> None:
+            contexts: np.ndarray, start_at: float, out, stream: bool = False, samples: int | None = None) -> None:
     """One decode worker: a Lookup per step (unary, or on one LookupStream), on a fixed
     cadence, for ``seconds``."""
-    from client_sdk.runtime import lookup_options
     from client_sdk.transport.remote import DatastoreClient
-    from client_sdk.types import DraftConfig
 
     rng = np.random.default_rng(seed)
     n = batch * per_request
-    draft = DraftConfig()
-    options = lookup_options(draft, draft.max_depth, outcomes=True)  # what zero-wait prefetch asks
+    options = prefetch_params(samples)
     step = step_ms / 1e3
     latencies, late, failed = [], 0, 0
     with DatastoreClient(address, timeout_s=2.0, lookup_stream=stream) as client:
@@ -185,16 +196,14 @@ def _in_process_store(db: str, text: np.ndarray, starts: np.ndarray):
     return ds
 
 
-def _in_process_cost(ds, contexts: np.ndarray, calls_per_s: float, n: int, seconds: float) -> float:
-    """CPU µs per context of the same lookups (n contexts per call, the SDK's parameters) made
+def _in_process_cost(ds, contexts: np.ndarray, calls_per_s: float, n: int, seconds: float,
+                     samples: int | None = None) -> float:
+    """CPU µs per context of the same lookups (n contexts per call, the workers' parameters) made
     in process at the row's call rate, so that the caches are as warm or cold as the servers':
     the like-for-like cost that the service's per-context CPU compares with."""
-    from client_sdk.runtime import lookup_options
-    from client_sdk.types import DraftConfig
     from datastore_service.core.index import pack_tails
 
-    draft = DraftConfig()
-    params = lookup_options(draft, draft.max_depth, outcomes=True)
+    params = prefetch_params(samples)
     rng = np.random.default_rng(7)
     gap, cpu, done = 1.0 / calls_per_s, 0.0, 0
     t_end = time.perf_counter() + seconds
@@ -213,13 +222,13 @@ def _in_process_cost(ds, contexts: np.ndarray, calls_per_s: float, n: int, secon
 
 
 def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_request: int, step_ms: float,
-         seconds: float, stream: bool) -> dict:
+         seconds: float, stream: bool, samples: int | None) -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     target = "ipv4:" + ",".join(addresses) if len(addresses) > 1 else addresses[0]
     start_at = time.time() + 8.0  # workers import, connect and warm up first
     kids = [ctx.Process(target=_worker, args=(target, batch, per_request, step_ms, seconds, 1000 + w, contexts,
-                                              start_at, out, stream)) for w in range(workers)]
+                                              start_at, out, stream, samples)) for w in range(workers)]
     for k in kids:
         k.start()
     while time.time() < start_at:
@@ -237,7 +246,7 @@ def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_reques
     return {
         "workers": workers, "batch": batch, "step_ms": step_ms, "server_processes": len(procs),
         "rpc": "LookupStream" if stream else "Lookup",
-        "contexts_per_request": per_request,
+        "contexts_per_request": per_request, "samples": prefetch_params(samples).sample_budget,
         "offered_contexts_per_s": round(workers * batch * per_request * 1e3 / step_ms),
         "contexts_per_s": round(contexts_served / wall),
         "server_cpu_us_per_context": round((cpu1 - cpu0) / max(contexts_served, 1) * 1e6, 1),
@@ -253,10 +262,11 @@ def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_reques
 
 def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request: int = 4, servers: int = 1,
         tokens: int = 2_000_000, seconds: float = 10.0, progress: bool = True, stream: bool = False,
-        segment_readers: bool = False) -> dict:
+        segment_readers: bool = False, samples: int | None = None) -> dict:
     """One row per worker count, all against the same ``servers`` processes; ``stream``: each
     worker keeps one LookupStream instead of unary calls (one server only); ``segment_readers``:
-    the replicas map the writer's segment files instead of copying its documents."""
+    the replicas map the writer's segment files instead of copying its documents; ``samples``:
+    the occurrences each context samples (None: ``prefetch_params``')."""
     if stream and servers > 1:
         raise ValueError("--stream pins each worker to one server: use it with --servers 1")
     if servers < 1 or not workers or min(workers) < 1:
@@ -273,9 +283,10 @@ def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request:
             rows = []
             for w in tqdm(workers, desc="fleet", unit="row", disable=not progress):
                 n = batch * per_request
-                rows.append(_row(procs, addresses, ports, contexts, w, batch, per_request, step_ms, seconds, stream))
+                rows.append(_row(procs, addresses, ports, contexts, w, batch, per_request, step_ms, seconds, stream,
+                                 samples))
                 rows[-1]["in_process_cpu_us_per_context"] = _in_process_cost(
-                    local, contexts, w * 1e3 / step_ms, n, min(seconds, IN_PROCESS_S))
+                    local, contexts, w * 1e3 / step_ms, n, min(seconds, IN_PROCESS_S), samples)
             local.close()
             role = "segment reader" if segment_readers else "replica"
             memory = [{"role": "writer" if i == 0 else role, **_memory_mb(p.pid)} for i, p in enumerate(procs)]
