@@ -356,6 +356,18 @@ def test_answers_off_the_wire_need_no_kernel_compiled_after_warm_up():
     assert done.stdout.strip() == "", f"compiled after warm-up: {done.stdout.strip()}"
 
 
+def test_a_request_samples_as_many_occurrences_as_it_asks(live):
+    """The pacing's sample budget reaches the service: a lookup asked for 1 sample reads one of
+    the 3 occurrences, the next one (no budget given) the source's own 64, so all 3."""
+    _, client = live
+    source = RemoteSource(client, "ns", LookupParams(min_occurrences=1, depth=4), CircuitBreaker(), timeout_s=2.0)
+    source.request("a", [TEXT[1:3]], samples=1)
+    one = source.collect("a", None, 2.0)
+    source.request("b", [TEXT[1:3]])
+    every = source.collect("b", None, 2.0)
+    assert one.meta[0].tolist() == [2, 3, 1] and every.meta[0].tolist() == [2, 3, 3]
+
+
 def test_a_request_the_breaker_refuses_drops_the_answer_asked_before_it(live):
     """A step's prefetch asked while the breaker is open is not made; the answer of an earlier
     prefetch under the same key, never collected (a plain step came between), must not be handed
