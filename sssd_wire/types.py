@@ -48,6 +48,11 @@ class LookupParams:
             if not ok:
                 raise InvalidArgument(message)
 
+    def sampling(self, samples: int | None) -> "LookupParams":
+        """These parameters with ``samples`` occurrences read per context (None: as they are)."""
+        return self if samples is None or samples == self.sample_budget else dataclasses.replace(
+            self, sample_budget=samples)
+
 
 class ContinuationTree:
     """What followed a context tail in the datastore, as a counted trie.

@@ -83,3 +83,14 @@ def test_prefetch_asks_the_datastore_before_it_learns():
     spec.prefetch(["r"])
     assert at_request[-1] == (1, 1)  # asked while the committed step was still to be learned from
     assert (len(spec._unindexed), len(spec._to_learn)) == (0, 0)  # learned after
+
+
+def test_lookup_params_with_a_sample_budget():
+    from sssd_wire.errors import InvalidArgument
+    from sssd_wire.types import LookupParams
+
+    base = LookupParams(depth=9)
+    assert base.sampling(None) is base and base.sampling(64) is base
+    assert base.sampling(128) == LookupParams(depth=9, sample_budget=128)
+    with pytest.raises(InvalidArgument, match="sample_budget 0"):
+        base.sampling(0)

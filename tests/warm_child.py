@@ -2,8 +2,6 @@
 datastore answers that went through the wire codec compiles nothing more. Prints the kernels
 that compiled a new variant (nothing when all is well)."""
 
-import dataclasses
-
 import numpy as np
 
 from client_sdk.drafting import cache_kernels, kernels, resolve_kernels, step_kernels
@@ -27,7 +25,7 @@ class WireSource:
         self.options, self.pending = options, {}
 
     def request(self, key, contexts, samples=None) -> None:
-        options = self.options if samples is None else dataclasses.replace(self.options, sample_budget=samples)
+        options = self.options.sampling(samples)
         req = codec.lookup_request("w", contexts, options)
         ctx, off = codec.contexts_from_proto(req)
         self.pending[key] = codec.tries_from_proto(codec.tries_to_proto(self.ns.lookup_packed(ctx, off, options)))

@@ -45,7 +45,6 @@ class RemoteSource:
         self.client = client
         self.namespace = namespace
         self.options = options
-        self._by_samples: dict[int, LookupParams] = {}
         self.breaker = breaker or CircuitBreaker()
         self.timeout_s = timeout_s
         self.stats = SourceStats()
@@ -59,15 +58,6 @@ class RemoteSource:
         self._late_streak = 0
         self._open = False  # whether the breaker was last seen open (for its log lines)
 
-    def _options(self, samples: int | None) -> LookupParams:
-        """``options`` with this sample budget (one LookupParams per budget, made once)."""
-        if samples is None or samples == self.options.sample_budget:
-            return self.options
-        got = self._by_samples.get(samples)
-        if got is None:
-            got = self._by_samples[samples] = dataclasses.replace(self.options, sample_budget=samples)
-        return got
-
     @staticmethod
     def _fingerprint(contexts) -> bytes:
         return b"|".join(np.asarray(c, dtype="<i4").tobytes() for c in contexts)
@@ -79,7 +69,7 @@ class RemoteSource:
         occurrences each context samples (None: ``options``')."""
         fut = None
         if self.breaker.allow():
-            fut = self.client.lookup_future(self.namespace, contexts, self._options(samples), timeout_s=self.timeout_s,
+            fut = self.client.lookup_future(self.namespace, contexts, self.options.sampling(samples), timeout_s=self.timeout_s,
                                             flat=True)
             self.stats.requested += 1
         else:

@@ -25,7 +25,6 @@ service's per-context CPU compares with like for like. Everything is bounded in 
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing as mp
 import os
 import tempfile
@@ -69,8 +68,7 @@ def prefetch_params(samples: int | None = None):
     from client_sdk.types import DraftConfig
 
     draft = DraftConfig()
-    params = lookup_options(draft, draft.max_depth, outcomes=True)
-    return params if samples is None else dataclasses.replace(params, sample_budget=samples)
+    return lookup_options(draft, draft.max_depth, outcomes=True).sampling(samples)
 
 
 def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds: float, seed: int,

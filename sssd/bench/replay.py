@@ -82,8 +82,7 @@ class InProcessSource:
         self._pending: dict = {}
 
     def request(self, key, contexts, samples: int | None = None) -> None:
-        options = self.options if samples is None else dataclasses.replace(self.options, sample_budget=samples)
-        self._pending[key] = (contexts, options)
+        self._pending[key] = (contexts, self.options.sampling(samples))
 
     def collect(self, key, contexts, deadline_s: float) -> TrieBatch | None:
         asked = self._pending.pop(key, None)
