@@ -173,3 +173,23 @@ def test_find_range_is_every_suffix_that_starts_with_the_pattern(docs, pattern, 
     lo, hi = find_range(seg.tokens, seg.sa, first, pat, pat.shape[0])
     starts = {int(p) for p in range(seg.n) if seg.tokens[p : p + pat.shape[0]].tolist() == pattern}
     assert {int(p) for p in seg.sa[lo:hi]} == starts
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.lists(st.integers(0, 3), min_size=4, max_size=4), min_size=1, max_size=60),
+       max_nodes=st.integers(1, 80))
+def test_a_trie_over_its_node_budget_keeps_the_most_frequent_nodes_in_preorder(rows, max_nodes):
+    """The node budget keeps the nodes a stable sort by falling count would put first (ties in
+    preorder), renumbered in preorder with their parents remapped: the kernel's histogram
+    selection checked against that sort over the kernel's own untruncated trie. Token 3 is
+    the separator, so rows end early and counts tie often."""
+    from datastore_service.core.kernels import trie
+
+    sorted_rows = np.asarray(sorted(rows), dtype=np.int32)
+    tok, par, cnt = (a.tolist() for a in trie(sorted_rows, 3, 1 << 20))
+    keep = sorted(sorted(range(len(cnt)), key=lambda i: -cnt[i])[:max_nodes])
+    new_id = {old: j for j, old in enumerate(keep)}
+    want = ([tok[i] for i in keep], [new_id[par[i]] if par[i] >= 0 else -1 for i in keep], [cnt[i] for i in keep])
+    got = tuple(a.tolist() for a in trie(sorted_rows, 3, max_nodes))
+    assert got == want
+    assert all(p < j for j, p in enumerate(got[1]))  # parents first: a connected subtree
