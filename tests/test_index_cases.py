@@ -193,3 +193,16 @@ def test_a_trie_over_its_node_budget_keeps_the_most_frequent_nodes_in_preorder(r
     got = tuple(a.tolist() for a in trie(sorted_rows, 3, max_nodes))
     assert got == want
     assert all(p < j for j, p in enumerate(got[1]))  # parents first: a connected subtree
+
+
+@settings(max_examples=150, deadline=None)
+@given(runs=st.lists(st.lists(st.lists(st.integers(0, 3), min_size=3, max_size=3), max_size=20), min_size=1, max_size=7))
+def test_sorted_runs_merge_into_one_sorted_list_of_the_same_rows(runs):
+    """Each segment's sampled rows come sorted; merging the runs gives all of them in order,
+    for any number of runs (odd counts leave one unpaired each pass), empty ones included."""
+    from datastore_service.core.kernels import merge_runs
+
+    parts = [sorted(r) for r in runs]
+    rows = np.asarray([row for part in parts for row in part], dtype=np.int32).reshape(-1, 3)
+    bounds = np.cumsum([0] + [len(p) for p in parts]).astype(np.int64)
+    assert merge_runs(rows, bounds).tolist() == sorted(rows.tolist())

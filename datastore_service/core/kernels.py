@@ -196,16 +196,19 @@ def _row_less(rows, i, j):
 
 
 @numba.njit(**NOPYTHON)
-def sort_rows(rows):
-    """Rows in lexicographic order (stable bottom-up merge sort of row indices)."""
+def merge_runs(rows, bounds):
+    """Rows in lexicographic order, given that rows[bounds[r] : bounds[r + 1]] are each sorted
+    (one run per segment): neighbouring runs merged pairwise, stably, until one is left."""
     m = rows.shape[0]
     idx = np.arange(m)
     tmp = np.empty(m, dtype=np.int64)
-    width = 1
-    while width < m:
-        for a in range(0, m, 2 * width):
-            mid = min(a + width, m)
-            b = min(a + 2 * width, m)
+    runs = bounds.copy()
+    nr = runs.shape[0] - 1
+    while nr > 1:
+        out_runs = 0
+        for r in range(0, nr, 2):
+            a, mid = runs[r], runs[r + 1]
+            b = runs[r + 2] if r + 1 < nr else mid
             i, j, o = a, mid, a
             while i < mid and j < b:
                 if _row_less(rows, idx[j], idx[i]):
@@ -223,8 +226,11 @@ def sort_rows(rows):
                 tmp[o] = idx[j]
                 j += 1
                 o += 1
+            runs[out_runs] = a
+            out_runs += 1
+        runs[out_runs] = m
+        nr = out_runs
         idx, tmp = tmp, idx
-        width *= 2
     out = np.empty_like(rows)
     for r in range(m):
         out[r] = rows[idx[r]]
@@ -239,6 +245,7 @@ def _sample_all(segs, dead, ranges, k, total, budget, depth):
         c = ranges[s, k, 1] - ranges[s, k, 0]
         cap += c if total <= budget else max(1, (budget * c) // total) if c > 0 else 0
     out = np.empty((cap, depth), dtype=np.int32)
+    bounds = np.zeros(len(segs) + 1, dtype=np.int64)
     m, live, scanned, parts = 0, 0.0, 0, 0
     for s in range(len(segs)):
         tokens, sa, _, alive, doc_starts = segs[s]
@@ -253,9 +260,10 @@ def _sample_all(segs, dead, ranges, k, total, budget, depth):
         live += c * (rows.shape[0] / take)
         scanned += take
         parts += 1
+        bounds[parts] = m
     rows = out[:m]
     if parts > 1:
-        rows = sort_rows(rows)
+        rows = merge_runs(rows, bounds[: parts + 1])
     return rows, int(np.round(live)), scanned
 
 
