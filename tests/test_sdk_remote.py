@@ -399,3 +399,25 @@ def test_a_step_after_a_refused_prefetch_uses_no_earlier_steps_answer(live):
     spec.commit("r", [4])
     spec.draft(["r"])
     assert source.stats.skipped_open == 1 and spec.counts["arrived"] == 0  # arrived: a prefetch answer used
+
+
+@pytest.mark.parametrize("late_every, opens", [(2, True), (4, False)])
+def test_a_service_late_on_half_its_answers_opens_the_breaker_though_no_streak_does(live, late_every, opens):
+    """Late and in-time answers alternate, so no run of late ones reaches late_limit (4) and the
+    in-time ones keep resetting the failure count. Half of 16 answers late opens the breaker all
+    the same, once, with a log line; one in four late leaves it closed."""
+    server, client = live
+    servicer = server.server.servicer
+    source = RemoteSource(client, "ns", LookupParams(min_occurrences=1, depth=4),
+                          CircuitBreaker(threshold=3, cooldown_s=30.0), timeout_s=2.0)
+    for i in range(32):
+        late = i % late_every == 0
+        servicer.lookup_delay_s = 0.5 if late else 0.0
+        source.request("step", [TEXT[1:3]])
+        got = source.collect("step", None, 0.0 if late else 2.0)
+        assert (got is None) == late
+        if source.breaker.state != "closed":
+            break
+    servicer.lookup_delay_s = 0.0
+    assert source.stats.late >= 8 if opens else source.stats.late == 8
+    assert (source.breaker.state == "open", source.stats.opened) == ((True, 1) if opens else (False, 0))

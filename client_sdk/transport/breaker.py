@@ -44,6 +44,13 @@ class CircuitBreaker:
         with self._lock:
             self._failures = 0
 
+    def trip(self) -> None:
+        """Open now, whatever the count (a verdict reached elsewhere, e.g. from a window of late
+        answers); a trial call after cooldown_s decides as after any other opening."""
+        with self._lock:
+            self._failures = max(self._failures, self.threshold)
+            self._open_until = self.clock() + self.cooldown_s
+
     def failure(self) -> None:
         with self._lock:
             self._failures += 1

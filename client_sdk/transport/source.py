@@ -8,6 +8,7 @@ local sources and the step never waits longer than the deadline.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -39,9 +40,13 @@ class RemoteSource:
     """Thread-safe. One outstanding prefetch per key (e.g. per decode step)."""
 
     def __init__(self, client: DatastoreClient, namespace: str, options: LookupParams,
-                 breaker: CircuitBreaker | None = None, timeout_s: float = 0.05, late_limit: int = 4) -> None:
+                 breaker: CircuitBreaker | None = None, timeout_s: float = 0.05, late_limit: int = 4,
+                 late_window: int = 16) -> None:
         """late_limit: this many answers late in a row count as one failure for the breaker (one
-        late answer, e.g. a cold connection or one slow step, is no verdict on the service)."""
+        late answer, e.g. a cold connection or one slow step, is no verdict on the service).
+        late_window: when half of the last this many answers came late, the breaker opens at
+        once: a service late that often is not keeping up, even when in-time answers between
+        the late ones break every streak, and its lookups only add to the load (0: off)."""
         self.client = client
         self.namespace = namespace
         self.options = options
@@ -56,6 +61,9 @@ class RemoteSource:
         self._cancel_later: list[futures.Future] = []
         self.late_limit = late_limit
         self._late_streak = 0
+        self._recent: collections.deque[bool] = collections.deque(maxlen=max(late_window, 1))
+        self._recent_late = 0  # how many of _recent were late
+        self.late_window = late_window
         self._open = False  # whether the breaker was last seen open (for its log lines)
 
     @staticmethod
@@ -116,10 +124,29 @@ class RemoteSource:
             if reopened:
                 log.info("datastore %s answering in time again: lookups resume", self.client.address)
 
-    def _failure(self, why: str) -> None:
-        """Tell the breaker; when that opens it, say so (a warning the first time, then info):
-        drafting goes on from local sources without the datastore until a trial call succeeds."""
-        self.breaker.failure()
+    def _note_lateness(self, late: bool) -> None:
+        """Count one collected answer in the window of the last ``late_window``; open the
+        breaker when half of a full window came late (the window then starts afresh)."""
+        if not self.late_window:
+            return
+        recent = self._recent
+        if len(recent) == recent.maxlen:
+            self._recent_late -= recent.popleft()
+        recent.append(late)
+        self._recent_late += late
+        if late and len(recent) == recent.maxlen and 2 * self._recent_late >= recent.maxlen:
+            late_count, self._recent_late = self._recent_late, 0
+            recent.clear()
+            self._failure(f"{late_count} of the last {recent.maxlen} answers too late to use", trip=True)
+
+    def _failure(self, why: str, trip: bool = False) -> None:
+        """Tell the breaker (``trip``: open it now); when that opens it, say so (a warning the
+        first time, then info): drafting goes on from local sources without the datastore until
+        a trial call succeeds."""
+        if trip:
+            self.breaker.trip()
+        else:
+            self.breaker.failure()
         if self.breaker.state == "closed":
             return
         with self._lock:
@@ -150,6 +177,7 @@ class RemoteSource:
                 result = fut.result(timeout=max(deadline_s, 0.0))
                 self.stats.used += 1
                 self._late_streak = 0
+                self._note_lateness(False)
                 return result
         except futures.TimeoutError:
             pass
@@ -167,6 +195,7 @@ class RemoteSource:
         if self._late_streak >= self.late_limit:
             self._late_streak = 0
             self._failure(f"{self.late_limit} answers in a row too late to use")
+        self._note_lateness(True)
         self._abandon(fut)  # a late answer is never used: the service need not finish it
         return None
 
