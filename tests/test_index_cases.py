@@ -196,7 +196,8 @@ def test_a_trie_over_its_node_budget_keeps_the_most_frequent_nodes_in_preorder(r
 
 
 @settings(max_examples=150, deadline=None)
-@given(runs=st.lists(st.lists(st.lists(st.integers(0, 3), min_size=3, max_size=3), max_size=20), min_size=1, max_size=7))
+@given(runs=st.lists(st.lists(st.lists(st.integers(0, 3), min_size=3, max_size=3), max_size=20),
+                     min_size=1, max_size=7))
 def test_sorted_runs_merge_into_one_sorted_list_of_the_same_rows(runs):
     """Each segment's sampled rows come sorted; merging the runs gives all of them in order,
     for any number of runs (odd counts leave one unpaired each pass), empty ones included."""

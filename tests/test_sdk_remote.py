@@ -402,10 +402,11 @@ def test_a_step_after_a_refused_prefetch_uses_no_earlier_steps_answer(live):
 
 
 @pytest.mark.parametrize("late_every, opens", [(2, True), (4, False)])
-def test_a_service_late_on_half_its_answers_opens_the_breaker_though_no_streak_does(live, late_every, opens):
+def test_a_service_late_on_half_its_answers_opens_the_breaker_though_no_streak_does(live, late_every, opens, caplog):
     """Late and in-time answers alternate, so no run of late ones reaches late_limit (4) and the
     in-time ones keep resetting the failure count. Half of 16 answers late opens the breaker all
-    the same, once, with a log line; one in four late leaves it closed."""
+    the same, once, with a warning; one in four late leaves it closed."""
+    caplog.set_level(logging.WARNING, logger="sssd.sdk")
     server, client = live
     servicer = server.server.servicer
     source = RemoteSource(client, "ns", LookupParams(min_occurrences=1, depth=4),
@@ -421,3 +422,5 @@ def test_a_service_late_on_half_its_answers_opens_the_breaker_though_no_streak_d
     servicer.lookup_delay_s = 0.0
     assert source.stats.late >= 8 if opens else source.stats.late == 8
     assert (source.breaker.state == "open", source.stats.opened) == ((True, 1) if opens else (False, 0))
+    said = [r.getMessage() for r in caplog.records if "of the last 16 answers too late" in r.getMessage()]
+    assert len(said) == (1 if opens else 0)

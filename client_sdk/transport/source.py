@@ -77,8 +77,8 @@ class RemoteSource:
         occurrences each context samples (None: ``options``')."""
         fut = None
         if self.breaker.allow():
-            fut = self.client.lookup_future(self.namespace, contexts, self.options.sampling(samples), timeout_s=self.timeout_s,
-                                            flat=True)
+            fut = self.client.lookup_future(self.namespace, contexts, self.options.sampling(samples),
+                                            timeout_s=self.timeout_s, flat=True)
             self.stats.requested += 1
         else:
             self.stats.skipped_open += 1
