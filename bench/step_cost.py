@@ -53,8 +53,7 @@ class AnsweredAtOnce(replay.InProcessSource):
 
     def request(self, key, contexts, samples=None) -> None:
         start = time.thread_time()
-        options = self.options if samples is None else dataclasses.replace(self.options, sample_budget=samples)
-        self._pending[key] = self.lookup(contexts, options)
+        self._pending[key] = self.lookup(contexts, self.options.sampling(samples))
         self.lookup_cpu_s += time.thread_time() - start
 
     def collect(self, key, contexts, deadline_s: float):

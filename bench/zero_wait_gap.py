@@ -23,8 +23,10 @@ datastore) in the product's zero-wait mode, with one thing changed per variant:
 - ``bigrams=N``: a 2-token slot left empty by the step's own sources becomes a fresh lookup of
   exactly the committed context's last 2 tokens when that bigram is among the N likeliest the
   single-token table shows (N = 0: any bigram): the ceiling of a prefilled bigram table (not built);
-- ``prefetch=S:N``: the prefetch lookups sample S occurrences into tries of N nodes (64:64 shipped);
-- ``samples=S``: every datastore lookup samples S occurrences (64 shipped), in both modes
+- ``prefetch=S:N``: the prefetch lookups sample S occurrences into tries of N nodes (128:64
+  shipped since ac84217; 64:64 before);
+- ``samples=S``: ``DraftConfig.remote_samples`` = S (64 shipped): what blocking lookups sample,
+  and what zero-wait lookups sampled before ``prefetch_samples`` (ac84217)
   (``blocking-samples=S``: the same with a blocking lookup);
 - ``shorter``: each suffix asked one token shorter (the 1-token one not at all), so that the
   descent by the bonus token gives the blocking lookup's lengths (4, 2; 1 from the table);

@@ -88,7 +88,8 @@ class InProcessSource:
         asked = self._pending.pop(key, None)
         if asked is None:
             return None
-        return self.lookup(*asked) if contexts is None else self.lookup(contexts, self.options)
+        requested, options = asked
+        return self.lookup(requested if contexts is None else contexts, options)
 
     def fetch(self, contexts) -> TrieBatch:
         return self.lookup(contexts, self.options)
