@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import time
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5)
+GC_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 
 class Metrics:
@@ -31,8 +35,28 @@ class Metrics:
         self.replica_lag = Gauge("sssd_replica_lag_seconds", "seconds since the writer's last batch (replicas)",
                                  registry=r)
         self.replica_reconnects = Gauge("sssd_replica_reconnects", "times a replica lost its writer", registry=r)
+        # every collection of Python's cyclic GC stops all of this process's threads (lookups included)
+        self.gc_pauses = Histogram("sssd_gc_pause_seconds", "Python garbage collector pauses by generation",
+                                   ["generation"], buckets=GC_BUCKETS, registry=r)
+        self.gc_frozen = Gauge("sssd_gc_frozen_objects", "start-up objects left out of garbage collections "
+                               "(sssd serve freezes them once serving)", registry=r)
+        self._gc_started = 0.0
         self.follower = None  # the replica's Follower; read at every scrape
         self.datastore = None  # the Datastore; its failure count is read at every scrape
+
+    def watch_gc(self, on: bool = True) -> None:
+        """Time this process's garbage collections into ``gc_pauses`` (off: stop; the hook is
+        process-wide, so a server removes it when it stops)."""
+        if on and self._on_gc not in gc.callbacks:
+            gc.callbacks.append(self._on_gc)
+        elif not on and self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.gc_pauses.labels(str(info["generation"])).observe(time.perf_counter() - self._gc_started)
 
     def observe_namespaces(self, stats) -> None:
         """Per namespace when ``namespace_labels`` (the names are tenants' business: off by

@@ -20,6 +20,7 @@ def test_fleet_rows_from_real_processes(tmp_path):
         assert row["p50_ms"] <= row["p99_ms"]
         assert row["server_p50_ms_at_most"] is not None  # the servers' own histograms were read
         assert row["in_process_cpu_us_per_context"] > 0  # the same lookups in process, at the same rate
+        assert row["server_gc_ms"] >= 0  # the servers' garbage collection pauses in the window
     assert result["provenance"]["machine"]["cores"] >= 1
     assert [s["role"] for s in result["servers"]] == ["writer", "replica"]
     assert all(0 < s["anonymous_mb"] <= s["pss_mb"] <= s["rss_mb"] for s in result["servers"])

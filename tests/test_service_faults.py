@@ -154,3 +154,24 @@ def test_cpu_burners_of_a_killed_bench_stop_spinning():
             "    os.kill(os.getpid(), signal.SIGKILL)\n")
     alive = _left_running(code, 2)
     assert not alive, f"burners {alive} still spinning 30 s after their bench was killed"
+
+
+def test_a_serve_process_freezes_its_start_up_heap(tmp_path):
+    """``sssd serve`` leaves start-up objects out of later garbage collections (and says how
+    many on /metrics); a server embedded in another process (the tests' own) does not."""
+    import gc
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc, _ = serve_process.start_server(str(tmp_path / "gc.db"), "--metrics-port", str(port), cwd=str(ROOT))
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    frozen = [float(line.split()[-1]) for line in text.splitlines() if line.startswith("sssd_gc_frozen_objects ")]
+    assert frozen and frozen[0] > 10_000  # imports, kernels and the datastore: far more than a handful
+    assert gc.get_freeze_count() == 0

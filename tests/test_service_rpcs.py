@@ -181,6 +181,22 @@ def test_metrics_endpoint(server_factory, per_namespace):
         assert 'sssd_namespace_tokens{namespace="all"} 2.0' in text and "alpha" not in text
 
 
+def test_garbage_collector_pauses_are_timed_while_the_metrics_endpoint_serves(server_factory):
+    import gc
+    import urllib.request
+
+    server = server_factory(metrics_port=0)
+    hook = server.server.metrics._on_gc
+    assert hook in gc.callbacks
+    gc.collect()  # a full collection of this (the test's) process
+    text = urllib.request.urlopen(f"http://127.0.0.1:{server.server.metrics_port}/metrics", timeout=5).read().decode()
+    counts = {line.split("}")[0]: float(line.split()[-1]) for line in text.splitlines()
+              if line.startswith("sssd_gc_pause_seconds_count")}
+    assert counts['sssd_gc_pause_seconds_count{generation="2"'] >= 1
+    server.stop()
+    assert hook not in gc.callbacks  # the hook is process-wide: a stopped server removes it
+
+
 @pytest.mark.parametrize("error,code", [
     ("database or disk is full", grpc.StatusCode.RESOURCE_EXHAUSTED),
     ("disk I/O error", grpc.StatusCode.UNAVAILABLE),

@@ -17,10 +17,11 @@ Per row: contexts/s served, server CPU-seconds per context (utime + stime of the
 processes over the measured window, from /proc: it does not depend on how the cores are
 shared with the workers), latency p50/p99 as the workers see it and the late fraction, and
 the servers' own Lookup latency p50/p99 (from their /metrics histograms: bucket upper
-bounds, without the workers' queueing). Each row also gives the in-process cost of the same
-lookups made at the same call rate against the same datastore in the bench process
-(``in_process_cpu_us_per_context``, thread CPU time of the lookup calls alone): what the
-service's per-context CPU compares with like for like. Everything is bounded in time.
+bounds, without the workers' queueing) and the time their garbage collections stopped them.
+Each row also gives the in-process cost of the same lookups made at the same call rate
+against the same datastore in the bench process (``in_process_cpu_us_per_context``, thread
+CPU time of the lookup calls alone): what the service's per-context CPU compares with like
+for like. Everything is bounded in time.
 """
 
 from __future__ import annotations
@@ -116,15 +117,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _lookup_buckets(metrics_port: int) -> dict[float, float]:
-    """The server's own Lookup latency histogram: cumulative count per upper bound (seconds)."""
+def _server_metrics(metrics_port: int) -> tuple[dict[float, float], float]:
+    """The server's own Lookup latency histogram (cumulative count per upper bound, seconds)
+    and the seconds its garbage collections have stopped it so far."""
     import urllib.request
 
     from prometheus_client.parser import text_string_to_metric_families
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
-    return {float(s.labels["le"]): s.value for family in text_string_to_metric_families(text)
-            for s in family.samples if s.name == "sssd_rpc_seconds_bucket" and s.labels.get("method") == "Lookup"}
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    buckets = {float(s.labels["le"]): s.value for s in samples
+               if s.name == "sssd_rpc_seconds_bucket" and s.labels.get("method") == "Lookup"}
+    return buckets, sum(s.value for s in samples if s.name == "sssd_gc_pause_seconds_sum")
 
 
 def _server_percentile(before: list[dict], after: list[dict], q: float) -> float | None:
@@ -232,10 +236,10 @@ def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_reques
     while time.time() < start_at:
         time.sleep(0.005)
     cpu0, t0 = sum(_cpu_seconds(p.pid) for p in procs), time.perf_counter()
-    hist0 = [_lookup_buckets(p) for p in ports]
+    hist0, gc0 = zip(*(_server_metrics(p) for p in ports))
     results = [out.get(timeout=seconds + 120) for _ in kids]
     cpu1, wall = sum(_cpu_seconds(p.pid) for p in procs), time.perf_counter() - t0
-    hist1 = [_lookup_buckets(p) for p in ports]
+    hist1, gc1 = zip(*(_server_metrics(p) for p in ports))
     for k in kids:
         k.join(timeout=30)
     latencies = [x for r in results for x in r["latencies"]]
@@ -254,6 +258,8 @@ def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_reques
         # in the servers themselves (no client queueing), bucket upper bounds
         "server_p50_ms_at_most": _server_percentile(hist0, hist1, 0.5),
         "server_p99_ms_at_most": _server_percentile(hist0, hist1, 0.99),
+        # the servers' garbage collection pauses in the window, summed (each stops a whole server)
+        "server_gc_ms": round((sum(gc1) - sum(gc0)) * 1e3, 1),
         "failed": sum(r["failed"] for r in results), "steps": steps,
     }
 
