@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +37,10 @@ class Limits:
     # lookups with contexts x sample_budget up to this run on the event loop: a thread hop
     # costs ~0.35 ms on a 2-core box, more than the kernel needs for a decode step's batch
     inline_lookup_work: int = 64 * 64
+    # lookups up to this much work also run on the event loop while the server is quiet: no
+    # lookup in the pool, and inline lookups took less than idle_inline_share of its last second
+    idle_inline_work: int = 256 * 128
+    idle_inline_share: float = 0.25  # beyond it, a call arriving meanwhile would often wait for the loop
 
 
 class DatastoreServicer(pb_grpc.DatastoreServicer):
@@ -49,6 +54,8 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         self.started = time.monotonic()
         self.writer = ""  # a read replica: the writer's address (writes are refused here)
         self.stopping = asyncio.Event()  # set at shutdown: open Follow streams end
+        self._pooled = 0  # lookups running in the pool now (read and written on the event loop only)
+        self._inline_s, self._inline_at = 0.0, 0.0  # inline lookup seconds, decayed over ~1 s, as of when
 
     def _writable(self) -> Datastore:
         if self.writer:
@@ -121,13 +128,37 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         ctx, ctx_off = codec.contexts_from_proto(req)
         ds = self._store()
         ds.namespace(req.namespace)
-        if n * params.sample_budget <= self.limits.inline_lookup_work:
+        if self._inline(n * params.sample_budget):
+            start = time.monotonic()
             batch = ds.lookup_packed(req.namespace, ctx, ctx_off, params)  # cheaper than a thread hop
+            self._inline_s = self._loop_share(time.monotonic()) + (time.monotonic() - start)
         else:
-            batch = await self._run(ds.lookup_packed, req.namespace, ctx, ctx_off, params)
+            self._pooled += 1
+            try:
+                batch = await self._run(ds.lookup_packed, req.namespace, ctx, ctx_off, params)
+            finally:
+                self._pooled -= 1
         self.metrics.lookup_contexts.inc(n)
         self.metrics.lookup_matched.inc(int(np.count_nonzero(batch.meta[:, 0])))
         return codec.tries_to_proto(batch, req.request_id)
+
+    def _inline(self, work: int) -> bool:
+        """Whether a lookup of ``work`` (contexts x samples) runs on the event loop. Small ones
+        always do. Larger ones do while the server is quiet: handing a call to a pool thread
+        that sleeps costs CPU (its wake-up, then the loop's, each on cold caches) and delays the
+        answer. Once lookups overlap or keep the loop busy, they go to the pool, so that they
+        use every core and a call that arrives meanwhile is not held up behind one."""
+        lim = self.limits
+        if work <= lim.inline_lookup_work:
+            return True
+        return (work <= lim.idle_inline_work and self._pooled == 0
+                and self._loop_share(time.monotonic()) < lim.idle_inline_share)
+
+    def _loop_share(self, now: float) -> float:
+        """Seconds of inline lookups per second lately (an exponential decay with a 1 s time constant)."""
+        self._inline_s *= math.exp(min(0.0, self._inline_at - now))
+        self._inline_at = now
+        return self._inline_s
 
     async def Lookup(self, request, context):
         return await self._lookup(request)

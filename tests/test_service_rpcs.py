@@ -42,6 +42,43 @@ def test_lookup_equals_core(server, loaded):
     assert trees[0].match_length == 4 and sorted(trees[0].tokens.tolist()) == [5, 6]
 
 
+def test_a_quiet_server_looks_up_on_its_loop_and_hands_lookups_to_the_pool_once_they_overlap(server, loaded):
+    import threading
+
+    servicer = server.server.servicer
+    ds = servicer.ds
+    core, threads, held, release = ds.lookup_packed, [], threading.Event(), threading.Event()
+
+    def recording(ns, ctx, offs, params):
+        threads.append(threading.current_thread().name)
+        if ctx[0] == 8:  # the held call
+            held.set()
+            assert release.wait(10)
+        return core(ns, ctx, offs, params)
+
+    ds.lookup_packed = recording
+    big = LookupParams(sample_budget=64)  # 100 contexts x 64 samples: above the always-inline size
+    contexts = [np.array([1, 2, 3])] * 100
+    assert loaded.lookup("alpha", contexts, big)[0].match_length == 3
+    assert threads == ["sssd-embedded"]  # quiet: on the event loop, no thread hop
+    servicer._inline_s, servicer._inline_at = 1.0, time.monotonic()  # inline lookups kept the loop busy
+    loaded.lookup("alpha", contexts, big)
+    assert threads[-1].startswith("sssd-worker")
+    # one lookup held in the pool: another one that arrives meanwhile goes to the pool too
+    servicer._inline_s, servicer._inline_at = 1.0, time.monotonic()
+    first = loaded.lookup_future("alpha", [np.array([8, 1, 2])] + contexts[1:], big)
+    assert held.wait(10)
+    servicer._inline_s = 0.0
+    assert loaded.lookup("alpha", contexts, big)[0].match_length == 3
+    assert threads[-1].startswith("sssd-worker") and servicer._pooled == 1
+    release.set()
+    assert first.result(timeout=10)[1].match_length == 3
+    assert servicer._pooled == 0
+    servicer._inline_s, servicer._inline_at = 1.0, time.monotonic()
+    small = loaded.lookup("alpha", contexts[:10], big)  # always on the loop, however busy
+    assert threads[-1] == "sssd-embedded" and small[0].match_length == 3
+
+
 def test_lookup_future_and_stream(loaded):
     fut = loaded.lookup_future("alpha", [np.array([2, 3])])
     assert fut.result(timeout=10)[0].match_length == 2
