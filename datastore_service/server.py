@@ -268,8 +268,9 @@ async def serve(config: ServerConfig) -> None:
 def freeze_heap() -> int:
     """Leave what start-up built (imports, compiled kernels, the loaded datastore) out of every
     later garbage collection: a full collection of this heap stops every thread of the server,
-    lookups included, for 50-70 ms on a 2-core box (BENCHMARKS.md); frozen, it scans only what
-    serving allocated since. Objects frozen here are still freed when their last reference goes;
+    lookups included, for tens of milliseconds (67-191 ms of pauses in one 10 s row of the fleet
+    bench on a 2-core box, 4-5 ms frozen: BENCHMARKS.md); frozen, it scans only what serving
+    allocated since. Objects frozen here are still freed when their last reference goes;
     only a reference cycle among them would stay. For the ``sssd serve`` process, not a server
     embedded in someone else's (tests, the demo)."""
     gc.collect()
