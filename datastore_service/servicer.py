@@ -2,7 +2,8 @@
 
 It validates caps and authorisation; it never builds error responses (errors are raised
 and mapped by the interceptor). Blocking work (SQLite commits, lookups) runs in a thread
-pool: the lookup kernels release the GIL, so lookups use every core.
+pool: the lookup kernels release the GIL, so lookups use every core. Small lookups, and
+lookups on a quiet server, run on the event loop instead (``_inline``).
 """
 
 from __future__ import annotations
