@@ -132,7 +132,8 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         if self._inline(n * params.sample_budget):
             start = time.monotonic()
             batch = ds.lookup_packed(req.namespace, ctx, ctx_off, params)  # cheaper than a thread hop
-            self._inline_s = self._loop_share(time.monotonic()) + (time.monotonic() - start)
+            end = time.monotonic()
+            self._inline_s = self._loop_share(end) + (end - start)
         else:
             self._pooled += 1
             try:
