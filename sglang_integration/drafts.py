@@ -81,7 +81,6 @@ class BatchDrafter:
         self._last_batch = 0
         self._deferred: list[RequestView] = []  # a plain step's requests, synced in prefetch
         self._plain = False  # the last ``drafts`` was a planned plain step, not yet booked (prefetch does)
-        self._timed: tuple[int, int, float] | None = None  # (batch, width, seconds) of a step not yet learnt
         self._finished: dict[str, None] = {}  # rids already fed back (insertion-ordered, bounded)
         self.vocab_size = vocab_size
         self._state: dict[str, _State] = {}
@@ -101,8 +100,7 @@ class BatchDrafter:
         """The step's [bs * width] tokens and [bs * width * width] mask (width: ``last_width``).
 
         last_step_s: how long the previous step's verification took (the planner learns its cost
-        table from it in ``prefetch``, beside the GPU, after that step's outcomes were committed,
-        as it requires; so this step's plan does not know it yet). Adaptive: a
+        table from it, after that step's outcomes were committed, as it requires). Adaptive: a
         plain step (the planner's budget 0: width 1, or a wider width whose cost it probes,
         padded with the layout's filler tokens) drafts nothing, and the requests' new tokens are fed
         to their indexes in ``prefetch``, beside the GPU, instead of here."""
@@ -111,9 +109,8 @@ class BatchDrafter:
         synced = self._deferred or self.last_width > 1 or not self.adaptive
         if synced:
             self._sync_all(reqs)  # the last step's outcomes: its records precede observe_step
-        self._learn()  # a caller that does not call prefetch: the step before the last one
         if last_step_s is not None and self._last_batch:
-            self._timed = (self._last_batch, self.last_width, last_step_s)
+            self.spec.observe_step(self._last_batch, self.last_width, last_step_s)
         self._last_batch = len(reqs)
         roots = np.fromiter((req.output[-1] if len(req.output) else req.prompt[-1] for req in reqs),
                             dtype=np.int64, count=len(reqs))
@@ -161,14 +158,7 @@ class BatchDrafter:
         self._book_plain()
         if self._deferred:
             self._sync_all(self._deferred)
-        self._learn()
         self.spec.prefetch([rid for rid in rids if rid in self._state])
-
-    def _learn(self) -> None:
-        """The planner learns the time of the last verified step (its outcomes already committed)."""
-        if self._timed is not None:
-            self.spec.observe_step(*self._timed)
-            self._timed = None
 
     def _book_plain(self) -> None:
         """A planned plain step's bookkeeping (in prefetch, beside the GPU; or at the next
