@@ -62,7 +62,6 @@ class RemoteSource:
         self.late_limit = late_limit
         self._late_streak = 0
         self._recent: collections.deque[bool] = collections.deque(maxlen=max(late_window, 1))
-        self._recent_late = 0  # how many of _recent were late
         self.late_window = late_window
         self._open = False  # whether the breaker was last seen open (for its log lines)
 
@@ -130,12 +129,11 @@ class RemoteSource:
         if not self.late_window:
             return
         recent = self._recent
-        if len(recent) == recent.maxlen:
-            self._recent_late -= recent.popleft()
         recent.append(late)
-        self._recent_late += late
-        if late and len(recent) == recent.maxlen and 2 * self._recent_late >= recent.maxlen:
-            late_count, self._recent_late = self._recent_late, 0
+        if not late or len(recent) < recent.maxlen:
+            return
+        late_count = sum(recent)
+        if 2 * late_count >= recent.maxlen:
             recent.clear()
             self._failure(f"{late_count} of the last {recent.maxlen} answers too late to use", trip=True)
 
