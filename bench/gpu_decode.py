@@ -71,10 +71,11 @@ class StaticLlama:
             return torch.randn(*shape, generator=g, device=self.device, dtype=dtype) * 0.02
 
         d, hd, L = m.hidden, m.head_dim, m.layers
-        self.qkv = [w(d, (m.heads + 2 * m.kv_heads) * hd) for _ in range(L)]
-        self.o = [w(m.heads * hd, d) for _ in range(L)]
-        self.up = [w(d, 2 * m.intermediate) for _ in range(L)]
-        self.down = [w(m.intermediate, d) for _ in range(L)]
+        # [out, in], as torch.nn.Linear (and every serving engine) keeps them
+        self.qkv = [w((m.heads + 2 * m.kv_heads) * hd, d) for _ in range(L)]
+        self.o = [w(d, m.heads * hd) for _ in range(L)]
+        self.up = [w(2 * m.intermediate, d) for _ in range(L)]
+        self.down = [w(d, m.intermediate) for _ in range(L)]
         self.norm = 1.0 + w(L * 2 + 1, d)
         self.emb = w(m.vocab, d)
         self.head = self.emb if m.tied_embeddings else w(m.vocab, d)
@@ -92,7 +93,7 @@ class StaticLlama:
 
     def forward(self, ids: torch.Tensor, tree: torch.Tensor) -> torch.Tensor:
         """ids [B, n], tree [B, n, n] (row i: i's ancestors and i) -> each node's argmax [B, n]."""
-        return (self.hidden(ids, tree) @ self.head.T).argmax(-1)
+        return F.linear(self.hidden(ids, tree), self.head).argmax(-1)
 
     def hidden(self, ids: torch.Tensor, tree: torch.Tensor) -> torch.Tensor:
         """The last layer's normalised output [B, n, hidden]."""
@@ -107,7 +108,7 @@ class StaticLlama:
         x = self.emb[ids]
         for layer in range(m.layers):
             h = self._rms(x, 2 * layer)
-            q, k, v = (h @ self.qkv[layer]).split([m.heads * hd, m.kv_heads * hd, m.kv_heads * hd], -1)
+            q, k, v = F.linear(h, self.qkv[layer]).split([m.heads * hd, m.kv_heads * hd, m.kv_heads * hd], -1)
             q = self._rope(q.view(B, n, m.heads, hd), cos, sin)
             k = self._rope(k.view(B, n, m.kv_heads, hd), cos, sin)
             self.k[layer, :B, :, ctx : ctx + n] = k.transpose(1, 2)
@@ -116,9 +117,9 @@ class StaticLlama:
             qg = q.view(B, n, m.kv_heads, G, hd).permute(0, 2, 3, 1, 4).reshape(B, m.kv_heads, G * n, hd)
             o = F.scaled_dot_product_attention(qg, self.k[layer, :B, :, : ctx + n], self.v[layer, :B, :, : ctx + n],
                                                attn_mask=mask)
-            x = x + o.view(B, m.kv_heads, G, n, hd).permute(0, 3, 1, 2, 4).reshape(B, n, m.heads * hd) @ self.o[layer]
-            gate, up = (self._rms(x, 2 * layer + 1) @ self.up[layer]).chunk(2, -1)
-            x = x + (F.silu(gate) * up) @ self.down[layer]
+            x = x + F.linear(o.view(B, m.kv_heads, G, n, hd).permute(0, 3, 1, 2, 4).reshape(B, n, -1), self.o[layer])
+            gate, up = F.linear(self._rms(x, 2 * layer + 1), self.up[layer]).chunk(2, -1)
+            x = x + F.linear(F.silu(gate) * up, self.down[layer])
         return self._rms(x, 2 * m.layers)
 
     def step(self, B: int, n: int) -> "Step":
