@@ -159,14 +159,20 @@ def _serve_sim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=300, help="decode steps per batch size and mode")
     p.add_argument("--conversations", type=int, default=15_000,
                    help="ShareGPT conversations from 2000 in the service's datastore (15000: the replay's)")
+    p.add_argument("--gpu-costs", default=None, metavar="FILE",
+                   help="simulate the GPU with a verify-time table that bench/gpu_decode.py measured (its result "
+                        "JSON, e.g. bench/results/gpu-h200/linear-run2.json) instead of the H100 roofline")
 
 
 def _serve_sim(args) -> dict:
     from sssd.bench.serve_sim import run
+    from sssd.bench.sim_gpu import MeasuredGPU
 
     if args.steps < 1 or args.conversations < 1:
         raise ValueError(f"--steps {args.steps} and --conversations {args.conversations} must be at least 1")
-    return run(_ints(args.batch_sizes, "--batch-sizes"), args.steps, args.conversations, progress=not args.json)
+    gpu = MeasuredGPU(args.gpu_costs) if args.gpu_costs else None
+    return run(_ints(args.batch_sizes, "--batch-sizes"), args.steps, args.conversations, progress=not args.json,
+               gpu=gpu)
 
 
 def _fleet_flags(p: argparse.ArgumentParser) -> None:

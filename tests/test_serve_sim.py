@@ -3,18 +3,28 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("tiktoken", reason="the Llama-3 tokenizer of the replay sets (demo extra)")
 
 
-def test_serve_sim_reports_every_batch_and_mode(tmp_path):
+H200_COSTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "gpu-h200" / "linear-run2.json"
+
+
+@pytest.mark.parametrize("gpu_costs", [None, H200_COSTS], ids=["roofline", "measured-h200"])
+def test_serve_sim_reports_every_batch_and_mode(tmp_path, gpu_costs):
+    extra = ["--gpu-costs", str(gpu_costs)] if gpu_costs else []
     out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "serve-sim", "--batch-sizes", "1,3", "--steps",
-                          "12", "--conversations", "40", "--json"], capture_output=True, text=True, timeout=600,
-                         cwd=tmp_path)
+                          "12", "--conversations", "40", "--json", *extra], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
+    if gpu_costs:  # the simulated GPU is the table's
+        assert "NVIDIA H200 (measured: " in result["hardware"] and "measured on NVIDIA H200" in result["model"]
+    else:
+        assert result["hardware"] == "h100-sxm" and "roofline" in result["model"]
     assert [r["batch"] for r in result["rows"]] == [1, 3]
     for row in result["rows"]:
         assert row["tau_zero_wait"] >= 1.0 and row["tau_blocking"] >= 1.0 and row["pld"]["tau"] >= 1.0
@@ -26,3 +36,12 @@ def test_serve_sim_reports_every_batch_and_mode(tmp_path):
             assert row["lookups"][mode]["requested"] > 0 and row["lookups"][mode]["misaligned_answers"] == 0
     where = result["provenance"]  # every result JSON names its commit and machine
     assert where["commit"] != "unknown" and where["machine"]["cores"] >= 1 and where["machine"]["cpu"]
+
+
+def test_serve_sim_refuses_a_cost_table_that_does_not_cover_its_batches(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "serve-sim", "--batch-sizes", "1,128",
+                          "--gpu-costs", str(H200_COSTS), "--json"], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path)
+    assert out.returncode != 0 and out.stdout == ""
+    assert "batch 128 is outside the measured cost table's batches 1-64" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1

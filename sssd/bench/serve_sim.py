@@ -13,7 +13,9 @@ tokens, draft, emit the fixed-width token and mask arrays) and then a simulated 
   (client_sdk.drafting.budget.forward_time: 989 TFLOP/s x 0.7, 3.35 TB/s x 0.8, 30 µs per
   forward) at the batch's mean context, for the width the step verifies: the product's
   StepPlanner sizes each step's drafts (width 1 = a plain step, no drafting), starting from
-  that roofline's cost table and learning from the simulated step times it is told;
+  that roofline's cost table and learning from the simulated step times it is told
+  (``--gpu-costs FILE``: instead, the verify times that ``bench/gpu_decode.py`` measured on a
+  real GPU, at that table's fixed context; ``sssd.bench.sim_gpu``);
 - during it, the CPU does what runs beside a real GPU: ``prefetch`` (the worker's
   ``_update_ngram_corpus`` hook) and the verification outcome itself (the longest draft path
   that matches the recorded response, plus the next recorded token), then sleeps out the rest.
@@ -40,7 +42,6 @@ from pathlib import Path
 
 import numpy as np
 
-from client_sdk.drafting.budget import PRESETS, Model, forward_time
 from client_sdk.drafting.planner import StepCosts
 from client_sdk.drafting.drafters import PromptLookup
 from client_sdk.drafting.config import SpeculatorConfig
@@ -48,11 +49,9 @@ from client_sdk.runtime import build_speculator, lookup_options
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
 from sglang_integration.drafts import BatchDrafter, RequestView
+from sssd.bench.sim_gpu import HARDWARE, LLAMA_8B, RooflineGPU  # noqa: F401 (HARDWARE: bench/step_cost.py's)
 from sssd.bench.stats import percentiles
 
-# Llama-3.1-8B's shape (config.json of meta-llama/Llama-3.1-8B-Instruct), bf16
-LLAMA_8B = Model(layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336, vocab=128256)
-HARDWARE = "h100-sxm"
 NAMESPACE = "sharegpt"
 MODES = ("zero-wait", "blocking", "pld")
 BLOCKING_DEADLINE_S = 0.02  # long enough that a healthy loopback service always answers
@@ -86,11 +85,12 @@ def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: boo
 
 
 class Simulation:
-    def __init__(self, cases: list[dict], address: str, batch: int, mode: str, steps: int) -> None:
+    def __init__(self, cases: list[dict], address: str, batch: int, mode: str, steps: int, gpu=None) -> None:
+        """gpu: the simulated GPU (sim_gpu.RooflineGPU, the default, or MeasuredGPU)."""
         self.cases, self.batch, self.mode, self.steps = cases, batch, mode, steps
-        self.hw = PRESETS[HARDWARE]
+        self.gpu = RooflineGPU() if gpu is None else gpu
         widths = SpeculatorConfig().planner.widths
-        costs = StepCosts({(batch, n): forward_time(self.hw, LLAMA_8B, batch, n, 1024) for n in widths})
+        costs = StepCosts({(batch, n): self.gpu.seed(batch, n) for n in widths})
         zero_wait = mode != "blocking"
         config = SpeculatorConfig(prefetch_outcomes=zero_wait, lookup_deadline_s=0.0 if zero_wait else BLOCKING_DEADLINE_S)
         self.client = DatastoreClient(address, timeout_s=5)
@@ -126,7 +126,7 @@ class Simulation:
             t1 = time.perf_counter()
             context = float(np.mean([len(s.prompt) + len(s.output) for s in slots]))
             width = self.drafter.last_width
-            gpu = forward_time(self.hw, LLAMA_8B, self.batch, width, int(context))
+            gpu = self.gpu.seconds(self.batch, width, context)
             self.drafter.prefetch([s.rid for s in slots])  # beside the GPU: the worker's corpus-update hook
             committed = 0
             for s in slots:  # the verification outcome (the GPU's work, simulated)
@@ -148,7 +148,7 @@ class Simulation:
                 if width > 1:
                     drafted_tokens += committed
                     drafted_requests += self.batch
-                plain_seconds += forward_time(self.hw, LLAMA_8B, self.batch, 1, int(context)) * committed / self.batch
+                plain_seconds += self.gpu.seconds(self.batch, 1, context) * committed / self.batch
                 tokens += committed
                 widths.append(width)
                 matched += sum(1 for m in self.spec.last.match_lengths if m > 0)
@@ -175,9 +175,14 @@ class Simulation:
         }
 
 
-def run(batches: list[int], steps: int, conversations: int, progress: bool = True) -> dict:
+def run(batches: list[int], steps: int, conversations: int, progress: bool = True, gpu=None) -> dict:
+    """gpu: the simulated GPU (default: the H100 roofline; sim_gpu.MeasuredGPU: a measured table)."""
     from sssd.bench import datasets, llama3
     from sssd.serve_process import start_server
+
+    gpu = RooflineGPU() if gpu is None else gpu
+    for b in batches:
+        getattr(gpu, "check", lambda _: None)(b)  # a measured table covers its batches only
 
     cases = datasets.mtbench_cases() + datasets.humaneval_cases()
     docs = datasets.sharegpt_datastore(2000, 2000 + conversations)
@@ -187,7 +192,7 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
         try:
             fill_service(address, docs, llama3.VOCAB_SIZE, progress)
             for b in batches:
-                runs = {m: Simulation(cases, address, b, m, steps).run() for m in MODES}
+                runs = {m: Simulation(cases, address, b, m, steps, gpu).run() for m in MODES}
                 zw, bl, pld = runs["zero-wait"], runs["blocking"], runs["pld"]
                 rows.append({
                     "batch": b, "mean_width": zw["mean_width"], "drafted_steps": zw["drafted_steps"],
@@ -209,6 +214,6 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    return {"model": "Llama-3.1-8B (bf16, roofline)", "hardware": HARDWARE, "steps_per_run": steps,
+    return {**gpu.describe(), "steps_per_run": steps,
             "datastore": f"ShareGPT conversations 2000-{2000 + conversations} ({sum(d.shape[0] for d in docs)} tokens)",
             "cases": "MT-Bench (30) + HumanEval (164), cycled", "rows": rows}
