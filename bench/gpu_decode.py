@@ -405,7 +405,7 @@ def device_facts() -> dict:
 def run(args) -> dict:
     from sssd.bench import llama3
     from sssd.bench.replay import InProcessDatastore
-    from sssd.bench.serve_sim import LLAMA_8B
+    from sssd.bench.sim_gpu import LLAMA_8B
 
     device = "cuda" if torch.cuda.is_available() and not args.smoke else "cpu"
     m = TINY if args.smoke else LLAMA_8B

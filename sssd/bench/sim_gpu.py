@@ -25,6 +25,9 @@ class RooflineGPU:
     def __init__(self, hardware: str = HARDWARE) -> None:
         self.hardware = hardware
 
+    def check(self, batch: int) -> None:
+        """Any batch can be simulated."""
+
     def seconds(self, batch: int, width: int, context: float) -> float:
         return forward_time(PRESETS[self.hardware], LLAMA_8B, batch, width, int(context))
 
