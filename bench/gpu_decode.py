@@ -13,8 +13,9 @@ GPU. This script checks both halves of that projection on a lent GPU:
    over the real Speculator, its planner seeded from the H200 roofline and learning from the
    measured steps) drives those graphs with the serving simulation's traffic: MT-Bench and
    HumanEval recorded responses (Llama-3 tokens), continuous batching at batch 1, 4, 16 and 64.
-   Each step: draft (critical path), copy the arrays and replay the graph of the step's width,
-   then ``prefetch`` and the outcome beside the GPU, then wait for the GPU's answer (``.cpu()``).
+   Each step: draft (``drafting_us``), copy the arrays and replay the graph of the step's width
+   (with the drafting: ``critical_path_us``), then ``prefetch`` and the outcome beside the GPU,
+   then wait for the GPU's answer (``.cpu()``).
    Acceptance comes from the recorded responses (the longest draft path that matches, plus the
    next recorded token), not from the random model's own argmax: the GPU's time is real, the
    tokens are replayed. Modes: ``plain`` (width 1, no drafting), ``zero-wait`` (the product, the
@@ -309,13 +310,14 @@ class Loop:
 
     def run(self, n_steps: int) -> dict:
         slots = [self.admit() for _ in range(self.batch)]
-        critical, gpu, beside_over, widths, tokens, wall = [], [], 0, [], 0, 0.0
+        critical, drafting, gpu, beside_over, widths, tokens, wall = [], [], [], 0, [], 0, 0.0
         last, drafted_at = None, None
         for i in range(n_steps + WARMUP):
             t0 = time.perf_counter()
             if drafted_at is not None:
                 last = t0 - drafted_at  # the worker's StepClock: from one step's launch to the next's drafting
             tokens_np, mask, width = self._arrays(slots, last)
+            t_arrays = time.perf_counter()
             step = self.steps[(self.batch, width)]
             ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) if step.graph else None
             if ev:
@@ -332,6 +334,7 @@ class Loop:
             t3 = time.perf_counter()
             if i >= WARMUP:
                 critical.append(t1 - t0)
+                drafting.append(t_arrays - t0)
                 gpu_s = ev[0].elapsed_time(ev[1]) / 1e3 if ev else t3 - t1
                 gpu.append(gpu_s)
                 beside_over += (t2 - t1) > gpu_s
@@ -351,6 +354,7 @@ class Loop:
                 "mean_width": round(float(np.mean(widths)), 2),
                 "drafted_steps": round(float(np.mean(np.asarray(widths) > 1)), 3),
                 "critical_path_us": percentiles(critical, "us", 1),
+                "drafting_us": percentiles(drafting, "us", 1),  # of the critical path: the arrays, before the launch
                 "gpu_share": round(sum(gpu) / wall, 4),
                 "steps_beside_work_outlasted_gpu": round(beside_over / n_steps, 4),
                 "late_prefetch_answers": None if self.source is None else self.source.late}

@@ -87,4 +87,5 @@ def test_a_smoke_run_reports_every_batch_and_mode(tmp_path):
             assert "error" not in row[mode], row[mode]
             assert row[mode]["tau"] >= 1.0 and row[mode]["speedup"] > 0
             assert row[mode]["critical_path_us"]["p50"] <= row[mode]["critical_path_us"]["p99"]
+            assert 0 < row[mode]["drafting_us"]["p50"] <= row[mode]["critical_path_us"]["p50"]
         assert row["zero-wait"]["late_prefetch_answers"] >= 0
