@@ -20,7 +20,13 @@ SGLANG_WORKER_PACKAGES := dill==0.4.1 apache-tvm-ffi==0.1.11 sentencepiece==0.2.
                           jiter==0.19.0 partial-json-parser==0.2.1.1.post7 setproctitle==1.3.8 einops==0.8.2 \
                           uvicorn==0.54.0 fastapi==0.165.0 opentelemetry-api==1.45.2
 
-.PHONY: demo test venv check-extras
+# what bench/gpu_run.sh needs on a lent GPU machine (its python3 is 3.12 with torch, numpy and numba,
+# no registry): our pins of the wire and index packages it lacks, as wheels, and the traffic and
+# datastore tokens of bench/gpu_decode.py (.whl/ and .gpu/ are ignored; the device tool carries them)
+GPU_WHEELS := grpcio==1.85.1 grpcio-tools==1.85.1 grpcio-health-checking==1.85.1 grpcio-reflection==1.85.1 \
+              protobuf==7.36.2 pydivsufsort==0.0.20
+
+.PHONY: demo test venv check-extras gpu-bundle
 
 $(BIN)/sssd: pyproject.toml constraints.txt Makefile
 	$(PY) -m venv $(VENV)
@@ -46,3 +52,9 @@ check-extras: $(BIN)/sssd
 
 test: $(BIN)/sssd $(VENV)/.sglang check-extras
 	$(BIN)/python -m pytest -q
+
+gpu-bundle: $(BIN)/sssd
+	$(BIN)/pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  -d .whl $(GPU_WHEELS)
+	$(BIN)/python bench/gpu_decode.py pack --out .gpu/data.npz

@@ -449,6 +449,26 @@ def run(args) -> dict:
             "datastore_tokens": int(sum(d.shape[0] for d in docs)), "cost_table": table, "rows": rows}
 
 
+def summary(result: dict) -> list[str]:
+    """A run's result as short lines: the cost table's corners and every batch x mode."""
+    lines = [f"{result.get('device')}: graph replays the forward: {result['cost_table']['graph_equals_eager']}"]
+    widths = (1, max(result["widths"]))
+    for r in result["cost_table"]["rows"]:
+        if r["width"] in widths:
+            lines.append(f"b{r['batch']:>3} x{r['width']:>3}: {r['measured_ms']:8.3f} ms  (roofline h200 "
+                         f"{r['roofline_h200_ms']:.3f}, h100 {r['roofline_h100-sxm_ms']:.3f})")
+    for row in result["rows"]:
+        for mode in ("plain", "zero-wait", "pld"):
+            v = row[mode]
+            if "error" in v:
+                lines.append(f"b{row['batch']:>3} {mode:9}: {v['error']}")
+                continue
+            lines.append(f"b{row['batch']:>3} {mode:9}: x{v.get('speedup', 1.0):.3f} tau {v['tau']:.3f} "
+                         f"width {v['mean_width']:5.2f} critical {v['critical_path_us']} gpu {v['gpu_share']:.3f} "
+                         f"outlasted {v['steps_beside_work_outlasted_gpu']} late {v['late_prefetch_answers']}")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -462,9 +482,14 @@ def main() -> None:
     r.add_argument("--smoke", action="store_true", help="a tiny model on the CPU, a few cases (checks the script)")
     f = sub.add_parser("fit", help="the roofline fit of the cost tables in result files")
     f.add_argument("results", type=Path, nargs="+", help="what run printed")
+    s = sub.add_parser("summary", help="a result file as a short table")
+    s.add_argument("results", type=Path, nargs="+", help="what run printed")
     args = parser.parse_args()
     if args.command == "pack":
         pack(args.out)
+    elif args.command == "summary":
+        for path in args.results:
+            print("\n".join(summary(json.loads(path.read_text()))))
     elif args.command == "fit":
         h200 = PRESETS["h200"]
         for path in args.results:

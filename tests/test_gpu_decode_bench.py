@@ -89,3 +89,18 @@ def test_a_smoke_run_reports_every_batch_and_mode(tmp_path):
             assert row[mode]["critical_path_us"]["p50"] <= row[mode]["critical_path_us"]["p99"]
             assert 0 < row[mode]["drafting_us"]["p50"] <= row[mode]["critical_path_us"]["p50"]
         assert row["zero-wait"]["late_prefetch_answers"] >= 0
+
+
+def test_the_summary_names_the_cost_tables_corners_and_every_batch_and_mode():
+    result = json.loads((SCRIPT.parent / "results" / "gpu-h200" / "linear-run1.json").read_text())
+    lines = gpu_decode.summary(result)
+    assert lines[0] == "NVIDIA H200: graph replays the forward: True"
+    assert sum(" ms  (roofline h200 " in line for line in lines) == 8  # 4 batches x widths 1 and 17
+    for batch in (1, 4, 16, 64):
+        for mode in ("plain", "zero-wait", "pld"):
+            assert sum(line.startswith(f"b{batch:>3} {mode:9}: x") for line in lines) == 1
+    assert "b  1 zero-wait: x1.401 tau 1.617" in "\n".join(lines)
+
+
+def test_the_device_script_parses():
+    assert subprocess.run(["bash", "-n", str(SCRIPT.parent / "gpu_run.sh")]).returncode == 0
