@@ -4,7 +4,8 @@
 at the step's mean context (the default). ``MeasuredGPU``: a verify-time table measured on a
 real GPU by ``bench/gpu_decode.py`` (its ``cost_table``, at that script's fixed context), linear
 between the measured widths and batches; the planner then starts from the roofline of the
-preset that matches the table's device, as a worker configured for that GPU would.
+table's device (the H100 preset for an H100, the H200 one otherwise), as a worker configured
+for that GPU would.
 """
 
 from __future__ import annotations
