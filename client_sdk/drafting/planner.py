@@ -133,11 +133,7 @@ class PlannerConfig:
     """Knobs of the per-step planner (one field per knob)."""
 
     widths: tuple[int, ...] = (1, 2, 3, 5, 9, 17)  # verify widths (1 + draft tokens) to choose from
-    # a drafted step verifies k > 0 tokens only when its expected tokens/s beat plain decoding's
-    # by this factor; its drafting is spent by then, and the score scales already correct what
-    # its drafts promise (1.05 before: on a GPU where a width costs a little, it sent a quarter
-    # of batch 1's steps plain; BENCHMARKS.md, "The last drafted-step margin")
-    min_gain: float = 1.0
+    min_gain: float = 1.05  # speculate only when expected tokens/s beat plain by this factor
     probe_every: int = 8  # steps between probes of a neighbouring width, at first and after a surprise
     probe_every_max: int = 128  # the longest that interval grows while probes confirm the table
     probe_tolerance: float = 0.15  # a probe within this relative error of the table confirms it
