@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client_sdk.drafting.budget import PRESETS, Model, forward_time  # noqa: E402
+from client_sdk.drafting.budget import PRESETS, Model, forward_time, forward_work  # noqa: E402
 from client_sdk.drafting.config import SpeculatorConfig  # noqa: E402
 from client_sdk.drafting.drafters import PromptLookup  # noqa: E402
 from client_sdk.drafting.planner import StepCosts  # noqa: E402
@@ -199,10 +199,7 @@ def cost_table(model: StaticLlama, steps: dict, repeats: int) -> dict:
     m = model.m
     rows = []
     for (B, n), step in steps.items():
-        new = B * n
-        flops = 2 * new * (m.layers * m.layer_params + m.vocab * m.hidden)
-        flops += 4 * new * (CONTEXT + n) * m.layers * m.heads * m.head_dim
-        moved = m.weight_bytes + B * (CONTEXT + n) * m.kv_bytes_per_token
+        flops, moved = forward_work(m, B, n, CONTEXT)
         measured = timed(step, repeats)
         rows.append({"batch": B, "width": n, "measured_ms": round(measured * 1e3, 4), "flops": flops, "bytes": moved,
                      **{f"roofline_{hw}_ms": round(forward_time(PRESETS[hw], m, B, n, CONTEXT) * 1e3, 4)
@@ -222,12 +219,6 @@ def replays_forward(model: StaticLlama, steps: dict) -> bool | None:
     mask = np.tril(np.ones((n, n), dtype=bool))[None].repeat(B, 0).reshape(-1)
     replayed = step.launch(tokens, mask).clone()
     return bool(torch.equal(replayed, model.forward(step.ids, step.tree)))
-
-
-def _slot(case: dict, rid: str):
-    from sssd.bench.serve_sim import _Slot
-
-    return _Slot(rid, list(case["prompt"]), np.asarray(case["response"], dtype=np.int32))
 
 
 class ThreadedSource:
@@ -270,6 +261,8 @@ class Loop:
 
         self.cases, self.steps, self.batch, self.mode = cases, steps, batch, mode
         self.admitted, self.source, self.drafter = 0, None, None
+        # the deepest draft path a step may accept (as in the serving simulation)
+        self.depth = menu[-1] - 1 if mode == "pld" else SpeculatorConfig().draft.max_depth
         if mode == "plain":
             return
         config = SpeculatorConfig(prefetch_outcomes=True, lookup_deadline_s=0.0)
@@ -283,7 +276,9 @@ class Loop:
         self.drafter = BatchDrafter(spec, menu[-1], m.vocab, adaptive=True, menu=menu)
 
     def admit(self):
-        slot = _slot(self.cases[self.admitted % len(self.cases)], f"r{self.admitted}")
+        from sssd.bench.serve_sim import _Slot
+
+        slot = _Slot.of(self.cases[self.admitted % len(self.cases)], f"r{self.admitted}")
         self.admitted += 1
         if self.drafter is not None:
             self.drafter.admit(slot.view())
@@ -297,21 +292,16 @@ class Loop:
         return tokens, mask, self.drafter.last_width
 
     def _commit(self, slots) -> int:
-        committed = 0
-        depth = SpeculatorConfig().draft.max_depth
-        for s in slots:  # the verification outcome: the draft's longest path that matches the response
-            tree = self.drafter.last_tree(s.rid) if self.drafter is not None else None
-            pos = len(s.output)
-            path = tree.longest_match(s.truth[pos : pos + depth]) if tree is not None else []
-            new = s.truth[pos : pos + len(path) + 1].tolist()
-            s.output += new
-            committed += len(new)
-        return committed
+        """The verification outcome: each draft's longest path that matches the response, and the next token."""
+        trees = self.drafter.last_tree if self.drafter is not None else lambda rid: None
+        return sum(s.advance(trees(s.rid), self.depth) for s in slots)
 
     def run(self, n_steps: int) -> dict:
         slots = [self.admit() for _ in range(self.batch)]
         critical, drafting, gpu, beside_over, widths, tokens, wall = [], [], [], 0, [], 0, 0.0
         last, drafted_at = None, None
+        timed_on_gpu = next(iter(self.steps.values())).graph is not None
+        ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) if timed_on_gpu else None
         for i in range(n_steps + WARMUP):
             t0 = time.perf_counter()
             if drafted_at is not None:
@@ -319,7 +309,6 @@ class Loop:
             tokens_np, mask, width = self._arrays(slots, last)
             t_arrays = time.perf_counter()
             step = self.steps[(self.batch, width)]
-            ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) if step.graph else None
             if ev:
                 ev[0].record()
             out = step.launch(tokens_np, mask)

@@ -275,8 +275,9 @@ def freeze_heap() -> int:
     embedded in someone else's (tests, the demo)."""
     gc.collect()
     gc.freeze()
-    log.debug("garbage collector: %d start-up objects frozen", gc.get_freeze_count())
-    return gc.get_freeze_count()
+    frozen = gc.get_freeze_count()
+    log.debug("garbage collector: %d start-up objects frozen", frozen)
+    return frozen
 
 
 async def _watch_parent(parent_pid: int, stop: asyncio.Event, every_s: float = 0.5) -> None:

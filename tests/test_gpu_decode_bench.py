@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from client_sdk.drafting.budget import Hardware, forward_time
-from sssd.bench.serve_sim import LLAMA_8B
+from client_sdk.drafting.budget import Hardware, forward_time, forward_work
+from sssd.bench.sim_gpu import LLAMA_8B
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu_decode.py"
 spec = importlib.util.spec_from_file_location("gpu_decode", SCRIPT)
@@ -24,10 +24,8 @@ def _rows(hw: Hardware) -> list[dict]:
     rows = []
     for b in (1, 4, 16, 64, 256):
         for n in (1, 5, 17, 33):
-            flops = 2 * b * n * (m.layers * m.layer_params + m.vocab * m.hidden)
-            flops += 4 * b * n * (ctx + n) * m.layers * m.heads * m.head_dim
-            rows.append({"flops": flops, "bytes": m.weight_bytes + b * (ctx + n) * m.kv_bytes_per_token,
-                         "measured_ms": forward_time(hw, m, b, n, ctx) * 1e3})
+            flops, moved = forward_work(m, b, n, ctx)
+            rows.append({"flops": flops, "bytes": moved, "measured_ms": forward_time(hw, m, b, n, ctx) * 1e3})
     return rows
 
 

@@ -114,12 +114,17 @@ class Model:
         return 2 * self.layers * self.kv_heads * self.head_dim * self.bytes_per_param
 
 
-def forward_time(hw: Hardware, m: Model, batch: int, tokens: int, context: int) -> float:
-    """Seconds for one forward of ``batch`` sequences x ``tokens`` new tokens at ``context``."""
+def forward_work(m: Model, batch: int, tokens: int, context: int) -> tuple[int, int]:
+    """(FLOPs, bytes moved) of one forward of ``batch`` sequences x ``tokens`` new tokens at ``context``."""
     new = batch * tokens
     flops = 2 * new * (m.layers * m.layer_params + m.vocab * m.hidden)
     flops += 4 * new * (context + tokens) * m.layers * m.heads * m.head_dim
-    moved = m.weight_bytes + batch * (context + tokens) * m.kv_bytes_per_token
+    return flops, m.weight_bytes + batch * (context + tokens) * m.kv_bytes_per_token
+
+
+def forward_time(hw: Hardware, m: Model, batch: int, tokens: int, context: int) -> float:
+    """Seconds for one forward of ``batch`` sequences x ``tokens`` new tokens at ``context``."""
+    flops, moved = forward_work(m, batch, tokens, context)
     return max(flops / (hw.peak_flops * hw.compute_eff), moved / (hw.bandwidth * hw.memory_eff)) + hw.overhead_s
 
 

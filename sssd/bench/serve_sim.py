@@ -64,8 +64,22 @@ class _Slot:
     truth: np.ndarray
     output: list[int] = dataclasses.field(default_factory=list)
 
+    @staticmethod
+    def of(case: dict, rid: str) -> "_Slot":
+        return _Slot(rid, list(case["prompt"]), np.asarray(case["response"], dtype=np.int32))
+
     def view(self) -> RequestView:
         return RequestView(self.rid, self.prompt, self.output)
+
+    def advance(self, tree, depth: int) -> int:
+        """The verification outcome of a step that verified ``tree`` (None: nothing drafted): the
+        longest path that matches the recorded response (up to ``depth`` tokens), then the next
+        recorded token, appended to the output. Returns how many tokens it committed."""
+        pos = len(self.output)
+        path = tree.longest_match(self.truth[pos : pos + depth]) if tree is not None else []
+        new = self.truth[pos : pos + len(path) + 1].tolist()
+        self.output += new
+        return len(new)
 
 
 def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: bool, settle: bool = True) -> None:
@@ -108,7 +122,7 @@ class Simulation:
 
     def _admit(self) -> _Slot:
         case = self.cases[self._next % len(self.cases)]
-        slot = _Slot(f"r{self._next}", list(case["prompt"]), np.asarray(case["response"], dtype=np.int32))
+        slot = _Slot.of(case, f"r{self._next}")
         self._next += 1
         self.drafter.admit(slot.view())
         return slot
@@ -128,14 +142,8 @@ class Simulation:
             width = self.drafter.last_width
             gpu = self.gpu.seconds(self.batch, width, context)
             self.drafter.prefetch([s.rid for s in slots])  # beside the GPU: the worker's corpus-update hook
-            committed = 0
-            for s in slots:  # the verification outcome (the GPU's work, simulated)
-                tree = self.drafter.last_tree(s.rid)
-                pos = len(s.output)
-                path = tree.longest_match(s.truth[pos : pos + depth]) if tree is not None else []
-                new = s.truth[pos : pos + len(path) + 1].tolist()
-                s.output += new
-                committed += len(new)
+            # the verification outcome (the GPU's work, simulated)
+            committed = sum(s.advance(self.drafter.last_tree(s.rid), depth) for s in slots)
             beside = time.perf_counter() - t1
             if beside < gpu:
                 time.sleep(gpu - beside)
