@@ -22,6 +22,9 @@ GPU. This script checks both halves of that projection on a lent GPU:
    ShareGPT datastore in process answering in a thread of its own, as a service beside the
    worker would: an answer not in by the next step is late) and ``pld`` (prompt lookup).
    speedup = tokens/s of the mode / tokens/s of plain decoding, both measured on the GPU.
+   ``zero-wait back to back`` drafts the same way with no launch and no wait (the planner told
+   each step took what the cost table measured): its drafting times against zero-wait's are
+   what a wait for the GPU costs the next step's drafting on this host.
 
     python bench/gpu_decode.py pack --out .gpu/data.npz     # here: traffic + datastore tokens
     python bench/gpu_decode.py run --data .gpu/data.npz     # on the GPU machine (JSON on stdout)
@@ -54,6 +57,10 @@ from client_sdk.drafting.planner import StepCosts  # noqa: E402
 
 CONTEXT = 1024
 WARMUP = 10
+# the modes of a batch size: a zero-wait run again with its steps back to back (no launch, no wait
+# for the GPU; the same drafting code, its caches not cooled by a wait): what a wait costs the next step
+BACK_TO_BACK = " back to back"
+MODES = ("plain", "zero-wait", "pld", "zero-wait" + BACK_TO_BACK)
 TINY = Model(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=128256)
 
 
@@ -225,16 +232,25 @@ class ThreadedSource:
     """The in-process datastore answering in a thread of its own, as a service beside the worker
     would: ``collect`` takes an answer only once it is in (deadline 0: never waits)."""
 
-    def __init__(self, lookup, options) -> None:
+    def __init__(self, lookup, options, at_once: bool = False) -> None:
+        """at_once: answer in the asking thread, when asked (for steps run back to back, with no
+        GPU wait for a thread's answer to arrive in)."""
         from sssd.bench.replay import InProcessSource
 
         self.inner = InProcessSource(lookup, options)
         self.pool = futures.ThreadPoolExecutor(1, thread_name_prefix="datastore")
+        self.at_once = at_once
         self._pending: dict = {}
         self.late = 0
 
     def request(self, key, contexts, samples=None) -> None:
-        self._pending[key] = self.pool.submit(self.inner.lookup, contexts, self.inner.options.sampling(samples))
+        options = self.inner.options.sampling(samples)
+        if self.at_once:
+            done: futures.Future = futures.Future()
+            done.set_result(self.inner.lookup(contexts, options))
+            self._pending[key] = done
+            return
+        self._pending[key] = self.pool.submit(self.inner.lookup, contexts, options)
 
     def collect(self, key, contexts, deadline_s: float):
         fut = self._pending.pop(key, None)
@@ -255,12 +271,14 @@ class Loop:
     """Continuous batching over the cases at one batch size in one mode, on the captured steps."""
 
     def __init__(self, cases: list[dict], steps: dict, batch: int, mode: str, menu: tuple[int, ...], ds,
-                 m: Model) -> None:
+                 m: Model, step_ms: dict | None = None) -> None:
+        """step_ms: {(batch, width): ms} to run the steps back to back, with no launch and no wait for
+        the GPU, the planner told each step took what the cost table measured (None: launch and wait)."""
         from client_sdk.runtime import build_speculator, lookup_options
         from sglang_integration.drafts import BatchDrafter
 
         self.cases, self.steps, self.batch, self.mode = cases, steps, batch, mode
-        self.admitted, self.source, self.drafter = 0, None, None
+        self.admitted, self.source, self.drafter, self.step_ms = 0, None, None, step_ms
         # the deepest draft path a step may accept (as in the serving simulation)
         self.depth = menu[-1] - 1 if mode == "pld" else SpeculatorConfig().draft.max_depth
         if mode == "plain":
@@ -268,7 +286,8 @@ class Loop:
         config = SpeculatorConfig(prefetch_outcomes=True, lookup_deadline_s=0.0)
         costs = StepCosts({(batch, n): forward_time(PRESETS["h200"], m, batch, n, CONTEXT) for n in menu})
         if mode == "zero-wait":
-            self.source = ThreadedSource(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True))
+            self.source = ThreadedSource(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True),
+                                         at_once=step_ms is not None)
         spec = build_speculator(costs=costs, remote=self.source, config=config, vocab_size=m.vocab,
                                 drafter=PromptLookup() if mode == "pld" else None)
         if not spec.wait_for_unigrams(600.0):
@@ -299,19 +318,22 @@ class Loop:
     def run(self, n_steps: int) -> dict:
         slots = [self.admit() for _ in range(self.batch)]
         critical, drafting, gpu, beside_over, widths, tokens, wall = [], [], [], 0, [], 0, 0.0
-        last, drafted_at = None, None
-        timed_on_gpu = next(iter(self.steps.values())).graph is not None
+        parts: dict[str, list[float]] = {"drafted": [], "tries": [], "kernel": []}  # drafted steps only
+        last, drafted_at, width = None, None, 1
+        timed_on_gpu = next(iter(self.steps.values())).graph is not None and self.step_ms is None
         ev = (torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) if timed_on_gpu else None
         for i in range(n_steps + WARMUP):
             t0 = time.perf_counter()
-            if drafted_at is not None:
+            if self.step_ms is not None:
+                last = self.step_ms[(self.batch, width)] / 1e3 if i else None
+            elif drafted_at is not None:
                 last = t0 - drafted_at  # the worker's StepClock: from one step's launch to the next's drafting
             tokens_np, mask, width = self._arrays(slots, last)
             t_arrays = time.perf_counter()
             step = self.steps[(self.batch, width)]
             if ev:
                 ev[0].record()
-            out = step.launch(tokens_np, mask)
+            out = step.launch(tokens_np, mask) if self.step_ms is None else None
             if ev:
                 ev[1].record()
             t1 = drafted_at = time.perf_counter()
@@ -319,35 +341,51 @@ class Loop:
                 self.drafter.prefetch([s.rid for s in slots])  # the worker's _update_ngram_corpus hook
             committed = self._commit(slots)
             t2 = time.perf_counter()
-            out.cpu()  # the verify's answer (SGLang's .cpu() after the verify)
+            if out is not None:
+                out.cpu()  # the verify's answer (SGLang's .cpu() after the verify)
             t3 = time.perf_counter()
             if i >= WARMUP:
                 critical.append(t1 - t0)
                 drafting.append(t_arrays - t0)
+                if width > 1:
+                    times = self.drafter.spec.last
+                    parts["drafted"].append(t_arrays - t0)
+                    parts["tries"].append(times.lookup_s)
+                    parts["kernel"].append(times.draft_s)
                 gpu_s = ev[0].elapsed_time(ev[1]) / 1e3 if ev else t3 - t1
                 gpu.append(gpu_s)
                 beside_over += (t2 - t1) > gpu_s
                 widths.append(width)
                 tokens += committed
                 wall += t3 - t0
-            for j, s in enumerate(slots):
-                if len(s.output) >= s.truth.shape[0]:
-                    if self.drafter is not None:
-                        self.drafter.forget([s.rid])
-                    slots[j] = self.admit()
+            self._refill(slots)
         if self.drafter is not None:
             self.drafter.spec.close()
+        return self._result(n_steps, critical, drafting, parts, gpu, beside_over, widths, tokens, wall)
+
+    def _refill(self, slots: list) -> None:
+        for j, s in enumerate(slots):
+            if len(s.output) >= s.truth.shape[0]:
+                if self.drafter is not None:
+                    self.drafter.forget([s.rid])
+                slots[j] = self.admit()
+
+    def _result(self, n_steps: int, critical, drafting, parts, gpu, beside_over, widths, tokens, wall) -> dict:
         from sssd.bench.stats import percentiles
 
-        return {"tokens_per_s": round(tokens / wall, 2), "tau": round(tokens / (n_steps * self.batch), 4),
-                "mean_width": round(float(np.mean(widths)), 2),
-                "drafted_steps": round(float(np.mean(np.asarray(widths) > 1)), 3),
+        drafted = {f"{k}_us": percentiles(v, "us", 1) for k, v in parts.items() if v}
+        common = {"tau": round(tokens / (n_steps * self.batch), 4), "mean_width": round(float(np.mean(widths)), 2),
+                  "drafted_steps": round(float(np.mean(np.asarray(widths) > 1)), 3),
+                  "drafting_us": percentiles(drafting, "us", 1),  # of the critical path: the arrays, before the launch
+                  # of the drafted steps: the whole drafting, the datastore tries' part, the draft kernel's call
+                  **{f"of_drafted_steps_{k}": v for k, v in drafted.items()}}
+        if self.step_ms is not None:  # back to back: no GPU time, no wall to speak of
+            return common
+        return {"tokens_per_s": round(tokens / wall, 2), **common,
                 "critical_path_us": percentiles(critical, "us", 1),
-                "drafting_us": percentiles(drafting, "us", 1),  # of the critical path: the arrays, before the launch
                 "gpu_share": round(sum(gpu) / wall, 4),
                 "steps_beside_work_outlasted_gpu": round(beside_over / n_steps, 4),
                 "late_prefetch_answers": None if self.source is None else self.source.late}
-
 
 
 def pack(out: Path) -> None:
@@ -421,9 +459,12 @@ def run(args) -> dict:
     rows = []
     for B in batches:
         runs = {}
-        for mode in ("plain", "zero-wait", "pld"):
+        step_ms = {(r["batch"], r["width"]): r["measured_ms"] for r in table["rows"]}
+        for mode in MODES:
             try:
-                runs[mode] = Loop(cases, steps, B, mode, menu, ds, m).run(args.steps)
+                back_to_back = mode.endswith(BACK_TO_BACK)
+                runs[mode] = Loop(cases, steps, B, mode.removesuffix(BACK_TO_BACK), menu, ds, m,
+                                  step_ms if back_to_back else None).run(args.steps)
             except Exception as exc:  # noqa: BLE001 - one lease: report the mode's failure, measure the rest
                 runs[mode] = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"batch {B} {mode}: {runs[mode]['error']}", file=sys.stderr, flush=True)
@@ -447,10 +488,18 @@ def summary(result: dict) -> list[str]:
             lines.append(f"b{r['batch']:>3} x{r['width']:>3}: {r['measured_ms']:8.3f} ms  (roofline h200 "
                          f"{r['roofline_h200_ms']:.3f}, h100 {r['roofline_h100-sxm_ms']:.3f})")
     for row in result["rows"]:
-        for mode in ("plain", "zero-wait", "pld"):
-            v = row[mode]
+        for mode in MODES:
+            v = row.get(mode)
+            if v is None:  # a result from before the mode
+                continue
             if "error" in v:
                 lines.append(f"b{row['batch']:>3} {mode:9}: {v['error']}")
+                continue
+            drafted = v.get("of_drafted_steps_drafted_us")
+            if drafted is not None:
+                lines.append(f"b{row['batch']:>3} {mode:9}: drafted steps' drafting {drafted}, tries "
+                             f"{v['of_drafted_steps_tries_us']}, kernel {v['of_drafted_steps_kernel_us']}")
+            if "tokens_per_s" not in v:
                 continue
             lines.append(f"b{row['batch']:>3} {mode:9}: x{v.get('speedup', 1.0):.3f} tau {v['tau']:.3f} "
                          f"width {v['mean_width']:5.2f} critical {v['critical_path_us']} gpu {v['gpu_share']:.3f} "

@@ -1,7 +1,7 @@
 #!/bin/bash
 # On a lent GPU machine, as the device tool's `run` command with carry [".whl", ".gpu"] (made here
 # by `make gpu-bundle`): `bash bench/gpu_run.sh`. Installs the carried wheels, runs the GPU-marked
-# tests, then RUNS (default 3) runs of bench/gpu_decode.py, each a JSON file under $OUT, and prints
+# tests (TESTS=0: not), then RUNS (default 3) runs of bench/gpu_decode.py, each a JSON file under $OUT, and prints
 # a short table of each. About 2 minutes per run on an H200 plus the machine's start.
 set -u
 : "${OUT:?set OUT: the folder whose files come back}"
@@ -10,8 +10,10 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upg
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem,temperature.gpu,power.draw --format=csv \
   > "$OUT/nvidia-smi.csv"
-timeout 150 python3 -m pytest -p no:cacheprovider --noconftest -m gpu -q -rs \
-  tests/test_decoder.py tests/test_gpu_decode_bench.py 2>&1 | tail -4 | tee "$OUT/pytest-gpu.txt"
+if [ "${TESTS:-1}" = 1 ]; then  # TESTS=0: the runs only
+  timeout 150 python3 -m pytest -p no:cacheprovider --noconftest -m gpu -q -rs \
+    tests/test_decoder.py tests/test_gpu_decode_bench.py 2>&1 | tail -4 | tee "$OUT/pytest-gpu.txt"
+fi
 for i in $(seq 1 "${RUNS:-3}"); do
   timeout 200 python3 bench/gpu_decode.py run --data .gpu/data.npz > "$OUT/run$i.json" 2> "$OUT/run$i.log"
   echo "run $i: exit $?"
