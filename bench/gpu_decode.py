@@ -24,9 +24,7 @@ GPU. This script checks both halves of that projection on a lent GPU:
    speedup = tokens/s of the mode / tokens/s of plain decoding, both measured on the GPU.
    ``zero-wait back to back`` drafts the same way with no launch and no wait (the planner told
    each step took what the cost table measured): its drafting times against zero-wait's are
-   what a wait for the GPU costs the next step's drafting on this host. ``plain polled`` and
-   ``zero-wait polled`` wait for the GPU's answer in a Python loop that asks the step's end
-   event, then ``.cpu()``, instead of the CUDA driver's own wait inside ``.cpu()``.
+   what a wait for the GPU costs the next step's drafting on this host.
 
     python bench/gpu_decode.py pack --out .gpu/data.npz     # here: traffic + datastore tokens
     python bench/gpu_decode.py run --data .gpu/data.npz     # on the GPU machine (JSON on stdout)
@@ -59,11 +57,10 @@ from client_sdk.drafting.planner import StepCosts  # noqa: E402
 
 CONTEXT = 1024
 WARMUP = 10
-# the runs of a batch size: a mode, then how the CPU waits for the GPU's answer: by ``.cpu()`` (the
-# CUDA driver's wait, as SGLang does), "polled" (a Python loop asks the step's end event until it is
-# done, then ``.cpu()``), or "back to back" (no launch, no wait: the same drafting, not cooled by a wait)
-MODES = ("plain", "zero-wait", "pld", "zero-wait back to back", "plain polled", "zero-wait polled")
-WAITS = ("polled", "back to back")
+# the modes of a batch size: a zero-wait run again with its steps back to back (no launch, no wait
+# for the GPU; the same drafting code, its caches not cooled by a wait): what a wait costs the next step
+BACK_TO_BACK = " back to back"
+MODES = ("plain", "zero-wait", "pld", "zero-wait" + BACK_TO_BACK)
 TINY = Model(layers=2, hidden=64, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=128256)
 
 
@@ -274,15 +271,14 @@ class Loop:
     """Continuous batching over the cases at one batch size in one mode, on the captured steps."""
 
     def __init__(self, cases: list[dict], steps: dict, batch: int, mode: str, menu: tuple[int, ...], ds,
-                 m: Model, step_ms: dict | None = None, poll: bool = False) -> None:
+                 m: Model, step_ms: dict | None = None) -> None:
         """step_ms: {(batch, width): ms} to run the steps back to back, with no launch and no wait for
-        the GPU, the planner told each step took what the cost table measured (None: launch and wait);
-        poll: wait for the GPU's answer in a Python loop on the step's end event, then ``.cpu()``."""
+        the GPU, the planner told each step took what the cost table measured (None: launch and wait)."""
         from client_sdk.runtime import build_speculator, lookup_options
         from sglang_integration.drafts import BatchDrafter
 
         self.cases, self.steps, self.batch, self.mode = cases, steps, batch, mode
-        self.admitted, self.source, self.drafter, self.step_ms, self.poll = 0, None, None, step_ms, poll
+        self.admitted, self.source, self.drafter, self.step_ms = 0, None, None, step_ms
         # the deepest draft path a step may accept (as in the serving simulation)
         self.depth = menu[-1] - 1 if mode == "pld" else SpeculatorConfig().draft.max_depth
         if mode == "plain":
@@ -345,9 +341,6 @@ class Loop:
                 self.drafter.prefetch([s.rid for s in slots])  # the worker's _update_ngram_corpus hook
             committed = self._commit(slots)
             t2 = time.perf_counter()
-            if out is not None and self.poll and ev:
-                while not ev[1].query():
-                    pass
             if out is not None:
                 out.cpu()  # the verify's answer (SGLang's .cpu() after the verify)
             t3 = time.perf_counter()
@@ -469,17 +462,15 @@ def run(args) -> dict:
         step_ms = {(r["batch"], r["width"]): r["measured_ms"] for r in table["rows"]}
         for mode in MODES:
             try:
-                base, _, wait = mode.partition(" ")
-                runs[mode] = Loop(cases, steps, B, base, menu, ds, m, step_ms if wait == "back to back" else None,
-                                  poll=wait == "polled").run(args.steps)
+                back_to_back = mode.endswith(BACK_TO_BACK)
+                runs[mode] = Loop(cases, steps, B, mode.removesuffix(BACK_TO_BACK), menu, ds, m,
+                                  step_ms if back_to_back else None).run(args.steps)
             except Exception as exc:  # noqa: BLE001 - one lease: report the mode's failure, measure the rest
                 runs[mode] = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"batch {B} {mode}: {runs[mode]['error']}", file=sys.stderr, flush=True)
-        for mode in MODES:  # against plain decoding that waits the same way
-            base, _, wait = mode.partition(" ")
-            plain = runs.get(" ".join(["plain", wait]).strip(), {})
-            if base != "plain" and "tokens_per_s" in runs[mode] and "tokens_per_s" in plain:
-                runs[mode]["speedup"] = round(runs[mode]["tokens_per_s"] / plain["tokens_per_s"], 4)
+        for mode in ("zero-wait", "pld"):
+            if "tokens_per_s" in runs[mode] and "tokens_per_s" in runs["plain"]:
+                runs[mode]["speedup"] = round(runs[mode]["tokens_per_s"] / runs["plain"]["tokens_per_s"], 4)
         rows.append({"batch": B, **runs})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return {"model": f"Llama-3.1-8B shape, random {'bf16' if device == 'cuda' else 'fp32'} weights"
