@@ -71,7 +71,7 @@ def rebuilt(rows: list[tuple]) -> TrieBatch:
 def oracle(slots: set[int], picked_only: bool = False):
     """The slots' tries replaced by fresh lookups of the committed contexts (``picked_only``: for
     the requests whose outcome was prefetched only)."""
-    def tries(self, reqs, indexes):
+    def tries(self, reqs, indexes, limit=0):  # whole tries: the variants add nodes after
         batch, indexes = PREFETCHED(self, reqs, indexes)
         per = len(self._lengths)
         fresh = entries(self.remote.fetch([r.tail(k) for r in reqs for k in self._lengths]))
@@ -81,7 +81,7 @@ def oracle(slots: set[int], picked_only: bool = False):
     return tries
 
 
-def per_child(self, reqs, indexes, empty: bool = False):
+def per_child(self, reqs, indexes, limit=0, empty: bool = False):
     batch, indexes = PREFETCHED(self, reqs, indexes)
     per, rows = len(self._lengths), entries(batch)
     for i, r in enumerate(reqs):
@@ -97,7 +97,7 @@ def per_child(self, reqs, indexes, empty: bool = False):
 
 
 def backoff(children: int):
-    def tries(self, reqs, indexes):
+    def tries(self, reqs, indexes, limit=0):  # whole tries: the variants add nodes after
         batch, indexes = PREFETCHED(self, reqs, indexes)
         per, rows = len(self._lengths), entries(batch)
         for i, r in enumerate(reqs):
@@ -118,7 +118,7 @@ def backoff(children: int):
     return tries
 
 
-def exact_tails(self, reqs, indexes):
+def exact_tails(self, reqs, indexes, limit=0):
     """Each slot of a request whose end was prefetched (k tokens, k > 1) becomes a fresh lookup of
     exactly the committed context's last k tokens, where they occur."""
     batch, indexes = PREFETCHED(self, reqs, indexes)
@@ -151,7 +151,7 @@ def bigram_ranks(table) -> dict[tuple[int, int], int]:
 def bigrams(top: int):
     ranks: dict = {}
 
-    def tries(self, reqs, indexes):
+    def tries(self, reqs, indexes, limit=0):  # whole tries: the variants add nodes after
         batch, indexes = PREFETCHED(self, reqs, indexes)
         if not ranks and self.unigrams is not None and self.unigrams.published:
             ranks.update(bigram_ranks(self.unigrams))

@@ -1,6 +1,7 @@
 """A zero-wait step's datastore tries in one compiled pass (outcomes.resolve_picks) equal the
 four steps it replaces: the prefetch answer descended by the bonus tokens, the single-token
-table, the trie cache, and the slots left missed with their tails."""
+table, the trie cache, and the slots left missed with their tails; with a depth limit, the
+same tries without their deeper nodes."""
 
 from __future__ import annotations
 
@@ -77,6 +78,26 @@ def reference(got, reqs, lengths, last, hist, table, settled, cache):
     return batch, empty, tails
 
 
+def cut_depth(batch: TrieBatch, limit: int) -> TrieBatch:
+    """``batch`` without the nodes deeper than ``limit`` (0: all kept), parents renumbered."""
+    toks, pars, cnts, offs = [], [], [], [0]
+    for b in range(len(batch)):
+        a, e = int(batch.node_offsets[b]), int(batch.node_offsets[b + 1])
+        depth, new_id, first = {}, {}, len(toks)
+        for q in range(e - a):
+            p = int(batch.parents[a + q])
+            depth[q] = 1 if p < 0 else depth[p] + 1
+            if limit and depth[q] > limit:
+                continue
+            new_id[q] = len(toks) - first
+            toks.append(int(batch.tokens[a + q]))
+            pars.append(-1 if p < 0 else new_id[p])
+            cnts.append(int(batch.counts[a + q]))
+        offs.append(len(toks))
+    return TrieBatch(np.asarray(toks, np.int32), np.asarray(pars, np.int32), np.asarray(cnts, np.int32),
+                     np.asarray(offs, np.int64), batch.meta.copy())
+
+
 def same(a: TrieBatch, b: TrieBatch) -> None:
     for name in ("tokens", "parents", "counts", "node_offsets", "meta"):
         np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
@@ -103,10 +124,11 @@ def test_one_pass_equals_the_four_steps(data):
     keys = np.stack([pad_tail(np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=4)), np.int32),
                               WIDTH) for _ in range(6)])
     caches = (filled_cache(answers, keys), filled_cache(answers, keys)) if use_cache else (None, None)
+    limit = data.draw(st.integers(0, 3))  # 0: whole tries
     want, want_missed, want_tails = reference(got, reqs, lengths, last, hist, table, settled, caches[0])
     counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}
-    out, missed, tails = resolve_picks(got, reqs, lengths, counts, last, hist, table, settled, caches[1])
-    same(out, want)
+    out, missed, tails = resolve_picks(got, reqs, lengths, counts, last, hist, table, settled, caches[1], limit)
+    same(out, cut_depth(want, limit))
     np.testing.assert_array_equal(missed, want_missed)
     np.testing.assert_array_equal(tails, want_tails)
     if use_cache:
@@ -134,3 +156,18 @@ def test_the_descended_trie_is_the_childs_subtree():
     out, _, _ = resolve_picks(got, [SimpleNamespace(pick=[0], bonus=3)], (2,), counts, np.asarray([3], np.int64))
     assert out.tokens.tolist() == [4, 6] and out.parents.tolist() == [-1, 0] and out.meta.tolist() == [[3, 7, 8]]
     assert counts["arrived"] == 1
+
+
+def test_a_depth_limit_keeps_every_shallower_node_and_its_parents():
+    # trie 0 in preorder: 3 -> (4 -> (6 -> 8)), 5 -> 7 ; descended by 3 and cut at depth 2: 4 -> 6
+    got = TrieBatch(np.asarray([3, 4, 6, 8, 5, 7], np.int32), np.asarray([-1, 0, 1, 2, -1, 4], np.int32),
+                    np.asarray([9, 5, 2, 1, 4, 4], np.int32), np.asarray([0, 6], np.int64), np.asarray([[2, 8, 8]], np.int64))
+    for limit, tokens, parents in ((0, [4, 6, 8], [-1, 0, 1]), (2, [4, 6], [-1, 0]), (1, [4], [-1])):
+        counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}
+        out, _, _ = resolve_picks(got, [SimpleNamespace(pick=[0], bonus=3)], (2,), counts, np.asarray([3], np.int64),
+                                  limit=limit)
+        assert out.tokens.tolist() == tokens and out.parents.tolist() == parents, limit
+    counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}  # no bonus: the whole trie, cut at depth 1
+    out, _, _ = resolve_picks(got, [SimpleNamespace(pick=[0], bonus=-1)], (2,), counts, np.asarray([3], np.int64),
+                              limit=1)
+    assert out.tokens.tolist() == [3, 5] and out.parents.tolist() == [-1, -1] and out.counts.tolist() == [9, 4]

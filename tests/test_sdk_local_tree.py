@@ -225,6 +225,25 @@ def test_a_draft_built_to_keep_k_nodes_is_the_first_k_of_the_whole_draft(case, d
             np.testing.assert_array_equal(getattr(row, field), getattr(want, field))
 
 
+@settings(max_examples=200, deadline=None)
+@given(drafts(), st.data())
+def test_a_draft_is_the_same_from_tries_cut_below_what_it_keeps(case, data):
+    """A zero-wait step's tries come without the nodes deeper than the draft keeps nodes or
+    levels (``Speculator._draft``'s limit): the draft is exactly the one from whole tries."""
+    from tests.test_resolve_tries import cut_depth
+
+    tries, text, budget, depth, children = case
+    depth = min(depth, budget)  # as Speculator._draft asks
+    keep = data.draw(st.none() | st.integers(0, budget + 2))
+    limit = min(depth, budget if keep is None else max(1, keep))
+    remote = remote_batch(tries)
+    whole = draft_tree(LocalIndex(text), remote, 0, len(tries), Calibration(), budget, depth, children, keep=keep)
+    got = draft_tree(LocalIndex(text), cut_depth(remote, limit), 0, len(tries), Calibration(), budget, depth, children,
+                     keep=keep)
+    for field in ("tokens", "parents", "scores", "cells"):
+        np.testing.assert_array_equal(getattr(got, field), getattr(whole, field))
+
+
 def test_calibration_learns_from_outcomes():
     cal = Calibration()
     tree = draft_tree(LocalIndex([9]), remote_batch([([5], [-1], [1], 4)]), 0, 1, cal, 4)

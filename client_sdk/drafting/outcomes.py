@@ -178,7 +178,7 @@ def _picks(reqs, per: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
 
 def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts: dict, last: np.ndarray,
                   history: np.ndarray = NO_HISTORY, unigrams: UnigramTable | None = None, settled: int = -1,
-                  cache: TrieCache | None = None) -> tuple[TrieBatch, np.ndarray, np.ndarray]:
+                  cache: TrieCache | None = None, limit: int = 0) -> tuple[TrieBatch, np.ndarray, np.ndarray]:
     """The committed contexts' tries of ``reqs`` (RequestState: ``pick``, a request's prefetched
     slots, one per suffix length in ``lengths``, or None; ``bonus``), from the prefetch answer
     ``got`` (None: nothing arrived), then the single-token table (the 1-token slots, by the
@@ -190,7 +190,10 @@ def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts:
     Counts 'prefetched' and 'arrived'; an answer that does not hold a pick (another prefetch's)
     is counted in 'misaligned', warned about once and not read. A table before its first
     complete pass fills its slots after the cache (one ``get`` per slot; a slot it fills may
-    still be reported missed: its tail is then asked for once more, harmlessly)."""
+    still be reported missed: its tail is then asked for once more, harmlessly).
+
+    ``limit`` > 0 leaves out the nodes deeper than it (a draft at most that deep never reads them;
+    the trie cache keeps whole tries)."""
     per = len(lengths)
     src, bonus, picked, answered, top = _picks(reqs, per)
     counts["prefetched"] += picked
@@ -214,7 +217,7 @@ def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts:
         table.tokens, table.parents, table.counts, table.node_offsets, table.meta, single if whole is not None else -1,
         last, settled, hist, np.asarray(lengths, dtype=np.int64), cache is not None, *arrays,
         cache.clock() if cache is not None else 0.0, cache.ttl_s if cache is not None else 0.0,
-        cache.tick if cache is not None else 0)
+        cache.tick if cache is not None else 0, limit)
     batch = TrieBatch(tok, par, cnt, offs, meta)
     if cache is not None:
         cache.looked_up(looked, hits)

@@ -45,39 +45,52 @@ def _prefetched(g_tok, g_par, g_cnt, g_offs, g_meta, src, bonus, kind, lo, ln, m
 
 
 @numba.njit(**OPTS)
-def _copy_out(kind, lo, ln, head, g_tok, g_par, g_cnt, u_tok, u_par, u_cnt, r_tok, r_par, r_cnt):
-    """The slots' nodes back to back, as ``_prefetched`` and ``resolve`` chose them."""
+def _copy_out(kind, lo, ln, head, g_tok, g_par, g_cnt, u_tok, u_par, u_cnt, r_tok, r_par, r_cnt, limit):
+    """The slots' nodes back to back, as ``_prefetched`` and ``resolve`` chose them, but for the
+    nodes deeper than ``limit`` (0: none left out; a kept node's parent is always kept)."""
     nb = kind.shape[0]
+    total = longest = 0
+    for j in range(nb):
+        total += ln[j]
+        longest = max(longest, ln[j])
+    tok = np.empty(total, dtype=np.int32)
+    par = np.empty(total, dtype=np.int32)
+    cnt = np.empty(total, dtype=np.int32)
     offs = np.zeros(nb + 1, dtype=np.int64)
+    depth = np.empty(longest, dtype=np.int32)  # of the slot's nodes, in its own numbering
+    new_id = np.empty(longest, dtype=np.int32)  # a kept node's place among the slot's kept nodes
+    n = 0
     for j in range(nb):
-        offs[j + 1] = offs[j] + ln[j]
-    tok = np.empty(offs[nb], dtype=np.int32)
-    par = np.empty(offs[nb], dtype=np.int32)
-    cnt = np.empty(offs[nb], dtype=np.int32)
-    for j in range(nb):
-        n, k = offs[j], kind[j]
+        k = kind[j]
         for q in range(ln[j]):
             i = lo[j] + q
             if k == COPY or k == DESCEND:
-                tok[n + q], par[n + q], cnt[n + q] = g_tok[i], g_par[i], g_cnt[i]
+                t, p, c = g_tok[i], g_par[i], g_cnt[i]
                 if k == DESCEND:  # parents were local to trie src[j]; the child's subtree starts after it
-                    p = g_par[i]
-                    par[n + q] = -1 if p == head[j] else p - head[j] - 1
+                    p = -1 if p == head[j] else p - head[j] - 1
             elif k == TABLE:
-                tok[n + q], par[n + q], cnt[n + q] = u_tok[i], u_par[i], u_cnt[i]
+                t, p, c = u_tok[i], u_par[i], u_cnt[i]
             else:
-                tok[n + q], par[n + q], cnt[n + q] = r_tok[i], r_par[i], r_cnt[i]
-    return tok, par, cnt, offs
+                t, p, c = r_tok[i], r_par[i], r_cnt[i]
+            depth[q] = 1 if p < 0 else depth[p] + 1
+            if limit > 0 and depth[q] > limit:
+                continue
+            new_id[q] = n - offs[j]
+            tok[n], par[n], cnt[n] = t, -1 if p < 0 else new_id[p], c
+            n += 1
+        offs[j + 1] = n
+    return tok[:n], par[:n], cnt[:n], offs
 
 
 @numba.njit(**OPTS)
 def resolve(g_tok, g_par, g_cnt, g_offs, g_meta, src, bonus, u_tok, u_par, u_cnt, u_offs, u_meta, single, last,
             settled, hist, lengths, use_cache, tags, keys, live, stored, used, start, length_of, c_meta,
-            r_tok, r_par, r_cnt, ring_head, now, ttl, tick):
+            r_tok, r_par, r_cnt, ring_head, now, ttl, tick, limit):
     """The step's tries (see the module docstring): returns (tok, par, cnt, offs, meta) of the
     batch of src.shape[0] slots, the missed slots and their padded tails [m, W] (hist[i]: request
     i's last W tokens, -1 before a shorter text), and (table tries used, cache lookups, cache hits).
-    The cache is read only with ``use_cache`` (its arrays then the table's: cache_kernels)."""
+    The cache is read only with ``use_cache`` (its arrays then the table's: cache_kernels). The
+    batch leaves out nodes deeper than ``limit`` (0: none), which no draft of that depth reads."""
     nb, per, w = src.shape[0], lengths.shape[0], hist.shape[1]
     kind = np.zeros(nb, dtype=np.int8)
     lo = np.zeros(nb, dtype=np.int64)
@@ -116,5 +129,6 @@ def resolve(g_tok, g_par, g_cnt, g_offs, g_meta, src, bonus, u_tok, u_par, u_cnt
                 continue
         missed[m] = j
         m += 1
-    tok, par, cnt, offs = _copy_out(kind, lo, ln, head, g_tok, g_par, g_cnt, u_tok, u_par, u_cnt, r_tok, r_par, r_cnt)
+    tok, par, cnt, offs = _copy_out(kind, lo, ln, head, g_tok, g_par, g_cnt, u_tok, u_par, u_cnt, r_tok, r_par, r_cnt,
+                                    limit)
     return tok, par, cnt, offs, meta, missed[:m], tails[:m], table, looked, hits

@@ -238,23 +238,23 @@ class Speculator:
         indexes = IndexBatch(self.arena, [r.index() for r in reqs])
         t0 = time.perf_counter()
         remote = NO_TRIES
-        if self.drafter.asks_datastore:
-            remote, indexes = self._remote_tries(reqs, indexes)
+        depth = min(self.config.draft.max_depth, budget)
+        if self.drafter.asks_datastore:  # the draft reads no trie node deeper than it keeps nodes or levels
+            remote, indexes = self._remote_tries(reqs, indexes, min(depth, budget if keep is None else max(1, keep)))
         t1 = time.perf_counter()
         per = len(self._lengths) if len(remote) else 0
-        depth = min(self.config.draft.max_depth, budget)
         self.counts["not_indexed"] += sum(1 for x in indexes.indexes if x is None)
         batch = self.drafter.draft(indexes, remote, per, self.calibration, budget, depth, keep)
         matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
         self.last = StepTimes(t1 - t0, time.perf_counter() - t1, matches)
         return batch
 
-    def _remote_tries(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[TrieBatch, IndexBatch]:
+    def _remote_tries(self, reqs: list[RequestState], indexes: IndexBatch, limit: int) -> tuple[TrieBatch, IndexBatch]:
         if self.remote is None:
             return TrieBatch.empty(), indexes
         self.counts["asked"] += len(reqs)
         if self.config.prefetch_outcomes:
-            return self._prefetched_tries(reqs, indexes)
+            return self._prefetched_tries(reqs, indexes, limit=limit)
         start = time.perf_counter()
         contexts = [r.tail(k) for r in reqs for k in self._lengths]
         padded = np.stack([pad_tail(c, self._width) for c in contexts]) if contexts else self._fresh_tails[:0]
@@ -267,10 +267,12 @@ class Speculator:
             return got, indexes
         return TrieBatch.empty(), indexes
 
-    def _prefetched_tries(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[TrieBatch, IndexBatch]:
+    def _prefetched_tries(self, reqs: list[RequestState], indexes: IndexBatch,
+                          limit: int = 0) -> tuple[TrieBatch, IndexBatch]:
         """The tries of the outcomes that happened, from the prefetch the last step started; then
         what it missed from the cache, then (deadline > 0) from a lookup of the committed
-        contexts themselves, waited for until the deadline; the rest drafts from own text."""
+        contexts themselves, waited for until the deadline; the rest drafts from own text.
+        limit > 0: the prefetched, table and cached tries without their nodes deeper than it."""
         start = time.perf_counter()
         got = self.remote.collect(STEP_KEY, None, self.config.lookup_deadline_s) if self._outstanding else None
         if self._outstanding:
@@ -284,7 +286,7 @@ class Speculator:
         if self.cache is not None or self.config.lookup_deadline_s > 0:
             indexes, history = self._history(reqs, indexes)
         batch, empty, tails = resolve_picks(got, reqs, self._lengths, self.counts, last, history, self.unigrams,
-                                            settled, self.cache)
+                                            settled, self.cache, limit)
         if self.cache is None and self.config.lookup_deadline_s <= 0:
             return batch, indexes
         if self._fresh_tails.shape[0] and empty.shape[0]:  # the committed contexts' own lookups (see committed())
