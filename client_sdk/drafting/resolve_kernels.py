@@ -11,7 +11,8 @@ Slot j of a step (request j // per, suffix length lengths[j % per]) takes the fi
 and is otherwise missed: returned with its padded tail, to be asked for later.
 
 These were four calls, each copying the whole batch, with Python between them on the decode
-step's critical path; the result is the same batch (tests compare the two).
+step's critical path; the result is the same batch (tests compare the two), less the nodes
+deeper than the step's draft can take when a depth limit is given.
 """
 
 from __future__ import annotations
