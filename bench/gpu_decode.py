@@ -232,25 +232,16 @@ class ThreadedSource:
     """The in-process datastore answering in a thread of its own, as a service beside the worker
     would: ``collect`` takes an answer only once it is in (deadline 0: never waits)."""
 
-    def __init__(self, lookup, options, at_once: bool = False) -> None:
-        """at_once: answer in the asking thread, when asked (for steps run back to back, with no
-        GPU wait for a thread's answer to arrive in)."""
+    def __init__(self, lookup, options) -> None:
         from sssd.bench.replay import InProcessSource
 
         self.inner = InProcessSource(lookup, options)
         self.pool = futures.ThreadPoolExecutor(1, thread_name_prefix="datastore")
-        self.at_once = at_once
         self._pending: dict = {}
         self.late = 0
 
     def request(self, key, contexts, samples=None) -> None:
-        options = self.inner.options.sampling(samples)
-        if self.at_once:
-            done: futures.Future = futures.Future()
-            done.set_result(self.inner.lookup(contexts, options))
-            self._pending[key] = done
-            return
-        self._pending[key] = self.pool.submit(self.inner.lookup, contexts, options)
+        self._pending[key] = self.pool.submit(self.inner.lookup, contexts, self.inner.options.sampling(samples))
 
     def collect(self, key, contexts, deadline_s: float):
         fut = self._pending.pop(key, None)
@@ -286,8 +277,10 @@ class Loop:
         config = SpeculatorConfig(prefetch_outcomes=True, lookup_deadline_s=0.0)
         costs = StepCosts({(batch, n): forward_time(PRESETS["h200"], m, batch, n, CONTEXT) for n in menu})
         if mode == "zero-wait":
-            self.source = ThreadedSource(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True),
-                                         at_once=step_ms is not None)
+            from step_cost import AnsweredAtOnce  # bench/: answers in the asking thread, for steps back to back
+
+            options = lookup_options(config.draft, config.draft.max_depth, True)
+            self.source = AnsweredAtOnce(ds.lookup, options) if step_ms is not None else ThreadedSource(ds.lookup, options)
         spec = build_speculator(costs=costs, remote=self.source, config=config, vocab_size=m.vocab,
                                 drafter=PromptLookup() if mode == "pld" else None)
         if not spec.wait_for_unigrams(600.0):

@@ -87,6 +87,9 @@ def test_a_smoke_run_reports_every_batch_and_mode(tmp_path):
             assert row[mode]["critical_path_us"]["p50"] <= row[mode]["critical_path_us"]["p99"]
             assert 0 < row[mode]["drafting_us"]["p50"] <= row[mode]["critical_path_us"]["p50"]
         assert row["zero-wait"]["late_prefetch_answers"] >= 0
+        back_to_back = row["zero-wait back to back"]  # drafting only: no GPU time, no wall
+        assert "error" not in back_to_back and back_to_back["drafting_us"]["p50"] > 0
+        assert "tokens_per_s" not in back_to_back and back_to_back["tau"] >= 1.0
 
 
 def test_the_summary_names_the_cost_tables_corners_and_every_batch_and_mode():

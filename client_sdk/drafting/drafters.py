@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 
 from client_sdk.drafting.local import IndexBatch, LocalIndex
-from client_sdk.drafting.tree import Calibration, draft_batch
+from client_sdk.drafting.tree import Calibration, draft_batch, kept_nodes
 from client_sdk.types import DraftBatch, DraftConfig, DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -75,7 +75,7 @@ class PromptLookup:
     ngram: int = 3
 
     def draft(self, requests, tries, per, calibration, budget, depth, keep=None) -> DraftBatch:
-        n = budget if keep is None else max(1, min(keep, budget))  # a chain's first ``keep`` tokens
+        n = kept_nodes(budget, keep)  # a chain's first ``keep`` tokens
         return DraftBatch.of([self._chain(x, n) if x is not None else DraftTree.empty() for x in requests.indexes])
 
     @staticmethod

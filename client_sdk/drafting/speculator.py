@@ -32,7 +32,7 @@ from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState, ints
-from client_sdk.drafting.tree import Calibration, learn_verified
+from client_sdk.drafting.tree import Calibration, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
 from sssd_wire.types import TrieBatch
@@ -240,7 +240,7 @@ class Speculator:
         remote = NO_TRIES
         depth = min(self.config.draft.max_depth, budget)
         if self.drafter.asks_datastore:  # the draft reads no trie node deeper than it keeps nodes or levels
-            remote, indexes = self._remote_tries(reqs, indexes, min(depth, budget if keep is None else max(1, keep)))
+            remote, indexes = self._remote_tries(reqs, indexes, min(depth, kept_nodes(budget, keep)))
         t1 = time.perf_counter()
         per = len(self._lengths) if len(remote) else 0
         self.counts["not_indexed"] += sum(1 for x in indexes.indexes if x is None)

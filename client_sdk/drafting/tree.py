@@ -125,11 +125,16 @@ def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal
     return DraftTree(tok, par, score, cells, ranked=True)
 
 
+def kept_nodes(budget: int, keep: int | None) -> int:
+    """How many nodes a draft built for ``budget`` keeps when asked to keep ``keep`` (None: all)."""
+    return budget if keep is None else max(1, min(keep, budget))
+
+
 def _shape(budget: int, keep: int | None, max_depth: int, max_children: int, local_occ: int,
            combine: str) -> tuple[int, ...]:
     """The kernels' DraftShape, as the plain tuple they take: the request's own trie sized for
     ``budget`` nodes, ``keep`` kept."""
-    kept = budget if keep is None else max(1, min(keep, budget))
+    kept = kept_nodes(budget, keep)
     shape = kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, kept, max_depth, max_children, COMBINE[combine])
     return tuple(shape)
 
