@@ -11,10 +11,11 @@ simulated GPU time: it isolates the critical path for A/B comparisons of changes
 serving simulation, ``sssd bench serve-sim``, measures it as part of the whole).
 
     .venv/bin/python bench/step_cost.py [--batch-sizes 16,64] [--steps 150] [--max-width W] [--trie-cache N]
+                                        [--draft-threads T]
 
 ``--trie-cache N`` sets the trie cache's size (0: off). ``--max-width W`` lets the planner choose
 among its widths up to W only (the widest of them, the cost table being flat): the small drafts
-the planner makes at large batches.
+the planner makes at large batches. ``--draft-threads T`` builds each step's drafts on T cores.
 
 Prints JSON: per batch size, p50 / mean / p99 of the drafted steps' critical path (µs, whole
 batch, wall time after 10 warm-up steps), p50 / mean of the CPU the step's ``prefetch`` takes
@@ -61,10 +62,12 @@ class AnsweredAtOnce(replay.InProcessSource):
 
 
 def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, steps: int, max_width: int = 0,
-              trie_cache: int | None = None) -> dict:
+              trie_cache: int | None = None, draft_threads: int = 1) -> dict:
     config = SpeculatorConfig()
     if trie_cache is not None:
         config = dataclasses.replace(config, trie_cache=trie_cache)
+    if draft_threads > 1:  # (a field older trees do not have)
+        config = dataclasses.replace(config, draft=dataclasses.replace(config.draft, draft_threads=draft_threads))
     if max_width:
         narrow = tuple(w for w in config.planner.widths if w <= max_width)
         config = dataclasses.replace(config, planner=dataclasses.replace(config.planner, widths=narrow))
@@ -124,12 +127,14 @@ def main() -> None:
     parser.add_argument("--max-width", type=int, default=0, help="the planner's widths up to this one only")
     parser.add_argument("--trie-cache", type=int, default=None,
                         help="the trie cache's size (0: off; default: the SDK's)")
+    parser.add_argument("--draft-threads", type=int, default=1, help="DraftConfig.draft_threads (1: serial drafting)")
     args = parser.parse_args()
     ds = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE)
     cases = datasets.mtbench_cases() + datasets.humaneval_cases()
-    rows = [run_batch(ds, cases, int(b), args.steps, args.max_width, args.trie_cache)
+    rows = [run_batch(ds, cases, int(b), args.steps, args.max_width, args.trie_cache, args.draft_threads)
             for b in args.batch_sizes.split(",")]
-    print(json.dumps(stamped({"rows": rows, "steps": args.steps, "max_width": args.max_width}), indent=1))
+    print(json.dumps(stamped({"rows": rows, "steps": args.steps, "max_width": args.max_width,
+                              "draft_threads": args.draft_threads}), indent=1))
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.speculator import Speculator
-from client_sdk.drafting.tree import Calibration, warm_up
+from client_sdk.drafting.tree import Calibration, warm_up, warm_up_parallel
 from client_sdk.types import DraftConfig, GenerationSink, TrieSource
 from sssd_wire.types import LookupParams
 
@@ -96,6 +96,8 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
             else:
                 sink = FeedbackSink(client, namespace, config.worker_id)
     warm_up()  # the kernels compile here, not inside the first decode step
+    if config.draft.draft_threads > 1:
+        warm_up_parallel()
     planner = None
     if fixed_budget is None:
         if costs is None:

@@ -37,6 +37,14 @@ class DraftConfig:
     # deepest level of the datastore's trie: deeper drafts come from the request's own text
     # (a 16-deep trie cost the datastore ~1.6x an 8-deep one per context, for -0.9 to +0.5 % tau)
     remote_depth: int = 8
+    # cores a step's drafts are built on (numba's thread pool), from 8 requests up: for a host with
+    # cores idle beside the GPU; 1 here, where a second thread waits for a core the datastore holds
+    # (2-core VM: the serving simulation's p99 grew to ~10 ms; BENCHMARKS: parallel drafting)
+    draft_threads: int = 1
+
+    def __post_init__(self) -> None:
+        if self.draft_threads < 1:
+            raise ValueError(f"draft_threads {self.draft_threads} must be >= 1")
 
 
 # below this many requests a step's per-request work is cheaper one call each than batched

@@ -162,17 +162,20 @@ def _serve_sim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-costs", default=None, metavar="FILE",
                    help="simulate the GPU with a verify-time table that bench/gpu_decode.py measured (its result "
                         "JSON, e.g. bench/results/gpu-h200/linear-run2.json) instead of the H100 roofline")
+    p.add_argument("--draft-threads", type=int, default=1,
+                   help="cores each step's drafts are built on (DraftConfig.draft_threads; 1: the shipped default)")
 
 
 def _serve_sim(args) -> dict:
     from sssd.bench.serve_sim import run
     from sssd.bench.sim_gpu import MeasuredGPU
 
-    if args.steps < 1 or args.conversations < 1:
-        raise ValueError(f"--steps {args.steps} and --conversations {args.conversations} must be at least 1")
+    if args.steps < 1 or args.conversations < 1 or args.draft_threads < 1:
+        raise ValueError(f"--steps {args.steps}, --conversations {args.conversations} and --draft-threads "
+                         f"{args.draft_threads} must be at least 1")
     gpu = MeasuredGPU(args.gpu_costs) if args.gpu_costs else None
     return run(_ints(args.batch_sizes, "--batch-sizes"), args.steps, args.conversations, progress=not args.json,
-               gpu=gpu)
+               gpu=gpu, draft_threads=args.draft_threads)
 
 
 def _fleet_flags(p: argparse.ArgumentParser) -> None:

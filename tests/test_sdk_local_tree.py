@@ -7,13 +7,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.drafting import kernels
+from client_sdk.drafting import kernels, parallel
 from client_sdk.drafting import local as local_module
 from client_sdk.drafting import tree as tree_module
 from client_sdk.drafting.local import LocalIndex
 from client_sdk.types import DraftBatch, DraftTree
 from client_sdk.drafting.tree import NO_TRIES, Calibration, draft_batch, draft_tree
 from sssd_wire.types import TrieBatch
+from tests.test_resolve_tries import cut_depth  # (at import: inside a @given test hypothesis sees a nested @given)
 
 LOCAL_CASES = [
     # (text, depth, expected {path: count}, expected match length)
@@ -230,8 +231,6 @@ def test_a_draft_built_to_keep_k_nodes_is_the_first_k_of_the_whole_draft(case, d
 def test_a_draft_is_the_same_from_tries_cut_below_what_it_keeps(case, data):
     """A zero-wait step's tries come without the nodes deeper than the draft keeps nodes or
     levels (``Speculator._draft``'s limit): the draft is exactly the one from whole tries."""
-    from tests.test_resolve_tries import cut_depth
-
     tries, text, budget, depth, children = case
     depth = min(depth, budget)  # as Speculator._draft asks
     keep = data.draw(st.none() | st.integers(0, budget + 2))
@@ -294,13 +293,18 @@ def batches(draw):
 def test_batched_drafts_equal_one_call_per_request(case, own_text):
     """draft_batch over a batch gives, row by row, what draft_tree gives for each request alone:
     across steps whose indexes grow (reallocated arrays), leave (freed, reused slots) or are not
-    built yet (None)."""
+    built yet (None); also with the rows spread over two threads (client_sdk.drafting.parallel),
+    from one row up."""
     for small_batch in (0, tree_module.SMALL_DRAFT):  # the batched kernel, and one call per row for few rows
         with mock.patch.object(tree_module, "SMALL_DRAFT", small_batch):
             _check_batched_drafts(case, own_text)
+    with mock.patch.object(tree_module, "SMALL_DRAFT", 0), mock.patch.object(parallel, "MIN_ROWS", 1):
+        launches = parallel.STATS["parallel"]
+        _check_batched_drafts(case, own_text, threads=2)
+        assert parallel.STATS["parallel"] > launches or not any(case[1])
 
 
-def _check_batched_drafts(case, own_text):
+def _check_batched_drafts(case, own_text, threads=1):
     from client_sdk.drafting.local import LocalArena
 
     per, steps, budget, depth, children = case
@@ -320,7 +324,8 @@ def _check_batched_drafts(case, own_text):
         for i in [i for i in live if i >= len(rows) or rows[i][0] is None]:
             del live[i]
         remote = remote_batch([t for _, tries in rows for t in tries])
-        got = draft_batch(arena, indexes, remote, per, cal, budget, depth, children, use_local=own_text).trees()
+        got = draft_batch(arena, indexes, remote, per, cal, budget, depth, children, use_local=own_text,
+                          threads=threads).trees()
         assert len(got) == len(rows)
         for b, (index, tree) in enumerate(zip(indexes, got)):
             if index is None:

@@ -63,7 +63,7 @@ class CalibratedMerge:
             tries, per = NO_TRIES, 0
         return draft_batch(requests.arena, requests.indexes, tries, per, calibration, budget, depth, c.max_children,
                            c.local_occurrences, use_local=self.own_text, combine=c.combine, slots=requests.slots,
-                           keep=keep)
+                           keep=keep, threads=c.draft_threads)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client_sdk.drafting import kernels, step_kernels
+from client_sdk.drafting import kernels, parallel, step_kernels
 from client_sdk.drafting.cache import TrieCache
 from client_sdk.drafting.outcomes import resolve_picks
 from client_sdk.drafting.unigrams import UnigramTable
@@ -141,12 +141,13 @@ def _shape(budget: int, keep: int | None, max_depth: int, max_children: int, loc
 
 def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
                 budget: int, max_depth: int = 8, max_children: int = 8, local_occ: int = 8, use_local: bool = True,
-                combine: str = "max", slots: np.ndarray | None = None, keep: int | None = None) -> DraftBatch:
+                combine: str = "max", slots: np.ndarray | None = None, keep: int | None = None,
+                threads: int = 1) -> DraftBatch:
     """``draft_tree`` for a batch in one compiled call, the drafts back to back: request b
     drafts from indexes[b] (None: not indexed yet, an empty draft) and remote tries
     b * per .. b * per + per - 1 (per 0: the datastore did not answer). Row b is what
     ``draft_tree`` gives for that request alone (``keep`` as there). slots: ``arena.slots(indexes)``,
-    if already asked."""
+    if already asked; threads: the rows spread over that many cores (client_sdk.drafting.parallel)."""
     if budget <= 0 or not indexes:
         return DraftBatch.empty(len(indexes))
     if per + 1 > MAX_SLOTS:
@@ -163,12 +164,21 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
     ns = np.fromiter((x.n if x is not None and use_local else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     indexed = np.fromiter((x.indexed if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     masks = np.fromiter((x.mask if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
-    tok, par, score, cells, offs = kernels.draft_rows(
-        arena.bufs, arena.heads, arena.prevs, slots, ns, indexed, masks,
+    tok, par, score, cells, offs = parallel.draft_rows(
+        threads, arena.bufs, arena.heads, arena.prevs, slots, ns, indexed, masks,
         remote.tokens, remote.parents, remote.counts, remote.node_offsets, remote.match_lengths,
         per, _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS,
     )
     return DraftBatch(tok, par, score, cells, offs, True)
+
+
+@functools.cache
+def warm_up_parallel() -> None:
+    """Compile (or load) the parallel drafting kernel and start numba's thread pool: once per
+    process that drafts with ``draft_threads`` > 1, before its first step."""
+    arena = LocalArena()
+    rows = [LocalIndex([1, 2, 3, 1, 2], max_ngram=3) for _ in range(parallel.MIN_ROWS)]
+    draft_batch(arena, rows, NO_TRIES, 0, Calibration(), budget=4, threads=2)
 
 
 @functools.cache

@@ -45,6 +45,7 @@ import numpy as np
 from client_sdk.drafting.planner import StepCosts
 from client_sdk.drafting.drafters import PromptLookup
 from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.types import DraftConfig
 from client_sdk.runtime import build_speculator, lookup_options
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
@@ -99,14 +100,17 @@ def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: boo
 
 
 class Simulation:
-    def __init__(self, cases: list[dict], address: str, batch: int, mode: str, steps: int, gpu=None) -> None:
-        """gpu: the simulated GPU (sim_gpu.RooflineGPU, the default, or MeasuredGPU)."""
+    def __init__(self, cases: list[dict], address: str, batch: int, mode: str, steps: int, gpu=None,
+                 draft_threads: int = 1) -> None:
+        """gpu: the simulated GPU (sim_gpu.RooflineGPU, the default, or MeasuredGPU); draft_threads:
+        DraftConfig's (the cores each step's drafts are built on)."""
         self.cases, self.batch, self.mode, self.steps = cases, batch, mode, steps
         self.gpu = RooflineGPU() if gpu is None else gpu
         widths = SpeculatorConfig().planner.widths
         costs = StepCosts({(batch, n): self.gpu.seed(batch, n) for n in widths})
         zero_wait = mode != "blocking"
-        config = SpeculatorConfig(prefetch_outcomes=zero_wait, lookup_deadline_s=0.0 if zero_wait else BLOCKING_DEADLINE_S)
+        config = SpeculatorConfig(prefetch_outcomes=zero_wait, lookup_deadline_s=0.0 if zero_wait else BLOCKING_DEADLINE_S,
+                                  draft=DraftConfig(draft_threads=draft_threads))
         self.client = DatastoreClient(address, timeout_s=5)
         remote = self.remote = None
         if mode != "pld":
@@ -183,8 +187,10 @@ class Simulation:
         }
 
 
-def run(batches: list[int], steps: int, conversations: int, progress: bool = True, gpu=None) -> dict:
-    """gpu: the simulated GPU (default: the H100 roofline; sim_gpu.MeasuredGPU: a measured table)."""
+def run(batches: list[int], steps: int, conversations: int, progress: bool = True, gpu=None,
+        draft_threads: int = 1) -> dict:
+    """gpu: the simulated GPU (default: the H100 roofline; sim_gpu.MeasuredGPU: a measured table);
+    draft_threads: the cores each step's drafts are built on (DraftConfig.draft_threads)."""
     from sssd.bench import datasets, llama3
     from sssd.serve_process import start_server
 
@@ -200,7 +206,7 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
         try:
             fill_service(address, docs, llama3.VOCAB_SIZE, progress)
             for b in batches:
-                runs = {m: Simulation(cases, address, b, m, steps, gpu).run() for m in MODES}
+                runs = {m: Simulation(cases, address, b, m, steps, gpu, draft_threads).run() for m in MODES}
                 zw, bl, pld = runs["zero-wait"], runs["blocking"], runs["pld"]
                 rows.append({
                     "batch": b, "mean_width": zw["mean_width"], "drafted_steps": zw["drafted_steps"],
@@ -222,6 +228,6 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    return {**gpu.describe(), "steps_per_run": steps,
+    return {**gpu.describe(), "steps_per_run": steps, "draft_threads": draft_threads,
             "datastore": f"ShareGPT conversations 2000-{2000 + conversations} ({sum(d.shape[0] for d in docs)} tokens)",
             "cases": "MT-Bench (30) + HumanEval (164), cycled", "rows": rows}
