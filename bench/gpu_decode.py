@@ -262,9 +262,10 @@ class Loop:
     """Continuous batching over the cases at one batch size in one mode, on the captured steps."""
 
     def __init__(self, cases: list[dict], steps: dict, batch: int, mode: str, menu: tuple[int, ...], ds,
-                 m: Model, step_ms: dict | None = None) -> None:
+                 m: Model, step_ms: dict | None = None, draft_threads: int = 1) -> None:
         """step_ms: {(batch, width): ms} to run the steps back to back, with no launch and no wait for
-        the GPU, the planner told each step took what the cost table measured (None: launch and wait)."""
+        the GPU, the planner told each step took what the cost table measured (None: launch and wait);
+        draft_threads: the cores each step's drafts are built on (DraftConfig.draft_threads)."""
         from client_sdk.runtime import build_speculator, lookup_options
         from sglang_integration.drafts import BatchDrafter
 
@@ -275,6 +276,8 @@ class Loop:
         if mode == "plain":
             return
         config = SpeculatorConfig(prefetch_outcomes=True, lookup_deadline_s=0.0)
+        if draft_threads > 1:
+            config = dataclasses.replace(config, draft=dataclasses.replace(config.draft, draft_threads=draft_threads))
         costs = StepCosts({(batch, n): forward_time(PRESETS["h200"], m, batch, n, CONTEXT) for n in menu})
         if mode == "zero-wait":
             from step_cost import AnsweredAtOnce  # bench/: answers in the asking thread, for steps back to back
@@ -457,7 +460,7 @@ def run(args) -> dict:
             try:
                 back_to_back = mode.endswith(BACK_TO_BACK)
                 runs[mode] = Loop(cases, steps, B, mode.removesuffix(BACK_TO_BACK), menu, ds, m,
-                                  step_ms if back_to_back else None).run(args.steps)
+                                  step_ms if back_to_back else None, args.draft_threads).run(args.steps)
             except Exception as exc:  # noqa: BLE001 - one lease: report the mode's failure, measure the rest
                 runs[mode] = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"batch {B} {mode}: {runs[mode]['error']}", file=sys.stderr, flush=True)
@@ -467,7 +470,8 @@ def run(args) -> dict:
         rows.append({"batch": B, **runs})
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     return {"model": f"Llama-3.1-8B shape, random {'bf16' if device == 'cuda' else 'fp32'} weights"
-            if not args.smoke else "tiny (smoke)", "context": CONTEXT, "widths": list(menu), **device_facts(),
+            if not args.smoke else "tiny (smoke)", "context": CONTEXT, "widths": list(menu),
+            "draft_threads": args.draft_threads, **device_facts(),
             "setup_s": round(setup_s, 1), "steps_per_run": args.steps,
             "datastore_tokens": int(sum(d.shape[0] for d in docs)), "cost_table": table, "rows": rows}
 
@@ -511,6 +515,7 @@ def main() -> None:
     r.add_argument("--steps", type=int, default=300, help="decode steps per batch size and mode")
     r.add_argument("--repeats", type=int, default=20, help="timed replays per cost-table shape")
     r.add_argument("--smoke", action="store_true", help="a tiny model on the CPU, a few cases (checks the script)")
+    r.add_argument("--draft-threads", type=int, default=1, help="cores each step's drafts are built on (DraftConfig)")
     f = sub.add_parser("fit", help="the roofline fit of the cost tables in result files")
     f.add_argument("results", type=Path, nargs="+", help="what run printed")
     s = sub.add_parser("summary", help="a result file as a short table")

@@ -3,6 +3,8 @@
 # by `make gpu-bundle`): `bash bench/gpu_run.sh`. Installs the carried wheels, runs the GPU-marked
 # tests (TESTS=0: not), then RUNS (default 3) runs of bench/gpu_decode.py, each a JSON file under $OUT, and prints
 # a short table of each. About 2 minutes per run on an H200 plus the machine's start.
+# DRAFT_THREADS="1 8": run i builds its drafts on the list's ((i - 1) mod length)-th count of cores
+# (--draft-threads; default "1"), so that one lease compares serial and parallel drafting in turns.
 set -u
 : "${OUT:?set OUT: the folder whose files come back}"
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
@@ -14,8 +16,11 @@ if [ "${TESTS:-1}" = 1 ]; then  # TESTS=0: the runs only
   timeout 150 python3 -m pytest -p no:cacheprovider --noconftest -m gpu -q -rs \
     tests/test_decoder.py tests/test_gpu_decode_bench.py 2>&1 | tail -4 | tee "$OUT/pytest-gpu.txt"
 fi
+read -r -a threads <<< "${DRAFT_THREADS:-1}"
 for i in $(seq 1 "${RUNS:-3}"); do
-  timeout 200 python3 bench/gpu_decode.py run --data .gpu/data.npz > "$OUT/run$i.json" 2> "$OUT/run$i.log"
-  echo "run $i: exit $?"
+  t=${threads[$(( (i - 1) % ${#threads[@]} ))]}
+  timeout 200 python3 bench/gpu_decode.py run --data .gpu/data.npz --draft-threads "$t" \
+    > "$OUT/run$i.json" 2> "$OUT/run$i.log"
+  echo "run $i (draft threads $t): exit $?"
   python3 bench/gpu_decode.py summary "$OUT/run$i.json" || tail -5 "$OUT/run$i.log"
 done
