@@ -6,13 +6,11 @@ same tries without their deeper nodes."""
 from __future__ import annotations
 
 from types import SimpleNamespace
-from unittest import mock
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.drafting import parallel
 from client_sdk.drafting.cache import TrieCache, pad_tail
 from client_sdk.drafting.outcomes import descend, resolve_picks
 from client_sdk.drafting.unigrams import UnigramTable
@@ -125,24 +123,19 @@ def test_one_pass_equals_the_four_steps(data):
     answers = data.draw(tries(6, 4))
     keys = np.stack([pad_tail(np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=4)), np.int32),
                               WIDTH) for _ in range(6)])
-    caches = tuple(filled_cache(answers, keys) if use_cache else None for _ in range(3))
+    caches = (filled_cache(answers, keys), filled_cache(answers, keys)) if use_cache else (None, None)
     limit = data.draw(st.integers(0, 3))  # 0: whole tries
     want, want_missed, want_tails = reference(got, reqs, lengths, last, hist, table, settled, caches[0])
-    for threads, cache in ((1, caches[1]), (2, caches[2])):  # and the slots spread over two threads
-        counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}
-        launches = parallel.STATS["parallel"]
-        with mock.patch.object(parallel, "MIN_ROWS", 1):
-            out, missed, tails = resolve_picks(got, reqs, lengths, counts, last, hist, table, settled, cache, limit,
-                                               threads)
-        assert parallel.STATS["parallel"] == launches + (threads > 1)
-        same(out, cut_depth(want, limit))
-        np.testing.assert_array_equal(missed, want_missed)
-        np.testing.assert_array_equal(tails, want_tails)
-        if use_cache:
-            a = caches[0]
-            assert (a.hits, a.misses, a.tick) == (cache.hits, cache.misses, cache.tick)
-            np.testing.assert_array_equal(a.table()[4], cache.table()[4])  # the same entries read at the same ticks
-        assert counts["prefetched"] == sum(r.pick is not None for r in reqs)
+    counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}
+    out, missed, tails = resolve_picks(got, reqs, lengths, counts, last, hist, table, settled, caches[1], limit)
+    same(out, cut_depth(want, limit))
+    np.testing.assert_array_equal(missed, want_missed)
+    np.testing.assert_array_equal(tails, want_tails)
+    if use_cache:
+        a, b = caches
+        assert (a.hits, a.misses, a.tick) == (b.hits, b.misses, b.tick)
+        np.testing.assert_array_equal(a.table()[4], b.table()[4])  # the same entries were read at the same ticks
+    assert counts["prefetched"] == sum(r.pick is not None for r in reqs)
 
 
 def test_an_answer_that_does_not_hold_a_pick_is_not_read(caplog):

@@ -19,7 +19,7 @@ import logging
 
 import numpy as np
 
-from client_sdk.drafting import parallel, step_kernels
+from client_sdk.drafting import resolve_kernels, step_kernels
 from client_sdk.drafting.cache import NO_CACHE as _NO_CACHE, TrieCache, tail_keys, unpad
 from client_sdk.drafting.unigrams import UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree
@@ -178,8 +178,7 @@ def _picks(reqs, per: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
 
 def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts: dict, last: np.ndarray,
                   history: np.ndarray = NO_HISTORY, unigrams: UnigramTable | None = None, settled: int = -1,
-                  cache: TrieCache | None = None, limit: int = 0,
-                  threads: int = 1) -> tuple[TrieBatch, np.ndarray, np.ndarray]:
+                  cache: TrieCache | None = None, limit: int = 0) -> tuple[TrieBatch, np.ndarray, np.ndarray]:
     """The committed contexts' tries of ``reqs`` (RequestState: ``pick``, a request's prefetched
     slots, one per suffix length in ``lengths``, or None; ``bonus``), from the prefetch answer
     ``got`` (None: nothing arrived), then the single-token table (the 1-token slots, by the
@@ -194,8 +193,7 @@ def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts:
     still be reported missed: its tail is then asked for once more, harmlessly).
 
     ``limit`` > 0 leaves out the nodes deeper than it (a draft at most that deep never reads them;
-    the trie cache keeps whole tries); ``threads``: the slots spread over that many cores
-    (client_sdk.drafting.parallel)."""
+    the trie cache keeps whole tries)."""
     per = len(lengths)
     src, bonus, picked, answered, top = _picks(reqs, per)
     counts["prefetched"] += picked
@@ -214,8 +212,8 @@ def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts:
     single = lengths.index(1) if 1 in lengths else -1
     hist = history if history.shape[0] else np.full((len(reqs), max(lengths)), -1, dtype=np.int32)
     arrays = cache.table() if cache is not None else _NO_CACHE
-    tok, par, cnt, offs, meta, missed, tails, from_table, looked, hits = parallel.resolve(
-        threads, got.tokens, got.parents, got.counts, got.node_offsets, got.meta, src, bonus,
+    tok, par, cnt, offs, meta, missed, tails, from_table, looked, hits = resolve_kernels.resolve(
+        got.tokens, got.parents, got.counts, got.node_offsets, got.meta, src, bonus,
         table.tokens, table.parents, table.counts, table.node_offsets, table.meta, single if whole is not None else -1,
         last, settled, hist, np.asarray(lengths, dtype=np.int64), cache is not None, *arrays,
         cache.clock() if cache is not None else 0.0, cache.ttl_s if cache is not None else 0.0,

@@ -286,7 +286,7 @@ class Speculator:
         if self.cache is not None or self.config.lookup_deadline_s > 0:
             indexes, history = self._history(reqs, indexes)
         batch, empty, tails = resolve_picks(got, reqs, self._lengths, self.counts, last, history, self.unigrams,
-                                            settled, self.cache, limit, self.config.draft.draft_threads)
+                                            settled, self.cache, limit)
         if self.cache is None and self.config.lookup_deadline_s <= 0:
             return batch, indexes
         if self._fresh_tails.shape[0] and empty.shape[0]:  # the committed contexts' own lookups (see committed())

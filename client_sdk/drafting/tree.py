@@ -174,14 +174,11 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
 
 @functools.cache
 def warm_up_parallel() -> None:
-    """Compile (or load) the parallel drafting kernels and start numba's thread pool: once per
+    """Compile (or load) the parallel drafting kernel and start numba's thread pool: once per
     process that drafts with ``draft_threads`` > 1, before its first step."""
-    arena, n = LocalArena(), parallel.MIN_ROWS
-    rows = [LocalIndex([1, 2, 3, 1, 2], max_ngram=3) for _ in range(n)]
+    arena = LocalArena()
+    rows = [LocalIndex([1, 2, 3, 1, 2], max_ngram=3) for _ in range(parallel.MIN_ROWS)]
     draft_batch(arena, rows, NO_TRIES, 0, Calibration(), budget=4, threads=2)
-    counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}
-    resolve_picks(TrieBatch.empty(1), [SimpleNamespace(pick=None, bonus=-1)] * n, (1,), counts,
-                  np.zeros(n, dtype=np.int64), np.full((n, 1), -1, np.int32), threads=2)
 
 
 @functools.cache
