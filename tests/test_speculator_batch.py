@@ -112,17 +112,20 @@ def test_a_request_indexed_at_start_joins_the_arena_there_not_at_its_first_step(
     assert len(spec.arena) == 4
 
 
-def _zero_wait_run(docs, prompts, truths, steps, small):
+def _zero_wait_run(docs, prompts, truths, steps, small, threads=1):
     """Zero-wait steps (prefetch, the trie cache, the single-token table) of a batch of requests
-    whose committed tokens follow ``truths``; returns every step's drafts as (tokens, offsets)."""
+    whose committed tokens follow ``truths``; returns every step's drafts as (tokens, offsets).
+    threads: DraftConfig.draft_threads, the draft kernel spread from one request up."""
     from client_sdk.drafting import outcomes as outcomes_module
+    from client_sdk.drafting import parallel
     from client_sdk.runtime import lookup_options
+    from client_sdk.types import DraftConfig
     from sssd.bench.replay import InProcessDatastore, InProcessSource
 
-    config = SpeculatorConfig(fixed_budget=6, background_index_tokens=0)
+    config = SpeculatorConfig(fixed_budget=6, background_index_tokens=0, draft=DraftConfig(draft_threads=threads))
     ds = InProcessDatastore(docs, 20)
     remote = InProcessSource(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True))
-    with mock.patch.object(speculator_module, "SMALL_BATCH", small), \
+    with mock.patch.object(speculator_module, "SMALL_BATCH", small), mock.patch.object(parallel, "MIN_ROWS", 1), \
             mock.patch.object(outcomes_module, "SMALL_BATCH", small), mock.patch.object(local_module, "SMALL_APPEND", small):
         spec = Speculator(config, remote=remote, vocab_size=20)
         assert spec.wait_for_unigrams(30)
@@ -153,6 +156,9 @@ def _zero_wait_run(docs, prompts, truths, steps, small):
     st.lists(st.lists(st.integers(0, 5), min_size=30, max_size=30), min_size=n, max_size=n))))
 def test_zero_wait_steps_draft_alike_batched_and_one_request_at_a_time(case):
     """The batched paths of a zero-wait step (outcome table, cache keys from the tails array,
-    deferred indexing) give the drafts the per-request paths give."""
+    deferred indexing) give the drafts the per-request paths give, and so does the draft kernel
+    spread over two threads."""
     docs, prompts, truths = case
-    assert _zero_wait_run(docs, prompts, truths, 6, 0) == _zero_wait_run(docs, prompts, truths, 6, 10_000)
+    want = _zero_wait_run(docs, prompts, truths, 6, 10_000)
+    assert _zero_wait_run(docs, prompts, truths, 6, 0) == want
+    assert _zero_wait_run(docs, prompts, truths, 6, 0, threads=2) == want
