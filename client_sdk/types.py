@@ -38,8 +38,8 @@ class DraftConfig:
     # (a 16-deep trie cost the datastore ~1.6x an 8-deep one per context, for -0.9 to +0.5 % tau)
     remote_depth: int = 8
     # cores a step's drafts are built on (numba's thread pool), from 8 requests up: for a host with
-    # cores idle beside the GPU; 1 here, where a second thread waits for a core the datastore holds
-    # (2-core VM: the serving simulation's p99 grew to ~10 ms; BENCHMARKS: parallel drafting)
+    # cores idle beside the GPU. 1 by default: where a second thread waits for a core the datastore
+    # holds (2-core VM), batch 64's p99 grew to 11-27 ms (BENCHMARKS: "Drafting on several cores")
     draft_threads: int = 1
 
     def __post_init__(self) -> None:

@@ -2,9 +2,10 @@
 thread pool (``DraftConfig.draft_threads`` > 1), for hosts whose cores are idle beside the GPU.
 
 The drafts are those of the serial kernel, row for row: each row is drafted by the same
-``_draft_one`` into its own region, then the regions are packed back to back. Copies are
-explicit loops: in a ``parallel=True`` function numba runs slice assignments as parallel loops
-of their own, and a packed region may overlap the region it comes from.
+``_draft_one`` into its own region, then the regions are packed back to back into fresh arrays.
+Copies are explicit loops: in a ``parallel=True`` function numba runs a slice assignment as a
+parallel loop of its own, which raced when a region was packed in place onto an overlapping one
+(the drafts differed).
 
 One launch at a time per process: numba's workqueue layer (where OpenMP is missing) aborts the
 process on concurrent launches, so a second thread asking meanwhile (two Speculators in one
@@ -107,4 +108,3 @@ def draft_rows(threads: int, *args):
         return _draft_rows_parallel(*args)
     finally:
         _LAUNCH.release()
-
