@@ -156,7 +156,10 @@ def _forward(args) -> dict:
 
 def _serve_sim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1,4,16,64", help="requests in flight (continuous batching)")
-    p.add_argument("--steps", type=int, default=300, help="decode steps per batch size and mode")
+    p.add_argument("--steps", type=int, default=300, help="decode steps per batch size and mode (at least)")
+    p.add_argument("--min-request-steps", type=int, default=None,
+                   help="request-steps each batch size runs at least, by more steps at small batches (default: "
+                        "serve_sim.MIN_REQUEST_STEPS, 4800: batch 1 runs 4800 steps, batch 4 1200); 0: exactly --steps")
     p.add_argument("--conversations", type=int, default=15_000,
                    help="ShareGPT conversations from 2000 in the service's datastore (15000: the replay's)")
     p.add_argument("--gpu-costs", default=None, metavar="FILE",
@@ -173,9 +176,12 @@ def _serve_sim(args) -> dict:
     if args.steps < 1 or args.conversations < 1 or args.draft_threads < 1:
         raise ValueError(f"--steps {args.steps}, --conversations {args.conversations} and --draft-threads "
                          f"{args.draft_threads} must be at least 1")
+    if args.min_request_steps is not None and args.min_request_steps < 0:
+        raise ValueError(f"--min-request-steps {args.min_request_steps} must be 0 or more")
     gpu = MeasuredGPU(args.gpu_costs) if args.gpu_costs else None
+    extra = {} if args.min_request_steps is None else {"min_request_steps": args.min_request_steps}
     return run(_ints(args.batch_sizes, "--batch-sizes"), args.steps, args.conversations, progress=not args.json,
-               gpu=gpu, draft_threads=args.draft_threads)
+               gpu=gpu, draft_threads=args.draft_threads, **extra)
 
 
 def _fleet_flags(p: argparse.ArgumentParser) -> None:

@@ -17,8 +17,8 @@ H200_COSTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "gpu-h2
 def test_serve_sim_reports_every_batch_and_mode(tmp_path, gpu_costs):
     extra = ["--gpu-costs", str(gpu_costs)] if gpu_costs else []
     out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "serve-sim", "--batch-sizes", "1,3", "--steps",
-                          "12", "--conversations", "40", "--json", *extra], capture_output=True, text=True,
-                         timeout=600, cwd=tmp_path)
+                          "12", "--min-request-steps", "24", "--conversations", "40", "--json", *extra],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     if gpu_costs:  # the simulated GPU is the table's
@@ -26,16 +26,38 @@ def test_serve_sim_reports_every_batch_and_mode(tmp_path, gpu_costs):
     else:
         assert result["hardware"] == "h100-sxm" and "roofline" in result["model"]
     assert [r["batch"] for r in result["rows"]] == [1, 3]
+    assert [r["steps"] for r in result["rows"]] == [24, 12]  # batch 1 runs more steps for its 24 request-steps
     for row in result["rows"]:
         assert row["tau_zero_wait"] >= 1.0 and row["tau_blocking"] >= 1.0 and row["pld"]["tau"] >= 1.0
         assert 0 < row["projected_speedup"] < 10 and 0 <= row["prefetch_hit_rate"] <= 1
         assert row["critical_path_us"]["p50"] <= row["critical_path_us"]["p99"]
         assert 1 <= row["mean_width"] <= 17 and row["mean_width_by_mode"]["zero-wait"] == row["mean_width"]
         assert all(1 <= w <= 17 for w in row["mean_width_by_mode"].values())
+        assert set(row["requests_finished"]) == {"zero-wait", "blocking", "pld"}
+        assert all(0 <= n <= row["steps"] * row["batch"] for n in row["requests_finished"].values())
         for mode in ("zero-wait", "blocking"):  # the lookups each mode made, as the source counted them
             assert row["lookups"][mode]["requested"] > 0 and row["lookups"][mode]["misaligned_answers"] == 0
     where = result["provenance"]  # every result JSON names its commit and machine
     assert where["commit"] != "unknown" and where["machine"]["cores"] >= 1 and where["machine"]["cpu"]
+
+
+@pytest.mark.parametrize("batch, steps, floor, expected", [
+    (1, 300, 4800, 4800), (4, 300, 4800, 1200), (16, 300, 4800, 300), (64, 300, 4800, 300),
+    (3, 300, 4800, 1600), (7, 300, 4800, 686),  # rounded up: never fewer request-steps than the floor
+    (1, 300, 0, 300), (1, 12, 24, 24), (3, 12, 24, 12),
+])
+def test_a_batch_size_runs_at_least_its_steps_and_its_request_steps(batch, steps, floor, expected):
+    from sssd.bench.serve_sim import steps_for
+
+    assert steps_for(batch, steps, floor) == expected
+
+
+def test_serve_sim_refuses_a_negative_request_step_floor(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "serve-sim", "--min-request-steps", "-1",
+                          "--json"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode != 0 and out.stdout == ""
+    assert "--min-request-steps -1 must be 0 or more" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
 
 
 def test_serve_sim_refuses_a_cost_table_that_does_not_cover_its_batches(tmp_path):

@@ -5,7 +5,10 @@ into one segment before anything is measured (a settled datastore: the fill's ow
 compaction would otherwise keep a core busy through the first batch sizes). Recorded
 responses of the dev sets (MT-Bench, HumanEval; Llama-3 tokens) are replayed as decode
 traffic with continuous batching: ``batch`` requests are in flight; one that finishes is
-replaced by the next case (its prompt indexed at admission, as at prefill). Each step runs the
+replaced by the next case (its prompt indexed at admission, as at prefill). Every mode replays
+the same cases in the same order; a batch size runs at least ``--steps`` steps per mode and at
+least ``MIN_REQUEST_STEPS`` request-steps (more steps at batch 1 and 4), and each row reports its
+steps and the requests each mode finished in them. Each step runs the
 SGLang worker's own CPU path (``sglang_integration.drafts.BatchDrafter``: sync the committed
 tokens, draft, emit the fixed-width token and mask arrays) and then a simulated GPU verify:
 
@@ -56,6 +59,9 @@ from sssd.bench.stats import percentiles
 NAMESPACE = "sharegpt"
 MODES = ("zero-wait", "blocking", "pld")
 BLOCKING_DEADLINE_S = 0.02  # long enough that a healthy loopback service always answers
+# request-steps each batch size runs at least (300 steps at batch 16): tau compared between modes
+# over dozens of requests at every batch size, not over the first few responses at batch 1 and 4
+MIN_REQUEST_STEPS = 4800
 
 
 @dataclasses.dataclass
@@ -136,7 +142,7 @@ class Simulation:
         depth = self.spec.config.draft.max_depth if self.mode != "pld" else self.drafter.width - 1
         critical, seconds, plain_seconds, tokens, matched, widths = [], 0.0, 0.0, 0, 0, []
         spent = {"critical_path": 0.0, "cpu_beyond_gpu": 0.0, "gpu": 0.0}
-        drafted_tokens = drafted_requests = 0
+        drafted_tokens = drafted_requests = finished = 0
         gpu = None
         for step in range(self.steps + warmup):
             t0 = time.perf_counter()
@@ -166,6 +172,7 @@ class Simulation:
                 matched += sum(1 for m in self.spec.last.match_lengths if m > 0)
             for i, s in enumerate(slots):
                 if len(s.output) >= s.truth.shape[0]:
+                    finished += step >= warmup
                     self.drafter.forget([s.rid])
                     slots[i] = self._admit()
         self.spec.close()
@@ -174,6 +181,7 @@ class Simulation:
         requests = self.steps * self.batch
         return {
             "mean_width": round(float(np.mean(widths)), 2), "tau": round(tokens / requests, 4),
+            "requests_finished": finished,
             "drafted_steps": round(float(np.mean(np.asarray(widths) > 1)), 3),
             "tau_drafted_steps": round(drafted_tokens / drafted_requests, 4) if drafted_requests else None,
             "time_share": {k: round(v / seconds, 4) for k, v in spent.items()},
@@ -187,10 +195,18 @@ class Simulation:
         }
 
 
+def steps_for(batch: int, steps: int, min_request_steps: int) -> int:
+    """The decode steps a batch size runs per mode: at least ``steps``, and enough for
+    ``min_request_steps`` request-steps (a small batch otherwise measures tau on a handful of
+    requests: 300 steps at batch 1 finish about 7 of the replayed responses)."""
+    return max(steps, -(-min_request_steps // batch))
+
+
 def run(batches: list[int], steps: int, conversations: int, progress: bool = True, gpu=None,
-        draft_threads: int = 1) -> dict:
+        draft_threads: int = 1, min_request_steps: int = MIN_REQUEST_STEPS) -> dict:
     """gpu: the simulated GPU (default: the H100 roofline; sim_gpu.MeasuredGPU: a measured table);
-    draft_threads: the cores each step's drafts are built on (DraftConfig.draft_threads)."""
+    draft_threads: the cores each step's drafts are built on (DraftConfig.draft_threads);
+    each batch size runs ``steps_for(batch, steps, min_request_steps)`` steps per mode."""
     from sssd.bench import datasets, llama3
     from sssd.serve_process import start_server
 
@@ -206,10 +222,12 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
         try:
             fill_service(address, docs, llama3.VOCAB_SIZE, progress)
             for b in batches:
-                runs = {m: Simulation(cases, address, b, m, steps, gpu, draft_threads).run() for m in MODES}
+                n = steps_for(b, steps, min_request_steps)
+                runs = {m: Simulation(cases, address, b, m, n, gpu, draft_threads).run() for m in MODES}
                 zw, bl, pld = runs["zero-wait"], runs["blocking"], runs["pld"]
                 rows.append({
-                    "batch": b, "mean_width": zw["mean_width"], "drafted_steps": zw["drafted_steps"],
+                    "batch": b, "steps": n, "requests_finished": {m: runs[m]["requests_finished"] for m in MODES},
+                    "mean_width": zw["mean_width"], "drafted_steps": zw["drafted_steps"],
                     "critical_path_us": zw["critical_path_us"], "prefetch_hit_rate": zw["prefetch_hit_rate"],
                     "tau_zero_wait": zw["tau"], "tau_blocking": bl["tau"],
                     "tau_drafted_steps": {m: runs[m]["tau_drafted_steps"] for m in MODES},
@@ -228,6 +246,6 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    return {**gpu.describe(), "steps_per_run": steps, "draft_threads": draft_threads,
+    return {**gpu.describe(), "min_steps": steps, "min_request_steps": min_request_steps, "draft_threads": draft_threads,
             "datastore": f"ShareGPT conversations 2000-{2000 + conversations} ({sum(d.shape[0] for d in docs)} tokens)",
             "cases": "MT-Bench (30) + HumanEval (164), cycled", "rows": rows}
