@@ -34,6 +34,9 @@ def test_serve_sim_reports_every_batch_and_mode(tmp_path, gpu_costs):
         assert 1 <= row["mean_width"] <= 17 and row["mean_width_by_mode"]["zero-wait"] == row["mean_width"]
         assert all(1 <= w <= 17 for w in row["mean_width_by_mode"].values())
         assert set(row["requests_finished"]) == {"zero-wait", "blocking", "pld"}
+        taus = row["tau_same_requests"]  # over the requests both datastore modes finished (None: none did)
+        assert set(taus) == {"zero-wait", "blocking"} and row["same_requests"] >= 0
+        assert all(t is None if row["same_requests"] == 0 else t >= 1.0 for t in taus.values())
         assert all(0 <= n <= row["steps"] * row["batch"] for n in row["requests_finished"].values())
         for mode in ("zero-wait", "blocking"):  # the lookups each mode made, as the source counted them
             assert row["lookups"][mode]["requested"] > 0 and row["lookups"][mode]["misaligned_answers"] == 0
@@ -50,6 +53,23 @@ def test_a_batch_size_runs_at_least_its_steps_and_its_request_steps(batch, steps
     from sssd.bench.serve_sim import steps_for
 
     assert steps_for(batch, steps, floor) == expected
+
+
+@pytest.mark.parametrize("zero_wait, blocking, expected", [
+    ({}, {}, {"same_requests": 0, "tau_same_requests": {"zero-wait": None, "blocking": None}}),
+    # only the requests both finished count, each mode's tokens over its own steps
+    ({"r0": (10, 5), "r1": (6, 6)}, {"r0": (10, 4), "r2": (9, 3)},
+     {"same_requests": 1, "tau_same_requests": {"zero-wait": 2.0, "blocking": 2.5}}),
+    ({"r0": (10, 5), "r1": (6, 6)}, {"r1": (6, 3), "r0": (10, 5)},
+     {"same_requests": 2, "tau_same_requests": {"zero-wait": 16 / 11, "blocking": 2.0}}),
+])
+def test_tau_over_the_requests_both_modes_finished(zero_wait, blocking, expected):
+    from sssd.bench.serve_sim import same_requests_tau
+
+    got = same_requests_tau(zero_wait, blocking)
+    assert got["same_requests"] == expected["same_requests"]
+    for mode, tau in expected["tau_same_requests"].items():
+        assert got["tau_same_requests"][mode] == (None if tau is None else pytest.approx(tau, abs=1e-4))
 
 
 def test_serve_sim_refuses_a_negative_request_step_floor(tmp_path):

@@ -30,7 +30,10 @@ plain decoding on the same simulated GPU, every CPU overhead of drafting include
 time_share splits those seconds into the critical path, CPU work beside the GPU that outlasted
 it, and the GPU itself; tau_drafted_steps is tau over the steps that drafted (the planner makes
 the others plain steps, tau 1), which compares drafting quality between modes whose planners
-drafted on different steps. lookups: per datastore mode, the worker's remote source's counts
+drafted on different steps; tau_same_requests is each datastore mode's tau over the requests that
+both zero-wait and blocking finished (``same_requests`` of them), tokens over steps, which
+compares the two modes on exactly the same tokens (tau_zero_wait and tau_blocking count every
+step of the run, whose unfinished requests differ between the modes). lookups: per datastore mode, the worker's remote source's counts
 (lookups requested, answers used, late, refused while its breaker was open: ``skipped_open``)
 and the prefetch answers whose picks they did not hold (``misaligned_answers``; 0 expected).
 """
@@ -70,6 +73,7 @@ class _Slot:
     prompt: list[int]
     truth: np.ndarray
     output: list[int] = dataclasses.field(default_factory=list)
+    steps: int = 0  # the steps it was verified in (``advance`` calls)
 
     @staticmethod
     def of(case: dict, rid: str) -> "_Slot":
@@ -86,6 +90,7 @@ class _Slot:
         path = tree.longest_match(self.truth[pos : pos + depth]) if tree is not None else []
         new = self.truth[pos : pos + len(path) + 1].tolist()
         self.output += new
+        self.steps += 1
         return len(new)
 
 
@@ -143,6 +148,7 @@ class Simulation:
         critical, seconds, plain_seconds, tokens, matched, widths = [], 0.0, 0.0, 0, 0, []
         spent = {"critical_path": 0.0, "cpu_beyond_gpu": 0.0, "gpu": 0.0}
         drafted_tokens = drafted_requests = finished = 0
+        done: dict[str, tuple[int, int]] = {}  # a finished request's (tokens, steps), warm-up included
         gpu = None
         for step in range(self.steps + warmup):
             t0 = time.perf_counter()
@@ -173,6 +179,7 @@ class Simulation:
             for i, s in enumerate(slots):
                 if len(s.output) >= s.truth.shape[0]:
                     finished += step >= warmup
+                    done[s.rid] = (len(s.output), s.steps)
                     self.drafter.forget([s.rid])
                     slots[i] = self._admit()
         self.spec.close()
@@ -181,7 +188,7 @@ class Simulation:
         requests = self.steps * self.batch
         return {
             "mean_width": round(float(np.mean(widths)), 2), "tau": round(tokens / requests, 4),
-            "requests_finished": finished,
+            "requests_finished": finished, "done": done,
             "drafted_steps": round(float(np.mean(np.asarray(widths) > 1)), 3),
             "tau_drafted_steps": round(drafted_tokens / drafted_requests, 4) if drafted_requests else None,
             "time_share": {k: round(v / seconds, 4) for k, v in spent.items()},
@@ -193,6 +200,19 @@ class Simulation:
                                                          "misaligned_answers": c["misaligned"]},
             "projected_speedup": round(plain_seconds / seconds, 4),
         }
+
+
+def same_requests_tau(zero_wait: dict, blocking: dict) -> dict:
+    """tau of each datastore mode over the requests that both finished (the modes replay the same
+    cases in the same order, under the same ids): their tokens over the steps they took, so the
+    two modes' tau compare on exactly the same tokens."""
+    common = zero_wait.keys() & blocking.keys()
+
+    def tau(done: dict) -> float | None:
+        steps = sum(done[r][1] for r in common)
+        return round(sum(done[r][0] for r in common) / steps, 4) if steps else None
+
+    return {"same_requests": len(common), "tau_same_requests": {"zero-wait": tau(zero_wait), "blocking": tau(blocking)}}
 
 
 def steps_for(batch: int, steps: int, min_request_steps: int) -> int:
@@ -225,11 +245,13 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
                 n = steps_for(b, steps, min_request_steps)
                 runs = {m: Simulation(cases, address, b, m, n, gpu, draft_threads).run() for m in MODES}
                 zw, bl, pld = runs["zero-wait"], runs["blocking"], runs["pld"]
+                same = same_requests_tau(zw.pop("done"), bl.pop("done"))
+                pld.pop("done")
                 rows.append({
                     "batch": b, "steps": n, "requests_finished": {m: runs[m]["requests_finished"] for m in MODES},
                     "mean_width": zw["mean_width"], "drafted_steps": zw["drafted_steps"],
                     "critical_path_us": zw["critical_path_us"], "prefetch_hit_rate": zw["prefetch_hit_rate"],
-                    "tau_zero_wait": zw["tau"], "tau_blocking": bl["tau"],
+                    "tau_zero_wait": zw["tau"], "tau_blocking": bl["tau"], **same,
                     "tau_drafted_steps": {m: runs[m]["tau_drafted_steps"] for m in MODES},
                     "drafted_steps_by_mode": {m: runs[m]["drafted_steps"] for m in MODES},
                     "mean_width_by_mode": {m: runs[m]["mean_width"] for m in MODES},
