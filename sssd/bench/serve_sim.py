@@ -23,8 +23,10 @@ tokens, draft, emit the fixed-width token and mask arrays) and then a simulated 
   ``_update_ngram_corpus`` hook) and the verification outcome itself (the longest draft path
   that matches the recorded response, plus the next recorded token), then sleeps out the rest.
 
-critical_path_us is the CPU time between one step's verification result and the next step's
-arrays (what the GPU waits for). A step lasts critical path + max(GPU, the CPU work beside it);
+critical_path_us is the wall time between one step's verification result and the next step's
+arrays (what the GPU waits for); critical_path_cpu_us is the step thread's CPU time in it (time.thread_time):
+the difference is what the thread waited, for a core (the service and the simulation share this
+machine's) or for the GIL (the client's threads taking an answer in). A step lasts critical path + max(GPU, the CPU work beside it);
 projected_speedup = (tokens / those seconds) / (batch / plain forward time): SSSD against
 plain decoding on the same simulated GPU, every CPU overhead of drafting included.
 time_share splits those seconds into the critical path, CPU work beside the GPU that outlasted
@@ -145,15 +147,15 @@ class Simulation:
     def run(self, warmup: int = 5) -> dict:
         slots = [self._admit() for _ in range(self.batch)]
         depth = self.spec.config.draft.max_depth if self.mode != "pld" else self.drafter.width - 1
-        critical, seconds, plain_seconds, tokens, matched, widths = [], 0.0, 0.0, 0, 0, []
+        critical, critical_cpu, seconds, plain_seconds, tokens, matched, widths = [], [], 0.0, 0.0, 0, 0, []
         spent = {"critical_path": 0.0, "cpu_beyond_gpu": 0.0, "gpu": 0.0}
         drafted_tokens = drafted_requests = finished = 0
         done: dict[str, tuple[int, int]] = {}  # a finished request's (tokens, steps), warm-up included
         gpu = None
         for step in range(self.steps + warmup):
-            t0 = time.perf_counter()
+            c0, t0 = time.thread_time(), time.perf_counter()
             self.drafter.drafts([s.view() for s in slots], last_step_s=gpu)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.thread_time()
             context = float(np.mean([len(s.prompt) + len(s.output) for s in slots]))
             width = self.drafter.last_width
             gpu = self.gpu.seconds(self.batch, width, context)
@@ -165,6 +167,7 @@ class Simulation:
                 time.sleep(gpu - beside)
             if step >= warmup:
                 critical.append(t1 - t0)
+                critical_cpu.append(c1 - c0)
                 seconds += (t1 - t0) + max(gpu, beside)
                 spent["critical_path"] += t1 - t0
                 spent["cpu_beyond_gpu"] += max(0.0, beside - gpu)
@@ -193,6 +196,7 @@ class Simulation:
             "tau_drafted_steps": round(drafted_tokens / drafted_requests, 4) if drafted_requests else None,
             "time_share": {k: round(v / seconds, 4) for k, v in spent.items()},
             "critical_path_us": percentiles(critical, "us", 1),
+            "critical_path_cpu_us": percentiles(critical_cpu, "us", 1),
             "prefetch_hit_rate": round(c["arrived"] / max(c["asked"], 1), 4) if self.mode != "pld" else None,
             "remote_match_rate": round(matched / requests, 4) if self.mode != "pld" else None,
             "lookup_contexts_per_request_step": round(c["contexts"] / requests, 3),
@@ -250,7 +254,8 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
                 rows.append({
                     "batch": b, "steps": n, "requests_finished": {m: runs[m]["requests_finished"] for m in MODES},
                     "mean_width": zw["mean_width"], "drafted_steps": zw["drafted_steps"],
-                    "critical_path_us": zw["critical_path_us"], "prefetch_hit_rate": zw["prefetch_hit_rate"],
+                    "critical_path_us": zw["critical_path_us"], "critical_path_cpu_us": zw["critical_path_cpu_us"],
+                    "prefetch_hit_rate": zw["prefetch_hit_rate"],
                     "tau_zero_wait": zw["tau"], "tau_blocking": bl["tau"], **same,
                     "tau_drafted_steps": {m: runs[m]["tau_drafted_steps"] for m in MODES},
                     "drafted_steps_by_mode": {m: runs[m]["drafted_steps"] for m in MODES},
