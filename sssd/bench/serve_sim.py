@@ -24,9 +24,10 @@ tokens, draft, emit the fixed-width token and mask arrays) and then a simulated 
   that matches the recorded response, plus the next recorded token), then sleeps out the rest.
 
 critical_path_us is the wall time between one step's verification result and the next step's
-arrays (what the GPU waits for); critical_path_cpu_us is the step thread's CPU time in it (time.thread_time):
-the difference is what the thread waited, for a core (the service and the simulation share this
-machine's) or for the GIL (the client's threads taking an answer in). A step lasts critical path + max(GPU, the CPU work beside it);
+arrays (what the GPU waits for); critical_path_cpu_us is the step thread's CPU time in it
+(time.thread_time): the difference is what the thread waited, for a core (the service and the
+simulation share this machine's) or for the GIL (the client's threads taking an answer in). A
+step lasts critical path + max(GPU, the CPU work beside it);
 projected_speedup = (tokens / those seconds) / (batch / plain forward time): SSSD against
 plain decoding on the same simulated GPU, every CPU overhead of drafting included.
 time_share splits those seconds into the critical path, CPU work beside the GPU that outlasted
@@ -35,9 +36,10 @@ the others plain steps, tau 1), which compares drafting quality between modes wh
 drafted on different steps; tau_same_requests is each datastore mode's tau over the requests that
 both zero-wait and blocking finished (``same_requests`` of them), tokens over steps, which
 compares the two modes on exactly the same tokens (tau_zero_wait and tau_blocking count every
-step of the run, whose unfinished requests differ between the modes). lookups: per datastore mode, the worker's remote source's counts
-(lookups requested, answers used, late, refused while its breaker was open: ``skipped_open``)
-and the prefetch answers whose picks they did not hold (``misaligned_answers``; 0 expected).
+step of the run, whose unfinished requests differ between the modes). lookups: per datastore
+mode, the worker's remote source's counts (lookups requested, answers used, late, refused while
+its breaker was open: ``skipped_open``) and the prefetch answers whose picks they did not hold
+(``misaligned_answers``; 0 expected).
 """
 
 from __future__ import annotations
@@ -273,6 +275,7 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
         finally:
             proc.terminate()
             proc.wait(timeout=60)
-    return {**gpu.describe(), "min_steps": steps, "min_request_steps": min_request_steps, "draft_threads": draft_threads,
+    return {**gpu.describe(), "min_steps": steps, "min_request_steps": min_request_steps,
+            "draft_threads": draft_threads,
             "datastore": f"ShareGPT conversations 2000-{2000 + conversations} ({sum(d.shape[0] for d in docs)} tokens)",
             "cases": "MT-Bench (30) + HumanEval (164), cycled", "rows": rows}
