@@ -179,9 +179,8 @@ def _serve_sim(args) -> dict:
     if args.min_request_steps is not None and args.min_request_steps < 0:
         raise ValueError(f"--min-request-steps {args.min_request_steps} must be 0 or more")
     gpu = MeasuredGPU(args.gpu_costs) if args.gpu_costs else None
-    extra = {} if args.min_request_steps is None else {"min_request_steps": args.min_request_steps}
     return run(_ints(args.batch_sizes, "--batch-sizes"), args.steps, args.conversations, progress=not args.json,
-               gpu=gpu, draft_threads=args.draft_threads, **extra)
+               gpu=gpu, draft_threads=args.draft_threads, min_request_steps=args.min_request_steps)
 
 
 def _fleet_flags(p: argparse.ArgumentParser) -> None:

@@ -229,10 +229,12 @@ def steps_for(batch: int, steps: int, min_request_steps: int) -> int:
 
 
 def run(batches: list[int], steps: int, conversations: int, progress: bool = True, gpu=None,
-        draft_threads: int = 1, min_request_steps: int = MIN_REQUEST_STEPS) -> dict:
+        draft_threads: int = 1, min_request_steps: int | None = None) -> dict:
     """gpu: the simulated GPU (default: the H100 roofline; sim_gpu.MeasuredGPU: a measured table);
     draft_threads: the cores each step's drafts are built on (DraftConfig.draft_threads);
-    each batch size runs ``steps_for(batch, steps, min_request_steps)`` steps per mode."""
+    each batch size runs ``steps_for(batch, steps, min_request_steps)`` steps per mode (None:
+    MIN_REQUEST_STEPS)."""
+    min_request_steps = MIN_REQUEST_STEPS if min_request_steps is None else min_request_steps
     from sssd.bench import datasets, llama3
     from sssd.serve_process import start_server
 
