@@ -42,7 +42,7 @@ from client_sdk.runtime import build_speculator, lookup_options
 from sglang_integration.drafts import BatchDrafter
 from sssd.bench import datasets, llama3, replay
 from sssd.bench.provenance import stamped
-from sssd.bench.serve_sim import HARDWARE, LLAMA_8B, _Slot
+from sssd.bench.serve_sim import BLOCKING_DEADLINE_S, HARDWARE, LLAMA_8B, _Slot
 
 WARMUP = 10
 
@@ -62,8 +62,12 @@ class AnsweredAtOnce(replay.InProcessSource):
 
 
 def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, steps: int, max_width: int = 0,
-              trie_cache: int | None = None, draft_threads: int = 1) -> dict:
-    config = SpeculatorConfig()
+              trie_cache: int | None = None, draft_threads: int = 1, zero_wait: bool = True, calibration=None,
+              warmup: int = WARMUP) -> dict:
+    """zero_wait False: each step asks for its committed contexts and waits (blocking mode; here the
+    answer is in at once); calibration: the Speculator's (None: the SDK's default). The result's
+    ``done`` is each finished request's (tokens, steps), warm-up included."""
+    config = SpeculatorConfig(prefetch_outcomes=zero_wait, lookup_deadline_s=0.0 if zero_wait else BLOCKING_DEADLINE_S)
     if trie_cache is not None:
         config = dataclasses.replace(config, trie_cache=trie_cache)
     if draft_threads > 1:  # (a field older trees do not have)
@@ -73,9 +77,9 @@ def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, step
         config = dataclasses.replace(config, planner=dataclasses.replace(config.planner, widths=narrow))
     widths = config.planner.widths
     flat = forward_time(PRESETS[HARDWARE], LLAMA_8B, batch, 1, 1024)
-    remote = AnsweredAtOnce(ds.lookup, lookup_options(config.draft, config.draft.max_depth, True))
+    remote = AnsweredAtOnce(ds.lookup, lookup_options(config.draft, config.draft.max_depth, zero_wait))
     spec = build_speculator(costs=StepCosts({(batch, n): flat for n in widths}), config=config, remote=remote,
-                            vocab_size=LLAMA_8B.vocab)
+                            vocab_size=LLAMA_8B.vocab, calibration=calibration)
     spec.wait_for_unigrams(600)
     drafter = BatchDrafter(spec, widths[-1], LLAMA_8B.vocab, adaptive=True)
     admitted = 0
@@ -90,7 +94,9 @@ def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, step
 
     slots = [admit() for _ in range(batch)]
     critical, beside, tokens = [], [], 0
-    for step in range(steps + WARMUP):
+    taken: dict[str, int] = {}  # steps per request
+    done: dict[str, tuple[int, int]] = {}
+    for step in range(steps + warmup):
         views = [s.view() for s in slots]
         t0 = time.perf_counter()
         drafter.drafts(views, last_step_s=flat)
@@ -105,11 +111,13 @@ def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, step
             path = tree.longest_match(s.truth[pos : pos + config.draft.max_depth]) if tree is not None else []
             new = s.truth[pos : pos + len(path) + 1].tolist()
             s.output += new
-            tokens += len(new) if step >= WARMUP else 0
-        if step >= WARMUP and drafter.last_width > 1:
+            taken[s.rid] = taken.get(s.rid, 0) + 1
+            tokens += len(new) if step >= warmup else 0
+        if step >= warmup and drafter.last_width > 1:
             critical.append((t1 - t0) * 1e6)
         for i, s in enumerate(slots):
             if len(s.output) >= s.truth.shape[0]:
+                done[s.rid] = (len(s.output), taken.pop(s.rid))
                 drafter.forget([s.rid])
                 slots[i] = admit()
     spec.close()
@@ -117,7 +125,7 @@ def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, step
     return {"batch": batch, "drafted_steps": int(c.shape[0]), "critical_path_us": {
         "p50": round(float(np.median(c)), 1), "mean": round(float(c.mean()), 1), "p99": round(float(np.percentile(c, 99)), 1)},
         "beside_cpu_us": {"p50": round(float(np.median(b)), 1), "mean": round(float(b.mean()), 1)},
-        "tau": round(tokens / (steps * batch), 4)}
+        "tau": round(tokens / (steps * batch), 4), "done": done}
 
 
 def main() -> None:
@@ -133,6 +141,8 @@ def main() -> None:
     cases = datasets.mtbench_cases() + datasets.humaneval_cases()
     rows = [run_batch(ds, cases, int(b), args.steps, args.max_width, args.trie_cache, args.draft_threads)
             for b in args.batch_sizes.split(",")]
+    for row in rows:
+        del row["done"]
     print(json.dumps(stamped({"rows": rows, "steps": args.steps, "max_width": args.max_width,
                               "draft_threads": args.draft_threads}), indent=1))
 
