@@ -62,8 +62,7 @@ class AnsweredAtOnce(replay.InProcessSource):
 
 
 def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, steps: int, max_width: int = 0,
-              trie_cache: int | None = None, draft_threads: int = 1, zero_wait: bool = True, calibration=None,
-              warmup: int = WARMUP) -> dict:
+              trie_cache: int | None = None, draft_threads: int = 1, zero_wait: bool = True, calibration=None) -> dict:
     """zero_wait False: each step asks for its committed contexts and waits (blocking mode; here the
     answer is in at once); calibration: the Speculator's (None: the SDK's default). The result's
     ``done`` is each finished request's (tokens, steps), warm-up included."""
@@ -96,7 +95,7 @@ def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, step
     critical, beside, tokens = [], [], 0
     taken: dict[str, int] = {}  # steps per request
     done: dict[str, tuple[int, int]] = {}
-    for step in range(steps + warmup):
+    for step in range(steps + WARMUP):
         views = [s.view() for s in slots]
         t0 = time.perf_counter()
         drafter.drafts(views, last_step_s=flat)
@@ -112,8 +111,8 @@ def run_batch(ds: replay.InProcessDatastore, cases: list[dict], batch: int, step
             new = s.truth[pos : pos + len(path) + 1].tolist()
             s.output += new
             taken[s.rid] = taken.get(s.rid, 0) + 1
-            tokens += len(new) if step >= warmup else 0
-        if step >= warmup and drafter.last_width > 1:
+            tokens += len(new) if step >= WARMUP else 0
+        if step >= WARMUP and drafter.last_width > 1:
             critical.append((t1 - t0) * 1e6)
         for i, s in enumerate(slots):
             if len(s.output) >= s.truth.shape[0]:
