@@ -17,7 +17,7 @@ finished (both modes, every batch size), so that no figure differs by which requ
 - calibration: ``learned`` (the SDK's: the shipped prior, learned online from every verified
   step), ``frozen`` (the shipped prior, never updated).
 
-    .venv/bin/python bench/zero_wait_order.py [--batch-sizes 1,16] [--orders sim,interleaved,humaneval]
+    .venv/bin/python bench/zero_wait_order.py [--batch-sizes 1,4,16] [--orders sim,interleaved,humaneval]
                                               [--calibration learned,frozen]
 
 Prints JSON: one row per order and calibration, with tau per batch size and mode, the ratio, and
@@ -86,7 +86,7 @@ def compare(runs: dict, sets: list[str]) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch-sizes", default="1,16")
+    parser.add_argument("--batch-sizes", default="1,4,16")
     parser.add_argument("--orders", default=",".join(ORDERS))
     parser.add_argument("--calibration", default="learned,frozen", help="learned, frozen or both")
     parser.add_argument("--min-request-steps", type=int, default=MIN_REQUEST_STEPS)
