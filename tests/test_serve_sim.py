@@ -31,8 +31,11 @@ def test_serve_sim_reports_every_batch_and_mode(tmp_path, gpu_costs):
         assert row["tau_zero_wait"] >= 1.0 and row["tau_blocking"] >= 1.0 and row["pld"]["tau"] >= 1.0
         assert 0 < row["projected_speedup"] < 10 and 0 <= row["prefetch_hit_rate"] <= 1
         assert row["critical_path_us"]["p50"] <= row["critical_path_us"]["p99"]
-        cpu, wall = row["critical_path_cpu_us"], row["critical_path_us"]  # a step's CPU time is within its wall time
-        assert 0 < cpu["p50"] <= cpu["p99"] and cpu["p50"] <= wall["p50"] + 5 and cpu["p99"] <= wall["p99"] + 5
+        # a step's CPU time is the step thread's own, within its wall time: up to the two clocks' disagreement
+        # on a loaded VM (a fresh-clone make test saw 8 µs more CPU than wall at p99), far below 2 threads' sum
+        cpu, wall = row["critical_path_cpu_us"], row["critical_path_us"]
+        assert 0 < cpu["p50"] <= cpu["p99"]
+        assert cpu["p50"] <= 1.1 * wall["p50"] + 20 and cpu["p99"] <= 1.1 * wall["p99"] + 20
         assert 1 <= row["mean_width"] <= 17 and row["mean_width_by_mode"]["zero-wait"] == row["mean_width"]
         assert all(1 <= w <= 17 for w in row["mean_width_by_mode"].values())
         assert set(row["requests_finished"]) == {"zero-wait", "blocking", "pld"}
