@@ -21,13 +21,14 @@ finished (both modes, every batch size), so that no figure differs by which requ
                                               [--calibration learned,frozen]
 
 Prints JSON: one row per order and calibration, with tau per batch size and mode, the ratio, and
-the same per dev set.
+the same per dev set (each row also goes to stderr as it is done).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from sssd.bench.serve_sim import MIN_REQUEST_STEPS, steps_for
 from step_cost import run_batch
 
 ORDERS = ("sim", "interleaved", "humaneval")
+STEPS = 300  # steps per batch size at least, as ``sssd bench serve-sim``'s default
 
 
 class FrozenCalibration(Calibration):
@@ -95,6 +97,9 @@ def main() -> None:
     for c in args.calibration.split(","):
         if c not in kinds:
             parser.error(f"--calibration {c!r}: one of learned, frozen")
+    for o in args.orders.split(","):
+        if o not in ORDERS:
+            parser.error(f"--orders {o!r}: one of {', '.join(ORDERS)}")
     ds = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE)
     rows = []
     for order in args.orders.split(","):
@@ -102,13 +107,13 @@ def main() -> None:
         for cal in args.calibration.split(","):
             runs = {}
             for b in (int(x) for x in args.batch_sizes.split(",")):
-                steps = steps_for(b, 300, args.min_request_steps)
+                steps = steps_for(b, STEPS, args.min_request_steps)
                 for mode in ("zero-wait", "blocking"):
                     calibration = kinds[cal]() if kinds[cal] is not None else None
                     runs[(b, mode)] = run_batch(ds, cases, b, steps, zero_wait=mode == "zero-wait",
                                                 calibration=calibration)["done"]
             rows.append({"order": order, "calibration": cal, **compare(runs, sets)})
-            print(json.dumps(rows[-1]), flush=True)
+            print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
     print(json.dumps(stamped({"rows": rows, "min_request_steps": args.min_request_steps}), indent=1))
 
 
