@@ -66,3 +66,15 @@ def test_a_frozen_calibration_keeps_its_prior():
         cal.update(tree, [0, 1])
     assert np.array_equal(frozen.table, before)
     assert not np.array_equal(learning.table, before)  # the same update moves a learning table
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--orders", "sim,bogus"], "--orders 'bogus': one of sim, interleaved, humaneval"),
+    (["--calibration", "fresh"], "--calibration 'fresh': one of learned, frozen"),
+])
+def test_bad_options_are_refused_in_one_line_before_anything_loads(monkeypatch, capsys, argv, message):
+    monkeypatch.setattr(sys, "argv", ["zero_wait_order.py", *argv])
+    monkeypatch.setattr(zero_wait_order.datasets, "sharegpt_datastore", lambda: pytest.fail("loaded the datastore"))
+    with pytest.raises(SystemExit) as exit_:
+        zero_wait_order.main()
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
