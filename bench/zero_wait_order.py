@@ -35,7 +35,7 @@ import numpy as np
 from client_sdk.drafting.tree import Calibration
 from sssd.bench import datasets, llama3, replay
 from sssd.bench.provenance import stamped
-from sssd.bench.serve_sim import MIN_REQUEST_STEPS, steps_for
+from sssd.bench.serve_sim import MIN_REQUEST_STEPS, steps_for, tau_over
 from step_cost import run_batch
 
 ORDERS = ("sim", "interleaved", "humaneval")
@@ -62,11 +62,6 @@ def traffic(order: str) -> tuple[list[dict], list[str]]:
     else:
         raise ValueError(f"unknown order {order!r}: one of {', '.join(ORDERS)}")
     return [c for _, c in pairs], [s for s, _ in pairs]
-
-
-def tau_over(done: dict, rids) -> float:
-    """Tokens over steps of the requests ``rids`` (each (tokens, steps) in ``done``)."""
-    return round(sum(done[r][0] for r in rids) / sum(done[r][1] for r in rids), 4)
 
 
 def compare(runs: dict, sets: list[str]) -> dict:

@@ -208,17 +208,19 @@ class Simulation:
         }
 
 
+def tau_over(done: dict, rids) -> float | None:
+    """Tokens over steps of the finished requests ``rids`` (done[r]: (tokens, steps)); None: no steps."""
+    steps = sum(done[r][1] for r in rids)
+    return round(sum(done[r][0] for r in rids) / steps, 4) if steps else None
+
+
 def same_requests_tau(zero_wait: dict, blocking: dict) -> dict:
     """tau of each datastore mode over the requests that both finished (the modes replay the same
     cases in the same order, under the same ids): their tokens over the steps they took, so the
     two modes' tau compare on exactly the same tokens."""
     common = zero_wait.keys() & blocking.keys()
-
-    def tau(done: dict) -> float | None:
-        steps = sum(done[r][1] for r in common)
-        return round(sum(done[r][0] for r in common) / steps, 4) if steps else None
-
-    return {"same_requests": len(common), "tau_same_requests": {"zero-wait": tau(zero_wait), "blocking": tau(blocking)}}
+    return {"same_requests": len(common),
+            "tau_same_requests": {"zero-wait": tau_over(zero_wait, common), "blocking": tau_over(blocking, common)}}
 
 
 def steps_for(batch: int, steps: int, min_request_steps: int) -> int:
