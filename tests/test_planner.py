@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from client_sdk.drafting.costs import StepCosts
-from client_sdk.drafting.planner import PlannerConfig, StepPlanner
+from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.speculator import Speculator
 from sssd_wire.types import TrieBatch
@@ -479,38 +478,6 @@ def test_while_plain_decoding_wins_only_a_cheaper_width_hurries_the_probes(deare
         assert planner.counts["probes"] <= 12  # 8, 16, 32, 64, 128, ... steps apart
     else:
         assert planner.counts["probes"] >= 30
-
-
-def jittered(cost, sigma: float, seed: int = 0):
-    """cost_at for ``run``: every step's time ``cost`` x a log-normal factor (a contended CPU)."""
-    factors = np.exp(np.random.default_rng(seed).normal(0.0, sigma, size=10_000))
-    return lambda step: lambda n: cost(n) * factors[step]
-
-
-@pytest.mark.parametrize("probe_noise", [2.0, 0.0])
-def test_step_time_jitter_alone_does_not_keep_probes_coming(probe_noise):
-    """Plain decoding wins (steep costs, weak drafts) on a machine whose step times jitter by
-    ~30 % (a CPU shared with other work). A probe is then news only beyond twice the jitter that
-    ordinary steps show against the table, so the probes back off as when the table holds; with
-    the noise ignored (probe_noise 0, the fixed 15 % tolerance) every other probe looks cheaper
-    than the table and they keep coming, each a wider verify that gains nothing."""
-    planner = StepPlanner(table(steep), PlannerConfig(probe_noise=probe_noise))
-    run(planner, jittered(steep, 0.3), 600, scores_at=lambda step: SCORES * 0.3)
-    assert 0.1 < planner.noise < 0.5
-    if probe_noise:
-        assert planner.counts["probes"] <= 16
-    else:
-        assert planner.counts["probes"] >= 30
-
-
-def test_after_a_jittery_spell_a_width_that_became_cheap_is_found_again():
-    """The noise estimate follows the machine back: once the jitter stops and wider steps
-    become cheap, the planner speculates again as after any quiet spell."""
-    noisy = jittered(steep, 0.3)
-    planner = StepPlanner(table(steep))
-    chosen = run(planner, lambda step: noisy(step) if step < 300 else flat, 700, scores_at=lambda step: SCORES)
-    assert settled_at(chosen, best_k(flat), start=300) <= SETTLE_GAIN_AFTER_QUIET, chosen[300:]
-    assert planner.noise < 0.01
 
 
 def test_drafting_resumes_at_a_large_batch_once_acceptance_recovers():

@@ -28,12 +28,10 @@ Costs are learned online and cannot lock in. Probes run a width the planner did 
 plain decoding (a step that drafts nothing) at least every ``plain_every`` steps while
 speculating, and a grid neighbour of the current width every ``probe_every`` steps, an interval
 that doubles (up to ``probe_every_max``) while probes confirm the table and falls back when one
-is off by more than ``probe_tolerance``, or by more than ``probe_noise`` times the machine's own
-step-time noise where that is larger (the mean error of ordinary steps against the table: on a
-contended CPU a probe off by 30 % is no news); while plain decoding wins, only a width found
-cheaper than the table hurries them (a dearer one changes no decision), and such a probe
-verifies filler tokens, ``blank``, instead of drafting the whole batch. So exploration costs
-little once the costs are known and speeds up when they change. A start-up table that is wrong in either
+is off by more than ``probe_tolerance`` (while plain decoding wins, only when the width proved
+cheaper than the table: a dearer one changes no decision; and such a probe verifies filler
+tokens, ``blank``, instead of drafting the whole batch), so exploration costs little once the
+costs are known and speeds up when they change. A start-up table that is wrong in either
 direction, or a machine whose load changes, is corrected; and a drift factor shared by all
 widths moves with every observation, so a change that hits every width alike (another process
 taking the CPU) is followed within a few steps without waiting for a probe. When k = 0 is
@@ -60,7 +58,74 @@ import statistics
 import numpy as np
 
 from client_sdk.drafting import step_kernels
-from client_sdk.drafting.costs import StepCosts
+
+
+class StepCosts:
+    """Seconds of one decode step (all but drafting) per (batch, width), learned online.
+
+    predict(b, n) = drift * cell[b][n], interpolated between measured widths and scaled
+    linearly from the nearest measured batch (batching never costs more than linear). An
+    observation first moves ``drift`` towards explaining it (a change every width shares),
+    then the observed cell absorbs part of what is left (a change of that width alone).
+    """
+
+    def __init__(self, table: dict[tuple[int, int], float], drift_rate: float = 0.3) -> None:
+        if not table:
+            raise ValueError("a step-cost table needs at least one (batch, width) entry")
+        self.rows: dict[int, dict[int, float]] = {}
+        for (b, n), t in table.items():
+            self.rows.setdefault(b, {})[n] = float(t)
+        self.drift = 1.0
+        self.drift_rate = drift_rate
+        self.last_seen: dict[tuple[int, int], int] = {}
+
+    def _row(self, batch: int) -> tuple[dict[int, float], float]:
+        if batch in self.rows:
+            return self.rows[batch], 1.0
+        b = min(self.rows, key=lambda x: (abs(x - batch), x))
+        return self.rows[b], batch / b
+
+    def cell(self, batch: int, width: int) -> float:
+        """The table's value (without drift) at this batch and width."""
+        row, scale = self._row(batch)
+        if width in row:  # the grid widths: every step asks for them (this runs on the critical path)
+            return row[width] * scale
+        ns = sorted(row)
+        ts = [row[n] for n in ns]
+        if width >= ns[-1] and len(ns) > 1:
+            slope = (ts[-1] - ts[-2]) / (ns[-1] - ns[-2])
+            return (ts[-1] + slope * (width - ns[-1])) * scale
+        return float(np.interp(width, ns, ts)) * scale
+
+    def predict(self, batch: int, width: int) -> float:
+        return self.drift * self.cell(batch, width)
+
+    def observe(self, batch: int, width: int, seconds: float, step: int, cell_rate: float = 0.2,
+                drift_rate: float | None = None) -> None:
+        """Fold in the measured time of a step (seconds > 0) taken at decode step ``step``.
+
+        drift_rate None = the table's own; a probe passes 0 (it speaks for its width only)."""
+        if not seconds > 0:
+            return
+        if batch not in self.rows:  # a new batch size starts from its scaled nearest row
+            row, scale = self._row(batch)
+            self.rows[batch] = {n: t * scale for n, t in row.items()}
+        row = self.rows[batch]
+        if width not in row:
+            row[width] = self.cell(batch, width)
+        shared = self.drift_rate if drift_rate is None else drift_rate
+        log_r = math.log(seconds / (self.drift * row[width]))
+        self.drift *= math.exp(shared * log_r)
+        row[width] *= math.exp(cell_rate * (1.0 - shared) * log_r)
+        self.last_seen[(batch, width)] = step
+
+    def stalest(self, batch: int, widths, step: int, baseline_weight: float = 2.0) -> int:
+        """The width of ``widths`` measured least recently at this batch (plain's age counts double)."""
+        def age(n: int) -> float:
+            a = step - self.last_seen.get((batch, n), -1)
+            return a * (baseline_weight if n == 1 else 1.0)
+
+        return max(widths, key=lambda n: (age(n), -n))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +137,6 @@ class PlannerConfig:
     probe_every: int = 8  # steps between probes of a neighbouring width, at first and after a surprise
     probe_every_max: int = 128  # the longest that interval grows while probes confirm the table
     probe_tolerance: float = 0.15  # a probe within this relative error of the table confirms it
-    # ... or within this many times the noise of ordinary steps (their mean |log error| against the
-    # table), where that is larger: on a contended machine jitter alone must not keep probes coming
-    probe_noise: float = 2.0
-    noise_rate: float = 0.1  # how fast that noise estimate follows ordinary steps
     plain_every: int = 16  # while speculating, plain decoding is re-measured at least this often
     look_every: int = 8  # while drafting does not pay, draft once in this many steps to see if it does
     look_every_max: int = 32  # ... an interval that doubles up to this while the looks find nothing
@@ -117,8 +178,6 @@ class PlannerConfig:
                              "at least 1")
         if not 0.0 <= self.width_fade <= 1.0:
             raise ValueError(f"width_fade {self.width_fade} not in [0, 1]")
-        if self.probe_noise < 0 or not 0.0 < self.noise_rate <= 1.0:
-            raise ValueError(f"want probe_noise >= 0 and noise_rate in (0, 1]; got {self.probe_noise}, {self.noise_rate}")
         if self.look_sample < 1:
             raise ValueError(f"look_sample {self.look_sample} must be at least 1 (the requests a look drafts)")
 
@@ -162,7 +221,6 @@ class StepPlanner:
         self.probe: int | None = None  # the width this step re-measures, if it is a probe
         self.current = 1  # the width of the last step that was not a probe
         self._interval = config.probe_every  # steps between neighbour probes (adaptive)
-        self.noise = 0.0  # mean |log(measured / predicted)| of ordinary steps: the machine's jitter
         self._next_probe, self._next_plain = config.probe_every, config.plain_every
         self._last_drafted = 0  # the last step that drafted
         self._look_every, self._looking = config.look_every, False  # looks back off while they fail
@@ -355,7 +413,7 @@ class StepPlanner:
         if self.probe is not None:
             c = self.config
             off = math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))
-            surprise = abs(off) > max(math.log1p(c.probe_tolerance), c.probe_noise * self.noise)
+            surprise = abs(off) > math.log1p(c.probe_tolerance)
             if width > 1:  # neighbour probes back off while the table holds, and hurry when it does not,
                 # except that while plain decoding wins a wider width found dearer is no news: it
                 # makes drafting less attractive still, so only a cheaper one is worth probing soon
@@ -364,8 +422,6 @@ class StepPlanner:
                 self._next_probe = min(self._next_probe, self.step + self._interval)
             self.costs.observe(batch, width, seconds, self.step, c.probe_rate, drift_rate=0.0)
         else:
-            err = abs(math.log(max(seconds, 1e-9) / self.costs.predict(batch, width)))
-            self.noise += self.config.noise_rate * (err - self.noise)
             self.current = width
             self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
 
@@ -431,7 +487,7 @@ class StepPlanner:
     def stats(self) -> dict:
         us = lambda s: None if s is None else round(s * 1e6, 1)  # noqa: E731
         scales = {n: round(self.score_scale(n - 1), 3) for n in self.config.widths[1:]}
-        return {**self.counts, "score_scale_by_width": scales, "drift": round(self.costs.drift, 3), "noise": round(self.noise, 3),
+        return {**self.counts, "score_scale_by_width": scales, "drift": round(self.costs.drift, 3),
                 "efficiency": round(self.efficiency, 3),
                 "draft_us_per_seq": us(self.draft_s), "saving_us_per_seq": us(self.saving_s),
                 "plain_us_per_seq": us(self.plain_s),
