@@ -35,11 +35,10 @@ import numpy as np
 from client_sdk.drafting.tree import Calibration
 from sssd.bench import datasets, llama3, replay
 from sssd.bench.provenance import stamped
-from sssd.bench.serve_sim import MIN_REQUEST_STEPS, steps_for, tau_over
+from sssd.bench.serve_sim import MIN_REQUEST_STEPS, STEPS, steps_for, tau_over
 from step_cost import run_batch
 
 ORDERS = ("sim", "interleaved", "humaneval")
-STEPS = 300  # steps per batch size at least, as ``sssd bench serve-sim``'s default
 
 
 class FrozenCalibration(Calibration):

@@ -156,7 +156,8 @@ def _forward(args) -> dict:
 
 def _serve_sim_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1,4,16,64", help="requests in flight (continuous batching)")
-    p.add_argument("--steps", type=int, default=300, help="decode steps per batch size and mode (at least)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="decode steps per batch size and mode, at least (default: serve_sim.STEPS, 300)")
     p.add_argument("--min-request-steps", type=int, default=None,
                    help="request-steps each batch size runs at least, by more steps at small batches (default: "
                         "serve_sim.MIN_REQUEST_STEPS, 4800: batch 1 runs 4800 steps, batch 4 1200); 0: exactly --steps")
@@ -170,16 +171,17 @@ def _serve_sim_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _serve_sim(args) -> dict:
-    from sssd.bench.serve_sim import run
+    from sssd.bench.serve_sim import STEPS, run
     from sssd.bench.sim_gpu import MeasuredGPU
 
-    if args.steps < 1 or args.conversations < 1 or args.draft_threads < 1:
+    steps = STEPS if args.steps is None else args.steps
+    if steps < 1 or args.conversations < 1 or args.draft_threads < 1:
         raise ValueError(f"--steps {args.steps}, --conversations {args.conversations} and --draft-threads "
                          f"{args.draft_threads} must be at least 1")
     if args.min_request_steps is not None and args.min_request_steps < 0:
         raise ValueError(f"--min-request-steps {args.min_request_steps} must be 0 or more")
     gpu = MeasuredGPU(args.gpu_costs) if args.gpu_costs else None
-    return run(_ints(args.batch_sizes, "--batch-sizes"), args.steps, args.conversations, progress=not args.json,
+    return run(_ints(args.batch_sizes, "--batch-sizes"), steps, args.conversations, progress=not args.json,
                gpu=gpu, draft_threads=args.draft_threads, min_request_steps=args.min_request_steps)
 
 

@@ -69,6 +69,7 @@ BLOCKING_DEADLINE_S = 0.02  # long enough that a healthy loopback service always
 # request-steps each batch size runs at least (300 steps at batch 16): tau compared between modes
 # over dozens of requests at every batch size, not over the first few responses at batch 1 and 4
 MIN_REQUEST_STEPS = 4800
+STEPS = 300  # decode steps each batch size runs per mode at least (the default of --steps)
 
 
 @dataclasses.dataclass
