@@ -87,6 +87,10 @@ class PlannerConfig:
     min_efficiency: float = 0.97  # below this (speculating steps measurably lose) drafting stops
     cell_rate: float = 0.2  # how far a chosen step's time moves its own cell
     probe_rate: float = 0.8  # how far a probe moves its cell (probes are rare, so they count more)
+    # how far (log variance) a width's cost is expected to be off the table between probes: where the
+    # steps' times scatter more than that (StepCosts.noise), a probe moves its cell by
+    # probe_spread / (probe_spread + noise) only, not probe_rate (StepCosts.probe_weight)
+    probe_spread: float = 0.04
     saving_rate: float = 0.05  # how fast the expected time a drafted step saves follows recent drafts
     look_rate: float = 0.3  # ... and how far one look moves it (looks are rare: while drafting does not pay)
     # the drafting-time estimate is the median of this many recent steady drafting times: a few
@@ -115,6 +119,8 @@ class PlannerConfig:
             raise ValueError(f"width_fade {self.width_fade} not in [0, 1]")
         if self.look_sample < 1:
             raise ValueError(f"look_sample {self.look_sample} must be at least 1 (the requests a look drafts)")
+        if not self.probe_spread > 0:
+            raise ValueError(f"probe_spread {self.probe_spread} must be above 0 (a log variance)")
 
 
 def expected_gain(scores, max_budget: int, best_first: bool = False, offsets: np.ndarray | None = None) -> np.ndarray:
@@ -355,7 +361,8 @@ class StepPlanner:
                 news = surprise and (off < 0 or not self._idle())
                 self._interval = c.probe_every if news else min(2 * self._interval, c.probe_every_max)
                 self._next_probe = min(self._next_probe, self.step + self._interval)
-            self.costs.observe(batch, width, seconds, self.step, c.probe_rate, drift_rate=0.0)
+            rate = self.costs.probe_weight(c.probe_rate, c.probe_spread)
+            self.costs.observe(batch, width, seconds, self.step, rate, drift_rate=0.0)
         else:
             self.current = width
             self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
