@@ -49,7 +49,9 @@ class InProcessDatastore:
 
     def __init__(self, docs: Sequence[np.ndarray], vocab_size: int) -> None:
         from datastore_service.core import Document, NamespaceIndex, NamespaceSpec, build_segment
+        from datastore_service.core.index import warm_up
 
+        warm_up()  # as the service does before it serves: not inside the first timed step (seconds, cold)
         self.ns = NamespaceIndex(NamespaceSpec("replay", vocab_size))
         self.ns.add([Document(f"d{i}", np.asarray(d, dtype=np.int32)) for i, d in enumerate(docs)])
         self.ns.install(build_segment(1, vocab_size, self.ns.freeze()))
