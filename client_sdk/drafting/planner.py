@@ -31,10 +31,13 @@ that doubles (up to ``probe_every_max``) while probes confirm the table and fall
 is off by more than ``probe_tolerance`` (while plain decoding wins, only when the width proved
 cheaper than the table: a dearer one changes no decision; and such a probe verifies filler
 tokens, ``blank``, instead of drafting the whole batch), so exploration costs little once the
-costs are known and speeds up when they change. A start-up table that is wrong in either
-direction, or a machine whose load changes, is corrected; and a drift factor shared by all
-widths moves with every observation, so a change that hits every width alike (another process
-taking the CPU) is followed within a few steps without waiting for a probe. When k = 0 is
+costs are known and speeds up when they change. A probe is one step, though: where steps' times
+scatter (``StepCosts.noise``, measured on the chosen steps) it moves its cell less
+(``probe_spread``), so that one probe that lands on a slow moment does not make its width look
+dear until the next probe. A start-up table that is wrong in either direction, or a machine
+whose load changes, is corrected; and a drift factor shared by all widths moves with every
+observation, so a change that hits every width alike (another process taking the CPU) is
+followed within a few steps without waiting for a probe. When k = 0 is
 chosen nothing is drafted or looked up, but for a "look" now and then that drafts (and verifies
 what is worth it) so the value of drafting is re-measured too: one step in ``look_every``,
 backing off to one in ``look_every_max`` while the looks find nothing. Looks are rare, so one
@@ -430,6 +433,7 @@ class StepPlanner:
         us = lambda s: None if s is None else round(s * 1e6, 1)  # noqa: E731
         scales = {n: round(self.score_scale(n - 1), 3) for n in self.config.widths[1:]}
         return {**self.counts, "score_scale_by_width": scales, "drift": round(self.costs.drift, 3),
+                "step_time_noise": round(self.costs.noise, 4),
                 "efficiency": round(self.efficiency, 3),
                 "draft_us_per_seq": us(self.draft_s), "saving_us_per_seq": us(self.saving_s),
                 "plain_us_per_seq": us(self.plain_s),
