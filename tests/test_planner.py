@@ -272,6 +272,28 @@ def test_under_bursty_load_one_probe_does_not_set_its_widths_cost():
     assert np.mean(worth) >= 0.95, worth
 
 
+def test_a_probe_whose_drafts_came_back_narrower_is_booked_as_the_width_it_verified():
+    """A neighbour probe of width 2 while speculating drafts the batch; when the drafts hold no
+    node the step verifies width 1. That step measured plain decoding, not width 2: it moves the
+    drift like any step, leaves width 2 unmeasured (the next probe asks for it again), and does
+    not move the width the planner is climbing from."""
+    planner = StepPlanner(table(flat))
+    for _ in range(200):
+        budget = planner.plan(1)
+        if planner.probe is not None and planner.probe > 1 and budget:
+            break
+        k = planner.choose_for_drafts([SCORES[:budget]]) if budget else 0
+        planner.observe_step(1, 1 + k if budget else planner.blank, flat(1 + k if budget else planner.blank))
+    else:
+        raise AssertionError("no drafted probe of a wider width in 200 steps")
+    probed, current, seen = planner.probe, planner.current, planner.costs.last_seen.get((1, planner.probe))
+    drift = planner.costs.drift
+    planner.choose_for_drafts([np.zeros(0)])
+    planner.observe_step(1, 1, 2 * flat(1))  # nothing drafted: a plain step, twice the table's time
+    assert planner.costs.drift > drift  # booked as an ordinary step: the shared drift moved
+    assert planner.costs.last_seen.get((1, probed)) == seen and planner.current == current
+
+
 @pytest.mark.parametrize("noise,weight", [(0.0, 0.8), (0.01, 0.8), (0.04, 0.5), (0.36, 0.1)])
 def test_a_probe_counts_less_where_step_times_scatter(noise, weight):
     costs = StepCosts({(1, 1): 50 * MS, (1, 2): 55 * MS})

@@ -354,7 +354,7 @@ class StepPlanner:
         if self._looking:  # a look that found nothing, or lost, makes the next one wait longer
             won = (self.chosen_k > 0 or self.look_rows is not None) and self._pays()
             self._look_every = self.config.look_every if won else min(2 * self._look_every, self.config.look_every_max)
-        if self.probe is not None:
+        if self.probe is not None and width == self.probe:
             c = self.config
             off = math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))
             surprise = abs(off) > math.log1p(c.probe_tolerance)
@@ -366,8 +366,9 @@ class StepPlanner:
                 self._next_probe = min(self._next_probe, self.step + self._interval)
             rate = self.costs.probe_weight(c.probe_rate, c.probe_spread)
             self.costs.observe(batch, width, seconds, self.step, rate, drift_rate=0.0)
-        else:
-            self.current = width
+        else:  # a chosen width, or a probe whose drafts came back narrower (it measured the width verified)
+            if self.probe is None:
+                self.current = width
             self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
 
     def observe_drafting(self, batch: int, seconds: float) -> None:
