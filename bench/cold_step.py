@@ -21,7 +21,7 @@ import time
 import numpy as np
 
 from client_sdk.drafting.config import SpeculatorConfig
-from client_sdk.drafting.planner import StepCosts
+from client_sdk.drafting.costs import StepCosts
 from client_sdk.runtime import build_speculator
 from sglang_integration.drafts import BatchDrafter
 from sssd.bench import datasets

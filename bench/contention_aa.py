@@ -22,7 +22,7 @@ import sys
 
 from client_sdk.runtime import CPU_DECODING, build_speculator
 from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
-from sssd.bench.decode_bench import CONTEXT, cpu_burners, prompts_for
+from sssd.bench.decode_bench import CONTEXT, cpu_burners, measure_configs, prompts_for
 from sssd.bench.provenance import stamped
 
 
@@ -44,16 +44,11 @@ def main() -> int:
         for i in range(args.passes):
             specs = {"plain": None, "plain-again": None,
                      "sssd-empty": build_speculator(costs=copy.deepcopy(costs), config=CPU_DECODING)}
-            totals = {name: [0, 0.0, 0] for name in specs}  # tokens, decode seconds, steps
-            for prompt in prompts:  # batch 1, one prompt after another, as the bench runs them
-                for name, (g,) in decoder.generate_in_lockstep([prompt], args.max_new_tokens, specs).items():
-                    totals[name][0] += len(g.tokens)
-                    totals[name][1] += g.decode_seconds
-                    totals[name][2] += g.steps
-            rate = {name: (t / s, t / n) for name, (t, s, n) in totals.items()}
-            passes.append({"plain_again_over_plain": round(rate["plain-again"][0] / rate["plain"][0], 3),
-                           "sssd_empty_over_plain": round(rate["sssd-empty"][0] / rate["plain"][0], 3),
-                           "sssd_empty_tau": round(rate["sssd-empty"][1], 3)})
+            rate = measure_configs(decoder, prompts, 1, args.max_new_tokens, specs)  # batch 1, as the bench runs them
+            plain = rate["plain"]["tokens_per_s"]
+            passes.append({"plain_again_over_plain": round(rate["plain-again"]["tokens_per_s"] / plain, 3),
+                           "sssd_empty_over_plain": round(rate["sssd-empty"]["tokens_per_s"] / plain, 3),
+                           "sssd_empty_tau": rate["sssd-empty"]["tau"]})
             print(f"pass {i + 1}/{args.passes}: {passes[-1]}", file=sys.stderr, flush=True)
     aa = sorted(p["plain_again_over_plain"] for p in passes)
     print(json.dumps(stamped({"dataset": args.dataset, "prompts": args.prompts, "max_new_tokens": args.max_new_tokens,

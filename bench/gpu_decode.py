@@ -53,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from client_sdk.drafting.budget import PRESETS, Model, forward_time, forward_work  # noqa: E402
 from client_sdk.drafting.config import SpeculatorConfig  # noqa: E402
 from client_sdk.drafting.drafters import PromptLookup  # noqa: E402
-from client_sdk.drafting.planner import StepCosts  # noqa: E402
+from client_sdk.drafting.costs import StepCosts  # noqa: E402
 
 CONTEXT = 1024
 WARMUP = 10

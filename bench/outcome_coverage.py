@@ -44,7 +44,7 @@ from step_cost import AnsweredAtOnce  # noqa: E402
 
 from client_sdk.drafting.budget import PRESETS, forward_time  # noqa: E402
 from client_sdk.drafting.config import SpeculatorConfig  # noqa: E402
-from client_sdk.drafting.planner import StepCosts  # noqa: E402
+from client_sdk.drafting.costs import StepCosts  # noqa: E402
 from client_sdk.runtime import build_speculator, lookup_options  # noqa: E402
 from sglang_integration.drafts import BatchDrafter  # noqa: E402
 from sssd.bench import datasets, llama3, replay  # noqa: E402

@@ -36,7 +36,7 @@ import time
 import numpy as np
 
 from client_sdk.drafting.budget import PRESETS, forward_time
-from client_sdk.drafting.planner import StepCosts
+from client_sdk.drafting.planner import StepCosts  # (where older trees define it; costs.py now)
 from client_sdk.drafting.speculator import SpeculatorConfig  # (where older trees define it; config.py now)
 from client_sdk.runtime import build_speculator, lookup_options
 from sglang_integration.drafts import BatchDrafter

@@ -10,7 +10,8 @@ import logging
 from client_sdk.drafting.budget import Model, forward_time, measure_local
 from client_sdk.drafting.drafters import Drafter
 from client_sdk.transport.feedback import FeedbackSink
-from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
+from client_sdk.drafting.costs import StepCosts
+from client_sdk.drafting.planner import PlannerConfig, StepPlanner
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
 from client_sdk.drafting.config import SpeculatorConfig

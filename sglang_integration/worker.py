@@ -43,7 +43,7 @@ def start_up_costs(config: PluginConfig, model_config: dict | None, menu, max_ba
     batch sizes; flat (every width a plain step's cost, learned from the first steps) with one
     warning when the model's shape cannot be read."""
     from client_sdk.drafting.budget import PRESETS, Model, forward_time
-    from client_sdk.drafting.planner import StepCosts
+    from client_sdk.drafting.costs import StepCosts
 
     batches = sorted({1, 8, 32, max(1, max_batch)})
     try:

@@ -67,7 +67,8 @@ def make_worker(rank, overlap, width=4, per_batch=False):
     class's own width set-up; per_batch: per-batch widths, its drafter's planner (always
     drafting: a flat cost table) choosing each step's width."""
     from client_sdk.drafting.config import SpeculatorConfig
-    from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
+    from client_sdk.drafting.costs import StepCosts
+    from client_sdk.drafting.planner import PlannerConfig, StepPlanner
     from client_sdk.drafting.speculator import Speculator
     from sglang_integration.config import PluginConfig
     from sglang_integration.drafts import BatchDrafter

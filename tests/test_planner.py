@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
+from client_sdk.drafting.costs import StepCosts
+from client_sdk.drafting.planner import PlannerConfig, StepPlanner
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.speculator import Speculator
 from sssd_wire.types import TrieBatch

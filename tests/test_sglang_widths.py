@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from client_sdk.drafting.config import SpeculatorConfig
-from client_sdk.drafting.planner import PlannerConfig, StepCosts, StepPlanner
+from client_sdk.drafting.costs import StepCosts
+from client_sdk.drafting.planner import PlannerConfig, StepPlanner
 from client_sdk.drafting.speculator import Speculator
 from sglang_integration.drafts import BatchDrafter, RequestView
 from sglang_integration.widths import MenuPolicy, StepClock, round_up, widen, width_menu

@@ -37,9 +37,9 @@ scatter (``StepCosts.noise``, measured on the chosen steps) it moves its cell le
 dear until the next probe. A start-up table that is wrong in either direction, or a machine
 whose load changes, is corrected; and a drift factor shared by all widths moves with every
 observation, so a change that hits every width alike (another process taking the CPU) is
-followed within a few steps without waiting for a probe. When k = 0 is
-chosen nothing is drafted or looked up, but for a "look" now and then that drafts (and verifies
-what is worth it) so the value of drafting is re-measured too: one step in ``look_every``,
+followed within a few steps without waiting for a probe. When k = 0 is chosen nothing is
+drafted or looked up, but for a "look" now and then that drafts (and verifies what is worth
+it) so the value of drafting is re-measured too: one step in ``look_every``,
 backing off to one in ``look_every_max`` while the looks find nothing. Looks are rare, so one
 moves the expected saving S by ``look_rate``, more than a step of steady drafting does
 (``saving_rate``): drafting that starts to pay is taken up again within a few looks, not tens
@@ -62,8 +62,6 @@ import numpy as np
 
 from client_sdk.drafting import step_kernels
 from client_sdk.drafting.costs import StepCosts
-
-__all__ = ["PlannerConfig", "StepCosts", "StepPlanner", "expected_gain"]
 
 
 @dataclasses.dataclass(frozen=True)

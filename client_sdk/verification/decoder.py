@@ -294,7 +294,8 @@ def measured_costs(decoder: ReferenceDecoder, context: int, batches=(1,), widths
     the median of ``rounds`` rounds over every (batch, width), after one warm-up round. Rounds,
     not one block per cell, so a slow spell of a shared machine moves one round of every cell,
     not every run of one cell (which would skew the table's ratios between widths)."""
-    from client_sdk.drafting.planner import PlannerConfig, StepCosts
+    from client_sdk.drafting.costs import StepCosts
+    from client_sdk.drafting.planner import PlannerConfig
 
     widths = widths or PlannerConfig().widths
     probes = {b: ForwardProbe(decoder, b, context) for b in batches}

@@ -64,7 +64,7 @@ def cpu_burners(count: int):
             p.wait()
 
 
-def _measure(decoder, prompts, batch, max_new, specs: dict) -> dict:
+def measure_configs(decoder, prompts, batch, max_new, specs: dict) -> dict:
     """Every configuration over the same prompts, batch by batch, the configurations of a batch
     in lockstep (a step each in turn, the order rotating), each timing its own steps."""
     out = {name: {"gens": [], "seconds": 0.0, "prefill": 0.0} for name in specs}
@@ -91,7 +91,7 @@ def _one_run(decoder, prompts_by_set, batch_sizes, max_new, make_specs) -> list[
     for dataset, prompts in prompts_by_set.items():
         for batch in batch_sizes:
             specs = make_specs()
-            configs = _measure(decoder, prompts, batch, max_new, specs)
+            configs = measure_configs(decoder, prompts, batch, max_new, specs)
             for name, spec in specs.items():
                 if spec is not None:
                     configs[name]["planner"] = spec.planner.stats()

@@ -52,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client_sdk.drafting.planner import StepCosts
+from client_sdk.drafting.costs import StepCosts
 from client_sdk.drafting.drafters import PromptLookup
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.types import DraftConfig
