@@ -253,6 +253,50 @@ def test_calibration_learns_from_outcomes():
     assert after < before / 3
 
 
+def _scored(table, tries):
+    """The merged tries' (tokens, conditionals) for a table, from the kernel's union."""
+    remote = remote_batch(tries)
+    kb = np.zeros(len(tries), np.int64)
+    tok, _, cond, _, cells, _, _ = kernels._union(remote.tokens, remote.parents, remote.counts, remote.node_offsets,
+                                                  np.arange(len(tries), dtype=np.int64), kb, table, 1, 8)
+    return dict(zip(tok.tolist(), cond.tolist())), cells
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_a_node_is_scored_from_the_table_layer_of_how_many_sources_propose_it(layers):
+    """Token 5 is proposed by both sources, token 6 by the first alone; layer L of the table holds
+    L / 10 in every cell, so 5 scores from layer 2 (or the last there is) and 6 from layer 1. The
+    cells stay the sources' own slots (what the calibration learns into)."""
+    table = np.concatenate([np.full((kernels.SLOTS, 8, 5, 4), (i + 1) / 10) for i in range(layers)])
+    one, two = ([5, 6], [-1, -1], [2, 2], 1), ([5], [-1], [4], 1)
+    cond, cells = _scored(table, [one, two])
+    tie = lambda f: 1.0 + kernels.TIE * (f - 0.5)  # the tie-break by each source's own frequency
+    assert cond[6] == pytest.approx(0.1 * tie(0.5))
+    assert cond[5] == pytest.approx(min(layers, 2) / 10 * max(tie(0.5), tie(1.0)))
+    assert sorted(cells[:, :, 0].ravel().tolist()) == [-1, 0, 0, 1]
+
+
+def test_calibration_scales_each_layer_by_what_its_nodes_realised():
+    """Nodes proposed by datastore slot 1 alone are always rejected, those it proposes with the own
+    text always accepted: the slot's layer-1 cells fall below its learned base, its layer-2 cells
+    rise above it, and the base itself learns from both alike."""
+    cal = Calibration()
+    assert cal.table.shape == (tree_module.AGREEMENT * tree_module.MAX_SLOTS,) + cal.base.shape[1:]
+    np.testing.assert_array_equal(cal.table[: tree_module.MAX_SLOTS], cal.base)  # factors start at 1
+    alone = DraftTree(np.array([5], np.int32), np.array([-1], np.int32), np.array([0.5]),
+                      np.array([[[-1, -1, -1, -1], [1, 3, 2, 2]]], np.int8))
+    both = DraftTree(np.array([6], np.int32), np.array([-1], np.int32), np.array([0.5]),
+                     np.array([[[0, 3, 2, 2], [1, 3, 2, 2]]], np.int8))
+    for _ in range(200):
+        learn = [(alone, [], 1), (both, [0], 1)]
+        tree_module.learn_verified(learn, cal)
+    base = cal.base[1, 3, 2, 2]
+    layer = lambda a: cal.table[(a - 1) * tree_module.MAX_SLOTS + 1, 3, 2, 2]
+    assert layer(1) < base / 2 < base < layer(2)
+    assert cal.tests[1, 3, 2, 2] - cal.tests[0, 3, 2, 2] == 200  # slot 1 learned from both nodes, the own text from one
+    assert base == pytest.approx(0.5, abs=0.03)
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(-1, 30), st.integers(0, 6)), max_size=12), st.integers(0, 4))
 def test_fixed_width_rows_match_the_tree_masks(nodes, extra):

@@ -19,6 +19,7 @@ NIL = -1
 # a node's conditional is its calibration cell's, scaled by 1 + TIE * (frequency - 0.5): siblings in
 # one cell are ranked by their raw frequency (replay: +0.2 to +2.8 % tau at budget 4, BENCHMARKS.md)
 TIE = 0.3
+SLOTS = 6  # calibration slots of one table layer: 0 = the request's own text, 1.. = datastore suffix lengths
 
 
 @numba.njit(inline="always", **OPTS)
@@ -174,13 +175,18 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine, limit):
     their nodes deeper than ``limit`` left out (a draft of at most ``limit`` nodes and levels
     never takes one: its ancestors would fill it first).
 
-    Where sources share a path their conditionals combine by noisy-or (combine 0) or max
-    (combine 1). Returns (tokens, parents, conditionals, depths, cells [n, S, 4], first_child
-    [cap + 1], next_sib) of the n merged nodes (first_child[cap] = the root's; -1 ends a list);
-    a node is created after its parent, so index order is topological.
+    A node's conditional from source s is table[slot[s] + (a - 1) * SLOTS, kb[s], frequency
+    bucket, support bucket] for a node that a sources propose (the table's layers: a node that
+    several sources propose is accepted more often; a table of SLOTS slots has one layer, and
+    a beyond the layers takes the last). Where sources share a path their conditionals combine
+    by noisy-or (combine 0) or max (combine 1). Returns (tokens, parents, conditionals, depths,
+    cells [n, S, 4]: each source's (slot, kb, buckets) or -1, first_child [cap + 1], next_sib) of
+    the n merged nodes (first_child[cap] = the root's; -1 ends a list); a node is created after
+    its parent, so index order is topological.
     """
     ns = offs.shape[0] - 1
     cap = offs[ns] + 1
+    layers = table.shape[0] // SLOTS
     mtok = np.empty(cap, dtype=np.int32)
     mpar = np.empty(cap, dtype=np.int32)
     mcond = np.zeros(cap, dtype=np.float64)
@@ -188,6 +194,7 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine, limit):
     first_child = np.full(cap + 1, -1, dtype=np.int32)  # slot cap = root
     next_sib = np.full(cap, -1, dtype=np.int32)
     cells = np.full((cap, ns, 4), -1, dtype=np.int8)
+    tie = np.empty((cap, ns), dtype=np.float64)  # each source's tie-break factor (where cells say it proposes)
     node_map = np.empty(offs[ns], dtype=np.int32)
     size = 0
     for s in range(ns):
@@ -203,7 +210,6 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine, limit):
                 continue
             pc = max(root if pl < 0 else cnt[a + pl], 1)
             fb, sb = _bucket(cnt[i], pc)
-            c = min(table[slot[s], kb[s], fb, sb] * (1.0 + TIE * (cnt[i] / pc - 0.5)), 1.0)
             mp = cap if pl < 0 else node_map[a + pl]
             j = first_child[mp]
             while j != -1 and mtok[j] != tok[i]:
@@ -212,18 +218,27 @@ def _union(tok, par, cnt, offs, slot, kb, table, combine, limit):
                 j = size
                 size += 1
                 mtok[j] = tok[i]
-                mcond[j] = c
                 mpar[j] = -1 if mp == cap else mp
                 mdepth[j] = 1 if mp == cap else mdepth[mp] + 1
                 next_sib[j] = first_child[mp]
                 first_child[mp] = j
-            else:
-                mcond[j] = 1.0 - (1.0 - mcond[j]) * (1.0 - c) if combine == 0 else max(mcond[j], c)
             node_map[i] = j
+            tie[j, s] = 1.0 + TIE * (cnt[i] / pc - 0.5)
             cells[j, s, 0] = slot[s]
             cells[j, s, 1] = kb[s]
             cells[j, s, 2] = fb
             cells[j, s, 3] = sb
+    for j in range(size):  # the conditionals, once each node's sources are known
+        agree = 0
+        for s in range(ns):
+            agree += cells[j, s, 0] >= 0
+        layer = (min(agree, layers) - 1) * SLOTS
+        m = 0.0
+        for s in range(ns):
+            if cells[j, s, 0] >= 0:
+                c = min(table[layer + cells[j, s, 0], kb[s], cells[j, s, 2], cells[j, s, 3]] * tie[j, s], 1.0)
+                m = 1.0 - (1.0 - m) * (1.0 - c) if combine == 0 else max(m, c)
+        mcond[j] = m
     return mtok[:size], mpar[:size], mcond[:size], mdepth[:size], cells[:size], first_child, next_sib
 
 
@@ -347,7 +362,7 @@ class DraftShape(NamedTuple):
     budget: int  # nodes kept
     max_depth: int
     max_children: int
-    combine: int  # 0 = max, 1 = noisy-or
+    combine: int  # 0 = noisy-or, 1 = max
 
 
 @numba.njit(**OPTS)

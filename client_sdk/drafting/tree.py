@@ -22,11 +22,15 @@ from client_sdk.drafting.local import SMALL_APPEND, IndexBatch, LocalArena, Loca
 from client_sdk.types import DraftBatch, DraftTree
 from sssd_wire.types import TrieBatch
 
-MAX_SLOTS = 6  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
+MAX_SLOTS = kernels.SLOTS  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
 K_BUCKETS = 8  # match lengths 1..7, 8+
 # initial P(accepted | parent accepted) per (frequency bucket, support bucket); learned online
 PRIOR = np.outer([0.05, 0.2, 0.4, 0.6, 0.8], [0.7, 0.85, 0.95, 1.0])
 PRIOR_WEIGHT = 20.0
+# a node is scored by how many sources propose it too: 1, 2, or 3 and more (a layer each)
+AGREEMENT = 3
+# a layer's factor starts at 1 with this weight, in predicted accepted nodes, before what it realised
+FACTOR_WEIGHT = 50.0
 COMBINE = {"noisy-or": 0, "max": 1}
 LEARNED_PRIOR = Path(__file__).with_name("calibration_prior.npy")  # python -m sssd.bench.learn_prior
 SMALL_DRAFT = 3  # draft_batch drafts fewer rows one call each (bench/batch_crossover.py: 1 row 8 vs 15 µs, 4 rows 31 vs 24)
@@ -45,7 +49,13 @@ def default_prior() -> np.ndarray:
 class Calibration:
     """P(node accepted | parent accepted) per source slot and cell, learned from verification.
 
-    table[slot, k, f, support] is a Beta posterior mean with the given prior, weight PRIOR_WEIGHT.
+    base[slot, k, f, support] is a Beta posterior mean with the given prior, weight PRIOR_WEIGHT,
+    learned from every tested node that the slot proposed, alone or with other sources. A node
+    that several sources propose is accepted more often than one that a single source proposes,
+    whose cells then over-promise (``bench/calibration_by_sources.py``). So the drafting kernels
+    read ``table`` [AGREEMENT * MAX_SLOTS, ...]: layer a - 1 holds base scaled, slot by slot, by
+    what nodes that a sources proposed realised over what base predicted for them (a factor that
+    starts at 1 with weight FACTOR_WEIGHT), and a node that a sources propose is scored from it.
     """
 
     def __init__(self, prior: np.ndarray | None = None) -> None:
@@ -53,51 +63,73 @@ class Calibration:
         prior = default_prior() if prior is None else prior
         self.hits = prior * PRIOR_WEIGHT
         self.tests = np.full(prior.shape, PRIOR_WEIGHT)
-        self.table = self.hits / self.tests
+        self.realised = np.zeros((AGREEMENT, MAX_SLOTS))  # accepted nodes per (layer, slot) ...
+        self.predicted = np.zeros((AGREEMENT, MAX_SLOTS))  # ... and what base predicted for them
+        self.refresh()
 
-    def update(self, tree: DraftTree, accepted: list[int]) -> None:
+    def refresh(self) -> None:
+        """``table`` from the counts so far (``update`` and ``update_rows`` call it unless told not to)."""
+        self.base = self.hits / self.tests
+        factor = (self.realised + FACTOR_WEIGHT) / (self.predicted + FACTOR_WEIGHT)
+        self.table = (self.base[None] * factor[:, :, None, None, None]).reshape((-1,) + self.base.shape[1:])
+
+    def update(self, tree: DraftTree, accepted: list[int], refresh: bool = True) -> None:
         """Record which tested nodes were accepted (accepted = node indices of the path)."""
-        if not len(tree):
-            return
-        on_path = np.zeros(len(tree), dtype=bool)
-        on_path[accepted] = True
-        tested = np.where(tree.parents < 0, True, on_path[np.maximum(tree.parents, 0)])
-        self._count(tree.cells[tested], on_path[tested])
+        if len(tree):
+            on_path = np.zeros(len(tree), dtype=bool)
+            on_path[accepted] = True
+            tested = np.where(tree.parents < 0, True, on_path[np.maximum(tree.parents, 0)])
+            self._count(tree.cells[tested], on_path[tested])
+        if refresh:
+            self.refresh()
 
-    def update_rows(self, batch: DraftBatch, rows: np.ndarray, ends: np.ndarray) -> None:
+    def update_rows(self, batch: DraftBatch, rows: np.ndarray, ends: np.ndarray, refresh: bool = True) -> None:
         """``update`` for a step's drafts at once: row rows[i] of ``batch`` accepted the root path
         ending at its node ends[i] (-1: nothing); one count over all their tested nodes."""
         if rows.shape[0]:
             tested, hit = step_kernels.tested_rows(batch.parents, batch.offsets, rows, ends)
             self._count(batch.cells[tested], hit[tested])
+        if refresh:
+            self.refresh()
 
     def _count(self, node_cells: np.ndarray, accepted: np.ndarray) -> None:
         """Add tested nodes (cells [n, S, 4], whether each was accepted) to the counts."""
+        proposes = node_cells[:, :, 0] >= 0
+        layer = np.clip(proposes.sum(axis=1), 1, AGREEMENT) - 1
+        cell = np.maximum(node_cells, 0).astype(np.intp)
+        predicted = self.base[cell[..., 0], cell[..., 1], cell[..., 2], cell[..., 3]]
+        for s in range(node_cells.shape[1]):  # each source's factor, by the layer of the nodes it proposed
+            on = proposes[:, s]
+            np.add.at(self.predicted, (layer[on], cell[on, s, 0]), predicted[on, s])
+            np.add.at(self.realised, (layer[on], cell[on, s, 0]), accepted[on].astype(np.float64))
         cells = node_cells.reshape(-1, 4)
         hit = np.repeat(accepted, node_cells.shape[1])
         present = cells[:, 0] >= 0
         idx = tuple(cells[present].T.astype(np.intp))
         np.add.at(self.tests, idx, 1.0)
         np.add.at(self.hits, idx, hit[present].astype(np.float64))
-        self.table = self.hits / self.tests
 
 
 def learn_verified(entries, calibration: Calibration, planner=None) -> None:
     """What verified drafts say (beside the GPU): the calibration's counts, and what each of the
     planner's widths' nodes realised (``StepPlanner.record_drafts``; drafts best first only).
     An entry is (a step's drafts, the rows verified, their accepted paths' last nodes, the draft
-    size verified) or (one request's draft, the nodes it accepted, the draft size verified)."""
+    size verified) or (one request's draft, the nodes it accepted, the draft size verified).
+    The calibration's table is refreshed once, after all of them: a step learned request by
+    request learns what the same step learned as a batch does."""
     for entry in entries:
         if isinstance(entry[0], DraftBatch):
             batch, rows, ends, k = entry
-            calibration.update_rows(batch, rows, ends)
+            calibration.update_rows(batch, rows, ends, refresh=False)
         else:
             tree, path, k = entry
-            calibration.update(tree, path)
+            calibration.update(tree, path, refresh=False)
             batch, rows = DraftBatch.of([tree]), np.zeros(1, np.int64)
             ends = np.asarray(list(path[-1:]) or [-1], np.int64)
         if planner is not None and batch.ranked:
             planner.record_drafts(batch.parents, batch.scores, batch.offsets, rows, ends, k)
+    if entries:
+        calibration.refresh()
 
 
 NO_TRIES = TrieBatch.empty()

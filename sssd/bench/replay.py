@@ -112,11 +112,12 @@ class Replayer:
 
     def __init__(self, drafter: Drafter, budget: int, lookup: Callable | None, config: DraftConfig = DraftConfig(),
                  prior: np.ndarray | None = None, records: bool = False, prefetch_outcomes: bool = True,
-                 vocab_size: int | None = None) -> None:
+                 vocab_size: int | None = None, calibration: Calibration | None = None) -> None:
         """prefetch_outcomes: the product's zero-wait path (the datastore is asked, as the step
         verifies, for its likely ends, and always answers in time here); off: each step asks
         for its committed context and waits for the answer. vocab_size: zero-wait holds the
-        datastore's single-token tries (fetched before the first case: the steady state)."""
+        datastore's single-token tries (fetched before the first case: the steady state).
+        calibration: the one the Speculator learns into (None: a new one from ``prior``)."""
         if drafter.asks_datastore and lookup is None:
             raise ValueError(f"{type(drafter).__name__} needs a datastore (--datastore-docs, --address or --sharegpt-datastore)")
         self.budget = budget
@@ -125,7 +126,8 @@ class Replayer:
                                        lookup_deadline_s=0.0 if prefetch_outcomes else 1.0)
         options = lookup_options(config, self.depth, prefetch_outcomes)
         source = InProcessSource(lookup, options) if lookup is not None else None
-        self.spec = build_speculator(fixed_budget=budget, remote=source, drafter=drafter, calibration=Calibration(prior),
+        calibration = Calibration(prior) if calibration is None else calibration
+        self.spec = build_speculator(fixed_budget=budget, remote=source, drafter=drafter, calibration=calibration,
                                      config=spec_config, vocab_size=vocab_size)
         if not self.spec.wait_for_unigrams(600.0):
             raise TimeoutError("the datastore's single-token tries did not load within 600 s")
