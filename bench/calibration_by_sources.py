@@ -6,9 +6,9 @@ node the verification tested (its parent was accepted, or it hangs off the root)
 when the calibration learns from it: what its sources' calibration cells said (the largest
 of them, as the merge combines them, from the table layer for its number of sources: the
 learned table as it stood then, before the small tie-break by raw frequency) against whether
-it was accepted. Groups: ``own`` (the request's
-own text alone), ``ds1``..``ds3`` (that many datastore suffix lengths, and not the own text),
-``own+dsN`` (both). Each group also by predicted band (0-0.2, 0.2-0.4, ..., 0.8-1).
+it was accepted. Groups: ``own`` (the request's own text alone), ``ds1``..``ds3`` (that many
+datastore suffix lengths, and not the own text), ``own+dsN`` (both). Each group also by
+predicted band (0-0.2, 0.2-0.4, ..., 0.8-1).
 
 A group whose predicted mean is above its accepted rate is over-trusted against the groups
 that are not: the merge ranks its nodes too high. τ is deterministic: one run is the figure.
