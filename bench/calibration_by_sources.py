@@ -41,10 +41,9 @@ class RecordingCalibration(Calibration):
         self.groups: dict = collections.defaultdict(lambda: [0.0, 0.0, 0])
 
     def _count(self, node_cells: np.ndarray, accepted: np.ndarray) -> None:
-        present = node_cells[:, :, 0] >= 0
-        cells = np.maximum(node_cells.astype(np.intp), 0)
-        layer = (np.clip(present.sum(axis=1), 1, self.table.shape[0] // MAX_SLOTS) - 1)[:, None] * MAX_SLOTS
-        values = np.where(present, self.table[layer + cells[..., 0], cells[..., 1], cells[..., 2], cells[..., 3]], 0.0)
+        present, layer, cells = self.layers_of(node_cells)
+        rows = layer[:, None] * MAX_SLOTS + cells[..., 0]
+        values = np.where(present, self.table[rows, cells[..., 1], cells[..., 2], cells[..., 3]], 0.0)
         predicted = values.max(axis=1)
         remote = present[:, 1:].sum(axis=1)
         for own, n, p, hit in zip(present[:, 0].tolist(), remote.tolist(), predicted.tolist(), accepted.tolist()):

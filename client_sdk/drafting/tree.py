@@ -92,11 +92,17 @@ class Calibration:
         if refresh:
             self.refresh()
 
-    def _count(self, node_cells: np.ndarray, accepted: np.ndarray) -> None:
-        """Add tested nodes (cells [n, S, 4], whether each was accepted) to the counts."""
+    @staticmethod
+    def layers_of(node_cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(which sources propose each node [n, S], the table layer it is scored from [n], its cells
+        as indexes [n, S, 4], those of absent sources 0) of nodes with cells [n, S, 4]."""
         proposes = node_cells[:, :, 0] >= 0
         layer = np.clip(proposes.sum(axis=1), 1, AGREEMENT) - 1
-        cell = np.maximum(node_cells, 0).astype(np.intp)
+        return proposes, layer, np.maximum(node_cells, 0).astype(np.intp)
+
+    def _count(self, node_cells: np.ndarray, accepted: np.ndarray) -> None:
+        """Add tested nodes (cells [n, S, 4], whether each was accepted) to the counts."""
+        proposes, layer, cell = self.layers_of(node_cells)
         predicted = self.base[cell[..., 0], cell[..., 1], cell[..., 2], cell[..., 3]]
         for s in range(node_cells.shape[1]):  # each source's factor, by the layer of the nodes it proposed
             on = proposes[:, s]
