@@ -28,10 +28,6 @@ from client_sdk.drafting.tree import MAX_SLOTS, Calibration
 from sssd.bench import datasets, llama3, replay
 from sssd.bench.provenance import stamped
 
-CASES = {"mtbench": datasets.mtbench_cases, "humaneval": datasets.humaneval_cases, "math": datasets.math_cases,
-         "mtbench2": datasets.mtbench_second_turn_cases, "sharegpt": datasets.sharegpt_eval_cases,
-         "multiturn": datasets.multiturn_cases}
-
 
 class RecordingCalibration(Calibration):
     """The product's calibration, also keeping (group, predicted, accepted) sums of what it learns from."""
@@ -63,7 +59,7 @@ def _row(key, sums) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", default="mtbench", choices=sorted(CASES))
+    parser.add_argument("--dataset", default="mtbench", choices=sorted(datasets.LOADERS))
     parser.add_argument("--budget", type=int, default=16)
     parser.add_argument("--blocking-lookup", action="store_true", help="each step waits for its committed context's lookup")
     args = parser.parse_args()
@@ -72,7 +68,7 @@ def main() -> None:
     r = replay.Replayer(replay.drafter_named("sssd"), args.budget, store.lookup, prefetch_outcomes=zero_wait,
                         vocab_size=llama3.VOCAB_SIZE if zero_wait else None, calibration=RecordingCalibration())
     try:
-        for case in CASES[args.dataset]():
+        for case in datasets.LOADERS[args.dataset]():
             r.run_case(case["prompt"], case["response"])
     finally:
         r.spec.close()

@@ -32,10 +32,6 @@ from client_sdk.types import DraftConfig
 from sssd.bench import datasets, llama3, replay
 from sssd.bench.provenance import stamped
 
-CASES = {"mtbench": datasets.mtbench_cases, "humaneval": datasets.humaneval_cases, "math": datasets.math_cases,
-         "mtbench2": datasets.mtbench_second_turn_cases, "sharegpt": datasets.sharegpt_eval_cases,
-         "multiturn": datasets.multiturn_cases}
-
 
 def ceiling(cases: list[dict], store: replay.InProcessDatastore, budget: int, pool: int, zero_wait: bool,
             config: DraftConfig = DraftConfig()) -> dict:
@@ -80,11 +76,12 @@ def main() -> None:
     except (ValueError, TypeError) as e:
         parser.error(f"--config {args.config!r}: {e}")
     names = args.datasets.split(",")
-    unknown = sorted(set(names) - set(CASES))
+    unknown = sorted(set(names) - set(datasets.LOADERS))
     if unknown:
-        parser.error(f"unknown dataset {unknown[0]!r}; choose from {', '.join(sorted(CASES))}")
+        parser.error(f"unknown dataset {unknown[0]!r}; choose from {', '.join(sorted(datasets.LOADERS))}")
     store = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE)
-    rows = [{"dataset": name, **ceiling(CASES[name](), store, int(b), args.pool, not args.blocking_lookup, config)}
+    rows = [{"dataset": name,
+             **ceiling(datasets.LOADERS[name](), store, int(b), args.pool, not args.blocking_lookup, config)}
             for name in names for b in args.budgets.split(",")]
     print(json.dumps(stamped({"pool": args.pool, "lookup": "blocking" if args.blocking_lookup else "zero-wait",
                               "config": overrides,

@@ -20,7 +20,7 @@ class DraftConfig:
 
     max_depth: int = 16  # deepest draft node (tokens after the root; a draft is never deeper than its budget)
     # branching limit per node: best-first selection already ranks siblings by score, so the limit
-    # only turns away nodes that beat the ones kept; 8 cost 1-2 % tau at budget 32, 16 and 64
+    # only turns away nodes that beat the ones kept; 8 cost 0.7-2.1 % tau at budget 32, 16 and 64
     # gave the same (BENCHMARKS: "How far the selection is from its candidates' ceiling")
     max_children: int = 16
     local_ngram: int = 6  # longest n-gram of the request's own text that is indexed
