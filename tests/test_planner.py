@@ -295,19 +295,6 @@ def test_a_probe_whose_drafts_came_back_narrower_is_booked_as_the_width_it_verif
     assert planner.costs.last_seen.get((1, probed)) == seen and planner.current == current
 
 
-@pytest.mark.parametrize("current,neighbours", [
-    (2, {3}), (3, {2, 5}), (5, {3, 9}), (17, {9}),
-    (4, {3, 9}),  # chosen 5, the longest draft 3 tokens: still 5's neighbours (not 2, the grid's first)
-    (6, {5, 17}),  # chosen 9, drafts of 5 tokens
-    (16, {9}),  # chosen 17
-])
-def test_a_neighbour_probe_climbs_from_the_grid_width_the_last_step_came_from(current, neighbours):
-    assert WIDTHS == (1, 2, 3, 5, 9, 17)
-    planner = StepPlanner(table(flat))
-    planner.current, planner._next_plain, planner._next_probe = current, 10**9, 0  # a neighbour probe is due
-    assert planner._probe_due(1) in neighbours  # (whichever the table measured longest ago)
-
-
 @pytest.mark.parametrize("noise,weight", [(0.0, 0.8), (0.01, 0.8), (0.04, 0.5), (0.36, 0.1)])
 def test_a_probe_counts_less_where_step_times_scatter(noise, weight):
     costs = StepCosts({(1, 1): 50 * MS, (1, 2): 55 * MS})

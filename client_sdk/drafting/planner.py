@@ -53,7 +53,6 @@ on the step's critical path.
 
 from __future__ import annotations
 
-import bisect
 import collections
 import dataclasses
 import math
@@ -282,10 +281,7 @@ class StepPlanner:
             return 1
         if self.step >= self._next_probe:
             self._next_probe = self.step + self._interval
-            # the grid width the last step came from: drafts that came back narrower than the chosen
-            # width verify an off-grid width (chosen 5, longest draft 3: width 4), whose neighbours
-            # are still those of 5, not of the narrowest width
-            i = min(bisect.bisect_left(c.widths, self.current), len(c.widths) - 1)
+            i = c.widths.index(self.current) if self.current in c.widths else 0
             near = [c.widths[j] for j in (i - 1, i + 1) if 0 <= j < len(c.widths) and c.widths[j] > 1]
             return self.costs.stalest(batch, near, self.step) if near else None
         return None
