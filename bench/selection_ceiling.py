@@ -36,30 +36,19 @@ from sssd.bench.provenance import stamped
 def ceiling(cases: list[dict], store: replay.InProcessDatastore, budget: int, pool: int, zero_wait: bool,
             config: DraftConfig = DraftConfig()) -> dict:
     """τ of the oracle chain of at most ``budget`` tokens through a ``pool``-node draft, per step."""
-    r = replay.Replayer(replay.drafter_named("sssd", config), pool, store.lookup, config, prefetch_outcomes=zero_wait,
-                        vocab_size=llama3.VOCAB_SIZE if zero_wait else None)
-    depth = min(budget, r.depth)
-    steps = tokens = covered = nodes = 0
+    r = replay.Replayer(replay.drafter_named("sssd", config), pool, store.lookup, config, records=True,
+                        prefetch_outcomes=zero_wait, vocab_size=llama3.VOCAB_SIZE if zero_wait else None,
+                        verify_depth=budget)
     try:
-        for case_id, case in enumerate(cases):
-            truth, pos = np.asarray(case["response"], dtype=np.int32), 0
-            r.spec.start(case_id, case["prompt"])
-            while pos < truth.shape[0]:
-                (tree,) = r.spec.draft([case_id])
-                r.spec.prefetch([case_id])
-                path = tree.longest_match(truth[pos : pos + depth])
-                covered += bool(np.any((tree.parents < 0) & (tree.tokens == truth[pos])))
-                nodes += len(tree)
-                new = truth[pos : pos + len(path) + 1]
-                r.spec.commit(case_id, new, tree, path)
-                steps += 1
-                tokens += new.shape[0]
-                pos += new.shape[0]
-            r.spec.finish(case_id)
+        for case in cases:
+            r.run_case(case["prompt"], case["response"])
     finally:
         r.spec.close()
-    return {"budget": budget, "tau_ceiling": round(tokens / steps, 4), "steps": steps,
-            "covered": round(covered / steps, 4), "pool_nodes_mean": round(nodes / steps, 1)}
+    result = r.result()
+    # a step accepts a first token exactly when the next token is one of the pool's first level
+    return {"budget": budget, "tau_ceiling": result["tau"], "steps": result["steps"],
+            "covered": result["accept_by_depth"][0],
+            "pool_nodes_mean": round(float(np.mean([rec.draft for rec in r.records])), 1)}
 
 
 def main() -> None:

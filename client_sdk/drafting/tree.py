@@ -19,7 +19,7 @@ from client_sdk.drafting.cache import TrieCache
 from client_sdk.drafting.outcomes import resolve_picks
 from client_sdk.drafting.unigrams import UnigramTable
 from client_sdk.drafting.local import SMALL_APPEND, IndexBatch, LocalArena, LocalIndex, index_many, write_many
-from client_sdk.types import DraftBatch, DraftTree
+from client_sdk.types import DraftBatch, DraftConfig, DraftTree
 from sssd_wire.types import TrieBatch
 
 MAX_SLOTS = kernels.SLOTS  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
@@ -142,8 +142,8 @@ NO_TRIES = TrieBatch.empty()
 
 
 def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal: Calibration, budget: int,
-               max_depth: int = 8, max_children: int = 8, local_occ: int = 8, use_local: bool = True,
-               combine: str = "max", keep: int | None = None) -> DraftTree:
+               max_depth: int = 8, max_children: int = DraftConfig.max_children, local_occ: int = 8,
+               use_local: bool = True, combine: str = "max", keep: int | None = None) -> DraftTree:
     """The best ``budget`` nodes of the merged tries: the request's own text and the datastore's.
 
     ``remote`` tries first .. first + count - 1 belong to this request (one per suffix length;
@@ -178,8 +178,8 @@ def _shape(budget: int, keep: int | None, max_depth: int, max_children: int, loc
 
 
 def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: TrieBatch, per: int, cal: Calibration,
-                budget: int, max_depth: int = 8, max_children: int = 8, local_occ: int = 8, use_local: bool = True,
-                combine: str = "max", slots: np.ndarray | None = None, keep: int | None = None,
+                budget: int, max_depth: int = 8, max_children: int = DraftConfig.max_children, local_occ: int = 8,
+                use_local: bool = True, combine: str = "max", slots: np.ndarray | None = None, keep: int | None = None,
                 threads: int = 1) -> DraftBatch:
     """``draft_tree`` for a batch in one compiled call, the drafts back to back: request b
     drafts from indexes[b] (None: not indexed yet, an empty draft) and remote tries

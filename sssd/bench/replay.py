@@ -112,16 +112,20 @@ class Replayer:
 
     def __init__(self, drafter: Drafter, budget: int, lookup: Callable | None, config: DraftConfig = DraftConfig(),
                  prior: np.ndarray | None = None, records: bool = False, prefetch_outcomes: bool = True,
-                 vocab_size: int | None = None, calibration: Calibration | None = None) -> None:
+                 vocab_size: int | None = None, calibration: Calibration | None = None,
+                 verify_depth: int | None = None) -> None:
         """prefetch_outcomes: the product's zero-wait path (the datastore is asked, as the step
         verifies, for its likely ends, and always answers in time here); off: each step asks
         for its committed context and waits for the answer. vocab_size: zero-wait holds the
         datastore's single-token tries (fetched before the first case: the steady state).
-        calibration: the one the Speculator learns into (None: a new one from ``prior``)."""
+        calibration: the one the Speculator learns into (None: a new one from ``prior``).
+        verify_depth: the deepest path a step verifies (None: the draft's depth); smaller, an
+        oracle takes the first tokens of a larger draft (``bench/selection_ceiling.py``)."""
         if drafter.asks_datastore and lookup is None:
             raise ValueError(f"{type(drafter).__name__} needs a datastore (--datastore-docs, --address or --sharegpt-datastore)")
         self.budget = budget
         self.depth = min(config.max_depth, budget) if budget else 0
+        self.verify_depth = self.depth if verify_depth is None else min(verify_depth, self.depth)
         spec_config = SpeculatorConfig(draft=config, prefetch_outcomes=prefetch_outcomes,
                                        lookup_deadline_s=0.0 if prefetch_outcomes else 1.0)
         options = lookup_options(config, self.depth, prefetch_outcomes)
@@ -147,7 +151,7 @@ class Replayer:
         while pos < truth.shape[0]:
             (tree,) = self.spec.draft([case])
             self.spec.prefetch([case])
-            path = tree.longest_match(truth[pos : pos + self.depth])
+            path = tree.longest_match(truth[pos : pos + self.verify_depth])
             new = truth[pos : pos + len(path) + 1]
             self.spec.commit(case, new, tree, path)
             self._count(case, len(tree), len(path), new.shape[0])
