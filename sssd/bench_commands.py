@@ -168,6 +168,9 @@ def _serve_sim_flags(p: argparse.ArgumentParser) -> None:
                         "JSON, e.g. bench/results/gpu-h200/linear-run2.json) instead of the H100 roofline")
     p.add_argument("--draft-threads", type=int, default=1,
                    help="cores each step's drafts are built on (DraftConfig.draft_threads; 1: the shipped default)")
+    p.add_argument("--gpu-wait", default="sleep", metavar="{sleep,spin}",
+                   help="how a step waits out its simulated verify: asleep, or spinning without the GIL as CUDA's "
+                        "default synchronisation does (on a 2-core box the spin keeps a core from the service)")
 
 
 def _serve_sim(args) -> dict:
@@ -182,7 +185,8 @@ def _serve_sim(args) -> dict:
         raise ValueError(f"--min-request-steps {args.min_request_steps} must be 0 or more")
     gpu = MeasuredGPU(args.gpu_costs) if args.gpu_costs else None
     return run(_ints(args.batch_sizes, "--batch-sizes"), steps, args.conversations, progress=not args.json,
-               gpu=gpu, draft_threads=args.draft_threads, min_request_steps=args.min_request_steps)
+               gpu=gpu, draft_threads=args.draft_threads, min_request_steps=args.min_request_steps,
+               gpu_wait=args.gpu_wait)
 
 
 def _fleet_flags(p: argparse.ArgumentParser) -> None:

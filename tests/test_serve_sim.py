@@ -13,14 +13,18 @@ pytest.importorskip("tiktoken", reason="the Llama-3 tokenizer of the replay sets
 H200_COSTS = Path(__file__).resolve().parents[1] / "bench" / "results" / "gpu-h200" / "linear-run2.json"
 
 
-@pytest.mark.parametrize("gpu_costs", [None, H200_COSTS], ids=["roofline", "measured-h200"])
-def test_serve_sim_reports_every_batch_and_mode(tmp_path, gpu_costs):
+@pytest.mark.parametrize("gpu_costs, gpu_wait", [(None, "sleep"), (H200_COSTS, "sleep"), (None, "spin")],
+                         ids=["roofline", "measured-h200", "roofline-spinning"])
+def test_serve_sim_reports_every_batch_and_mode(tmp_path, gpu_costs, gpu_wait):
     extra = ["--gpu-costs", str(gpu_costs)] if gpu_costs else []
+    if gpu_wait != "sleep":
+        extra += ["--gpu-wait", gpu_wait]
     out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "serve-sim", "--batch-sizes", "1,3", "--steps",
                           "12", "--min-request-steps", "24", "--conversations", "40", "--json", *extra],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
+    assert result["gpu_wait"] == gpu_wait
     if gpu_costs:  # the simulated GPU is the table's
         assert "NVIDIA H200 (measured: " in result["hardware"] and "measured on NVIDIA H200" in result["model"]
     else:
@@ -82,6 +86,14 @@ def test_serve_sim_refuses_a_negative_request_step_floor(tmp_path):
                           "--json"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode != 0 and out.stdout == ""
     assert "--min-request-steps -1 must be 0 or more" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_serve_sim_refuses_an_unknown_gpu_wait_in_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "serve-sim", "--gpu-wait", "yield", "--json"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode != 0 and out.stdout == ""
+    assert "GPU wait 'yield' is not one of sleep, spin" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 
 

@@ -1,11 +1,14 @@
-"""The serving simulation's measured GPU: a verify-time table, linear between its grid points."""
+"""The serving simulation's GPU: a measured verify-time table, linear between its grid points, and how a\nstep waits out a verify."""
 
 import json
+import sys
+import threading
+import time
 
 import pytest
 
 from client_sdk.drafting.budget import PRESETS, forward_time
-from sssd.bench.sim_gpu import LLAMA_8B, MeasuredGPU, RooflineGPU
+from sssd.bench.sim_gpu import LLAMA_8B, MeasuredGPU, RooflineGPU, wait
 
 TABLE = {(1, 1): 8.0, (1, 5): 9.0, (1, 17): 12.0, (4, 1): 10.0, (4, 5): 12.0, (4, 17): 20.0}
 
@@ -54,3 +57,38 @@ def test_the_planner_starts_from_the_roofline_of_the_tables_device(tmp_path):
     assert h100.seed(4, 5) == forward_time(PRESETS["h100-sxm"], LLAMA_8B, 4, 5, 1024)
     assert MeasuredGPU(write(tmp_path, TABLE)).seed(4, 5) == forward_time(PRESETS["h200"], LLAMA_8B, 4, 5, 1024)
     assert RooflineGPU().seconds(4, 5, 1024.7) == forward_time(PRESETS["h100-sxm"], LLAMA_8B, 4, 5, 1024)
+
+
+@pytest.mark.parametrize("how", ["sleep", "spin"])
+def test_a_wait_lasts_its_time_and_a_spin_leaves_the_gil_to_other_threads(how):
+    wait(1e-6, how)  # (the spin compiles on first use)
+    counted, stop = [0], threading.Event()
+
+    def count():
+        while not stop.is_set():
+            counted[0] += 1
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # a wait that held the GIL would starve the counter for all of it
+    thread = threading.Thread(target=count)
+    thread.start()
+    try:
+        time.sleep(0.01)  # the counter runs
+        start, before = time.perf_counter(), counted[0]
+        wait(0.05, how)
+        took, during = time.perf_counter() - start, counted[0] - before
+    finally:
+        stop.set()
+        thread.join()
+        sys.setswitchinterval(switch)
+    assert took >= 0.05
+    assert during > 1000, f"the other thread counted {during} times while the step thread waited ({how})"
+
+
+def test_a_wait_of_nothing_returns_at_once_and_an_unknown_way_is_refused():
+    start = time.perf_counter()
+    wait(0.0, "spin")
+    wait(-1.0, "sleep")
+    assert time.perf_counter() - start < 0.01
+    with pytest.raises(ValueError, match="GPU wait 'yield' is not one of sleep, spin"):
+        wait(0.01, "yield")

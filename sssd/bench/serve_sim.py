@@ -21,7 +21,10 @@ tokens, draft, emit the fixed-width token and mask arrays) and then a simulated 
   real GPU, at that table's fixed context; ``sssd.bench.sim_gpu``);
 - during it, the CPU does what runs beside a real GPU: ``prefetch`` (the worker's
   ``_update_ngram_corpus`` hook) and the verification outcome itself (the longest draft path
-  that matches the recorded response, plus the next recorded token), then sleeps out the rest.
+  that matches the recorded response, plus the next recorded token), then waits out the rest:
+  asleep (the default), or ``--gpu-wait spin``, spinning without the GIL as CUDA's default
+  synchronisation does (``sssd.bench.sim_gpu.wait``). On a 2-core box a spinning step thread
+  keeps a core from the service and the client's thread, which a GPU host's other cores would not.
 
 critical_path_us is the wall time between one step's verification result and the next step's
 arrays (what the GPU waits for); critical_path_cpu_us is the step thread's CPU time in it
@@ -60,7 +63,7 @@ from client_sdk.runtime import build_speculator, lookup_options
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
 from sglang_integration.drafts import BatchDrafter, RequestView
-from sssd.bench.sim_gpu import HARDWARE, LLAMA_8B, RooflineGPU  # noqa: F401 (HARDWARE: bench/step_cost.py's)
+from sssd.bench.sim_gpu import HARDWARE, LLAMA_8B, RooflineGPU, wait  # noqa: F401 (HARDWARE: bench/step_cost.py's)
 from sssd.bench.stats import percentiles
 
 NAMESPACE = "sharegpt"
@@ -117,10 +120,11 @@ def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: boo
 
 class Simulation:
     def __init__(self, cases: list[dict], address: str, batch: int, mode: str, steps: int, gpu=None,
-                 draft_threads: int = 1) -> None:
+                 draft_threads: int = 1, gpu_wait: str = "sleep") -> None:
         """gpu: the simulated GPU (sim_gpu.RooflineGPU, the default, or MeasuredGPU); draft_threads:
-        DraftConfig's (the cores each step's drafts are built on)."""
-        self.cases, self.batch, self.mode, self.steps = cases, batch, mode, steps
+        DraftConfig's (the cores each step's drafts are built on); gpu_wait: how a step waits out
+        its verify (sim_gpu.wait)."""
+        self.cases, self.batch, self.mode, self.steps, self.gpu_wait = cases, batch, mode, steps, gpu_wait
         self.gpu = RooflineGPU() if gpu is None else gpu
         widths = SpeculatorConfig().planner.widths
         costs = StepCosts({(batch, n): self.gpu.seed(batch, n) for n in widths})
@@ -166,8 +170,7 @@ class Simulation:
             # the verification outcome (the GPU's work, simulated)
             committed = sum(s.advance(self.drafter.last_tree(s.rid), depth) for s in slots)
             beside = time.perf_counter() - t1
-            if beside < gpu:
-                time.sleep(gpu - beside)
+            wait(gpu - beside, self.gpu_wait)
             if step >= warmup:
                 critical.append(t1 - t0)
                 critical_cpu.append(c1 - c0)
@@ -232,9 +235,10 @@ def steps_for(batch: int, steps: int, min_request_steps: int) -> int:
 
 
 def run(batches: list[int], steps: int, conversations: int, progress: bool = True, gpu=None,
-        draft_threads: int = 1, min_request_steps: int | None = None) -> dict:
+        draft_threads: int = 1, min_request_steps: int | None = None, gpu_wait: str = "sleep") -> dict:
     """gpu: the simulated GPU (default: the H100 roofline; sim_gpu.MeasuredGPU: a measured table);
     draft_threads: the cores each step's drafts are built on (DraftConfig.draft_threads);
+    gpu_wait: how each step waits out its simulated verify (sim_gpu.WAITS);
     each batch size runs ``steps_for(batch, steps, min_request_steps)`` steps per mode (None:
     MIN_REQUEST_STEPS)."""
     min_request_steps = MIN_REQUEST_STEPS if min_request_steps is None else min_request_steps
@@ -244,6 +248,7 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
     gpu = RooflineGPU() if gpu is None else gpu
     for b in batches:
         gpu.check(b)  # a measured table covers its batches only
+    wait(1e-6, gpu_wait)  # a bad name fails here; a spin compiles now, not in a measured step
 
     cases = datasets.mtbench_cases() + datasets.humaneval_cases()
     docs = datasets.sharegpt_datastore(2000, 2000 + conversations)
@@ -254,7 +259,7 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
             fill_service(address, docs, llama3.VOCAB_SIZE, progress)
             for b in batches:
                 n = steps_for(b, steps, min_request_steps)
-                runs = {m: Simulation(cases, address, b, m, n, gpu, draft_threads).run() for m in MODES}
+                runs = {m: Simulation(cases, address, b, m, n, gpu, draft_threads, gpu_wait).run() for m in MODES}
                 zw, bl, pld = runs["zero-wait"], runs["blocking"], runs["pld"]
                 same = same_requests_tau(zw.pop("done"), bl.pop("done"))
                 pld.pop("done")
@@ -281,6 +286,6 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
             proc.terminate()
             proc.wait(timeout=60)
     return {**gpu.describe(), "min_steps": steps, "min_request_steps": min_request_steps,
-            "draft_threads": draft_threads,
+            "draft_threads": draft_threads, "gpu_wait": gpu_wait,
             "datastore": f"ShareGPT conversations 2000-{2000 + conversations} ({sum(d.shape[0] for d in docs)} tokens)",
             "cases": "MT-Bench (30) + HumanEval (164), cycled", "rows": rows}

@@ -6,20 +6,71 @@ real GPU by ``bench/gpu_decode.py`` (its ``cost_table``, at that script's fixed 
 between the measured widths and batches; the planner then starts from the roofline of the
 table's device (the H100 preset for an H100, the H200 one otherwise), as a worker configured
 for that GPU would.
+
+``wait``: how the simulation's step thread waits out a verify. ``sleep`` gives the core away (a
+worker that synchronises with ``cudaDeviceScheduleBlockingSync``). ``spin`` keeps it, as CUDA's
+default does: ``cudaDeviceScheduleAuto`` spins while a process's CUDA contexts are fewer than its
+cores, and PyTorch releases the GIL while it waits in ``.cpu()`` or an event's ``synchronize``, so
+the spin here runs in compiled code without the GIL (the worker's other threads, such as the
+datastore client's, go on meanwhile).
 """
 
 from __future__ import annotations
 
 import bisect
+import ctypes
+import functools
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
 
 from client_sdk.drafting.budget import PRESETS, Model, forward_time
 
 # Llama-3.1-8B's shape (config.json of meta-llama/Llama-3.1-8B-Instruct), bf16
 LLAMA_8B = Model(layers=32, hidden=4096, heads=32, kv_heads=8, head_dim=128, intermediate=14336, vocab=128256)
 HARDWARE = "h100-sxm"
+WAITS = ("sleep", "spin")  # how the step thread waits out a simulated verify (``wait``; sleep: the default)
+_CLOCK_MONOTONIC = 1  # clock_gettime's clock id on Linux (time.monotonic's clock)
+
+
+def wait(seconds: float, how: str = "sleep") -> None:
+    """Wait ``seconds`` (<= 0: return at once) as ``how`` says: ``sleep``, or ``spin`` on this core
+    without the GIL (the module docstring)."""
+    if how not in WAITS:
+        raise ValueError(f"GPU wait {how!r} is not one of {', '.join(WAITS)}")
+    if seconds <= 0:
+        return
+    if how == "sleep":
+        time.sleep(seconds)
+        return
+    spin, clock = _spinner()
+    now = np.zeros(2, dtype=np.int64)  # a struct timespec: seconds, nanoseconds
+    clock(_CLOCK_MONOTONIC, now.ctypes.data)
+    spin(int(now[0]) * 1_000_000_000 + int(now[1]) + int(seconds * 1e9), now)
+
+
+@functools.cache
+def _spinner():
+    """(the compiled spin loop, libc's clock_gettime): compiled on first use, not cached on disk
+    (numba does not cache a function that calls through a ctypes pointer)."""
+    from numba import njit
+
+    clock = ctypes.CDLL(None).clock_gettime
+    clock.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    clock.restype = ctypes.c_int
+
+    @njit(nogil=True)
+    def spin_until(deadline_ns: int, now: np.ndarray) -> None:
+        address = now.ctypes.data
+        while True:
+            clock(_CLOCK_MONOTONIC, address)
+            if now[0] * 1_000_000_000 + now[1] >= deadline_ns:
+                return
+
+    return spin_until, clock
 
 
 class RooflineGPU:
