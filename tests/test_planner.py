@@ -324,6 +324,8 @@ def test_planner_config_is_validated():
         PlannerConfig(draft_window=0)
     with pytest.raises(ValueError, match="look_sample 0 must be at least 1"):
         PlannerConfig(look_sample=0)
+    with pytest.raises(ValueError, match=r"look_budget 0 must be in \(0, 1\]"):
+        PlannerConfig(look_budget=0)
     with pytest.raises(ValueError, match="width_fade 1.5 not in"):
         PlannerConfig(width_fade=1.5)
     with pytest.raises(ValueError, match="probe_spread 0 must be above 0"):
@@ -383,6 +385,32 @@ def test_a_look_at_a_large_batch_drafts_a_few_requests_and_scales_their_saving()
     run(small, lambda step: steep, 100, batch=4)
     _next_look(small, 4)
     assert small.look_rows is None  # a batch this small is looked at whole
+
+
+@pytest.mark.parametrize("draft_per_seq, spacing", [
+    (0.01 * MS, 32),  # a cheap look: once in look_every_max steps, as ever
+    (0.5 * MS, 64),  # 32 ms of drafting (a lookup waited for) on a 50 ms plain step: 1 % of 64 steps
+    (2 * MS, 256),  # ... 128 ms: 1 % of 256 steps
+])
+def test_looks_come_rarer_where_one_costs_more_than_the_look_budget(draft_per_seq, spacing):
+    """While plain decoding wins at batch 64, the interval between looks backs off to look_every_max,
+    and further, as far as keeps the looks' measured cost beyond a plain step under look_budget
+    (1 %) of plain decoding's time: a look whose drafting waits for a lookup comes rarer."""
+    batch, weak = 64, np.full(16, 0.01)  # drafts that never pay on these costs, even scaled from a look's rows
+    planner = StepPlanner(table(steep, batch))
+    looks = []
+    for step in range(1500):
+        budget = planner.plan(batch)
+        k = 0
+        if budget:
+            looks += [step] if planner._looking else []
+            k = planner.choose_for_drafts([weak[:budget]] * batch)
+            planner.observe_drafting(batch, draft_per_seq * batch)
+        width = 1 + k if budget else planner.blank
+        planner.observe_step(batch, width, steep(width))
+    gaps = np.diff(looks).tolist()
+    assert gaps[-3:] == [spacing] * 3
+    assert planner.look_cost_s == pytest.approx(draft_per_seq * batch)  # drafting, nothing gained, no wider verify
 
 
 class LookingPlanner:

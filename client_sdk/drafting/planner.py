@@ -40,7 +40,10 @@ observation, so a change that hits every width alike (another process taking the
 followed within a few steps without waiting for a probe. When k = 0 is chosen nothing is
 drafted or looked up, but for a "look" now and then that drafts (and verifies what is worth
 it) so the value of drafting is re-measured too: one step in ``look_every``,
-backing off to one in ``look_every_max`` while the looks find nothing. Looks are rare, so one
+backing off to one in ``look_every_max`` while the looks find nothing, and further apart while a
+look costs more than ``look_budget`` of plain decoding's time over its interval (its measured
+time beyond a plain step's, less the tokens it gained: a look that waits for the datastore, as a
+blocking lookup's does, costs a large batch half a plain step). Looks are rare, so one
 moves the expected saving S by ``look_rate``, more than a step of steady drafting does
 (``saving_rate``): drafting that starts to pay is taken up again within a few looks, not tens
 of them. At a batch larger than ``look_sample`` a look drafts that many requests only, in turn
@@ -76,6 +79,9 @@ class PlannerConfig:
     plain_every: int = 16  # while speculating, plain decoding is re-measured at least this often
     look_every: int = 8  # while drafting does not pay, draft once in this many steps to see if it does
     look_every_max: int = 32  # ... an interval that doubles up to this while the looks find nothing
+    # ... and is at least as long as keeps the looks' measured cost beyond a plain step's under this
+    # share of plain decoding's time (a dear look, such as one that waits for a lookup, comes rarer)
+    look_budget: float = 0.01
     # a look at a larger batch drafts this many of its requests (in turn), its saving scaled to the
     # batch: while drafting does not pay, a look costs a few requests' drafting, not the batch's
     look_sample: int = 8
@@ -118,6 +124,8 @@ class PlannerConfig:
                              "at least 1")
         if not 0.0 <= self.width_fade <= 1.0:
             raise ValueError(f"width_fade {self.width_fade} not in [0, 1]")
+        if not 0 < self.look_budget <= 1:
+            raise ValueError(f"look_budget {self.look_budget} must be in (0, 1] (a share of plain decoding's time)")
         if self.look_sample < 1:
             raise ValueError(f"look_sample {self.look_sample} must be at least 1 (the requests a look drafts)")
         if not self.probe_spread > 0:
@@ -166,6 +174,8 @@ class StepPlanner:
         self._next_probe, self._next_plain = config.probe_every, config.plain_every
         self._last_drafted = 0  # the last step that drafted
         self._look_every, self._looking = config.look_every, False  # looks back off while they fail
+        self.look_cost_s: float | None = None  # what a look costs beyond a plain step, lately (seconds)
+        self._drafting_now = 0.0  # the drafting seconds the current step reported (observe_drafting)
         self.drafting = False  # whether the current step drafts
         # the width a step that drafts nothing verifies: 1, or a wider width whose cost is probed
         # with filler tokens (while plain decoding wins, a draft of the whole batch would cost more
@@ -231,7 +241,7 @@ class StepPlanner:
         self.step += 1
         self.counts["steps"] += 1
         self.probe = self._probe_due(batch)
-        self.chosen_k, self._step_realised, self._looking = 0, 0.0, False
+        self.chosen_k, self._step_realised, self._looking, self._drafting_now = 0, 0.0, False, 0.0
         self.blank, self.look_rows = 1, None
         if self.probe is not None:
             self.counts["probes"] += 1
@@ -351,7 +361,10 @@ class StepPlanner:
                 self.efficiency = max(self.efficiency, self.config.min_efficiency)  # a look that won reopens
         if self._looking:  # a look that found nothing, or lost, makes the next one wait longer
             won = (self.chosen_k > 0 or self.look_rows is not None) and self._pays()
-            self._look_every = self.config.look_every if won else min(2 * self._look_every, self.config.look_every_max)
+            floor = self._look_floor(batch, seconds)
+            c = self.config
+            self._look_every = max(c.look_every, floor) if won else min(2 * self._look_every,
+                                                                        max(c.look_every_max, floor))
         if self.probe is not None and width == self.probe:
             c = self.config
             off = math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))
@@ -369,12 +382,24 @@ class StepPlanner:
                 self.current = width
             self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
 
+    def _look_floor(self, batch: int, seconds: float) -> int:
+        """The fewest steps between looks that keeps their cost within ``look_budget`` of plain
+        decoding's time, after a look whose step took ``seconds`` (drafting aside): the look's cost
+        beyond a plain step with its upkeep (its drafting, its wider verify, less the plain time of
+        the tokens its drafts gained), averaged over the last looks."""
+        plain = self.costs.predict(batch, 1)
+        gained = self._step_realised * plain / batch
+        cost = max(0.0, self._drafting_now + seconds - plain - self.plain_s * batch - gained)
+        self.look_cost_s = cost if self.look_cost_s is None else 0.5 * (self.look_cost_s + cost)
+        return math.ceil(self.look_cost_s / (self.config.look_budget * plain))
+
     def observe_drafting(self, batch: int, seconds: float) -> None:
         """The measured drafting + lookup time of this step. The estimate is the median of the
         last ``draft_window`` steady measurements: outliers (a first call that compiles or
         connects, a pause, the datastore's compaction) do not move it, so they cannot stop
         drafting, which would freeze the estimate where they left it; a lasting slowdown still
         shows once it fills half the window."""
+        self._drafting_now = seconds
         per_seq = seconds / max(batch, 1)
         if self.draft_s is None:
             self.draft_s = per_seq if self._drafted_once else 0.0  # the first call only warms up
