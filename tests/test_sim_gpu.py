@@ -69,7 +69,7 @@ def test_a_wait_lasts_its_time_and_a_spin_leaves_the_gil_to_other_threads(how):
             counted[0] += 1
 
     switch = sys.getswitchinterval()
-    sys.setswitchinterval(1.0)  # a wait that held the GIL would starve the counter for all of it
+    sys.setswitchinterval(0.25)  # longer than the wait: one that held the GIL would starve the counter for all of it
     thread = threading.Thread(target=count)
     thread.start()
     try:
