@@ -206,7 +206,6 @@ class StepPlanner:
         # (steps that drafted but verified nothing are the saving-vs-drafting rule's business)
         self.efficiency = 1.0  # a neutral start: a run of losing steps, not one, stops drafting
         self._speculated = 0
-        self._first_efficiencies: list[float] = []  # those of the first efficiency_after speculating steps
         self._step_realised = 0.0
         self.counts = {"steps": 0, "drafted": 0, "probes": 0}
         self.widths_used: dict[int, int] = {}  # verify width -> steps (probes included)
@@ -358,10 +357,6 @@ class StepPlanner:
             r = self.config.efficiency_rate
             self.efficiency = (1 - r) * self.efficiency + r * e
             self._speculated += 1
-            if self._speculated <= self.config.efficiency_after:  # the first verdict is their median, not
-                self._first_efficiencies.append(e)  # the neutral start's average: a loss stops drafting at once
-                if self._speculated == self.config.efficiency_after:
-                    self.efficiency = statistics.median(self._first_efficiencies)
             if self._looking and e >= 1.0:
                 self.efficiency = max(self.efficiency, self.config.min_efficiency)  # a look that won reopens
         if self._looking:  # a look that found nothing, or lost, makes the next one wait longer
