@@ -361,10 +361,8 @@ class StepPlanner:
                 self.efficiency = max(self.efficiency, self.config.min_efficiency)  # a look that won reopens
         if self._looking:  # a look that found nothing, or lost, makes the next one wait longer
             won = (self.chosen_k > 0 or self.look_rows is not None) and self._pays()
-            floor = self._look_floor(batch, seconds)
-            c = self.config
-            self._look_every = max(c.look_every, floor) if won else min(2 * self._look_every,
-                                                                        max(c.look_every_max, floor))
+            floor, c = self._look_floor(batch, seconds), self.config
+            self._look_every = max(c.look_every, floor) if won else min(2 * self._look_every, max(c.look_every_max, floor))
         if self.probe is not None and width == self.probe:
             c = self.config
             off = math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))

@@ -46,15 +46,12 @@ def wait(seconds: float, how: str = "sleep") -> None:
     if how == "sleep":
         time.sleep(seconds)
         return
-    spin, clock = _spinner()
-    now = np.zeros(2, dtype=np.int64)  # a struct timespec: seconds, nanoseconds
-    clock(_CLOCK_MONOTONIC, now.ctypes.data)
-    spin(int(now[0]) * 1_000_000_000 + int(now[1]) + int(seconds * 1e9), now)
+    _spinner()(int(seconds * 1e9), np.zeros(2, dtype=np.int64))  # (a struct timespec: seconds, nanoseconds)
 
 
 @functools.cache
 def _spinner():
-    """(the compiled spin loop, libc's clock_gettime): compiled on first use, not cached on disk
+    """The compiled spin loop over libc's clock_gettime: compiled on first use, not cached on disk
     (numba does not cache a function that calls through a ctypes pointer)."""
     from numba import njit
 
@@ -63,14 +60,14 @@ def _spinner():
     clock.restype = ctypes.c_int
 
     @njit(nogil=True)
-    def spin_until(deadline_ns: int, now: np.ndarray) -> None:
+    def spin_for(ns: int, now: np.ndarray) -> None:
         address = now.ctypes.data
-        while True:
+        clock(_CLOCK_MONOTONIC, address)
+        deadline = now[0] * 1_000_000_000 + now[1] + ns
+        while now[0] * 1_000_000_000 + now[1] < deadline:
             clock(_CLOCK_MONOTONIC, address)
-            if now[0] * 1_000_000_000 + now[1] >= deadline_ns:
-                return
 
-    return spin_until, clock
+    return spin_for
 
 
 class RooflineGPU:
