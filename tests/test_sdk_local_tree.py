@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client_sdk.drafting import kernels, parallel
+from client_sdk.drafting import kernels, merge_kernels, parallel
 from client_sdk.drafting import local as local_module
 from client_sdk.drafting import tree as tree_module
 from client_sdk.drafting.local import LocalIndex
@@ -257,7 +257,7 @@ def _scored(table, tries):
     """The merged tries' (tokens, conditionals) for a table, from the kernel's union."""
     remote = remote_batch(tries)
     kb = np.zeros(len(tries), np.int64)
-    tok, _, cond, _, cells, _, _ = kernels._union(remote.tokens, remote.parents, remote.counts, remote.node_offsets,
+    tok, _, cond, _, cells, _, _ = merge_kernels._union(remote.tokens, remote.parents, remote.counts, remote.node_offsets,
                                                   np.arange(len(tries), dtype=np.int64), kb, table, 1, 8)
     return dict(zip(tok.tolist(), cond.tolist())), cells
 
@@ -267,10 +267,10 @@ def test_a_node_is_scored_from_the_table_layer_of_how_many_sources_propose_it(la
     """Token 5 is proposed by both sources, token 6 by the first alone; layer L of the table holds
     L / 10 in every cell, so 5 scores from layer 2 (or the last there is) and 6 from layer 1. The
     cells stay the sources' own slots (what the calibration learns into)."""
-    table = np.concatenate([np.full((kernels.SLOTS, 8, 5, 4), (i + 1) / 10) for i in range(layers)])
+    table = np.concatenate([np.full((merge_kernels.SLOTS, 8, 5, 4), (i + 1) / 10) for i in range(layers)])
     one, two = ([5, 6], [-1, -1], [2, 2], 1), ([5], [-1], [4], 1)
     cond, cells = _scored(table, [one, two])
-    tie = lambda f: 1.0 + kernels.TIE * (f - 0.5)  # the tie-break by each source's own frequency
+    tie = lambda f: 1.0 + merge_kernels.TIE * (f - 0.5)  # the tie-break by each source's own frequency
     assert cond[6] == pytest.approx(0.1 * tie(0.5))
     assert cond[5] == pytest.approx(min(layers, 2) / 10 * max(tie(0.5), tie(1.0)))
     assert sorted(cells[:, :, 0].ravel().tolist()) == [-1, 0, 0, 1]
@@ -540,7 +540,7 @@ def test_best_first_selection_equals_sorting_every_node(case):
     for j, p in enumerate(parents):
         slot = n if p < 0 else p
         next_sib[j], first_child[slot] = first_child[slot], j
-    got = kernels.best_first(np.asarray(score), np.asarray(parents, np.int32), np.asarray(depth, np.int32),
+    got = merge_kernels.best_first(np.asarray(score), np.asarray(parents, np.int32), np.asarray(depth, np.int32),
                              np.asarray(first_child, np.int32), np.asarray(next_sib, np.int32), n,
                              budget, max_depth, max_children)
     assert got.tolist() == select_by_sorting(score, parents, depth, budget, max_depth, max_children)

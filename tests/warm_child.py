@@ -4,7 +4,7 @@ that compiled a new variant (nothing when all is well)."""
 
 import numpy as np
 
-from client_sdk.drafting import cache_kernels, kernels, resolve_kernels, step_kernels
+from client_sdk.drafting import cache_kernels, kernels, merge_kernels, resolve_kernels, step_kernels
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.runtime import build_speculator, lookup_options
 from datastore_service.core import Document, NamespaceIndex, NamespaceSpec, build_segment, kernels as index_kernels
@@ -35,7 +35,7 @@ class WireSource:
 
 
 def dispatchers():
-    mods = (kernels, step_kernels, resolve_kernels, cache_kernels, index_kernels)
+    mods = (kernels, merge_kernels, step_kernels, resolve_kernels, cache_kernels, index_kernels)
     return {f"{m.__name__}.{n}": f for m in mods for n, f in vars(m).items() if hasattr(f, "signatures")}
 
 

@@ -2,7 +2,7 @@
 
 numba keys a cached compilation on the timestamp of the file that defines the function, not on
 the files of the compiled functions it calls. After an edit or a ``git pull`` that changes
-kernels.py alone, parallel.py's cached kernel would still hold the old ``_draft_one`` compiled
+merge_kernels.py alone, parallel.py's cached kernel would still hold the old ``_draft_one`` compiled
 into it, and draft differently from the serial kernel, silently. So the package hashes its
 kernel sources together at import, and when the hash is not the one its cache was built from,
 it deletes the cached compilations (numba rebuilds them at first use) before any is loaded.

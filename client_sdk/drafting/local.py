@@ -104,7 +104,7 @@ _TABLE = numba.types.Array(numba.int32, 2, "C")
 
 class LocalArena:
     """Many requests' own-text indexes as the batched drafting kernel takes them
-    (kernels.draft_rows): their arrays in typed lists, one slot per live index.
+    (merge_kernels.draft_rows): their arrays in typed lists, one slot per live index.
 
     ``slots(indexes)`` gives each index's slot, registering new ones and re-reading the arrays
     of one that grew; an index that is garbage-collected frees its slot, whose arrays stay

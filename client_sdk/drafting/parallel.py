@@ -1,4 +1,4 @@
-"""A step's drafts over several cores: ``kernels.draft_rows`` with its rows spread over numba's
+"""A step's drafts over several cores: ``merge_kernels.draft_rows`` with its rows spread over numba's
 thread pool (``DraftConfig.draft_threads`` > 1), for hosts whose cores are idle beside the GPU.
 
 The drafts are those of the serial kernel, row for row: each row is drafted by the same
@@ -21,8 +21,8 @@ import threading
 import numba
 import numpy as np
 
-from client_sdk.drafting import kernels
-from client_sdk.drafting.kernels import _draft_one
+from client_sdk.drafting import merge_kernels
+from client_sdk.drafting.merge_kernels import _draft_one
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ _LAUNCH = threading.Lock()
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
 def _draft_rows_parallel(bufs, heads, prevs, slots, ns, indexed, masks, r_tok, r_par, r_cnt, r_offs, r_match, per,
                          shape, table, kbuckets):
-    """``kernels.draft_rows``, its rows drafted in parallel (same arguments, same result)."""
+    """``merge_kernels.draft_rows``, its rows drafted in parallel (same arguments, same result)."""
     nb = slots.shape[0]
     budget = shape[3]
     tok = np.empty(nb * budget, dtype=np.int32)
@@ -89,16 +89,16 @@ def _warn_clamped(asked: int, pool: int) -> None:
 
 
 def draft_rows(threads: int, *args):
-    """``kernels.draft_rows(*args)`` on up to ``threads`` threads (serially below MIN_ROWS rows,
+    """``merge_kernels.draft_rows(*args)`` on up to ``threads`` threads (serially below MIN_ROWS rows,
     for one thread, or while another thread's launch runs)."""
     if threads <= 1 or args[3].shape[0] < MIN_ROWS:
-        return kernels.draft_rows(*args)
+        return merge_kernels.draft_rows(*args)
     if not _LAUNCH.acquire(blocking=False):
         STATS["serial_busy"] += 1
         if STATS["serial_busy"] == 1:
             log.warning("two threads drafted at once with draft_threads > 1: one drafts serially meanwhile "
                         "(counted in client_sdk.drafting.parallel.STATS['serial_busy'])")
-        return kernels.draft_rows(*args)
+        return merge_kernels.draft_rows(*args)
     try:
         pool = pool_size()
         if threads > pool:

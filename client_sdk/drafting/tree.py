@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client_sdk.drafting import kernels, parallel, step_kernels
+from client_sdk.drafting import merge_kernels, parallel, step_kernels
 from client_sdk.drafting.cache import TrieCache
 from client_sdk.drafting.outcomes import resolve_picks
 from client_sdk.drafting.unigrams import UnigramTable
@@ -22,7 +22,7 @@ from client_sdk.drafting.local import SMALL_APPEND, IndexBatch, LocalArena, Loca
 from client_sdk.types import DraftBatch, DraftConfig, DraftTree
 from sssd_wire.types import TrieBatch
 
-MAX_SLOTS = kernels.SLOTS  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
+MAX_SLOTS = merge_kernels.SLOTS  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
 K_BUCKETS = 8  # match lengths 1..7, 8+
 # initial P(accepted | parent accepted) per (frequency bucket, support bucket); learned online
 PRIOR = np.outer([0.05, 0.2, 0.4, 0.6, 0.8], [0.7, 0.85, 0.95, 1.0])
@@ -155,7 +155,7 @@ def draft_tree(local: LocalIndex, remote: TrieBatch, first: int, count: int, cal
         return DraftTree.empty()
     if count + 1 > MAX_SLOTS:
         raise ValueError(f"at most {MAX_SLOTS - 1} datastore tries per draft, got {count}")
-    tok, par, score, cells = kernels.draft(
+    tok, par, score, cells = merge_kernels.draft(
         *local.state(use_local), remote.tokens, remote.parents, remote.counts,
         remote.node_offsets[first : first + count + 1], remote.match_lengths[first : first + count],
         _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS,
@@ -173,7 +173,7 @@ def _shape(budget: int, keep: int | None, max_depth: int, max_children: int, loc
     """The kernels' DraftShape, as the plain tuple they take: the request's own trie sized for
     ``budget`` nodes, ``keep`` kept."""
     kept = kept_nodes(budget, keep)
-    shape = kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, kept, max_depth, max_children, COMBINE[combine])
+    shape = merge_kernels.DraftShape(max_depth, local_occ, 4 * budget + 8, kept, max_depth, max_children, COMBINE[combine])
     return tuple(shape)
 
 
