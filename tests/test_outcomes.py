@@ -248,3 +248,22 @@ def test_accepted_picks_reads_what_pick_ends_reads(data):
     assert got_length.tolist() == length.tolist() and got_end.tolist() == end.tolist()
     assert [p if h else None for p, h in zip(picks.tolist(), has.tolist())] == [None if w is None else list(w)
                                                                                 for w in want]
+
+
+@pytest.mark.parametrize("rows, want_rows, want_expected", [
+    ([0, 1, 2], [0, 2], [0.9 + 0.5, 0.25]),  # row 1's draft is empty: nothing to learn or record
+    ([-1, 2, 0], [2, 0], [0.25, 1.4]),  # no draft (-1); the entries keep their order
+    ([-1, 1], [], []),
+])
+def test_drafted_outcomes_keeps_the_entries_with_a_draft_and_sums_their_scores(rows, want_rows, want_expected):
+    from client_sdk.drafting import step_kernels
+
+    offs = np.asarray([0, 2, 2, 3], np.int64)  # row 0: two nodes, row 1: none, row 2: one
+    scores = np.asarray([0.9, 0.5, 0.25])
+    rows = np.asarray(rows, np.int64)
+    length, end = np.arange(len(rows), dtype=np.int64) + 10, np.arange(len(rows), dtype=np.int64) + 20
+    r, r_end, r_len, expected = step_kernels.drafted_outcomes(offs, scores, rows, length, end)
+    assert r.tolist() == want_rows
+    keep = [i for i, b in enumerate(rows.tolist()) if b in want_rows]
+    assert r_end.tolist() == [20 + i for i in keep] and r_len.tolist() == [10 + i for i in keep]
+    assert expected.tolist() == pytest.approx(want_expected)

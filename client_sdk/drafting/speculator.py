@@ -399,15 +399,11 @@ class Speculator:
                                                                   flat, offs, self._ends)
             picks = [p if h else None for p, h in zip(table.tolist(), has.tolist())]
         self._commit(reqs, tokens, picks, (flat, offs))
-        drafted = rows >= 0
-        drafted[drafted] = batch.offsets[rows[drafted] + 1] > batch.offsets[rows[drafted]]  # non-empty drafts
-        if drafted.any():  # learning (beside the GPU, in prefetch) and the planner's record, for the whole step
-            r = rows[drafted]
-            self._to_learn.append((batch, r, end[drafted], self.planner.chosen_k if self.planner is not None else 0))
+        r, r_end, r_len, expected = step_kernels.drafted_outcomes(batch.offsets, batch.scores, rows, length, end)
+        if r.shape[0]:  # learning (beside the GPU, in prefetch) and the planner's record, for the whole step
+            self._to_learn.append((batch, r, r_end, self.planner.chosen_k if self.planner is not None else 0))
             if self.planner is not None:
-                cum = np.concatenate([[0.0], np.cumsum(batch.scores)])
-                self.planner.record_many((cum[batch.offsets[r + 1]] - cum[batch.offsets[r]]).tolist(),
-                                         length[drafted].tolist())
+                self.planner.record_many(expected.tolist(), r_len.tolist())
 
     def _committing(self, request_ids) -> list[RequestState]:
         if len(set(request_ids)) != len(request_ids):

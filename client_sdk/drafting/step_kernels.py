@@ -188,6 +188,29 @@ def accepted_picks(tok, par, offs, rows, new, new_offs, ends):
 
 
 @numba.njit(**OPTS)
+def drafted_outcomes(offs, scores, rows, length, end):
+    """The entries of ``accepted_rows`` whose draft rows[i] has nodes: (their rows, ends, lengths,
+    and each draft's expected accepted tokens: the sum of its node scores, as the difference of
+    the running sum over the whole batch at its two offsets). What a step's learning and the
+    planner's record take, in one pass rather than a dozen numpy calls."""
+    cum = np.zeros(scores.shape[0] + 1, dtype=np.float64)
+    for j in range(scores.shape[0]):
+        cum[j + 1] = cum[j] + scores[j]
+    m = 0
+    for i in range(rows.shape[0]):
+        m += rows[i] >= 0 and offs[rows[i] + 1] > offs[rows[i]]
+    r, r_end, r_len = np.empty(m, np.int64), np.empty(m, np.int64), np.empty(m, np.int64)
+    expected = np.empty(m, np.float64)
+    k = 0
+    for i in range(rows.shape[0]):
+        b = rows[i]
+        if b >= 0 and offs[b + 1] > offs[b]:
+            r[k], r_end[k], r_len[k], expected[k] = b, end[i], length[i], cum[offs[b + 1]] - cum[offs[b]]
+            k += 1
+    return r, r_end, r_len, expected
+
+
+@numba.njit(**OPTS)
 def likely_ends(tok, par, scores, offs, rows, hist, k):
     """The k likeliest ends of verifying drafts rows[i] (nodes offs[r] .. offs[r + 1]; scores
     are acceptance probabilities), as ``outcomes.candidates`` orders them, and the context each

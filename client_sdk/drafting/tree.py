@@ -258,6 +258,7 @@ def warm_up() -> None:
                                np.zeros(2, dtype=np.int64))
     step_kernels.accepted_picks(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
                                 np.zeros(2, dtype=np.int64), np.full((2, 3), -1, dtype=np.int64))
+    step_kernels.drafted_outcomes(np.zeros(2, dtype=np.int64), np.zeros(0), z, z, z)
     step_kernels.tested_rows(one.parents, np.zeros(2, dtype=np.int64), z, z - 1)
     step_kernels.width_records(one.parents, np.zeros(0), np.zeros(2, dtype=np.int64), z, z - 1, z)  # the planner's
     step_kernels.ranked_gains(np.zeros(0), np.zeros(2, dtype=np.int64), 4)  # the planner's choice, large batches
