@@ -11,7 +11,7 @@ import json
 
 from client_sdk.verification import LINEARS
 from sssd.bench.provenance import stamped
-from sssd.smollm2 import DTYPES
+from sssd.smollm2 import DTYPE_HELP, DTYPES
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -119,7 +119,7 @@ def _decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,4,16,64 on a GPU")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help=DTYPE_HELP)
     linears_flag(p)
     p.add_argument("--runs", type=int, default=1, help="repeat the side-by-side measurement; worst and median reported")
     p.add_argument("--contention", nargs="?", type=int, const=1, default=0, metavar="PROCS",
@@ -141,7 +141,7 @@ def _forward_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", type=int, default=256)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help=DTYPE_HELP)
     linears_flag(p)
 
 

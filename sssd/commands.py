@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from sssd.bench_commands import linears_flag
-from sssd.smollm2 import DTYPES
+from sssd.smollm2 import DTYPE_HELP, DTYPES
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
@@ -107,7 +107,7 @@ def _register_demo(sub) -> None:
                       help="prompts per dataset (MT-Bench, HumanEval); answers to the first half are fed back")
     demo.add_argument("--max-new-tokens", type=int, default=64)
     demo.add_argument("--conversations", type=int, default=4000, help="ShareGPT conversations ingested")
-    demo.add_argument("--dtype", choices=DTYPES, default="float32", help="model weights and activations")
+    demo.add_argument("--dtype", choices=DTYPES, default="float32", help=DTYPE_HELP)
     linears_flag(demo)
     demo.add_argument("--json", action="store_true", help='print one JSON object {"rows": [...]} instead of the table')
     demo.set_defaults(handler=_demo)

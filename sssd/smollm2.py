@@ -37,6 +37,9 @@ def _field(reader, key):
 
 
 DTYPES = ("float32", "bfloat16")
+# the --dtype flags' help: bfloat16 is there to measure with (BENCHMARKS.md, "bfloat16 on this box's AMX units")
+DTYPE_HELP = ("model weights and activations; bfloat16 runs faster on CPUs with AMX, but its speculative outputs "
+              "are not bit-identical to plain greedy decoding")
 
 
 def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path | None = "default"):
