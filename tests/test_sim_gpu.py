@@ -1,4 +1,5 @@
-"""The serving simulation's GPU: a measured verify-time table, linear between its grid points, and how a\nstep waits out a verify."""
+"""The serving simulation's GPU: a measured verify-time table, linear between its grid points, and how a
+step waits out a verify."""
 
 import json
 import sys

@@ -46,6 +46,13 @@ def _work(nodes, sources, occ):
 
 
 @numba.njit(**OPTS)
+def _nodes(count, sources):
+    """Room for ``count`` draft nodes from ``sources`` sources: (tokens, parents, scores, cells)."""
+    return (np.empty(count, np.int32), np.empty(count, np.int32), np.empty(count, np.float64),
+            np.empty((count, sources, 4), np.int8))
+
+
+@numba.njit(**OPTS)
 def _union(tok, par, cnt, offs, slot, kb, table, combine, limit):
     """The union of S source tries with each node's conditional P(accepted | parent accepted),
     their nodes deeper than ``limit`` left out (a draft of at most ``limit`` nodes and levels
@@ -212,8 +219,7 @@ def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_dep
     """
     ns = offs.shape[0] - 1
     i32, i64, f64, tie, cells = _work(offs[ns], ns, 0)
-    o_tok, o_par = np.empty(budget, np.int32), np.empty(budget, np.int32)
-    o_score, o_cells = np.empty(budget, np.float64), np.empty((budget, ns, 4), np.int8)
+    o_tok, o_par, o_score, o_cells = _nodes(budget, ns)
     m = _merge_into(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children,
                     i32, i64, f64, tie, cells, o_tok, o_par, o_score, o_cells, 0)
     return o_tok[:m], o_par[:m], o_score[:m], o_cells[:m]
@@ -281,11 +287,7 @@ def draft_rows(bufs, heads, prevs, slots, ns, indexed, masks, r_tok, r_par, r_cn
     offsets [B + 1]: row b's draft is nodes offs[b] .. offs[b + 1], as ``draft`` would give it.
     """
     nb = slots.shape[0]
-    cap = nb * shape[3]
-    tok = np.empty(cap, dtype=np.int32)
-    par = np.empty(cap, dtype=np.int32)
-    score = np.empty(cap, dtype=np.float64)
-    cells = np.empty((cap, per + 1, 4), dtype=np.int8)
+    tok, par, score, cells = _nodes(nb * shape[3], per + 1)
     offs = np.zeros(nb + 1, dtype=np.int64)
     widest = 0  # the most remote nodes of a row
     for b in range(nb):
@@ -308,8 +310,7 @@ def _draft_one(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r
     nsr = r_offs.shape[0] - 1
     budget = shape[3]
     i32, i64, f64, tie, cells = _work(shape[2] + r_offs[nsr] - r_offs[0], nsr + 1, shape[1])
-    o_tok, o_par = np.empty(budget, np.int32), np.empty(budget, np.int32)
-    o_score, o_cells = np.empty(budget, np.float64), np.empty((budget, nsr + 1, 4), np.int8)
+    o_tok, o_par, o_score, o_cells = _nodes(budget, nsr + 1)
     m = _draft_into(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets,
                     i32, i64, f64, tie, cells, o_tok, o_par, o_score, o_cells, 0)
     return o_tok[:m], o_par[:m], o_score[:m], o_cells[:m]
