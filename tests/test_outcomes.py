@@ -218,7 +218,8 @@ def test_pick_ends_reads_the_row_of_each_accepted_end(n):
 @given(st.data())
 def test_accepted_picks_reads_what_pick_ends_reads(data):
     """step_kernels.accepted_picks: what each draft accepted (accepted_rows) and the prefetched
-    slots of the end its committed tokens are, as outcomes.pick_ends reads them from the table."""
+    slots of the end its committed tokens are, as outcomes.pick_ends reads them from the table;
+    step_kernels.commit_outcomes: the same, and drafted_outcomes', in one call."""
     from client_sdk.drafting import step_kernels
     from client_sdk.drafting.outcomes import pick_ends
     from client_sdk.types import DraftBatch
@@ -248,6 +249,17 @@ def test_accepted_picks_reads_what_pick_ends_reads(data):
     assert got_length.tolist() == length.tolist() and got_end.tolist() == end.tolist()
     assert [p if h else None for p, h in zip(picks.tolist(), has.tolist())] == [None if w is None else list(w)
                                                                                 for w in want]
+    # commit_outcomes, the Speculator's one call per step: the offsets from the counts, these picks
+    # (none when no end was asked) and drafted_outcomes of what was accepted
+    asked = data.draw(st.booleans())
+    counts = np.asarray([len(t) for t in new], np.int64)
+    got = step_kernels.commit_outcomes(batch.tokens, batch.parents, offs, batch.scores, rows, flat, counts,
+                                       ends if asked else np.full((0, width), -1, np.int64))
+    assert got[0].tolist() == new_offs.tolist()
+    assert got[1].tolist() == (picks.tolist() if asked else [[-1] * width] * m)
+    assert got[2].tolist() == (has.tolist() if asked else [False] * m)
+    want_outcomes = step_kernels.drafted_outcomes(offs, batch.scores, rows, length, end)
+    assert [a.tolist() for a in got[3:]] == [b.tolist() for b in want_outcomes]
 
 
 @pytest.mark.parametrize("rows, want_rows, want_expected", [

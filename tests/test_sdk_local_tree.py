@@ -12,7 +12,7 @@ from client_sdk.drafting import local as local_module
 from client_sdk.drafting import tree as tree_module
 from client_sdk.drafting.local import LocalIndex
 from client_sdk.types import DraftBatch, DraftTree
-from client_sdk.drafting.tree import NO_TRIES, Calibration, draft_batch, draft_tree
+from client_sdk.drafting.tree import NO_TRIES, Calibration, cut_batch, draft_batch, draft_tree
 from sssd_wire.types import TrieBatch
 from tests.test_resolve_tries import cut_depth  # (at import: inside a @given test hypothesis sees a nested @given)
 
@@ -489,6 +489,9 @@ def test_a_draft_batch_round_trips_its_trees_and_cuts_each_row(sizes):
                 np.testing.assert_array_equal(getattr(got, field), getattr(best, field))
             if len(best):  # (an empty tree's cells may have any number of sources)
                 np.testing.assert_array_equal(got.cells, best.cells)
+        cut, want = cut_batch(batch, k), batch.cut(k)  # the critical path's compiled cut: the same batch
+        for field in ("tokens", "parents", "scores", "cells", "offsets", "ranked"):
+            np.testing.assert_array_equal(getattr(cut, field), getattr(want, field))
     for first in (0, 2):  # the rows placed in a larger batch (a sampled look's), the others empty
         placed = batch.placed(first, len(sizes) + 3)
         assert placed.lengths().tolist() == [0] * first + sizes + [0] * (3 - first)

@@ -32,7 +32,7 @@ from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState, ints
-from client_sdk.drafting.tree import Calibration, kept_nodes, learn_verified
+from client_sdk.drafting.tree import Calibration, cut_batch, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
 from sssd_wire.types import TrieBatch
@@ -76,6 +76,7 @@ class Speculator:
         # the prefetched context slots of the last drafts' likely ends: row offsets[b] + v for node v
         # of draft b, row N + b for "nothing accepted" (N: the drafts' nodes); -1: not asked
         self._ends: np.ndarray | None = None
+        self._no_ends = np.full((0, len(self._lengths)), -1, dtype=np.int64)  # no end asked: no picks
         self._unreported = 0  # the batch of a drafted step whose drafting time the caller reports
         self._indexer: ThreadPoolExecutor | None = None
         self._width = max(self._lengths)  # the cache's keys: tails padded to this many tokens (cache.pad_tail)
@@ -172,7 +173,7 @@ class Speculator:
                     self.planner.observe_drafting(len(reqs), time.perf_counter() - start)
                 max_nodes = k if max_nodes is None else min(k, max_nodes)
         if max_nodes is not None:
-            batch = batch.cut(max_nodes)
+            batch = cut_batch(batch, max_nodes)
         self._unassigned = (reqs, batch)
         self._step = (batch, dict(zip(request_ids, range(len(reqs)))))
         self._ends = None  # prefetch fills it for these drafts
@@ -278,13 +279,15 @@ class Speculator:
         if self._outstanding:
             self.pacing.arrived(got is not None)
         self._outstanding = False
-        last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=len(reqs))
         settled = -1  # the suffix length whose empty tries are final (no cache or lookup can add to them)
         if self.unigrams is not None and self.unigrams.published:  # a token without a trie has no continuation
             settled = self._lengths.index(1)
         history = NO_HISTORY  # the requests' ends: the cache's keys, and what is asked for later
         if self.cache is not None or self.config.lookup_deadline_s > 0:
             indexes, history = self._history(reqs, indexes)
+            last = history[:, -1].astype(np.int64)  # each request's last token (-1: no text)
+        else:
+            last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=len(reqs))
         batch, empty, tails = resolve_picks(got, reqs, self._lengths, self.counts, last, history, self.unigrams,
                                             settled, self.cache, limit)
         if self.cache is None and self.config.lookup_deadline_s <= 0:
@@ -320,8 +323,10 @@ class Speculator:
         """(indexes with their slots, [len(reqs), W] int32: each request's last W tokens, -1 before
         a shorter text), W = the longest suffix asked."""
         indexes, ends = indexes.tails(self._width)
-        for i in np.flatnonzero(indexes.slots < 0).tolist():  # not indexed yet: the request keeps its end
-            ends[i] = pad_tail(reqs[i].tail(self._width), self._width)
+        if None in indexes.indexes:  # not indexed yet: the request keeps its end
+            for i, x in enumerate(indexes.indexes):
+                if x is None:
+                    ends[i] = pad_tail(reqs[i].tail(self._width), self._width)
         return indexes, ends
 
     def wait_for_unigrams(self, timeout_s: float) -> bool:
@@ -387,19 +392,15 @@ class Speculator:
         reqs = self._committing(request_ids)
         tokens = [t if type(t) is list else ints(t) for t in tokens]
         rows = np.fromiter((row_of.get(rid, -1) for rid in request_ids), dtype=np.int64, count=len(reqs))
-        counts = np.fromiter((len(t) for t in tokens), dtype=np.int64, count=len(reqs))
-        offs = np.zeros(len(reqs) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offs[1:])
-        flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
-        picks = None
-        if self._ends is None:
-            length, end = step_kernels.accepted_rows(batch.tokens, batch.parents, batch.offsets, rows, flat, offs)
-        else:  # and which prefetched end each request's tokens are, in the same pass
-            length, end, table, has = step_kernels.accepted_picks(batch.tokens, batch.parents, batch.offsets, rows,
-                                                                  flat, offs, self._ends)
-            picks = [p if h else None for p, h in zip(table.tolist(), has.tolist())]
+        counts = list(map(len, tokens))
+        flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=sum(counts))
+        # what each draft accepted, which prefetched end that is (with ends asked) and what the step's
+        # learning and the planner's record take, in one compiled call
+        offs, table, has, r, r_end, r_len, expected = step_kernels.commit_outcomes(
+            batch.tokens, batch.parents, batch.offsets, batch.scores, rows, flat, np.array(counts, dtype=np.int64),
+            self._ends if self._ends is not None else self._no_ends)
+        picks = None if self._ends is None else [p if h else None for p, h in zip(table.tolist(), has.tolist())]
         self._commit(reqs, tokens, picks, (flat, offs))
-        r, r_end, r_len, expected = step_kernels.drafted_outcomes(batch.offsets, batch.scores, rows, length, end)
         if r.shape[0]:  # learning (beside the GPU, in prefetch) and the planner's record, for the whole step
             self._to_learn.append((batch, r, r_end, self.planner.chosen_k if self.planner is not None else 0))
             if self.planner is not None:

@@ -211,6 +211,42 @@ def drafted_outcomes(offs, scores, rows, length, end):
 
 
 @numba.njit(**OPTS)
+def commit_outcomes(tok, par, offs, scores, rows, new, counts, ends):
+    """A drafted step's commit in one compiled call: the committed tokens' offsets (entry i has
+    counts[i] of ``new``), ``accepted_picks`` (ends with no rows: no picks) and
+    ``drafted_outcomes``. Returns (new_offs, picks, has, r, r_end, r_len, expected)."""
+    new_offs = np.zeros(counts.shape[0] + 1, dtype=np.int64)
+    for i in range(counts.shape[0]):
+        new_offs[i + 1] = new_offs[i] + counts[i]
+    length, end, picks, has = accepted_picks(tok, par, offs, rows, new, new_offs, ends)
+    r, r_end, r_len, expected = drafted_outcomes(offs, scores, rows, length, end)
+    return new_offs, picks, has, r, r_end, r_len, expected
+
+
+@numba.njit(**OPTS)
+def cut_rows(tok, par, scores, cells, offs, k):
+    """Each row's first min(k, its size) nodes of a ranked batch (best first, so still connected):
+    ``DraftBatch.cut`` in one pass. Returns (tok, par, scores, cells, offs, the longest row kept)."""
+    nb = offs.shape[0] - 1
+    o_offs = np.zeros(nb + 1, dtype=np.int64)
+    longest = 0
+    for b in range(nb):
+        m = min(offs[b + 1] - offs[b], k)
+        o_offs[b + 1] = o_offs[b] + m
+        longest = max(longest, m)
+    n = o_offs[nb]
+    o_tok, o_par = np.empty(n, dtype=tok.dtype), np.empty(n, dtype=par.dtype)
+    o_scores = np.empty(n, dtype=scores.dtype)
+    o_cells = np.empty((n, cells.shape[1], cells.shape[2]), dtype=cells.dtype)
+    for b in range(nb):
+        a, o = offs[b], o_offs[b]
+        for q in range(o_offs[b + 1] - o):
+            o_tok[o + q], o_par[o + q], o_scores[o + q] = tok[a + q], par[a + q], scores[a + q]
+            o_cells[o + q] = cells[a + q]
+    return o_tok, o_par, o_scores, o_cells, o_offs, longest
+
+
+@numba.njit(**OPTS)
 def likely_ends(tok, par, scores, offs, rows, hist, k):
     """The k likeliest ends of verifying drafts rows[i] (nodes offs[r] .. offs[r + 1]; scores
     are acceptance probabilities), as ``outcomes.candidates`` orders them, and the context each

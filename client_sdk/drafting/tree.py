@@ -210,6 +210,16 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
     return DraftBatch(tok, par, score, cells, offs, True)
 
 
+def cut_batch(batch: DraftBatch, k: int) -> DraftBatch:
+    """``batch.cut(k)``; a ranked batch of several rows in one compiled call (the cut is on the
+    decode step's critical path, where a dozen numpy calls cost more than the copy)."""
+    if not batch.ranked or len(batch) < 2:
+        return batch.cut(k)
+    tok, par, scores, cells, offs, _ = step_kernels.cut_rows(batch.tokens, batch.parents, batch.scores, batch.cells,
+                                                             batch.offsets, k)
+    return DraftBatch(tok, par, scores, cells, offs, True)
+
+
 @functools.cache
 def warm_up_parallel() -> None:
     """Compile (or load) the parallel drafting kernel and start numba's thread pool: once per
@@ -259,6 +269,9 @@ def warm_up() -> None:
     step_kernels.accepted_picks(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
                                 np.zeros(2, dtype=np.int64), np.full((2, 3), -1, dtype=np.int64))
     step_kernels.drafted_outcomes(np.zeros(2, dtype=np.int64), np.zeros(0), z, z, z)
+    step_kernels.commit_outcomes(one.tokens, one.parents, np.zeros(2, dtype=np.int64), np.zeros(0), z, one.tokens,
+                                 z, np.full((2, 3), -1, dtype=np.int64))
+    cut_batch(DraftBatch.empty(2), 1)
     step_kernels.tested_rows(one.parents, np.zeros(2, dtype=np.int64), z, z - 1)
     step_kernels.width_records(one.parents, np.zeros(0), np.zeros(2, dtype=np.int64), z, z - 1, z)  # the planner's
     step_kernels.ranked_gains(np.zeros(0), np.zeros(2, dtype=np.int64), 4)  # the planner's choice, large batches
