@@ -389,7 +389,7 @@ def test_arena_reuses_the_slot_of_a_dropped_index():
     del a
     c = LocalIndex([5, 6])
     assert arena.slots([b, c]).tolist() == [1, 0]  # c takes the slot a left
-    assert arena.bufs[0][:2].tolist() == [5, 6] and len(arena) == 2
+    assert arena.arrays(0)[0][:2].tolist() == [5, 6] and len(arena) == 2
 
 
 def test_arena_answers_the_same_indexes_again_and_rereads_one_that_grew():
@@ -402,7 +402,27 @@ def test_arena_answers_the_same_indexes_again_and_rereads_one_that_grew():
     assert arena.slots([b, a]).tolist() == [1, 0]  # another order is another question
     a.reserve(a.buf.shape[0] + 1)  # reallocates a's arrays
     again = arena.slots([b, a])
-    assert again.tolist() == [1, 0] and arena.bufs[0] is a.buf and arena.prevs[0] is a.prev
+    assert again.tolist() == [1, 0] and arena.arrays(0)[0] is a.buf and arena.arrays(0)[2] is a.prev
+
+
+def test_the_arena_table_points_at_each_slots_arrays_as_the_table_and_the_indexes_grow():
+    """kernels.arena_arrays reads the arrays through the table's addresses: a row must follow its
+    index through a reallocation, and the table's own growth must keep the rows before it."""
+    from client_sdk.drafting import kernels
+    from client_sdk.drafting.local import LocalArena
+
+    arena = LocalArena()
+    rows = [LocalIndex([i, i + 1, i + 2]) for i in range(20)]  # more slots than the table starts with
+    slots = arena.slots(rows).tolist()
+    rows[3].reserve(rows[3].buf.shape[0] + 1)  # reallocates its buf and prev
+    assert arena.slots(rows).tolist() == slots
+    for local, slot in zip(rows, slots):
+        row = arena.table[slot]
+        assert row[kernels.BUF] == local.buf.ctypes.data and row[kernels.PREV] == local.prev.ctypes.data
+        assert row[kernels.HEAD] == local.head.ctypes.data and row[kernels.CAP] == local.buf.shape[0]
+        assert (row[kernels.ORDERS], row[kernels.BUCKETS]) == local.head.shape
+    tails = kernels.gather_tails(arena.table, arena.slots(rows), np.asarray([x.n for x in rows], np.int64), 4)
+    assert tails.tolist() == [[-1, i, i + 1, i + 2] for i in range(20)]
 
 
 def test_a_new_index_that_takes_a_dropped_ones_id_is_not_given_its_slot():
@@ -419,7 +439,7 @@ def test_a_new_index_that_takes_a_dropped_ones_id_is_not_given_its_slot():
         c = LocalIndex([3, 4])
         reused += id(c) == dropped
         (slot,) = arena.slots([c]).tolist()
-        assert arena.bufs[slot] is c.buf
+        assert arena.arrays(slot)[0] is c.buf
     assert reused  # the case this test is for happened
 
 

@@ -14,9 +14,12 @@ from typing import NamedTuple
 
 import numba
 import numpy as np
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 OPTS = dict(cache=True, nogil=True, boundscheck=False)
 NIL = -1
+BUF, HEAD, PREV, CAP, ORDERS, BUCKETS = range(6)  # a LocalArena table row: 3 addresses, then the shapes
 
 
 @numba.njit(inline="always", **OPTS)
@@ -25,6 +28,29 @@ def _hash(buf, end, k, mask):
     for j in range(end - k, end):
         h = (h ^ np.uint64(buf[j] + 1)) * np.uint64(1099511628211)
     return np.int64(h & np.uint64(mask))
+
+
+@intrinsic
+def _int32_pointer(typingctx, address):
+    """An int64 address as an int32 pointer (``numba.carray``'s)."""
+    sig = nbtypes.CPointer(nbtypes.int32)(nbtypes.int64)
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
+
+    return sig, codegen
+
+
+@numba.njit(inline="always", **OPTS)
+def arena_arrays(arena, s):
+    """(buf, head, prev) of the index in slot s of a LocalArena's table: views of memory that the
+    arena keeps alive, made without reference counts. (The arena's typed lists gave each item with
+    an atomic increment and decrement of a count on a cache line that a step finds cold: each
+    stalled, and kept the loads around it from overlapping.)"""
+    cap, k = arena[s, CAP], arena[s, ORDERS]
+    return (numba.carray(_int32_pointer(arena[s, BUF]), (cap,)),
+            numba.carray(_int32_pointer(arena[s, HEAD]), (k, arena[s, BUCKETS])),
+            numba.carray(_int32_pointer(arena[s, PREV]), (k, cap + 1)))
 
 
 @numba.njit(**OPTS)
@@ -47,31 +73,31 @@ def local_append(buf, n, new, head, prev, mask):
 
 
 @numba.njit(**OPTS)
-def write_rows(bufs, heads, prevs, slots, ns, indexed, masks, new, offs):
+def write_rows(arena, slots, ns, indexed, masks, new, offs):
     """A batch's committed tokens written, their n-grams left to ``index_rows``: index slots[b]
     of the arena (ns[b] tokens written, the n-grams of the first indexed[b] positions indexed,
     room ensured by the caller) first indexes what it had pending, then gets
     new[offs[b]:offs[b + 1]] after its tokens. Returns the rows' new token counts."""
     out = ns.copy()
     for b in range(slots.shape[0]):
-        s = slots[b]
-        local_index(bufs[s], indexed[b], ns[b], heads[s], prevs[s], masks[b])
+        buf, head, prev = arena_arrays(arena, slots[b])
+        local_index(buf, indexed[b], ns[b], head, prev, masks[b])
         m = offs[b + 1] - offs[b]
-        bufs[s][ns[b] : ns[b] + m] = new[offs[b] : offs[b + 1]]
+        buf[ns[b] : ns[b] + m] = new[offs[b] : offs[b + 1]]
         out[b] = ns[b] + m
     return out
 
 
 @numba.njit(**OPTS)
-def index_rows(bufs, heads, prevs, slots, indexed, ns, masks):
+def index_rows(arena, slots, indexed, ns, masks):
     """``local_index`` of every row's pending positions (indexed[b] + 1 .. ns[b]) in one call."""
     for b in range(slots.shape[0]):
-        s = slots[b]
-        local_index(bufs[s], indexed[b], ns[b], heads[s], prevs[s], masks[b])
+        buf, head, prev = arena_arrays(arena, slots[b])
+        local_index(buf, indexed[b], ns[b], head, prev, masks[b])
 
 
 @numba.njit(**OPTS)
-def gather_tails(bufs, slots, ns, width):
+def gather_tails(arena, slots, ns, width):
     """[B, width] int32: the last ``width`` tokens of arena index slots[b] (holding ns[b]
     tokens), -1 before a shorter text and in every row whose slot is < 0."""
     out = np.full((slots.shape[0], width), -1, dtype=np.int32)
@@ -79,7 +105,7 @@ def gather_tails(bufs, slots, ns, width):
         s = slots[b]
         if s >= 0:
             k = min(width, ns[b])
-            out[b, width - k :] = bufs[s][ns[b] - k : ns[b]]
+            out[b, width - k :] = arena_arrays(arena, s)[0][ns[b] - k : ns[b]]
     return out
 
 

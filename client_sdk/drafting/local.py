@@ -6,7 +6,6 @@ import itertools
 import weakref
 from typing import NamedTuple
 
-import numba
 import numpy as np
 
 from client_sdk.drafting import kernels
@@ -98,19 +97,17 @@ class LocalIndex:
         return ContinuationTree(tok, par, cnt, int(k), int(pos.shape[0]))
 
 
-_BUF = numba.types.Array(numba.int32, 1, "C")
-_TABLE = numba.types.Array(numba.int32, 2, "C")
-
-
 class LocalArena:
-    """Many requests' own-text indexes as the batched drafting kernel takes them
-    (merge_kernels.draft_rows): their arrays in typed lists, one slot per live index.
+    """Many requests' own-text indexes as the batched kernels take them: ``table``, one row per
+    slot (``kernels.arena_arrays``: the addresses and shapes of the index's buf, head and prev),
+    while the arena keeps those arrays alive.
 
     ``slots(indexes)`` gives each index's slot, registering new ones and re-reading the arrays
     of one that grew; an index that is garbage-collected frees its slot, whose arrays stay
     referenced until a new index takes it (so the memory held is bounded by the largest batch
-    seen, not by the requests served). One thread calls ``slots`` and the kernel; a slot is
-    only recycled inside ``slots``. Registering costs ~10-25 µs once per request.
+    seen, not by the requests served, and no row of the table ever points at freed memory). One
+    thread calls ``slots`` and the kernels; a slot is only recycled inside ``slots``. Registering
+    costs a few µs once per request.
 
     A step asks for the same indexes several times (its commit, its tails, its drafts, its
     prefetch): the last answer is kept, and asking again for the same indexes in the same order
@@ -119,9 +116,8 @@ class LocalArena:
     """
 
     def __init__(self) -> None:
-        self.bufs = numba.typed.List.empty_list(_BUF)
-        self.heads = numba.typed.List.empty_list(_TABLE)
-        self.prevs = numba.typed.List.empty_list(_TABLE)
+        self.table = np.zeros((0, 6), dtype=np.int64)  # row s: slot s's index (kernels.arena_arrays)
+        self._held: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # what the table's rows point into
         self._slot: dict[int, int] = {}  # id(index) -> slot
         self._generation: list[int] = []
         self._free: list[int] = []
@@ -149,8 +145,7 @@ class LocalArena:
             if slot is None:
                 slot = self._add(local)
             elif self._generation[slot] != local.generation:
-                self._put(slot, local.buf, local.head, local.prev)
-                self._generation[slot] = local.generation
+                self._put(slot, local)
             out.append(slot)
         self._asked, self._grown = asked, LocalIndex.grown
         self._answer = np.array(out, dtype=np.int64)
@@ -170,21 +165,30 @@ class LocalArena:
     def _add(self, local: LocalIndex) -> int:
         if self._free:
             slot = self._free.pop()
-            self._put(slot, local.buf, local.head, local.prev)
-            self._generation[slot] = local.generation
         else:
-            slot = len(self.bufs)
-            self.bufs.append(local.buf)
-            self.heads.append(local.head)
-            self.prevs.append(local.prev)
-            self._generation.append(local.generation)
+            slot = len(self._held)
+            if slot == self.table.shape[0]:  # room for twice as many slots (the rows are copied)
+                table = np.zeros((max(8, 2 * slot), self.table.shape[1]), dtype=np.int64)
+                table[:slot] = self.table
+                self.table = table
+            self._held.append(())
+            self._generation.append(-1)
+        self._put(slot, local)
         key = id(local)
         self._slot[key] = slot
         weakref.finalize(local, self._release, key, slot)
         return slot
 
-    def _put(self, slot: int, buf, head, prev) -> None:
-        self.bufs[slot], self.heads[slot], self.prevs[slot] = buf, head, prev
+    def _put(self, slot: int, local: LocalIndex) -> None:
+        """Point slot's row at the index's arrays now (held until the slot is given others)."""
+        buf, head, prev = local.buf, local.head, local.prev
+        self._held[slot] = (buf, head, prev)
+        self.table[slot] = (buf.ctypes.data, head.ctypes.data, prev.ctypes.data, buf.shape[0], *head.shape)
+        self._generation[slot] = local.generation
+
+    def arrays(self, slot: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The (buf, head, prev) that slot's row points into."""
+        return self._held[slot]
 
     def _release(self, key: int, slot: int) -> None:
         if key in self._asked:  # the kept answer names this index's id, which a new index may take
@@ -207,11 +211,12 @@ class IndexBatch(NamedTuple):
         -1 before a shorter text and for an index not built yet)."""
         slots = self.arena.slots(self.indexes) if self.slots is None else self.slots
         ns = np.fromiter((x.n if x is not None else 0 for x in self.indexes), dtype=np.int64, count=len(self.indexes))
-        return self._replace(slots=slots), kernels.gather_tails(self.arena.bufs, slots, ns, width)
+        return self._replace(slots=slots), kernels.gather_tails(self.arena.table, slots, ns, width)
 
 
-# below this many rows one call per row is cheaper than one batched call, whose typed lists and
-# arrays cost ~11 µs to pass in (bench/batch_crossover.py: even at 32 rows, ~39 µs either way)
+# below this many rows one call per row is cheaper than one batched call, whose arguments cost ~11 µs
+# to pass in (bench/batch_crossover.py, measured while the arena passed typed lists: even at 32 rows,
+# ~39 µs either way)
 SMALL_APPEND = 32
 
 
@@ -237,7 +242,8 @@ def write_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[i
         new = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=int(offs[-1]))
     else:
         new, offs = packed
-    out = kernels.write_rows(arena.bufs, arena.heads, arena.prevs, arena.slots(indexes), np.asarray(ns, dtype=np.int64),
+    slots = arena.slots(indexes)  # first: registering may reallocate the table
+    out = kernels.write_rows(arena.table, slots, np.asarray(ns, dtype=np.int64),
                              np.asarray(indexed, dtype=np.int64), np.asarray(masks, dtype=np.int64), new, offs).tolist()
     for local, n, done in zip(indexes, out, ns):
         local.n, local.indexed = n, done
@@ -251,7 +257,8 @@ def index_many(arena: LocalArena, indexes: list[LocalIndex]) -> None:
         for local in pending:
             local.index_pending()
         return
-    kernels.index_rows(arena.bufs, arena.heads, arena.prevs, arena.slots(pending),
+    slots = arena.slots(pending)  # first: registering may reallocate the table
+    kernels.index_rows(arena.table, slots,
                        np.fromiter((x.indexed for x in pending), dtype=np.int64, count=len(pending)),
                        np.fromiter((x.n for x in pending), dtype=np.int64, count=len(pending)),
                        np.fromiter((x.mask for x in pending), dtype=np.int64, count=len(pending)))

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numba
 import numpy as np
 
-from client_sdk.drafting.kernels import OPTS, _match_into, _trie_into
+from client_sdk.drafting.kernels import OPTS, _match_into, _trie_into, arena_arrays
 
 # a node's conditional is its calibration cell's, scaled by 1 + TIE * (frequency - 0.5): siblings in
 # one cell are ranked by their raw frequency (replay: +0.2 to +2.8 % tau at budget 4, BENCHMARKS.md)
@@ -275,10 +275,9 @@ def draft(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_matc
 
 
 @numba.njit(**OPTS)
-def draft_rows(bufs, heads, prevs, slots, ns, indexed, masks, r_tok, r_par, r_cnt, r_offs, r_match, per, shape, table,
-               kbuckets):
+def draft_rows(arena, slots, ns, indexed, masks, r_tok, r_par, r_cnt, r_offs, r_match, per, shape, table, kbuckets):
     """A batch's drafts in one call: row b drafts from own-text index slots[b] of the arena
-    (bufs / heads / prevs, typed lists; slots[b] < 0: not indexed yet, an empty draft) holding
+    (a LocalArena's table; slots[b] < 0: not indexed yet, an empty draft) holding
     ns[b] tokens (the n-grams of the first indexed[b] positions indexed), and from remote tries
     b * per .. b * per + per - 1 (per 0: none; r_tok .. r_match and shape as for ``draft``).
     Every row drafts in the same work arrays, allocated once.
@@ -297,7 +296,8 @@ def draft_rows(bufs, heads, prevs, slots, ns, indexed, masks, r_tok, r_par, r_cn
     for b in range(nb):
         s = slots[b]
         if s >= 0:
-            n += _draft_into(bufs[s], ns[b], indexed[b], heads[s], prevs[s], masks[b], r_tok, r_par, r_cnt,
+            buf, head, prev = arena_arrays(arena, s)
+            n += _draft_into(buf, ns[b], indexed[b], head, prev, masks[b], r_tok, r_par, r_cnt,
                              r_offs[b * per : b * per + per + 1], r_match[b * per : b * per + per], shape, table,
                              kbuckets, i32, i64, f64, tie, work_cells, tok, par, score, cells, n)
         offs[b + 1] = n

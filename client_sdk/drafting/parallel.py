@@ -22,6 +22,7 @@ import numba
 import numpy as np
 
 from client_sdk.drafting import merge_kernels
+from client_sdk.drafting.kernels import arena_arrays
 from client_sdk.drafting.merge_kernels import _draft_one
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,8 @@ _LAUNCH = threading.Lock()
 
 
 @numba.njit(parallel=True, cache=True, nogil=True, boundscheck=False)
-def _draft_rows_parallel(bufs, heads, prevs, slots, ns, indexed, masks, r_tok, r_par, r_cnt, r_offs, r_match, per,
-                         shape, table, kbuckets):
+def _draft_rows_parallel(arena, slots, ns, indexed, masks, r_tok, r_par, r_cnt, r_offs, r_match, per, shape, table,
+                         kbuckets):
     """``merge_kernels.draft_rows``, its rows drafted in parallel (same arguments, same result)."""
     nb = slots.shape[0]
     budget = shape[3]
@@ -45,7 +46,8 @@ def _draft_rows_parallel(bufs, heads, prevs, slots, ns, indexed, masks, r_tok, r
     for b in numba.prange(nb):  # row b's draft (at most budget nodes) into region b
         s = slots[b]
         if s >= 0:
-            t, p, sc, c = _draft_one(bufs[s], ns[b], indexed[b], heads[s], prevs[s], masks[b], r_tok, r_par, r_cnt,
+            buf, head, prev = arena_arrays(arena, s)
+            t, p, sc, c = _draft_one(buf, ns[b], indexed[b], head, prev, masks[b], r_tok, r_par, r_cnt,
                                      r_offs[b * per : b * per + per + 1], r_match[b * per : b * per + per],
                                      shape, table, kbuckets)
             o = b * budget
@@ -91,7 +93,7 @@ def _warn_clamped(asked: int, pool: int) -> None:
 def draft_rows(threads: int, *args):
     """``merge_kernels.draft_rows(*args)`` on up to ``threads`` threads (serially below MIN_ROWS rows,
     for one thread, or while another thread's launch runs)."""
-    if threads <= 1 or args[3].shape[0] < MIN_ROWS:
+    if threads <= 1 or args[1].shape[0] < MIN_ROWS:  # args[1]: the slots, one per row
         return merge_kernels.draft_rows(*args)
     if not _LAUNCH.acquire(blocking=False):
         STATS["serial_busy"] += 1

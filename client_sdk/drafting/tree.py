@@ -203,7 +203,7 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
     indexed = np.fromiter((x.indexed if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     masks = np.fromiter((x.mask if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     tok, par, score, cells, offs = parallel.draft_rows(
-        threads, arena.bufs, arena.heads, arena.prevs, slots, ns, indexed, masks,
+        threads, arena.table, slots, ns, indexed, masks,
         remote.tokens, remote.parents, remote.counts, remote.node_offsets, remote.match_lengths,
         per, _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS,
     )
