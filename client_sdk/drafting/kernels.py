@@ -44,9 +44,10 @@ def _int32_pointer(typingctx, address):
 @numba.njit(inline="always", **OPTS)
 def arena_arrays(arena, s):
     """(buf, head, prev) of the index in slot s of a LocalArena's table: views of memory that the
-    arena keeps alive, made without reference counts. (The arena's typed lists gave each item with
-    an atomic increment and decrement of a count on a cache line that a step finds cold: each
-    stalled, and kept the loads around it from overlapping.)"""
+    arena keeps alive, made without reference counts. (An item of the typed lists the arena had
+    before cost an atomic increment and decrement of its count, on a cache line that a step finds
+    cold: reading 64 rows' heads after the caches were flushed took 149 µs through typed lists
+    and 72 µs through this table, a lead from one run of a scratch script.)"""
     cap, k = arena[s, CAP], arena[s, ORDERS]
     return (numba.carray(_int32_pointer(arena[s, BUF]), (cap,)),
             numba.carray(_int32_pointer(arena[s, HEAD]), (k, arena[s, BUCKETS])),
