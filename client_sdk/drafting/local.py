@@ -214,10 +214,10 @@ class IndexBatch(NamedTuple):
         return self._replace(slots=slots), kernels.gather_tails(self.arena.table, slots, ns, width)
 
 
-# below this many rows one call per row is cheaper than one batched call, whose arguments cost ~11 µs
-# to pass in (bench/batch_crossover.py, measured while the arena passed typed lists: even at 32 rows,
-# ~39 µs either way)
-SMALL_APPEND = 32
+# below this many rows one call per row is cheaper than one batched call, whose arguments cost ~6 µs
+# to pass in (bench/batch_crossover.py x3, bench/results/batch-crossover-table-run*.json: 16 rows
+# 14.3-14.5 µs batched against 15.3-15.8 one by one, 8 rows 10.0-10.5 against 7.1-7.5)
+SMALL_APPEND = 16
 
 
 def write_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[int]],
