@@ -215,9 +215,10 @@ class IndexBatch(NamedTuple):
 
 
 # below this many rows one call per row is cheaper than one batched call, whose arguments cost ~6 µs
-# to pass in (bench/batch_crossover.py x3, bench/results/batch-crossover-table-run*.json: 16 rows
-# 14.3-14.5 µs batched against 15.3-15.8 one by one, 8 rows 10.0-10.5 against 7.1-7.5)
-SMALL_APPEND = 16
+# to pass in (bench/batch_crossover.py x3, bench/results/batch-crossover-table-run*.json: 32 rows
+# 22.4-22.7 µs batched against 29.8-31.7 one by one; 16 rows, hot, 14.3-14.5 against 15.3-15.8, but
+# in the serving simulation 16 batched was no faster: BENCHMARKS.md, "A step's commit and cut")
+SMALL_APPEND = 32
 
 
 def write_many(arena: LocalArena, indexes: list[LocalIndex], tokens: list[list[int]],
