@@ -226,14 +226,11 @@ def commit_outcomes(tok, par, offs, scores, rows, new, counts, ends):
 @numba.njit(**OPTS)
 def cut_rows(tok, par, scores, cells, offs, k):
     """Each row's first min(k, its size) nodes of a ranked batch (best first, so still connected):
-    ``DraftBatch.cut`` in one pass. Returns (tok, par, scores, cells, offs, the longest row kept)."""
+    ``DraftBatch.cut`` in one pass. Returns (tok, par, scores, cells, offs)."""
     nb = offs.shape[0] - 1
     o_offs = np.zeros(nb + 1, dtype=np.int64)
-    longest = 0
     for b in range(nb):
-        m = min(offs[b + 1] - offs[b], k)
-        o_offs[b + 1] = o_offs[b] + m
-        longest = max(longest, m)
+        o_offs[b + 1] = o_offs[b] + min(offs[b + 1] - offs[b], k)
     n = o_offs[nb]
     o_tok, o_par = np.empty(n, dtype=tok.dtype), np.empty(n, dtype=par.dtype)
     o_scores = np.empty(n, dtype=scores.dtype)
@@ -243,7 +240,7 @@ def cut_rows(tok, par, scores, cells, offs, k):
         for q in range(o_offs[b + 1] - o):
             o_tok[o + q], o_par[o + q], o_scores[o + q] = tok[a + q], par[a + q], scores[a + q]
             o_cells[o + q] = cells[a + q]
-    return o_tok, o_par, o_scores, o_cells, o_offs, longest
+    return o_tok, o_par, o_scores, o_cells, o_offs
 
 
 @numba.njit(**OPTS)

@@ -215,9 +215,8 @@ def cut_batch(batch: DraftBatch, k: int) -> DraftBatch:
     decode step's critical path, where a dozen numpy calls cost more than the copy)."""
     if not batch.ranked or len(batch) < 2:
         return batch.cut(k)
-    tok, par, scores, cells, offs, _ = step_kernels.cut_rows(batch.tokens, batch.parents, batch.scores, batch.cells,
-                                                             batch.offsets, k)
-    return DraftBatch(tok, par, scores, cells, offs, True)
+    return DraftBatch(*step_kernels.cut_rows(batch.tokens, batch.parents, batch.scores, batch.cells, batch.offsets, k),
+                      True)
 
 
 @functools.cache
@@ -264,11 +263,7 @@ def warm_up() -> None:
         counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}
         resolve_picks(one, nobody, (1,), counts, z, np.full((1, 1), -1, np.int32), unigrams, 0, c)
     len(cache)
-    step_kernels.accepted_rows(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
-                               np.zeros(2, dtype=np.int64))
-    step_kernels.accepted_picks(one.tokens, one.parents, np.zeros(2, dtype=np.int64), z, one.tokens,
-                                np.zeros(2, dtype=np.int64), np.full((2, 3), -1, dtype=np.int64))
-    step_kernels.drafted_outcomes(np.zeros(2, dtype=np.int64), np.zeros(0), z, z, z)
+    # a drafted step's commit (accepted_picks and drafted_outcomes compile with it)
     step_kernels.commit_outcomes(one.tokens, one.parents, np.zeros(2, dtype=np.int64), np.zeros(0), z, one.tokens,
                                  z, np.full((2, 3), -1, dtype=np.int64))
     cut_batch(DraftBatch.empty(2), 1)
