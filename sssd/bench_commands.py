@@ -203,6 +203,8 @@ def _fleet_flags(p: argparse.ArgumentParser) -> None:
                    help="replicas map the writer's segment files (--segment-dir) instead of copying its documents")
     p.add_argument("--samples", type=int, default=None,
                    help="occurrences sampled per context (default: the SDK's zero-wait ask, 128; 64 when it paces down)")
+    p.add_argument("--aligned", action="store_true",
+                   help="every worker's steps at the same instant (default: each worker at a random point of the step)")
 
 
 def _fleet(args) -> dict:
@@ -214,7 +216,7 @@ def _fleet(args) -> dict:
         raise ValueError(f"--samples {args.samples} not in [1, 4096]")
     return run(_ints(args.workers, "--workers"), args.batch, args.step_ms, args.contexts_per_request, args.servers,
                args.tokens, args.seconds, progress=not args.json, stream=args.stream,
-               segment_readers=args.segment_readers, samples=args.samples)
+               segment_readers=args.segment_readers, samples=args.samples, aligned=args.aligned)
 
 
 BENCHES = {

@@ -5,6 +5,10 @@ import json
 import subprocess
 import sys
 
+import pytest
+
+from sssd.bench.fleet_bench import phase_offsets
+
 
 def test_fleet_rows_from_real_processes(tmp_path):
     out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "fleet", "--workers", "1,2", "--servers", "2",
@@ -15,6 +19,7 @@ def test_fleet_rows_from_real_processes(tmp_path):
     assert [r["workers"] for r in result["rows"]] == [1, 2]
     for row in result["rows"]:
         assert row["server_processes"] == 2 and row["rpc"] == "Lookup" and row["failed"] == 0
+        assert row["phases"] == "staggered" and len(row["phase_offsets_ms"]) == row["workers"]
         assert row["steps"] > 0 and 0 < row["contexts_per_s"] <= 1.1 * row["offered_contexts_per_s"]
         assert row["server_cpu_us_per_context"] > 0 and 0 <= row["late_fraction"] <= 1
         assert row["p50_ms"] <= row["p99_ms"]
@@ -28,13 +33,26 @@ def test_fleet_rows_from_real_processes(tmp_path):
 
 def test_fleet_with_segment_readers(tmp_path):
     out = subprocess.run([sys.executable, "-m", "sssd.cli", "bench", "fleet", "--workers", "1", "--servers", "3",
-                          "--segment-readers", "--tokens", "50000", "--seconds", "2", "--batch", "4", "--json"],
+                          "--segment-readers", "--aligned", "--tokens", "50000", "--seconds", "2", "--batch", "4",
+                          "--json"],
                          capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert [s["role"] for s in result["servers"]] == ["writer", "segment reader", "segment reader"]
     row = result["rows"][0]
     assert row["server_processes"] == 3 and row["failed"] == 0 and row["contexts_per_s"] > 0
+    assert row["phases"] == "aligned" and row["phase_offsets_ms"] == [0.0]
+
+
+@pytest.mark.parametrize("workers, step_ms", [(1, 20.0), (2, 20.0), (8, 20.0), (16, 5.0)])
+def test_workers_start_at_their_own_point_of_the_step(workers, step_ms):
+    """Independent engines are out of phase: every offset inside one step, not all the same,
+    the same every run; aligned, all at once."""
+    offsets = phase_offsets(workers, step_ms, aligned=False)
+    assert len(offsets) == workers and all(0.0 <= x < step_ms / 1e3 for x in offsets)
+    assert workers == 1 or len(set(offsets)) == workers
+    assert offsets == phase_offsets(workers, step_ms, aligned=False)
+    assert phase_offsets(workers, step_ms, aligned=True) == [0.0] * workers
 
 
 def test_fleet_refuses_a_stream_over_replicas(tmp_path):

@@ -6,7 +6,11 @@ step's zero-wait prefetch asks for), with the SDK's zero-wait lookup parameters 
 occurrences per context: by default the 128 the SDK asks while the datastore keeps up; its
 pacing falls back to 64 when answers come late), then sleeps to
 the next step. An answer that is not back by the next step is late (the step drafts
-without it). Servers are real ``sssd serve`` processes on 127.0.0.1: the first is the
+without it). Workers are independent engines, so their steps are out of phase: each starts at
+its own random point of the first step (seeded), and calls from different workers arrive spread
+over the step rather than all at once. ``--aligned`` starts every worker's steps at the same
+instant instead, the adversarial case: each step's calls all arrive together and queue behind
+each other in the server. Servers are real ``sssd serve`` processes on 127.0.0.1: the first is the
 writer; more are read replicas following it (``--follow``), each with its own copy of the
 documents, or, with ``--segment-readers``, segment readers that map the writer's segment
 files. Lookups are spread over all of them by gRPC's ``round_robin`` policy. Each server's
@@ -72,10 +76,18 @@ def prefetch_params(samples: int | None = None):
     return lookup_options(draft, draft.max_depth, outcomes=True).sampling(samples)
 
 
+def phase_offsets(workers: int, step_ms: float, aligned: bool, seed: int = 7) -> list[float]:
+    """Each worker's first step, in seconds after the common start: a random point of the step
+    (seeded: every run the same), or 0 for every worker (aligned)."""
+    if aligned:
+        return [0.0] * workers
+    return np.random.default_rng(seed).uniform(0.0, step_ms / 1e3, workers).tolist()
+
+
 def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds: float, seed: int,
             contexts: np.ndarray, start_at: float, out, stream: bool = False, samples: int | None = None) -> None:
     """One decode worker: a Lookup per step (unary, or on one LookupStream), on a fixed
-    cadence, for ``seconds``."""
+    cadence, for ``seconds`` from ``start_at``."""
     from client_sdk.transport.remote import DatastoreClient
 
     rng = np.random.default_rng(seed)
@@ -224,13 +236,14 @@ def _in_process_cost(ds, contexts: np.ndarray, calls_per_s: float, n: int, secon
 
 
 def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_request: int, step_ms: float,
-         seconds: float, stream: bool, samples: int | None) -> dict:
+         seconds: float, stream: bool, samples: int | None, aligned: bool = False) -> dict:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     target = "ipv4:" + ",".join(addresses) if len(addresses) > 1 else addresses[0]
     start_at = time.time() + 8.0  # workers import, connect and warm up first
+    offsets = phase_offsets(workers, step_ms, aligned)
     kids = [ctx.Process(target=_worker, args=(target, batch, per_request, step_ms, seconds, 1000 + w, contexts,
-                                              start_at, out, stream, samples)) for w in range(workers)]
+                                              start_at + offsets[w], out, stream, samples)) for w in range(workers)]
     for k in kids:
         k.start()
     while time.time() < start_at:
@@ -247,7 +260,8 @@ def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_reques
     contexts_served = sum(r["contexts"] for r in results)
     return {
         "workers": workers, "batch": batch, "step_ms": step_ms, "server_processes": len(procs),
-        "rpc": "LookupStream" if stream else "Lookup",
+        "rpc": "LookupStream" if stream else "Lookup", "phases": "aligned" if aligned else "staggered",
+        "phase_offsets_ms": [round(x * 1e3, 2) for x in offsets],
         "contexts_per_request": per_request, "samples": prefetch_params(samples).sample_budget,
         "offered_contexts_per_s": round(workers * batch * per_request * 1e3 / step_ms),
         "contexts_per_s": round(contexts_served / wall),
@@ -266,11 +280,12 @@ def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_reques
 
 def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request: int = 4, servers: int = 1,
         tokens: int = 2_000_000, seconds: float = 10.0, progress: bool = True, stream: bool = False,
-        segment_readers: bool = False, samples: int | None = None) -> dict:
+        segment_readers: bool = False, samples: int | None = None, aligned: bool = False) -> dict:
     """One row per worker count, all against the same ``servers`` processes; ``stream``: each
     worker keeps one LookupStream instead of unary calls (one server only); ``segment_readers``:
     the replicas map the writer's segment files instead of copying its documents; ``samples``:
-    the occurrences each context samples (None: ``prefetch_params``')."""
+    the occurrences each context samples (None: ``prefetch_params``'); ``aligned``: every
+    worker's steps start at the same instant (default: each at a random point of the step)."""
     if stream and servers > 1:
         raise ValueError("--stream pins each worker to one server: use it with --servers 1")
     if servers < 1 or not workers or min(workers) < 1:
@@ -288,7 +303,7 @@ def run(workers: list[int], batch: int = 32, step_ms: float = 20.0, per_request:
             for w in tqdm(workers, desc="fleet", unit="row", disable=not progress):
                 n = batch * per_request
                 rows.append(_row(procs, addresses, ports, contexts, w, batch, per_request, step_ms, seconds, stream,
-                                 samples))
+                                 samples, aligned))
                 rows[-1]["in_process_cpu_us_per_context"] = _in_process_cost(
                     local, contexts, w * 1e3 / step_ms, n, min(seconds, IN_PROCESS_S), samples)
             local.close()
