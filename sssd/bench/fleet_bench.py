@@ -31,7 +31,6 @@ for like. Everything is bounded in time.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -39,18 +38,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from sssd.bench.stats import percentiles
+from sssd.bench.stats import percentiles, process_cpu_seconds
 from sssd.bench.synthetic import corpus
 
 NS = "fleet"
 VOCAB = 32_000
 IN_PROCESS_S = 3.0  # the in-process baseline's window per row (its cadence, not its length, matters)
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
 def _memory_mb(pid: int) -> dict:
@@ -248,10 +241,10 @@ def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_reques
         k.start()
     while time.time() < start_at:
         time.sleep(0.005)
-    cpu0, t0 = sum(_cpu_seconds(p.pid) for p in procs), time.perf_counter()
+    cpu0, t0 = sum(process_cpu_seconds(p.pid) for p in procs), time.perf_counter()
     hist0, gc0 = zip(*(_server_metrics(p) for p in ports))
     results = [out.get(timeout=seconds + 120) for _ in kids]
-    cpu1, wall = sum(_cpu_seconds(p.pid) for p in procs), time.perf_counter() - t0
+    cpu1, wall = sum(process_cpu_seconds(p.pid) for p in procs), time.perf_counter() - t0
     hist1, gc1 = zip(*(_server_metrics(p) for p in ports))
     for k in kids:
         k.join(timeout=30)

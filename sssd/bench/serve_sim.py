@@ -42,7 +42,9 @@ compares the two modes on exactly the same tokens (tau_zero_wait and tau_blockin
 step of the run, whose unfinished requests differ between the modes). lookups: per datastore
 mode, the worker's remote source's counts (lookups requested, answers used, late, refused while
 its breaker was open: ``skipped_open``) and the prefetch answers whose picks they did not hold
-(``misaligned_answers``; 0 expected).
+(``misaligned_answers``; 0 expected). lookup_calls_per_step and server_cpu_us_per_request_step:
+per datastore mode, the Lookup calls each decode step made and the service process's CPU time
+(utime + stime, /proc) per request-step, over the measured steps: what sizes the service.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
 from sglang_integration.drafts import BatchDrafter, RequestView
 from sssd.bench.sim_gpu import HARDWARE, LLAMA_8B, RooflineGPU, wait  # noqa: F401 (HARDWARE: bench/step_cost.py's)
-from sssd.bench.stats import percentiles
+from sssd.bench.stats import percentiles, process_cpu_seconds
 
 NAMESPACE = "sharegpt"
 MODES = ("zero-wait", "blocking", "pld")
@@ -120,11 +122,12 @@ def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: boo
 
 class Simulation:
     def __init__(self, cases: list[dict], address: str, batch: int, mode: str, steps: int, gpu=None,
-                 draft_threads: int = 1, gpu_wait: str = "sleep") -> None:
+                 draft_threads: int = 1, gpu_wait: str = "sleep", server_pid: int | None = None) -> None:
         """gpu: the simulated GPU (sim_gpu.RooflineGPU, the default, or MeasuredGPU); draft_threads:
         DraftConfig's (the cores each step's drafts are built on); gpu_wait: how a step waits out
-        its verify (sim_gpu.wait)."""
+        its verify (sim_gpu.wait); server_pid: the service's process, whose CPU time is reported."""
         self.cases, self.batch, self.mode, self.steps, self.gpu_wait = cases, batch, mode, steps, gpu_wait
+        self.server_pid = server_pid
         self.gpu = RooflineGPU() if gpu is None else gpu
         widths = SpeculatorConfig().planner.widths
         costs = StepCosts({(batch, n): self.gpu.seed(batch, n) for n in widths})
@@ -159,7 +162,11 @@ class Simulation:
         drafted_tokens = drafted_requests = finished = 0
         done: dict[str, tuple[int, int]] = {}  # a finished request's (tokens, steps), warm-up included
         gpu = None
+        server_cpu = calls = 0.0
         for step in range(self.steps + warmup):
+            if step == warmup and self.server_pid is not None:  # the service's CPU over the measured steps
+                server_cpu = -process_cpu_seconds(self.server_pid)
+                calls = -self.remote.stats.requested if self.remote is not None else 0
             c0, t0 = time.thread_time(), time.perf_counter()
             self.drafter.drafts([s.view() for s in slots], last_step_s=gpu)
             t1, c1 = time.perf_counter(), time.thread_time()
@@ -191,6 +198,9 @@ class Simulation:
                     done[s.rid] = (len(s.output), s.steps)
                     self.drafter.forget([s.rid])
                     slots[i] = self._admit()
+        if self.server_pid is not None:
+            server_cpu += process_cpu_seconds(self.server_pid)
+            calls += self.remote.stats.requested if self.remote is not None else 0
         self.spec.close()
         self.client.close()
         c = self.spec.counts
@@ -206,6 +216,8 @@ class Simulation:
             "prefetch_hit_rate": round(c["arrived"] / max(c["asked"], 1), 4) if self.mode != "pld" else None,
             "remote_match_rate": round(matched / requests, 4) if self.mode != "pld" else None,
             "lookup_contexts_per_request_step": round(c["contexts"] / requests, 3),
+            "lookup_calls_per_step": round(calls / self.steps, 3),
+            "server_cpu_us_per_request_step": round(server_cpu / requests * 1e6, 2) if self.server_pid else None,
             "lookups": None if self.remote is None else {**dataclasses.asdict(self.remote.stats),
                                                          "misaligned_answers": c["misaligned"]},
             "projected_speedup": round(plain_seconds / seconds, 4),
@@ -259,7 +271,7 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
             fill_service(address, docs, llama3.VOCAB_SIZE, progress)
             for b in batches:
                 n = steps_for(b, steps, min_request_steps)
-                runs = {m: Simulation(cases, address, b, m, n, gpu, draft_threads, gpu_wait).run() for m in MODES}
+                runs = {m: Simulation(cases, address, b, m, n, gpu, draft_threads, gpu_wait, proc.pid).run() for m in MODES}
                 zw, bl, pld = runs["zero-wait"], runs["blocking"], runs["pld"]
                 same = same_requests_tau(zw.pop("done"), bl.pop("done"))
                 pld.pop("done")
@@ -277,6 +289,9 @@ def run(batches: list[int], steps: int, conversations: int, progress: bool = Tru
                     "critical_path_us_blocking": bl["critical_path_us"],
                     "remote_match_rate": zw["remote_match_rate"], "remote_match_rate_blocking": bl["remote_match_rate"],
                     "lookup_contexts_per_request_step": zw["lookup_contexts_per_request_step"],
+                    # the lookups' load on the service: calls per decode step, its CPU per request-step
+                    "lookup_calls_per_step": {m: runs[m]["lookup_calls_per_step"] for m in MODES[:2]},
+                    "server_cpu_us_per_request_step": {m: runs[m]["server_cpu_us_per_request_step"] for m in MODES[:2]},
                     "lookups": {m: runs[m]["lookups"] for m in MODES[:2]},
                     "pld": {k: pld[k] for k in ("tau", "critical_path_us", "projected_speedup", "mean_width")},
                 })
