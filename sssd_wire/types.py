@@ -126,6 +126,12 @@ class TrieBatch:
     def __len__(self) -> int:
         return int(self.node_offsets.shape[0] - 1)
 
+    def rows_from(self, first: int) -> "TrieBatch":
+        """Tries ``first`` .. the last as a batch of their own (views of these arrays)."""
+        a = int(self.node_offsets[first])
+        return TrieBatch(self.tokens[a:], self.parents[a:], self.counts[a:], self.node_offsets[first:] - a,
+                         self.meta[first:])
+
     def trie(self, i: int) -> ContinuationTree:
         a, b = int(self.node_offsets[i]), int(self.node_offsets[i + 1])
         m = self.meta[i]

@@ -78,6 +78,31 @@ def test_an_end_that_was_not_prefetched_drafts_locally(live):
     assert spec.counts["prefetched"] == 0 and spec.last.match_lengths == [0]
 
 
+def test_zero_wait_asks_a_steps_cache_fills_in_the_next_steps_own_lookup(live):
+    """Zero-wait: the tails a step's drafts found no trie for are asked after the next step's
+    likely ends, in the same lookup (one per step, not two); their answers, collected with that
+    step's, reach the trie cache at the prefetch after it, where another request ending in the
+    same tail finds them."""
+    _, client = live
+    spec, source = committed_an_unasked_end(client, deadline=0.0)
+    spec.draft(["r"])  # "... 9 1 5 6": nothing prefetched for it, and the cache is empty
+    missed = {tuple(t[t >= 0]) for t in spec.fills.missed}
+    assert (5, 6) in missed
+    requested = source.stats.requested
+    spec.prefetch(["r"])
+    assert source.stats.requested == requested + 1  # the ends and the fills in one lookup
+    assert {tuple(t[t >= 0]) for t in spec.fills.asked} == missed and spec.fills.first >= 1
+    time.sleep(0.2)
+    spec.commit("r", [8])
+    spec.draft(["r"])  # collects the answer, fills and all
+    hits = spec.cache.hits
+    spec.prefetch(["r"])  # stores the fills, then asks this step's
+    assert source.stats.requested == requested + 2
+    spec.start("q", [3, 3, 5, 6])
+    (tree,) = spec.draft(["q"])  # a new request: no prefetched end, but "5 6" is in the cache
+    assert spec.cache.hits > hits and tree.tokens.tolist()[:1] == [8]
+
+
 @pytest.mark.parametrize("asked_early", [True, False])
 def test_with_a_deadline_a_missed_end_is_looked_up_then_cached(live, asked_early):
     """A deadline (CPU decoding): an end the prefetch did not cover is looked up, from

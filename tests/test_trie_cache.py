@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from client_sdk.drafting.cache import TrieCache, entries, splice
+from client_sdk.drafting.cache import CacheFills, TrieCache, entries, splice
 from sssd_wire.types import TrieBatch
 
 
@@ -82,6 +82,38 @@ def test_answers_whose_nodes_the_ring_overwrote_are_gone():
     cache.put(tails_of(C), batch_of([[1, 2, 3, 4, 5]], [1]))  # larger than the ring: not kept
     out, held = cache.fill(batch_of([[]] * 3, [0] * 3), np.arange(3), tails_of(A, B, C))
     assert held.tolist() == [False, True, False] and as_lists(out)[1] == ([4, 5], 1)
+
+
+@pytest.mark.parametrize("tries, first", [
+    ([[7, 8], [], [9]], 0), ([[7, 8], [], [9]], 1), ([[7, 8], [], [9]], 2), ([[7, 8], [], [9]], 3), ([[1, 2, 3]], 0),
+])
+def test_rows_from_is_the_batch_from_that_trie_on(tries, first):
+    whole = batch_of(tries, list(range(len(tries))))
+    part = whole.rows_from(first)
+    assert len(part) == len(tries) - first and part.node_offsets[0] == 0
+    assert as_lists(part) == as_lists(whole)[first:]
+
+
+@pytest.mark.parametrize("answer, stored", [
+    (batch_of([[5], [7, 8], [9]], [1, 2, 1]), True),  # 1 end, then the 2 fills: kept
+    (batch_of([[5], [7, 8]], [1, 2]), False),  # short: another lookup's answer, not kept
+    (None, False),  # did not come in time
+])
+def test_cache_fills_ride_on_the_step_lookup(answer, stored):
+    """The tails a step missed are asked once each after the next prefetch's ends; what came
+    back after the ends is stored, and only an answer of the asked size is."""
+    cache, fills = TrieCache(capacity=8, width=4), CacheFills(4)
+    fills.missed = tails_of(A, C, A)
+    asked = fills.ask(1)  # after one end's context
+    assert sorted(t.tolist() for t in asked) == [[1, 2], [3, 4, 5, 6]] and fills.first == 1
+    assert fills.missed.shape[0] == 0  # asked: not asked again
+    padded = fills.asked  # in the order asked: answer rows 1 and 2
+    fills.arrived(answer)
+    fills.store(cache)
+    out, held = cache.fill(batch_of([[], []], [0, 0]), np.arange(2), padded)
+    assert held.tolist() == [stored, stored] and fills.asked.shape[0] == 0
+    if stored:
+        assert [trie for trie, _ in as_lists(out)] == [[7, 8], [9]]
 
 
 def test_bad_shapes_are_refused():

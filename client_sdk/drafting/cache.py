@@ -97,6 +97,36 @@ class TrieCache:
         return np.ascontiguousarray(tails, dtype=np.int32)
 
 
+class CacheFills:
+    """The trie cache's fills, asked with the step's own prefetch: one lookup per step, not two
+    (a Python gRPC call costs the service about as much CPU as a small lookup does: BENCHMARKS.md).
+    The padded tails a step's drafts missed (``missed``) go out after the contexts of the next
+    step's likely ends; their answers come back in the same answer, which the next step collects
+    (``arrived``), and are stored at the prefetch after that, beside the GPU (``store``)."""
+
+    def __init__(self, width: int) -> None:
+        self._none = np.zeros((0, width), dtype=np.int32)
+        self.missed = self._none  # padded tails the last drafts missed: asked with the next prefetch
+        self.asked = self._none  # the distinct tails asked with the outstanding prefetch, in order
+        self.first = 0  # the row of that prefetch's answer where their answers start
+        self._got: TrieBatch | None = None  # that answer, once a step collected it whole
+
+    def ask(self, ends: int) -> list[np.ndarray]:
+        """The missed tails to ask after a prefetch's ``ends`` contexts (unpadded), once each."""
+        self.asked, self.missed, self.first, self._got = distinct_rows(self.missed), self._none, ends, None
+        return [unpad(t) for t in self.asked]
+
+    def arrived(self, got: TrieBatch | None) -> None:
+        """The prefetch's answer as collected (None: it did not come in time)."""
+        self._got = got if got is not None and len(got) == self.first + self.asked.shape[0] else None
+
+    def store(self, cache: TrieCache) -> None:
+        """Keep the answers to the asked tails that came with the collected answer."""
+        if self._got is not None and self.asked.shape[0]:
+            cache.put(self.asked, self._got.rows_from(self.first))
+        self._got, self.asked = None, self._none
+
+
 NO_CACHE = TrieCache(1, width=1).table()  # a kernel's cache arguments where there is no cache (not read)
 
 

@@ -178,7 +178,8 @@ def _picks(reqs, per: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
 
 def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts: dict, last: np.ndarray,
                   history: np.ndarray = NO_HISTORY, unigrams: UnigramTable | None = None, settled: int = -1,
-                  cache: TrieCache | None = None, limit: int = 0) -> tuple[TrieBatch, np.ndarray, np.ndarray]:
+                  cache: TrieCache | None = None, limit: int = 0,
+                  rows_asked: int = -1) -> tuple[TrieBatch, np.ndarray, np.ndarray]:
     """The committed contexts' tries of ``reqs`` (RequestState: ``pick``, a request's prefetched
     slots, one per suffix length in ``lengths``, or None; ``bonus``), from the prefetch answer
     ``got`` (None: nothing arrived), then the single-token table (the 1-token slots, by the
@@ -193,15 +194,18 @@ def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts:
     still be reported missed: its tail is then asked for once more, harmlessly).
 
     ``limit`` > 0 leaves out the nodes deeper than it (a draft at most that deep never reads them;
-    the trie cache keeps whole tries)."""
+    the trie cache keeps whole tries). ``rows_asked`` >= 0: the answer's first this many tries are
+    the prefetched contexts' (the cache fills asked with them follow)."""
     per = len(lengths)
     src, bonus, picked, answered, top = _picks(reqs, per)
     counts["prefetched"] += picked
-    if got is not None and top >= len(got):  # the picks are another prefetch's
+    held = len(got) if got is not None else 0
+    held = held if rows_asked < 0 else min(held, rows_asked)  # the tries a pick may read
+    if got is not None and top >= held:  # the picks are another prefetch's
         counts["misaligned"] += 1
         if counts["misaligned"] == 1:
-            log.warning("a prefetch answer not used (trie %d asked of a batch of %d; counted in "
-                        "Speculator.counts['misaligned'])", top, len(got))
+            log.warning("a prefetch answer not used (trie %d asked of %d; counted in "
+                        "Speculator.counts['misaligned'])", top, held)
         got = None
     if got is None:
         got, src = _NO_TABLE, np.full_like(src, -1)

@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from client_sdk.drafting import step_kernels
-from client_sdk.drafting.cache import TrieCache, distinct_rows, pad_tail, store_and_fill, unpad
+from client_sdk.drafting.cache import CacheFills, TrieCache, distinct_rows, pad_tail, store_and_fill, unpad
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
@@ -38,7 +38,6 @@ from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink,
 from sssd_wire.types import TrieBatch
 
 STEP_KEY = "next-step"
-FILL_KEY = "cache-fill"
 FRESH_KEY = "missed-now"
 
 
@@ -82,10 +81,8 @@ class Speculator:
         self._width = max(self._lengths)  # the cache's keys: tails padded to this many tokens (cache.pad_tail)
         self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s, self._width)
                       if config.trie_cache and config.prefetch_outcomes else None)
-        no_tails = np.zeros((0, self._width), dtype=np.int32)
-        self._fill_next = no_tails  # padded tails this step missed: asked at prefetch
-        self._fill_asked = no_tails  # the distinct tails asked at the last prefetch, in order
-        self._fresh_tails = no_tails  # committed contexts asked by committed(), padded, in order
+        self.fills = CacheFills(self._width)  # the tails a step missed, asked with the next prefetch
+        self._fresh_tails = np.zeros((0, self._width), dtype=np.int32)  # committed() asked these, padded, in order
         self.unigrams: UnigramTable | None = None
         self.unigram_loader: UnigramLoader | None = None
         if (vocab_size and config.unigram_table and config.prefetch_outcomes and remote is not None
@@ -278,6 +275,7 @@ class Speculator:
         got = self.remote.collect(STEP_KEY, None, self.config.lookup_deadline_s) if self._outstanding else None
         if self._outstanding:
             self.pacing.arrived(got is not None)
+            self.fills.arrived(got)
         self._outstanding = False
         settled = -1  # the suffix length whose empty tries are final (no cache or lookup can add to them)
         if self.unigrams is not None and self.unigrams.published:  # a token without a trie has no continuation
@@ -289,7 +287,7 @@ class Speculator:
         else:
             last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=len(reqs))
         batch, empty, tails = resolve_picks(got, reqs, self._lengths, self.counts, last, history, self.unigrams,
-                                            settled, self.cache, limit)
+                                            settled, self.cache, limit, rows_asked=self.fills.first)
         if self.cache is None and self.config.lookup_deadline_s <= 0:
             return batch, indexes
         if self._fresh_tails.shape[0] and empty.shape[0]:  # the committed contexts' own lookups (see committed())
@@ -298,7 +296,8 @@ class Speculator:
             if fresh is not None and len(fresh) == self._fresh_tails.shape[0]:
                 batch, empty, tails = store_and_fill(self.cache, self._fresh_tails, fresh, batch, empty, tails)
         self._fresh_tails = self._fresh_tails[:0]
-        self._fill_next = tails  # asked at prefetch, for later steps
+        if self.cache is not None:
+            self.fills.missed = tails  # asked at prefetch, for later steps
         left = self.config.lookup_deadline_s - (time.perf_counter() - start)
         if left > 0 and empty.shape[0]:
             asked = distinct_rows(tails)
@@ -457,25 +456,14 @@ class Speculator:
             contexts, self._ends = ask_for_ends(
                 batch, np.fromiter((row_of[rid] for rid in drafted), dtype=np.int64, count=len(drafted)),
                 history, self.pacing.now, self._lengths)
+            if self.cache is not None:  # the answers to the last fills, then this step's after its ends
+                self.fills.store(self.cache)
+            contexts += self.fills.ask(len(contexts))
             self.remote.request(STEP_KEY, contexts, samples=self.pacing.samples)
             self._outstanding = True
             self.counts["contexts"] += len(contexts)
-            self._refill()
         self._assign_trees()
         self._learn()
-
-    def _refill(self) -> None:
-        """Store the cache fills asked at the last prefetch (if they have arrived), then ask
-        for the tails the step just drafted missed (each once)."""
-        if self.cache is None:
-            return
-        got = self.remote.collect(FILL_KEY, None, 0.0) if self._fill_asked.shape[0] else None
-        if got is not None and len(got) == self._fill_asked.shape[0]:
-            self.cache.put(self._fill_asked, got)
-        self._fill_asked, self._fill_next = distinct_rows(self._fill_next), self._fill_next[:0]
-        if self._fill_asked.shape[0]:
-            self.remote.request(FILL_KEY, [unpad(t) for t in self._fill_asked], samples=self.pacing.samples)
-            self.counts["contexts"] += self._fill_asked.shape[0]
 
     def _drop_prefetch(self) -> None:
         self._ends = None
