@@ -4,7 +4,7 @@ from unittest import mock
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from client_sdk.drafting import kernels, merge_kernels, parallel
@@ -177,6 +177,9 @@ def source_paths(tries, text, depth):
 
 @settings(max_examples=300, deadline=None)
 @given(drafts())
+# a near-certain cell whose layer realised more than predicted: its factor once lifted it past 1
+@example(case=([([1, 0, 0, 1, 0, 1], [-1, -1, 0, 1, 3, 0], [3, 3, 1, 2, 1, 1], 1),
+                ([0, 0, 1, 0], [-1, 0, 0, 2], [4, 1, 2, 1], 1)], [0, 1, 0], 3, 3, 1))
 def test_tree_properties(case):
     tries, text, budget, depth, children = case
     cal = Calibration()

@@ -31,6 +31,9 @@ PRIOR_WEIGHT = 20.0
 AGREEMENT = 3
 # a layer's factor starts at 1 with this weight, in predicted accepted nodes, before what it realised
 FACTOR_WEIGHT = 50.0
+# the highest score a cell gives: a factor above 1 must not lift a near-certain cell to 1 or past it,
+# where a node would outscore its parent (a path's score is the product of its nodes')
+MAX_SCORE = 0.999
 COMBINE = {"noisy-or": 0, "max": 1}
 LEARNED_PRIOR = Path(__file__).with_name("calibration_prior.npy")  # python -m sssd.bench.learn_prior
 SMALL_DRAFT = 3  # draft_batch drafts fewer rows one call each (bench/batch_crossover.py: 1 row 8 vs 15 µs, 4 rows 31 vs 24)
@@ -71,7 +74,8 @@ class Calibration:
         """``table`` from the counts so far (``update`` and ``update_rows`` call it unless told not to)."""
         self.base = self.hits / self.tests
         factor = (self.realised + FACTOR_WEIGHT) / (self.predicted + FACTOR_WEIGHT)
-        self.table = (self.base[None] * factor[:, :, None, None, None]).reshape((-1,) + self.base.shape[1:])
+        table = (self.base[None] * factor[:, :, None, None, None]).reshape((-1,) + self.base.shape[1:])
+        self.table = np.minimum(table, MAX_SCORE)
 
     def update(self, tree: DraftTree, accepted: list[int], refresh: bool = True) -> None:
         """Record which tested nodes were accepted (accepted = node indices of the path)."""
