@@ -31,8 +31,8 @@ PRIOR_WEIGHT = 20.0
 AGREEMENT = 3
 # a layer's factor starts at 1 with this weight, in predicted accepted nodes, before what it realised
 FACTOR_WEIGHT = 50.0
-# the highest score a cell gives: a factor above 1 must not lift a near-certain cell to 1 or past it,
-# where a node would outscore its parent (a path's score is the product of its nodes')
+# the highest score a cell gives: a cell is a probability, and a layer's factor above 1 could lift a
+# near-certain one past 1 (the drafting kernels also cap each node's conditional at 1)
 MAX_SCORE = 0.999
 COMBINE = {"noisy-or": 0, "max": 1}
 LEARNED_PRIOR = Path(__file__).with_name("calibration_prior.npy")  # python -m sssd.bench.learn_prior
