@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
+from sssd.bench.stats import process_cpu_seconds
+
 SERVICE = "floor.Floor"
 KINDS = ("aio-unary", "aio-stream", "sync-unary")
 
@@ -96,12 +98,6 @@ def _client(port: int, kind: str, request_bytes: int, rate: float, calls: int) -
                 time.sleep(wait)
 
 
-def _cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(kind: str, clients: int, rate: float, seconds: float, request_bytes: int, response_bytes: int) -> dict:
     ctx = mp.get_context("spawn")  # no gRPC state inherited across a fork
     ports = ctx.Queue()
@@ -114,12 +110,12 @@ def measure(kind: str, clients: int, rate: float, seconds: float, request_bytes:
         warm.join()
         calls = int(rate * seconds)
         procs = [ctx.Process(target=_client, args=(port, kind, request_bytes, rate, calls)) for _ in range(clients)]
-        cpu0, t0 = _cpu_s(server.pid), time.perf_counter()
+        cpu0, t0 = process_cpu_seconds(server.pid), time.perf_counter()
         for p in procs:
             p.start()
         for p in procs:
             p.join()
-        cpu1, wall = _cpu_s(server.pid), time.perf_counter() - t0
+        cpu1, wall = process_cpu_seconds(server.pid), time.perf_counter() - t0
         if any(p.exitcode for p in procs):
             raise RuntimeError(f"a {kind} client failed")
     finally:

@@ -154,6 +154,12 @@ class Simulation:
         self.drafter.admit(slot.view())
         return slot
 
+    def _load(self) -> tuple[float, int]:
+        """(the service process's CPU seconds so far, 0 when its pid is not known; the Lookup
+        calls this worker made so far)."""
+        cpu = process_cpu_seconds(self.server_pid) if self.server_pid is not None else 0.0
+        return cpu, self.remote.stats.requested if self.remote is not None else 0
+
     def run(self, warmup: int = 5) -> dict:
         slots = [self._admit() for _ in range(self.batch)]
         depth = self.spec.config.draft.max_depth if self.mode != "pld" else self.drafter.width - 1
@@ -162,11 +168,9 @@ class Simulation:
         drafted_tokens = drafted_requests = finished = 0
         done: dict[str, tuple[int, int]] = {}  # a finished request's (tokens, steps), warm-up included
         gpu = None
-        server_cpu = calls = 0.0
         for step in range(self.steps + warmup):
-            if step == warmup and self.server_pid is not None:  # the service's CPU over the measured steps
-                server_cpu = -process_cpu_seconds(self.server_pid)
-                calls = -self.remote.stats.requested if self.remote is not None else 0
+            if step == warmup:
+                load = self._load()  # the lookups' load is counted over the measured steps
             c0, t0 = time.thread_time(), time.perf_counter()
             self.drafter.drafts([s.view() for s in slots], last_step_s=gpu)
             t1, c1 = time.perf_counter(), time.thread_time()
@@ -198,9 +202,7 @@ class Simulation:
                     done[s.rid] = (len(s.output), s.steps)
                     self.drafter.forget([s.rid])
                     slots[i] = self._admit()
-        if self.server_pid is not None:
-            server_cpu += process_cpu_seconds(self.server_pid)
-            calls += self.remote.stats.requested if self.remote is not None else 0
+        server_cpu, calls = (b - a for a, b in zip(load, self._load()))
         self.spec.close()
         self.client.close()
         c = self.spec.counts
