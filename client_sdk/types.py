@@ -237,9 +237,7 @@ class DraftBatch:
 @dataclasses.dataclass
 class StepTimes:
     """What the last ``draft`` call spent: the datastore wait and the drafting itself (seconds),
-    and per request the match length of its longest datastore suffix (0: none or no answer).
-    A zero-wait step that resolves its tries in the drafting kernel's call (fused_kernels)
-    counts that pass in ``draft_s``."""
+    and per request the match length of its longest datastore suffix (0: none or no answer)."""
 
     lookup_s: float = 0.0
     draft_s: float = 0.0

@@ -1,22 +1,18 @@
 """A zero-wait step's datastore tries in one compiled pass (outcomes.resolve_picks) equal the
 four steps it replaces: the prefetch answer descended by the bonus tokens, the single-token
 table, the trie cache, and the slots left missed with their tails; with a depth limit, the
-same tries without their deeper nodes. The pass fused with the drafts' kernel
-(tree.draft_resolving) drafts what the pass and then the drafts' own call give."""
+same tries without their deeper nodes."""
 
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from client_sdk.drafting.cache import TrieCache, pad_tail
-from client_sdk.drafting.local import LocalArena, LocalIndex
-from client_sdk.drafting.outcomes import NO_HISTORY, descend, prepare_resolve, resolve_picks
-from client_sdk.drafting.tree import Calibration, draft_batch, draft_resolving, kept_nodes
+from client_sdk.drafting.outcomes import descend, resolve_picks
 from client_sdk.drafting.unigrams import UnigramTable
 from sssd_wire.types import TrieBatch
 
@@ -175,60 +171,3 @@ def test_a_depth_limit_keeps_every_shallower_node_and_its_parents():
     out, _, _ = resolve_picks(got, [SimpleNamespace(pick=[0], bonus=-1)], (2,), counts, np.asarray([3], np.int64),
                               limit=1)
     assert out.tokens.tolist() == [3, 5] and out.parents.tolist() == [-1, -1] and out.counts.tolist() == [9, 4]
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.data())
-def test_the_fused_call_drafts_what_the_pass_and_the_draft_give(data):
-    """``tree.draft_resolving`` (the pass and the drafts in one compiled call) against
-    ``resolve_picks`` then ``draft_batch`` on its tries: the same drafts, missed tails, match
-    lengths and cache reads."""
-    lengths = data.draw(st.sampled_from([(4, 2, 1), (2, 4), (1,), (3, 1)]))
-    n = data.draw(st.integers(1, 5))
-    got = data.draw(st.none() | tries(data.draw(st.integers(1, 8))))
-    reqs, texts = [], []
-    for _ in range(n):
-        picked = got is not None and data.draw(st.booleans())
-        pick = [data.draw(st.integers(-1, len(got) - 1)) for _ in lengths] if picked else None
-        reqs.append(SimpleNamespace(pick=pick, bonus=data.draw(st.integers(0, VOCAB - 1))))
-        texts.append(data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=12)))
-    arena = LocalArena()
-    indexes = [LocalIndex(t, max_ngram=3) if data.draw(st.integers(0, 5)) else None for t in texts]
-    last = np.asarray([t[-1] for t in texts], np.int64)
-    hist = np.stack([pad_tail(np.asarray(t, np.int32), WIDTH) for t in texts]) if data.draw(st.booleans()) else None
-    table = table_of(data.draw(tries(VOCAB))) if data.draw(st.booleans()) else None
-    answers = data.draw(tries(6, 4))
-    keys = np.stack([pad_tail(np.asarray(data.draw(st.lists(st.integers(0, 3), min_size=1, max_size=4)), np.int32),
-                              WIDTH) for _ in range(6)])
-    caches = (filled_cache(answers, keys), filled_cache(answers, keys)) if data.draw(st.booleans()) else (None, None)
-    budget = data.draw(st.integers(1, 12))
-    keep = data.draw(st.none() | st.integers(1, 12))
-    depth = data.draw(st.integers(1, 6))
-    limit = min(depth, kept_nodes(budget, keep))
-    cal, given_hist = Calibration(), (hist if hist is not None else NO_HISTORY)
-    counts = [{"prefetched": 0, "arrived": 0, "misaligned": 0} for _ in range(2)]
-    tries_, _, want_tails = resolve_picks(got, reqs, lengths, counts[0], last, given_hist, table, -1, caches[0], limit)
-    want = draft_batch(arena, indexes, tries_, len(lengths), cal, budget, depth, keep=keep)
-    call = prepare_resolve(got, reqs, lengths, counts[1], last, given_hist, table, -1, caches[1], limit)
-    out, match, tails = draft_resolving(arena, indexes, call, cal, budget, depth, keep=keep)
-    for name in ("tokens", "parents", "scores", "cells", "offsets"):
-        np.testing.assert_array_equal(getattr(out, name), getattr(want, name), err_msg=name)
-    np.testing.assert_array_equal(match, tries_.match_lengths[:: len(lengths)])
-    np.testing.assert_array_equal(tails, want_tails)
-    assert counts[0] == counts[1]
-    if caches[0] is not None:
-        a, b = caches
-        assert (a.hits, a.misses, a.tick) == (b.hits, b.misses, b.tick)
-        np.testing.assert_array_equal(a.table()[4], b.table()[4])
-
-
-def test_a_pass_that_fills_from_an_unpublished_table_is_not_fused():
-    table = UnigramTable(VOCAB, chunk=VOCAB)  # stored, never published: no whole pass to read in the kernel
-    counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}
-    call = prepare_resolve(None, [SimpleNamespace(pick=None, bonus=1)], (2, 1), counts, np.asarray([1], np.int64),
-                           unigrams=table)
-    assert not call.fusable
-    with pytest.raises(ValueError, match="cannot be fused"):
-        draft_resolving(LocalArena(), [LocalIndex([1, 2, 1], max_ngram=3)], call, Calibration(), budget=4)
-    assert prepare_resolve(None, [SimpleNamespace(pick=None, bonus=1)], (2,), counts, np.asarray([1], np.int64),
-                           unigrams=table).fusable  # no 1-token slot: the table is not read

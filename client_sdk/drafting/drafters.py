@@ -13,10 +13,8 @@ from typing import Protocol
 
 import numpy as np
 
-from client_sdk.drafting import parallel
 from client_sdk.drafting.local import IndexBatch, LocalIndex
-from client_sdk.drafting.outcomes import Resolve
-from client_sdk.drafting.tree import Calibration, draft_batch, draft_resolving, kept_nodes
+from client_sdk.drafting.tree import Calibration, draft_batch, kept_nodes
 from client_sdk.types import DraftBatch, DraftConfig, DraftTree
 from sssd_wire.types import TrieBatch
 
@@ -66,21 +64,6 @@ class CalibratedMerge:
         return draft_batch(requests.arena, requests.indexes, tries, per, calibration, budget, depth, c.max_children,
                            c.local_occurrences, use_local=self.own_text, combine=c.combine, slots=requests.slots,
                            keep=keep, threads=c.draft_threads)
-
-    def fuses(self, rows: int) -> bool:
-        """Whether a zero-wait step of ``rows`` requests resolves its tries and drafts in one
-        compiled call (``draft_resolving``): the fused kernel is serial, so not where the rows
-        are spread over several cores."""
-        return self.datastore and (self.config.draft_threads <= 1 or rows < parallel.MIN_ROWS)
-
-    def draft_resolving(self, requests, call: Resolve, calibration, budget, depth,
-                        keep=None) -> tuple[DraftBatch, np.ndarray, np.ndarray]:
-        """``draft`` on the tries of the prepared resolve pass ``call`` (``tree.draft_resolving``:
-        also each request's longest-suffix match length and the missed slots' tails)."""
-        c = self.config
-        return draft_resolving(requests.arena, requests.indexes, call, calibration, budget, depth, c.max_children,
-                               c.local_occurrences, use_local=self.own_text, combine=c.combine, slots=requests.slots,
-                               keep=keep)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -16,7 +16,6 @@ scores, and P(root) = 1 - sum of the root-level scores.
 from __future__ import annotations
 
 import logging
-from typing import NamedTuple
 
 import numpy as np
 
@@ -177,67 +176,6 @@ def _picks(reqs, per: int) -> tuple[np.ndarray, np.ndarray, int, int, int]:
     return np.array(src, dtype=np.int64), np.array(bonus, dtype=np.int64), picked, answered, top
 
 
-class Resolve(NamedTuple):
-    """A step's resolve pass, prepared (``prepare_resolve``): the compiled pass's arguments, in
-    ``resolve_kernels.resolve``'s order, and what its results are booked against (``book``)."""
-
-    args: tuple
-    requests: int
-    per: int
-    single: int  # the 1-token slot of a request (-1: no such length)
-    history: bool  # missed slots are reported (each request's tail was given)
-    cache: TrieCache | None
-    unigrams: UnigramTable | None
-    whole: bool  # the single-token table's whole pass is read in the kernel
-
-    @property
-    def fusable(self) -> bool:
-        """Nothing happens between the pass and the draft (``fused_kernels``): no single-token
-        table, or its whole pass read in the kernel."""
-        return self.whole or self.unigrams is None or self.single < 0
-
-
-def prepare_resolve(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts: dict, last: np.ndarray,
-                    history: np.ndarray = NO_HISTORY, unigrams: UnigramTable | None = None, settled: int = -1,
-                    cache: TrieCache | None = None, limit: int = 0, rows_asked: int = -1) -> Resolve:
-    """``resolve_picks``' arguments (see there) as the compiled pass takes them; counts 'prefetched',
-    'arrived' and 'misaligned'."""
-    per = len(lengths)
-    src, bonus, picked, answered, top = _picks(reqs, per)
-    counts["prefetched"] += picked
-    held = len(got) if got is not None else 0
-    held = held if rows_asked < 0 else min(held, rows_asked)  # the tries a pick may read
-    if got is not None and top >= held:  # the picks are another prefetch's
-        counts["misaligned"] += 1
-        if counts["misaligned"] == 1:
-            log.warning("a prefetch answer not used (trie %d asked of %d; counted in "
-                        "Speculator.counts['misaligned'])", top, held)
-        got = None
-    if got is None:
-        got, src = _NO_TABLE, np.full_like(src, -1)
-    else:
-        counts["arrived"] += answered
-    whole = unigrams.whole if unigrams is not None else None
-    table = whole if whole is not None else _NO_TABLE
-    single = lengths.index(1) if 1 in lengths else -1
-    hist = history if history.shape[0] else np.full((len(reqs), max(lengths)), -1, dtype=np.int32)
-    arrays = cache.table() if cache is not None else _NO_CACHE
-    args = (got.tokens, got.parents, got.counts, got.node_offsets, got.meta, src, bonus,
-            table.tokens, table.parents, table.counts, table.node_offsets, table.meta,
-            single if whole is not None else -1, last, settled, hist, np.asarray(lengths, dtype=np.int64),
-            cache is not None, *arrays, cache.clock() if cache is not None else 0.0,
-            cache.ttl_s if cache is not None else 0.0, cache.tick if cache is not None else 0, limit)
-    return Resolve(args, len(reqs), per, single, bool(history.shape[0]), cache, unigrams, whole is not None)
-
-
-def book(call: Resolve, from_table: int, looked: int, hits: int) -> None:
-    """The pass's counts: the trie cache's lookups and hits, the single-token table's tries used."""
-    if call.cache is not None:
-        call.cache.looked_up(looked, hits)
-    if call.whole:
-        call.unigrams.hits += from_table
-
-
 def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts: dict, last: np.ndarray,
                   history: np.ndarray = NO_HISTORY, unigrams: UnigramTable | None = None, settled: int = -1,
                   cache: TrieCache | None = None, limit: int = 0,
@@ -258,18 +196,39 @@ def resolve_picks(got: TrieBatch | None, reqs, lengths: tuple[int, ...], counts:
     ``limit`` > 0 leaves out the nodes deeper than it (a draft at most that deep never reads them;
     the trie cache keeps whole tries). ``rows_asked`` >= 0: the answer's first this many tries are
     the prefetched contexts' (the cache fills asked with them follow)."""
-    return resolve_prepared(prepare_resolve(got, reqs, lengths, counts, last, history, unigrams, settled, cache, limit,
-                                            rows_asked))
-
-
-def resolve_prepared(call: Resolve) -> tuple[TrieBatch, np.ndarray, np.ndarray]:
-    """``resolve_picks`` of a prepared pass (``fused_kernels`` drafts from one instead)."""
-    tok, par, cnt, offs, meta, missed, tails, from_table, looked, hits = resolve_kernels.resolve(*call.args)
+    per = len(lengths)
+    src, bonus, picked, answered, top = _picks(reqs, per)
+    counts["prefetched"] += picked
+    held = len(got) if got is not None else 0
+    held = held if rows_asked < 0 else min(held, rows_asked)  # the tries a pick may read
+    if got is not None and top >= held:  # the picks are another prefetch's
+        counts["misaligned"] += 1
+        if counts["misaligned"] == 1:
+            log.warning("a prefetch answer not used (trie %d asked of %d; counted in "
+                        "Speculator.counts['misaligned'])", top, held)
+        got = None
+    if got is None:
+        got, src = _NO_TABLE, np.full_like(src, -1)
+    else:
+        counts["arrived"] += answered
+    whole = unigrams.whole if unigrams is not None else None
+    table = whole if whole is not None else _NO_TABLE
+    single = lengths.index(1) if 1 in lengths else -1
+    hist = history if history.shape[0] else np.full((len(reqs), max(lengths)), -1, dtype=np.int32)
+    arrays = cache.table() if cache is not None else _NO_CACHE
+    tok, par, cnt, offs, meta, missed, tails, from_table, looked, hits = resolve_kernels.resolve(
+        got.tokens, got.parents, got.counts, got.node_offsets, got.meta, src, bonus,
+        table.tokens, table.parents, table.counts, table.node_offsets, table.meta, single if whole is not None else -1,
+        last, settled, hist, np.asarray(lengths, dtype=np.int64), cache is not None, *arrays,
+        cache.clock() if cache is not None else 0.0, cache.ttl_s if cache is not None else 0.0,
+        cache.tick if cache is not None else 0, limit)
     batch = TrieBatch(tok, par, cnt, offs, meta)
-    book(call, from_table, looked, hits)
-    if not call.fusable:  # args[13]: the requests' last tokens
-        batch = call.unigrams.fill(batch, np.arange(call.requests, dtype=np.int64) * call.per + call.single,
-                                   call.args[13])
-    if not call.history:
+    if cache is not None:
+        cache.looked_up(looked, hits)
+    if whole is not None:
+        unigrams.hits += from_table
+    elif unigrams is not None and single >= 0:
+        batch = unigrams.fill(batch, np.arange(len(reqs), dtype=np.int64) * per + single, last)
+    if not history.shape[0]:
         missed, tails = missed[:0], tails[:0]
     return batch, missed, tails

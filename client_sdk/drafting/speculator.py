@@ -28,8 +28,7 @@ from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import CacheFills, TrieCache, distinct_rows, pad_tail, store_and_fill, unpad
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
-from client_sdk.drafting.outcomes import (NO_HISTORY, Pacing, Resolve, ask_for_ends, pick_ends, prepare_resolve,
-                                         resolve_prepared)
+from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState, ints
@@ -241,21 +240,14 @@ class Speculator:
         if self.drafter.asks_datastore:  # the draft reads no trie node deeper than it keeps nodes or levels
             remote, indexes = self._remote_tries(reqs, indexes, min(depth, kept_nodes(budget, keep)))
         t1 = time.perf_counter()
+        per = len(self._lengths) if len(remote) else 0
         self.counts["not_indexed"] += sum(1 for x in indexes.indexes if x is None)
-        if isinstance(remote, Resolve):  # the tries are resolved in the drafting kernel's own call
-            batch, matches, tails = self.drafter.draft_resolving(indexes, remote, self.calibration, budget, depth, keep)
-            if self.cache is not None:
-                self.fills.missed = tails
-            matches = matches.tolist()
-        else:
-            per = len(self._lengths) if len(remote) else 0
-            batch = self.drafter.draft(indexes, remote, per, self.calibration, budget, depth, keep)
-            matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
+        batch = self.drafter.draft(indexes, remote, per, self.calibration, budget, depth, keep)
+        matches = remote.match_lengths[::per].tolist() if per else [0] * len(reqs)
         self.last = StepTimes(t1 - t0, time.perf_counter() - t1, matches)
         return batch
 
-    def _remote_tries(self, reqs: list[RequestState], indexes: IndexBatch,
-                      limit: int) -> tuple[TrieBatch | Resolve, IndexBatch]:
+    def _remote_tries(self, reqs: list[RequestState], indexes: IndexBatch, limit: int) -> tuple[TrieBatch, IndexBatch]:
         if self.remote is None:
             return TrieBatch.empty(), indexes
         self.counts["asked"] += len(reqs)
@@ -274,12 +266,11 @@ class Speculator:
         return TrieBatch.empty(), indexes
 
     def _prefetched_tries(self, reqs: list[RequestState], indexes: IndexBatch,
-                          limit: int = 0) -> tuple[TrieBatch | Resolve, IndexBatch]:
+                          limit: int = 0) -> tuple[TrieBatch, IndexBatch]:
         """The tries of the outcomes that happened, from the prefetch the last step started; then
         what it missed from the cache, then (deadline > 0) from a lookup of the committed
         contexts themselves, waited for until the deadline; the rest drafts from own text.
-        limit > 0: the prefetched, table and cached tries without their nodes deeper than it.
-        Without a deadline, for a drafter that can: the pass prepared, to run in its draft's call."""
+        limit > 0: the prefetched, table and cached tries without their nodes deeper than it."""
         start = time.perf_counter()
         got = self.remote.collect(STEP_KEY, None, self.config.lookup_deadline_s) if self._outstanding else None
         if self._outstanding:
@@ -295,12 +286,8 @@ class Speculator:
             last = history[:, -1].astype(np.int64)  # each request's last token (-1: no text)
         else:
             last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=len(reqs))
-        call = prepare_resolve(got, reqs, self._lengths, self.counts, last, history, self.unigrams, settled, self.cache,
-                               limit, rows_asked=self.fills.first)
-        if (self.config.lookup_deadline_s <= 0 and call.fusable and isinstance(self.drafter, CalibratedMerge)
-                and self.drafter.fuses(len(reqs))):
-            return call, indexes
-        batch, empty, tails = resolve_prepared(call)
+        batch, empty, tails = resolve_picks(got, reqs, self._lengths, self.counts, last, history, self.unigrams,
+                                            settled, self.cache, limit, rows_asked=self.fills.first)
         if self.cache is None and self.config.lookup_deadline_s <= 0:
             return batch, indexes
         if self._fresh_tails.shape[0] and empty.shape[0]:  # the committed contexts' own lookups (see committed())

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from client_sdk.drafting import fused_kernels, merge_kernels, parallel, step_kernels
+from client_sdk.drafting import merge_kernels, parallel, step_kernels
 from client_sdk.drafting.cache import TrieCache
-from client_sdk.drafting.outcomes import Resolve, book, prepare_resolve, resolve_picks
+from client_sdk.drafting.outcomes import resolve_picks
 from client_sdk.drafting.unigrams import UnigramTable
 from client_sdk.drafting.local import SMALL_APPEND, IndexBatch, LocalArena, LocalIndex, index_many, write_many
 from client_sdk.types import DraftBatch, DraftConfig, DraftTree
@@ -202,41 +202,16 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
         return DraftBatch.of([draft_tree(x, remote, b * per, per, cal, budget, max_depth, max_children, local_occ,
                                          use_local, combine, keep) if x is not None else none
                               for b, x in enumerate(indexes)])
-    tok, par, score, cells, offs = parallel.draft_rows(
-        threads, *_rows(arena, indexes, use_local, slots),
-        remote.tokens, remote.parents, remote.counts, remote.node_offsets, remote.match_lengths,
-        per, _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS,
-    )
-    return DraftBatch(tok, par, score, cells, offs, True)
-
-
-def draft_resolving(arena: LocalArena, indexes: list[LocalIndex | None], call: Resolve, cal: Calibration, budget: int,
-                    max_depth: int = 8, max_children: int = DraftConfig.max_children, local_occ: int = 8,
-                    use_local: bool = True, combine: str = "max", slots: np.ndarray | None = None,
-                    keep: int | None = None) -> tuple[DraftBatch, np.ndarray, np.ndarray]:
-    """``resolve_picks`` (prepared as ``call``, which must be ``fusable``) and ``draft_batch`` on its
-    tries in one compiled call (fused_kernels). Returns (the drafts, each request's longest-suffix
-    match length, the missed slots' padded tails [m, W]: none without the requests' history)."""
-    if not call.fusable:
-        raise ValueError("a resolve that fills from the single-token table after its pass cannot be fused")
-    if call.per + 1 > MAX_SLOTS:
-        raise ValueError(f"at most {MAX_SLOTS - 1} datastore tries per draft, got {call.per}")
-    tok, par, score, cells, offs, match, tails, from_table, looked, hits = fused_kernels.resolve_and_draft(
-        *call.args, *_rows(arena, indexes, use_local, slots),
-        _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS)
-    book(call, from_table, looked, hits)
-    return DraftBatch(tok, par, score, cells, offs, True), match, tails if call.history else tails[:0]
-
-
-def _rows(arena: LocalArena, indexes: list[LocalIndex | None], use_local: bool,
-          slots: np.ndarray | None) -> tuple[np.ndarray, ...]:
-    """The batched drafting kernels' view of the rows' own-text indexes: (the arena's table, slots,
-    tokens held (0 without ``use_local``), positions indexed, hash masks)."""
     slots = arena.slots(indexes) if slots is None else slots
     ns = np.fromiter((x.n if x is not None and use_local else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     indexed = np.fromiter((x.indexed if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
     masks = np.fromiter((x.mask if x is not None else 0 for x in indexes), dtype=np.int64, count=len(indexes))
-    return arena.table, slots, ns, indexed, masks
+    tok, par, score, cells, offs = parallel.draft_rows(
+        threads, arena.table, slots, ns, indexed, masks,
+        remote.tokens, remote.parents, remote.counts, remote.node_offsets, remote.match_lengths,
+        per, _shape(budget, keep, max_depth, max_children, local_occ, combine), cal.table, K_BUCKETS,
+    )
+    return DraftBatch(tok, par, score, cells, offs, True)
 
 
 def cut_batch(batch: DraftBatch, k: int) -> DraftBatch:
@@ -291,8 +266,6 @@ def warm_up() -> None:
     for c in (None, cache):
         counts = {"prefetched": 0, "arrived": 0, "misaligned": 0}
         resolve_picks(one, nobody, (1,), counts, z, np.full((1, 1), -1, np.int32), unigrams, 0, c)
-        call = prepare_resolve(one, nobody, (1,), counts, z, np.full((1, 1), -1, np.int32), unigrams, 0, c)
-        draft_resolving(arena, rows[:1], call, Calibration(), budget=4)  # ... and drafted from in the same call
     len(cache)
     # a drafted step's commit (accepted_picks and drafted_outcomes compile with it)
     step_kernels.commit_outcomes(one.tokens, one.parents, np.zeros(2, dtype=np.int64), np.zeros(0), z, one.tokens,
