@@ -22,6 +22,7 @@ def test_fleet_rows_from_real_processes(tmp_path):
         assert row["phases"] == "staggered" and len(row["phase_offsets_ms"]) == row["workers"]
         assert row["steps"] > 0 and 0 < row["contexts_per_s"] <= 1.1 * row["offered_contexts_per_s"]
         assert row["server_cpu_us_per_context"] > 0 and 0 <= row["late_fraction"] <= 1
+        assert row["worker_cpu_us_per_call"] > 0 and row["worker_cpu_cores_busy"] > 0
         assert row["p50_ms"] <= row["p99_ms"]
         assert row["server_p50_ms_at_most"] is not None  # the servers' own histograms were read
         assert row["in_process_cpu_us_per_context"] > 0  # the same lookups in process, at the same rate

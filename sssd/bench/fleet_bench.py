@@ -22,6 +22,9 @@ processes over the measured window, from /proc: it does not depend on how the co
 shared with the workers), latency p50/p99 as the workers see it and the late fraction, and
 the servers' own Lookup latency p50/p99 (from their /metrics histograms: bucket upper
 bounds, without the workers' queueing) and the time their garbage collections stopped them.
+The workers' own CPU is reported too (per call, and the cores it kept busy): on a small box the
+workers' encoding and decoding share its cores with the servers, so server plus workers says
+how close to saturated the box ran.
 Each row also gives the in-process cost of the same lookups made at the same call rate
 against the same datastore in the bench process (``in_process_cpu_us_per_context``, thread
 CPU time of the lookup calls alone): what the service's per-context CPU compares with like
@@ -94,6 +97,7 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
             time.sleep(0.001)
         t_end = time.perf_counter() + seconds
         next_step = time.perf_counter()
+        cpu0 = time.process_time()
         while next_step < t_end:
             picks = contexts[rng.integers(0, contexts.shape[0], n)]
             t0 = time.perf_counter()
@@ -110,8 +114,9 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
                 time.sleep(pause)
             else:  # behind schedule: the next step starts now (a real worker does not batch up steps)
                 next_step = time.perf_counter()
+        cpu = time.process_time() - cpu0  # the worker's own CPU over its steps: the call's encoding and decoding
     out.put({"latencies": latencies, "late": late, "failed": failed, "steps": len(latencies) + failed,
-             "contexts": n * len(latencies)})
+             "contexts": n * len(latencies), "cpu_s": cpu})
 
 
 def free_port() -> int:
@@ -260,6 +265,9 @@ def _row(procs, addresses, ports, contexts, workers: int, batch: int, per_reques
         "contexts_per_s": round(contexts_served / wall),
         "server_cpu_us_per_context": round((cpu1 - cpu0) / max(contexts_served, 1) * 1e6, 1),
         "server_cpu_cores_busy": round((cpu1 - cpu0) / wall, 2),
+        # the simulated workers' own CPU (each process's, over its steps): per call, and the cores they kept busy
+        "worker_cpu_us_per_call": round(sum(r["cpu_s"] for r in results) / max(steps, 1) * 1e6, 1),
+        "worker_cpu_cores_busy": round(sum(r["cpu_s"] for r in results) / seconds, 2),
         **{f"{k}_ms": v for k, v in percentiles(latencies, "ms", 2).items()},
         "late_fraction": round(sum(r["late"] for r in results) / max(steps, 1), 4),
         # in the servers themselves (no client queueing), bucket upper bounds
