@@ -5,10 +5,13 @@ A server process answers every call with a fixed response of ``--response-bytes`
 nothing else; ``--clients`` client processes each send one ``--request-bytes`` call every
 1 / ``--rate`` s for ``--seconds``. Rows: a grpc.aio server with unary calls, the same server
 with one bidirectional stream per client (a message each way per call, as ``LookupStream``),
-and grpc's thread-pool server with unary calls. Server CPU is utime + stime of the server
-process over the measured window (from /proc), so it does not depend on how the cores are
-shared with the clients. The defaults are the fleet bench's: 128 contexts of 16 tokens per
-call, 50 calls/s per worker.
+and grpc's thread-pool server with unary calls; and the aio server with unary calls from a
+client that makes them as the SDK does (``aio-unary-loop``: a grpc.aio channel on a long-lived
+asyncio loop thread, each call handed to it from the caller's thread, ``remote.LoopLookups``).
+Server CPU is utime + stime of the server process over the measured window (from /proc), so
+it does not depend on how the cores are shared with the clients; client CPU is each client
+process's own (``time.process_time`` over its calls). The defaults are the fleet bench's: 128
+contexts of 16 tokens per call, 50 calls/s per worker.
 
     .venv/bin/python bench/grpc_floor.py [--clients 1,4] [--rate 50] [--seconds 10] [--json]
 """
@@ -28,7 +31,7 @@ import grpc
 from sssd.bench.stats import process_cpu_seconds
 
 SERVICE = "floor.Floor"
-KINDS = ("aio-unary", "aio-stream", "sync-unary")
+KINDS = ("aio-unary", "aio-stream", "sync-unary", "aio-unary-loop")
 
 
 def _handlers(response: bytes, aio: bool):
@@ -72,8 +75,41 @@ def _serve(kind: str, response_bytes: int, ports) -> None:
     asyncio.run(main())
 
 
-def _client(port: int, kind: str, request_bytes: int, rate: float, calls: int) -> None:
+def _loop_caller(port: int):
+    """(send, close): unary calls on a grpc.aio channel owned by a loop thread, as the SDK makes them."""
+    import threading
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+
+    async def open_channel():
+        return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+
+    channel = asyncio.run_coroutine_threadsafe(open_channel(), loop).result()
+    unary = channel.unary_unary(f"/{SERVICE}/Unary")
+
+    def close():
+        asyncio.run_coroutine_threadsafe(channel.close(), loop).result(timeout=5.0)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=5.0)
+
+    async def call(request):
+        return await unary(request)
+
+    return lambda request: asyncio.run_coroutine_threadsafe(call(request), loop).result(), close
+
+
+def _client(port: int, kind: str, request_bytes: int, rate: float, calls: int, cpu=None) -> None:
+    """``calls`` calls at ``rate``; the process's CPU over them goes to the queue ``cpu`` if given."""
     request = b"\x02" * request_bytes
+    if kind == "aio-unary-loop":
+        send, close = _loop_caller(port)
+        try:
+            _pace(lambda: send(request), rate, calls, cpu)
+        finally:
+            close()
+        return
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         if kind.endswith("stream"):
             outbox: list[bytes] = []
@@ -89,13 +125,19 @@ def _client(port: int, kind: str, request_bytes: int, rate: float, calls: int) -
         else:
             unary = channel.unary_unary(f"/{SERVICE}/Unary")
             send = lambda: unary(request)  # noqa: E731
-        due = time.perf_counter()
-        for _ in range(calls):
-            send()
-            due += 1 / rate
-            wait = due - time.perf_counter()
-            if wait > 0:
-                time.sleep(wait)
+        _pace(send, rate, calls, cpu)
+
+
+def _pace(send, rate: float, calls: int, cpu) -> None:
+    due, cpu0 = time.perf_counter(), time.process_time()
+    for _ in range(calls):
+        send()
+        due += 1 / rate
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+    if cpu is not None:
+        cpu.put(time.process_time() - cpu0)
 
 
 def measure(kind: str, clients: int, rate: float, seconds: float, request_bytes: int, response_bytes: int) -> dict:
@@ -109,7 +151,9 @@ def measure(kind: str, clients: int, rate: float, seconds: float, request_bytes:
         warm.start()
         warm.join()
         calls = int(rate * seconds)
-        procs = [ctx.Process(target=_client, args=(port, kind, request_bytes, rate, calls)) for _ in range(clients)]
+        spent = ctx.Queue()
+        procs = [ctx.Process(target=_client, args=(port, kind, request_bytes, rate, calls, spent))
+                 for _ in range(clients)]
         cpu0, t0 = process_cpu_seconds(server.pid), time.perf_counter()
         for p in procs:
             p.start()
@@ -118,13 +162,15 @@ def measure(kind: str, clients: int, rate: float, seconds: float, request_bytes:
         cpu1, wall = process_cpu_seconds(server.pid), time.perf_counter() - t0
         if any(p.exitcode for p in procs):
             raise RuntimeError(f"a {kind} client failed")
+        client_cpu = sum(spent.get(timeout=10) for _ in procs)  # one float each: in the pipe by now
     finally:
         server.kill()
         server.join()
     total = clients * calls
     return {"server": kind, "clients": clients, "rate_per_client": rate, "request_bytes": request_bytes,
             "response_bytes": response_bytes, "calls": total, "calls_per_s": round(total / wall),
-            "server_cpu_us_per_call": round((cpu1 - cpu0) / total * 1e6, 1)}
+            "server_cpu_us_per_call": round((cpu1 - cpu0) / total * 1e6, 1),
+            "client_cpu_us_per_call": round(client_cpu / total * 1e6, 1)}
 
 
 def main() -> None:
