@@ -23,6 +23,7 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -77,8 +78,6 @@ def _serve(kind: str, response_bytes: int, ports) -> None:
 
 def _loop_caller(port: int):
     """(send, close): unary calls on a grpc.aio channel owned by a loop thread, as the SDK makes them."""
-    import threading
-
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -113,7 +112,7 @@ def _client(port: int, kind: str, request_bytes: int, rate: float, calls: int, c
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         if kind.endswith("stream"):
             outbox: list[bytes] = []
-            ready = __import__("threading").Semaphore(0)
+            ready = threading.Semaphore(0)
 
             def messages():
                 for _ in range(calls):
@@ -129,6 +128,7 @@ def _client(port: int, kind: str, request_bytes: int, rate: float, calls: int, c
 
 
 def _pace(send, rate: float, calls: int, cpu) -> None:
+    """``send()`` ``calls`` times, ``rate`` a second; the process's CPU over them put on ``cpu`` (a queue, or None)."""
     due, cpu0 = time.perf_counter(), time.process_time()
     for _ in range(calls):
         send()
