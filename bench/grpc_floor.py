@@ -7,7 +7,9 @@ nothing else; ``--clients`` client processes each send one ``--request-bytes`` c
 with one bidirectional stream per client (a message each way per call, as ``LookupStream``),
 and grpc's thread-pool server with unary calls; and the aio server with unary calls from a
 client that makes them as the SDK does (``aio-unary-loop``: a grpc.aio channel on a long-lived
-asyncio loop thread, each call handed to it from the caller's thread, ``remote.LoopLookups``).
+asyncio loop thread, each call handed to it from the caller's thread, ``remote.LoopLookups``), or
+(``aio-unary-thread``) as a lookup thread would that makes blocking calls on a sync channel, each
+handed to it through a queue.
 Server CPU is utime + stime of the server process over the measured window (from /proc), so
 it does not depend on how the cores are shared with the clients; client CPU is each client
 process's own (``time.process_time`` over its calls). The defaults are the fleet bench's: 128
@@ -32,7 +34,7 @@ import grpc
 from sssd.bench.stats import process_cpu_seconds
 
 SERVICE = "floor.Floor"
-KINDS = ("aio-unary", "aio-stream", "sync-unary", "aio-unary-loop")
+KINDS = ("aio-unary", "aio-stream", "sync-unary", "aio-unary-loop", "aio-unary-thread")
 
 
 def _handlers(response: bytes, aio: bool):
@@ -99,11 +101,43 @@ def _loop_caller(port: int):
     return lambda request: asyncio.run_coroutine_threadsafe(call(request), loop).result(), close
 
 
+def _thread_caller(port: int):
+    """(send, close): blocking unary calls on a sync channel made by one thread, each handed to it
+    through a queue and its answer handed back in a future."""
+    import queue
+    from concurrent.futures import Future
+
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    unary = channel.unary_unary(f"/{SERVICE}/Unary")
+    inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def serve() -> None:
+        while (item := inbox.get()) is not None:
+            fut, request = item
+            if fut.set_running_or_notify_cancel():
+                fut.set_result(unary(request))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    def send(request):
+        fut: Future = Future()
+        inbox.put((fut, request))
+        return fut.result()
+
+    def close():
+        inbox.put(None)
+        thread.join(timeout=5.0)
+        channel.close()
+
+    return send, close
+
+
 def _client(port: int, kind: str, request_bytes: int, rate: float, calls: int, cpu=None) -> None:
     """``calls`` calls at ``rate``; the process's CPU over them goes to the queue ``cpu`` if given."""
     request = b"\x02" * request_bytes
-    if kind == "aio-unary-loop":
-        send, close = _loop_caller(port)
+    if kind in ("aio-unary-loop", "aio-unary-thread"):
+        send, close = (_loop_caller if kind == "aio-unary-loop" else _thread_caller)(port)
         try:
             _pace(lambda: send(request), rate, calls, cpu)
         finally:

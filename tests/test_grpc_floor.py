@@ -14,7 +14,8 @@ def test_every_kind_reports_server_and_client_cpu():
                           "--rate", "20", "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = json.loads(out.stdout)["rows"]
-    assert [r["server"] for r in rows] == ["aio-unary", "aio-stream", "sync-unary", "aio-unary-loop"]
+    assert [r["server"] for r in rows] == ["aio-unary", "aio-stream", "sync-unary", "aio-unary-loop",
+                                              "aio-unary-thread"]
     for row in rows:
         assert row["calls"] == 20 and row["clients"] == 1
         assert row["server_cpu_us_per_call"] > 0 and row["client_cpu_us_per_call"] > 0
