@@ -25,9 +25,10 @@ import asyncio
 import json
 import multiprocessing as mp
 import os
+import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import grpc
 
@@ -103,10 +104,7 @@ def _loop_caller(port: int):
 
 def _thread_caller(port: int):
     """(send, close): blocking unary calls on a sync channel made by one thread, each handed to it
-    through a queue and its answer handed back in a future."""
-    import queue
-    from concurrent.futures import Future
-
+    through a queue and its answer (or its error) handed back in a future."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     unary = channel.unary_unary(f"/{SERVICE}/Unary")
     inbox: queue.SimpleQueue = queue.SimpleQueue()
@@ -114,8 +112,12 @@ def _thread_caller(port: int):
     def serve() -> None:
         while (item := inbox.get()) is not None:
             fut, request = item
-            if fut.set_running_or_notify_cancel():
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
                 fut.set_result(unary(request))
+            except grpc.RpcError as exc:  # the caller's result() raises it: the client process fails
+                fut.set_exception(exc)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
