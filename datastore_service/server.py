@@ -90,6 +90,17 @@ class ServerConfig:
         return settings.build(cls, **knobs)
 
 
+def holdings(stats, existed: bool) -> str:
+    """What a writer's file held when it opened, for its start-up line: "a new, empty file" (none
+    was at the path), "no namespaces yet", or the namespaces, documents and tokens it holds."""
+    if not existed:
+        return "a new, empty file"
+    if not stats:
+        return "no namespaces yet"
+    counts = (len(stats), sum(s.counts.documents for s in stats), sum(s.counts.tokens for s in stats))
+    return ", ".join(f"{n:,} {word}{'' if n == 1 else 's'}" for n, word in zip(counts, ("namespace", "document", "token")))
+
+
 class DatastoreServer:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -129,6 +140,7 @@ class DatastoreServer:
                 log.warning("--db %s is not used: a segment reader keeps no file of its own", c.datastore.db)
         else:
             Path(c.datastore.db).parent.mkdir(parents=True, exist_ok=True)
+        existed = Path(c.datastore.db).exists()  # a new file at a mistyped path shows in the start-up line
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.maint_pool, warm_up)  # kernels compiled before SERVING
         if c.follow:
@@ -148,10 +160,12 @@ class DatastoreServer:
             self.metrics.watch_gc()
             self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.metrics_host, registry=self.metrics.registry)
             self.metrics_port = self._metrics_httpd.server_port
-        role = "writer"
         if c.follow:
             role = f"{'segment reader' if ds.segment_reader else 'read replica'} of {c.follow}"
             role += ", writing segment files for readers" if ds.files is not None else ""
+            role += f", db {c.datastore.db}"
+        else:  # what it holds: a wrong --db path shows as a new, empty file
+            role = f"writer, db {c.datastore.db}: {holdings(ds.stats(), existed)}"
         if c.follow:  # SERVING once the first full copy is in (a readiness probe waits for it)
             self.servicer.writer = c.follow
             self.follower = Follower(c.follow, c.follow_token, ds, self.servicer._run, self._caught_up, c.follow_tls_ca)
@@ -159,8 +173,8 @@ class DatastoreServer:
             self.follower.start()
         else:
             await self._set_health(health_pb2.HealthCheckResponse.SERVING)
-        log.info("sssd datastore serving on %s:%d (%s, db %s, auth %s, tls %s)", c.host, self.port, role,
-                 c.datastore.db, "on" if self.auth.enabled else "off", "on" if c.tls_cert else "off")
+        log.info("sssd datastore serving on %s:%d (%s, auth %s, tls %s)", c.host, self.port, role,
+                 "on" if self.auth.enabled else "off", "on" if c.tls_cert else "off")
         return self.port
 
     async def _caught_up(self) -> None:

@@ -2,6 +2,7 @@
 
 import threading
 import time
+from types import SimpleNamespace
 
 import grpc
 import numpy as np
@@ -14,7 +15,7 @@ from client_sdk.transport.remote import DatastoreClient
 from datastore_service import datastore as datastore_module
 from datastore_service.datastore import Datastore, DatastoreConfig
 from datastore_service.embedded import EmbeddedServer
-from datastore_service.server import ServerConfig
+from datastore_service.server import ServerConfig, holdings
 from sssd_wire.v1 import datastore_pb2 as pb
 
 
@@ -63,6 +64,38 @@ def test_graceful_shutdown_keeps_acknowledged_ingest_and_snapshots(tmp_path):
     assert ds.namespace("ns").document_count() == 20 and ds.check_integrity() == ""
     assert list(ds.store.pending_documents("ns")) == []  # the final snapshot covered them
     ds.close()
+
+
+def _stats(*counts):
+    """NamespaceStats-shaped rows of (documents, tokens)."""
+    return [SimpleNamespace(counts=SimpleNamespace(documents=d, tokens=t)) for d, t in counts]
+
+
+@pytest.mark.parametrize("stats, existed, line", [
+    (_stats(), False, "a new, empty file"),
+    (_stats((3, 9)), False, "a new, empty file"),  # (cannot happen: no file, nothing in it)
+    (_stats(), True, "no namespaces yet"),
+    (_stats((1, 1)), True, "1 namespace, 1 document, 1 token"),
+    (_stats((0, 0)), True, "1 namespace, 0 documents, 0 tokens"),
+    (_stats((2, 30), (1_000, 2_500_000)), True, "2 namespaces, 1,002 documents, 2,500,030 tokens"),
+])
+def test_the_start_up_line_says_what_the_file_holds(stats, existed, line):
+    assert holdings(stats, existed) == line
+
+
+def test_a_writer_says_whether_its_file_is_new_or_what_it_holds(tmp_path, caplog):
+    db = str(tmp_path / "not-yet" / "w.db")  # a directory that does not exist: a mistyped path, say
+    with caplog.at_level("INFO", logger="sssd.server"):
+        server = EmbeddedServer(ServerConfig.of(db=db, port=0)).start()
+        with DatastoreClient(server.address) as c:
+            c.create_namespace("ns", 100)
+            c.ingest("ns", [("a", [1, 2, 3]), ("b", [4, 5])])
+        server.stop()
+        EmbeddedServer(ServerConfig.of(db=db, port=0)).start().stop()
+    lines = [r.getMessage() for r in caplog.records if "serving on" in r.getMessage()]
+    assert len(lines) == 2
+    assert f"writer, db {db}: a new, empty file" in lines[0]
+    assert f"writer, db {db}: 1 namespace, 2 documents, 5 tokens" in lines[1]
 
 
 def test_in_flight_calls_drain_before_close(tmp_path):
