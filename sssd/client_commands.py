@@ -146,13 +146,18 @@ def _ns_list(args) -> int:
     return 0
 
 
-def read_token_documents(path: str, tokenizer=None):
-    """(id, tokens) per JSONL line; ValueError naming the line and the field when one is
-    malformed (a missing file or a directory: one line too)."""
+def check_file(path: str) -> None:
+    """ValueError in one line when ``path`` is missing or a directory."""
     from pathlib import Path
 
     if not Path(path).is_file():
         raise ValueError(f"{path}: {'is a directory' if Path(path).is_dir() else 'no such file'}")
+
+
+def read_token_documents(path: str, tokenizer=None):
+    """(id, tokens) per JSONL line; ValueError naming the line and the field when one is
+    malformed (a missing file or a directory: one line too)."""
+    check_file(path)
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -185,8 +190,9 @@ def read_token_documents(path: str, tokenizer=None):
 def _ingest(args) -> int:
     from tqdm import tqdm
 
+    check_file(args.file)  # a local mistake before the server is asked anything
     client = client_of(args)
-    spaces = {n.name: n for n in client.list_namespaces()}  # checked first, before anything is loaded
+    spaces = {n.name: n for n in client.list_namespaces()}  # checked before anything is loaded
     if args.namespace not in spaces:
         raise ValueError(f"namespace {args.namespace!r} does not exist on {args.address} "
                          f"(create it with `sssd namespace create`)")

@@ -90,6 +90,16 @@ def test_ingest_checks_the_namespace_first(server, capsys, tmp_path):
     assert code == 1 and "namespace 'nope' does not exist" in err
 
 
+@pytest.mark.parametrize("kind", ["missing", "directory"])
+def test_ingest_names_a_bad_file_before_asking_the_server(capsys, tmp_path, kind):
+    path = tmp_path / "docs.jsonl"
+    if kind == "directory":
+        path.mkdir()
+    code, _, err = run(capsys, "ingest", str(path), "-n", "demo", "--address", "127.0.0.1:1", "--timeout", "2")
+    assert code == 1 and err.count("\n") == 1, err
+    assert ("no such file" if kind == "missing" else "is a directory") in err and "UNAVAILABLE" not in err
+
+
 def test_unreachable_server_fails_fast(capsys):
     code, _, err = run(capsys, "stats", "--address", "127.0.0.1:1", "--timeout", "2")
     assert code == 1 and "UNAVAILABLE" in err  # 2 is for usage errors
