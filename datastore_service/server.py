@@ -97,8 +97,9 @@ def holdings(stats, existed: bool) -> str:
         return "a new, empty file"
     if not stats:
         return "no namespaces yet"
-    counts = (len(stats), sum(s.counts.documents for s in stats), sum(s.counts.tokens for s in stats))
-    return ", ".join(f"{n:,} {word}{'' if n == 1 else 's'}" for n, word in zip(counts, ("namespace", "document", "token")))
+    counts = {"namespace": len(stats), "document": sum(s.counts.documents for s in stats),
+              "token": sum(s.counts.tokens for s in stats)}
+    return ", ".join(f"{n:,} {word}{'' if n == 1 else 's'}" for word, n in counts.items())
 
 
 class DatastoreServer:
