@@ -26,33 +26,52 @@ from sglang_integration.widths import round_up
 class RequestView(NamedTuple):
     """What the drafter needs of an SGLang Req (duck-typed from the real object). A named tuple:
     one is built per request per step, on the critical path (~0.2 µs against ~1 µs for a frozen
-    dataclass)."""
+    dataclass). The request's output is ``output`` then ``relayed``: SGLang's own list is read
+    where it is, never copied (copying it per request per step cost O(output length): 5-6 µs at
+    1,024 tokens; BENCHMARKS.md, "The relayed tokens without a copy of the output"). So the lists
+    must not change from the ``drafts`` call that is given the view to the ``prefetch`` after it
+    (in SGLang both run inside one ``run_batch``, before result processing appends to output_ids)."""
 
     rid: str
     prompt: Sequence[int]  # req.origin_input_ids_unpadded
-    output: Sequence[int]  # req.output_ids, plus (overlap mode) the previous step's accepted tokens
+    output: Sequence[int]  # req.output_ids
+    relayed: Sequence[int] = ()  # overlap mode: the last step's accepted tokens that output lacks yet
 
 
-def splice_overlap(output_ids: Sequence[int], prev_tokens: list[int], prev_lens: list[int], row: int,
-                   stride: int, committed: int | None = None) -> tuple[list[int], bool]:
-    """Overlap mode: the request's output with the last step's accepted tokens, which result
-    processing (one step behind) has usually not added to output_ids yet. A prefill batch run
-    between two decode steps lets it catch up, so then some or all of them already are: the
-    missing ones are the last ``committed - len(output_ids)`` (committed: the output length the
-    batch's sequence length implies; None: unknown, all are appended).
+def missing_relayed(output_ids: Sequence[int], prev_tokens: list[int], prev_lens: list[int], row: int,
+                    stride: int, committed: int | None = None) -> tuple[list[int], bool]:
+    """Overlap mode: which of the last step's accepted tokens the request's output_ids lack.
+    Result processing runs one step behind, so usually all of them; a prefill batch run between
+    two decode steps lets it catch up, so then some or none: the missing ones are the last
+    ``committed - len(output_ids)`` (committed: the output length the batch's sequence length
+    implies; None: unknown, all are missing).
 
     prev_tokens is SGLang's flat accept_tokens ([bs * stride]) and prev_lens its accept_lens.
-    Returns (output, aligned): aligned False when ``committed`` contradicts both (then all relayed
-    tokens are appended, as without it; the caller warns).
+    Returns (the tokens to append, aligned): aligned False when ``committed`` contradicts both
+    (then all relayed tokens are appended, as without it; the caller warns).
     """
-    out = list(output_ids)
-    relayed = list(prev_tokens[row * stride : row * stride + prev_lens[row]])
+    relayed = prev_tokens[row * stride : row * stride + prev_lens[row]]
     if committed is None:
-        return out + relayed, True
-    missing = committed - len(out)
+        return relayed, True
+    missing = committed - len(output_ids)
     if 0 <= missing <= len(relayed):
-        return out + relayed[len(relayed) - missing :], True
-    return out + relayed, False
+        return relayed[len(relayed) - missing :], True
+    return relayed, False
+
+
+def relayed_views(views: Sequence[RequestView], prev_tokens: list[int], prev_lens: list[int], stride: int,
+                  committed: Sequence[int] | None) -> tuple[list[RequestView], list[int]]:
+    """Overlap mode: each view with the relayed tokens its output lacks (``missing_relayed``;
+    committed[i]: view i's output length that the batch's sequence lengths imply, None: unknown).
+    Returns (the views, the rows whose committed length contradicted their output and relay)."""
+    out, misaligned = [], []
+    for i, (rid, prompt, output, _) in enumerate(views):
+        relayed, aligned = missing_relayed(output, prev_tokens, prev_lens, i, stride,
+                                           committed[i] if committed is not None else None)
+        if not aligned:
+            misaligned.append(i)
+        out.append(RequestView(rid, prompt, output, relayed))  # (a third of _replace's cost)
+    return out, misaligned
 
 
 @dataclasses.dataclass
@@ -89,8 +108,9 @@ class BatchDrafter:
         """A request enters decoding (after its prefill): index its prompt now, off the decode
         step (a request first seen in ``drafts`` is admitted there)."""
         if req.rid not in self._state:
-            self.spec.start(req.rid, req.prompt, req.output)
-            self._state[req.rid] = _State(len(req.prompt) + len(req.output))
+            output = [*req.output, *req.relayed]
+            self.spec.start(req.rid, req.prompt, output)
+            self._state[req.rid] = _State(len(req.prompt) + len(output))
 
     def last_tree(self, rid: str) -> DraftTree | None:
         """The draft the last ``drafts`` emitted for this request (None: none yet, or a plain step)."""
@@ -112,8 +132,8 @@ class BatchDrafter:
         if last_step_s is not None and self._last_batch:
             self.spec.observe_step(self._last_batch, self.last_width, last_step_s)
         self._last_batch = len(reqs)
-        roots = np.fromiter((req.output[-1] if len(req.output) else req.prompt[-1] for req in reqs),
-                            dtype=np.int64, count=len(reqs))
+        roots = np.fromiter((req.relayed[-1] if req.relayed else req.output[-1] if len(req.output) else req.prompt[-1]
+                             for req in reqs), dtype=np.int64, count=len(reqs))
         if self.adaptive and self.spec.plan(len(reqs)) == 0:
             # a plain step: the GPU waits for nothing but the roots; the requests' bookkeeping
             # (empty trees, no prefetch) and their new tokens are taken care of in prefetch
@@ -178,9 +198,12 @@ class BatchDrafter:
             if st is None:
                 self.admit(req)
                 continue
-            new = req.output[st.seen - len(req.prompt) :]  # seen >= len(prompt) since start()
+            k = st.seen - len(req.prompt)  # output tokens already fed (seen >= len(prompt) since start())
+            new = req.output[k:]
             if not isinstance(new, list):
                 new = list(new)
+            if req.relayed:
+                new += req.relayed[max(k - len(req.output), 0) :]
             if not new:
                 continue
             rids.append(req.rid)

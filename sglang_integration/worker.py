@@ -13,7 +13,7 @@ import functools
 import logging
 
 from sglang_integration.config import PluginConfig
-from sglang_integration.drafts import BatchDrafter, splice_overlap
+from sglang_integration.drafts import BatchDrafter, relayed_views
 from sglang_integration.metrics import WorkerMetrics
 from sglang_integration.width_states import PerBatchWidths
 
@@ -133,21 +133,20 @@ def worker_class():
                      self.menu)
 
         def _with_relayed(self, batch, views, stride):
-            """The views' outputs with the tokens relayed from the last step that result
-            processing has not added yet (aligned by the committed length that the batch's
+            """The views with the tokens relayed from the last step that result processing has
+            not added to their outputs yet (aligned by the committed length that the batch's
             sequence lengths give: the KV holds all committed tokens but the root)."""
             seq_lens = batch.seq_lens_cpu.tolist() if getattr(batch, "seq_lens_cpu", None) is not None else None
+            committed = None
             if seq_lens is None:
                 self.metrics.relays_unaligned()
-            out = []
-            for i, (view, req) in enumerate(zip(views, batch.reqs)):
-                committed = seq_lens[i] + 1 - len(req.origin_input_ids) if seq_lens is not None else None
-                output, aligned = splice_overlap(view.output, self.prev_token_ids, self.prev_accept_lens, i, stride,
-                                                 committed)
-                if not aligned:
-                    self.metrics.misaligned_relay(req.rid, len(view.output), self.prev_accept_lens[i], committed)
-                out.append(view._replace(output=output))
-            return out
+            else:
+                committed = [n + 1 - len(req.origin_input_ids) for n, req in zip(seq_lens, batch.reqs)]
+            views, misaligned = relayed_views(views, self.prev_token_ids, self.prev_accept_lens, stride, committed)
+            for i in misaligned:
+                self.metrics.misaligned_relay(batch.reqs[i].rid, len(views[i].output), self.prev_accept_lens[i],
+                                              committed[i])
+            return views
 
         def _update_ngram_corpus(self, batch):
             # Runs right after the verify launch, while the GPU is busy: SSSD's outcome prefetch

@@ -8,13 +8,15 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from client_sdk.drafting.tree import Calibration
 
 sglang = pytest.importorskip("sglang.srt.speculative.spec_info", reason="sglang is not installed")
 
 from sglang_integration.config import PluginConfig  # noqa: E402
-from sglang_integration.drafts import BatchDrafter, RequestView, splice_overlap  # noqa: E402
+from sglang_integration.drafts import BatchDrafter, RequestView, missing_relayed, relayed_views  # noqa: E402
 from client_sdk.drafting.planner import PlannerConfig  # noqa: E402
 from client_sdk.drafting.config import SpeculatorConfig  # noqa: E402
 from client_sdk.drafting.speculator import Speculator  # noqa: E402
@@ -289,24 +291,57 @@ def test_the_planner_weighs_everything_the_gpu_waits_for(monkeypatch):
     assert drafter.last_width > 1 and len(planner.drafting) == 1 and planner.drafting[0] >= 0.05
 
 
-def test_overlap_splicing():
+def test_overlap_relayed_tokens():
     # SGLang's flat accept_tokens [bs * stride] and accept_lens: row 1 accepted 3 tokens
     prev_tokens = [9, 0, 0, 0, 4, 5, 6, 0]
     prev_lens = [1, 3]
-    assert splice_overlap([1, 2], prev_tokens, prev_lens, 1, 4) == ([1, 2, 4, 5, 6], True)
-    assert splice_overlap([7], prev_tokens, prev_lens, 0, 4) == ([7, 9], True)
+    assert missing_relayed([1, 2], prev_tokens, prev_lens, 1, 4) == ([4, 5, 6], True)
+    assert missing_relayed([7], prev_tokens, prev_lens, 0, 4) == ([9], True)
 
 
 @pytest.mark.parametrize("output, committed, want", [
-    ([1, 2], 5, ([1, 2, 4, 5, 6], True)),  # one step behind: all three relayed tokens are new
-    ([1, 2, 4, 5, 6], 5, ([1, 2, 4, 5, 6], True)),  # caught up (an interleaved prefill): none
-    ([1, 2, 4], 5, ([1, 2, 4, 5, 6], True)),  # partly
-    ([1, 2], None, ([1, 2, 4, 5, 6], True)),  # no sequence length: all
-    ([1, 2], 7, ([1, 2, 4, 5, 6], False)),  # contradictions: all, flagged
-    ([1, 2, 4, 5, 6, 7], 5, ([1, 2, 4, 5, 6, 7, 4, 5, 6], False)),
+    ([1, 2], 5, ([4, 5, 6], True)),  # one step behind: all three relayed tokens are new
+    ([1, 2, 4, 5, 6], 5, ([], True)),  # caught up (an interleaved prefill): none
+    ([1, 2, 4], 5, ([5, 6], True)),  # partly
+    ([1, 2], None, ([4, 5, 6], True)),  # no sequence length: all
+    ([1, 2], 7, ([4, 5, 6], False)),  # contradictions: all, flagged
+    ([1, 2, 4, 5, 6, 7], 5, ([4, 5, 6], False)),
 ])
 def test_relayed_tokens_align_by_committed_length(output, committed, want):
-    assert splice_overlap(output, [9, 0, 0, 0, 4, 5, 6, 0], [1, 3], 1, 4, committed) == want
+    before = list(output)
+    assert missing_relayed(output, [9, 0, 0, 0, 4, 5, 6, 0], [1, 3], 1, 4, committed) == want
+    assert output == before  # SGLang's list is read, never changed
+
+
+def test_a_batch_of_views_gets_its_relayed_tokens_and_names_the_contradictions():
+    views = [RequestView("a", [1], [7]), RequestView("b", [2], [1, 2]), RequestView("c", [3], [8, 8, 8, 8])]
+    prev = [9, 0, 0, 0, 4, 5, 6, 0, 3, 0, 0, 0]
+    got, misaligned = relayed_views(views, prev, [1, 3, 1], 4, [2, 4, 9])
+    assert [(v.rid, v.output, v.relayed) for v in got] == [("a", [7], [9]), ("b", [1, 2], [5, 6]), ("c", [8] * 4, [3])]
+    assert misaligned == [2]
+    got, misaligned = relayed_views(views, prev, [1, 3, 1], 4, None)  # no sequence lengths: every relayed token
+    assert [v.relayed for v in got] == [[9], [4, 5, 6], [3]] and misaligned == []
+
+
+texts = st.lists(st.integers(0, 5), min_size=1, max_size=24)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(prompt=texts, steps=st.lists(st.tuples(texts, st.integers(0, 4)), min_size=1, max_size=6))
+def test_a_view_with_relayed_tokens_drafts_as_its_whole_output(prompt, steps):
+    """A request whose output arrives as SGLang's list plus relayed tokens it lacks yet drafts,
+    step by step, exactly what the same output as one list drafts (a request first seen with
+    relayed tokens included), and its index holds the same text."""
+    split = BatchDrafter(Speculator(SpeculatorConfig(fixed_budget=5)), 6, 10)
+    whole = BatchDrafter(Speculator(SpeculatorConfig(fixed_budget=5)), 6, 10)
+    output = []
+    for new, relayed in steps:
+        output += new
+        cut = max(len(output) - relayed, 0)
+        got = split.drafts([RequestView("r", prompt, output[:cut], output[cut:])])
+        want = whole.drafts([RequestView("r", prompt, list(output))])
+        assert [a.tolist() for a in got] == [a.tolist() for a in want]
+    assert split.spec._requests["r"].index().tokens.tolist() == prompt + output
 
 
 def test_departed_requests_are_fed_back():
