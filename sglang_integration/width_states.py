@@ -125,7 +125,7 @@ class PerBatchWidths:
             width = self.drafter.last_width
             self.clock.drafting_took(time.perf_counter() - start)
             self.metrics.observe_step(bs, width, self.drafter.spec.remote)
-        return share_from_rank0(drafts, mask, bs, width, self.tp_group)
+        return share_from_rank0(drafts, mask, bs, width, self.tp_group, self.w_max)
 
 
 def width_views(worker, w: int) -> tuple[list, ...]:
@@ -201,11 +201,16 @@ def widen_result(result, bs: int, width: int, w_max: int, verify: bool):
     return result
 
 
-def share_from_rank0(drafts, mask, bs: int, width: int | None, group):
-    """Identical drafts on every tensor-parallel rank: rank 0's (drafts, mask, width), the width
-    first, then the arrays, broadcast on the CPU group (other ranks pass None for all three).
+def share_from_rank0(drafts, mask, bs: int, width: int | None, group, max_width: int):
+    """Identical drafts on every tensor-parallel rank: rank 0's (drafts, mask, width), the other
+    ranks passing None for all three, in one broadcast on the CPU group (on the critical path:
+    three broadcasts, the width first, took about 0.55 ms against 0.2 for one on this box;
+    BENCHMARKS.md, "Rank 0's drafts to the other ranks in one broadcast").
 
-    group: SGLang's GroupCoordinator (world_size, ranks, cpu_group) or a torch ProcessGroup.
+    The message is [width: int64][drafts: int32, bs * max_width][mask: bits, bs * max_width^2],
+    sized by the launch width ``max_width`` (no step is wider), which every rank knows before it
+    knows the step's width. group: SGLang's GroupCoordinator (world_size, ranks, cpu_group) or a
+    torch ProcessGroup.
     """
     import torch
     import torch.distributed as dist
@@ -217,12 +222,21 @@ def share_from_rank0(drafts, mask, bs: int, width: int | None, group):
     if world == 1:
         return drafts, mask, width
     src = group.ranks[0] if hasattr(group, "ranks") else dist.get_global_rank(cpu_group, 0)
-    t_width = torch.tensor([width if width is not None else 0], dtype=torch.int64)
-    dist.broadcast(t_width, src=src, group=cpu_group)
-    width = int(t_width.item())
-    t_drafts = torch.from_numpy(drafts) if drafts is not None else torch.empty(bs * width, dtype=torch.int64)
-    t_mask = (torch.from_numpy(mask.astype(np.uint8)) if mask is not None
-              else torch.empty(bs * width * width, dtype=torch.uint8))
-    dist.broadcast(t_drafts, src=src, group=cpu_group)
-    dist.broadcast(t_mask, src=src, group=cpu_group)
-    return t_drafts.numpy(), t_mask.numpy().astype(bool), width
+    tokens_at = 8
+    mask_at = tokens_at + 4 * bs * max_width
+    buf = torch.zeros(mask_at + (bs * max_width * max_width + 7) // 8, dtype=torch.uint8)
+    raw = buf.numpy()
+    if drafts is not None:
+        if width > max_width:
+            raise ValueError(f"a step {width} wide is wider than the launch width {max_width}")
+        raw[:tokens_at].view(np.int64)[0] = width
+        raw[tokens_at : tokens_at + 4 * drafts.shape[0]].view(np.int32)[:] = drafts  # token ids fit int32
+        bits = np.packbits(mask)
+        raw[mask_at : mask_at + bits.shape[0]] = bits
+    dist.broadcast(buf, src=src, group=cpu_group)
+    if drafts is not None:
+        return drafts, mask, width
+    width = int(raw[:tokens_at].view(np.int64)[0])
+    drafts = raw[tokens_at : tokens_at + 4 * bs * width].view(np.int32).astype(np.int64)
+    mask = np.unpackbits(raw[mask_at:], count=bs * width * width).astype(bool)
+    return drafts, mask, width

@@ -366,11 +366,15 @@ def _broadcast_worker(rank, world, port, out):
     from sglang_integration.width_states import share_from_rank0
 
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
-    drafts = np.array([3, 4, 5, 6], dtype=np.int64) if rank == 0 else None
-    mask = np.eye(2, dtype=bool).repeat(2, axis=0).reshape(-1)[:8] if rank == 0 else None
-    # the width is rank 0's choice: the other ranks learn it from the broadcast
-    got_d, got_m, width = share_from_rank0(drafts, mask, 2, 2 if rank == 0 else None, dist.group.WORLD)
-    out.put((rank, got_d.tolist(), got_m.tolist(), width))
+    got = []
+    # two steps of 2 requests, 2 and then 3 wide, under a launch width of 4: the width is rank 0's
+    # choice, and the other ranks learn it from the one message
+    for width, drafts, mask in [(2, [3, 4, 5, 6], [1, 0, 1, 1, 1, 0, 0, 1]),
+                                (3, [7, 8, 9, 10, 11, 12], [1, 0, 0, 1, 1, 0, 1, 0, 1] * 2)]:
+        mine = (np.array(drafts, dtype=np.int64), np.array(mask, dtype=bool), width) if rank == 0 else (None,) * 3
+        d, m, w = share_from_rank0(mine[0], mine[1], 2, mine[2], dist.group.WORLD, 4)
+        got.append((d.dtype.name, d.tolist(), m.dtype.name, m.tolist(), w))
+    out.put((rank, got))
     dist.destroy_process_group()
 
 
@@ -390,7 +394,9 @@ def test_tensor_parallel_ranks_get_rank0_drafts():
     results = sorted(out.get(timeout=120) for _ in procs)
     for p in procs:
         p.join(timeout=60)
-    assert results[0][1:] == results[1][1:] and results[1][1] == [3, 4, 5, 6] and results[1][3] == 2
+    want = [("int64", [3, 4, 5, 6], "bool", [True, False, True, True, True, False, False, True], 2),
+            ("int64", [7, 8, 9, 10, 11, 12], "bool", [True, False, False, True, True, False, True, False, True] * 2, 3)]
+    assert results == [(0, want), (1, want)]
 
 
 @pytest.mark.parametrize("settings,message", [
