@@ -82,16 +82,30 @@ class PerBatchWidths:
         self.model_runner.decode_cuda_graph_runner = state.target_graph_runner
 
     def _prepare_for_speculative_decoding(self, batch):
-        if batch.forward_mode.is_decode():  # draft first: the drafts decide the step's width
+        import sglang.srt.speculative.ngram_worker as ngram
+
+        from sglang_integration.masks import full_tree_mask
+
+        decode = batch.forward_mode.is_decode()
+        if decode:  # draft first: the drafts decide the step's width
             drafts, mask, width = self._draft_step(batch)
             if self.adaptive_controller is not None:
                 self.adaptive_controller.params.next_steps = width - 1
                 self.adaptive_controller.activate_step_by_batch(len(batch.reqs))
             self._staged = (drafts, mask)
+        # on a GPU NGRAM builds the attention's full mask request by request (ngram_worker.py
+        # 326-332, 355-370: about four launches per request); it is built below in a fixed few
+        flag = ngram.USE_FULL_MASK
+        full = decode and flag and not ngram._is_cpu
+        ngram.USE_FULL_MASK = flag and not full
         try:
             super()._prepare_for_speculative_decoding(batch)
         finally:
+            ngram.USE_FULL_MASK = flag
             self._staged = None  # taken by _prepare_draft_tokens; never left for another step
+        if full:  # NGRAM left the n x n masks it copied to the device as the custom mask
+            info = batch.spec_info
+            info.custom_mask = full_tree_mask(info.custom_mask, batch.seq_lens_cpu, self.draft_token_num)
 
     def forward_batch_generation(self, batch, on_publish=None, pp_proxy_tensors=None):
         verify = batch.forward_mode.is_decode()

@@ -151,6 +151,53 @@ def widths_scenario(rank):
     return out
 
 
+def full_mask_scenario(rank):
+    """The attention's full mask (what a GPU verify gets) from the worker's few operations against
+    NGRAM's own request-by-request loop, for the same drafts, over steps of different widths. On
+    CPU: NGRAM is told it is not on a CPU, so its loop runs on CPU tensors, and the three CUDA
+    kernels of its preparation (tree indices, cache slots, mamba tracking), which neither mask
+    reads, are replaced by no-ops for this scenario only."""
+    import sglang.srt.speculative.ngram_worker as ngram
+    from sglang.srt.model_executor.forward_batch_info import ForwardMode
+    from sglang.srt.speculative.adaptive_runtime_state import SpecRuntimeState
+
+    ngram._is_cpu = False
+    for name in ("reconstruct_indices_from_tree_mask_func", "assign_extend_cache_locs_func",
+                 "prepare_mamba_track_for_verify"):
+        setattr(ngram, name, lambda *args, **kwargs: None)
+    w, _ = make_worker(rank, overlap=True, width=9, per_batch=True)
+    w.device, w.max_batch_size, w.model_runner = "cpu", 4, Runner()
+    w._init_preallocated_tensors()
+    w.build_adaptive_runtime_state = lambda speculative_num_steps, speculative_num_draft_tokens, cuda_graph_bs=None: \
+        SpecRuntimeState(speculative_num_steps, speculative_num_draft_tokens, None, None, "backend", "graphs", None, None)
+    w._register_widths(None)
+    a, b = Req("a", [5, 6, 7, 8, 5, 6, 7, 8, 5, 6, 7], [8]), Req("b", [1, 2, 3, 1, 2, 3, 1, 2], [3])
+    relay = [8, 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 0]
+    steps = []
+
+    def batch():
+        out = Batch([a, b], SpecInfo(relay, [1, 1]), committed=[len(a.output_ids), len(b.output_ids)])
+        out.req_pool_indices, out.req_to_token_pool = None, type("Pool", (), {"req_to_token": None})()
+        return out
+
+    for _ in range(3):
+        ours = batch()
+        w._prepare_for_speculative_decoding(ours)
+        n = w.draft_token_num
+        drafts = w.draft_tokens[: 2 * n].numpy().copy()
+        mask = w.tree_mask[: 2 * n * n].numpy().copy()
+        theirs = batch()
+        w._staged = (drafts, mask)  # the same drafts, through NGRAM's own method and loop
+        ngram.NGRAMWorker._prepare_for_speculative_decoding(w, theirs)
+        steps.append({"width": n, "flag_kept": ngram.USE_FULL_MASK, "mode": str(ours.forward_mode == ForwardMode.TARGET_VERIFY),
+                      "ours": ours.spec_info.custom_mask.to(torch.int64).tolist(),
+                      "theirs": theirs.spec_info.custom_mask.to(torch.int64).tolist(),
+                      "full_size": n * int(ours.seq_lens_cpu.sum()) + 2 * n * n})
+        a.output_ids, b.output_ids = a.output_ids + [5], b.output_ids + [1]
+        relay = [a.output_ids[-1]] + [0] * 8 + [b.output_ids[-1]] + [0] * 8
+    return {"steps": steps}
+
+
 def main():
     rank, size, store, scenario = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     from sglang.srt.distributed.parallel_state import GroupCoordinator
@@ -161,8 +208,9 @@ def main():
                              group_name="tp")
     out = {"rank": rank}
     with get_parallel().override(tp_rank=rank, tp_size=size, tp_group=group):
-        if scenario == "widths":
-            print(json.dumps({"rank": rank, **widths_scenario(rank)}), flush=True)
+        if scenario in ("widths", "full-mask"):
+            run = widths_scenario if scenario == "widths" else full_mask_scenario
+            print(json.dumps({"rank": rank, **run(rank)}), flush=True)
             dist.destroy_process_group()
             return
         overlap = scenario in ("overlap", "interleaved")

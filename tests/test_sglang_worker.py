@@ -79,3 +79,16 @@ def test_per_batch_widths_on_two_tensor_parallel_ranks(tmp_path):
     assert [rank0["steps"][0]["drafts"][0], rank0["steps"][0]["drafts"][widths[0]]] == [8, 3]
     # a narrower verify's outputs padded to the launch width's rows
     assert rank0["widened"] == [[5, 6, 7, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0], 9, 9]
+
+
+def test_the_full_attention_mask_is_ngrams_own_for_the_same_drafts(tmp_path):
+    """On a GPU NGRAM builds the verify's full custom mask request by request; the worker builds
+    it in a fixed few operations. On CPU (NGRAM's loop made to run on CPU tensors), over steps of
+    different widths, the worker's mask is NGRAM's own for the same drafts, element for element."""
+    (rank0,) = run_ranks(tmp_path, "full-mask", size=1)
+    widths = [s["width"] for s in rank0["steps"]]
+    assert len(set(widths)) > 1  # the width moves with the drafts
+    for s in rank0["steps"]:
+        assert s["flag_kept"] and s["mode"] == "True"  # NGRAM's flag is restored; the batch verifies
+        assert len(s["theirs"]) == s["full_size"] > 2 * s["width"] ** 2  # the full mask, not the n x n one
+        assert s["ours"] == s["theirs"]

@@ -1,0 +1,35 @@
+"""The verify's full attention mask built for a whole batch at once (sglang_integration.masks)
+against the request-by-request construction NGRAM's GPU path uses (pure torch, CPU)."""
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sglang_integration.masks import full_tree_mask
+
+
+def per_request(mask: np.ndarray, seq_lens, n: int) -> torch.Tensor:
+    """NGRAM's construction (ngram_worker.py 325-370): [ones(n, s_i) ‖ mask_i] per request,
+    cast to bool, flattened, concatenated."""
+    m = mask.reshape(len(seq_lens), n, n)
+    rows = [torch.cat((torch.ones((n, s)), torch.from_numpy(m[i])), dim=1).to(torch.bool).flatten()
+            for i, s in enumerate(seq_lens)]
+    return torch.cat(rows, dim=0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 17).flatmap(lambda n: st.tuples(
+    st.just(n), st.lists(st.integers(1, 70), min_size=1, max_size=9), st.randoms(use_true_random=False))))
+def test_a_batch_at_once_is_ngrams_request_by_request_mask(case):
+    n, seq_lens, rnd = case
+    mask = np.array([rnd.random() < 0.35 for _ in range(len(seq_lens) * n * n)], dtype=bool)
+    got = full_tree_mask(torch.from_numpy(mask), torch.tensor(seq_lens), n)
+    want = per_request(mask, seq_lens, n)
+    assert got.dtype == torch.bool and torch.equal(got, want)
+
+
+def test_the_mask_must_match_the_batch():
+    with pytest.raises(ValueError, match="for 2 requests 3 wide"):
+        full_tree_mask(torch.ones(17, dtype=torch.bool), [4, 5], 3)
