@@ -3,8 +3,9 @@ outputs grow: the requests' views with the tokens relayed from the last step
 (``sglang_integration.drafts.relayed_views``, what the worker's ``_with_relayed`` calls) and the
 drafts built from them (``BatchDrafter.drafts``: sync, draft, the fixed-width arrays).
 
-SGLang's result processing runs one step behind in overlap mode: a request's ``output_ids`` lacks
-the last step's accepted tokens, which come relayed in the batch's flat accept_tokens. Here each
+SGLang's result processing runs one step behind in overlap mode: a request's ``output_ids`` (an
+``array("q")`` in sglang 0.5.23, as here) lacks the last step's accepted tokens, which come
+relayed in the batch's flat accept_tokens. Here each
 of ``batch`` requests starts decoding with ``L`` output tokens already committed (a prompt of 512
 before them) and runs ``--steps`` steps; its own text is the synthetic corpus of
 ``sssd.bench.synthetic`` (repeated phrases, so own-text drafts are accepted), and each step
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from array import array
 
 import numpy as np
 
@@ -58,7 +60,8 @@ def run(batch: int, length: int, steps: int, seed: int = 0) -> dict:
     reqs = []  # (rid, prompt, output_ids): SGLang's lists, output_ids one step behind
     committed = []  # each request's output length, the relayed tokens included
     for b in range(batch):
-        prompt, output = truth[b][:PROMPT].tolist(), truth[b][PROMPT : PROMPT + length].tolist()
+        # SGLang 0.5.23 keeps both as array("q") (schedule_batch.py: Req.output_ids)
+        prompt, output = array("q", truth[b][:PROMPT].tolist()), array("q", truth[b][PROMPT : PROMPT + length].tolist())
         reqs.append((f"r{b}", prompt, output))
         drafter.admit(RequestView(f"r{b}", prompt, output))
         committed.append(length)
@@ -74,7 +77,7 @@ def run(batch: int, length: int, steps: int, seed: int = 0) -> dict:
             views_us.append((t1 - t0) * 1e6)
             step_us.append((t2 - t0) * 1e6)
         for b, (rid, _, output) in enumerate(reqs):
-            output += prev[b * WIDTH : b * WIDTH + lens[b]]  # result processing catches up one step late
+            output.extend(prev[b * WIDTH : b * WIDTH + lens[b]])  # result processing catches up one step late
             pos = PROMPT + committed[b]
             tree = drafter.last_tree(rid)
             path = tree.longest_match(truth[b][pos : pos + WIDTH - 1]) if tree is not None else []

@@ -26,11 +26,12 @@ from sglang_integration.widths import round_up
 class RequestView(NamedTuple):
     """What the drafter needs of an SGLang Req (duck-typed from the real object). A named tuple:
     one is built per request per step, on the critical path (~0.2 µs against ~1 µs for a frozen
-    dataclass). The request's output is ``output`` then ``relayed``: SGLang's own list is read
-    where it is, never copied (copying it per request per step cost O(output length): 5-6 µs at
-    1,024 tokens; BENCHMARKS.md, "The relayed tokens without a copy of the output"). So the lists
-    must not change from the ``drafts`` call that is given the view to the ``prefetch`` after it
-    (in SGLang both run inside one ``run_batch``, before result processing appends to output_ids)."""
+    dataclass). The request's output is ``output`` then ``relayed``: SGLang's own output_ids is
+    read where it is, never copied (copying sglang 0.5.23's array("q") per request per step cost
+    O(output length): about 24 µs at 1,024 tokens; BENCHMARKS.md, "The relayed tokens without a
+    copy of the output"). So the sequences must not change from the ``drafts`` call that is given
+    the view to the ``prefetch`` after it (in SGLang both run inside one ``run_batch``, before
+    result processing appends to output_ids)."""
 
     rid: str
     prompt: Sequence[int]  # req.origin_input_ids_unpadded
