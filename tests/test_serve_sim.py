@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 pytest.importorskip("tiktoken", reason="the Llama-3 tokenizer of the replay sets (demo extra)")
@@ -107,3 +108,27 @@ def test_serve_sim_refuses_a_cost_table_that_does_not_cover_its_batches(tmp_path
     assert out.returncode != 0 and out.stdout == ""
     assert "batch 128 is outside the measured cost table's batches 1-64" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_the_overlap_relay_hands_requests_over_as_sglang_does():
+    """output_ids (an array("q")) is a step behind; the last step's tokens come relayed; together
+    they are the request's whole output at every step."""
+    from array import array
+
+    from sssd.bench.serve_sim import OverlapRelay, _Slot
+
+    relay = OverlapRelay(stride=4)
+    slot = _Slot("a", [1, 2, 3], np.arange(10, dtype=np.int32))
+    relay.admit(slot)
+    seen = []
+    for new in ([4], [5, 6], [7], [8, 9, 10]):
+        (view,) = relay.views([slot])
+        assert isinstance(view.prompt, array) and isinstance(view.output, array)
+        assert list(view.output) + list(view.relayed) == slot.output
+        seen.append((list(view.output), list(view.relayed)))
+        slot.output += new
+        relay.verified(slot, len(new))
+    assert seen == [([], []), ([], [4]), ([4], [5, 6]), ([4, 5, 6], [7])]
+    relay.forget("a")
+    with pytest.raises(KeyError):
+        relay.views([slot])

@@ -10,7 +10,9 @@ the same cases in the same order; a batch size runs at least ``--steps`` steps p
 least ``MIN_REQUEST_STEPS`` request-steps (more steps at batch 1 and 4), and each row reports its
 steps and the requests each mode finished in them. Each step runs the
 SGLang worker's own CPU path (``sglang_integration.drafts.BatchDrafter``: sync the committed
-tokens, draft, emit the fixed-width token and mask arrays) and then a simulated GPU verify:
+tokens, draft, emit the fixed-width token and mask arrays), on the requests as SGLang's overlap
+mode hands them over (``OverlapRelay``: output_ids a step behind, the last step's tokens relayed,
+the views made by the worker's ``relayed_views``), and then a simulated GPU verify:
 
 - its time is the roofline of Llama-3.1-8B (bf16) on the H100-SXM preset
   (client_sdk.drafting.budget.forward_time: 989 TFLOP/s x 0.7, 3.35 TB/s x 0.8, 30 µs per
@@ -53,6 +55,7 @@ import dataclasses
 import sys
 import tempfile
 import time
+from array import array
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +67,7 @@ from client_sdk.types import DraftConfig
 from client_sdk.runtime import build_speculator, lookup_options
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
-from sglang_integration.drafts import BatchDrafter, RequestView
+from sglang_integration.drafts import BatchDrafter, RequestView, relayed_views
 from sssd.bench.sim_gpu import HARDWARE, LLAMA_8B, RooflineGPU, wait  # noqa: F401 (HARDWARE: bench/step_cost.py's)
 from sssd.bench.stats import percentiles, process_cpu_seconds
 
@@ -102,6 +105,41 @@ class _Slot:
         self.output += new
         self.steps += 1
         return len(new)
+
+
+class OverlapRelay:
+    """The batch as the SGLang worker sees it in overlap mode, SGLang's default on a GPU: each
+    request's prompt and output_ids as ``array("q")`` (sglang 0.5.23's Req), output_ids one step
+    behind (result processing lags a step), the last step's tokens relayed in a flat
+    accept_tokens list at the launch width's stride, and the views made by the worker's own
+    ``relayed_views`` from that, as its ``_with_relayed`` makes them."""
+
+    def __init__(self, stride: int) -> None:
+        self.stride = stride
+        self._held: dict[str, tuple[array, array, list[int]]] = {}  # rid -> (prompt, output_ids, relayed)
+
+    def admit(self, slot: "_Slot") -> None:
+        self._held[slot.rid] = (array("q", slot.prompt), array("q", slot.output), [])
+
+    def views(self, slots: list["_Slot"]) -> list[RequestView]:
+        views, prev, lens, committed = [], [], [], []
+        for s in slots:
+            prompt, ids, relayed = self._held[s.rid]
+            views.append(RequestView(s.rid, prompt, ids))
+            prev += relayed + [0] * (self.stride - len(relayed))
+            lens.append(len(relayed))
+            committed.append(len(s.output))
+        return relayed_views(views, prev, lens, self.stride, committed)[0]
+
+    def verified(self, slot: "_Slot", count: int) -> None:
+        """The step committed the slot's last ``count`` tokens: they are relayed at the next step,
+        and the ones relayed at this step reach output_ids (result processing, a step late)."""
+        _, ids, relayed = self._held[slot.rid]
+        ids.extend(relayed)
+        relayed[:] = slot.output[len(slot.output) - count :]
+
+    def forget(self, rid: str) -> None:
+        self._held.pop(rid, None)
 
 
 def fill_service(address: str, docs: list[np.ndarray], vocab: int, progress: bool, settle: bool = True) -> None:
@@ -145,6 +183,7 @@ class Simulation:
         if not self.spec.wait_for_unigrams(120.0):  # a worker fetches it at start-up, before traffic
             raise TimeoutError("the datastore's single-token tries did not load within 120 s")
         self.drafter = BatchDrafter(self.spec, widths[-1], LLAMA_8B.vocab, adaptive=True)
+        self.relay = OverlapRelay(widths[-1])  # the requests as SGLang's overlap mode hands them over
         self._next = 0
 
     def _admit(self) -> _Slot:
@@ -152,6 +191,7 @@ class Simulation:
         slot = _Slot.of(case, f"r{self._next}")
         self._next += 1
         self.drafter.admit(slot.view())
+        self.relay.admit(slot)
         return slot
 
     def _load(self) -> tuple[float, int]:
@@ -172,14 +212,17 @@ class Simulation:
             if step == warmup:
                 load = self._load()  # the lookups' load is counted over the measured steps
             c0, t0 = time.thread_time(), time.perf_counter()
-            self.drafter.drafts([s.view() for s in slots], last_step_s=gpu)
+            self.drafter.drafts(self.relay.views(slots), last_step_s=gpu)
             t1, c1 = time.perf_counter(), time.thread_time()
             context = float(np.mean([len(s.prompt) + len(s.output) for s in slots]))
             width = self.drafter.last_width
             gpu = self.gpu.seconds(self.batch, width, context)
             self.drafter.prefetch([s.rid for s in slots])  # beside the GPU: the worker's corpus-update hook
             # the verification outcome (the GPU's work, simulated)
-            committed = sum(s.advance(self.drafter.last_tree(s.rid), depth) for s in slots)
+            counts = [s.advance(self.drafter.last_tree(s.rid), depth) for s in slots]
+            for s, n in zip(slots, counts):
+                self.relay.verified(s, n)
+            committed = sum(counts)
             beside = time.perf_counter() - t1
             wait(gpu - beside, self.gpu_wait)
             if step >= warmup:
@@ -201,6 +244,7 @@ class Simulation:
                     finished += step >= warmup
                     done[s.rid] = (len(s.output), s.steps)
                     self.drafter.forget([s.rid])
+                    self.relay.forget(s.rid)
                     slots[i] = self._admit()
         server_cpu, calls = (b - a for a, b in zip(load, self._load()))
         self.spec.close()
