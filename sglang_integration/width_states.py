@@ -218,8 +218,8 @@ def widen_result(result, bs: int, width: int, w_max: int, verify: bool):
 def share_from_rank0(drafts, mask, bs: int, width: int | None, group, max_width: int):
     """Identical drafts on every tensor-parallel rank: rank 0's (drafts, mask, width), the other
     ranks passing None for all three, in one broadcast on the CPU group (on the critical path:
-    three broadcasts, the width first, took about 0.55 ms against 0.2 for one on this box;
-    BENCHMARKS.md, "Rank 0's drafts to the other ranks in one broadcast").
+    three broadcasts, the width first, kept a receiving rank 0.7 ms against 0.3 for one on the
+    2-core box; BENCHMARKS.md, "Rank 0's drafts to the other ranks in one broadcast").
 
     The message is [width: int64][drafts: int32, bs * max_width][mask: bits, bs * max_width^2],
     sized by the launch width ``max_width`` (no step is wider), which every rank knows before it
