@@ -199,12 +199,15 @@ class BatchDrafter:
             if st is None:
                 self.admit(req)
                 continue
-            k = st.seen - len(req.prompt)  # output tokens already fed (seen >= len(prompt) since start())
-            new = req.output[k:]
-            if not isinstance(new, list):
-                new = list(new)
-            if req.relayed:
-                new += req.relayed[max(k - len(req.output), 0) :]
+            k = st.seen - len(req.prompt) - len(req.output)  # fed beyond output (seen >= len(prompt) since start())
+            if k >= 0:  # the new tokens are all relayed (overlap mode: output_ids is a step behind)
+                new = list(req.relayed[k:])
+            else:
+                new = req.output[k:]
+                if not isinstance(new, list):
+                    new = list(new)
+                if req.relayed:
+                    new += req.relayed
             if not new:
                 continue
             rids.append(req.rid)
