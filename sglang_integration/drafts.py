@@ -240,5 +240,5 @@ class BatchDrafter:
         self._finished[rid] = None
         while len(self._finished) > 100_000:  # bounded: ids are only repeated by recent duplicates
             self._finished.pop(next(iter(self._finished)))
-        self.spec.submit_generation(rid, list(output))
+        self.spec.submit_generation(rid, output)  # (SGLang's array("q") is copied there to int32, no Python ints)
         return True
