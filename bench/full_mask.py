@@ -10,9 +10,13 @@ does the memory work a GPU would do (so those times are not a GPU's). The reques
 is NGRAM's lines (sglang 0.5.23 ``ngram_worker.py`` 325-332 and 355-370) with the device a CPU.
 
     .venv/bin/python bench/full_mask.py [--batch-sizes 16,64] [--width 16] [--contexts 16,1024] [--rounds 300]
+                                        [--device cuda]
 
 Prints JSON: per batch size and context length, the operations per step and the p50 µs per step
-of each way.
+of each way (the host's time to return). ``--device cuda`` (a lent GPU; ``bench/gpu_run.sh`` runs
+it) builds both on the GPU, NGRAM's side with its per-request host-to-device copies, the batched
+side from n x n masks already on the GPU as NGRAM leaves them, and also reports ``done_p50_us``:
+until the GPU has finished them (a ``torch.cuda.synchronize`` before and after each call).
 """
 
 from __future__ import annotations
@@ -52,26 +56,32 @@ def per_request(mask: np.ndarray, seq_lens_cpu: torch.Tensor, n: int, device: st
     return torch.cat(tree_mask, dim=0)
 
 
-def batched(mask: np.ndarray, seq_lens_cpu: torch.Tensor, n: int, device: str = "cpu") -> torch.Tensor:
-    """The worker's: NGRAM has already copied the n x n masks to the device in one copy."""
-    return full_tree_mask(torch.from_numpy(mask).to(device), seq_lens_cpu, n)
-
-
-def run(bs: int, n: int, context: int, rounds: int) -> dict:
+def run(bs: int, n: int, context: int, rounds: int, device: str = "cpu") -> dict:
     rng = np.random.default_rng(0)
     seq_lens = torch.as_tensor(rng.integers(context // 2, context * 3 // 2 + 1, bs))
     mask = rng.random(bs * n * n) < 0.3
+    on_device = torch.from_numpy(mask).to(device)  # NGRAM's one copy of the n x n masks, made either way
+    ways = {"per_request": lambda: per_request(mask, seq_lens, n, device),
+            "batched": lambda: full_tree_mask(on_device, seq_lens, n)}
     row = {"batch": bs, "width": n, "mean_context": round(float(seq_lens.float().mean()), 1)}
-    assert torch.equal(per_request(mask, seq_lens, n), batched(mask, seq_lens, n))
-    for name, fn in (("per_request", per_request), ("batched", batched)):
+    assert torch.equal(ways["per_request"]().cpu(), ways["batched"]().cpu())
+    cuda = device.startswith("cuda")
+    for name, fn in ways.items():
         with Count() as c:
-            fn(mask, seq_lens, n)
-        times = []
+            fn()
+        host, done = [], []
         for _ in range(rounds):
+            if cuda:
+                torch.cuda.synchronize()
             t0 = time.perf_counter()
-            fn(mask, seq_lens, n)
-            times.append((time.perf_counter() - t0) * 1e6)
-        row[name] = {"ops": c.ops, "p50_us": round(float(np.median(times)), 1)}
+            fn()
+            host.append((time.perf_counter() - t0) * 1e6)
+            if cuda:
+                torch.cuda.synchronize()
+                done.append((time.perf_counter() - t0) * 1e6)
+        row[name] = {"ops": c.ops, "p50_us": round(float(np.median(host)), 1)}
+        if cuda:
+            row[name]["done_p50_us"] = round(float(np.median(done)), 1)
     return row
 
 
@@ -81,11 +91,12 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=16)
     parser.add_argument("--contexts", default="16,1024")
     parser.add_argument("--rounds", type=int, default=300)
+    parser.add_argument("--device", default="cpu", help="where the masks are built (cuda: a GPU)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    rows = [run(b, args.width, c, args.rounds) for c in map(int, args.contexts.split(","))
+    rows = [run(b, args.width, c, args.rounds, args.device) for c in map(int, args.contexts.split(","))
             for b in map(int, args.batch_sizes.split(","))]
-    print(json.dumps(stamped({"rows": rows}), indent=1))
+    print(json.dumps(stamped({"device": args.device, "rows": rows}), indent=1))
 
 
 if __name__ == "__main__":

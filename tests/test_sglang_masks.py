@@ -33,3 +33,21 @@ def test_a_batch_at_once_is_ngrams_request_by_request_mask(case):
 def test_the_mask_must_match_the_batch():
     with pytest.raises(ValueError, match="for 2 requests 3 wide"):
         full_tree_mask(torch.ones(17, dtype=torch.bool), [4, 5], 3)
+
+
+def test_the_mask_bench_runs_and_counts_each_ways_operations():
+    """bench/full_mask.py at a tiny size (what bench/gpu_run.sh runs with --device cuda): both
+    ways build the same mask (the bench asserts it), NGRAM's with 7 operations per request and 1
+    for the batch, the batched one with the same count at every batch size."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).resolve().parents[1] / "bench" / "full_mask.py"
+    out = subprocess.run([sys.executable, str(bench), "--batch-sizes", "2,5", "--width", "3", "--contexts", "8",
+                          "--rounds", "2"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)["rows"]
+    assert [r["per_request"]["ops"] for r in rows] == [7 * 2 + 1, 7 * 5 + 1]
+    assert rows[0]["batched"]["ops"] == rows[1]["batched"]["ops"] < rows[1]["per_request"]["ops"]
