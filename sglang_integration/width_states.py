@@ -16,6 +16,7 @@ import numpy as np
 
 from sglang_integration.config import PluginConfig
 from sglang_integration.drafts import RequestView
+from sglang_integration.masks import full_tree_mask
 from sglang_integration.widths import MenuPolicy, StepClock, widen, width_menu
 
 log = logging.getLogger("sssd.sglang")
@@ -31,8 +32,10 @@ class PerBatchWidths:
     def _set_up_widths(self, config: PluginConfig) -> None:
         """The launch width is the widest (KV reservation, relay stride, startup graphs);
         with per-batch widths every menu width gets its own graphs at init_cuda_graphs."""
+        import sglang.srt.speculative.ngram_worker as ngram
         from sglang.srt.speculative.adaptive_runtime_state import AdaptiveController
 
+        self._ngram = ngram  # NGRAM's module: its full-mask flag, read and set every decode step
         self.w_max = self.draft_token_num
         self.menu = width_menu(self.w_max, config.speculator.planner.widths) if config.per_batch_widths \
             else (self.w_max,)
@@ -82,10 +85,7 @@ class PerBatchWidths:
         self.model_runner.decode_cuda_graph_runner = state.target_graph_runner
 
     def _prepare_for_speculative_decoding(self, batch):
-        import sglang.srt.speculative.ngram_worker as ngram
-
-        from sglang_integration.masks import full_tree_mask
-
+        ngram = self._ngram
         decode = batch.forward_mode.is_decode()
         if decode:  # draft first: the drafts decide the step's width
             drafts, mask, width = self._draft_step(batch)
