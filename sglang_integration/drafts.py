@@ -28,7 +28,8 @@ class RequestView(NamedTuple):
     one is built per request per step, on the critical path (~0.2 µs against ~1 µs for a frozen
     dataclass). The request's output is ``output`` then ``relayed``: SGLang's own output_ids is
     read where it is, never copied (copying sglang 0.5.23's array("q") per request per step cost
-    O(output length): about 24 µs at 1,024 tokens; BENCHMARKS.md, "The relayed tokens without a
+    O(output length): 24 µs per request at 1,024 tokens, the median of 3 runs of
+    bench/relay_views.py on the 2-core Intel Xeon VM; BENCHMARKS.md, "The relayed tokens without a
     copy of the output"). So the sequences must not change from the ``drafts`` call that is given
     the view to the ``prefetch`` after it (in SGLang both run inside one ``run_batch``, before
     result processing appends to output_ids)."""
@@ -71,7 +72,7 @@ def relayed_views(views: Sequence[RequestView], prev_tokens: list[int], prev_len
                                            committed[i] if committed is not None else None)
         if not aligned:
             misaligned.append(i)
-        out.append(RequestView(rid, prompt, output, relayed))  # (a third of _replace's cost)
+        out.append(RequestView(rid, prompt, output, relayed))  # (cheaper than _replace)
     return out, misaligned
 
 

@@ -5,7 +5,7 @@ NGRAM's verification on a GPU hands the attention backend the "full" custom mask
 with seq_len s_i and width n, its n rows of s_i + n columns, [ones(n, s_i) ‖ tree_mask_i], flattened
 and concatenated over the batch. NGRAM builds it per request (``ngram_worker.py`` 355-370, whose
 comment there notes the cost): a ``torch.ones`` on the device, a host-to-device copy of that request's
-n x n mask, a ``cat`` and a cast, about four launches per request, on the step's critical path
+n x n mask, a ``cat`` and a cast, 7 tensor operations per request, on the step's critical path
 after the drafts. ``full_tree_mask`` builds the same tensor from the n x n masks NGRAM has already
 copied to the device, in 19 tensor operations for the whole batch (bench/full_mask.py).
 """

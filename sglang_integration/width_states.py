@@ -94,7 +94,7 @@ class PerBatchWidths:
                 self.adaptive_controller.activate_step_by_batch(len(batch.reqs))
             self._staged = (drafts, mask)
         # on a GPU NGRAM builds the attention's full mask request by request (ngram_worker.py
-        # 326-332, 355-370: about four launches per request); it is built below in a fixed few
+        # 326-332, 355-370: 7 tensor operations per request); it is built below in 19 for the batch
         flag = ngram.USE_FULL_MASK
         full = decode and flag and not ngram._is_cpu
         ngram.USE_FULL_MASK = flag and not full
@@ -218,8 +218,9 @@ def widen_result(result, bs: int, width: int, w_max: int, verify: bool):
 def share_from_rank0(drafts, mask, bs: int, width: int | None, group, max_width: int):
     """Identical drafts on every tensor-parallel rank: rank 0's (drafts, mask, width), the other
     ranks passing None for all three, in one broadcast on the CPU group (on the critical path:
-    three broadcasts, the width first, kept a receiving rank 0.7 ms against 0.3 for one on the
-    2-core box; BENCHMARKS.md, "Rank 0's drafts to the other ranks in one broadcast").
+    three broadcasts, the width first, kept a receiving rank 753 / 730 µs against 282 / 282 for
+    one at batch 16, worst / median of 3 runs of bench/tp_broadcast.py on the 2-core Intel Xeon VM;
+    BENCHMARKS.md, "Rank 0's drafts to the other ranks in one broadcast").
 
     The message is [width: int64][drafts: int32, bs * max_width][mask: bits, bs * max_width^2],
     sized by the launch width ``max_width`` (no step is wider), which every rank knows before it

@@ -95,8 +95,9 @@ class Speculator:
     def start(self, request_id, prompt, output=()) -> None:
         """Register a request with its prompt (and any output it already has, e.g. from prefill).
         A long prompt is indexed in a background thread; until it is, the request drafts nothing."""
-        # each through the buffer protocol where it has one (numpy arrays, sglang's array("q")):
-        # a 32K-token prompt in 12 µs, against 1 ms through Python ints (at a request's first step)
+        # each through the buffer protocol where it has one (numpy arrays, sglang's array("q")), not
+        # through Python ints: admitting a 32K-token array("q") prompt took 1,055 / 1,037 µs that way,
+        # 122 / 100 now (worst / median of 3, bench/admit_cost.py; BENCHMARKS.md, "A request's admission")
         tokens = np.concatenate([np.asarray(prompt, dtype=np.int32), np.asarray(output, dtype=np.int32)])
         builder = None
         if 0 < self.config.background_index_tokens <= tokens.shape[0]:
