@@ -232,6 +232,11 @@ class BatchDrafter:
             if self._state.pop(rid, None) is not None:
                 self.spec.finish(rid, feed_back=False)
 
+    def clear(self) -> None:
+        """Drop every request, feeding nothing back (``drop``; a request that comes back is
+        admitted again)."""
+        self.drop(list(self._state))
+
     def finished(self, rid: str, output) -> bool:
         """A request finished with exactly ``output`` (through its stop token): its generation
         goes back to the datastore once, however often this is called. True if it was sent."""

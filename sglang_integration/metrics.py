@@ -24,6 +24,17 @@ class WorkerMetrics:
         self.misaligned = Counter("sssd_relay_misaligned",
                                   "overlap mode: relayed tokens the sequence length contradicts", registry=registry)
         self._warned_misaligned = False
+        self.forgotten = Counter("sssd_requests_forgotten",
+                                 "requests that left decoding without a finish notice (retracted, then aborted "
+                                 "while waiting, or waiting through a cache flush): their output is not fed back",
+                                 registry=registry)
+        self._forgotten = 0
+
+    def observe_forgotten(self, total: int) -> None:
+        """The worker's LiveRequests.forgotten, a running total."""
+        if total > self._forgotten:
+            self.forgotten.inc(total - self._forgotten)
+            self._forgotten = total
 
     def relays_unaligned(self) -> None:
         """Overlap mode without the batch's sequence lengths: relayed tokens appended unchecked."""

@@ -134,7 +134,7 @@ class PerBatchWidths:
             views = [RequestView(req.rid, req.origin_input_ids_unpadded, req.output_ids) for req in batch.reqs]
             if use_prev:
                 views = self._with_relayed(batch, views, stride)
-            self._reqs.update((req.rid, req) for req in batch.reqs)
+            self._reqs.update(batch.reqs)
             drafts, mask = self.drafter.drafts(views, last_step_s=last_step)
             width = self.drafter.last_width
             self.clock.drafting_took(time.perf_counter() - start)

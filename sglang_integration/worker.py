@@ -14,6 +14,7 @@ import logging
 
 from sglang_integration.config import PluginConfig
 from sglang_integration.drafts import BatchDrafter, relayed_views
+from sglang_integration.live_requests import LiveRequests
 from sglang_integration.metrics import WorkerMetrics
 from sglang_integration.width_states import PerBatchWidths
 
@@ -103,8 +104,9 @@ def worker_class():
         critical path, then the step's width activated), ``_prepare_draft_tokens`` (hands them to
         NGRAM's preparation), ``_update_ngram_corpus`` (right after the verify launch: the
         datastore prefetch), ``note_request_finished`` (result processing: the generation goes
-        back, once); for per-batch widths, ``init_cuda_graphs`` (a runtime state per menu width,
-        after SGLang captured the launch width's), the ``AdaptiveSpecWorker`` protocol
+        back, once), ``clear_cache_pool`` (a flush while idle: every request's state dropped);
+        for per-batch widths, ``init_cuda_graphs`` (a runtime state per menu width, after SGLang
+        captured the launch width's), the ``AdaptiveSpecWorker`` protocol
         (``build_adaptive_runtime_state``, ``apply_runtime_state``), ``_init_preallocated_tensors``
         (buffer views per width) and ``forward_batch_generation`` (outputs padded to the launch
         width's stride)."""
@@ -121,7 +123,7 @@ def worker_class():
             self._set_up_widths(self.sssd_config)
             hf = target_worker.model_runner.model_config.hf_config
             self.drafter = None
-            self._reqs: dict = {}  # rid -> the scheduler's Req, for its output at finish
+            self._reqs = LiveRequests()  # rid -> the scheduler's Req, for its output at finish
             if self.tp_rank == 0:  # rank 0 alone drafts and talks to the datastore
                 self.drafter = build_drafter(self.sssd_config, self.w_max, hf.vocab_size,
                                              hf.to_dict() if hasattr(hf, "to_dict") else None,
@@ -149,17 +151,26 @@ def worker_class():
             return views
 
         def _update_ngram_corpus(self, batch):
-            # Runs right after the verify launch, while the GPU is busy: SSSD's outcome prefetch
-            # for the next step goes here (the local index itself is fed at the next draft).
+            # right after the verify launch, beside the GPU: the next step's outcome prefetch
             if self.tp_rank == 0:
-                self.drafter.drop(self._prev_decode_rids - {req.rid for req in batch.reqs})
+                current = {req.rid for req in batch.reqs}
+                self.drafter.drop(self._prev_decode_rids - current)
                 self.drafter.prefetch([req.rid for req in batch.reqs])
+                self._reqs.departed(current, self._prev_decode_rids - current)
+                self.metrics.observe_forgotten(self._reqs.forgotten)
+
+        def clear_cache_pool(self):
+            # only while nothing decodes (a weight update, /flush_cache); NGRAM forgets the last
+            # batch's rids, so drop every request now (one that comes back is admitted again)
+            super().clear_cache_pool()
+            if self.tp_rank == 0:
+                self.drafter.clear()
+                self._reqs.clear()
+                self.metrics.observe_forgotten(self._reqs.forgotten)
 
         def note_request_finished(self, *, rid: str, natural_stop: bool) -> None:
             super().note_request_finished(rid=rid, natural_stop=natural_stop)
-            if self.tp_rank == 0:
-                req = self._reqs.pop(rid, None)
-                if req is not None:
-                    self.drafter.finished(rid, req.output_ids_through_stop)
+            if self.tp_rank == 0 and (req := self._reqs.pop(rid)) is not None:
+                self.drafter.finished(rid, req.output_ids_through_stop)
 
     return SSSDWorker

@@ -72,6 +72,7 @@ def make_worker(rank, overlap, width=4, per_batch=False):
     from client_sdk.drafting.speculator import Speculator
     from sglang_integration.config import PluginConfig
     from sglang_integration.drafts import BatchDrafter
+    from sglang_integration.live_requests import LiveRequests
     from sglang_integration.worker import parallel_rank_and_group, worker_class
 
     cls = worker_class()
@@ -80,7 +81,7 @@ def make_worker(rank, overlap, width=4, per_batch=False):
     w.speculative_num_draft_tokens = width
     w.tp_rank, w.tp_group = parallel_rank_and_group()
     w._set_up_widths(PluginConfig(per_batch_widths=per_batch))
-    w._reqs, w.drafter, sink = {}, None, Sink()
+    w._reqs, w.drafter, sink = LiveRequests(), None, Sink()
     if w.tp_rank == 0:
         from sglang_integration.metrics import WorkerMetrics
 
@@ -198,6 +199,46 @@ def full_mask_scenario(rank):
     return {"steps": steps}
 
 
+def lifecycle_scenario(rank):
+    """Requests that leave the decode batch without a finish notice, through the real class's
+    hooks as NGRAM's forward_batch_generation calls them (sync mode): the Req is held a few steps
+    for a late finish notice, then dropped; a cache flush drops everything; a request that comes
+    back afterwards is admitted again with its whole context and fed back at its finish."""
+    from prometheus_client import REGISTRY
+
+    from sglang_integration.live_requests import LiveRequests
+    from sglang_integration.worker import NoCorpus
+
+    w, sink = make_worker(rank, overlap=False)
+    w.ngram_corpus = NoCorpus()  # (NGRAMWorker.__init__'s; its clear_cache_pool resets it)
+    w._reqs = LiveRequests(grace_steps=3)
+    a, b = Req("a", [5, 6, 7, 8, 5, 6, 7], [8]), Req("b", [1, 2, 3, 1, 2], [3])
+    out = {"held": [], "drafting": []}
+
+    def step(reqs):
+        batch = Batch(reqs)
+        w._prepare_draft_tokens(batch)
+        w._update_ngram_corpus(batch)  # (NGRAM's forward sets _prev_decode_rids right after)
+        w._prev_decode_rids = {r.rid for r in reqs}
+        for r in reqs:
+            r.output_ids = r.output_ids + [r.output_ids[-1] + 1]
+
+    for reqs in ([a, b], [a], [a], [a], [a], [a, b]):  # b leaves at step 2 (retracted), back at step 6
+        step(reqs)
+        out["held"].append(sorted(rid for rid in "ab" if rid in w._reqs))
+        out["drafting"].append(sorted(w.drafter._state))
+        out.setdefault("forgotten_by_step", []).append(REGISTRY.get_sample_value("sssd_requests_forgotten_total"))
+    w.clear_cache_pool()
+    out["after_flush"] = [len(w._reqs), sorted(w.drafter._state), sorted(w.drafter.spec._requests)]
+    out["forgotten"] = REGISTRY.get_sample_value("sssd_requests_forgotten_total")
+    step([b])  # b decodes again after the flush
+    out["b_context"] = list(b.origin_input_ids_unpadded) + list(b.output_ids[:-1])  # (step appended one more)
+    out["b_indexed"] = w.drafter.spec._requests["b"].index().tokens.tolist()
+    w.note_request_finished(rid="b", natural_stop=True)
+    out["fed_back"] = sink.sent
+    return out
+
+
 def main():
     rank, size, store, scenario = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     from sglang.srt.distributed.parallel_state import GroupCoordinator
@@ -208,8 +249,8 @@ def main():
                              group_name="tp")
     out = {"rank": rank}
     with get_parallel().override(tp_rank=rank, tp_size=size, tp_group=group):
-        if scenario in ("widths", "full-mask"):
-            run = widths_scenario if scenario == "widths" else full_mask_scenario
+        if scenario in ("widths", "full-mask", "lifecycle"):
+            run = {"widths": widths_scenario, "full-mask": full_mask_scenario, "lifecycle": lifecycle_scenario}[scenario]
             print(json.dumps({"rank": rank, **run(rank)}), flush=True)
             dist.destroy_process_group()
             return
