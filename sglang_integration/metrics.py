@@ -7,6 +7,8 @@ import logging
 
 from prometheus_client import REGISTRY, Counter
 
+from sglang_integration.live_requests import GRACE_STEPS
+
 log = logging.getLogger("sssd.sglang")
 
 OUTCOMES = ("used", "late", "failed", "skipped_open", "misaligned")
@@ -25,8 +27,8 @@ class WorkerMetrics:
                                   "overlap mode: relayed tokens the sequence length contradicts", registry=registry)
         self._warned_misaligned = False
         self.forgotten = Counter("sssd_requests_forgotten",
-                                 "requests that left decoding without a finish notice (retracted, then aborted "
-                                 "while waiting, or waiting through a cache flush): their output is not fed back",
+                                 "requests no longer held without a finish notice: out of the decode batch for "
+                                 f"{GRACE_STEPS} steps (retracted; one that returns is held again) or at a cache flush",
                                  registry=registry)
         self._forgotten = 0
 
