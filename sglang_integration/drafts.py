@@ -234,8 +234,9 @@ class BatchDrafter:
 
     def clear(self) -> None:
         """Drop every request, feeding nothing back (``drop``; a request that comes back is
-        admitted again)."""
+        admitted again), and any plain step's requests still to sync (which would admit them)."""
         self.drop(list(self._state))
+        self._deferred = []
 
     def finished(self, rid: str, output) -> bool:
         """A request finished with exactly ``output`` (through its stop token): its generation

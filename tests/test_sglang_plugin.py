@@ -222,6 +222,23 @@ def test_adaptive_plain_steps_defer_their_bookkeeping(calls_prefetch):
     assert spec._requests["a"].index().tokens.tolist() == text + out[:-4]
 
 
+def test_clear_drops_every_request_and_a_plain_steps_pending_sync():
+    """A cache flush's clear(): every request dropped, nothing fed back; a plain step's requests,
+    whose sync was left for prefetch, are not admitted again by it; one that decodes again is
+    admitted with its whole context."""
+    sink = []
+    spec = Speculator(SpeculatorConfig(), planner=ScriptedPlanner([0, 7]))
+    spec.feedback = type("Sink", (), {"submit": lambda self, rid, toks: sink.append(rid), "close": lambda self: None})()
+    drafter = BatchDrafter(spec, width=8, vocab_size=100, adaptive=True)
+    drafter.admit(RequestView("b", [1, 2, 3], [4]))
+    drafter.drafts([RequestView("a", [5, 6, 7, 8], [5, 6])])  # a plain step: its sync waits for prefetch
+    drafter.clear()
+    drafter.prefetch(["a"])
+    assert "a" not in spec and "b" not in spec and not drafter._state and sink == []
+    drafter.drafts([RequestView("a", [5, 6, 7, 8], [5, 6, 7])])
+    assert spec._requests["a"].index().tokens.tolist() == [5, 6, 7, 8, 5, 6, 7]
+
+
 def test_a_width_probed_without_drafts_is_filler_at_that_width():
     """A plan of no drafts at a wider width (an idle planner's cost probe) emits the roots and
     distinct filler children at that width, drafts and looks up nothing, learns nothing from
