@@ -1,7 +1,12 @@
 """Finished generations flow back to the datastore in the background, batched.
 
 Bounded: when the datastore is down the oldest pending generations are dropped (counted),
-never the decode loop blocked. Every generation gets its own document id,
+never the decode loop blocked. A queued generation is held as int32, 4 bytes a token: a list of
+Python ints took 40, and making one cost the SGLang worker's scheduler thread 3,458 / 3,180 µs
+for a 32K-token generation against 67 / 53 µs now (worst / median of 3 runs of
+bench/feedback_submit.py on the 2-core Intel Xeon VM; BENCHMARKS.md, "Finished generations
+queued as int32"). The queue holds at most ``max_pending`` generations and ``max_pending_tokens``
+tokens. Every generation gets its own document id,
 ``<worker>/<n>-<request>`` (n counts this sink's submissions), so a resent batch is
 idempotent on the service side and two generations never share an id, even when request ids
 repeat. An id the service reports as a conflict (stored with other tokens, e.g. by another
@@ -17,6 +22,7 @@ import threading
 import time
 
 import grpc
+import numpy as np
 
 from client_sdk.transport.remote import DatastoreClient
 
@@ -26,12 +32,17 @@ log = logging.getLogger("sssd.sdk.feedback")
 class FeedbackSink:
     def __init__(self, client: DatastoreClient, namespace: str, worker_id: str, batch: int = 32,
                  interval_s: float = 1.0, max_pending: int = 10_000, min_tokens: int = 8,
-                 owns_client: bool = False) -> None:
-        """owns_client: ``close()`` closes the client too (one made for feedback alone)."""
+                 owns_client: bool = False, max_pending_tokens: int = 16 << 20) -> None:
+        """owns_client: ``close()`` closes the client too (one made for feedback alone);
+        max_pending_tokens: the queue's token bound (16M: 64 MB while the datastore is away; the
+        newest generation is kept even when it alone is larger)."""
         self.client, self.namespace, self.worker_id = client, namespace, worker_id
         self.owns_client = owns_client
         self.batch, self.interval_s, self.min_tokens = batch, interval_s, min_tokens
-        self._queue: collections.deque = collections.deque(maxlen=max_pending)
+        self.max_pending, self.max_pending_tokens = max_pending, max_pending_tokens
+        self._queue: collections.deque = collections.deque()
+        self._queued_tokens = 0
+        self._lock = threading.Lock()  # the queue and its token count: submit's thread against the sender's
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.sent = self.dropped = self.failed = self.conflicts = 0
@@ -43,12 +54,24 @@ class FeedbackSink:
         """Queue a finished generation (its output tokens); never blocks."""
         if len(tokens) < self.min_tokens:
             return
-        if len(self._queue) == self._queue.maxlen:
-            self.dropped += 1
-        self._queue.append((f"{self.worker_id}/{self._submitted}-{request_id}", list(map(int, tokens))))
+        doc = (f"{self.worker_id}/{self._submitted}-{request_id}", np.array(tokens, dtype=np.int32))  # a private copy
         self._submitted += 1
-        if len(self._queue) >= self.batch:
+        with self._lock:
+            self._queue.append(doc)
+            self._queued_tokens += doc[1].shape[0]
+            while len(self._queue) > self.max_pending or (self._queued_tokens > self.max_pending_tokens
+                                                          and len(self._queue) > 1):
+                self._queued_tokens -= self._queue.popleft()[1].shape[0]
+                self.dropped += 1
+            queued = len(self._queue)
+        if queued >= self.batch:
             self._wake.set()
+
+    def _take(self, n: int) -> list:
+        with self._lock:
+            docs = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
+            self._queued_tokens -= sum(d[1].shape[0] for d in docs)
+        return docs
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -62,7 +85,7 @@ class FeedbackSink:
             left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
             if left <= 0:
                 return False
-            docs = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
+            docs = self._take(self.batch)
             try:
                 reply = self.client.ingest(self.namespace, docs, timeout_s=left)
                 conflicts = list(reply.conflict_ids)
@@ -84,10 +107,10 @@ class FeedbackSink:
         self._wake.set()
         self._thread.join(timeout=timeout_s)
         self.flush(deadline)
-        if self._queue:
-            self.dropped += len(self._queue)
+        left = self._take(len(self._queue))
+        if left:
+            self.dropped += len(left)
             log.warning("feedback: %d finished generations not sent at close (datastore unreachable or slow); "
-                        "%d sent, %d failed, %d dropped in all", len(self._queue), self.sent, self.failed, self.dropped)
-            self._queue.clear()
+                        "%d sent, %d failed, %d dropped in all", len(left), self.sent, self.failed, self.dropped)
         if self.owns_client:
             self.client.close()
