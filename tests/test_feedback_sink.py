@@ -5,6 +5,7 @@ test_sdk_remote.py)."""
 from array import array
 from types import SimpleNamespace
 
+import grpc
 import numpy as np
 import pytest
 
@@ -20,8 +21,13 @@ class Recorder:
         return SimpleNamespace(conflict_ids=[])
 
 
-def sink(client, **kw):
-    return FeedbackSink(client, "ns", "w", batch=1000, interval_s=3600, min_tokens=1, **kw)
+def sink(client, batch=1000, **kw):
+    """A sink whose sender thread has stopped: the test calls flush itself."""
+    s = FeedbackSink(client, "ns", "w", batch=batch, interval_s=3600, min_tokens=1, **kw)
+    s._stop.set()
+    s._wake.set()
+    s._thread.join()
+    return s
 
 
 @pytest.mark.parametrize("sizes, max_pending, max_tokens, kept, dropped", [
@@ -54,3 +60,87 @@ def test_a_queued_generation_is_its_own_int32_copy():
     assert all(d[1].dtype == np.int32 for d in s._queue)  # 4 bytes a token
     s.close()
     assert client.docs == [("w/0-a", [7, 8, 9, 128_000]), ("w/1-b", [1, 2, 3])] and s.sent == 2
+
+
+class Failure(grpc.RpcError):
+    def __init__(self, code):
+        self._code = code
+
+    def code(self):
+        return self._code
+
+
+class Flaky(Recorder):
+    """Fails its first calls with the given codes (None: that call succeeds), then records;
+    ``during`` runs inside a call."""
+
+    def __init__(self, *codes, during=None):
+        super().__init__()
+        self.codes, self.during = list(codes), during
+
+    def ingest(self, namespace, docs, timeout_s=None):
+        if self.during is not None:
+            self.during()
+        code = self.codes.pop(0) if self.codes else None
+        if code is not None:
+            raise Failure(code)
+        return super().ingest(namespace, docs, timeout_s)
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED])
+def test_a_batch_the_datastore_did_not_take_is_sent_again_in_order(code):
+    client = Flaky(code, code)
+    s = sink(client, batch=2)
+    for i in range(3):
+        s.submit(str(i), [i, i])
+    for _ in range(2):  # the datastore away twice: nothing lost, nothing reordered
+        assert not s.flush()
+        assert [d[0] for d in s._queue] == ["w/0-0", "w/1-1", "w/2-2"]
+    assert (s.failed, s.resends, s._queued_tokens) == (0, 2, 6)
+    assert s.flush()
+    assert [d[0] for d in client.docs] == ["w/0-0", "w/1-1", "w/2-2"] and s.sent == 3
+    s.close()
+
+
+@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED])
+def test_a_batch_refused_for_another_reason_is_dropped_and_counted(code):
+    client = Flaky(code)
+    s = sink(client, batch=2)
+    for i in range(3):
+        s.submit(str(i), [i, i])
+    assert not s.flush()
+    assert (s.failed, s.resends, len(s._queue)) == (2, 0, 1)
+    assert s.flush() and [d[0] for d in client.docs] == ["w/2-2"]
+    s.close()
+
+
+def test_a_batch_put_back_keeps_the_bounds_and_the_newest_generations():
+    s, more = None, [("3", [3, 3]), ("4", [4, 4])]
+
+    def meanwhile():  # the worker finishes two more requests while the first call is out
+        while more:
+            s.submit(*more.pop(0))
+
+    client = Flaky(grpc.StatusCode.UNAVAILABLE, during=meanwhile)
+    s = sink(client, batch=2, max_pending=3)
+    for i in range(3):
+        s.submit(str(i), [i, i])
+    assert not s.flush()
+    assert s.dropped == 2 and s._queued_tokens == 6  # the two put back were the oldest
+    assert s.flush() and [d[0] for d in client.docs] == ["w/2-2", "w/3-3", "w/4-4"]
+    s.close()
+
+
+def test_a_run_of_failures_is_warned_about_once_and_its_end_is_logged(caplog):
+    code = grpc.StatusCode.UNAVAILABLE
+    client = Flaky(code, code, None, code)
+    s = sink(client, batch=1)
+    s.submit("a", [1, 1])
+    with caplog.at_level("INFO", logger="sssd.sdk.feedback"):
+        assert not s.flush() and not s.flush()
+        assert caplog.text.count("kept to send again") == 1
+        assert s.flush() and "takes generations again (2 failed calls resent)" in caplog.text
+        s.submit("b", [2, 2])
+        assert not s.flush()
+        assert caplog.text.count("kept to send again") == 2  # a new run of failures
+    s.close(timeout_s=0.1)

@@ -300,6 +300,31 @@ def test_feedback_counts_a_conflicting_id_and_keeps_the_rest(live, caplog):
     assert "already stored with other tokens" in caplog.text
 
 
+def test_feedback_while_the_datastore_restarts_loses_nothing(tmp_path):
+    """Generations finished while the datastore is down wait in the sink and reach it once it
+    is back on the same address (the failed batch is sent again, not dropped)."""
+    db = str(tmp_path / "f.db")
+    server = EmbeddedServer(ServerConfig.of(db=db, port=0)).start()
+    port = server.server.port
+    client = DatastoreClient(server.address, timeout_s=2)
+    client.create_namespace("ns", 100)
+    server.stop()
+    sink = FeedbackSink(client, "ns", "w4", batch=2, interval_s=0.1, min_tokens=1)
+    for i in range(5):
+        sink.submit(str(i), [i + 1, i + 2, i + 3])
+    deadline = time.monotonic() + 10
+    while sink.resends < 2 and time.monotonic() < deadline:  # the sender has tried, and tried again
+        time.sleep(0.05)
+    assert sink.resends >= 2 and (sink.sent, sink.failed, sink.dropped) == (0, 0, 0)
+    server = EmbeddedServer(ServerConfig.of(db=db, port=port)).start()
+    sink.close(timeout_s=10)
+    assert (sink.sent, sink.failed, sink.dropped) == (5, 0, 0)
+    ns = server.server.servicer.ds.namespace("ns")
+    assert all(ns.has_document(f"w4/{i}-{i}") for i in range(5))
+    client.close()
+    server.stop()
+
+
 def test_asyncio_client(server):
     from client_sdk.transport.aio import AsyncDatastoreClient
 

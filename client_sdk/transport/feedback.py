@@ -1,12 +1,13 @@
 """Finished generations flow back to the datastore in the background, batched.
 
 Bounded: when the datastore is down the oldest pending generations are dropped (counted),
-never the decode loop blocked. A queued generation is held as int32, 4 bytes a token: a list of
-Python ints took 40, and making one cost the SGLang worker's scheduler thread 3,458 / 3,180 µs
-for a 32K-token generation against 67 / 53 µs now (worst / median of 3 runs of
+never the decode loop blocked; a batch whose Ingest failed because the datastore was away or
+slow goes back to the queue and is sent again (``RESEND``). The queue holds at most
+``max_pending`` generations and ``max_pending_tokens`` tokens, each generation as int32, 4 bytes
+a token: a list of Python ints took 40, and making one cost the SGLang worker's scheduler thread
+3,458 / 3,180 µs for a 32K-token generation against 67 / 53 µs now (worst / median of 3 runs of
 bench/feedback_submit.py on the 2-core Intel Xeon VM; BENCHMARKS.md, "Finished generations
-queued as int32"). The queue holds at most ``max_pending`` generations and ``max_pending_tokens``
-tokens. Every generation gets its own document id,
+queued as int32"). Every generation gets its own document id,
 ``<worker>/<n>-<request>`` (n counts this sink's submissions), so a resent batch is
 idempotent on the service side and two generations never share an id, even when request ids
 repeat. An id the service reports as a conflict (stored with other tokens, e.g. by another
@@ -28,6 +29,12 @@ from client_sdk.transport.remote import DatastoreClient
 
 log = logging.getLogger("sssd.sdk.feedback")
 
+# an Ingest that failed with one of these goes back to the queue's front and is sent again (each
+# document's id makes a resend idempotent, also after a deadline the service met); any other
+# failure drops the batch, counted in ``failed`` (RESOURCE_EXHAUSTED too: a batch over the
+# service's caps would fail again and hold up the queue behind it)
+RESEND = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED})
+
 
 class FeedbackSink:
     def __init__(self, client: DatastoreClient, namespace: str, worker_id: str, batch: int = 32,
@@ -46,6 +53,8 @@ class FeedbackSink:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.sent = self.dropped = self.failed = self.conflicts = 0
+        self.resends = 0  # failed Ingest calls whose batch was kept to send again
+        self._failing = False  # the last Ingest failed (warned once per run of failures)
         self._submitted = 0
         self._thread = threading.Thread(target=self._run, name="sssd-feedback", daemon=True)
         self._thread.start()
@@ -59,13 +68,23 @@ class FeedbackSink:
         with self._lock:
             self._queue.append(doc)
             self._queued_tokens += doc[1].shape[0]
-            while len(self._queue) > self.max_pending or (self._queued_tokens > self.max_pending_tokens
-                                                          and len(self._queue) > 1):
-                self._queued_tokens -= self._queue.popleft()[1].shape[0]
-                self.dropped += 1
+            self._trim()
             queued = len(self._queue)
         if queued >= self.batch:
             self._wake.set()
+
+    def _trim(self) -> None:
+        """Drop the oldest generations beyond the bounds (the newest is kept); under the lock."""
+        while len(self._queue) > self.max_pending or (self._queued_tokens > self.max_pending_tokens
+                                                      and len(self._queue) > 1):
+            self._queued_tokens -= self._queue.popleft()[1].shape[0]
+            self.dropped += 1
+
+    def _put_back(self, docs: list) -> None:
+        with self._lock:
+            self._queue.extendleft(reversed(docs))
+            self._queued_tokens += sum(d[1].shape[0] for d in docs)
+            self._trim()
 
     def _take(self, n: int) -> list:
         with self._lock:
@@ -88,6 +107,9 @@ class FeedbackSink:
             docs = self._take(self.batch)
             try:
                 reply = self.client.ingest(self.namespace, docs, timeout_s=left)
+                if self._failing:
+                    log.info("feedback: the datastore takes generations again (%d failed calls resent)", self.resends)
+                    self._failing = False
                 conflicts = list(reply.conflict_ids)
                 self.sent += len(docs) - len(conflicts)
                 if conflicts:
@@ -95,8 +117,17 @@ class FeedbackSink:
                     log.warning("feedback: %d document id(s) already stored with other tokens, not stored: %s",
                                 len(conflicts), ", ".join(conflicts[:3]) + (" ..." if len(conflicts) > 3 else ""))
             except grpc.RpcError as exc:
-                self.failed += len(docs)
-                log.warning("feedback ingest of %d generations failed: %s", len(docs), exc.code().name)
+                resend = exc.code() in RESEND
+                if resend:
+                    self._put_back(docs)
+                    self.resends += 1
+                else:
+                    self.failed += len(docs)
+                if not self._failing or not resend:
+                    log.warning("feedback ingest of %d generations failed: %s; %s", len(docs), exc.code().name,
+                                "kept to send again (warned once until it works again; counted in resends)"
+                                if resend else "dropped (counted in failed)")
+                self._failing = True
                 return False
         return True
 
@@ -106,7 +137,8 @@ class FeedbackSink:
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=timeout_s)
-        self.flush(deadline)
+        while not self.flush(deadline) and self._queue and time.monotonic() < deadline:
+            time.sleep(0.05)  # a batch the datastore did not take was put back: try again until the deadline
         left = self._take(len(self._queue))
         if left:
             self.dropped += len(left)
