@@ -49,6 +49,31 @@ def test_the_queue_keeps_the_newest_generations_within_both_bounds(sizes, max_pe
     s.close()
 
 
+class Calls(Recorder):
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def ingest(self, namespace, docs, timeout_s=None):
+        self.calls.append([len(t) for _, t in docs])
+        return super().ingest(namespace, docs, timeout_s)
+
+
+@pytest.mark.parametrize("sizes, batch, batch_tokens, calls", [
+    ([3, 3, 3], 10, 6, [[3, 3], [3]]),  # the token cap ends a batch
+    ([3, 3, 3], 10, 5, [[3], [3], [3]]),
+    ([3, 3, 3, 3], 2, 100, [[3, 3], [3, 3]]),  # the generation cap
+    ([9, 2, 2], 10, 5, [[9], [2, 2]]),  # one over the cap goes alone
+])
+def test_an_ingest_carries_at_most_batch_generations_and_batch_tokens(sizes, batch, batch_tokens, calls):
+    client = Calls()
+    s = sink(client, batch=batch, batch_tokens=batch_tokens)
+    for i, n in enumerate(sizes):
+        s.submit(str(i), list(range(n)))
+    assert s.flush() and client.calls == calls and s._queued_tokens == 0
+    s.close()
+
+
 def test_a_queued_generation_is_its_own_int32_copy():
     client = Recorder()
     s = sink(client)

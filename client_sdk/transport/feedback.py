@@ -39,13 +39,15 @@ RESEND = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEED
 class FeedbackSink:
     def __init__(self, client: DatastoreClient, namespace: str, worker_id: str, batch: int = 32,
                  interval_s: float = 1.0, max_pending: int = 10_000, min_tokens: int = 8,
-                 owns_client: bool = False, max_pending_tokens: int = 16 << 20) -> None:
+                 owns_client: bool = False, max_pending_tokens: int = 16 << 20, batch_tokens: int = 4 << 20) -> None:
         """owns_client: ``close()`` closes the client too (one made for feedback alone);
         max_pending_tokens: the queue's token bound (16M: 64 MB while the datastore is away; the
-        newest generation is kept even when it alone is larger)."""
+        newest generation is kept even when it alone is larger); batch_tokens: the most tokens
+        one Ingest carries (4M: 16 MB, well inside gRPC's 64 MB message limit on both sides and
+        the service's 32M-token cap per call; a generation larger than that goes alone)."""
         self.client, self.namespace, self.worker_id = client, namespace, worker_id
         self.owns_client = owns_client
-        self.batch, self.interval_s, self.min_tokens = batch, interval_s, min_tokens
+        self.batch, self.batch_tokens, self.interval_s, self.min_tokens = batch, batch_tokens, interval_s, min_tokens
         self.max_pending, self.max_pending_tokens = max_pending, max_pending_tokens
         self._queue: collections.deque = collections.deque()
         self._queued_tokens = 0
@@ -86,10 +88,17 @@ class FeedbackSink:
             self._queued_tokens += sum(d[1].shape[0] for d in docs)
             self._trim()
 
-    def _take(self, n: int) -> list:
+    def _take(self, n: int, max_tokens: int | None = None) -> list:
+        """The oldest n generations at most, of max_tokens at most together (but at least one)."""
+        docs, tokens = [], 0
         with self._lock:
-            docs = [self._queue.popleft() for _ in range(min(n, len(self._queue)))]
-            self._queued_tokens -= sum(d[1].shape[0] for d in docs)
+            while self._queue and len(docs) < n:
+                size = self._queue[0][1].shape[0]
+                if docs and max_tokens is not None and tokens + size > max_tokens:
+                    break
+                docs.append(self._queue.popleft())
+                tokens += size
+            self._queued_tokens -= tokens
         return docs
 
     def _run(self) -> None:
@@ -104,7 +113,7 @@ class FeedbackSink:
             left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
             if left <= 0:
                 return False
-            docs = self._take(self.batch)
+            docs = self._take(self.batch, self.batch_tokens)
             try:
                 reply = self.client.ingest(self.namespace, docs, timeout_s=left)
                 if self._failing:
