@@ -395,6 +395,26 @@ def test_arena_reuses_the_slot_of_a_dropped_index():
     assert arena.arrays(0)[0][:2].tolist() == [5, 6] and len(arena) == 2
 
 
+def test_arena_lets_go_of_a_dropped_index_at_its_next_call():
+    import gc
+    import weakref
+
+    from client_sdk.drafting.local import LocalArena
+
+    arena = LocalArena()
+    a, b = LocalIndex(list(range(5000))), LocalIndex([3, 4, 3])
+    assert arena.slots([a, b]).tolist() == [0, 1]
+    arrays = [weakref.ref(x) for x in (a.buf, a.head, a.prev)]
+    del a
+    gc.collect()
+    assert all(r() is not None for r in arrays)  # held until the arena's owner thread next asks
+    assert arena.slots([b]).tolist() == [1]
+    assert all(r() is None for r in arrays) and not arena.table[0].any() and arena.arrays(0) == ()
+    assert draft_batch(arena, [b], NO_TRIES, 0, Calibration(), budget=2).tokens.tolist() == [4, 3]
+    c = LocalIndex([5, 6])
+    assert arena.slots([b, c]).tolist() == [1, 0] and arena.arrays(0)[0][:2].tolist() == [5, 6]
+
+
 def test_arena_answers_the_same_indexes_again_and_rereads_one_that_grew():
     from client_sdk.drafting.local import LocalArena
 
