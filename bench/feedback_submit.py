@@ -1,8 +1,8 @@
 """What handing a finished generation back costs the SGLang worker's scheduler thread, and what
 a queued generation holds while the datastore is away: ``BatchDrafter.finished`` (the worker's
 ``note_request_finished``: ``Speculator.submit_generation``, then ``FeedbackSink.submit``), with
-the output as sglang 0.5.23 holds it (``array("q")``). The sink's client never answers (the
-datastore down), so every generation stays queued.
+the output as sglang 0.5.23 holds it (``array("q")``). The sink's batch is never reached, so
+nothing is sent and every generation stays queued, as while the datastore is away.
 
     .venv/bin/python bench/feedback_submit.py [--output-lengths 1024,8192,32768] [--rounds 30]
 
@@ -29,7 +29,7 @@ from sssd.bench.provenance import stamped
 
 
 class Away:
-    """A datastore client whose Ingest never comes back (the sink's thread is not woken anyway)."""
+    """A datastore client the bench never calls (the sink's sender is never woken)."""
 
     def ingest(self, *args, **kwargs):
         raise AssertionError("the bench's sink sends nothing")

@@ -2,7 +2,9 @@
 of what it was handed (a fake client records what would be sent; the live-server tests are in
 test_sdk_remote.py)."""
 
+import importlib.util
 from array import array
+from pathlib import Path
 from types import SimpleNamespace
 
 import grpc
@@ -169,3 +171,16 @@ def test_a_run_of_failures_is_warned_about_once_and_its_end_is_logged(caplog):
         assert not s.flush()
         assert caplog.text.count("kept to send again") == 2  # a new run of failures
     s.close(timeout_s=0.1)
+
+
+def test_the_bench_queues_four_bytes_a_token_through_the_workers_finish():
+    """bench/feedback_submit.py at a tiny size: the worker's finish path (BatchDrafter.finished)
+    leaves 4 bytes a token queued, plus the per-generation overhead (a Python int per token
+    would be about 40)."""
+    path = Path(__file__).resolve().parents[1] / "bench" / "feedback_submit.py"
+    spec = importlib.util.spec_from_file_location("feedback_submit_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    row = bench.run(4096, 3)
+    assert row["output_tokens"] == 4096 and row["p50_us"] > 0
+    assert 4.0 <= row["queued_bytes_per_token"] < 4.5
