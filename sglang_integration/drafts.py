@@ -102,7 +102,6 @@ class BatchDrafter:
         self._last_batch = 0
         self._deferred: list[RequestView] = []  # a plain step's requests, synced in prefetch
         self._plain = False  # the last ``drafts`` was a planned plain step, not yet booked (prefetch does)
-        self._finished: dict[str, None] = {}  # rids already fed back (insertion-ordered, bounded)
         self.vocab_size = vocab_size
         self._state: dict[str, _State] = {}
 
@@ -238,14 +237,10 @@ class BatchDrafter:
         self.drop(list(self._state))
         self._deferred = []
 
-    def finished(self, rid: str, output) -> bool:
-        """A request finished with exactly ``output`` (through its stop token): its generation
-        goes back to the datastore once, however often this is called. True if it was sent."""
+    def finished(self, rid: str, output) -> None:
+        """A request finished with exactly ``output`` (through its stop token): its drafting state
+        goes and its generation goes back to the datastore. Once per finished request: the SGLang
+        worker calls it for the Req it held, which the first finish notice takes (a later request
+        that reuses the rid, as a client-chosen rid may once the first has finished, is fed back too)."""
         self.drop([rid])
-        if rid in self._finished:
-            return False
-        self._finished[rid] = None
-        while len(self._finished) > 100_000:  # bounded: ids are only repeated by recent duplicates
-            self._finished.pop(next(iter(self._finished)))
         self.spec.submit_generation(rid, output)  # (SGLang's array("q") is copied there to int32, no Python ints)
-        return True

@@ -235,6 +235,10 @@ def lifecycle_scenario(rank):
     out["b_context"] = list(b.origin_input_ids_unpadded) + list(b.output_ids[:-1])  # (step appended one more)
     out["b_indexed"] = w.drafter.spec._requests["b"].index().tokens.tolist()
     w.note_request_finished(rid="b", natural_stop=True)
+    w.note_request_finished(rid="b", natural_stop=True)  # a duplicate notice: not a second document
+    again = Req("b", [7, 7, 7], [2])  # a later request with the same (client-chosen) rid
+    step([again])
+    w.note_request_finished(rid="b", natural_stop=True)
     out["fed_back"] = sink.sent
     return out
 

@@ -98,11 +98,13 @@ def test_requests_that_leave_without_a_finish_are_not_held_forever(tmp_path):
     """A request retracted and then aborted while waiting gets no finish notice from SGLang: the
     real class holds its Req a few decode steps (for a late notice), then drops and counts it;
     SGLang's cache flush (nothing decoding) drops every request's state; a request decoding
-    again after the flush is admitted with its whole context, and its finish is fed back."""
+    again after the flush is admitted with its whole context, and its finish is fed back once; a
+    later request that reuses its rid is fed back too."""
     (rank0,) = run_ranks(tmp_path, "lifecycle", size=1)
     assert rank0["held"] == [["a", "b"], ["a", "b"], ["a", "b"], ["a", "b"], ["a"], ["a", "b"]]  # grace: 3 steps
     assert rank0["drafting"] == [["a", "b"], ["a"], ["a"], ["a"], ["a"], ["a", "b"]]  # dropped as it left
     assert rank0["forgotten_by_step"] == [0, 0, 0, 0, 1, 1]  # (Prometheus, sssd_requests_forgotten_total)
     assert rank0["after_flush"] == [0, [], []] and rank0["forgotten"] == 3
     assert rank0["b_indexed"] == rank0["b_context"]
-    assert rank0["fed_back"] == [["b", rank0["b_context"][5:] + [rank0["b_context"][-1] + 1]]]
+    # b's finish fed back once however often noticed, and a later request reusing its rid too
+    assert rank0["fed_back"] == [["b", rank0["b_context"][5:] + [rank0["b_context"][-1] + 1]], ["b", [2, 3]]]
