@@ -7,11 +7,13 @@ import logging
 
 from prometheus_client import REGISTRY, Counter
 
+from client_sdk.transport.feedback import FeedbackSink
 from sglang_integration.live_requests import GRACE_STEPS
 
 log = logging.getLogger("sssd.sglang")
 
 OUTCOMES = ("used", "late", "failed", "skipped_open", "misaligned")
+FED_BACK = ("sent", "conflicts", "failed", "dropped")  # FeedbackSink's counts of finished generations
 
 
 class WorkerMetrics:
@@ -31,6 +33,28 @@ class WorkerMetrics:
                                  f"{GRACE_STEPS} steps (retracted; one that returns is held again) or at a cache flush",
                                  registry=registry)
         self._forgotten = 0
+        self.fed_back = Counter("sssd_feedback_generations", "finished generations handed to the datastore, by "
+                                "outcome (conflicts: an id stored with other tokens; failed: refused; dropped: "
+                                "over the queue's bounds or left at shutdown)", ["outcome"], registry=registry)
+        self.resends = Counter("sssd_feedback_resends", "feedback Ingest calls the datastore did not take (away or "
+                               "slow), their generations kept to send again", registry=registry)
+        self._fed = dict.fromkeys(FED_BACK + ("resends",), 0)
+
+    def observe_upkeep(self, forgotten: int, sink) -> None:
+        """A decode step's bookkeeping beside the GPU: ``observe_forgotten``, ``observe_feedback``."""
+        self.observe_forgotten(forgotten)
+        self.observe_feedback(sink)
+
+    def observe_feedback(self, sink) -> None:
+        """The feedback sink's counts (running totals; nothing when feedback is off)."""
+        if not isinstance(sink, FeedbackSink):
+            return
+        for outcome in FED_BACK + ("resends",):
+            now = getattr(sink, outcome)
+            if now > self._fed[outcome]:
+                counter = self.resends if outcome == "resends" else self.fed_back.labels(outcome)
+                counter.inc(now - self._fed[outcome])
+                self._fed[outcome] = now
 
     def observe_forgotten(self, total: int) -> None:
         """The worker's LiveRequests.forgotten, a running total."""

@@ -157,7 +157,7 @@ def worker_class():
                 self.drafter.drop(self._prev_decode_rids - current)
                 self.drafter.prefetch([req.rid for req in batch.reqs])
                 self._reqs.departed(current, self._prev_decode_rids - current)
-                self.metrics.observe_forgotten(self._reqs.forgotten)
+                self.metrics.observe_upkeep(self._reqs.forgotten, self.drafter.spec.feedback)
 
         def clear_cache_pool(self):
             # only while nothing decodes (a weight update, /flush_cache); NGRAM forgets the last

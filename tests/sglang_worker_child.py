@@ -240,6 +240,14 @@ def lifecycle_scenario(rank):
     step([again])
     w.note_request_finished(rid="b", natural_stop=True)
     out["fed_back"] = sink.sent
+    from client_sdk.transport.feedback import FeedbackSink
+
+    counts = FeedbackSink.__new__(FeedbackSink)  # a sink's running counts, as the product's sink keeps them
+    counts.sent, counts.conflicts, counts.failed, counts.dropped, counts.resends = 7, 0, 1, 2, 3
+    w.drafter.spec.feedback = counts
+    w._update_ngram_corpus(Batch([]))  # a decode step's upkeep beside the GPU
+    out["feedback_counted"] = [REGISTRY.get_sample_value("sssd_feedback_generations_total", {"outcome": o})
+                               for o in ("sent", "failed", "dropped")] + [REGISTRY.get_sample_value("sssd_feedback_resends_total")]
     return out
 
 

@@ -499,6 +499,30 @@ def test_start_up_costs_without_a_shape_are_flat_and_say_so(caplog):
     assert costs.predict(32, 9) == costs.predict(32, 1) and "no roofline for this model config" in caplog.text
 
 
+def test_worker_metrics_follow_the_feedback_sinks_counts():
+    """The worker's feedback counters follow its sink's running counts, each change once; a
+    sink that is not a FeedbackSink (or none: feedback off) adds nothing."""
+    from prometheus_client import CollectorRegistry
+
+    from client_sdk.transport.feedback import FeedbackSink
+    from sglang_integration.metrics import WorkerMetrics
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    sink = FeedbackSink.__new__(FeedbackSink)  # (its counts alone: no client, no sender thread)
+    sink.sent, sink.conflicts, sink.failed, sink.dropped, sink.resends = 30, 1, 2, 0, 4
+    metrics.observe_feedback(sink)
+    sink.sent, sink.dropped = 32, 5
+    metrics.observe_feedback(sink)
+    metrics.observe_feedback(sink)
+    metrics.observe_feedback(None)
+    metrics.observe_feedback(type("Sink", (), {"sent": [1, 2]})())
+    value = registry.get_sample_value
+    got = {o: value("sssd_feedback_generations_total", {"outcome": o}) for o in ("sent", "conflicts", "failed", "dropped")}
+    assert got == {"sent": 32, "conflicts": 1, "failed": 2, "dropped": 5}
+    assert value("sssd_feedback_resends_total") == 4
+
+
 def test_worker_metrics_count_lookup_outcomes_and_breaker_openings_once():
     """The worker's Prometheus counters follow its remote source's counts: each step adds what
     changed since the last (the breaker's openings too: drafting went on without the datastore)."""

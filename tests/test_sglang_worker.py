@@ -108,3 +108,4 @@ def test_requests_that_leave_without_a_finish_are_not_held_forever(tmp_path):
     assert rank0["b_indexed"] == rank0["b_context"]
     # b's finish fed back once however often noticed, and a later request reusing its rid too
     assert rank0["fed_back"] == [["b", rank0["b_context"][5:] + [rank0["b_context"][-1] + 1]], ["b", [2, 3]]]
+    assert rank0["feedback_counted"] == [7, 1, 2, 3]  # the feedback sink's counts reach Prometheus beside the GPU
