@@ -1,6 +1,7 @@
-"""FeedbackSink's queue: bounded in generations and in tokens, 4 bytes a token, its own copy
-of what it was handed (a fake client records what would be sent; the live-server tests are in
-test_sdk_remote.py)."""
+"""FeedbackSink: its queue bounded in generations and in tokens, 4 bytes a token, its own copy of
+what it was handed; each Ingest capped in generations and tokens; a batch the datastore did not
+take sent again, one it refused dropped and counted (fake clients record or fail what would be
+sent; the live-server tests are in test_sdk_remote.py)."""
 
 import importlib.util
 from array import array
