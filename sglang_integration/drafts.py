@@ -109,9 +109,11 @@ class BatchDrafter:
         """A request enters decoding (after its prefill): index its prompt now, off the decode
         step (a request first seen in ``drafts`` is admitted there)."""
         if req.rid not in self._state:
-            output = np.concatenate([np.asarray(req.output, dtype=np.int32), np.asarray(req.relayed, dtype=np.int32)])
+            output = req.output  # (start converts it; joined with the relayed tokens only if there are any)
+            if len(req.relayed):
+                output = np.concatenate([np.asarray(output, dtype=np.int32), np.asarray(req.relayed, dtype=np.int32)])
             self.spec.start(req.rid, req.prompt, output)
-            self._state[req.rid] = _State(len(req.prompt) + output.shape[0])
+            self._state[req.rid] = _State(len(req.prompt) + len(output))
 
     def last_tree(self, rid: str) -> DraftTree | None:
         """The draft the last ``drafts`` emitted for this request (None: none yet, or a plain step)."""

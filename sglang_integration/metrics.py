@@ -23,8 +23,6 @@ class WorkerMetrics:
         self.breaker_openings = Counter("sssd_datastore_breaker_openings",
                                         "times the datastore breaker opened (drafting without the datastore)",
                                         registry=registry)
-        self._seen = dict.fromkeys(OUTCOMES, 0)
-        self._opened = 0
         self.misaligned = Counter("sssd_relay_misaligned",
                                   "overlap mode: relayed tokens the sequence length contradicts", registry=registry)
         self._warned_misaligned = False
@@ -32,35 +30,37 @@ class WorkerMetrics:
                                  "requests no longer held without a finish notice: out of the decode batch for "
                                  f"{GRACE_STEPS} steps (retracted; one that returns is held again) or at a cache flush",
                                  registry=registry)
-        self._forgotten = 0
         self.fed_back = Counter("sssd_feedback_generations", "finished generations handed to the datastore, by "
                                 "outcome (conflicts: an id stored with other tokens; failed: refused; dropped: "
                                 "over the queue's bounds or left at shutdown)", ["outcome"], registry=registry)
         self.resends = Counter("sssd_feedback_resends", "feedback Ingest calls the datastore did not take (away or "
                                "slow), their generations kept to send again", registry=registry)
-        self._fed = dict.fromkeys(FED_BACK + ("resends",), 0)
+        self._totals: dict = {}  # the running totals the counters above follow, as last seen
 
     def observe_upkeep(self, forgotten: int, sink) -> None:
         """A decode step's bookkeeping beside the GPU: ``observe_forgotten``, ``observe_feedback``."""
         self.observe_forgotten(forgotten)
         self.observe_feedback(sink)
 
+    def _follow(self, key, now: int, counter, *labels) -> None:
+        """Add to ``counter`` (with ``labels``) what the running total ``now`` gained since ``key``
+        was last seen (the label lookup only when it did)."""
+        seen = self._totals.get(key, 0)
+        if now > seen:
+            (counter.labels(*labels) if labels else counter).inc(now - seen)
+            self._totals[key] = now
+
     def observe_feedback(self, sink) -> None:
         """The feedback sink's counts (running totals; nothing when feedback is off)."""
         if not isinstance(sink, FeedbackSink):
             return
-        for outcome in FED_BACK + ("resends",):
-            now = getattr(sink, outcome)
-            if now > self._fed[outcome]:
-                counter = self.resends if outcome == "resends" else self.fed_back.labels(outcome)
-                counter.inc(now - self._fed[outcome])
-                self._fed[outcome] = now
+        for outcome in FED_BACK:
+            self._follow(("fed_back", outcome), getattr(sink, outcome), self.fed_back, outcome)
+        self._follow("resends", sink.resends, self.resends)
 
     def observe_forgotten(self, total: int) -> None:
         """The worker's LiveRequests.forgotten, a running total."""
-        if total > self._forgotten:
-            self.forgotten.inc(total - self._forgotten)
-            self._forgotten = total
+        self._follow("forgotten", total, self.forgotten)
 
     def relays_unaligned(self) -> None:
         """Overlap mode without the batch's sequence lengths: relayed tokens appended unchecked."""
@@ -84,10 +84,5 @@ class WorkerMetrics:
         if source is None:
             return
         for outcome in OUTCOMES:
-            now = getattr(source.stats, outcome)
-            if now > self._seen[outcome]:
-                self.lookups.labels(outcome).inc(now - self._seen[outcome])
-                self._seen[outcome] = now
-        if source.stats.opened > self._opened:
-            self.breaker_openings.inc(source.stats.opened - self._opened)
-            self._opened = source.stats.opened
+            self._follow(("lookups", outcome), getattr(source.stats, outcome), self.lookups, outcome)
+        self._follow("opened", source.stats.opened, self.breaker_openings)

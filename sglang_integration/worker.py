@@ -154,14 +154,14 @@ def worker_class():
             # right after the verify launch, beside the GPU: the next step's outcome prefetch
             if self.tp_rank == 0:
                 current = {req.rid for req in batch.reqs}
-                self.drafter.drop(self._prev_decode_rids - current)
+                left = self._prev_decode_rids - current
+                self.drafter.drop(left)
                 self.drafter.prefetch([req.rid for req in batch.reqs])
-                self._reqs.departed(current, self._prev_decode_rids - current)
+                self._reqs.departed(current, left)
                 self.metrics.observe_upkeep(self._reqs.forgotten, self.drafter.spec.feedback)
 
         def clear_cache_pool(self):
-            # only while nothing decodes (a weight update, /flush_cache); NGRAM forgets the last
-            # batch's rids, so drop every request now (one that comes back is admitted again)
+            # only while nothing decodes (/flush_cache, weight updates); NGRAM forgets its rids: drop every request
             super().clear_cache_pool()
             if self.tp_rank == 0:
                 self.drafter.clear()

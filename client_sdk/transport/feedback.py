@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 import time
 
@@ -88,13 +89,13 @@ class FeedbackSink:
             self._queued_tokens += sum(d[1].shape[0] for d in docs)
             self._trim()
 
-    def _take(self, n: int, max_tokens: int | None = None) -> list:
+    def _take(self, n: int, max_tokens: int) -> list:
         """The oldest n generations at most, of max_tokens at most together (but at least one)."""
         docs, tokens = [], 0
         with self._lock:
             while self._queue and len(docs) < n:
                 size = self._queue[0][1].shape[0]
-                if docs and max_tokens is not None and tokens + size > max_tokens:
+                if docs and tokens + size > max_tokens:
                     break
                 docs.append(self._queue.popleft())
                 tokens += size
@@ -148,7 +149,7 @@ class FeedbackSink:
         self._thread.join(timeout=timeout_s)
         while not self.flush(deadline) and self._queue and time.monotonic() < deadline:
             time.sleep(0.05)  # a batch the datastore did not take was put back: try again until the deadline
-        left = self._take(len(self._queue))
+        left = self._take(len(self._queue), sys.maxsize)
         if left:
             self.dropped += len(left)
             log.warning("feedback: %d finished generations not sent at close (datastore unreachable or slow); "
