@@ -6,7 +6,8 @@ import torch.nn.functional as F
 
 from client_sdk.verification import cpu_linear
 from client_sdk.verification.cpu_linear import (AdaptiveLinear, LinearPlan, adapt_linears, onednn_linear,
-                                                onednn_usable, pack_weight, packed_bytes, transposed_linear, tune)
+                                                onednn_usable, pack_weight, packed_bytes, transposed_linear, tune,
+                                                tune_uniform)
 from client_sdk.verification.decoder import ReferenceDecoder
 
 SHAPES = [(1, 64), (3, 64), (2, 5, 64), (4, 1, 64), (17, 64)]
@@ -74,6 +75,40 @@ def test_tune_keeps_the_fastest_way_per_row_count():
     assert only.ways == ("onednn", "onednn")
     with pytest.raises(ValueError, match="must include 'linear'"):
         tune(torch.nn.Linear(4, 4), grid=(2,), measure=measure, ways=("onednn",))
+
+
+def test_tune_uniform_takes_the_fastest_invariant_way_for_every_row_count(monkeypatch):
+    # onednn is fastest in sum but not row-invariant here; transposed beats linear in sum
+    times = {"linear": {2: 1.0, 6: 3.0}, "transposed": {2: 1.5, 6: 2.0}, "onednn": {2: 0.1, 6: 0.1}}
+    monkeypatch.setattr(cpu_linear, "row_invariant", lambda model, way: way != "onednn")
+    plan = tune_uniform(torch.nn.Linear(4, 4), grid=(2, 6), measure=lambda way, rows: times[way][rows],
+                        ways=("linear", "transposed", "onednn"))
+    assert plan.ways == ("transposed", "transposed") and plan.above == "transposed"
+    assert plan.describe() == {"2": "transposed", "6": "transposed", ">6": "transposed"}
+    assert [plan.way(r) for r in (1, 6, 7, 1000)] == ["transposed"] * 4  # above the grid too (prefill)
+    monkeypatch.setattr(cpu_linear, "row_invariant", lambda model, way: False)
+    with pytest.raises(ValueError, match="no linear way computes a row the same"):
+        tune_uniform(torch.nn.Linear(4, 4), grid=(2,), measure=lambda way, rows: 1.0)
+
+
+def test_row_invariant_spots_a_way_whose_rows_depend_on_the_count(monkeypatch):
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Linear(4, 8))
+    real = F.linear
+    by_row = lambda x, w, b=None: torch.cat([real(row[None], w, b) for row in x])  # noqa: E731 - alike at any count
+    monkeypatch.setattr(cpu_linear.F, "linear", by_row)
+    assert cpu_linear.row_invariant(model, "linear")
+    monkeypatch.setattr(cpu_linear.F, "linear", lambda x, w, b=None: by_row(x, w, b) + (x.shape[0] > 4))
+    assert not cpu_linear.row_invariant(model, "linear")
+
+
+def test_an_adapted_layer_takes_the_plans_way_above_the_grid(monkeypatch):
+    layer = torch.nn.Linear(64, 32)
+    adapt_linears(layer, LinearPlan((2,), ("linear",), above="transposed"))
+    called = []
+    monkeypatch.setattr(cpu_linear, "transposed_linear", lambda x, w, b: called.append(x.shape[0]) or F.linear(x, w, b))
+    layer(torch.randn(2, 64))
+    layer(torch.randn(9, 64))
+    assert called == [9]
 
 
 def test_onednn_usable_warns_once_and_says_why(monkeypatch):

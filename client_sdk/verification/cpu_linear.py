@@ -53,24 +53,26 @@ class LinearPlan:
 
     grid: tuple[int, ...] = ()
     ways: tuple[str, ...] = ()
+    above: str = LINEAR  # the way of calls with more rows than the grid's largest count (a prefill)
 
     def __post_init__(self) -> None:
         if len(self.grid) != len(self.ways) or list(self.grid) != sorted(set(self.grid)):
             raise ValueError(f"LinearPlan: grid {self.grid} must be increasing and match ways {self.ways}")
-        if unknown := set(self.ways) - set(WAYS):
+        if unknown := set(self.ways + (self.above,)) - set(WAYS):
             raise ValueError(f"LinearPlan: unknown ways {sorted(unknown)}; one of {', '.join(WAYS)}")
 
     def way(self, rows: int) -> str:
-        if rows < 1 or not self.grid or rows > self.grid[-1]:
+        if rows < 1 or not self.grid:
             return LINEAR
-        return self.ways[bisect.bisect_left(self.grid, rows)]
+        return self.above if rows > self.grid[-1] else self.ways[bisect.bisect_left(self.grid, rows)]
 
     def by_rows(self) -> tuple[str, ...]:
         """``way`` for 0 .. grid[-1] rows, as a table indexed by the row count."""
         return tuple(self.way(r) for r in range((self.grid[-1] if self.grid else 0) + 1))
 
     def describe(self) -> dict[str, str]:
-        return dict(zip(map(str, self.grid), self.ways))
+        out = dict(zip(map(str, self.grid), self.ways))
+        return out if self.above == LINEAR else {**out, f">{self.grid[-1]}": self.above}
 
 
 class AdaptiveLinear(torch.nn.Linear):
@@ -79,11 +81,12 @@ class AdaptiveLinear(torch.nn.Linear):
     weights in oneDNN's layout, where the plan uses that way."""
 
     row_ways: tuple[str, ...] = ()
+    above: str = LINEAR  # LinearPlan.above
     packed: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
-        way = self.row_ways[rows] if rows < len(self.row_ways) and x.is_cpu else LINEAR
+        way = (self.row_ways[rows] if rows < len(self.row_ways) else self.above) if x.is_cpu else LINEAR
         if way == ONEDNN:
             return onednn_linear(x, self.packed, self.bias)
         if way == TRANSPOSED:
@@ -160,22 +163,24 @@ def _layers_measure(linears: Sequence[torch.nn.Linear]) -> Measure:
     return measure
 
 
-def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3, measure: Measure | None = None,
-         ways: Sequence[str] | None = None) -> LinearPlan:
-    """Time ``ways`` (default: every way this build and CPU can run for the model's dtype) over
-    the model's linear layers (the first ones holding TUNE_BYTES of weights) at each grid row
-    count, in rounds over the grid with the ways taking turns. Each count takes the way with
-    the best pass if that beats F.linear's by MARGIN, else F.linear."""
+def _model_linears(model: torch.nn.Module, bytes_: float = float("inf")) -> list[torch.nn.Linear]:
+    """The model's linear layers, the first ones holding ``bytes_`` of weights."""
     linears, held = [], 0
     for m in model.modules():
-        if isinstance(m, torch.nn.Linear) and held < TUNE_BYTES:
+        if isinstance(m, torch.nn.Linear) and held < bytes_:
             linears.append(m)
             held += m.weight.numel() * m.weight.element_size()
-    if ways is None:
-        dtype = linears[0].weight.dtype if linears else torch.float32
-        ways = WAYS if onednn_usable(dtype) else (LINEAR, TRANSPOSED)
-    if LINEAR not in ways:
-        raise ValueError(f"tune: ways {tuple(ways)} must include {LINEAR!r}, the baseline")
+    return linears
+
+
+def _usable_ways(linears: Sequence[torch.nn.Linear]) -> tuple[str, ...]:
+    dtype = linears[0].weight.dtype if linears else torch.float32
+    return WAYS if onednn_usable(dtype) else (LINEAR, TRANSPOSED)
+
+
+def _timings(linears: Sequence[torch.nn.Linear], grid: Sequence[int], repeats: int, measure: Measure | None,
+             ways: Sequence[str]) -> dict[tuple[str, int], float]:
+    """{(way, rows): the best of ``repeats`` passes}, in rounds over the grid with the ways taking turns."""
     measure = measure or _layers_measure(linears)
     for rows in grid:  # warm-up: the first pass at a new shape pays for allocation
         for way in ways:
@@ -185,11 +190,60 @@ def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3, m
         for rows in grid:
             for way in ways:
                 best[way, rows] = min(best[way, rows], measure(way, rows))
+    return best
+
+
+def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3, measure: Measure | None = None,
+         ways: Sequence[str] | None = None) -> LinearPlan:
+    """Time ``ways`` (default: every way this build and CPU can run for the model's dtype) over
+    the model's linear layers (the first ones holding TUNE_BYTES of weights) at each grid row
+    count, in rounds over the grid with the ways taking turns. Each count takes the way with
+    the best pass if that beats F.linear's by MARGIN, else F.linear."""
+    linears = _model_linears(model, TUNE_BYTES)
+    ways = _usable_ways(linears) if ways is None else ways
+    if LINEAR not in ways:
+        raise ValueError(f"tune: ways {tuple(ways)} must include {LINEAR!r}, the baseline")
+    best = _timings(linears, grid, repeats, measure, ways)
     chosen = []
     for rows in grid:
         fastest = min(ways, key=lambda w: best[w, rows])
         chosen.append(fastest if best[fastest, rows] < (1 - MARGIN) * best[LINEAR, rows] else LINEAR)
     return LinearPlan(tuple(grid), tuple(chosen))
+
+
+def row_invariant(model: torch.nn.Module, way: str, counts: Sequence[int] = (2, 3, 5, 8, 17)) -> bool:
+    """Whether ``way`` gives every row the same bits whatever the call's row count, on one layer
+    of each weight shape of the model (random inputs): a row alone against the same row among
+    ``counts`` rows."""
+    products = {LINEAR: F.linear, TRANSPOSED: transposed_linear, ONEDNN: onednn_linear}
+    shapes = {}
+    for m in _model_linears(model):
+        shapes.setdefault((tuple(m.weight.shape), m.weight.dtype), m)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in shapes.values():
+            w = pack_weight(m.weight) if way == ONEDNN else m.weight
+            x = torch.randn(max(counts), m.in_features, generator=gen).to(m.weight.dtype)
+            alone = torch.cat([products[way](x[j : j + 1], w, m.bias) for j in range(x.shape[0])])
+            if not all(torch.equal(products[way](x[:n], w, m.bias), alone[:n]) for n in counts):
+                return False
+    return True
+
+
+def tune_uniform(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3,
+                 measure: Measure | None = None, ways: Sequence[str] | None = None) -> LinearPlan:
+    """One way for every row count: the fastest over the whole grid (sum of its best passes)
+    among the ways that are ``row_invariant`` on this model, so that a row's product never
+    depends on how many rows its call has (what exact verification needs). ValueError when no
+    way is."""
+    linears = _model_linears(model, TUNE_BYTES)
+    ways = [w for w in (_usable_ways(linears) if ways is None else ways) if row_invariant(model, w)]
+    if not ways:
+        raise ValueError("no linear way computes a row the same whatever the row count, for this model's dtype on "
+                         "this CPU (bfloat16 does on CPUs with AVX512-BF16 or AMX; float32's GEMM does not)")
+    best = _timings(linears, grid, repeats, measure, ways)
+    way = min(ways, key=lambda w: sum(best[w, rows] for rows in grid))
+    return LinearPlan(tuple(grid), (way,) * len(grid), above=way)
 
 
 def adapt_linears(model: torch.nn.Module, plan: LinearPlan | None = None) -> LinearPlan:
@@ -201,8 +255,8 @@ def adapt_linears(model: torch.nn.Module, plan: LinearPlan | None = None) -> Lin
     for m in model.modules():
         if type(m) in (torch.nn.Linear, AdaptiveLinear):
             m.__class__ = AdaptiveLinear
-            m.row_ways = table
-            m.packed = pack_weight(m.weight) if ONEDNN in table else None
+            m.row_ways, m.above = table, plan.above
+            m.packed = pack_weight(m.weight) if ONEDNN in (*table, plan.above) else None
     return plan
 
 

@@ -16,9 +16,10 @@ import torch
 
 from client_sdk.drafting.speculator import Speculator
 from client_sdk.types import DraftTree
-from client_sdk.verification import LINEARS
-from client_sdk.verification.cpu_linear import adapt_linears, packed_bytes
-from client_sdk.verification.verify import Sampling, build_batch, greedy_verify, sample_verify
+from client_sdk.verification import ATTENTIONS, LINEARS
+from client_sdk.verification.cpu_linear import adapt_linears, packed_bytes, tune_uniform
+from client_sdk.verification.exact_rows import RowPlan, use_exact_rows
+from client_sdk.verification.verify import Sampling, TreeBatch, build_batch, greedy_verify, sample_verify
 
 
 @dataclasses.dataclass
@@ -88,18 +89,41 @@ class KVCache:
 
 
 class ReferenceDecoder:
-    """``linears``: "adaptive" (default) makes the model's linear layers, on CPU, take the
-    fastest of torch's GEMM, the transposed GEMM and oneDNN's packed inner product for each
-    step's row count (measured at construction, a few seconds; ``cpu_linear``; oneDNN's way
-    holds a packed copy of the weights); "torch" leaves the model as it is."""
+    """``linears``: "adaptive" makes the model's linear layers, on CPU, take the fastest of
+    torch's GEMM, the transposed GEMM and oneDNN's packed inner product for each step's row
+    count (measured at construction, a few seconds; ``cpu_linear``; oneDNN's way holds a packed
+    copy of the weights); "uniform" takes one of them for every row count, the fastest of those
+    that give a row the same bits whatever the row count (``cpu_linear.tune_uniform``; ValueError
+    if none does); "torch" leaves the model as it is. None: "uniform" with exact attention, else
+    "adaptive".
 
-    def __init__(self, model, eos_ids: set[int], device: str | torch.device = "cpu", linears: str = "adaptive") -> None:
+    ``attention``: "model" (default) verifies a step's rows in one masked attention call per
+    layer; "exact" computes each row as plain decoding computes its position (``exact_rows``), at
+    one attention call per row and layer. With "uniform" linear layers greedy speculative
+    decoding is then bit-identical to plain decoding (in bfloat16 on CPUs with AVX512-BF16 or
+    AMX; float32's ways are not row-invariant here). "adaptive" with exact attention is refused
+    (ValueError): it picks a kernel per row count."""
+
+    def __init__(self, model, eos_ids: set[int], device: str | torch.device = "cpu", linears: str | None = None,
+                 attention: str = "model") -> None:
+        if attention not in ATTENTIONS:
+            raise ValueError(f"attention {attention!r}: one of {', '.join(ATTENTIONS)}")
+        linears = linears or ("uniform" if attention == "exact" else "adaptive")
         if linears not in LINEARS:
             raise ValueError(f"linears {linears!r}: one of {', '.join(LINEARS)}")
+        if linears == "adaptive" and attention == "exact":
+            raise ValueError("linears 'adaptive' with attention 'exact': the adaptive layers pick a kernel per row count, "
+                             "so a verified row would not have plain decoding's bits; use linears 'uniform'")
         self.model = model
         self.eos_ids = set(eos_ids)
         self.device = torch.device(device)
-        self.linear_plan = adapt_linears(model) if linears == "adaptive" and self.device.type == "cpu" else None
+        self.linears = linears
+        self.linear_plan = None
+        if self.device.type == "cpu" and linears != "torch":
+            self.linear_plan = adapt_linears(model, tune_uniform(model) if linears == "uniform" else None)
+        self.exact = attention == "exact"
+        if self.exact:
+            use_exact_rows(model)
 
     @torch.no_grad()
     def prefill(self, prompts: list[list[int]]) -> KVCache:
@@ -121,6 +145,13 @@ class ReferenceDecoder:
         cache = out.past_key_values
         return KVCache([(layer.keys, layer.values) for layer in cache.layers], [len(b) for b in bodies])
 
+    def forward(self, batch: TreeBatch, cache: KVCache):
+        """One decode step's forward: the roots and drafts of ``batch`` over ``cache`` (left as it
+        was; the output's cache holds the step's entries after it)."""
+        rows = {"sssd_rows": RowPlan.of(batch.parents.tolist(), batch.sizes, cache.lengths)} if self.exact else {}
+        return self.model(input_ids=batch.input_ids, position_ids=batch.positions, attention_mask=batch.mask,
+                          past_key_values=cache.as_dynamic() if cache.layers else None, use_cache=True, **rows)
+
     def generate(self, prompts: list[list[int]], max_new_tokens: int, speculator: Speculator | None = None,
                  sampling: Sampling | None = None, budget: int | None = None, seed: int = 0) -> list[Generation]:
         """Decode all prompts together. speculator None = plain decoding (empty drafts)."""
@@ -139,9 +170,10 @@ class ReferenceDecoder:
 
     def linear_fields(self) -> dict:
         """What a benchmark's JSON records about the linear layers it ran."""
-        return {"linears": "adaptive" if self.linear_plan else "torch",
+        return {"linears": self.linears if self.linear_plan else "torch",
                 "linear_plan": self.linear_plan.describe() if self.linear_plan else None,
-                "linear_packed_mb": round(packed_bytes(self.model) / 2**20, 1)}
+                "linear_packed_mb": round(packed_bytes(self.model) / 2**20, 1),
+                "attention": "exact" if self.exact else "model"}
 
     def clip(self, g: Generation, new: list[int], max_new_tokens: int) -> list[int]:
         """The part of a step's ``new`` tokens that ``g`` keeps: up to its token limit and its first EOS."""
@@ -198,8 +230,7 @@ class Decoding:
         if spec is not None:
             spec.prefetch(active)  # beside a GPU this overlaps the forward; here it is part of the step
         batch = build_batch([self.roots[r] for r in active], trees, cache.lengths, cache.width, dev)
-        out = self.decoder.model(input_ids=batch.input_ids, position_ids=batch.positions, attention_mask=batch.mask,
-                                 past_key_values=cache.as_dynamic() if cache.layers else None, use_cache=True)
+        out = self.decoder.forward(batch, cache)
         logits = out.logits.float()
         verdicts = (greedy_verify(logits, batch) if self.sampling is None
                     else sample_verify(logits, batch, self.sampling, self.gen))
@@ -283,8 +314,7 @@ class ForwardProbe:
         b = build_batch([p[-1] for p in self.prompts], [probe_tree(tokens - 1, self.vocab)] * len(self.prompts),
                         self.cache.lengths, self.cache.width, self.decoder.device)
         t = time.perf_counter()
-        self.decoder.model(input_ids=b.input_ids, position_ids=b.positions, attention_mask=b.mask,
-                           past_key_values=self.cache.as_dynamic(), use_cache=True)
+        self.decoder.forward(b, self.cache)
         return time.perf_counter() - t
 
 

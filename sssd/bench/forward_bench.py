@@ -37,9 +37,10 @@ def _forwards(decoder, k: int, context: int):
         def run(b=b, causal=causal) -> float:
             t = time.perf_counter()
             with torch.no_grad():
-                decoder.model(input_ids=b.input_ids, position_ids=None if causal else b.positions,
-                              attention_mask=None if causal else b.mask, past_key_values=cache.as_dynamic(),
-                              use_cache=True)
+                if causal:  # the model's own causal path, no tree layout
+                    decoder.model(input_ids=b.input_ids, past_key_values=cache.as_dynamic(), use_cache=True)
+                else:
+                    decoder.forward(b, cache)
             return time.perf_counter() - t
 
         runs[way] = run
@@ -47,13 +48,13 @@ def _forwards(decoder, k: int, context: int):
 
 
 def run(max_k: int = 15, context: int = 256, repeats: int = 7, device: str = "cpu", progress: bool = True,
-        dtype: str = "float32", linears: str = "adaptive") -> dict:
+        dtype: str = "float32", linears: str | None = None, attention: str = "model") -> dict:
     from client_sdk.verification.decoder import ReferenceDecoder
     from sssd.smollm2 import load_model
 
     model, tok = load_model(dtype=dtype)
     model.to(device)
-    decoder = ReferenceDecoder(model, {tok.eos_token_id}, device, linears=linears)
+    decoder = ReferenceDecoder(model, {tok.eos_token_id}, device, linears=linears, attention=attention)
     rows = []
     for k in range(max_k + 1):
         runs = _forwards(decoder, k, context)
