@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from client_sdk.verification import LINEARS
+from client_sdk.verification import ATTENTIONS, LINEARS
 from sssd.bench.provenance import stamped
 from sssd.smollm2 import DTYPE_HELP, DTYPES
 
@@ -107,10 +107,23 @@ def _deadline(args) -> dict:
     return run(args.deadline_ms, args.calls)
 
 
-def linears_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--linears", choices=LINEARS, default="adaptive",
+def linears_flag(p: argparse.ArgumentParser, auto: bool = False) -> None:
+    """--linears and --attention; ``auto``: --attention also takes (and defaults to) "auto", exact
+    attention in bfloat16 and the model's own in float32 (``resolve_attention``)."""
+    p.add_argument("--linears", choices=LINEARS, default=None,
                    help="CPU linear layers: the fastest of torch's GEMM, the transposed GEMM and oneDNN's packed product per "
-                        "row count, measured at start in seconds (adaptive), or torch's own")
+                        "row count, measured at start in seconds (adaptive, the default), or torch's own (the default "
+                        "with --attention exact, which needs every row computed alike)")
+    p.add_argument("--attention", choices=(("auto",) if auto else ()) + ATTENTIONS, default="auto" if auto else "model",
+                   help="decode-step attention: one masked call per layer (model), or each row computed as plain "
+                        "decoding computes its position (exact: bit-identical greedy outputs in bfloat16 too)"
+                        + ("; auto: exact in bfloat16, model in float32" if auto else ""))
+
+
+def resolve_attention(attention: str, dtype: str) -> str:
+    """--attention with "auto" resolved for the (resolved) dtype: bfloat16 needs exact rows for
+    outputs identical to plain decoding; float32 is faster on the model's own attention."""
+    return attention if attention != "auto" else ("exact" if dtype == "bfloat16" else "model")
 
 
 def _decode_flags(p: argparse.ArgumentParser) -> None:
@@ -133,7 +146,7 @@ def _decode(args) -> dict:
         raise ValueError(f"--runs {args.runs} must be at least 1 and --contention {args.contention} not negative")
     return run(args.datasets.split(","), args.prompts, args.max_new_tokens, _ints(args.batch_sizes, "--batch-sizes"),
                args.device, progress=not args.json, runs=args.runs, contention=args.contention, dtype=args.dtype,
-               linears=args.linears)
+               linears=args.linears, attention=args.attention)
 
 
 def _forward_flags(p: argparse.ArgumentParser) -> None:
@@ -151,7 +164,7 @@ def _forward(args) -> dict:
     if args.max_k < 1 or args.repeats < 1:
         raise ValueError(f"--max-k {args.max_k} and --repeats {args.repeats} must be at least 1")
     return run(args.max_k, args.context, args.repeats, args.device, progress=not args.json, dtype=args.dtype,
-               linears=args.linears)
+               linears=args.linears, attention=args.attention)
 
 
 def _serve_sim_flags(p: argparse.ArgumentParser) -> None:

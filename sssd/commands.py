@@ -50,7 +50,7 @@ def _generate(args) -> int:
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
     model, tok = load_model()
-    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=args.linears)
+    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=args.linears, attention=args.attention)
     prompt = chat_ids(tok, args.prompt)
     spec = None
     if not args.no_speculation:
@@ -107,8 +107,8 @@ def _register_demo(sub) -> None:
                       help="prompts per dataset (MT-Bench, HumanEval); answers to the first half are fed back")
     demo.add_argument("--max-new-tokens", type=int, default=64)
     demo.add_argument("--conversations", type=int, default=4000, help="ShareGPT conversations ingested")
-    demo.add_argument("--dtype", choices=DTYPES, default="float32", help=DTYPE_HELP)
-    linears_flag(demo)
+    demo.add_argument("--dtype", choices=DTYPES, default="auto", help=DTYPE_HELP)
+    linears_flag(demo, auto=True)
     demo.add_argument("--json", action="store_true", help='print one JSON object {"rows": [...]} instead of the table')
     demo.set_defaults(handler=_demo)
 

@@ -38,7 +38,8 @@ LABELS = {"plain": "plain decoding", "empty": "SSSD, empty datastore", "filled":
 def run_demo(args, out: TextIO) -> int:
     from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
     from client_sdk.transport.remote import DatastoreClient
-    from sssd.smollm2 import load_model
+    from sssd.bench_commands import resolve_attention
+    from sssd.smollm2 import load_model, resolve_dtype
     from datastore_service.embedded import EmbeddedServer
     from datastore_service.server import ServerConfig
     from sssd.bench.decode_bench import prompts_for
@@ -50,9 +51,12 @@ def run_demo(args, out: TextIO) -> int:
     quiet = getattr(args, "json", False)
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=out, flush=True))
     t_start = time.perf_counter()
-    say("[1/5] loading SmolLM2-135M-Instruct (GGUF -> PyTorch, cached after the first run)")
-    model, tok = load_model(dtype=args.dtype)
-    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=getattr(args, "linears", "adaptive"))
+    dtype = resolve_dtype(getattr(args, "dtype", "auto"))
+    attention = resolve_attention(getattr(args, "attention", "auto"), dtype)
+    say(f"[1/5] loading SmolLM2-135M-Instruct in {dtype} (GGUF -> PyTorch, cached after the first run); "
+        f"{attention} attention")
+    model, tok = load_model(dtype=dtype)
+    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=getattr(args, "linears", None), attention=attention)
     say(f"[2/5] starting the datastore service on {work / 'datastore.db'}")
     server = EmbeddedServer(ServerConfig.of(db=str(work / "datastore.db"), port=0)).start()
     try:
@@ -72,7 +76,7 @@ def run_demo(args, out: TextIO) -> int:
         if quiet:
             print(json.dumps(stamped({"rows": rows, "prompts": {"decoded": len(first) + len(second), "fed_back": len(first),
                                                        "decoded_after_feedback": len(second)},
-                              "max_new_tokens": args.max_new_tokens, **decoder.linear_fields(), "seconds": round(time.perf_counter() - t_start, 1)})),
+                              "max_new_tokens": args.max_new_tokens, "dtype": dtype, **decoder.linear_fields(), "seconds": round(time.perf_counter() - t_start, 1)})),
                   file=out)
         else:
             _table(rows, out)

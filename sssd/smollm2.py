@@ -36,10 +36,25 @@ def _field(reader, key):
     return reader.fields[key].contents()
 
 
-DTYPES = ("float32", "bfloat16")
-# the --dtype flags' help: bfloat16 is there to measure with (BENCHMARKS.md, "bfloat16 on this box's AMX units")
-DTYPE_HELP = ("model weights and activations; bfloat16 runs faster on CPUs with AMX, but its speculative outputs "
-              "are not bit-identical to plain greedy decoding")
+DTYPES = ("auto", "float32", "bfloat16")
+# the --dtype flags' help (BENCHMARKS.md, "Exact rows: bfloat16 decoding, speculative outputs identical to plain")
+DTYPE_HELP = ("model weights and activations; auto: bfloat16 on CPUs with native bfloat16 (AVX512-BF16 or AMX), else "
+              "float32. bfloat16's speculative outputs are bit-identical to plain decoding's with --attention exact")
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that compute in bfloat16 natively
+
+
+def resolve_dtype(dtype: str, cpuinfo: str = "/proc/cpuinfo") -> str:
+    """``dtype`` (one of DTYPES) with "auto" resolved: bfloat16 where the CPU flags name native
+    bfloat16 arithmetic, else float32 (also where the flags cannot be read)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
+    if dtype != "auto":
+        return dtype
+    try:
+        flags = set(" ".join(line for line in Path(cpuinfo).read_text().splitlines() if line.startswith("flags")).split())
+    except OSError:
+        return "float32"
+    return "bfloat16" if flags & set(BF16_FLAGS) else "float32"
 
 
 def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path | None = "default"):
@@ -80,9 +95,7 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
         model.tie_weights()
     model.eval()
     if isinstance(dtype, str):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype {dtype!r}: one of {', '.join(DTYPES)}")
-        dtype = getattr(torch, dtype)
+        dtype = getattr(torch, resolve_dtype(dtype))
     if dtype is not None:
         model.to(dtype)
     return model, load_tokenizer(path)

@@ -38,6 +38,7 @@ def test_demo_json_rows_and_same_state_every_run(smollm2_available, tmp_path, ca
         assert all(r["identical"] for r in out["rows"])
         assert all(r["tokens_per_s"] > 0 and r["tau"] >= 1.0 for r in out["rows"])
         assert out["rows"][0]["speedup"] == 1.0
+        assert out["attention"] == ("exact" if out["dtype"] == "bfloat16" else "model")  # --dtype and --attention auto
         assert out["prompts"] == {"decoded": 4, "fed_back": 2, "decoded_after_feedback": 2}
     # the fed-back answers were deleted when each run ended: the next run starts alike
     assert counts[0] == counts[1] and counts[0][1] == 0 and counts[0][0] > 0
@@ -47,3 +48,33 @@ def test_demo_json_rows_and_same_state_every_run(smollm2_available, tmp_path, ca
 def test_demo_refuses_too_few_prompts(tmp_path, capsys):
     assert main(["demo", "--workdir", str(tmp_path), "--prompts", "1"]) != 0
     assert "at least 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, dtype", [
+    ("fpu vme avx2 avx512f amx_bf16 amx_tile", "bfloat16"),  # AMX (Sapphire Rapids and later)
+    ("fpu avx2 avx512f avx512_bf16", "bfloat16"),  # AVX512-BF16 (Zen 4, Cooper Lake)
+    ("fpu avx2 avx512f avx512_vnni", "float32"),  # AVX-512 without bfloat16 arithmetic
+    (None, "float32"),  # no /proc/cpuinfo (not Linux)
+])
+def test_auto_dtype_follows_the_cpus_bfloat16_flags(tmp_path, flags, dtype):
+    from sssd.smollm2 import resolve_dtype
+
+    info = tmp_path / "cpuinfo"
+    if flags is not None:
+        info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    assert resolve_dtype("auto", str(info)) == dtype
+    assert resolve_dtype("float32", str(info)) == "float32"  # an explicit choice stands
+    with pytest.raises(ValueError, match="dtype 'half': one of auto, float32, bfloat16"):
+        resolve_dtype("half", str(info))
+
+
+@pytest.mark.parametrize("attention, dtype, resolved", [
+    ("auto", "bfloat16", "exact"),  # bfloat16 needs exact rows for outputs identical to plain
+    ("auto", "float32", "model"),
+    ("model", "bfloat16", "model"),  # an explicit choice stands
+    ("exact", "float32", "exact"),
+])
+def test_auto_attention_follows_the_dtype(attention, dtype, resolved):
+    from sssd.bench_commands import resolve_attention
+
+    assert resolve_attention(attention, dtype) == resolved
