@@ -12,8 +12,9 @@ by side: the row's valid cache entries, then its ancestors from root to itself. 
 plain step at the same position makes (one query, the same keys in the same order, no mask), so
 the row's output has the same bits, and by induction over layers so do its logits. The rows of a
 tree are visited depth first over one buffer per sequence and layer: the buffer holds the cache
-prefix (copied once) and the current root-to-node path; moving to the next node rewrites only
-the path entries below the common ancestor, so no row copies the prefix.
+prefix (copied once) and the current root-to-node path; in depth-first order each node's
+ancestors are already in place, so moving to it writes only its own entry, and no row copies
+the prefix.
 
 Use: ``ReferenceDecoder(..., attention="exact")`` sets the model's attention implementation to
 ``ATTENTION`` and passes each decode step's ``RowPlan`` as the ``sssd_rows`` keyword; a forward
@@ -59,13 +60,6 @@ class RowPlan:
         return RowPlan(tuple(cache_lens), tuple(paths))
 
 
-def _common(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    n = 0
-    while n < len(a) and n < len(b) and a[n] == b[n]:
-        n += 1
-    return n
-
-
 def exact_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
                     dropout: float = 0.0, scaling: float | None = None, sssd_rows: RowPlan | None = None, **kwargs):
     """transformers' attention interface. query [B, H, n, D]; key, value [B, Hkv, T, D] with the
@@ -81,23 +75,19 @@ def exact_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch
     for b in range(B):
         prefix, paths = sssd_rows.prefix[b], sssd_rows.paths[b]
         deepest = max(len(p) for p in paths)
-        if prefix == width and all(p == tuple(range(len(p))) for p in paths):
-            keys, values = key[b : b + 1], value[b : b + 1]  # a chain over an unpadded cache: the keys in place
-            loaded = tuple(range(deepest))
+        in_place = prefix == width and all(p == tuple(range(len(p))) for p in paths)
+        if in_place:  # a chain over an unpadded cache: every row's keys are a prefix of the step's own
+            keys, values = key[b : b + 1], value[b : b + 1]
         else:
             keys = key.new_empty(1, key.shape[1], prefix + deepest, D)
             values = value.new_empty(1, value.shape[1], prefix + deepest, D)
             keys[:, :, :prefix], values[:, :, :prefix] = key[b : b + 1, :, :prefix], value[b : b + 1, :, :prefix]
-            loaded = ()
         for path in paths:
-            same = _common(loaded, path)
-            if same < len(path):
-                slots = torch.as_tensor(path[same:], device=key.device) + width
-                keys[0, :, prefix + same : prefix + len(path)] = key[b, :, slots]
-                values[0, :, prefix + same : prefix + len(path)] = value[b, :, slots]
-                loaded = path
-            end = prefix + len(path)
-            s = path[-1]
+            # depth first, the buffer already holds this path's ancestors (left by its parent's row or by
+            # the subtree of an earlier sibling): only the node itself is written
+            end, s = prefix + len(path), path[-1]
+            if not in_place:
+                keys[0, :, end - 1], values[0, :, end - 1] = key[b, :, width + s], value[b, :, width + s]
             row = F.scaled_dot_product_attention(query[b : b + 1, :, s : s + 1], keys[:, :, :end], values[:, :, :end],
                                                  scale=scaling, enable_gqa=True)
             out[b, s] = row[0, :, 0]
