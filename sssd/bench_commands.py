@@ -11,7 +11,7 @@ import json
 
 from client_sdk.verification import ATTENTIONS, LINEARS
 from sssd.bench.provenance import stamped
-from sssd.smollm2 import DTYPE_HELP, DTYPES
+from sssd.smollm2 import DTYPE_HELP, DTYPES, resolve_dtype
 
 
 def _ints(text: str, flag: str) -> list[int]:
@@ -124,6 +124,12 @@ def resolve_attention(attention: str, dtype: str) -> str:
     """--attention with "auto" resolved for the (resolved) dtype: bfloat16 needs exact rows for
     outputs identical to plain decoding; float32 is faster on the model's own attention."""
     return attention if attention != "auto" else ("exact" if dtype == "bfloat16" else "model")
+
+
+def model_choice(args) -> tuple[str, str]:
+    """(dtype, attention) of a command's --dtype and --attention, "auto" resolved."""
+    dtype = resolve_dtype(getattr(args, "dtype", "auto"))
+    return dtype, resolve_attention(getattr(args, "attention", "auto"), dtype)
 
 
 def _decode_flags(p: argparse.ArgumentParser) -> None:

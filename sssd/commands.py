@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sssd.bench_commands import linears_flag
+from sssd.bench_commands import linears_flag, model_choice
 from sssd.smollm2 import DTYPE_HELP, DTYPES
 
 
@@ -35,7 +35,8 @@ def _register_generate(sub) -> None:
     g.add_argument("--namespace", default=os.environ.get("SSSD_NAMESPACE", "default"))
     g.add_argument("--token", default=os.environ.get("SSSD_TOKEN"))
     g.add_argument("--stats", action="store_true", help="print steps, tau and tokens/s to stderr")
-    linears_flag(g)
+    g.add_argument("--dtype", choices=DTYPES, default="auto", help=DTYPE_HELP)
+    linears_flag(g, auto=True)
     g.set_defaults(handler=_generate)
 
 
@@ -49,8 +50,9 @@ def _generate(args) -> int:
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
-    model, tok = load_model()
-    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=args.linears, attention=args.attention)
+    dtype, attention = model_choice(args)
+    model, tok = load_model(dtype=dtype)
+    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=args.linears, attention=attention)
     prompt = chat_ids(tok, args.prompt)
     spec = None
     if not args.no_speculation:

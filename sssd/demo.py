@@ -38,8 +38,8 @@ LABELS = {"plain": "plain decoding", "empty": "SSSD, empty datastore", "filled":
 def run_demo(args, out: TextIO) -> int:
     from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
     from client_sdk.transport.remote import DatastoreClient
-    from sssd.bench_commands import resolve_attention
-    from sssd.smollm2 import load_model, resolve_dtype
+    from sssd.bench_commands import model_choice
+    from sssd.smollm2 import load_model
     from datastore_service.embedded import EmbeddedServer
     from datastore_service.server import ServerConfig
     from sssd.bench.decode_bench import prompts_for
@@ -51,8 +51,7 @@ def run_demo(args, out: TextIO) -> int:
     quiet = getattr(args, "json", False)
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=out, flush=True))
     t_start = time.perf_counter()
-    dtype = resolve_dtype(getattr(args, "dtype", "auto"))
-    attention = resolve_attention(getattr(args, "attention", "auto"), dtype)
+    dtype, attention = model_choice(args)
     say(f"[1/5] loading SmolLM2-135M-Instruct in {dtype} (GGUF -> PyTorch, cached after the first run); "
         f"{attention} attention")
     model, tok = load_model(dtype=dtype)

@@ -78,3 +78,14 @@ def test_auto_attention_follows_the_dtype(attention, dtype, resolved):
     from sssd.bench_commands import resolve_attention
 
     assert resolve_attention(attention, dtype) == resolved
+
+
+def test_generate_with_speculation_prints_what_plain_decoding_does(smollm2_available, capsys):
+    """``sssd generate`` at its defaults (--dtype and --attention auto: bfloat16 with exact rows on this
+    project's CPUs) prints the same answer with and without speculation."""
+    argv = ["generate", "--prompt", "Write a Python function that reverses a string.", "--max-new-tokens", "24"]
+    outs = []
+    for extra in ([], ["--no-speculation"]):
+        assert main(argv + extra) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1] and outs[0].strip()
