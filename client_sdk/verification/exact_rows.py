@@ -10,7 +10,9 @@ identical to plain bfloat16 decoding.
 Here every decode-step row is one attention call whose keys are exactly its visible ones, side
 by side: the row's valid cache entries, then its ancestors from root to itself. That is the call a
 plain step at the same position makes (one query, the same keys in the same order, no mask), so
-the row's output has the same bits, and by induction over layers so do its logits. The rows of a
+the row's output has the same bits. With linear layers whose rows do not depend on the call's row
+count (``ReferenceDecoder``'s "uniform" linears, ``cpu_linear.tune_uniform``) every other part of
+a layer is row by row, so by induction over layers the row's logits have plain decoding's bits. The rows of a
 tree are visited depth first over one buffer per sequence and layer: the buffer holds the cache
 prefix (copied once) and the current root-to-node path; in depth-first order each node's
 ancestors are already in place, so moving to it writes only its own entry, and no row copies
