@@ -78,27 +78,28 @@ def test_tune_keeps_the_fastest_way_per_row_count():
 
 
 def test_tune_uniform_takes_the_fastest_invariant_way_for_every_row_count(monkeypatch):
-    # onednn is fastest in sum but not row-invariant here; transposed beats linear in sum
+    # onednn is fastest in sum but keeps rows alike only up to 8 (< MIN_CHUNK); transposed beats linear
     times = {"linear": {2: 1.0, 6: 3.0}, "transposed": {2: 1.5, 6: 2.0}, "onednn": {2: 0.1, 6: 0.1}}
-    monkeypatch.setattr(cpu_linear, "row_invariant", lambda model, way: way != "onednn")
+    keeps = {"linear": 64, "transposed": 32, "onednn": 8}
+    monkeypatch.setattr(cpu_linear, "invariant_rows", lambda model, way: keeps[way])
     plan = tune_uniform(torch.nn.Linear(4, 4), grid=(2, 6), measure=lambda way, rows: times[way][rows],
                         ways=("linear", "transposed", "onednn"))
-    assert plan.ways == ("transposed", "transposed") and plan.above == "transposed"
-    assert plan.describe() == {"2": "transposed", "6": "transposed", ">6": "transposed"}
+    assert plan.ways == ("transposed", "transposed") and plan.above == "transposed" and plan.chunk == 32
+    assert plan.describe() == {"2": "transposed", "6": "transposed", ">6": "transposed", "chunk": "32"}
     assert [plan.way(r) for r in (1, 6, 7, 1000)] == ["transposed"] * 4  # above the grid too (prefill)
-    monkeypatch.setattr(cpu_linear, "row_invariant", lambda model, way: False)
+    monkeypatch.setattr(cpu_linear, "invariant_rows", lambda model, way: 16)
     with pytest.raises(ValueError, match="no linear way computes a row the same"):
         tune_uniform(torch.nn.Linear(4, 4), grid=(2,), measure=lambda way, rows: 1.0)
 
 
-def test_row_invariant_spots_a_way_whose_rows_depend_on_the_count(monkeypatch):
+def test_invariant_rows_finds_where_a_ways_rows_start_to_depend_on_the_count(monkeypatch):
     model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.Linear(4, 8))
     real = F.linear
     by_row = lambda x, w, b=None: torch.cat([real(row[None], w, b) for row in x])  # noqa: E731 - alike at any count
     monkeypatch.setattr(cpu_linear.F, "linear", by_row)
-    assert cpu_linear.row_invariant(model, "linear")
-    monkeypatch.setattr(cpu_linear.F, "linear", lambda x, w, b=None: by_row(x, w, b) + (x.shape[0] > 4))
-    assert not cpu_linear.row_invariant(model, "linear")
+    assert cpu_linear.invariant_rows(model, "linear", up_to=40) == 40
+    monkeypatch.setattr(cpu_linear.F, "linear", lambda x, w, b=None: by_row(x, w, b) + (x.shape[0] > 32))
+    assert cpu_linear.invariant_rows(model, "linear", up_to=40) == 32
 
 
 def test_an_adapted_layer_takes_the_plans_way_above_the_grid(monkeypatch):
@@ -109,6 +110,19 @@ def test_an_adapted_layer_takes_the_plans_way_above_the_grid(monkeypatch):
     layer(torch.randn(2, 64))
     layer(torch.randn(9, 64))
     assert called == [9]
+
+
+def test_a_chunked_layer_takes_a_calls_rows_a_chunk_at_a_time(monkeypatch):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 32)
+    adapt_linears(layer, LinearPlan((2,), ("linear",), above="linear", chunk=4))
+    calls = []
+    real = F.linear
+    monkeypatch.setattr(cpu_linear.F, "linear", lambda x, w, b=None: calls.append(x.shape[0]) or real(x, w, b))
+    x = torch.randn(2, 5, 64)  # 10 rows: 4 + 4 + 2, in order, back in the input's shape
+    y = layer(x)
+    assert calls == [4, 4, 2] and y.shape == (2, 5, 32)
+    torch.testing.assert_close(y, real(x, layer.weight, layer.bias))
 
 
 def test_onednn_usable_warns_once_and_says_why(monkeypatch):

@@ -115,6 +115,27 @@ def test_a_padded_batchs_rows_match_each_sequence_decoded_alone(lens):
 
 
 @needs_invariant_rows
+def test_a_step_of_more_rows_than_a_kernel_keeps_alike_matches_each_sequence_alone():
+    """52 rows in one step, SmolLM2's layer widths: oneDNN's and torch's bfloat16 products change
+    kernel above 32 rows here, so the uniform linears take such a call a chunk at a time."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(4)
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=576, intermediate_size=1536, num_hidden_layers=1,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=512)
+    dec = ReferenceDecoder(LlamaForCausalLM(cfg).eval().to(torch.bfloat16), eos_ids=set(), attention="exact")
+    rng = np.random.default_rng(4)
+    prompts = [rng.integers(0, VOCAB, n + 1).tolist() for n in (5, 9, 3, 7)]
+    trees = [_random_tree(rng, 12) for _ in prompts]
+    cache = dec.prefill(prompts)
+    logits = dec.forward(build_batch([p[-1] for p in prompts], trees, cache.lengths, cache.width), cache).logits
+    for b, (prompt, tree) in enumerate(zip(prompts, trees)):
+        alone = dec.prefill([prompt])
+        one = build_batch([prompt[-1]], [tree], alone.lengths, alone.width)
+        assert torch.equal(logits[b, : len(tree) + 1], dec.forward(one, alone).logits[0]), f"sequence {b}"
+
+
+@needs_invariant_rows
 @pytest.mark.parametrize("mode", ["right", "wrong", "mixed"])
 def test_bfloat16_speculative_decoding_equals_plain(mode):
     model = tiny_llama(seed=5).to(torch.bfloat16)

@@ -54,6 +54,7 @@ class LinearPlan:
     grid: tuple[int, ...] = ()
     ways: tuple[str, ...] = ()
     above: str = LINEAR  # the way of calls with more rows than the grid's largest count (a prefill)
+    chunk: int = 0  # calls of more rows take them this many at a time (0: all at once); see tune_uniform
 
     def __post_init__(self) -> None:
         if len(self.grid) != len(self.ways) or list(self.grid) != sorted(set(self.grid)):
@@ -72,7 +73,8 @@ class LinearPlan:
 
     def describe(self) -> dict[str, str]:
         out = dict(zip(map(str, self.grid), self.ways))
-        return out if self.above == LINEAR else {**out, f">{self.grid[-1]}": self.above}
+        out = out if self.above == LINEAR else {**out, f">{self.grid[-1]}": self.above}
+        return {**out, "chunk": str(self.chunk)} if self.chunk else out
 
 
 class AdaptiveLinear(torch.nn.Linear):
@@ -82,10 +84,15 @@ class AdaptiveLinear(torch.nn.Linear):
 
     row_ways: tuple[str, ...] = ()
     above: str = LINEAR  # LinearPlan.above
+    chunk: int = 0  # LinearPlan.chunk
     packed: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows = x.numel() // self.in_features
+        if self.chunk and rows > self.chunk and x.is_cpu:
+            flat = x.reshape(rows, self.in_features)
+            parts = [self.forward(part) for part in flat.split(self.chunk)]
+            return torch.cat(parts).reshape(*x.shape[:-1], self.out_features)
         way = (self.row_ways[rows] if rows < len(self.row_ways) else self.above) if x.is_cpu else LINEAR
         if way == ONEDNN:
             return onednn_linear(x, self.packed, self.bias)
@@ -211,39 +218,45 @@ def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3, m
     return LinearPlan(tuple(grid), tuple(chosen))
 
 
-def row_invariant(model: torch.nn.Module, way: str, counts: Sequence[int] = (2, 3, 5, 8, 17)) -> bool:
-    """Whether ``way`` gives every row the same bits whatever the call's row count, on one layer
-    of each weight shape of the model (random inputs): a row alone against the same row among
-    ``counts`` rows."""
+MIN_CHUNK = 17  # a uniform way must keep rows alike up to this count: one sequence's widest verify
+CHUNK_LIMIT = 64  # invariant_rows looks no further: calls of more rows go 64 at a time at most
+
+
+def invariant_rows(model: torch.nn.Module, way: str, up_to: int = CHUNK_LIMIT) -> int:
+    """The largest n <= ``up_to`` such that ``way`` gives a row the same bits alone and among any
+    2..n rows, on one layer of each weight shape of the model (random inputs; oneDNN's and
+    torch's bfloat16 products, for one, change kernel above 32 rows here)."""
     products = {LINEAR: F.linear, TRANSPOSED: transposed_linear, ONEDNN: onednn_linear}
     shapes = {}
     for m in _model_linears(model):
         shapes.setdefault((tuple(m.weight.shape), m.weight.dtype), m)
     gen = torch.Generator().manual_seed(0)
+    n = up_to
     with torch.no_grad():
         for m in shapes.values():
             w = pack_weight(m.weight) if way == ONEDNN else m.weight
-            x = torch.randn(max(counts), m.in_features, generator=gen).to(m.weight.dtype)
-            alone = torch.cat([products[way](x[j : j + 1], w, m.bias) for j in range(x.shape[0])])
-            if not all(torch.equal(products[way](x[:n], w, m.bias), alone[:n]) for n in counts):
-                return False
-    return True
+            x = torch.randn(up_to, m.in_features, generator=gen).to(m.weight.dtype)
+            alone = torch.cat([products[way](x[j : j + 1], w, m.bias) for j in range(up_to)])
+            n = next((k - 1 for k in range(2, n + 1) if not torch.equal(products[way](x[:k], w, m.bias), alone[:k])), n)
+    return n
 
 
 def tune_uniform(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3,
                  measure: Measure | None = None, ways: Sequence[str] | None = None) -> LinearPlan:
-    """One way for every row count: the fastest over the whole grid (sum of its best passes)
-    among the ways that are ``row_invariant`` on this model, so that a row's product never
-    depends on how many rows its call has (what exact verification needs). ValueError when no
-    way is."""
+    """One way for every row count, so that a row's product never depends on how many rows its
+    call has (what exact verification needs): the fastest over the whole grid (sum of its best
+    passes) among the ways that keep rows alike up to at least MIN_CHUNK rows
+    (``invariant_rows``); calls of more rows than that way keeps alike take them that many at a
+    time. ValueError when no way qualifies."""
     linears = _model_linears(model, TUNE_BYTES)
-    ways = [w for w in (_usable_ways(linears) if ways is None else ways) if row_invariant(model, w)]
+    keeps = {w: invariant_rows(model, w) for w in (_usable_ways(linears) if ways is None else ways)}
+    ways = [w for w, n in keeps.items() if n >= MIN_CHUNK]
     if not ways:
         raise ValueError("no linear way computes a row the same whatever the row count, for this model's dtype on "
                          "this CPU (bfloat16 does on CPUs with AVX512-BF16 or AMX; float32's GEMM does not)")
     best = _timings(linears, grid, repeats, measure, ways)
     way = min(ways, key=lambda w: sum(best[w, rows] for rows in grid))
-    return LinearPlan(tuple(grid), (way,) * len(grid), above=way)
+    return LinearPlan(tuple(grid), (way,) * len(grid), above=way, chunk=keeps[way])
 
 
 def adapt_linears(model: torch.nn.Module, plan: LinearPlan | None = None) -> LinearPlan:
@@ -255,7 +268,7 @@ def adapt_linears(model: torch.nn.Module, plan: LinearPlan | None = None) -> Lin
     for m in model.modules():
         if type(m) in (torch.nn.Linear, AdaptiveLinear):
             m.__class__ = AdaptiveLinear
-            m.row_ways, m.above = table, plan.above
+            m.row_ways, m.above, m.chunk = table, plan.above, plan.chunk
             m.packed = pack_weight(m.weight) if ONEDNN in (*table, plan.above) else None
     return plan
 
