@@ -125,8 +125,9 @@ def _aggregate(runs: list[list[dict]]) -> list[dict]:
 def run(datasets=("mtbench", "humaneval"), n_prompts: int = 8, max_new_tokens: int = 96, batch_sizes=(1,),
         device: str = "cpu", progress: bool = True, runs: int = 1, contention: int = 0, dtype: str = "float32",
         linears: str | None = None, attention: str = "model") -> dict:
-    from sssd.smollm2 import load_model
+    from sssd.smollm2 import load_model, resolve_dtype
 
+    dtype = resolve_dtype(dtype)  # "auto" named as what it is in the results
     model, tok = load_model(dtype=dtype)
     model.to(device)
     decoder = ReferenceDecoder(model, {tok.eos_token_id}, device, linears=linears, attention=attention)
