@@ -132,6 +132,31 @@ def model_choice(args) -> tuple[str, str]:
     return dtype, resolve_attention(getattr(args, "attention", "auto"), dtype)
 
 
+def load_decoder(args):
+    """(ReferenceDecoder, tokenizer, dtype) of SmolLM2 for a command's --dtype, --attention and
+    --linears. Where --dtype auto chose bfloat16 but no linear kernel keeps a row alike at every
+    row count on this CPU (cpu_linear.NoInvariantWay), it warns once and takes float32 instead;
+    an explicit --dtype bfloat16 is refused there."""
+    import warnings
+
+    from client_sdk.verification.cpu_linear import NoInvariantWay
+    from client_sdk.verification.decoder import ReferenceDecoder
+    from sssd.smollm2 import load_model
+
+    linears = getattr(args, "linears", None)
+    dtype, attention = model_choice(args)
+    model, tok = load_model(dtype=dtype)
+    try:
+        return ReferenceDecoder(model, {tok.eos_token_id}, linears=linears, attention=attention), tok, dtype
+    except NoInvariantWay as exc:
+        if getattr(args, "dtype", "auto") != "auto":
+            raise
+        warnings.warn(f"sssd: {exc}; --dtype auto takes float32 here", RuntimeWarning, stacklevel=2)
+    model, tok = load_model(dtype="float32")
+    attention = resolve_attention(getattr(args, "attention", "auto"), "float32")
+    return ReferenceDecoder(model, {tok.eos_token_id}, linears=linears, attention=attention), tok, "float32"
+
+
 def _decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--datasets", default="mtbench,humaneval")
     p.add_argument("--prompts", type=int, default=8, help="prompts per dataset")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sssd.bench_commands import linears_flag, model_choice
+from sssd.bench_commands import linears_flag, load_decoder
 from sssd.smollm2 import DTYPE_HELP, DTYPES
 
 
@@ -43,16 +43,15 @@ def _register_generate(sub) -> None:
 def _generate(args) -> int:
     import time
 
-    from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
+    from client_sdk.verification.decoder import measured_costs
     from client_sdk.runtime import CPU_DECODING, build_speculator
-    from sssd.smollm2 import chat_ids, load_model
+    from sssd.smollm2 import chat_ids
     from client_sdk.verification.verify import Sampling
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
-    dtype, attention = model_choice(args)
-    model, tok = load_model(dtype=dtype)
-    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=args.linears, attention=attention)
+    decoder, tok, _ = load_decoder(args)
+    model = decoder.model
     prompt = chat_ids(tok, args.prompt)
     spec = None
     if not args.no_speculation:

@@ -36,10 +36,9 @@ LABELS = {"plain": "plain decoding", "empty": "SSSD, empty datastore", "filled":
 
 
 def run_demo(args, out: TextIO) -> int:
-    from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
+    from client_sdk.verification.decoder import measured_costs
     from client_sdk.transport.remote import DatastoreClient
-    from sssd.bench_commands import model_choice
-    from sssd.smollm2 import load_model
+    from sssd.bench_commands import load_decoder, model_choice
     from datastore_service.embedded import EmbeddedServer
     from datastore_service.server import ServerConfig
     from sssd.bench.decode_bench import prompts_for
@@ -54,8 +53,7 @@ def run_demo(args, out: TextIO) -> int:
     dtype, attention = model_choice(args)
     say(f"[1/5] loading SmolLM2-135M-Instruct in {dtype} (GGUF -> PyTorch, cached after the first run); "
         f"{attention} attention")
-    model, tok = load_model(dtype=dtype)
-    decoder = ReferenceDecoder(model, {tok.eos_token_id}, linears=getattr(args, "linears", None), attention=attention)
+    decoder, tok, dtype = load_decoder(args)
     say(f"[2/5] starting the datastore service on {work / 'datastore.db'}")
     server = EmbeddedServer(ServerConfig.of(db=str(work / "datastore.db"), port=0)).start()
     try:

@@ -89,3 +89,36 @@ def test_generate_with_speculation_prints_what_plain_decoding_does(smollm2_avail
         assert main(argv + extra) == 0
         outs.append(capsys.readouterr().out)
     assert outs[0] == outs[1] and outs[0].strip()
+
+
+@pytest.mark.parametrize("dtype", ["auto", "bfloat16"])
+def test_auto_dtype_takes_float32_where_no_kernel_keeps_rows_alike(monkeypatch, dtype):
+    """--dtype auto chose bfloat16 by the CPU's flags, but no linear kernel keeps a row alike at every
+    row count: the command warns and decodes in float32; an explicit --dtype bfloat16 is refused."""
+    import argparse
+    import types
+
+    import torch
+
+    import sssd.smollm2
+    from client_sdk.verification import decoder as decoder_module
+    from client_sdk.verification.cpu_linear import NoInvariantWay
+    from sssd import bench_commands
+    from tests.test_decoder import tiny_llama
+
+    def refuse(model):
+        raise NoInvariantWay("no linear way computes a row the same whatever the row count")
+
+    loaded = []
+    monkeypatch.setattr(bench_commands, "resolve_dtype", lambda d: "bfloat16" if d == "auto" else d)
+    monkeypatch.setattr(decoder_module, "tune_uniform", refuse)
+    monkeypatch.setattr(sssd.smollm2, "load_model", lambda dtype: loaded.append(dtype) or (
+        tiny_llama(seed=1).to(getattr(torch, dtype)), types.SimpleNamespace(eos_token_id=2)))
+    args = argparse.Namespace(dtype=dtype, attention="auto", linears=None)
+    if dtype == "bfloat16":
+        with pytest.raises(NoInvariantWay):
+            bench_commands.load_decoder(args)
+        return
+    with pytest.warns(RuntimeWarning, match="--dtype auto takes float32 here"):
+        decoder, _, chosen = bench_commands.load_decoder(args)
+    assert chosen == "float32" and loaded == ["bfloat16", "float32"] and not decoder.exact

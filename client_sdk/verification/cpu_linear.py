@@ -218,6 +218,10 @@ def tune(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: int = 3, m
     return LinearPlan(tuple(grid), tuple(chosen))
 
 
+class NoInvariantWay(ValueError):
+    """No linear way keeps a row's product alike at every row count (``tune_uniform``)."""
+
+
 MIN_CHUNK = 17  # a uniform way must keep rows alike up to this count: one sequence's widest verify
 CHUNK_LIMIT = 64  # invariant_rows looks no further: calls of more rows go 64 at a time at most
 
@@ -252,7 +256,7 @@ def tune_uniform(model: torch.nn.Module, grid: Sequence[int] = GRID, repeats: in
     keeps = {w: invariant_rows(model, w) for w in (_usable_ways(linears) if ways is None else ways)}
     ways = [w for w, n in keeps.items() if n >= MIN_CHUNK]
     if not ways:
-        raise ValueError("no linear way computes a row the same whatever the row count, for this model's dtype on "
+        raise NoInvariantWay("no linear way computes a row the same whatever the row count, for this model's dtype on "
                          "this CPU (bfloat16 does on CPUs with AVX512-BF16 or AMX; float32's GEMM does not)")
     best = _timings(linears, grid, repeats, measure, ways)
     way = min(ways, key=lambda w: sum(best[w, rows] for rows in grid))
