@@ -112,8 +112,9 @@ def linears_flag(p: argparse.ArgumentParser, auto: bool = False) -> None:
     attention in bfloat16 and the model's own in float32 (``resolve_attention``)."""
     p.add_argument("--linears", choices=LINEARS, default=None,
                    help="CPU linear layers: the fastest of torch's GEMM, the transposed GEMM and oneDNN's packed product per "
-                        "row count, measured at start in seconds (adaptive, the default), or torch's own (the default "
-                        "with --attention exact, which needs every row computed alike)")
+                        "row count, measured at start in seconds (adaptive, the default); the fastest one of them that "
+                        "computes a row alike at every row count, for every count (uniform, the default and the only "
+                        "kernel choice with --attention exact); or torch's own")
     p.add_argument("--attention", choices=(("auto",) if auto else ()) + ATTENTIONS, default="auto" if auto else "model",
                    help="decode-step attention: one masked call per layer (model), or each row computed as plain "
                         "decoding computes its position (exact: bit-identical greedy outputs in bfloat16 too)"

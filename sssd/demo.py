@@ -38,7 +38,7 @@ LABELS = {"plain": "plain decoding", "empty": "SSSD, empty datastore", "filled":
 def run_demo(args, out: TextIO) -> int:
     from client_sdk.verification.decoder import measured_costs
     from client_sdk.transport.remote import DatastoreClient
-    from sssd.bench_commands import load_decoder, model_choice
+    from sssd.bench_commands import load_decoder
     from datastore_service.embedded import EmbeddedServer
     from datastore_service.server import ServerConfig
     from sssd.bench.decode_bench import prompts_for
@@ -50,10 +50,10 @@ def run_demo(args, out: TextIO) -> int:
     quiet = getattr(args, "json", False)
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=out, flush=True))
     t_start = time.perf_counter()
-    dtype, attention = model_choice(args)
-    say(f"[1/5] loading SmolLM2-135M-Instruct in {dtype} (GGUF -> PyTorch, cached after the first run); "
-        f"{attention} attention")
+    say("[1/5] loading SmolLM2-135M-Instruct (GGUF -> PyTorch, cached after the first run)")
     decoder, tok, dtype = load_decoder(args)
+    attention = "exact rows" if decoder.exact else "the model's own attention"
+    say(f"      {dtype}, {attention}, {decoder.linears} linear layers")
     say(f"[2/5] starting the datastore service on {work / 'datastore.db'}")
     server = EmbeddedServer(ServerConfig.of(db=str(work / "datastore.db"), port=0)).start()
     try:

@@ -146,6 +146,11 @@ def onednn_usable(dtype: torch.dtype) -> bool:
 Measure = Callable[[str, int], float]
 
 
+def _products() -> dict[str, Callable]:
+    """Each way's product, (x, weight or packed weight, bias) -> y (looked up at call time)."""
+    return {LINEAR: F.linear, TRANSPOSED: transposed_linear, ONEDNN: onednn_linear}
+
+
 def _layers_measure(linears: Sequence[torch.nn.Linear]) -> Measure:
     """Seconds of one pass over ``linears`` with ``rows`` rows, one way (inputs made once per count)."""
 
@@ -157,7 +162,7 @@ def _layers_measure(linears: Sequence[torch.nn.Linear]) -> Measure:
     def weights(way: str) -> list[torch.Tensor]:  # packed once, on oneDNN's first pass
         return [pack_weight(m.weight) if way == ONEDNN else m.weight for m in linears]
 
-    products = {LINEAR: F.linear, TRANSPOSED: transposed_linear, ONEDNN: onednn_linear}
+    products = _products()
 
     def measure(way: str, rows: int) -> float:
         xs, ws, product = inputs(rows), weights(way), products[way]
@@ -230,7 +235,7 @@ def invariant_rows(model: torch.nn.Module, way: str, up_to: int = CHUNK_LIMIT) -
     """The largest n <= ``up_to`` such that ``way`` gives a row the same bits alone and among any
     2..n rows, on one layer of each weight shape of the model (random inputs; oneDNN's and
     torch's bfloat16 products, for one, change kernel above 32 rows here)."""
-    products = {LINEAR: F.linear, TRANSPOSED: transposed_linear, ONEDNN: onednn_linear}
+    products = _products()
     shapes = {}
     for m in _model_linears(model):
         shapes.setdefault((tuple(m.weight.shape), m.weight.dtype), m)

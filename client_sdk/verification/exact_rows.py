@@ -46,6 +46,8 @@ class RowPlan:
 
     prefix: tuple[int, ...]
     paths: tuple[tuple[tuple[int, ...], ...], ...]
+    deepest: tuple[int, ...] = ()  # per row: its longest path (root included)
+    chain: tuple[bool, ...] = ()  # per row: every path is slots 0..d (the keys can be read in place)
 
     @staticmethod
     def of(parents: list[list[int]], sizes: list[int], cache_lens: list[int]) -> "RowPlan":
@@ -59,7 +61,8 @@ class RowPlan:
                     path.append(par[path[-1]])
                 rows.append(tuple(reversed(path)))
             paths.append(tuple(sorted(rows)))  # lexicographic = depth first
-        return RowPlan(tuple(cache_lens), tuple(paths))
+        return RowPlan(tuple(cache_lens), tuple(paths), tuple(max(map(len, ps)) for ps in paths),
+                       tuple(all(p == tuple(range(len(p))) for p in ps) for ps in paths))
 
 
 def exact_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, attention_mask,
@@ -75,9 +78,8 @@ def exact_attention(module, query: torch.Tensor, key: torch.Tensor, value: torch
     width = key.shape[2] - n  # the padded cache; the step's slot s is key index width + s
     out = query.new_zeros(B, n, H, D)  # padding slots stay 0: their outputs are never read
     for b in range(B):
-        prefix, paths = sssd_rows.prefix[b], sssd_rows.paths[b]
-        deepest = max(len(p) for p in paths)
-        in_place = prefix == width and all(p == tuple(range(len(p))) for p in paths)
+        prefix, paths, deepest = sssd_rows.prefix[b], sssd_rows.paths[b], sssd_rows.deepest[b]
+        in_place = prefix == width and sssd_rows.chain[b]
         if in_place:  # a chain over an unpadded cache: every row's keys are a prefix of the step's own
             keys, values = key[b : b + 1], value[b : b + 1]
         else:
