@@ -22,7 +22,7 @@ Use: ``ReferenceDecoder(..., attention="exact")`` sets the model's attention imp
 ``ATTENTION`` and passes each decode step's ``RowPlan`` as the ``sssd_rows`` keyword; a forward
 without one (the prefill, shared by plain and speculative decoding) takes transformers' own
 scaled-dot-product path unchanged. Cost: one attention call per row per layer instead of one per
-layer (about 15 µs each for SmolLM2 on the project's CPU).
+layer (what a verify then costs: BENCHMARKS.md, "Exact rows").
 """
 
 from __future__ import annotations
