@@ -14,6 +14,8 @@ log = logging.getLogger("sssd.sglang")
 
 OUTCOMES = ("used", "late", "failed", "skipped_open", "misaligned")
 FED_BACK = ("sent", "conflicts", "failed", "dropped")  # FeedbackSink's counts of finished generations
+# decode steps noted before their drafts are counted anyway, when no upkeep ran (bounds the list)
+UNBOOKED_LIMIT = 1024
 
 
 class WorkerMetrics:
@@ -35,12 +37,31 @@ class WorkerMetrics:
                                 "over the queue's bounds or left at shutdown)", ["outcome"], registry=registry)
         self.resends = Counter("sssd_feedback_resends", "feedback Ingest calls the datastore did not take (away or "
                                "slow), their generations kept to send again", registry=registry)
+        self.not_fed_back = Counter("sssd_generations_not_fed_back", "finished generations kept from the datastore, "
+                                    "by reason (aborted: SGLang's FINISH_ABORT, a cancel, timeout or error)", ["reason"],
+                                    registry=registry)
         self._totals: dict = {}  # the running totals the counters above follow, as last seen
+        self._unbooked: list[tuple[int, int]] = []  # (batch, width) of decode steps not counted yet
 
-    def observe_upkeep(self, forgotten: int, sink) -> None:
-        """A decode step's bookkeeping beside the GPU: ``observe_forgotten``, ``observe_feedback``."""
+    def drafted(self, batch: int, width: int) -> None:
+        """A decode step's drafts, ``batch`` requests at ``width``: noted on the critical path,
+        counted beside the GPU (``observe_upkeep``)."""
+        self._unbooked.append((batch, width))
+        if len(self._unbooked) >= UNBOOKED_LIMIT:  # (a caller that never runs the upkeep)
+            self._book_drafts()
+
+    def observe_upkeep(self, forgotten: int, sink, source=None) -> None:
+        """A decode step's bookkeeping beside the GPU: the drafts noted since the last one, the
+        remote source's lookups (``observe_lookups``), ``observe_forgotten``, ``observe_feedback``."""
+        self._book_drafts()
+        self.observe_lookups(source)
         self.observe_forgotten(forgotten)
         self.observe_feedback(sink)
+
+    def _book_drafts(self) -> None:
+        for batch, width in self._unbooked:
+            self.drafts.labels(str(width)).inc(batch)
+        self._unbooked.clear()
 
     def _follow(self, key, now: int, counter, *labels) -> None:
         """Add to ``counter`` (with ``labels``) what the running total ``now`` gained since ``key``
@@ -78,9 +99,13 @@ class WorkerMetrics:
                         rid, output, relayed, committed)
         self.misaligned.inc()
 
-    def observe_step(self, batch: int, width: int, source) -> None:
-        """A drafted step of ``batch`` requests at ``width``; source: the RemoteSource (or None)."""
-        self.drafts.labels(str(width)).inc(batch)
+    def aborted(self) -> None:
+        """A finished request whose generation was aborted: not fed back."""
+        self.not_fed_back.labels("aborted").inc()
+
+    def observe_lookups(self, source) -> None:
+        """The remote source's lookup outcomes and breaker openings (running totals; source: the
+        RemoteSource, or None without a datastore)."""
         if source is None:
             return
         for outcome in OUTCOMES:

@@ -138,7 +138,7 @@ class PerBatchWidths:
             drafts, mask = self.drafter.drafts(views, last_step_s=last_step)
             width = self.drafter.last_width
             self.clock.drafting_took(time.perf_counter() - start)
-            self.metrics.observe_step(bs, width, self.drafter.spec.remote)
+            self.metrics.drafted(bs, width)  # (counted beside the GPU, in _update_ngram_corpus)
         return share_from_rank0(drafts, mask, bs, width, self.tp_group, self.w_max)
 
 

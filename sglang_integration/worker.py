@@ -93,6 +93,20 @@ class NoCorpus:
         pass
 
 
+def finish_held(drafter: BatchDrafter, metrics: WorkerMetrics, req) -> None:
+    """A finished request's ``Req``, held until SGLang's finish notice: its generation goes back to
+    the datastore through its stop token, unless SGLang aborted it (``FINISH_ABORT``: a cancel, a
+    timeout or an error), which is kept from the shared datastore and counted. The notice's
+    ``natural_stop`` cannot tell: it is False for an abort and a length cap alike."""
+    from sglang.srt.managers.schedule_batch import FINISH_ABORT
+
+    if isinstance(getattr(req, "finished_reason", None), FINISH_ABORT):
+        drafter.drop([req.rid])
+        metrics.aborted()
+    else:
+        drafter.finished(req.rid, req.output_ids_through_stop)
+
+
 @functools.cache
 def worker_class():
     import sglang.srt.speculative.ngram_worker as ngram_worker
@@ -103,8 +117,8 @@ def worker_class():
         Hooks used (sglang 0.5.23): ``_prepare_for_speculative_decoding`` (the drafts, on the
         critical path, then the step's width activated), ``_prepare_draft_tokens`` (hands them to
         NGRAM's preparation), ``_update_ngram_corpus`` (right after the verify launch: the
-        datastore prefetch), ``note_request_finished`` (result processing: the generation goes
-        back, once), ``clear_cache_pool`` (a flush while idle: every request's state dropped);
+        datastore prefetch and the step's counters), ``note_request_finished`` (result processing:
+        the generation back once, unless aborted), ``clear_cache_pool`` (every request dropped);
         for per-batch widths, ``init_cuda_graphs`` (a runtime state per menu width, after SGLang
         captured the launch width's), the ``AdaptiveSpecWorker`` protocol
         (``build_adaptive_runtime_state``, ``apply_runtime_state``), ``_init_preallocated_tensors``
@@ -158,7 +172,7 @@ def worker_class():
                 self.drafter.drop(left)
                 self.drafter.prefetch([req.rid for req in batch.reqs])
                 self._reqs.departed(current, left)
-                self.metrics.observe_upkeep(self._reqs.forgotten, self.drafter.spec.feedback)
+                self.metrics.observe_upkeep(self._reqs.forgotten, self.drafter.spec.feedback, self.drafter.spec.remote)
 
         def clear_cache_pool(self):
             # only while nothing decodes (/flush_cache, weight updates); NGRAM forgets its rids: drop every request
@@ -171,6 +185,6 @@ def worker_class():
         def note_request_finished(self, *, rid: str, natural_stop: bool) -> None:
             super().note_request_finished(rid=rid, natural_stop=natural_stop)
             if self.tp_rank == 0 and (req := self._reqs.pop(rid)) is not None:
-                self.drafter.finished(rid, req.output_ids_through_stop)
+                finish_held(self.drafter, self.metrics, req)
 
     return SSSDWorker

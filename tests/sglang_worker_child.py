@@ -239,6 +239,17 @@ def lifecycle_scenario(rank):
     again = Req("b", [7, 7, 7], [2])  # a later request with the same (client-chosen) rid
     step([again])
     w.note_request_finished(rid="b", natural_stop=True)
+    from sglang.srt.managers.schedule_batch import FINISH_ABORT, FINISH_LENGTH
+
+    # SGLang reports an abort and a length cap alike (natural_stop False): an aborted generation
+    # (a cancel, timeout or error) is not fed back, and counted; a capped one is
+    cut, capped = Req("c", [4, 4, 4], [6]), Req("d", [9, 9, 9], [1])
+    step([cut, capped])
+    cut.finished_reason, capped.finished_reason = FINISH_ABORT(), FINISH_LENGTH(2)
+    for r in (cut, capped):
+        w.note_request_finished(rid=r.rid, natural_stop=False)
+    out["after_abort"] = [sorted(w.drafter._state), len(w._reqs)]
+    out["aborted_counted"] = REGISTRY.get_sample_value("sssd_generations_not_fed_back_total", {"reason": "aborted"})
     out["fed_back"] = sink.sent
     from client_sdk.transport.feedback import FeedbackSink
 

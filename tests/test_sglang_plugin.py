@@ -524,8 +524,9 @@ def test_worker_metrics_follow_the_feedback_sinks_counts():
 
 
 def test_worker_metrics_count_lookup_outcomes_and_breaker_openings_once():
-    """The worker's Prometheus counters follow its remote source's counts: each step adds what
-    changed since the last (the breaker's openings too: drafting went on without the datastore)."""
+    """The worker's Prometheus counters follow its remote source's counts: each step's upkeep
+    adds what changed since the last (the breaker's openings too: drafting went on without the
+    datastore), and the drafts noted on the critical path since then."""
     from prometheus_client import CollectorRegistry
 
     from client_sdk.transport.source import SourceStats
@@ -534,12 +535,32 @@ def test_worker_metrics_count_lookup_outcomes_and_breaker_openings_once():
     registry = CollectorRegistry()
     metrics = WorkerMetrics(registry)
     source = type("Source", (), {"stats": SourceStats(used=3, late=2, opened=1)})()
-    metrics.observe_step(4, 5, source)
-    source.stats.used, source.stats.opened = 5, 2
-    metrics.observe_step(4, 5, source)
-    metrics.observe_step(4, 1, None)
+    metrics.drafted(4, 5)
     value = registry.get_sample_value
+    assert value("sssd_drafts_total", {"width": "5"}) is None  # noted on the critical path, counted beside the GPU
+    metrics.observe_upkeep(0, None, source)
+    source.stats.used, source.stats.opened = 5, 2
+    metrics.drafted(4, 5)
+    metrics.drafted(4, 1)
+    metrics.observe_upkeep(0, None, source)
+    metrics.observe_upkeep(0, None, None)
     assert value("sssd_datastore_lookups_total", {"outcome": "used"}) == 5
     assert value("sssd_datastore_lookups_total", {"outcome": "late"}) == 2
     assert value("sssd_datastore_breaker_openings_total") == 2
     assert value("sssd_drafts_total", {"width": "5"}) == 8 and value("sssd_drafts_total", {"width": "1"}) == 4
+
+
+def test_worker_metrics_count_drafts_when_no_upkeep_runs():
+    """Drafts noted without an upkeep are counted once the note list reaches its bound: it never grows without end."""
+    from prometheus_client import CollectorRegistry
+
+    from sglang_integration.metrics import UNBOOKED_LIMIT, WorkerMetrics
+
+    registry = CollectorRegistry()
+    metrics = WorkerMetrics(registry)
+    for _ in range(UNBOOKED_LIMIT - 1):
+        metrics.drafted(2, 3)
+    assert registry.get_sample_value("sssd_drafts_total", {"width": "3"}) is None
+    metrics.drafted(2, 3)
+    assert registry.get_sample_value("sssd_drafts_total", {"width": "3"}) == 2 * UNBOOKED_LIMIT
+    assert len(metrics._unbooked) == 0

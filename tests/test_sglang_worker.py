@@ -99,7 +99,7 @@ def test_requests_that_leave_without_a_finish_are_not_held_forever(tmp_path):
     real class holds its Req a few decode steps (for a late notice), then drops and counts it;
     SGLang's cache flush (nothing decoding) drops every request's state; a request decoding
     again after the flush is admitted with its whole context, and its finish is fed back once; a
-    later request that reuses its rid is fed back too."""
+    later request that reuses its rid is fed back too; an aborted one is not."""
     (rank0,) = run_ranks(tmp_path, "lifecycle", size=1)
     assert rank0["held"] == [["a", "b"], ["a", "b"], ["a", "b"], ["a", "b"], ["a"], ["a", "b"]]  # grace: 3 steps
     assert rank0["drafting"] == [["a", "b"], ["a"], ["a"], ["a"], ["a"], ["a", "b"]]  # dropped as it left
@@ -107,5 +107,9 @@ def test_requests_that_leave_without_a_finish_are_not_held_forever(tmp_path):
     assert rank0["after_flush"] == [0, [], []] and rank0["forgotten"] == 3
     assert rank0["b_indexed"] == rank0["b_context"]
     # b's finish fed back once however often noticed, and a later request reusing its rid too
-    assert rank0["fed_back"] == [["b", rank0["b_context"][5:] + [rank0["b_context"][-1] + 1]], ["b", [2, 3]]]
+    # ... and of two finishes SGLang reports alike (natural_stop False), the length cap is fed back
+    # and the abort is not (counted as sssd_generations_not_fed_back_total{reason="aborted"})
+    assert rank0["fed_back"] == [["b", rank0["b_context"][5:] + [rank0["b_context"][-1] + 1]], ["b", [2, 3]],
+                                 ["d", [1, 2]]]
+    assert rank0["aborted_counted"] == 1 and rank0["after_abort"] == [[], 0]
     assert rank0["feedback_counted"] == [7, 1, 2, 3]  # the feedback sink's counts reach Prometheus beside the GPU
