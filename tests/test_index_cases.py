@@ -175,6 +175,29 @@ def test_find_range_is_every_suffix_that_starts_with_the_pattern(docs, pattern, 
     assert {int(p) for p in seg.sa[lo:hi]} == starts
 
 
+@settings(max_examples=80, deadline=None)
+@given(docs=st.lists(st.lists(st.integers(0, 2), min_size=1, max_size=400), min_size=1, max_size=4),
+       patterns=st.lists(st.lists(st.integers(0, 3), min_size=1, max_size=5), min_size=1, max_size=12),
+       bucketed=st.booleans())
+def test_find_ranges_gives_each_pattern_find_ranges_own_range(docs, patterns, bucketed):
+    """The lockstep search of many patterns gives every pattern exactly the range ``find_range``
+    gives it alone: patterns of different lengths side by side in one context array, one-token
+    ones (a bucket) among them, ones that do not occur (token 3 never does), with and without
+    the first-token buckets."""
+    from datastore_service.core.kernels import find_range, find_ranges
+    from datastore_service.core.segment import build_segment as build
+
+    seg = build(1, 4, [(f"d{i}", i + 1, np.asarray(d, np.int32)) for i, d in enumerate(docs)])
+    first = seg.first_off if bucketed else np.zeros(0, dtype=seg.first_off.dtype)
+    ctx = np.asarray([t for p in patterns for t in p], np.int32)
+    starts = np.cumsum([0] + [len(p) for p in patterns[:-1]]).astype(np.int64)
+    ks = np.asarray([len(p) for p in patterns], np.int64)
+    got = np.full((len(patterns), 2), -1, np.int64)
+    find_ranges(seg.tokens, seg.sa, first, ctx, starts, ks, got)
+    want = [find_range(seg.tokens, seg.sa, first, np.asarray(p, np.int32), len(p)) for p in patterns]
+    assert [tuple(r) for r in got.tolist()] == [tuple(int(x) for x in w) for w in want]
+
+
 @settings(max_examples=150, deadline=None)
 @given(rows=st.lists(st.lists(st.integers(0, 3), min_size=4, max_size=4), min_size=1, max_size=60),
        max_nodes=st.integers(1, 80))

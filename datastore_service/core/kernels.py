@@ -15,14 +15,33 @@ NOPYTHON = dict(cache=True, nogil=True, boundscheck=False)
 
 
 @numba.njit(inline="always", **NOPYTHON)
-def _cmp(tokens, p, pat, k):
-    """Sign of (suffix at p, first k tokens) - pat."""
+def _cmp_at(tokens, p, pat, start, k):
+    """Sign of (suffix at p, first k tokens) - pat[start : start + k]."""
     for j in range(k):
         t = tokens[p + j]
-        q = pat[j]
+        q = pat[start + j]
         if t != q:
             return -1 if t < q else 1
     return 0
+
+
+@numba.njit(inline="always", **NOPYTHON)
+def _range_end(tokens, sa, lo, end, pat, start, k):
+    """The end of the range of pat[start : start + k] that begins at lo (sa[lo] starts with it, and
+    no suffix from ``end`` on does): a galloping search from lo, then a binary one. A range of c
+    suffixes costs about 2 log2(c) comparisons, and most ranges of longer patterns are short."""
+    step = 1
+    while lo + step < end and _cmp_at(tokens, sa[lo + step], pat, start, k) == 0:
+        step *= 2
+    a = lo + step // 2 + 1
+    b = min(lo + step, end)
+    while a < b:
+        mid = (a + b) >> 1
+        if _cmp_at(tokens, sa[mid], pat, start, k) == 0:
+            a = mid + 1
+        else:
+            b = mid
+    return a
 
 
 @numba.njit(**NOPYTHON)
@@ -31,9 +50,7 @@ def find_range(tokens, sa, first_off, pat, k):
 
     first_off: [vocab + 2] start of each first-token bucket, or empty to search all of sa.
     A one-token pattern's range is its bucket. Otherwise a binary search for lo, which also
-    keeps the first suffix seen past the pattern as a bound on hi, then a galloping search
-    for hi from lo: a range of c suffixes costs about 2 log2(c) more comparisons, and most
-    ranges of longer patterns are short.
+    keeps the first suffix seen past the pattern as a bound on hi, then ``_range_end``.
     """
     if first_off.shape[0] > 0:
         a = first_off[pat[0]]
@@ -46,7 +63,7 @@ def find_range(tokens, sa, first_off, pat, k):
     b = end
     while a < b:
         mid = (a + b) >> 1
-        c = _cmp(tokens, sa[mid], pat, k)
+        c = _cmp_at(tokens, sa[mid], pat, 0, k)
         if c < 0:
             a = mid + 1
         else:
@@ -56,18 +73,61 @@ def find_range(tokens, sa, first_off, pat, k):
     lo = a
     if lo >= end:
         return lo, lo
-    step = 1  # sa[lo] matches; find the first suffix in (lo, end) that does not
-    while lo + step < end and _cmp(tokens, sa[lo + step], pat, k) == 0:
-        step *= 2
-    a = lo + step // 2 + 1
-    b = min(lo + step, end)
-    while a < b:
-        mid = (a + b) >> 1
-        if _cmp(tokens, sa[mid], pat, k) == 0:
-            a = mid + 1
+    return lo, _range_end(tokens, sa, lo, end, pat, 0, k)
+
+
+@numba.njit(**NOPYTHON)
+def find_ranges(tokens, sa, first_off, ctx, starts, ks, out):
+    """``find_range`` of many patterns at once: pattern i is ctx[starts[i] : starts[i] + ks[i]],
+    its range goes to out[i] = (lo, hi). The same ranges as one ``find_range`` call each.
+
+    The binary searches for lo run in lockstep: each round takes one step of every search still
+    going. One search over a large suffix array waits on a cache miss at each step (the suffix's
+    position, then its tokens); the steps of different searches do not depend on each other, so
+    the processor overlaps their misses. The search for hi (``_range_end``) then runs pattern by
+    pattern, next to lo, as in ``find_range``.
+    """
+    n = starts.shape[0]
+    a = np.empty(n, dtype=np.int64)
+    b = np.empty(n, dtype=np.int64)
+    end = np.empty(n, dtype=np.int64)
+    going = np.empty(n, dtype=np.int64)
+    m = 0
+    for i in range(n):
+        if first_off.shape[0] > 0:
+            t0 = ctx[starts[i]]
+            a[i], end[i] = first_off[t0], first_off[t0 + 1]
         else:
-            b = mid
-    return lo, a
+            a[i], end[i] = 0, sa.shape[0]
+        b[i] = end[i]
+        if ks[i] == 1 and first_off.shape[0] > 0:  # a one-token pattern's range is its bucket
+            out[i, 0], out[i, 1] = a[i], end[i]
+            continue
+        going[m] = i
+        m += 1
+    while m > 0:
+        w = 0
+        for g in range(m):
+            i = going[g]
+            if a[i] >= b[i]:
+                continue
+            mid = (a[i] + b[i]) >> 1
+            c = _cmp_at(tokens, sa[mid], ctx, starts[i], ks[i])
+            if c < 0:
+                a[i] = mid + 1
+            else:
+                b[i] = mid
+                if c > 0:
+                    end[i] = mid  # every suffix from mid on sorts after the pattern
+            going[w] = i
+            w += 1
+        m = w
+    for i in range(n):
+        if ks[i] == 1 and first_off.shape[0] > 0:
+            continue
+        lo = a[i]
+        out[i, 0] = lo
+        out[i, 1] = lo if lo >= end[i] else _range_end(tokens, sa, lo, end[i], ctx, starts[i], ks[i])
 
 
 @numba.njit(**NOPYTHON)
@@ -268,6 +328,31 @@ def _sample_all(segs, dead, ranges, k, total, budget, depth):
 
 
 @numba.njit(**NOPYTHON)
+def _longest_ranges(segs, ctx, ctx_off, kmin, kmax):
+    """[segments, contexts, 2]: each segment's range of each context's longest suffix (at most
+    kmax tokens; contexts shorter than kmin are left out, their ranges empty), searched for
+    the whole batch at once per segment (``find_ranges``)."""
+    nb = ctx_off.shape[0] - 1
+    out = np.zeros((len(segs), nb, 2), dtype=np.int64)
+    starts = np.empty(nb, dtype=np.int64)
+    ks = np.empty(nb, dtype=np.int64)
+    rows = np.empty(nb, dtype=np.int64)
+    m = 0
+    for b in range(nb):
+        start = max(ctx_off[b], ctx_off[b + 1] - kmax)
+        if ctx_off[b + 1] - start >= kmin:
+            starts[m], ks[m], rows[m] = start, ctx_off[b + 1] - start, b
+            m += 1
+    got = np.empty((m, 2), dtype=np.int64)
+    for s in range(len(segs)):
+        tokens, sa, first_off, _, _ = segs[s]
+        find_ranges(tokens, sa, first_off, ctx, starts[:m], ks[:m], got)
+        for i in range(m):
+            out[s, rows[i], 0], out[s, rows[i], 1] = got[i, 0], got[i, 1]
+    return out
+
+
+@numba.njit(**NOPYTHON)
 def lookup_batch(segs, dead, ctx, ctx_off, kmin, kmax, min_occ, budget, depth, max_nodes, sep):
     """ContinuationTree tries for a batch of contexts over all segments of a namespace.
 
@@ -283,6 +368,7 @@ def lookup_batch(segs, dead, ctx, ctx_off, kmin, kmax, min_occ, budget, depth, m
     out_cnt = np.empty(nb * max_nodes, dtype=np.int32)
     node_off = np.zeros(nb + 1, dtype=np.int64)
     meta = np.zeros((nb, 3), dtype=np.int64)
+    longest = _longest_ranges(segs, ctx, ctx_off, kmin, kmax)  # every context's longest suffix, at once
     n = 0
     for b in range(nb):
         end = ctx_off[b + 1]
@@ -294,8 +380,11 @@ def lookup_batch(segs, dead, ctx, ctx_off, kmin, kmax, min_occ, budget, depth, m
             for k in range(kt, kmin - 1, -1):
                 total = 0
                 for s in range(ns):
-                    tokens, sa, first_off, _, _ = segs[s]
-                    lo, hi = find_range(tokens, sa, first_off, tail[kt - k :], k)
+                    if k == kt:
+                        lo, hi = longest[s, b, 0], longest[s, b, 1]
+                    else:
+                        tokens, sa, first_off, _, _ = segs[s]
+                        lo, hi = find_range(tokens, sa, first_off, tail[kt - k :], k)
                     ranges[s, k, 0] = lo
                     ranges[s, k, 1] = hi
                     total += hi - lo
