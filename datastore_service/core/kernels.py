@@ -328,28 +328,55 @@ def _sample_all(segs, dead, ranges, k, total, budget, depth):
 
 
 @numba.njit(**NOPYTHON)
-def _longest_ranges(segs, ctx, ctx_off, kmin, kmax):
-    """[segments, contexts, 2]: each segment's range of each context's longest suffix (at most
-    kmax tokens; contexts shorter than kmin are left out, their ranges empty), searched for
-    the whole batch at once per segment (``find_ranges``)."""
+def _suffix_ranges(segs, ctx, ctx_off, kmin, kmax, min_occ):
+    """(ranges [contexts, segments, kmax + 1, 2], first [contexts]): every context's ranges in each
+    segment for its suffixes from the longest (at most kmax tokens) down to the first that occurs
+    at least ``min_occ`` times over all segments, whose length goes to first (0: none does, every
+    length down to kmin searched). These are the searches ``lookup_batch`` made one context at a
+    time; here each length is searched for all the contexts that need it at once, per segment
+    (``find_ranges``), so that their cache misses overlap. Contexts shorter than kmin are left out."""
     nb = ctx_off.shape[0] - 1
-    out = np.zeros((len(segs), nb, 2), dtype=np.int64)
-    starts = np.empty(nb, dtype=np.int64)
-    ks = np.empty(nb, dtype=np.int64)
-    rows = np.empty(nb, dtype=np.int64)
+    ns = len(segs)
+    ranges = np.zeros((nb, ns, kmax + 1, 2), dtype=np.int64)
+    first = np.zeros(nb, dtype=np.int64)
+    kt = np.empty(nb, dtype=np.int64)
+    pending = np.empty(nb, dtype=np.int64)
     m = 0
     for b in range(nb):
-        start = max(ctx_off[b], ctx_off[b + 1] - kmax)
-        if ctx_off[b + 1] - start >= kmin:
-            starts[m], ks[m], rows[m] = start, ctx_off[b + 1] - start, b
+        kt[b] = min(ctx_off[b + 1] - ctx_off[b], kmax)
+        if kt[b] >= kmin:
+            pending[m] = b
             m += 1
-    got = np.empty((m, 2), dtype=np.int64)
-    for s in range(len(segs)):
-        tokens, sa, first_off, _, _ = segs[s]
-        find_ranges(tokens, sa, first_off, ctx, starts[:m], ks[:m], got)
-        for i in range(m):
-            out[s, rows[i], 0], out[s, rows[i], 1] = got[i, 0], got[i, 1]
-    return out
+    rows = np.empty(nb, dtype=np.int64)
+    starts = np.empty(nb, dtype=np.int64)
+    ks = np.empty(nb, dtype=np.int64)
+    got = np.empty((nb, 2), dtype=np.int64)
+    for k in range(kmax, kmin - 1, -1):
+        q = 0
+        for g in range(m):  # the pending contexts this long or longer
+            b = pending[g]
+            if kt[b] >= k:
+                rows[q], starts[q], ks[q] = b, ctx_off[b + 1] - k, k
+                q += 1
+        for s in range(ns):
+            tokens, sa, first_off, _, _ = segs[s]
+            find_ranges(tokens, sa, first_off, ctx, starts[:q], ks[:q], got[:q])
+            for i in range(q):
+                ranges[rows[i], s, k, 0], ranges[rows[i], s, k, 1] = got[i, 0], got[i, 1]
+        w = 0
+        for g in range(m):  # settled: the contexts whose suffix of length k occurs often enough
+            b = pending[g]
+            if kt[b] >= k:
+                total = 0
+                for s in range(ns):
+                    total += ranges[b, s, k, 1] - ranges[b, s, k, 0]
+                if total >= min_occ:
+                    first[b] = k
+                    continue
+            pending[w] = b
+            w += 1
+        m = w
+    return ranges, first
 
 
 @numba.njit(**NOPYTHON)
@@ -368,26 +395,22 @@ def lookup_batch(segs, dead, ctx, ctx_off, kmin, kmax, min_occ, budget, depth, m
     out_cnt = np.empty(nb * max_nodes, dtype=np.int32)
     node_off = np.zeros(nb + 1, dtype=np.int64)
     meta = np.zeros((nb, 3), dtype=np.int64)
-    longest = _longest_ranges(segs, ctx, ctx_off, kmin, kmax)  # every context's longest suffix, at once
+    # longest suffix first; shorter ones only when it is too rare (searched for the batch at once)
+    searched, first = _suffix_ranges(segs, ctx, ctx_off, kmin, kmax, min_occ)
     n = 0
     for b in range(nb):
         end = ctx_off[b + 1]
         tail = ctx[max(ctx_off[b], end - kmax) : end]
         kt = tail.shape[0]
         if kt >= kmin and ns > 0:
-            # longest suffix first; shorter ones are searched only when it is too rare
-            ranges = np.zeros((ns, kt + 1, 2), dtype=np.int64)
+            ranges = searched[b]
             for k in range(kt, kmin - 1, -1):
                 total = 0
                 for s in range(ns):
-                    if k == kt:
-                        lo, hi = longest[s, b, 0], longest[s, b, 1]
-                    else:
+                    if k < first[b]:  # shorter than the searched ones: the sampling at first[b] found nothing live
                         tokens, sa, first_off, _, _ = segs[s]
-                        lo, hi = find_range(tokens, sa, first_off, tail[kt - k :], k)
-                    ranges[s, k, 0] = lo
-                    ranges[s, k, 1] = hi
-                    total += hi - lo
+                        ranges[s, k, 0], ranges[s, k, 1] = find_range(tokens, sa, first_off, tail[kt - k :], k)
+                    total += ranges[s, k, 1] - ranges[s, k, 0]
                 if total < min_occ:
                     continue
                 rows, live, scanned = _sample_all(segs, dead, ranges, k, total, budget, depth)
