@@ -112,9 +112,9 @@ def linears_flag(p: argparse.ArgumentParser, auto: bool = False) -> None:
     attention in bfloat16 and the model's own in float32 (``resolve_attention``)."""
     p.add_argument("--linears", choices=LINEARS, default=None,
                    help="CPU linear layers: the fastest of torch's GEMM, the transposed GEMM and oneDNN's packed product per "
-                        "row count, measured at start in seconds (adaptive, the default); the fastest one of them that "
-                        "computes a row alike at every row count, for every count (uniform, the default and the only "
-                        "kernel choice with --attention exact); or torch's own")
+                        "row count, measured at start in seconds (adaptive, the default with the model's attention); the "
+                        "fastest one of them that computes a row alike at every row count, for every count (uniform, the "
+                        "default with --attention exact, which refuses adaptive); or torch's own")
     p.add_argument("--attention", choices=(("auto",) if auto else ()) + ATTENTIONS, default="auto" if auto else "model",
                    help="decode-step attention: one masked call per layer (model), or each row computed as plain "
                         "decoding computes its position (exact: bit-identical greedy outputs in bfloat16 too)"
@@ -125,12 +125,6 @@ def resolve_attention(attention: str, dtype: str) -> str:
     """--attention with "auto" resolved for the (resolved) dtype: bfloat16 needs exact rows for
     outputs identical to plain decoding; float32 is faster on the model's own attention."""
     return attention if attention != "auto" else ("exact" if dtype == "bfloat16" else "model")
-
-
-def model_choice(args) -> tuple[str, str]:
-    """(dtype, attention) of a command's --dtype and --attention, "auto" resolved."""
-    dtype = resolve_dtype(getattr(args, "dtype", "auto"))
-    return dtype, resolve_attention(getattr(args, "attention", "auto"), dtype)
 
 
 def load_decoder(args):
@@ -144,18 +138,20 @@ def load_decoder(args):
     from client_sdk.verification.decoder import ReferenceDecoder
     from sssd.smollm2 import load_model
 
-    linears = getattr(args, "linears", None)
-    dtype, attention = model_choice(args)
+    linears, attention = getattr(args, "linears", None), getattr(args, "attention", "auto")
+    asked = getattr(args, "dtype", "auto")
+    dtype = resolve_dtype(asked)
     model, tok = load_model(dtype=dtype)
     try:
-        return ReferenceDecoder(model, {tok.eos_token_id}, linears=linears, attention=attention), tok, dtype
+        return ReferenceDecoder(model, {tok.eos_token_id}, linears=linears,
+                                attention=resolve_attention(attention, dtype)), tok, dtype
     except NoInvariantWay as exc:
-        if getattr(args, "dtype", "auto") != "auto":
+        if asked != "auto":
             raise
         warnings.warn(f"sssd: {exc}; --dtype auto takes float32 here", RuntimeWarning, stacklevel=2)
     model, tok = load_model(dtype="float32")
-    attention = resolve_attention(getattr(args, "attention", "auto"), "float32")
-    return ReferenceDecoder(model, {tok.eos_token_id}, linears=linears, attention=attention), tok, "float32"
+    return ReferenceDecoder(model, {tok.eos_token_id}, linears=linears,
+                            attention=resolve_attention(attention, "float32")), tok, "float32"
 
 
 def _decode_flags(p: argparse.ArgumentParser) -> None:
