@@ -1,7 +1,8 @@
 """Exact rows (client_sdk/verification/exact_rows.py): every row a decode step verifies gets, bit
-for bit, the logits plain decoding computes at that position, in bfloat16 with torch's linear
-layers (whose rows do not depend on how many there are; float32's GEMM changes with the row
-count, so there exact attention alone does not give plain decoding's bits)."""
+for bit, the logits plain decoding computes at that position, in bfloat16 with the uniform linear
+layers (one kernel for every row count, one whose rows do not depend on how many there are;
+float32's GEMM changes with the row count, so there exact attention alone does not give plain
+decoding's bits)."""
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import strategies as st
 
 from client_sdk.drafting.outcomes import path_tokens
 from client_sdk.types import DraftTree
-from client_sdk.verification.cpu_linear import tune_uniform
+from client_sdk.verification.cpu_linear import NoInvariantWay, tune_uniform
 from client_sdk.verification.decoder import KVCache, ReferenceDecoder
 from client_sdk.verification.exact_rows import RowPlan
 from client_sdk.verification.verify import build_batch
@@ -24,7 +25,7 @@ def _bfloat16_rows_invariant() -> bool:
     try:
         tune_uniform(tiny_llama(seed=0).to(torch.bfloat16), grid=(1, 2), repeats=1)
         return True
-    except ValueError:
+    except NoInvariantWay:
         return False
 
 
