@@ -419,18 +419,18 @@ class Speculator:
         """Append the committed tokens; picks[i]: the prefetched slots of request i's end (None: none);
         packed: the tokens back to back and their offsets, if the caller has them already."""
         ready, ready_tokens = [], []
-        for i, req in enumerate(reqs):
-            toks = tokens[i]
+        for req, toks, pick in zip(reqs, tokens, picks if picks is not None else itertools.repeat(None)):
+            if not toks:
+                req.pick = None
+                continue
+            req.pick, req.bonus = pick, toks[-1]
             local = req.index()
             if local is None:
                 req.extend(np.asarray(toks, dtype=np.int32))  # queued until the index is built
-            elif toks:
+            else:
                 ready.append(local)
                 ready_tokens.append(toks)
                 req.last = toks[-1]
-            req.pick = picks[i] if picks is not None and toks else None
-            if toks:
-                req.bonus = toks[-1]
         if ready:  # their n-grams are indexed in prefetch, beside the GPU (drafts meanwhile are the same)
             write_many(self.arena, ready, ready_tokens, packed if len(ready) == len(reqs) else None)
             self._unindexed.extend(ready)
