@@ -7,6 +7,12 @@ draft allocated some thirty small arrays of its own, about a microsecond per row
 functions a row runs are inlined into their callers: a compiled call that passes twenty-odd
 arrays costs their reference counting, another ~0.4 µs per row (hot caches, batch 64: 228 µs a
 batch before, 180 µs with the work arrays, 142 µs inlined; first compilation +1 s).
+
+The drafting kernels (``draft``, ``draft_rows``) merge a node's children only when the selection
+takes the node (``_select_into``); merge_reference merges every source node into one tree and
+scores them all before it selects, which gives the same drafts. A draft keeps 1-16 nodes of the sources' hundred or so, so most of the union
+was never read (batch 64, drafts of up to 4 nodes: 223 against 146 µs a call, hot; BENCHMARKS.md,
+"Merging only what the selection reads"); tests/test_sdk_local_tree.py holds the two equal.
 """
 
 from __future__ import annotations
@@ -38,11 +44,12 @@ def _work(nodes, sources, occ):
     """A draft's work arrays, for up to ``nodes`` source nodes from ``sources`` sources and ``occ``
     local occurrences: allocated once per batch and reused by every row (``_draft_into``).
     (int32 [13, w], int64 [6, max(nodes, occ, sources + 1)], float64 [3, w], tie [w, sources] float64,
-    cells [w, sources, 4] int8; w = nodes + 2: the merged nodes, the root's slot and one more)."""
-    w = nodes + 2
+    cells [w, sources, 4] int8, proposers [w, sources] int32; w = nodes + sources + 2: the merged
+    nodes, and a slot per source's root and one more)."""
+    w = nodes + sources + 2
     return (np.empty((13, w), dtype=np.int32), np.empty((6, max(nodes, occ, sources + 1)), dtype=np.int64),
             np.empty((3, w), dtype=np.float64), np.empty((w, sources), dtype=np.float64),
-            np.empty((w, sources, 4), dtype=np.int8))
+            np.empty((w, sources, 4), dtype=np.int8), np.empty((w, sources), dtype=np.int32))
 
 
 @numba.njit(**OPTS)
@@ -52,200 +59,173 @@ def _nodes(count, sources):
             np.empty((count, sources, 4), np.int8))
 
 
-@numba.njit(**OPTS)
-def _union(tok, par, cnt, offs, slot, kb, table, combine, limit):
-    """The union of S source tries with each node's conditional P(accepted | parent accepted),
-    their nodes deeper than ``limit`` left out (a draft of at most ``limit`` nodes and levels
-    never takes one: its ancestors would fill it first).
-
-    A node's conditional from source s is table[slot[s] + (a - 1) * SLOTS, kb[s], frequency
-    bucket, support bucket] for a node that a sources propose (the table's layers: a node that
-    several sources propose is accepted more often; a table of SLOTS slots has one layer, and
-    a beyond the layers takes the last). Where sources share a path their conditionals combine
-    by noisy-or (combine 0) or max (combine 1). Returns (tokens, parents, conditionals, depths,
-    cells [n, S, 4]: each source's (slot, kb, buckets) or -1, first_child [cap + 1], next_sib) of
-    the n merged nodes (first_child[cap] = the root's; -1 ends a list); a node is created after
-    its parent, so index order is topological.
-    """
-    ns = offs.shape[0] - 1
-    i32, _, f64, tie, cells = _work(offs[ns], ns, 0)
-    size = _union_into(tok, par, cnt, offs, slot, kb, table, combine, limit, i32, f64, tie, cells)
-    cap = offs[ns] + 1
-    return i32[0, :size], i32[1, :size], f64[0, :size], i32[2, :size], cells[:size], i32[3, : cap + 1], i32[4, :cap]
+@numba.njit(inline="always", **OPTS)
+def _before(key, first, a, b):
+    """Whether merged node a is preferred to b: a higher score, then a shallower node (key = -score +
+    depth * 1e-9), then the smaller first proposer (merge_reference's order of merged nodes)."""
+    return key[a] < key[b] or (key[a] == key[b] and first[a] < first[b])
 
 
 @numba.njit(inline="always", **OPTS)
-def _union_into(tok, par, cnt, offs, slot, kb, table, combine, limit, i32, f64, tie, cells):
-    """``_union`` into work arrays (``_work``, for at least offs[S] nodes): the merged nodes'
-    tokens, parents, depths, first_child, next_sib and the sources' node map in i32 rows 0-5,
-    conditionals in f64 row 0, tie and cells. Returns the merged node count."""
-    mtok, mpar, mdepth, first_child, next_sib, node_map = i32[0], i32[1], i32[2], i32[3], i32[4], i32[5]
-    mcond = f64[0]
+def _select_into(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children,
+                 i32, i64, f64, tie, cells, src, o_tok, o_par, o_score, o_cells, o):
+    """merge_reference's draft (the same nodes, scores and cells in the same order), with the union
+    built only as far as the selection reads it: a node's children are merged and scored when the
+    node is taken (the root's first), not every node of every source. Equal keys fall in
+    merge_reference's order: there a merged node's index is the order of its first proposer (sources
+    back to back, each in preorder), which is what ``_before`` compares. Work arrays as ``_work``
+    gives them (i32 rows 8-12 and i64 rows 3-5 are the caller's); src[j, s]: the node of source s
+    that proposes merged node j (-1: none). Nodes written at o_tok[o:] ...; returns their count."""
+    if budget <= 0:
+        return 0
     ns = offs.shape[0] - 1
-    cap = offs[ns] + 1
-    layers = table.shape[0] // SLOTS
-    first_child[: cap + 1] = -1  # slot cap = root
-    size = 0
-    for s in range(ns):
-        a, b = offs[s], offs[s + 1]
-        root = 0
-        for i in range(a, b):
-            if par[i] < 0:
-                root += cnt[i]
-        for i in range(a, b):
-            pl = par[i]
-            if pl >= 0 and (node_map[a + pl] < 0 or mdepth[node_map[a + pl]] >= limit):
-                node_map[i] = -1  # too deep (or under a node that is)
+    total = offs[ns]
+    limit = min(budget, max_depth)
+    m_tok, m_par, m_depth, kids, new_id, first = i32[0], i32[1], i32[2], i32[5], i32[6], i32[7]
+    score, key = f64[1], f64[2]
+    taken, heap, roots = i64[0], i64[1], i64[2]
+    fc, nxt = _child_lists(par, cnt, offs, i32[3], i32[4], roots)
+    size = hsize = m = root_kids = 0
+    expand = -1  # the merged node whose children are merged next (-1: the root)
+    while True:
+        if expand < 0 or m_depth[expand] < limit:  # (a deeper node is read by no draft of this size)
+            start = size
+            size = _merge_children(expand, tok, cnt, total, ns, roots, fc, nxt, slot, kb, m_tok, m_par, m_depth,
+                                   first, kids, src, tie, cells, size)
+            for j in range(start, size):
+                score[j] = _conditional(j, ns, table, kb, combine, cells, tie) * (1.0 if expand < 0 else score[expand])
+                key[j] = -score[j] + m_depth[j] * 1e-9
+                hsize = _push(key, first, heap, hsize, j)
+        expand = -1
+        while m < budget and hsize > 0:  # take the best that the limits allow
+            j, hsize = _pop(key, first, heap, hsize)
+            n = root_kids if m_par[j] < 0 else kids[m_par[j]]
+            if m_depth[j] > max_depth or n >= max_children:
                 continue
-            pc = max(root if pl < 0 else cnt[a + pl], 1)
-            fb, sb = _bucket(cnt[i], pc)
-            mp = cap if pl < 0 else node_map[a + pl]
-            j = first_child[mp]
-            while j != -1 and mtok[j] != tok[i]:
-                j = next_sib[j]
-            if j == -1:
-                j = size
+            if m_par[j] < 0:
+                root_kids += 1
+            else:
+                kids[m_par[j]] += 1
+            taken[m] = j
+            m += 1
+            expand = j
+            break
+        if expand < 0 or m >= budget:
+            break
+    _write_taken(taken, m, m_tok, m_par, score, cells, new_id, o_tok, o_par, o_score, o_cells, o)
+    return m
+
+
+@numba.njit(inline="always", **OPTS)
+def _write_taken(taken, m, tok, par, score, cells, new_id, o_tok, o_par, o_score, o_cells, o):
+    """The merged nodes taken[:m] at o_tok[o:] ..., renumbered in taken's order (a node's parent
+    precedes it there); new_id is a work array over the merged nodes."""
+    for k in range(m):
+        j = taken[k]
+        new_id[j] = k
+        o_tok[o + k] = tok[j]
+        o_par[o + k] = -1 if par[j] < 0 else new_id[par[j]]
+        o_score[o + k] = score[j]
+        o_cells[o + k] = cells[j]
+
+
+@numba.njit(inline="always", **OPTS)
+def _child_lists(par, cnt, offs, fc, nxt, roots):
+    """Each source node's children, ascending: fc[i] the first of node i's, nxt[c] the one after c
+    (-1 ends a list; fc[offs[S] + s] lists source s's roots), and roots[s] their summed counts."""
+    ns = offs.shape[0] - 1
+    total = offs[ns]
+    fc[: total + ns] = -1
+    for s in range(ns):
+        a = offs[s]
+        roots[s] = 0
+        for i in range(offs[s + 1] - 1, a - 1, -1):  # backwards, each put first
+            up = total + s if par[i] < 0 else a + par[i]
+            nxt[i] = fc[up]
+            fc[up] = i
+            if par[i] < 0:
+                roots[s] += cnt[i]
+    return fc, nxt
+
+
+@numba.njit(inline="always", **OPTS)
+def _merge_children(expand, tok, cnt, total, ns, roots, fc, nxt, slot, kb, m_tok, m_par, m_depth, first, kids, src,
+                    tie, cells, size):
+    """The children of merged node ``expand``'s proposers (-1: the sources' roots) as merged nodes
+    from index ``size`` on, one per token, in the order merge_reference meets them, with each
+    proposer's tie factor and cell (as there). Returns the new size."""
+    start = size
+    for s in range(ns):
+        i = total + s if expand < 0 else src[expand, s]
+        if i < 0:
+            continue
+        pc = max(roots[s] if expand < 0 else cnt[i], 1)
+        c = fc[i]
+        while c != -1:
+            j = start
+            while j < size and m_tok[j] != tok[c]:
+                j += 1
+            if j == size:
                 size += 1
-                mtok[j] = tok[i]
-                mpar[j] = -1 if mp == cap else mp
-                mdepth[j] = 1 if mp == cap else mdepth[mp] + 1
-                next_sib[j] = first_child[mp]
-                first_child[mp] = j
+                m_tok[j], m_par[j], first[j], kids[j] = tok[c], expand, c, 0
+                m_depth[j] = 1 if expand < 0 else m_depth[expand] + 1
                 cells[j] = -1
-            node_map[i] = j
-            tie[j, s] = 1.0 + TIE * (cnt[i] / pc - 0.5)
-            cells[j, s, 0] = slot[s]
-            cells[j, s, 1] = kb[s]
-            cells[j, s, 2] = fb
-            cells[j, s, 3] = sb
-    for j in range(size):  # the conditionals, once each node's sources are known
-        agree = 0
-        for s in range(ns):
-            agree += cells[j, s, 0] >= 0
-        layer = (min(agree, layers) - 1) * SLOTS
-        m = 0.0
-        for s in range(ns):
-            if cells[j, s, 0] >= 0:
-                c = min(table[layer + cells[j, s, 0], kb[s], cells[j, s, 2], cells[j, s, 3]] * tie[j, s], 1.0)
-                m = 1.0 - (1.0 - m) * (1.0 - c) if combine == 0 else max(m, c)
-        mcond[j] = m
+                src[j] = -1
+            fb, sb = _bucket(cnt[c], pc)
+            src[j, s] = c
+            tie[j, s] = 1.0 + TIE * (cnt[c] / pc - 0.5)
+            cells[j, s, 0], cells[j, s, 1], cells[j, s, 2], cells[j, s, 3] = slot[s], kb[s], fb, sb
+            c = nxt[c]
     return size
 
 
 @numba.njit(inline="always", **OPTS)
-def _first(key, a, b):
-    """Whether node a is preferred to node b: a higher score, then a shallower node (key =
-    -score + depth * 1e-9), then a lower index."""
-    return key[a] < key[b] or (key[a] == key[b] and a < b)
-
-
-@numba.njit(**OPTS)
-def best_first(score, parents, depth, first_child, next_sib, root, budget, max_depth, max_children):
-    """The best ``budget`` nodes (ties: shallower first) within the depth and branching limits,
-    in the order they were taken: best first, and a node after its parent, so every prefix of
-    the result is a connected tree. Only the children of nodes taken are looked at (a binary
-    heap on the preference order of ``_first``), not every node sorted: a draft keeps a few of
-    a few hundred merged nodes. That gives the same nodes as going down all of them in that
-    order, as a node always comes after its parent (scores never increase down a path, and a
-    child is one level deeper). first_child[root] lists the root's children, first_child[j]
-    node j's; next_sib chains siblings."""
-    n = score.shape[0]
-    taken = np.empty(n, dtype=np.int64)
-    m = _best_into(score, parents, depth, first_child, next_sib, root, budget, max_depth, max_children, n,
-                   np.empty(n, np.float64), np.empty(n, np.int64), taken, np.empty(n + 1, np.int32))
-    return taken[:m]
+def _conditional(j, ns, table, kb, combine, cells, tie):
+    """Merged node j's P(accepted | parent accepted), from its proposers' cells (as merge_reference scores it)."""
+    agree = 0
+    for s in range(ns):
+        agree += cells[j, s, 0] >= 0
+    layer = (min(agree, table.shape[0] // SLOTS) - 1) * SLOTS
+    v = 0.0
+    for s in range(ns):
+        if cells[j, s, 0] >= 0:
+            q = min(table[layer + cells[j, s, 0], kb[s], cells[j, s, 2], cells[j, s, 3]] * tie[j, s], 1.0)
+            v = 1.0 - (1.0 - v) * (1.0 - q) if combine == 0 else max(v, q)
+    return v
 
 
 @numba.njit(inline="always", **OPTS)
-def _best_into(score, parents, depth, first_child, next_sib, root, budget, max_depth, max_children, n, key, heap,
-               taken, children):
-    """``best_first`` of the first n nodes into taken[:m] (room for min(budget, n)); key, heap
-    (n) and children (n + 1) are work arrays. Returns m."""
-    for j in range(n):
-        key[j] = -score[j] + depth[j] * 1e-9
-    children[: n + 1] = 0  # taken children per node (slot n = the root)
-    size = 0
-    m = 0
-    expand = root  # the node whose children are pushed next (-1: none)
-    while True:
-        c = first_child[expand] if expand >= 0 else -1
-        while c != -1:  # push c
-            i = size
-            size += 1
-            heap[i] = c
-            while i > 0:
-                up = (i - 1) // 2
-                if not _first(key, heap[i], heap[up]):
-                    break
-                heap[i], heap[up] = heap[up], heap[i]
-                i = up
-            c = next_sib[c]
-        if m >= budget or size == 0:
+def _push(key, first, heap, size, j):
+    """Node j onto the binary heap heap[:size] (``_before`` order); returns the new size."""
+    h = size
+    heap[h] = j
+    while h > 0:
+        up = (h - 1) // 2
+        if not _before(key, first, heap[h], heap[up]):
             break
-        j = heap[0]  # pop the best
-        size -= 1
-        heap[0] = heap[size]
-        i = 0
-        while True:
-            lo, hi, top = 2 * i + 1, 2 * i + 2, i
-            if lo < size and _first(key, heap[lo], heap[top]):
-                top = lo
-            if hi < size and _first(key, heap[hi], heap[top]):
-                top = hi
-            if top == i:
-                break
-            heap[i], heap[top] = heap[top], heap[i]
-            i = top
-        expand = -1
-        pslot = n if parents[j] < 0 else parents[j]
-        if depth[j] > max_depth or children[pslot] >= max_children:
-            continue
-        children[pslot] += 1
-        taken[m] = j
-        m += 1
-        expand = j
-    return m
-
-
-@numba.njit(**OPTS)
-def merge_sources(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children):
-    """Merge S scored source tries and keep the best ``budget`` nodes.
-
-    Source s is nodes [offs[s], offs[s+1]) of tok/par/cnt (parents local to the source, -1 =
-    root), scored by table[slot[s], kb[s], frequency bucket, support bucket]. A node's score
-    is the product of conditionals along its path.
-    Returns (tokens, parents, scores, cells [b, S, 4] = (slot, kb, fb, sb) or -1), best node
-    first (so the best k of them are the first k: DraftTree.best).
-    """
-    ns = offs.shape[0] - 1
-    i32, i64, f64, tie, cells = _work(offs[ns], ns, 0)
-    o_tok, o_par, o_score, o_cells = _nodes(budget, ns)
-    m = _merge_into(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children,
-                    i32, i64, f64, tie, cells, o_tok, o_par, o_score, o_cells, 0)
-    return o_tok[:m], o_par[:m], o_score[:m], o_cells[:m]
+        heap[h], heap[up] = heap[up], heap[h]
+        h = up
+    return size + 1
 
 
 @numba.njit(inline="always", **OPTS)
-def _merge_into(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children,
-                i32, i64, f64, tie, cells, o_tok, o_par, o_score, o_cells, o):
-    """``merge_sources`` with work arrays (``_work``), its nodes written at o_tok[o:] ... (room for
-    budget). Returns their count."""
-    size = _union_into(tok, par, cnt, offs, slot, kb, table, combine, min(budget, max_depth), i32, f64, tie, cells)
-    mtok, mpar, mdepth, first_child, next_sib, new_id, children = i32[0], i32[1], i32[2], i32[3], i32[4], i32[6], i32[7]
-    score = f64[1]
-    for j in range(size):  # index order is topological
-        score[j] = f64[0, j] if mpar[j] < 0 else score[mpar[j]] * f64[0, j]
-    taken = i64[0]
-    m = _best_into(score, mpar, mdepth, first_child, next_sib, offs[offs.shape[0] - 1] + 1, budget, max_depth,
-                   max_children, size, f64[2], i64[1], taken, children)
-    for k in range(m):  # renumbered: a node's parent precedes it in taken's order
-        j = taken[k]
-        new_id[j] = k
-        o_tok[o + k] = mtok[j]
-        o_par[o + k] = -1 if mpar[j] < 0 else new_id[mpar[j]]
-        o_score[o + k] = score[j]
-        o_cells[o + k] = cells[j]
-    return m
+def _pop(key, first, heap, size):
+    """(the heap's best node, the new size)."""
+    j = heap[0]
+    size -= 1
+    heap[0] = heap[size]
+    h = 0
+    while True:
+        lo, hi, top = 2 * h + 1, 2 * h + 2, h
+        if lo < size and _before(key, first, heap[lo], heap[top]):
+            top = lo
+        if hi < size and _before(key, first, heap[hi], heap[top]):
+            top = hi
+        if top == h:
+            break
+        heap[h], heap[top] = heap[top], heap[h]
+        h = top
+    return j, size
 
 
 class DraftShape(NamedTuple):
@@ -291,7 +271,7 @@ def draft_rows(arena, slots, ns, indexed, masks, r_tok, r_par, r_cnt, r_offs, r_
     widest = 0  # the most remote nodes of a row
     for b in range(nb):
         widest = max(widest, r_offs[b * per + per] - r_offs[b * per])
-    i32, i64, f64, tie, work_cells = _work(shape[2] + widest, per + 1, shape[1])
+    i32, i64, f64, tie, work_cells, src = _work(shape[2] + widest, per + 1, shape[1])
     n = 0
     for b in range(nb):
         s = slots[b]
@@ -299,7 +279,7 @@ def draft_rows(arena, slots, ns, indexed, masks, r_tok, r_par, r_cnt, r_offs, r_
             buf, head, prev = arena_arrays(arena, s)
             n += _draft_into(buf, ns[b], indexed[b], head, prev, masks[b], r_tok, r_par, r_cnt,
                              r_offs[b * per : b * per + per + 1], r_match[b * per : b * per + per], shape, table,
-                             kbuckets, i32, i64, f64, tie, work_cells, tok, par, score, cells, n)
+                             kbuckets, i32, i64, f64, tie, work_cells, src, tok, par, score, cells, n)
         offs[b + 1] = n
     return tok[:n], par[:n], score[:n], cells[:n], offs
 
@@ -309,16 +289,16 @@ def _draft_one(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r
     """``draft`` (its own work arrays and output)."""
     nsr = r_offs.shape[0] - 1
     budget = shape[3]
-    i32, i64, f64, tie, cells = _work(shape[2] + r_offs[nsr] - r_offs[0], nsr + 1, shape[1])
+    i32, i64, f64, tie, cells, src = _work(shape[2] + r_offs[nsr] - r_offs[0], nsr + 1, shape[1])
     o_tok, o_par, o_score, o_cells = _nodes(budget, nsr + 1)
     m = _draft_into(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets,
-                    i32, i64, f64, tie, cells, o_tok, o_par, o_score, o_cells, 0)
+                    i32, i64, f64, tie, cells, src, o_tok, o_par, o_score, o_cells, 0)
     return o_tok[:m], o_par[:m], o_score[:m], o_cells[:m]
 
 
 @numba.njit(inline="always", **OPTS)
 def _draft_into(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, r_match, shape, table, kbuckets,
-                i32, i64, f64, tie, cells, o_tok, o_par, o_score, o_cells, o):
+                i32, i64, f64, tie, cells, src, o_tok, o_par, o_score, o_cells, o):
     """``draft`` in work arrays (``_work``: for shape's local_nodes plus the row's remote nodes),
     its nodes written at o_tok[o:] ... (room for the budget). Returns their count."""
     local_depth, local_occ, local_nodes, budget, max_depth, max_children, combine = shape
@@ -342,5 +322,5 @@ def _draft_into(buf, n, indexed, head, prev, mask, r_tok, r_par, r_cnt, r_offs, 
     kb[0] = min(max(k, 1), kbuckets) - 1
     for s in range(nsr):
         kb[s + 1] = min(max(r_match[s], 1), kbuckets) - 1
-    return _merge_into(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children,
-                       i32, i64, f64, tie, cells, o_tok, o_par, o_score, o_cells, o)
+    return _select_into(tok, par, cnt, offs, slot, kb, table, combine, budget, max_depth, max_children,
+                        i32, i64, f64, tie, cells, src, o_tok, o_par, o_score, o_cells, o)
