@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from client_sdk.drafting import drafters, outcomes, planner, speculator, step_kernels
+from client_sdk.drafting import drafters, merge_kernels, outcomes, planner, speculator, step_kernels
 from sglang_integration import drafts
 from sssd.bench import datasets, llama3, serve_sim
 from sssd.bench.provenance import stamped
@@ -41,6 +41,8 @@ PARTS = [
     (speculator, "resolve_picks", "draft/tries/resolve"),
     (outcomes.resolve_kernels, "resolve", "draft/tries/resolve/kernel"),
     (drafters.CalibratedMerge, "draft", "draft/merge"),
+    (merge_kernels, "draft", "draft/merge/kernel"),  # one request (tree.draft_tree)
+    (merge_kernels, "draft_rows", "draft/merge/kernel"),  # a batch (tree.draft_batch)
     (planner.StepPlanner, "choose_for_drafts", "draft/choose"),
     (speculator, "cut_batch", "draft/cut"),
     (step_kernels, "fixed_width_rows", "arrays"),
