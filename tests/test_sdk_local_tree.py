@@ -641,6 +641,17 @@ def test_merging_only_what_the_selection_reads_gives_the_whole_unions_draft(case
         np.testing.assert_array_equal(got[:m], want)
 
 
+@pytest.mark.parametrize("prompt,buckets", [(0, 8192), (100, 8192), (2016, 8192), (2017, 8192), (4000, 8192),
+                                            (32_000, 65536)])
+def test_an_index_has_one_to_two_hash_buckets_per_position_it_starts_with(prompt, buckets):
+    """The hash heads' size (half of an index's memory): per n-gram order, the power of two above the
+    starting capacity (4096, or twice the prompt and 64 more), at most twice it."""
+    local = LocalIndex(np.arange(prompt) % 50_000)
+    cap = local.buf.shape[0]
+    assert local.head.shape == (local.max_ngram, buckets) and cap < buckets <= 2 * cap
+    assert local.head.dtype == np.int32
+
+
 def test_an_index_past_int32_positions_is_refused():
     local = LocalIndex([1, 2, 3])
     with pytest.raises(ValueError, match="at most"):

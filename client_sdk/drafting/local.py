@@ -20,8 +20,10 @@ class LocalIndex:
 
     max_ngram: longest n-gram indexed (longer matches are more reliable drafts).
     Cost per appended token O(max_ngram^2); per match O(max_ngram + max_occ * depth).
-    Positions are int32 (at most MAX_TOKENS tokens): the hash tables of a request indexed at the
-    default capacity take ~0.5 MB, not the 1 MB of int64, which adds up over a large batch.
+    Positions are int32 (at most MAX_TOKENS tokens), and the hash heads have one to two buckets
+    per position of the starting capacity: a request indexed at the default capacity takes about
+    0.3 MB (0.5 MB with twice the buckets, which gave the same drafts on every dev set; 1 MB with
+    int64 positions), which adds up over a large batch.
     """
 
     grown = 0  # reallocations of any index so far (a LocalArena's kept answer is stale after one)
@@ -32,7 +34,7 @@ class LocalIndex:
             raise ValueError(f"a request's own-text index holds at most {MAX_TOKENS} tokens, got {prompt.shape[0]}")
         cap = min(max(capacity, 2 * prompt.shape[0] + 64), MAX_TOKENS)
         self.max_ngram = max_ngram
-        self.mask = (1 << max(hash_bits, (2 * cap).bit_length())) - 1
+        self.mask = (1 << max(hash_bits, cap.bit_length())) - 1
         self.buf = np.zeros(cap, dtype=np.int32)
         self.head = np.full((max_ngram, self.mask + 1), -1, dtype=np.int32)
         self.prev = np.full((max_ngram, cap + 1), -1, dtype=np.int32)
@@ -104,7 +106,7 @@ class LocalArena:
 
     ``slots(indexes)`` gives each index's slot, registering new ones and re-reading the arrays
     of one that grew; an index that is garbage-collected frees its slot: at the next ``slots``
-    call its row is zeroed and its arrays let go (a 32K-token prompt's index is about 8 MB, most of
+    call its row is zeroed and its arrays let go (a 32K-token prompt's index is about 3.3 MB, half of
     it hash heads), so the memory held follows the live requests, not the largest batch seen,
     and no row of the table points at freed memory (a zeroed row points at nothing, and no slot
     list names it). One thread calls ``slots`` and the kernels; a slot is only recycled inside
