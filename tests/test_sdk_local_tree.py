@@ -260,8 +260,9 @@ def _scored(table, tries):
     """The merged tries' (tokens, conditionals) for a table, from the kernel's union."""
     remote = remote_batch(tries)
     kb = np.zeros(len(tries), np.int64)
-    tok, _, cond, _, cells, _, _ = merge_reference._union(remote.tokens, remote.parents, remote.counts, remote.node_offsets,
-                                                  np.arange(len(tries), dtype=np.int64), kb, table, 1, 8)
+    tok, _, cond, _, cells, _, _ = merge_reference._union(remote.tokens, remote.parents, remote.counts,
+                                                          remote.node_offsets, np.arange(len(tries), dtype=np.int64),
+                                                          kb, table, 1, 8)
     return dict(zip(tok.tolist(), cond.tolist())), cells
 
 

@@ -10,9 +10,10 @@ batch before, 180 µs with the work arrays, 142 µs inlined; first compilation +
 
 The drafting kernels (``draft``, ``draft_rows``) merge a node's children only when the selection
 takes the node (``_select_into``); merge_reference merges every source node into one tree and
-scores them all before it selects, which gives the same drafts. A draft keeps 1-16 nodes of the sources' hundred or so, so most of the union
-was never read (batch 64, drafts of up to 4 nodes: 223 against 146 µs a call, hot; BENCHMARKS.md,
-"Merging only what the selection reads"); tests/test_sdk_local_tree.py holds the two equal.
+scores them all before it selects, which gives the same drafts (tests/test_sdk_local_tree.py holds
+the two equal). A draft keeps 1-16 nodes of the sources' hundred or so, so most of that union was
+never read (batch 64, drafts of up to 4 nodes: 223 against 146 µs a call, hot; BENCHMARKS.md,
+"Where a drafted step's critical path goes").
 """
 
 from __future__ import annotations
