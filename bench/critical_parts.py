@@ -53,16 +53,18 @@ PARTS = [
 
 
 class Clocks:
-    """Wall time and calls per part while installed (the wrapped methods restored by ``remove``)."""
+    """Wall time and calls per part while installed (the wrapped methods restored by ``remove``);
+    parts: (owner, attribute, part) triples, the part named "step" being the whole step."""
 
-    def __init__(self) -> None:
+    def __init__(self, parts=PARTS) -> None:
+        self.parts = list(parts)
         self.seconds: dict[str, float] = collections.defaultdict(float)
         self.calls: collections.Counter = collections.Counter()
         self.steps: list[float] = []
         self._saved = []
 
     def install(self) -> None:
-        for owner, name, part in PARTS:
+        for owner, name, part in self.parts:
             fn = getattr(owner, name)
             self._saved.append((owner, name, fn))
             setattr(owner, name, self._timed(fn, part))
@@ -93,11 +95,13 @@ class Clocks:
     def row(self, batch: int) -> dict:
         n = max(len(self.steps), 1)
         s = np.asarray(self.steps) * 1e6
-        return {"batch": batch, "steps": len(self.steps),
-                "step_us": {"p50": round(float(np.median(s)), 1), "p99": round(float(np.percentile(s, 99)), 1)},
+        step_us = None  # (no step timed)
+        if len(s):
+            step_us = {"p50": round(float(np.median(s)), 1), "p99": round(float(np.percentile(s, 99)), 1)}
+        return {"batch": batch, "steps": len(self.steps), "step_us": step_us,
                 "parts": {part: {"us_per_step": round(self.seconds[part] / n * 1e6, 1),
                                  "calls_per_step": round(self.calls[part] / n, 2)}
-                          for _, _, part in PARTS if self.calls[part]}}
+                          for _, _, part in self.parts if self.calls[part]}}
 
 
 def simulated(batches: list[int], steps: int, clocks: Clocks, conversations: int = 15000) -> list[dict]:
