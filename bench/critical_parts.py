@@ -1,7 +1,8 @@
 """Where a drafted decode step's critical path goes, part by part: the serving simulation's zero-wait
 steps (after a simulated verify, beside a real ``sssd serve`` filled with the ShareGPT datastore), or
 the same drafting back to back in process (``--hot``: ``bench/step_cost.py``'s loop, every lookup
-answered when asked). The two side by side say which parts a wait for the GPU makes dearer.
+answered when asked; its 10 warm-up steps are counted too). The two side by side say which parts a
+wait for the GPU makes dearer.
 
     .venv/bin/python bench/critical_parts.py [--batch-sizes 1,64] [--steps 300] [--max-width W] [--hot]
 
