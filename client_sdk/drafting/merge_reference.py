@@ -11,7 +11,7 @@ import numba
 import numpy as np
 
 from client_sdk.drafting.kernels import OPTS
-from client_sdk.drafting.merge_kernels import SLOTS, TIE, _bucket, _nodes, _work, _write_taken
+from client_sdk.drafting.merge_kernels import SLOTS, TIE, _bucket, _nodes, _pop, _push, _work, _write_taken
 
 
 @numba.njit(**OPTS)
@@ -94,20 +94,13 @@ def _union_into(tok, par, cnt, offs, slot, kb, table, combine, limit, i32, f64, 
     return size
 
 
-@numba.njit(inline="always", **OPTS)
-def _first(key, a, b):
-    """Whether node a is preferred to node b: a higher score, then a shallower node (key =
-    -score + depth * 1e-9), then a lower index."""
-    return key[a] < key[b] or (key[a] == key[b] and a < b)
-
-
 @numba.njit(**OPTS)
 def best_first(score, parents, depth, first_child, next_sib, root, budget, max_depth, max_children):
     """The best ``budget`` nodes (ties: shallower first) within the depth and branching limits,
     in the order they were taken: best first, and a node after its parent, so every prefix of
     the result is a connected tree. Only the children of nodes taken are looked at (a binary
-    heap on the preference order of ``_first``), not every node sorted: a draft keeps a few of
-    a few hundred merged nodes. That gives the same nodes as going down all of them in that
+    heap in merge_kernels' order, equal keys to the lower index), not every node sorted: a draft
+    keeps a few of a few hundred merged nodes. That gives the same nodes as going down all of them in that
     order, as a node always comes after its parent (scores never increase down a path, and a
     child is one level deeper). first_child[root] lists the root's children, first_child[j]
     node j's; next_sib chains siblings."""
@@ -123,6 +116,7 @@ def _best_into(score, parents, depth, first_child, next_sib, root, budget, max_d
                taken, children):
     """``best_first`` of the first n nodes into taken[:m] (room for min(budget, n)); key, heap
     (n) and children (n + 1) are work arrays. Returns m."""
+    index = np.arange(n)  # ties to the lower index
     for j in range(n):
         key[j] = -score[j] + depth[j] * 1e-9
     children[: n + 1] = 0  # taken children per node (slot n = the root)
@@ -131,33 +125,12 @@ def _best_into(score, parents, depth, first_child, next_sib, root, budget, max_d
     expand = root  # the node whose children are pushed next (-1: none)
     while True:
         c = first_child[expand] if expand >= 0 else -1
-        while c != -1:  # push c
-            i = size
-            size += 1
-            heap[i] = c
-            while i > 0:
-                up = (i - 1) // 2
-                if not _first(key, heap[i], heap[up]):
-                    break
-                heap[i], heap[up] = heap[up], heap[i]
-                i = up
+        while c != -1:
+            size = _push(key, index, heap, size, c)
             c = next_sib[c]
         if m >= budget or size == 0:
             break
-        j = heap[0]  # pop the best
-        size -= 1
-        heap[0] = heap[size]
-        i = 0
-        while True:
-            lo, hi, top = 2 * i + 1, 2 * i + 2, i
-            if lo < size and _first(key, heap[lo], heap[top]):
-                top = lo
-            if hi < size and _first(key, heap[hi], heap[top]):
-                top = hi
-            if top == i:
-                break
-            heap[i], heap[top] = heap[top], heap[i]
-            i = top
+        j, size = _pop(key, index, heap, size)
         expand = -1
         pslot = n if parents[j] < 0 else parents[j]
         if depth[j] > max_depth or children[pslot] >= max_children:
