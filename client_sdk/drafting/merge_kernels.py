@@ -12,8 +12,8 @@ The drafting kernels (``draft``, ``draft_rows``) merge a node's children only wh
 takes the node (``_select_into``); merge_reference merges every source node into one tree and
 scores them all before it selects, which gives the same drafts (tests/test_sdk_local_tree.py holds
 the two equal). A draft keeps 1-16 nodes of the sources' hundred or so, so most of that union was
-never read (batch 64, drafts of up to 4 nodes: 223 against 146 µs a call, hot; BENCHMARKS.md,
-"Where a drafted step's critical path goes").
+never read (in the serving simulation at batch 64 the merge went from 527 / 523 to 428 / 426 µs a
+step, worst / median of three runs; BENCHMARKS.md, "Where a drafted step's critical path goes").
 """
 
 from __future__ import annotations
