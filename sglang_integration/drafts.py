@@ -102,10 +102,6 @@ class BatchDrafter:
         self._last_batch = 0
         self._deferred: list[RequestView] = []  # a plain step's requests, synced in prefetch
         self._plain = False  # the last ``drafts`` was a planned plain step, not yet booked (prefetch does)
-        # what the planner is told beside the GPU (``_tell_planner``): the last ``drafts``' time, and the
-        # step before it's verify time with that step's record (``Speculator.observe_step``'s arguments)
-        self._took: float | None = None
-        self._observed: tuple | None = None
         self.vocab_size = vocab_size
         self._state: dict[str, _State] = {}
 
@@ -132,13 +128,12 @@ class BatchDrafter:
         padded with the layout's filler tokens) drafts nothing, and the requests' new tokens are fed
         to their indexes in ``prefetch``, beside the GPU, instead of here."""
         start = time.perf_counter()
-        self._tell_planner()  # (done in prefetch by a caller that calls it)
         self._book_plain()
         synced = self._deferred or self.last_width > 1 or not self.adaptive
         if synced:
-            self._sync_all(reqs)  # the last step's outcomes: its records precede its record_of_step
-        if last_step_s is not None and self._last_batch:  # told in prefetch, off the critical path
-            self._observed = (self._last_batch, self.last_width, last_step_s, self.spec.step_record())
+            self._sync_all(reqs)  # the last step's outcomes: its records precede observe_step
+        if last_step_s is not None and self._last_batch:
+            self.spec.observe_step(self._last_batch, self.last_width, last_step_s)
         self._last_batch = len(reqs)
         roots = np.fromiter((req.relayed[-1] if req.relayed else req.output[-1] if len(req.output) else req.prompt[-1]
                              for req in reqs), dtype=np.int64, count=len(reqs))
@@ -156,7 +151,7 @@ class BatchDrafter:
                 tokens, mask = step_kernels.fixed_width_rows(roots, empty, empty, np.zeros(len(reqs) + 1, np.int64),
                                                              self.last_width)
             if not synced:  # the upkeep of plain decoding itself (a sync here pays for the last drafts)
-                self._took = time.perf_counter() - start
+                self.spec.drafting_took(time.perf_counter() - start)
             return tokens.reshape(-1), mask.reshape(-1)
         if not synced:
             look = self.spec.look
@@ -173,33 +168,20 @@ class BatchDrafter:
             n = round_up(n, self.menu)
         self.last_width = n
         if n == 1:  # every draft came out empty
-            self._took = time.perf_counter() - start
+            self.spec.drafting_took(time.perf_counter() - start)
             return roots, np.ones(len(reqs), dtype=bool)
         tokens, mask = step_kernels.fixed_width_rows(roots, batch.tokens, batch.parents, batch.offsets, n)
-        self._took = time.perf_counter() - start  # all the GPU waited for, arrays included
+        self.spec.drafting_took(time.perf_counter() - start)  # all the GPU waited for, arrays included
         return tokens.reshape(-1), mask.reshape(-1)
 
     def prefetch(self, rids: Sequence[str]) -> None:
         """While the step just drafted verifies (the worker's ``_update_ngram_corpus``, which runs
         right after the verify launch): ask the datastore for the step's likely ends, so the next
         ``drafts`` finds them without waiting."""
-        self._tell_planner()
         self._book_plain()
         if self._deferred:
             self._sync_all(self._deferred)
         self.spec.prefetch([rid for rid in rids if rid in self._state])
-
-    def _tell_planner(self) -> None:
-        """What the planner learns from the steps' times, told beside the GPU (issue 12: the
-        updates happen after the step): the verify time of the step before the last ``drafts``,
-        with that step's record, then the last ``drafts``' own time (before ``_book_plain``, which
-        ends a plain step's plan)."""
-        if self._observed is not None:
-            self.spec.observe_step(*self._observed)
-            self._observed = None
-        if self._took is not None:
-            self.spec.drafting_took(self._took)
-            self._took = None
 
     def _book_plain(self) -> None:
         """A planned plain step's bookkeeping (in prefetch, beside the GPU; or at the next

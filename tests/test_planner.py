@@ -198,41 +198,6 @@ def test_a_few_slow_drafting_steps_do_not_stop_drafting_but_a_lasting_slowdown_s
     assert planner.draft_s == pytest.approx(3 * DRAFT_S)
 
 
-@pytest.mark.parametrize("looking", [False, True])
-def test_a_steps_time_told_after_the_next_plan_updates_what_it_would_have_at_once(looking):
-    """The SGLang path tells a step's verify time beside the next step's verify, after that step's
-    plan (issue 12: updates after the step): with the step's record_of_step, observe_step then
-    updates what it would have updated before the plan (no probe due in between)."""
-    batch = 4
-
-    def drafted(planner):  # one drafted step, half its scores' promise accepted
-        budget = planner.plan(batch)
-        planner._looking = looking  # (a look: its cost and the looks' spacing are learned too)
-        k = planner.choose_for_drafts([SCORES[:budget]] * batch)
-        planner.observe_drafting(batch, DRAFT_S * batch)
-        planner.record_many([float(SCORES[:k].sum())] * batch, [0.5 * float(SCORES[:k].sum())] * batch)
-        return k
-
-    at_once, later = StepPlanner(table(gentle, batch)), StepPlanner(table(gentle, batch))
-    for planner in (at_once, later):
-        for _ in range(3):
-            k = drafted(planner)
-            planner.observe_step(batch, 1 + k, gentle(1 + k))
-        k = drafted(planner)
-    assert k > 0
-    at_once.observe_step(batch, 1 + k, 1.6 * gentle(1 + k))
-    record = later.record_of_step()
-    at_once.plan(batch)
-    later.plan(batch)
-    later.observe_step(batch, 1 + k, 1.6 * gentle(1 + k), of=record)
-    assert at_once.probe is None and later.probe is None
-    for field in ("efficiency", "_speculated", "current", "_look_every", "look_cost_s", "_next_probe", "widths_used"):
-        assert getattr(later, field) == getattr(at_once, field), field
-    assert (later.costs.rows, later.costs.drift, later.costs.last_seen) == (
-        at_once.costs.rows, at_once.costs.drift, at_once.costs.last_seen)
-    assert later._speculated == 4  # (the step's record was read: it speculated)
-
-
 def test_a_plain_steps_own_upkeep_counts_for_drafting():
     """Drafting replaces a plain step's own critical-path upkeep: drafting that costs a little
     more than it saves pays once the plain step's upkeep is measured to cover the difference."""

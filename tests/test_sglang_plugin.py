@@ -147,7 +147,6 @@ class ScriptedPlanner:
         self.records = []
         self.drafting = []
         self.steps = []
-        self.step_records = []
         self.plain = []
         self.blank = 1
         self.look_rows = None
@@ -169,12 +168,8 @@ class ScriptedPlanner:
     def observe_plain(self, batch, seconds):
         self.plain.append(seconds)
 
-    def record_of_step(self):
-        return len(self.plans)  # (a token: the plans left when the record was taken)
-
-    def observe_step(self, batch, width, seconds, of=None):
+    def observe_step(self, batch, width, seconds):
         self.steps.append(width)
-        self.step_records.append(of)
 
     def record_many(self, predicted, realised):
         self.records.extend(realised)
@@ -218,11 +213,7 @@ def test_adaptive_plain_steps_defer_their_bookkeeping(calls_prefetch):
     # the planner is told each drafted step's whole drafting time (sync to arrays), once, and the
     # upkeep of a plain step that synced nothing (plain decoding's own: what drafting would
     # replace); the first plain step synced the drafted step's outcome, the second one, without
-    # prefetch, its own predecessor's. It is told beside the GPU, in prefetch; without prefetch,
-    # at the next step (the last one's, then, at a prefetch)
-    if not calls_prefetch:
-        assert len(planner.drafting) == 1
-        drafter.prefetch(["a"])
+    # prefetch, its own predecessor's
     assert len(planner.drafting) == 2
     assert all(0 < d <= w for d, w in zip(planner.drafting, [walls[0], walls[3]]))
     assert len(planner.plain) == (1 if calls_prefetch else 0)
@@ -270,8 +261,6 @@ def test_a_width_probed_without_drafts_is_filler_at_that_width():
     drafter.drafts([RequestView("a", [5, 6, 7, 8], [5, 6, 7, 8, 9, filler, 4]),
                     RequestView("b", [1, 2, 3], [4, 1, 2])], last_step_s=0.01)
     assert planner.records == recorded  # the accepted filler taught nothing
-    assert len(planner.steps) == 1  # the probe's verify time is told beside the next verify, in prefetch
-    drafter.prefetch(["a", "b"])
     assert len(planner.steps) == 2 and planner.steps[0] > 1 and planner.steps[1] == 3  # the probe booked to 3
     assert spec._requests["a"].index().tokens.tolist()[-3:] == [9, filler, 4]
 
@@ -317,33 +306,7 @@ def test_the_planner_weighs_everything_the_gpu_waits_for(monkeypatch):
 
     monkeypatch.setattr(drafts_module.step_kernels, "fixed_width_rows", slow_rows)
     drafter.drafts([RequestView("a", [5, 6, 7, 8], [5, 6])])
-    drafter.prefetch(["a"])  # (where the planner is told, beside the GPU)
     assert drafter.last_width > 1 and len(planner.drafting) == 1 and planner.drafting[0] >= 0.05
-
-
-def test_the_planner_hears_of_a_steps_times_beside_the_gpu_not_on_the_critical_path(monkeypatch):
-    """``drafts`` tells the planner nothing: the verify time of the step before it (with that
-    step's record, taken before this step's plan) and its own drafting time are told in
-    ``prefetch``, which the worker calls once the verify is launched; the step's time is told
-    before its drafting time, as when both were told on the critical path."""
-    planner = ScriptedPlanner([7, 7, 7])
-    spec = Speculator(SpeculatorConfig(), planner=planner)
-    drafter = BatchDrafter(spec, width=8, vocab_size=100, adaptive=True)
-    told = []
-    for name in ("observe_step", "drafting_took"):
-        real = getattr(spec, name)
-        monkeypatch.setattr(spec, name, lambda *a, real=real, name=name: (told.append(name), real(*a)))
-    out, widths = [5, 6], []
-    for step in range(3):
-        drafter.drafts([RequestView("a", [5, 6, 7, 8], list(out))], last_step_s=0.01 if step else None)
-        widths.append(drafter.last_width)
-        assert told == []
-        drafter.prefetch(["a"])
-        assert told == (["drafting_took"] if step == 0 else ["observe_step", "drafting_took"])
-        told.clear()
-        out += [7, 8, 5]
-    assert planner.step_records == [2, 1]  # each taken before the next step's plan (3 plans, then 2, 1 left)
-    assert len(planner.drafting) == 3 and planner.steps == widths[:2]
 
 
 def test_overlap_relayed_tokens():

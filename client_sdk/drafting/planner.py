@@ -155,29 +155,13 @@ def _gains(scores, max_budget: int, best_first: bool, offsets: np.ndarray | None
                                      np.ascontiguousarray(offsets, dtype=np.int64), max_budget).tolist()
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class StepRecord:
-    """What ``observe_step`` reads of the step whose time it is told (``StepPlanner.record_of_step``):
-    a caller that tells it after the next ``plan``, beside the GPU, keeps the step's own."""
-
-    step: int
-    drafting: bool
-    probe: int | None
-    chosen_k: int
-    looking: bool
-    look_rows: int | None
-    realised: float  # its sequences' accepted draft tokens (``record``)
-    drafting_s: float  # its drafting time (``observe_drafting``)
-
-
 class StepPlanner:
     """Decides each step whether to draft and how wide to verify; learns costs and gains.
 
     Call order per step: ``plan`` (0 = draft nothing), then, when drafts were built,
     ``choose_for_drafts`` and ``observe_drafting``; after verification ``record`` and
-    ``observe_step`` (or, after the next ``plan``, ``observe_step`` of the step's
-    ``record_of_step``), and (later: beside the next step) ``record_drafts``. Not thread-safe
-    (one scheduler thread).
+    ``observe_step``, and (later: beside the next step) ``record_drafts``. Not thread-safe (one
+    scheduler thread).
     """
 
     def __init__(self, costs: StepCosts, config: PlannerConfig = PlannerConfig()) -> None:
@@ -362,31 +346,24 @@ class StepPlanner:
 
     # -- feedback ---------------------------------------------------------------------------
 
-    def record_of_step(self) -> StepRecord:
-        """The current step as ``observe_step`` reads it (take it before the next ``plan``)."""
-        return StepRecord(self.step, self.drafting, self.probe, self.chosen_k, self._looking, self.look_rows,
-                          self._step_realised, self._drafting_now)
-
-    def observe_step(self, batch: int, width: int, seconds: float, of: StepRecord | None = None) -> None:
+    def observe_step(self, batch: int, width: int, seconds: float) -> None:
         """The measured time of a step of this width (verification and upkeep, not drafting).
-        Call it after the step's ``record`` calls, so the step's accepted tokens are known; of: that
-        step's ``record_of_step``, for a call after the next ``plan`` (None: the current step)."""
-        s = self.record_of_step() if of is None else of
+        Call it after the step's ``record`` calls, so the step's accepted tokens are known."""
         self.widths_used[width] = self.widths_used.get(width, 0) + 1
-        if s.drafting and s.probe is None and s.chosen_k > 0:  # speculated (a sampled look: its rows, scaled)
-            tokens = 1.0 + s.realised / (s.look_rows or batch)
+        if self.drafting and self.probe is None and self.chosen_k > 0:  # speculated (a sampled look: its rows, scaled)
+            tokens = 1.0 + self._step_realised / (self.look_rows or batch)
             drafting = (self.draft_s or 0.0) * batch  # the robust estimate: one slow call is no verdict
             e = tokens / ((seconds + drafting) / (self.costs.predict(batch, 1) + self.plain_s * batch))
             r = self.config.efficiency_rate
             self.efficiency = (1 - r) * self.efficiency + r * e
             self._speculated += 1
-            if s.looking and e >= 1.0:
+            if self._looking and e >= 1.0:
                 self.efficiency = max(self.efficiency, self.config.min_efficiency)  # a look that won reopens
-        if s.looking:  # a look that found nothing, or lost, makes the next one wait longer
-            won = (s.chosen_k > 0 or s.look_rows is not None) and self._pays()
-            floor, c = self._look_floor(batch, seconds, s), self.config
+        if self._looking:  # a look that found nothing, or lost, makes the next one wait longer
+            won = (self.chosen_k > 0 or self.look_rows is not None) and self._pays()
+            floor, c = self._look_floor(batch, seconds), self.config
             self._look_every = max(c.look_every, floor) if won else min(2 * self._look_every, max(c.look_every_max, floor))
-        if s.probe is not None and width == s.probe:
+        if self.probe is not None and width == self.probe:
             c = self.config
             off = math.log(max(seconds, 1e-9) / self.costs.predict(batch, width))
             surprise = abs(off) > math.log1p(c.probe_tolerance)
@@ -395,22 +372,22 @@ class StepPlanner:
                 # makes drafting less attractive still, so only a cheaper one is worth probing soon
                 news = surprise and (off < 0 or not self._idle())
                 self._interval = c.probe_every if news else min(2 * self._interval, c.probe_every_max)
-                self._next_probe = min(self._next_probe, s.step + self._interval)
+                self._next_probe = min(self._next_probe, self.step + self._interval)
             rate = self.costs.probe_weight(c.probe_rate, c.probe_spread)
-            self.costs.observe(batch, width, seconds, s.step, rate, drift_rate=0.0)
+            self.costs.observe(batch, width, seconds, self.step, rate, drift_rate=0.0)
         else:  # a chosen width, or a probe whose drafts came back narrower (it measured the width verified)
-            if s.probe is None:
+            if self.probe is None:
                 self.current = width
-            self.costs.observe(batch, width, seconds, s.step, self.config.cell_rate)
+            self.costs.observe(batch, width, seconds, self.step, self.config.cell_rate)
 
-    def _look_floor(self, batch: int, seconds: float, s: StepRecord) -> int:
+    def _look_floor(self, batch: int, seconds: float) -> int:
         """The fewest steps between looks that keeps their cost within ``look_budget`` of plain
-        decoding's time, after a look ``s`` whose step took ``seconds`` (drafting aside): the look's cost
+        decoding's time, after a look whose step took ``seconds`` (drafting aside): the look's cost
         beyond a plain step with its upkeep (its drafting, its wider verify, less the plain time of
         the tokens its drafts gained), averaged over the last looks."""
         plain = self.costs.predict(batch, 1)
-        gained = s.realised * plain / batch
-        cost = max(0.0, s.drafting_s + seconds - plain - self.plain_s * batch - gained)
+        gained = self._step_realised * plain / batch
+        cost = max(0.0, self._drafting_now + seconds - plain - self.plain_s * batch - gained)
         self.look_cost_s = cost if self.look_cost_s is None else 0.5 * (self.look_cost_s + cost)
         return math.ceil(self.look_cost_s / (self.config.look_budget * plain))
 

@@ -30,7 +30,7 @@ from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
-from client_sdk.drafting.planner import StepPlanner, StepRecord
+from client_sdk.drafting.planner import StepPlanner
 from client_sdk.drafting.requests import NO_TREE, RequestState, ints
 from client_sdk.drafting.tree import Calibration, cut_batch, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
@@ -435,16 +435,11 @@ class Speculator:
             write_many(self.arena, ready, ready_tokens, packed if len(ready) == len(reqs) else None)
             self._unindexed.extend(ready)
 
-    def observe_step(self, batch: int, width: int, seconds: float, of: StepRecord | None = None) -> None:
+    def observe_step(self, batch: int, width: int, seconds: float) -> None:
         """The measured time of a step of this verify width (1 + draft tokens), drafting excluded:
-        verification forward, acceptance and cache upkeep. Feeds the planner's cost table. of: the
-        step's ``step_record``, for a call after the next step was planned (None: the last one)."""
+        verification forward, acceptance and cache upkeep. Feeds the planner's cost table."""
         if self.planner is not None:
-            self.planner.observe_step(batch, width, seconds, of)
-
-    def step_record(self) -> StepRecord | None:
-        """The last planned step as ``observe_step`` reads it (None: no planner); take it before the next plan."""
-        return self.planner.record_of_step() if self.planner is not None else None
+            self.planner.observe_step(batch, width, seconds)
 
     # -- per step: while the step verifies --------------------------------------------------
 
