@@ -14,11 +14,15 @@ from sssd.bench.provenance import stamped
 from sssd.smollm2 import DTYPE_HELP, DTYPES, resolve_dtype
 
 
-def _ints(text: str, flag: str) -> list[int]:
+def _ints(text: str, flag: str, least: int = 1) -> list[int]:
+    """``text``'s comma-separated integers, each at least ``least`` (else a ValueError naming ``flag``)."""
     try:
-        return [int(x) for x in text.split(",")]
+        values = [int(x) for x in text.split(",")]
     except ValueError:
         raise ValueError(f"{flag} {text!r} must be comma-separated integers") from None
+    if min(values) < least:
+        raise ValueError(f"{flag} {text!r}: every value must be at least {least}")
+    return values
 
 
 def _datastore_flags(p: argparse.ArgumentParser) -> None:
@@ -75,7 +79,7 @@ def _replay_flags(p: argparse.ArgumentParser) -> None:
 def _replay(args) -> dict:
     from sssd.bench import replay
 
-    budgets = _ints(args.budgets, "--budgets")
+    budgets = _ints(args.budgets, "--budgets", least=0)  # (0: plain decoding, tau 1)
     if args.cases:
         cases = replay.read_cases(args.cases)
     else:

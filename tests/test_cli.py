@@ -53,6 +53,20 @@ def test_failures_are_one_line_and_nonzero(server, capsys, argv, message):
     assert code != 0 and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "serve-sim", "--batch-sizes", "1,0"], "--batch-sizes '1,0': every value must be at least 1"),
+    (["bench", "decode", "--batch-sizes", "0"], "--batch-sizes '0': every value must be at least 1"),
+    (["bench", "fleet", "--workers", "2,-1"], "--workers '2,-1': every value must be at least 1"),
+    (["bench", "replay", "--dataset", "mtbench", "--budgets", "4,-1"], "--budgets '4,-1': every value must be at least 0"),
+    (["bench", "replay", "--dataset", "mtbench", "--budgets", "4,x"], "--budgets '4,x' must be comma-separated integers"),
+])
+def test_bench_lists_out_of_range_are_one_line_errors(capsys, argv, message):
+    """A batch size, worker count or budget out of range is refused in one line before any work
+    (a batch of 0 used to end in a ZeroDivisionError traceback, a budget of -1 in "depth -2")."""
+    code, out, err = run(capsys, *argv)
+    assert code != 0 and out == "" and message in err and err.count("\n") == 1
+
+
 def test_bad_jsonl_names_the_line(server, capsys, tmp_path):
     run(capsys, "namespace", "create", "demo", "--vocab-size", "10", "--address", server.address)
     bad = tmp_path / "bad.jsonl"
