@@ -43,6 +43,16 @@ class Limits:
     idle_inline_work: int = 256 * 128
     idle_inline_share: float = 0.25  # beyond it, a call arriving meanwhile would often wait for the loop
 
+    def __post_init__(self) -> None:
+        for name in ("max_lookup_contexts", "max_ingest_documents", "max_ingest_tokens", "max_lookup_tokens"):
+            if getattr(self, name) < 1:  # (a cap of 0 refuses every call of its kind)
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
+        for name in ("inline_lookup_work", "idle_inline_work"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be 0 (never inline) or more")
+        if not 0 <= self.idle_inline_share <= 1:
+            raise ValueError(f"--idle-inline-share {self.idle_inline_share} must be in [0, 1]")
+
 
 class DatastoreServicer(pb_grpc.DatastoreServicer):
     def __init__(self, limits: Limits, metrics: Metrics, pool: ThreadPoolExecutor) -> None:

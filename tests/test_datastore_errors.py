@@ -83,6 +83,10 @@ def test_namespace_spec_bounds(kwargs, message):
     (dict(idle_compaction_s=-1), "--idle-compaction-s -1 must be >= 0 \\(0: never\\)"),
     (dict(tls_cert="c.pem"), "--tls-cert and --tls-key go together"),
     (dict(workers=-1), "--workers -1 must be 0 \\(one per core\\) or more"),
+    (dict(max_lookup_contexts=0), "--max-lookup-contexts 0 must be at least 1"),
+    (dict(max_ingest_tokens=-3), "--max-ingest-tokens -3 must be at least 1"),
+    (dict(inline_lookup_work=-1), "--inline-lookup-work -1 must be 0 \\(never inline\\) or more"),
+    (dict(idle_inline_share=1.5), "--idle-inline-share 1.5 must be in \\[0, 1\\]"),
 ])
 def test_server_flags_are_validated(knobs, message):
     from datastore_service.server import ServerConfig
