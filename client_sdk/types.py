@@ -46,8 +46,17 @@ class DraftConfig:
     draft_threads: int = 1
 
     def __post_init__(self) -> None:
-        if self.draft_threads < 1:
-            raise ValueError(f"draft_threads {self.draft_threads} must be >= 1")
+        """A knob that would silently draft nothing (a depth, branching or n-gram of 0) is refused
+        here; the datastore's own bounds (depth, samples, nodes) are LookupParams'."""
+        for name in ("max_depth", "max_children", "local_ngram", "local_occurrences", "remote_match", "remote_samples",
+                     "prefetch_samples", "remote_min_occurrences", "remote_nodes", "remote_depth", "draft_threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} {getattr(self, name)} must be >= 1")
+        if self.combine not in ("max", "noisy-or"):
+            raise ValueError(f"combine {self.combine!r} must be 'max' or 'noisy-or'")
+        suffixes = self.remote_suffixes
+        if len(set(suffixes)) != len(suffixes) or not all(1 <= k < self.remote_match for k in suffixes):
+            raise ValueError(f"remote_suffixes {suffixes} must be distinct lengths below remote_match {self.remote_match}")
 
 
 # below this many requests a step's per-request work is cheaper one call each than batched

@@ -44,6 +44,22 @@ def test_speculator_tree(argv, env, check):
     assert check(parse(SpeculatorConfig, argv, env))
 
 
+@pytest.mark.parametrize("env,message", [
+    ({"SSSD_MAX_CHILDREN": "0"}, "max_children 0 must be >= 1"),  # (drafted nothing, silently)
+    ({"SSSD_MAX_DEPTH": "0"}, "max_depth 0 must be >= 1"),
+    ({"SSSD_LOCAL_OCCURRENCES": "-2"}, "local_occurrences -2 must be >= 1"),
+    ({"SSSD_COMBINE": "avg"}, "combine 'avg' must be 'max' or 'noisy-or'"),  # (a KeyError at the first draft)
+    ({"SSSD_REMOTE_SUFFIXES": "2,2"}, r"remote_suffixes \(2, 2\) must be distinct lengths below remote_match 4"),
+    ({"SSSD_REMOTE_SUFFIXES": "4"}, r"remote_suffixes \(4,\) must be distinct lengths below remote_match 4"),
+    ({"SSSD_TRIE_CACHE": "-1"}, "trie_cache -1 must be >= 0"),
+    ({"SSSD_TRIE_CACHE_TTL_S": "0"}, "trie_cache_ttl_s 0.0 must be > 0"),
+    ({"SSSD_UNIGRAM_REFRESH_S": "0"}, "unigram_refresh_s 0.0 must be >= 1"),  # (fetched the table back to back)
+])
+def test_speculator_knobs_that_would_draft_nothing_or_spin_are_refused(env, message):
+    with pytest.raises(ValueError, match=message):
+        parse(SpeculatorConfig, [], env)
+
+
 def test_defaults_are_the_dataclass_defaults():
     assert parse(ServerConfig, []) == ServerConfig()
     assert parse(SpeculatorConfig, []).draft == SpeculatorConfig().draft
