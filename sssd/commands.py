@@ -50,6 +50,11 @@ def _generate(args) -> int:
 
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
+    if args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
+        raise ValueError(f"--temperature {args.temperature} must be >= 0 (0: greedy), --top-k {args.top_k} >= 0 "
+                         f"(0: off) and --top-p {args.top_p} in (0, 1] (1: off)")
+    if args.budget is not None and args.budget < 0:
+        raise ValueError(f"--budget {args.budget} must be >= 0 (0: no drafts)")
     decoder, tok, _ = load_decoder(args)
     model = decoder.model
     prompt = chat_ids(tok, args.prompt)

@@ -67,6 +67,14 @@ def test_bench_lists_out_of_range_are_one_line_errors(capsys, argv, message):
     assert code != 0 and out == "" and message in err and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("flags", [["--temperature", "-1"], ["--top-k", "-3"], ["--top-p", "1.5"], ["--top-p", "0"],
+                                   ["--budget", "-2"]])
+def test_generate_refuses_sampling_out_of_range_before_loading_the_model(capsys, flags):
+    """(These decoded greedily, or with top-p or top-k silently off.)"""
+    code, out, err = run(capsys, "generate", "--prompt", "hi", *flags)
+    assert code != 0 and out == "" and err.count("\n") == 1 and flags[0] in err
+
+
 def test_bad_jsonl_names_the_line(server, capsys, tmp_path):
     run(capsys, "namespace", "create", "demo", "--vocab-size", "10", "--address", server.address)
     bad = tmp_path / "bad.jsonl"

@@ -119,3 +119,14 @@ def test_sampling_second_position_is_conditional_target():
             second = int(batch.input_ids[0, path[1]]) if len(path) > 1 else bonus
             counts[second] += 1
     assert 0.5 * np.abs(counts / counts.sum() - target).sum() < 0.02
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(temperature=0.0), "temperature 0.0 must be > 0"),
+    (dict(temperature=1.0, top_k=-1), "top_k -1 must be >= 0"),
+    (dict(temperature=1.0, top_p=0.0), r"top_p 0.0 must be in \(0, 1\]"),
+    (dict(temperature=1.0, top_p=1.2), r"top_p 1.2 must be in \(0, 1\]"),
+])
+def test_sampling_out_of_range_is_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Sampling(**kwargs)

@@ -100,9 +100,17 @@ def greedy_verify(logits: torch.Tensor, batch: TreeBatch) -> list[tuple[list[int
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-    temperature: float = 1.0
+    temperature: float = 1.0  # > 0 (greedy decoding takes no Sampling)
     top_k: int = 0  # 0 = off
     top_p: float = 1.0  # 1.0 = off
+
+    def __post_init__(self) -> None:
+        if not self.temperature > 0:
+            raise ValueError(f"temperature {self.temperature} must be > 0 (greedy decoding samples nothing)")
+        if self.top_k < 0:
+            raise ValueError(f"top_k {self.top_k} must be >= 0 (0: off)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p {self.top_p} must be in (0, 1] (1: off)")
 
 
 def target_probs(logits: torch.Tensor, s: Sampling) -> torch.Tensor:
