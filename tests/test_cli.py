@@ -46,6 +46,7 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
         (["lookup", "1,2", "-n", "missing"], "NOT_FOUND: namespace 'missing'"),
         (["lookup", "1,x", "-n", "demo"], "comma-separated integers"),
         (["namespace", "create", "bad name", "--vocab-size", "10"], "INVALID_ARGUMENT"),
+        (["namespace", "create", "z", "--vocab-size", "-5"], "vocab_size -5 and max_tokens 0 must not be negative"),
     ],
 )
 def test_failures_are_one_line_and_nonzero(server, capsys, argv, message):

@@ -250,6 +250,8 @@ class DatastoreClient:
     # -- admin --------------------------------------------------------------------------
 
     def create_namespace(self, name: str, vocab_size: int, tokenizer_fingerprint: str = "", max_tokens: int = 0) -> pb.Namespace:
+        if vocab_size < 0 or max_tokens < 0:  # (protobuf's own error names neither: "Value out of range: -5")
+            raise ValueError(f"vocab_size {vocab_size} and max_tokens {max_tokens} must not be negative")
         req = pb.CreateNamespaceRequest(name=name, vocab_size=vocab_size, tokenizer_fingerprint=tokenizer_fingerprint, max_tokens=max_tokens)
         return self._call(self.stub.CreateNamespace, req)
 
