@@ -11,6 +11,7 @@ from typing import Protocol
 
 import numpy as np
 
+from sssd_wire.settings import require_at_least
 from sssd_wire.types import TrieBatch
 
 
@@ -48,10 +49,9 @@ class DraftConfig:
     def __post_init__(self) -> None:
         """A knob that would silently draft nothing (a depth, branching or n-gram of 0) is refused
         here; the datastore's own bounds (depth, samples, nodes) are LookupParams'."""
-        for name in ("max_depth", "max_children", "local_ngram", "local_occurrences", "remote_match", "remote_samples",
-                     "prefetch_samples", "remote_min_occurrences", "remote_nodes", "remote_depth", "draft_threads"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} {getattr(self, name)} must be >= 1")
+        require_at_least(self, 1, ("max_depth", "max_children", "local_ngram", "local_occurrences", "remote_match",
+                                   "remote_samples", "prefetch_samples", "remote_min_occurrences", "remote_nodes",
+                                   "remote_depth", "draft_threads"))
         if self.combine not in ("max", "noisy-or"):
             raise ValueError(f"combine {self.combine!r} must be 'max' or 'noisy-or'")
         suffixes = self.remote_suffixes

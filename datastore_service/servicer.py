@@ -18,6 +18,7 @@ import numpy as np
 
 from datastore_service import wire
 from sssd_wire import codec
+from sssd_wire.settings import flag_name, require_at_least
 from datastore_service.auth import principal_var
 from datastore_service.datastore import Datastore
 from datastore_service.replication import check_segment_reader, serve_follow
@@ -44,12 +45,12 @@ class Limits:
     idle_inline_share: float = 0.25  # beyond it, a call arriving meanwhile would often wait for the loop
 
     def __post_init__(self) -> None:
-        for name in ("max_lookup_contexts", "max_ingest_documents", "max_ingest_tokens", "max_lookup_tokens"):
-            if getattr(self, name) < 1:  # (a cap of 0 refuses every call of its kind)
-                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
+        # (a cap of 0 refuses every call of its kind)
+        require_at_least(self, 1, ("max_lookup_contexts", "max_ingest_documents", "max_ingest_tokens",
+                                   "max_lookup_tokens"), as_flags=True)
         for name in ("inline_lookup_work", "idle_inline_work"):
             if getattr(self, name) < 0:
-                raise ValueError(f"--{name.replace('_', '-')} {getattr(self, name)} must be 0 (never inline) or more")
+                raise ValueError(f"{flag_name(name)} {getattr(self, name)} must be 0 (never inline) or more")
         if not 0 <= self.idle_inline_share <= 1:
             raise ValueError(f"--idle-inline-share {self.idle_inline_share} must be in [0, 1]")
 

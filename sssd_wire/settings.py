@@ -58,6 +58,17 @@ def flag_name(leaf: str) -> str:
     return "--" + leaf.replace("_", "-")
 
 
+def require_at_least(config, least: int, names, as_flags: bool = False) -> None:
+    """A one-line ValueError for the first field of ``config`` in ``names`` below ``least``: named as
+    its flag with ``as_flags`` ("--max-lookup-contexts 0 must be at least 1"), else as the field
+    ("max_depth 0 must be >= 1")."""
+    for name in names:
+        value = getattr(config, name)
+        if value < least:
+            raise ValueError(f"{flag_name(name)} {value} must be at least {least}" if as_flags
+                             else f"{name} {value} must be >= {least}")
+
+
 def parse_value(text: str, default):
     """The string form of a knob (flag or environment value), typed like its default."""
     if isinstance(default, bool):

@@ -10,6 +10,7 @@ import socket
 
 from client_sdk.drafting.planner import PlannerConfig
 from client_sdk.types import DraftConfig
+from sssd_wire.settings import require_at_least
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +45,7 @@ class SpeculatorConfig:
             raise ValueError(f"lookup_deadline_s {self.lookup_deadline_s} must be >= 0")
         if self.outcomes < 1:
             raise ValueError(f"outcomes {self.outcomes} must be >= 1")
-        for name in ("fixed_budget", "background_index_tokens", "trie_cache"):  # (0: none, never, off)
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} {getattr(self, name)} must be >= 0")
+        require_at_least(self, 0, ("fixed_budget", "background_index_tokens", "trie_cache"))  # (0: none, never, off)
         if not self.trie_cache_ttl_s > 0:
             raise ValueError(f"trie_cache_ttl_s {self.trie_cache_ttl_s} must be > 0 (trie_cache 0 turns the cache off)")
         if self.unigram_refresh_s < 1:  # a smaller one fetches the whole vocabulary's tries back to back
