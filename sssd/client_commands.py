@@ -98,6 +98,11 @@ def register(sub) -> None:
         p.add_argument("--json", action="store_true", help="one line of JSON")
 
 
+def counted(n: int, noun: str) -> str:
+    """"1 document", "2 documents" (English nouns that take an s)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def emit(args, text: str, obj) -> None:
     """The command's result: ``text`` for people, or ``obj`` as one line of JSON (``--json``)."""
     print(json.dumps(obj) if getattr(args, "json", False) else text)
@@ -222,9 +227,10 @@ def _ingest(args) -> int:
     summary = client.ingest_stream(args.namespace, batches())
     bar.close()
     if failure:
-        raise ValueError(f"{failure[0]} ({summary.added} documents before it were stored; re-running resumes by id)")
-    emit(args, f"added {summary.added} documents ({summary.tokens} tokens), {summary.duplicates} already present, "
-               f"{summary.evicted} evicted by retention",
+        raise ValueError(f"{failure[0]} ({counted(summary.added, 'document')} before it were stored; "
+                         "re-running resumes by id)")
+    emit(args, f"added {counted(summary.added, 'document')} ({counted(summary.tokens, 'token')}), "
+               f"{summary.duplicates} already present, {summary.evicted} evicted by retention",
          {"added": summary.added, "tokens": summary.tokens, "duplicates": summary.duplicates,
           "evicted": summary.evicted, "conflicts": summary.conflicts})
     return 0

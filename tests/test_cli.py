@@ -28,13 +28,17 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     assert code == 0 and "added 2 documents (8 tokens)" in out
     code, out, _ = run(capsys, "ingest", str(docs), "-n", "demo", *a)  # resumable: ids make it idempotent
     assert "added 0 documents" in out and "2 already present" in out
+    one = tmp_path / "one.jsonl"
+    one.write_text('{"id": "y", "tokens": [7]}\n')
+    code, out, _ = run(capsys, "ingest", str(one), "-n", "demo", *a)
+    assert code == 0 and "added 1 document (1 token)," in out
     assert run(capsys, "compact", *a)[0] == 0
     code, out, _ = run(capsys, "lookup", "1,2,3", "-n", "demo", *a)
     tree = json.loads(out)
     assert tree["match_length"] == 3 and sorted(tree["tokens"]) == [4, 9]
     code, out, _ = run(capsys, "stats", "--json", *a)
     (ns,) = json.loads(out)["namespaces"]
-    assert {k: ns[k] for k in ("name", "documents", "tokens")} == {"name": "demo", "documents": 2, "tokens": 8}
+    assert {k: ns[k] for k in ("name", "documents", "tokens")} == {"name": "demo", "documents": 3, "tokens": 9}
     assert ns["segments"] >= 1 and ns["resident_bytes"] > 0
     code, out, _ = run(capsys, "namespace", "list", *a)
     assert out.startswith("demo\tvocab=100")
