@@ -102,7 +102,9 @@ def _check(args) -> int:
     if problem:
         print(f"sssd: error: {args.db}: {problem}", file=sys.stderr)
         return 1
-    print(f"{args.db}: ok ({len(ds.namespace_names())} namespaces)")
+    from sssd.client_commands import counted
+
+    print(f"{args.db}: ok ({counted(len(ds.namespace_names()), 'namespace')})")
     return 0
 
 

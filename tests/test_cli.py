@@ -189,7 +189,7 @@ def test_check_verifies_a_datastore_file_offline(capsys, tmp_path):
     assert code == 1 and "is open in another sssd process" in err
     ds.close()
     code, out, _ = run(capsys, "check", "--db", db)
-    assert code == 0 and out.strip() == f"{db}: ok (1 namespaces)"
+    assert code == 0 and out.strip() == f"{db}: ok (1 namespace)"
     code, _, err = run(capsys, "check", "--db", str(tmp_path / "none.db"))
     assert code == 1 and "no such datastore file" in err
 
