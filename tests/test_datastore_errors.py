@@ -238,3 +238,22 @@ def test_a_failing_maintenance_loop_says_so_once_a_minute_and_when_it_recovers(t
     assert "No space left on device" in again[0].getMessage()
     assert "maintenance works again after 60 failed rounds" in said[-1].getMessage()
     assert ds.maintenance_failures == 60
+
+
+@pytest.mark.parametrize(
+    "sql,message",
+    [
+        # a document gone from the file, still indexed
+        ("DELETE FROM documents WHERE doc_id='a'", "namespace 'ns': 0 documents in SQLite but 1 indexed"),
+        # a namespace in the file that the index never loaded
+        ("INSERT INTO namespaces VALUES ('ghost', 10, '', 0, 0)", "namespaces in SQLite ['ghost', 'ns'] differ"),
+    ],
+)
+def test_the_integrity_check_reports_a_file_changed_behind_the_index(ds, sql, message):
+    """check_integrity compares the live index with the SQLite file (what ``sssd check`` and the
+    crash tests rely on): a change made to the file alone is named, not passed as ok."""
+    ds.flush()
+    assert ds.check_integrity() == ""
+    with ds.store.db.conn:
+        ds.store.db.conn.execute(sql)
+    assert message in ds.check_integrity()
