@@ -418,6 +418,22 @@ def test_a_request_samples_as_many_occurrences_as_it_asks(live):
     assert one.meta[0].tolist() == [2, 3, 1] and every.meta[0].tolist() == [2, 3, 3]
 
 
+def test_an_answer_collected_for_other_contexts_is_not_used_nor_held_against_the_service(live):
+    """collect(key, contexts) with contexts other than the ones asked under that key (this side's
+    bookkeeping gone wrong) gets nothing and counts it as misaligned, not as a late or failed
+    answer: the breaker stays closed and the next lookup is answered."""
+    _, client = live
+    source = RemoteSource(client, "ns", LookupParams(min_occurrences=1, depth=4), CircuitBreaker(threshold=1),
+                          timeout_s=2.0)
+    source.request("step", [TEXT[1:3]])
+    assert source.collect("step", [TEXT[2:4]], 2.0) is None
+    assert (source.stats.misaligned, source.stats.late, source.stats.used) == (1, 0, 0)
+    assert source.breaker.state == "closed" and source.stats.failed == 0
+    source.request("step", [TEXT[1:3]])
+    got = source.collect("step", [TEXT[1:3]], 2.0)
+    assert got is not None and got.meta[0].tolist() == [2, 3, 3] and source.stats.used == 1
+
+
 def test_a_request_the_breaker_refuses_drops_the_answer_asked_before_it(live):
     """A step's prefetch asked while the breaker is open is not made; the answer of an earlier
     prefetch under the same key, never collected (a plain step came between), must not be handed
