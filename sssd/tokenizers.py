@@ -23,13 +23,24 @@ def load_tokenizer(path: str):
         return AutoTokenizer.from_pretrained(str(p))
     if p.name.endswith(".json") and p.is_file():
         tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
-        config = p.with_name("tokenizer_config.json")
-        if config.exists():
-            template = json.loads(config.read_text()).get("chat_template")
-            if template:
-                tok.chat_template = template
+        template = chat_template_beside(p.parent)
+        if template:
+            tok.chat_template = template
         return tok
     raise ValueError(f"--tokenizer {path!r}: expected a tokenizer.json, a .gguf file or a model directory")
+
+
+def chat_template_beside(folder: Path) -> str | None:
+    """The chat template stored next to a tokenizer.json, as transformers reads it for a model
+    directory: chat_template.jinja (where recent transformers save it: 5.23 here) first, else the
+    "chat_template" field of tokenizer_config.json; None when neither has one."""
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text(encoding="utf-8")
+    config = folder / "tokenizer_config.json"
+    if config.is_file():
+        return json.loads(config.read_text(encoding="utf-8")).get("chat_template") or None
+    return None
 
 
 def fingerprint(tok) -> str:
