@@ -52,8 +52,11 @@ def register(sub) -> None:
     ns_sub = ns.add_subparsers(dest="action", required=True)
     c = ns_sub.add_parser("create")
     c.add_argument("name")
-    c.add_argument("--vocab-size", type=int, required=True)
-    c.add_argument("--tokenizer-fingerprint", default="")
+    c.add_argument("--vocab-size", type=int, required=True, help="the model's vocabulary size (its embedding rows)")
+    c.add_argument("--tokenizer", help="tokenizer.json, a GGUF file or a model directory: `sssd ingest --tokenizer` "
+                                       "then takes only text tokenised by this tokenizer (it sets the fingerprint)")
+    c.add_argument("--tokenizer-fingerprint", default="",
+                   help="the fingerprint --tokenizer would set (sssd.tokenizers.fingerprint), given as is")
     c.add_argument("--max-tokens", type=int, default=0, help="retention: oldest documents evicted beyond this (0 = unbounded)")
     c.set_defaults(handler=rpc_errors(_ns_create))
     ls = ns_sub.add_parser("list")
@@ -136,7 +139,14 @@ def _health(args) -> int:
 
 
 def _ns_create(args) -> int:
-    n = client_of(args).create_namespace(args.name, args.vocab_size, args.tokenizer_fingerprint, args.max_tokens)
+    fingerprint = args.tokenizer_fingerprint
+    if args.tokenizer:
+        if fingerprint:
+            raise ValueError("give --tokenizer or --tokenizer-fingerprint, not both")
+        from sssd.tokenizers import load_tokenizer
+
+        fingerprint = tokenizer_fits(load_tokenizer(args.tokenizer), args.vocab_size, args.tokenizer)
+    n = client_of(args).create_namespace(args.name, args.vocab_size, fingerprint, args.max_tokens)
     emit(args, f"created namespace {n.name} (vocab {n.vocab_size})", {"created": _namespace_dict(n)})
     return 0
 
@@ -236,14 +246,21 @@ def _ingest(args) -> int:
     return 0
 
 
-def _check_fingerprint(namespace, tokenizer, source: str) -> None:
-    """A namespace created with a tokenizer fingerprint only takes text tokenised by that tokenizer."""
+def tokenizer_fits(tokenizer, vocab_size: int, source: str) -> str:
+    """The tokenizer's fingerprint, once its ids are known to fit a vocabulary of ``vocab_size``."""
     from sssd.tokenizers import fingerprint
 
-    if len(tokenizer) > namespace.vocab_size:
-        raise ValueError(f"{source}: a {len(tokenizer)}-token vocabulary does not fit namespace {namespace.name!r}'s "
-                         f"{namespace.vocab_size}")
-    mine = fingerprint(tokenizer)
+    if len(tokenizer) > vocab_size:
+        raise ValueError(f"{source}: a {len(tokenizer)}-token vocabulary does not fit a vocabulary size of {vocab_size}")
+    return fingerprint(tokenizer)
+
+
+def _check_fingerprint(namespace, tokenizer, source: str) -> None:
+    """A namespace created with a tokenizer fingerprint only takes text tokenised by that tokenizer."""
+    try:
+        mine = tokenizer_fits(tokenizer, namespace.vocab_size, source)
+    except ValueError as exc:
+        raise ValueError(f"{exc} (namespace {namespace.name!r})") from None
     if namespace.tokenizer_fingerprint and namespace.tokenizer_fingerprint != mine:
         raise ValueError(f"{source}: tokenizer fingerprint {mine} differs from namespace {namespace.name!r}'s "
                          f"({namespace.tokenizer_fingerprint}): its token ids would not be this model's")

