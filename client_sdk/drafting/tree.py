@@ -9,6 +9,7 @@ last accepted node.
 from __future__ import annotations
 
 import functools
+import logging
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from client_sdk.drafting.unigrams import UnigramTable
 from client_sdk.drafting.local import SMALL_APPEND, IndexBatch, LocalArena, LocalIndex, index_many, write_many
 from client_sdk.types import DraftBatch, DraftConfig, DraftTree
 from sssd_wire.types import TrieBatch
+
+log = logging.getLogger(__name__)
 
 MAX_SLOTS = merge_kernels.SLOTS  # calibration slots: 0 = the request's own text, 1.. = datastore suffix lengths
 K_BUCKETS = 8  # match lengths 1..7, 8+
@@ -40,13 +43,27 @@ SMALL_DRAFT = 3  # draft_batch drafts fewer rows one call each (bench/batch_cros
 
 
 def default_prior() -> np.ndarray:
-    """[MAX_SLOTS, K_BUCKETS, 5, 4]: the shipped learned table when present, else PRIOR everywhere."""
+    """[MAX_SLOTS, K_BUCKETS, 5, 4]: the shipped learned table, else (warned once) PRIOR everywhere."""
+    table = learned_prior(LEARNED_PRIOR)
+    return table.copy() if table is not None else np.broadcast_to(PRIOR, (MAX_SLOTS, K_BUCKETS) + PRIOR.shape).copy()
+
+
+@functools.cache
+def learned_prior(path: Path) -> np.ndarray | None:
+    """The learned table at ``path`` (clipped to [0.01, 0.99]), or None when the file is missing or
+    holds a table of another shape (the slots or buckets changed since it was learned): logged once
+    per process as a warning, since drafts then start from the flat prior and accept less."""
     shape = (MAX_SLOTS, K_BUCKETS) + PRIOR.shape
-    if LEARNED_PRIOR.exists():
-        table = np.load(LEARNED_PRIOR).astype(np.float64)
-        if table.shape == shape:
-            return np.clip(table, 0.01, 0.99)
-    return np.broadcast_to(PRIOR, shape).copy()
+    if not path.exists():
+        log.warning("%s is missing: drafting starts from a flat calibration prior (reinstall sssd, or "
+                    "python -m sssd.bench.learn_prior writes it)", path)
+        return None
+    table = np.load(path).astype(np.float64)
+    if table.shape != shape:
+        log.warning("%s holds a %s calibration table, not %s: drafting starts from a flat prior "
+                    "(python -m sssd.bench.learn_prior learns it again)", path, table.shape, shape)
+        return None
+    return np.clip(table, 0.01, 0.99)
 
 
 class Calibration:
