@@ -499,6 +499,40 @@ def test_start_up_costs_without_a_shape_are_flat_and_say_so(caplog):
     assert costs.predict(32, 9) == costs.predict(32, 1) and "no roofline for this model config" in caplog.text
 
 
+@pytest.mark.parametrize("menu", [(1, 3, 9, 17), None])  # per-batch widths (not the default grid); one width
+def test_the_worker_builds_its_drafter_from_the_plugin_config(server, menu):
+    """``build_drafter``, what the worker's rank 0 runs at start-up: the planner's widths are the
+    menu and its first costs the roofline of SSSD_HARDWARE (per-batch widths), or every step
+    drafts the launch width; the datastore and feedback are the config's, and a step drafts."""
+    from client_sdk.drafting.budget import PRESETS, Model, forward_time
+    from client_sdk.transport.remote import DatastoreClient
+    from sglang_integration.worker import build_drafter
+
+    with DatastoreClient(server.address) as c:
+        c.create_namespace("w", 100)
+        c.ingest("w", [("d", [5, 6, 7, 8, 9] * 4)])
+        c.snapshot()
+    config = PluginConfig(datastore=server.address, namespace="w", hardware="h200")
+    drafter = build_drafter(config, 17, 100, LLAMA_8B_CONFIG, menu, max_batch=64)
+    spec = drafter.spec
+    try:
+        assert spec.remote is not None and spec.feedback is not None and drafter.width == 17
+        if menu is None:
+            assert spec.planner is None and spec.config.fixed_budget == 16 and not drafter.adaptive
+        else:
+            want = forward_time(PRESETS["h200"], Model.from_config(LLAMA_8B_CONFIG), 64, 9, 2048)
+            assert spec.planner.config.widths == menu and drafter.menu == menu and drafter.adaptive
+            assert spec.planner.costs.predict(64, 9) == pytest.approx(want)  # a row for the largest batch
+        assert spec.wait_for_unigrams(30)
+        drafter.admit(RequestView("r", [5, 6, 7, 8, 9, 5, 6], []))
+        tokens, mask = drafter.drafts([RequestView("r", [5, 6, 7, 8, 9, 5, 6], [])])
+        assert tokens.shape[0] == drafter.last_width and mask.shape[0] == drafter.last_width ** 2
+        if menu is None:
+            assert drafter.last_width == 17 and tokens[1] == 7  # own text and datastore both say 7 follows 5 6
+    finally:
+        spec.close()
+
+
 def test_worker_metrics_follow_the_feedback_sinks_counts():
     """The worker's feedback counters follow its sink's running counts, each change once; a
     sink that is not a FeedbackSink (or none: feedback off) adds nothing."""
