@@ -1,11 +1,13 @@
 """The SGLang plugin against the real sglang==0.5.23 package (registration path, CPU)."""
 
+import json
 import os
 import subprocess
 import sys
 import textwrap
 import time
 from array import array
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -54,6 +56,61 @@ def test_bad_configuration_fails_loudly():
             print("raised")
     """, env={"SSSD_HARDWARE": "abacus"})
     assert "raised" in r.stdout and "failed to register the SSSD" in r.stderr and "abacus" in r.stderr
+
+
+RESOLVE_CASES = [
+    # (extra launch flags, SSSD_* environment, what resolution must give or the error it must name)
+    ([], {}, {"speculative_num_draft_tokens": 17, "speculative_eagle_topk": 10, "max_running_requests": 48}),
+    ([], {"SSSD_DRAFT_TOKENS": "9"}, {"speculative_num_draft_tokens": 9}),  # the plugin's own variable
+    (["--speculative-num-draft-tokens", "5"], {"SSSD_DRAFT_TOKENS": "9"}, {"speculative_num_draft_tokens": 5}),  # the flag wins
+    (["--max-running-requests", "8"], {}, {"max_running_requests": 8}),  # NGRAM's default of 48 only when unset
+    (["--speculative-ngram-max-bfs-breadth", "1"], {}, "--speculative-ngram-max-bfs-breadth 1"),
+]
+
+
+def test_sglang_resolves_a_launch_with_sssd_through_the_plugins_hook(tmp_path):
+    """SGLang's own argument resolution (``handle_speculative_decoding``, which hands a registered
+    algorithm's ``handle_server_args`` a recorder of its writes) on the real ``ServerArgs`` of
+    ``launch_server --speculative-algorithm sssd``: the launch width, NGRAM's defaults and checks."""
+    (tmp_path / "config.json").write_text(json.dumps({**LLAMA_8B_CONFIG, "architectures": ["LlamaForCausalLM"]}))
+    r = run_python(f"""
+        import json, os, sys
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        import sglang_standins  # noqa: F401
+        from sglang_integration.plugin import register
+        from sglang.srt.arg_groups.arg_utils import record_fields
+        from sglang.srt.arg_groups.overrides import _page_size_default, resolving_view, run_post_process_pass
+        from sglang.srt.arg_groups.speculative_hook import handle_speculative_decoding
+        from sglang.srt.server_args import prepare_server_args
+
+        register()
+        for flags, env, _ in {RESOLVE_CASES!r}:
+            for name in [k for k in os.environ if k.startswith("SSSD_")]:
+                del os.environ[name]
+            os.environ.update(env)
+            args = prepare_server_args(["--model-path", {str(tmp_path)!r}, "--speculative-algorithm", "sssd",
+                                        "--device", "cpu"] + flags)
+            # what run_resolution_pipeline sets up, and the page size it declares before this hook
+            args._raw_input = {{f.name: getattr(args, f.name) for f in record_fields(type(args))}}
+            args._resolved_overrides = list(getattr(args, "_resolved_overrides", ()))
+            run_post_process_pass(args, _page_size_default)
+            try:
+                handle_speculative_decoding(args)
+            except ValueError as exc:
+                print(json.dumps(str(exc)))
+                continue
+            view = resolving_view(args)
+            print(json.dumps({{k: getattr(view, k) for k in ("speculative_num_draft_tokens", "speculative_eagle_topk",
+                                                             "max_running_requests")}}))
+    """)
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = [json.loads(line) for line in r.stdout.splitlines() if line.startswith(("{", '"'))]
+    assert len(got) == len(RESOLVE_CASES), r.stdout
+    for (flags, env, want), seen in zip(RESOLVE_CASES, got):
+        if isinstance(want, str):
+            assert isinstance(seen, str) and want in seen, (flags, env, seen)
+        else:
+            assert {k: seen[k] for k in want} == want, (flags, env, seen)
 
 
 def test_spec_class_passes_sglang_conformance_and_defines_every_scheduler_call():
