@@ -39,8 +39,6 @@ class PluginConfig:
             raise ValueError(f"SSSD_HARDWARE={self.hardware!r} is not one of {sorted(PRESETS)}")
         if self.draft_tokens < 0 or self.draft_tokens == 1 or self.draft_tokens > 64:
             raise ValueError(f"SSSD_DRAFT_TOKENS={self.draft_tokens} must be 0 (auto) or 2..64")
-        if self.speculator.lookup_deadline_s < 0:
-            raise ValueError(f"SSSD_LOOKUP_DEADLINE_S={self.speculator.lookup_deadline_s} must be >= 0")
 
     @staticmethod
     def from_env(env=os.environ) -> "PluginConfig":

@@ -54,6 +54,9 @@ def test_speculator_tree(argv, env, check):
     ({"SSSD_TRIE_CACHE": "-1"}, "trie_cache -1 must be >= 0"),
     ({"SSSD_TRIE_CACHE_TTL_S": "0"}, "trie_cache_ttl_s 0.0 must be > 0"),
     ({"SSSD_UNIGRAM_REFRESH_S": "0"}, "unigram_refresh_s 0.0 must be >= 1"),  # (fetched the table back to back)
+    ({"SSSD_PREFETCH_OUTCOMES": "0"}, "without prefetch_outcomes a step must wait for its lookup"),  # a deadline of 0
+    ({"SSSD_LOOKUP_DEADLINE_S": "-0.5"}, "lookup_deadline_s -0.5 must be >= 0"),
+    ({"SSSD_OUTCOMES": "0"}, "outcomes 0 must be >= 1"),  # (no end would be prefetched)
 ])
 def test_speculator_knobs_that_would_draft_nothing_or_spin_are_refused(env, message):
     with pytest.raises(ValueError, match=message):
