@@ -262,6 +262,35 @@ def test_step_costs_follow_observations(observations, expect):
         assert costs.predict(1, 17) > 150 * MS
 
 
+@pytest.mark.parametrize(
+    "batch,width,want",
+    [
+        (1, 5, 60 * MS),  # a measured cell
+        (1, 3, 55 * MS),  # between measured widths: linear
+        (1, 21, 100 * MS),  # beyond the widest: the last two cells' slope (2.5 ms a width)
+        (2, 5, 120 * MS),  # no row for batch 2: the nearest batch's (1), scaled linearly
+        (8, 9, 140 * MS),  # the nearest row is batch 4's (70 ms at width 9, between 5 and 17), times 8 / 4
+    ],
+)
+def test_step_costs_read_between_and_beyond_their_cells(batch, width, want):
+    row = {1: 50 * MS, 5: 60 * MS, 17: 90 * MS}
+    costs = StepCosts({(b, n): t for b in (1, 4) for n, t in row.items()})
+    assert costs.predict(batch, width) == pytest.approx(want)
+
+
+def test_a_width_off_the_grid_gets_a_cell_of_its_own_once_observed():
+    """A step verified at a width the table does not hold (a drafter without a width menu emits
+    1 + its longest draft) starts from the interpolated cost and then follows its own steps; the
+    widths between it and its neighbours are read through it."""
+    costs = StepCosts({(1, 1): 50 * MS, (1, 5): 60 * MS, (1, 17): 90 * MS})
+    costs.observe(1, 9, 70 * MS, 0, drift_rate=0.0)  # what the table said it costs: nothing to learn
+    assert costs.rows[1][9] == pytest.approx(70 * MS)
+    for i in range(60):
+        costs.observe(1, 9, 120 * MS, i + 1, drift_rate=0.0)  # (as a probe: its own cell only)
+    assert 9 in costs.rows[1] and costs.predict(1, 9) == pytest.approx(120 * MS, rel=0.02)
+    assert costs.predict(1, 5) == pytest.approx(60 * MS) and costs.predict(1, 7) == pytest.approx(90 * MS, rel=0.02)
+
+
 def test_under_bursty_load_one_probe_does_not_set_its_widths_cost():
     """Another process takes the CPU in bursts: a step costs 1x or, one time in three, 3x its
     width's cost, at random (what the contention bench's steps do on the 2-core box). A probe
