@@ -27,13 +27,22 @@ def documents(db) -> tuple[int, int]:
 
 
 def test_demo_json_rows_and_same_state_every_run(smollm2_available, tmp_path, capsys):
-    argv = ["demo", "--json", "--workdir", str(tmp_path), "--prompts", "2", "--max-new-tokens", "12",
-            "--conversations", "60"]
+    """Twice on one work directory: first ``--json``, then as ``make demo`` runs it (its table and
+    plot); each run starts from the same datastore state."""
+    argv = ["demo", "--workdir", str(tmp_path), "--prompts", "2", "--max-new-tokens", "12", "--conversations", "60"]
     counts = []
-    for _ in range(2):
-        assert main(argv) == 0
-        out = json.loads(capsys.readouterr().out)
+    for as_json in (True, False):
+        assert main(argv + (["--json"] if as_json else [])) == 0
+        printed = capsys.readouterr().out
         counts.append(documents(tmp_path / "datastore.db"))
+        if not as_json:
+            from sssd.demo import LABELS
+
+            rows = [line for line in printed.splitlines() if line.strip().startswith(tuple(LABELS.values()))]
+            assert len(rows) == 4 and all(line.rstrip().endswith("yes") for line in rows), printed
+            assert (tmp_path / "demo.png").stat().st_size > 0
+            continue
+        out = json.loads(printed)
         assert [r["config"] for r in out["rows"]] == ["plain", "empty", "filled", "feedback"]
         assert all(r["identical"] for r in out["rows"])
         assert all(r["tokens_per_s"] > 0 and r["tau"] >= 1.0 for r in out["rows"])
