@@ -262,6 +262,41 @@ def lifecycle_scenario(rank):
     return out
 
 
+def init_scenario(rank):
+    """The real SSSDWorker.__init__ after NGRAM's constructor (which needs a GPU model runner and is
+    replaced by one that leaves the fields ours reads, as NGRAM's does): its corpus swapped out
+    while NGRAM's constructor runs, the TP rank from SGLang's state, the width menu, and rank 0's
+    drafter built from the plugin's environment and the model's config."""
+    import types
+
+    import sglang.srt.speculative.ngram_worker as ngram_worker
+
+    from sglang_integration.worker import NoCorpus, worker_class
+
+    seen = {}
+
+    def ngram_init(self, server_args, gpu_id, nccl_port, target_worker):
+        seen["corpus_during"] = ngram_worker.NgramCorpus is NoCorpus
+        self.enable_overlap, self._prev_decode_rids = True, set()
+        self.draft_token_num = self.speculative_num_draft_tokens = 9
+        self._target_worker, self.model_runner = target_worker, target_worker.model_runner  # (as NGRAM sets them)
+
+    config = {"num_hidden_layers": 32, "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 8,
+              "intermediate_size": 14336, "vocab_size": 100}
+    hf = types.SimpleNamespace(vocab_size=100, to_dict=lambda: dict(config))
+    runner = types.SimpleNamespace(model_config=types.SimpleNamespace(hf_config=hf), max_running_requests=32)
+    real_corpus, ngram_worker.NGRAMWorker.__init__ = ngram_worker.NgramCorpus, ngram_init
+    w = worker_class()(None, 0, 0, types.SimpleNamespace(model_runner=runner))
+    out = {"corpus_during": seen["corpus_during"], "corpus_after": ngram_worker.NgramCorpus is real_corpus,
+           "seen_rank": w.tp_rank, "menu": list(w.menu), "drafts_here": w.drafter is not None}
+    if w.drafter is not None:
+        spec = w.drafter.spec
+        out.update(width=w.drafter.width, planner_widths=list(spec.planner.config.widths),
+                   cost_rows=sorted(spec.planner.costs.rows), remote=spec.remote is not None)
+        spec.close()
+    return out
+
+
 def main():
     rank, size, store, scenario = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     from sglang.srt.distributed.parallel_state import GroupCoordinator
@@ -272,8 +307,9 @@ def main():
                              group_name="tp")
     out = {"rank": rank}
     with get_parallel().override(tp_rank=rank, tp_size=size, tp_group=group):
-        if scenario in ("widths", "full-mask", "lifecycle"):
-            run = {"widths": widths_scenario, "full-mask": full_mask_scenario, "lifecycle": lifecycle_scenario}[scenario]
+        if scenario in ("widths", "full-mask", "lifecycle", "init"):
+            run = {"widths": widths_scenario, "full-mask": full_mask_scenario, "lifecycle": lifecycle_scenario,
+                   "init": init_scenario}[scenario]
             print(json.dumps({"rank": rank, **run(rank)}), flush=True)
             dist.destroy_process_group()
             return

@@ -56,6 +56,21 @@ def test_worker_on_two_tensor_parallel_ranks(tmp_path, scenario):
         assert rank0["misaligned"] == 1
 
 
+def test_the_workers_constructor_on_two_tensor_parallel_ranks(tmp_path):
+    """SSSDWorker.__init__ itself (NGRAM's constructor replaced, see init_scenario): NGRAM's trie
+    class is swapped out only while that constructor runs; both ranks find their TP rank and the
+    same width menu; rank 0 alone builds a drafter, from the plugin's environment (no datastore
+    here) and the model's config: the menu as its planner's widths, roofline rows up to the
+    runner's max_running_requests."""
+    rank0, rank1 = run_ranks(tmp_path, "init")
+    for r, rank in ((rank0, 0), (rank1, 1)):
+        assert r["corpus_during"] and r["corpus_after"] and r["seen_rank"] == rank
+        assert r["menu"] == [1, 2, 3, 5, 9]
+    assert rank0["drafts_here"] and not rank1["drafts_here"]
+    assert rank0["width"] == 9 and rank0["planner_widths"] == [1, 2, 3, 5, 9] and rank0["cost_rows"] == [1, 8, 32]
+    assert not rank0["remote"]  # SSSD_DATASTORE unset: local drafting only
+
+
 def test_per_batch_widths_on_two_tensor_parallel_ranks(tmp_path):
     """Each step verifies at the menu width its drafts need, the same on both ranks: the real
     class switches SGLang's adaptive runtime state (attention backend + graphs, stood in as
