@@ -655,3 +655,18 @@ def test_worker_metrics_count_drafts_when_no_upkeep_runs():
     metrics.drafted(2, 3)
     assert registry.get_sample_value("sssd_drafts_total", {"width": "3"}) == 2 * UNBOOKED_LIMIT
     assert len(metrics._unbooked) == 0
+
+
+@pytest.mark.parametrize(
+    "metas,speculative,want",
+    [
+        ([{"completion_tokens": 8, "spec_verify_ct": 4}, {"completion_tokens": 4, "spec_verify_ct": 2}], True, 2.0),
+        ([{"completion_tokens": 8, "spec_verify_ct": 4}, {"completion_tokens": 4}], True, None),  # one not reported
+        ([{"completion_tokens": 8, "spec_verify_ct": 0}], True, None),  # no verify step counted
+        ([{"completion_tokens": 8}], False, 1.0),  # plain decoding: one token a step
+    ],
+)
+def test_the_smoke_tests_acceptance_length_is_never_a_fallback(metas, speculative, want):
+    from sglang_integration.smoke import accept_length
+
+    assert accept_length(metas, speculative) == want
