@@ -30,16 +30,20 @@ def load_tokenizer(path: str):
     raise ValueError(f"--tokenizer {path!r}: expected a tokenizer.json, a .gguf file or a model directory")
 
 
-def chat_template_beside(folder: Path) -> str | None:
+def chat_template_beside(folder: Path) -> str | dict | None:
     """The chat template stored next to a tokenizer.json, as transformers reads it for a model
     directory: chat_template.jinja (where recent transformers save it: 5.23 here) first, else the
-    "chat_template" field of tokenizer_config.json; None when neither has one."""
+    "chat_template" field of tokenizer_config.json (a list of named templates becomes a dict of
+    them, as transformers makes it); None when neither has one."""
     jinja = folder / "chat_template.jinja"
     if jinja.is_file():
         return jinja.read_text(encoding="utf-8")
     config = folder / "tokenizer_config.json"
     if config.is_file():
-        return json.loads(config.read_text(encoding="utf-8")).get("chat_template") or None
+        template = json.loads(config.read_text(encoding="utf-8")).get("chat_template")
+        if isinstance(template, list):
+            template = {t["name"]: t["template"] for t in template}
+        return template or None
     return None
 
 

@@ -55,6 +55,8 @@ def test_every_kind_of_tokenizer_file_gives_the_same_ids(gguf, tmp_path, kind, t
         ({"tokenizer_config.json": '{"chat_template": ""}'}, None),  # an empty one is none
         ({"chat_template.jinja": "J"}, "J"),
         ({"chat_template.jinja": "J", "tokenizer_config.json": '{"chat_template": "C"}'}, "J"),  # the file wins
+        ({"tokenizer_config.json": '{"chat_template": [{"name": "default", "template": "D"}, '
+                                   '{"name": "tool_use", "template": "T"}]}'}, {"default": "D", "tool_use": "T"}),
     ],
 )
 def test_the_chat_template_beside_a_tokenizer_json(tmp_path, files, template):
