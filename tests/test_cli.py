@@ -272,3 +272,22 @@ def test_a_crash_in_native_code_prints_the_stacks():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env)
     assert done.returncode != 0
     assert "Fatal Python error: Segmentation fault" in done.stderr and "cli.py" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv,keys",
+    [
+        (["datastore", "--tokens", "20000", "--lookups", "20"],
+         {"build_tokens_per_s", "resident_bytes_per_token", "lookup_us", "batch64_lookup_us", "restart_s"}),
+        (["deadline", "--calls", "5"], {"healthy_draft_ms", "slow_20ms_draft_ms", "stopped_draft_ms", "remote_stats"}),
+        (["service", "--tokens", "20000", "--seconds", "1", "--clients", "1"],
+         {"ingest_stream_tokens_per_s", "lookup64_ms", "load"}),
+    ],
+)
+def test_the_benchmarks_that_no_other_test_runs_run_and_print_their_fields(capsys, argv, keys):
+    """BENCHMARKS.md quotes these commands: at a tiny size each must still run and print the
+    fields it documents (no figure is checked: timings belong to the benchmarks, not the tests)."""
+    code, out, err = run(capsys, "bench", *argv, "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert keys <= set(got) and "provenance" in got, sorted(got)
