@@ -131,3 +131,11 @@ def test_auto_dtype_takes_float32_where_no_kernel_keeps_rows_alike(monkeypatch, 
     with pytest.warns(RuntimeWarning, match="--dtype auto takes float32 here"):
         decoder, _, chosen = bench_commands.load_decoder(args)
     assert chosen == "float32" and loaded == ["bfloat16", "float32"] and not decoder.exact
+
+
+def test_bench_forward_runs_and_prints_its_fields(smollm2_available, capsys):
+    """``sssd bench forward --json`` (BENCHMARKS quotes it; no other test runs it) at its smallest:
+    a row per draft size and the tree-over-causal summary (no timing asserted)."""
+    assert main(["bench", "forward", "--max-k", "1", "--repeats", "1", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert {"rows", "median_tree_over_causal", "linear_plan", "model"} <= set(got) and got["rows"]
