@@ -291,3 +291,29 @@ def test_the_benchmarks_that_no_other_test_runs_run_and_print_their_fields(capsy
     assert code == 0, err
     got = json.loads(out)
     assert keys <= set(got) and "provenance" in got, sorted(got)
+
+
+def _readme_commands() -> list[str]:
+    """Every ``sssd ...`` line of the README's bash blocks (comments and a trailing & left out)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    lines = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()]
+    return [line for line in lines if line.startswith("sssd ")]
+
+
+def test_the_readme_shows_sssd_commands():
+    assert len(_readme_commands()) >= 20
+
+
+@pytest.mark.parametrize("line", _readme_commands())
+def test_every_sssd_command_the_readme_shows_parses(line):
+    """The README's commands against the real parser (flags, choices, types; nothing runs), so a
+    renamed or removed flag cannot leave the README behind. Shell variables stand for any value."""
+    import shlex
+
+    from sssd.cli import build_parser
+
+    argv = ["x" if word.startswith("$") else word for word in shlex.split(line, comments=True)[1:]]
+    argv = [word for word in argv if word != "&"]
+    build_parser().parse_args(argv)  # a bad flag or value exits (SystemExit) and fails the test
