@@ -176,3 +176,19 @@ def test_a_busy_port_is_a_one_line_error(server, tmp_path):
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
     assert errors == [f"sssd: error: cannot listen on 127.0.0.1:{port}: address already in use"], r.stderr
+
+
+def test_a_db_path_through_a_file_is_a_one_line_error(tmp_path):
+    """--db's directory is created when missing; where a part of its path is a file, the error says
+    so in one line (it read "[Errno 17] File exists: ...", mkdir's words)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "plain").write_text("a file")
+    db = tmp_path / "plain" / "sub" / "s.db"
+    r = subprocess.run([sys.executable, "-m", "sssd.cli", "serve", "--db", str(db), "--port", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert errors == [f"sssd: error: --db {db}: cannot create its directory {db.parent} "
+                      f"({tmp_path / 'plain'} is a file, not a directory)"], r.stderr
