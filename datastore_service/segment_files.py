@@ -108,6 +108,8 @@ class SegmentFiles:
 
     def __init__(self, directory: str | Path, db: str | Path, grace_s: float = RETIRED_GRACE_S) -> None:
         self.directory = Path(directory)
+        if self.directory.exists() and not self.directory.is_dir():  # (mkdir would say "File exists")
+            raise OSError(f"--segment-dir {self.directory} is a file, not a directory")
         self.directory.mkdir(parents=True, exist_ok=True)
         self.grace_s = grace_s
         self._retired: list[tuple[float, int]] = []  # (when, segment id)

@@ -78,6 +78,8 @@ def _open_error(path: str, exc: sqlite3.DatabaseError) -> DatastoreError:
     name = getattr(exc, "sqlite_errorname", "")
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or not isinstance(exc, sqlite3.OperationalError):
         return CorruptStore(f"{path} is not a readable sssd datastore: {exc}")
+    if os.path.isdir(path):  # (SQLite says only "unable to open database file")
+        return CorruptStore(f"{path} is a directory, not a datastore file")
     try:
         fs = os.statvfs(os.path.dirname(os.path.abspath(path)))
         free_bytes = fs.f_bavail * fs.f_frsize

@@ -143,6 +143,21 @@ def test_garbage_file_refused(tmp_path):
         Datastore(DatastoreConfig(db=str(path)))
 
 
+def test_a_directory_given_as_the_file_is_named(tmp_path):
+    """SQLite says only "unable to open database file" (read as a failing disk before)."""
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(CorruptStore, match=r"dir.db is a directory, not a datastore file"):
+        Datastore(DatastoreConfig(db=str(tmp_path / "dir.db")))
+
+
+def test_a_segment_directory_that_is_a_file_is_named(tmp_path):
+    from datastore_service.segment_files import SegmentFiles
+
+    (tmp_path / "segs").write_text("a file")
+    with pytest.raises(OSError, match=r"--segment-dir .*segs is a file, not a directory"):
+        SegmentFiles(tmp_path / "segs", tmp_path / "s.db")
+
+
 def test_drop_namespace_removes_everything(tmp_path, ds):
     ds.flush()
     ds.drop_namespace("ns")
