@@ -206,6 +206,8 @@ def _ingest(args) -> int:
     from tqdm import tqdm
 
     check_file(args.file)  # a local mistake before the server is asked anything
+    if args.batch < 1:  # (0 sent nothing and reported success)
+        raise ValueError(f"--batch {args.batch} must be at least 1 document per request")
     client = client_of(args)
     spaces = {n.name: n for n in client.list_namespaces()}  # checked before anything is loaded
     if args.namespace not in spaces:

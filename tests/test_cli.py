@@ -51,6 +51,9 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
         (["lookup", "1,x", "-n", "demo"], "comma-separated integers"),
         (["namespace", "create", "bad name", "--vocab-size", "10"], "INVALID_ARGUMENT"),
         (["namespace", "create", "z", "--vocab-size", "-5"], "vocab_size -5 and max_tokens 0 must not be negative"),
+        # (0 sent nothing and reported success; -3 failed in itertools' words)
+        (["ingest", str(ROOT / "pyproject.toml"), "-n", "demo", "--batch", "0"], "--batch 0 must be at least 1"),
+        (["ingest", str(ROOT / "pyproject.toml"), "-n", "demo", "--batch", "-3"], "--batch -3 must be at least 1"),
     ],
 )
 def test_failures_are_one_line_and_nonzero(server, capsys, argv, message):
