@@ -54,9 +54,18 @@ def test_demo_json_rows_and_same_state_every_run(smollm2_available, tmp_path, ca
     assert not (tmp_path / "fed-back.json").exists()
 
 
-def test_demo_refuses_too_few_prompts(tmp_path, capsys):
-    assert main(["demo", "--workdir", str(tmp_path), "--prompts", "1"]) != 0
-    assert "at least 2" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--prompts", "1"], "--prompts 1: at least 2"),
+        (["--max-new-tokens", "0"], "--max-new-tokens 0 and --conversations 4000 must be at least 1"),  # (a traceback)
+        (["--conversations", "0"], "and --conversations 0 must be at least 1"),  # (a traceback)
+    ],
+)
+def test_demo_refuses_sizes_it_cannot_run_in_one_line(tmp_path, capsys, flags, message):
+    assert main(["demo", "--workdir", str(tmp_path), *flags]) != 0
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize("flags, dtype", [
