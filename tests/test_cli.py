@@ -320,3 +320,20 @@ def test_every_sssd_command_the_readme_shows_parses(line):
     argv = ["x" if word.startswith("$") else word for word in shlex.split(line, comments=True)[1:]]
     argv = [word for word in argv if word != "&"]
     build_parser().parse_args(argv)  # a bad flag or value exits (SystemExit) and fails the test
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["datastore", "--tokens", "0"], "--tokens 0: must be at least 1"),  # (an UnboundLocalError traceback)
+        (["datastore", "--lookups", "0"], "--lookups 0: must be at least 1"),  # (a ZeroDivisionError traceback)
+        (["service", "--clients", "0", "--batch", "-1"], "--clients 0, --batch -1: must be at least 1"),
+        (["service", "--seconds", "0"], "--seconds 0.0 must be above 0"),
+        (["deadline", "--calls", "0"], "--calls 0: must be at least 1"),  # (a TypeError traceback)
+        (["deadline", "--deadline-ms", "0"], "--deadline-ms 0.0 must be above 0"),
+        (["decode", "--prompts", "0"], "--prompts 0: must be at least 1"),  # (a ZeroDivisionError traceback)
+    ],
+)
+def test_benchmark_sizes_they_cannot_run_with_are_one_line_errors(capsys, argv, message):
+    code, _, err = run(capsys, "bench", *argv, "--json")
+    assert code == 1 and message in err and err.count("\n") == 1, err
