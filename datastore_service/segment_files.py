@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from datastore_service.core import Segment, check_segment, restore_segment
-from datastore_service.store import exclusive_lock
+from datastore_service.store import exclusive_lock, make_directory
 from sssd_wire.errors import InvalidArgument
 
 ARRAYS = ("tokens", "sa", "doc_starts", "doc_seqs")
@@ -108,9 +108,7 @@ class SegmentFiles:
 
     def __init__(self, directory: str | Path, db: str | Path, grace_s: float = RETIRED_GRACE_S) -> None:
         self.directory = Path(directory)
-        if self.directory.exists() and not self.directory.is_dir():  # (mkdir would say "File exists")
-            raise OSError(f"--segment-dir {self.directory} is a file, not a directory")
-        self.directory.mkdir(parents=True, exist_ok=True)
+        make_directory(self.directory, f"--segment-dir {self.directory}")
         self.grace_s = grace_s
         self._retired: list[tuple[float, int]] = []  # (when, segment id)
         self._lock = threading.Lock()

@@ -31,6 +31,7 @@ from datastore_service.interceptors import GuardInterceptor
 from datastore_service.metrics import Metrics
 from datastore_service.replication import ChangeLog, Follower
 from datastore_service.servicer import DatastoreServicer, Limits
+from datastore_service.store import make_directory
 from sssd_wire import settings
 from sssd_wire.v1 import datastore_pb2, datastore_pb2_grpc
 
@@ -140,7 +141,7 @@ class DatastoreServer:
             if c.datastore.db != DatastoreConfig.db:
                 log.warning("--db %s is not used: a segment reader keeps no file of its own", c.datastore.db)
         else:
-            _make_parent(c.datastore.db)
+            make_directory(Path(c.datastore.db).parent, f"--db {c.datastore.db}")
         existed = Path(c.datastore.db).exists()  # a new file at a mistyped path shows in the start-up line
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self.maint_pool, warm_up)  # kernels compiled before SERVING
@@ -226,18 +227,6 @@ class DatastoreServer:
         self.pool.shutdown(wait=True)
         self.maint_pool.shutdown(wait=True)
         say("shutdown: done")
-
-
-def _make_parent(db: str) -> None:
-    """The --db file's directory, created when missing; OSError naming --db when it cannot be (a
-    part of the path is a file, or the filesystem refuses), rather than mkdir's own words."""
-    parent = Path(db).parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        blocking = next((p for p in (parent, *parent.parents) if p.exists() and not p.is_dir()), None)
-        why = f"{blocking} is a file, not a directory" if blocking is not None else f"{exc.strerror or exc}"
-        raise OSError(f"--db {db}: cannot create its directory {parent} ({why})") from None
 
 
 def _tls_pair(cert: str, key: str) -> tuple[bytes, bytes]:

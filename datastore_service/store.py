@@ -91,6 +91,18 @@ def _open_error(path: str, exc: sqlite3.DatabaseError) -> DatastoreError:
     return Unavailable(f"cannot open {path}: {'the disk is full' if full else 'storage failed'} ({exc}; {free})")
 
 
+def make_directory(directory: Path, what: str) -> None:
+    """``directory`` and its parents, created when missing; OSError "<what>: cannot create the
+    directory ... (... is a file, not a directory)" naming the file in the way (mkdir's own words
+    are "[Errno 17] File exists"), or the filesystem's reason."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocking = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        why = f"{blocking} is a file, not a directory" if blocking is not None else f"{exc.strerror or exc}"
+        raise OSError(f"{what}: cannot create the directory {directory} ({why})") from None
+
+
 def exclusive_lock(path: str | Path, busy: str):
     """An open file holding an exclusive lock on ``path`` until it is closed (the kernel drops it
     when the process dies, however it dies). OSError "<busy> (it holds <path>)" when another

@@ -12,6 +12,7 @@ import json
 from client_sdk.verification import ATTENTIONS, LINEARS
 from sssd.bench.provenance import stamped
 from sssd.smollm2 import DTYPE_HELP, DTYPES, resolve_dtype
+from sssd_wire.settings import require_at_least
 
 
 def _ints(text: str, flag: str, least: int = 1) -> list[int]:
@@ -25,14 +26,6 @@ def _ints(text: str, flag: str, least: int = 1) -> list[int]:
     return values
 
 
-def _at_least_one(args, *names: str) -> None:
-    """A ValueError naming every flag of ``names`` (attributes of ``args``) below 1: sizes a
-    benchmark cannot run with (they ended in tracebacks, or measured nothing)."""
-    low = [f"--{name.replace('_', '-')} {getattr(args, name)}" for name in names if getattr(args, name) < 1]
-    if low:
-        raise ValueError(f"{', '.join(low)}: must be at least 1")
-
-
 def _datastore_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=10_000_000, help="corpus size in tokens")
     p.add_argument("--vocab", type=int, default=128_000, help="vocabulary size")
@@ -44,7 +37,7 @@ def _datastore_flags(p: argparse.ArgumentParser) -> None:
 def _datastore(args) -> dict:
     from sssd.bench.datastore_bench import run
 
-    _at_least_one(args, "tokens", "vocab", "lookups")
+    require_at_least(args, 1, ("tokens", "vocab", "lookups"), as_flags=True)  # (sizes below 1 ended in tracebacks)
     return run(args.tokens, args.vocab, args.data, args.seed, args.lookups)
 
 
@@ -59,7 +52,7 @@ def _service_flags(p: argparse.ArgumentParser) -> None:
 def _service(args) -> dict:
     from sssd.bench.service_bench import run
 
-    _at_least_one(args, "tokens", "vocab", "clients", "batch")
+    require_at_least(args, 1, ("tokens", "vocab", "clients", "batch"), as_flags=True)  # (0 ran on regardless)
     if not args.seconds > 0:
         raise ValueError(f"--seconds {args.seconds} must be above 0")
     return run(args.tokens, args.vocab, args.clients, args.seconds, args.batch)
@@ -120,7 +113,7 @@ def _deadline_flags(p: argparse.ArgumentParser) -> None:
 def _deadline(args) -> dict:
     from sssd.bench.deadline_bench import run
 
-    _at_least_one(args, "calls")
+    require_at_least(args, 1, ("calls",), as_flags=True)  # (sizes below 1 ended in tracebacks)
     if not args.deadline_ms > 0:
         raise ValueError(f"--deadline-ms {args.deadline_ms} must be above 0")
     return run(args.deadline_ms, args.calls)
@@ -191,7 +184,7 @@ def _decode(args) -> dict:
 
     if args.runs < 1 or args.contention < 0:
         raise ValueError(f"--runs {args.runs} must be at least 1 and --contention {args.contention} not negative")
-    _at_least_one(args, "prompts", "max_new_tokens")
+    require_at_least(args, 1, ("prompts", "max_new_tokens"), as_flags=True)  # (sizes below 1 ended in tracebacks)
     return run(args.datasets.split(","), args.prompts, args.max_new_tokens, _ints(args.batch_sizes, "--batch-sizes"),
                args.device, progress=not args.json, runs=args.runs, contention=args.contention, dtype=args.dtype,
                linears=args.linears, attention=args.attention)

@@ -12,6 +12,7 @@ import sys
 import grpc
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
+from sssd_wire.settings import require_at_least
 from sssd_wire.types import LookupParams
 
 
@@ -206,8 +207,7 @@ def _ingest(args) -> int:
     from tqdm import tqdm
 
     check_file(args.file)  # a local mistake before the server is asked anything
-    if args.batch < 1:  # (0 sent nothing and reported success)
-        raise ValueError(f"--batch {args.batch} must be at least 1 document per request")
+    require_at_least(args, 1, ("batch",), as_flags=True)  # (0 sent nothing and reported success)
     client = client_of(args)
     spaces = {n.name: n for n in client.list_namespaces()}  # checked before anything is loaded
     if args.namespace not in spaces:

@@ -27,6 +27,7 @@ from typing import TextIO
 import numpy as np
 
 from sssd.bench.provenance import stamped
+from sssd_wire.settings import require_at_least
 
 NAMESPACE, EMPTY = "smollm2", "smollm2-empty"
 FEEDBACK_WORKER = "demo-feedback"
@@ -45,9 +46,7 @@ def run_demo(args, out: TextIO) -> int:
 
     if args.prompts < 2:
         raise ValueError(f"--prompts {args.prompts}: at least 2 (answers to the first half are fed back, the rest decoded)")
-    if args.max_new_tokens < 1 or args.conversations < 1:  # (0 ended in an IndexError traceback)
-        raise ValueError(f"--max-new-tokens {args.max_new_tokens} and --conversations {args.conversations} "
-                         "must be at least 1")
+    require_at_least(args, 1, ("max_new_tokens", "conversations"), as_flags=True)  # (0 ended in an IndexError)
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     quiet = getattr(args, "json", False)

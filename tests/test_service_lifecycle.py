@@ -190,5 +190,5 @@ def test_a_db_path_through_a_file_is_a_one_line_error(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
     errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
-    assert errors == [f"sssd: error: --db {db}: cannot create its directory {db.parent} "
+    assert errors == [f"sssd: error: --db {db}: cannot create the directory {db.parent} "
                       f"({tmp_path / 'plain'} is a file, not a directory)"], r.stderr
