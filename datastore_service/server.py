@@ -84,6 +84,8 @@ class ServerConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        if self.follow:
+            settings.check_address(self.follow, "--follow")
 
     @classmethod
     def of(cls, **knobs) -> "ServerConfig":
@@ -187,8 +189,9 @@ class DatastoreServer:
     def _bind(self, server: grpc.aio.Server) -> int:
         c = self.config
         address = f"{c.host}:{c.port}"
-        if c.port:
-            _check_free(c.host, c.port)  # gRPC's own refusal (so_reuseport off) also logs a C-core line
+        _check_free(c.host, c.port)  # gRPC's own refusal (so_reuseport off) also logs a C-core line
+        if c.metrics_port > 0:  # (found busy only after the datastore loaded, and named by errno alone)
+            _check_free(c.metrics_host, c.metrics_port, "--metrics-port")
         try:
             if c.tls_cert or c.tls_key:
                 key, cert = _tls_pair(c.tls_cert, c.tls_key)
@@ -244,20 +247,22 @@ def _tls_pair(cert: str, key: str) -> tuple[bytes, bytes]:
     return Path(key).read_bytes(), Path(cert).read_bytes()
 
 
-def _check_free(host: str, port: int) -> None:
+def _check_free(host: str, port: int, what: str = "") -> None:
+    """A one-line OSError when ``host:port`` cannot be listened on (``what``: which flag's)."""
     import socket
 
+    where = f"{host}:{port}{f' ({what})' if what else ''}"
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
-        raise OSError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+        raise OSError(f"cannot listen on {where}: {exc.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: TIME_WAIT is no obstacle
         try:
             probe.bind(sockaddr)
         except OSError as exc:
-            raise OSError(f"cannot listen on {host}:{port}: {exc.strerror.lower()}") from None
+            raise OSError(f"cannot listen on {where}: {exc.strerror.lower()}") from None
 
 
 async def serve(config: ServerConfig) -> None:

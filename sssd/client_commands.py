@@ -15,6 +15,8 @@ from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
 from sssd_wire.settings import require_at_least
 from sssd_wire.types import LookupParams
 
+MAX_TOKEN_ID = 2**31 - 1  # token ids travel as int32
+
 
 def add_client_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=os.environ.get("SSSD_DATASTORE", DEFAULT_ADDRESS),
@@ -25,6 +27,8 @@ def add_client_flags(p: argparse.ArgumentParser) -> None:
 
 
 def client_of(args) -> DatastoreClient:
+    if not args.timeout > 0:  # (0 or less failed every call as DEADLINE_EXCEEDED)
+        raise ValueError(f"--timeout {args.timeout:g} must be more than 0 seconds")
     return DatastoreClient(args.address, args.token, args.tls_ca, args.timeout)
 
 
@@ -170,6 +174,15 @@ def check_file(path: str) -> None:
         raise ValueError(f"{path}: {'is a directory' if Path(path).is_dir() else 'no such file'}")
 
 
+def token_ids(values: list, what: str) -> list:
+    """``values`` when every one is a token id (an int in [0, 2**31), the wire's int32), else a
+    one-line ValueError naming the first that is not."""
+    bad = next((t for t in values if not isinstance(t, int) or isinstance(t, bool) or not 0 <= t <= MAX_TOKEN_ID), None)
+    if bad is not None:
+        raise ValueError(f"{what} holds {bad!r}, not a token id (an integer in [0, {MAX_TOKEN_ID}])")
+    return values
+
+
 def read_token_documents(path: str, tokenizer=None):
     """(id, tokens) per JSONL line; ValueError naming the line and the field when one is
     malformed (a missing file or a directory: one line too)."""
@@ -185,7 +198,10 @@ def read_token_documents(path: str, tokenizer=None):
                 raise ValueError(f"{where}: not JSON ({exc.msg}, column {exc.colno})") from None
             if not isinstance(rec, dict):
                 raise ValueError(f"{where}: want a JSON object per line")
-            doc_id = str(rec.get("id", f"{os.path.basename(path)}:{lineno}"))
+            doc_id = rec.get("id", f"{os.path.basename(path)}:{lineno}")
+            if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):  # (null was stored as "None")
+                raise ValueError(f"{where}: 'id' {doc_id!r} must be a string or an integer")
+            doc_id = str(doc_id)
             if tokenizer is not None:
                 from sssd.tokenizers import record_tokens
 
@@ -197,10 +213,7 @@ def read_token_documents(path: str, tokenizer=None):
             tokens = rec.get("tokens")
             if not isinstance(tokens, list) or not tokens:
                 raise ValueError(f"{where}: 'tokens' must be a non-empty list of token ids")
-            bad = next((t for t in tokens if not isinstance(t, int) or isinstance(t, bool) or t < 0), None)
-            if bad is not None:
-                raise ValueError(f"{where}: 'tokens' holds {bad!r}, not a token id")
-            yield doc_id, tokens
+            yield doc_id, token_ids(tokens, f"{where}: 'tokens'")
 
 
 def _ingest(args) -> int:
@@ -272,9 +285,10 @@ def _lookup(args) -> int:
     import numpy as np
 
     try:
-        ctx = np.array([int(t) for t in args.tokens.split(",") if t.strip()], dtype=np.int32)
+        values = [int(t) for t in args.tokens.split(",") if t.strip()]
     except ValueError:
-        raise ValueError(f"tokens {args.tokens!r} must be comma-separated integers")
+        raise ValueError(f"tokens {args.tokens!r} must be comma-separated integers") from None
+    ctx = np.array(token_ids(values, f"tokens {args.tokens!r}"), dtype=np.int32)  # (past int32: a traceback)
     (tree,) = client_of(args).lookup(args.namespace, [ctx], LookupParams(depth=args.depth, max_nodes=args.max_nodes))
     print(json.dumps({"match_length": tree.match_length, "occurrences": tree.occurrences,
                       "tokens": tree.tokens.tolist(), "parents": tree.parents.tolist(), "counts": tree.counts.tolist()}))

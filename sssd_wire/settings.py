@@ -69,6 +69,25 @@ def require_at_least(config, least: int, names, as_flags: bool = False) -> None:
                              else f"{name} {value} must be >= {least}")
 
 
+def check_address(address: str, what: str = "address") -> str:
+    """``address`` (a gRPC target: host:port, [v6]:port, ``dns:[//authority/]name:port``,
+    ``ipv4:``/``ipv6:`` lists, ``unix:``) when every port in it is 1..65535; else a one-line
+    ValueError. (gRPC takes a port modulo 65536: "127.0.0.1:99999" dialled port 34463.)"""
+    scheme, _, rest = address.partition(":")
+    if scheme in ("unix", "unix-abstract", "vsock"):
+        return address
+    if scheme == "dns":
+        targets = [rest.rpartition("/")[2]]  # (past an authority, "//8.8.8.8:53/")
+    else:
+        targets = rest.split(",") if scheme in ("ipv4", "ipv6") else [address]
+    for target in targets:
+        host, colon, port = target.rpartition(":")
+        bare_v6 = ":" in host and not host.startswith("[")  # "::1" alone: no port to read
+        if colon and not bare_v6 and port.isdigit() and not 1 <= int(port) <= 65535:
+            raise ValueError(f"{what} {address!r}: port {port} is not in 1..65535")
+    return address
+
+
 def parse_value(text: str, default):
     """The string form of a knob (flag or environment value), typed like its default."""
     if isinstance(default, bool):

@@ -29,7 +29,7 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     code, out, _ = run(capsys, "ingest", str(docs), "-n", "demo", *a)  # resumable: ids make it idempotent
     assert "added 0 documents" in out and "2 already present" in out
     one = tmp_path / "one.jsonl"
-    one.write_text('{"id": "y", "tokens": [7]}\n')
+    one.write_text('{"id": 7, "tokens": [7]}\n')  # an integer id is taken as its string
     code, out, _ = run(capsys, "ingest", str(one), "-n", "demo", *a)
     assert code == 0 and "added 1 document (1 token)," in out
     assert run(capsys, "compact", *a)[0] == 0
@@ -49,8 +49,11 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     [
         (["lookup", "1,2", "-n", "missing"], "NOT_FOUND: namespace 'missing'"),
         (["lookup", "1,x", "-n", "demo"], "comma-separated integers"),
+        (["lookup", "1,2147483648", "-n", "demo"], "holds 2147483648, not a token id"),  # (past int32: a traceback)
         (["namespace", "create", "bad name", "--vocab-size", "10"], "INVALID_ARGUMENT"),
-        (["namespace", "create", "z", "--vocab-size", "-5"], "vocab_size -5 and max_tokens 0 must not be negative"),
+        (["namespace", "create", "z", "--vocab-size", "-5"], "vocab_size -5 must be in [0, 2**32) and max_tokens 0 in"),
+        (["namespace", "create", "z", "--vocab-size", "9", "--max-tokens", str(1 << 64)], f"max_tokens {1 << 64} in [0, 2**64)"),
+        (["namespace", "create", "z", "--vocab-size", str(1 << 32)], f"vocab_size {1 << 32} must be in [0, 2**32)"),
         # (0 sent nothing and reported success; -3 failed in itertools' words)
         (["ingest", str(ROOT / "pyproject.toml"), "-n", "demo", "--batch", "0"], "--batch 0 must be at least 1"),
         (["ingest", str(ROOT / "pyproject.toml"), "-n", "demo", "--batch", "-3"], "--batch -3 must be at least 1"),
@@ -97,6 +100,11 @@ def test_bad_jsonl_names_the_line(server, capsys, tmp_path):
     ('{"tokens": [1, 2]}\n{"tokens": [1, "x"]}\n', "bad.jsonl:2: 'tokens' holds 'x', not a token id"),
     ('{"tokens": [1, 2]}\n{"tokens": [1, 2\n', "bad.jsonl:2: not JSON"),
     ('{"tokens": []}\n', "bad.jsonl:1: 'tokens' must be a non-empty list"),
+    # past int32 (the wire's type) a traceback ended the stream half-sent; ids of null or a list
+    # were stored as "None" and "[1]"
+    ('{"tokens": [1, 2147483647]}\n{"tokens": [2147483648]}\n', "bad.jsonl:2: 'tokens' holds 2147483648, not a token id"),
+    ('{"tokens": [1]}\n{"id": null, "tokens": [1]}\n', "bad.jsonl:2: 'id' None must be a string or an integer"),
+    ('{"id": [1], "tokens": [1]}\n', "bad.jsonl:1: 'id' [1] must be a string or an integer"),
 ])
 def test_ingest_validates_the_whole_file_before_sending(server, capsys, tmp_path, content, message):
     from client_sdk.transport.remote import DatastoreClient
@@ -111,6 +119,17 @@ def test_ingest_validates_the_whole_file_before_sending(server, capsys, tmp_path
     assert code == 1 and message in err and err.count("\n") == 1, err
     with DatastoreClient(server.address) as c:
         assert c.stats().namespaces[0].documents == 0  # nothing was sent
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--address", "127.0.0.1:99999"], "address '127.0.0.1:99999': port 99999 is not in 1..65535"),  # (dialled 34463)
+    (["--timeout", "0"], "--timeout 0 must be more than 0 seconds"),  # (every call: DEADLINE_EXCEEDED)
+    (["--timeout", "-1"], "--timeout -1 must be more than 0 seconds"),
+])
+def test_client_flags_out_of_range_are_one_line_errors(capsys, flags, message):
+    for argv in (["stats"], ["lookup", "1,2", "-n", "x"], ["namespace", "list"]):
+        code, out, err = run(capsys, *argv, *flags)
+        assert code == 1 and out == "" and err == f"sssd: error: {message}\n"
 
 
 def test_ingest_checks_the_namespace_first(server, capsys, tmp_path):

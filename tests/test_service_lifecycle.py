@@ -1,5 +1,6 @@
 """Health transitions, UNAVAILABLE while loading, graceful shutdown, malformed requests."""
 
+import re
 import threading
 import time
 from types import SimpleNamespace
@@ -164,18 +165,27 @@ def test_malformed_requests_never_crash_or_change_data(shared_server, blobs, nam
         assert c.lookup("ns", [np.array([1, 2, 3])])[0].tokens.tolist() == [4]
 
 
-def test_a_busy_port_is_a_one_line_error(server, tmp_path):
-    """A second server on a port in use must not start (gRPC would share the port and split
-    the calls between two databases)."""
+@pytest.mark.parametrize("flags,message", [
+    # a second server must not start (gRPC would share the port and split the calls between two databases)
+    (["--port", "{port}"], "cannot listen on 127.0.0.1:{port}: address already in use"),
+    # found before the datastore loads (it was found after, and named by its errno alone)
+    (["--port", "0", "--metrics-port", "{port}"], "cannot listen on 127.0.0.1:{port} (--metrics-port): address already in use"),
+    # port 0 was not checked: gRPC's refusal came with a C-core log line
+    (["--port", "0", "--host", "999.1.1.1"], "cannot listen on 999.1.1.1:0: "),
+])
+def test_a_busy_port_or_bad_host_is_a_one_line_error(server, tmp_path, flags, message):
     import subprocess
     import sys
 
     port = server.address.rsplit(":", 1)[1]
-    r = subprocess.run([sys.executable, "-m", "sssd.cli", "serve", "--db", str(tmp_path / "second.db"), "--port", port],
+    db = tmp_path / "second.db"
+    r = subprocess.run([sys.executable, "-m", "sssd.cli", "serve", "--db", str(db)] + [f.format(port=port) for f in flags],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1
-    errors = [line for line in r.stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
-    assert errors == [f"sssd: error: cannot listen on 127.0.0.1:{port}: address already in use"], r.stderr
+    errors = [line for line in r.stderr.splitlines()  # (gRPC's C core logs "E1206 18:45:10 ...")
+              if "error" in line.lower() or "Traceback" in line or re.match(r"[EF]\d{4} ", line)]
+    assert len(errors) == 1 and errors[0].startswith("sssd: error: " + message.format(port=port)), r.stderr
+    assert not db.exists()  # refused before anything was opened
 
 
 def test_a_db_path_through_a_file_is_a_one_line_error(tmp_path):

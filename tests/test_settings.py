@@ -2,6 +2,7 @@
 
 import argparse
 import dataclasses
+import re
 
 import pytest
 
@@ -129,3 +130,22 @@ def test_every_knob_says_what_it_does(cls):
     missing = [leaf for leaf, (path, _) in settings._leaf_index(cls).items()
                if leaf not in settings.knob_notes(settings._owner(cls, path))]
     assert missing == []
+
+
+@pytest.mark.parametrize("address,bad_port", [
+    ("127.0.0.1:50051", None), ("localhost:1", None), ("[::1]:65535", None), ("fe80::0", None), ("sssd", None),
+    ("dns:///sssd.default.svc:50051", None), ("dns://8.8.8.8:53/sssd:443", None), ("dns:sssd:7", None),
+    ("ipv4:10.0.0.1:50051,10.0.0.2:50052", None), ("ipv6:[::1]:50051", None), ("unix:/run/sssd.sock", None),
+    ("unix-abstract:sssd:99999", None),  # (a name, not a port)
+    ("127.0.0.1:99999", "99999"), ("localhost:0", "0"), ("[::1]:65536", "65536"),
+    ("dns:///sssd.default.svc:70000", "70000"), ("dns://8.8.8.8:53/sssd:0", "0"), ("dns:sssd:65536", "65536"),
+    ("ipv4:10.0.0.1:50051,10.0.0.2:500511", "500511"), ("ipv6:[::1]:1,[::2]:99999", "99999"),
+])
+def test_check_address_refuses_ports_grpc_would_wrap(address, bad_port):
+    """gRPC dials a port modulo 65536 ("127.0.0.1:99999" reached port 34463): a port outside
+    1..65535 in any form of target is a one-line error naming it."""
+    if bad_port is None:
+        assert settings.check_address(address) == address
+    else:
+        with pytest.raises(ValueError, match=rf"^--x '{re.escape(address)}': port {bad_port} is not in 1..65535$"):
+            settings.check_address(address, "--x")

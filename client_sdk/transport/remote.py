@@ -16,6 +16,7 @@ from concurrent import futures
 import grpc
 
 from sssd_wire.codec import documents_to_proto, lookup_request, tries_from_proto
+from sssd_wire.settings import check_address
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -40,6 +41,7 @@ def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
+    check_address(address)
     kind = grpc.aio if aio else grpc
     if tls_ca:
         with open(tls_ca, "rb") as f:
@@ -250,8 +252,9 @@ class DatastoreClient:
     # -- admin --------------------------------------------------------------------------
 
     def create_namespace(self, name: str, vocab_size: int, tokenizer_fingerprint: str = "", max_tokens: int = 0) -> pb.Namespace:
-        if vocab_size < 0 or max_tokens < 0:  # (protobuf's own error names neither: "Value out of range: -5")
-            raise ValueError(f"vocab_size {vocab_size} and max_tokens {max_tokens} must not be negative")
+        if not (0 <= vocab_size < 1 << 32 and 0 <= max_tokens < 1 << 64):  # (the wire's uint32 and uint64:
+            # protobuf's own error names neither, "Value out of range: -5")
+            raise ValueError(f"vocab_size {vocab_size} must be in [0, 2**32) and max_tokens {max_tokens} in [0, 2**64)")
         req = pb.CreateNamespaceRequest(name=name, vocab_size=vocab_size, tokenizer_fingerprint=tokenizer_fingerprint, max_tokens=max_tokens)
         return self._call(self.stub.CreateNamespace, req)
 
