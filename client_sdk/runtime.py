@@ -66,7 +66,8 @@ def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | N
         return False
     if vocab_size is not None and spaces[namespace].vocab_size != vocab_size:
         raise ValueError(f"datastore namespace {namespace!r} holds a {spaces[namespace].vocab_size}-token vocabulary, "
-                         f"the model has {vocab_size}: set SSSD_NAMESPACE to this tokenizer's namespace")
+                         f"the model has {vocab_size}: name this tokenizer's namespace instead "
+                         f"(`sssd generate --namespace`; SSSD_NAMESPACE in the SGLang worker)")
     return True
 
 

@@ -88,12 +88,10 @@ def _register_check(sub) -> None:
 
 
 def _check(args) -> int:
-    from pathlib import Path
-
     from datastore_service.datastore import Datastore, DatastoreConfig
+    from sssd.client_commands import check_file
 
-    if not Path(args.db).is_file():
-        raise ValueError(f"{args.db}: no such datastore file")
+    check_file(args.db)  # (a directory was "no such datastore file")
     ds = Datastore(DatastoreConfig(db=args.db))  # damaged segments are rebuilt here, and logged
     try:
         problem = ds.check_integrity(deep=True)

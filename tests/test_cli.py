@@ -246,7 +246,9 @@ def test_check_verifies_a_datastore_file_offline(capsys, tmp_path):
     code, out, _ = run(capsys, "check", "--db", db)
     assert code == 0 and out.strip() == f"{db}: ok (1 namespace)"
     code, _, err = run(capsys, "check", "--db", str(tmp_path / "none.db"))
-    assert code == 1 and "no such datastore file" in err
+    assert code == 1 and err == f"sssd: error: {tmp_path / 'none.db'}: no such file\n"
+    code, _, err = run(capsys, "check", "--db", str(tmp_path))
+    assert code == 1 and err == f"sssd: error: {tmp_path}: is a directory\n"
 
 
 def test_every_command_speaks_json(server, capsys, tmp_path):
