@@ -202,8 +202,7 @@ def _forward_flags(p: argparse.ArgumentParser) -> None:
 def _forward(args) -> dict:
     from sssd.bench.forward_bench import run
 
-    if args.max_k < 1 or args.repeats < 1:
-        raise ValueError(f"--max-k {args.max_k} and --repeats {args.repeats} must be at least 1")
+    require_at_least(args, 1, ("max_k", "repeats"), as_flags=True)
     return run(args.max_k, args.context, args.repeats, args.device, progress=not args.json, dtype=args.dtype,
                linears=args.linears, attention=args.attention)
 
@@ -232,9 +231,9 @@ def _serve_sim(args) -> dict:
     from sssd.bench.sim_gpu import MeasuredGPU
 
     steps = STEPS if args.steps is None else args.steps
-    if steps < 1 or args.conversations < 1 or args.draft_threads < 1:
-        raise ValueError(f"--steps {args.steps}, --conversations {args.conversations} and --draft-threads "
-                         f"{args.draft_threads} must be at least 1")
+    # (the offender named alone: it read "--steps None, --conversations 0 and --draft-threads 1 must be ...")
+    require_at_least(args, 1, ("conversations", "draft_threads") + (("steps",) if args.steps is not None else ()),
+                     as_flags=True)
     if args.min_request_steps is not None and args.min_request_steps < 0:
         raise ValueError(f"--min-request-steps {args.min_request_steps} must be 0 or more")
     gpu = MeasuredGPU(args.gpu_costs) if args.gpu_costs else None

@@ -183,9 +183,9 @@ def token_ids(values: list, what: str) -> list:
     return values
 
 
-def read_token_documents(path: str, tokenizer=None):
-    """(id, tokens) per JSONL line; ValueError naming the line and the field when one is
-    malformed (a missing file or a directory: one line too)."""
+def jsonl_records(path: str):
+    """(where, record) per non-blank line of a JSONL file, ``where`` being "PATH:LINE"; a one-line
+    ValueError for a missing file, a directory, or a line that is not a JSON object."""
     check_file(path)
     with open(path) as f:
         for lineno, line in enumerate(f, 1):
@@ -198,22 +198,29 @@ def read_token_documents(path: str, tokenizer=None):
                 raise ValueError(f"{where}: not JSON ({exc.msg}, column {exc.colno})") from None
             if not isinstance(rec, dict):
                 raise ValueError(f"{where}: want a JSON object per line")
-            doc_id = rec.get("id", f"{os.path.basename(path)}:{lineno}")
-            if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):  # (null was stored as "None")
-                raise ValueError(f"{where}: 'id' {doc_id!r} must be a string or an integer")
-            doc_id = str(doc_id)
-            if tokenizer is not None:
-                from sssd.tokenizers import record_tokens
+            yield where, rec
 
-                try:
-                    yield doc_id, record_tokens(tokenizer, rec, where)
-                except (KeyError, TypeError, AttributeError) as exc:
-                    raise ValueError(f"{where}: not a chat or text record ({exc})") from None
-                continue
-            tokens = rec.get("tokens")
-            if not isinstance(tokens, list) or not tokens:
-                raise ValueError(f"{where}: 'tokens' must be a non-empty list of token ids")
-            yield doc_id, token_ids(tokens, f"{where}: 'tokens'")
+
+def read_token_documents(path: str, tokenizer=None):
+    """(id, tokens) per JSONL line; ValueError naming the line and the field when one is
+    malformed (a missing file or a directory: one line too)."""
+    for where, rec in jsonl_records(path):
+        doc_id = rec.get("id", f"{os.path.basename(path)}:{where.rpartition(':')[2]}")
+        if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):  # (null was stored as "None")
+            raise ValueError(f"{where}: 'id' {doc_id!r} must be a string or an integer")
+        doc_id = str(doc_id)
+        if tokenizer is not None:
+            from sssd.tokenizers import record_tokens
+
+            try:
+                yield doc_id, record_tokens(tokenizer, rec, where)
+            except (KeyError, TypeError, AttributeError) as exc:
+                raise ValueError(f"{where}: not a chat or text record ({exc})") from None
+            continue
+        tokens = rec.get("tokens")
+        if not isinstance(tokens, list) or not tokens:
+            raise ValueError(f"{where}: 'tokens' must be a non-empty list of token ids")
+        yield doc_id, token_ids(tokens, f"{where}: 'tokens'")
 
 
 def _ingest(args) -> int:

@@ -7,6 +7,7 @@ import sys
 
 from sssd.bench_commands import linears_flag, load_decoder
 from sssd.smollm2 import DTYPE_HELP, DTYPES
+from sssd_wire.settings import require_at_least
 
 
 def register_all(sub: argparse._SubParsersAction) -> None:
@@ -48,8 +49,7 @@ def _generate(args) -> int:
     from sssd.smollm2 import chat_ids
     from client_sdk.verification.verify import Sampling
 
-    if args.max_new_tokens < 1:
-        raise ValueError(f"--max-new-tokens {args.max_new_tokens} must be at least 1")
+    require_at_least(args, 1, ("max_new_tokens",), as_flags=True)
     if args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
         raise ValueError(f"--temperature {args.temperature} must be >= 0 (0: greedy), --top-k {args.top_k} >= 0 "
                          f"(0: off) and --top-p {args.top_p} in (0, 1] (1: off)")

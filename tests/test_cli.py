@@ -79,7 +79,7 @@ def test_bench_lists_out_of_range_are_one_line_errors(capsys, argv, message):
 
 
 @pytest.mark.parametrize("flags", [["--temperature", "-1"], ["--top-k", "-3"], ["--top-p", "1.5"], ["--top-p", "0"],
-                                   ["--budget", "-2"]])
+                                   ["--budget", "-2"], ["--max-new-tokens", "0"]])
 def test_generate_refuses_sampling_out_of_range_before_loading_the_model(capsys, flags):
     """(These decoded greedily, or with top-p or top-k silently off.)"""
     code, out, err = run(capsys, "generate", "--prompt", "hi", *flags)
@@ -232,6 +232,22 @@ def test_version_and_a_dead_datastore_in_a_bench_are_one_line(capsys, tmp_path):
     assert code == 1 and err.strip().count("\n") == 0 and err.startswith("sssd: error: datastore UNAVAILABLE")
 
 
+@pytest.mark.parametrize("content,message", [
+    (None, "c.jsonl: no such file"),  # (was "[Errno 2] No such file or directory")
+    ('{"prompt": [1], "response": [2]}\nxx\n', "c.jsonl:2: not JSON"),  # (was json's words, naming no line)
+    ('{"prompt": [1], "response": []}\n', "c.jsonl:1: a case needs non-empty 'prompt' and 'response' id lists"),
+    ('{"prompt": [1], "response": "ab"}\n', "c.jsonl:1: a case needs non-empty"),
+    ('{"prompt": [1, -2], "response": [3]}\n', "c.jsonl:1: 'prompt' holds -2, not a token id"),  # (was drafted from)
+    ('{"prompt": [1], "response": [2.5]}\n', "c.jsonl:1: 'response' holds 2.5, not a token id"),
+])
+def test_replay_cases_are_checked_line_by_line(capsys, tmp_path, content, message):
+    cases = tmp_path / "c.jsonl"
+    if content is not None:
+        cases.write_text(content)
+    code, out, err = run(capsys, "bench", "replay", "--cases", str(cases), "--drafter", "local", "--budgets", "4")
+    assert code == 1 and out == "" and err.startswith(f"sssd: error: {tmp_path}/{message}") and err.count("\n") == 1
+
+
 def test_check_verifies_a_datastore_file_offline(capsys, tmp_path):
     from datastore_service.core import Document, NamespaceSpec
     from datastore_service.datastore import Datastore, DatastoreConfig
@@ -353,6 +369,13 @@ def test_every_sssd_command_the_readme_shows_parses(line):
         (["deadline", "--calls", "0"], "--calls 0 must be at least 1"),  # (a TypeError traceback)
         (["deadline", "--deadline-ms", "0"], "--deadline-ms 0.0 must be above 0"),
         (["decode", "--prompts", "0"], "--prompts 0 must be at least 1"),  # (a ZeroDivisionError traceback)
+        # each offender named alone (it read "--steps None, --conversations 0 and --draft-threads 1 must be ...")
+        (["serve-sim", "--conversations", "0"], "sssd: error: --conversations 0 must be at least 1\n"),
+        (["serve-sim", "--steps", "0"], "sssd: error: --steps 0 must be at least 1\n"),
+        (["serve-sim", "--draft-threads", "0"], "sssd: error: --draft-threads 0 must be at least 1\n"),
+        (["serve-sim", "--min-request-steps", "-1"], "--min-request-steps -1 must be 0 or more"),
+        (["forward", "--repeats", "0"], "sssd: error: --repeats 0 must be at least 1\n"),
+        (["forward", "--max-k", "0"], "sssd: error: --max-k 0 must be at least 1\n"),
     ],
 )
 def test_benchmark_sizes_they_cannot_run_with_are_one_line_errors(capsys, argv, message):

@@ -213,14 +213,17 @@ def replay(cases: list[dict], drafter: Drafter, budgets: Sequence[int], lookup: 
 
 
 def read_cases(path: str) -> list[dict]:
+    """The replay cases of a JSONL file, {"prompt": [ids], "response": [ids]} per line; a one-line
+    ValueError naming the line of the first malformed one."""
+    from sssd.client_commands import jsonl_records, token_ids
+
     cases = []
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                rec = json.loads(line)
-                if not rec.get("prompt") or not rec.get("response"):
-                    raise ValueError(f"{path}:{lineno}: a case needs non-empty 'prompt' and 'response' id lists")
-                cases.append(rec)
+    for where, rec in jsonl_records(path):
+        for field in ("prompt", "response"):
+            if not isinstance(rec.get(field), list) or not rec[field]:
+                raise ValueError(f"{where}: a case needs non-empty 'prompt' and 'response' id lists")
+            token_ids(rec[field], f"{where}: {field!r}")
+        cases.append(rec)
     return cases
 
 
