@@ -12,7 +12,7 @@ import json
 from client_sdk.verification import ATTENTIONS, LINEARS
 from sssd.bench.provenance import stamped
 from sssd.smollm2 import DTYPE_HELP, DTYPES, resolve_dtype
-from sssd_wire.settings import require_at_least
+from sssd_wire.settings import require_above_zero, require_at_least
 
 
 def _ints(text: str, flag: str, least: int = 1) -> list[int]:
@@ -53,8 +53,7 @@ def _service(args) -> dict:
     from sssd.bench.service_bench import run
 
     require_at_least(args, 1, ("tokens", "vocab", "clients", "batch"), as_flags=True)  # (0 ran on regardless)
-    if not args.seconds > 0:
-        raise ValueError(f"--seconds {args.seconds} must be above 0")
+    require_above_zero(args, ("seconds",), as_flags=True)
     return run(args.tokens, args.vocab, args.clients, args.seconds, args.batch)
 
 
@@ -114,8 +113,7 @@ def _deadline(args) -> dict:
     from sssd.bench.deadline_bench import run
 
     require_at_least(args, 1, ("calls",), as_flags=True)  # (sizes below 1 ended in tracebacks)
-    if not args.deadline_ms > 0:
-        raise ValueError(f"--deadline-ms {args.deadline_ms} must be above 0")
+    require_above_zero(args, ("deadline_ms",), as_flags=True)
     return run(args.deadline_ms, args.calls)
 
 
@@ -263,8 +261,9 @@ def _fleet_flags(p: argparse.ArgumentParser) -> None:
 def _fleet(args) -> dict:
     from sssd.bench.fleet_bench import run
 
-    if args.batch < 1 or args.step_ms <= 0 or args.contexts_per_request < 1 or args.seconds <= 0:
-        raise ValueError("--batch, --step-ms, --contexts-per-request and --seconds must be positive")
+    # (the offender named, with its value: it read "--batch, --step-ms, ... and --seconds must be positive")
+    require_at_least(args, 1, ("batch", "contexts_per_request", "servers", "tokens"), as_flags=True)
+    require_above_zero(args, ("step_ms", "seconds"), as_flags=True)
     if args.samples is not None and not 1 <= args.samples <= 4096:
         raise ValueError(f"--samples {args.samples} not in [1, 4096]")
     return run(_ints(args.workers, "--workers"), args.batch, args.step_ms, args.contexts_per_request, args.servers,

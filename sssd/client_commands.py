@@ -12,7 +12,7 @@ import sys
 import grpc
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
-from sssd_wire.settings import require_at_least
+from sssd_wire.settings import require_above_zero, require_at_least
 from sssd_wire.types import LookupParams
 
 MAX_TOKEN_ID = 2**31 - 1  # token ids travel as int32
@@ -27,8 +27,7 @@ def add_client_flags(p: argparse.ArgumentParser) -> None:
 
 
 def client_of(args) -> DatastoreClient:
-    if not args.timeout > 0:  # (0 or less failed every call as DEADLINE_EXCEEDED)
-        raise ValueError(f"--timeout {args.timeout:g} must be more than 0 seconds")
+    require_above_zero(args, ("timeout",), as_flags=True)  # (0 or less failed every call as DEADLINE_EXCEEDED)
     return DatastoreClient(args.address, args.token, args.tls_ca, args.timeout)
 
 

@@ -69,6 +69,15 @@ def require_at_least(config, least: int, names, as_flags: bool = False) -> None:
                              else f"{name} {value} must be >= {least}")
 
 
+def require_above_zero(config, names, as_flags: bool = False) -> None:
+    """A one-line ValueError for the first field of ``config`` in ``names`` that is not above 0 (NaN
+    included), named as in ``require_at_least`` ("--seconds 0.0 must be above 0")."""
+    for name in names:
+        value = getattr(config, name)
+        if not value > 0:
+            raise ValueError(f"{flag_name(name) if as_flags else name} {value} must be above 0")
+
+
 def check_address(address: str, what: str = "address") -> str:
     """``address`` (a gRPC target: host:port, [v6]:port, ``dns:[//authority/]name:port``,
     ``ipv4:``/``ipv6:`` lists, ``unix:``) when every port in it is 1..65535; else a one-line

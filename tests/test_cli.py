@@ -123,8 +123,8 @@ def test_ingest_validates_the_whole_file_before_sending(server, capsys, tmp_path
 
 @pytest.mark.parametrize("flags,message", [
     (["--address", "127.0.0.1:99999"], "address '127.0.0.1:99999': port 99999 is not in 1..65535"),  # (dialled 34463)
-    (["--timeout", "0"], "--timeout 0 must be more than 0 seconds"),  # (every call: DEADLINE_EXCEEDED)
-    (["--timeout", "-1"], "--timeout -1 must be more than 0 seconds"),
+    (["--timeout", "0"], "--timeout 0.0 must be above 0"),  # (every call: DEADLINE_EXCEEDED)
+    (["--timeout", "nan"], "--timeout nan must be above 0"),
 ])
 def test_client_flags_out_of_range_are_one_line_errors(capsys, flags, message):
     for argv in (["stats"], ["lookup", "1,2", "-n", "x"], ["namespace", "list"]):
@@ -376,6 +376,13 @@ def test_every_sssd_command_the_readme_shows_parses(line):
         (["serve-sim", "--min-request-steps", "-1"], "--min-request-steps -1 must be 0 or more"),
         (["forward", "--repeats", "0"], "sssd: error: --repeats 0 must be at least 1\n"),
         (["forward", "--max-k", "0"], "sssd: error: --max-k 0 must be at least 1\n"),
+        # (the offender named: it read "--batch, --step-ms, --contexts-per-request and --seconds must be positive")
+        (["fleet", "--batch", "0"], "sssd: error: --batch 0 must be at least 1\n"),
+        (["fleet", "--contexts-per-request", "0"], "sssd: error: --contexts-per-request 0 must be at least 1\n"),
+        (["fleet", "--tokens", "0"], "sssd: error: --tokens 0 must be at least 1\n"),
+        (["fleet", "--servers", "0"], "sssd: error: --servers 0 must be at least 1\n"),
+        (["fleet", "--step-ms", "-1"], "sssd: error: --step-ms -1.0 must be above 0\n"),
+        (["fleet", "--seconds", "0"], "sssd: error: --seconds 0.0 must be above 0\n"),
     ],
 )
 def test_benchmark_sizes_they_cannot_run_with_are_one_line_errors(capsys, argv, message):
