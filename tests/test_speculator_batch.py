@@ -97,6 +97,45 @@ def test_an_unknown_request_fails_the_commit_before_anything_changes():
     assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3] and spec._requests["r"].last == 3
 
 
+@pytest.mark.parametrize("call", ["draft", "draft_batch", "commit", "commit_drafted", "tree"])
+def test_an_unknown_request_is_named_as_one(call):
+    """(It was a bare KeyError: 'gone'.) Still a KeyError, for callers that catch one."""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4))
+    spec.start("r", [1, 2, 3])
+    calls = {"draft": lambda: spec.draft(["r", "gone"]), "draft_batch": lambda: spec.draft_batch(["gone"]),
+             "commit": lambda: spec.commit("gone", [4]), "commit_drafted": lambda: spec.commit_drafted(["gone"], [[4]]),
+             "tree": lambda: spec.tree("gone")}
+    if call == "commit_drafted":
+        spec.draft_batch(["r"], budget=4)
+    with pytest.raises(KeyError) as info:
+        calls[call]()
+    assert str(info.value) == "request 'gone' is not in flight here: never started (Speculator.start), or finished"
+
+
+@pytest.mark.parametrize("prompt,output,message", [
+    ([1, -2, 3], (), "the prompt of request 'x' holds -2, not a token id"),
+    ([1, 2], [2**31], "the output of request 'x' holds 2147483648, not a token id"),
+    (np.array([1, 2**40]), (), "the prompt of request 'x' holds 1099511627776, not a token id"),  # (wrapped to 0)
+    ([1.5, 2], (), "the prompt of request 'x': want a flat sequence of integer token ids, not float64"),  # (truncated)
+    ([[1, 2]], (), "want a flat sequence of integer token ids, not int64 of shape \\(1, 2\\)"),
+    ([1, 2**70], (), "want a flat sequence of integer token ids, not object"),
+])
+def test_a_prompt_or_output_that_is_not_token_ids_is_refused_at_start(prompt, output, message):
+    spec = Speculator(SpeculatorConfig(fixed_budget=4))
+    with pytest.raises(ValueError, match=message):
+        spec.start("x", prompt, output)
+    assert "x" not in spec
+
+
+@pytest.mark.parametrize("prompt", [[], [0, 5, 2**31 - 1], np.array([3, 4], dtype=np.uint16), np.array([7], dtype=np.int64)])
+def test_token_ids_of_any_integer_type_are_taken(prompt):
+    from array import array
+
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
+    spec.start("x", prompt, array("q", [9]))
+    assert spec._requests["x"].index().tokens.tolist() == [int(t) for t in prompt] + [9]
+
+
 def test_a_request_indexed_at_start_joins_the_arena_there_not_at_its_first_step():
     """Registering an index in the kernels' arena costs typed-list writes: at admission, beside
     the GPU, rather than on the first step's critical path. A long prompt's index, built in the

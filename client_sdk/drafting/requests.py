@@ -16,6 +16,36 @@ def ints(tokens) -> list[int]:
     return tokens.tolist() if isinstance(tokens, np.ndarray) else tokens if isinstance(tokens, list) else list(tokens)
 
 
+def token_array(tokens, what: str) -> np.ndarray:
+    """``tokens`` as an int32 array, through the buffer protocol where it has one (numpy, array("q"));
+    a one-line ValueError naming ``what`` when they are not token ids: floats, nested lists, or
+    integers outside [0, 2**31) (a float was truncated, an int64 past int32 wrapped around)."""
+    a = np.asarray(tokens)
+    if a.size == 0:
+        return np.empty(0, dtype=np.int32)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise ValueError(f"{what}: want a flat sequence of integer token ids, not {a.dtype} of shape {a.shape}")
+    low, high = a.min(), a.max()
+    if low < 0 or high > np.iinfo(np.int32).max:
+        raise ValueError(f"{what} holds {low if low < 0 else high}, not a token id")
+    return a.astype(np.int32, copy=False)
+
+
+class UnknownRequest(KeyError):
+    """A request id the Speculator does not hold."""
+
+    def __str__(self) -> str:
+        return f"request {self.args[0]!r} is not in flight here: never started (Speculator.start), or finished"
+
+
+def states(requests: dict, request_ids) -> list:
+    """The RequestState of each id, in order; UnknownRequest (a KeyError) for the first unknown one."""
+    try:
+        return [requests[rid] for rid in request_ids]
+    except KeyError as exc:
+        raise UnknownRequest(exc.args[0]) from None
+
+
 NO_TREE = DraftTree.empty()  # the tree of a request not drafted for (shared: trees are never modified in place)
 
 

@@ -31,7 +31,7 @@ from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
-from client_sdk.drafting.requests import NO_TREE, RequestState, ints
+from client_sdk.drafting.requests import NO_TREE, RequestState, ints, states, token_array
 from client_sdk.drafting.tree import Calibration, cut_batch, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
@@ -98,7 +98,8 @@ class Speculator:
         # each through the buffer protocol where it has one (numpy arrays, sglang's array("q")), not
         # through Python ints: admitting a 32K-token array("q") prompt took 1,055 / 1,037 µs that way,
         # 122 / 100 now (worst / median of 3, bench/admit_cost.py; BENCHMARKS.md, "A request's admission")
-        tokens = np.concatenate([np.asarray(prompt, dtype=np.int32), np.asarray(output, dtype=np.int32)])
+        tokens = np.concatenate([token_array(prompt, f"the prompt of request {request_id!r}"),
+                                 token_array(output, f"the output of request {request_id!r}")])
         builder = None
         if 0 < self.config.background_index_tokens <= tokens.shape[0]:
             self._indexer = self._indexer or ThreadPoolExecutor(1, thread_name_prefix="sssd-index")
@@ -147,7 +148,7 @@ class Speculator:
         if not self._prefetching:
             self._learn()  # a caller that never calls prefetch learns here, on the critical path
         self._assign_trees()  # the last step's, if nothing asked for them
-        reqs = [self._requests[r] for r in request_ids]
+        reqs = states(self._requests, request_ids)
         if budget is not None or self.planner is None:
             batch = self._draft(reqs, self.config.fixed_budget if budget is None else budget)
         else:
@@ -193,7 +194,7 @@ class Speculator:
     def tree(self, request_id) -> DraftTree | None:
         """The draft the request was given at its last step (None: none, or a plain step's)."""
         self._assign_trees()
-        t = self._requests[request_id].tree
+        t = states(self._requests, [request_id])[0].tree
         return None if t is NO_TREE else t
 
     def drafting_took(self, seconds: float) -> None:
@@ -412,7 +413,7 @@ class Speculator:
         if len(set(request_ids)) != len(request_ids):
             raise ValueError(f"a request appears twice among the {len(request_ids)} committed at once")
         self._assign_trees()
-        return [self._requests[rid] for rid in request_ids]  # an unknown id fails before anything changes
+        return states(self._requests, request_ids)  # an unknown id fails before anything changes
 
     def _commit(self, reqs: list[RequestState], tokens: list[list[int]], picks: list | None,
                 packed: tuple[np.ndarray, np.ndarray] | None = None) -> None:
