@@ -116,9 +116,12 @@ def test_an_unknown_request_is_named_as_one(call):
     ([1, -2, 3], (), "the prompt of request 'x' holds -2, not a token id"),
     ([1, 2], [2**31], "the output of request 'x' holds 2147483648, not a token id"),
     (np.array([1, 2**40]), (), "the prompt of request 'x' holds 1099511627776, not a token id"),  # (wrapped to 0)
-    ([1.5, 2], (), "the prompt of request 'x': want a flat sequence of integer token ids, not float64"),  # (truncated)
-    ([[1, 2]], (), "want a flat sequence of integer token ids, not int64 of shape \\(1, 2\\)"),
-    ([1, 2**70], (), "want a flat sequence of integer token ids, not object"),
+    ([1.5, 2], (), "the prompt of request 'x': want a flat sequence of integer token ids"),  # (truncated)
+    (np.array([1.5, 2]), (), "the prompt of request 'x': want a flat sequence of integer token ids, not float64"),
+    ([[1, 2]], (), "want a flat sequence of integer token ids"),
+    (np.array([[1, 2]]), (), "want a flat sequence of integer token ids, not int64 of shape \\(1, 2\\)"),
+    ([1, 2**70], (), "want a flat sequence of integer token ids"),
+    ((1, 2**40), (), "the prompt of request 'x' holds 1099511627776, not a token id"),
 ])
 def test_a_prompt_or_output_that_is_not_token_ids_is_refused_at_start(prompt, output, message):
     spec = Speculator(SpeculatorConfig(fixed_budget=4))
