@@ -44,7 +44,7 @@ def _register_generate(sub) -> None:
 def _generate(args) -> int:
     import time
 
-    from client_sdk.verification.decoder import measured_costs
+    from client_sdk.verification.decoder import check_lengths, measured_costs
     from client_sdk.runtime import CPU_DECODING, build_speculator
     from sssd.smollm2 import chat_ids
     from client_sdk.verification.verify import Sampling
@@ -58,6 +58,7 @@ def _generate(args) -> int:
     decoder, tok, _ = load_decoder(args)
     model = decoder.model
     prompt = chat_ids(tok, args.prompt)
+    check_lengths([prompt], args.max_new_tokens, model.config.max_position_embeddings)  # before costs are measured
     spec = None
     if not args.no_speculation:
         costs = None if args.budget is not None else measured_costs(decoder, len(prompt) + args.max_new_tokens // 2)

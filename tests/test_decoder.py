@@ -249,3 +249,15 @@ def test_greedy_equivalence_on_gpu():
     plain = dec.generate(prompts, 32)
     spec = dec.generate(prompts, 32, speculator=Speculator(SpeculatorConfig(fixed_budget=8)))
     assert [g.tokens for g in spec] == [g.tokens for g in plain]
+
+
+@pytest.mark.parametrize("prompts,new,message", [
+    ([[1, 2], []], 4, "a prompt has no tokens"),  # (an IndexError in the prefill)
+    ([[1] * 500, [2]], 13, "a prompt of 500 tokens and 13 new ones pass the model's 512-token context"),
+])
+def test_prompts_the_model_cannot_decode_are_refused_before_the_prefill(prompts, new, message):
+    """(Past its context the model decoded on, at positions it was never trained for.)"""
+    decoder = ReferenceDecoder(tiny_llama(0), eos_ids=())
+    with pytest.raises(ValueError, match=message):
+        decoder.generate(prompts, new)
+    assert len(decoder.generate([[1] * 500], 12)[0].tokens) == 12  # exactly the context: decoded

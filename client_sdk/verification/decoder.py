@@ -185,6 +185,17 @@ class ReferenceDecoder:
         return new
 
 
+def check_lengths(prompts: list, max_new_tokens: int, context: int | None) -> None:
+    """A one-line ValueError for an empty prompt (an IndexError in the prefill), or for a prompt whose
+    new tokens would pass the model's ``context`` (it decoded on, past the positions it knows)."""
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("a prompt has no tokens: decoding starts after at least one")
+    longest = max(map(len, prompts), default=0)
+    if context and longest + max_new_tokens > context:
+        raise ValueError(f"a prompt of {longest:,} tokens and {max_new_tokens:,} new ones pass the model's "
+                         f"{context:,}-token context")
+
+
 class Decoding:
     """One ``generate`` call as a stepper: the prefill runs at construction, each ``step`` runs
     one decode step of every running sequence (drafting, forward, verification, KV upkeep).
@@ -194,6 +205,7 @@ class Decoding:
     def __init__(self, decoder: ReferenceDecoder, prompts: list[list[int]], max_new_tokens: int,
                  speculator: Speculator | None = None, sampling: Sampling | None = None, budget: int | None = None,
                  seed: int = 0) -> None:
+        check_lengths(prompts, max_new_tokens, getattr(decoder.model.config, "max_position_embeddings", None))
         self.decoder, self.max_new_tokens, self.speculator = decoder, max_new_tokens, speculator
         self.sampling, self.budget = sampling, budget
         self.gen = torch.Generator().manual_seed(seed)
