@@ -148,12 +148,14 @@ class Datastore:
                 ns.restore_segment(seg)
             ns.sort_registry()
             pending = list(self.store.pending_documents(spec.name))
-            if pending:
-                ns.add([Document(d.doc_id, d.tokens) for d in pending], [d.seq for d in pending])
+            # a kill between an ingest's commit and its evictions' left the file over its bound: the
+            # replay evicts them again (and the stored ones with them, or their ids stayed taken)
+            evicted = ns.add([Document(d.doc_id, d.tokens) for d in pending], [d.seq for d in pending]).evicted \
+                if pending else []
             self._namespaces[spec.name] = ns
             if len(ns.segments) > 1:  # merged once quiet, like a namespace written just now
                 self._written[spec.name] = self.clock()
-            evicted = ns.evict_for_retention()
+            evicted += ns.evict_for_retention()
             if evicted:
                 self.store.delete_documents(spec.name, evicted)
         if self.files is not None:  # before any new segment, so no stale folder shadows its id

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from datastore_service.core import LookupParams
+from datastore_service.core import Document, LookupParams
 from datastore_service.datastore import Datastore, DatastoreConfig
 from tests.crash_child import tokens_for
 
@@ -72,3 +72,38 @@ def test_sigkill_during_ingest_and_compaction_loses_nothing(tmp_path):
             assert tree.match_length >= 1
         finally:
             ds.close()
+
+
+KILLED_BETWEEN_INSERT_AND_EVICTION = """
+import os, signal, sys
+from datastore_service.core import Document, NamespaceSpec
+from datastore_service.datastore import Datastore, DatastoreConfig
+
+ds = Datastore(DatastoreConfig(db=sys.argv[1]))
+ds.create_namespace(NamespaceSpec("r", 50, max_tokens=8))
+ds.ingest("r", [Document.of("a", [1, 2, 3, 4]), Document.of("b", [5, 6, 7, 8])])
+ds.store.delete_documents = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # dies between the two commits
+ds.ingest("r", [Document.of("c", [9, 9, 9, 9])])
+"""
+
+
+def test_a_kill_between_an_ingest_and_its_eviction_is_evicted_at_the_next_open(tmp_path):
+    """An ingest that evicts for retention commits its documents, then deletes the evicted ones: a
+    kill in between leaves the file over its bound, and opening it evicts them then."""
+    db = str(tmp_path / "r.db")
+    child = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_INSERT_AND_EVICTION, db], cwd=ROOT, timeout=120)
+    assert child.returncode == -signal.SIGKILL
+    ds = Datastore(DatastoreConfig(db=db))
+    try:
+        assert ds.check_integrity(deep=True) == ""  # (without the eviction at open: "retention violated")
+        assert ds.store.document_count("r") == 2 and ds.stats()[0].counts.tokens == 8
+        gone, kept = ds.lookup("r", [np.array([1, 2, 3]), np.array([9, 9, 9])], LookupParams())
+        assert gone.match_length == 0 and kept.match_length == 3  # the oldest evicted, the newest kept
+    finally:
+        ds.close()
+    ds = Datastore(DatastoreConfig(db=db))  # and the eviction itself was stored
+    try:
+        assert ds.store.document_count("r") == 2 and ds.check_integrity(deep=True) == ""
+        ds.ingest("r", [Document.of("a", [1, 2, 3, 4])])  # its id is free again (it was an IntegrityError)
+    finally:
+        ds.close()
