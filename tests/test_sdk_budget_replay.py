@@ -83,3 +83,24 @@ def test_the_in_process_datastore_compiles_its_kernels_when_built_not_at_the_fir
     warm_up.cache_clear()
     InProcessDatastore([np.arange(20, dtype=np.int32)], 50)
     assert warm_up.cache_info().currsize == 1
+
+
+def test_a_speculator_without_measured_costs_plans_on_this_cpus_roofline():
+    """build_speculator(model_config) with no measured costs: the planner starts from the roofline
+    of the measured local CPU, a step dearer the wider it verifies; with neither, one line."""
+    from client_sdk.drafting.budget import measure_local
+    from client_sdk.runtime import build_speculator
+
+    hw = measure_local(0.1)
+    assert hw.name == "local-cpu" and hw.peak_flops > 1e8 and hw.bandwidth > 1e8  # (a 2-core VM: ~1e11 and ~1e10)
+    config = {"vocab_size": 49152, "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+              "num_attention_heads": 9, "num_key_value_heads": 3}
+    spec = build_speculator(config)
+    costs = spec.planner.costs
+    widths = sorted(costs.rows[1])
+    assert widths == list(spec.config.planner.widths) and len(widths) > 2
+    times = [costs.predict(1, n) for n in widths]
+    assert all(0 < a <= b for a, b in zip(times, times[1:])) and times[-1] > times[0]
+    spec.close()
+    with pytest.raises(ValueError, match="a planner needs measured step costs or a model config"):
+        build_speculator()
