@@ -274,11 +274,9 @@ class Datastore:
             ns = self.namespace(name)
             fresh, dups, conflicts = ns.classify(docs)
             seqs = ns.next_seqs(len(fresh))
-            if fresh:
-                self.store.insert_documents(name, fresh, seqs)
-            result = ns.add(fresh, seqs)
-            if result.evicted:
-                self.store.delete_documents(name, result.evicted)
+            if fresh:  # the documents and retention's evictions in one commit
+                self.store.insert_documents(name, fresh, seqs, ns.evictions_for([(d.doc_id, d.tokens.shape[0]) for d in fresh]))
+            result = ns.add(fresh, seqs)  # (evicts the same: under the write lock nothing else adds or deletes)
             if self.changes is not None:
                 self.changes.added(name, fresh)
                 self.changes.deleted(name, result.evicted)

@@ -199,8 +199,10 @@ class Store:
 
     # -- documents --------------------------------------------------------------------------
 
-    def insert_documents(self, namespace: str, docs: Sequence[Document], seqs: Sequence[int]) -> None:
-        """Commit new documents (durable on return)."""
+    def insert_documents(self, namespace: str, docs: Sequence[Document], seqs: Sequence[int],
+                         evicted: Sequence[str] = ()) -> None:
+        """Commit new documents (durable on return), and delete the ``evicted`` ones in the same
+        transaction (retention's: a kill between two commits left them stored)."""
         now = time.time()
         rows = [
             (namespace, d.doc_id, s, int(d.tokens.shape[0]), d.tokens.astype("<i4").tobytes(), digest(d.tokens), now)
@@ -212,12 +214,14 @@ class Store:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            self._delete(namespace, evicted)
+
+    def _delete(self, namespace: str, doc_ids: Sequence[str]) -> None:
+        self.db.conn.executemany("DELETE FROM documents WHERE namespace=? AND doc_id=?", [(namespace, d) for d in doc_ids])
 
     def delete_documents(self, namespace: str, doc_ids: Sequence[str]) -> None:
         with self._lock, self.db.atomic():
-            self.db.conn.executemany(
-                "DELETE FROM documents WHERE namespace=? AND doc_id=?", [(namespace, d) for d in doc_ids]
-            )
+            self._delete(namespace, doc_ids)
 
     def discard_segment(self, segment_id: int) -> None:
         """Forget a snapshotted segment (damaged): its documents become pending again."""

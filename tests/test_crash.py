@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from datastore_service.core import Document, LookupParams
+import pytest
+from datastore_service.core import Document, LookupParams, NamespaceSpec
 from datastore_service.datastore import Datastore, DatastoreConfig
 from tests.crash_child import tokens_for
 
@@ -82,14 +83,16 @@ from datastore_service.datastore import Datastore, DatastoreConfig
 ds = Datastore(DatastoreConfig(db=sys.argv[1]))
 ds.create_namespace(NamespaceSpec("r", 50, max_tokens=8))
 ds.ingest("r", [Document.of("a", [1, 2, 3, 4]), Document.of("b", [5, 6, 7, 8])])
-ds.store.delete_documents = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # dies between the two commits
-ds.ingest("r", [Document.of("c", [9, 9, 9, 9])])
+# an ingest as builds before this test's commit made it: its documents, then (killed before)
+# the deletion of those it evicted, in a second commit
+ds.store.insert_documents("r", [Document.of("c", [9, 9, 9, 9])], ds.namespace("r").next_seqs(1))
+os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def test_a_kill_between_an_ingest_and_its_eviction_is_evicted_at_the_next_open(tmp_path):
-    """An ingest that evicts for retention commits its documents, then deletes the evicted ones: a
-    kill in between leaves the file over its bound, and opening it evicts them then."""
+def test_a_file_left_over_its_retention_bound_is_evicted_at_the_next_open(tmp_path):
+    """Files that older builds left over their bound (killed between an ingest's two commits)
+    are brought back to it when opened."""
     db = str(tmp_path / "r.db")
     child = subprocess.run([sys.executable, "-c", KILLED_BETWEEN_INSERT_AND_EVICTION, db], cwd=ROOT, timeout=120)
     assert child.returncode == -signal.SIGKILL
@@ -105,5 +108,34 @@ def test_a_kill_between_an_ingest_and_its_eviction_is_evicted_at_the_next_open(t
     try:
         assert ds.store.document_count("r") == 2 and ds.check_integrity(deep=True) == ""
         ds.ingest("r", [Document.of("a", [1, 2, 3, 4])])  # its id is free again (it was an IntegrityError)
+    finally:
+        ds.close()
+
+
+def test_an_ingest_and_its_evictions_are_one_commit(tmp_path):
+    """A failure while deleting what retention evicts undoes the ingest's documents too: nothing of
+    the batch is stored, the evicted documents stay, and the same ingest succeeds afterwards."""
+    import sqlite3
+
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "r.db")))
+    try:
+        ds.create_namespace(NamespaceSpec("r", 50, max_tokens=8))
+        ds.ingest("r", [Document.of("a", [1, 2, 3, 4]), Document.of("b", [5, 6, 7, 8])])
+        real = ds.store._delete
+
+        def failing(namespace, doc_ids):
+            if doc_ids:
+                raise sqlite3.OperationalError("disk I/O error")
+
+        ds.store._delete = failing
+        with pytest.raises(sqlite3.OperationalError):
+            ds.ingest("r", [Document.of("c", [9, 9, 9, 9])])
+        assert ds.store.document_count("r") == 2 and ds.check_integrity(deep=True) == ""
+        ds.store._delete = real
+        assert ds.ingest("r", [Document.of("c", [9, 9, 9, 9])]).evicted == ["a"]
+        assert ds.store.document_count("r") == 2 and ds.check_integrity(deep=True) == ""
+        # a batch that alone passes the bound evicts its own first documents too, as the index does
+        assert ds.ingest("r", [Document.of(f"n{i}", [i, i, i]) for i in range(4)]).evicted == ["b", "c", "n0", "n1"]
+        assert ds.store.document_count("r") == 2 and ds.check_integrity(deep=True) == ""
     finally:
         ds.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import threading
 from collections.abc import Collection, Sequence
 
@@ -158,15 +159,25 @@ class NamespaceIndex:
     def next_seqs(self, count: int) -> list[int]:
         return list(range(self._next_seq, self._next_seq + count))
 
+    def evictions_for(self, fresh: Sequence[tuple[str, int]] = ()) -> list[str]:
+        """The ids retention evicts, oldest first, once documents of these (id, length) are added
+        after the others (some of them, if they alone pass the bound); nothing changes."""
+        cap = self.spec.max_tokens if self.retention else 0
+        live, evicted = self.live_tokens + sum(n for _, n in fresh), []
+        with self._lock:
+            for doc_id, n in itertools.chain(((d, ref.length) for d, ref in self._docs.items()), fresh):
+                if not cap or live <= cap:
+                    break
+                evicted.append(doc_id)
+                live -= n
+        return evicted
+
     def evict_for_retention(self) -> list[str]:
         """Delete the oldest documents until live tokens fit ``spec.max_tokens``."""
-        cap = self.spec.max_tokens if self.retention else 0
-        evicted: list[str] = []
         with self._lock:
-            while cap and self.live_tokens > cap and self._docs:
-                oldest = next(iter(self._docs))
-                self._remove(oldest)
-                evicted.append(oldest)
+            evicted = self.evictions_for()
+            for doc_id in evicted:
+                self._remove(doc_id)
         return evicted
 
     def delete(self, doc_ids: Sequence[str]) -> list[str]:
