@@ -27,6 +27,8 @@ from datastore_service.metrics import Metrics
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
+CONFLICT_IDS_SHOWN = 16  # conflicting ids an IngestStream's summary names (it counts them all)
+
 
 @dataclasses.dataclass(frozen=True)
 class Limits:
@@ -122,6 +124,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
             summary.duplicates += len(result.duplicates)
             summary.evicted += len(result.evicted)
             summary.conflicts += len(result.conflicts)
+            summary.conflict_ids.extend(result.conflicts[: CONFLICT_IDS_SHOWN - len(summary.conflict_ids)])
             summary.tokens += tokens
         return summary
 

@@ -263,7 +263,13 @@ def _ingest(args) -> int:
     emit(args, f"added {counted(summary.added, 'document')} ({counted(summary.tokens, 'token')}), "
                f"{summary.duplicates} already present, {summary.evicted} evicted by retention",
          {"added": summary.added, "tokens": summary.tokens, "duplicates": summary.duplicates,
-          "evicted": summary.evicted, "conflicts": summary.conflicts})
+          "evicted": summary.evicted, "conflicts": summary.conflicts, "conflict_ids": list(summary.conflict_ids)})
+    if summary.conflicts:  # (refused, and said nowhere but in --json's count)
+        ids = ", ".join(map(repr, summary.conflict_ids)) + (", ..." if summary.conflicts > len(summary.conflict_ids) else "")
+        print(f"sssd: error: {counted(summary.conflicts, 'document')} not stored: "
+              f"{'its id is' if summary.conflicts == 1 else 'their ids are'} stored with other tokens ({ids}); give "
+              f"each record its own \"id\" (the default, FILE:LINE, repeats for files of the same name)", file=sys.stderr)
+        return 1
     return 0
 
 

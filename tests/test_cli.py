@@ -132,6 +132,26 @@ def test_client_flags_out_of_range_are_one_line_errors(capsys, flags, message):
         assert code == 1 and out == "" and err == f"sssd: error: {message}\n"
 
 
+def test_ingest_names_the_documents_it_could_not_store(server, capsys, tmp_path):
+    """Records whose ids are stored with other tokens (the default FILE:LINE ids of two files of one
+    name) are refused: said in one line with their ids, exit 1 (they were left out silently)."""
+    a = ("--address", server.address)
+    run(capsys, "namespace", "create", "demo", "--vocab-size", "100", *a)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    (tmp_path / "x" / "chat.jsonl").write_text("".join(f'{{"tokens": [{i}, 1]}}\n' for i in range(20)))
+    (tmp_path / "y" / "chat.jsonl").write_text("".join(f'{{"tokens": [{i}, {1 if i < 2 else 2}]}}\n' for i in range(20)))
+    assert run(capsys, "ingest", str(tmp_path / "x" / "chat.jsonl"), "-n", "demo", *a)[0] == 0
+    code, out, err = run(capsys, "ingest", str(tmp_path / "y" / "chat.jsonl"), "-n", "demo", *a)
+    assert code == 1 and "added 0 documents (0 tokens), 2 already present" in out
+    assert err == ("sssd: error: 18 documents not stored: their ids are stored with other tokens ("
+                   + ", ".join(f"'chat.jsonl:{i}'" for i in range(3, 19)) + ", ...); give each record its own "
+                   '"id" (the default, FILE:LINE, repeats for files of the same name)\n')
+    code, out, _ = run(capsys, "ingest", str(tmp_path / "y" / "chat.jsonl"), "-n", "demo", "--json", *a)
+    summary = json.loads(out)
+    assert code == 1 and summary["conflicts"] == 18 and len(summary["conflict_ids"]) == 16
+
+
 def test_ingest_checks_the_namespace_first(server, capsys, tmp_path):
     docs = tmp_path / "d.jsonl"
     docs.write_text('{"tokens": [1, 2]}\n')

@@ -37,20 +37,22 @@ class IngestResponse(_message.Message):
     def __init__(self, added: _Optional[int] = ..., duplicates: _Optional[int] = ..., evicted: _Optional[int] = ..., duplicate_ids: _Optional[_Iterable[str]] = ..., conflict_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class IngestSummary(_message.Message):
-    __slots__ = ("requests", "added", "duplicates", "evicted", "tokens", "conflicts")
+    __slots__ = ("requests", "added", "duplicates", "evicted", "tokens", "conflicts", "conflict_ids")
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     ADDED_FIELD_NUMBER: _ClassVar[int]
     DUPLICATES_FIELD_NUMBER: _ClassVar[int]
     EVICTED_FIELD_NUMBER: _ClassVar[int]
     TOKENS_FIELD_NUMBER: _ClassVar[int]
     CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    CONFLICT_IDS_FIELD_NUMBER: _ClassVar[int]
     requests: int
     added: int
     duplicates: int
     evicted: int
     tokens: int
     conflicts: int
-    def __init__(self, requests: _Optional[int] = ..., added: _Optional[int] = ..., duplicates: _Optional[int] = ..., evicted: _Optional[int] = ..., tokens: _Optional[int] = ..., conflicts: _Optional[int] = ...) -> None: ...
+    conflict_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, requests: _Optional[int] = ..., added: _Optional[int] = ..., duplicates: _Optional[int] = ..., evicted: _Optional[int] = ..., tokens: _Optional[int] = ..., conflicts: _Optional[int] = ..., conflict_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class LookupParams(_message.Message):
     __slots__ = ("max_match", "min_match", "min_occurrences", "sample_budget", "depth", "max_nodes")
