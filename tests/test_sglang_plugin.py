@@ -151,6 +151,8 @@ def test_config_from_env(env, expected):
     ({"SSSD_WIDTHS": "2,3"}, "widths must be increasing and start at 1"),
     ({"SSSD_HARDWARE": "tpu"}, "SSSD_HARDWARE='tpu'"),
     ({"SSSD_LOOKUP_DEADLINE_S": "-1"}, "SSSD_LOOKUP_DEADLINE_S"),
+    ({"SSSD_DATASTORE": "ds:99999"}, "SSSD_DATASTORE 'ds:99999': port 99999 is not in 1..65535"),
+    ({"SSSD_DATASTORE": "ds:1", "SSSD_FEEDBACK_ADDRESS": "w:0"}, "SSSD_FEEDBACK_ADDRESS 'w:0': port 0 is not in"),
 ])
 def test_config_errors_name_the_variable(env, message):
     with pytest.raises(ValueError, match=message):
