@@ -42,13 +42,14 @@ def run_demo(args, out: TextIO) -> int:
     from sssd.bench_commands import load_decoder
     from datastore_service.embedded import EmbeddedServer
     from datastore_service.server import ServerConfig
+    from datastore_service.store import make_directory
     from sssd.bench.decode_bench import prompts_for
 
     if args.prompts < 2:
         raise ValueError(f"--prompts {args.prompts}: at least 2 (answers to the first half are fed back, the rest decoded)")
     require_at_least(args, 1, ("max_new_tokens", "conversations"), as_flags=True)  # (0 ended in an IndexError)
     work = Path(args.workdir)
-    work.mkdir(parents=True, exist_ok=True)
+    make_directory(work, f"--workdir {work}")  # (a file in the way was "[Errno 17] File exists")
     quiet = getattr(args, "json", False)
     say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=out, flush=True))
     t_start = time.perf_counter()

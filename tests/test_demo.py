@@ -148,3 +148,11 @@ def test_bench_forward_runs_and_prints_its_fields(smollm2_available, capsys):
     assert main(["bench", "forward", "--max-k", "1", "--repeats", "1", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert {"rows", "median_tree_over_causal", "linear_plan", "model"} <= set(got) and got["rows"]
+
+
+def test_a_workdir_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    """(It read "[Errno 17] File exists", mkdir's words.)"""
+    (tmp_path / "f").write_text("a file")
+    assert main(["demo", "--workdir", str(tmp_path / "f" / "w")]) == 1
+    assert capsys.readouterr().err == (f"sssd: error: --workdir {tmp_path / 'f' / 'w'}: cannot create the directory "
+                                       f"{tmp_path / 'f' / 'w'} ({tmp_path / 'f'} is a file, not a directory)\n")
