@@ -50,7 +50,7 @@ def test_multiturn_cases_are_long_conversations_within_the_prompt_cap():
     assert sum(h >= 3 for h in headers) >= len(cases) // 2 and min(headers) >= 1
 
 
-def test_tokenised_sharegpt_is_cached_whole_or_not_at_all(tmp_path, monkeypatch):
+def test_tokenised_sharegpt_is_cached_whole_or_not_at_all(tmp_path, monkeypatch, capsys):
     """The cache is written through a temporary file: a run killed while writing it left a
     truncated .npz that every later run failed to load; a hit gives back what the miss made."""
     import numpy as np
@@ -65,6 +65,12 @@ def test_tokenised_sharegpt_is_cached_whole_or_not_at_all(tmp_path, monkeypatch)
     assert [p.name for p in (tmp_path / "cache").iterdir()] == ["sharegpt-fake-2000-2010.npz"]
     again = datasets.sharegpt_docs_for(lambda *a, **k: pytest.fail("a cache hit tokenises nothing"), "fake", 2000, 2010)
     assert len(made) > 10 and [d.tolist() for d in again] == [d.tolist() for d in made]
+
+    cache = tmp_path / "cache" / "sharegpt-fake-2000-2010.npz"
+    cache.write_bytes(cache.read_bytes()[:100])  # what a run killed mid-write left before
+    assert [d.tolist() for d in datasets.sharegpt_docs_for(tokenizer, "fake", 2000, 2010)] == [d.tolist() for d in made]
+    assert f"the cache {cache} is unreadable" in capsys.readouterr().err  # said, then made again
+    assert [d.tolist() for d in datasets.sharegpt_docs_for(None, "fake", 2000, 2010)] == [d.tolist() for d in made]
 
     def killed(f):
         f.write(b"PK half a zip")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import gzip
 import importlib.resources
 import json
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -158,8 +160,11 @@ def _cached_docs(cache: Path, tokenise, start: int, stop: int) -> list[np.ndarra
     """The assistant messages of ShareGPT conversations [start, stop) as ``tokenise`` makes them,
     from ``cache`` when it is there, else made and cached there."""
     if cache.exists():
-        z = np.load(cache)
-        return np.split(z["tokens"], z["offsets"][1:-1])
+        try:
+            z = np.load(cache)
+            return np.split(z["tokens"], z["offsets"][1:-1])
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # (older builds wrote it in place)
+            print(f"sssd: the cache {cache} is unreadable ({exc}); making it again", file=sys.stderr, flush=True)
     texts = [v for conv in sharegpt_conversations()[start:stop] for role, v in _turns(conv) if role == "assistant" and v]
     docs = tokenise(texts)
     offsets = np.concatenate([[0], np.cumsum([d.shape[0] for d in docs])])
