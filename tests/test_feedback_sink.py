@@ -185,3 +185,39 @@ def test_the_bench_queues_four_bytes_a_token_through_the_workers_finish():
     row = bench.run(4096, 3)
     assert row["output_tokens"] == 4096 and row["p50_us"] > 0
     assert 4.0 <= row["queued_bytes_per_token"] < 4.5
+
+
+@pytest.mark.parametrize("rid,part", [
+    ("a1b2", "a1b2"), (7, "7"), ("x" * 128, "x" * 128),
+    ("x" * 129, None), ("line\nbreak", None), ("tab\there", None), ("\ud800", None),
+])
+def test_a_request_id_the_service_would_refuse_is_fed_back_under_its_digest(rid, part):
+    """SGLang passes a client's own ``rid`` through: an id over 256 characters or not printable made
+    the service refuse the Ingest, and with it every generation of its batch."""
+    from client_sdk.transport.feedback import id_part
+
+    got = id_part(rid)
+    if part is not None:
+        assert got == part
+    else:
+        assert len(got) == 25 and got.startswith("h") and got.isprintable() and got == id_part(rid)
+    client = Recorder()
+    s = sink(client)
+    s.submit(rid, [1, 2])
+    s.close()
+    ((doc_id, _),) = client.docs
+    assert doc_id == f"w/0-{got}"
+    from datastore_service.core import Document, NamespaceSpec
+    from datastore_service.core.index import NamespaceIndex
+
+    longest = f"{'w' * 96}/{2**64}-{got}"  # the longest worker id, an unlikely count
+    NamespaceIndex(NamespaceSpec("ns", 10)).validate(Document.of(longest, [1, 2]))  # the service's own rule takes it
+
+
+def test_a_worker_id_that_would_make_ids_the_service_refuses_is_refused():
+    from client_sdk.drafting.config import SpeculatorConfig
+
+    for bad in ("", "w" * 97, "a\nb"):
+        with pytest.raises(ValueError, match="worker_id .* must be 1..96 printable characters"):
+            SpeculatorConfig(worker_id=bad)
+    assert len(SpeculatorConfig().worker_id) <= 96  # the default: host, pid and a random part

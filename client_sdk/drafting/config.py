@@ -48,5 +48,7 @@ class SpeculatorConfig:
         require_at_least(self, 0, ("fixed_budget", "background_index_tokens", "trie_cache"))  # (0: none, never, off)
         if not self.trie_cache_ttl_s > 0:
             raise ValueError(f"trie_cache_ttl_s {self.trie_cache_ttl_s} must be > 0 (trie_cache 0 turns the cache off)")
+        if not (0 < len(self.worker_id) <= 96 and self.worker_id.isprintable()):  # (it begins every fed-back id)
+            raise ValueError(f"worker_id {self.worker_id!r} must be 1..96 printable characters")
         if self.unigram_refresh_s < 1:  # a smaller one fetches the whole vocabulary's tries back to back
             raise ValueError(f"unigram_refresh_s {self.unigram_refresh_s} must be >= 1 (unigram_table False turns it off)")

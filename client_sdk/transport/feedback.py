@@ -8,7 +8,8 @@ a token: a list of Python ints took 40, and making one cost the SGLang worker's 
 3,458 / 3,180 µs for a 32K-token generation against 67 / 53 µs now (worst / median of 3 runs of
 bench/feedback_submit.py on the 2-core Intel Xeon VM; BENCHMARKS.md, "Finished generations
 queued as int32"). Every generation gets its own document id,
-``<worker>/<n>-<request>`` (n counts this sink's submissions), so a resent batch is
+``<worker>/<n>-<request>`` (n counts this sink's submissions; ``id_part`` gives the request's
+part), so a resent batch is
 idempotent on the service side and two generations never share an id, even when request ids
 repeat. An id the service reports as a conflict (stored with other tokens, e.g. by another
 process that chose the same worker id) is counted and logged; the batch's other documents
@@ -18,6 +19,7 @@ are stored regardless.
 from __future__ import annotations
 
 import collections
+import hashlib
 import logging
 import sys
 import threading
@@ -35,6 +37,16 @@ log = logging.getLogger("sssd.sdk.feedback")
 # failure drops the batch, counted in ``failed`` (RESOURCE_EXHAUSTED too: a batch over the
 # service's caps would fail again and hold up the queue behind it)
 RESEND = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED})
+
+
+def id_part(request_id) -> str:
+    """The request's part of a fed-back document's id: the id itself, or a digest of one too long or
+    not printable. A service takes ids of 1..256 printable characters and refuses a whole Ingest
+    over one that is not (SGLang takes a client's own ``rid``: one bad one lost its whole batch)."""
+    rid = str(request_id)
+    if len(rid) <= 128 and rid.isprintable():
+        return rid
+    return "h" + hashlib.blake2b(rid.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
 
 
 class FeedbackSink:
@@ -66,7 +78,7 @@ class FeedbackSink:
         """Queue a finished generation (its output tokens); never blocks."""
         if len(tokens) < self.min_tokens:
             return
-        doc = (f"{self.worker_id}/{self._submitted}-{request_id}", np.array(tokens, dtype=np.int32))  # a private copy
+        doc = (f"{self.worker_id}/{self._submitted}-{id_part(request_id)}", np.array(tokens, dtype=np.int32))  # a copy
         self._submitted += 1
         with self._lock:
             self._queue.append(doc)
