@@ -161,7 +161,7 @@ class Datastore:
         if self.files is not None:  # before any new segment, so no stale folder shadows its id
             self.files.reconcile(seg for ns in self._namespaces.values() for seg in ns.segments)
             for ns in self._namespaces.values():  # then served from them: one copy for every process
-                ns.swap_segments([self.files.open(s.segment_id, ns.spec.vocab_size) for s in ns.segments])
+                ns.swap_segments([self.files.reopen(s, ns.spec.vocab_size) for s in ns.segments])
         self.flush()
 
     def _checked_segments(self, spec: NamespaceSpec) -> list:

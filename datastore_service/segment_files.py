@@ -19,6 +19,7 @@ finds them; a reader that has mapped them keeps its mapping after the unlink any
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -34,6 +35,7 @@ from datastore_service.store import exclusive_lock, make_directory
 from sssd_wire.errors import InvalidArgument
 
 ARRAYS = ("tokens", "sa", "doc_starts", "doc_seqs")
+log = logging.getLogger("sssd.datastore")
 RETIRED_GRACE_S = 60.0
 
 
@@ -51,13 +53,21 @@ def write_segment(directory: str | Path, seg: Segment) -> Path:
     tmp.mkdir(parents=True)
     try:
         for name in ARRAYS:
-            np.save(tmp / f"{name}.npy", np.ascontiguousarray(getattr(seg, name)), allow_pickle=False)
-        (tmp / "doc_ids.json").write_text(json.dumps(list(seg.doc_ids)))
-        os.rename(tmp, final)
+            _write_synced(tmp / f"{name}.npy", lambda f: np.save(f, np.ascontiguousarray(getattr(seg, name)),
+                                                                  allow_pickle=False))
+        _write_synced(tmp / "doc_ids.json", lambda f: f.write(json.dumps(list(seg.doc_ids)).encode()))
+        os.rename(tmp, final)  # (each file on disk first: after a power loss a renamed folder held holes)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _write_synced(path: Path, write) -> None:
+    with open(path, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def open_segment(directory: str | Path, segment_id: int, vocab_size: int, dead: Sequence[int] = ()) -> Segment:
@@ -151,6 +161,19 @@ class SegmentFiles:
 
     def open(self, segment_id: int, vocab_size: int) -> Segment:
         return open_segment(self.directory, segment_id, vocab_size)
+
+    def reopen(self, seg: Segment, vocab_size: int) -> Segment:
+        """``seg`` (the snapshot's copy, when the writer opens) mapped from its files; files that
+        cannot be read are written again from it, said in the log (a damaged file, derived from
+        the snapshot, kept the writer from starting)."""
+        try:
+            return self.open(seg.segment_id, vocab_size)
+        except (OSError, ValueError) as exc:
+            log.warning("segment file %s is damaged (%s); writing it again from the snapshot",
+                        segment_path(self.directory, seg.segment_id), exc)
+        shutil.rmtree(segment_path(self.directory, seg.segment_id), ignore_errors=True)
+        write_segment(self.directory, seg)
+        return self.open(seg.segment_id, vocab_size)
 
     def retire(self, segment_ids: Iterable[int]) -> None:
         """Unlink these segments' files once the grace period has passed (at a later sweep)."""

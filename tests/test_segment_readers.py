@@ -177,6 +177,35 @@ def test_a_writer_keeps_its_segment_files_equal_to_its_snapshot_across_a_restart
     ds.close()
 
 
+@pytest.mark.parametrize("damage", ["truncated", "empty doc ids", "missing array"])
+def test_a_writer_writes_damaged_segment_files_again_when_it_opens(tmp_path, caplog, damage):
+    """The files derive from the snapshot: one a crash or a full disk damaged is written again, said
+    in the log (it kept the writer from starting: "EOF: reading array header")."""
+    config = DatastoreConfig(db=str(tmp_path / "w.db"), segment_dir=str(tmp_path / "segs"))
+    ds = Datastore(config)
+    ds.create_namespace(NamespaceSpec("alpha", 100))
+    ds.ingest("alpha", [Document.of("a", list(range(1, 40)))])
+    ds.flush()
+    (seg,) = ds.namespace("alpha").segments
+    sa = seg.sa.copy()
+    ds.close()
+    folder = segment_path(config.segment_dir, seg.segment_id)
+    if damage == "truncated":
+        (folder / "sa.npy").write_bytes((folder / "sa.npy").read_bytes()[:100])
+    elif damage == "empty doc ids":
+        (folder / "doc_ids.json").write_text("")
+    else:
+        (folder / "tokens.npy").unlink()
+    with caplog.at_level("WARNING", logger="sssd.datastore"):
+        ds = Datastore(config)
+    try:
+        assert f"segment file {folder} is damaged" in caplog.text
+        assert ds.check_integrity() == "" and ds.lookup("alpha", [np.array([5, 6, 7, 8])], EXACT)[0].occurrences == 1
+        assert np.array_equal(open_segment(config.segment_dir, seg.segment_id, 100).sa, sa)
+    finally:
+        ds.close()
+
+
 def test_a_segment_file_that_cannot_be_written_loses_nothing(tmp_path, monkeypatch):
     ds = Datastore(DatastoreConfig(db=str(tmp_path / "w.db"), segment_dir=str(tmp_path / "segs")))
     ds.create_namespace(NamespaceSpec("alpha", 100))
