@@ -275,7 +275,8 @@ class Datastore:
             fresh, dups, conflicts = ns.classify(docs)
             seqs = ns.next_seqs(len(fresh))
             if fresh:  # the documents and retention's evictions in one commit
-                self.store.insert_documents(name, fresh, seqs, ns.evictions_for([(d.doc_id, d.tokens.shape[0]) for d in fresh]))
+                evicting = ns.evictions_for([(d.doc_id, d.tokens.shape[0]) for d in fresh])
+                self.store.insert_documents(name, fresh, seqs, evicting)
             result = ns.add(fresh, seqs)  # (evicts the same: under the write lock nothing else adds or deletes)
             if self.changes is not None:
                 self.changes.added(name, fresh)

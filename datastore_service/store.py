@@ -217,7 +217,8 @@ class Store:
             self._delete(namespace, evicted)
 
     def _delete(self, namespace: str, doc_ids: Sequence[str]) -> None:
-        self.db.conn.executemany("DELETE FROM documents WHERE namespace=? AND doc_id=?", [(namespace, d) for d in doc_ids])
+        self.db.conn.executemany("DELETE FROM documents WHERE namespace=? AND doc_id=?",
+                                 [(namespace, d) for d in doc_ids])
 
     def delete_documents(self, namespace: str, doc_ids: Sequence[str]) -> None:
         with self._lock, self.db.atomic():

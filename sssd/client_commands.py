@@ -265,10 +265,12 @@ def _ingest(args) -> int:
          {"added": summary.added, "tokens": summary.tokens, "duplicates": summary.duplicates,
           "evicted": summary.evicted, "conflicts": summary.conflicts, "conflict_ids": list(summary.conflict_ids)})
     if summary.conflicts:  # (refused, and said nowhere but in --json's count)
-        ids = ", ".join(map(repr, summary.conflict_ids)) + (", ..." if summary.conflicts > len(summary.conflict_ids) else "")
+        ids = ", ".join(map(repr, summary.conflict_ids))
+        ids += ", ..." if summary.conflicts > len(summary.conflict_ids) else ""
         print(f"sssd: error: {counted(summary.conflicts, 'document')} not stored: "
               f"{'its id is' if summary.conflicts == 1 else 'their ids are'} stored with other tokens ({ids}); give "
-              f"each record its own \"id\" (the default, FILE:LINE, repeats for files of the same name)", file=sys.stderr)
+              f"each record its own \"id\" (the default, FILE:LINE, repeats for files of the same name)",
+              file=sys.stderr)
         return 1
     return 0
 

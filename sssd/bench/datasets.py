@@ -184,8 +184,10 @@ def humaneval_prompts() -> list[str]:
 def sharegpt_docs_for(tokenizer, name: str, start: int = 2000, stop: int = 6000) -> list[np.ndarray]:
     """Assistant messages of ShareGPT conversations [start, stop) tokenised by ``tokenizer``
     (a Hugging Face tokenizer), cached under cache_dir()/sharegpt-<name>-<start>-<stop>.npz."""
-    return _cached_docs(CACHE / f"sharegpt-{name}-{start}-{stop}.npz", lambda texts: [
-        np.asarray(x, dtype=np.int32) for x in tokenizer(texts, add_special_tokens=False)["input_ids"] if x], start, stop)
+    def tokenise(texts: list[str]) -> list[np.ndarray]:
+        return [np.asarray(x, dtype=np.int32) for x in tokenizer(texts, add_special_tokens=False)["input_ids"] if x]
+
+    return _cached_docs(CACHE / f"sharegpt-{name}-{start}-{stop}.npz", tokenise, start, stop)
 
 
 LOADERS = {"mtbench": mtbench_cases, "mtbench2": mtbench_second_turn_cases, "humaneval": humaneval_cases,
