@@ -48,10 +48,12 @@ def roofline_costs(model_config: dict, context: int = 1024, batches=(1,), widths
     return StepCosts({(b, n): forward_time(hw, shape, b, n, context) for b in batches for n in widths})
 
 
-def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | None) -> bool:
+def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | None,
+                    tokenizer_fingerprint: str | None = None) -> bool:
     """Whether the datastore serves ``namespace`` for this vocabulary: a missing namespace or an
     unreadable one is one warning (drafting goes on from each request's own text); a namespace
-    of another vocabulary is a ValueError (its token ids would not be this model's)."""
+    of another vocabulary, or created for another tokenizer (``sssd namespace create --tokenizer``),
+    is a ValueError (its token ids would not be this model's)."""
     import grpc
 
     try:
@@ -68,6 +70,10 @@ def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | N
         raise ValueError(f"datastore namespace {namespace!r} holds a {spaces[namespace].vocab_size}-token vocabulary, "
                          f"the model has {vocab_size}: name this tokenizer's namespace instead "
                          f"(`sssd generate --namespace`; SSSD_NAMESPACE in the SGLang worker)")
+    theirs = spaces[namespace].tokenizer_fingerprint
+    if tokenizer_fingerprint and theirs and theirs != tokenizer_fingerprint:
+        raise ValueError(f"datastore namespace {namespace!r} holds text of tokenizer {theirs}, the model's is "
+                         f"{tokenizer_fingerprint}: its token ids would not be this model's")
     return True
 
 
@@ -76,21 +82,22 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
                      feedback: bool = False, remote: TrieSource | None = None, sink: GenerationSink | None = None,
                      drafter: Drafter | None = None, calibration: Calibration | None = None,
                      config: SpeculatorConfig = SpeculatorConfig(), vocab_size: int | None = None,
-                     feedback_address: str | None = None) -> Speculator:
+                     feedback_address: str | None = None, tokenizer_fingerprint: str | None = None) -> Speculator:
     """A Speculator with an optional datastore and, unless fixed_budget is set, a step planner.
 
     costs: the planner's start-up StepCosts measured on this device (decoder.measured_costs);
     without it, the roofline of the measured local CPU for ``model_config``. remote / sink:
     ready-made tries source and feedback sink (else built from ``address`` when given).
     drafter / calibration: see Speculator (default: SSSD's drafter, the shipped prior).
-    vocab_size: the model's; with ``address``, the namespace is checked against it at once.
+    vocab_size, tokenizer_fingerprint: the model's; with ``address``, the namespace is checked
+    against them at once (sssd.tokenizers.fingerprint).
     feedback_address: the writer, when ``address`` names read replicas (they refuse writes).
     """
     if address and remote is None:
         client = DatastoreClient(address, token, timeout_s=5.0, lookup_stream=config.lookup_stream)
         remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes))
         if remote.connect():  # now, not in the first decode step's lookup
-            check_namespace(client, namespace, vocab_size)
+            check_namespace(client, namespace, vocab_size, tokenizer_fingerprint)
         if feedback and sink is None:
             if feedback_address:
                 sink = FeedbackSink(DatastoreClient(feedback_address, token, timeout_s=5.0), namespace,

@@ -47,6 +47,7 @@ def _generate(args) -> int:
     from client_sdk.verification.decoder import check_lengths, measured_costs
     from client_sdk.runtime import CPU_DECODING, build_speculator
     from sssd.smollm2 import chat_ids
+    from sssd.tokenizers import fingerprint
     from client_sdk.verification.verify import Sampling
 
     require_at_least(args, 1, ("max_new_tokens",), as_flags=True)
@@ -64,7 +65,8 @@ def _generate(args) -> int:
         costs = None if args.budget is not None else measured_costs(decoder, len(prompt) + args.max_new_tokens // 2)
         spec = build_speculator(model.config.to_dict(), address=args.address, namespace=args.namespace,
                                token=args.token, fixed_budget=args.budget, costs=costs, config=CPU_DECODING,
-                               vocab_size=model.config.vocab_size)
+                               vocab_size=model.config.vocab_size,
+                               tokenizer_fingerprint=fingerprint(tok) if args.address else None)
     sampling = Sampling(args.temperature, args.top_k, args.top_p) if args.temperature > 0 else None
     t = time.perf_counter()
     (g,) = decoder.generate([prompt], args.max_new_tokens, speculator=spec, sampling=sampling, seed=args.seed)

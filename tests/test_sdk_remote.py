@@ -374,6 +374,10 @@ def test_namespace_check_at_start_up(live, caplog):
     assert "no namespace 'missing'" in caplog.text
     with pytest.raises(ValueError, match="100-token vocabulary, the model has 32000"):
         check_namespace(client, "ns", 32000)
+    client.create_namespace("tok", 100, tokenizer_fingerprint="A:100:abc")
+    assert check_namespace(client, "tok", 100, "A:100:abc") and check_namespace(client, "ns", 100, "B:100:def")
+    with pytest.raises(ValueError, match="namespace 'tok' holds text of tokenizer A:100:abc, the model's is B:100:def"):
+        check_namespace(client, "tok", 100, "B:100:def")  # (one of the same vocabulary size was taken)
 
 
 def test_feedback_close_is_bounded_and_counts_what_it_drops(caplog):
