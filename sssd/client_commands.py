@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import sys
@@ -78,7 +77,7 @@ def register(sub) -> None:
                                   "(default FILE:LINE)")
     ing.add_argument("--tokenizer", help="tokenizer.json, a GGUF file or a Hugging Face model directory")
     ing.add_argument("--namespace", "-n", required=True)
-    ing.add_argument("--batch", type=int, default=512, help="documents per request")
+    ing.add_argument("--batch", type=int, default=512, help="documents per request (each at most 4M tokens, 16 MB)")
     ing.set_defaults(handler=rpc_errors(_ingest))
 
     lk = sub.add_parser("lookup", help="continuation tree of a context")
@@ -222,6 +221,25 @@ def read_token_documents(path: str, tokenizer=None):
         yield doc_id, token_ids(tokens, f"{where}: 'tokens'")
 
 
+# the most tokens one IngestStream message carries (16 MB, within gRPC's 64 MB message limit: 512
+# documents of 32K tokens were one 67 MB message, refused as RESOURCE_EXHAUSTED)
+BATCH_TOKENS = 4 << 20
+
+
+def bounded_batches(docs, max_docs: int, max_tokens: int):
+    """Lists of (id, tokens) of at most ``max_docs`` documents and ``max_tokens`` tokens each (a
+    document larger than that alone), in order."""
+    batch, tokens = [], 0
+    for doc in docs:
+        if batch and (len(batch) == max_docs or tokens + len(doc[1]) > max_tokens):
+            yield batch
+            batch, tokens = [], 0
+        batch.append(doc)
+        tokens += len(doc[1])
+    if batch:
+        yield batch
+
+
 def _ingest(args) -> int:
     from tqdm import tqdm
 
@@ -249,7 +267,7 @@ def _ingest(args) -> int:
         # gRPC consumes this on its own thread: an error ends the stream cleanly and is
         # re-raised below (what was sent is stored; re-running resumes by id)
         try:
-            while batch := list(itertools.islice(docs, args.batch)):
+            for batch in bounded_batches(docs, args.batch, BATCH_TOKENS):
                 bar.update(len(batch))
                 yield batch
         except ValueError as exc:

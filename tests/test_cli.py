@@ -409,3 +409,38 @@ def test_every_sssd_command_the_readme_shows_parses(line):
 def test_benchmark_sizes_they_cannot_run_with_are_one_line_errors(capsys, argv, message):
     code, _, err = run(capsys, "bench", *argv, "--json")
     assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("sizes,max_docs,max_tokens,want", [
+    ([1, 1, 1, 1, 1], 2, 100, [[0, 1], [2, 3], [4]]),  # by count
+    ([3, 3, 3, 3], 10, 6, [[0, 1], [2, 3]]),  # by tokens: exactly at the bound is kept
+    ([3, 4, 3], 10, 6, [[0], [1], [2]]),
+    ([9, 1, 1], 10, 6, [[0], [1, 2]]),  # a document over the bound goes alone
+    ([1, 9], 10, 6, [[0], [1]]),
+    ([], 3, 6, []),
+])
+def test_ingest_messages_are_bounded_in_documents_and_tokens(sizes, max_docs, max_tokens, want):
+    from sssd.client_commands import bounded_batches
+
+    docs = [(str(i), [7] * n) for i, n in enumerate(sizes)]
+    assert [[int(i) for i, _ in b] for b in bounded_batches(iter(docs), max_docs, max_tokens)] == want
+
+
+def test_ingest_keeps_each_message_within_the_services_limit(tmp_path, capsys, monkeypatch):
+    """(512 documents of 32K tokens made one 67 MB message, over gRPC's 64 MB: RESOURCE_EXHAUSTED.)
+    A service taking 1 MB messages, documents of 1,000 tokens (4 KB) in batches of 512."""
+    from datastore_service.embedded import EmbeddedServer
+    from datastore_service.server import ServerConfig
+    from sssd import client_commands
+
+    monkeypatch.setattr(client_commands, "BATCH_TOKENS", 100_000)  # 400 KB a message
+    docs = tmp_path / "big.jsonl"
+    docs.write_text("".join(json.dumps({"tokens": [(i + j) % 90 for j in range(1000)]}) + "\n" for i in range(600)))
+    server = EmbeddedServer(ServerConfig.of(db=str(tmp_path / "m.db"), port=0, max_message_bytes=1 << 20)).start()
+    try:
+        a = ("--address", server.address)
+        assert run(capsys, "namespace", "create", "big", "--vocab-size", "100", *a)[0] == 0
+        code, out, err = run(capsys, "ingest", str(docs), "-n", "big", *a)
+        assert code == 0 and "added 600 documents (600000 tokens)" in out, err
+    finally:
+        server.stop()
