@@ -7,6 +7,7 @@ encode and decode through these functions, so the two sides cannot drift apart.
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 
 import numpy as np
@@ -16,10 +17,34 @@ from sssd_wire.types import LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 
 DEFAULT_PARAMS = LookupParams()
+WIRE_INT = np.dtype("<i4")  # tokens travel as little-endian int32
 
 
-def encode_tokens(tokens) -> bytes:
-    return np.ascontiguousarray(tokens, dtype="<i4").tobytes()
+def token_array(tokens, what: str = "tokens") -> np.ndarray:
+    """``tokens`` as an int32 array (an int32 array as it is; others through the buffer protocol
+    where they have one: numpy, array("q")); a one-line ValueError naming ``what`` when they are
+    not token ids: floats, nested lists, or integers outside [0, 2**31). (A float was truncated
+    and stored, an int64 past int32 wrapped around, a Python int past it raised OverflowError.)"""
+    if isinstance(tokens, np.ndarray) and tokens.dtype == np.int32 and tokens.ndim == 1:
+        return tokens  # the SDK's own contexts: no pass over them
+    if isinstance(tokens, (list, tuple)):  # Python ints to int64 in C: array("q") refuses floats and nesting
+        try:  # (a third faster than numpy's discovery of a list's type: 430 against 600 µs for 32K tokens)
+            tokens = array("q", tokens)
+        except (TypeError, OverflowError) as exc:
+            raise ValueError(f"{what}: want a flat sequence of integer token ids ({exc})") from None
+    a = np.asarray(tokens)
+    if a.size == 0:
+        return np.empty(0, dtype=np.int32)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise ValueError(f"{what}: want a flat sequence of integer token ids, not {a.dtype} of shape {a.shape}")
+    low, high = a.min(), a.max()
+    if low < 0 or high > np.iinfo(np.int32).max:
+        raise ValueError(f"{what} holds {low if low < 0 else high}, not a token id")
+    return a.astype(np.int32)
+
+
+def encode_tokens(tokens, what: str = "tokens") -> bytes:
+    return np.ascontiguousarray(token_array(tokens, what), dtype="<i4").tobytes()
 
 
 def decode_tokens(data: bytes, what: str = "tokens") -> np.ndarray:
@@ -51,7 +76,12 @@ def params_from_proto(p: pb.LookupParams) -> LookupParams:
 def lookup_request(namespace: str, contexts: Sequence, params: LookupParams = DEFAULT_PARAMS,
                    request_id: int = 0) -> pb.LookupRequest:
     """One request for a batch of contexts; only their last ``max_match`` tokens travel."""
-    tails = [np.asarray(c[-params.max_match :], dtype="<i4") for c in contexts]
+    tails = []
+    for c in contexts:
+        t = c[-params.max_match :]
+        if type(t) is not np.ndarray or t.dtype != WIRE_INT or t.ndim != 1:  # (the SDK's own: int32 arrays)
+            t = np.asarray(token_array(t, "a context"), dtype=WIRE_INT)
+        tails.append(t)
     return pb.LookupRequest(namespace=namespace, contexts=b"".join(t.tobytes() for t in tails),
                             context_lengths=[t.shape[0] for t in tails], params=params_to_proto(params),
                             request_id=request_id)
@@ -89,4 +119,4 @@ def tries_from_proto(r: pb.LookupResponse) -> TrieBatch:
 def documents_to_proto(namespace: str, docs) -> pb.IngestRequest:
     """docs: (id, tokens) pairs."""
     return pb.IngestRequest(namespace=namespace,
-                            documents=[pb.TokenDocument(id=i, tokens=encode_tokens(t)) for i, t in docs])
+                            documents=[pb.TokenDocument(id=i, tokens=encode_tokens(t, f"document {i!r}")) for i, t in docs])

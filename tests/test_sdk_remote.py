@@ -494,3 +494,22 @@ def test_a_service_late_on_half_its_answers_opens_the_breaker_though_no_streak_d
     assert (source.breaker.state == "open", source.stats.opened) == ((True, 1) if opens else (False, 0))
     said = [r.getMessage() for r in caplog.records if "of the last 16 answers too late" in r.getMessage()]
     assert len(said) == (1 if opens else 0)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda c: c.lookup("ns", [[1, 2], [1.5, 2]]), "a context: want a flat sequence of integer token ids"),
+    (lambda c: c.lookup("ns", [np.array([3, 2**40])]), "a context holds 1099511627776, not a token id"),
+    (lambda c: c.lookup("ns", [[2**70]]), "a context: want a flat sequence of integer token ids"),
+    (lambda c: c.ingest("ns", [("f", [1.5])]), "document 'f': want a flat sequence of integer token ids"),
+    (lambda c: c.ingest("ns", [("g", [1, 2**40])]), "document 'g' holds 1099511627776, not a token id"),
+])
+def test_the_client_refuses_what_is_not_token_ids_before_sending(live, call, message):
+    """(A float was truncated and stored, "added: 1"; an id past int32 raised OverflowError, or in
+    an IngestStream killed the stream as UNKNOWN.)"""
+    _, client = live
+    documents = client.stats("ns").namespaces[0].documents
+    with pytest.raises(ValueError, match=message):
+        call(client)
+    assert client.stats("ns").namespaces[0].documents == documents
+    # lists, other integer arrays and empty contexts are token ids
+    assert [t.match_length for t in client.lookup("ns", [[1, 2, 3], np.array([1, 2], dtype=np.int64), ()])] == [3, 2, 0]

@@ -129,8 +129,9 @@ ERRORS = [
     (lambda c: c.stub.Lookup(pb.LookupRequest(namespace="alpha", contexts=b"\x01\x00\x00\x00", context_lengths=[2])), grpc.StatusCode.INVALID_ARGUMENT, "sum to 2"),
     # context token out of the namespace's vocabulary
     (lambda c: c.lookup("alpha", [np.array([10])]), grpc.StatusCode.INVALID_ARGUMENT, "outside [0, 10)"),
-    # document with a negative id
-    (lambda c: c.ingest("alpha", [("x", [-3])]), grpc.StatusCode.INVALID_ARGUMENT, "token id -3"),
+    # document with a negative token id (sent raw: the SDK refuses it before sending)
+    (lambda c: c.stub.Ingest(pb.IngestRequest(namespace="alpha", documents=[
+        pb.TokenDocument(id="x", tokens=np.array([-3], "<i4").tobytes())])), grpc.StatusCode.INVALID_ARGUMENT, "token id -3"),
     # empty document
     (lambda c: c.ingest("alpha", [("x", [])]), grpc.StatusCode.INVALID_ARGUMENT, "is empty"),
     # ingest with no documents

@@ -3,7 +3,6 @@ thread for long prompts), and what the last step prepared for the next one."""
 
 from __future__ import annotations
 
-from array import array
 from concurrent.futures import Future
 
 import numpy as np
@@ -15,26 +14,6 @@ from client_sdk.types import DraftTree
 def ints(tokens) -> list[int]:
     """Committed tokens as a list of Python ints (from a list, an array or any iterable)."""
     return tokens.tolist() if isinstance(tokens, np.ndarray) else tokens if isinstance(tokens, list) else list(tokens)
-
-
-def token_array(tokens, what: str) -> np.ndarray:
-    """``tokens`` as an int32 array, through the buffer protocol where it has one (numpy, array("q"));
-    a one-line ValueError naming ``what`` when they are not token ids: floats, nested lists, or
-    integers outside [0, 2**31) (a float was truncated, an int64 past int32 wrapped around)."""
-    if isinstance(tokens, (list, tuple)):  # Python ints to int64 in C: array("q") refuses floats and nesting
-        try:  # (a third faster than numpy's discovery of a list's type: 430 against 600 µs for 32K tokens)
-            tokens = array("q", tokens)
-        except (TypeError, OverflowError) as exc:
-            raise ValueError(f"{what}: want a flat sequence of integer token ids ({exc})") from None
-    a = np.asarray(tokens)
-    if a.size == 0:
-        return np.empty(0, dtype=np.int32)
-    if a.ndim != 1 or a.dtype.kind not in "iu":
-        raise ValueError(f"{what}: want a flat sequence of integer token ids, not {a.dtype} of shape {a.shape}")
-    low, high = a.min(), a.max()
-    if low < 0 or high > np.iinfo(np.int32).max:
-        raise ValueError(f"{what} holds {low if low < 0 else high}, not a token id")
-    return a.astype(np.int32, copy=False)
 
 
 class UnknownRequest(KeyError):

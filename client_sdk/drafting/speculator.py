@@ -31,10 +31,11 @@ from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
-from client_sdk.drafting.requests import NO_TREE, RequestState, ints, states, token_array
+from client_sdk.drafting.requests import NO_TREE, RequestState, ints, states
 from client_sdk.drafting.tree import Calibration, cut_batch, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
+from sssd_wire.codec import token_array
 from sssd_wire.types import TrieBatch
 
 STEP_KEY = "next-step"
