@@ -185,11 +185,15 @@ def jsonl_records(path: str):
     """(where, record) per non-blank line of a JSONL file, ``where`` being "PATH:LINE"; a one-line
     ValueError for a missing file, a directory, or a line that is not a JSON object."""
     check_file(path)
-    with open(path) as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:  # (a byte order mark, as Windows editors write one, is not part of the first record)
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as exc:  # (it was a traceback naming no file or line)
+                raise ValueError(f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError as exc:

@@ -105,6 +105,8 @@ def test_bad_jsonl_names_the_line(server, capsys, tmp_path):
     ('{"tokens": [1, 2147483647]}\n{"tokens": [2147483648]}\n', "bad.jsonl:2: 'tokens' holds 2147483648, not a token id"),
     ('{"tokens": [1]}\n{"id": null, "tokens": [1]}\n', "bad.jsonl:2: 'id' None must be a string or an integer"),
     ('{"id": [1], "tokens": [1]}\n', "bad.jsonl:1: 'id' [1] must be a string or an integer"),
+    # (a UnicodeDecodeError naming no file or line)
+    (b'{"tokens": [1]}\n{"id": "\xff", "tokens": [1]}\n', "bad.jsonl:2: not UTF-8 (byte 0xff at column 9)"),
 ])
 def test_ingest_validates_the_whole_file_before_sending(server, capsys, tmp_path, content, message):
     from client_sdk.transport.remote import DatastoreClient
@@ -114,7 +116,7 @@ def test_ingest_validates_the_whole_file_before_sending(server, capsys, tmp_path
     if content == "DIR":
         bad.mkdir()
     elif content is not None:
-        bad.write_text(content)
+        bad.write_bytes(content if isinstance(content, bytes) else content.encode())
     code, _, err = run(capsys, "ingest", str(bad), "-n", "demo", "--address", server.address)
     assert code == 1 and message in err and err.count("\n") == 1, err
     with DatastoreClient(server.address) as c:
@@ -150,6 +152,15 @@ def test_ingest_names_the_documents_it_could_not_store(server, capsys, tmp_path)
     code, out, _ = run(capsys, "ingest", str(tmp_path / "y" / "chat.jsonl"), "-n", "demo", "--json", *a)
     summary = json.loads(out)
     assert code == 1 and summary["conflicts"] == 18 and len(summary["conflict_ids"]) == 16
+
+
+def test_ingest_takes_a_byte_order_mark_and_crlf_lines(server, capsys, tmp_path):
+    """(A file a Windows editor saved, with a UTF-8 byte order mark, was refused at line 1.)"""
+    docs = tmp_path / "bom.jsonl"
+    docs.write_bytes(b'\xef\xbb\xbf{"tokens": [1, 2]}\r\n{"tokens": [3, 4]}\r\n')
+    run(capsys, "namespace", "create", "demo", "--vocab-size", "10", "--address", server.address)
+    code, out, err = run(capsys, "ingest", str(docs), "-n", "demo", "--address", server.address)
+    assert code == 0 and "added 2 documents (4 tokens)" in out, err
 
 
 def test_ingest_checks_the_namespace_first(server, capsys, tmp_path):
