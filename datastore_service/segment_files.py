@@ -56,7 +56,7 @@ def write_segment(directory: str | Path, seg: Segment) -> Path:
             _write_synced(tmp / f"{name}.npy", lambda f: np.save(f, np.ascontiguousarray(getattr(seg, name)),
                                                                   allow_pickle=False))
         _write_synced(tmp / "doc_ids.json", lambda f: f.write(json.dumps(list(seg.doc_ids)).encode()))
-        os.rename(tmp, final)  # (each file on disk first: after a power loss a renamed folder held holes)
+        os.rename(tmp, final)  # (each file on disk first: after a power loss a renamed folder could hold holes)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
