@@ -120,3 +120,13 @@ def documents_to_proto(namespace: str, docs) -> pb.IngestRequest:
     """docs: (id, tokens) pairs."""
     return pb.IngestRequest(namespace=namespace,
                             documents=[pb.TokenDocument(id=i, tokens=encode_tokens(t, f"document {i!r}")) for i, t in docs])
+
+
+def create_namespace_request(name: str, vocab_size: int, tokenizer_fingerprint: str = "",
+                             max_tokens: int = 0) -> pb.CreateNamespaceRequest:
+    """The request both clients send; a one-line ValueError for sizes past the wire's uint32 and
+    uint64 (protobuf's own error names neither field: "Value out of range: -5")."""
+    if not (0 <= vocab_size < 1 << 32 and 0 <= max_tokens < 1 << 64):
+        raise ValueError(f"vocab_size {vocab_size} must be in [0, 2**32) and max_tokens {max_tokens} in [0, 2**64)")
+    return pb.CreateNamespaceRequest(name=name, vocab_size=vocab_size, tokenizer_fingerprint=tokenizer_fingerprint,
+                                     max_tokens=max_tokens)

@@ -330,6 +330,8 @@ def test_asyncio_client(server):
 
     async def scenario():
         async with AsyncDatastoreClient(server.address, timeout_s=5) as c:
+            with pytest.raises(ValueError, match="vocab_size -1 must be in"):  # (as the blocking client says it)
+                await c.create_namespace("aio", -1)
             await c.create_namespace("aio", 100)
             await c.ingest("aio", [("a", TEXT)])
 

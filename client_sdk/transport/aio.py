@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Iterable, Sequence
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, make_channel
-from sssd_wire.codec import documents_to_proto, lookup_request, tries_from_proto
+from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -55,8 +55,7 @@ class AsyncDatastoreClient:
 
     async def create_namespace(self, name: str, vocab_size: int, tokenizer_fingerprint: str = "",
                                max_tokens: int = 0) -> pb.Namespace:
-        req = pb.CreateNamespaceRequest(name=name, vocab_size=vocab_size, tokenizer_fingerprint=tokenizer_fingerprint,
-                                        max_tokens=max_tokens)
+        req = create_namespace_request(name, vocab_size, tokenizer_fingerprint, max_tokens)
         return await self._call(self.stub.CreateNamespace, req)
 
     async def stats(self, namespace: str = "") -> pb.StatsResponse:

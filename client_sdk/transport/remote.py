@@ -15,7 +15,7 @@ from concurrent import futures
 
 import grpc
 
-from sssd_wire.codec import documents_to_proto, lookup_request, tries_from_proto
+from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
 from sssd_wire.settings import check_address
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
@@ -252,10 +252,7 @@ class DatastoreClient:
     # -- admin --------------------------------------------------------------------------
 
     def create_namespace(self, name: str, vocab_size: int, tokenizer_fingerprint: str = "", max_tokens: int = 0) -> pb.Namespace:
-        if not (0 <= vocab_size < 1 << 32 and 0 <= max_tokens < 1 << 64):  # (the wire's uint32 and uint64:
-            # protobuf's own error names neither, "Value out of range: -5")
-            raise ValueError(f"vocab_size {vocab_size} must be in [0, 2**32) and max_tokens {max_tokens} in [0, 2**64)")
-        req = pb.CreateNamespaceRequest(name=name, vocab_size=vocab_size, tokenizer_fingerprint=tokenizer_fingerprint, max_tokens=max_tokens)
+        req = create_namespace_request(name, vocab_size, tokenizer_fingerprint, max_tokens)
         return self._call(self.stub.CreateNamespace, req)
 
     def list_namespaces(self) -> list[pb.Namespace]:
