@@ -12,22 +12,36 @@ import json
 from pathlib import Path
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")  # one makes a model directory's
+
+
 def load_tokenizer(path: str):
-    """Raises ValueError when ``path`` is none of the supported kinds."""
+    """Raises ValueError, in one line, when ``path`` is none of the supported kinds or does not
+    load as one (a damaged tokenizer.json, a directory without a tokenizer)."""
+    p = Path(path)
+    if not ((p.suffix == ".gguf" and p.is_file()) or p.is_dir() or (p.name.endswith(".json") and p.is_file())):
+        raise ValueError(f"--tokenizer {path!r}: expected a tokenizer.json, a .gguf file or a model directory")
+    if p.is_dir() and not any((p / name).is_file() for name in TOKENIZER_FILES):
+        raise ValueError(f"--tokenizer {path!r}: the directory holds none of {', '.join(TOKENIZER_FILES)}")
+    try:
+        return _load(p)
+    except Exception as exc:  # (the tokenizers library's own exceptions, transformers' several-line ones)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"--tokenizer {path!r} does not load as a tokenizer: {reason}") from None
+
+
+def _load(p: Path):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    p = Path(path)
-    if p.suffix == ".gguf" and p.is_file():
+    if p.suffix == ".gguf":
         return AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name)
     if p.is_dir():
         return AutoTokenizer.from_pretrained(str(p))
-    if p.name.endswith(".json") and p.is_file():
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
-        template = chat_template_beside(p.parent)
-        if template:
-            tok.chat_template = template
-        return tok
-    raise ValueError(f"--tokenizer {path!r}: expected a tokenizer.json, a .gguf file or a model directory")
+    tok = PreTrainedTokenizerFast(tokenizer_file=str(p))
+    template = chat_template_beside(p.parent)
+    if template:
+        tok.chat_template = template
+    return tok
 
 
 def chat_template_beside(folder: Path) -> str | dict | None:

@@ -63,3 +63,18 @@ def test_the_chat_template_beside_a_tokenizer_json(tmp_path, files, template):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
     assert chat_template_beside(tmp_path) == template
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda d: d / "none.json", "expected a tokenizer.json, a .gguf file or a model directory"),
+    (lambda d: d, "the directory holds none of tokenizer.json, tokenizer_config.json, tokenizer.model"),
+    (lambda d: (d / "tokenizer.json").write_text("{}") and d / "tokenizer.json", "does not load as a tokenizer: Model missing"),
+    (lambda d: (d / "m.gguf").write_text("nope") and d / "m.gguf", "does not load as a tokenizer: .*GGUF"),
+])
+def test_a_path_that_is_no_tokenizer_is_one_line(tmp_path, make, message):
+    """(A damaged tokenizer.json was a traceback of the tokenizers library; a directory without one,
+    transformers' four-line message.)"""
+    path = make(tmp_path)
+    with pytest.raises(ValueError, match=message) as info:
+        load_tokenizer(str(path))
+    assert "\n" not in str(info.value)
