@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 
 
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")  # one makes a model directory's
+# a model directory holds at least one of these (transformers finds its tokenizer from any of them)
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt", "config.json")
 
 
 def load_tokenizer(path: str):
