@@ -148,10 +148,10 @@ class Datastore:
                 ns.restore_segment(seg)
             ns.sort_registry()
             pending = list(self.store.pending_documents(spec.name))
-            # a kill between an ingest's commit and its evictions' left the file over its bound: the
-            # replay evicts them again (and the stored ones with them, or their ids stayed taken)
-            evicted = ns.add([Document(d.doc_id, d.tokens) for d in pending], [d.seq for d in pending]).evicted \
-                if pending else []
+            evicted = []
+            if pending:  # (files of older builds, killed between an ingest's commit and its evictions',
+                # are over their bound: the replay evicts those documents again, and they go from the file too)
+                evicted = ns.add([Document(d.doc_id, d.tokens) for d in pending], [d.seq for d in pending]).evicted
             self._namespaces[spec.name] = ns
             if len(ns.segments) > 1:  # merged once quiet, like a namespace written just now
                 self._written[spec.name] = self.clock()

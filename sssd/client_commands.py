@@ -12,9 +12,8 @@ import grpc
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
 from sssd_wire.settings import require_above_zero, require_at_least
+from sssd_wire.codec import MAX_TOKEN_ID
 from sssd_wire.types import LookupParams
-
-MAX_TOKEN_ID = 2**31 - 1  # token ids travel as int32
 
 
 def add_client_flags(p: argparse.ArgumentParser) -> None:
@@ -318,13 +317,10 @@ def _check_fingerprint(namespace, tokenizer, source: str) -> None:
 
 
 def _lookup(args) -> int:
-    import numpy as np
-
     try:
-        values = [int(t) for t in args.tokens.split(",") if t.strip()]
+        ctx = [int(t) for t in args.tokens.split(",") if t.strip()]  # (the client's codec checks the ids)
     except ValueError:
         raise ValueError(f"tokens {args.tokens!r} must be comma-separated integers") from None
-    ctx = np.array(token_ids(values, f"tokens {args.tokens!r}"), dtype=np.int32)  # (past int32: a traceback)
     (tree,) = client_of(args).lookup(args.namespace, [ctx], LookupParams(depth=args.depth, max_nodes=args.max_nodes))
     print(json.dumps({"match_length": tree.match_length, "occurrences": tree.occurrences,
                       "tokens": tree.tokens.tolist(), "parents": tree.parents.tolist(), "counts": tree.counts.tolist()}))

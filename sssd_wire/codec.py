@@ -18,6 +18,7 @@ from sssd_wire.v1 import datastore_pb2 as pb
 
 DEFAULT_PARAMS = LookupParams()
 WIRE_INT = np.dtype("<i4")  # tokens travel as little-endian int32
+MAX_TOKEN_ID = 2**31 - 1  # the largest id that int32 carries
 
 
 def token_array(tokens, what: str = "tokens") -> np.ndarray:
@@ -38,7 +39,7 @@ def token_array(tokens, what: str = "tokens") -> np.ndarray:
     if a.ndim != 1 or a.dtype.kind not in "iu":
         raise ValueError(f"{what}: want a flat sequence of integer token ids, not {a.dtype} of shape {a.shape}")
     low, high = a.min(), a.max()
-    if low < 0 or high > np.iinfo(np.int32).max:
+    if low < 0 or high > MAX_TOKEN_ID:
         raise ValueError(f"{what} holds {low if low < 0 else high}, not a token id")
     return a.astype(np.int32)
 
