@@ -38,9 +38,10 @@ def token_array(tokens, what: str = "tokens") -> np.ndarray:
         return np.empty(0, dtype=np.int32)
     if a.ndim != 1 or a.dtype.kind not in "iu":
         raise ValueError(f"{what}: want a flat sequence of integer token ids, not {a.dtype} of shape {a.shape}")
-    low, high = a.min(), a.max()
-    if low < 0 or high > MAX_TOKEN_ID:
-        raise ValueError(f"{what} holds {low if low < 0 else high}, not a token id")
+    unsigned = a.view(f"u{a.itemsize}") if a.dtype.kind == "i" else a  # one pass: a negative id is huge unsigned
+    if unsigned.max() > MAX_TOKEN_ID:
+        low = a.min()
+        raise ValueError(f"{what} holds {low if low < 0 else a.max()}, not a token id")
     return a.astype(np.int32)
 
 
