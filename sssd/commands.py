@@ -42,6 +42,7 @@ def _register_generate(sub) -> None:
 
 
 def _generate(args) -> int:
+    import math
     import time
 
     from client_sdk.verification.decoder import check_lengths, measured_costs
@@ -51,11 +52,13 @@ def _generate(args) -> int:
     from client_sdk.verification.verify import Sampling
 
     require_at_least(args, 1, ("max_new_tokens",), as_flags=True)
-    if args.temperature < 0 or args.top_k < 0 or not 0 < args.top_p <= 1:
-        raise ValueError(f"--temperature {args.temperature} must be >= 0 (0: greedy), --top-k {args.top_k} >= 0 "
-                         f"(0: off) and --top-p {args.top_p} in (0, 1] (1: off)")
-    if args.budget is not None and args.budget < 0:
-        raise ValueError(f"--budget {args.budget} must be >= 0 (0: no drafts)")
+    require_at_least(args, 0, ("top_k",), as_flags=True)  # 0: off
+    if not 0 <= args.temperature < math.inf:  # (NaN decoded greedily, as if 0)
+        raise ValueError(f"--temperature {args.temperature} must be a number >= 0 (0: greedy)")
+    if not 0 < args.top_p <= 1:
+        raise ValueError(f"--top-p {args.top_p} must be in (0, 1] (1: off)")
+    if args.budget is not None:
+        require_at_least(args, 0, ("budget",), as_flags=True)  # 0: no drafts
     decoder, tok, _ = load_decoder(args)
     model = decoder.model
     prompt = chat_ids(tok, args.prompt)

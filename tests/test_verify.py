@@ -122,7 +122,9 @@ def test_sampling_second_position_is_conditional_target():
 
 
 @pytest.mark.parametrize("kwargs,message", [
-    (dict(temperature=0.0), "temperature 0.0 must be > 0"),
+    (dict(temperature=0.0), "temperature 0.0 must be a number > 0"),
+    (dict(temperature=float("inf")), "temperature inf must be a number > 0"),  # (it sampled uniformly)
+    (dict(temperature=float("nan")), "temperature nan must be a number > 0"),
     (dict(temperature=1.0, top_k=-1), "top_k -1 must be >= 0"),
     (dict(temperature=1.0, top_p=0.0), r"top_p 0.0 must be in \(0, 1\]"),
     (dict(temperature=1.0, top_p=1.2), r"top_p 1.2 must be in \(0, 1\]"),

@@ -9,6 +9,7 @@ padding never influence anything: the mask hides them and their KV entries are d
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import torch
@@ -105,8 +106,8 @@ class Sampling:
     top_p: float = 1.0  # 1.0 = off
 
     def __post_init__(self) -> None:
-        if not self.temperature > 0:
-            raise ValueError(f"temperature {self.temperature} must be > 0 (greedy decoding samples nothing)")
+        if not 0 < self.temperature < math.inf:
+            raise ValueError(f"temperature {self.temperature} must be a number > 0 (greedy decoding samples nothing)")
         if self.top_k < 0:
             raise ValueError(f"top_k {self.top_k} must be >= 0 (0: off)")
         if not 0 < self.top_p <= 1:
