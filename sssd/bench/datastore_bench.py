@@ -19,7 +19,6 @@ What each number means:
 from __future__ import annotations
 
 import gc
-import json
 import os
 import tempfile
 import time
@@ -45,18 +44,19 @@ def rss_bytes() -> int:
 
 
 def load_docs_file(path: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    """Real tokens from a JSONL file of {"tokens": [...]} documents, up to ``limit`` tokens."""
+    """Real tokens from a JSONL file of {"tokens": [...]} documents, up to ``limit`` tokens; read as
+    ``sssd ingest`` reads them (a malformed line is a one-line error naming it, not a traceback)."""
+    from sssd.client_commands import read_token_documents
+
     parts, starts, total = [], [0], 0
-    with open(path) as f:
-        for line in f:
-            toks = np.asarray(json.loads(line)["tokens"], dtype=np.int32)
-            if toks.size == 0:
-                continue
-            parts.append(toks)
-            total += toks.size
-            starts.append(total)
-            if total >= limit:
-                break
+    for _, tokens in read_token_documents(path):
+        parts.append(np.asarray(tokens, dtype=np.int32))
+        total += len(tokens)
+        starts.append(total)
+        if total >= limit:
+            break
+    if not parts:
+        raise ValueError(f"{path}: no documents")
     return np.concatenate(parts), np.asarray(starts, dtype=np.int64)
 
 

@@ -34,10 +34,22 @@ CONFIGS = ("plain", "sssd-empty", "sssd-filled")
 CONTEXT = 256  # cache length of the start-up forward measurements
 
 
+PROMPT_SETS = ("mtbench", "humaneval")  # the dev sets whose prompts decode end to end
+
+
+def check_prompt_sets(names) -> None:
+    """A one-line ValueError for a name that is not one of ``PROMPT_SETS`` (one was taken for
+    HumanEval, and labelled with its own name in the results)."""
+    unknown = [n for n in names if n not in PROMPT_SETS]
+    if unknown:
+        raise ValueError(f"--datasets: no prompt set {unknown[0]!r} (one of {', '.join(PROMPT_SETS)})")
+
+
 def prompts_for(tok, dataset: str, n: int) -> list[list[int]]:
     from sssd.smollm2 import chat_ids
     from sssd.bench import datasets
 
+    check_prompt_sets([dataset])
     texts = datasets.mtbench_questions() if dataset == "mtbench" else datasets.humaneval_prompts()
     return [chat_ids(tok, t) for t in texts[:n]]
 

@@ -54,6 +54,9 @@ def run(max_k: int = 15, context: int = 256, repeats: int = 7, device: str = "cp
 
     dtype = resolve_dtype(dtype)  # "auto" named as what it is in the results
     model, tok = load_model(dtype=dtype)
+    positions = model.config.max_position_embeddings  # (past them it ran on for minutes, then failed)
+    if context + 1 + max_k > positions:
+        raise ValueError(f"--context {context:,} and --max-k {max_k} pass the model's {positions:,}-token context")
     model.to(device)
     decoder = ReferenceDecoder(model, {tok.eos_token_id}, device, linears=linears, attention=attention)
     rows = []
