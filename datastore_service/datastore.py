@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Sequence
@@ -83,8 +84,9 @@ class DatastoreConfig:
             (0 < self.dead_ratio <= 1, f"--dead-ratio {self.dead_ratio} must be in (0, 1]"),
             (self.segment_dir or not self.write_segments, "--write-segments needs --segment-dir (where to write)"),
             (self.idle_compaction_s >= 0, f"--idle-compaction-s {self.idle_compaction_s} must be >= 0 (0: never)"),
-            (self.maintenance_interval_s >= 0.01,
-             f"--maintenance-interval-s {self.maintenance_interval_s} must be at least 0.01 (a smaller one burns a core)"),
+            (0.01 <= self.maintenance_interval_s < math.inf,  # (inf: the memtable never sealed)
+             f"--maintenance-interval-s {self.maintenance_interval_s} must be at least 0.01 (a smaller one burns a core) "
+             "and finite"),
         ]
         for ok, message in checks:
             if not ok:

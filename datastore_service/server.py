@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import gc
 import logging
+import math
 import os
 import signal
 from concurrent.futures import ThreadPoolExecutor
@@ -75,7 +76,7 @@ class ServerConfig:
             (0 <= self.port <= 65535, f"--port {self.port} must be in 0..65535 (0 picks a free port)"),
             (-1 <= self.metrics_port <= 65535, f"--metrics-port {self.metrics_port} must be -1 (off) or 0..65535"),
             (self.max_message_bytes >= 1 << 16, f"--max-message-bytes {self.max_message_bytes} must be at least 65536"),
-            (self.grace_s >= 0, f"--grace-s {self.grace_s} must be >= 0"),
+            (0 <= self.grace_s < math.inf, f"--grace-s {self.grace_s} must be a finite number >= 0"),
             (self.workers >= 0, f"--workers {self.workers} must be 0 (one per core) or more"),
             (self.replication_log_tokens >= 0, f"--replication-log-tokens {self.replication_log_tokens} must be >= 0"),
             (self.parent_pid >= 0, f"--parent-pid {self.parent_pid} must be a process id, or 0 (none)"),

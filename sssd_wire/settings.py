@@ -17,6 +17,7 @@ import dataclasses
 import functools
 import inspect
 import io
+import math
 import os
 import textwrap
 import tokenize
@@ -70,12 +71,13 @@ def require_at_least(config, least: int, names, as_flags: bool = False) -> None:
 
 
 def require_above_zero(config, names, as_flags: bool = False) -> None:
-    """A one-line ValueError for the first field of ``config`` in ``names`` that is not above 0 (NaN
-    included), named as in ``require_at_least`` ("--seconds 0.0 must be above 0")."""
+    """A one-line ValueError for the first field of ``config`` in ``names`` that is not a finite
+    number above 0 (NaN, inf), named as in ``require_at_least`` ("--seconds 0.0 must be above 0")."""
     for name in names:
         value = getattr(config, name)
-        if not value > 0:
-            raise ValueError(f"{flag_name(name) if as_flags else name} {value} must be above 0")
+        if not 0 < value < math.inf:  # (a --timeout of inf failed every call as DEADLINE_EXCEEDED)
+            raise ValueError(f"{flag_name(name) if as_flags else name} {value} must be above 0"
+                             + (" and finite" if value == math.inf else ""))
 
 
 def check_address(address: str, what: str = "address") -> str:

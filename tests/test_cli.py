@@ -137,6 +137,7 @@ def test_ingest_validates_the_whole_file_before_sending(server, capsys, tmp_path
     (["--address", "127.0.0.1:99999"], "address '127.0.0.1:99999': port 99999 is not in 1..65535"),  # (dialled 34463)
     (["--timeout", "0"], "--timeout 0.0 must be above 0"),  # (every call: DEADLINE_EXCEEDED)
     (["--timeout", "nan"], "--timeout nan must be above 0"),
+    (["--timeout", "inf"], "--timeout inf must be above 0 and finite"),  # (DEADLINE_EXCEEDED at once)
 ])
 def test_client_flags_out_of_range_are_one_line_errors(capsys, flags, message):
     for argv in (["stats"], ["lookup", "1,2", "-n", "x"], ["namespace", "list"]):

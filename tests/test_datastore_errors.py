@@ -80,6 +80,9 @@ def test_namespace_spec_bounds(kwargs, message):
     (dict(port=-5), "--port -5 must be in 0..65535"),
     (dict(max_message_bytes=0), "--max-message-bytes 0 must be at least"),
     (dict(maintenance_interval_s=0), "--maintenance-interval-s 0 must be at least 0.01"),
+    (dict(maintenance_interval_s=float("inf")), "--maintenance-interval-s inf must be at least 0.01 .* and finite"),
+    (dict(grace_s=float("inf")), "--grace-s inf must be a finite number >= 0"),  # (a stop waited for ever)
+    (dict(grace_s=float("nan")), "--grace-s nan must be a finite number >= 0"),
     (dict(idle_compaction_s=-1), "--idle-compaction-s -1 must be >= 0 \\(0: never\\)"),
     (dict(tls_cert="c.pem"), "--tls-cert and --tls-key go together"),
     (dict(workers=-1), "--workers -1 must be 0 \\(one per core\\) or more"),

@@ -371,7 +371,7 @@ def test_planner_config_is_validated():
         PlannerConfig(look_budget=0)
     with pytest.raises(ValueError, match="width_fade 1.5 not in"):
         PlannerConfig(width_fade=1.5)
-    with pytest.raises(ValueError, match="probe_spread 0 must be above 0"):
+    with pytest.raises(ValueError, match="probe_spread 0 must be a finite number above 0"):
         PlannerConfig(probe_spread=0)
     with pytest.raises(ValueError, match="at least one"):
         StepCosts({})

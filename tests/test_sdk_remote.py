@@ -515,3 +515,10 @@ def test_the_client_refuses_what_is_not_token_ids_before_sending(live, call, mes
     assert client.stats("ns").namespaces[0].documents == documents
     # lists, other integer arrays and empty contexts are token ids
     assert [t.match_length for t in client.lookup("ns", [[1, 2, 3], np.array([1, 2], dtype=np.int64), ()])] == [3, 2, 0]
+
+
+@pytest.mark.parametrize("timeout_s", [0, -1.0, float("inf"), float("nan")])
+def test_a_client_refuses_a_deadline_no_call_can_keep(timeout_s):
+    """(inf failed every call at once as DEADLINE_EXCEEDED; 0 and NaN too.)"""
+    with pytest.raises(ValueError, match=f"timeout_s {timeout_s} must be a finite number of seconds above 0"):
+        DatastoreClient("127.0.0.1:1", timeout_s=timeout_s)

@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from client_sdk.drafting.planner import RATES, PlannerConfig
 from client_sdk.drafting.config import SpeculatorConfig
 from datastore_service.datastore import DatastoreConfig
 from datastore_service.server import ServerConfig
@@ -56,10 +57,23 @@ def test_speculator_tree(argv, env, check):
     ({"SSSD_TRIE_CACHE_TTL_S": "0"}, "trie_cache_ttl_s 0.0 must be > 0"),
     ({"SSSD_UNIGRAM_REFRESH_S": "0"}, "unigram_refresh_s 0.0 must be >= 1"),  # (fetched the table back to back)
     ({"SSSD_PREFETCH_OUTCOMES": "0"}, "without prefetch_outcomes a step must wait for its lookup"),  # a deadline of 0
-    ({"SSSD_LOOKUP_DEADLINE_S": "-0.5"}, "lookup_deadline_s -0.5 must be >= 0"),
+    ({"SSSD_LOOKUP_DEADLINE_S": "-0.5"}, "lookup_deadline_s -0.5 must be a finite number >= 0"),
+    # (NaN and inf were taken: a step waited as long as the datastore took, the planner's estimates went NaN)
+    ({"SSSD_LOOKUP_DEADLINE_S": "inf"}, "lookup_deadline_s inf must be a finite number >= 0"),
+    ({"SSSD_LOOKUP_DEADLINE_S": "nan"}, "lookup_deadline_s nan must be a finite number >= 0"),
+    ({"SSSD_UNIGRAM_REFRESH_S": "nan"}, "unigram_refresh_s nan must be >= 1"),
+    ({"SSSD_MIN_GAIN": "0.9"}, "min_gain 0.9 must be a finite number >= 1"),
+    ({"SSSD_MIN_GAIN": "nan"}, "min_gain nan must be a finite number >= 1"),
+    ({"SSSD_PROBE_TOLERANCE": "inf"}, "probe_tolerance inf must be a finite number >= 0"),
+    ({"SSSD_MIN_EFFICIENCY": "-1"}, "min_efficiency -1.0 must be a finite number >= 0"),
+    ({"SSSD_PROBE_SPREAD": "inf"}, "probe_spread inf must be a finite number above 0"),
+    *[({f"SSSD_{rate.upper()}": value}, f"{rate} {value} must be in \\[0, 1\\]")
+      for rate in RATES for value in ("1.5", "nan")],
     ({"SSSD_OUTCOMES": "0"}, "outcomes 0 must be >= 1"),  # (no end would be prefetched)
 ])
 def test_speculator_knobs_that_would_draft_nothing_or_spin_are_refused(env, message):
+    """Every planner rate is in the table (a new one is checked as they are)."""
+    assert set(RATES) == {f.name for f in dataclasses.fields(PlannerConfig) if f.name.endswith("_rate")}
     with pytest.raises(ValueError, match=message):
         parse(SpeculatorConfig, [], env)
 

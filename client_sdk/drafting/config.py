@@ -4,6 +4,7 @@ dataclasses, and what the Speculator itself needs (prefetch, deadline, cache, fe
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import secrets
 import socket
@@ -41,8 +42,8 @@ class SpeculatorConfig:
     def __post_init__(self) -> None:
         if not self.prefetch_outcomes and self.lookup_deadline_s <= 0:
             raise ValueError("without prefetch_outcomes a step must wait for its lookup: set lookup_deadline_s > 0")
-        if self.lookup_deadline_s < 0:
-            raise ValueError(f"lookup_deadline_s {self.lookup_deadline_s} must be >= 0")
+        if not 0 <= self.lookup_deadline_s < math.inf:  # (inf: a step waited as long as the datastore took)
+            raise ValueError(f"lookup_deadline_s {self.lookup_deadline_s} must be a finite number >= 0")
         if self.outcomes < 1:
             raise ValueError(f"outcomes {self.outcomes} must be >= 1")
         require_at_least(self, 0, ("fixed_budget", "background_index_tokens", "trie_cache"))  # (0: none, never, off)
@@ -50,5 +51,5 @@ class SpeculatorConfig:
             raise ValueError(f"trie_cache_ttl_s {self.trie_cache_ttl_s} must be > 0 (trie_cache 0 turns the cache off)")
         if not (0 < len(self.worker_id) <= 96 and self.worker_id.isprintable()):  # (it begins every fed-back id)
             raise ValueError(f"worker_id {self.worker_id!r} must be 1..96 printable characters")
-        if self.unigram_refresh_s < 1:  # a smaller one fetches the whole vocabulary's tries back to back
+        if not self.unigram_refresh_s >= 1:  # a smaller one fetches the whole vocabulary's tries back to back
             raise ValueError(f"unigram_refresh_s {self.unigram_refresh_s} must be >= 1 (unigram_table False turns it off)")

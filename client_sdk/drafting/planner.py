@@ -67,6 +67,10 @@ from client_sdk.drafting import step_kernels
 from client_sdk.drafting.costs import StepCosts
 
 
+# the planner's knobs that are the share of an estimate one measurement replaces (PlannerConfig)
+RATES = ("efficiency_rate", "cell_rate", "probe_rate", "saving_rate", "look_rate", "draft_rate")
+
+
 @dataclasses.dataclass(frozen=True)
 class PlannerConfig:
     """Knobs of the per-step planner (one field per knob)."""
@@ -128,8 +132,19 @@ class PlannerConfig:
             raise ValueError(f"look_budget {self.look_budget} must be in (0, 1] (a share of plain decoding's time)")
         if self.look_sample < 1:
             raise ValueError(f"look_sample {self.look_sample} must be at least 1 (the requests a look drafts)")
-        if not self.probe_spread > 0:
-            raise ValueError(f"probe_spread {self.probe_spread} must be above 0 (a log variance)")
+        if not 0 < self.probe_spread < math.inf:
+            raise ValueError(f"probe_spread {self.probe_spread} must be a finite number above 0 (a log variance)")
+        # (NaN, inf or a rate above 1 were taken, and turned the planner's estimates into NaN)
+        if not 1 <= self.min_gain < math.inf:
+            raise ValueError(f"min_gain {self.min_gain} must be a finite number >= 1 (below 1 drafts where "
+                             "plain decoding is expected to be faster)")
+        for name in ("probe_tolerance", "min_efficiency"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} {getattr(self, name)} must be a finite number >= 0")
+        for name in RATES:
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} {getattr(self, name)} must be in [0, 1] (the share of an estimate "
+                                 "that one measurement replaces)")
 
 
 def expected_gain(scores, max_budget: int, best_first: bool = False, offsets: np.ndarray | None = None) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import queue
 import threading
 from collections.abc import Iterable, Sequence
@@ -190,6 +191,8 @@ class DatastoreClient:
 
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
                  timeout_s: float = 10.0, lookup_stream: bool = False) -> None:
+        if not 0 < timeout_s < math.inf:  # (inf: every call failed at once as DEADLINE_EXCEEDED)
+            raise ValueError(f"timeout_s {timeout_s} must be a finite number of seconds above 0")
         self.address = address
         self.tls_ca = tls_ca
         self.channel = make_channel(address, tls_ca)
