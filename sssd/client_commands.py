@@ -12,7 +12,7 @@ import grpc
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
 from sssd_wire.settings import require_above_zero, require_at_least
-from sssd_wire.codec import MAX_TOKEN_ID
+from sssd_wire.types import MAX_TOKEN_ID
 from sssd_wire.types import LookupParams
 
 

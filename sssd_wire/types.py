@@ -8,10 +8,38 @@ kernel and the SDK's drafting kernel read it without copies.
 from __future__ import annotations
 
 import dataclasses
+from array import array
 
 import numpy as np
 
 from sssd_wire.errors import InvalidArgument
+
+
+MAX_TOKEN_ID = 2**31 - 1  # the largest id that int32 carries
+
+
+def token_array(tokens, what: str = "tokens") -> np.ndarray:
+    """``tokens`` as an int32 array (an int32 array as it is; others through the buffer protocol
+    where they have one: numpy, array("q")); a one-line ValueError naming ``what`` when they are
+    not token ids: floats, nested lists, or integers outside [0, 2**31). (A float was truncated
+    and stored, an int64 past int32 wrapped around, a Python int past it raised OverflowError.)"""
+    if isinstance(tokens, np.ndarray) and tokens.dtype == np.int32 and tokens.ndim == 1:
+        return tokens  # the SDK's own contexts: no pass over them
+    if isinstance(tokens, (list, tuple)):  # Python ints to int64 in C: array("q") refuses floats and nesting
+        try:  # (a third faster than numpy's discovery of a list's type: 430 against 600 µs for 32K tokens)
+            tokens = array("q", tokens)
+        except (TypeError, OverflowError) as exc:
+            raise ValueError(f"{what}: want a flat sequence of integer token ids ({exc})") from None
+    a = np.asarray(tokens)
+    if a.size == 0:
+        return np.empty(0, dtype=np.int32)
+    if a.ndim != 1 or a.dtype.kind not in "iu":
+        raise ValueError(f"{what}: want a flat sequence of integer token ids, not {a.dtype} of shape {a.shape}")
+    unsigned = a.view(f"u{a.itemsize}") if a.dtype.kind == "i" else a  # one pass: a negative id is huge unsigned
+    if unsigned.max() > MAX_TOKEN_ID:
+        low = a.min()
+        raise ValueError(f"{what} holds {low if low < 0 else a.max()}, not a token id")
+    return a.astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)

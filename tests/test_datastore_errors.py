@@ -27,7 +27,7 @@ def snapshot(ds):
     "docs,error,message",
     [
         ([Document.of("b", [100])], InvalidArgument, "token id 100 outside"),  # == vocab
-        ([Document.of("b", [-5])], InvalidArgument, "token id -5"),  # negative
+        ([Document("b", np.array([-5], dtype=np.int32))], InvalidArgument, "token id -5"),  # negative (past .of)
         ([Document.of("b", [])], InvalidArgument, "is empty"),  # empty document
     ],
 )

@@ -96,8 +96,8 @@ def test_deleted_documents_vanish_from_lookups_at_once():
 BAD_DOCS = [
     # token id equal to the vocabulary size
     (Document.of("x", [1, 10]), "outside [0, 10)"),
-    # negative token id
-    (Document.of("x", [-1, 2]), "token id -1"),
+    # negative token id (Document.of refuses one; the constructor does not check)
+    (Document("x", np.array([-1, 2], dtype=np.int32)), "token id -1"),
     # empty document
     (Document.of("x", []), "is empty"),
     # empty id
@@ -136,6 +136,29 @@ def test_context_out_of_vocabulary_rejected():
     ns = index_of(DOCS)
     with pytest.raises(InvalidArgument, match="context token id 10"):
         ns.lookup([np.array([1, 10])], LookupParams())
+
+
+@pytest.mark.parametrize("contexts,message", [
+    ([[1.5, 2]], "a context: want a flat sequence of integer token ids"),  # (truncated to 1: matched)
+    ([np.array([1, 2]), np.array([2**32 + 1, 2])], "a context holds 4294967297, not a token id"),  # (wrapped to 1)
+    ([np.array([1.0, 2.0])], "a context: want a flat sequence of integer token ids, not float64"),
+    ([np.array([-1, 2])], "a context holds -1, not a token id"),
+])
+def test_contexts_that_are_not_token_ids_are_refused_in_process(contexts, message):
+    """The in-process lookup (the Python API, the replay) checks contexts as the wire does."""
+    with pytest.raises(InvalidArgument, match=message):
+        index_of(DOCS).lookup(contexts, LookupParams())
+
+
+@pytest.mark.parametrize("tokens,message", [
+    ([1.5, 2], "document 'd': want a flat sequence of integer token ids"),  # (stored as [1, 2])
+    (np.array([2**32 + 1]), "document 'd' holds 4294967297, not a token id"),  # (stored as [1])
+    ([[1, 2]], "document 'd': want a flat sequence of integer token ids"),
+])
+def test_documents_that_are_not_token_ids_are_refused(tokens, message):
+    with pytest.raises(InvalidArgument, match=message):
+        Document.of("d", tokens)
+    assert Document.of("d", np.array([1, 2], dtype=np.int64)).tokens.dtype == np.int32
 
 
 @pytest.mark.parametrize(

@@ -28,7 +28,7 @@ import numpy as np
 
 from datastore_service.core import kernels
 from datastore_service.core.segment import PAD, Segment, bucket_table
-from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TrieBatch
+from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TrieBatch, token_array
 from sssd_wire.errors import InvalidArgument
 
 MAX_DOC_TOKENS = 1 << 20  # per document; larger inputs are rejected at the boundary
@@ -450,11 +450,14 @@ class SegmentView:
 
 
 def pack_tails(contexts: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Last ``width`` tokens of each context, concatenated (int32), with offsets [B + 1]."""
-    if len(contexts) == 1:
-        tail = np.asarray(contexts[0][-width:], dtype=np.int32)
-        return tail, np.array([0, tail.shape[0]], dtype=np.int64)
-    tails = [np.asarray(c[-width:], dtype=np.int32) for c in contexts]
+    """Last ``width`` tokens of each context, concatenated (int32), with offsets [B + 1];
+    InvalidArgument for one that is not token ids (floats were truncated, int64 ids wrapped)."""
+    try:
+        tails = [token_array(c[-width:], "a context") for c in contexts]
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+    if len(tails) == 1:
+        return tails[0], np.array([0, tails[0].shape[0]], dtype=np.int64)
     lengths = [0]
     for t in tails:
         lengths.append(lengths[-1] + t.shape[0])

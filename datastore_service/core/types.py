@@ -12,7 +12,7 @@ import re
 import numpy as np
 
 from sssd_wire.errors import InvalidArgument
-from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch  # noqa: F401 (re-exported)
+from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch, token_array  # noqa: F401 (re-exported)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_VOCAB = 1 << 24  # 16.7M ids: far above any real tokenizer, keeps packed keys sane
@@ -57,4 +57,9 @@ class Document:
 
     @staticmethod
     def of(doc_id: str, tokens) -> "Document":
-        return Document(doc_id, np.ascontiguousarray(np.asarray(tokens), dtype=np.int32))
+        """InvalidArgument when ``tokens`` are not token ids (a float was truncated and stored, an
+        int64 id past int32 wrapped around to another token: the wire's check, ``token_array``)."""
+        try:
+            return Document(doc_id, np.ascontiguousarray(token_array(tokens, f"document {doc_id!r}")))
+        except ValueError as exc:
+            raise InvalidArgument(str(exc)) from None
