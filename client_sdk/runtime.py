@@ -18,6 +18,7 @@ from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.speculator import Speculator
 from client_sdk.drafting.tree import Calibration, warm_up, warm_up_parallel
 from client_sdk.types import DraftConfig, GenerationSink, TrieSource
+from sssd_wire.errors import one_line
 from sssd_wire.types import LookupParams
 
 log = logging.getLogger("sssd.sdk")
@@ -59,8 +60,8 @@ def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | N
     try:
         spaces = {n.name: n for n in client.list_namespaces()}
     except grpc.RpcError as exc:
-        log.warning("datastore %s: cannot list namespaces (%s: %s); drafting from requests' own text until it can",
-                    client.address, exc.code().name, exc.details())
+        log.warning("datastore %s: cannot list namespaces (%s); drafting from requests' own text until it can",
+                    client.address, one_line(exc))
         return False
     if namespace not in spaces:
         log.warning("datastore %s has no namespace %r (it has %s); create and fill it with `sssd namespace create` "

@@ -50,7 +50,7 @@ from datastore_service.core import Document, NamespaceSpec, Segment
 from datastore_service.segment_files import RETIRED_GRACE_S, open_segment, owner_id
 from datastore_service.wire import namespace_from_proto, namespace_to_proto
 from sssd_wire.codec import decode_tokens, documents_to_proto
-from sssd_wire.errors import DatastoreError, Kind, Unavailable
+from sssd_wire.errors import DatastoreError, Kind, Unavailable, one_line
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
@@ -466,7 +466,7 @@ class Follower:
             except grpc.aio.AioRpcError as exc:
                 self.reconnects += 1
                 if self.reconnects == 1 or self.reconnects % 50 == 0:  # said once, then now and then
-                    log.warning("following %s: %s (%s); retrying", self.address, exc.code().name, exc.details())
+                    log.warning("following %s: %s; retrying", self.address, one_line(exc))
             except DatastoreError as exc:  # an expected one (a reader behind, a writer too old): one line
                 log.warning("following %s: %s; asking for a full copy", self.address, exc)
                 self.epoch, self.position = "", 0

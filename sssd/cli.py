@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Callable
 
-from sssd_wire.errors import DatastoreError
+from sssd_wire.errors import DatastoreError, one_line
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not isinstance(exc, grpc.RpcError):
             raise
-        print(f"sssd: error: datastore {exc.code().name}: {exc.details()}", file=sys.stderr)
+        print(f"sssd: error: datastore {one_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -11,9 +11,9 @@ import sys
 import grpc
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
+from sssd_wire.errors import one_line
 from sssd_wire.settings import require_above_zero, require_at_least
-from sssd_wire.types import MAX_TOKEN_ID
-from sssd_wire.types import LookupParams
+from sssd_wire.types import MAX_TOKEN_ID, LookupParams
 
 
 def add_client_flags(p: argparse.ArgumentParser) -> None:
@@ -36,7 +36,7 @@ def rpc_errors(handler):
         try:
             return handler(args)
         except grpc.RpcError as exc:
-            print(f"sssd: error: {exc.code().name}: {exc.details()} ({args.address})", file=sys.stderr)
+            print(f"sssd: error: {one_line(exc)} ({args.address})", file=sys.stderr)
             return 1
 
     return run

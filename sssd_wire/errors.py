@@ -56,3 +56,12 @@ class CorruptStore(DatastoreError):
     """The SQLite file is not an sssd datastore, or is damaged."""
 
     kind = Kind.FAILED_PRECONDITION
+
+
+def one_line(exc: BaseException) -> str:
+    """An error in one line: a gRPC error as "CODE: details" (its text runs over several lines and
+    carries a debug string), any other as its message with its line breaks folded."""
+    code, details = getattr(exc, "code", None), getattr(exc, "details", None)
+    if callable(code) and callable(details) and code() is not None:
+        return f"{code().name}: {details()}"
+    return " ".join(str(exc).split()) or type(exc).__name__

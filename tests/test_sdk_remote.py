@@ -5,6 +5,7 @@ import logging
 import threading
 import time
 
+import grpc
 import numpy as np
 import pytest
 
@@ -522,3 +523,15 @@ def test_a_client_refuses_a_deadline_no_call_can_keep(timeout_s):
     """(inf failed every call at once as DEADLINE_EXCEEDED; 0 and NaN too.)"""
     with pytest.raises(ValueError, match=f"timeout_s {timeout_s} must be a finite number of seconds above 0"):
         DatastoreClient("127.0.0.1:1", timeout_s=timeout_s)
+
+
+def test_a_grpc_error_is_said_in_one_line():
+    """(A warning quoted the error's repr: four lines, with gRPC's debug string.)"""
+    from sssd_wire.errors import one_line
+
+    with DatastoreClient("127.0.0.1:1", timeout_s=2) as client:
+        with pytest.raises(grpc.RpcError) as info:
+            client.stats()
+    assert "\n" in str(info.value) and one_line(info.value).startswith("UNAVAILABLE: ")
+    assert "\n" not in one_line(info.value) and "debug_error_string" not in one_line(info.value)
+    assert one_line(ValueError("a\n  b")) == "a b" and one_line(KeyError()) == "KeyError"

@@ -19,6 +19,7 @@ import numpy as np
 
 from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import splice
+from sssd_wire.errors import one_line
 from sssd_wire.types import TrieBatch
 
 log = logging.getLogger("sssd.client")
@@ -144,7 +145,7 @@ class UnigramLoader:
                     self.failures += 1
                     if not failing:
                         log.warning("SSSD: fetching the datastore's single-token tries failed (%s); retrying every %.0f s",
-                                    exc, self.retry_s)
+                                    one_line(exc), self.retry_s)
                     failing = True
                     self._stop.wait(self.retry_s)
                     continue
