@@ -75,6 +75,8 @@ class ServerConfig:
         checks = [
             (0 <= self.port <= 65535, f"--port {self.port} must be in 0..65535 (0 picks a free port)"),
             (-1 <= self.metrics_port <= 65535, f"--metrics-port {self.metrics_port} must be -1 (off) or 0..65535"),
+            (self.metrics_port <= 0 or self.metrics_port != self.port,  # (failed with "[Errno 98]" alone)
+             f"--metrics-port {self.metrics_port} is also --port: /metrics needs a port of its own"),
             (self.max_message_bytes >= 1 << 16, f"--max-message-bytes {self.max_message_bytes} must be at least 65536"),
             (0 <= self.grace_s < math.inf, f"--grace-s {self.grace_s} must be a finite number >= 0"),
             (self.workers >= 0, f"--workers {self.workers} must be 0 (one per core) or more"),
@@ -163,7 +165,12 @@ class DatastoreServer:
         self.servicer.ds = ds
         if c.metrics_port >= 0:
             self.metrics.watch_gc()
-            self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.metrics_host, registry=self.metrics.registry)
+            try:
+                self._metrics_httpd, _ = start_http_server(c.metrics_port, addr=c.metrics_host,
+                                                           registry=self.metrics.registry)
+            except OSError as exc:  # taken since it was checked: named, not "[Errno 98]" alone
+                raise OSError(f"cannot listen on {c.metrics_host}:{c.metrics_port} (--metrics-port): "
+                              f"{(exc.strerror or str(exc)).lower()}") from None
             self.metrics_port = self._metrics_httpd.server_port
         if c.follow:
             role = f"{'segment reader' if ds.segment_reader else 'read replica'} of {c.follow}"

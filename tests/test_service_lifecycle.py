@@ -170,6 +170,8 @@ def test_malformed_requests_never_crash_or_change_data(shared_server, blobs, nam
     (["--port", "{port}"], "cannot listen on 127.0.0.1:{port}: address already in use"),
     # found before the datastore loads (it was found after, and named by its errno alone)
     (["--port", "0", "--metrics-port", "{port}"], "cannot listen on 127.0.0.1:{port} (--metrics-port): address already in use"),
+    # one port for both: gRPC took it, then /metrics failed with "[Errno 98] Address already in use" alone
+    (["--port", "{port}", "--metrics-port", "{port}"], "--metrics-port {port} is also --port: /metrics needs a port"),
     # port 0 was not checked: gRPC's refusal came with a C-core log line
     (["--port", "0", "--host", "999.1.1.1"], "cannot listen on 999.1.1.1:0: "),
 ])
