@@ -20,6 +20,8 @@ def load_tokenizer(path: str):
     """Raises ValueError, in one line, when ``path`` is none of the supported kinds or does not
     load as one (a damaged tokenizer.json, a directory without a tokenizer)."""
     p = Path(path)
+    if not p.exists():  # (it said "expected a tokenizer.json, ..." of a tokenizer.json path with a typo)
+        raise ValueError(f"--tokenizer {path!r}: no such file or directory")
     if not ((p.suffix == ".gguf" and p.is_file()) or p.is_dir() or (p.name.endswith(".json") and p.is_file())):
         raise ValueError(f"--tokenizer {path!r}: expected a tokenizer.json, a .gguf file or a model directory")
     if p.is_dir() and not any((p / name).is_file() for name in TOKENIZER_FILES):

@@ -102,7 +102,9 @@ def create_namespace_request(name: str, vocab_size: int, tokenizer_fingerprint: 
                              max_tokens: int = 0) -> pb.CreateNamespaceRequest:
     """The request both clients send; a one-line ValueError for sizes past the wire's uint32 and
     uint64 (protobuf's own error names neither field: "Value out of range: -5")."""
-    if not (0 <= vocab_size < 1 << 32 and 0 <= max_tokens < 1 << 64):
-        raise ValueError(f"vocab_size {vocab_size} must be in [0, 2**32) and max_tokens {max_tokens} in [0, 2**64)")
+    if not 0 <= vocab_size < 1 << 32:  # (each named alone: the message named both, whichever was out)
+        raise ValueError(f"vocab_size {vocab_size} must be in [0, 2**32)")
+    if not 0 <= max_tokens < 1 << 64:
+        raise ValueError(f"max_tokens {max_tokens} must be in [0, 2**64) (0: unbounded)")
     return pb.CreateNamespaceRequest(name=name, vocab_size=vocab_size, tokenizer_fingerprint=tokenizer_fingerprint,
                                      max_tokens=max_tokens)

@@ -51,8 +51,12 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
         (["lookup", "1,x", "-n", "demo"], "comma-separated integers"),
         (["lookup", "1,2147483648", "-n", "demo"], "holds 2147483648, not a token id"),  # (past int32: a traceback)
         (["namespace", "create", "bad name", "--vocab-size", "10"], "INVALID_ARGUMENT"),
-        (["namespace", "create", "z", "--vocab-size", "-5"], "vocab_size -5 must be in [0, 2**32) and max_tokens 0 in"),
-        (["namespace", "create", "z", "--vocab-size", "9", "--max-tokens", str(1 << 64)], f"max_tokens {1 << 64} in [0, 2**64)"),
+        (["namespace", "create", "z", "--vocab-size", "-5"], "sssd: error: vocab_size -5 must be in [0, 2**32)\n"),
+        (["namespace", "create", "z", "--vocab-size", "9", "--max-tokens", str(1 << 64)],
+         f"sssd: error: max_tokens {1 << 64} must be in [0, 2**64) (0: unbounded)\n"),
+        # (only the offender named: it read "vocab_size 9 must be in [0, 2**32) and max_tokens -1 in ...")
+        (["namespace", "create", "z", "--vocab-size", "9", "--max-tokens", "-1"],
+         "sssd: error: max_tokens -1 must be in [0, 2**64) (0: unbounded)\n"),
         (["namespace", "create", "z", "--vocab-size", str(1 << 32)], f"vocab_size {1 << 32} must be in [0, 2**32)"),
         # (0 sent nothing and reported success; -3 failed in itertools' words)
         (["ingest", str(ROOT / "pyproject.toml"), "-n", "demo", "--batch", "0"], "--batch 0 must be at least 1"),

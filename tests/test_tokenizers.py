@@ -66,7 +66,8 @@ def test_the_chat_template_beside_a_tokenizer_json(tmp_path, files, template):
 
 
 @pytest.mark.parametrize("make,message", [
-    (lambda d: d / "none.json", "expected a tokenizer.json, a .gguf file or a model directory"),
+    (lambda d: d / "none.json", "none.json': no such file or directory"),  # (it said "expected a tokenizer.json")
+    (lambda d: (d / "t.txt").write_text("x") and d / "t.txt", "expected a tokenizer.json, a .gguf file or a model"),
     (lambda d: d, "the directory holds none of tokenizer.json, tokenizer_config.json, tokenizer.model, vocab.json"),
     (lambda d: (d / "tokenizer.json").write_text("{}") and d / "tokenizer.json", "does not load as a tokenizer: Model missing"),
     (lambda d: (d / "m.gguf").write_text("nope") and d / "m.gguf", "does not load as a tokenizer: .*GGUF"),
