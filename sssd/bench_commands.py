@@ -97,6 +97,14 @@ def _replay(args) -> dict:
     from sssd.bench import replay
 
     budgets = _ints(args.budgets, "--budgets", least=0)  # (0: plain decoding, tau 1)
+    drafter = replay.drafter_named(args.drafter)
+    if drafter.asks_datastore and not (args.address or args.sharegpt_datastore or args.datastore_docs):
+        raise ValueError(f"--drafter {args.drafter} needs a datastore: --datastore-docs, --address or "
+                         "--sharegpt-datastore (--drafter local drafts from the request's own text)")
+    if args.records:  # (a missing directory was found after the datastore had loaded, as "[Errno 2]")
+        from sssd.client_commands import check_writable
+
+        check_writable(args.records, "--records")
     if args.cases:
         cases = replay.read_cases(args.cases)
     else:
@@ -112,7 +120,7 @@ def _replay(args) -> dict:
         lookup, vocab = replay.InProcessDatastore(datasets.sharegpt_datastore(), llama3.VOCAB_SIZE).lookup, llama3.VOCAB_SIZE
     elif args.datastore_docs:
         lookup = replay.InProcessDatastore(replay.read_docs(args.datastore_docs), args.vocab_size).lookup
-    return replay.replay(cases, replay.drafter_named(args.drafter), budgets, lookup, progress=not args.json,
+    return replay.replay(cases, drafter, budgets, lookup, progress=not args.json,
                          records=args.records, label=args.drafter, prefetch_outcomes=not args.blocking_lookup,
                          vocab_size=vocab if lookup is not None else None)
 

@@ -171,6 +171,17 @@ def check_file(path: str) -> None:
         raise ValueError(f"{path}: {'is a directory' if Path(path).is_dir() else 'no such file'}")
 
 
+def check_writable(path: str, flag: str) -> None:
+    """ValueError in one line, naming ``flag``, when no file can be written at ``path``: it is a
+    directory, or its directory does not exist."""
+    from pathlib import Path
+
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: is a directory")
+    if not Path(path).parent.is_dir():
+        raise ValueError(f"{flag} {path}: no directory {Path(path).parent}")
+
+
 def token_ids(values: list, what: str) -> list:
     """``values`` when every one is a token id (an int in [0, 2**31), the wire's int32), else a
     one-line ValueError naming the first that is not."""

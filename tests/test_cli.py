@@ -74,10 +74,19 @@ def test_failures_are_one_line_and_nonzero(server, capsys, argv, message):
     (["bench", "fleet", "--workers", "2,-1"], "--workers '2,-1': every value must be at least 1"),
     (["bench", "replay", "--dataset", "mtbench", "--budgets", "4,-1"], "--budgets '4,-1': every value must be at least 0"),
     (["bench", "replay", "--dataset", "mtbench", "--budgets", "4,x"], "--budgets '4,x' must be comma-separated integers"),
+    # (it read "CalibratedMerge needs a datastore", the class's name, after the dev set had loaded)
+    (["bench", "replay", "--dataset", "mtbench"], "--drafter sssd needs a datastore: --datastore-docs, --address or"),
+    # (found after the datastore had loaded, as "[Errno 2] No such file or directory")
+    (["bench", "replay", "--dataset", "mtbench", "--drafter", "local", "--records", "/no-such-dir/r.jsonl"],
+     "--records /no-such-dir/r.jsonl: no directory /no-such-dir"),
+    (["bench", "replay", "--dataset", "mtbench", "--drafter", "local", "--records", "/"], "--records /: is a directory"),
 ])
-def test_bench_lists_out_of_range_are_one_line_errors(capsys, argv, message):
+def test_bench_lists_out_of_range_are_one_line_errors(capsys, monkeypatch, argv, message):
     """A batch size, worker count or budget out of range is refused in one line before any work
     (a batch of 0 used to end in a ZeroDivisionError traceback, a budget of -1 in "depth -2")."""
+    from sssd.bench import datasets
+
+    monkeypatch.setitem(datasets.LOADERS, "mtbench", lambda: pytest.fail("the dev set loaded before the flags' check"))
     code, out, err = run(capsys, *argv)
     assert code != 0 and out == "" and message in err and err.count("\n") == 1
 
