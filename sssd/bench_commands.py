@@ -203,7 +203,7 @@ def _decode(args) -> dict:
 
     require_at_least(args, 1, ("prompts", "max_new_tokens", "runs"), as_flags=True)  # (below 1: tracebacks)
     require_at_least(args, 0, ("contention",), as_flags=True)
-    check_prompt_sets(args.datasets.split(","))  # before the model loads
+    check_prompt_sets(args.datasets.split(","), args.prompts)  # before the model loads
     return run(args.datasets.split(","), args.prompts, args.max_new_tokens, _ints(args.batch_sizes, "--batch-sizes"),
                args.device, progress=not args.json, runs=args.runs, contention=args.contention, dtype=args.dtype,
                linears=args.linears, attention=args.attention)

@@ -429,6 +429,8 @@ def test_every_sssd_command_the_readme_shows_parses(line):
         (["decode", "--contention", "-1"], "sssd: error: --contention -1 must be at least 0\n"),
         # (an unknown set decoded HumanEval's prompts under its name, after minutes of loading)
         (["decode", "--datasets", "mtbench,nope"], "sssd: error: --datasets: no prompt set 'nope' (one of "),
+        # (MT-Bench's 80 were decoded, labelled as 81 per set)
+        (["decode", "--datasets", "humaneval,mtbench", "--prompts", "81"], "sssd: error: --prompts 81: mtbench has 80 prompts\n"),
         (["forward", "--context", "-1"], "sssd: error: --context -1 must be at least 0\n"),  # (a traceback)
         # each offender named alone (it read "--steps None, --conversations 0 and --draft-threads 1 must be ...")
         (["serve-sim", "--conversations", "0"], "sssd: error: --conversations 0 must be at least 1\n"),

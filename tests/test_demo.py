@@ -49,6 +49,7 @@ def test_demo_json_rows_and_same_state_every_run(smollm2_available, tmp_path, ca
     "flags,message",
     [
         (["--prompts", "1"], "--prompts 1: at least 2"),
+        (["--prompts", "81"], "--prompts 81: mtbench has 80 prompts"),  # (decoded none after feedback)
         (["--max-new-tokens", "0"], "--max-new-tokens 0 must be at least 1"),  # (a traceback)
         (["--conversations", "0"], "--conversations 0 must be at least 1"),  # (a traceback)
     ],

@@ -37,21 +37,29 @@ CONTEXT = 256  # cache length of the start-up forward measurements
 PROMPT_SETS = ("mtbench", "humaneval")  # the dev sets whose prompts decode end to end
 
 
-def check_prompt_sets(names) -> None:
+def check_prompt_sets(names, n: int) -> None:
     """A one-line ValueError for a name that is not one of ``PROMPT_SETS`` (one was taken for
-    HumanEval, and labelled with its own name in the results)."""
-    unknown = [n for n in names if n not in PROMPT_SETS]
+    HumanEval, and labelled with its own name in the results), or for ``n`` prompts per set where
+    one holds fewer (the rest were left out silently: the demo then decoded none after feedback)."""
+    unknown = [name for name in names if name not in PROMPT_SETS]
     if unknown:
         raise ValueError(f"--datasets: no prompt set {unknown[0]!r} (one of {', '.join(PROMPT_SETS)})")
+    for name in names:
+        if n > len(_texts(name)):
+            raise ValueError(f"--prompts {n}: {name} has {len(_texts(name))} prompts")
+
+
+def _texts(dataset: str) -> list[str]:
+    from sssd.bench import datasets
+
+    return datasets.mtbench_questions() if dataset == "mtbench" else datasets.humaneval_prompts()
 
 
 def prompts_for(tok, dataset: str, n: int) -> list[list[int]]:
     from sssd.smollm2 import chat_ids
-    from sssd.bench import datasets
 
-    check_prompt_sets([dataset])
-    texts = datasets.mtbench_questions() if dataset == "mtbench" else datasets.humaneval_prompts()
-    return [chat_ids(tok, t) for t in texts[:n]]
+    check_prompt_sets([dataset], n)
+    return [chat_ids(tok, t) for t in _texts(dataset)[:n]]
 
 
 def build_datastore(tok, vocab: int):
