@@ -45,8 +45,9 @@ def check_prompt_sets(names, n: int) -> None:
     if unknown:
         raise ValueError(f"--datasets: no prompt set {unknown[0]!r} (one of {', '.join(PROMPT_SETS)})")
     for name in names:
-        if n > len(_texts(name)):
-            raise ValueError(f"--prompts {n}: {name} has {len(_texts(name))} prompts")
+        held = len(_texts(name))
+        if n > held:
+            raise ValueError(f"--prompts {n}: {name} has {held} prompts")
 
 
 def _texts(dataset: str) -> list[str]:
