@@ -535,3 +535,16 @@ def test_a_grpc_error_is_said_in_one_line():
     assert "\n" in str(info.value) and one_line(info.value).startswith("UNAVAILABLE: ")
     assert "\n" not in one_line(info.value) and "debug_error_string" not in one_line(info.value)
     assert one_line(ValueError("a\n  b")) == "a b" and one_line(KeyError()) == "KeyError"
+
+
+@pytest.mark.parametrize("address,warned", [
+    ("ipv4:127.0.0.1:1,127.0.0.1:2", True), ("dns:///localhost:1", True), ("127.0.0.1:1", False),
+    ("ipv4:127.0.0.1:1", False),
+])
+def test_a_lookup_stream_over_several_servers_is_warned(caplog, address, warned):
+    """A stream is pinned to one server: over replicas it left the others idle, silently."""
+    with caplog.at_level(logging.WARNING, logger="sssd.sdk"):
+        DatastoreClient(address, lookup_stream=True).close()
+        DatastoreClient(address).close()  # unary lookups spread: nothing to say
+    said = [r.getMessage() for r in caplog.records if "lookup_stream" in r.getMessage()]
+    assert len(said) == int(warned), said

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import math
 import queue
 import threading
@@ -22,6 +23,7 @@ from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
+log = logging.getLogger("sssd.sdk")
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
@@ -50,6 +52,12 @@ def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int
     return kind.insecure_channel(address, options)
 
 
+def several_servers(address: str) -> bool:
+    """Whether ``address`` names servers to spread calls over: a ``dns:`` name (every address it
+    resolves to) or an ``ipv4:``/``ipv6:`` list."""
+    return address.startswith("dns:") or (address.startswith(("ipv4:", "ipv6:")) and "," in address)
+
+
 def _answer(response: pb.LookupResponse, flat: bool):
     batch = tries_from_proto(response)
     return batch if flat else batch.trees()
@@ -76,6 +84,9 @@ class StreamedLookups:
     the next lookup opens a new one. Thread-safe."""
 
     def __init__(self, client: "DatastoreClient") -> None:
+        if several_servers(client.address):  # (it stayed on one of them silently)
+            log.warning("lookup_stream: every lookup goes to one server of %s (a stream is pinned to one); "
+                        "unary lookups (SSSD_LOOKUP_STREAM=0) spread them over its servers", client.address)
         self.client = client
         self._lock = threading.Lock()
         self._requests: queue.SimpleQueue | None = None
