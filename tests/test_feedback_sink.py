@@ -97,6 +97,9 @@ class Failure(grpc.RpcError):
     def code(self):
         return self._code
 
+    def details(self):
+        return f"the service's reason for {self._code.name}"
+
 
 class Flaky(Recorder):
     """Fails its first calls with the given codes (None: that call succeeds), then records;
@@ -130,13 +133,17 @@ def test_a_batch_the_datastore_did_not_take_is_sent_again_in_order(code):
     s.close()
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED])
-def test_a_batch_refused_for_another_reason_is_dropped_and_counted(code):
+@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  grpc.StatusCode.FAILED_PRECONDITION])  # (a read replica: "send writes to ...")
+def test_a_batch_refused_for_another_reason_is_dropped_and_counted(code, caplog):
     client = Flaky(code)
     s = sink(client, batch=2)
     for i in range(3):
         s.submit(str(i), [i, i])
-    assert not s.flush()
+    with caplog.at_level("WARNING", logger="sssd.sdk.feedback"):
+        assert not s.flush()
+    # the service's reason is said (the warning named the code alone)
+    assert f"failed ({code.name}: the service's reason for {code.name}); dropped" in caplog.text
     assert (s.failed, s.resends, len(s._queue)) == (2, 0, 1)
     assert s.flush() and [d[0] for d in client.docs] == ["w/2-2"]
     s.close()

@@ -29,6 +29,7 @@ import grpc
 import numpy as np
 
 from client_sdk.transport.remote import DatastoreClient
+from sssd_wire.errors import one_line
 
 log = logging.getLogger("sssd.sdk.feedback")
 
@@ -146,7 +147,7 @@ class FeedbackSink:
                 else:
                     self.failed += len(docs)
                 if not self._failing or not resend:
-                    log.warning("feedback ingest of %d generations failed: %s; %s", len(docs), exc.code().name,
+                    log.warning("feedback ingest of %d generations failed (%s); %s", len(docs), one_line(exc),
                                 "kept to send again (warned once until it works again; counted in resends)"
                                 if resend else "dropped (counted in failed)")
                 self._failing = True
