@@ -12,7 +12,7 @@ from client_sdk.drafting.drafters import Drafter
 from client_sdk.transport.feedback import FeedbackSink
 from client_sdk.drafting.costs import StepCosts
 from client_sdk.drafting.planner import PlannerConfig, StepPlanner
-from client_sdk.transport.remote import DatastoreClient
+from client_sdk.transport.remote import DatastoreClient, several_servers
 from client_sdk.transport.source import RemoteSource
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.speculator import Speculator
@@ -104,6 +104,9 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
                 sink = FeedbackSink(DatastoreClient(feedback_address, token, timeout_s=5.0), namespace,
                                     config.worker_id, owns_client=True)
             else:
+                if several_servers(address):  # (a replica refuses each batch: found at the first one)
+                    log.warning("feedback goes to %s, the servers lookups spread over: read replicas refuse "
+                                "writes, so name the writer in feedback_address (SSSD_FEEDBACK_ADDRESS)", address)
                 sink = FeedbackSink(client, namespace, config.worker_id)
     warm_up()  # the kernels compile here, not inside the first decode step
     if config.draft.draft_threads > 1:

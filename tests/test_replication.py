@@ -1,5 +1,6 @@
 """Read replicas on loopback: real servers, a writer and replicas following it over Follow."""
 
+import logging
 import time
 
 import grpc
@@ -185,6 +186,23 @@ def test_feedback_goes_to_the_writer_when_lookups_go_to_a_replica(server_factory
         assert w.stats("alpha").namespaces[0].documents == 2  # stored by the writer...
         with DatastoreClient(replica.address) as r:  # ...and followed by the replica
             wait_for(lambda: occurrences(r, "alpha", [9, 8, 7, 6]) == 1, 1.0, "feedback on the replica")
+
+
+def test_feedback_to_the_servers_lookups_spread_over_is_warned(server_factory, tmp_path, writer, caplog):
+    """(With replicas among them and no feedback address, every batch was refused, found only then.)"""
+    from client_sdk.runtime import build_speculator
+
+    with DatastoreClient(writer.address) as w:
+        w.create_namespace("alpha", 100)
+    replica = replica_of(server_factory, tmp_path, writer)
+    both = f"ipv4:{writer.address},{replica.address}"
+    for feedback_address, warned in ((None, 1), (writer.address, 0)):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="sssd.sdk"):
+            spec = build_speculator(address=both, namespace="alpha", fixed_budget=4, feedback=True,
+                                    feedback_address=feedback_address, vocab_size=100)
+        spec.close()
+        assert sum("name the writer in feedback_address" in r.getMessage() for r in caplog.records) == warned
 
 
 def test_a_followed_writer_shuts_down_without_waiting_out_its_grace(server_factory, tmp_path):
