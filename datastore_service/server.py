@@ -77,7 +77,8 @@ class ServerConfig:
             (-1 <= self.metrics_port <= 65535, f"--metrics-port {self.metrics_port} must be -1 (off) or 0..65535"),
             (self.metrics_port <= 0 or self.metrics_port != self.port,  # (failed with "[Errno 98]" alone)
              f"--metrics-port {self.metrics_port} is also --port: /metrics needs a port of its own"),
-            (self.max_message_bytes >= 1 << 16, f"--max-message-bytes {self.max_message_bytes} must be at least 65536"),
+            (1 << 16 <= self.max_message_bytes < 1 << 31,  # (past gRPC's C int: an OverflowError traceback)
+             f"--max-message-bytes {self.max_message_bytes} must be in 65536..2147483647"),
             (0 <= self.grace_s < math.inf, f"--grace-s {self.grace_s} must be a finite number >= 0"),
             (self.workers >= 0, f"--workers {self.workers} must be 0 (one per core) or more"),
             (self.replication_log_tokens >= 0, f"--replication-log-tokens {self.replication_log_tokens} must be >= 0"),

@@ -78,7 +78,8 @@ def test_namespace_spec_bounds(kwargs, message):
 @pytest.mark.parametrize("knobs,message", [
     (dict(synchronous="garbage"), "--synchronous 'garbage' must be one of"),
     (dict(port=-5), "--port -5 must be in 0..65535"),
-    (dict(max_message_bytes=0), "--max-message-bytes 0 must be at least"),
+    (dict(max_message_bytes=0), "--max-message-bytes 0 must be in 65536..2147483647"),
+    (dict(max_message_bytes=1 << 31), f"--max-message-bytes {1 << 31} must be in 65536..2147483647"),
     (dict(maintenance_interval_s=0), "--maintenance-interval-s 0 must be at least 0.01"),
     (dict(maintenance_interval_s=float("inf")), "--maintenance-interval-s inf must be at least 0.01 .* and finite"),
     (dict(grace_s=float("inf")), "--grace-s inf must be a finite number >= 0"),  # (a stop waited for ever)
