@@ -383,9 +383,17 @@ class Datastore:
             return
         self.flush()
         for name in list(self._namespaces):
-            if name in self._namespaces:
-                self.compact(name, full=False)
+            self._compact_held(name, full=False)
         self._compact_idle()
+
+    def _compact_held(self, name: str, full: bool) -> None:
+        """``compact(name)`` unless the namespace is dropped before it starts (a drop between the
+        round's listing and its compaction failed the round with a NotFound traceback)."""
+        try:
+            self.compact(name, full=full)
+        except NotFound:
+            if name in self._namespaces:
+                raise
 
     def _compact_idle(self) -> None:
         """Merge each namespace that has been quiet for ``idle_compaction_s`` into one segment,
@@ -399,8 +407,7 @@ class Datastore:
             for name in due:
                 del self._written[name]
         for name in due:
-            if name in self._namespaces:
-                self.compact(name, full=True)
+            self._compact_held(name, full=True)
 
     # -- segment readers ------------------------------------------------------------------
 
