@@ -289,7 +289,9 @@ class Datastore:
         """Delete documents; returns the ids that existed. Lookups stop seeing them at once."""
         with self._write_lock:
             ns = self.namespace(name)
-            found = [d for d in doc_ids if ns.has_document(d)]
+            # each id once: a repeated one was deleted from SQLite, then failed the index's delete
+            # (INTERNAL), so the change log never told replicas, which kept the document
+            found = [d for d in dict.fromkeys(doc_ids) if ns.has_document(d)]
             self.store.delete_documents(name, found)
             ns.delete(found)
             if self.changes is not None:

@@ -87,7 +87,7 @@ def test_sampling_budget_caps_reads_and_keeps_paths_real():
 
 def test_deleted_documents_vanish_from_lookups_at_once():
     ns = index_of(DOCS)
-    assert ns.delete(["a", "zzz"]) == ["a"]
+    assert ns.delete(["a", "zzz", "a"]) == ["a"]  # (a repeated id: KeyError)
     tree = ns.lookup([np.array([1, 2, 3, 4])], LookupParams(depth=1))[0]
     assert (tree.match_length, tree.paths()) == (4, {(6,): 1})
     assert ns.check_integrity() == ""

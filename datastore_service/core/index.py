@@ -183,7 +183,7 @@ class NamespaceIndex:
     def delete(self, doc_ids: Sequence[str]) -> list[str]:
         """Remove documents by id; returns those that existed. Lookups stop seeing them now."""
         with self._lock:
-            found = [d for d in doc_ids if d in self._docs]
+            found = [d for d in dict.fromkeys(doc_ids) if d in self._docs]  # (a repeated id: KeyError)
             for d in found:
                 self._remove(d)
             return found
