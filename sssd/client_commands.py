@@ -225,9 +225,14 @@ def read_token_documents(path: str, tokenizer=None):
             from sssd.tokenizers import record_tokens
 
             try:
-                yield doc_id, record_tokens(tokenizer, rec, where)
-            except (KeyError, TypeError, AttributeError) as exc:
-                raise ValueError(f"{where}: not a chat or text record ({exc})") from None
+                tokens = record_tokens(tokenizer, rec, where)
+            except Exception as exc:  # (the template's or the tokenizer's own error escaped the stream as UNKNOWN)
+                if isinstance(exc, ValueError) and str(exc).startswith(where):
+                    raise
+                raise ValueError(f"{where}: not a chat or text record ({one_line(exc)})") from None
+            if not tokens:  # (the service refused the whole stream for it)
+                raise ValueError(f"{where}: the record renders to no tokens")
+            yield doc_id, tokens
             continue
         tokens = rec.get("tokens")
         if not isinstance(tokens, list) or not tokens:

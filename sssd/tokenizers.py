@@ -71,6 +71,23 @@ def fingerprint(tok) -> str:
     return f"{type(tok).__name__}:{len(vocab)}:{h.hexdigest()[:16]}"
 
 
+def message_text(content, where: str) -> str:
+    """A chat message's content as text: a string; a list of text parts, as OpenAI-style logs hold
+    it, joined by newlines; None (an assistant turn that only called tools) as "". A ValueError
+    naming ``where`` for anything else (an image part: only text is stored)."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        for part in content:
+            if not (isinstance(part, dict) and part.get("type") == "text"):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"{where}: only text parts are stored, not {kind!r}")
+            if not isinstance(part.get("text"), str):
+                raise ValueError(f"{where}: a text part's 'text' must be a string")
+        return "\n".join(part["text"] for part in content)
+    raise ValueError(f"{where}: 'content' must be text or a list of text parts, not {type(content).__name__}")
+
+
 def record_tokens(tok, rec: dict, where: str) -> list[int]:
     """Token ids of one JSONL record: {"tokens": [...]}, {"messages": [...]} or {"text": "..."}."""
     if "tokens" in rec:
@@ -79,10 +96,15 @@ def record_tokens(tok, rec: dict, where: str) -> list[int]:
         msgs = rec["messages"]
         if not isinstance(msgs, list) or not all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in msgs):
             raise ValueError(f"{where}: 'messages' must be a list of {{role, content}} objects")
+        if not msgs:  # (transformers' own words named no line)
+            raise ValueError(f"{where}: 'messages' is empty")
         if not getattr(tok, "chat_template", None):
             raise ValueError(f"{where}: the tokenizer has no chat template; give a model directory or GGUF")
+        msgs = [{**m, "content": message_text(m["content"], f"{where}: message {i}")} for i, m in enumerate(msgs)]
         ids = tok.apply_chat_template(msgs, tokenize=True)
         return list(ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "input_ids") else ids)
     if "text" in rec:
+        if not isinstance(rec["text"], str):
+            raise ValueError(f"{where}: 'text' must be a string, not {type(rec['text']).__name__}")
         return tok(rec["text"], add_special_tokens=False)["input_ids"]
     raise ValueError(f"{where}: a record needs 'tokens', 'messages' or 'text'")

@@ -79,3 +79,63 @@ def test_a_path_that_is_no_tokenizer_is_one_line(tmp_path, make, message):
     with pytest.raises(ValueError, match=message) as info:
         load_tokenizer(str(path))
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("content,text", [
+    ("plain", "plain"),
+    ([{"type": "text", "text": "a"}, {"type": "text", "text": "b"}], "a\nb"),  # OpenAI-style parts
+    ([], ""),
+    (None, ""),  # an assistant turn that only called tools
+])
+def test_a_messages_content_as_text(content, text):
+    from sssd.tokenizers import message_text
+
+    assert message_text(content, "f:1") == text
+
+
+@pytest.mark.parametrize("content,message", [
+    ([{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {}}], "f:1: only text parts are stored, not 'image_url'"),
+    ([{"type": "text", "text": 5}], "f:1: a text part's 'text' must be a string"),
+    (["bare"], "f:1: only text parts are stored, not 'str'"),
+    (5, "f:1: 'content' must be text or a list of text parts, not int"),
+])
+def test_a_messages_content_that_is_not_text_is_named(content, message):
+    from sssd.tokenizers import message_text
+
+    with pytest.raises(ValueError) as info:
+        message_text(content, "f:1")
+    assert str(info.value) == message
+
+
+def test_chat_records_in_openai_parts_ingest_as_their_text(gguf):
+    """(A list of parts was refused: "can only concatenate str (not "list") to str".)"""
+    _, tok = gguf
+    parts = {"messages": [{"role": "user", "content": [{"type": "text", "text": "Write a haiku about the sea."}]},
+                          {"role": "assistant", "content": "Waves fold into foam."}]}
+    assert record_tokens(tok, parts, "x") == record_tokens(tok, CHAT, "x")
+
+
+@pytest.mark.parametrize("line,message", [
+    ('{"messages": []}', "f.jsonl:1: 'messages' is empty"),  # (transformers' words, no line)
+    ('{"text": ""}', "f.jsonl:1: the record renders to no tokens"),  # (the service refused the whole stream)
+    ('{"text": null}', "f.jsonl:1: 'text' must be a string, not NoneType"),  # (transformers' words, no line)
+    ('{"messages": [{"role": "user", "content": "{{"}]}', "f.jsonl:1: not a chat or text record (boom)"),
+])
+def test_a_record_that_does_not_render_names_its_line(gguf, tmp_path, monkeypatch, line, message):
+    """Whatever the template or the tokenizer raises is a one-line error naming the line (a
+    template's own error escaped gRPC's request stream as "UNKNOWN: Exception iterating requests!")."""
+    from sssd.client_commands import read_token_documents
+
+    _, tok = gguf
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    if "{{" in line:
+        monkeypatch.setattr(type(tok), "apply_chat_template", boom)
+    f = tmp_path / "f.jsonl"
+    f.write_text(line + "\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as info:
+        list(read_token_documents("f.jsonl", tok))
+    assert str(info.value) == message
