@@ -289,12 +289,14 @@ def _ingest(args) -> int:
             for batch in bounded_batches(docs, args.batch, BATCH_TOKENS):
                 bar.update(len(batch))
                 yield batch
-        except ValueError as exc:
+        except Exception as exc:  # (any other escaped the stream as "UNKNOWN: Exception iterating requests!")
             failure.append(exc)
 
     summary = client.ingest_stream(args.namespace, batches())
     bar.close()
     if failure:
+        if not isinstance(failure[0], (ValueError, OSError)):  # a defect: its own traceback
+            raise failure[0]
         raise ValueError(f"{failure[0]} ({counted(summary.added, 'document')} before it were stored; "
                          "re-running resumes by id)")
     emit(args, f"added {counted(summary.added, 'document')} ({counted(summary.tokens, 'token')}), "

@@ -528,3 +528,34 @@ def test_ingest_keeps_each_message_within_the_services_limit(tmp_path, capsys, m
         assert code == 0 and "added 600 documents (600000 tokens)" in out, err
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("error,said", [(OSError("the disk went away"), True), (RuntimeError("a defect"), False)])
+def test_an_error_while_reading_records_midway_is_not_lost_in_the_stream(server, capsys, tmp_path, monkeypatch,
+                                                                          error, said):
+    """The records are read on gRPC's thread; an error there other than a ValueError ended the stream
+    as "UNKNOWN: Exception iterating requests!". An OSError is said in one line with what was stored;
+    anything else is a defect and raised as itself."""
+    from sssd import client_commands
+
+    passes = []
+
+    def records(path, tokenizer=None):  # the check's pass reads it whole; the stream's fails midway
+        passes.append(path)
+        yield "first", [1, 2, 3]
+        yield "second", [4, 5]  # (pulling it sends the first: batches of one)
+        if len(passes) == 2:
+            raise error
+
+    monkeypatch.setattr(client_commands, "read_token_documents", records)
+    run(capsys, "namespace", "create", "mid", "--vocab-size", "10", "--address", server.address)
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"tokens": [1]}\n')
+    argv = ("ingest", str(path), "-n", "mid", "--batch", "1", "--address", server.address)
+    if said:
+        code, _, err = run(capsys, *argv)
+        assert code == 1 and err == "sssd: error: the disk went away (1 document before it were stored; " \
+                                    "re-running resumes by id)\n", err
+    else:
+        with pytest.raises(RuntimeError, match="a defect"):
+            run(capsys, *argv)
