@@ -1,7 +1,7 @@
 """Clients that create, drop, compact, delete, ingest and look up at once against a real writer with
-a replica following it, for a few seconds on 127.0.0.1: whatever interleaving happens, no call fails
-as INTERNAL, no maintenance round fails, every invariant holds, and the replica ends equal to the
-writer. (Run this way by hand, a repeated id in a delete failed as INTERNAL after SQLite had deleted
+a replica and a segment reader following it, for a few seconds on 127.0.0.1: whatever interleaving
+happens, no call fails as INTERNAL, no maintenance round fails, every invariant holds, and both
+followers end equal to the writer. (Run this way by hand, a repeated id in a delete failed as INTERNAL after SQLite had deleted
 the document, so no replica heard of it; and a drop between a maintenance round's listing and its
 compaction failed the round with a NotFound traceback.)"""
 
@@ -16,6 +16,7 @@ import numpy as np
 from client_sdk.transport.remote import DatastoreClient
 from sssd_wire.types import LookupParams
 from tests.test_replication import replica_of, wait_for
+from tests.test_segment_readers import reader_of
 
 SECONDS = 5.0
 NAMES = ("ns", "nt")
@@ -71,8 +72,9 @@ def _content(address: str) -> tuple[dict, dict]:
 
 
 def test_admin_calls_racing_writes_and_lookups_break_nothing(server_factory, tmp_path):
-    writer = server_factory(db=str(tmp_path / "w.db"), idle_compaction_s=0.3, compaction_fanout=2)
-    replica = replica_of(server_factory, tmp_path, writer)
+    writer = server_factory(db=str(tmp_path / "w.db"), segment_dir=str(tmp_path / "segments"),
+                            idle_compaction_s=0.3, compaction_fanout=2)
+    followers = replica_of(server_factory, tmp_path, writer), reader_of(server_factory, tmp_path, writer)
     codes: collections.Counter = collections.Counter()
     until = time.monotonic() + SECONDS
     threads = [threading.Thread(target=_run, args=(writer.address, call, seed, until, codes))
@@ -84,7 +86,15 @@ def test_admin_calls_racing_writes_and_lookups_break_nothing(server_factory, tmp
     assert codes["OK"] > 100 and not set(codes) - {"OK", "NOT_FOUND", "ALREADY_EXISTS"}, codes
     ds = writer.server.servicer.ds
     assert ds.maintenance_failures == 0 and ds.check_integrity(deep=True) == ""
+    with DatastoreClient(writer.address) as c:  # both namespaces hold documents at the end, whatever the race left
+        for name in set(NAMES) - {n.name for n in c.list_namespaces()}:
+            c.create_namespace(name, 50)
+        r = random.Random(99)
+        for name in NAMES:
+            c.ingest(name, [(f"end{i}", [r.randrange(50) for _ in range(60)]) for i in range(20)])
     time.sleep(0.5)  # the last writes flushed by maintenance (lookups see them from then on)
     expected = _content(writer.address)
-    wait_for(lambda: _content(replica.address) == expected, 5.0, "the replica equal to the writer")
-    assert replica.server.servicer.ds.check_integrity(deep=True) == ""
+    assert sorted(expected[0]) == sorted(NAMES) and all(docs >= 20 for docs, _ in expected[0].values())
+    for follower in followers:
+        wait_for(lambda: _content(follower.address) == expected, 5.0, f"{follower.address} equal to the writer")
+        assert follower.server.servicer.ds.check_integrity(deep=True) == ""
