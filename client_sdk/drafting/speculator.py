@@ -35,8 +35,7 @@ from client_sdk.drafting.requests import NO_TREE, RequestState, ints, states
 from client_sdk.drafting.tree import Calibration, cut_batch, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
-from sssd_wire.types import token_array
-from sssd_wire.types import TrieBatch
+from sssd_wire.types import TrieBatch, token_array
 
 STEP_KEY = "next-step"
 FRESH_KEY = "missed-now"
