@@ -28,7 +28,8 @@ import numpy as np
 
 from datastore_service.core import kernels
 from datastore_service.core.segment import PAD, Segment, bucket_table
-from datastore_service.core.types import ContinuationTree, Document, LookupParams, NamespaceSpec, TrieBatch, token_array
+from datastore_service.core.types import (ContinuationTree, Document, LookupParams, NamespaceSpec, TrieBatch,
+                                          checked_tokens)
 from sssd_wire.errors import InvalidArgument
 
 MAX_DOC_TOKENS = 1 << 20  # per document; larger inputs are rejected at the boundary
@@ -451,11 +452,8 @@ class SegmentView:
 
 def pack_tails(contexts: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
     """Last ``width`` tokens of each context, concatenated (int32), with offsets [B + 1];
-    InvalidArgument for one that is not token ids (floats were truncated, int64 ids wrapped)."""
-    try:
-        tails = [token_array(c[-width:], "a context") for c in contexts]
-    except ValueError as exc:
-        raise InvalidArgument(str(exc)) from None
+    InvalidArgument for one that is not token ids (``checked_tokens``)."""
+    tails = [checked_tokens(c[-width:], "a context") for c in contexts]
     if len(tails) == 1:
         return tails[0], np.array([0, tails[0].shape[0]], dtype=np.int64)
     lengths = [0]

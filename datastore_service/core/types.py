@@ -48,6 +48,15 @@ class NamespaceSpec:
             raise InvalidArgument("tokenizer_fingerprint longer than 256 characters")
 
 
+def checked_tokens(tokens, what: str) -> np.ndarray:
+    """``token_array`` (the wire's check: floats were truncated and stored or matched, an int64 id
+    past int32 wrapped around to another token) with its error as InvalidArgument, the datastore's."""
+    try:
+        return token_array(tokens, what)
+    except ValueError as exc:
+        raise InvalidArgument(str(exc)) from None
+
+
 @dataclasses.dataclass(frozen=True)
 class Document:
     """One token sequence with a client-chosen id (ingest is idempotent by id)."""
@@ -57,9 +66,5 @@ class Document:
 
     @staticmethod
     def of(doc_id: str, tokens) -> "Document":
-        """InvalidArgument when ``tokens`` are not token ids (a float was truncated and stored, an
-        int64 id past int32 wrapped around to another token: the wire's check, ``token_array``)."""
-        try:
-            return Document(doc_id, np.ascontiguousarray(token_array(tokens, f"document {doc_id!r}")))
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
+        """InvalidArgument when ``tokens`` are not token ids (``checked_tokens``)."""
+        return Document(doc_id, np.ascontiguousarray(checked_tokens(tokens, f"document {doc_id!r}")))

@@ -37,30 +37,31 @@ CONTEXT = 256  # cache length of the start-up forward measurements
 PROMPT_SETS = ("mtbench", "humaneval")  # the dev sets whose prompts decode end to end
 
 
-def check_prompt_sets(names, n: int) -> None:
-    """A one-line ValueError for a name that is not one of ``PROMPT_SETS`` (one was taken for
-    HumanEval, and labelled with its own name in the results), or for ``n`` prompts per set where
-    one holds fewer (the rest were left out silently: the demo then decoded none after feedback)."""
-    unknown = [name for name in names if name not in PROMPT_SETS]
-    if unknown:
-        raise ValueError(f"--datasets: no prompt set {unknown[0]!r} (one of {', '.join(PROMPT_SETS)})")
-    for name in names:
-        held = len(_texts(name))
-        if n > held:
-            raise ValueError(f"--prompts {n}: {name} has {held} prompts")
-
-
-def _texts(dataset: str) -> list[str]:
+def _prompt_texts(dataset: str, n: int) -> list[str]:
+    """The first ``n`` prompts of ``dataset``; a one-line ValueError for a name that is not one of
+    ``PROMPT_SETS`` (one was taken for HumanEval, and labelled with its own name in the results), or
+    for more prompts than it holds (the rest were left out silently: the demo then decoded none
+    after feedback)."""
     from sssd.bench import datasets
 
-    return datasets.mtbench_questions() if dataset == "mtbench" else datasets.humaneval_prompts()
+    if dataset not in PROMPT_SETS:
+        raise ValueError(f"--datasets: no prompt set {dataset!r} (one of {', '.join(PROMPT_SETS)})")
+    texts = datasets.mtbench_questions() if dataset == "mtbench" else datasets.humaneval_prompts()
+    if n > len(texts):
+        raise ValueError(f"--prompts {n}: {dataset} has {len(texts)} prompts")
+    return texts[:n]
+
+
+def check_prompt_sets(names, n: int) -> None:
+    """``prompts_for``'s checks of every set, before anything is loaded (see ``_prompt_texts``)."""
+    for name in names:
+        _prompt_texts(name, n)
 
 
 def prompts_for(tok, dataset: str, n: int) -> list[list[int]]:
     from sssd.smollm2 import chat_ids
 
-    check_prompt_sets([dataset], n)
-    return [chat_ids(tok, t) for t in _texts(dataset)[:n]]
+    return [chat_ids(tok, t) for t in _prompt_texts(dataset, n)]
 
 
 def build_datastore(tok, vocab: int):
