@@ -106,8 +106,12 @@ def make_directory(directory: Path, what: str) -> None:
 def exclusive_lock(path: str | Path, busy: str):
     """An open file holding an exclusive lock on ``path`` until it is closed (the kernel drops it
     when the process dies, however it dies). OSError "<busy> (it holds <path>)" when another
-    process holds it."""
-    owner = open(path, "a+")
+    process holds it, "cannot open the lock file <path> (<reason>)" when it cannot be opened (a
+    read-only or missing folder; the bare error named neither the datastore nor the lock)."""
+    try:
+        owner = open(path, "a+")
+    except OSError as exc:
+        raise OSError(f"cannot open the lock file {path} ({exc.strerror or exc})") from None
     try:
         fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

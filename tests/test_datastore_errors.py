@@ -109,6 +109,13 @@ def test_one_database_file_one_process(tmp_path):
     Datastore(DatastoreConfig(db=db)).close()  # released on close
 
 
+def test_a_lock_file_that_cannot_be_opened_is_named(tmp_path):
+    """open()'s own words named neither the lock nor what it is for ("[Errno 21] Is a directory: ...")."""
+    (tmp_path / "l.db.lock").mkdir()
+    with pytest.raises(OSError, match=r"^cannot open the lock file .*l\.db\.lock \(Is a directory\)$"):
+        Datastore(DatastoreConfig(db=str(tmp_path / "l.db")))
+
+
 def test_unknown_namespace(ds):
     with pytest.raises(NotFound, match="'nope'"):
         ds.ingest("nope", [Document.of("x", [1])])
