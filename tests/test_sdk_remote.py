@@ -275,6 +275,21 @@ def test_stopped_server_opens_the_breaker_then_recovers_after_restart(tmp_path):
     server.stop()
 
 
+def test_the_breaker_names_why_lookups_fail(live, caplog):
+    """A dropped namespace or a revoked token needs the operator, a server down only time: the
+    warning that the breaker opened says which ("lookups failing" named neither)."""
+    _, client = live
+    spec, source = speculator(client, deadline=0.2, outcomes=False, threshold=2, cooldown_s=30.0)
+    spec.start("r", [9, 1, 2])
+    client.drop_namespace("ns")
+    with caplog.at_level(logging.WARNING, logger="sssd.sdk"):
+        for _ in range(3):
+            spec.draft(["r"])
+    assert source.breaker.state == "open" and source.stats.failed >= 2  # (a 3rd when an answer's booking came late)
+    (warning,) = [r.getMessage() for r in caplog.records if "breaker open" in r.getMessage()]
+    assert "lookups failing (NOT_FOUND: namespace 'ns' does not exist)" in warning
+
+
 def test_feedback_reaches_the_datastore(live):
     server, client = live
     sink = FeedbackSink(client, "ns", "w1", batch=2, interval_s=0.05, min_tokens=2)

@@ -19,6 +19,7 @@ import numpy as np
 
 from client_sdk.transport.breaker import CircuitBreaker
 from client_sdk.transport.remote import DatastoreClient
+from sssd_wire.errors import one_line
 from sssd_wire.types import LookupParams, TrieBatch
 
 log = logging.getLogger("sssd.sdk")
@@ -112,8 +113,9 @@ class RemoteSource:
         if late and fut.cancelled():  # given up on by this side: booked when it was
             return
         if fut.cancelled() or fut.exception() is not None:
-            self.stats.failed += 1
-            self._failure("lookups failing")
+            self.stats.failed += 1  # the reason named: NOT_FOUND (a dropped namespace) or PERMISSION_DENIED
+            # (a revoked token) need the operator, UNAVAILABLE only time
+            self._failure(f"lookups failing ({'cancelled' if fut.cancelled() else one_line(fut.exception())})")
         elif not late:  # a late answer was booked as a failure when it was missed
             self.breaker.success()
             reopened = False
