@@ -285,6 +285,9 @@ def test_the_breaker_names_why_lookups_fail(live, caplog):
     with caplog.at_level(logging.WARNING, logger="sssd.sdk"):
         for _ in range(3):
             spec.draft(["r"])
+        deadline = time.monotonic() + 5  # (an answer is booked, and the warning said, on gRPC's thread)
+        while not [r for r in caplog.records if "breaker open" in r.getMessage()] and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert source.breaker.state == "open" and source.stats.failed >= 2  # (a 3rd when an answer's booking came late)
     (warning,) = [r.getMessage() for r in caplog.records if "breaker open" in r.getMessage()]
     assert "lookups failing (NOT_FOUND: namespace 'ns' does not exist)" in warning
