@@ -118,7 +118,15 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
     async def IngestStream(self, request_iterator, context):
         summary = pb.IngestSummary()
         async for request in request_iterator:
-            result, tokens = await self._ingest(request)
+            try:
+                result, tokens = await self._ingest(request)
+            except DatastoreError as exc:
+                if not summary.requests:
+                    raise
+                # the messages before it stay stored: say so, the error alone read as "nothing stored"
+                raise DatastoreError(f"{exc} (message {summary.requests + 1} of the stream; the {summary.requests} "
+                                     f"before it were stored, {summary.added} documents added: sending them again "
+                                     f"skips them by id)", exc.kind) from None
             summary.requests += 1
             summary.added += len(result.added)
             summary.duplicates += len(result.duplicates)

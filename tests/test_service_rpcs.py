@@ -98,6 +98,20 @@ def test_ingest_is_idempotent_and_stream_summarises(server, loaded):
     assert (mixed.added, list(mixed.conflict_ids)) == (1, ["a"])
 
 
+def test_a_stream_refused_midway_says_what_it_stored(server, loaded):
+    """The messages before a refused one stay stored; the error says so (alone it read as if
+    nothing had been), and the first message's error is the message's own."""
+    with pytest.raises(grpc.RpcError) as err:
+        loaded.ingest_stream("alpha", [[("m1", [1, 1])], [("m2", [2, 2])], [("m3", [99])]])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details().endswith("(message 3 of the stream; the 2 before it were stored, 2 documents "
+                                        "added: sending them again skips them by id)")
+    assert loaded.ingest("alpha", [("m1", [1, 1]), ("m2", [2, 2])]).duplicates == 2
+    with pytest.raises(grpc.RpcError) as err:
+        loaded.ingest_stream("alpha", [[("m4", [99])]])
+    assert "of the stream" not in err.value.details()
+
+
 def test_admin_rpcs(server, loaded):
     stats = loaded.stats()
     (ns,) = stats.namespaces
