@@ -1,6 +1,7 @@
 """FeedbackSink: its queue bounded in generations and in tokens, 4 bytes a token, its own copy of
 what it was handed; each Ingest capped in generations and tokens; a batch the datastore did not
-take sent again, one it refused dropped and counted (fake clients record or fail what would be
+take sent again, one it refused as invalid sent again in halves down to the refused generation,
+one refused otherwise dropped and counted (fake clients record or fail what would be
 sent; the live-server tests are in test_sdk_remote.py)."""
 
 import importlib.util
@@ -133,7 +134,7 @@ def test_a_batch_the_datastore_did_not_take_is_sent_again_in_order(code):
     s.close()
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
+@pytest.mark.parametrize("code", [grpc.StatusCode.RESOURCE_EXHAUSTED,
                                   grpc.StatusCode.FAILED_PRECONDITION])  # (a read replica: "send writes to ...")
 def test_a_batch_refused_for_another_reason_is_dropped_and_counted(code, caplog):
     client = Flaky(code)
@@ -146,6 +147,51 @@ def test_a_batch_refused_for_another_reason_is_dropped_and_counted(code, caplog)
     assert f"failed ({code.name}: the service's reason for {code.name}); dropped" in caplog.text
     assert (s.failed, s.resends, len(s._queue)) == (2, 0, 1)
     assert s.flush() and [d[0] for d in client.docs] == ["w/2-2"]
+    s.close()
+
+
+class Refusing(Recorder):
+    """Refuses, as INVALID_ARGUMENT, any Ingest that holds a generation longer than ``cap`` tokens
+    (the service's --max-doc-tokens)."""
+
+    def __init__(self, cap):
+        super().__init__()
+        self.cap, self.calls = cap, []
+
+    def ingest(self, namespace, docs, timeout_s=None):
+        self.calls.append(len(docs))
+        long = next((i for i, t in docs if len(t) > self.cap), None)
+        if long is not None:
+            raise Failure(grpc.StatusCode.INVALID_ARGUMENT)
+        return super().ingest(namespace, docs, timeout_s)
+
+
+@pytest.mark.parametrize("sizes, batch, calls", [
+    ([2, 2, 9, 2, 2, 2, 2, 2], 8, [8, 4, 2, 2, 1, 1, 4]),  # halves down to the long one, then whole batches
+    ([9, 2, 2, 2], 4, [4, 2, 1, 1, 2]),
+    ([2, 2, 2, 9], 4, [4, 2, 2, 1, 1]),
+    ([9, 2, 9, 2], 4, [4, 2, 1, 1, 2, 1, 1]),  # two refused
+    ([9], 4, [1]),
+    ([2, 2, 2, 2, 2], 4, [4, 1]),  # nothing refused: whole batches
+])
+def test_a_refused_generation_is_dropped_alone(sizes, batch, calls, caplog):
+    """The service refuses an Ingest for one generation it will not take (one longer than its
+    --max-doc-tokens): the batch is sent again in halves, down to that one alone, which alone is
+    dropped, counted in failed and named once; the others are stored, in order. (The whole batch
+    was dropped with it.)"""
+    client = Refusing(cap=4)
+    s = sink(client, batch=batch)
+    for i, n in enumerate(sizes):
+        s.submit(str(i), [i] * n)
+    with caplog.at_level("DEBUG", logger="sssd.sdk.feedback"):
+        assert s.flush() == (max(sizes) <= 4)
+    long = [f"w/{i}-{i}" for i, n in enumerate(sizes) if n > 4]
+    assert [d[0] for d in client.docs] == [f"w/{i}-{i}" for i, n in enumerate(sizes) if n <= 4]
+    assert (s.failed, s.refused, s.sent, len(s._queue), client.calls) == (len(long), len(long), len(sizes) - len(long),
+                                                                          0, calls)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [f"feedback: the datastore refused generation {i} (INVALID_ARGUMENT: the service's reason "
+                      "for INVALID_ARGUMENT); dropped (counted in failed; later ones are not logged)" for i in long[:1]]
     s.close()
 
 

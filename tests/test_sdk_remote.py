@@ -307,6 +307,21 @@ def test_feedback_reaches_the_datastore(live):
     assert all(ns.has_document(f"w1/{n}-{r}") for n, r in enumerate((0, 1, 2, 0)))
 
 
+def test_feedback_drops_only_a_generation_the_service_refuses(server_factory):
+    """A generation over the service's --max-doc-tokens fails its whole Ingest: the sink sends the
+    batch again in halves, and every other generation of it is stored."""
+    server = server_factory(max_doc_tokens=8)
+    with DatastoreClient(server.address, timeout_s=5) as client:
+        client.create_namespace("ns", 100)
+        sink = FeedbackSink(client, "ns", "w3", batch=4, interval_s=10, min_tokens=1)
+        for r, n in enumerate([3, 3, 20, 3, 3]):
+            sink.submit(r, [r + 1] * n)
+        sink.close()
+        assert (sink.sent, sink.failed, sink.refused) == (4, 1, 1)
+        ns = server.server.servicer.ds.namespace("ns")
+        assert [ns.has_document(f"w3/{r}-{r}") for r in range(5)] == [True, True, False, True, True]
+
+
 def test_feedback_counts_a_conflicting_id_and_keeps_the_rest(live, caplog):
     server, client = live
     client.ingest("ns", [("w2/0-a", [9, 9, 9])])  # another writer took this sink's first id

@@ -2,7 +2,8 @@
 
 Bounded: when the datastore is down the oldest pending generations are dropped (counted),
 never the decode loop blocked; a batch whose Ingest failed because the datastore was away or
-slow goes back to the queue and is sent again (``RESEND``). The queue holds at most
+slow goes back to the queue and is sent again (``RESEND``); one it refused as invalid is sent
+again in halves, down to the generation it refuses alone (``SPLIT``). The queue holds at most
 ``max_pending`` generations and ``max_pending_tokens`` tokens, each generation as int32, 4 bytes
 a token: a list of Python ints took 40, and making one cost the SGLang worker's scheduler thread
 3,458 / 3,180 µs for a 32K-token generation against 67 / 53 µs now (worst / median of 3 runs of
@@ -35,9 +36,13 @@ log = logging.getLogger("sssd.sdk.feedback")
 
 # an Ingest that failed with one of these goes back to the queue's front and is sent again (each
 # document's id makes a resend idempotent, also after a deadline the service met); any other
-# failure drops the batch, counted in ``failed`` (RESOURCE_EXHAUSTED too: a batch over the
+# failure but SPLIT drops the batch, counted in ``failed`` (RESOURCE_EXHAUSTED too: a batch over the
 # service's caps would fail again and hold up the queue behind it)
 RESEND = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED})
+# an Ingest of several generations refused with this (one generation over the service's
+# --max-doc-tokens, say) goes back to the queue's front and is sent in halves, down to the refused
+# one alone, which is dropped: one refused generation dropped every other of its batch with it
+SPLIT = grpc.StatusCode.INVALID_ARGUMENT
 
 
 def id_part(request_id) -> str:
@@ -70,6 +75,9 @@ class FeedbackSink:
         self._stop = threading.Event()
         self.sent = self.dropped = self.failed = self.conflicts = 0
         self.resends = 0  # failed Ingest calls whose batch was kept to send again
+        self.refused = 0  # generations the service refused alone (also in failed)
+        self._limit = batch  # generations per Ingest now: halved while a refused batch is split
+        self._suspect = 0  # generations at the queue's front from the last refused batch (then _limit is batch again)
         self._failing = False  # the last Ingest failed (warned once per run of failures)
         self._submitted = 0
         self._thread = threading.Thread(target=self._run, name="sssd-feedback", daemon=True)
@@ -123,13 +131,15 @@ class FeedbackSink:
 
     def flush(self, deadline: float | None = None) -> bool:
         """Send what is queued; False when a call failed or ``deadline`` (monotonic) passed."""
+        refused = False
         while self._queue:
             left = 5.0 if deadline is None else min(5.0, deadline - time.monotonic())
             if left <= 0:
                 return False
-            docs = self._take(self.batch, self.batch_tokens)
+            docs = self._take(self._limit, self.batch_tokens)
             try:
                 reply = self.client.ingest(self.namespace, docs, timeout_s=left)
+                self._cleared(len(docs))
                 if self._failing:
                     log.info("feedback: the datastore takes generations again (%d failed calls resent)", self.resends)
                     self._failing = False
@@ -140,6 +150,10 @@ class FeedbackSink:
                     log.warning("feedback: %d document id(s) already stored with other tokens, not stored: %s",
                                 len(conflicts), ", ".join(conflicts[:3]) + (" ..." if len(conflicts) > 3 else ""))
             except grpc.RpcError as exc:
+                if exc.code() == SPLIT:  # the service refused what was sent, not the call: the rest goes on
+                    refused = True
+                    self._refused(docs, exc)
+                    continue
                 resend = exc.code() in RESEND
                 if resend:
                     self._put_back(docs)
@@ -152,7 +166,29 @@ class FeedbackSink:
                                 if resend else "dropped (counted in failed)")
                 self._failing = True
                 return False
-        return True
+        return not refused
+
+    def _cleared(self, count: int) -> None:
+        """``count`` generations of the queue's front were stored or dropped: past the last refused
+        batch's, Ingests carry whole batches again."""
+        if self._suspect:
+            self._suspect = max(self._suspect - count, 0)
+            if not self._suspect:
+                self._limit = self.batch
+
+    def _refused(self, docs: list, exc: grpc.RpcError) -> None:
+        """An Ingest the service refused (SPLIT): several generations go back to the queue's front, to
+        be sent in halves; one alone is dropped, counted in ``failed`` (the first one warned about)."""
+        if len(docs) > 1:
+            self._put_back(docs)
+            self._suspect, self._limit = len(docs), len(docs) // 2
+            return
+        self._cleared(1)
+        self.failed += 1
+        self.refused += 1
+        log.log(logging.WARNING if self.refused == 1 else logging.DEBUG,
+                "feedback: the datastore refused generation %s (%s); dropped (counted in failed; later ones "
+                "are not logged)", docs[0][0], one_line(exc))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Send what is queued within ``timeout_s``; what is left is dropped, counted and logged."""
