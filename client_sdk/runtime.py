@@ -19,7 +19,7 @@ from client_sdk.drafting.speculator import Speculator
 from client_sdk.drafting.tree import Calibration, warm_up, warm_up_parallel
 from client_sdk.types import DraftConfig, GenerationSink, TrieSource
 from sssd_wire.errors import one_line
-from sssd_wire.types import LookupParams
+from sssd_wire.types import NAMESPACE_NAME, LookupParams
 
 log = logging.getLogger("sssd.sdk")
 
@@ -95,6 +95,8 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     feedback_address: the writer, when ``address`` names read replicas (they refuse writes).
     """
     if address and remote is None:
+        if not NAMESPACE_NAME.match(namespace):  # (it was a warning, then every lookup refused)
+            raise ValueError(f"namespace {namespace!r} is no namespace name: it must match {NAMESPACE_NAME.pattern}")
         client = DatastoreClient(address, token, timeout_s=5.0, lookup_stream=config.lookup_stream)
         remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes))
         if remote.connect():  # now, not in the first decode step's lookup

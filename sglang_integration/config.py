@@ -14,6 +14,7 @@ import os
 from client_sdk.drafting.budget import PRESETS
 from client_sdk.drafting.config import SpeculatorConfig
 from sssd_wire import settings
+from sssd_wire.types import NAMESPACE_NAME
 
 log = logging.getLogger("sssd.sglang")
 
@@ -35,6 +36,9 @@ class PluginConfig:
     speculator: SpeculatorConfig = SpeculatorConfig()
 
     def __post_init__(self) -> None:
+        if not NAMESPACE_NAME.match(self.namespace):  # (a name no service takes was one warning per worker)
+            raise ValueError(f"SSSD_NAMESPACE={self.namespace!r} is no namespace name: it must match "
+                             f"{NAMESPACE_NAME.pattern}")
         if self.hardware not in PRESETS:
             raise ValueError(f"SSSD_HARDWARE={self.hardware!r} is not one of {sorted(PRESETS)}")
         if self.draft_tokens < 0 or self.draft_tokens == 1 or self.draft_tokens > 64:

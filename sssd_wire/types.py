@@ -8,6 +8,7 @@ kernel and the SDK's drafting kernel read it without copies.
 from __future__ import annotations
 
 import dataclasses
+import re
 from array import array
 
 import numpy as np
@@ -16,6 +17,7 @@ from sssd_wire.errors import InvalidArgument
 
 
 MAX_TOKEN_ID = 2**31 - 1  # the largest id that int32 carries
+NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # what a service takes as a namespace's name
 
 
 def token_array(tokens, what: str = "tokens") -> np.ndarray:

@@ -104,3 +104,5 @@ def test_a_speculator_without_measured_costs_plans_on_this_cpus_roofline():
     spec.close()
     with pytest.raises(ValueError, match="a planner needs measured step costs or a model config"):
         build_speculator()
+    with pytest.raises(ValueError, match=r"^namespace 'a b' is no namespace name: it must match \^"):
+        build_speculator(config, address="127.0.0.1:1", namespace="a b")  # before any channel is opened

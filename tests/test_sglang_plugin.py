@@ -153,6 +153,9 @@ def test_config_from_env(env, expected):
     ({"SSSD_LOOKUP_DEADLINE_S": "-1"}, "SSSD_LOOKUP_DEADLINE_S"),
     ({"SSSD_DATASTORE": "ds:99999"}, "SSSD_DATASTORE 'ds:99999': port 99999 is not in 1..65535"),
     ({"SSSD_DATASTORE": "ds:1", "SSSD_FEEDBACK_ADDRESS": "w:0"}, "SSSD_FEEDBACK_ADDRESS 'w:0': port 0 is not in"),
+    ({"SSSD_NAMESPACE": ""}, r"SSSD_NAMESPACE='' is no namespace name: it must match \^\[A-Za-z0-9\]"),
+    ({"SSSD_NAMESPACE": "llama 3"}, "SSSD_NAMESPACE='llama 3' is no namespace name"),
+    ({"SSSD_NAMESPACE": "x" * 65}, "SSSD_NAMESPACE='x{65}' is no namespace name"),
 ])
 def test_config_errors_name_the_variable(env, message):
     with pytest.raises(ValueError, match=message):

@@ -7,14 +7,12 @@ contract, ``sssd_wire.types``, and are re-exported here for the core's own use.
 from __future__ import annotations
 
 import dataclasses
-import re
 
 import numpy as np
 
 from sssd_wire.errors import InvalidArgument
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch, token_array  # noqa: F401 (re-exported)
-
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+from sssd_wire.types import NAMESPACE_NAME as NAME_RE
 MAX_VOCAB = 1 << 24  # 16.7M ids: far above any real tokenizer, keeps packed keys sane
 
 
