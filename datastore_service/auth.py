@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 from sssd_wire.errors import DatastoreError, Kind
+from sssd_wire.settings import token_problem
 
 SCOPES = ("lookup", "ingest", "admin")
 
@@ -57,6 +58,12 @@ def _principal(entry, where: str) -> tuple[Principal, str]:
         raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
     if not isinstance(entry.get("token"), str) or not entry["token"].strip():
         raise ValueError(f"{where}: 'token' must be a non-empty string")
+    # a token no client can present (its holder was refused as unknown): one a call cannot carry, or
+    # one with white space at an end (the token a call presents is stripped)
+    token = entry["token"]
+    problem = token_problem(token) or ("" if token == token.strip() else "starts or ends with white space")
+    if problem:
+        raise ValueError(f"{where}: 'token' {problem}")
     for field, allowed in (("scopes", set(SCOPES)), ("namespaces", None)):
         value = entry.get(field)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):

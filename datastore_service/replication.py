@@ -51,6 +51,7 @@ from datastore_service.segment_files import RETIRED_GRACE_S, open_segment, owner
 from datastore_service.wire import namespace_from_proto, namespace_to_proto
 from sssd_wire.codec import decode_tokens, documents_to_proto
 from sssd_wire.errors import DatastoreError, Kind, Unavailable, one_line
+from sssd_wire.settings import bearer_metadata
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
@@ -392,7 +393,7 @@ class Follower:
 
     def __init__(self, address: str, token: str, ds, run, on_ready, tls_ca: str = "") -> None:
         self.address = address
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self.metadata = bearer_metadata(token, "--follow-token")  # (ServerConfig checked it at start)
         self.ds = ds
         self.applier = SegmentApplier(ds) if ds.segment_reader else Applier(ds)
         self.run = run

@@ -90,6 +90,7 @@ class ServerConfig:
                 raise ValueError(message)
         if self.follow:
             settings.check_address(self.follow, "--follow")
+            settings.bearer_metadata(self.follow_token, "--follow-token")
 
     @classmethod
     def of(cls, **knobs) -> "ServerConfig":

@@ -43,6 +43,7 @@ class PluginConfig:
             raise ValueError(f"SSSD_HARDWARE={self.hardware!r} is not one of {sorted(PRESETS)}")
         if self.draft_tokens < 0 or self.draft_tokens == 1 or self.draft_tokens > 64:
             raise ValueError(f"SSSD_DRAFT_TOKENS={self.draft_tokens} must be 0 (auto) or 2..64")
+        settings.bearer_metadata(self.token, "SSSD_TOKEN")  # (a Secret's trailing newline: at launch, not per call)
         for name, address in (("SSSD_DATASTORE", self.datastore), ("SSSD_FEEDBACK_ADDRESS", self.feedback_address)):
             if address:  # at launch, not at the first worker's channel (gRPC wrapped such a port)
                 settings.check_address(address, name)

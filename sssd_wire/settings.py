@@ -99,6 +99,29 @@ def check_address(address: str, what: str = "address") -> str:
     return address
 
 
+def token_problem(token: str) -> str:
+    """"" when a call can present ``token`` as a bearer token, else why not, without the token or
+    any of its characters (a secret): gRPC metadata carries printable ASCII only ("INTERNAL:
+    Invalid metadata" was all a client said of a secret file's trailing newline)."""
+    bad = next((i for i, c in enumerate(token) if not " " <= c <= "~"), None)
+    if bad is None:
+        return ""
+    what = "a line break" if token[bad] in "\r\n" else "a character that is not printable ASCII"
+    where = "at its end (a secret file's trailing newline?)" if not token[bad:].strip() else f"at character {bad + 1}"
+    return f"holds {what} {where}: gRPC metadata carries printable ASCII only"
+
+
+def bearer_metadata(token: str | None, what: str = "bearer token") -> tuple | None:
+    """The metadata of calls that present ``token`` (None: none); a one-line ValueError naming
+    ``what`` (never the token) when no call could present it (``token_problem``)."""
+    if not token:
+        return None
+    problem = token_problem(token)
+    if problem:
+        raise ValueError(f"{what} {problem}")
+    return (("authorization", f"Bearer {token}"),)
+
+
 def parse_value(text: str, default):
     """The string form of a knob (flag or environment value), typed like its default."""
     if isinstance(default, bool):
@@ -138,6 +161,11 @@ def _rebuild(cls, node, path: tuple[str, ...], values: dict[tuple[str, ...], obj
     return dataclasses.replace(node, **changes) if changes else node
 
 
+def is_secret(knob: str) -> bool:
+    """Whether a knob holds a secret (``token``, ``follow_token``): its value is never said."""
+    return knob == "token" or knob.endswith("_token")
+
+
 def from_env(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX, base=None):
     """The tree with every knob whose variable (``SSSD_<KNOB>``) is set taken from ``env``.
 
@@ -146,11 +174,14 @@ def from_env(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX,
     for leaf, (_, f) in _leaf_index(cls).items():
         name = env_name(leaf, prefix)
         if name in env:
-            given.append(f"{name}={env[name]}")
+            # a secret's value is never said (every variable set was named with its value in the
+            # error below, SSSD_TOKEN's too, whichever variable was wrong)
+            shown = "(set, not shown)" if is_secret(leaf) else repr(env[name])
+            given.append(f"{name}={shown}")
             try:
                 values[leaf] = parse_value(env[name], f.default)
             except ValueError as exc:
-                raise ValueError(f"{name}={env[name]!r}: {exc}") from exc
+                raise ValueError(f"{name}={shown}: {exc}") from exc
     try:
         return build(cls, base, **values)
     except ValueError as exc:  # a check across knobs: name every variable that was set

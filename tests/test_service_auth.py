@@ -124,6 +124,10 @@ OK_ENTRY = {"name": "w", "token": "secret", "scopes": ["lookup"], "namespaces": 
     ({"namespaces": None}, "all namespaces is"),  # missing: all must be explicit
     ({"token": 12345}, "'token' must be a non-empty string"),
     ({"token": ""}, "'token' must be a non-empty string"),
+    # tokens no client can present: they were taken, and their holders refused as unknown
+    ({"token": "secret\n"}, r"'token' holds a line break at its end \(a secret file's trailing newline\?\)"),
+    ({"token": "sécret"}, "'token' holds a character that is not printable ASCII at character 2"),
+    ({"token": " secret"}, "'token' starts or ends with white space"),
     ({"scopes": []}, "'scopes' must be a non-empty list"),
     ({"name": ""}, "'name' must be a non-empty string"),
     ({"role": "x"}, "unknown field"),
@@ -139,6 +143,31 @@ def test_auth_file_is_validated_strictly(tmp_path, change, message):
     path.write_text(json.dumps({"tokens": [OK_ENTRY, {**OK_ENTRY, "name": "v"}]}))
     with pytest.raises(ValueError, match="repeats another entry's token"):
         Authenticator.from_file(str(path))
+
+
+@pytest.mark.parametrize("token, message", [
+    ("s3cr3t\n", "bearer token holds a line break at its end (a secret file's trailing newline?): gRPC metadata "
+                 "carries printable ASCII only"),
+    ("s3\r\ncr3t", "bearer token holds a line break at character 3: gRPC metadata carries printable ASCII only"),
+    ("s3crét", "bearer token holds a character that is not printable ASCII at character 5: gRPC metadata carries "
+               "printable ASCII only"),
+    ("s3\tcr3t", "bearer token holds a character that is not printable ASCII at character 3: "),
+])
+def test_a_token_no_call_can_carry_is_one_line_without_the_secret(token, message):
+    """Said before any channel opens ("INTERNAL: Invalid metadata" at every call, before), and with
+    no character of the token in it (a secret, and logs are not)."""
+    from client_sdk.transport.aio import AsyncDatastoreClient
+    from datastore_service.server import ServerConfig
+
+    for make in (lambda: DatastoreClient("127.0.0.1:1", token=token),
+                 lambda: AsyncDatastoreClient("127.0.0.1:1", token=token)):
+        with pytest.raises(ValueError) as err:
+            make()
+        assert str(err.value).startswith(message)
+        assert not any(part in str(err.value) for part in ("s3", "cr3t", "cré", "t\n"))
+    with pytest.raises(ValueError, match=r"^--follow-token holds "):
+        ServerConfig.of(follow="127.0.0.1:1", follow_token=token)
+    assert DatastoreClient("127.0.0.1:1", token=" spaced ").metadata  # the service strips the ends: it matches
 
 
 def test_an_admin_of_one_namespace_cannot_act_on_all(server_factory, tmp_path):

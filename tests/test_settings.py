@@ -96,6 +96,17 @@ def test_bad_env_value_names_the_variable():
         settings.from_env(ServerConfig, {"SSSD_PORT": "eighty"})
 
 
+def test_a_secret_is_never_said_in_an_env_error():
+    """Every variable set was named with its value when any was wrong: SSSD_FOLLOW_TOKEN's too."""
+    env = {"SSSD_FOLLOW_TOKEN": "sup3rsecret", "SSSD_FOLLOW": "w:1", "SSSD_GRACE_S": "-1"}
+    with pytest.raises(ValueError) as err:
+        settings.from_env(ServerConfig, env)
+    assert "SSSD_FOLLOW_TOKEN=(set, not shown)" in str(err.value) and "SSSD_GRACE_S='-1'" in str(err.value)
+    assert "sup3r" not in str(err.value)
+    assert [k for k in ("token", "follow_token", "replication_log_tokens", "max_ingest_tokens", "draft_tokens")
+            if settings.is_secret(k)] == ["token", "follow_token"]
+
+
 def test_duplicate_leaf_names_are_refused():
     @dataclasses.dataclass(frozen=True)
     class Inner:

@@ -153,6 +153,11 @@ def test_config_from_env(env, expected):
     ({"SSSD_LOOKUP_DEADLINE_S": "-1"}, "SSSD_LOOKUP_DEADLINE_S"),
     ({"SSSD_DATASTORE": "ds:99999"}, "SSSD_DATASTORE 'ds:99999': port 99999 is not in 1..65535"),
     ({"SSSD_DATASTORE": "ds:1", "SSSD_FEEDBACK_ADDRESS": "w:0"}, "SSSD_FEEDBACK_ADDRESS 'w:0': port 0 is not in"),
+    ({"SSSD_TOKEN": "t0ken\n"}, r"^bad SSSD_\* environment \(SSSD_TOKEN=\(set, not shown\)\): SSSD_TOKEN holds a "
+                                r"line break at its end \(a secret file's trailing newline\?\)"),
+    # a secret is never said, whichever variable was wrong
+    ({"SSSD_TOKEN": "t0ken", "SSSD_HARDWARE": "tpu"}, r"^bad SSSD_\* environment \(SSSD_TOKEN=\(set, not shown\), "
+                                                      r"SSSD_HARDWARE='tpu'\): SSSD_HARDWARE='tpu' is not one of"),
     ({"SSSD_NAMESPACE": ""}, r"SSSD_NAMESPACE='' is no namespace name: it must match \^\[A-Za-z0-9\]"),
     ({"SSSD_NAMESPACE": "llama 3"}, "SSSD_NAMESPACE='llama 3' is no namespace name"),
     ({"SSSD_NAMESPACE": "x" * 65}, "SSSD_NAMESPACE='x{65}' is no namespace name"),

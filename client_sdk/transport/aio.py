@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, Iterable, Sequence
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, make_channel
 from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
+from sssd_wire.settings import bearer_metadata
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -17,9 +18,9 @@ from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 class AsyncDatastoreClient:
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
                  timeout_s: float = 10.0, max_message_bytes: int = 64 << 20) -> None:
+        self.metadata = bearer_metadata(token)  # (checked before a channel is opened)
         self.channel = make_channel(address, tls_ca, max_message_bytes, aio=True)
         self.stub = pb_grpc.DatastoreStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout_s = timeout_s
 
     async def close(self) -> None:

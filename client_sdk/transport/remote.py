@@ -18,7 +18,7 @@ from concurrent import futures
 import grpc
 
 from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
-from sssd_wire.settings import check_address
+from sssd_wire.settings import bearer_metadata, check_address
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -204,11 +204,11 @@ class DatastoreClient:
                  timeout_s: float = 10.0, lookup_stream: bool = False) -> None:
         if not 0 < timeout_s < math.inf:  # (inf: every call failed at once as DEADLINE_EXCEEDED)
             raise ValueError(f"timeout_s {timeout_s} must be a finite number of seconds above 0")
+        self.metadata = bearer_metadata(token)  # (checked before a channel is opened)
         self.address = address
         self.tls_ca = tls_ca
         self.channel = make_channel(address, tls_ca)
         self.stub = pb_grpc.DatastoreStub(self.channel)
-        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.timeout_s = timeout_s
         self.streamed = StreamedLookups(self) if lookup_stream else None
         self.looped = LoopLookups(self)
