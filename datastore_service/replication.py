@@ -51,7 +51,7 @@ from datastore_service.segment_files import RETIRED_GRACE_S, open_segment, owner
 from datastore_service.wire import namespace_from_proto, namespace_to_proto
 from sssd_wire.codec import decode_tokens, documents_to_proto
 from sssd_wire.errors import DatastoreError, Kind, Unavailable, one_line
-from sssd_wire.settings import bearer_metadata
+from sssd_wire.settings import bearer_metadata, tls_ca_bytes
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
@@ -424,8 +424,8 @@ class Follower:
     def _channel(self):
         options = [("grpc.max_receive_message_length", 256 << 20), ("grpc.keepalive_time_ms", 10_000)]
         if self.tls_ca:
-            with open(self.tls_ca, "rb") as f:
-                return grpc.aio.secure_channel(self.address, grpc.ssl_channel_credentials(f.read()), options)
+            credentials = grpc.ssl_channel_credentials(tls_ca_bytes(self.tls_ca, "--follow-tls-ca"))
+            return grpc.aio.secure_channel(self.address, credentials, options)
         return grpc.aio.insecure_channel(self.address, options)
 
     def _request(self) -> pb.FollowRequest | None:

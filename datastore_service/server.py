@@ -91,6 +91,8 @@ class ServerConfig:
         if self.follow:
             settings.check_address(self.follow, "--follow")
             settings.bearer_metadata(self.follow_token, "--follow-token")
+            if self.follow_tls_ca:  # (read at each reconnection: a bad one failed there, again and again)
+                settings.tls_ca_bytes(self.follow_tls_ca, "--follow-tls-ca")
 
     @classmethod
     def of(cls, **knobs) -> "ServerConfig":

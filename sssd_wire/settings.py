@@ -99,6 +99,22 @@ def check_address(address: str, what: str = "address") -> str:
     return address
 
 
+def tls_ca_bytes(path: str, what: str = "TLS CA bundle") -> bytes:
+    """The PEM certificates at ``path`` that a TLS channel trusts; a one-line ValueError naming
+    ``what`` when the file is missing or holds none (gRPC took any bytes, then failed every call
+    as UNAVAILABLE "Failed to create security handshaker", with a C-level line on stderr)."""
+    import ssl
+
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+        with open(path, "rb") as f:
+            return f.read()
+    except ssl.SSLError:  # (an OSError too: first)
+        raise ValueError(f"{what} {path}: no PEM certificate in it") from None
+    except OSError as exc:
+        raise ValueError(f"{what} {path}: {exc.strerror or exc}") from None
+
+
 def token_problem(token: str) -> str:
     """"" when a call can present ``token`` as a bearer token, else why not, without the token or
     any of its characters (a secret): gRPC metadata carries printable ASCII only ("INTERNAL:

@@ -1,5 +1,6 @@
 """Every RPC against a real server on port 0, with real channels."""
 
+import re
 import time
 
 import grpc
@@ -348,3 +349,22 @@ def test_tls_serves_with_a_good_pair_and_names_a_bad_one(server_factory, tmp_pat
     ]:
         with pytest.raises((OSError, ValueError), match=expected):
             server_factory(tls_cert=tls_cert, tls_key=tls_key, db=str(tmp_path / "other.db"))
+
+
+def test_a_ca_bundle_that_trusts_nothing_is_one_line_before_any_call(tmp_path):
+    """gRPC took any bytes as a CA bundle, then failed every call as UNAVAILABLE ("Failed to create
+    security handshaker") with a C-level line on stderr; a missing file was a bare errno."""
+    from client_sdk.transport.aio import AsyncDatastoreClient
+    from client_sdk.transport.remote import DatastoreClient
+    from datastore_service.server import ServerConfig
+
+    cert, _ = _pair(tmp_path, "a")
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    assert DatastoreClient("127.0.0.1:1", tls_ca=cert).channel is not None
+    for path, why in [(tmp_path / "junk.pem", "no PEM certificate in it"), (tmp_path / "none.pem", "No such file"),
+                      (tmp_path, "Is a directory")]:
+        for make, what in [(lambda: DatastoreClient("127.0.0.1:1", tls_ca=str(path)), "TLS CA bundle"),
+                           (lambda: AsyncDatastoreClient("127.0.0.1:1", tls_ca=str(path)), "TLS CA bundle"),
+                           (lambda: ServerConfig.of(follow="127.0.0.1:1", follow_tls_ca=str(path)), "--follow-tls-ca")]:
+            with pytest.raises(ValueError, match=f"^{what} {re.escape(str(path))}: {why}"):
+                make()

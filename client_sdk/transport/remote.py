@@ -18,7 +18,7 @@ from concurrent import futures
 import grpc
 
 from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
-from sssd_wire.settings import bearer_metadata, check_address
+from sssd_wire.settings import bearer_metadata, check_address, tls_ca_bytes
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -47,8 +47,7 @@ def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int
     check_address(address)
     kind = grpc.aio if aio else grpc
     if tls_ca:
-        with open(tls_ca, "rb") as f:
-            return kind.secure_channel(address, grpc.ssl_channel_credentials(f.read()), options)
+        return kind.secure_channel(address, grpc.ssl_channel_credentials(tls_ca_bytes(tls_ca)), options)
     return kind.insecure_channel(address, options)
 
 
