@@ -83,7 +83,8 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
                      feedback: bool = False, remote: TrieSource | None = None, sink: GenerationSink | None = None,
                      drafter: Drafter | None = None, calibration: Calibration | None = None,
                      config: SpeculatorConfig = SpeculatorConfig(), vocab_size: int | None = None,
-                     feedback_address: str | None = None, tokenizer_fingerprint: str | None = None) -> Speculator:
+                     feedback_address: str | None = None, tokenizer_fingerprint: str | None = None,
+                     tls_ca: str | None = None) -> Speculator:
     """A Speculator with an optional datastore and, unless fixed_budget is set, a step planner.
 
     costs: the planner's start-up StepCosts measured on this device (decoder.measured_costs);
@@ -93,17 +94,18 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     vocab_size, tokenizer_fingerprint: the model's; with ``address``, the namespace is checked
     against them at once (sssd.tokenizers.fingerprint).
     feedback_address: the writer, when ``address`` names read replicas (they refuse writes).
+    tls_ca: a PEM CA bundle: the datastore (and feedback_address) over TLS.
     """
     if address and remote is None:
         if not NAMESPACE_NAME.match(namespace):  # (it was a warning, then every lookup refused)
             raise ValueError(f"namespace {namespace!r} is no namespace name: it must match {NAMESPACE_NAME.pattern}")
-        client = DatastoreClient(address, token, timeout_s=5.0, lookup_stream=config.lookup_stream)
+        client = DatastoreClient(address, token, tls_ca, timeout_s=5.0, lookup_stream=config.lookup_stream)
         remote = RemoteSource(client, namespace, lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes))
         if remote.connect():  # now, not in the first decode step's lookup
             check_namespace(client, namespace, vocab_size, tokenizer_fingerprint)
         if feedback and sink is None:
             if feedback_address:
-                sink = FeedbackSink(DatastoreClient(feedback_address, token, timeout_s=5.0), namespace,
+                sink = FeedbackSink(DatastoreClient(feedback_address, token, tls_ca, timeout_s=5.0), namespace,
                                     config.worker_id, owns_client=True)
             else:
                 if several_servers(address):  # (a replica refuses each batch: found at the first one)

@@ -24,6 +24,7 @@ class PluginConfig:
     datastore: str = ""  # host:port of the datastore; empty = local drafting only
     namespace: str = "default"  # datastore namespace of this model's tokenizer
     token: str = ""  # bearer token (lookup + ingest scopes for feedback)
+    tls_ca: str = ""  # PEM CA bundle of the datastore's certificate: connect over TLS; empty = plaintext
     hardware: str = "h100-sxm"  # roofline preset: h100-sxm, h200, a100-80gb, l40s, rtx-4090
     # the launch (widest) draft width incl. root; 0 = auto: the planner's widest with per-batch
     # widths, else the roofline's choice for a full batch
@@ -44,6 +45,8 @@ class PluginConfig:
         if self.draft_tokens < 0 or self.draft_tokens == 1 or self.draft_tokens > 64:
             raise ValueError(f"SSSD_DRAFT_TOKENS={self.draft_tokens} must be 0 (auto) or 2..64")
         settings.bearer_metadata(self.token, "SSSD_TOKEN")  # (a Secret's trailing newline: at launch, not per call)
+        if self.tls_ca:
+            settings.tls_ca_bytes(self.tls_ca, "SSSD_TLS_CA")
         for name, address in (("SSSD_DATASTORE", self.datastore), ("SSSD_FEEDBACK_ADDRESS", self.feedback_address)):
             if address:  # at launch, not at the first worker's channel (gRPC wrapped such a port)
                 settings.check_address(address, name)
@@ -58,7 +61,7 @@ class PluginConfig:
 
     def describe(self) -> str:
         return (f"datastore={self.datastore or '(none: local drafting only)'} namespace={self.namespace} "
-                f"auth={'on' if self.token else 'off'} hardware={self.hardware} "
+                f"auth={'on' if self.token else 'off'} tls={'on' if self.tls_ca else 'off'} hardware={self.hardware} "
                 f"draft_tokens={self.draft_tokens or 'auto'} "
                 f"widths={'per batch' if self.per_batch_widths else 'fixed'} "
                 f"lookup_deadline_ms={self.speculator.lookup_deadline_s * 1e3:g} "

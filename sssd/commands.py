@@ -35,6 +35,7 @@ def _register_generate(sub) -> None:
     g.add_argument("--address", default=os.environ.get("SSSD_DATASTORE"), help="datastore host:port (default: $SSSD_DATASTORE; none = local drafts only)")
     g.add_argument("--namespace", default=os.environ.get("SSSD_NAMESPACE", "default"))
     g.add_argument("--token", default=os.environ.get("SSSD_TOKEN"))
+    g.add_argument("--tls-ca", help="PEM CA bundle: connect to the datastore with TLS")
     g.add_argument("--stats", action="store_true", help="print steps, tau and tokens/s to stderr")
     g.add_argument("--dtype", choices=DTYPES, default="auto", help=DTYPE_HELP)
     linears_flag(g, auto=True)
@@ -67,7 +68,7 @@ def _generate(args) -> int:
     if not args.no_speculation:
         costs = None if args.budget is not None else measured_costs(decoder, len(prompt) + args.max_new_tokens // 2)
         spec = build_speculator(model.config.to_dict(), address=args.address, namespace=args.namespace,
-                               token=args.token, fixed_budget=args.budget, costs=costs, config=CPU_DECODING,
+                               token=args.token, tls_ca=args.tls_ca, fixed_budget=args.budget, costs=costs, config=CPU_DECODING,
                                vocab_size=model.config.vocab_size,
                                tokenizer_fingerprint=fingerprint(tok) if args.address else None)
     sampling = Sampling(args.temperature, args.top_k, args.top_p) if args.temperature > 0 else None

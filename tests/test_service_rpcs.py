@@ -351,6 +351,30 @@ def test_tls_serves_with_a_good_pair_and_names_a_bad_one(server_factory, tmp_pat
             server_factory(tls_cert=tls_cert, tls_key=tls_key, db=str(tmp_path / "other.db"))
 
 
+def test_a_speculator_drafts_and_feeds_back_over_tls(server_factory, tmp_path):
+    """build_speculator's tls_ca (the SGLang worker's SSSD_TLS_CA): lookups and feedback both go
+    over TLS (a worker could only speak plaintext, its bearer token in the clear)."""
+    from client_sdk.drafting.config import SpeculatorConfig
+    from client_sdk.runtime import build_speculator
+    from client_sdk.transport.remote import DatastoreClient
+
+    cert, key = _pair(tmp_path, "a")
+    server = server_factory(tls_cert=cert, tls_key=key)
+    address = f"127.0.0.1:{server.server.port}"
+    with DatastoreClient(address, tls_ca=cert, timeout_s=10) as c:
+        c.create_namespace("alpha", 10)
+        c.ingest("alpha", [("d", [1, 2, 3, 4, 5, 6])])
+        c.snapshot()  # (lookups read sealed segments: sealed now, not at the next maintenance round)
+    spec = build_speculator(address=address, namespace="alpha", tls_ca=cert, fixed_budget=4, vocab_size=10,
+                            feedback=True, config=SpeculatorConfig(prefetch_outcomes=False, lookup_deadline_s=2.0))
+    spec.start("r", [9, 1, 2])
+    assert spec.draft(["r"])[0].tokens.tolist()[:3] == [3, 4, 5]  # the datastore's, over TLS
+    spec.commit("r", [3, 4, 5, 6, 7, 8, 9, 1])
+    spec.finish("r")
+    spec.close()
+    assert spec.remote.stats.used >= 1 and spec.feedback.sent == 1
+
+
 def test_a_ca_bundle_that_trusts_nothing_is_one_line_before_any_call(tmp_path):
     """gRPC took any bytes as a CA bundle, then failed every call as UNAVAILABLE ("Failed to create
     security handshaker") with a C-level line on stderr; a missing file was a bare errno."""

@@ -158,6 +158,7 @@ def test_config_from_env(env, expected):
     # a secret is never said, whichever variable was wrong
     ({"SSSD_TOKEN": "t0ken", "SSSD_HARDWARE": "tpu"}, r"^bad SSSD_\* environment \(SSSD_TOKEN=\(set, not shown\), "
                                                       r"SSSD_HARDWARE='tpu'\): SSSD_HARDWARE='tpu' is not one of"),
+    ({"SSSD_TLS_CA": "/nonexistent/ca.pem"}, r"\): SSSD_TLS_CA /nonexistent/ca.pem: No such file"),
     ({"SSSD_NAMESPACE": ""}, r"SSSD_NAMESPACE='' is no namespace name: it must match \^\[A-Za-z0-9\]"),
     ({"SSSD_NAMESPACE": "llama 3"}, "SSSD_NAMESPACE='llama 3' is no namespace name"),
     ({"SSSD_NAMESPACE": "x" * 65}, "SSSD_NAMESPACE='x{65}' is no namespace name"),
