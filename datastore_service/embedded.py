@@ -17,6 +17,7 @@ class EmbeddedServer:
         self.server = DatastoreServer(config)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="sssd-embedded", daemon=True)
+        self._stopping = threading.Lock()  # a second stop() waits for the first (it ran on a closed loop)
         self.address = ""
 
     def start(self) -> "EmbeddedServer":
@@ -30,11 +31,13 @@ class EmbeddedServer:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
 
     def stop(self) -> None:
-        if self._thread.is_alive():
-            self.call(self.server.stop())
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join()
-            self.loop.close()
+        """Shut the server down (once: later and concurrent calls return when it is down)."""
+        with self._stopping:
+            if self._thread.is_alive():
+                self.call(self.server.stop())
+                self.loop.call_soon_threadsafe(self.loop.stop)
+                self._thread.join()
+                self.loop.close()
 
     def __enter__(self) -> "EmbeddedServer":
         return self.start()

@@ -281,6 +281,7 @@ def _ingest(args) -> int:
     docs = read_token_documents(args.file, tokenizer)
     bar = tqdm(desc="ingest", unit="doc", disable=None, file=sys.stderr)
     failure: list[Exception] = []
+    handed = [0]  # documents handed to the stream (the bar counts none when it is off, as without a terminal)
 
     def batches():
         # gRPC consumes this on its own thread: an error ends the stream cleanly and is
@@ -288,12 +289,20 @@ def _ingest(args) -> int:
         try:
             for batch in bounded_batches(docs, args.batch, BATCH_TOKENS):
                 bar.update(len(batch))
+                handed[0] += len(batch)
                 yield batch
         except Exception as exc:  # (any other escaped the stream as "UNKNOWN: Exception iterating requests!")
             failure.append(exc)
 
-    summary = client.ingest_stream(args.namespace, batches())
-    bar.close()
+    try:
+        summary = client.ingest_stream(args.namespace, batches())
+    except grpc.RpcError as exc:  # the server went away (a restart) or refused a message midway
+        if not handed[0] or "of the stream" in one_line(exc):  # (nothing sent, or the server said what it kept)
+            raise
+        raise ValueError(f"{one_line(exc)} ({args.address}); up to {counted(handed[0], 'document')} had been sent: "
+                         "re-running resumes by id (the stored ones are skipped)") from None
+    finally:
+        bar.close()
     if failure:
         if not isinstance(failure[0], (ValueError, OSError)):  # a defect: its own traceback
             raise failure[0]

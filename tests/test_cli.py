@@ -1,6 +1,7 @@
 """The command line against a real embedded server, and the codegen staleness check."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -391,8 +392,6 @@ def test_the_benchmarks_that_no_other_test_runs_run_and_print_their_fields(capsy
 
 def _readme_commands() -> list[str]:
     """Every ``sssd ...`` line of the README's bash blocks (comments and a trailing & left out)."""
-    import re
-
     text = (ROOT / "README.md").read_text()
     lines = [line.strip() for block in re.findall(r"```bash\n(.*?)```", text, re.S) for line in block.splitlines()]
     return [line for line in lines if line.startswith("sssd ")]
@@ -528,6 +527,31 @@ def test_ingest_keeps_each_message_within_the_services_limit(tmp_path, capsys, m
         assert code == 0 and "added 600 documents (600000 tokens)" in out, err
     finally:
         server.stop()
+
+
+def test_an_ingest_cut_off_by_a_server_shutdown_says_what_was_sent(server_factory, capsys, tmp_path, monkeypatch):
+    """A server that shuts down midway (a restart) ended the command with its gRPC error alone, as if
+    nothing had been stored; it now says how much had been sent, and that re-running resumes."""
+    from sssd import client_commands
+
+    server = server_factory(grace_s=0.1)
+    a = ("--address", server.address)
+    assert run(capsys, "namespace", "create", "cut", "--vocab-size", "100", *a)[0] == 0
+    docs = tmp_path / "d.jsonl"
+    docs.write_text("".join(f'{{"tokens": [{i}, 1]}}\n' for i in range(10)))
+    whole = client_commands.bounded_batches
+
+    def cut_off(records, max_docs, max_tokens):  # (run on gRPC's thread, as it consumes the stream)
+        for i, batch in enumerate(whole(records, 2, max_tokens)):
+            if i == 2:
+                server.stop()
+            yield batch
+
+    monkeypatch.setattr(client_commands, "bounded_batches", cut_off)
+    code, out, err = run(capsys, "ingest", str(docs), "-n", "cut", *a)
+    assert code == 1 and out == ""
+    assert re.fullmatch(r"sssd: error: [A-Z_]+: .* \(127\.0\.0\.1:\d+\); up to [46] documents had been sent: "
+                        r"re-running resumes by id \(the stored ones are skipped\)\n", err), err
 
 
 @pytest.mark.parametrize("error,said", [(OSError("the disk went away"), True), (RuntimeError("a defect"), False)])

@@ -99,6 +99,27 @@ def test_a_writer_says_whether_its_file_is_new_or_what_it_holds(tmp_path, caplog
     assert f"writer, db {db}: 1 namespace, 2 documents, 5 tokens" in lines[1]
 
 
+def test_an_embedded_server_stopped_from_two_threads_stops_once(tmp_path):
+    """(A second stop() while the first ran called into the loop the first had closed.)"""
+    for i in range(4):
+        server = EmbeddedServer(ServerConfig.of(db=str(tmp_path / f"s{i}.db"), port=0, grace_s=0.1)).start()
+        errors = []
+
+        def stop():
+            try:
+                server.stop()
+            except Exception as exc:  # noqa: BLE001 (any failure fails the test below)
+                errors.append(exc)
+
+        threads = [threading.Thread(target=stop) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert not errors and not server._thread.is_alive() and server.loop.is_closed()
+        server.stop()  # and once more, after
+
+
 def test_in_flight_calls_drain_before_close(tmp_path):
     server = EmbeddedServer(ServerConfig.of(db=str(tmp_path / "d.db"), port=0, grace_s=5)).start()
     client = DatastoreClient(server.address)
