@@ -293,6 +293,34 @@ def test_the_breaker_names_why_lookups_fail(live, caplog):
     assert "lookups failing (NOT_FOUND: namespace 'ns' does not exist)" in warning
 
 
+def test_closing_a_built_speculator_closes_the_client_it_made(live):
+    """build_speculator's client (its channels, its lookup loop's thread) is the speculator's to
+    close: a worker that built and closed speculators kept every one's. A source the caller made
+    keeps its client open."""
+    from client_sdk.runtime import build_speculator
+
+    server, client = live
+
+    def lookup_threads():
+        return sum(t.name == "sssd-lookups" for t in threading.enumerate())
+
+    before = lookup_threads()
+    for _ in range(3):
+        spec = build_speculator(address=server.address, namespace="ns", fixed_budget=4, feedback=True, vocab_size=100)
+        spec.start("r", [9, 1, 2])
+        spec.prefetch(["r"])
+        spec.commit("r", [3, 4, 5, 6, 7, 8, 9, 1])
+        spec.finish("r")
+        assert lookup_threads() == before + 1
+        spec.close()
+        assert lookup_threads() == before and spec.feedback.sent == 1  # (sent before the client closed)
+    spec, source = speculator(client, deadline=0.0)
+    spec.start("r", [9, 1, 2])
+    spec.prefetch(["r"])
+    spec.close()
+    assert not source.owns_client and client.stats().namespaces  # the caller's client still works
+
+
 def test_feedback_reaches_the_datastore(live):
     server, client = live
     sink = FeedbackSink(client, "ns", "w1", batch=2, interval_s=0.05, min_tokens=2)

@@ -481,9 +481,14 @@ class Speculator:
         self._to_learn.clear()
 
     def close(self) -> None:
+        """Stop the background work and close the sources: the feedback sink (what it holds is sent
+        first), then the datastore source where it has a ``close`` (RemoteSource: its own client)."""
         if self.unigram_loader is not None:
             self.unigram_loader.close()
         if self.feedback is not None:
             self.feedback.close()
+        close_remote = getattr(self.remote, "close", None)  # (TrieSource asks for none: in-process ones hold nothing)
+        if close_remote is not None:
+            close_remote()
         if self._indexer is not None:
             self._indexer.shutdown(wait=True)

@@ -42,13 +42,15 @@ class RemoteSource:
 
     def __init__(self, client: DatastoreClient, namespace: str, options: LookupParams,
                  breaker: CircuitBreaker | None = None, timeout_s: float = 0.05, late_limit: int = 4,
-                 late_window: int = 16) -> None:
-        """late_limit: this many answers late in a row count as one failure for the breaker (one
+                 late_window: int = 16, owns_client: bool = False) -> None:
+        """owns_client: ``close()`` closes the client too (one made for this source alone).
+        late_limit: this many answers late in a row count as one failure for the breaker (one
         late answer, e.g. a cold connection or one slow step, is no verdict on the service).
         late_window: when half of the last this many answers came late, the breaker opens at
         once: a service late that often is not keeping up, even when in-time answers between
         the late ones break every streak, and its lookups only add to the load (0: off)."""
         self.client = client
+        self.owns_client = owns_client
         self.namespace = namespace
         self.options = options
         self.breaker = breaker or CircuitBreaker()
@@ -198,6 +200,17 @@ class RemoteSource:
         self._note_lateness(True)
         self._abandon(fut)  # a late answer is never used: the service need not finish it
         return None
+
+    def close(self) -> None:
+        """Give up the lookups in flight; close the client when this source owns it (its channels
+        and its loop thread: a worker that built and closed speculators kept them all)."""
+        with self._lock:
+            pending, self._pending = list(self._pending.values()), {}
+            later, self._cancel_later = self._cancel_later, []
+        for fut in [f for _, f in pending] + later:
+            fut.cancel()
+        if self.owns_client:
+            self.client.close()
 
     def fetch(self, contexts, timeout_s: float = 30.0) -> TrieBatch:
         """A blocking lookup for background work (the single-token table): not a step's, so it
