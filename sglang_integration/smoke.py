@@ -78,13 +78,30 @@ def accept_length(metas: list[dict], speculative: bool) -> float | None:
     return tokens / sum(m["spec_verify_ct"] for m in metas)
 
 
-def main() -> int:
+def missing_prerequisite(model: str, cuda: bool) -> str:
+    """What this machine lacks for the smoke test ("" when nothing): without a CUDA device, or with
+    a model path that is not there, SGLang started and failed minutes later on an unrelated import
+    (torchvision on a CPU box) or a hub download."""
+    if not cuda:
+        return "the smoke test needs a CUDA GPU (SGLang's kernels are CUDA-only); torch sees none here"
+    if model.startswith(("/", ".", "~")) and not os.path.isdir(os.path.expanduser(model)):  # (org/name: a hub id)
+        return f"--model-path {model}: no such directory (a local model folder, or a Hugging Face id like org/name)"
+    return ""
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model-path", required=True)
     ap.add_argument("--port", type=int, default=30123)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("extra", nargs="*", help="extra sglang.launch_server arguments, after --")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    import torch
+
+    problem = missing_prerequisite(args.model_path, torch.cuda.is_available())
+    if problem:
+        print(f"smoke: {problem}", file=sys.stderr)
+        return 2
     plain = run_side(args.model_path, args.port, False, args.max_new_tokens, args.extra)
     sssd = run_side(args.model_path, args.port, True, args.max_new_tokens, args.extra)
     same = plain["texts"] == sssd["texts"]

@@ -668,6 +668,31 @@ def test_worker_metrics_count_drafts_when_no_upkeep_runs():
     assert len(metrics._unbooked) == 0
 
 
+@pytest.mark.parametrize("model, cuda, said", [
+    ("/models/x", False, "needs a CUDA GPU"),
+    ("/nonexistent/model", True, "--model-path /nonexistent/model: no such directory"),
+    ("./nonexistent", True, "no such directory"),
+    ("HuggingFaceTB/SmolLM2-135M-Instruct", True, ""),  # a hub id: SGLang's to fetch
+    ("/", True, ""),  # (a folder that is there)
+])
+def test_the_smoke_test_names_a_missing_prerequisite_before_launching(model, cuda, said):
+    """(On a CPU box SGLang started and failed on a torchvision import, naming neither.)"""
+    from sglang_integration.smoke import missing_prerequisite
+
+    assert (said in missing_prerequisite(model, cuda)) and bool(missing_prerequisite(model, cuda)) == bool(said)
+
+
+def test_the_smoke_test_refuses_at_once_without_a_gpu(capsys):
+    import torch
+
+    from sglang_integration.smoke import main
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is here: the smoke test would launch SGLang")
+    assert main(["--model-path", "/models/x"]) == 2
+    assert capsys.readouterr().err.startswith("smoke: the smoke test needs a CUDA GPU")
+
+
 @pytest.mark.parametrize(
     "metas,speculative,want",
     [
