@@ -124,9 +124,10 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
                 if not summary.requests:
                     raise
                 # the messages before it stay stored: say so, the error alone read as "nothing stored"
-                raise DatastoreError(f"{exc} (message {summary.requests + 1} of the stream; the {summary.requests} "
-                                     f"before it were stored, {summary.added} documents added: sending them again "
-                                     f"skips them by id)", exc.kind) from None
+                before = "the one before it was" if summary.requests == 1 else f"the {summary.requests} before it were"
+                added = f"{summary.added} document{'' if summary.added == 1 else 's'} added"
+                raise DatastoreError(f"{exc} (message {summary.requests + 1} of the stream; {before} stored, {added}: "
+                                     "sending them again skips them by id)", exc.kind) from None
             summary.requests += 1
             summary.added += len(result.added)
             summary.duplicates += len(result.duplicates)

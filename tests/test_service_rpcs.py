@@ -111,6 +111,10 @@ def test_a_stream_refused_midway_says_what_it_stored(server, loaded):
     with pytest.raises(grpc.RpcError) as err:
         loaded.ingest_stream("alpha", [[("m4", [99])]])
     assert "of the stream" not in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        loaded.ingest_stream("alpha", [[("m5", [1])], [("m6", [99])]])
+    assert err.value.details().endswith("(message 2 of the stream; the one before it was stored, 1 document added: "
+                                        "sending them again skips them by id)")
 
 
 def test_admin_rpcs(server, loaded):
