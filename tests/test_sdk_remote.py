@@ -293,6 +293,35 @@ def test_the_breaker_names_why_lookups_fail(live, caplog):
     assert "lookups failing (NOT_FOUND: namespace 'ns' does not exist)" in warning
 
 
+@pytest.mark.parametrize("batch", [2, 4, 10, 30])
+def test_a_prefetch_stays_within_the_services_cap_on_contexts(server_factory, batch):
+    """A service refuses a Lookup of more contexts than its --max-lookup-contexts (4096 by default,
+    which ~480 drafted requests' ends passed): every prefetch then failed and the breaker opened.
+    Here a cap of 24 over 2-30 requests (3 suffix lengths, up to 4 ends each): fewer ends per
+    request, then requests beyond the cap ask nothing; no lookup is refused."""
+    server = server_factory(max_lookup_contexts=24)
+    with DatastoreClient(server.address, timeout_s=5) as client:
+        client.create_namespace("ns", 100)
+        client.ingest("ns", [(f"d{i}", TEXT) for i in range(3)])
+        client.snapshot()
+        source = RemoteSource(client, "ns", LookupParams(min_occurrences=1, depth=9), CircuitBreaker(threshold=1),
+                              timeout_s=2.0)
+        spec = Speculator(SpeculatorConfig(fixed_budget=4, max_lookup_contexts=24), remote=source)
+        rids = [f"r{i}" for i in range(batch)]
+        for i, rid in enumerate(rids):
+            spec.start(rid, [10 + i, 1, 2])  # (each its own contexts: shared ones are asked once)
+        for _ in range(4):
+            trees = spec.draft(rids)
+            spec.prefetch(rids)
+            time.sleep(0.1)
+            for rid, tree in zip(rids, trees):
+                spec.commit(rid, tree.tokens.tolist()[:1] + [7] if len(tree) else [7], tree, [0] if len(tree) else [])
+        spec.draft(rids)
+        assert source.stats.failed == 0 and source.breaker.state == "closed"
+        assert source.stats.used >= 3 and spec.counts["arrived"] > 0
+        spec.close()
+
+
 def test_closing_a_built_speculator_closes_the_client_it_made(live):
     """build_speculator's client (its channels, its lookup loop's thread) is the speculator's to
     close: a worker that built and closed speculators kept every one's. A source the caller made

@@ -104,7 +104,7 @@ def test_cache_fills_ride_on_the_step_lookup(answer, stored):
     back after the ends is stored, and only an answer of the asked size is."""
     cache, fills = TrieCache(capacity=8, width=4), CacheFills(4)
     fills.missed = tails_of(A, C, A)
-    asked = fills.ask(1)  # after one end's context
+    asked = fills.ask(1, room=2)  # after one end's context
     assert sorted(t.tolist() for t in asked) == [[1, 2], [3, 4, 5, 6]] and fills.first == 1
     assert fills.missed.shape[0] == 0  # asked: not asked again
     padded = fills.asked  # in the order asked: answer rows 1 and 2
@@ -114,6 +114,16 @@ def test_cache_fills_ride_on_the_step_lookup(answer, stored):
     assert held.tolist() == [stored, stored] and fills.asked.shape[0] == 0
     if stored:
         assert [trie for trie, _ in as_lists(out)] == [[7, 8], [9]]
+
+
+def test_cache_fills_ask_no_more_than_the_room_left():
+    """A prefetch within the service's cap on contexts leaves the fills what room is left: they ask
+    that many of the missed tails, and an answer is theirs only at that size."""
+    fills = CacheFills(4)
+    fills.missed = tails_of(A, C, A)
+    assert len(fills.ask(3, room=1)) == 1 and fills.asked.shape[0] == 1 and fills.missed.shape[0] == 0
+    fills.missed = tails_of(A, C)
+    assert fills.ask(5, room=-2) == [] and fills.asked.shape[0] == 0
 
 
 def test_bad_shapes_are_refused():

@@ -111,9 +111,11 @@ class CacheFills:
         self.first = 0  # the row of that prefetch's answer where their answers start
         self._got: TrieBatch | None = None  # that answer, once a step collected it whole
 
-    def ask(self, ends: int) -> list[np.ndarray]:
-        """The missed tails to ask after a prefetch's ``ends`` contexts (unpadded), once each."""
-        self.asked, self.missed, self.first, self._got = distinct_rows(self.missed), self._none, ends, None
+    def ask(self, ends: int, room: int) -> list[np.ndarray]:
+        """The missed tails to ask after a prefetch's ``ends`` contexts (unpadded), once each, at
+        most ``room`` of them (the rest are not asked)."""
+        asked = distinct_rows(self.missed)[: max(room, 0)]
+        self.asked, self.missed, self.first, self._got = asked, self._none, ends, None
         return [unpad(t) for t in self.asked]
 
     def arrived(self, got: TrieBatch | None) -> None:

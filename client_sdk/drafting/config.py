@@ -24,6 +24,10 @@ class SpeculatorConfig:
     prefetch_outcomes: bool = True  # zero-wait: while a step verifies, ask for the contexts it may end in
     outcomes: int = 4  # likeliest ends of a step prefetched per request ("nothing accepted" included)
     lookup_deadline_s: float = 0.0  # the longest a step waits for the datastore (0: use what has arrived)
+    # the most contexts one prefetch asks for (the service's --max-lookup-contexts, 4096 by default:
+    # it refuses a larger Lookup, and ~480 drafted requests at 4 ends each asked more): fewer ends per
+    # request first, then the cache's fills, then requests beyond it ask nothing
+    max_lookup_contexts: int = 4096
     # lookups over one LookupStream instead of unary calls: ~10-20 % less server CPU and latency
     # at low load (BENCHMARKS: fleet), but the worker stays on one server (no spreading over replicas)
     lookup_stream: bool = False
@@ -46,6 +50,7 @@ class SpeculatorConfig:
             raise ValueError(f"lookup_deadline_s {self.lookup_deadline_s} must be a finite number >= 0")
         if self.outcomes < 1:
             raise ValueError(f"outcomes {self.outcomes} must be >= 1")
+        require_at_least(self, 4, ("max_lookup_contexts",))  # (one end of one request at every suffix length)
         require_at_least(self, 0, ("fixed_budget", "background_index_tokens", "trie_cache"))  # (0: none, never, off)
         if not self.trie_cache_ttl_s > 0:
             raise ValueError(f"trie_cache_ttl_s {self.trie_cache_ttl_s} must be > 0 (trie_cache 0 turns the cache off)")

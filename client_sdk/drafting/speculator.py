@@ -455,14 +455,18 @@ class Speculator:
         else:
             batch, row_of = self._step
             drafted = [rid for rid in request_ids if rid in row_of]  # the others have no end to expect
+            cap, per_end = self.config.max_lookup_contexts, len(self._lengths)
+            per_request = min(self.pacing.now, cap // max(len(drafted) * per_end, 1))  # (within the service's cap)
+            if not per_request:  # one end each is too many: the requests beyond the cap ask nothing
+                drafted, per_request = drafted[: cap // per_end], 1
             reqs = [self._requests[rid] for rid in drafted]
             history = self._tails(reqs, IndexBatch(self.arena, [r.index() for r in reqs]))[1]
             contexts, self._ends = ask_for_ends(
                 batch, np.fromiter((row_of[rid] for rid in drafted), dtype=np.int64, count=len(drafted)),
-                history, self.pacing.now, self._lengths)
+                history, per_request, self._lengths)
             if self.cache is not None:  # the answers to the last fills, then this step's after its ends
                 self.fills.store(self.cache)
-            contexts += self.fills.ask(len(contexts))
+            contexts += self.fills.ask(len(contexts), cap - len(contexts))
             self.remote.request(STEP_KEY, contexts, samples=self.pacing.samples)
             self._outstanding = True
             self.counts["contexts"] += len(contexts)
