@@ -343,11 +343,14 @@ def test_closing_a_built_speculator_closes_the_client_it_made(live):
         assert lookup_threads() == before + 1
         spec.close()
         assert lookup_threads() == before and spec.feedback.sent == 1  # (sent before the client closed)
-    spec, source = speculator(client, deadline=0.0)
+    server.server.servicer.lookup_delay_s = 0.3  # the prefetch is still out at close
+    spec, source = speculator(client, deadline=0.0, threshold=1)
     spec.start("r", [9, 1, 2])
     spec.prefetch(["r"])
     spec.close()
+    time.sleep(0.1)
     assert not source.owns_client and client.stats().namespaces  # the caller's client still works
+    assert source.stats.failed == 0 and source.breaker.state == "closed"  # given up on by this side: no failure
 
 
 def test_feedback_reaches_the_datastore(live):

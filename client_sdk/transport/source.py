@@ -205,9 +205,10 @@ class RemoteSource:
         """Give up the lookups in flight; close the client when this source owns it (its channels
         and its loop thread: a worker that built and closed speculators kept them all)."""
         with self._lock:
-            pending, self._pending = list(self._pending.values()), {}
-            later, self._cancel_later = self._cancel_later, []
-        for fut in [f for _, f in pending] + later:
+            given_up = [f for _, f in self._pending.values()] + self._cancel_later
+            self._pending, self._cancel_later = {}, []
+            self._late.update(id(f) for f in given_up)  # this side's doing: no failure for the breaker
+        for fut in given_up:
             fut.cancel()
         if self.owns_client:
             self.client.close()

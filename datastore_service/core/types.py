@@ -12,7 +12,8 @@ import numpy as np
 
 from sssd_wire.errors import InvalidArgument
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch, token_array  # noqa: F401 (re-exported)
-from sssd_wire.types import NAMESPACE_NAME as NAME_RE
+from sssd_wire.types import NAMESPACE_NAME
+
 MAX_VOCAB = 1 << 24  # 16.7M ids: far above any real tokenizer, keeps packed keys sane
 
 
@@ -36,8 +37,8 @@ class NamespaceSpec:
     max_tokens: int = 0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not NAME_RE.match(self.name):
-            raise InvalidArgument(f"namespace name {self.name!r} must match {NAME_RE.pattern}")
+        if not isinstance(self.name, str) or not NAMESPACE_NAME.match(self.name):
+            raise InvalidArgument(f"namespace name {self.name!r} must match {NAMESPACE_NAME.pattern}")
         if not (2 <= int(self.vocab_size) <= MAX_VOCAB):
             raise InvalidArgument(f"vocab_size {self.vocab_size} must be in [2, {MAX_VOCAB}]")
         if not 0 <= int(self.max_tokens) <= MAX_RETENTION:
