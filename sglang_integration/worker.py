@@ -29,7 +29,8 @@ def build_drafter(config: PluginConfig, width: int, vocab_size: int, model_confi
     from client_sdk.runtime import build_speculator
 
     common = dict(address=config.datastore or None, namespace=config.namespace, token=config.token or None,
-                  tls_ca=config.tls_ca or None, feedback=config.feedback, vocab_size=vocab_size, feedback_address=config.feedback_address or None)
+                  tls_ca=config.tls_ca or None, feedback=config.feedback, vocab_size=vocab_size,
+                  feedback_address=config.feedback_address or None)
     if menu is None:
         spec = build_speculator(fixed_budget=width - 1, config=config.speculator, **common)
         return BatchDrafter(spec, width, vocab_size)

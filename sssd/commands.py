@@ -68,8 +68,8 @@ def _generate(args) -> int:
     if not args.no_speculation:
         costs = None if args.budget is not None else measured_costs(decoder, len(prompt) + args.max_new_tokens // 2)
         spec = build_speculator(model.config.to_dict(), address=args.address, namespace=args.namespace,
-                               token=args.token, tls_ca=args.tls_ca, fixed_budget=args.budget, costs=costs, config=CPU_DECODING,
-                               vocab_size=model.config.vocab_size,
+                               token=args.token, tls_ca=args.tls_ca, fixed_budget=args.budget, costs=costs,
+                               config=CPU_DECODING, vocab_size=model.config.vocab_size,
                                tokenizer_fingerprint=fingerprint(tok) if args.address else None)
     sampling = Sampling(args.temperature, args.top_k, args.top_p) if args.temperature > 0 else None
     t = time.perf_counter()
