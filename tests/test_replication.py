@@ -250,6 +250,27 @@ def test_a_replica_of_a_secured_writer_needs_an_admin_token(server_factory, tmp_
     assert not serving(denied.address)  # a lookup-only token may not follow
 
 
+def test_a_replica_follows_a_writer_over_tls(server_factory, tmp_path):
+    """--follow-tls-ca: the writer serves TLS (its certificate the CA the replica trusts), the
+    replica catches up and follows a change within a second; without the CA it never serves."""
+    from tests.test_service_rpcs import _pair
+
+    cert, key = _pair(tmp_path, "w")
+    writer = server_factory(db=str(tmp_path / "w.db"), tls_cert=cert, tls_key=key)
+    address = f"127.0.0.1:{writer.server.port}"
+    with DatastoreClient(address, tls_ca=cert) as w:
+        w.create_namespace("alpha", 100)
+        w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
+        plaintext = server_factory(db=str(tmp_path / "p.db"), follow=address)
+        replica = server_factory(db=str(tmp_path / "r.db"), follow=address, follow_tls_ca=cert)
+        wait_for(lambda: serving(replica.address), what="replica SERVING")
+        with DatastoreClient(replica.address) as r:
+            assert occurrences(r, "alpha", [1, 2, 3, 4]) == 1
+            w.ingest("alpha", [("b", [6, 7, 8, 9])])
+            wait_for(lambda: occurrences(r, "alpha", [6, 7, 8, 9]) == 1, 1.0, "a change over TLS")
+    assert not serving(plaintext.address)  # a plaintext follower of a TLS writer never catches up
+
+
 @pytest.mark.parametrize("sizes,expected", [
     ([], []),
     ([1, 1, 1], [[1, 1, 1]]),
