@@ -430,9 +430,11 @@ def test_asyncio_client(server):
             await c.ingest("aio", [("a", TEXT)])
 
             async def batches():
+                yield []  # (left out: the service refuses an empty message)
                 yield [("b", [7, 1, 2, 9])]
 
             summary = await c.ingest_stream("aio", batches())
+            assert summary.requests == 1
             await c.snapshot()
             trees = await c.lookup("aio", [np.array([1, 2])])
             flat = await c.lookup_batch("aio", [np.array([1, 2]), np.array([5])])

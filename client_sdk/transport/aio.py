@@ -48,9 +48,10 @@ class AsyncDatastoreClient:
         return await self._call(self.stub.Ingest, documents_to_proto(namespace, docs), timeout_s)
 
     async def ingest_stream(self, namespace: str, batches: AsyncIterable, timeout_s: float = 3600.0) -> pb.IngestSummary:
-        async def requests():
+        async def requests():  # (an empty batch left out, as DatastoreClient.ingest_stream leaves it)
             async for batch in batches:
-                yield documents_to_proto(namespace, batch)
+                if len(batch):
+                    yield documents_to_proto(namespace, batch)
 
         return await self.stub.IngestStream(requests(), timeout=timeout_s, metadata=self.metadata)
 

@@ -259,7 +259,9 @@ class DatastoreClient:
 
     def ingest_stream(self, namespace: str, batches: Iterable[Sequence[tuple[str, Sequence[int]]]],
                       timeout_s: float | None = None) -> pb.IngestSummary:
-        requests = (documents_to_proto(namespace, batch) for batch in batches)
+        """One IngestStream of ``batches`` (an empty batch is left out: the service refuses an empty
+        message, after storing the ones before it)."""
+        requests = (documents_to_proto(namespace, batch) for batch in batches if len(batch))
         return self.stub.IngestStream(requests, timeout=timeout_s or 3600.0, metadata=self.metadata)
 
     # -- admin --------------------------------------------------------------------------
