@@ -60,7 +60,8 @@ class ServerConfig:
     # a writer's address: serve as its read replica (lookups; writes are refused and go to the
     # writer), keeping --db a copy of the writer's content
     follow: str = ""
-    follow_token: str = ""  # bearer token with admin scope on the writer (prefer SSSD_FOLLOW_TOKEN to the flag)
+    # bearer token with admin scope on the writer (prefer SSSD_FOLLOW_TOKEN to the flag)
+    follow_token: str = dataclasses.field(default="", repr=False)
     follow_tls_ca: str = ""  # PEM CA of the writer's certificate, when it serves TLS
     # tokens of recent changes a writer keeps for replicas that reconnect (further behind: a full
     # copy); 0 = no replicas can follow this writer

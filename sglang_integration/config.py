@@ -23,7 +23,7 @@ log = logging.getLogger("sssd.sglang")
 class PluginConfig:
     datastore: str = ""  # host:port of the datastore; empty = local drafting only
     namespace: str = "default"  # datastore namespace of this model's tokenizer
-    token: str = ""  # bearer token (lookup + ingest scopes for feedback)
+    token: str = dataclasses.field(default="", repr=False)  # bearer token (lookup + ingest scopes for feedback)
     tls_ca: str = ""  # PEM CA bundle of the datastore's certificate: connect over TLS; empty = plaintext
     hardware: str = "h100-sxm"  # roofline preset: h100-sxm, h200, a100-80gb, l40s, rtx-4090
     # the launch (widest) draft width incl. root; 0 = auto: the planner's widest with per-batch

@@ -177,11 +177,6 @@ def _rebuild(cls, node, path: tuple[str, ...], values: dict[tuple[str, ...], obj
     return dataclasses.replace(node, **changes) if changes else node
 
 
-def is_secret(knob: str) -> bool:
-    """Whether a knob holds a secret (``token``, ``follow_token``): its value is never said."""
-    return knob == "token" or knob.endswith("_token")
-
-
 def from_env(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX, base=None):
     """The tree with every knob whose variable (``SSSD_<KNOB>``) is set taken from ``env``.
 
@@ -190,9 +185,9 @@ def from_env(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX,
     for leaf, (_, f) in _leaf_index(cls).items():
         name = env_name(leaf, prefix)
         if name in env:
-            # a secret's value is never said (every variable set was named with its value in the
-            # error below, SSSD_TOKEN's too, whichever variable was wrong)
-            shown = "(set, not shown)" if is_secret(leaf) else repr(env[name])
+            # a secret (a knob with repr=False: SSSD_TOKEN, SSSD_FOLLOW_TOKEN) is never said: every
+            # variable set was named with its value in the error below, whichever one was wrong
+            shown = repr(env[name]) if f.repr else "(set, not shown)"
             given.append(f"{name}={shown}")
             try:
                 values[leaf] = parse_value(env[name], f.default)

@@ -103,8 +103,17 @@ def test_a_secret_is_never_said_in_an_env_error():
         settings.from_env(ServerConfig, env)
     assert "SSSD_FOLLOW_TOKEN=(set, not shown)" in str(err.value) and "SSSD_GRACE_S='-1'" in str(err.value)
     assert "sup3r" not in str(err.value)
-    assert [k for k in ("token", "follow_token", "replication_log_tokens", "max_ingest_tokens", "draft_tokens")
-            if settings.is_secret(k)] == ["token", "follow_token"]
+    assert "sup3r" not in repr(settings.from_env(ServerConfig, {**env, "SSSD_GRACE_S": "1"}))  # nor in a repr
+
+
+def test_the_secrets_are_the_tokens():
+    """A knob is a secret by repr=False: the two tokens, and nothing else."""
+    from sglang_integration.config import PluginConfig
+
+    def secrets(cls):
+        return sorted(leaf for leaf, (_, f) in settings._leaf_index(cls).items() if not f.repr)
+
+    assert secrets(ServerConfig) == ["follow_token"] and secrets(PluginConfig) == ["token"]
 
 
 def test_duplicate_leaf_names_are_refused():
