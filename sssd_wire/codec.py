@@ -93,9 +93,17 @@ def tries_from_proto(r: pb.LookupResponse) -> TrieBatch:
 
 
 def documents_to_proto(namespace: str, docs) -> pb.IngestRequest:
-    """docs: (id, tokens) pairs."""
+    """docs: (id, tokens) pairs; a one-line ValueError for an id that is not a string (protobuf
+    said "bad argument type for built-in operation" of an int, and sent None as "")."""
     return pb.IngestRequest(namespace=namespace,
-                            documents=[pb.TokenDocument(id=i, tokens=encode_tokens(t, f"document {i!r}")) for i, t in docs])
+                            documents=[pb.TokenDocument(id=document_id(i), tokens=encode_tokens(t, f"document {i!r}"))
+                                       for i, t in docs])
+
+
+def document_id(doc_id) -> str:
+    if not isinstance(doc_id, str):
+        raise ValueError(f"document id {doc_id!r} must be a string, not {type(doc_id).__name__}")
+    return doc_id
 
 
 def create_namespace_request(name: str, vocab_size: int, tokenizer_fingerprint: str = "",

@@ -379,6 +379,18 @@ def test_a_speculator_drafts_and_feeds_back_over_tls(server_factory, tmp_path):
     assert spec.remote.stats.used >= 1 and spec.feedback.sent == 1
 
 
+@pytest.mark.parametrize("doc_id, said", [(5, "document id 5 must be a string, not int"),
+                                          (None, "document id None must be a string, not NoneType"),
+                                          (b"x", "document id b'x' must be a string, not bytes")])
+def test_a_document_id_that_is_not_a_string_is_one_line_before_any_call(doc_id, said):
+    """(protobuf's own "bad argument type for built-in operation" named nothing; None went out as "".)"""
+    from client_sdk.transport.remote import DatastoreClient
+
+    with DatastoreClient("127.0.0.1:1") as c:
+        with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+            c.ingest("ns", [("ok", [1]), (doc_id, [1, 2])])
+
+
 def test_a_ca_bundle_that_trusts_nothing_is_one_line_before_any_call(tmp_path):
     """gRPC took any bytes as a CA bundle, then failed every call as UNAVAILABLE ("Failed to create
     security handshaker") with a C-level line on stderr; a missing file was a bare errno."""
