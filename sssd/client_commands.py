@@ -11,7 +11,7 @@ import sys
 import grpc
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
-from sssd_wire.errors import one_line
+from sssd_wire.errors import InvalidArgument, one_line
 from sssd_wire.settings import require_above_zero, require_at_least
 from sssd_wire.types import MAX_TOKEN_ID, LookupParams
 
@@ -348,7 +348,11 @@ def _lookup(args) -> int:
         ctx = [int(t) for t in args.tokens.split(",") if t.strip()]  # (the client's codec checks the ids)
     except ValueError:
         raise ValueError(f"tokens {args.tokens!r} must be comma-separated integers") from None
-    (tree,) = client_of(args).lookup(args.namespace, [ctx], LookupParams(depth=args.depth, max_nodes=args.max_nodes))
+    try:
+        params = LookupParams(depth=args.depth, max_nodes=args.max_nodes)
+    except InvalidArgument as exc:  # named by its field ("depth 0 not in [1, 64]"): by its flag here
+        raise ValueError("--" + str(exc).replace("max_nodes", "max-nodes", 1)) from None
+    (tree,) = client_of(args).lookup(args.namespace, [ctx], params)
     print(json.dumps({"match_length": tree.match_length, "occurrences": tree.occurrences,
                       "tokens": tree.tokens.tolist(), "parents": tree.parents.tolist(), "counts": tree.counts.tolist()}))
     return 0

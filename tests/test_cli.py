@@ -159,6 +159,16 @@ def test_client_flags_out_of_range_are_one_line_errors(capsys, flags, message):
         assert code == 1 and out == "" and err == f"sssd: error: {message}\n"
 
 
+@pytest.mark.parametrize("flags,message", [
+    (["--depth", "0"], "--depth 0 not in [1, 64]"),  # (named "depth", the field, before)
+    (["--depth", "65"], "--depth 65 not in [1, 64]"),
+    (["--max-nodes", "0"], "--max-nodes 0 not in [1, 4096]"),
+])
+def test_lookup_flags_out_of_range_name_the_flag(capsys, flags, message):
+    code, out, err = run(capsys, "lookup", "1,2", "-n", "x", "--address", "127.0.0.1:1", *flags)
+    assert code == 1 and out == "" and err == f"sssd: error: {message}\n"
+
+
 def test_ingest_names_the_documents_it_could_not_store(server, capsys, tmp_path):
     """Records whose ids are stored with other tokens (the default FILE:LINE ids of two files of one
     name) are refused: said in one line with their ids, exit 1 (they were left out silently)."""
