@@ -94,3 +94,29 @@ def test_lookup_params_with_a_sample_budget():
     assert base.sampling(128) == LookupParams(depth=9, sample_budget=128)
     with pytest.raises(InvalidArgument, match="sample_budget 0"):
         base.sampling(0)
+
+
+@pytest.mark.parametrize("requests, now, cap, asking, ends", [
+    (64, 4, 4096, 64, 4),  # 768 contexts at most: as paced
+    (341, 4, 4096, 341, 4),  # 4,092: still fits
+    (342, 4, 4096, 342, 3),  # 4,104 would not: one end fewer each
+    (1000, 4, 4096, 1000, 1),
+    (1366, 4, 4096, 1365, 1),  # one end each is 4,098: the last request asks none
+    (5000, 2, 4096, 1365, 1),
+    (10, 1, 24, 8, 1),
+    (0, 4, 24, 0, 4),
+])
+def test_a_prefetch_fits_the_services_cap_on_contexts(requests, now, cap, asking, ends, caplog):
+    """Pacing.within: ``now`` ends each while requests x ends x 3 suffix lengths fit the cap, fewer
+    ends when not, then the first cap // 3 requests alone; a cut prefetch is counted, the first said."""
+    from client_sdk.drafting.outcomes import Pacing
+
+    pacing = Pacing(4)
+    pacing.now = now
+    drafted = list(range(requests))
+    with caplog.at_level("WARNING"):
+        for _ in range(2):
+            asked, per_request = pacing.within(drafted, 3, cap)
+            assert (asked, per_request) == (drafted[:asking], ends) and len(asked) * per_request * 3 <= cap
+    cut = (asking, ends) != (requests, now)
+    assert pacing.capped == 2 * cut and caplog.text.count("to stay within") == cut

@@ -43,6 +43,22 @@ class Pacing:
         self.most_samples = self.samples = samples
         self.fewest_samples = samples if fewest_samples is None else min(samples, fewest_samples)
         self._on_time = 0
+        self.capped = 0  # prefetches cut to fit the service's cap on contexts (``within``)
+
+    def within(self, drafted: list, lengths: int, cap: int) -> tuple[list, int]:
+        """The requests that ask and the ends each asks so that a prefetch asks at most ``cap``
+        contexts (``lengths`` per end; the service refuses a larger Lookup): ``now`` ends each
+        while they fit, else fewer, else one each for the first requests only (the rest ask
+        none). A cut one is counted in ``capped``, the first said in the log."""
+        ends = min(self.now, cap // max(len(drafted) * lengths, 1))
+        if ends == self.now:
+            return drafted, ends
+        self.capped += 1
+        if self.capped == 1:
+            log.warning("a prefetch for %d requests asks %d ends each at most, to stay within %d contexts per "
+                        "lookup (SSSD_MAX_LOOKUP_CONTEXTS, at most the service's --max-lookup-contexts); "
+                        "counted in Pacing.capped", len(drafted), max(ends, 1), cap)
+        return (drafted, ends) if ends else (drafted[: cap // lengths], 1)
 
     def arrived(self, in_time: bool) -> None:
         if not in_time:

@@ -455,10 +455,8 @@ class Speculator:
         else:
             batch, row_of = self._step
             drafted = [rid for rid in request_ids if rid in row_of]  # the others have no end to expect
-            cap, per_end = self.config.max_lookup_contexts, len(self._lengths)
-            per_request = min(self.pacing.now, cap // max(len(drafted) * per_end, 1))  # (within the service's cap)
-            if not per_request:  # one end each is too many: the requests beyond the cap ask nothing
-                drafted, per_request = drafted[: cap // per_end], 1
+            cap = self.config.max_lookup_contexts
+            drafted, per_request = self.pacing.within(drafted, len(self._lengths), cap)
             reqs = [self._requests[rid] for rid in drafted]
             history = self._tails(reqs, IndexBatch(self.arena, [r.index() for r in reqs]))[1]
             contexts, self._ends = ask_for_ends(
