@@ -41,8 +41,15 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     (ns,) = json.loads(out)["namespaces"]
     assert {k: ns[k] for k in ("name", "documents", "tokens")} == {"name": "demo", "documents": 3, "tokens": 9}
     assert ns["segments"] >= 1 and ns["resident_bytes"] > 0
+    code, out, _ = run(capsys, "stats", *a)
+    assert code == 0 and out.splitlines()[1].split()[:4] == ["demo", "3", "9", str(ns["segments"])]
     code, out, _ = run(capsys, "namespace", "list", *a)
     assert out.startswith("demo\tvocab=100")
+    late = tmp_path / "late.jsonl"  # a record the service refuses, after two it stored
+    late.write_text('{"id": "m1", "tokens": [1]}\n{"id": "m2", "tokens": [2]}\n{"id": "m3", "tokens": [100]}\n')
+    code, out, err = run(capsys, "ingest", str(late), "-n", "demo", "--batch", "1", *a)
+    assert code == 1 and err.startswith("sssd: error: INVALID_ARGUMENT: document 'm3': token id 100 outside")
+    assert "(message 3 of the stream; the 2 before it were stored, 2 documents added" in err and "up to" not in err
 
 
 @pytest.mark.parametrize(
