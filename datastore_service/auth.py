@@ -102,6 +102,16 @@ class Authenticator:
             principals[token] = principal
         return Authenticator(principals)
 
+    def reload(self, path: str) -> int:
+        """Take the tokens of the auth file at ``path`` in place of these (a revoked token refused
+        from the next call on, without a restart); the number of tokens. A ValueError, and these
+        tokens kept, for a file that does not load; one with auth off stays off."""
+        if self._by_token is None:
+            raise ValueError("auth is off on this server (started without --auth-file): nothing to reload")
+        principals = Authenticator.from_file(path)._by_token
+        self._by_token = principals  # one assignment: a call in flight reads the old map or the new
+        return len(principals)
+
     def authenticate(self, header: str | None) -> Principal:
         """Raises UNAUTHENTICATED for a missing or unknown token."""
         if self._by_token is None:

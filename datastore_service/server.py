@@ -217,6 +217,17 @@ class DatastoreServer:
             raise OSError(f"cannot listen on {address}: the port is in use or the address is not this host's")
         return port
 
+    def reload_auth(self) -> None:
+        """SIGHUP: read --auth-file again (revoke or add tokens without a restart); a file that does
+        not load is said in the log and the tokens before it stay. Calls already open (a replica's
+        Follow, a LookupStream) keep the principal they opened with until they reconnect."""
+        try:
+            count = self.auth.reload(self.config.auth_file)
+        except ValueError as exc:
+            log.error("SIGHUP: auth file not reloaded, the tokens before stay in force: %s", exc)
+            return
+        log.info("SIGHUP: auth file %s reloaded: %d tokens", self.config.auth_file, count)
+
     async def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
@@ -285,6 +296,7 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, server.reload_auth)  # (its default ended the server)
     try:
         await server.start()
     except BaseException:

@@ -9,11 +9,13 @@ import subprocess
 import sys
 
 
-def start_server(db: str, *flags: str, cwd: str | None = None) -> tuple[subprocess.Popen, str]:
-    """(process, "host:port"). Raises RuntimeError, with what it printed, if it did not start."""
+def start_server(db: str, *flags: str, cwd: str | None = None,
+                 stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+    """(process, "host:port"). Raises RuntimeError, with what it printed, if it did not start.
+    stderr: where its log goes (a file to read it)."""
     proc = subprocess.Popen([sys.executable, "-m", "sssd.cli", "serve", "--db", db, "--port", "0",
                              "--parent-pid", str(os.getpid()), *flags],
-                            cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                            cwd=cwd, stdout=subprocess.PIPE, stderr=stderr, text=True)
     line = proc.stdout.readline()
     if not line.startswith("listening on "):
         proc.kill()

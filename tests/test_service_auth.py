@@ -183,3 +183,44 @@ def test_an_admin_of_one_namespace_cannot_act_on_all(server_factory, tmp_path):
         assert status(lambda: c.compact("")) == grpc.StatusCode.PERMISSION_DENIED  # "" = every namespace
         assert status(lambda: c.snapshot()) == grpc.StatusCode.PERMISSION_DENIED
         assert status(lambda: c.create_namespace("beta", 10)) == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
+    """A token revoked in the auth file is refused after SIGHUP, one added is taken, without a
+    restart; a file that does not load leaves the tokens before it in force (said in the log).
+    (SIGHUP's default ended the server.)"""
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from sssd import serve_process
+
+    entries = json.loads(Path(auth_file).read_text())["tokens"]
+    with open(tmp_path / "serve.log", "w") as log:
+        proc, address = serve_process.start_server(str(tmp_path / "h.db"), "--auth-file", auth_file, stderr=log,
+                                                   cwd=str(Path(__file__).resolve().parent.parent))
+    try:
+        def status_of(token):
+            with DatastoreClient(address, token=token, timeout_s=5) as c:
+                return status(lambda: c.list_namespaces())
+
+        def after_sighup(expect):
+            os.kill(proc.pid, signal.SIGHUP)
+            deadline = time.monotonic() + 10
+            while {t: status_of(t) for t in expect} != expect and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert {t: status_of(t) for t in expect} == expect and proc.poll() is None
+
+        assert status_of("t-lookup") == grpc.StatusCode.OK
+        Path(auth_file).write_text(json.dumps({"tokens": [e for e in entries if e["token"] != "t-lookup"]
+                                              + [{**entries[0], "name": "new", "token": "t-new"}]}))
+        after_sighup({"t-lookup": grpc.StatusCode.UNAUTHENTICATED, "t-new": grpc.StatusCode.OK})
+        Path(auth_file).write_text("{not json")
+        after_sighup({"t-new": grpc.StatusCode.OK, "t-lookup": grpc.StatusCode.UNAUTHENTICATED})
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    text = (tmp_path / "serve.log").read_text()
+    assert "auth file" in text and "reloaded: 3 tokens" in text
+    assert "SIGHUP: auth file not reloaded, the tokens before stay in force: auth file" in text
