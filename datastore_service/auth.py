@@ -79,6 +79,7 @@ class Authenticator:
 
     def __init__(self, principals: dict[str, Principal] | None) -> None:
         self._by_token = principals  # None = auth disabled
+        self.generation = 0  # reloads so far: open streams authenticate again after one
 
     @property
     def enabled(self) -> bool:
@@ -104,12 +105,13 @@ class Authenticator:
 
     def reload(self, path: str) -> int:
         """Take the tokens of the auth file at ``path`` in place of these (a revoked token refused
-        from the next call on, without a restart); the number of tokens. A ValueError, and these
+        from the next call or stream message on, without a restart); the number of tokens. A ValueError, and these
         tokens kept, for a file that does not load; one with auth off stays off."""
         if self._by_token is None:
             raise ValueError("auth is off on this server (started without --auth-file): nothing to reload")
         principals = Authenticator.from_file(path)._by_token
         self._by_token = principals  # one assignment: a call in flight reads the old map or the new
+        self.generation += 1
         return len(principals)
 
     def authenticate(self, header: str | None) -> Principal:

@@ -93,8 +93,17 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
         authorize(method, request)
         return request
 
+    def still_authentic(seen: int) -> int:
+        """The auth file's generation; when it was reloaded since ``seen``, this call's token is
+        authenticated again (UNAUTHENTICATED once revoked): an open stream ends with its token."""
+        if guard.auth.generation != seen:
+            principal_var.set(guard.auth.authenticate(header))
+        return guard.auth.generation
+
     async def checked_stream(requests):
+        seen = guard.auth.generation
         async for request in requests:
+            seen = still_authentic(seen)
             yield admit(request)
 
     def checked(request, streaming: bool):
@@ -120,7 +129,11 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
             start = time.perf_counter()
             try:
                 start = await enter(context)
+                seen = guard.auth.generation
                 async for response in behavior(checked(request, streaming), context):
+                    if not streaming and guard.auth.generation != seen:  # (a replica's Follow: one request)
+                        seen = still_authentic(seen)
+                        admit(request)
                     yield response
             except (grpc.aio.AbortError, KeyboardInterrupt):
                 raise

@@ -219,8 +219,9 @@ class DatastoreServer:
 
     def reload_auth(self) -> None:
         """SIGHUP: read --auth-file again (revoke or add tokens without a restart); a file that does
-        not load is said in the log and the tokens before it stay. Calls already open (a replica's
-        Follow, a LookupStream) keep the principal they opened with until they reconnect."""
+        not load is said in the log and the tokens before it stay. A stream already open (a
+        replica's Follow, a LookupStream) is checked again at its next message: a revoked token's
+        ends as UNAUTHENTICATED (interceptors)."""
         try:
             count = self.auth.reload(self.config.auth_file)
         except ValueError as exc:

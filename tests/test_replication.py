@@ -250,6 +250,31 @@ def test_a_replica_of_a_secured_writer_needs_an_admin_token(server_factory, tmp_
     assert not serving(denied.address)  # a lookup-only token may not follow
 
 
+def test_a_replica_whose_token_is_revoked_stops_following(server_factory, tmp_path, auth_file):
+    """The writer's auth file reloaded (SIGHUP) without the replica's admin token: its open Follow
+    stream ends at the writer's next batch and cannot open again, so no later change reaches it."""
+    import json
+    from pathlib import Path
+
+    writer = server_factory(db=str(tmp_path / "w.db"), auth_file=auth_file)
+    entries = json.loads(Path(auth_file).read_text())["tokens"]
+    Path(auth_file).write_text(json.dumps({"tokens": entries + [{**entries[2], "name": "ops2", "token": "t-ops2"}]}))
+    writer.server.reload_auth()
+    with DatastoreClient(writer.address, token="t-ops2") as w:
+        w.create_namespace("alpha", 100)
+        w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
+        replica = server_factory(db=str(tmp_path / "r.db"), follow=writer.address, follow_token="t-admin")
+        wait_for(lambda: serving(replica.address), what="replica SERVING")
+        with DatastoreClient(replica.address) as r:
+            assert occurrences(r, "alpha", [1, 2, 3, 4]) == 1
+            Path(auth_file).write_text(json.dumps({"tokens": [e for e in entries if e["token"] != "t-admin"]
+                                                  + [{**entries[2], "name": "ops2", "token": "t-ops2"}]}))
+            writer.server.reload_auth()
+            w.ingest("alpha", [("b", [6, 7, 8, 9])])
+            time.sleep(1.5)  # (a change reaches a following replica well within a second)
+            assert occurrences(r, "alpha", [6, 7, 8, 9]) == 0 and occurrences(r, "alpha", [1, 2, 3, 4]) == 1
+
+
 def test_a_replica_follows_a_writer_over_tls(server_factory, tmp_path):
     """--follow-tls-ca: the writer serves TLS (its certificate the CA the replica trusts), the
     replica catches up and follows a change within a second; without the CA it never serves."""

@@ -187,14 +187,18 @@ def test_an_admin_of_one_namespace_cannot_act_on_all(server_factory, tmp_path):
 
 def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
     """A token revoked in the auth file is refused after SIGHUP, one added is taken, without a
-    restart; a file that does not load leaves the tokens before it in force (said in the log).
-    (SIGHUP's default ended the server.)"""
+    restart, and a stream open with the revoked one ends at its next message; a file that does not
+    load leaves the tokens before it in force (said in the log). (SIGHUP's default ended the server.)"""
     import os
+    import queue
     import signal
     import time
     from pathlib import Path
 
     from sssd import serve_process
+    from sssd_wire.codec import lookup_request
+    from sssd_wire.types import LookupParams
+    from sssd_wire.v1 import datastore_pb2_grpc
 
     entries = json.loads(Path(auth_file).read_text())["tokens"]
     with open(tmp_path / "serve.log", "w") as log:
@@ -213,9 +217,23 @@ def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
             assert {t: status_of(t) for t in expect} == expect and proc.poll() is None
 
         assert status_of("t-lookup") == grpc.StatusCode.OK
+        with DatastoreClient(address, token="t-admin") as admin:
+            admin.create_namespace("alpha", 100)
+        asks: queue.SimpleQueue = queue.SimpleQueue()
+        channel = grpc.insecure_channel(address)
+        answers = datastore_pb2_grpc.DatastoreStub(channel).LookupStream(
+            iter(asks.get, None), metadata=[("authorization", "Bearer t-lookup")], timeout=30)
+        asks.put(lookup_request("alpha", [np.array([1, 2])], LookupParams()))
+        next(answers)  # the stream is open, its token good
         Path(auth_file).write_text(json.dumps({"tokens": [e for e in entries if e["token"] != "t-lookup"]
                                               + [{**entries[0], "name": "new", "token": "t-new"}]}))
         after_sighup({"t-lookup": grpc.StatusCode.UNAUTHENTICATED, "t-new": grpc.StatusCode.OK})
+        asks.put(lookup_request("alpha", [np.array([1, 2])], LookupParams()))
+        with pytest.raises(grpc.RpcError) as err:  # the open stream's next message: its token is gone
+            next(answers)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        asks.put(None)
+        channel.close()
         Path(auth_file).write_text("{not json")
         after_sighup({"t-new": grpc.StatusCode.OK, "t-lookup": grpc.StatusCode.UNAUTHENTICATED})
     finally:
