@@ -134,8 +134,8 @@ def test_a_batch_the_datastore_did_not_take_is_sent_again_in_order(code):
     s.close()
 
 
-@pytest.mark.parametrize("code", [grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  grpc.StatusCode.FAILED_PRECONDITION])  # (a read replica: "send writes to ...")
+@pytest.mark.parametrize("code", [grpc.StatusCode.FAILED_PRECONDITION,  # (a read replica: "send writes to ...")
+                                  grpc.StatusCode.PERMISSION_DENIED])
 def test_a_batch_refused_for_another_reason_is_dropped_and_counted(code, caplog):
     client = Flaky(code)
     s = sink(client, batch=2)
@@ -192,6 +192,21 @@ def test_a_refused_generation_is_dropped_alone(sizes, batch, calls, caplog):
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert warned == [f"feedback: the datastore refused generation {i} (INVALID_ARGUMENT: the service's reason "
                       "for INVALID_ARGUMENT); dropped (counted in failed; later ones are not logged)" for i in long[:1]]
+    s.close()
+
+
+def test_a_full_datastore_keeps_the_generations_until_it_has_room():
+    """RESOURCE_EXHAUSTED (a full disk, or a call over the service's caps): a batch is sent again in
+    halves, a generation alone is kept and sent again at the next flush, in order, nothing dropped
+    (every batch was dropped while the disk was full)."""
+    full = grpc.StatusCode.RESOURCE_EXHAUSTED
+    client = Flaky(full, full, full)  # the disk full for three calls
+    s = sink(client, batch=4)
+    for i in range(5):
+        s.submit(str(i), [i, i])
+    assert not s.flush()  # 4 refused, then 2, then 1: kept
+    assert (s.failed, s.resends, len(s._queue)) == (0, 1, 5)
+    assert s.flush() and [d[0] for d in client.docs] == [f"w/{i}-{i}" for i in range(5)] and s.sent == 5
     s.close()
 
 

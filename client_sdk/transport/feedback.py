@@ -3,7 +3,8 @@
 Bounded: when the datastore is down the oldest pending generations are dropped (counted),
 never the decode loop blocked; a batch whose Ingest failed because the datastore was away or
 slow goes back to the queue and is sent again (``RESEND``); one it refused as invalid is sent
-again in halves, down to the generation it refuses alone (``SPLIT``). The queue holds at most
+again in halves, down to the generation it refuses alone (``SPLIT``); one it had no room for is
+sent again in halves, and a generation alone is kept and sent again (``FULL``). The queue holds at most
 ``max_pending`` generations and ``max_pending_tokens`` tokens, each generation as int32, 4 bytes
 a token: a list of Python ints took 40, and making one cost the SGLang worker's scheduler thread
 3,458 / 3,180 µs for a 32K-token generation against 67 / 53 µs now (worst / median of 3 runs of
@@ -36,13 +37,16 @@ log = logging.getLogger("sssd.sdk.feedback")
 
 # an Ingest that failed with one of these goes back to the queue's front and is sent again (each
 # document's id makes a resend idempotent, also after a deadline the service met); any other
-# failure but SPLIT drops the batch, counted in ``failed`` (RESOURCE_EXHAUSTED too: a batch over the
-# service's caps would fail again and hold up the queue behind it)
+# failure but SPLIT's and FULL's drops the batch, counted in ``failed``
 RESEND = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED})
 # an Ingest of several generations refused with this (one generation over the service's
 # --max-doc-tokens, say) goes back to the queue's front and is sent in halves, down to the refused
 # one alone, which is dropped: one refused generation dropped every other of its batch with it
 SPLIT = grpc.StatusCode.INVALID_ARGUMENT
+# a service's full disk, or an Ingest over its caps per call: several generations are sent again in
+# halves (under the caps), one alone is kept and sent again, as RESEND's are (the queue's bounds hold
+# while the disk is full: every batch was dropped until it had room)
+FULL = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
 def id_part(request_id) -> str:
@@ -150,11 +154,15 @@ class FeedbackSink:
                     log.warning("feedback: %d document id(s) already stored with other tokens, not stored: %s",
                                 len(conflicts), ", ".join(conflicts[:3]) + (" ..." if len(conflicts) > 3 else ""))
             except grpc.RpcError as exc:
-                if exc.code() == SPLIT:  # the service refused what was sent, not the call: the rest goes on
-                    refused = True
-                    self._refused(docs, exc)
+                if exc.code() in (SPLIT, FULL) and len(docs) > 1:
+                    self._put_back(docs)
+                    self._suspect, self._limit = len(docs), len(docs) // 2  # sent again in halves
                     continue
-                resend = exc.code() in RESEND
+                if exc.code() == SPLIT:  # the service refused this generation, not the call: the rest goes on
+                    refused = True
+                    self._refused(docs[0], exc)
+                    continue
+                resend = exc.code() in RESEND or exc.code() == FULL
                 if resend:
                     self._put_back(docs)
                     self.resends += 1
@@ -176,19 +184,15 @@ class FeedbackSink:
             if not self._suspect:
                 self._limit = self.batch
 
-    def _refused(self, docs: list, exc: grpc.RpcError) -> None:
-        """An Ingest the service refused (SPLIT): several generations go back to the queue's front, to
-        be sent in halves; one alone is dropped, counted in ``failed`` (the first one warned about)."""
-        if len(docs) > 1:
-            self._put_back(docs)
-            self._suspect, self._limit = len(docs), len(docs) // 2
-            return
+    def _refused(self, doc: tuple, exc: grpc.RpcError) -> None:
+        """A generation the service refused alone (SPLIT): dropped, counted in ``failed`` and
+        ``refused`` (the first one warned about)."""
         self._cleared(1)
         self.failed += 1
         self.refused += 1
         log.log(logging.WARNING if self.refused == 1 else logging.DEBUG,
                 "feedback: the datastore refused generation %s (%s); dropped (counted in failed; later ones "
-                "are not logged)", docs[0][0], one_line(exc))
+                "are not logged)", doc[0], one_line(exc))
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Send what is queued within ``timeout_s``; what is left is dropped, counted and logged."""
