@@ -63,7 +63,10 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
+    checked_at = [0]  # the auth file's generation this call's token was last authenticated against
+
     async def enter(context) -> float:
+        checked_at[0] = guard.auth.generation
         principal_var.set(guard.auth.authenticate(header))
         return time.perf_counter()
 
@@ -93,17 +96,18 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
         authorize(method, request)
         return request
 
-    def still_authentic(seen: int) -> int:
-        """The auth file's generation; when it was reloaded since ``seen``, this call's token is
-        authenticated again (UNAUTHENTICATED once revoked): an open stream ends with its token."""
-        if guard.auth.generation != seen:
-            principal_var.set(guard.auth.authenticate(header))
-        return guard.auth.generation
+    def reloaded() -> bool:
+        """Whether the auth file was reloaded since this call's token was authenticated; if so, it
+        is authenticated again (UNAUTHENTICATED once revoked): an open stream ends with its token."""
+        if guard.auth.generation == checked_at[0]:
+            return False
+        checked_at[0] = guard.auth.generation
+        principal_var.set(guard.auth.authenticate(header))
+        return True
 
     async def checked_stream(requests):
-        seen = guard.auth.generation
         async for request in requests:
-            seen = still_authentic(seen)
+            reloaded()
             yield admit(request)
 
     def checked(request, streaming: bool):
@@ -129,10 +133,8 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
             start = time.perf_counter()
             try:
                 start = await enter(context)
-                seen = guard.auth.generation
                 async for response in behavior(checked(request, streaming), context):
-                    if not streaming and guard.auth.generation != seen:  # (a replica's Follow: one request)
-                        seen = still_authentic(seen)
+                    if not streaming and reloaded():  # (a replica's Follow: its one request checked again)
                         admit(request)
                     yield response
             except (grpc.aio.AbortError, KeyboardInterrupt):
