@@ -118,6 +118,7 @@ class DatastoreServer:
         self.config = config
         self.metrics = Metrics(config.metrics_namespaces)
         self.auth = Authenticator.from_file(config.auth_file or None)
+        self._pair = None  # a TLS pair that SIGHUP read, for the next handshake to take (``_next_pair``)
         threads = config.workers or max(2, len(os.sched_getaffinity(0)))
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="sssd-worker")
         self.maint_pool = ThreadPoolExecutor(1, thread_name_prefix="sssd-maintenance")
@@ -206,9 +207,9 @@ class DatastoreServer:
         if c.metrics_port > 0:  # (found busy only after the datastore loaded, and named by errno alone)
             _check_free(c.metrics_host, c.metrics_port, "--metrics-port")
         try:
-            if c.tls_cert or c.tls_key:
-                key, cert = _tls_pair(c.tls_cert, c.tls_key)
-                port = server.add_secure_port(address, grpc.ssl_server_credentials([(key, cert)]))
+            if c.tls_cert or c.tls_key:  # the pair a new connection gets is asked for at its handshake
+                pair = grpc.ssl_server_certificate_configuration([_tls_pair(c.tls_cert, c.tls_key)])
+                port = server.add_secure_port(address, grpc.dynamic_ssl_server_credentials(pair, self._next_pair))
             else:
                 port = server.add_insecure_port(address)
         except RuntimeError as exc:  # grpc: "Failed to bind to address ..."
@@ -217,17 +218,33 @@ class DatastoreServer:
             raise OSError(f"cannot listen on {address}: the port is in use or the address is not this host's")
         return port
 
-    def reload_auth(self) -> None:
-        """SIGHUP: read --auth-file again (revoke or add tokens without a restart); a file that does
-        not load is said in the log and the tokens before it stay. A stream already open (a
-        replica's Follow, a LookupStream) is checked again at its next message: a revoked token's
-        ends as UNAUTHENTICATED (interceptors)."""
-        try:
-            count = self.auth.reload(self.config.auth_file)
-        except ValueError as exc:
-            log.error("SIGHUP: auth file not reloaded, the tokens before stay in force: %s", exc)
-            return
-        log.info("SIGHUP: auth file %s reloaded: %d tokens", self.config.auth_file, count)
+    def reload(self) -> None:
+        """SIGHUP: read --auth-file and the --tls-cert/--tls-key pair again, without a restart.
+
+        Tokens: revoked or added; a stream already open (a replica's Follow, a LookupStream) is
+        checked again at its next message, and a revoked token's ends as UNAUTHENTICATED
+        (interceptors). Certificate: a renewed one, taken by every new connection from then on
+        (open ones keep theirs). A file that does not load is said in the log, and what was in
+        force before it stays."""
+        c = self.config
+        if not (c.auth_file or c.tls_cert):
+            log.info("SIGHUP: nothing to reload (no --auth-file, no --tls-cert)")
+        if c.auth_file:
+            try:
+                log.info("SIGHUP: auth file %s reloaded: %d tokens", c.auth_file, self.auth.reload(c.auth_file))
+            except ValueError as exc:
+                log.error("SIGHUP: auth file not reloaded, the tokens before stay in force: %s", exc)
+        if c.tls_cert:
+            try:
+                self._pair = grpc.ssl_server_certificate_configuration([_tls_pair(c.tls_cert, c.tls_key)])
+                log.info("SIGHUP: TLS certificate %s reloaded: new connections get it", c.tls_cert)
+            except (OSError, ValueError) as exc:
+                log.error("SIGHUP: TLS certificate not reloaded, the one before stays in use: %s", exc)
+
+    def _next_pair(self):
+        """gRPC asks at each handshake: the pair a reload read (once), else None (keep the one in use)."""
+        pair, self._pair = self._pair, None
+        return pair
 
     async def _set_health(self, status) -> None:
         for name in ("", SERVICE_NAME):
@@ -297,7 +314,7 @@ async def serve(config: ServerConfig) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, server.reload_auth)  # (its default ended the server)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)  # (its default ended the server)
     try:
         await server.start()
     except BaseException:

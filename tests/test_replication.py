@@ -259,7 +259,7 @@ def test_a_replica_whose_token_is_revoked_stops_following(server_factory, tmp_pa
     writer = server_factory(db=str(tmp_path / "w.db"), auth_file=auth_file)
     entries = json.loads(Path(auth_file).read_text())["tokens"]
     Path(auth_file).write_text(json.dumps({"tokens": entries + [{**entries[2], "name": "ops2", "token": "t-ops2"}]}))
-    writer.server.reload_auth()
+    writer.server.reload()
     with DatastoreClient(writer.address, token="t-ops2") as w:
         w.create_namespace("alpha", 100)
         w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
@@ -269,7 +269,7 @@ def test_a_replica_whose_token_is_revoked_stops_following(server_factory, tmp_pa
             assert occurrences(r, "alpha", [1, 2, 3, 4]) == 1
             Path(auth_file).write_text(json.dumps({"tokens": [e for e in entries if e["token"] != "t-admin"]
                                                   + [{**entries[2], "name": "ops2", "token": "t-ops2"}]}))
-            writer.server.reload_auth()
+            writer.server.reload()
             w.ingest("alpha", [("b", [6, 7, 8, 9])])
             time.sleep(1.5)  # (a change reaches a following replica well within a second)
             assert occurrences(r, "alpha", [6, 7, 8, 9]) == 0 and occurrences(r, "alpha", [1, 2, 3, 4]) == 1

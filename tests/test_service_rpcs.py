@@ -391,6 +391,57 @@ def test_a_document_id_that_is_not_a_string_is_one_line_before_any_call(doc_id, 
             c.ingest("ns", [("ok", [1]), (doc_id, [1, 2])])
 
 
+def test_sighup_takes_a_renewed_certificate_for_new_connections(tmp_path):
+    """A certificate renewed in place (--tls-cert/--tls-key rewritten, then SIGHUP): new connections
+    get the new one without a restart; a pair that does not load leaves the one in use (said in the
+    log). (A renewal needed a restart of the writer, felt by every replica and worker.)"""
+    import os
+    import shutil
+    import signal
+    from pathlib import Path
+
+    from client_sdk.transport.remote import DatastoreClient
+    from sssd import serve_process
+
+    old_cert, old_key = _pair(tmp_path, "old")
+    new_cert, new_key = _pair(tmp_path, "new")
+    cert, key = tmp_path / "server.crt", tmp_path / "server.key"
+    shutil.copy(old_cert, cert)
+    shutil.copy(old_key, key)
+    with open(tmp_path / "serve.log", "w") as log:
+        proc, address = serve_process.start_server(str(tmp_path / "t.db"), "--tls-cert", str(cert), "--tls-key",
+                                                   str(key), stderr=log, cwd=str(Path(__file__).resolve().parent.parent))
+
+    def trusted_by(ca: str) -> bool:
+        with DatastoreClient(address, tls_ca=ca, timeout_s=3) as c:  # a new connection each time
+            try:
+                c.list_namespaces()
+                return True
+            except grpc.RpcError:
+                return False
+
+    def after_sighup(expect: dict) -> None:
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while {ca: trusted_by(ca) for ca in expect} != expect and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert {ca: trusted_by(ca) for ca in expect} == expect and proc.poll() is None
+
+    try:
+        assert trusted_by(old_cert) and not trusted_by(new_cert)
+        shutil.copy(new_cert, cert)
+        shutil.copy(new_key, key)
+        after_sighup({new_cert: True, old_cert: False})
+        cert.write_text("not a certificate\n")
+        after_sighup({new_cert: True, old_cert: False})
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    text = (tmp_path / "serve.log").read_text()
+    assert "SIGHUP: TLS certificate" in text and "reloaded: new connections get it" in text
+    assert "SIGHUP: TLS certificate not reloaded, the one before stays in use: --tls-cert" in text
+
+
 def test_a_ca_bundle_that_trusts_nothing_is_one_line_before_any_call(tmp_path):
     """gRPC took any bytes as a CA bundle, then failed every call as UNAVAILABLE ("Failed to create
     security handshaker") with a C-level line on stderr; a missing file was a bare errno."""
