@@ -62,6 +62,25 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         return _wrap(handler, method, header, self)
 
 
+def _status(exc: BaseException, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status a call that raised ``exc`` ends with: the one place errors map to codes."""
+    if isinstance(exc, DatastoreError):
+        return STATUS[exc.kind], str(exc)
+    if isinstance(exc, (sqlite3.OperationalError, OSError)):  # the disk: full, read-only, failing
+        full = disk_full(exc)
+        message = f"datastore storage {'is full' if full else 'failed'}: {exc}"
+        log.error("%s in %s (nothing was acknowledged)", message, method)
+        return (grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE), message
+    log.exception("unexpected error in %s", method, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, "internal error (see server log)"
+
+
+def _book(guard: GuardInterceptor, method: str, code: str, start: float) -> None:
+    """A call's end in the metrics: its code, its seconds."""
+    guard.metrics.rpcs.labels(method, code).inc()
+    guard.metrics.rpc_seconds.labels(method).observe(time.perf_counter() - start)
+
+
 def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
     checked_at = [0]  # the auth file's generation this call's token was last authenticated against
 
@@ -71,23 +90,12 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
         return time.perf_counter()
 
     async def fail(context, exc: BaseException, start: float):
-        if isinstance(exc, DatastoreError):
-            code, message = STATUS[exc.kind], str(exc)
-        elif isinstance(exc, (sqlite3.OperationalError, OSError)):  # the disk: full, read-only, failing
-            full = disk_full(exc)
-            code = grpc.StatusCode.RESOURCE_EXHAUSTED if full else grpc.StatusCode.UNAVAILABLE
-            message = f"datastore storage {'is full' if full else 'failed'}: {exc}"
-            log.error("%s in %s (nothing was acknowledged)", message, method)
-        else:
-            log.exception("unexpected error in %s", method, exc_info=exc)
-            code, message = grpc.StatusCode.INTERNAL, "internal error (see server log)"
-        guard.metrics.rpcs.labels(method, code.name).inc()
-        guard.metrics.rpc_seconds.labels(method).observe(time.perf_counter() - start)
+        code, message = _status(exc, method)
+        _book(guard, method, code.name, start)
         await context.abort(code, message)
 
     def done(start: float) -> None:
-        guard.metrics.rpcs.labels(method, "OK").inc()
-        guard.metrics.rpc_seconds.labels(method).observe(time.perf_counter() - start)
+        _book(guard, method, "OK", start)
 
     def admit(request):
         if request is UNDECODABLE:
@@ -96,9 +104,8 @@ def _wrap(handler, method: str, header: str | None, guard: GuardInterceptor):
         authorize(method, request)
         return request
 
-    def reloaded() -> bool:
-        """Whether the auth file was reloaded since this call's token was authenticated; if so, it
-        is authenticated again (UNAUTHENTICATED once revoked): an open stream ends with its token."""
+    def reloaded() -> bool:  # (then the token is authenticated again: an open stream ends with a revoked one)
+        """Whether the auth file was reloaded since this call's token was authenticated."""
         if guard.auth.generation == checked_at[0]:
             return False
         checked_at[0] = guard.auth.generation

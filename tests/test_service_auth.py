@@ -189,13 +189,11 @@ def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
     """A token revoked in the auth file is refused after SIGHUP, one added is taken, without a
     restart, and a stream open with the revoked one ends at its next message; a file that does not
     load leaves the tokens before it in force (said in the log). (SIGHUP's default ended the server.)"""
-    import os
     import queue
-    import signal
-    import time
     from pathlib import Path
 
     from sssd import serve_process
+    from tests.signals import sighup_until
     from sssd_wire.codec import lookup_request
     from sssd_wire.types import LookupParams
     from sssd_wire.v1 import datastore_pb2_grpc
@@ -209,13 +207,6 @@ def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
             with DatastoreClient(address, token=token, timeout_s=5) as c:
                 return status(lambda: c.list_namespaces())
 
-        def after_sighup(expect):
-            os.kill(proc.pid, signal.SIGHUP)
-            deadline = time.monotonic() + 10
-            while {t: status_of(t) for t in expect} != expect and time.monotonic() < deadline:
-                time.sleep(0.05)
-            assert {t: status_of(t) for t in expect} == expect and proc.poll() is None
-
         assert status_of("t-lookup") == grpc.StatusCode.OK
         with DatastoreClient(address, token="t-admin") as admin:
             admin.create_namespace("alpha", 100)
@@ -227,7 +218,7 @@ def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
         next(answers)  # the stream is open, its token good
         Path(auth_file).write_text(json.dumps({"tokens": [e for e in entries if e["token"] != "t-lookup"]
                                               + [{**entries[0], "name": "new", "token": "t-new"}]}))
-        after_sighup({"t-lookup": grpc.StatusCode.UNAUTHENTICATED, "t-new": grpc.StatusCode.OK})
+        sighup_until(proc, status_of, {"t-lookup": grpc.StatusCode.UNAUTHENTICATED, "t-new": grpc.StatusCode.OK})
         asks.put(lookup_request("alpha", [np.array([1, 2])], LookupParams()))
         with pytest.raises(grpc.RpcError) as err:  # the open stream's next message: its token is gone
             next(answers)
@@ -235,7 +226,7 @@ def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
         asks.put(None)
         channel.close()
         Path(auth_file).write_text("{not json")
-        after_sighup({"t-new": grpc.StatusCode.OK, "t-lookup": grpc.StatusCode.UNAUTHENTICATED})
+        sighup_until(proc, status_of, {"t-new": grpc.StatusCode.OK, "t-lookup": grpc.StatusCode.UNAUTHENTICATED})
     finally:
         proc.terminate()
         proc.wait(30)

@@ -93,7 +93,8 @@ def test_ingest_is_idempotent_and_stream_summarises(server, loaded):
     again = loaded.ingest("alpha", DOCS[:2])
     assert (again.added, again.duplicates, list(again.duplicate_ids)) == (0, 2, ["a", "b"])
     summary = loaded.ingest_stream("alpha", [[("s1", [1, 1])], [], [("s2", [2, 2, 2]), ("a", DOCS[0][1])]])
-    assert (summary.requests, summary.added, summary.duplicates, summary.tokens) == (2, 2, 1, 5)  # (the empty one left out)
+    # (the empty batch left out)
+    assert (summary.requests, summary.added, summary.duplicates, summary.tokens) == (2, 2, 1, 5)
     # an id reused with other tokens is refused by itself; the batch's other documents land
     mixed = loaded.ingest("alpha", [("a", [1]), ("s3", [3, 3])])
     assert (mixed.added, list(mixed.conflict_ids)) == (1, ["a"])
@@ -395,13 +396,12 @@ def test_sighup_takes_a_renewed_certificate_for_new_connections(tmp_path):
     """A certificate renewed in place (--tls-cert/--tls-key rewritten, then SIGHUP): new connections
     get the new one without a restart; a pair that does not load leaves the one in use (said in the
     log). (A renewal needed a restart of the writer, felt by every replica and worker.)"""
-    import os
     import shutil
-    import signal
     from pathlib import Path
 
     from client_sdk.transport.remote import DatastoreClient
     from sssd import serve_process
+    from tests.signals import sighup_until
 
     old_cert, old_key = _pair(tmp_path, "old")
     new_cert, new_key = _pair(tmp_path, "new")
@@ -409,8 +409,8 @@ def test_sighup_takes_a_renewed_certificate_for_new_connections(tmp_path):
     shutil.copy(old_cert, cert)
     shutil.copy(old_key, key)
     with open(tmp_path / "serve.log", "w") as log:
-        proc, address = serve_process.start_server(str(tmp_path / "t.db"), "--tls-cert", str(cert), "--tls-key",
-                                                   str(key), stderr=log, cwd=str(Path(__file__).resolve().parent.parent))
+        proc, address = serve_process.start_server(str(tmp_path / "t.db"), "--tls-cert", str(cert), "--tls-key", str(key),
+                                                   stderr=log, cwd=str(Path(__file__).resolve().parent.parent))
 
     def trusted_by(ca: str) -> bool:
         with DatastoreClient(address, tls_ca=ca, timeout_s=3) as c:  # a new connection each time
@@ -420,20 +420,13 @@ def test_sighup_takes_a_renewed_certificate_for_new_connections(tmp_path):
             except grpc.RpcError:
                 return False
 
-    def after_sighup(expect: dict) -> None:
-        os.kill(proc.pid, signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while {ca: trusted_by(ca) for ca in expect} != expect and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert {ca: trusted_by(ca) for ca in expect} == expect and proc.poll() is None
-
     try:
         assert trusted_by(old_cert) and not trusted_by(new_cert)
         shutil.copy(new_cert, cert)
         shutil.copy(new_key, key)
-        after_sighup({new_cert: True, old_cert: False})
+        sighup_until(proc, trusted_by, {new_cert: True, old_cert: False})
         cert.write_text("not a certificate\n")
-        after_sighup({new_cert: True, old_cert: False})
+        sighup_until(proc, trusted_by, {new_cert: True, old_cert: False})
     finally:
         proc.terminate()
         proc.wait(30)
