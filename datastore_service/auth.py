@@ -105,8 +105,8 @@ class Authenticator:
 
     def reload(self, path: str) -> int:
         """Take the tokens of the auth file at ``path`` in place of these (a revoked token refused
-        from the next call or stream message on, without a restart); the number of tokens. A ValueError, and these
-        tokens kept, for a file that does not load; one with auth off stays off."""
+        from the next call or stream message on, without a restart); the number of tokens. A
+        ValueError, and these tokens kept, for a file that does not load; auth off stays off."""
         if self._by_token is None:
             raise ValueError("auth is off on this server (started without --auth-file): nothing to reload")
         principals = Authenticator.from_file(path)._by_token

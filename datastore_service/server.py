@@ -118,7 +118,8 @@ class DatastoreServer:
         self.config = config
         self.metrics = Metrics(config.metrics_namespaces)
         self.auth = Authenticator.from_file(config.auth_file or None)
-        self._pair = None  # a TLS pair that SIGHUP read, for the next handshake to take (``_next_pair``)
+        # the TLS pair last read (at start, then at each SIGHUP) and the one handshakes were last given
+        self._pair = self._pair_given = None
         threads = config.workers or max(2, len(os.sched_getaffinity(0)))
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="sssd-worker")
         self.maint_pool = ThreadPoolExecutor(1, thread_name_prefix="sssd-maintenance")
@@ -209,6 +210,7 @@ class DatastoreServer:
         try:
             if c.tls_cert or c.tls_key:  # the pair a new connection gets is asked for at its handshake
                 pair = grpc.ssl_server_certificate_configuration([_tls_pair(c.tls_cert, c.tls_key)])
+                self._pair = self._pair_given = pair
                 port = server.add_secure_port(address, grpc.dynamic_ssl_server_credentials(pair, self._next_pair))
             else:
                 port = server.add_insecure_port(address)
@@ -242,8 +244,13 @@ class DatastoreServer:
                 log.error("SIGHUP: TLS certificate not reloaded, the one before stays in use: %s", exc)
 
     def _next_pair(self):
-        """gRPC asks at each handshake: the pair a reload read (once), else None (keep the one in use)."""
-        pair, self._pair = self._pair, None
+        """gRPC asks at each handshake (on its own threads): the pair a reload read, when handshakes
+        were not given it yet, else None (keep the one in use). No swap to lose a reload's pair in:
+        two handshakes at once may both be given it, which costs nothing."""
+        pair = self._pair
+        if pair is self._pair_given:
+            return None
+        self._pair_given = pair
         return pair
 
     async def _set_health(self, status) -> None:
