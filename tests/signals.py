@@ -1,8 +1,27 @@
-"""Signals to a real ``sssd serve`` process, for the tests of what it does on one."""
+"""A real ``sssd serve`` process and signals to it, for the tests of what it does on one."""
 
+import contextlib
 import os
 import signal
 import time
+from pathlib import Path
+
+from sssd import serve_process
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@contextlib.contextmanager
+def served(tmp_path: Path, *flags: str):
+    """(process, address) of ``sssd serve`` on port 0 with ``flags``, its log in tmp_path/serve.log
+    (read it after the block: the server is stopped on leaving it)."""
+    with open(tmp_path / "serve.log", "w") as log:
+        proc, address = serve_process.start_server(str(tmp_path / "served.db"), *flags, stderr=log, cwd=str(ROOT))
+    try:
+        yield proc, address
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def sighup_until(proc, observe, expect: dict, timeout_s: float = 10.0) -> None:

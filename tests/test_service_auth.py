@@ -192,17 +192,13 @@ def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
     import queue
     from pathlib import Path
 
-    from sssd import serve_process
-    from tests.signals import sighup_until
     from sssd_wire.codec import lookup_request
     from sssd_wire.types import LookupParams
     from sssd_wire.v1 import datastore_pb2_grpc
+    from tests.signals import served, sighup_until
 
     entries = json.loads(Path(auth_file).read_text())["tokens"]
-    with open(tmp_path / "serve.log", "w") as log:
-        proc, address = serve_process.start_server(str(tmp_path / "h.db"), "--auth-file", auth_file, stderr=log,
-                                                   cwd=str(Path(__file__).resolve().parent.parent))
-    try:
+    with served(tmp_path, "--auth-file", auth_file) as (proc, address):
         def status_of(token):
             with DatastoreClient(address, token=token, timeout_s=5) as c:
                 return status(lambda: c.list_namespaces())
@@ -227,9 +223,6 @@ def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
         channel.close()
         Path(auth_file).write_text("{not json")
         sighup_until(proc, status_of, {"t-new": grpc.StatusCode.OK, "t-lookup": grpc.StatusCode.UNAUTHENTICATED})
-    finally:
-        proc.terminate()
-        proc.wait(30)
     text = (tmp_path / "serve.log").read_text()
     assert "auth file" in text and "reloaded: 3 tokens" in text
     assert "SIGHUP: auth file not reloaded, the tokens before stay in force: auth file" in text

@@ -397,22 +397,17 @@ def test_sighup_takes_a_renewed_certificate_for_new_connections(tmp_path):
     get the new one without a restart; a pair that does not load leaves the one in use (said in the
     log). (A renewal needed a restart of the writer, felt by every replica and worker.)"""
     import shutil
-    from pathlib import Path
 
     from client_sdk.transport.remote import DatastoreClient
-    from sssd import serve_process
-    from tests.signals import sighup_until
+    from tests.signals import served, sighup_until
 
     old_cert, old_key = _pair(tmp_path, "old")
     new_cert, new_key = _pair(tmp_path, "new")
     cert, key = tmp_path / "server.crt", tmp_path / "server.key"
     shutil.copy(old_cert, cert)
     shutil.copy(old_key, key)
-    with open(tmp_path / "serve.log", "w") as log:
-        proc, address = serve_process.start_server(str(tmp_path / "t.db"), "--tls-cert", str(cert), "--tls-key", str(key),
-                                                   stderr=log, cwd=str(Path(__file__).resolve().parent.parent))
 
-    def trusted_by(ca: str) -> bool:
+    def trusted_by(ca: str) -> bool:  # (address: the server's, below)
         with DatastoreClient(address, tls_ca=ca, timeout_s=3) as c:  # a new connection each time
             try:
                 c.list_namespaces()
@@ -420,16 +415,13 @@ def test_sighup_takes_a_renewed_certificate_for_new_connections(tmp_path):
             except grpc.RpcError:
                 return False
 
-    try:
+    with served(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key)) as (proc, address):
         assert trusted_by(old_cert) and not trusted_by(new_cert)
         shutil.copy(new_cert, cert)
         shutil.copy(new_key, key)
         sighup_until(proc, trusted_by, {new_cert: True, old_cert: False})
         cert.write_text("not a certificate\n")
         sighup_until(proc, trusted_by, {new_cert: True, old_cert: False})
-    finally:
-        proc.terminate()
-        proc.wait(30)
     text = (tmp_path / "serve.log").read_text()
     assert "SIGHUP: TLS certificate" in text and "reloaded: new connections get it" in text
     assert "SIGHUP: TLS certificate not reloaded, the one before stays in use: --tls-cert" in text
