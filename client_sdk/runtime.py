@@ -99,7 +99,8 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     if address and remote is None:
         if not NAMESPACE_NAME.match(namespace):  # (it was a warning, then every lookup refused)
             raise ValueError(f"namespace {namespace!r} is no namespace name: it must match {NAMESPACE_NAME.pattern}")
-        client = DatastoreClient(address, token, tls_ca, timeout_s=5.0, lookup_stream=config.lookup_stream)
+        client = DatastoreClient(address, token, tls_ca, timeout_s=5.0, lookup_stream=config.lookup_stream,
+                                 max_lookup_contexts=config.max_lookup_contexts)
         options = lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes)
         remote = RemoteSource(client, namespace, options, owns_client=True)  # closed with the speculator
         if remote.connect():  # now, not in the first decode step's lookup

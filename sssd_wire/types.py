@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from array import array
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -152,6 +153,17 @@ class TrieBatch:
     def empty(batch: int = 0) -> "TrieBatch":
         z = np.zeros(0, dtype=np.int32)
         return TrieBatch(z, z, z, np.zeros(batch + 1, dtype=np.int64), np.zeros((batch, 3), dtype=np.int64))
+
+    @staticmethod
+    def joined(parts: Sequence[TrieBatch]) -> TrieBatch:
+        """One batch of the tries of ``parts``, in order (the answers of a lookup sent in parts)."""
+        if len(parts) == 1:
+            return parts[0]
+        sizes = [int(p.node_offsets[-1]) for p in parts]
+        starts = np.cumsum([0] + sizes[:-1])
+        offsets = [parts[0].node_offsets[:1]] + [p.node_offsets[1:] + s for p, s in zip(parts, starts)]
+        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
+        return TrieBatch(cat("tokens"), cat("parents"), cat("counts"), np.concatenate(offsets), cat("meta"))
 
     def __len__(self) -> int:
         return int(self.node_offsets.shape[0] - 1)

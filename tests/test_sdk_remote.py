@@ -4,6 +4,7 @@ import asyncio
 import logging
 import threading
 import time
+from concurrent import futures
 
 import grpc
 import numpy as np
@@ -15,7 +16,7 @@ from client_sdk.transport.remote import DatastoreClient
 from client_sdk.transport.source import RemoteSource
 from client_sdk.drafting.config import SpeculatorConfig
 from client_sdk.drafting.speculator import Speculator
-from sssd_wire.types import LookupParams
+from sssd_wire.types import LookupParams, TrieBatch
 from datastore_service.embedded import EmbeddedServer
 from datastore_service.server import ServerConfig
 
@@ -320,6 +321,82 @@ def test_a_prefetch_stays_within_the_services_cap_on_contexts(server_factory, ba
         assert source.stats.failed == 0 and source.breaker.state == "closed"
         assert source.stats.used >= 3 and spec.counts["arrived"] > 0
         spec.close()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("outcomes", [False, True])
+def test_blocking_lookups_above_the_services_cap_are_split_not_refused(server_factory, outcomes, stream):
+    """With a deadline (blocking lookups; the committed contexts asked after a step) a step asks
+    every request's contexts at once: above the service's --max-lookup-contexts (4096 by default,
+    ~1,365 requests at 3 suffix lengths) every lookup was refused and the breaker opened. The
+    client splits such a lookup into calls within the cap (max_lookup_contexts) and joins their
+    answers in order: here a cap of 24 and 30 requests' 90 contexts."""
+    server = server_factory(max_lookup_contexts=24)
+    with DatastoreClient(server.address, timeout_s=5, lookup_stream=stream, max_lookup_contexts=24) as client:
+        client.create_namespace("ns", 100)
+        client.ingest("ns", [(f"d{i}", TEXT) for i in range(3)])
+        client.snapshot()
+        spec, source = speculator(client, deadline=2.0, outcomes=outcomes, threshold=1)
+        rids = [f"r{i}" for i in range(30)]
+        for i, rid in enumerate(rids):
+            spec.start(rid, [10 + i, 1, 2])
+        for _ in range(3):
+            trees = spec.draft(rids)
+            spec.prefetch(rids)
+            for rid, tree in zip(rids, trees):
+                spec.commit(rid, tree.tokens.tolist()[:1] + [3] if len(tree) else [3], tree, [0] if len(tree) else [])
+            spec.committed(rids)
+        trees = spec.draft(rids)
+        assert source.stats.failed == 0 and source.breaker.state == "closed"
+        assert all(t.tokens.tolist()[:1] == [4] for t in trees[:30]), [t.tokens.tolist() for t in trees]
+        spec.close()
+
+
+def test_a_lookup_above_the_cap_is_answered_in_order_by_every_client_call(server_factory):
+    """lookup, lookup_batch, lookup_future (flat or trees, unary or streamed) and the asyncio
+    client's lookups of more contexts than the cap give what asking each context alone gives, in
+    order; a failing part fails the whole (NOT_FOUND) and cancelling it cancels the parts."""
+    from client_sdk.transport.aio import AsyncDatastoreClient
+
+    plain = lambda trees: [(tuple(t.tokens.tolist()), tuple(t.parents.tolist()), tuple(t.counts.tolist()),  # noqa: E731
+                            t.match_length, t.occurrences, t.sampled) for t in trees]
+    server = server_factory(max_lookup_contexts=5)
+    contexts = [[t] for t in range(1, 10)] + [[1, 2], [2, 3], [9, 9]]  # 12: parts of 5, 5 and 2
+    options = LookupParams(min_occurrences=1, depth=4)
+    with DatastoreClient(server.address, timeout_s=5, max_lookup_contexts=5) as client:
+        client.create_namespace("ns", 100)
+        client.ingest("ns", [("d", TEXT), ("e", [3, 4, 9, 9, 1])])
+        client.snapshot()
+        alone = plain([client.lookup("ns", [c], options)[0] for c in contexts])
+        assert len({t[0] for t in alone}) > 3  # (answers that differ: an order mixed up shows)
+        assert plain(client.lookup("ns", contexts, options)) == alone
+        assert plain(client.lookup_batch("ns", contexts, options).trees()) == alone
+        assert plain(client.lookup_future("ns", contexts, options, flat=True).result(5).trees()) == alone
+        assert plain(client.lookup_future("ns", contexts, options).result(5)) == alone
+        with pytest.raises(grpc.RpcError) as failed:
+            client.lookup_future("missing", contexts, options).result(5)
+        assert failed.value.code() == grpc.StatusCode.NOT_FOUND
+        with DatastoreClient(server.address, timeout_s=5, lookup_stream=True, max_lookup_contexts=5) as streamed:
+            assert plain(streamed.lookup_future("ns", contexts, options).result(5)) == alone
+        with DatastoreClient(server.address, timeout_s=5) as over:  # (the default cap, 4096: one call, refused)
+            with pytest.raises(grpc.RpcError, match="12 contexts in one lookup, cap 5"):
+                over.lookup("ns", contexts, options)
+
+    async def aio():
+        async with AsyncDatastoreClient(server.address, timeout_s=5, max_lookup_contexts=5) as c:
+            return (await c.lookup("ns", contexts, options))
+
+    assert plain(asyncio.run(aio())) == alone
+
+
+def test_cancelling_a_lookup_sent_in_parts_cancels_every_part():
+    from client_sdk.transport.remote import _joined
+
+    parts = [futures.Future() for _ in range(3)]
+    whole = _joined(parts, flat=True)
+    parts[0].set_result(TrieBatch.empty(1))
+    assert not whole.done() and whole.cancel()
+    assert [p.cancelled() for p in parts] == [False, True, True]
 
 
 def test_closing_a_built_speculator_closes_the_client_it_made(live):

@@ -5,11 +5,12 @@ Same calls and results as client_sdk.transport.remote.DatastoreClient; every cal
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterable, Iterable, Sequence
 
-from client_sdk.transport.remote import DEFAULT_ADDRESS, make_channel
+from client_sdk.transport.remote import DEFAULT_ADDRESS, in_parts, make_channel
 from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
-from sssd_wire.settings import bearer_metadata
+from sssd_wire.settings import bearer_metadata, require_at_least
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -17,7 +18,10 @@ from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
 class AsyncDatastoreClient:
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
-                 timeout_s: float = 10.0, max_message_bytes: int = 64 << 20) -> None:
+                 timeout_s: float = 10.0, max_message_bytes: int = 64 << 20, max_lookup_contexts: int = 4096) -> None:
+        """max_lookup_contexts: as DatastoreClient's (a larger lookup is sent in parts)."""
+        self.max_lookup_contexts = max_lookup_contexts
+        require_at_least(self, 1, ("max_lookup_contexts",))
         self.metadata = bearer_metadata(token)  # (checked before a channel is opened)
         self.channel = make_channel(address, tls_ca, max_message_bytes, aio=True)
         self.stub = pb_grpc.DatastoreStub(self.channel)
@@ -41,7 +45,9 @@ class AsyncDatastoreClient:
 
     async def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                            timeout_s: float | None = None) -> TrieBatch:
-        return tries_from_proto(await self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s))
+        calls = [self._call(self.stub.Lookup, lookup_request(namespace, part, options), timeout_s)
+                 for part in in_parts(contexts, self.max_lookup_contexts)]
+        return TrieBatch.joined([tries_from_proto(r) for r in await asyncio.gather(*calls)])
 
     async def ingest(self, namespace: str, docs: Iterable[tuple[str, Sequence[int]]],
                      timeout_s: float | None = None) -> pb.IngestResponse:

@@ -18,7 +18,7 @@ from concurrent import futures
 import grpc
 
 from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
-from sssd_wire.settings import bearer_metadata, check_address, tls_ca_bytes
+from sssd_wire.settings import bearer_metadata, check_address, require_at_least, tls_ca_bytes
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -74,6 +74,33 @@ def _settle(fut: futures.Future, outcome) -> None:
         fut.set_result(outcome())
     except Exception as exc:  # grpc.RpcError, cancellation or a malformed answer: handed to the waiter
         fut.set_exception(exc)
+
+
+def in_parts(contexts: Sequence, most: int) -> list[Sequence]:
+    """``contexts`` cut into runs of at most ``most``, in order (one run when they fit: the
+    service refuses a Lookup of more than its --max-lookup-contexts)."""
+    return [contexts[i : i + most] for i in range(0, len(contexts), most)] if len(contexts) > most else [contexts]
+
+
+def _joined(parts: list[futures.Future], flat: bool) -> futures.Future:
+    """One future for a lookup sent in ``parts`` (futures of TrieBatches, in order): the joined
+    answer once every part has ended, or the first failed part's error; cancelling it cancels
+    the parts."""
+    out: futures.Future = futures.Future()
+    left, lock = [len(parts)], threading.Lock()
+
+    def part_ended(_) -> None:
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        batch = lambda: TrieBatch.joined([p.result() for p in parts])  # noqa: E731 (raises a failed part's error)
+        _settle(out, lambda: batch() if flat else batch().trees())
+
+    out.add_done_callback(lambda f: [p.cancel() for p in parts] if f.cancelled() else None)
+    for p in parts:
+        p.add_done_callback(part_ended)
+    return out
 
 
 class StreamedLookups:
@@ -200,9 +227,13 @@ class DatastoreClient:
     ``lookup_stream``: ``lookup_future`` goes over one LookupStream (see StreamedLookups)."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
-                 timeout_s: float = 10.0, lookup_stream: bool = False) -> None:
+                 timeout_s: float = 10.0, lookup_stream: bool = False, max_lookup_contexts: int = 4096) -> None:
+        """max_lookup_contexts: the service's --max-lookup-contexts (4096 by default; it refuses a
+        larger Lookup): a lookup of more contexts is sent in parts, their answers joined in order."""
         if not 0 < timeout_s < math.inf:  # (inf: every call failed at once as DEADLINE_EXCEEDED)
             raise ValueError(f"timeout_s {timeout_s} must be a finite number of seconds above 0")
+        self.max_lookup_contexts = max_lookup_contexts
+        require_at_least(self, 1, ("max_lookup_contexts",))
         self.metadata = bearer_metadata(token)  # (checked before a channel is opened)
         self.address = address
         self.tls_ca = tls_ca
@@ -239,17 +270,23 @@ class DatastoreClient:
 
     def lookup(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                timeout_s: float | None = None) -> list[ContinuationTree]:
-        response = self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s)
-        return tries_from_proto(response).trees()
+        return self.lookup_batch(namespace, contexts, options, timeout_s).trees()
 
     def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                      timeout_s: float | None = None) -> TrieBatch:
-        return tries_from_proto(self._call(self.stub.Lookup, lookup_request(namespace, contexts, options), timeout_s))
+        """The tries of ``contexts``, in one call per ``max_lookup_contexts`` of them."""
+        return TrieBatch.joined([tries_from_proto(self._call(self.stub.Lookup, lookup_request(namespace, part, options),
+                                                             timeout_s))
+                                 for part in in_parts(contexts, self.max_lookup_contexts)])
 
     def lookup_future(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                       timeout_s: float | None = None, flat: bool = False) -> futures.Future:
         """A future resolving to list[ContinuationTree] (TrieBatch when flat) or raising grpc.RpcError
-        (on a lookup stream, ``timeout_s`` does not apply: the caller's own deadline decides)."""
+        (on a lookup stream, ``timeout_s`` does not apply: the caller's own deadline decides); more
+        than ``max_lookup_contexts`` contexts go in parts, side by side."""
+        parts = in_parts(contexts, self.max_lookup_contexts)
+        if len(parts) > 1:
+            return _joined([self.lookup_future(namespace, part, options, timeout_s, flat=True) for part in parts], flat)
         if self.streamed is not None:
             return self.streamed.lookup_future(namespace, contexts, options, flat)
         return self.looped.lookup_future(namespace, contexts, options, timeout_s or self.timeout_s, flat)
