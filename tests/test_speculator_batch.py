@@ -130,6 +130,30 @@ def test_a_prompt_or_output_that_is_not_token_ids_is_refused_at_start(prompt, ou
     assert "x" not in spec
 
 
+@pytest.mark.parametrize("bad,message", [(-1, "hold -1"), (2**31, "hold 2147483648"), (np.int64(2**40), "hold 1099511627776")])
+@pytest.mark.parametrize("call,batch", [("commit", 1), ("commit_many", 3), ("commit_drafted", 3), ("commit_drafted", 12)])
+def test_committed_tokens_that_are_not_token_ids_are_refused_before_any_is_committed(call, batch, bad, message):
+    """(A -1, an engine's pad, went into the request's text and came back in its drafts: the
+    model's embedding index; 2**31 failed halfway through the step.) The step's other requests
+    are not committed either: the caller can drop the bad one and commit again."""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
+    rids = [f"r{i}" for i in range(batch)]
+    for rid in rids:
+        spec.start(rid, [1, 2, 3, 1, 2, 3, 1, 2])
+    spec.draft_batch(rids, budget=4)
+    spec.prefetch(rids)
+    tokens = [[3, 1] for _ in rids]
+    tokens[-1] = [3, bad]
+    calls = {"commit": lambda: spec.commit(rids[0], tokens[0]), "commit_many": lambda: spec.commit_many(rids, tokens),
+             "commit_drafted": lambda: spec.commit_drafted(rids, tokens)}
+    with pytest.raises(ValueError, match=f"the tokens committed for request '{rids[-1]}' {message}, not a token id"):
+        calls[call]()
+    assert all(spec._requests[rid].index().tokens.tolist() == [1, 2, 3, 1, 2, 3, 1, 2] for rid in rids)
+    tokens[-1] = [3, 1]
+    calls[call]()  # (the same step, committed again without the bad token)
+    assert spec._requests[rids[0]].index().tokens.tolist()[-2:] == [3, 1]
+
+
 @pytest.mark.parametrize("prompt", [[], [0, 5, 2**31 - 1], np.array([3, 4], dtype=np.uint16), np.array([7], dtype=np.int64)])
 def test_token_ids_of_any_integer_type_are_taken(prompt):
     from array import array

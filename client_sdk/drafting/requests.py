@@ -3,17 +3,43 @@ thread for long prompts), and what the last step prepared for the next one."""
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import Future
 
 import numpy as np
 
 from client_sdk.drafting.local import LocalIndex
 from client_sdk.types import DraftTree
+from sssd_wire.types import MAX_TOKEN_ID
 
 
 def ints(tokens) -> list[int]:
     """Committed tokens as a list of Python ints (from a list, an array or any iterable)."""
     return tokens.tolist() if isinstance(tokens, np.ndarray) else tokens if isinstance(tokens, list) else list(tokens)
+
+
+def check_tokens(request_ids, tokens: list[list[int]]) -> None:
+    """A one-line ValueError naming the first request whose committed tokens are not token ids,
+    before any is committed: a negative one (an engine's -1 pad, say) went into the request's
+    text and came back in its drafts, which the model then took as an embedding index; one past
+    int32 failed a step's commit halfway."""
+    for rid, toks in zip(request_ids, tokens):
+        if toks and (min(toks) < 0 or max(toks) > MAX_TOKEN_ID):
+            low = min(toks)
+            raise ValueError(f"the tokens committed for request {rid!r} hold {low if low < 0 else max(toks)}, "
+                             "not a token id")
+
+
+def packed_tokens(request_ids, tokens: list[list[int]], total: int) -> np.ndarray:
+    """A step's committed tokens back to back (int32 [total]), checked as ``check_tokens`` checks them
+    (one pass over the packed array; the lists are read only when it fails)."""
+    try:
+        flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=total)
+    except OverflowError:
+        flat = None
+    if flat is None or (total and flat.min() < 0):
+        check_tokens(request_ids, tokens)
+    return flat
 
 
 class UnknownRequest(KeyError):

@@ -31,7 +31,7 @@ from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
-from client_sdk.drafting.requests import NO_TREE, RequestState, ints, states
+from client_sdk.drafting.requests import NO_TREE, RequestState, check_tokens, ints, packed_tokens, states
 from client_sdk.drafting.tree import Calibration, cut_batch, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
@@ -365,6 +365,7 @@ class Speculator:
         (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
         reqs = self._committing(request_ids)
         tokens = [ints(t) for t in tokens]
+        check_tokens(request_ids, tokens)
         trees = trees if trees is not None else [None] * len(reqs)
         accepted = accepted if accepted is not None else [None] * len(reqs)
         picks = None
@@ -396,7 +397,7 @@ class Speculator:
         tokens = [t if type(t) is list else ints(t) for t in tokens]
         rows = np.fromiter((row_of.get(rid, -1) for rid in request_ids), dtype=np.int64, count=len(reqs))
         counts = list(map(len, tokens))
-        flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=sum(counts))
+        flat = packed_tokens(request_ids, tokens, sum(counts))
         # what each draft accepted, which prefetched end that is (with ends asked) and what the step's
         # learning and the planner's record take, in one compiled call
         offs, table, has, r, r_end, r_len, expected = step_kernels.commit_outcomes(
