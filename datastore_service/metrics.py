@@ -22,6 +22,8 @@ class Metrics:
         self.rpc_seconds = Histogram("sssd_rpc_seconds", "RPC latency", ["method"], buckets=LATENCY_BUCKETS, registry=r)
         self.lookup_contexts = Counter("sssd_lookup_contexts", "contexts looked up", registry=r)
         self.lookup_matched = Counter("sssd_lookup_matched", "contexts with a match", registry=r)
+        self.over_rate = Counter("sssd_lookups_over_rate", "lookups refused: their namespace was over "
+                                 "--namespace-lookup-rate", ["namespace"], registry=r)
         self.ingested_documents = Counter("sssd_ingested_documents", "documents added", registry=r)
         self.ingested_tokens = Counter("sssd_ingested_tokens", "tokens added", registry=r)
         self.compactions = Counter("sssd_compactions", "segments merged by compaction rounds", registry=r)
@@ -57,6 +59,10 @@ class Metrics:
             self._gc_started = time.perf_counter()
         else:
             self.gc_pauses.labels(str(info["generation"])).observe(time.perf_counter() - self._gc_started)
+
+    def tenant(self, namespace: str) -> str:
+        """A per-namespace series' label: the name when ``namespace_labels``, else "all"."""
+        return namespace if self.namespace_labels else "all"
 
     def observe_namespaces(self, stats) -> None:
         """Per namespace when ``namespace_labels`` (the names are tenants' business: off by

@@ -21,6 +21,7 @@ from sssd_wire import codec
 from sssd_wire.settings import flag_name, require_at_least
 from datastore_service.auth import principal_var
 from datastore_service.datastore import Datastore
+from datastore_service.rates import LookupRates
 from datastore_service.replication import check_segment_reader, serve_follow
 from sssd_wire.errors import DatastoreError, InvalidArgument, Kind, NotFound, ResourceExhausted, Unavailable
 from datastore_service.metrics import Metrics
@@ -45,6 +46,10 @@ class Limits:
     # lookup in the pool, and inline lookups took less than idle_inline_share of its last second
     idle_inline_work: int = 256 * 128
     idle_inline_share: float = 0.25  # beyond it, a call arriving meanwhile would often wait for the loop
+    # contexts per second each namespace may look up on this server (tenants' fair share: beyond it
+    # a Lookup is refused, RESOURCE_EXHAUSTED, and its workers draft without the datastore a while);
+    # a context sampling more than 128 occurrences counts as samples / 128; 0 = no limit
+    namespace_lookup_rate: float = 0.0
 
     def __post_init__(self) -> None:
         # (a cap of 0 refuses every call of its kind)
@@ -55,6 +60,9 @@ class Limits:
                 raise ValueError(f"{flag_name(name)} {getattr(self, name)} must be 0 (never inline) or more")
         if not 0 <= self.idle_inline_share <= 1:
             raise ValueError(f"--idle-inline-share {self.idle_inline_share} must be in [0, 1]")
+        if not 0 <= self.namespace_lookup_rate < math.inf:
+            raise ValueError(f"--namespace-lookup-rate {self.namespace_lookup_rate} must be a finite number of "
+                             "contexts per second, or 0 (no limit)")
 
 
 class DatastoreServicer(pb_grpc.DatastoreServicer):
@@ -70,6 +78,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         self.stopping = asyncio.Event()  # set at shutdown: open Follow streams end
         self._pooled = 0  # lookups running in the pool now (read and written on the event loop only)
         self._inline_s, self._inline_at = 0.0, 0.0  # inline lookup seconds, decayed over ~1 s, as of when
+        self.rates = LookupRates(limits.namespace_lookup_rate) if limits.namespace_lookup_rate else None
 
     def _writable(self) -> Datastore:
         if self.writer:
@@ -152,6 +161,12 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         ctx, ctx_off = codec.contexts_from_proto(req)
         ds = self._store()
         ds.namespace(req.namespace)
+        if self.rates is not None and not self.rates.admit(req.namespace, LookupRates.cost(n, params.sample_budget),
+                                                           time.monotonic()):
+            self.metrics.over_rate.labels(self.metrics.tenant(req.namespace)).inc()
+            raise ResourceExhausted(f"namespace {req.namespace!r} is over its lookup rate on this server "
+                                    f"({self.rates.rate:g} contexts/s, --namespace-lookup-rate): draft without "
+                                    "the datastore a while")
         if self._inline(n * params.sample_budget):
             start = time.monotonic()
             batch = ds.lookup_packed(req.namespace, ctx, ctx_off, params)  # cheaper than a thread hop

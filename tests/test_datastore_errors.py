@@ -91,6 +91,8 @@ def test_namespace_spec_bounds(kwargs, message):
     (dict(max_ingest_tokens=-3), "--max-ingest-tokens -3 must be at least 1"),
     (dict(inline_lookup_work=-1), "--inline-lookup-work -1 must be 0 \\(never inline\\) or more"),
     (dict(idle_inline_share=1.5), "--idle-inline-share 1.5 must be in \\[0, 1\\]"),
+    (dict(namespace_lookup_rate=-1), "--namespace-lookup-rate -1 must be a finite number of contexts per second"),
+    (dict(namespace_lookup_rate=float("inf")), "--namespace-lookup-rate inf must be a finite number"),
     (dict(follow="127.0.0.1:99999"), "--follow '127.0.0.1:99999': port 99999 is not in 1..65535"),
 ])
 def test_server_flags_are_validated(knobs, message):

@@ -276,22 +276,30 @@ def test_stopped_server_opens_the_breaker_then_recovers_after_restart(tmp_path):
     server.stop()
 
 
-def test_the_breaker_names_why_lookups_fail(live, caplog):
-    """A dropped namespace or a revoked token needs the operator, a server down only time: the
-    warning that the breaker opened says which ("lookups failing" named neither)."""
-    _, client = live
-    spec, source = speculator(client, deadline=0.2, outcomes=False, threshold=2, cooldown_s=30.0)
-    spec.start("r", [9, 1, 2])
-    client.drop_namespace("ns")
-    with caplog.at_level(logging.WARNING, logger="sssd.sdk"):
-        for _ in range(3):
-            spec.draft(["r"])
-        deadline = time.monotonic() + 5  # (an answer is booked, and the warning said, on gRPC's thread)
-        while not [r for r in caplog.records if "breaker open" in r.getMessage()] and time.monotonic() < deadline:
-            time.sleep(0.01)
+@pytest.mark.parametrize("knobs,drop,reason", [
+    ({}, True, "NOT_FOUND: namespace 'ns' does not exist"),
+    ({"namespace_lookup_rate": 1}, False,  # (the first lookup overdraws the tenant's bucket, the next are refused)
+     "RESOURCE_EXHAUSTED: namespace 'ns' is over its lookup rate on this server (1 contexts/s"),
+])
+def test_the_breaker_names_why_lookups_fail(server_factory, caplog, knobs, drop, reason):
+    """A dropped namespace or a revoked token needs the operator, a server down only time, a
+    tenant over its rate less asking: the warning that the breaker opened says which ("lookups
+    failing" named none)."""
+    with DatastoreClient(server_factory(**knobs).address, timeout_s=5) as client:
+        client.create_namespace("ns", 100)
+        spec, source = speculator(client, deadline=0.2, outcomes=False, threshold=2, cooldown_s=30.0)
+        spec.start("r", [9, 1, 2])
+        if drop:
+            client.drop_namespace("ns")
+        with caplog.at_level(logging.WARNING, logger="sssd.sdk"):
+            for _ in range(3):
+                spec.draft(["r"])
+            deadline = time.monotonic() + 5  # (an answer is booked, and the warning said, on gRPC's thread)
+            while not [r for r in caplog.records if "breaker open" in r.getMessage()] and time.monotonic() < deadline:
+                time.sleep(0.01)
     assert source.breaker.state == "open" and source.stats.failed >= 2  # (a 3rd when an answer's booking came late)
     (warning,) = [r.getMessage() for r in caplog.records if "breaker open" in r.getMessage()]
-    assert "lookups failing (NOT_FOUND: namespace 'ns' does not exist)" in warning
+    assert f"lookups failing ({reason}" in warning
 
 
 @pytest.mark.parametrize("batch", [2, 4, 10, 30])

@@ -192,6 +192,59 @@ def test_caps_are_resource_exhausted(server_factory):
         assert code_of(lambda: c.ingest("alpha", [("big", big)]))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+@pytest.mark.parametrize("steps,admitted", [
+    # (seconds since the start, cost) per call: whether each is let through; rate 10 per second
+    ([(0, 4), (0, 4), (0, 4), (0, 1)], [True, True, True, False]),  # the third overdraws, the fourth waits
+    ([(0, 30), (0.5, 1), (1.9, 1), (2.1, 1)], [True, False, False, True]),  # one large call: 2 s of debt to refill
+    ([(0, 10), (0, 1), (0, 1), (0.05, 1)], [True, False, False, True]),  # a refused call costs nothing
+    ([(0, 10), (100, 10), (100, 1)], [True, True, False]),  # an idle tenant's bucket holds one second, no more
+])
+def test_a_namespaces_lookup_rate_lets_calls_through_while_its_bucket_is_not_empty(steps, admitted):
+    from datastore_service.rates import LookupRates
+
+    rates = LookupRates(10)
+    assert [rates.admit("a", cost, t) for t, cost in steps] == admitted
+    assert rates.admit("b", 1, steps[-1][0])  # (each namespace has its own bucket)
+
+
+@pytest.mark.parametrize("contexts,samples,cost", [(1, 64, 1), (3, 128, 3), (3, 256, 6), (2, 4096, 64)])
+def test_a_lookup_costs_its_contexts_more_when_it_samples_more(contexts, samples, cost):
+    from datastore_service.rates import LookupRates
+
+    assert LookupRates.cost(contexts, samples) == cost
+
+
+def test_a_tenant_over_its_lookup_rate_is_refused_and_the_others_are_not(server_factory):
+    """--namespace-lookup-rate: one namespace's flood of lookups is refused (RESOURCE_EXHAUSTED,
+    counted on /metrics) beyond its rate; another namespace's lookups on the same server are all
+    answered, and the flooding one is served again after its bucket refills."""
+    from client_sdk.transport.remote import DatastoreClient
+
+    server = server_factory(namespace_lookup_rate=100)
+    contexts = [np.array([i % 7 + 1]) for i in range(20)]
+    with DatastoreClient(server.address, timeout_s=5) as c:
+        for name in ("noisy", "quiet"):
+            c.create_namespace(name, 10)
+            c.ingest(name, [("d", [1, 2, 3, 4, 5, 6, 7, 8])])
+        started, outcomes = time.monotonic(), []
+        for _ in range(40):  # 800 contexts asked as fast as the server answers
+            try:
+                outcomes.append(len(c.lookup("noisy", contexts)) == 20 or "short")
+            except grpc.RpcError as exc:
+                outcomes.append((exc.code(), exc.details()))
+        took = time.monotonic() - started
+        refused = len(outcomes) - outcomes.count(True)
+        assert 1 <= refused and 40 - refused <= (100 * took + 100) / 20 + 1  # one second's worth, then the rate
+        assert set(outcomes) - {True} == {(grpc.StatusCode.RESOURCE_EXHAUSTED, "namespace 'noisy' is over its lookup "
+                                           "rate on this server (100 contexts/s, --namespace-lookup-rate): draft "
+                                           "without the datastore a while")}
+        assert all(len(c.lookup("quiet", contexts)) == 20 for _ in range(4))
+        time.sleep(0.3)  # (30 contexts' worth refilled)
+        assert len(c.lookup("noisy", contexts)) == 20
+    over = server.server.metrics.over_rate.labels("all")._value.get()
+    assert over == refused
+
+
 def test_internal_errors_do_not_leak(server, loaded, monkeypatch):
     def boom():
         raise RuntimeError("secret internals")
