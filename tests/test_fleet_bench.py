@@ -4,6 +4,7 @@ replica), worker processes, the JSON an operator sizes a deployment from."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,19 @@ def test_fleet_refuses_a_stream_over_replicas(tmp_path):
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert out.returncode == 1 and "--stream pins each worker to one server" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_flooding_tenant_is_held_to_its_rate_and_the_other_is_answered(tmp_path):
+    """bench/tenant_isolation.py at a tiny size: real servers, a quiet worker and a flooding one in
+    their own processes. With --namespace-lookup-rate the flood is served at most the rate plus
+    one second's worth and one call, the rest refused; without it nothing is refused; the quiet
+    tenant's lookups are answered in every row."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "tenant_isolation.py"
+    out = subprocess.run([sys.executable, str(script), "--runs", "1", "--seconds", "2", "--tokens", "50000",
+                          "--rate", "2000", "--batch", "4"], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)["rows"]
+    assert [(r["rate"], r["noisy_processes"]) for r in rows] == [(0, 0), (0, 1), (2000, 1)]
+    assert all(r["quiet_failed"] == 0 and r["quiet_p50_ms"] <= r["quiet_p99_ms"] for r in rows)
+    assert rows[1]["noisy_refused_per_s"] == 0 and rows[1]["noisy_contexts_per_s"] > 2000 + (2000 + 1024) / 2
+    assert rows[2]["noisy_refused_per_s"] > 0 and rows[2]["noisy_contexts_per_s"] <= 2000 + (2000 + 1024) / 2

@@ -81,9 +81,10 @@ def phase_offsets(workers: int, step_ms: float, aligned: bool, seed: int = 7) ->
 
 
 def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds: float, seed: int,
-            contexts: np.ndarray, start_at: float, out, stream: bool = False, samples: int | None = None) -> None:
+            contexts: np.ndarray, start_at: float, out, stream: bool = False, samples: int | None = None,
+            namespace: str = NS) -> None:
     """One decode worker: a Lookup per step (unary, or on one LookupStream), on a fixed
-    cadence, for ``seconds`` from ``start_at``."""
+    cadence, for ``seconds`` from ``start_at`` (a namespace's tenant: ``namespace``)."""
     from client_sdk.transport.remote import DatastoreClient
 
     rng = np.random.default_rng(seed)
@@ -92,7 +93,7 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
     step = step_ms / 1e3
     latencies, late, failed = [], 0, 0
     with DatastoreClient(address, timeout_s=2.0, lookup_stream=stream) as client:
-        client.lookup_future(NS, list(contexts[:n]), options, flat=True).result()  # connect before the clock starts
+        client.lookup_future(namespace, list(contexts[:n]), options, flat=True).result()  # connect before the clock starts
         while time.time() < start_at:
             time.sleep(0.001)
         t_end = time.perf_counter() + seconds
@@ -102,7 +103,7 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
             picks = contexts[rng.integers(0, contexts.shape[0], n)]
             t0 = time.perf_counter()
             try:
-                client.lookup_future(NS, list(picks), options, timeout_s=2.0, flat=True).result(timeout=2.0)
+                client.lookup_future(namespace, list(picks), options, timeout_s=2.0, flat=True).result(timeout=2.0)
                 latencies.append(time.perf_counter() - t0)
             except Exception:  # noqa: BLE001 - any failed answer counts as late and failed
                 failed += 1
@@ -115,7 +116,8 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
             else:  # behind schedule: the next step starts now (a real worker does not batch up steps)
                 next_step = time.perf_counter()
         cpu = time.process_time() - cpu0  # the worker's own CPU over its steps: the call's encoding and decoding
-    out.put({"latencies": latencies, "late": late, "failed": failed, "steps": len(latencies) + failed,
+    out.put({"namespace": namespace, "latencies": latencies, "late": late, "failed": failed,
+             "steps": len(latencies) + failed,
              "contexts": n * len(latencies), "cpu_s": cpu})
 
 
