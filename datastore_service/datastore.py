@@ -13,8 +13,6 @@ segment are replayed into a fresh segment on open.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
 import logging
 import math
@@ -41,6 +39,7 @@ from datastore_service.core import (
     merge_segments,
 )
 from sssd_wire.errors import AlreadyExists, NotFound, ResourceExhausted
+from datastore_service.memory import auto_live_tokens, release_free_memory
 from datastore_service.segment_files import SegmentFiles
 from datastore_service.store import Store
 
@@ -67,6 +66,10 @@ class DatastoreConfig:
     # in the maintenance thread and holds the old and the new segment until it is installed
     idle_compaction_s: float = 60.0
     max_namespaces: int = 1000  # namespaces one server holds (each costs memory and maintenance time, even idle)
+    # live tokens of every namespace together: an ingest that would pass it is refused (RESOURCE_EXHAUSTED;
+    # a namespace's own --max-tokens retention counted first), so that memory stays bounded while feedback
+    # keeps adding generations. -1 = half this machine's (or container's) memory at 16 bytes a token; 0 = none
+    max_live_tokens: int = -1
     # segment files shared on this machine (datastore_service/segment_files.py): a writer writes
     # its segments there; a read replica (--follow) maps them instead of copying the documents
     segment_dir: str = ""
@@ -80,6 +83,8 @@ class DatastoreConfig:
              f"--synchronous {self.synchronous!r} must be one of OFF, NORMAL, FULL, EXTRA"),
             (self.max_doc_tokens >= 1, f"--max-doc-tokens {self.max_doc_tokens} must be at least 1"),
             (self.max_namespaces >= 1, f"--max-namespaces {self.max_namespaces} must be at least 1"),
+            (self.max_live_tokens >= -1,
+             f"--max-live-tokens {self.max_live_tokens} must be -1 (half the memory), 0 (no cap) or a number of tokens"),
             (self.compaction_fanout >= 2, f"--compaction-fanout {self.compaction_fanout} must be at least 2"),
             (0 < self.dead_ratio <= 1, f"--dead-ratio {self.dead_ratio} must be in (0, 1]"),
             (self.segment_dir or not self.write_segments, "--write-segments needs --segment-dir (where to write)"),
@@ -130,6 +135,7 @@ class Datastore:
         self.maintenance_failures = 0  # background rounds that failed since open (each is retried)
         self.clock = clock
         self._written: dict[str, float] = {}  # namespace -> when it last changed, until its idle merge
+        self.live_token_cap = auto_live_tokens() if config.max_live_tokens < 0 else config.max_live_tokens
         try:
             self._load()
         except BaseException:
@@ -277,6 +283,7 @@ class Datastore:
             fresh, dups, conflicts = ns.classify(docs)
             seqs = ns.next_seqs(len(fresh))
             if fresh:  # the documents and retention's evictions in one commit
+                self._check_room(ns, sum(d.tokens.shape[0] for d in fresh))
                 evicting = ns.evictions_for([(d.doc_id, d.tokens.shape[0]) for d in fresh])
                 self.store.insert_documents(name, fresh, seqs, evicting)
             result = ns.add(fresh, seqs)  # (evicts the same: under the write lock nothing else adds or deletes)
@@ -284,6 +291,19 @@ class Datastore:
                 self.changes.added(name, fresh)
                 self.changes.deleted(name, result.evicted)
             return AddResult(result.added, dups, result.evicted, conflicts)
+
+    def _check_room(self, ns: NamespaceIndex, tokens: int) -> None:
+        """ResourceExhausted when ``tokens`` more in ``ns`` would pass ``live_token_cap`` (a
+        namespace with retention grows at most to its max_tokens; a replica mirrors its writer)."""
+        if not self.live_token_cap or self.mirror:
+            return
+        bound = ns.spec.max_tokens or math.inf
+        grows = max(0, min(ns.live_tokens + tokens, bound) - ns.live_tokens)
+        held = sum(n.live_tokens for n in self._namespaces.values())
+        if held + grows > self.live_token_cap:
+            raise ResourceExhausted(f"the datastore holds {held:,} live tokens and {grows:,} more would pass its cap of "
+                                    f"{self.live_token_cap:,} (--max-live-tokens): give namespaces a --max-tokens "
+                                    "retention, delete documents, or raise the cap")
 
     def delete(self, name: str, doc_ids: Sequence[str]) -> list[str]:
         """Delete documents; returns the ids that existed. Lookups stop seeing them at once."""
@@ -447,16 +467,6 @@ class Datastore:
             if names != set(self._namespaces):
                 return f"namespaces in SQLite {sorted(names)} differ from the index {sorted(self._namespaces)}"
         return ""
-
-
-def release_free_memory() -> None:
-    """Return freed heap pages to the OS (glibc keeps them after large temporary builds)."""
-    name = ctypes.util.find_library("c")
-    if name:
-        try:
-            ctypes.CDLL(name).malloc_trim(0)
-        except (OSError, AttributeError):
-            pass
 
 
 def open_datastore(path: str | Path, **overrides) -> Datastore:

@@ -184,7 +184,8 @@ class DatastoreServer:
             role += ", writing segment files for readers" if ds.files is not None else ""
             role += f", db {c.datastore.db}"
         else:  # what it holds: a wrong --db path shows as a new, empty file
-            role = f"writer, db {c.datastore.db}: {holdings(ds.stats(), existed)}"
+            role = f"writer, db {c.datastore.db}: {holdings(ds.stats(), existed)}; " + (
+                f"at most {ds.live_token_cap:,} live tokens" if ds.live_token_cap else "no cap on live tokens")
         if c.follow:  # SERVING once the first full copy is in (a readiness probe waits for it)
             self.servicer.writer = c.follow
             self.follower = Follower(c.follow, c.follow_token, ds, self.servicer._run, self._caught_up, c.follow_tls_ca)

@@ -91,6 +91,7 @@ def test_namespace_spec_bounds(kwargs, message):
     (dict(max_ingest_tokens=-3), "--max-ingest-tokens -3 must be at least 1"),
     (dict(inline_lookup_work=-1), "--inline-lookup-work -1 must be 0 \\(never inline\\) or more"),
     (dict(idle_inline_share=1.5), "--idle-inline-share 1.5 must be in \\[0, 1\\]"),
+    (dict(max_live_tokens=-2), "--max-live-tokens -2 must be -1 \\(half the memory\\), 0 \\(no cap\\)"),
     (dict(namespace_lookup_rate=-1), "--namespace-lookup-rate -1 must be a finite number of contexts per second"),
     (dict(namespace_lookup_rate=float("inf")), "--namespace-lookup-rate inf must be a finite number"),
     (dict(follow="127.0.0.1:99999"), "--follow '127.0.0.1:99999': port 99999 is not in 1..65535"),
@@ -208,6 +209,56 @@ def test_namespace_cap(tmp_path):
     ds.drop_namespace("a")
     ds.create_namespace(NamespaceSpec("c", 10))
     ds.close()
+
+
+@pytest.mark.parametrize("steps,refused", [
+    # (namespace, tokens) ingested in turn under a cap of 100 live tokens; "a" has no retention, "r" keeps 30
+    ([("a", 60), ("a", 40)], []),  # up to the cap exactly
+    ([("a", 60), ("a", 41)], [1]),  # one past it: refused, and nothing of it stored
+    ([("a", 60), ("r", 30), ("r", 30), ("r", 25)], []),  # retention evicts: "r" never holds more than 30
+    ([("a", 80), ("r", 10), ("r", 15)], [2]),  # "r" may grow to 30 but the others leave it 20
+    ([("a", 60), ("a", 50), ("r", 30)], [1]),  # the refused batch leaves room for the next one
+])
+def test_live_tokens_are_capped_over_all_namespaces(tmp_path, steps, refused):
+    """--max-live-tokens: an ingest that would pass the cap of every namespace's live tokens is
+    refused whole (RESOURCE_EXHAUSTED), counting the namespace's own retention first."""
+    from sssd_wire.errors import ResourceExhausted
+
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "m.db"), max_live_tokens=100))
+    ds.create_namespace(NamespaceSpec("a", 10))
+    ds.create_namespace(NamespaceSpec("r", 10, max_tokens=30))
+    got = []
+    for i, (name, n) in enumerate(steps):
+        before = ds.namespace(name).live_tokens
+        try:
+            ds.ingest(name, [Document(f"d{i}", np.ones(n, dtype=np.int32))])
+        except ResourceExhausted as exc:
+            assert "pass its cap of 100 (--max-live-tokens)" in str(exc) and ds.namespace(name).live_tokens == before
+            got.append(i)
+    assert got == refused
+    assert sum(ds.namespace(n).live_tokens for n in ("a", "r")) <= 100 and ds.check_integrity() == ""
+    ds.close()
+
+
+def test_the_default_cap_on_live_tokens_is_half_the_memory_at_16_bytes_a_token(tmp_path, monkeypatch):
+    import os
+
+    from datastore_service import memory as memory_module
+    from datastore_service.memory import auto_live_tokens
+
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert 0 < auto_live_tokens() <= memory // 32
+    limits = [tmp_path / "v2", tmp_path / "v1"]
+    limits[0].write_text("max\n")  # (cgroup v2 without a limit)
+    limits[1].write_text(f"{1 << 30}\n")  # a container of 1 GiB
+    monkeypatch.setattr(memory_module, "CGROUP_LIMITS", [str(p) for p in limits + [tmp_path / "absent"]])
+    assert auto_live_tokens() == min(memory, 1 << 30) // 32
+    monkeypatch.undo()
+    assert Datastore(DatastoreConfig(db=str(tmp_path / "a.db"))).live_token_cap == auto_live_tokens()
+    unbounded = Datastore(DatastoreConfig(db=str(tmp_path / "b.db"), max_live_tokens=0))
+    unbounded.create_namespace(NamespaceSpec("a", 10))
+    unbounded.ingest("a", [Document("d", np.ones(1000, dtype=np.int32))])  # (0: no cap)
+    assert unbounded.live_token_cap == 0
 
 
 @pytest.mark.parametrize("damage", ["sa_out_of_range", "truncated_tokens", "odd_bytes"])

@@ -504,6 +504,33 @@ def test_feedback_while_the_datastore_restarts_loses_nothing(tmp_path):
     server.stop()
 
 
+def test_feedback_past_the_live_token_cap_waits_for_room_and_loses_nothing(tmp_path, caplog):
+    """A datastore at its --max-live-tokens refuses ingests (RESOURCE_EXHAUSTED): the sink keeps
+    the generations that do not fit, warns once naming the cap, and sends them once the server
+    has room (here: restarted on the same port with a larger cap)."""
+    db = str(tmp_path / "cap.db")
+    server = EmbeddedServer(ServerConfig.of(db=db, port=0, max_live_tokens=10)).start()
+    port = server.server.port
+    client = DatastoreClient(server.address, timeout_s=2)
+    client.create_namespace("ns", 100)
+    sink = FeedbackSink(client, "ns", "w5", batch=4, interval_s=0.1, min_tokens=1)
+    with caplog.at_level(logging.WARNING, logger="sssd.sdk"):
+        for i in range(4):
+            sink.submit(str(i), [i + 1, i + 2, i + 3])  # 3 tokens each: three fit in 10
+        deadline = time.monotonic() + 10
+        while sink.resends < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert sink.sent == 3 and sink.resends >= 2 and (sink.failed, sink.dropped) == (0, 0)
+    assert sum("pass its cap of 10 (--max-live-tokens)" in r.getMessage() for r in caplog.records) == 1
+    server.stop()
+    server = EmbeddedServer(ServerConfig.of(db=db, port=port, max_live_tokens=100)).start()
+    sink.close(timeout_s=10)
+    assert (sink.sent, sink.failed, sink.dropped) == (4, 0, 0)
+    assert server.server.servicer.ds.namespace("ns").live_tokens == 12
+    client.close()
+    server.stop()
+
+
 def test_asyncio_client(server):
     from client_sdk.transport.aio import AsyncDatastoreClient
 

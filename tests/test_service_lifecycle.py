@@ -16,6 +16,7 @@ from client_sdk.transport.remote import DatastoreClient
 from datastore_service import datastore as datastore_module
 from datastore_service.datastore import Datastore, DatastoreConfig
 from datastore_service.embedded import EmbeddedServer
+from datastore_service.memory import auto_live_tokens
 from datastore_service.server import ServerConfig, holdings
 from sssd_wire.v1 import datastore_pb2 as pb
 
@@ -93,10 +94,12 @@ def test_a_writer_says_whether_its_file_is_new_or_what_it_holds(tmp_path, caplog
             c.ingest("ns", [("a", [1, 2, 3]), ("b", [4, 5])])
         server.stop()
         EmbeddedServer(ServerConfig.of(db=db, port=0)).start().stop()
+        EmbeddedServer(ServerConfig.of(db=db, port=0, max_live_tokens=0)).start().stop()
     lines = [r.getMessage() for r in caplog.records if "serving on" in r.getMessage()]
-    assert len(lines) == 2
-    assert f"writer, db {db}: a new, empty file" in lines[0]
-    assert f"writer, db {db}: 1 namespace, 2 documents, 5 tokens" in lines[1]
+    assert len(lines) == 3
+    assert f"writer, db {db}: a new, empty file; at most {auto_live_tokens():,} live tokens" in lines[0]
+    assert f"writer, db {db}: 1 namespace, 2 documents, 5 tokens; at most" in lines[1]
+    assert "5 tokens; no cap on live tokens" in lines[2]
 
 
 def test_an_embedded_server_stopped_from_two_threads_stops_once(tmp_path):

@@ -28,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from datastore_service.core import Document, LookupParams, NamespaceSpec
-from datastore_service.datastore import Datastore, DatastoreConfig, release_free_memory
+from datastore_service.datastore import Datastore, DatastoreConfig
+from datastore_service.memory import release_free_memory
 from sssd.bench.stats import percentiles
 from sssd.bench.synthetic import corpus
 
