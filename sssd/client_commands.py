@@ -59,7 +59,8 @@ def register(sub) -> None:
                                        "then takes only text tokenised by this tokenizer (it sets the fingerprint)")
     c.add_argument("--tokenizer-fingerprint", default="",
                    help="the fingerprint --tokenizer would set (sssd.tokenizers.fingerprint), given as is")
-    c.add_argument("--max-tokens", type=int, default=0, help="retention: oldest documents evicted beyond this (0 = unbounded)")
+    c.add_argument("--max-tokens", type=int, default=0, help="retention: oldest documents evicted beyond this (0 = kept until the server's "
+                                                              "--max-live-tokens refuses more)")
     c.set_defaults(handler=rpc_errors(_ns_create))
     ls = ns_sub.add_parser("list")
     ls.set_defaults(handler=rpc_errors(_ns_list))
@@ -150,6 +151,9 @@ def _ns_create(args) -> int:
         fingerprint = tokenizer_fits(load_tokenizer(args.tokenizer), args.vocab_size, args.tokenizer)
     n = client_of(args).create_namespace(args.name, args.vocab_size, fingerprint, args.max_tokens)
     emit(args, f"created namespace {n.name} (vocab {n.vocab_size})", {"created": _namespace_dict(n)})
+    if not n.max_tokens:  # (feedback keeps adding generations: without retention it stops at the server's cap)
+        print(f"note: namespace {n.name} has no --max-tokens retention: it keeps every document until the server's "
+              "--max-live-tokens refuses more ingests (and feedback)", file=sys.stderr)
     return 0
 
 

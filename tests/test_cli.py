@@ -22,7 +22,11 @@ def run(capsys, *argv):
 
 def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     a = ("--address", server.address)
-    assert run(capsys, "namespace", "create", "demo", "--vocab-size", "100", *a)[0] == 0
+    code, _, err = run(capsys, "namespace", "create", "demo", "--vocab-size", "100", *a)
+    assert code == 0 and err == ("note: namespace demo has no --max-tokens retention: it keeps every document until "
+                                 "the server's --max-live-tokens refuses more ingests (and feedback)\n")
+    assert run(capsys, "namespace", "create", "kept", "--vocab-size", "100", "--max-tokens", "50", *a)[2] == ""
+    assert run(capsys, "namespace", "drop", "kept", *a)[0] == 0
     docs = tmp_path / "docs.jsonl"
     docs.write_text('{"id": "x", "tokens": [1, 2, 3, 4]}\n{"tokens": [1, 2, 3, 9]}\n\n')
     code, out, _ = run(capsys, "ingest", str(docs), "-n", "demo", *a)
