@@ -78,6 +78,25 @@ def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | N
     return True
 
 
+def within_served_cap(client: DatastoreClient, config: SpeculatorConfig) -> SpeculatorConfig:
+    """``config`` with max_lookup_contexts lowered to the server's --max-lookup-contexts where that
+    is smaller (the server refuses a larger Lookup: every prefetch of a large batch was refused),
+    and the client's parts with it; said in the log."""
+    import grpc
+
+    try:
+        cap = client.served_lookup_cap()
+    except grpc.RpcError:  # (check_namespace has said why)
+        return config
+    if not cap or cap >= config.max_lookup_contexts:
+        return config
+    log.info("datastore %s takes at most %d contexts in one lookup (its --max-lookup-contexts): prefetches ask for "
+             "at most that many and larger lookups go in parts (SSSD_MAX_LOOKUP_CONTEXTS was %d)", client.address, cap,
+             config.max_lookup_contexts)
+    client.max_lookup_contexts = cap
+    return dataclasses.replace(config, max_lookup_contexts=max(cap, 4))
+
+
 def build_speculator(model_config: dict | None = None, *, address: str | None = None, namespace: str = "default",
                      token: str | None = None, fixed_budget: int | None = None, costs: StepCosts | None = None,
                      feedback: bool = False, remote: TrieSource | None = None, sink: GenerationSink | None = None,
@@ -105,6 +124,7 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         remote = RemoteSource(client, namespace, options, owns_client=True)  # closed with the speculator
         if remote.connect():  # now, not in the first decode step's lookup
             check_namespace(client, namespace, vocab_size, tokenizer_fingerprint)
+            config = within_served_cap(client, config)
         if feedback and sink is None:
             if feedback_address:
                 sink = FeedbackSink(DatastoreClient(feedback_address, token, tls_ca, timeout_s=5.0), namespace,

@@ -255,7 +255,8 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
     async def ListNamespaces(self, request, context):
         principal = principal_var.get()
         specs = [spec for spec in self._store().specs() if principal.sees(spec.name)]
-        return pb.ListNamespacesResponse(namespaces=[wire.namespace_to_proto(s) for s in specs])
+        return pb.ListNamespacesResponse(namespaces=[wire.namespace_to_proto(s) for s in specs],
+                                         max_lookup_contexts=self.limits.max_lookup_contexts)
 
     async def DropNamespace(self, request, context):
         await self._run(self._writable().drop_namespace, request.name)

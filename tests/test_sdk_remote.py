@@ -407,6 +407,31 @@ def test_cancelling_a_lookup_sent_in_parts_cancels_every_part():
     assert [p.cancelled() for p in parts] == [False, True, True]
 
 
+@pytest.mark.parametrize("served,used", [(24, 24), (2, 4), (4096, 4096), (8192, 4096)])
+def test_a_built_speculator_asks_within_the_servers_cap_on_contexts(server_factory, caplog, served, used):
+    """The server says its --max-lookup-contexts (ListNamespaces): a smaller one than the worker's
+    SSSD_MAX_LOOKUP_CONTEXTS is taken, said in the log (each worker had to be told it, else a large
+    batch's every prefetch was refused); the client sends larger lookups in parts within it."""
+    from client_sdk.runtime import build_speculator
+
+    server = server_factory(max_lookup_contexts=served)
+    with DatastoreClient(server.address, timeout_s=5) as client:
+        client.create_namespace("ns", 100)
+        client.ingest("ns", [("d", TEXT)])
+        client.snapshot()  # (queryable now)
+        assert client.served_lookup_cap() == served
+    with caplog.at_level(logging.INFO, logger="sssd.sdk"):
+        spec = build_speculator(address=server.address, namespace="ns", fixed_budget=4)
+    assert spec.config.max_lookup_contexts == used and spec.remote.client.max_lookup_contexts == min(served, 4096)
+    said = [r.getMessage() for r in caplog.records if "contexts in one lookup" in r.getMessage()]
+    assert said == ([] if served >= 4096 else [f"datastore {server.address} takes at most {served} contexts in one "
+                                               "lookup (its --max-lookup-contexts): prefetches ask for at most that "
+                                               "many and larger lookups go in parts (SSSD_MAX_LOOKUP_CONTEXTS was 4096)"])
+    tries = spec.remote.client.lookup_batch("ns", [[t] for t in TEXT] * 4, LookupParams(min_occurrences=1))
+    assert len(tries) == 32 and tries.trie(1).tokens.tolist()[:1] == [2]  # (in parts where the cap is below 32)
+    spec.close()
+
+
 def test_closing_a_built_speculator_closes_the_client_it_made(live):
     """build_speculator's client (its channels, its lookup loop's thread) is the speculator's to
     close: a worker that built and closed speculators kept every one's. A source the caller made

@@ -27,7 +27,8 @@ class SpeculatorConfig:
     # the most contexts one prefetch asks for (the service's --max-lookup-contexts, 4096 by default:
     # it refuses a larger Lookup, and ~480 drafted requests at 4 ends each asked more): fewer ends per
     # request first, then the cache's fills, then requests beyond it ask nothing; a blocking lookup
-    # (deadline > 0) of more goes in parts within it (build_speculator's DatastoreClient)
+    # (deadline > 0) of more goes in parts within it (build_speculator's DatastoreClient; it lowers
+    # this to the server's own cap where that is smaller)
     max_lookup_contexts: int = 4096
     # lookups over one LookupStream instead of unary calls: ~10-20 % less server CPU and latency
     # at low load (BENCHMARKS: fleet), but the worker stays on one server (no spreading over replicas)

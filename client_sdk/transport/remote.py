@@ -310,6 +310,10 @@ class DatastoreClient:
     def list_namespaces(self) -> list[pb.Namespace]:
         return list(self._call(self.stub.ListNamespaces, pb.ListNamespacesRequest()).namespaces)
 
+    def served_lookup_cap(self) -> int:
+        """The server's --max-lookup-contexts (0: a server too old to say)."""
+        return self._call(self.stub.ListNamespaces, pb.ListNamespacesRequest()).max_lookup_contexts
+
     def drop_namespace(self, name: str) -> None:
         self._call(self.stub.DropNamespace, pb.DropNamespaceRequest(name=name))
 

@@ -211,10 +211,12 @@ class ListNamespacesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ListNamespacesResponse(_message.Message):
-    __slots__ = ("namespaces",)
+    __slots__ = ("namespaces", "max_lookup_contexts")
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
+    MAX_LOOKUP_CONTEXTS_FIELD_NUMBER: _ClassVar[int]
     namespaces: _containers.RepeatedCompositeFieldContainer[Namespace]
-    def __init__(self, namespaces: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ...) -> None: ...
+    max_lookup_contexts: int
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[Namespace, _Mapping]]] = ..., max_lookup_contexts: _Optional[int] = ...) -> None: ...
 
 class DropNamespaceRequest(_message.Message):
     __slots__ = ("name",)
