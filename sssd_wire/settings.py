@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping
 ENV_PREFIX = "SSSD_"
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+KIND_NAMES = {int: ("an integer", "integers"), float: ("a number", "numbers")}  # (one, a list of them) in errors
 
 
 def leaves(cls, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dataclasses.Field]]:
@@ -145,12 +146,15 @@ def parse_value(text: str, default):
         if low not in _TRUE + _FALSE:
             raise ValueError(f"{text!r} is not a boolean (1/0, true/false, yes/no)")
         return low in _TRUE
-    if isinstance(default, tuple):
-        kind = type(default[0]) if default else int
-        return tuple(kind(part) for part in text.split(",") if part.strip())
-    if default is None:
-        return text
-    return type(default)(text)
+    listed = isinstance(default, tuple)
+    kind = (type(default[0]) if default else int) if listed else type(default)
+    one, many = KIND_NAMES.get(kind, (kind.__name__, kind.__name__))
+    try:
+        if listed:
+            return tuple(kind(part) for part in text.split(",") if part.strip())
+        return text if default is None else kind(text)
+    except ValueError:  # (Python's "invalid literal for int() with base 10: 'x'" said neither knob nor kind)
+        raise ValueError(f"{text!r} is not " + (f"a comma-separated list of {many}" if listed else one)) from None
 
 
 def build(cls, base=None, **values):
@@ -220,8 +224,17 @@ def add_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), 
         if isinstance(default, bool):
             parser.add_argument(flag_name(leaf), action=argparse.BooleanOptionalAction, default=None, help=help_text)
         else:
-            parser.add_argument(flag_name(leaf), type=lambda s, d=default: parse_value(s, d), default=None,
+            parser.add_argument(flag_name(leaf), type=functools.partial(_flag_value, default=default), default=None,
                                 help=help_text)
+
+
+def _flag_value(text: str, default):
+    """``parse_value`` for argparse: its own message kept ("argument --port: 'x' is not an integer";
+    a ValueError read "invalid <lambda> value")."""
+    try:
+        return parse_value(text, default)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def from_args(cls, args: argparse.Namespace, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX):

@@ -92,8 +92,30 @@ def test_build_routes_leaves_and_refuses_unknown_knobs():
 
 
 def test_bad_env_value_names_the_variable():
-    with pytest.raises(ValueError, match="SSSD_PORT='eighty'"):
+    with pytest.raises(ValueError, match="SSSD_PORT='eighty': 'eighty' is not an integer$"):
         settings.from_env(ServerConfig, {"SSSD_PORT": "eighty"})
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--port", "eighty"], "argument --port: 'eighty' is not an integer"),  # (it read "invalid <lambda> value")
+    (["--grace-s", "soon"], "argument --grace-s: 'soon' is not a number"),
+    (["--namespace-lookup-rate", "1e3x"], "argument --namespace-lookup-rate: '1e3x' is not a number"),
+])
+def test_a_bad_flag_value_says_what_the_flag_takes(argv, message, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sssd serve")
+    settings.add_flags(parser, ServerConfig)
+    with pytest.raises(SystemExit):
+        parser.parse_args(argv)
+    assert capsys.readouterr().err.strip().endswith(f"sssd serve: error: {message}")
+
+
+def test_a_bad_list_value_says_what_the_knob_takes():
+    from client_sdk.drafting.config import SpeculatorConfig
+
+    with pytest.raises(ValueError, match="'1,two' is not a comma-separated list of integers$"):
+        settings.from_env(SpeculatorConfig, {"SSSD_REMOTE_SUFFIXES": "1,two"})
 
 
 def test_a_secret_is_never_said_in_an_env_error():
