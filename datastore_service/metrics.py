@@ -27,6 +27,8 @@ class Metrics:
         self.ingested_documents = Counter("sssd_ingested_documents", "documents added", registry=r)
         self.ingested_tokens = Counter("sssd_ingested_tokens", "tokens added", registry=r)
         self.compactions = Counter("sssd_compactions", "segments merged by compaction rounds", registry=r)
+        self.live_token_cap = Gauge("sssd_max_live_tokens", "the writer's cap on every namespace's live tokens "
+                                    "together (--max-live-tokens; 0: none, or a replica)", registry=r)
         self.maintenance_failures = Gauge("sssd_maintenance_failures", "background flush/compaction rounds that "
                                           "failed since start (each is retried)", registry=r)
         self.tokens = Gauge("sssd_namespace_tokens", "live tokens", ["namespace"], registry=r)
@@ -88,6 +90,7 @@ class _Refresh:
             m.observe_namespaces(m.source())
         if m.datastore is not None:
             m.maintenance_failures.set(m.datastore.maintenance_failures)
+            m.live_token_cap.set(0 if m.datastore.mirror else m.datastore.live_token_cap)
         if m.follower is not None:
             m.replica_lag.set(m.follower.lag_s())
             m.replica_reconnects.set(m.follower.reconnects)

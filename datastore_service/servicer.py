@@ -225,6 +225,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return pb.StatsResponse(
             namespaces=[wire.stats_to_proto(s.spec, s.counts) for s in stats],
             compactions=ds.compactions, uptime_s=time.monotonic() - self.started,
+            max_live_tokens=0 if ds.mirror else ds.live_token_cap,
         )
 
     async def Compact(self, request, context):

@@ -369,9 +369,12 @@ def _stats(args) -> int:
         print(json.dumps({
             "namespaces": [{f: getattr(n, f) for f in fields} for n in resp.namespaces],
             "compactions": resp.compactions, "uptime_s": round(resp.uptime_s, 3),
+            "max_live_tokens": resp.max_live_tokens,
         }))
         return 0
     print(f"{'namespace':<20}{'documents':>12}{'tokens':>14}{'segments':>10}{'resident MB':>13}")
     for n in resp.namespaces:
         print(f"{n.name:<20}{n.documents:>12,}{n.tokens:>14,}{n.segments:>10}{n.resident_bytes / 1e6:>13.1f}")
+    if resp.max_live_tokens:
+        print(f"(the server takes at most {resp.max_live_tokens:,} live tokens over all its namespaces: --max-live-tokens)")
     return 0

@@ -43,10 +43,13 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     assert tree["match_length"] == 3 and sorted(tree["tokens"]) == [4, 9]
     code, out, _ = run(capsys, "stats", "--json", *a)
     (ns,) = json.loads(out)["namespaces"]
+    assert json.loads(out)["max_live_tokens"] == server.server.servicer.ds.live_token_cap > 0
     assert {k: ns[k] for k in ("name", "documents", "tokens")} == {"name": "demo", "documents": 3, "tokens": 9}
     assert ns["segments"] >= 1 and ns["resident_bytes"] > 0
     code, out, _ = run(capsys, "stats", *a)
     assert code == 0 and out.splitlines()[1].split()[:4] == ["demo", "3", "9", str(ns["segments"])]
+    assert out.splitlines()[-1] == (f"(the server takes at most {server.server.servicer.ds.live_token_cap:,} live "
+                                    "tokens over all its namespaces: --max-live-tokens)")
     code, out, _ = run(capsys, "namespace", "list", *a)
     assert out.startswith("demo\tvocab=100")
     late = tmp_path / "late.jsonl"  # a record the service refuses, after two it stored

@@ -274,7 +274,7 @@ def test_metrics_endpoint(server_factory, per_namespace):
     from client_sdk.transport.remote import DatastoreClient
 
     # the service on every interface, /metrics on loopback only unless told otherwise
-    server = server_factory(metrics_port=0, host="0.0.0.0", metrics_namespaces=per_namespace)
+    server = server_factory(metrics_port=0, host="0.0.0.0", metrics_namespaces=per_namespace, max_live_tokens=5000)
     assert server.server.config.metrics_host == "127.0.0.1"
     with DatastoreClient(f"127.0.0.1:{server.server.port}") as c:
         c.create_namespace("alpha", 10)
@@ -285,7 +285,7 @@ def test_metrics_endpoint(server_factory, per_namespace):
     assert 'sssd_rpcs_total{code="OK",method="Ingest"} 1.0' in text
     assert 'sssd_rpc_seconds_count{method="Ingest"} 2.0' in text
     assert "process_resident_memory_bytes" in text and "process_open_fds" in text
-    assert "sssd_maintenance_failures 0.0" in text
+    assert "sssd_maintenance_failures 0.0" in text and "sssd_max_live_tokens 5000.0" in text
     if per_namespace:
         assert 'sssd_namespace_tokens{namespace="alpha"} 2.0' in text
     else:  # tenants' names stay off the unauthenticated endpoint

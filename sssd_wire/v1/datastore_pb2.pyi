@@ -133,14 +133,16 @@ class NamespaceStats(_message.Message):
     def __init__(self, name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_tokens: _Optional[int] = ..., documents: _Optional[int] = ..., tokens: _Optional[int] = ..., segments: _Optional[int] = ..., pending_tokens: _Optional[int] = ..., resident_bytes: _Optional[int] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("namespaces", "compactions", "uptime_s")
+    __slots__ = ("namespaces", "compactions", "uptime_s", "max_live_tokens")
     NAMESPACES_FIELD_NUMBER: _ClassVar[int]
     COMPACTIONS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_LIVE_TOKENS_FIELD_NUMBER: _ClassVar[int]
     namespaces: _containers.RepeatedCompositeFieldContainer[NamespaceStats]
     compactions: int
     uptime_s: float
-    def __init__(self, namespaces: _Optional[_Iterable[_Union[NamespaceStats, _Mapping]]] = ..., compactions: _Optional[int] = ..., uptime_s: _Optional[float] = ...) -> None: ...
+    max_live_tokens: int
+    def __init__(self, namespaces: _Optional[_Iterable[_Union[NamespaceStats, _Mapping]]] = ..., compactions: _Optional[int] = ..., uptime_s: _Optional[float] = ..., max_live_tokens: _Optional[int] = ...) -> None: ...
 
 class CompactRequest(_message.Message):
     __slots__ = ("namespace", "full")
