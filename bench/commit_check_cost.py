@@ -25,7 +25,7 @@ def main() -> None:
         toks = [[(i * 7) % 1000, (i * 13) % 1000, 5] for i in range(batch)]
         rids = [f"r{i}" for i in range(batch)]
         total = 3 * batch
-        calls = {"bare_packing_us": lambda: np.fromiter(itertools.chain.from_iterable(toks), dtype=np.int32, count=total),
+        calls = {"bare_packing_us": lambda: np.fromiter(itertools.chain.from_iterable(toks), np.int32, count=total),
                  "packed_tokens_us": lambda: packed_tokens(rids, toks, total),
                  "check_tokens_us": lambda: check_tokens(rids, toks)}
         rows.append({"batch": batch, **{k: round(min(timeit.repeat(f, number=20_000, repeat=5)) / 20_000 * 1e6, 2)

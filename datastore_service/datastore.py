@@ -84,7 +84,8 @@ class DatastoreConfig:
             (self.max_doc_tokens >= 1, f"--max-doc-tokens {self.max_doc_tokens} must be at least 1"),
             (self.max_namespaces >= 1, f"--max-namespaces {self.max_namespaces} must be at least 1"),
             (self.max_live_tokens >= -1,
-             f"--max-live-tokens {self.max_live_tokens} must be -1 (half the memory), 0 (no cap) or a number of tokens"),
+             f"--max-live-tokens {self.max_live_tokens} must be -1 (half the memory), 0 (no cap) or a number of "
+             "tokens"),
             (self.compaction_fanout >= 2, f"--compaction-fanout {self.compaction_fanout} must be at least 2"),
             (0 < self.dead_ratio <= 1, f"--dead-ratio {self.dead_ratio} must be in (0, 1]"),
             (self.segment_dir or not self.write_segments, "--write-segments needs --segment-dir (where to write)"),
@@ -301,9 +302,9 @@ class Datastore:
         grows = max(0, min(ns.live_tokens + tokens, bound) - ns.live_tokens)
         held = sum(n.live_tokens for n in self._namespaces.values())
         if held + grows > self.live_token_cap:
-            raise ResourceExhausted(f"the datastore holds {held:,} live tokens and {grows:,} more would pass its cap of "
-                                    f"{self.live_token_cap:,} (--max-live-tokens): give namespaces a --max-tokens "
-                                    "retention, delete documents, or raise the cap")
+            raise ResourceExhausted(f"the datastore holds {held:,} live tokens and {grows:,} more would pass its "
+                                    f"cap of {self.live_token_cap:,} (--max-live-tokens): give namespaces a "
+                                    "--max-tokens retention, delete documents, or raise the cap")
 
     def delete(self, name: str, doc_ids: Sequence[str]) -> list[str]:
         """Delete documents; returns the ids that existed. Lookups stop seeing them at once."""

@@ -59,8 +59,9 @@ def register(sub) -> None:
                                        "then takes only text tokenised by this tokenizer (it sets the fingerprint)")
     c.add_argument("--tokenizer-fingerprint", default="",
                    help="the fingerprint --tokenizer would set (sssd.tokenizers.fingerprint), given as is")
-    c.add_argument("--max-tokens", type=int, default=0, help="retention: oldest documents evicted beyond this (0 = kept until the server's "
-                                                              "--max-live-tokens refuses more)")
+    c.add_argument("--max-tokens", type=int, default=0,
+                   help="retention: oldest documents evicted beyond this (0 = kept until the server's "
+                        "--max-live-tokens refuses more)")
     c.set_defaults(handler=rpc_errors(_ns_create))
     ls = ns_sub.add_parser("list")
     ls.set_defaults(handler=rpc_errors(_ns_list))
@@ -376,5 +377,6 @@ def _stats(args) -> int:
     for n in resp.namespaces:
         print(f"{n.name:<20}{n.documents:>12,}{n.tokens:>14,}{n.segments:>10}{n.resident_bytes / 1e6:>13.1f}")
     if resp.max_live_tokens:
-        print(f"(the server takes at most {resp.max_live_tokens:,} live tokens over all its namespaces: --max-live-tokens)")
+        print(f"(the server takes at most {resp.max_live_tokens:,} live tokens over all its namespaces: "
+              "--max-live-tokens)")
     return 0

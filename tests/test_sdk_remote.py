@@ -424,9 +424,9 @@ def test_a_built_speculator_asks_within_the_servers_cap_on_contexts(server_facto
         spec = build_speculator(address=server.address, namespace="ns", fixed_budget=4)
     assert spec.config.max_lookup_contexts == used and spec.remote.client.max_lookup_contexts == min(served, 4096)
     said = [r.getMessage() for r in caplog.records if "contexts in one lookup" in r.getMessage()]
-    assert said == ([] if served >= 4096 else [f"datastore {server.address} takes at most {served} contexts in one "
-                                               "lookup (its --max-lookup-contexts): prefetches ask for at most that "
-                                               "many and larger lookups go in parts (SSSD_MAX_LOOKUP_CONTEXTS was 4096)"])
+    assert said == ([] if served >= 4096 else [
+        f"datastore {server.address} takes at most {served} contexts in one lookup (its --max-lookup-contexts): "
+        "prefetches ask for at most that many and larger lookups go in parts (SSSD_MAX_LOOKUP_CONTEXTS was 4096)"])
     tries = spec.remote.client.lookup_batch("ns", [[t] for t in TEXT] * 4, LookupParams(min_occurrences=1))
     assert len(tries) == 32 and tries.trie(1).tokens.tolist()[:1] == [2]  # (in parts where the cap is below 32)
     spec.close()

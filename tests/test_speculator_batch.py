@@ -130,8 +130,10 @@ def test_a_prompt_or_output_that_is_not_token_ids_is_refused_at_start(prompt, ou
     assert "x" not in spec
 
 
-@pytest.mark.parametrize("bad,message", [(-1, "hold -1"), (2**31, "hold 2147483648"), (np.int64(2**40), "hold 1099511627776")])
-@pytest.mark.parametrize("call,batch", [("commit", 1), ("commit_many", 3), ("commit_drafted", 3), ("commit_drafted", 12)])
+@pytest.mark.parametrize("bad,message", [(-1, "hold -1"), (2**31, "hold 2147483648"),
+                                         (np.int64(2**40), "hold 1099511627776")])
+@pytest.mark.parametrize("call,batch", [("commit", 1), ("commit_many", 3), ("commit_drafted", 3),
+                                        ("commit_drafted", 12)])
 def test_committed_tokens_that_are_not_token_ids_are_refused_before_any_is_committed(call, batch, bad, message):
     """(A -1, an engine's pad, went into the request's text and came back in its drafts: the
     model's embedding index; 2**31 failed halfway through the step.) The step's other requests

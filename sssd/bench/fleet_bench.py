@@ -93,7 +93,7 @@ def _worker(address: str, batch: int, per_request: int, step_ms: float, seconds:
     step = step_ms / 1e3
     latencies, late, failed = [], 0, 0
     with DatastoreClient(address, timeout_s=2.0, lookup_stream=stream) as client:
-        client.lookup_future(namespace, list(contexts[:n]), options, flat=True).result()  # connect before the clock starts
+        client.lookup_future(namespace, list(contexts[:n]), options, flat=True).result()  # connect before the clock
         while time.time() < start_at:
             time.sleep(0.001)
         t_end = time.perf_counter() + seconds
