@@ -186,6 +186,8 @@ class DatastoreServer:
         else:  # what it holds: a wrong --db path shows as a new, empty file
             role = f"writer, db {c.datastore.db}: {holdings(ds.stats(), existed)}; " + (
                 f"at most {ds.live_token_cap:,} live tokens" if ds.live_token_cap else "no cap on live tokens")
+        if c.limits.namespace_lookup_rate:
+            role += f"; lookups at most {c.limits.namespace_lookup_rate:g} contexts/s per namespace"
         if c.follow:  # SERVING once the first full copy is in (a readiness probe waits for it)
             self.servicer.writer = c.follow
             self.follower = Follower(c.follow, c.follow_token, ds, self.servicer._run, self._caught_up, c.follow_tls_ca)

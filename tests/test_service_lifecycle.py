@@ -94,12 +94,12 @@ def test_a_writer_says_whether_its_file_is_new_or_what_it_holds(tmp_path, caplog
             c.ingest("ns", [("a", [1, 2, 3]), ("b", [4, 5])])
         server.stop()
         EmbeddedServer(ServerConfig.of(db=db, port=0)).start().stop()
-        EmbeddedServer(ServerConfig.of(db=db, port=0, max_live_tokens=0)).start().stop()
+        EmbeddedServer(ServerConfig.of(db=db, port=0, max_live_tokens=0, namespace_lookup_rate=2500)).start().stop()
     lines = [r.getMessage() for r in caplog.records if "serving on" in r.getMessage()]
     assert len(lines) == 3
     assert f"writer, db {db}: a new, empty file; at most {auto_live_tokens():,} live tokens" in lines[0]
     assert f"writer, db {db}: 1 namespace, 2 documents, 5 tokens; at most" in lines[1]
-    assert "5 tokens; no cap on live tokens" in lines[2]
+    assert "5 tokens; no cap on live tokens; lookups at most 2500 contexts/s per namespace, auth off" in lines[2]
 
 
 def test_an_embedded_server_stopped_from_two_threads_stops_once(tmp_path):
