@@ -50,6 +50,8 @@ def test_kubernetes_manifest_has_one_writer_and_followers():
     assert replicas["readinessProbe"]["grpc"]["port"] == 50051
     assert docs[("Service", "sssd-read")]["spec"]["clusterIP"] == "None"  # DNS lists every replica
     assert any(e["name"] == "SSSD_FOLLOW_TOKEN" for e in replicas["env"])
+    # a memory limit: the writer's default cap on live tokens is half of it (else half the node's)
+    assert w["resources"]["limits"]["memory"] == replicas["resources"]["limits"]["memory"] == "16Gi"
     # every flag the manifest passes is one `sssd serve` knows
     from datastore_service.server import ServerConfig
     from sssd_wire import settings
