@@ -36,27 +36,18 @@ QUIET, NOISY = fleet_bench.NS, "noisy"
 
 
 def _server(db: str, rate: float, text: np.ndarray, starts: np.ndarray):
-    from client_sdk.transport.remote import DatastoreClient
-
     flags = ("--namespace-lookup-rate", str(rate)) if rate else ()
     proc, address = serve_process.start_server(db, "--synchronous", "NORMAL", *flags)
-    bounds = starts.tolist()
-    docs = [(f"d{j}", text[bounds[j] : bounds[j + 1]]) for j in range(len(bounds) - 1)]
-    with DatastoreClient(address, timeout_s=600) as c:
-        for name in (QUIET, NOISY):
-            c.create_namespace(name, fleet_bench.VOCAB)
-            for i in range(0, len(docs), 512):
-                c.ingest(name, docs[i : i + 512])
-            c.compact(name, full=True, timeout_s=600)
+    fleet_bench.fill(address, (QUIET, NOISY), text, starts)
     return proc, address
 
 
 def _row(db: str, rate: float, noisy: int, args, text, starts, contexts) -> dict:
     proc, address = _server(db, rate, text, starts)
     try:
-        out: mp.Queue = mp.get_context("spawn").Queue()
-        start_at = time.time() + 3.0  # (every process connected and warm by then)
         ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        start_at = time.time() + 3.0  # (every process connected and warm by then)
         procs = [ctx.Process(target=fleet_bench._worker, args=(address, args.batch, 4, args.step_ms, args.seconds, 1,
                                                               contexts, start_at, out))]
         procs += [ctx.Process(target=fleet_bench._worker,

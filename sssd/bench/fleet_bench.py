@@ -156,8 +156,22 @@ def _server_percentile(before: list[dict], after: list[dict], q: float) -> float
     return None
 
 
-def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray, segment_readers: bool):
+def fill(address: str, namespaces, text: np.ndarray, starts: np.ndarray) -> None:
+    """Each of ``namespaces`` created on the server at ``address`` and given the corpus's
+    documents (``starts``: their bounds in ``text``), merged into one segment."""
     from client_sdk.transport.remote import DatastoreClient
+
+    bounds = starts.tolist()
+    docs = [(f"d{j}", text[bounds[j] : bounds[j + 1]]) for j in range(len(bounds) - 1)]
+    with DatastoreClient(address, timeout_s=600) as c:
+        for name in namespaces:
+            c.create_namespace(name, VOCAB)
+            for i in range(0, len(docs), 512):
+                c.ingest(name, docs[i : i + 512])
+            c.compact(name, full=True, timeout_s=600)
+
+
+def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray, segment_readers: bool):
     from sssd import serve_process
 
     ports = [free_port() for _ in range(replicas + 1)]
@@ -165,13 +179,7 @@ def _servers(db: str, replicas: int, text: np.ndarray, starts: np.ndarray, segme
     primary, address = serve_process.start_server(db, "--synchronous", "NORMAL", "--metrics-port", str(ports[0]),
                                                   *shared)
     procs, addresses = [primary], [address]
-    with DatastoreClient(address, timeout_s=600) as c:
-        c.create_namespace(NS, VOCAB)
-        bounds = starts.tolist()
-        docs = [(f"d{j}", text[bounds[j] : bounds[j + 1]]) for j in range(len(bounds) - 1)]
-        for i in range(0, len(docs), 512):
-            c.ingest(NS, docs[i : i + 512])
-        c.compact(NS, full=True, timeout_s=600)
+    fill(address, (NS,), text, starts)
     for k in range(replicas):
         proc, addr = serve_process.start_server(str(Path(db).with_name(f"replica{k}.db")), "--follow", address,
                                                 "--synchronous", "NORMAL", "--metrics-port", str(ports[k + 1]),
