@@ -156,6 +156,57 @@ def test_committed_tokens_that_are_not_token_ids_are_refused_before_any_is_commi
     assert spec._requests[rids[0]].index().tokens.tolist()[-2:] == [3, 1]
 
 
+@pytest.mark.parametrize("bad,message", [
+    (np.array([3.0, 1.7]), "want a flat sequence of integer token ids, not float64 of shape \\(2,\\)"),  # (was 3, 1)
+    (np.array([[3, 1]]), "want a flat sequence of integer token ids, not int64 of shape \\(1, 2\\)"),
+    ((3, 1.5), "want a flat sequence of integer token ids"),
+    (np.array([3, -1]), "holds -1, not a token id"),
+])
+@pytest.mark.parametrize("call,batch", [("commit", 1), ("commit_many", 3), ("commit_drafted", 3),
+                                        ("commit_drafted", 12)])
+def test_committed_arrays_that_are_not_token_ids_are_refused_before_any_is_committed(call, batch, bad, message):
+    """Tokens handed as an array or a tuple rather than a list: a float array was truncated into
+    the request's text (its last token kept as a float)."""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
+    rids = [f"r{i}" for i in range(batch)]
+    for rid in rids:
+        spec.start(rid, [1, 2, 3, 1, 2, 3, 1, 2])
+    spec.draft_batch(rids, budget=4)
+    tokens = [[3, 1] for _ in rids]
+    tokens[-1] = bad
+    calls = {"commit": lambda: spec.commit(rids[0], tokens[0]), "commit_many": lambda: spec.commit_many(rids, tokens),
+             "commit_drafted": lambda: spec.commit_drafted(rids, tokens)}
+    with pytest.raises(ValueError, match=f"the tokens committed for request '{rids[-1]}'.*{message}"):
+        calls[call]()
+    assert all(spec._requests[rid].index().tokens.tolist() == [1, 2, 3, 1, 2, 3, 1, 2] for rid in rids)
+
+
+@pytest.mark.parametrize("tokens", [np.array([3, 1], dtype=np.int64), np.array([3, 1], dtype=np.uint32), (3, 1)])
+def test_committed_tokens_as_integer_arrays_or_tuples_are_taken(tokens):
+    import torch
+
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
+    spec.start("r", [1, 2, 3, 1, 2])
+    spec.commit("r", tokens)
+    spec.commit("r", torch.tensor([2, 3]))
+    assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3, 1, 2, 3, 1, 2, 3]
+    assert type(spec._requests["r"].last) is int
+
+
+def test_a_request_started_twice_is_refused_and_keeps_its_state():
+    """(The second start replaced the request's text and step silently: its output never went
+    back to the datastore, and a draft in flight was committed against the new text.)"""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
+    spec.start("r", [1, 2, 3, 1, 2])
+    spec.commit("r", [3, 1])
+    with pytest.raises(ValueError, match="^request 'r' is already in flight here: finish it before starting it again$"):
+        spec.start("r", [9, 9])
+    assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3, 1, 2, 3, 1]
+    spec.finish("r")
+    spec.start("r", [9, 9])  # a finished id may come back
+    assert spec._requests["r"].index().tokens.tolist() == [9, 9]
+
+
 @pytest.mark.parametrize("prompt", [[], [0, 5, 2**31 - 1], np.array([3, 4], dtype=np.uint16), np.array([7], dtype=np.int64)])
 def test_token_ids_of_any_integer_type_are_taken(prompt):
     from array import array

@@ -10,12 +10,17 @@ import numpy as np
 
 from client_sdk.drafting.local import LocalIndex
 from client_sdk.types import DraftTree
-from sssd_wire.types import MAX_TOKEN_ID
+from sssd_wire.types import MAX_TOKEN_ID, token_array
 
 
-def ints(tokens) -> list[int]:
-    """Committed tokens as a list of Python ints (from a list, an array or any iterable)."""
-    return tokens.tolist() if isinstance(tokens, np.ndarray) else tokens if isinstance(tokens, list) else list(tokens)
+def ints(tokens, request_id) -> list[int]:
+    """Committed tokens as a list of Python ints: a list as it is (an engine's ``tolist()``;
+    ``check_tokens`` checks its values), anything else (a numpy array, a torch tensor, a tuple)
+    through ``token_array``, which refuses floats and nesting with a one-line ValueError naming
+    the request (a float array was truncated into the request's text)."""
+    if isinstance(tokens, list):
+        return tokens
+    return token_array(tokens, f"the tokens committed for request {request_id!r}").tolist()
 
 
 def check_tokens(request_ids, tokens: list[list[int]]) -> None:

@@ -94,7 +94,10 @@ class Speculator:
 
     def start(self, request_id, prompt, output=()) -> None:
         """Register a request with its prompt (and any output it already has, e.g. from prefill).
-        A long prompt is indexed in a background thread; until it is, the request drafts nothing."""
+        A long prompt is indexed in a background thread; until it is, the request drafts nothing.
+        An id already in flight is refused (its state, text and step would be silently replaced)."""
+        if request_id in self._requests:
+            raise ValueError(f"request {request_id!r} is already in flight here: finish it before starting it again")
         # each through the buffer protocol where it has one (numpy arrays, sglang's array("q")), not
         # through Python ints: admitting a 32K-token array("q") prompt took 1,055 / 1,037 µs that way,
         # 122 / 100 now (worst / median of 3, bench/admit_cost.py; BENCHMARKS.md, "A request's admission")
@@ -364,7 +367,7 @@ class Speculator:
         """``commit`` for a step's requests at once: tokens[i] (ints), trees[i] and accepted[i]
         (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
         reqs = self._committing(request_ids)
-        tokens = [ints(t) for t in tokens]
+        tokens = [ints(t, rid) for rid, t in zip(request_ids, tokens)]
         check_tokens(request_ids, tokens)
         trees = trees if trees is not None else [None] * len(reqs)
         accepted = accepted if accepted is not None else [None] * len(reqs)
@@ -394,7 +397,7 @@ class Speculator:
             self.commit_many(request_ids, tokens, trees, paths)
             return
         reqs = self._committing(request_ids)
-        tokens = [t if type(t) is list else ints(t) for t in tokens]
+        tokens = [t if type(t) is list else ints(t, rid) for rid, t in zip(request_ids, tokens)]
         rows = np.fromiter((row_of.get(rid, -1) for rid in request_ids), dtype=np.int64, count=len(reqs))
         counts = list(map(len, tokens))
         flat = packed_tokens(request_ids, tokens, sum(counts))
