@@ -264,7 +264,13 @@ class TrieSource(Protocol):
     def collect(self, key, contexts: Sequence[np.ndarray] | None, deadline_s: float) -> TrieBatch | None: ...
 
     def fetch(self, contexts: Sequence[np.ndarray]) -> TrieBatch:
-        """A lookup answered now, for background work off every step's path (raises on failure)."""
+        """A lookup answered now, for background work off every step's path (raises on failure;
+        ``Busy`` where the datastore keeps its capacity for steps just now)."""
+
+
+class Busy(Exception):
+    """A background lookup the datastore did not take now, to keep its namespace's lookup rate
+    for decode steps (``sssd serve --namespace-lookup-rate``): ask again later, for less."""
 
 
 class GenerationSink(Protocol):

@@ -24,6 +24,9 @@ class Metrics:
         self.lookup_matched = Counter("sssd_lookup_matched", "contexts with a match", registry=r)
         self.over_rate = Counter("sssd_lookups_over_rate", "lookups refused: their namespace was over "
                                  "--namespace-lookup-rate", ["namespace"], registry=r)
+        self.background_deferred = Counter("sssd_background_lookups_deferred", "background lookups (a worker's "
+                                           "single-token table) refused: their namespace's steps needed its "
+                                           "--namespace-lookup-rate", ["namespace"], registry=r)
         self.ingested_documents = Counter("sssd_ingested_documents", "documents added", registry=r)
         self.ingested_tokens = Counter("sssd_ingested_tokens", "tokens added", registry=r)
         self.compactions = Counter("sssd_compactions", "segments merged by compaction rounds", registry=r)

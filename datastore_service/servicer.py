@@ -162,11 +162,8 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         ds = self._store()
         ds.namespace(req.namespace)
         if self.rates is not None and not self.rates.admit(req.namespace, LookupRates.cost(n, params.sample_budget),
-                                                           time.monotonic()):
-            self.metrics.over_rate.labels(self.metrics.tenant(req.namespace)).inc()
-            raise ResourceExhausted(f"namespace {req.namespace!r} is over its lookup rate on this server "
-                                    f"({self.rates.rate:g} contexts/s, --namespace-lookup-rate): draft without "
-                                    "the datastore a while")
+                                                           time.monotonic(), req.background):
+            self._over_rate(req)
         if self._inline(n * params.sample_budget):
             start = time.monotonic()
             batch = ds.lookup_packed(req.namespace, ctx, ctx_off, params)  # cheaper than a thread hop
@@ -181,6 +178,16 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         self.metrics.lookup_contexts.inc(n)
         self.metrics.lookup_matched.inc(int(np.count_nonzero(batch.meta[:, 0])))
         return codec.tries_to_proto(batch, req.request_id)
+
+    def _over_rate(self, req: pb.LookupRequest) -> None:
+        tenant, rate = self.metrics.tenant(req.namespace), f"{self.rates.rate:g} contexts/s, --namespace-lookup-rate"
+        if req.background:
+            self.metrics.background_deferred.labels(tenant).inc()
+            raise ResourceExhausted(f"namespace {req.namespace!r} has no room for background lookups on this server "
+                                    f"now ({rate}: its steps come first): ask again later")
+        self.metrics.over_rate.labels(tenant).inc()
+        raise ResourceExhausted(f"namespace {req.namespace!r} is over its lookup rate on this server ({rate}): "
+                                "draft without the datastore a while")
 
     def _inline(self, work: int) -> bool:
         """Whether a lookup of ``work`` (contexts x samples) runs on the event loop. Small ones

@@ -50,8 +50,9 @@ def params_from_proto(p: pb.LookupParams) -> LookupParams:
 
 
 def lookup_request(namespace: str, contexts: Sequence, params: LookupParams = DEFAULT_PARAMS,
-                   request_id: int = 0) -> pb.LookupRequest:
-    """One request for a batch of contexts; only their last ``max_match`` tokens travel."""
+                   request_id: int = 0, background: bool = False) -> pb.LookupRequest:
+    """One request for a batch of contexts; only their last ``max_match`` tokens travel;
+    background: no decode step waits for it (LookupRequest.background)."""
     tails = []
     for c in contexts:
         t = c[-params.max_match :]
@@ -60,7 +61,7 @@ def lookup_request(namespace: str, contexts: Sequence, params: LookupParams = DE
         tails.append(t)
     return pb.LookupRequest(namespace=namespace, contexts=b"".join(t.tobytes() for t in tails),
                             context_lengths=[t.shape[0] for t in tails], params=params_to_proto(params),
-                            request_id=request_id)
+                            request_id=request_id, background=background)
 
 
 def contexts_from_proto(req: pb.LookupRequest) -> tuple[np.ndarray, np.ndarray]:

@@ -207,6 +207,21 @@ def test_a_namespaces_lookup_rate_lets_calls_through_while_its_bucket_is_not_emp
     assert rates.admit("b", 1, steps[-1][0])  # (each namespace has its own bucket)
 
 
+@pytest.mark.parametrize("steps,admitted", [
+    # (seconds since the start, cost, background) per call; rate 10 per second: a background call
+    # is let through only if half a second's worth (5) is left after it
+    ([(0, 5, True), (0, 1, True), (0, 5, False)], [True, False, True]),  # 10 - 5 = 5 left, then 5 - 1 < 5
+    ([(0, 6, True)], [False]),  # larger than half a second's worth: never, even on a full bucket
+    ([(0, 8, False), (0, 1, True), (0.7, 1, True)], [True, False, True]),  # the steps first; refilled to 9
+    ([(0, 4, True), (0, 1, True), (0, 6, False), (0, 1, False)], [True, True, True, False]),  # the steps' share is intact
+])
+def test_a_background_lookup_takes_only_what_leaves_half_a_second_of_the_rate(steps, admitted):
+    from datastore_service.rates import LookupRates
+
+    rates = LookupRates(10)
+    assert [rates.admit("a", cost, t, background) for t, cost, background in steps] == admitted
+
+
 @pytest.mark.parametrize("contexts,samples,cost", [(1, 64, 1), (3, 128, 3), (3, 256, 6), (2, 4096, 64)])
 def test_a_lookup_costs_its_contexts_more_when_it_samples_more(contexts, samples, cost):
     from datastore_service.rates import LookupRates
@@ -243,6 +258,36 @@ def test_a_tenant_over_its_lookup_rate_is_refused_and_the_others_are_not(server_
         assert len(c.lookup("noisy", contexts)) == 20
     over = server.server.metrics.over_rate.labels("all")._value.get()
     assert over == refused
+
+
+def test_background_lookups_come_after_the_steps_under_a_lookup_rate(server_factory):
+    """A worker's single-token table (RemoteSource.fetch: LookupRequest.background) is refused
+    with Busy once a lookup would leave the namespace less than half a second of its rate (its
+    steps' own lookups are still answered then), counted apart on /metrics; it is served again as
+    the bucket refills. (It drew the bucket below zero: the worker's own steps were refused.)"""
+    from client_sdk.transport.remote import DatastoreClient
+    from client_sdk.transport.source import RemoteSource
+    from client_sdk.types import Busy
+    from sssd_wire.types import LookupParams
+
+    server = server_factory(namespace_lookup_rate=100)
+    contexts = [np.array([i % 7 + 1]) for i in range(40)]
+    source = RemoteSource(DatastoreClient(server.address, timeout_s=5), "t", LookupParams(depth=2), owns_client=True)
+    with DatastoreClient(server.address, timeout_s=5) as c:
+        c.create_namespace("t", 10)
+        c.ingest("t", [("d", [1, 2, 3, 4, 5, 6, 7, 8])])
+        assert len(source.fetch(contexts)) == 40  # 100 -> 60 left
+        with pytest.raises(Busy, match="namespace 't' has no room for background lookups on this server now "
+                                       "\\(100 contexts/s, --namespace-lookup-rate: its steps come first\\): "
+                                       "ask again later"):
+            source.fetch(contexts)  # (60 - 40 < 50)
+        assert len(c.lookup("t", contexts)) == 40  # the steps: still served (60 -> 20)
+        time.sleep(0.9)
+        assert len(source.fetch(contexts)) == 40
+    source.close()
+    metrics = server.server.metrics
+    assert metrics.background_deferred.labels("all")._value.get() == 1
+    assert metrics.over_rate.labels("all")._value.get() == 0
 
 
 def test_internal_errors_do_not_leak(server, loaded, monkeypatch):

@@ -90,6 +90,48 @@ def test_loader_fills_refreshes_and_survives_failures(caplog):
     assert len(said) == 1 and "\n" not in said[0] and "(datastore down debug_error_string = ...)" in said[0]
 
 
+def test_loader_goes_in_smaller_parts_while_the_datastore_is_busy_and_says_nothing(caplog):
+    """A busy datastore (Busy: it keeps a namespace's lookup rate for the steps) takes parts of
+    at most 3 contexts: the loader halves its part on each Busy and doubles it on success, every
+    token's trie arrives in order, and nothing is logged or counted as a failure."""
+    from client_sdk.types import Busy
+
+    sizes = []
+
+    def fetch(contexts):
+        sizes.append(len(contexts))
+        if len(contexts) > 3:
+            raise Busy("namespace 'x' has no room for background lookups on this server now")
+        return unigram_tries(contexts)
+
+    table = UnigramTable(VOCAB, chunk=8)
+    with caplog.at_level(logging.WARNING, logger="sssd.client"):
+        loader = UnigramLoader(table, fetch, refresh_s=60, retry_s=0.02, busy_s=0.001)
+        try:
+            assert loader.complete.wait(5.0)
+        finally:
+            loader.close()
+    assert table.loaded == VOCAB and loader.failures == 0 and loader.deferred == sum(n > 3 for n in sizes)
+    assert sizes[:5] == [8, 4, 2, 4, 2]  # halved while busy, doubled after each part taken
+    for t in range(VOCAB):  # (unigram_tries: t -> t + 1, none for 0 and 5)
+        entry = table.get(t)
+        assert (entry is None) if t in (0, 5) else entry[0].tolist() == [t + 1]
+    assert not [r for r in caplog.records if r.name == "sssd.client"]
+
+
+def test_a_loader_closed_while_the_datastore_is_busy_stops_at_once():
+    from client_sdk.types import Busy
+
+    def fetch(contexts):
+        raise Busy("busy")
+
+    loader = UnigramLoader(UnigramTable(VOCAB, chunk=8), fetch, retry_s=10.0, busy_s=10.0)
+    time.sleep(0.05)
+    started = time.monotonic()
+    loader.close()
+    assert time.monotonic() - started < 1.0 and not loader._thread.is_alive() and loader.failures == 0
+
+
 def _speculator(vocab_size):
     docs = [np.asarray([1, 5, 6, 2], np.int32)] * 5 + [np.asarray([3, 7, 8, 9, 10], np.int32)]
     config = SpeculatorConfig()

@@ -19,6 +19,7 @@ import numpy as np
 
 from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import splice
+from client_sdk.types import Busy
 from sssd_wire.errors import one_line
 from sssd_wire.types import TrieBatch
 
@@ -120,13 +121,20 @@ class UnigramTable:
 class UnigramLoader:
     """Fills a UnigramTable in a daemon thread: chunks of ``chunk`` contexts fetched one after
     another, then again every ``refresh_s`` (the datastore keeps learning). A failed fetch is
-    logged once per outage and retried after ``retry_s``; the table keeps what it has."""
+    logged once per outage and retried after ``retry_s``; the table keeps what it has.
+
+    Its lookups are background ones: under a namespace lookup rate the datastore serves them
+    from what the namespace's steps leave (``Busy`` otherwise). A chunk then goes in parts,
+    halved on each ``Busy`` (a part larger than half a second of the rate is never taken) and
+    doubled again on each success, after a pause that grows to ``retry_s``; counted in
+    ``deferred``, not logged (the datastore is up and the steps come first)."""
 
     def __init__(self, table: UnigramTable, fetch: Callable[[list[np.ndarray]], TrieBatch],
-                 refresh_s: float = 600.0, retry_s: float = 5.0) -> None:
+                 refresh_s: float = 600.0, retry_s: float = 5.0, busy_s: float = 0.2) -> None:
         self.table, self.fetch, self.chunk = table, fetch, table.chunk
-        self.refresh_s, self.retry_s = refresh_s, retry_s
-        self.failures = 0
+        self.refresh_s, self.retry_s, self.busy_s = refresh_s, retry_s, busy_s
+        self.failures = self.deferred = 0
+        self.part = self.chunk  # contexts per lookup now
         self.complete = threading.Event()  # set once every token has been fetched once
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sssd-unigrams", daemon=True)
@@ -140,7 +148,10 @@ class UnigramLoader:
                 contexts = [np.asarray([t], dtype=np.int32)
                             for t in range(first, min(first + self.chunk, self.table.vocab_size))]
                 try:
-                    self.table.store(first, self.fetch(contexts))
+                    tries = self._fetch_chunk(contexts)
+                    if tries is None:  # closed meanwhile
+                        break
+                    self.table.store(first, tries)
                 except Exception as exc:  # the datastore is down or slow: the table keeps what it has
                     self.failures += 1
                     if not failing:
@@ -155,6 +166,24 @@ class UnigramLoader:
                 self.table.publish()
                 self.complete.set()
             self._stop.wait(self.refresh_s)
+
+    def _fetch_chunk(self, contexts: list[np.ndarray]) -> TrieBatch | None:
+        """One chunk's tries, in parts of ``part`` contexts while the datastore is busy (None: closed meanwhile)."""
+        parts, done, pause = [], 0, self.busy_s
+        while done < len(contexts):
+            piece = contexts[done : done + self.part]
+            try:
+                parts.append(self.fetch(piece))
+            except Busy:
+                self.deferred += 1
+                self.part = max(1, self.part // 2)
+                if self._stop.wait(pause):
+                    return None
+                pause = min(self.retry_s, 2 * pause)
+                continue
+            done += len(piece)
+            self.part, pause = min(self.chunk, 2 * self.part), self.busy_s
+        return TrieBatch.joined(parts)
 
     def close(self, timeout_s: float = 5.0) -> None:
         self._stop.set()

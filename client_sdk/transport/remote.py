@@ -273,9 +273,11 @@ class DatastoreClient:
         return self.lookup_batch(namespace, contexts, options, timeout_s).trees()
 
     def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
-                     timeout_s: float | None = None) -> TrieBatch:
-        """The tries of ``contexts``, in one call per ``max_lookup_contexts`` of them."""
-        return TrieBatch.joined([tries_from_proto(self._call(self.stub.Lookup, lookup_request(namespace, part, options),
+                     timeout_s: float | None = None, background: bool = False) -> TrieBatch:
+        """The tries of ``contexts``, in one call per ``max_lookup_contexts`` of them; background:
+        work no decode step waits for (under a namespace lookup rate, served after the steps)."""
+        return TrieBatch.joined([tries_from_proto(self._call(self.stub.Lookup,
+                                                             lookup_request(namespace, part, options, 0, background),
                                                              timeout_s))
                                  for part in in_parts(contexts, self.max_lookup_contexts)])
 

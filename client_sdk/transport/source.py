@@ -19,6 +19,7 @@ import numpy as np
 
 from client_sdk.transport.breaker import CircuitBreaker
 from client_sdk.transport.remote import DatastoreClient
+from client_sdk.types import Busy
 from sssd_wire.errors import one_line
 from sssd_wire.types import LookupParams, TrieBatch
 
@@ -215,8 +216,15 @@ class RemoteSource:
 
     def fetch(self, contexts, timeout_s: float = 30.0) -> TrieBatch:
         """A blocking lookup for background work (the single-token table): not a step's, so it
-        neither waits on nor feeds the breaker; raises grpc.RpcError."""
-        return self.client.lookup_batch(self.namespace, contexts, self.options, timeout_s=timeout_s)
+        neither waits on nor feeds the breaker, and the datastore serves it after the steps
+        (LookupRequest.background); raises Busy when it is kept for them now, else grpc.RpcError."""
+        try:
+            return self.client.lookup_batch(self.namespace, contexts, self.options, timeout_s=timeout_s,
+                                            background=True)
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                raise Busy(one_line(exc)) from None
+            raise
 
     def connect(self, timeout_s: float = 5.0) -> bool:
         """Open the connection now (a first lookup would otherwise pay for it, and be late)."""

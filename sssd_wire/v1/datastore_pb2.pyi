@@ -71,18 +71,20 @@ class LookupParams(_message.Message):
     def __init__(self, max_match: _Optional[int] = ..., min_match: _Optional[int] = ..., min_occurrences: _Optional[int] = ..., sample_budget: _Optional[int] = ..., depth: _Optional[int] = ..., max_nodes: _Optional[int] = ...) -> None: ...
 
 class LookupRequest(_message.Message):
-    __slots__ = ("namespace", "contexts", "context_lengths", "params", "request_id")
+    __slots__ = ("namespace", "contexts", "context_lengths", "params", "request_id", "background")
     NAMESPACE_FIELD_NUMBER: _ClassVar[int]
     CONTEXTS_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_LENGTHS_FIELD_NUMBER: _ClassVar[int]
     PARAMS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     namespace: str
     contexts: bytes
     context_lengths: _containers.RepeatedScalarFieldContainer[int]
     params: LookupParams
     request_id: int
-    def __init__(self, namespace: _Optional[str] = ..., contexts: _Optional[bytes] = ..., context_lengths: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[LookupParams, _Mapping]] = ..., request_id: _Optional[int] = ...) -> None: ...
+    background: bool
+    def __init__(self, namespace: _Optional[str] = ..., contexts: _Optional[bytes] = ..., context_lengths: _Optional[_Iterable[int]] = ..., params: _Optional[_Union[LookupParams, _Mapping]] = ..., request_id: _Optional[int] = ..., background: _Optional[bool] = ...) -> None: ...
 
 class LookupResponse(_message.Message):
     __slots__ = ("tokens", "parents", "counts", "node_offsets", "match_lengths", "occurrences", "sampled", "request_id")
