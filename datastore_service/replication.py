@@ -47,7 +47,7 @@ import grpc
 import numpy as np
 
 from datastore_service.core import Document, NamespaceSpec, Segment
-from datastore_service.segment_files import RETIRED_GRACE_S, open_segment, owner_id
+from datastore_service.segment_files import RETIRED_GRACE_S, open_segment, owner_id, segment_path
 from datastore_service.wire import namespace_from_proto, namespace_to_proto
 from sssd_wire.codec import decode_tokens, documents_to_proto
 from sssd_wire.errors import DatastoreError, Kind, Unavailable, one_line
@@ -356,6 +356,10 @@ class SegmentApplier(_Applying):
             raise DatastoreError(f"segment {sealed.segment_id} is no longer in {self.directory}: this reader fell "
                                  f"more than the writer's grace ({RETIRED_GRACE_S:.0f} s) behind",
                                  Kind.UNAVAILABLE) from None
+        except (OSError, ValueError) as exc:  # (the writer, which mapped it before, goes on)
+            raise DatastoreError(f"segment file {segment_path(self.directory, sealed.segment_id)} cannot be read "
+                                 f"({one_line(exc)}): restart the writer, which writes it again from its snapshot; "
+                                 "this reader serves what it held until then", Kind.UNAVAILABLE) from None
 
     def _apply(self, change: pb.Change) -> None:
         ds, kind = self.ds, change.WhichOneof("kind")
@@ -403,6 +407,7 @@ class Follower:
         self.position = 0
         self.applied_at = 0.0  # monotonic time of the last batch (heartbeats included)
         self.reconnects = 0
+        self.failed, self._said = 0, ""  # changes that would not apply; the last such error logged
         self._task: asyncio.Task | None = None
         self._ready = False
 
@@ -455,7 +460,7 @@ class Follower:
                             log.info("following %s: full copy from writer epoch %s", self.address, batch.epoch[:8])
                         await self.run(self.applier, batch)
                         self.applied_at = time.monotonic()
-                        backoff = 0.1
+                        backoff, self._said = 0.1, ""
                         if batch.copying:  # a copy cut short is started over, not resumed
                             continue
                         self.epoch, self.position = batch.epoch, batch.position
@@ -468,8 +473,11 @@ class Follower:
                 self.reconnects += 1
                 if self.reconnects == 1 or self.reconnects % 50 == 0:  # said once, then now and then
                     log.warning("following %s: %s; retrying", self.address, one_line(exc))
-            except DatastoreError as exc:  # an expected one (a reader behind, a writer too old): one line
-                log.warning("following %s: %s; asking for a full copy", self.address, exc)
+            except DatastoreError as exc:  # an expected one (a reader behind, a writer too old): one line,
+                self.failed += 1  # said again only when it changes, or now and then
+                if str(exc) != self._said or self.failed % 50 == 0:
+                    log.warning("following %s: %s; asking for a full copy", self.address, exc)
+                    self._said = str(exc)
                 self.epoch, self.position = "", 0
             except Exception:  # a change that would not apply: start over from a full copy
                 log.exception("following %s: applying a change failed; asking for a full copy", self.address)

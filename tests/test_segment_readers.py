@@ -257,6 +257,44 @@ def test_a_segment_reader_survives_its_writer_killed_and_restarted(server_factor
         proc.wait()
 
 
+def test_a_damaged_segment_file_keeps_a_reader_back_with_one_line_until_the_writer_restarts(server_factory, tmp_path,
+                                                                                            caplog):
+    """A reader cannot map a damaged segment file (the writer, which mapped it before, goes on):
+    it says so in one line naming the file and the remedy, not a traceback every 2 s, stays
+    NOT_SERVING, and serves once the restarted writer has written the file again (it logged a
+    traceback and asked for a full copy every 2 s, forever)."""
+    from sssd.bench.fleet_bench import free_port
+    from sssd.serve_process import start_server
+
+    port, segs, db = free_port(), tmp_path / "segments", str(tmp_path / "w.db")
+    proc, address = start_server(db, "--segment-dir", str(segs), "--port", str(port))
+    try:
+        with DatastoreClient(address) as w:
+            w.create_namespace("alpha", 100)
+            w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
+        sa = wait_for(lambda: sorted(segs.glob("*/sa.npy")), what="the segment's files")[0]
+        damaged = sa.with_name("sa.tmp")
+        damaged.write_bytes(sa.read_bytes()[:100])
+        damaged.replace(sa)  # (a new file: the writer's mapping of the old one stays whole)
+        with caplog.at_level("WARNING", logger="sssd.replication"):
+            reader = server_factory(db=str(tmp_path / "r.db"), follow=address, segment_dir=str(segs))
+            time.sleep(3.0)  # (retries every 2 s at most)
+            assert not serving(reader.address)
+            said = [r for r in caplog.records if "cannot be read" in r.getMessage()]
+            assert len(said) == 1 and said[0].exc_info is None and "Traceback" not in caplog.text
+            assert f"segment file {sa.parent} cannot be read" in said[0].getMessage()
+            assert "restart the writer" in said[0].getMessage()
+        proc.terminate()
+        proc.wait()
+        proc, _ = start_server(db, "--segment-dir", str(segs), "--port", str(port))  # writes the file again
+        wait_for(lambda: serving(reader.address), 10.0, "reader SERVING")
+        with DatastoreClient(reader.address) as r:
+            assert occurrences(r, "alpha", [1, 2, 3, 4]) == 1
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_segment_reader_refuses_documents_from_a_writer_that_predates_it(tmp_path):
     from datastore_service.replication import SegmentApplier
 
