@@ -188,6 +188,9 @@ class DatastoreServer:
                 f"at most {ds.live_token_cap:,} live tokens" if ds.live_token_cap else "no cap on live tokens")
         if c.limits.namespace_lookup_rate:
             role += f"; lookups at most {c.limits.namespace_lookup_rate:g} contexts/s per namespace"
+        if c.limits.lookup_rates_file:
+            own = len(self.servicer.rates.own)
+            role += f"; own lookup rates for {own} namespace{'' if own == 1 else 's'} ({c.limits.lookup_rates_file})"
         if c.follow:  # SERVING once the first full copy is in (a readiness probe waits for it)
             self.servicer.writer = c.follow
             self.follower = Follower(c.follow, c.follow_token, ds, self.servicer._run, self._caught_up, c.follow_tls_ca)
@@ -224,7 +227,8 @@ class DatastoreServer:
         return port
 
     def reload(self) -> None:
-        """SIGHUP: read --auth-file and the --tls-cert/--tls-key pair again, without a restart.
+        """SIGHUP: read --auth-file, the --tls-cert/--tls-key pair and --lookup-rates-file again,
+        without a restart.
 
         Tokens: revoked or added; a stream already open (a replica's Follow, a LookupStream) is
         checked again at its next message, and a revoked token's ends as UNAUTHENTICATED
@@ -232,8 +236,14 @@ class DatastoreServer:
         (open ones keep theirs). A file that does not load is said in the log, and what was in
         force before it stays."""
         c = self.config
-        if not (c.auth_file or c.tls_cert):
-            log.info("SIGHUP: nothing to reload (no --auth-file, no --tls-cert)")
+        if not (c.auth_file or c.tls_cert or c.limits.lookup_rates_file):
+            log.info("SIGHUP: nothing to reload (no --auth-file, no --tls-cert, no --lookup-rates-file)")
+        if c.limits.lookup_rates_file:
+            try:
+                log.info("SIGHUP: lookup rates file %s reloaded: its rates for %d namespace(s) in force",
+                         c.limits.lookup_rates_file, self.servicer.rates.reload())
+            except ValueError as exc:
+                log.error("SIGHUP: lookup rates file not reloaded, the rates before stay in force: %s", exc)
         if c.auth_file:
             try:
                 log.info("SIGHUP: auth file %s reloaded: %d tokens", c.auth_file, self.auth.reload(c.auth_file))

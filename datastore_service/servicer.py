@@ -21,7 +21,7 @@ from sssd_wire import codec
 from sssd_wire.settings import flag_name, require_at_least
 from datastore_service.auth import principal_var
 from datastore_service.datastore import Datastore
-from datastore_service.rates import LookupRates
+from datastore_service.rates import LookupRates, read_rates
 from datastore_service.replication import check_segment_reader, serve_follow
 from sssd_wire.errors import DatastoreError, InvalidArgument, Kind, NotFound, ResourceExhausted, Unavailable
 from datastore_service.metrics import Metrics
@@ -50,6 +50,9 @@ class Limits:
     # a Lookup is refused, RESOURCE_EXHAUSTED, and its workers draft without the datastore a while);
     # a context sampling more than 128 occurrences counts as samples / 128; 0 = no limit
     namespace_lookup_rate: float = 0.0
+    # JSON {"namespace": contexts/s, ...}: those namespaces' own rates in place of
+    # --namespace-lookup-rate (0: no limit for one); read again at each SIGHUP; empty = none
+    lookup_rates_file: str = ""
 
     def __post_init__(self) -> None:
         # (a cap of 0 refuses every call of its kind)
@@ -63,6 +66,8 @@ class Limits:
         if not 0 <= self.namespace_lookup_rate < math.inf:
             raise ValueError(f"--namespace-lookup-rate {self.namespace_lookup_rate} must be a finite number of "
                              "contexts per second, or 0 (no limit)")
+        if self.lookup_rates_file:  # (at start: a server that cannot read it does not start)
+            read_rates(self.lookup_rates_file)
 
 
 class DatastoreServicer(pb_grpc.DatastoreServicer):
@@ -78,7 +83,10 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         self.stopping = asyncio.Event()  # set at shutdown: open Follow streams end
         self._pooled = 0  # lookups running in the pool now (read and written on the event loop only)
         self._inline_s, self._inline_at = 0.0, 0.0  # inline lookup seconds, decayed over ~1 s, as of when
-        self.rates = LookupRates(limits.namespace_lookup_rate) if limits.namespace_lookup_rate else None
+        self.rates = None  # (no limit at all: no bucket to keep)
+        if limits.namespace_lookup_rate or limits.lookup_rates_file:
+            own = read_rates(limits.lookup_rates_file) if limits.lookup_rates_file else {}
+            self.rates = LookupRates(limits.namespace_lookup_rate, own, limits.lookup_rates_file)
 
     def _writable(self) -> Datastore:
         if self.writer:
@@ -180,7 +188,8 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return codec.tries_to_proto(batch, req.request_id)
 
     def _over_rate(self, req: pb.LookupRequest) -> None:
-        tenant, rate = self.metrics.tenant(req.namespace), f"{self.rates.rate:g} contexts/s, --namespace-lookup-rate"
+        rates, tenant = self.rates, self.metrics.tenant(req.namespace)
+        rate = f"{rates.rate_of(req.namespace):g} contexts/s, {rates.source(req.namespace)}"
         if req.background:
             self.metrics.background_deferred.labels(tenant).inc()
             raise ResourceExhausted(f"namespace {req.namespace!r} has no room for background lookups on this server "
@@ -229,8 +238,9 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
             names = {request.namespace}
         stats = [s for s in await self._run(ds.stats) if s.spec.name in names]
         self.metrics.observe_namespaces(stats)
+        rate_of = self.rates.rate_of if self.rates is not None else lambda _: 0.0
         return pb.StatsResponse(
-            namespaces=[wire.stats_to_proto(s.spec, s.counts) for s in stats],
+            namespaces=[wire.stats_to_proto(s.spec, s.counts, rate_of(s.spec.name)) for s in stats],
             compactions=ds.compactions, uptime_s=time.monotonic() - self.started,
             max_live_tokens=0 if ds.mirror else ds.live_token_cap,
         )

@@ -222,6 +222,21 @@ def test_a_background_lookup_takes_only_what_leaves_half_a_second_of_the_rate(st
     assert [rates.admit("a", cost, t, background) for t, cost, background in steps] == admitted
 
 
+@pytest.mark.parametrize("default,own,name,calls,admitted", [
+    (10, {"big": 100}, "big", [(0, 60), (0, 40), (0, 1)], [True, True, False]),  # its own second's worth
+    (10, {"big": 100}, "other", [(0, 10), (0, 1)], [True, False]),  # the server's rate
+    (10, {"free": 0}, "free", [(0, 10_000)] * 3, [True] * 3),  # 0: no limit for it
+    (0, {"capped": 10}, "capped", [(0, 10), (0, 1)], [True, False]),  # only the file's namespaces are held
+    (0, {"capped": 10}, "other", [(0, 10_000)] * 3, [True] * 3),
+])
+def test_a_namespace_with_a_rate_of_its_own_has_a_bucket_of_that_size(default, own, name, calls, admitted):
+    from datastore_service.rates import LookupRates
+
+    rates = LookupRates(default, own, "rates.json")
+    assert [rates.admit(name, cost, t) for t, cost in calls] == admitted
+    assert rates.rate_of(name) == own.get(name, default)
+
+
 @pytest.mark.parametrize("contexts,samples,cost", [(1, 64, 1), (3, 128, 3), (3, 256, 6), (2, 4096, 64)])
 def test_a_lookup_costs_its_contexts_more_when_it_samples_more(contexts, samples, cost):
     from datastore_service.rates import LookupRates
@@ -288,6 +303,90 @@ def test_background_lookups_come_after_the_steps_under_a_lookup_rate(server_fact
     metrics = server.server.metrics
     assert metrics.background_deferred.labels("all")._value.get() == 1
     assert metrics.over_rate.labels("all")._value.get() == 0
+
+
+@pytest.mark.parametrize("text,problem", [
+    ("{", "Expecting property name"),
+    ("[1]", "want a JSON object of namespaces and their rates"),
+    ('{"a b": 5}', "'a b' is no namespace name"),
+    ('{"a": -1}', "the rate of 'a' is -1, not a finite number"),
+    ('{"a": Infinity}', "the rate of 'a' is inf, not a finite number"),
+    ('{"a": "5"}', "the rate of 'a' is '5', not a finite number"),
+    ('{"a": true}', "the rate of 'a' is True, not a finite number"),
+])
+def test_a_lookup_rates_file_that_is_not_one_is_refused_in_one_line(tmp_path, text, problem):
+    from datastore_service.server import ServerConfig
+
+    path = tmp_path / "rates.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=f"^--lookup-rates-file {path}: .*{problem}") as info:
+        ServerConfig.of(lookup_rates_file=str(path))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match=f"--lookup-rates-file {tmp_path / 'none.json'}: .*No such file"):
+        ServerConfig.of(lookup_rates_file=str(tmp_path / "none.json"))
+
+
+def test_a_namespace_with_a_rate_of_its_own_is_held_to_it(server_factory, tmp_path):
+    """--lookup-rates-file: a namespace's own rate in place of --namespace-lookup-rate (0: none
+    for it), in Stats, named in its refusals; the others keep the server's rate. Read again by
+    a reload (SIGHUP), which a file that does not load leaves as it was."""
+    from client_sdk.transport.remote import DatastoreClient
+
+    rates = tmp_path / "rates.json"
+    rates.write_text('{"big": 1000, "free": 0, "absent": 7}')
+    server = server_factory(namespace_lookup_rate=100, lookup_rates_file=str(rates))
+    contexts = [np.array([i % 7 + 1]) for i in range(20)]
+
+    def refused(c, name: str, calls: int = 30) -> list:
+        out = []
+        for _ in range(calls):  # 600 contexts asked as fast as the server answers
+            try:
+                c.lookup(name, contexts)
+            except grpc.RpcError as exc:
+                out.append(exc.details())
+        return out
+
+    with DatastoreClient(server.address, timeout_s=5) as c:
+        for name in ("small", "big", "free"):
+            c.create_namespace(name, 10)
+            c.ingest(name, [("d", [1, 2, 3, 4, 5, 6, 7, 8])])
+        assert {n.name: n.lookup_rate for n in c.stats().namespaces} == {"small": 100, "big": 1000, "free": 0}
+        small = refused(c, "small")
+        assert small and set(small) == {"namespace 'small' is over its lookup rate on this server (100 contexts/s, "
+                                        "--namespace-lookup-rate): draft without the datastore a while"}
+        assert refused(c, "big") == [] and refused(c, "free") == []
+        assert set(refused(c, "big", 60)) == {f"namespace 'big' is over its lookup rate on this server (1000 contexts/s, "
+                                              f"its entry in --lookup-rates-file {rates}): draft without the datastore "
+                                              "a while"}
+        rates.write_text('{"small": 5000}')
+        server.server.reload()
+        assert {n.name: n.lookup_rate for n in c.stats().namespaces} == {"small": 5000, "big": 100, "free": 100}
+        time.sleep(0.3)
+        assert refused(c, "small", 10) == []  # (its bucket refills to 5,000 now)
+        rates.write_text('{"small": -5}')
+        server.server.reload()  # (said in the log; the rates before stay)
+        assert {n.name: n.lookup_rate for n in c.stats().namespaces} == {"small": 5000, "big": 100, "free": 100}
+
+
+def test_sighup_reads_the_lookup_rates_file_again(tmp_path):
+    from client_sdk.transport.remote import DatastoreClient
+    from tests.signals import served, sighup_until
+
+    rates = tmp_path / "rates.json"
+    rates.write_text('{"t": 300}')
+    with served(tmp_path, "--lookup-rates-file", str(rates)) as (proc, address):
+        with DatastoreClient(address, timeout_s=5) as c:
+            c.create_namespace("t", 10)
+            rate = lambda _: c.stats("t").namespaces[0].lookup_rate  # noqa: E731
+            assert rate(0) == 300
+            rates.write_text('{"t": 40}')
+            sighup_until(proc, rate, {0: 40})
+            rates.write_text("{")
+            sighup_until(proc, rate, {0: 40})
+    text = (tmp_path / "serve.log").read_text()
+    assert f"own lookup rates for 1 namespace ({rates})" in text
+    assert f"SIGHUP: lookup rates file {rates} reloaded: its rates for 1 namespace(s) in force" in text
+    assert f"SIGHUP: lookup rates file not reloaded, the rates before stay in force: --lookup-rates-file {rates}" in text
 
 
 def test_internal_errors_do_not_leak(server, loaded, monkeypatch):
