@@ -24,6 +24,11 @@ class Metrics:
         self.lookup_matched = Counter("sssd_lookup_matched", "contexts with a match", registry=r)
         self.over_rate = Counter("sssd_lookups_over_rate", "lookups refused: their namespace was over "
                                  "--namespace-lookup-rate", ["namespace"], registry=r)
+        self.ingests_over_rate = Counter("sssd_ingests_over_rate", "unary ingests refused: their namespace's "
+                                         "--namespace-ingest-rate would have kept them waiting too long",
+                                         ["namespace"], registry=r)
+        self.ingest_waited = Counter("sssd_ingest_waited_seconds", "seconds ingests waited for their namespace's "
+                                     "--namespace-ingest-rate", ["namespace"], registry=r)
         self.background_deferred = Counter("sssd_background_lookups_deferred", "background lookups (a worker's "
                                            "single-token table) refused: their namespace's steps needed its "
                                            "--namespace-lookup-rate", ["namespace"], registry=r)

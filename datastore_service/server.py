@@ -30,6 +30,7 @@ from datastore_service.core.index import warm_up
 from datastore_service.datastore import Datastore, DatastoreConfig
 from datastore_service.interceptors import GuardInterceptor
 from datastore_service.metrics import Metrics
+from datastore_service.rates import reload_rates
 from datastore_service.replication import ChangeLog, Follower
 from datastore_service.servicer import DatastoreServicer, Limits
 from datastore_service.store import make_directory
@@ -99,6 +100,18 @@ class ServerConfig:
     def of(cls, **knobs) -> "ServerConfig":
         """Any knob of the tree by its name: ``ServerConfig.of(db="x.db", port=0)``."""
         return settings.build(cls, **knobs)
+
+
+def rates_said(limits, own: int) -> str:
+    """The namespaces' rates, for the start-up line ("" when there are none)."""
+    said = ""
+    if limits.namespace_lookup_rate:
+        said += f"; lookups at most {limits.namespace_lookup_rate:g} contexts/s per namespace"
+    if limits.namespace_ingest_rate:
+        said += f"; ingests at most {limits.namespace_ingest_rate:g} tokens/s per namespace"
+    if limits.namespace_rates_file:
+        said += f"; own rates for {own} namespace{'' if own == 1 else 's'} ({limits.namespace_rates_file})"
+    return said
 
 
 def holdings(stats, existed: bool) -> str:
@@ -186,11 +199,7 @@ class DatastoreServer:
         else:  # what it holds: a wrong --db path shows as a new, empty file
             role = f"writer, db {c.datastore.db}: {holdings(ds.stats(), existed)}; " + (
                 f"at most {ds.live_token_cap:,} live tokens" if ds.live_token_cap else "no cap on live tokens")
-        if c.limits.namespace_lookup_rate:
-            role += f"; lookups at most {c.limits.namespace_lookup_rate:g} contexts/s per namespace"
-        if c.limits.lookup_rates_file:
-            own = len(self.servicer.rates.own)
-            role += f"; own lookup rates for {own} namespace{'' if own == 1 else 's'} ({c.limits.lookup_rates_file})"
+        role += rates_said(c.limits, len(self.servicer.rates.own) if self.servicer.rates is not None else 0)
         if c.follow:  # SERVING once the first full copy is in (a readiness probe waits for it)
             self.servicer.writer = c.follow
             self.follower = Follower(c.follow, c.follow_token, ds, self.servicer._run, self._caught_up, c.follow_tls_ca)
@@ -227,7 +236,7 @@ class DatastoreServer:
         return port
 
     def reload(self) -> None:
-        """SIGHUP: read --auth-file, the --tls-cert/--tls-key pair and --lookup-rates-file again,
+        """SIGHUP: read --auth-file, the --tls-cert/--tls-key pair and --namespace-rates-file again,
         without a restart.
 
         Tokens: revoked or added; a stream already open (a replica's Follow, a LookupStream) is
@@ -236,14 +245,15 @@ class DatastoreServer:
         (open ones keep theirs). A file that does not load is said in the log, and what was in
         force before it stays."""
         c = self.config
-        if not (c.auth_file or c.tls_cert or c.limits.lookup_rates_file):
-            log.info("SIGHUP: nothing to reload (no --auth-file, no --tls-cert, no --lookup-rates-file)")
-        if c.limits.lookup_rates_file:
+        path = c.limits.namespace_rates_file
+        if not (c.auth_file or c.tls_cert or path):
+            log.info("SIGHUP: nothing to reload (no --auth-file, no --tls-cert, no --namespace-rates-file)")
+        if path:
             try:
-                log.info("SIGHUP: lookup rates file %s reloaded: its rates for %d namespace(s) in force",
-                         c.limits.lookup_rates_file, self.servicer.rates.reload())
+                log.info("SIGHUP: namespace rates file %s reloaded: its rates for %d namespace(s) in force", path,
+                         reload_rates(path, self.servicer.rates, self.servicer.ingest_rates))
             except ValueError as exc:
-                log.error("SIGHUP: lookup rates file not reloaded, the rates before stay in force: %s", exc)
+                log.error("SIGHUP: namespace rates file not reloaded, the rates before stay in force: %s", exc)
         if c.auth_file:
             try:
                 log.info("SIGHUP: auth file %s reloaded: %d tokens", c.auth_file, self.auth.reload(c.auth_file))

@@ -21,7 +21,7 @@ from sssd_wire import codec
 from sssd_wire.settings import flag_name, require_at_least
 from datastore_service.auth import principal_var
 from datastore_service.datastore import Datastore
-from datastore_service.rates import LookupRates, read_rates
+from datastore_service.rates import IngestRates, LookupRates, read_rates
 from datastore_service.replication import check_segment_reader, serve_follow
 from sssd_wire.errors import DatastoreError, InvalidArgument, Kind, NotFound, ResourceExhausted, Unavailable
 from datastore_service.metrics import Metrics
@@ -29,6 +29,7 @@ from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
 CONFLICT_IDS_SHOWN = 16  # conflicting ids an IngestStream's summary names (it counts them all)
+UNARY_INGEST_WAIT_S = 5.0  # the longest a unary Ingest waits for its namespace's ingest rate (then refused)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,9 +51,13 @@ class Limits:
     # a Lookup is refused, RESOURCE_EXHAUSTED, and its workers draft without the datastore a while);
     # a context sampling more than 128 occurrences counts as samples / 128; 0 = no limit
     namespace_lookup_rate: float = 0.0
-    # JSON {"namespace": contexts/s, ...}: those namespaces' own rates in place of
-    # --namespace-lookup-rate (0: no limit for one); read again at each SIGHUP; empty = none
-    lookup_rates_file: str = ""
+    # tokens per second each namespace may ingest on this server (beyond it an ingest waits its turn:
+    # a stream's messages as long as it takes, a unary call up to 5 s or its deadline, else refused,
+    # RESOURCE_EXHAUSTED); 0 = no limit
+    namespace_ingest_rate: float = 0.0
+    # JSON {"namespace": {"lookups": contexts/s, "ingest": tokens/s}, ...}: those namespaces' own
+    # rates in place of the two flags (0: no limit for one); read again at each SIGHUP; empty = none
+    namespace_rates_file: str = ""
 
     def __post_init__(self) -> None:
         # (a cap of 0 refuses every call of its kind)
@@ -63,11 +68,12 @@ class Limits:
                 raise ValueError(f"{flag_name(name)} {getattr(self, name)} must be 0 (never inline) or more")
         if not 0 <= self.idle_inline_share <= 1:
             raise ValueError(f"--idle-inline-share {self.idle_inline_share} must be in [0, 1]")
-        if not 0 <= self.namespace_lookup_rate < math.inf:
-            raise ValueError(f"--namespace-lookup-rate {self.namespace_lookup_rate} must be a finite number of "
-                             "contexts per second, or 0 (no limit)")
-        if self.lookup_rates_file:  # (at start: a server that cannot read it does not start)
-            read_rates(self.lookup_rates_file)
+        for name, unit in (("namespace_lookup_rate", "contexts"), ("namespace_ingest_rate", "tokens")):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{flag_name(name)} {getattr(self, name)} must be a finite number of {unit} per "
+                                 "second, or 0 (no limit)")
+        if self.namespace_rates_file:  # (at start: a server that cannot read it does not start)
+            read_rates(self.namespace_rates_file)
 
 
 class DatastoreServicer(pb_grpc.DatastoreServicer):
@@ -83,10 +89,13 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         self.stopping = asyncio.Event()  # set at shutdown: open Follow streams end
         self._pooled = 0  # lookups running in the pool now (read and written on the event loop only)
         self._inline_s, self._inline_at = 0.0, 0.0  # inline lookup seconds, decayed over ~1 s, as of when
-        self.rates = None  # (no limit at all: no bucket to keep)
-        if limits.namespace_lookup_rate or limits.lookup_rates_file:
-            own = read_rates(limits.lookup_rates_file) if limits.lookup_rates_file else {}
-            self.rates = LookupRates(limits.namespace_lookup_rate, own, limits.lookup_rates_file)
+        # each namespace's lookup and ingest rates (None: no limit of that kind at all, no bucket to keep)
+        path = limits.namespace_rates_file
+        own = read_rates(path) if path else {}
+        self.rates = (LookupRates(limits.namespace_lookup_rate, own, path)
+                      if limits.namespace_lookup_rate or path else None)
+        self.ingest_rates = (IngestRates(limits.namespace_ingest_rate, own, path)
+                             if limits.namespace_ingest_rate or path else None)
 
     def _writable(self) -> Datastore:
         if self.writer:
@@ -115,9 +124,13 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
             raise ResourceExhausted(f"{n_tokens} tokens in one request, cap {self.limits.max_ingest_tokens}")
         return wire.documents_from_proto(req)
 
-    async def _ingest(self, req: pb.IngestRequest):
+    async def _ingest(self, req: pb.IngestRequest, max_wait: float = math.inf):
+        """max_wait: the longest this call may wait for its namespace's ingest rate (beyond: refused)."""
         ds = self._writable()
         docs = self._check_ingest(req)
+        if self.ingest_rates is not None:
+            ds.namespace(req.namespace)  # (an unknown one is NOT_FOUND, before any wait)
+            await self._pace_ingest(req.namespace, sum(int(d.tokens.shape[0]) for d in docs), max_wait)
         result = await self._run(ds.ingest, req.namespace, docs)
         added = set(result.added)
         tokens = sum(int(d.tokens.shape[0]) for d in docs if d.doc_id in added)
@@ -125,8 +138,21 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         self.metrics.ingested_tokens.inc(tokens)
         return result, tokens
 
+    async def _pace_ingest(self, namespace: str, tokens: int, max_wait: float) -> None:
+        wait = self.ingest_rates.reserve(namespace, tokens, time.monotonic(), max_wait)
+        tenant = self.metrics.tenant(namespace)
+        if wait is None:
+            self.metrics.ingests_over_rate.labels(tenant).inc()
+            raise ResourceExhausted(f"namespace {namespace!r} is over its ingest rate on this server "
+                                    f"({self.ingest_rates.says(namespace)}): send it again later, or on a stream, "
+                                    "which waits its turn")
+        if wait > 0:
+            self.metrics.ingest_waited.labels(tenant).inc(wait)
+            await asyncio.sleep(wait)
+
     async def Ingest(self, request, context):
-        result, _ = await self._ingest(request)
+        remaining = context.time_remaining()  # a unary call waits for its turn a few seconds at most
+        result, _ = await self._ingest(request, min(UNARY_INGEST_WAIT_S, remaining - 0.05 if remaining else math.inf))
         return pb.IngestResponse(
             added=len(result.added), duplicates=len(result.duplicates),
             evicted=len(result.evicted), duplicate_ids=result.duplicates, conflict_ids=result.conflicts,
@@ -188,8 +214,7 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         return codec.tries_to_proto(batch, req.request_id)
 
     def _over_rate(self, req: pb.LookupRequest) -> None:
-        rates, tenant = self.rates, self.metrics.tenant(req.namespace)
-        rate = f"{rates.rate_of(req.namespace):g} contexts/s, {rates.source(req.namespace)}"
+        tenant, rate = self.metrics.tenant(req.namespace), self.rates.says(req.namespace)
         if req.background:
             self.metrics.background_deferred.labels(tenant).inc()
             raise ResourceExhausted(f"namespace {req.namespace!r} has no room for background lookups on this server "
@@ -238,9 +263,9 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
             names = {request.namespace}
         stats = [s for s in await self._run(ds.stats) if s.spec.name in names]
         self.metrics.observe_namespaces(stats)
-        rate_of = self.rates.rate_of if self.rates is not None else lambda _: 0.0
+        rates = [r.rate_of if r is not None else lambda _: 0.0 for r in (self.rates, self.ingest_rates)]
         return pb.StatsResponse(
-            namespaces=[wire.stats_to_proto(s.spec, s.counts, rate_of(s.spec.name)) for s in stats],
+            namespaces=[wire.stats_to_proto(s.spec, s.counts, *(r(s.spec.name) for r in rates)) for s in stats],
             compactions=ds.compactions, uptime_s=time.monotonic() - self.started,
             max_live_tokens=0 if ds.mirror else ds.live_token_cap,
         )

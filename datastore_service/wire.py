@@ -23,10 +23,11 @@ def namespace_to_proto(spec: NamespaceSpec) -> pb.Namespace:
     )
 
 
-def stats_to_proto(spec: NamespaceSpec, counts: IndexCounts, lookup_rate: float = 0.0) -> pb.NamespaceStats:
+def stats_to_proto(spec: NamespaceSpec, counts: IndexCounts, lookup_rate: float = 0.0,
+                   ingest_rate: float = 0.0) -> pb.NamespaceStats:
     return pb.NamespaceStats(name=spec.name, vocab_size=spec.vocab_size,
                              tokenizer_fingerprint=spec.tokenizer_fingerprint, max_tokens=spec.max_tokens,
-                             lookup_rate=lookup_rate, **dataclasses.asdict(counts))
+                             lookup_rate=lookup_rate, ingest_rate=ingest_rate, **dataclasses.asdict(counts))
 
 
 def namespace_from_proto(req: pb.CreateNamespaceRequest) -> NamespaceSpec:

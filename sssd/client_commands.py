@@ -374,10 +374,11 @@ def _stats(args) -> int:
         }))
         return 0
     print(f"{'namespace':<20}{'documents':>12}{'tokens':>14}{'segments':>10}{'resident MB':>13}"
-          f"{'lookups/s':>12}")
+          f"{'lookups/s':>12}{'ingest tok/s':>14}")
     for n in resp.namespaces:
-        rate = f"{n.lookup_rate:,.0f}" if n.lookup_rate else "no limit"
-        print(f"{n.name:<20}{n.documents:>12,}{n.tokens:>14,}{n.segments:>10}{n.resident_bytes / 1e6:>13.1f}{rate:>12}")
+        lookups, ingest = (f"{r:,.0f}" if r else "no limit" for r in (n.lookup_rate, n.ingest_rate))
+        print(f"{n.name:<20}{n.documents:>12,}{n.tokens:>14,}{n.segments:>10}{n.resident_bytes / 1e6:>13.1f}"
+              f"{lookups:>12}{ingest:>14}")
     if resp.max_live_tokens:
         print(f"(the server takes at most {resp.max_live_tokens:,} live tokens over all its namespaces: "
               "--max-live-tokens)")

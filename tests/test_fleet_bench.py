@@ -78,3 +78,35 @@ def test_a_flooding_tenant_is_held_to_its_rate_and_the_other_is_answered(tmp_pat
     assert all(r["quiet_failed"] == 0 and r["quiet_p50_ms"] <= r["quiet_p99_ms"] for r in rows)
     assert rows[1]["noisy_refused_per_s"] == 0 and rows[1]["noisy_contexts_per_s"] > 2000 + (2000 + 1024) / 2
     assert rows[2]["noisy_refused_per_s"] > 0 and rows[2]["noisy_contexts_per_s"] <= 2000 + (2000 + 1024) / 2
+
+
+def test_a_bulk_loading_tenant_is_held_to_its_ingest_rate_and_never_refused(tmp_path):
+    """bench/ingest_isolation.py at a tiny size: with --namespace-ingest-rate the bulk load is
+    stored at most at the rate plus one second's worth and two calls, waiting its turn (no call
+    refused); without it, faster; the quiet tenant's lookups are answered in every row."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "ingest_isolation.py"
+    out = subprocess.run([sys.executable, str(script), "--runs", "1", "--seconds", "2", "--tokens", "50000",
+                          "--rate", "100000", "--doc-tokens", "500", "--batch", "4"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads(out.stdout)["rows"]
+    assert [(r["rate"], r["bulk"]) for r in rows] == [(0, False), (0, True), (100000, True)]
+    assert all(r["quiet_failed"] == 0 and r["quiet_p50_ms"] <= r["quiet_p99_ms"] for r in rows)
+    # tokens/s: the rate, its bucket, the call that overdrew it and the last one sent in the window (it waited past it)
+    held = (100000 * 2 + 100000 + 2 * 64 * 500) / 2
+    assert rows[1]["bulk_tokens_per_s"] > held and rows[1]["bulk_refused_calls"] == 0
+    assert 0 < rows[2]["bulk_tokens_per_s"] <= held and rows[2]["bulk_refused_calls"] == 0
+
+
+def test_the_single_token_table_loads_without_refusing_its_workers_steps(tmp_path):
+    """bench/background_lookups.py at a tiny size: under a lookup rate the loader's background
+    lookups leave the steps' lookups alone and the table still loads whole."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "background_lookups.py"
+    out = subprocess.run([sys.executable, str(script), "--runs", "1", "--seconds", "4", "--tokens", "100000",
+                          "--vocab", "4096", "--rate", "3000", "--step-contexts", "16"],
+                         capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    alone, loading = json.loads(out.stdout)["runs"][0]
+    assert alone["steps_refused"] == 0 and loading["steps_refused"] == 0
+    assert loading["tokens_loaded"] == 4096 and loading["table_complete_s"] is not None
+    assert loading["loader_failures"] == 0

@@ -228,13 +228,15 @@ def test_a_background_lookup_takes_only_what_leaves_half_a_second_of_the_rate(st
     (10, {"free": 0}, "free", [(0, 10_000)] * 3, [True] * 3),  # 0: no limit for it
     (0, {"capped": 10}, "capped", [(0, 10), (0, 1)], [True, False]),  # only the file's namespaces are held
     (0, {"capped": 10}, "other", [(0, 10_000)] * 3, [True] * 3),
+    (10, {"x": None}, "x", [(0, 10), (0, 1)], [True, False]),  # an entry of ingest only: the server's lookup rate
 ])
 def test_a_namespace_with_a_rate_of_its_own_has_a_bucket_of_that_size(default, own, name, calls, admitted):
     from datastore_service.rates import LookupRates
 
-    rates = LookupRates(default, own, "rates.json")
+    entries = {n: {"lookups": r} if r is not None else {"ingest": 5.0} for n, r in own.items()}
+    rates = LookupRates(default, entries, "rates.json")
     assert [rates.admit(name, cost, t) for t, cost in calls] == admitted
-    assert rates.rate_of(name) == own.get(name, default)
+    assert rates.rate_of(name) == (own.get(name) if own.get(name) is not None else default)
 
 
 @pytest.mark.parametrize("contexts,samples,cost", [(1, 64, 1), (3, 128, 3), (3, 256, 6), (2, 4096, 64)])
@@ -308,33 +310,37 @@ def test_background_lookups_come_after_the_steps_under_a_lookup_rate(server_fact
 @pytest.mark.parametrize("text,problem", [
     ("{", "Expecting property name"),
     ("[1]", "want a JSON object of namespaces and their rates"),
-    ('{"a b": 5}', "'a b' is no namespace name"),
-    ('{"a": -1}', "the rate of 'a' is -1, not a finite number"),
-    ('{"a": Infinity}', "the rate of 'a' is inf, not a finite number"),
-    ('{"a": "5"}', "the rate of 'a' is '5', not a finite number"),
-    ('{"a": true}', "the rate of 'a' is True, not a finite number"),
+    ('{"a b": {"lookups": 5}}', "'a b' is no namespace name"),
+    ('{"a": 5}', "the entry of 'a' is 5: want an object of \"lookups\" and/or \"ingest\""),
+    ('{"a": {}}', "the entry of 'a' is {}: want an object"),
+    ('{"a": {"lookup": 5}}', "the entry of 'a' is {'lookup': 5}: want an object"),
+    ('{"a": {"lookups": -1}}', "the lookups rate of 'a' is -1, not a finite number of contexts per second"),
+    ('{"a": {"ingest": Infinity}}', "the ingest rate of 'a' is inf, not a finite number of tokens per second"),
+    ('{"a": {"lookups": "5"}}', "the lookups rate of 'a' is '5', not a finite number"),
+    ('{"a": {"ingest": true}}', "the ingest rate of 'a' is True, not a finite number"),
 ])
-def test_a_lookup_rates_file_that_is_not_one_is_refused_in_one_line(tmp_path, text, problem):
+def test_a_namespace_rates_file_that_is_not_one_is_refused_in_one_line(tmp_path, text, problem):
     from datastore_service.server import ServerConfig
 
     path = tmp_path / "rates.json"
     path.write_text(text)
-    with pytest.raises(ValueError, match=f"^--lookup-rates-file {path}: .*{problem}") as info:
-        ServerConfig.of(lookup_rates_file=str(path))
+    with pytest.raises(ValueError, match=f"^--namespace-rates-file {path}: .*{problem}") as info:
+        ServerConfig.of(namespace_rates_file=str(path))
     assert "\n" not in str(info.value)
-    with pytest.raises(ValueError, match=f"--lookup-rates-file {tmp_path / 'none.json'}: .*No such file"):
-        ServerConfig.of(lookup_rates_file=str(tmp_path / "none.json"))
+    with pytest.raises(ValueError, match=f"--namespace-rates-file {tmp_path / 'none.json'}: .*No such file"):
+        ServerConfig.of(namespace_rates_file=str(tmp_path / "none.json"))
 
 
 def test_a_namespace_with_a_rate_of_its_own_is_held_to_it(server_factory, tmp_path):
-    """--lookup-rates-file: a namespace's own rate in place of --namespace-lookup-rate (0: none
-    for it), in Stats, named in its refusals; the others keep the server's rate. Read again by
-    a reload (SIGHUP), which a file that does not load leaves as it was."""
+    """--namespace-rates-file: a namespace's own lookup rate in place of --namespace-lookup-rate
+    (0: none for it), in Stats, named in its refusals; the others keep the server's rate. Read
+    again by a reload (SIGHUP), which a file that does not load leaves as it was."""
     from client_sdk.transport.remote import DatastoreClient
 
     rates = tmp_path / "rates.json"
-    rates.write_text('{"big": 1000, "free": 0, "absent": 7}')
-    server = server_factory(namespace_lookup_rate=100, lookup_rates_file=str(rates))
+    rates.write_text('{"big": {"lookups": 1000}, "free": {"lookups": 0}, "absent": {"lookups": 7}, '
+                     '"slow": {"ingest": 50}}')
+    server = server_factory(namespace_lookup_rate=100, namespace_rates_file=str(rates))
     contexts = [np.array([i % 7 + 1]) for i in range(20)]
 
     def refused(c, name: str, calls: int = 30) -> list:
@@ -346,47 +352,99 @@ def test_a_namespace_with_a_rate_of_its_own_is_held_to_it(server_factory, tmp_pa
                 out.append(exc.details())
         return out
 
+    def stats(c) -> dict:
+        return {n.name: (n.lookup_rate, n.ingest_rate) for n in c.stats().namespaces}
+
     with DatastoreClient(server.address, timeout_s=5) as c:
-        for name in ("small", "big", "free"):
+        for name in ("small", "big", "free", "slow"):
             c.create_namespace(name, 10)
             c.ingest(name, [("d", [1, 2, 3, 4, 5, 6, 7, 8])])
-        assert {n.name: n.lookup_rate for n in c.stats().namespaces} == {"small": 100, "big": 1000, "free": 0}
+        assert stats(c) == {"small": (100, 0), "big": (1000, 0), "free": (0, 0), "slow": (100, 50)}
         small = refused(c, "small")
         assert small and set(small) == {"namespace 'small' is over its lookup rate on this server (100 contexts/s, "
                                         "--namespace-lookup-rate): draft without the datastore a while"}
         assert refused(c, "big") == [] and refused(c, "free") == []
-        assert set(refused(c, "big", 60)) == {f"namespace 'big' is over its lookup rate on this server (1000 contexts/s, "
-                                              f"its entry in --lookup-rates-file {rates}): draft without the datastore "
-                                              "a while"}
-        rates.write_text('{"small": 5000}')
+        assert set(refused(c, "big", 60)) == {f"namespace 'big' is over its lookup rate on this server (1000 "
+                                              f"contexts/s, its entry in --namespace-rates-file {rates}): draft "
+                                              "without the datastore a while"}
+        rates.write_text('{"small": {"lookups": 5000, "ingest": 9}}')
         server.server.reload()
-        assert {n.name: n.lookup_rate for n in c.stats().namespaces} == {"small": 5000, "big": 100, "free": 100}
+        assert stats(c) == {"small": (5000, 9), "big": (100, 0), "free": (100, 0), "slow": (100, 0)}
         time.sleep(0.3)
         assert refused(c, "small", 10) == []  # (its bucket refills to 5,000 now)
-        rates.write_text('{"small": -5}')
+        rates.write_text('{"small": {"lookups": -5}}')
         server.server.reload()  # (said in the log; the rates before stay)
-        assert {n.name: n.lookup_rate for n in c.stats().namespaces} == {"small": 5000, "big": 100, "free": 100}
+        assert stats(c) == {"small": (5000, 9), "big": (100, 0), "free": (100, 0), "slow": (100, 0)}
 
 
-def test_sighup_reads_the_lookup_rates_file_again(tmp_path):
+def test_sighup_reads_the_namespace_rates_file_again(tmp_path):
     from client_sdk.transport.remote import DatastoreClient
     from tests.signals import served, sighup_until
 
     rates = tmp_path / "rates.json"
-    rates.write_text('{"t": 300}')
-    with served(tmp_path, "--lookup-rates-file", str(rates)) as (proc, address):
+    rates.write_text('{"t": {"lookups": 300}}')
+    with served(tmp_path, "--namespace-rates-file", str(rates), "--namespace-ingest-rate", "1e6") as (proc, address):
         with DatastoreClient(address, timeout_s=5) as c:
             c.create_namespace("t", 10)
-            rate = lambda _: c.stats("t").namespaces[0].lookup_rate  # noqa: E731
-            assert rate(0) == 300
-            rates.write_text('{"t": 40}')
-            sighup_until(proc, rate, {0: 40})
+            rate = lambda _: (c.stats("t").namespaces[0].lookup_rate, c.stats("t").namespaces[0].ingest_rate)  # noqa: E731
+            assert rate(0) == (300, 1e6)
+            rates.write_text('{"t": {"lookups": 40, "ingest": 70}}')
+            sighup_until(proc, rate, {0: (40, 70)})
             rates.write_text("{")
-            sighup_until(proc, rate, {0: 40})
+            sighup_until(proc, rate, {0: (40, 70)})
     text = (tmp_path / "serve.log").read_text()
-    assert f"own lookup rates for 1 namespace ({rates})" in text
-    assert f"SIGHUP: lookup rates file {rates} reloaded: its rates for 1 namespace(s) in force" in text
-    assert f"SIGHUP: lookup rates file not reloaded, the rates before stay in force: --lookup-rates-file {rates}" in text
+    assert f"ingests at most 1e+06 tokens/s per namespace; own rates for 1 namespace ({rates})" in text
+    assert f"SIGHUP: namespace rates file {rates} reloaded: its rates for 1 namespace(s) in force" in text
+    assert ("SIGHUP: namespace rates file not reloaded, the rates before stay in force: --namespace-rates-file "
+            f"{rates}") in text
+
+
+@pytest.mark.parametrize("calls,admitted", [
+    # (seconds since the start, tokens, longest wait) per call: the wait each is given, None = refused;
+    # rate 10 tokens per second, a bucket of one second
+    ([(0, 10, 5), (0, 10, 5), (0, 10, 5)], [0, 0, 1.0]),  # the second overdraws; the third waits for the debt
+    ([(0, 30, 5), (0, 1, 5), (0, 1, 1)], [0, 2.0, None]),  # 2 s of debt, then 2.1 s: over 1 s, not charged
+    ([(0, 30, 5), (0, 1, 1), (1.5, 1, 1)], [0, None, 0.5]),  # (the refused call cost nothing)
+    ([(0, 10, 0), (100, 10, 0), (100, 1, 0)], [0, 0, 0]),  # an idle namespace's bucket holds one second
+])
+def test_an_ingest_over_its_namespaces_rate_waits_its_turn(calls, admitted):
+    from datastore_service.rates import IngestRates
+
+    rates = IngestRates(10)
+    waits = [rates.reserve("a", tokens, t, longest) for t, tokens, longest in calls]
+    assert [w if w is None else round(w, 6) for w in waits] == admitted
+    assert IngestRates(0).reserve("a", 10**9, 0, 0) == 0.0  # no limit
+
+
+def test_a_namespace_over_its_ingest_rate_waits_on_a_stream_and_is_refused_past_a_unary_deadline(server_factory):
+    """--namespace-ingest-rate: a stream's messages wait their turn (everything stored, at the
+    rate), a unary Ingest waits up to its deadline, then is refused without being charged; the
+    other namespaces' ingests do not wait; waits and refusals on /metrics."""
+    from client_sdk.transport.remote import DatastoreClient
+
+    server = server_factory(namespace_ingest_rate=1000)
+    docs = lambda prefix, n: [(f"{prefix}{i}", list(range(1, 101))) for i in range(n)]  # noqa: E731  (100 tokens each)
+    with DatastoreClient(server.address, timeout_s=10) as c:
+        for name in ("bulk", "other"):
+            c.create_namespace(name, 200)
+        started = time.monotonic()
+        summary = c.ingest_stream("bulk", [docs("s", 10) for _ in range(5)])  # (ids repeat: 10 added, 5,000 tokens)
+        took = time.monotonic() - started
+        # 1,000 in the bucket, 1,000 overdrawn by the message that emptied it, then 3,000 at 1,000/s
+        assert summary.added == 10 and 2.7 < took < 8
+        started = time.monotonic()
+        c.ingest("other", docs("o", 30))
+        assert time.monotonic() - started < 1.0
+        with pytest.raises(grpc.RpcError) as info:
+            c.ingest("bulk", docs("u", 10), timeout_s=0.5)  # (its turn comes in about 1 s)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert info.value.details() == ("namespace 'bulk' is over its ingest rate on this server (1000 tokens/s, "
+                                        "--namespace-ingest-rate): send it again later, or on a stream, which waits "
+                                        "its turn")
+        assert c.ingest("bulk", docs("u", 10), timeout_s=5).added == 10  # waits, within its deadline
+    metrics = server.server.metrics
+    assert metrics.ingests_over_rate.labels("all")._value.get() == 1
+    assert metrics.ingest_waited.labels("all")._value.get() > 1.5
 
 
 def test_internal_errors_do_not_leak(server, loaded, monkeypatch):

@@ -113,7 +113,7 @@ class StatsRequest(_message.Message):
     def __init__(self, namespace: _Optional[str] = ...) -> None: ...
 
 class NamespaceStats(_message.Message):
-    __slots__ = ("name", "vocab_size", "tokenizer_fingerprint", "max_tokens", "documents", "tokens", "segments", "pending_tokens", "resident_bytes", "lookup_rate")
+    __slots__ = ("name", "vocab_size", "tokenizer_fingerprint", "max_tokens", "documents", "tokens", "segments", "pending_tokens", "resident_bytes", "lookup_rate", "ingest_rate")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     TOKENIZER_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +124,7 @@ class NamespaceStats(_message.Message):
     PENDING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     RESIDENT_BYTES_FIELD_NUMBER: _ClassVar[int]
     LOOKUP_RATE_FIELD_NUMBER: _ClassVar[int]
+    INGEST_RATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     vocab_size: int
     tokenizer_fingerprint: str
@@ -134,7 +135,8 @@ class NamespaceStats(_message.Message):
     pending_tokens: int
     resident_bytes: int
     lookup_rate: float
-    def __init__(self, name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_tokens: _Optional[int] = ..., documents: _Optional[int] = ..., tokens: _Optional[int] = ..., segments: _Optional[int] = ..., pending_tokens: _Optional[int] = ..., resident_bytes: _Optional[int] = ..., lookup_rate: _Optional[float] = ...) -> None: ...
+    ingest_rate: float
+    def __init__(self, name: _Optional[str] = ..., vocab_size: _Optional[int] = ..., tokenizer_fingerprint: _Optional[str] = ..., max_tokens: _Optional[int] = ..., documents: _Optional[int] = ..., tokens: _Optional[int] = ..., segments: _Optional[int] = ..., pending_tokens: _Optional[int] = ..., resident_bytes: _Optional[int] = ..., lookup_rate: _Optional[float] = ..., ingest_rate: _Optional[float] = ...) -> None: ...
 
 class StatsResponse(_message.Message):
     __slots__ = ("namespaces", "compactions", "uptime_s", "max_live_tokens")
