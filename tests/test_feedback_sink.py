@@ -289,3 +289,28 @@ def test_a_worker_id_that_would_make_ids_the_service_refuses_is_refused():
         with pytest.raises(ValueError, match="worker_id .* must be 1..96 printable characters"):
             SpeculatorConfig(worker_id=bad)
     assert len(SpeculatorConfig().worker_id) <= 96  # the default: host, pid and a random part
+
+
+def test_feedback_under_an_ingest_rate_waits_its_turn_and_loses_nothing(server_factory):
+    """A real server with --namespace-ingest-rate: the sink's batches wait their turn there (a
+    unary Ingest up to its deadline; refused beyond it, then kept and sent again in smaller
+    batches), and every generation is stored, none dropped or counted failed."""
+    import time
+
+    from client_sdk.transport.remote import DatastoreClient
+
+    server = server_factory(namespace_ingest_rate=3000)
+    client = DatastoreClient(server.address, timeout_s=10)
+    client.create_namespace("ns", 500)
+    sink = FeedbackSink(client, "ns", "w", batch=10, interval_s=0.05, min_tokens=1)
+    rng = np.random.default_rng(0)
+    for i in range(40):  # 40 x 300 = 12,000 tokens: 3,000 in the bucket, then about 3 s at the rate
+        sink.submit(f"r{i}", rng.integers(0, 500, 300))
+    deadline = time.monotonic() + 30
+    while client.stats("ns").namespaces[0].documents < 40 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    sink.close()
+    assert client.stats("ns").namespaces[0].documents == 40
+    assert sink.sent == 40 and sink.failed == 0 and sink.dropped == 0
+    assert server.server.metrics.ingest_waited.labels("all")._value.get() > 1.0
+    client.close()
