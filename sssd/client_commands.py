@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 
@@ -79,6 +80,9 @@ def register(sub) -> None:
     ing.add_argument("--tokenizer", help="tokenizer.json, a GGUF file or a Hugging Face model directory")
     ing.add_argument("--namespace", "-n", required=True)
     ing.add_argument("--batch", type=int, default=512, help="documents per request (each at most 4M tokens, 16 MB)")
+    ing.add_argument("--timeout-s", type=float, default=3600.0,
+                     help="the longest the whole load may take (a server's --namespace-ingest-rate makes it wait "
+                          "its turn); 0 = no limit (default: 3600)")
     ing.set_defaults(handler=rpc_errors(_ingest))
 
     lk = sub.add_parser("lookup", help="continuation tree of a context")
@@ -269,6 +273,8 @@ def _ingest(args) -> int:
 
     check_file(args.file)  # a local mistake before the server is asked anything
     require_at_least(args, 1, ("batch",), as_flags=True)  # (0 sent nothing and reported success)
+    if not 0 <= args.timeout_s < math.inf:
+        raise ValueError(f"--timeout-s {args.timeout_s} must be a number of seconds, or 0 (no limit)")
     client = client_of(args)
     spaces = {n.name: n for n in client.list_namespaces()}  # checked before anything is loaded
     if args.namespace not in spaces:
@@ -300,7 +306,7 @@ def _ingest(args) -> int:
             failure.append(exc)
 
     try:
-        summary = client.ingest_stream(args.namespace, batches())
+        summary = client.ingest_stream(args.namespace, batches(), timeout_s=args.timeout_s)
     except grpc.RpcError as exc:  # the server went away (a restart) or refused a message midway
         if not handed[0] or "of the stream" in one_line(exc):  # (nothing sent, or the server said what it kept)
             raise

@@ -20,6 +20,24 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
+def test_ingest_waits_its_turn_under_an_ingest_rate_within_its_timeout(server_factory, capsys, tmp_path):
+    """A server's --namespace-ingest-rate makes a load wait its turn: `sssd ingest --timeout-s`
+    bounds the whole load (cut there, said with how to resume), 0 lets it take what it takes
+    (the stream's one-hour deadline cut a long rate-limited load)."""
+    server = server_factory(namespace_ingest_rate=1000)
+    a = ("--address", server.address)
+    run(capsys, "namespace", "create", "slow", "--vocab-size", "100", "--max-tokens", "100000", *a)
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"d{i}", "tokens": [i % 90 + 1] * 100}) + "\n" for i in range(30)))
+    code, _, err = run(capsys, "ingest", str(docs), "-n", "slow", "--batch", "1", "--timeout-s", "0.5", *a)
+    assert code == 1 and err.startswith("sssd: error: DEADLINE_EXCEEDED") and "re-running resumes by id" in err
+    code, out, _ = run(capsys, "ingest", str(docs), "-n", "slow", "--batch", "1", "--timeout-s", "0", *a)
+    assert code == 0 and "already present" in out
+    code, out, _ = run(capsys, "stats", "--json", *a)
+    assert json.loads(out)["namespaces"][0]["documents"] == 30
+    code, _, err = run(capsys, "ingest", str(docs), "-n", "slow", "--timeout-s", "-1", *a)
+    assert code != 0 and "--timeout-s -1.0 must be a number of seconds, or 0 (no limit)" in err
+
 def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     a = ("--address", server.address)
     code, _, err = run(capsys, "namespace", "create", "demo", "--vocab-size", "100", *a)

@@ -297,11 +297,12 @@ class DatastoreClient:
         return self._call(self.stub.Ingest, documents_to_proto(namespace, docs), timeout_s)
 
     def ingest_stream(self, namespace: str, batches: Iterable[Sequence[tuple[str, Sequence[int]]]],
-                      timeout_s: float | None = None) -> pb.IngestSummary:
+                      timeout_s: float | None = 3600.0) -> pb.IngestSummary:
         """One IngestStream of ``batches`` (an empty batch is left out: the service refuses an empty
-        message, after storing the ones before it)."""
+        message, after storing the ones before it); timeout_s: the whole stream's deadline (0 or
+        None: none; a server's --namespace-ingest-rate makes a large load wait its turn)."""
         requests = (documents_to_proto(namespace, batch) for batch in batches if len(batch))
-        return self.stub.IngestStream(requests, timeout=timeout_s or 3600.0, metadata=self.metadata)
+        return self.stub.IngestStream(requests, timeout=timeout_s or None, metadata=self.metadata)
 
     # -- admin --------------------------------------------------------------------------
 
