@@ -50,15 +50,16 @@ def roofline_costs(model_config: dict, context: int = 1024, batches=(1,), widths
 
 
 def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | None,
-                    tokenizer_fingerprint: str | None = None) -> bool:
+                    tokenizer_fingerprint: str | None = None, served=None) -> bool:
     """Whether the datastore serves ``namespace`` for this vocabulary: a missing namespace or an
     unreadable one is one warning (drafting goes on from each request's own text); a namespace
     of another vocabulary, or created for another tokenizer (``sssd namespace create --tokenizer``),
-    is a ValueError (its token ids would not be this model's)."""
+    is a ValueError (its token ids would not be this model's). served: ``client.served()`` when
+    the caller has it already."""
     import grpc
 
     try:
-        spaces = {n.name: n for n in client.list_namespaces()}
+        spaces = {n.name: n for n in (served or client.served()).namespaces}
     except grpc.RpcError as exc:
         log.warning("datastore %s: cannot list namespaces (%s); drafting from requests' own text until it can",
                     client.address, one_line(exc))
@@ -78,14 +79,14 @@ def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | N
     return True
 
 
-def within_served_cap(client: DatastoreClient, config: SpeculatorConfig) -> SpeculatorConfig:
+def within_served_cap(client: DatastoreClient, config: SpeculatorConfig, served=None) -> SpeculatorConfig:
     """``config`` with max_lookup_contexts lowered to the server's --max-lookup-contexts where that
     is smaller (the server refuses a larger Lookup: every prefetch of a large batch was refused),
-    and the client's parts with it; said in the log."""
+    and the client's parts with it; said in the log. served: as for ``check_namespace``."""
     import grpc
 
     try:
-        cap = client.served_lookup_cap()
+        cap = (served or client.served()).max_lookup_contexts
     except grpc.RpcError:  # (check_namespace has said why)
         return config
     if not cap or cap >= config.max_lookup_contexts:
@@ -95,6 +96,15 @@ def within_served_cap(client: DatastoreClient, config: SpeculatorConfig) -> Spec
              config.max_lookup_contexts)
     client.max_lookup_contexts = cap
     return dataclasses.replace(config, max_lookup_contexts=max(cap, 4))
+
+
+def _served(client: DatastoreClient):
+    import grpc
+
+    try:
+        return client.served()
+    except grpc.RpcError:
+        return None
 
 
 def build_speculator(model_config: dict | None = None, *, address: str | None = None, namespace: str = "default",
@@ -123,8 +133,9 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         options = lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes)
         remote = RemoteSource(client, namespace, options, owns_client=True)  # closed with the speculator
         if remote.connect():  # now, not in the first decode step's lookup
-            check_namespace(client, namespace, vocab_size, tokenizer_fingerprint)
-            config = within_served_cap(client, config)
+            served = _served(client)  # (one ListNamespaces for both; None: each asks, and says why it failed)
+            check_namespace(client, namespace, vocab_size, tokenizer_fingerprint, served)
+            config = within_served_cap(client, config, served)
         if feedback and sink is None:
             if feedback_address:
                 sink = FeedbackSink(DatastoreClient(feedback_address, token, tls_ca, timeout_s=5.0), namespace,

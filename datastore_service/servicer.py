@@ -113,7 +113,8 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
 
     # -- ingest -----------------------------------------------------------------------------
 
-    def _check_ingest(self, req: pb.IngestRequest) -> list:
+    def _check_ingest(self, req: pb.IngestRequest) -> tuple[list, int]:
+        """The request's documents and its tokens, within the caps."""
         n_docs = len(req.documents)
         if n_docs == 0:
             raise InvalidArgument("ingest request has no documents")
@@ -122,15 +123,15 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
         n_tokens = sum(len(d.tokens) for d in req.documents) // 4
         if n_tokens > self.limits.max_ingest_tokens:
             raise ResourceExhausted(f"{n_tokens} tokens in one request, cap {self.limits.max_ingest_tokens}")
-        return wire.documents_from_proto(req)
+        return wire.documents_from_proto(req), n_tokens
 
     async def _ingest(self, req: pb.IngestRequest, max_wait: float = math.inf):
         """max_wait: the longest this call may wait for its namespace's ingest rate (beyond: refused)."""
         ds = self._writable()
-        docs = self._check_ingest(req)
+        docs, n_tokens = self._check_ingest(req)
         if self.ingest_rates is not None:
             ds.namespace(req.namespace)  # (an unknown one is NOT_FOUND, before any wait)
-            await self._pace_ingest(req.namespace, sum(int(d.tokens.shape[0]) for d in docs), max_wait)
+            await self._pace_ingest(req.namespace, n_tokens, max_wait)
         result = await self._run(ds.ingest, req.namespace, docs)
         added = set(result.added)
         tokens = sum(int(d.tokens.shape[0]) for d in docs if d.doc_id in added)

@@ -310,12 +310,16 @@ class DatastoreClient:
         req = create_namespace_request(name, vocab_size, tokenizer_fingerprint, max_tokens)
         return self._call(self.stub.CreateNamespace, req)
 
+    def served(self) -> pb.ListNamespacesResponse:
+        """What the server serves this caller: its namespaces and its --max-lookup-contexts."""
+        return self._call(self.stub.ListNamespaces, pb.ListNamespacesRequest())
+
     def list_namespaces(self) -> list[pb.Namespace]:
-        return list(self._call(self.stub.ListNamespaces, pb.ListNamespacesRequest()).namespaces)
+        return list(self.served().namespaces)
 
     def served_lookup_cap(self) -> int:
         """The server's --max-lookup-contexts (0: a server too old to say)."""
-        return self._call(self.stub.ListNamespaces, pb.ListNamespacesRequest()).max_lookup_contexts
+        return self.served().max_lookup_contexts
 
     def drop_namespace(self, name: str) -> None:
         self._call(self.stub.DropNamespace, pb.DropNamespaceRequest(name=name))
