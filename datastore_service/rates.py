@@ -17,7 +17,8 @@ Ingests (tokens per second): the same bucket, but a call over it waits for its t
 being refused (the bucket's debt divided by the rate; each call reserves its tokens as it is let
 in), so a bulk load and the feedback of a fleet slow down rather than fail. A unary call whose wait
 would pass ``max_wait`` (a few seconds, or its deadline) is refused, not charged: the tokens that
-wait in the server stay bounded by a few seconds of the rate and one call.
+wait in the server stay bounded by a few seconds of the rate and one call. A call cancelled while it
+waits (its client gone) gives its reservation back.
 
 A namespace may have rates of its own, in a ``--namespace-rates-file``: a JSON object of namespace
 names, each an object with "lookups" (contexts per second) and/or "ingest" (tokens per second), 0
@@ -129,6 +130,14 @@ class IngestRates(Rates):
             return None
         self._buckets[namespace] = (level - tokens, now)
         return wait
+
+    def release(self, namespace: str, tokens: int, now: float) -> None:
+        """Give back the reservation of an ingest that was cancelled while it waited for its turn
+        (nothing of it was stored): the calls after it come sooner. The ones already waiting keep
+        their turns; the bucket still holds at most one second."""
+        rate = self.rate_of(namespace)
+        if rate:
+            self._buckets[namespace] = (min(rate, self._level(namespace, rate, now) + tokens), now)
 
 
 def reload_rates(path: str, *rates: Rates | None) -> int:

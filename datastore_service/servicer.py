@@ -148,8 +148,14 @@ class DatastoreServicer(pb_grpc.DatastoreServicer):
                                     f"({self.ingest_rates.says(namespace)}): send it again later, or on a stream, "
                                     "which waits its turn")
         if wait > 0:
-            self.metrics.ingest_waited.labels(tenant).inc(wait)
-            await asyncio.sleep(wait)
+            started = time.monotonic()
+            try:
+                await asyncio.sleep(wait)
+            except asyncio.CancelledError:  # its client is gone: nothing is stored, its turn is given back
+                self.ingest_rates.release(namespace, tokens, time.monotonic())
+                raise
+            finally:
+                self.metrics.ingest_waited.labels(tenant).inc(time.monotonic() - started)
 
     async def Ingest(self, request, context):
         remaining = context.time_remaining()  # a unary call waits for its turn a few seconds at most

@@ -416,6 +416,25 @@ def test_an_ingest_over_its_namespaces_rate_waits_its_turn(calls, admitted):
     assert IngestRates(0).reserve("a", 10**9, 0, 0) == 0.0  # no limit
 
 
+@pytest.mark.parametrize("calls,released,after", [
+    # rate 10 tokens per second: (seconds, tokens) reserved, then (seconds, tokens) given back,
+    # then the wait of one more token at the time of the release
+    ([(0, 30), (0, 10)], (0.5, 10), 1.5),  # the second's 10 back: 2 s of debt, less the 0.5 s since
+    ([(0, 10)], (0, 10), 0.0),  # back to a full bucket
+    ([(0, 5)], (0, 10), 0.0),  # never over one second's worth: the wait after it is still none
+])
+def test_a_cancelled_ingest_gives_its_turn_back(calls, released, after):
+    from datastore_service.rates import IngestRates
+
+    rates = IngestRates(10)
+    for t, tokens in calls:
+        assert rates.reserve("a", tokens, t, 5) is not None
+    rates.release("a", released[1], released[0])
+    assert round(rates.reserve("a", 1, released[0], 5), 6) == after
+    assert rates._buckets["a"][0] <= 10 - 1
+    IngestRates(0).release("a", 10, 0)  # no limit: nothing to give back
+
+
 def test_a_namespace_over_its_ingest_rate_waits_on_a_stream_and_is_refused_past_a_unary_deadline(server_factory):
     """--namespace-ingest-rate: a stream's messages wait their turn (everything stored, at the
     rate), a unary Ingest waits up to its deadline, then is refused without being charged; the
@@ -445,6 +464,28 @@ def test_a_namespace_over_its_ingest_rate_waits_on_a_stream_and_is_refused_past_
     metrics = server.server.metrics
     assert metrics.ingests_over_rate.labels("all")._value.get() == 1
     assert metrics.ingest_waited.labels("all")._value.get() > 1.5
+
+
+def test_an_ingest_cancelled_while_it_waits_for_its_turn_gives_the_turn_back(server_factory):
+    """A client gone while its ingest waits for the namespace's rate: nothing is stored, and the
+    next ingest does not wait for the tokens that never came in."""
+    from client_sdk.transport.remote import DatastoreClient
+    from sssd_wire.codec import documents_to_proto
+
+    server = server_factory(namespace_ingest_rate=1000)
+    docs = lambda prefix, n: [(f"{prefix}{i}", list(range(1, 101))) for i in range(n)]  # noqa: E731  (100 tokens each)
+    with DatastoreClient(server.address, timeout_s=10) as c:
+        c.create_namespace("bulk", 200)
+        started = time.monotonic()
+        c.ingest("bulk", docs("a", 30))  # 1,000 in the bucket: 2,000 overdrawn
+        waiting = c.stub.Ingest.future(documents_to_proto("bulk", docs("b", 10)), timeout=10)  # its turn: 2 s
+        time.sleep(0.3)
+        assert waiting.cancel()
+        c.ingest("bulk", docs("c", 1), timeout_s=10)
+        # its turn after the first call's debt (2 s from the start), not after the cancelled one's too (3 s)
+        assert time.monotonic() - started < 2.5
+        assert c.stats("bulk").namespaces[0].documents == 31  # the cancelled call stored nothing
+    assert server.server.metrics.ingest_waited.labels("all")._value.get() < 2.5  # the time waited, not reserved
 
 
 def test_internal_errors_do_not_leak(server, loaded, monkeypatch):
