@@ -59,3 +59,22 @@ def test_kubernetes_manifest_has_one_writer_and_followers():
     knobs = {settings.flag_name(leaf) for leaf in settings._leaf_index(ServerConfig)}
     for args in (w["args"], replicas["args"]):
         assert {a for a in args if a.startswith("--")} <= knobs
+
+
+def test_kubernetes_manifest_gives_every_server_the_rates_configmap(tmp_path):
+    """The namespaces' rates come from one ConfigMap, mounted where writer and replicas read
+    --namespace-rates-file, and its content is a rates file the server loads."""
+    from datastore_service.rates import read_rates
+
+    docs = {(d["kind"], d["metadata"]["name"]): d
+            for d in yaml.safe_load_all((ROOT / "deploy/k8s/sssd-datastore.yaml").read_text())}
+    data = docs[("ConfigMap", "sssd-rates")]["data"]
+    for kind, name in (("StatefulSet", "sssd-writer"), ("Deployment", "sssd-read")):
+        pod = docs[(kind, name)]["spec"]["template"]["spec"]
+        args, mounts = pod["containers"][0]["args"], pod["containers"][0]["volumeMounts"]
+        path = Path(args[args.index("--namespace-rates-file") + 1])
+        volume = next(m["name"] for m in mounts if m["mountPath"] == str(path.parent))
+        assert next(v for v in pod["volumes"] if v["name"] == volume)["configMap"]["name"] == "sssd-rates"
+        assert path.name in data
+    (tmp_path / "rates.json").write_text(data["rates.json"])
+    assert read_rates(str(tmp_path / "rates.json")) == {}
