@@ -92,6 +92,9 @@ class ServerConfig:
                 raise ValueError(message)
         if self.follow:
             settings.check_address(self.follow, "--follow")
+            if settings.dials_itself(self.follow, self.host, self.port):
+                raise ValueError(f"--follow {self.follow} is this server's own address (--host {self.host} --port "
+                                 f"{self.port}): a replica follows its writer, another server")
             settings.bearer_metadata(self.follow_token, "--follow-token")
             if self.follow_tls_ca:  # (read at each reconnection: a bad one failed there, again and again)
                 settings.tls_ca_bytes(self.follow_tls_ca, "--follow-tls-ca")

@@ -100,6 +100,24 @@ def check_address(address: str, what: str = "address") -> str:
     return address
 
 
+LOOPBACK = {"localhost", "127.0.0.1", "::1"}
+WILDCARD = {"", "0.0.0.0", "::"}
+
+
+def dials_itself(target: str, host: str, port: int) -> bool:
+    """Whether the gRPC ``target`` (host:port, [v6]:port, dns:///host:port) is a server's own
+    listening address, ``host``:``port``: the same host, or loopback where it listens on
+    loopback or on every address. (A name of this machine other than localhost is not resolved.)"""
+    if not port:
+        return False
+    name = target.partition(":")[2].rpartition("/")[2] if target.startswith("dns:") else target
+    dialled, colon, dialled_port = name.rpartition(":")
+    if not colon or dialled_port != str(port):
+        return False
+    dialled, host = dialled.strip("[]").lower(), host.strip("[]").lower()
+    return dialled == host or (dialled in LOOPBACK and (host in LOOPBACK or host in WILDCARD))
+
+
 def tls_ca_bytes(path: str, what: str = "TLS CA bundle") -> bytes:
     """The PEM certificates at ``path`` that a TLS channel trusts; a one-line ValueError naming
     ``what`` when the file is missing or holds none (gRPC took any bytes, then failed every call

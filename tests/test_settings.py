@@ -205,3 +205,29 @@ def test_check_address_refuses_ports_grpc_would_wrap(address, bad_port):
     else:
         with pytest.raises(ValueError, match=rf"^--x '{re.escape(address)}': port {bad_port} is not in 1..65535$"):
             settings.check_address(address, "--x")
+
+
+@pytest.mark.parametrize("target,host,port,itself", [
+    ("127.0.0.1:50051", "127.0.0.1", 50051, True),
+    ("localhost:50051", "127.0.0.1", 50051, True),  # loopback by any name
+    ("[::1]:50051", "127.0.0.1", 50051, True),
+    ("dns:///localhost:50051", "0.0.0.0", 50051, True),  # every address includes loopback
+    ("10.0.0.5:50051", "10.0.0.5", 50051, True),
+    ("127.0.0.1:50052", "127.0.0.1", 50051, False),  # another port: another server on this machine
+    ("10.0.0.6:50051", "10.0.0.5", 50051, False),
+    ("localhost:50051", "10.0.0.5", 50051, False),  # it does not listen on loopback
+    ("sssd-writer:50051", "0.0.0.0", 50051, False),  # a name is not resolved
+    ("127.0.0.1:50051", "127.0.0.1", 0, False),  # port 0: a free port, never the one dialled
+    ("unix:/run/sssd.sock", "127.0.0.1", 50051, False),
+])
+def test_dials_itself_finds_a_servers_own_address(target, host, port, itself):
+    assert settings.dials_itself(target, host, port) is itself
+
+
+def test_a_replica_that_would_follow_itself_is_refused_in_one_line():
+    from datastore_service.server import ServerConfig
+
+    with pytest.raises(ValueError, match=r"^--follow localhost:50777 is this server's own address \(--host 127.0.0.1 "
+                                         r"--port 50777\): a replica follows its writer, another server$"):
+        ServerConfig.of(db="x.db", port=50777, follow="localhost:50777")
+    assert ServerConfig.of(db="x.db", port=50778, follow="localhost:50777").follow == "localhost:50777"
