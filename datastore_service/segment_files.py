@@ -153,9 +153,10 @@ class SegmentFiles:
             self._owner = None
 
     def write(self, seg: Segment, vocab_size: int) -> Segment:
-        """Write ``seg`` and return it mapped from its files (its ``alive`` table kept)."""
+        """Write ``seg`` and return it mapped from its files (its ``alive`` table kept); a folder
+        of its id already there that cannot be read is written again (see ``reopen``)."""
         write_segment(self.directory, seg)
-        mapped = self.open(seg.segment_id, vocab_size)
+        mapped = self.reopen(seg, vocab_size)
         mapped.alive = seg.alive
         return mapped
 
@@ -163,13 +164,13 @@ class SegmentFiles:
         return open_segment(self.directory, segment_id, vocab_size)
 
     def reopen(self, seg: Segment, vocab_size: int) -> Segment:
-        """``seg`` (the snapshot's copy, when the writer opens) mapped from its files; files that
-        cannot be read are written again from it, said in the log (a damaged file, derived from
-        the snapshot, kept the writer from starting)."""
+        """``seg`` (the snapshot's copy when the writer opens, or one just written) mapped from its
+        files; files that cannot be read are written again from it, said in the log (a damaged
+        file, derived from the snapshot, kept the writer from starting, and failed each flush)."""
         try:
             return self.open(seg.segment_id, vocab_size)
         except (OSError, ValueError) as exc:
-            log.warning("segment file %s is damaged (%s); writing it again from the snapshot",
+            log.warning("segment file %s is damaged (%s); writing it again",
                         segment_path(self.directory, seg.segment_id), exc)
         shutil.rmtree(segment_path(self.directory, seg.segment_id), ignore_errors=True)
         write_segment(self.directory, seg)

@@ -12,7 +12,7 @@ import pytest
 from client_sdk.transport.remote import DatastoreClient
 from datastore_service.core import Document, NamespaceSpec, build_segment
 from datastore_service.datastore import Datastore, DatastoreConfig
-from datastore_service.segment_files import SegmentFiles, open_segment, owner_id, segment_path
+from datastore_service.segment_files import SegmentFiles, open_segment, owner_id, segment_path, write_segment
 from sssd_wire.errors import InvalidArgument
 from sssd_wire.types import LookupParams
 from sssd_wire.v1 import datastore_pb2 as pb
@@ -206,6 +206,26 @@ def test_a_writer_writes_damaged_segment_files_again_when_it_opens(tmp_path, cap
         ds.close()
 
 
+@pytest.mark.parametrize("damage", ["empty folder", "truncated"])
+def test_a_writer_writes_a_segment_again_over_a_damaged_folder_of_its_id(tmp_path, caplog, damage):
+    """A folder of the segment's id already there that does not map (damaged between its rename
+    and the writer's own mapping of it) is written again: it failed the flush, at every retry."""
+    seg = build_segment(7, 30, [("d0", 1, np.arange(1, 30, dtype=np.int32))])
+    files = SegmentFiles(tmp_path / "segs", tmp_path / "w.db")
+    folder = segment_path(tmp_path / "segs", 7)
+    if damage == "empty folder":
+        folder.mkdir()
+    else:
+        write_segment(tmp_path / "segs", seg)
+        (folder / "sa.npy").write_bytes((folder / "sa.npy").read_bytes()[:100])
+    with caplog.at_level("WARNING", logger="sssd.datastore"):
+        written = files.write(seg, 30)
+    assert f"segment file {folder} is damaged" in caplog.text
+    assert mapped(written.sa) and np.array_equal(written.sa, seg.sa) and written.alive is seg.alive
+    assert np.array_equal(open_segment(tmp_path / "segs", 7, 30).sa, seg.sa)
+    files.close()
+
+
 def test_a_segment_file_that_cannot_be_written_loses_nothing(tmp_path, monkeypatch):
     ds = Datastore(DatastoreConfig(db=str(tmp_path / "w.db"), segment_dir=str(tmp_path / "segs")))
     ds.create_namespace(NamespaceSpec("alpha", 100))
@@ -272,7 +292,10 @@ def test_a_damaged_segment_file_keeps_a_reader_back_with_one_line_until_the_writ
         with DatastoreClient(address) as w:
             w.create_namespace("alpha", 100)
             w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
-        sa = wait_for(lambda: sorted(segs.glob("*/sa.npy")), what="the segment's files")[0]
+            # installed: its files renamed into place and mapped by the writer (a damage before that,
+            # seen in a temporary folder, failed the writer's own flush and left the reader nothing to read)
+            wait_for(lambda: w.stats("alpha").namespaces[0].segments == 1, what="the writer's segment")
+        sa, = [p for p in segs.glob("*/sa.npy") if p.parent.name.isdigit()]
         damaged = sa.with_name("sa.tmp")
         damaged.write_bytes(sa.read_bytes()[:100])
         damaged.replace(sa)  # (a new file: the writer's mapping of the old one stays whole)
