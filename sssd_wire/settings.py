@@ -100,14 +100,15 @@ def check_address(address: str, what: str = "address") -> str:
     return address
 
 
-LOOPBACK = {"localhost", "127.0.0.1", "::1"}
-WILDCARD = {"", "0.0.0.0", "::"}
+# where a server listening on the key takes calls dialled to each loopback address
+LOOPBACK_OF = {"localhost": {"127.0.0.1", "::1"}, "": {"127.0.0.1", "::1"}, "::": {"127.0.0.1", "::1"},
+               "0.0.0.0": {"127.0.0.1"}}
 
 
 def dials_itself(target: str, host: str, port: int) -> bool:
     """Whether the gRPC ``target`` (host:port, [v6]:port, dns:///host:port) is a server's own
-    listening address, ``host``:``port``: the same host, or loopback where it listens on
-    loopback or on every address. (A name of this machine other than localhost is not resolved.)"""
+    listening address, ``host``:``port``: the same host, or a loopback address (or localhost)
+    that it listens on. (A name of this machine other than localhost is not resolved.)"""
     if not port:
         return False
     name = target.partition(":")[2].rpartition("/")[2] if target.startswith("dns:") else target
@@ -115,7 +116,9 @@ def dials_itself(target: str, host: str, port: int) -> bool:
     if not colon or dialled_port != str(port):
         return False
     dialled, host = dialled.strip("[]").lower(), host.strip("[]").lower()
-    return dialled == host or (dialled in LOOPBACK and (host in LOOPBACK or host in WILDCARD))
+    if dialled == "localhost":
+        return host == dialled or bool(LOOPBACK_OF.get(host, {host} & {"127.0.0.1", "::1"}))
+    return dialled == host or dialled in LOOPBACK_OF.get(host, ())
 
 
 def tls_ca_bytes(path: str, what: str = "TLS CA bundle") -> bytes:

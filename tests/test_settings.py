@@ -210,8 +210,11 @@ def test_check_address_refuses_ports_grpc_would_wrap(address, bad_port):
 @pytest.mark.parametrize("target,host,port,itself", [
     ("127.0.0.1:50051", "127.0.0.1", 50051, True),
     ("localhost:50051", "127.0.0.1", 50051, True),  # loopback by any name
-    ("[::1]:50051", "127.0.0.1", 50051, True),
-    ("dns:///localhost:50051", "0.0.0.0", 50051, True),  # every address includes loopback
+    ("[::1]:50051", "::", 50051, True),  # every address includes loopback
+    ("dns:///localhost:50051", "0.0.0.0", 50051, True),
+    ("127.0.0.1:50051", "localhost", 50051, True),
+    ("[::1]:50051", "127.0.0.1", 50051, False),  # IPv6 loopback: not where it listens
+    ("[::1]:50051", "0.0.0.0", 50051, False),
     ("10.0.0.5:50051", "10.0.0.5", 50051, True),
     ("127.0.0.1:50052", "127.0.0.1", 50051, False),  # another port: another server on this machine
     ("10.0.0.6:50051", "10.0.0.5", 50051, False),
