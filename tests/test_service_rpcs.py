@@ -80,6 +80,13 @@ def test_a_quiet_server_looks_up_on_its_loop_and_hands_lookups_to_the_pool_once_
     assert threads[-1] == "sssd-embedded" and small[0].match_length == 3
 
 
+def test_every_error_kind_has_its_status_code():
+    from datastore_service.interceptors import STATUS
+    from sssd_wire.errors import Kind
+
+    assert {kind: STATUS[kind].name for kind in Kind} == {kind: kind.name for kind in Kind}
+
+
 def test_lookup_future_and_stream(loaded):
     fut = loaded.lookup_future("alpha", [np.array([2, 3])])
     assert fut.result(timeout=10)[0].match_length == 2
