@@ -447,6 +447,22 @@ def test_every_python_block_of_the_readme_runs(block, tmp_path, monkeypatch, cap
     exec(compile(block, "README.md", "exec"), {"__name__": "readme"})
 
 
+def test_every_function_the_docs_name_exists():
+    """``module.name`` in README.md and ARCHITECTURE.md, where module is one of the project's
+    modules: a def, class or assignment of that name in it (ARCHITECTURE.md named
+    ``kernels.best_first`` for months after it moved)."""
+    sources: dict[str, str] = {}
+    for package in ("client_sdk", "datastore_service", "sglang_integration", "sssd", "sssd_wire"):
+        for path in (ROOT / package).rglob("*.py"):
+            sources[path.stem] = sources.get(path.stem, "") + path.read_text()
+    text = (ROOT / "README.md").read_text() + (ROOT / "ARCHITECTURE.md").read_text()
+    named = {(module, name) for module, name in re.findall(r"`([a-z_]+)\.([A-Za-z_]\w*)", text)
+             if module in sources and name != "py"}
+    missing = [f"{module}.{name}" for module, name in sorted(named)
+               if not re.search(rf"^\s*(def|class)\s+{name}\b|^\s*(self\.)?{name}\s*[:=]", sources[module], re.M)]
+    assert len(named) >= 10 and missing == []
+
+
 def test_the_readme_shows_sssd_commands():
     assert len(_readme_commands()) >= 20
 
