@@ -233,7 +233,7 @@ def test_blocking_lookup_never_holds_a_step_past_its_deadline(live):
     t = time.perf_counter()
     (tree,) = spec.draft(["r"])
     elapsed = time.perf_counter() - t
-    assert elapsed < 0.02 + 0.05, elapsed  # deadline plus scheduling slack on a loaded CI box
+    assert elapsed < 0.02 + 0.15, elapsed  # its deadline plus a loaded CI box's slack, well short of the 0.3 s lookup
     assert source.stats.late == 1
     spec.commit("r", [3, 4])
     (tree,) = spec.draft(["r"])  # local drafting still works: no remote, no failure
