@@ -65,3 +65,14 @@ def one_line(exc: BaseException) -> str:
     if callable(code) and callable(details) and code() is not None:
         return f"{code().name}: {details()}"
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def tls_hint(text: str, tls: bool, flag: str) -> str:
+    """What a failed call's text (``one_line``) says of a TLS mismatch, naming ``flag``, the setting
+    that gives the CA ("" when it says nothing): a server that serves TLS closes a plaintext
+    connection, which gRPC reports only as "Socket closed"."""
+    if not tls and text.startswith("UNAVAILABLE") and "Socket closed" in text:
+        return f" (a server that serves TLS closes plaintext connections this way: does it need {flag}?)"
+    if tls and "WRONG_VERSION_NUMBER" in text:
+        return f" (the server speaks plaintext: leave out {flag})"
+    return ""

@@ -275,9 +275,10 @@ def test_a_replica_whose_token_is_revoked_stops_following(server_factory, tmp_pa
             assert occurrences(r, "alpha", [6, 7, 8, 9]) == 0 and occurrences(r, "alpha", [1, 2, 3, 4]) == 1
 
 
-def test_a_replica_follows_a_writer_over_tls(server_factory, tmp_path):
+def test_a_replica_follows_a_writer_over_tls(server_factory, tmp_path, caplog):
     """--follow-tls-ca: the writer serves TLS (its certificate the CA the replica trusts), the
-    replica catches up and follows a change within a second; without the CA it never serves."""
+    replica catches up and follows a change within a second; without the CA it never serves,
+    and its warning names --follow-tls-ca (gRPC's own words are only "Socket closed")."""
     from tests.test_service_rpcs import _pair
 
     cert, key = _pair(tmp_path, "w")
@@ -294,6 +295,8 @@ def test_a_replica_follows_a_writer_over_tls(server_factory, tmp_path):
             w.ingest("alpha", [("b", [6, 7, 8, 9])])
             wait_for(lambda: occurrences(r, "alpha", [6, 7, 8, 9]) == 1, 1.0, "a change over TLS")
     assert not serving(plaintext.address)  # a plaintext follower of a TLS writer never catches up
+    assert "Socket closed; retrying (a server that serves TLS closes plaintext connections this way: does it need " \
+           "--follow-tls-ca?)" in caplog.text
 
 
 @pytest.mark.parametrize("sizes,expected", [

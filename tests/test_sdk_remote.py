@@ -302,6 +302,26 @@ def test_the_breaker_names_why_lookups_fail(server_factory, caplog, knobs, drop,
     assert f"lookups failing ({reason}" in warning
 
 
+def test_the_breaker_names_the_tls_setting_a_worker_lacks(server_factory, tmp_path, caplog):
+    """A worker without SSSD_TLS_CA against a datastore that serves TLS: gRPC says only "Socket
+    closed"; the breaker's warning names the setting."""
+    from tests.test_service_rpcs import _pair
+
+    cert, key = _pair(tmp_path, "a")
+    server = server_factory(tls_cert=cert, tls_key=key)
+    with DatastoreClient(f"127.0.0.1:{server.server.port}", timeout_s=5) as client:
+        spec, source = speculator(client, deadline=0.5, outcomes=False, threshold=2, cooldown_s=30.0)
+        spec.start("r", [9, 1, 2])
+        with caplog.at_level(logging.WARNING, logger="sssd.sdk"):
+            deadline = time.monotonic() + 10
+            while source.breaker.state != "open" and time.monotonic() < deadline:
+                spec.draft(["r"])
+                time.sleep(0.05)
+    assert source.breaker.state == "open"
+    assert "Socket closed) (a server that serves TLS closes plaintext connections this way: does it need " \
+           "SSSD_TLS_CA?), breaker open" in caplog.text
+
+
 @pytest.mark.parametrize("batch", [2, 4, 10, 30])
 def test_a_prefetch_stays_within_the_services_cap_on_contexts(server_factory, batch):
     """A service refuses a Lookup of more contexts than its --max-lookup-contexts (4096 by default,

@@ -659,6 +659,39 @@ def test_tls_serves_with_a_good_pair_and_names_a_bad_one(server_factory, tmp_pat
             server_factory(tls_cert=tls_cert, tls_key=tls_key, db=str(tmp_path / "other.db"))
 
 
+@pytest.mark.parametrize("text,tls,hint", [
+    ("UNAVAILABLE: failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:1: Socket closed",
+     False, " (a server that serves TLS closes plaintext connections this way: does it need --x?)"),
+    ("UNAVAILABLE: failed to connect to all addresses; last error: UNAVAILABLE: ipv4:127.0.0.1:1: Socket closed",
+     True, ""),  # (TLS already: something else closed it)
+    ("UNAVAILABLE: ...: Tls handshake failed (TSI_PROTOCOL_FAILURE): ...:WRONG_VERSION_NUMBER: ...", True,
+     " (the server speaks plaintext: leave out --x)"),
+    ("UNAVAILABLE: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Connection refused",
+     False, ""),
+    ("NOT_FOUND: namespace 'a' does not exist", False, ""),
+])
+def test_a_tls_mismatch_is_named(text, tls, hint):
+    from sssd_wire.errors import tls_hint
+
+    assert tls_hint(text, tls, "--x") == hint
+
+
+def test_a_client_of_the_wrong_kind_for_its_server_is_told_which_setting(server_factory, tmp_path, capsys):
+    """gRPC says "Socket closed" to a plaintext client of a TLS server, and a TLS client of a
+    plaintext one gets WRONG_VERSION_NUMBER: the CLI names --tls-ca."""
+    from sssd.cli import main
+
+    cert, key = _pair(tmp_path, "a")
+    tls = server_factory(tls_cert=cert, tls_key=key)
+    plain = server_factory(db=str(tmp_path / "plain.db"))
+    for flags, said in [(["--address", f"127.0.0.1:{tls.server.port}"], "does it need --tls-ca?)"),
+                        (["--address", plain.address, "--tls-ca", cert], "(the server speaks plaintext: leave out "
+                                                                         "--tls-ca)")]:
+        assert main(["stats", *flags, "--timeout", "5"]) == 1
+        err = capsys.readouterr().err
+        assert err.count("sssd: error: ") == 1 and err.rstrip().endswith(said), err
+
+
 def test_a_speculator_drafts_and_feeds_back_over_tls(server_factory, tmp_path):
     """build_speculator's tls_ca (the SGLang worker's SSSD_TLS_CA): lookups and feedback both go
     over TLS (a worker could only speak plaintext, its bearer token in the clear)."""
