@@ -10,10 +10,17 @@ import argparse
 import faulthandler
 import io
 import logging
+import os
 import sys
 from collections.abc import Callable
 
 from sssd_wire.errors import DatastoreError, one_line
+
+# gRPC's C core prints INFO lines of its own on stderr (a TLS handshake that failed: one per
+# connection attempt, each retry of a misconfigured client), beside the one line an error is
+# said in; read when grpc is first imported (the subcommands' modules, below). GRPC_VERBOSITY=INFO
+# shows them.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 Handler = Callable[[argparse.Namespace], int]
 

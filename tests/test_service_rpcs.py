@@ -1,5 +1,6 @@
 """Every RPC against a real server on port 0, with real channels."""
 
+import os
 import re
 import time
 
@@ -690,6 +691,14 @@ def test_a_client_of_the_wrong_kind_for_its_server_is_told_which_setting(server_
         assert main(["stats", *flags, "--timeout", "5"]) == 1
         err = capsys.readouterr().err
         assert err.count("sssd: error: ") == 1 and err.rstrip().endswith(said), err
+    # as a command of its own: one line, without gRPC's C core's "I1207 ... Handshake failed" beside it
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+    r = subprocess.run([sys.executable, "-m", "sssd.cli", "stats", "--address", plain.address, "--tls-ca", cert,
+                        "--timeout", "5"], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 1 and len(r.stderr.splitlines()) == 1, r.stderr
 
 
 def test_a_speculator_drafts_and_feeds_back_over_tls(server_factory, tmp_path):
