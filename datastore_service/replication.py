@@ -50,7 +50,7 @@ from datastore_service.core import Document, NamespaceSpec, Segment
 from datastore_service.segment_files import RETIRED_GRACE_S, open_segment, owner_id, segment_path
 from datastore_service.wire import namespace_from_proto, namespace_to_proto
 from sssd_wire.codec import decode_tokens, documents_to_proto
-from sssd_wire.errors import DatastoreError, Kind, Unavailable, one_line, tls_hint
+from sssd_wire.errors import DatastoreError, Kind, Unavailable, one_line, connection_hint
 from sssd_wire.settings import bearer_metadata, tls_ca_bytes
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -474,7 +474,7 @@ class Follower:
                 if self.reconnects == 1 or self.reconnects % 50 == 0:  # said once, then now and then
                     said = one_line(exc)
                     log.warning("following %s: %s; retrying%s", self.address, said,
-                                tls_hint(said, bool(self.tls_ca), "--follow-tls-ca"))
+                                connection_hint(said, bool(self.tls_ca), "--follow-tls-ca"))
             except DatastoreError as exc:  # an expected one (a reader behind, a writer too old): one line,
                 self.failed += 1  # said again only when it changes, or now and then
                 if str(exc) != self._said or self.failed % 50 == 0:

@@ -670,22 +670,26 @@ def test_tls_serves_with_a_good_pair_and_names_a_bad_one(server_factory, tmp_pat
     ("UNAVAILABLE: failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Connection refused",
      False, ""),
     ("NOT_FOUND: namespace 'a' does not exist", False, ""),
+    ("UNAVAILABLE: ...: Failed parsing HTTP/2 (Expected SETTINGS frame as the first frame, got frame type 79)", False,
+     " (an HTTP/1 server answered, not a gRPC one: a --metrics-port?)"),
 ])
-def test_a_tls_mismatch_is_named(text, tls, hint):
-    from sssd_wire.errors import tls_hint
+def test_a_server_of_the_wrong_kind_is_named(text, tls, hint):
+    from sssd_wire.errors import connection_hint
 
-    assert tls_hint(text, tls, "--x") == hint
+    assert connection_hint(text, tls, "--x") == hint
 
 
 def test_a_client_of_the_wrong_kind_for_its_server_is_told_which_setting(server_factory, tmp_path, capsys):
     """gRPC says "Socket closed" to a plaintext client of a TLS server, and a TLS client of a
-    plaintext one gets WRONG_VERSION_NUMBER: the CLI names --tls-ca."""
+    plaintext one gets WRONG_VERSION_NUMBER: the CLI names --tls-ca. The /metrics port, taken for
+    the gRPC one, is named too."""
     from sssd.cli import main
 
     cert, key = _pair(tmp_path, "a")
     tls = server_factory(tls_cert=cert, tls_key=key)
-    plain = server_factory(db=str(tmp_path / "plain.db"))
+    plain = server_factory(db=str(tmp_path / "plain.db"), metrics_port=0)
     for flags, said in [(["--address", f"127.0.0.1:{tls.server.port}"], "does it need --tls-ca?)"),
+                        (["--address", f"127.0.0.1:{plain.server.metrics_port}"], "not a gRPC one: a --metrics-port?)"),
                         (["--address", plain.address, "--tls-ca", cert], "(the server speaks plaintext: leave out "
                                                                          "--tls-ca)")]:
         assert main(["stats", *flags, "--timeout", "5"]) == 1
