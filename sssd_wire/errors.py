@@ -71,11 +71,14 @@ def connection_hint(text: str, tls: bool, flag: str) -> str:
     """What a failed call's text (``one_line``) says of a server of the wrong kind at the address,
     naming ``flag``, the setting that gives the CA ("" when it says nothing): a server that serves
     TLS closes a plaintext connection, which gRPC reports only as "Socket closed"; an HTTP/1
-    server (a /metrics port) answers what gRPC calls a frame it cannot parse."""
+    server (a /metrics port) answers what gRPC calls a frame it cannot parse; another gRPC
+    service has no method of this one."""
     if not tls and text.startswith("UNAVAILABLE") and "Socket closed" in text:
         return f" (a server that serves TLS closes plaintext connections this way: does it need {flag}?)"
     if tls and "WRONG_VERSION_NUMBER" in text:
         return f" (the server speaks plaintext: leave out {flag})"
     if "Failed parsing HTTP/2" in text:
         return " (an HTTP/1 server answered, not a gRPC one: a --metrics-port?)"
+    if text.startswith("UNIMPLEMENTED: Method not found"):
+        return " (the gRPC server there is not an sssd datastore, or one older than this client)"
     return ""

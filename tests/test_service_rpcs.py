@@ -3,6 +3,7 @@
 import os
 import re
 import time
+from concurrent import futures
 
 import grpc
 import numpy as np
@@ -672,6 +673,8 @@ def test_tls_serves_with_a_good_pair_and_names_a_bad_one(server_factory, tmp_pat
     ("NOT_FOUND: namespace 'a' does not exist", False, ""),
     ("UNAVAILABLE: ...: Failed parsing HTTP/2 (Expected SETTINGS frame as the first frame, got frame type 79)", False,
      " (an HTTP/1 server answered, not a gRPC one: a --metrics-port?)"),
+    ("UNIMPLEMENTED: Method not found!", False, " (the gRPC server there is not an sssd datastore, or one older "
+                                                "than this client)"),
 ])
 def test_a_server_of_the_wrong_kind_is_named(text, tls, hint):
     from sssd_wire.errors import connection_hint
@@ -681,8 +684,8 @@ def test_a_server_of_the_wrong_kind_is_named(text, tls, hint):
 
 def test_a_client_of_the_wrong_kind_for_its_server_is_told_which_setting(server_factory, tmp_path, capsys):
     """gRPC says "Socket closed" to a plaintext client of a TLS server, and a TLS client of a
-    plaintext one gets WRONG_VERSION_NUMBER: the CLI names --tls-ca. The /metrics port, taken for
-    the gRPC one, is named too."""
+    plaintext one gets WRONG_VERSION_NUMBER: the CLI names --tls-ca. The /metrics port taken for
+    the gRPC one, and another service's gRPC server, are named too."""
     from sssd.cli import main
 
     cert, key = _pair(tmp_path, "a")
@@ -695,6 +698,15 @@ def test_a_client_of_the_wrong_kind_for_its_server_is_told_which_setting(server_
         assert main(["stats", *flags, "--timeout", "5"]) == 1
         err = capsys.readouterr().err
         assert err.count("sssd: error: ") == 1 and err.rstrip().endswith(said), err
+    other = grpc.server(futures.ThreadPoolExecutor(1))  # a gRPC server of another service
+    port = other.add_insecure_port("127.0.0.1:0")
+    other.start()
+    try:
+        assert main(["stats", "--address", f"127.0.0.1:{port}", "--timeout", "5"]) == 1
+        assert capsys.readouterr().err.rstrip().endswith("(the gRPC server there is not an sssd datastore, or one "
+                                                         "older than this client)")
+    finally:
+        other.stop(0)
     # as a command of its own: one line, without gRPC's C core's "I1207 ... Handshake failed" beside it
     import subprocess
     import sys
