@@ -50,7 +50,7 @@ from datastore_service.core import Document, NamespaceSpec, Segment
 from datastore_service.segment_files import RETIRED_GRACE_S, open_segment, owner_id, segment_path
 from datastore_service.wire import namespace_from_proto, namespace_to_proto
 from sssd_wire.codec import decode_tokens, documents_to_proto
-from sssd_wire.errors import DatastoreError, Kind, Unavailable, one_line, connection_hint
+from sssd_wire.errors import DatastoreError, Kind, Unavailable, connection_hint, one_line
 from sssd_wire.settings import bearer_metadata, tls_ca_bytes
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc

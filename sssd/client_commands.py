@@ -12,7 +12,7 @@ import sys
 import grpc
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
-from sssd_wire.errors import InvalidArgument, one_line, connection_hint
+from sssd_wire.errors import InvalidArgument, connection_hint, one_line
 from sssd_wire.settings import require_above_zero, require_at_least
 from sssd_wire.types import MAX_TOKEN_ID, LookupParams
 
@@ -38,7 +38,8 @@ def rpc_errors(handler):
             return handler(args)
         except grpc.RpcError as exc:
             said = one_line(exc)
-            print(f"sssd: error: {said} ({args.address}){connection_hint(said, bool(getattr(args, 'tls_ca', None)), '--tls-ca')}", file=sys.stderr)
+            hint = connection_hint(said, bool(getattr(args, "tls_ca", None)), "--tls-ca")
+            print(f"sssd: error: {said} ({args.address}){hint}", file=sys.stderr)
             return 1
 
     return run

@@ -20,7 +20,7 @@ import numpy as np
 from client_sdk.transport.breaker import CircuitBreaker
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.types import Busy
-from sssd_wire.errors import one_line, connection_hint
+from sssd_wire.errors import connection_hint, one_line
 from sssd_wire.types import LookupParams, TrieBatch
 
 log = logging.getLogger("sssd.sdk")
@@ -119,7 +119,8 @@ class RemoteSource:
             self.stats.failed += 1  # the reason named: NOT_FOUND (a dropped namespace) or PERMISSION_DENIED
             # (a revoked token) need the operator, UNAVAILABLE only time
             said = "cancelled" if fut.cancelled() else one_line(fut.exception())
-            self._failure(f"lookups failing ({said}){connection_hint(said, bool(getattr(self.client, 'tls_ca', None)), 'SSSD_TLS_CA')}")
+            hint = connection_hint(said, bool(getattr(self.client, "tls_ca", None)), "SSSD_TLS_CA")
+            self._failure(f"lookups failing ({said}){hint}")
         elif not late:  # a late answer was booked as a failure when it was missed
             self.breaker.success()
             reopened = False
