@@ -322,6 +322,27 @@ def test_the_breaker_names_the_tls_setting_a_worker_lacks(server_factory, tmp_pa
            "SSSD_TLS_CA?), breaker open" in caplog.text
 
 
+def test_a_datastore_not_reachable_at_start_up_says_why(server_factory, tmp_path, caplog):
+    """A worker's start (RemoteSource.connect) found no connection and said only "not reachable",
+    as for a server that is down: one call now says what gRPC says, and what it means."""
+    from tests.test_service_rpcs import _pair
+
+    cert, key = _pair(tmp_path, "a")
+    server = server_factory(tls_cert=cert, tls_key=key)
+    with DatastoreClient(f"127.0.0.1:{server.server.port}", timeout_s=5) as client:
+        source = RemoteSource(client, "ns", LookupParams())
+        with caplog.at_level(logging.WARNING, logger="sssd.sdk"):
+            assert not source.connect(timeout_s=0.5)
+    (said,) = [r.getMessage() for r in caplog.records if "not reachable" in r.getMessage()]
+    assert said.startswith(f"datastore 127.0.0.1:{server.server.port} not reachable within 0.5s (UNAVAILABLE: ")
+    assert said.endswith("Socket closed) (a server that serves TLS closes plaintext connections this way: does it "
+                         "need SSSD_TLS_CA?); drafting locally until it is")
+    with DatastoreClient("127.0.0.1:1", timeout_s=5) as client, caplog.at_level(logging.WARNING, logger="sssd.sdk"):
+        caplog.clear()
+        assert not RemoteSource(client, "ns", LookupParams()).connect(timeout_s=0.2)  # nothing listens there
+    assert "not reachable within 0.2s (UNAVAILABLE: " in caplog.text and "SSSD_TLS_CA" not in caplog.text
+
+
 @pytest.mark.parametrize("batch", [2, 4, 10, 30])
 def test_a_prefetch_stays_within_the_services_cap_on_contexts(server_factory, batch):
     """A service refuses a Lookup of more contexts than its --max-lookup-contexts (4096 by default,

@@ -18,6 +18,7 @@ from concurrent import futures
 import grpc
 
 from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
+from sssd_wire.errors import one_line
 from sssd_wire.settings import bearer_metadata, check_address, require_at_least, tls_ca_bytes
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
@@ -256,6 +257,16 @@ class DatastoreClient:
         except grpc.FutureTimeoutError:
             return False
         return self.streamed is not None or self.looped.ready(timeout_s)
+
+    def why_unreachable(self, timeout_s: float = 1.0) -> str:
+        """What one call says when ``ready`` found no connection, in one line ("" when it is
+        answered): gRPC's channel state alone says nothing of why (a TLS server refusing a
+        plaintext client looks like one that is down)."""
+        try:
+            self._call(self.stub.ListNamespaces, pb.ListNamespacesRequest(), timeout_s)
+            return ""
+        except grpc.RpcError as exc:
+            return one_line(exc)
 
     def __enter__(self) -> "DatastoreClient":
         return self

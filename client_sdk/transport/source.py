@@ -232,6 +232,9 @@ class RemoteSource:
         """Open the connection now (a first lookup would otherwise pay for it, and be late)."""
         if self.client.ready(timeout_s):
             return True
-        log.warning("datastore %s not reachable within %.1fs; drafting locally until it is",
-                    self.client.address, timeout_s)
+        why = self.client.why_unreachable()
+        if why:
+            why = f" ({why}){connection_hint(why, bool(getattr(self.client, 'tls_ca', None)), 'SSSD_TLS_CA')}"
+        log.warning("datastore %s not reachable within %.1fs%s; drafting locally until it is",
+                    self.client.address, timeout_s, why)
         return False
