@@ -64,9 +64,10 @@ def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | N
         log.warning("datastore %s: cannot list namespaces (%s); drafting from requests' own text until it can",
                     client.address, one_line(exc))
         return False
-    if namespace not in spaces:
-        log.warning("datastore %s has no namespace %r (it has %s); create and fill it with `sssd namespace create` "
-                    "and `sssd ingest`", client.address, namespace, sorted(spaces) or "none")
+    if namespace not in spaces:  # (a server with tokens lists only the namespaces this one may use)
+        log.warning("datastore %s has no namespace %r%s (it has %s); create and fill it with `sssd namespace create` "
+                    "and `sssd ingest`", client.address, namespace,
+                    " that this token may use" if client.metadata else "", sorted(spaces) or "none")
         return False
     if vocab_size is not None and spaces[namespace].vocab_size != vocab_size:
         raise ValueError(f"datastore namespace {namespace!r} holds a {spaces[namespace].vocab_size}-token vocabulary, "

@@ -279,8 +279,9 @@ def _ingest(args) -> int:
         raise ValueError(f"--timeout-s {args.timeout_s} must be a number of seconds, or 0 (no limit)")
     client = client_of(args)
     spaces = {n.name: n for n in client.list_namespaces()}  # checked before anything is loaded
-    if args.namespace not in spaces:
-        raise ValueError(f"namespace {args.namespace!r} does not exist on {args.address} "
+    if args.namespace not in spaces:  # (a server with tokens lists only the namespaces this one may use)
+        mine = ", or is not one this --token may use" if client.metadata else ""
+        raise ValueError(f"namespace {args.namespace!r} does not exist on {args.address}{mine} "
                          f"(create it with `sssd namespace create`)")
     if not args.tokenizer:  # a first pass names any malformed line before a single document is sent
         for _ in read_token_documents(args.file):

@@ -226,3 +226,23 @@ def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
     text = (tmp_path / "serve.log").read_text()
     assert "auth file" in text and "reloaded: 3 tokens" in text
     assert "SIGHUP: auth file not reloaded, the tokens before stay in force: auth file" in text
+
+
+def test_a_namespace_this_token_may_not_use_is_not_called_missing_alone(secured, tmp_path, capsys, caplog):
+    """A server with tokens lists only the namespaces a token may use: `sssd ingest` and a worker's
+    start said of one it may not use that it does not exist (and to create it), with nothing of
+    the token; they now say both."""
+    import logging
+
+    from client_sdk.runtime import check_namespace
+    from sssd.cli import main
+
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"id": "x", "tokens": [1, 2, 3]}\n')
+    assert main(["ingest", str(docs), "--namespace", "beta", "--address", secured.address, "--token", "t-ingest"]) == 1
+    assert capsys.readouterr().err == (f"sssd: error: namespace 'beta' does not exist on {secured.address}, or is not "
+                                       "one this --token may use (create it with `sssd namespace create`)\n")
+    with DatastoreClient(secured.address, token="t-lookup") as c, caplog.at_level(logging.WARNING, "sssd.sdk"):
+        assert not check_namespace(c, "beta", 100)
+    assert f"datastore {secured.address} has no namespace 'beta' that this token may use (it has ['alpha'])" \
+        in caplog.text
