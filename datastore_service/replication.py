@@ -58,6 +58,11 @@ from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 log = logging.getLogger("sssd.replication")
 
 HEARTBEAT_S = 1.0
+TOKEN_HINTS = {  # what a Follow the writer refused needs from this replica's settings
+    grpc.StatusCode.UNAUTHENTICATED: " (the writer has tokens: give this replica one of its admin tokens, "
+                                     "--follow-token or SSSD_FOLLOW_TOKEN)",
+    grpc.StatusCode.PERMISSION_DENIED: ' (following takes a token with the admin scope over every namespace, "*")',
+}
 COPY_PAGE_DOCS = 512
 BATCH_CHANGES = 256
 BATCH_TOKENS = 4 << 20  # a batch carries at most about this many tokens (16 MB), or one bigger change
@@ -473,8 +478,9 @@ class Follower:
                 self.reconnects += 1
                 if self.reconnects == 1 or self.reconnects % 50 == 0:  # said once, then now and then
                     said = one_line(exc)
-                    log.warning("following %s: %s; retrying%s", self.address, said,
-                                connection_hint(said, bool(self.tls_ca), "--follow-tls-ca"))
+                    hint = (connection_hint(said, bool(self.tls_ca), "--follow-tls-ca")
+                            or TOKEN_HINTS.get(exc.code(), ""))
+                    log.warning("following %s: %s; retrying%s", self.address, said, hint)
             except DatastoreError as exc:  # an expected one (a reader behind, a writer too old): one line,
                 self.failed += 1  # said again only when it changes, or now and then
                 if str(exc) != self._said or self.failed % 50 == 0:

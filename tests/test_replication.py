@@ -232,12 +232,14 @@ def test_lookups_over_one_stream_equal_unary_ones_and_fail_when_it_breaks(server
             s.lookup_future("alpha", contexts, flat=False).result(timeout=10)
 
 
-def test_a_replica_of_a_secured_writer_needs_an_admin_token(server_factory, tmp_path, auth_file):
+def test_a_replica_of_a_secured_writer_needs_an_admin_token(server_factory, tmp_path, auth_file, caplog):
+    """... and a replica without one, or with one of too little scope, says which setting it needs."""
     writer = server_factory(db=str(tmp_path / "w.db"), auth_file=auth_file)
     with DatastoreClient(writer.address, token="t-admin") as w:
         w.create_namespace("alpha", 100)
         w.ingest("alpha", [("a", [1, 2, 3, 4, 5])])
     denied = server_factory(db=str(tmp_path / "denied.db"), follow=writer.address, follow_token="t-lookup")
+    tokenless = server_factory(db=str(tmp_path / "tokenless.db"), follow=writer.address)
     replica = server_factory(db=str(tmp_path / "r.db"), follow=writer.address, follow_token="t-admin",
                              auth_file=auth_file)
     wait_for(lambda: serving(replica.address), what="replica SERVING")
@@ -247,7 +249,11 @@ def test_a_replica_of_a_secured_writer_needs_an_admin_token(server_factory, tmp_
         with pytest.raises(grpc.RpcError) as err:
             anonymous.list_namespaces()
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert not serving(denied.address)  # a lookup-only token may not follow
+    assert not serving(denied.address) and not serving(tokenless.address)  # a lookup-only token may not follow
+    assert ("PERMISSION_DENIED: 'worker' may not admin; retrying (following takes a token with the admin "
+            'scope over every namespace, "*")') in caplog.text
+    assert ("UNAUTHENTICATED: missing bearer token; retrying (the writer has tokens: give this replica one of its "
+            "admin tokens, --follow-token or SSSD_FOLLOW_TOKEN)") in caplog.text
 
 
 def test_a_replica_whose_token_is_revoked_stops_following(server_factory, tmp_path, auth_file):
