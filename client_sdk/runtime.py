@@ -61,8 +61,10 @@ def check_namespace(client: DatastoreClient, namespace: str, vocab_size: int | N
     try:
         spaces = {n.name: n for n in (served or client.served()).namespaces}
     except grpc.RpcError as exc:
-        log.warning("datastore %s: cannot list namespaces (%s); drafting from requests' own text until it can",
-                    client.address, one_line(exc))
+        hint = (" (the datastore has tokens: give this worker one, SSSD_TOKEN or --token)"
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED else "")
+        log.warning("datastore %s: cannot list namespaces (%s)%s; drafting from requests' own text until it can",
+                    client.address, one_line(exc), hint)
         return False
     if namespace not in spaces:  # (a server with tokens lists only the namespaces this one may use)
         log.warning("datastore %s has no namespace %r%s (it has %s); create and fill it with `sssd namespace create` "

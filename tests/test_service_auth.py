@@ -231,7 +231,7 @@ def test_sighup_reloads_the_auth_file(tmp_path, auth_file):
 def test_a_namespace_this_token_may_not_use_is_not_called_missing_alone(secured, tmp_path, capsys, caplog):
     """A server with tokens lists only the namespaces a token may use: `sssd ingest` and a worker's
     start said of one it may not use that it does not exist (and to create it), with nothing of
-    the token; they now say both."""
+    the token; they now say both. A worker without a token is told to give one."""
     import logging
 
     from client_sdk.runtime import check_namespace
@@ -246,3 +246,7 @@ def test_a_namespace_this_token_may_not_use_is_not_called_missing_alone(secured,
         assert not check_namespace(c, "beta", 100)
     assert f"datastore {secured.address} has no namespace 'beta' that this token may use (it has ['alpha'])" \
         in caplog.text
+    with DatastoreClient(secured.address) as c, caplog.at_level(logging.WARNING, "sssd.sdk"):  # no token at all
+        assert not check_namespace(c, "alpha", 100)
+    assert (f"datastore {secured.address}: cannot list namespaces (UNAUTHENTICATED: missing bearer token) (the "
+            "datastore has tokens: give this worker one, SSSD_TOKEN or --token)") in caplog.text
