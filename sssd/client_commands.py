@@ -246,6 +246,10 @@ def read_token_documents(path: str, tokenizer=None):
             yield doc_id, tokens
             continue
         tokens = rec.get("tokens")
+        if tokens is None and ("messages" in rec or "text" in rec):  # (it said only that 'tokens' was missing)
+            raise ValueError(f"{where}: a {'chat' if 'messages' in rec else 'text'} record, not token ids: give "
+                             "'tokens', or tokenise it with `sssd ingest --tokenizer` (the model's tokenizer.json, "
+                             "GGUF file or directory)")
         if not isinstance(tokens, list) or not tokens:
             raise ValueError(f"{where}: 'tokens' must be a non-empty list of token ids")
         yield doc_id, token_ids(tokens, f"{where}: 'tokens'")

@@ -537,6 +537,11 @@ def test_bench_datastore_reads_data_as_ingest_does(tmp_path, capsys):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"tokens": [1, 2]}\n{"text": "a chat"}\n')
     code, out, err = run(capsys, *argv, "--data", str(bad))
+    assert code == 1 and out == "" and err == (f"sssd: error: {bad}:2: a text record, not token ids: give 'tokens', "
+                                               "or tokenise it with `sssd ingest --tokenizer` (the model's "
+                                               "tokenizer.json, GGUF file or directory)\n")
+    bad.write_text('{"tokens": [1, 2]}\n{"tokens": []}\n')
+    code, out, err = run(capsys, *argv, "--data", str(bad))
     assert code == 1 and out == "" and err == f"sssd: error: {bad}:2: 'tokens' must be a non-empty list of token ids\n"
 
 
