@@ -330,6 +330,8 @@ def _ingest(args) -> int:
                f"{summary.duplicates} already present, {summary.evicted} evicted by retention",
          {"added": summary.added, "tokens": summary.tokens, "duplicates": summary.duplicates,
           "evicted": summary.evicted, "conflicts": summary.conflicts, "conflict_ids": list(summary.conflict_ids)})
+    if not handed[0]:  # (a wrong or truncated file read as a load that took nothing new)
+        print(f"note: {args.file} holds no documents (blank lines only)", file=sys.stderr)
     if summary.conflicts:  # (refused, and said nowhere but in --json's count)
         ids = ", ".join(map(repr, summary.conflict_ids))
         ids += ", ..." if summary.conflicts > len(summary.conflict_ids) else ""

@@ -230,6 +230,19 @@ def test_ingest_takes_a_byte_order_mark_and_crlf_lines(server, capsys, tmp_path)
     assert code == 0 and "added 2 documents (4 tokens)" in out, err
 
 
+def test_ingest_of_a_file_without_documents_says_so(server, capsys, tmp_path):
+    """(An empty file read as a load that stored nothing new: "added 0 documents" alone.)"""
+    docs = tmp_path / "empty.jsonl"
+    docs.write_text("\n  \n")
+    run(capsys, "namespace", "create", "demo", "--vocab-size", "10", "--address", server.address)
+    code, out, err = run(capsys, "ingest", str(docs), "-n", "demo", "--address", server.address)
+    assert code == 0 and out.startswith("added 0 documents")
+    assert err == f"note: {docs} holds no documents (blank lines only)\n"
+    docs.write_text('{"tokens": [1, 2]}\n')
+    code, out, err = run(capsys, "ingest", str(docs), "-n", "demo", "--address", server.address)
+    assert code == 0 and err == ""
+
+
 def test_ingest_checks_the_namespace_first(server, capsys, tmp_path):
     docs = tmp_path / "d.jsonl"
     docs.write_text('{"tokens": [1, 2]}\n')
