@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from client_sdk.transport.source import RemoteSource
 from sssd import serve_process
 from sssd.bench import fleet_bench
 from sssd.bench.provenance import stamped
-from sssd.bench.synthetic import corpus
+from sssd.bench.synthetic import runs_on_corpus
 from sssd_wire.types import LookupParams
 
 OPTIONS = LookupParams(max_match=4, depth=5, sample_budget=128, max_nodes=64)  # zero-wait prefetch's samples
@@ -84,13 +82,8 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--tokens", type=int, default=2_000_000, help="synthetic datastore size")
     args = p.parse_args(argv)
-    text, starts = corpus(args.tokens, fleet_bench.VOCAB)
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.runs):
-            rows = [_row(str(Path(tmp) / f"r{r}-{int(on)}.db"), args, text, starts, on) for on in (False, True)]
-            runs.append(rows)
-            print(json.dumps(rows), file=sys.stderr)
+    runs = runs_on_corpus(args.runs, args.tokens, fleet_bench.VOCAB, lambda tmp, r, text, starts: [
+        _row(str(Path(tmp) / f"r{r}-{int(on)}.db"), args, text, starts, on) for on in (False, True)])
     print(json.dumps(stamped({"rate": args.rate, "vocab": args.vocab, "step_contexts": args.step_contexts,
                               "step_ms": args.step_ms, "seconds": args.seconds, "runs": runs}), indent=1))
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -30,7 +28,7 @@ from sssd import serve_process
 from sssd.bench import fleet_bench
 from sssd.bench.provenance import stamped
 from sssd.bench.stats import process_cpu_seconds
-from sssd.bench.synthetic import corpus
+from sssd.bench.synthetic import runs_on_corpus
 from sssd_wire.types import LookupParams
 
 OPTIONS = LookupParams(max_match=4, depth=5, sample_budget=128, max_nodes=64)  # zero-wait prefetch's samples
@@ -91,12 +89,8 @@ def main(argv=None) -> None:
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--tokens", type=int, default=2_000_000, help="synthetic datastore size")
     args = p.parse_args(argv)
-    text, starts = corpus(args.tokens, fleet_bench.VOCAB)
-    runs = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for r in range(args.runs):
-            runs.append(_run(str(Path(tmp) / f"r{r}.db"), args, text, starts))
-            print(json.dumps(runs[-1]), file=sys.stderr)
+    runs = runs_on_corpus(args.runs, args.tokens, fleet_bench.VOCAB,
+                          lambda tmp, r, text, starts: _run(str(Path(tmp) / f"r{r}.db"), args, text, starts))
     print(json.dumps(stamped({"calls": args.calls, "contexts": args.contexts, "deadline_ms": args.deadline_ms,
                               "bursts": args.bursts, "runs": runs}), indent=1))
 

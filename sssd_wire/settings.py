@@ -116,8 +116,8 @@ def dials_itself(target: str, host: str, port: int) -> bool:
     if not colon or dialled_port != str(port):
         return False
     dialled, host = dialled.strip("[]").lower(), host.strip("[]").lower()
-    if dialled == "localhost":
-        return host == dialled or bool(LOOPBACK_OF.get(host, {host} & {"127.0.0.1", "::1"}))
+    if dialled == "localhost":  # either loopback: a server listening on any of them, or on every address
+        return host in LOOPBACK_OF or host in LOOPBACK_OF["localhost"]
     return dialled == host or dialled in LOOPBACK_OF.get(host, ())
 
 

@@ -119,8 +119,7 @@ class RemoteSource:
             self.stats.failed += 1  # the reason named: NOT_FOUND (a dropped namespace) or PERMISSION_DENIED
             # (a revoked token) need the operator, UNAVAILABLE only time
             said = "cancelled" if fut.cancelled() else one_line(fut.exception())
-            hint = connection_hint(said, bool(getattr(self.client, "tls_ca", None)), "SSSD_TLS_CA")
-            self._failure(f"lookups failing ({said}){hint}")
+            self._failure(f"lookups failing ({said}){self._hint(said)}")
         elif not late:  # a late answer was booked as a failure when it was missed
             self.breaker.success()
             reopened = False
@@ -228,13 +227,17 @@ class RemoteSource:
                 raise Busy(one_line(exc)) from None
             raise
 
+    def _hint(self, said: str) -> str:
+        """What a failure's text (one_line) says of a server of the wrong kind (connection_hint)."""
+        return connection_hint(said, bool(self.client.tls_ca), "SSSD_TLS_CA")
+
     def connect(self, timeout_s: float = 5.0) -> bool:
         """Open the connection now (a first lookup would otherwise pay for it, and be late)."""
         if self.client.ready(timeout_s):
             return True
         why = self.client.why_unreachable()
         if why:
-            why = f" ({why}){connection_hint(why, bool(getattr(self.client, 'tls_ca', None)), 'SSSD_TLS_CA')}"
+            why = f" ({why}){self._hint(why)}"
         log.warning("datastore %s not reachable within %.1fs%s; drafting locally until it is",
                     self.client.address, timeout_s, why)
         return False

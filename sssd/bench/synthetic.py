@@ -7,6 +7,11 @@ so n-grams repeat with a heavy tail, as in logged model responses.
 
 from __future__ import annotations
 
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+
 import numpy as np
 
 
@@ -34,3 +39,16 @@ def corpus(n_tokens: int, vocab: int, seed: int = 0, doc_len: tuple[int, int] = 
     starts = np.concatenate([[0], np.cumsum(lengths)])
     starts = starts[starts < n_tokens]
     return tokens, np.append(starts, n_tokens).astype(np.int64)
+
+
+def runs_on_corpus(runs: int, tokens: int, vocab: int, run: Callable) -> list:
+    """``run(tmp, index, text, starts)`` for each of ``runs`` runs, on one synthetic corpus of
+    ``tokens`` tokens and in one temporary directory ``tmp`` (for the runs' databases); each
+    result is also printed to stderr as JSON as it comes (the progress of a long benchmark)."""
+    text, starts = corpus(tokens, vocab)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(runs):
+            results.append(run(tmp, r, text, starts))
+            print(json.dumps(results[-1]), file=sys.stderr)
+    return results
