@@ -48,7 +48,7 @@ def _generate(args) -> int:
 
     from client_sdk.verification.decoder import check_lengths, measured_costs
     from client_sdk.runtime import CPU_DECODING, build_speculator
-    from sssd.smollm2 import chat_ids
+    from sssd.smollm2 import chat_ids, context_length, load_tokenizer
     from sssd.tokenizers import fingerprint
     from client_sdk.verification.verify import Sampling
 
@@ -60,10 +60,10 @@ def _generate(args) -> int:
         raise ValueError(f"--top-p {args.top_p} must be in (0, 1] (1: off)")
     if args.budget is not None:
         require_at_least(args, 0, ("budget",), as_flags=True)  # 0: no drafts
+    prompt = chat_ids(load_tokenizer(), args.prompt)
+    check_lengths([prompt], args.max_new_tokens, context_length())  # before the model loads
     decoder, tok, _ = load_decoder(args)
     model = decoder.model
-    prompt = chat_ids(tok, args.prompt)
-    check_lengths([prompt], args.max_new_tokens, model.config.max_position_embeddings)  # before costs are measured
     spec = None
     if not args.no_speculation:
         costs = None if args.budget is not None else measured_costs(decoder, len(prompt) + args.max_new_tokens // 2)

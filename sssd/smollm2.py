@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,60 @@ def _unpermute(w: np.ndarray, heads: int) -> np.ndarray:
 
 def _field(reader, key):
     return reader.fields[key].contents()
+
+
+# GGUF metadata value types: the struct format of each fixed-size one (8: string, 9: array)
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_values(path: str | Path, keys: Sequence[str]) -> dict:
+    """The metadata values of ``keys`` read from the GGUF's header, stopping at the last one found
+    (milliseconds: gguf's own reader parses the whole file, the tokenizer's 49k strings included,
+    about 3 s). Keys the header lacks are absent; a file that is not a little-endian GGUF v2 or
+    v3 is a ValueError."""
+    import struct
+
+    wanted, found = set(keys), {}
+    with open(path, "rb") as f:
+        def read(fmt: str):
+            size = struct.calcsize("<" + fmt)
+            data = f.read(size)
+            if len(data) != size:
+                raise ValueError(f"{path}: the GGUF header ends early")
+            return struct.unpack("<" + fmt, data)[0]
+
+        def string() -> bytes:
+            return f.read(read("Q"))
+
+        def value(kind: int):
+            if kind in _GGUF_SCALARS:
+                return read(_GGUF_SCALARS[kind])
+            if kind == 8:
+                return string().decode("utf-8", "replace")
+            if kind == 9:
+                item, count = read("I"), read("Q")
+                return [value(item) for _ in range(count)]
+            raise ValueError(f"{path}: GGUF metadata value type {kind} is unknown")
+
+        if f.read(4) != b"GGUF" or read("I") not in (2, 3):
+            raise ValueError(f"{path} is not a GGUF file of version 2 or 3")
+        read("Q")  # tensors
+        for _ in range(read("Q")):
+            if not wanted - found.keys():
+                break
+            key = string().decode("utf-8", "replace")
+            found[key] = value(read("I"))
+    return {k: v for k, v in found.items() if k in wanted}
+
+
+def context_length(path: str | Path | None = None) -> int:
+    """The model's positions (``llama.context_length``), read from the GGUF's header without
+    loading the model: a length check before the conversion and the load, not after."""
+    path = Path(path) if path else gguf_path()
+    try:
+        return int(gguf_values(path, ["llama.context_length"])["llama.context_length"])
+    except KeyError:
+        raise ValueError(f"{path}: the GGUF header holds no llama.context_length") from None
 
 
 DTYPES = ("auto", "float32", "bfloat16")

@@ -572,10 +572,23 @@ def test_a_device_torch_cannot_use_is_a_usage_error(capsys, kind, device, messag
     assert info.value.code == 2 and f"argument --device: {message}" in err, err
 
 
-def test_a_forward_context_past_the_models_positions_is_one_line(capsys, smollm2_available):
-    code, out, err = run(capsys, "bench", "forward", "--context", "8177", "--max-k", "15", "--json")
-    assert code == 1 and out == "" and err == ("sssd: error: --context 8,177 and --max-k 15 pass the model's "
-                                               "8,192-token context\n"), err
+@pytest.mark.parametrize("argv,message", [
+    (["bench", "forward", "--context", "8177", "--max-k", "15", "--json"],
+     "--context 8,177 and --max-k 15 pass the model's 8,192-token context"),
+    (["generate", "--max-new-tokens", "8190", "--prompt", "Hi"], "new ones pass the model's 8,192-token context"),
+])
+def test_a_length_past_the_models_positions_is_one_line_before_the_model_loads(capsys, monkeypatch, smollm2_available,
+                                                                            argv, message):
+    """(Said after the model loaded, and on a machine without the converted weights after a
+    10-s conversion, whose line then came first.)"""
+    import sssd.smollm2
+
+    def load_model(*args, **kwargs):
+        raise AssertionError("the model loaded before the lengths were checked")
+
+    monkeypatch.setattr(sssd.smollm2, "load_model", load_model)
+    code, out, err = run(capsys, *argv)
+    assert code == 1 and out == "" and err.startswith("sssd: error: ") and message in err and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("sizes,max_docs,max_tokens,want", [

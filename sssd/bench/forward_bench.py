@@ -50,13 +50,13 @@ def _forwards(decoder, k: int, context: int):
 def run(max_k: int = 15, context: int = 256, repeats: int = 7, device: str = "cpu", progress: bool = True,
         dtype: str = "float32", linears: str | None = None, attention: str = "model") -> dict:
     from client_sdk.verification.decoder import ReferenceDecoder
-    from sssd.smollm2 import load_model, resolve_dtype
+    from sssd.smollm2 import context_length, load_model, resolve_dtype
 
     dtype = resolve_dtype(dtype)  # "auto" named as what it is in the results
-    model, tok = load_model(dtype=dtype)
-    positions = model.config.max_position_embeddings  # (past them it ran on for minutes, then failed)
+    positions = context_length()  # (past them it ran on for minutes, then failed; said before the load)
     if context + 1 + max_k > positions:
         raise ValueError(f"--context {context:,} and --max-k {max_k} pass the model's {positions:,}-token context")
+    model, tok = load_model(dtype=dtype)
     model.to(device)
     decoder = ReferenceDecoder(model, {tok.eos_token_id}, device, linears=linears, attention=attention)
     rows = []
