@@ -364,10 +364,10 @@ def _check_fingerprint(namespace, tokenizer, source: str) -> None:
 
 
 def _lookup(args) -> int:
-    try:
-        ctx = [int(t) for t in args.tokens.split(",") if t.strip()]  # (the client's codec checks the ids)
+    try:  # (the client's codec checks the ids; an empty list or item was a lookup of nothing, answered empty)
+        ctx = [int(t) for t in args.tokens.split(",")]
     except ValueError:
-        raise ValueError(f"tokens {args.tokens!r} must be comma-separated integers") from None
+        raise ValueError(f"tokens {args.tokens!r} must be comma-separated integers, at least one") from None
     try:
         params = LookupParams(depth=args.depth, max_nodes=args.max_nodes)
     except InvalidArgument as exc:  # named by its field ("depth 0 not in [1, 64]"): by its flag here

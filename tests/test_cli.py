@@ -82,6 +82,9 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     [
         (["lookup", "1,2", "-n", "missing"], "NOT_FOUND: namespace 'missing'"),
         (["lookup", "1,x", "-n", "demo"], "comma-separated integers"),
+        (["lookup", "", "-n", "demo"], "sssd: error: tokens '' must be comma-separated integers, at least one\n"),
+        (["lookup", "1,,2", "-n", "demo"], "tokens '1,,2' must be comma-separated integers"),
+        (["lookup", "1,2,", "-n", "demo"], "tokens '1,2,' must be comma-separated integers"),
         (["lookup", "1,2147483648", "-n", "demo"], "holds 2147483648, not a token id"),  # (past int32: a traceback)
         (["namespace", "create", "bad name", "--vocab-size", "10"], "INVALID_ARGUMENT"),
         (["namespace", "create", "z", "--vocab-size", "-5"], "sssd: error: vocab_size -5 must be in [0, 2**32)\n"),
