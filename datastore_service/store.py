@@ -91,6 +91,17 @@ def _open_error(path: str, exc: sqlite3.DatabaseError) -> DatastoreError:
     return Unavailable(f"cannot open {path}: {'the disk is full' if full else 'storage failed'} ({exc}; {free})")
 
 
+def _check_file_path(path: str) -> None:
+    """CorruptStore for a path that cannot name the datastore's file: one ending in a separator
+    (it failed on its lock file, "No such file or directory") or a device, pipe or socket (SQLite
+    on /dev/null read as a failing disk)."""
+    if path.endswith(os.sep):
+        raise CorruptStore(f"{path} ends in {os.sep!r}, so names a directory: name the datastore file in it "
+                           f"(for example {os.path.join(path, 'sssd.db')})")
+    if os.path.exists(path) and not os.path.isfile(path) and not os.path.isdir(path):
+        raise CorruptStore(f"{path} is not a regular file (a device, pipe or socket), so cannot hold a datastore")
+
+
 def make_directory(directory: Path, what: str) -> None:
     """``directory`` and its parents, created when missing; OSError "<what>: cannot create the
     directory ... (... is a file, not a directory)" naming the file in the way (mkdir's own words
@@ -145,6 +156,7 @@ class Store:
         kernel drops the lock when the process dies, however it dies."""
         if self.path == ":memory:":
             return None
+        _check_file_path(self.path)
         return exclusive_lock(self.path + ".lock", f"{self.path} is open in another sssd process")
 
     def _release_ownership(self) -> None:

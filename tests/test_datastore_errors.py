@@ -165,6 +165,19 @@ def test_a_directory_given_as_the_file_is_named(tmp_path):
         Datastore(DatastoreConfig(db=str(tmp_path / "dir.db")))
 
 
+@pytest.mark.parametrize("name,message", [
+    ("new/", r"new/ ends in '/', so names a directory: name the datastore file in it \(for example .*new/sssd.db\)"),
+    ("/dev/null", r"/dev/null is not a regular file \(a device, pipe or socket\), so cannot hold a datastore"),
+])
+def test_a_path_that_cannot_name_the_file_is_named(tmp_path, name, message):
+    """(A trailing '/' failed on the lock file, "No such file or directory"; /dev/null read as a
+    failing disk, "storage failed (disk I/O error)".)"""
+    path = name if name.startswith("/") else str(tmp_path / name) + "/"
+    with pytest.raises(CorruptStore, match=message):
+        Datastore(DatastoreConfig(db=path))
+    assert not (tmp_path / "new").exists()
+
+
 def test_a_segment_directory_that_is_a_file_is_named(tmp_path):
     from datastore_service.segment_files import SegmentFiles
 
