@@ -89,6 +89,25 @@ def test_a_request_twice_in_one_commit_is_refused():
     assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3]  # nothing half-committed
 
 
+@pytest.mark.parametrize("call,args,message", [
+    ("commit_many", (["r"], [[4], [5]]), "1 request ids committed with 2 tokens"),
+    ("commit_many", (["r", "s"], [[4]]), "2 request ids committed with 1 tokens"),
+    ("commit_many", (["r"], [[4]], [None, None]), "1 request ids committed with 2 trees"),
+    ("commit_many", (["r"], [[4]], None, [[], []]), "1 request ids committed with 2 accepted"),
+    ("commit_drafted", (["r"], [[4], [5]]), "1 request ids committed with 2 tokens"),
+    ("commit_drafted", (["r", "s"], [[4]]), "2 request ids committed with 1 tokens"),
+])
+def test_a_commit_whose_lists_do_not_match_its_ids_is_refused(call, args, message):
+    """(zip dropped the extra tokens, or left the last requests uncommitted, without a word.)"""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4))
+    spec.start("r", [1, 2, 3])
+    spec.start("s", [1, 2, 3])
+    spec.draft_batch(["r", "s"])
+    with pytest.raises(ValueError, match=message):
+        getattr(spec, call)(*args)
+    assert spec._requests["r"].index().tokens.tolist() == spec._requests["s"].index().tokens.tolist() == [1, 2, 3]
+
+
 def test_an_unknown_request_fails_the_commit_before_anything_changes():
     spec = Speculator(SpeculatorConfig(fixed_budget=4))
     spec.start("r", [1, 2, 3])

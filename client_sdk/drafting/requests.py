@@ -62,6 +62,18 @@ def states(requests: dict, request_ids) -> list:
         raise UnknownRequest(exc.args[0]) from None
 
 
+def committing(requests: dict, request_ids, **given) -> list:
+    """``states`` of a step's committed requests, checked before anything changes: no id twice, and
+    each of ``given`` (tokens=, trees=, ...; None: not given) one entry per id (zip dropped the
+    extra entries, or the last ids)."""
+    if len(set(request_ids)) != len(request_ids):
+        raise ValueError(f"a request appears twice among the {len(request_ids)} committed at once")
+    for name, values in given.items():
+        if values is not None and len(values) != len(request_ids):
+            raise ValueError(f"{len(request_ids)} request ids committed with {len(values)} {name}")
+    return states(requests, request_ids)
+
+
 NO_TREE = DraftTree.empty()  # the tree of a request not drafted for (shared: trees are never modified in place)
 
 

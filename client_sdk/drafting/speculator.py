@@ -31,7 +31,7 @@ from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
-from client_sdk.drafting.requests import NO_TREE, RequestState, check_tokens, ints, packed_tokens, states
+from client_sdk.drafting.requests import NO_TREE, RequestState, check_tokens, committing, ints, packed_tokens, states
 from client_sdk.drafting.tree import Calibration, cut_batch, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
@@ -366,7 +366,7 @@ class Speculator:
     def commit_many(self, request_ids, tokens, trees=None, accepted=None) -> None:
         """``commit`` for a step's requests at once: tokens[i] (ints), trees[i] and accepted[i]
         (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
-        reqs = self._committing(request_ids)
+        reqs = self._committing(request_ids, tokens=tokens, trees=trees, accepted=accepted)
         tokens = [ints(t, rid) for rid, t in zip(request_ids, tokens)]
         check_tokens(request_ids, tokens)
         trees = trees if trees is not None else [None] * len(reqs)
@@ -396,7 +396,7 @@ class Speculator:
             paths = [t.longest_match(toks[:-1]) if t is not None else None for t, toks in zip(trees, tokens)]
             self.commit_many(request_ids, tokens, trees, paths)
             return
-        reqs = self._committing(request_ids)
+        reqs = self._committing(request_ids, tokens=tokens)
         tokens = [t if type(t) is list else ints(t, rid) for rid, t in zip(request_ids, tokens)]
         rows = np.fromiter((row_of.get(rid, -1) for rid in request_ids), dtype=np.int64, count=len(reqs))
         counts = list(map(len, tokens))
@@ -413,11 +413,9 @@ class Speculator:
             if self.planner is not None:
                 self.planner.record_many(expected.tolist(), r_len.tolist())
 
-    def _committing(self, request_ids) -> list[RequestState]:
-        if len(set(request_ids)) != len(request_ids):
-            raise ValueError(f"a request appears twice among the {len(request_ids)} committed at once")
+    def _committing(self, request_ids, **given) -> list[RequestState]:
         self._assign_trees()
-        return states(self._requests, request_ids)  # an unknown id fails before anything changes
+        return committing(self._requests, request_ids, **given)  # (a bad call fails before anything changes)
 
     def _commit(self, reqs: list[RequestState], tokens: list[list[int]], picks: list | None,
                 packed: tuple[np.ndarray, np.ndarray] | None = None) -> None:
