@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import os
 import secrets
 import socket
@@ -12,6 +13,14 @@ import socket
 from client_sdk.drafting.planner import PlannerConfig
 from client_sdk.types import DraftConfig
 from sssd_wire.settings import require_at_least
+
+
+def draft_budget(value, what: str = "budget") -> int:
+    """``value`` as a draft budget: an integer >= 0 (numpy's too); else a one-line ValueError (a
+    float or a bool reached the compiled drafting kernels: a numba typing error, screens long)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise ValueError(f"{what} {value!r} must be an integer >= 0 (0: no drafts)")
+    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +62,8 @@ class SpeculatorConfig:
         if self.outcomes < 1:
             raise ValueError(f"outcomes {self.outcomes} must be >= 1")
         require_at_least(self, 4, ("max_lookup_contexts",))  # (one end of one request at every suffix length)
-        require_at_least(self, 0, ("fixed_budget", "background_index_tokens", "trie_cache"))  # (0: none, never, off)
+        draft_budget(self.fixed_budget, "fixed_budget")
+        require_at_least(self, 0, ("background_index_tokens", "trie_cache"))  # (0: never, off)
         if not self.trie_cache_ttl_s > 0:
             raise ValueError(f"trie_cache_ttl_s {self.trie_cache_ttl_s} must be > 0 (trie_cache 0 turns the cache off)")
         if not (0 < len(self.worker_id) <= 96 and self.worker_id.isprintable()):  # (it begins every fed-back id)

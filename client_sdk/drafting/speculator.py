@@ -26,7 +26,7 @@ import numpy as np
 
 from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import CacheFills, TrieCache, distinct_rows, pad_tail, store_and_fill, unpad
-from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.config import SpeculatorConfig, draft_budget
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
@@ -152,6 +152,7 @@ class Speculator:
             self._learn()  # a caller that never calls prefetch learns here, on the critical path
         self._assign_trees()  # the last step's, if nothing asked for them
         reqs = states(self._requests, request_ids)
+        budget = None if budget is None else draft_budget(budget)
         if budget is not None or self.planner is None:
             batch = self._draft(reqs, self.config.fixed_budget if budget is None else budget)
         else:
