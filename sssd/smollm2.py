@@ -190,11 +190,15 @@ def _read_gguf(path: Path):
     return config, state
 
 
-@functools.cache
 def load_tokenizer(path: str | Path | None = None):
+    """The GGUF's tokenizer, loaded once per file (seconds) however the file is named."""
+    return _load_tokenizer(Path(path).resolve() if path else gguf_path().resolve())
+
+
+@functools.cache
+def _load_tokenizer(path: Path):
     from transformers import AutoTokenizer
 
-    path = Path(path) if path else gguf_path()
     return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
 
 

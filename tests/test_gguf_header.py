@@ -89,3 +89,11 @@ def test_the_bundled_models_header_reads_as_ggufs_own_reader_does(smollm2_availa
         theirs = _field(reader, key)
         assert ours[key] == (pytest.approx(theirs) if isinstance(theirs, float) else theirs), key
     assert context_length() == reader.fields["llama.context_length"].contents() == 8192
+
+
+def test_the_tokenizer_loads_once_however_its_file_is_named(smollm2_available):
+    """(``load_tokenizer()`` and ``load_tokenizer(gguf_path())`` were two cache entries: the
+    generate command, which reads the prompt's length before the model loads, loaded it twice.)"""
+    from sssd.smollm2 import gguf_path, load_tokenizer
+
+    assert load_tokenizer() is load_tokenizer(gguf_path()) is load_tokenizer(str(gguf_path()))
