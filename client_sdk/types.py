@@ -274,7 +274,9 @@ class Busy(Exception):
 
 
 class GenerationSink(Protocol):
-    """Where finished generations go (client_sdk.transport.feedback.FeedbackSink): never blocks."""
+    """Where finished generations go (client_sdk.transport.feedback.FeedbackSink): never blocks.
+    ``submit`` takes the output tokens as the caller holds them (a list, sglang's array("q"), a
+    numpy array) and refuses what is no token ids with a one-line ValueError."""
 
     def submit(self, request_id: str, tokens) -> None: ...
 

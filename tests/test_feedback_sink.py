@@ -91,6 +91,27 @@ def test_a_queued_generation_is_its_own_int32_copy():
     assert client.docs == [("w/0-a", [7, 8, 9, 128_000]), ("w/1-b", [1, 2, 3])] and s.sent == 2
 
 
+@pytest.mark.parametrize("tokens,message", [
+    ([1, 2.5], "want a flat sequence of integer token ids"),  # (stored as 2)
+    (np.array([1.0, 2.0]), "not float64"),
+    ([1, -1], "holds -1, not a token id"),  # (the service refused it, after a split of its batch)
+    (np.array([1, 1 << 40]), f"holds {1 << 40}, not a token id"),  # (wrapped around to 0)
+    ([1, 1 << 40], f"holds {1 << 40}, not a token id"),  # (an OverflowError)
+])
+@pytest.mark.parametrize("entry", ["sink", "speculator"])
+def test_a_generation_that_is_no_token_ids_is_a_one_line_error_and_nothing_is_queued(entry, tokens, message):
+    from client_sdk.drafting.speculator import Speculator
+
+    client = Recorder()
+    s = sink(client)
+    submit = s.submit if entry == "sink" else Speculator(feedback=s).submit_generation
+    with pytest.raises(ValueError, match="^the generation of request 'r'.*" + message):
+        submit("r", tokens)
+    submit("ok", [5, 6])
+    s.close()
+    assert client.docs == [("w/0-ok", [5, 6])]
+
+
 class Failure(grpc.RpcError):
     def __init__(self, code):
         self._code = code

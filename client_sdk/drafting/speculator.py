@@ -120,8 +120,8 @@ class Speculator:
 
     def submit_generation(self, request_id, tokens) -> None:
         """Send one finished generation (its output tokens) to the datastore, if feedback is on."""
-        if self.feedback is not None and len(tokens):
-            self.feedback.submit(str(request_id), np.asarray(tokens, dtype=np.int32))
+        if self.feedback is not None and len(tokens):  # (the sink checks and copies them: one copy)
+            self.feedback.submit(str(request_id), tokens)
 
     def __contains__(self, request_id) -> bool:
         return request_id in self._requests

@@ -28,10 +28,10 @@ import threading
 import time
 
 import grpc
-import numpy as np
 
 from client_sdk.transport.remote import DatastoreClient
 from sssd_wire.errors import one_line
+from sssd_wire.types import token_array
 
 log = logging.getLogger("sssd.sdk.feedback")
 
@@ -91,7 +91,10 @@ class FeedbackSink:
         """Queue a finished generation (its output tokens); never blocks."""
         if len(tokens) < self.min_tokens:
             return
-        doc = (f"{self.worker_id}/{self._submitted}-{id_part(request_id)}", np.array(tokens, dtype=np.int32))  # a copy
+        # a one-line ValueError for what is no token ids (a float was truncated, a -1 refused by the
+        # service; one past int32 wrapped around or raised OverflowError); an array of our own
+        ids = token_array(tokens, f"the generation of request {request_id!r}")
+        doc = (f"{self.worker_id}/{self._submitted}-{id_part(request_id)}", ids.copy() if ids is tokens else ids)
         self._submitted += 1
         with self._lock:
             self._queue.append(doc)
