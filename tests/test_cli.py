@@ -579,6 +579,9 @@ def test_a_device_torch_cannot_use_is_a_usage_error(capsys, kind, device, messag
     (["bench", "forward", "--context", "8177", "--max-k", "15", "--json"],
      "--context 8,177 and --max-k 15 pass the model's 8,192-token context"),
     (["generate", "--max-new-tokens", "8190", "--prompt", "Hi"], "new ones pass the model's 8,192-token context"),
+    # (said after the corpus was ingested, or the forward costs measured)
+    (["demo", "--max-new-tokens", "8100", "--json"], "new ones pass the model's 8,192-token context"),
+    (["bench", "decode", "--max-new-tokens", "8100", "--json"], "new ones pass the model's 8,192-token context"),
 ])
 def test_a_length_past_the_models_positions_is_one_line_before_the_model_loads(capsys, monkeypatch, smollm2_available,
                                                                             argv, message):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from client_sdk.drafting.budget import Model, forward_time, measure_local
-from client_sdk.verification.decoder import ReferenceDecoder, measured_costs
+from client_sdk.verification.decoder import ReferenceDecoder, check_lengths, measured_costs
 from client_sdk.runtime import CPU_DECODING, build_speculator, lookup_options
 from sssd.bench.replay import InProcessSource
 
@@ -147,9 +147,12 @@ def _aggregate(runs: list[list[dict]]) -> list[dict]:
 def run(datasets=("mtbench", "humaneval"), n_prompts: int = 8, max_new_tokens: int = 96, batch_sizes=(1,),
         device: str = "cpu", progress: bool = True, runs: int = 1, contention: int = 0, dtype: str = "float32",
         linears: str | None = None, attention: str = "model") -> dict:
-    from sssd.smollm2 import load_model, resolve_dtype
+    from sssd.smollm2 import context_length, load_model, load_tokenizer, resolve_dtype
 
     dtype = resolve_dtype(dtype)  # "auto" named as what it is in the results
+    prompts = {d: prompts_for(load_tokenizer(), d, n_prompts) for d in datasets}
+    # before the model loads (a length past the model's was said after it, and after the costs' measurement)
+    check_lengths([p for ps in prompts.values() for p in ps], max_new_tokens, context_length())
     model, tok = load_model(dtype=dtype)
     model.to(device)
     decoder = ReferenceDecoder(model, {tok.eos_token_id}, device, linears=linears, attention=attention)
@@ -172,7 +175,6 @@ def run(datasets=("mtbench", "humaneval"), n_prompts: int = 8, max_new_tokens: i
                 "sssd-filled": build_speculator(costs=copy.deepcopy(costs), config=config,
                                                remote=InProcessSource(store.lookup, options))}
 
-    prompts = {d: prompts_for(tok, d, n_prompts) for d in datasets}
     all_runs = []
     with cpu_burners(contention):
         for i in range(runs):
