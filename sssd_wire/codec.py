@@ -49,10 +49,20 @@ def params_from_proto(p: pb.LookupParams) -> LookupParams:
     )
 
 
+def namespace_name(namespace) -> str:
+    """``namespace`` when it is a string; else a one-line ValueError (protobuf's TypeError of an int
+    there read "bad argument type for built-in operation", naming neither the field nor the value)."""
+    if not isinstance(namespace, str):
+        raise ValueError(f"namespace {namespace!r} must be a string (a namespace's name), "
+                         f"not {type(namespace).__name__}")
+    return namespace
+
+
 def lookup_request(namespace: str, contexts: Sequence, params: LookupParams = DEFAULT_PARAMS,
                    request_id: int = 0, background: bool = False) -> pb.LookupRequest:
     """One request for a batch of contexts; only their last ``max_match`` tokens travel;
     background: no decode step waits for it (LookupRequest.background)."""
+    namespace_name(namespace)
     tails = []
     for c in contexts:
         t = c[-params.max_match :]
@@ -96,7 +106,7 @@ def tries_from_proto(r: pb.LookupResponse) -> TrieBatch:
 def documents_to_proto(namespace: str, docs) -> pb.IngestRequest:
     """docs: (id, tokens) pairs; a one-line ValueError for an id that is not a string (protobuf
     said "bad argument type for built-in operation" of an int, and sent None as "")."""
-    return pb.IngestRequest(namespace=namespace,
+    return pb.IngestRequest(namespace=namespace_name(namespace),
                             documents=[pb.TokenDocument(id=document_id(i), tokens=encode_tokens(t, f"document {i!r}"))
                                        for i, t in docs])
 
@@ -115,5 +125,6 @@ def create_namespace_request(name: str, vocab_size: int, tokenizer_fingerprint: 
         raise ValueError(f"vocab_size {vocab_size} must be in [0, 2**32)")
     if not 0 <= max_tokens < 1 << 64:
         raise ValueError(f"max_tokens {max_tokens} must be in [0, 2**64) (0: unbounded)")
-    return pb.CreateNamespaceRequest(name=name, vocab_size=vocab_size, tokenizer_fingerprint=tokenizer_fingerprint,
+    return pb.CreateNamespaceRequest(name=namespace_name(name), vocab_size=vocab_size,
+                                     tokenizer_fingerprint=tokenizer_fingerprint,
                                      max_tokens=max_tokens)
