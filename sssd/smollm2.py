@@ -191,15 +191,15 @@ def _read_gguf(path: Path):
 
 
 def load_tokenizer(path: str | Path | None = None):
-    """The GGUF's tokenizer, loaded once per file (seconds) however the file is named."""
+    """The GGUF's tokenizer, loaded once per process however the file is named."""
     return _load_tokenizer(Path(path).resolve() if path else gguf_path().resolve())
 
 
 @functools.cache
 def _load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
+    from sssd.tokenizers import gguf_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return gguf_tokenizer(path)  # (built from the GGUF once, then read from the cache)
 
 
 _NAMES = {
