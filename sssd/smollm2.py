@@ -127,12 +127,13 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
 
     from datastore_service.store import make_directory
     from sssd.paths import cache_dir as default_cache
-    from sssd.paths import write_cached
+    from sssd.paths import derived_name, write_cached
 
     if cache_dir == "default":
         cache_dir = default_cache()
     path = Path(path) if path else gguf_path()
-    cached = Path(cache_dir) / f"{path.stem}.f32.pt" if cache_dir else None
+    # (named by the file's path, size and time: a changed or another GGUF of this name was read stale)
+    cached = Path(cache_dir) / f"{derived_name(path)}.f32.pt" if cache_dir else None
     if cached is not None and cached.exists():
         config, state = torch.load(cached, weights_only=False)
     else:
@@ -142,6 +143,7 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
         config, state = _read_gguf(path)
         if cached is not None:
             write_cached(cached, lambda f: torch.save((config, state), f))
+            (cached.parent / f"{path.stem}.f32.pt").unlink(missing_ok=True)  # the name before 2026-12-07's: 0.5 GB
     model = LlamaForCausalLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]

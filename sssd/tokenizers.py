@@ -59,12 +59,10 @@ def gguf_tokenizer(p: Path):
 
     from transformers import AutoTokenizer
 
-    from sssd.paths import cache_dir
+    from sssd.paths import cache_dir, derived_name
 
     p = p.resolve()
-    st = p.stat()
-    key = hashlib.sha256(f"{p}\0{st.st_size}\0{st.st_mtime_ns}".encode()).hexdigest()[:16]
-    saved = cache_dir() / "tokenizers" / f"{p.stem}-{key}"
+    saved = cache_dir() / "tokenizers" / derived_name(p)
     if saved.is_dir():
         try:
             return AutoTokenizer.from_pretrained(str(saved))

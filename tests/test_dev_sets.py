@@ -83,3 +83,26 @@ def test_tokenised_sharegpt_is_cached_whole_or_not_at_all(tmp_path, monkeypatch,
     (tmp_path / "plain").write_text("a file")
     with pytest.raises(OSError, match=r"the cache .*plain \(\$SSSD_CACHE\): cannot create the directory .*plain is a file"):
         write_cached(tmp_path / "plain" / "x.npz", lambda f: np.savez(f, a=np.arange(3)))
+
+
+def test_what_is_derived_from_a_file_is_named_by_its_path_size_and_time(tmp_path):
+    """(Converted weights were named by the GGUF's stem alone: another file of that name, or this
+    one upgraded, was read from the cache stale.)"""
+    import os
+    import shutil
+
+    from sssd.paths import derived_name
+
+    a = tmp_path / "a" / "model.gguf"
+    a.parent.mkdir()
+    a.write_bytes(b"weights")
+    name = derived_name(a)
+    assert name.startswith("model-") and name == derived_name(tmp_path / "a" / ".." / "a" / "model.gguf")
+    b = tmp_path / "b" / "model.gguf"  # the same name and bytes elsewhere
+    b.parent.mkdir()
+    shutil.copy2(a, b)
+    assert derived_name(b) != name
+    os.utime(a, ns=(a.stat().st_atime_ns, a.stat().st_mtime_ns + 10**9))  # touched
+    touched = derived_name(a)
+    a.write_bytes(b"weights, longer")  # rewritten: another size, another time
+    assert len({name, touched, derived_name(a)}) == 3
