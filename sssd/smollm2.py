@@ -43,9 +43,9 @@ _GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?",
 
 def gguf_values(path: str | Path, keys: Sequence[str]) -> dict:
     """The metadata values of ``keys`` read from the GGUF's header, stopping at the last one found
-    (milliseconds: gguf's own reader parses the whole file, the tokenizer's 49k strings included,
-    about 3 s). Keys the header lacks are absent; a file that is not a little-endian GGUF v2 or
-    v3 is a ValueError."""
+    (gguf's own reader parses the whole file first, the tokenizer's 49k strings included: seconds).
+    Keys the header lacks are absent; a file that is not a little-endian GGUF v2 or v3 is a
+    ValueError."""
     import struct
 
     wanted, found = set(keys), {}
