@@ -77,6 +77,8 @@ def gguf_tokenizer(p: Path):
         os.rename(tmp, saved)  # whole or absent: a run killed while saving leaves only a temporary folder
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if saved.is_dir():  # another process saved it first: no failure
+            return tok
         logging.getLogger("sssd").warning("cannot cache the tokenizer of %s in %s (%s): it is built at every load",
                                           p.name, saved.parent, exc.strerror or exc)
     return tok

@@ -181,3 +181,10 @@ def test_a_gguf_tokenizer_is_built_once_kept_in_the_cache_and_read_back_alike(gg
     os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))
     gguf_tokenizer(copy)
     assert len(builds) == 3 and not list((tmp_path / "cache" / "tokenizers").glob("*.tmp-*"))
+
+    from sssd.paths import derived_name
+
+    saved = tmp_path / "cache" / "tokenizers" / derived_name(path)  # damaged: said, built again
+    (saved / "tokenizer.json").write_text("{not json")
+    assert gguf_tokenizer(path) is built and len(builds) == 4 and "does not load" in caplog.text
+    assert fingerprint(gguf_tokenizer(path)) == fingerprint(built) and len(builds) == 4
