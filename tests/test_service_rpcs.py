@@ -753,17 +753,20 @@ def test_a_document_id_that_is_not_a_string_is_one_line_before_any_call(doc_id, 
             c.ingest("ns", [("ok", [1]), (doc_id, [1, 2])])
 
 
-@pytest.mark.parametrize("call", ["lookup", "ingest", "create_namespace", "async lookup", "async ingest"])
+@pytest.mark.parametrize("call", ["lookup", "ingest", "create_namespace", "drop_namespace", "stats", "compact", "delete",
+                                  "async lookup", "async ingest", "async create_namespace", "async stats"])
 @pytest.mark.parametrize("namespace", [5, None, b"ns"])
 def test_a_namespace_that_is_not_a_string_is_one_line_before_any_call(call, namespace):
-    """(protobuf's own "bad argument type for built-in operation" named neither the field nor the value.)"""
+    """(protobuf's own "bad argument type for built-in operation" named neither the field nor the value;
+    None went out as "", which the admin calls read as every namespace.)"""
     import asyncio
 
     from client_sdk.transport.aio import AsyncDatastoreClient
     from client_sdk.transport.remote import DatastoreClient
 
     said = f"^namespace {re.escape(repr(namespace))} must be a string \\(a namespace's name\\), not {type(namespace).__name__}$"
-    args = {"lookup": ([[1, 2]],), "ingest": ([("a", [1])],), "create_namespace": (10,)}[call.split()[-1]]
+    args = {"lookup": ([[1, 2]],), "ingest": ([("a", [1])],), "create_namespace": (10,), "delete": (["a"],)}.get(
+        call.split()[-1], ())
     if call.startswith("async"):
         async def go():
             async with AsyncDatastoreClient("127.0.0.1:1") as c:

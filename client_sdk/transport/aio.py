@@ -9,7 +9,8 @@ import asyncio
 from collections.abc import AsyncIterable, Iterable, Sequence
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, in_parts, make_channel
-from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
+from sssd_wire.codec import (create_namespace_request, documents_to_proto, lookup_request, namespace_name,
+                             tries_from_proto)
 from sssd_wire.settings import bearer_metadata, require_at_least
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
@@ -67,7 +68,7 @@ class AsyncDatastoreClient:
         return await self._call(self.stub.CreateNamespace, req)
 
     async def stats(self, namespace: str = "") -> pb.StatsResponse:
-        return await self._call(self.stub.Stats, pb.StatsRequest(namespace=namespace))
+        return await self._call(self.stub.Stats, pb.StatsRequest(namespace=namespace_name(namespace)))
 
     async def snapshot(self, timeout_s: float = 3600.0) -> int:
         return (await self._call(self.stub.Snapshot, pb.SnapshotRequest(), timeout_s)).tokens_flushed

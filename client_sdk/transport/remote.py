@@ -17,7 +17,8 @@ from concurrent import futures
 
 import grpc
 
-from sssd_wire.codec import create_namespace_request, documents_to_proto, lookup_request, tries_from_proto
+from sssd_wire.codec import (create_namespace_request, documents_to_proto, lookup_request, namespace_name,
+                             tries_from_proto)
 from sssd_wire.errors import one_line
 from sssd_wire.settings import bearer_metadata, check_address, require_at_least, tls_ca_bytes
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
@@ -333,17 +334,18 @@ class DatastoreClient:
         return self.served().max_lookup_contexts
 
     def drop_namespace(self, name: str) -> None:
-        self._call(self.stub.DropNamespace, pb.DropNamespaceRequest(name=name))
+        self._call(self.stub.DropNamespace, pb.DropNamespaceRequest(name=namespace_name(name)))
 
     def stats(self, namespace: str = "") -> pb.StatsResponse:
-        return self._call(self.stub.Stats, pb.StatsRequest(namespace=namespace))
+        return self._call(self.stub.Stats, pb.StatsRequest(namespace=namespace_name(namespace)))
 
     def compact(self, namespace: str = "", full: bool = True, timeout_s: float = 3600.0) -> int:
-        return self._call(self.stub.Compact, pb.CompactRequest(namespace=namespace, full=full), timeout_s).segments_retired
+        req = pb.CompactRequest(namespace=namespace_name(namespace), full=full)
+        return self._call(self.stub.Compact, req, timeout_s).segments_retired
 
     def snapshot(self, timeout_s: float = 3600.0) -> int:
         return self._call(self.stub.Snapshot, pb.SnapshotRequest(), timeout_s).tokens_flushed
 
     def delete(self, namespace: str, ids: Sequence[str], missing_ok: bool = False) -> list[str]:
-        req = pb.DeleteDocumentsRequest(namespace=namespace, ids=list(ids), missing_ok=missing_ok)
+        req = pb.DeleteDocumentsRequest(namespace=namespace_name(namespace), ids=list(ids), missing_ok=missing_ok)
         return list(self._call(self.stub.DeleteDocuments, req).deleted)
