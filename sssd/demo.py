@@ -37,22 +37,19 @@ LABELS = {"plain": "plain decoding", "empty": "SSSD, empty datastore", "filled":
 
 
 def run_demo(args, out: TextIO) -> int:
-    from client_sdk.verification.decoder import check_lengths, measured_costs
+    from client_sdk.verification.decoder import measured_costs
     from client_sdk.transport.remote import DatastoreClient
     from sssd.bench_commands import load_decoder
     from datastore_service.embedded import EmbeddedServer
     from datastore_service.server import ServerConfig
     from datastore_service.store import make_directory
-    from sssd.bench.decode_bench import PROMPT_SETS, check_prompt_sets, prompts_for
-    from sssd.smollm2 import context_length, load_tokenizer
+    from sssd.bench.decode_bench import PROMPT_SETS, check_prompt_sets, checked_prompts
 
     if args.prompts < 2:
         raise ValueError(f"--prompts {args.prompts}: at least 2 (answers to the first half are fed back, the rest decoded)")
     check_prompt_sets(PROMPT_SETS, args.prompts)
     require_at_least(args, 1, ("max_new_tokens", "conversations"), as_flags=True)  # (0 ended in an IndexError)
-    sets = [prompts_for(load_tokenizer(), d, args.prompts) for d in PROMPT_SETS]
-    # before the model loads and the corpus is ingested (a length past the model's was said after both)
-    check_lengths([p for s in sets for p in s], args.max_new_tokens, context_length())
+    sets = list(checked_prompts(PROMPT_SETS, args.prompts, args.max_new_tokens).values())  # (before the model loads)
     work = Path(args.workdir)
     make_directory(work, f"--workdir {work}")  # (a file in the way was "[Errno 17] File exists")
     quiet = getattr(args, "json", False)

@@ -64,6 +64,17 @@ def prompts_for(tok, dataset: str, n: int) -> list[list[int]]:
     return [chat_ids(tok, t) for t in _prompt_texts(dataset, n)]
 
 
+def checked_prompts(datasets, n: int, max_new_tokens: int) -> dict[str, list[list[int]]]:
+    """Each dataset's first ``n`` prompts as the bundled model's token ids, checked against its
+    positions before the model loads (a length past them was said after the load, the demo's
+    ingest or the bench's cost measurement)."""
+    from sssd.smollm2 import context_length, load_tokenizer
+
+    prompts = {d: prompts_for(load_tokenizer(), d, n) for d in datasets}
+    check_lengths([p for ps in prompts.values() for p in ps], max_new_tokens, context_length())
+    return prompts
+
+
 def build_datastore(tok, vocab: int):
     from sssd.bench import datasets
     from sssd.bench.replay import InProcessDatastore
@@ -147,12 +158,10 @@ def _aggregate(runs: list[list[dict]]) -> list[dict]:
 def run(datasets=("mtbench", "humaneval"), n_prompts: int = 8, max_new_tokens: int = 96, batch_sizes=(1,),
         device: str = "cpu", progress: bool = True, runs: int = 1, contention: int = 0, dtype: str = "float32",
         linears: str | None = None, attention: str = "model") -> dict:
-    from sssd.smollm2 import context_length, load_model, load_tokenizer, resolve_dtype
+    from sssd.smollm2 import load_model, resolve_dtype
 
     dtype = resolve_dtype(dtype)  # "auto" named as what it is in the results
-    prompts = {d: prompts_for(load_tokenizer(), d, n_prompts) for d in datasets}
-    # before the model loads (a length past the model's was said after it, and after the costs' measurement)
-    check_lengths([p for ps in prompts.values() for p in ps], max_new_tokens, context_length())
+    prompts = checked_prompts(datasets, n_prompts, max_new_tokens)
     model, tok = load_model(dtype=dtype)
     model.to(device)
     decoder = ReferenceDecoder(model, {tok.eos_token_id}, device, linears=linears, attention=attention)
