@@ -141,7 +141,7 @@ class Store:
         self._owner = self._take_ownership()
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self.db = sqlite_utils.Database(conn)
+            self._db: sqlite_utils.Database | None = sqlite_utils.Database(conn)
             self._init_schema(synchronous)
         except sqlite3.DatabaseError as exc:
             self._release_ownership()
@@ -187,9 +187,20 @@ class Store:
         if problem != "ok":
             raise CorruptStore(f"{self.path}: SQLite integrity check failed: {problem}")
 
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """The open file; after ``close`` a one-line Unavailable (sqlite3's ProgrammingError,
+        "Cannot operate on a closed database", named neither the file nor what closed it)."""
+        if self._db is None:
+            raise Unavailable(f"{self.path} is closed (Datastore.close was called): open it again")
+        return self._db
+
     def close(self) -> None:
+        """Close the file and release its lock; a second call does nothing."""
         with self._lock:
-            self.db.conn.close()
+            if self._db is not None:
+                self._db.conn.close()
+                self._db = None
             self._release_ownership()
 
     # -- namespaces -------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 
 from datastore_service.core import Document, LookupParams, NamespaceSpec
 from datastore_service.datastore import Datastore, DatastoreConfig
-from sssd_wire.errors import AlreadyExists, CorruptStore, InvalidArgument, NotFound
+from sssd_wire.errors import AlreadyExists, CorruptStore, InvalidArgument, NotFound, Unavailable
 
 
 @pytest.fixture
@@ -37,6 +37,28 @@ def test_bad_ingest_changes_nothing(ds, docs, error, message):
         ds.ingest("ns", docs)
     assert snapshot(ds) == before and ds.check_integrity() == ""
     assert not ds.namespace("ns").has_document("b")
+
+
+@pytest.mark.parametrize("call", [
+    lambda ds: ds.ingest("ns", [Document.of("b", [1, 2])]),
+    lambda ds: ds.create_namespace(NamespaceSpec("other", 10)),
+    lambda ds: ds.drop_namespace("ns"),
+    lambda ds: ds.delete("ns", ["a"]),
+])
+def test_a_closed_datastore_says_so_and_the_file_keeps_what_it_had(tmp_path, call):
+    """After close, a write is one Unavailable naming the file (it was sqlite3's "Cannot
+    operate on a closed database"); a second close does nothing; the file opens again as it was."""
+    db = str(tmp_path / "c.db")
+    ds = Datastore(DatastoreConfig(db=db))
+    ds.create_namespace(NamespaceSpec("ns", 100))
+    ds.ingest("ns", [Document.of("a", [1, 2, 3])])
+    ds.close()
+    with pytest.raises(Unavailable, match=f"^{db} is closed \\(Datastore.close was called\\)"):
+        call(ds)
+    ds.close()
+    again = Datastore(DatastoreConfig(db=db))
+    assert again.namespace("ns").document_ids() == ["a"] and [s.spec.name for s in again.stats()] == ["ns"]
+    again.close()
 
 
 def test_conflicting_id_is_refused_alone(ds):

@@ -101,7 +101,10 @@ BAD_DOCS = [
     # empty document
     (Document.of("x", []), "is empty"),
     # empty id
-    (Document.of("", [1]), "must be 1..256"),
+    (Document.of("", [1]), "must be a string of 1..256"),
+    # an id that is not a string (an int was a TypeError about len())
+    (Document.of(5, [1]), "document id 5 must be a string"),
+    (Document.of(b"x", [1]), "document id b'x' must be a string"),
     # control character in id
     (Document.of("a\x1fb", [1]), "printable"),
 ]

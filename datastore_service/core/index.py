@@ -90,8 +90,8 @@ class NamespaceIndex:
     def validate(self, doc: Document) -> None:
         """Raise InvalidArgument for an empty, oversized or out-of-vocabulary document."""
         toks = doc.tokens
-        if not doc.doc_id or len(doc.doc_id) > 256 or not doc.doc_id.isprintable():
-            raise InvalidArgument(f"document id {doc.doc_id!r} must be 1..256 printable characters")
+        if not isinstance(doc.doc_id, str) or not doc.doc_id or len(doc.doc_id) > 256 or not doc.doc_id.isprintable():
+            raise InvalidArgument(f"document id {doc.doc_id!r} must be a string of 1..256 printable characters")
         if toks.ndim != 1 or toks.shape[0] == 0:
             raise InvalidArgument(f"document {doc.doc_id!r} is empty")
         if toks.shape[0] > self.max_doc_tokens:
