@@ -146,6 +146,8 @@ def test_context_out_of_vocabulary_rejected():
     ([np.array([1, 2]), np.array([2**32 + 1, 2])], "a context holds 4294967297, not a token id"),  # (wrapped to 1)
     ([np.array([1.0, 2.0])], "a context: want a flat sequence of integer token ids, not float64"),
     ([np.array([-1, 2])], "a context holds -1, not a token id"),
+    (np.array([1, 2]), "contexts must be a sequence of contexts"),  # one context, not in a list (IndexError)
+    ([1, 2], "contexts must be a sequence of contexts"),  # (TypeError: 'int' object is not subscriptable)
 ])
 def test_contexts_that_are_not_token_ids_are_refused_in_process(contexts, message):
     """The in-process lookup (the Python API, the replay) checks contexts as the wire does."""

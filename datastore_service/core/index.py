@@ -452,8 +452,13 @@ class SegmentView:
 
 def pack_tails(contexts: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
     """Last ``width`` tokens of each context, concatenated (int32), with offsets [B + 1];
-    InvalidArgument for one that is not token ids (``checked_tokens``)."""
-    tails = [checked_tokens(c[-width:], "a context") for c in contexts]
+    InvalidArgument for one that is not token ids (``checked_tokens``), or for contexts that are
+    one flat sequence of ids rather than a sequence of contexts."""
+    try:
+        tails = [checked_tokens(c[-width:], "a context") for c in contexts]
+    except (IndexError, TypeError):  # an id where a context was due: numpy's "invalid index to scalar variable"
+        raise InvalidArgument("contexts must be a sequence of contexts, each a sequence of token ids "
+                              "(one context: [ids])") from None
     if len(tails) == 1:
         return tails[0], np.array([0, tails[0].shape[0]], dtype=np.int64)
     lengths = [0]
