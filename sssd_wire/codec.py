@@ -17,6 +17,7 @@ from sssd_wire.v1 import datastore_pb2 as pb
 
 DEFAULT_PARAMS = LookupParams()
 WIRE_INT = np.dtype("<i4")  # tokens travel as little-endian int32
+NOT_CONTEXTS = "contexts must be a sequence of contexts, each a sequence of token ids (one context: [ids])"
 
 
 def encode_tokens(tokens, what: str = "tokens") -> bytes:
@@ -65,7 +66,10 @@ def lookup_request(namespace: str, contexts: Sequence, params: LookupParams = DE
     namespace_name(namespace)
     tails = []
     for c in contexts:
-        t = c[-params.max_match :]
+        try:
+            t = c[-params.max_match :]
+        except (IndexError, TypeError):  # an id where a context was due (numpy: "invalid index to scalar variable")
+            raise ValueError(NOT_CONTEXTS) from None
         if type(t) is not np.ndarray or t.dtype != WIRE_INT or t.ndim != 1:  # (the SDK's own: int32 arrays)
             t = np.asarray(token_array(t, "a context"), dtype=WIRE_INT)
         tails.append(t)
@@ -108,7 +112,15 @@ def documents_to_proto(namespace: str, docs) -> pb.IngestRequest:
     said "bad argument type for built-in operation" of an int, and sent None as "")."""
     return pb.IngestRequest(namespace=namespace_name(namespace),
                             documents=[pb.TokenDocument(id=document_id(i), tokens=encode_tokens(t, f"document {i!r}"))
-                                       for i, t in docs])
+                                       for i, t in map(_id_and_tokens, docs)])
+
+
+def _id_and_tokens(doc) -> tuple:
+    """One (id, tokens) pair of ``docs``; a one-line ValueError for anything else (a dict was
+    unpacked into its two keys, an id alone said "cannot unpack non-iterable int object")."""
+    if not isinstance(doc, (tuple, list)) or len(doc) != 2:
+        raise ValueError(f"documents must be (id, tokens) pairs, not {type(doc).__name__} {str(doc)[:40]}")
+    return doc
 
 
 def document_id(doc_id) -> str:
@@ -117,10 +129,21 @@ def document_id(doc_id) -> str:
     return doc_id
 
 
+def document_ids(ids) -> list[str]:
+    """``ids`` as a list of document ids, each ``document_id``-checked; one string is refused (it
+    was read as one id per character: deleting ``"ab"`` deleted the documents "a" and "b")."""
+    if isinstance(ids, (str, bytes)):
+        raise ValueError(f"ids {ids!r} must be a list of document ids, not one string (give [{ids!r}])")
+    return [document_id(i) for i in ids]
+
+
 def create_namespace_request(name: str, vocab_size: int, tokenizer_fingerprint: str = "",
                              max_tokens: int = 0) -> pb.CreateNamespaceRequest:
     """The request both clients send; a one-line ValueError for sizes past the wire's uint32 and
     uint64 (protobuf's own error names neither field: "Value out of range: -5")."""
+    for field, value in (("vocab_size", vocab_size), ("max_tokens", max_tokens)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # ("100": TypeError of '<=')
+            raise ValueError(f"{field} {value!r} must be an integer, not {type(value).__name__}")
     if not 0 <= vocab_size < 1 << 32:  # (each named alone: the message named both, whichever was out)
         raise ValueError(f"vocab_size {vocab_size} must be in [0, 2**32)")
     if not 0 <= max_tokens < 1 << 64:

@@ -12,6 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from sssd_wire.codec import encode_tokens, lookup_request, tries_from_proto
+from sssd_wire.errors import InvalidArgument
 from sssd_wire.types import LookupParams
 from sssd_wire.v1 import datastore_pb2 as pb
 
@@ -751,6 +752,60 @@ def test_a_document_id_that_is_not_a_string_is_one_line_before_any_call(doc_id, 
     with DatastoreClient("127.0.0.1:1") as c:
         with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
             c.ingest("ns", [("ok", [1]), (doc_id, [1, 2])])
+
+
+CONTEXTS = "^contexts must be a sequence of contexts, each a sequence of token ids \\(one context: \\[ids\\]\\)$"
+
+
+@pytest.mark.parametrize("call, args, said", [
+    # one context not in a list: "'int' object is not subscriptable", numpy's "invalid index to scalar variable"
+    ("lookup", ([1, 2, 3],), CONTEXTS),
+    ("lookup", (np.array([1, 2, 3]),), CONTEXTS),
+    ("async lookup", ([1, 2, 3],), CONTEXTS),
+    # documents not (id, tokens) pairs: a dict was unpacked into its keys ("document 'id': want ..."),
+    # a flat list said "cannot unpack non-iterable int object"
+    ("ingest", ([{"id": "a", "tokens": [1]}],), "^documents must be \\(id, tokens\\) pairs, not dict "),
+    ("ingest", ([1, 2, 3],), "^documents must be \\(id, tokens\\) pairs, not int 1$"),
+    ("async ingest", ([("a", [1], "x")],), "^documents must be \\(id, tokens\\) pairs, not tuple "),
+    # one string of ids: each character was deleted as an id ("ab": the documents "a" and "b")
+    ("delete", ("ab",), "^ids 'ab' must be a list of document ids, not one string \\(give \\['ab'\\]\\)$"),
+    ("delete", ([5],), "^document id 5 must be a string, not int$"),  # (protobuf's "bad argument type ...")
+    # a size that is not an integer ('<=' not supported between int and str)
+    ("create_namespace", ("100",), "^vocab_size '100' must be an integer, not str$"),
+    ("async create_namespace", (100.0,), "^vocab_size 100.0 must be an integer, not float$"),
+])
+def test_calls_of_the_wrong_shape_are_one_line_before_any_call(call, args, said):
+    import asyncio
+
+    from client_sdk.transport.aio import AsyncDatastoreClient
+    from client_sdk.transport.remote import DatastoreClient
+
+    name = call.split()[-1]
+    if call.startswith("async"):
+        async def go():
+            async with AsyncDatastoreClient("127.0.0.1:1") as c:
+                await getattr(c, name)("ns", *args)
+
+        with pytest.raises(ValueError, match=said):
+            asyncio.run(go())
+        return
+    with DatastoreClient("127.0.0.1:1") as c:
+        with pytest.raises(ValueError, match=said):
+            getattr(c, name)("ns", *args)
+
+
+def test_a_datastore_deletes_no_characters_of_one_string(tmp_path):
+    """In process, ``delete(ns, "ab")`` deleted the documents "a" and "b"."""
+    from datastore_service.core import Document, NamespaceSpec
+    from datastore_service.datastore import Datastore, DatastoreConfig
+
+    ds = Datastore(DatastoreConfig(db=str(tmp_path / "d.db")))
+    ds.create_namespace(NamespaceSpec("ns", 10))
+    ds.ingest("ns", [Document.of("a", [1]), Document.of("b", [2])])
+    with pytest.raises(InvalidArgument, match="^document ids 'ab' must be a list of ids, not one string"):
+        ds.delete("ns", "ab")
+    assert sorted(ds.namespace("ns").document_ids()) == ["a", "b"]
+    ds.close()
 
 
 @pytest.mark.parametrize("call", ["lookup", "ingest", "create_namespace", "drop_namespace", "stats", "compact", "delete",

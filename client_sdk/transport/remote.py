@@ -17,8 +17,8 @@ from concurrent import futures
 
 import grpc
 
-from sssd_wire.codec import (create_namespace_request, documents_to_proto, lookup_request, namespace_name,
-                             tries_from_proto)
+from sssd_wire.codec import (create_namespace_request, document_ids, documents_to_proto, lookup_request,
+                             namespace_name, tries_from_proto)
 from sssd_wire.errors import one_line
 from sssd_wire.settings import bearer_metadata, check_address, require_at_least, tls_ca_bytes
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
@@ -347,5 +347,6 @@ class DatastoreClient:
         return self._call(self.stub.Snapshot, pb.SnapshotRequest(), timeout_s).tokens_flushed
 
     def delete(self, namespace: str, ids: Sequence[str], missing_ok: bool = False) -> list[str]:
-        req = pb.DeleteDocumentsRequest(namespace=namespace_name(namespace), ids=list(ids), missing_ok=missing_ok)
+        req = pb.DeleteDocumentsRequest(namespace=namespace_name(namespace), ids=document_ids(ids),
+                                        missing_ok=missing_ok)
         return list(self._call(self.stub.DeleteDocuments, req).deleted)
