@@ -128,6 +128,9 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     feedback_address: the writer, when ``address`` names read replicas (they refuse writes).
     tls_ca: a PEM CA bundle: the datastore (and feedback_address) over TLS.
     """
+    if fixed_budget is None and costs is None and model_config is None:  # (said after a connect and the kernels' compile)
+        raise ValueError("build_speculator needs a draft size: fixed_budget=N, or a planner's step costs "
+                         "(costs=decoder.measured_costs(...), or model_config=the model's config for the roofline)")
     if address and remote is None:
         if not NAMESPACE_NAME.match(namespace):  # (it was a warning, then every lookup refused)
             raise ValueError(f"namespace {namespace!r} is no namespace name: it must match {NAMESPACE_NAME.pattern}")
@@ -154,8 +157,6 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     planner = None
     if fixed_budget is None:
         if costs is None:
-            if model_config is None:
-                raise ValueError("a planner needs measured step costs or a model config for the roofline")
             costs = roofline_costs(model_config, widths=config.planner.widths)
         planner = StepPlanner(costs, config.planner)
     else:

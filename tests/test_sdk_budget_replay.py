@@ -85,7 +85,7 @@ def test_the_in_process_datastore_compiles_its_kernels_when_built_not_at_the_fir
     assert warm_up.cache_info().currsize == 1
 
 
-def test_a_speculator_without_measured_costs_plans_on_this_cpus_roofline():
+def test_a_speculator_without_measured_costs_plans_on_this_cpus_roofline(monkeypatch):
     """build_speculator(model_config) with no measured costs: the planner starts from the roofline
     of the measured local CPU, a step dearer the wider it verifies; with neither, one line."""
     from client_sdk.drafting.budget import measure_local
@@ -102,7 +102,17 @@ def test_a_speculator_without_measured_costs_plans_on_this_cpus_roofline():
     times = [costs.predict(1, n) for n in widths]
     assert all(0 < a <= b for a, b in zip(times, times[1:])) and times[-1] > times[0]
     spec.close()
-    with pytest.raises(ValueError, match="a planner needs measured step costs or a model config"):
+    with pytest.raises(ValueError, match=r"^build_speculator needs a draft size: fixed_budget=N, or a planner's"):
         build_speculator()
+    # said before a channel is opened (it came after a 5 s wait for an unreachable datastore and the
+    # kernels' compile, and left that client open)
+    import client_sdk.runtime as runtime
+
+    def no_channel(*args, **kwargs):
+        raise AssertionError("a channel was opened before the missing draft size was said")
+
+    monkeypatch.setattr(runtime, "DatastoreClient", no_channel)
+    with pytest.raises(ValueError, match=r"^build_speculator needs a draft size"):
+        build_speculator(address="127.0.0.1:1", namespace="x")
     with pytest.raises(ValueError, match=r"^namespace 'a b' is no namespace name: it must match \^"):
         build_speculator(config, address="127.0.0.1:1", namespace="a b")  # before any channel is opened
