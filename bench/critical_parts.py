@@ -38,7 +38,7 @@ PARTS = [
     (speculator.Speculator, "_commit", "sync/commit/write"),
     (speculator.Speculator, "draft_batch", "draft"),
     (speculator.Speculator, "_prefetched_tries", "draft/tries"),
-    (speculator.Speculator, "_history", "draft/tries/history"),
+    (speculator, "history_of", "draft/tries/history"),
     (speculator, "resolve_picks", "draft/tries/resolve"),
     (outcomes.resolve_kernels, "resolve", "draft/tries/resolve/kernel"),
     (drafters.CalibratedMerge, "draft", "draft/merge"),

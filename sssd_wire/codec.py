@@ -12,12 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from sssd_wire.errors import InvalidArgument
-from sssd_wire.types import LookupParams, TrieBatch, token_array
+from sssd_wire.types import NOT_CONTEXTS, LookupParams, TrieBatch, token_array
 from sssd_wire.v1 import datastore_pb2 as pb
 
 DEFAULT_PARAMS = LookupParams()
 WIRE_INT = np.dtype("<i4")  # tokens travel as little-endian int32
-NOT_CONTEXTS = "contexts must be a sequence of contexts, each a sequence of token ids (one context: [ids])"
 
 
 def encode_tokens(tokens, what: str = "tokens") -> bytes:

@@ -18,6 +18,7 @@ from sssd_wire.errors import InvalidArgument
 
 
 MAX_TOKEN_ID = 2**31 - 1  # the largest id that int32 carries
+NOT_CONTEXTS = "contexts must be a sequence of contexts, each a sequence of token ids (one context: [ids])"
 NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # what a service takes as a namespace's name
 
 

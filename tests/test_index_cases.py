@@ -141,6 +141,11 @@ def test_context_out_of_vocabulary_rejected():
         ns.lookup([np.array([1, 10])], LookupParams())
 
 
+def test_no_contexts_are_no_tries():
+    """(The in-process lookup of [] failed on numpy's "need at least one array to concatenate".)"""
+    assert index_of(DOCS).lookup([], LookupParams()) == [] == index_of(DOCS, segments=2).lookup([], LookupParams())
+
+
 @pytest.mark.parametrize("contexts,message", [
     ([[1.5, 2]], "a context: want a flat sequence of integer token ids"),  # (truncated to 1: matched)
     ([np.array([1, 2]), np.array([2**32 + 1, 2])], "a context holds 4294967297, not a token id"),  # (wrapped to 1)

@@ -1,5 +1,6 @@
 """A step's requests committed at once: the same state as one commit per request."""
 
+import re
 from unittest import mock
 
 import numpy as np
@@ -106,6 +107,35 @@ def test_a_commit_whose_lists_do_not_match_its_ids_is_refused(call, args, messag
     with pytest.raises(ValueError, match=message):
         getattr(spec, call)(*args)
     assert spec._requests["r"].index().tokens.tolist() == spec._requests["s"].index().tokens.tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("call", ["draft", "draft_batch", "commit_many", "commit_drafted"])
+def test_one_string_of_request_ids_is_refused(call):
+    """(A string was read as one id per character: draft("r") drafted for "r", draft("rs") for "r" and "s".)"""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4))
+    for rid in "rs":
+        spec.start(rid, [1, 2, 3])
+    spec.draft_batch(["r", "s"])
+    args = {"commit_many": ([[4], [4]],), "commit_drafted": ([[4], [4]],)}.get(call, ())
+    with pytest.raises(ValueError, match=r"^request ids 'rs' must be a list of ids, not one string \(give \['rs'\]\)$"):
+        getattr(spec, call)("rs", *args)
+    assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3]
+
+
+def test_accepted_nodes_outside_the_draft_are_refused_at_the_commit():
+    """(They were taken, and the next prefetch's learning failed on an IndexError.)"""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4))
+    spec.start("r", [1, 2, 3, 1, 2, 3])
+    (tree,) = spec.draft(["r"])
+    n = tree.tokens.shape[0]
+    assert n >= 1
+    for bad, node in (([n], n), ([0, -1], -1), ([0, 0], 0)):  # past the draft; negative; not a path
+        said = f"the accepted nodes {bad} of request 'r' are not a path from the root of its {n}-node draft (node {node})"
+        with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+            spec.commit("r", [1, 2], tree, bad)
+    assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3, 1, 2, 3]
+    spec.commit("r", [1, 2], tree, [0])
+    spec.prefetch(["r"])  # the learning takes it
 
 
 def test_an_unknown_request_fails_the_commit_before_anything_changes():

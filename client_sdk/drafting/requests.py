@@ -8,8 +8,9 @@ from concurrent.futures import Future
 
 import numpy as np
 
-from client_sdk.drafting.local import LocalIndex
-from client_sdk.types import DraftTree
+from client_sdk.drafting.cache import pad_tail
+from client_sdk.drafting.local import IndexBatch, LocalIndex
+from client_sdk.types import SMALL_BATCH, DraftTree
 from sssd_wire.types import MAX_TOKEN_ID, token_array
 
 
@@ -55,7 +56,11 @@ class UnknownRequest(KeyError):
 
 
 def states(requests: dict, request_ids) -> list:
-    """The RequestState of each id, in order; UnknownRequest (a KeyError) for the first unknown one."""
+    """The RequestState of each id, in order; UnknownRequest (a KeyError) for the first unknown one,
+    a one-line ValueError for one string given as the ids (it was read as one id per character:
+    ``draft("r")`` drafted for "r", ``draft("ab")`` for "a" and "b", when they ran)."""
+    if isinstance(request_ids, (str, bytes)):
+        raise ValueError(f"request ids {request_ids!r} must be a list of ids, not one string (give [{request_ids!r}])")
     try:
         return [requests[rid] for rid in request_ids]
     except KeyError as exc:
@@ -66,12 +71,51 @@ def committing(requests: dict, request_ids, **given) -> list:
     """``states`` of a step's committed requests, checked before anything changes: no id twice, and
     each of ``given`` (tokens=, trees=, ...; None: not given) one entry per id (zip dropped the
     extra entries, or the last ids)."""
+    reqs = states(requests, request_ids)
     if len(set(request_ids)) != len(request_ids):
         raise ValueError(f"a request appears twice among the {len(request_ids)} committed at once")
     for name, values in given.items():
         if values is not None and len(values) != len(request_ids):
             raise ValueError(f"{len(request_ids)} request ids committed with {len(values)} {name}")
-    return states(requests, request_ids)
+    return reqs
+
+
+def check_paths(request_ids, trees, accepted) -> None:
+    """A one-line ValueError naming the first request whose accepted nodes (accepted[i], with its
+    draft trees[i]; None: not given) are not a path of its draft from the root: the calibration
+    learned a node past the draft as an IndexError at the next prefetch, away from the call that
+    gave it, and a negative one, or one off the path, as another node accepted."""
+    for rid, tree, path in zip(request_ids, trees, accepted):
+        if tree is None or path is None:
+            continue
+        parents, above = tree.parents, -1
+        for node in path:
+            if not 0 <= node < parents.shape[0] or parents[node] != above:
+                raise ValueError(f"the accepted nodes {list(path)} of request {rid!r} are not a path from the root "
+                                 f"of its {parents.shape[0]}-node draft (node {node})")
+            above = node
+
+
+def history_of(reqs: list, indexes: IndexBatch, width: int) -> tuple[IndexBatch, np.ndarray]:
+    """``tails_of``, for a few requests one tail each (cheaper than the arrays)."""
+    if len(reqs) < SMALL_BATCH:
+        hist = np.full((len(reqs), width), -1, dtype=np.int32)
+        for i, r in enumerate(reqs):
+            tail = r.tail(width)
+            hist[i, width - tail.shape[0] :] = tail
+        return indexes, hist
+    return tails_of(reqs, indexes, width)
+
+
+def tails_of(reqs: list, indexes: IndexBatch, width: int) -> tuple[IndexBatch, np.ndarray]:
+    """(indexes with their slots, [len(reqs), width] int32: each request's last ``width`` tokens,
+    -1 before a shorter text): the longest suffix the datastore is asked for."""
+    indexes, ends = indexes.tails(width)
+    if None in indexes.indexes:  # not indexed yet: the request keeps its end
+        for i, x in enumerate(indexes.indexes):
+            if x is None:
+                ends[i] = pad_tail(reqs[i].tail(width), width)
+    return indexes, ends
 
 
 NO_TREE = DraftTree.empty()  # the tree of a request not drafted for (shared: trees are never modified in place)

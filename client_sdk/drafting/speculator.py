@@ -31,7 +31,8 @@ from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
 from client_sdk.drafting.planner import StepPlanner
-from client_sdk.drafting.requests import NO_TREE, RequestState, check_tokens, committing, ints, packed_tokens, states
+from client_sdk.drafting.requests import (NO_TREE, RequestState, check_paths, check_tokens, committing, history_of,
+                                          ints, packed_tokens, states, tails_of)
 from client_sdk.drafting.tree import Calibration, cut_batch, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
@@ -98,9 +99,8 @@ class Speculator:
         An id already in flight is refused (its state, text and step would be silently replaced)."""
         if request_id in self._requests:
             raise ValueError(f"request {request_id!r} is already in flight here: finish it before starting it again")
-        # each through the buffer protocol where it has one (numpy arrays, sglang's array("q")), not
-        # through Python ints: admitting a 32K-token array("q") prompt took 1,055 / 1,037 µs that way,
-        # 122 / 100 now (worst / median of 3, bench/admit_cost.py; BENCHMARKS.md, "A request's admission")
+        # through the buffer protocol where there is one (numpy, sglang's array("q")), not Python ints: 10x
+        # faster for a 32K-token prompt (bench/admit_cost.py; BENCHMARKS.md, "A request's admission")
         tokens = np.concatenate([token_array(prompt, f"the prompt of request {request_id!r}"),
                                  token_array(output, f"the output of request {request_id!r}")])
         builder = None
@@ -290,7 +290,7 @@ class Speculator:
             settled = self._lengths.index(1)
         history = NO_HISTORY  # the requests' ends: the cache's keys, and what is asked for later
         if self.cache is not None or self.config.lookup_deadline_s > 0:
-            indexes, history = self._history(reqs, indexes)
+            indexes, history = history_of(reqs, indexes, self._width)
             last = history[:, -1].astype(np.int64)  # each request's last token (-1: no text)
         else:
             last = np.fromiter((r.last for r in reqs), dtype=np.int64, count=len(reqs))
@@ -315,26 +315,6 @@ class Speculator:
             if got is not None and len(got) == asked.shape[0]:
                 batch = store_and_fill(self.cache, asked, got, batch, empty, tails)[0]
         return batch, indexes
-
-    def _history(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[IndexBatch, np.ndarray]:
-        """``_tails``, for a few requests one tail each (cheaper than the arrays)."""
-        if len(reqs) < SMALL_BATCH:
-            hist = np.full((len(reqs), self._width), -1, dtype=np.int32)
-            for i, r in enumerate(reqs):
-                tail = r.tail(self._width)
-                hist[i, self._width - tail.shape[0] :] = tail
-            return indexes, hist
-        return self._tails(reqs, indexes)
-
-    def _tails(self, reqs: list[RequestState], indexes: IndexBatch) -> tuple[IndexBatch, np.ndarray]:
-        """(indexes with their slots, [len(reqs), W] int32: each request's last W tokens, -1 before
-        a shorter text), W = the longest suffix asked."""
-        indexes, ends = indexes.tails(self._width)
-        if None in indexes.indexes:  # not indexed yet: the request keeps its end
-            for i, x in enumerate(indexes.indexes):
-                if x is None:
-                    ends[i] = pad_tail(reqs[i].tail(self._width), self._width)
-        return indexes, ends
 
     def wait_for_unigrams(self, timeout_s: float) -> bool:
         """Until the single-token table's first load is in (True; also without a table), or
@@ -366,8 +346,14 @@ class Speculator:
 
     def commit_many(self, request_ids, tokens, trees=None, accepted=None) -> None:
         """``commit`` for a step's requests at once: tokens[i] (ints), trees[i] and accepted[i]
-        (or None) are request_ids[i]'s. The own-text indexes grow in one compiled call."""
+        (or None; a path of trees[i] from its root) are request_ids[i]'s. The own-text indexes grow
+        in one compiled call."""
         reqs = self._committing(request_ids, tokens=tokens, trees=trees, accepted=accepted)
+        if trees is not None and accepted is not None:  # (commit_drafted's own paths skip this)
+            check_paths(request_ids, trees, accepted)
+        self._commit_many(reqs, request_ids, tokens, trees, accepted)
+
+    def _commit_many(self, reqs, request_ids, tokens, trees, accepted) -> None:
         tokens = [ints(t, rid) for rid, t in zip(request_ids, tokens)]
         check_tokens(request_ids, tokens)
         trees = trees if trees is not None else [None] * len(reqs)
@@ -395,7 +381,7 @@ class Speculator:
             self._assign_trees()
             trees = [self._requests[rid].tree if rid in row_of else None for rid in request_ids]
             paths = [t.longest_match(toks[:-1]) if t is not None else None for t, toks in zip(trees, tokens)]
-            self.commit_many(request_ids, tokens, trees, paths)
+            self._commit_many(self._committing(request_ids, tokens=tokens), request_ids, tokens, trees, paths)
             return
         reqs = self._committing(request_ids, tokens=tokens)
         tokens = [t if type(t) is list else ints(t, rid) for rid, t in zip(request_ids, tokens)]
@@ -461,7 +447,7 @@ class Speculator:
             cap = self.config.max_lookup_contexts
             drafted, per_request = self.pacing.within(drafted, len(self._lengths), cap)
             reqs = [self._requests[rid] for rid in drafted]
-            history = self._tails(reqs, IndexBatch(self.arena, [r.index() for r in reqs]))[1]
+            history = tails_of(reqs, IndexBatch(self.arena, [r.index() for r in reqs]), self._width)[1]
             contexts, self._ends = ask_for_ends(
                 batch, np.fromiter((row_of[rid] for rid in drafted), dtype=np.int64, count=len(drafted)),
                 history, per_request, self._lengths)

@@ -31,6 +31,7 @@ from datastore_service.core.segment import PAD, Segment, bucket_table
 from datastore_service.core.types import (ContinuationTree, Document, LookupParams, NamespaceSpec, TrieBatch,
                                           checked_tokens)
 from sssd_wire.errors import InvalidArgument
+from sssd_wire.types import NOT_CONTEXTS
 
 MAX_DOC_TOKENS = 1 << 20  # per document; larger inputs are rejected at the boundary
 
@@ -452,19 +453,15 @@ class SegmentView:
 
 def pack_tails(contexts: Sequence[np.ndarray], width: int) -> tuple[np.ndarray, np.ndarray]:
     """Last ``width`` tokens of each context, concatenated (int32), with offsets [B + 1];
-    InvalidArgument for one that is not token ids (``checked_tokens``), or for contexts that are
-    one flat sequence of ids rather than a sequence of contexts."""
+    InvalidArgument for one that is not token ids (``checked_tokens``), or for one context alone."""
     try:
         tails = [checked_tokens(c[-width:], "a context") for c in contexts]
-    except (IndexError, TypeError):  # an id where a context was due: numpy's "invalid index to scalar variable"
-        raise InvalidArgument("contexts must be a sequence of contexts, each a sequence of token ids "
-                              "(one context: [ids])") from None
+    except (IndexError, TypeError):  # an id where a context was due (numpy: "invalid index to scalar variable")
+        raise InvalidArgument(NOT_CONTEXTS) from None
     if len(tails) == 1:
         return tails[0], np.array([0, tails[0].shape[0]], dtype=np.int64)
-    lengths = [0]
-    for t in tails:
-        lengths.append(lengths[-1] + t.shape[0])
-    return np.concatenate(tails), np.array(lengths, dtype=np.int64)
+    offsets = np.array([0, *itertools.accumulate(t.shape[0] for t in tails)], dtype=np.int64)
+    return np.concatenate(tails) if tails else np.zeros(0, np.int32), offsets  # (none: numpy refused to concatenate)
 
 
 def lookup_packed(
