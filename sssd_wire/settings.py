@@ -81,6 +81,19 @@ def require_above_zero(config, names, as_flags: bool = False) -> None:
                              + (" and finite" if value == math.inf else ""))
 
 
+def seconds_above_zero(value, what: str = "timeout_s") -> float:
+    """``value``, or a one-line ValueError when it is not a finite number of seconds above 0 (as a
+    gRPC deadline, -1, NaN and inf alike failed the call at once as DEADLINE_EXCEEDED)."""
+    if not 0 < value < math.inf:
+        raise ValueError(f"{what} {value} must be a finite number of seconds above 0")
+    return value
+
+
+def deadline(timeout_s, default: float | None = None) -> float | None:
+    """A call's deadline: ``timeout_s`` (``seconds_above_zero``), or ``default`` when it is None or 0."""
+    return seconds_above_zero(timeout_s) if timeout_s else default
+
+
 def check_address(address: str, what: str = "address") -> str:
     """``address`` (a gRPC target: host:port, [v6]:port, ``dns:[//authority/]name:port``,
     ``ipv4:``/``ipv6:`` lists, ``unix:``) when every port in it is 1..65535; else a one-line

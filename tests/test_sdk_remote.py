@@ -793,9 +793,38 @@ def test_the_client_refuses_what_is_not_token_ids_before_sending(live, call, mes
 
 @pytest.mark.parametrize("timeout_s", [0, -1.0, float("inf"), float("nan")])
 def test_a_client_refuses_a_deadline_no_call_can_keep(timeout_s):
-    """(inf failed every call at once as DEADLINE_EXCEEDED; 0 and NaN too.)"""
-    with pytest.raises(ValueError, match=f"timeout_s {timeout_s} must be a finite number of seconds above 0"):
+    """(inf failed every call at once as DEADLINE_EXCEEDED; 0 and NaN too; the async client took
+    each of them, and both clients took them as one call's deadline.)"""
+    import asyncio
+
+    from client_sdk.transport.aio import AsyncDatastoreClient
+
+    said = f"^timeout_s {timeout_s} must be a finite number of seconds above 0$"
+    with pytest.raises(ValueError, match=said):
         DatastoreClient("127.0.0.1:1", timeout_s=timeout_s)
+
+    async def build():
+        AsyncDatastoreClient("127.0.0.1:1", timeout_s=timeout_s)
+
+    with pytest.raises(ValueError, match=said):
+        asyncio.run(build())
+    if not timeout_s:
+        return  # (a call's 0 or None: the client's own deadline)
+    with DatastoreClient("127.0.0.1:1") as client:
+        for call in (lambda: client.lookup("ns", [[1]], timeout_s=timeout_s),
+                     lambda: client.lookup_future("ns", [[1]], timeout_s=timeout_s),
+                     lambda: client.ingest("ns", [("a", [1])], timeout_s=timeout_s),
+                     lambda: client.ingest_stream("ns", [[("a", [1])]], timeout_s=timeout_s),
+                     lambda: client.compact("ns", timeout_s=timeout_s), lambda: client.snapshot(timeout_s)):
+            with pytest.raises(ValueError, match=said):
+                call()
+
+    async def per_call():
+        async with AsyncDatastoreClient("127.0.0.1:1") as client:
+            await client.snapshot(timeout_s)
+
+    with pytest.raises(ValueError, match=said):
+        asyncio.run(per_call())
 
 
 def test_a_grpc_error_is_said_in_one_line():

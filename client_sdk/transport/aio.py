@@ -11,7 +11,7 @@ from collections.abc import AsyncIterable, Iterable, Sequence
 from client_sdk.transport.remote import DEFAULT_ADDRESS, in_parts, make_channel
 from sssd_wire.codec import (create_namespace_request, documents_to_proto, lookup_request, namespace_name,
                              tries_from_proto)
-from sssd_wire.settings import bearer_metadata, require_at_least
+from sssd_wire.settings import bearer_metadata, deadline, require_at_least, seconds_above_zero
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -24,9 +24,9 @@ class AsyncDatastoreClient:
         self.max_lookup_contexts = max_lookup_contexts
         require_at_least(self, 1, ("max_lookup_contexts",))
         self.metadata = bearer_metadata(token)  # (checked before a channel is opened)
+        self.timeout_s = seconds_above_zero(timeout_s)  # (checked: -1, NaN and inf failed every call as DEADLINE_EXCEEDED)
         self.channel = make_channel(address, tls_ca, max_message_bytes, aio=True)
         self.stub = pb_grpc.DatastoreStub(self.channel)
-        self.timeout_s = timeout_s
 
     async def close(self) -> None:
         await self.channel.close()
@@ -38,7 +38,7 @@ class AsyncDatastoreClient:
         await self.close()
 
     async def _call(self, rpc, request, timeout_s: float | None = None):
-        return await rpc(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
+        return await rpc(request, timeout=deadline(timeout_s, self.timeout_s), metadata=self.metadata)
 
     async def lookup(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                      timeout_s: float | None = None) -> list[ContinuationTree]:
@@ -60,7 +60,7 @@ class AsyncDatastoreClient:
                 if len(batch):
                     yield documents_to_proto(namespace, batch)
 
-        return await self.stub.IngestStream(requests(), timeout=timeout_s, metadata=self.metadata)
+        return await self.stub.IngestStream(requests(), timeout=deadline(timeout_s), metadata=self.metadata)
 
     async def create_namespace(self, name: str, vocab_size: int, tokenizer_fingerprint: str = "",
                                max_tokens: int = 0) -> pb.Namespace:

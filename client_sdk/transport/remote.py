@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import math
 import queue
 import threading
 from collections.abc import Iterable, Sequence
@@ -20,7 +19,8 @@ import grpc
 from sssd_wire.codec import (create_namespace_request, document_ids, documents_to_proto, lookup_request,
                              namespace_name, tries_from_proto)
 from sssd_wire.errors import one_line
-from sssd_wire.settings import bearer_metadata, check_address, require_at_least, tls_ca_bytes
+from sssd_wire.settings import (bearer_metadata, check_address, deadline, require_at_least, seconds_above_zero,
+                                tls_ca_bytes)
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
 from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
@@ -232,8 +232,7 @@ class DatastoreClient:
                  timeout_s: float = 10.0, lookup_stream: bool = False, max_lookup_contexts: int = 4096) -> None:
         """max_lookup_contexts: the service's --max-lookup-contexts (4096 by default; it refuses a
         larger Lookup): a lookup of more contexts is sent in parts, their answers joined in order."""
-        if not 0 < timeout_s < math.inf:  # (inf: every call failed at once as DEADLINE_EXCEEDED)
-            raise ValueError(f"timeout_s {timeout_s} must be a finite number of seconds above 0")
+        self.timeout_s = seconds_above_zero(timeout_s)  # (inf: every call failed at once as DEADLINE_EXCEEDED)
         self.max_lookup_contexts = max_lookup_contexts
         require_at_least(self, 1, ("max_lookup_contexts",))
         self.metadata = bearer_metadata(token)  # (checked before a channel is opened)
@@ -241,7 +240,6 @@ class DatastoreClient:
         self.tls_ca = tls_ca
         self.channel = make_channel(address, tls_ca)
         self.stub = pb_grpc.DatastoreStub(self.channel)
-        self.timeout_s = timeout_s
         self.streamed = StreamedLookups(self) if lookup_stream else None
         self.looped = LoopLookups(self)
 
@@ -276,7 +274,7 @@ class DatastoreClient:
         self.close()
 
     def _call(self, rpc, request, timeout_s: float | None = None):
-        return rpc(request, timeout=timeout_s or self.timeout_s, metadata=self.metadata)
+        return rpc(request, timeout=deadline(timeout_s, self.timeout_s), metadata=self.metadata)
 
     # -- data plane ---------------------------------------------------------------------
 
@@ -303,7 +301,7 @@ class DatastoreClient:
             return _joined([self.lookup_future(namespace, part, options, timeout_s, flat=True) for part in parts], flat)
         if self.streamed is not None:
             return self.streamed.lookup_future(namespace, contexts, options, flat)
-        return self.looped.lookup_future(namespace, contexts, options, timeout_s or self.timeout_s, flat)
+        return self.looped.lookup_future(namespace, contexts, options, deadline(timeout_s, self.timeout_s), flat)
 
     def ingest(self, namespace: str, docs: Iterable[tuple[str, Sequence[int]]], timeout_s: float | None = None) -> pb.IngestResponse:
         return self._call(self.stub.Ingest, documents_to_proto(namespace, docs), timeout_s)
@@ -314,7 +312,7 @@ class DatastoreClient:
         message, after storing the ones before it); timeout_s: the whole stream's deadline (0 or
         None: none; a server's --namespace-ingest-rate makes a large load wait its turn)."""
         requests = (documents_to_proto(namespace, batch) for batch in batches if len(batch))
-        return self.stub.IngestStream(requests, timeout=timeout_s or None, metadata=self.metadata)
+        return self.stub.IngestStream(requests, timeout=deadline(timeout_s), metadata=self.metadata)
 
     # -- admin --------------------------------------------------------------------------
 
