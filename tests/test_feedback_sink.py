@@ -5,6 +5,7 @@ one refused otherwise dropped and counted (fake clients record or fail what woul
 sent; the live-server tests are in test_sdk_remote.py)."""
 
 import importlib.util
+import re
 from array import array
 from pathlib import Path
 from types import SimpleNamespace
@@ -301,6 +302,23 @@ def test_a_request_id_the_service_would_refuse_is_fed_back_under_its_digest(rid,
 
     longest = f"{'w' * 96}/{2**64}-{got}"  # the longest worker id, an unlikely count
     NamespaceIndex(NamespaceSpec("ns", 10)).validate(Document.of(longest, [1, 2]))  # the service's own rule takes it
+
+
+@pytest.mark.parametrize("knob, value, said", [
+    ("batch", 0, "batch 0 must be >= 1"),  # (empty Ingests, refused: every generation stayed queued)
+    ("batch_tokens", 0, "batch_tokens 0 must be >= 1"),
+    ("max_pending", -1, "max_pending -1 must be >= 1"),
+    ("max_pending_tokens", 0, "max_pending_tokens 0 must be >= 1"),
+    ("interval_s", 0, "interval_s 0 must be a finite number of seconds above 0"),  # (the sender spun on a core)
+    ("interval_s", float("nan"), "interval_s nan must be a finite number of seconds above 0"),
+])
+def test_a_sink_that_could_not_send_is_refused_before_its_thread_starts(knob, value, said):
+    import threading
+
+    before = threading.active_count()
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+        FeedbackSink(object(), "ns", "w", **{knob: value})
+    assert threading.active_count() == before
 
 
 def test_a_worker_id_that_would_make_ids_the_service_refuses_is_refused():

@@ -31,6 +31,7 @@ import grpc
 
 from client_sdk.transport.remote import DatastoreClient
 from sssd_wire.errors import one_line
+from sssd_wire.settings import require_at_least, seconds_above_zero
 from sssd_wire.types import token_array
 
 log = logging.getLogger("sssd.sdk.feedback")
@@ -72,6 +73,10 @@ class FeedbackSink:
         self.owns_client = owns_client
         self.batch, self.batch_tokens, self.interval_s, self.min_tokens = batch, batch_tokens, interval_s, min_tokens
         self.max_pending, self.max_pending_tokens = max_pending, max_pending_tokens
+        # (a batch of 0 sent empty Ingests, refused, and kept every generation queued; an interval of
+        # 0 or less spun the sender thread on a core of the decode worker)
+        require_at_least(self, 1, ("batch", "batch_tokens", "max_pending", "max_pending_tokens"))
+        seconds_above_zero(interval_s, "interval_s")
         self._queue: collections.deque = collections.deque()
         self._queued_tokens = 0
         self._lock = threading.Lock()  # the queue and its token count: submit's thread against the sender's
