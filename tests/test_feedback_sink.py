@@ -304,6 +304,20 @@ def test_a_request_id_the_service_would_refuse_is_fed_back_under_its_digest(rid,
     NamespaceIndex(NamespaceSpec("ns", 10)).validate(Document.of(longest, [1, 2]))  # the service's own rule takes it
 
 
+def test_a_generation_submitted_after_close_is_counted_and_said_once(caplog):
+    """(It was queued behind a stopped sender: lost, and nothing said so.)"""
+    client = Recorder()
+    s = FeedbackSink(client, "ns", "w", interval_s=3600, min_tokens=1)
+    s.submit("a", [1, 2])
+    s.close()
+    with caplog.at_level("DEBUG", logger="sssd.sdk.feedback"):
+        s.submit("b", [3, 4])
+        s.submit("c", [5, 6])
+    assert [d[0] for d in client.docs] == ["w/0-a"] and (s.sent, s.dropped) == (1, 2) and not s._queue
+    warned = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "the sink is closed; the generation of request 'b' is not sent" in warned[0].message
+
+
 @pytest.mark.parametrize("knob, value, said", [
     ("batch", 0, "batch 0 must be >= 1"),  # (empty Ingests, refused: every generation stayed queued)
     ("batch_tokens", 0, "batch_tokens 0 must be >= 1"),

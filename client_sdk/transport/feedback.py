@@ -89,6 +89,7 @@ class FeedbackSink:
         self._suspect = 0  # generations at the queue's front from the last refused batch (then _limit is batch again)
         self._failing = False  # the last Ingest failed (warned once per run of failures)
         self._submitted = 0
+        self._closed = self._said_closed = False  # closed; a generation submitted since was said in the log
         self._thread = threading.Thread(target=self._run, name="sssd-feedback", daemon=True)
         self._thread.start()
 
@@ -99,6 +100,13 @@ class FeedbackSink:
         # a one-line ValueError for what is no token ids (a float was truncated, a -1 refused by the
         # service; one past int32 wrapped around or raised OverflowError); an array of our own
         ids = token_array(tokens, f"the generation of request {request_id!r}")
+        if self._closed:  # nothing would ever send it (it was queued, and lost unsaid)
+            self.dropped += 1
+            log.log(logging.WARNING if not self._said_closed else logging.DEBUG, "feedback: the sink is closed; "
+                    "the generation of request %r is not sent (counted in dropped; later ones are not logged)",
+                    request_id)
+            self._said_closed = True
+            return
         doc = (f"{self.worker_id}/{self._submitted}-{id_part(request_id)}", ids.copy() if ids is tokens else ids)
         self._submitted += 1
         with self._lock:
@@ -205,6 +213,7 @@ class FeedbackSink:
     def close(self, timeout_s: float = 5.0) -> None:
         """Send what is queued within ``timeout_s``; what is left is dropped, counted and logged."""
         deadline = time.monotonic() + timeout_s
+        self._closed = True
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=timeout_s)
