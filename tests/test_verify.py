@@ -1,5 +1,7 @@
 """Verification: layout against a brute-force reference, greedy walks, sampling losslessness."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -52,6 +54,17 @@ def test_duplicate_siblings_and_forward_parents_are_rejected():
         build_batch([1], [tree([5, 5], [-1, -1])], [0], 0)
     with pytest.raises(ValueError, match="parents must precede"):
         build_batch([1], [tree([5, 6], [1, -1])], [0], 0)
+
+
+@pytest.mark.parametrize("roots, lens, width, message", [
+    ([9], [3, 0], 6, "2 draft trees with 1 roots and 2 cache lengths"),  # (zip dropped the second row)
+    ([9, 9], [3], 6, "2 draft trees with 2 roots and 1 cache lengths"),
+    ([9, 9], [7, 0], 6, "cache length 7 outside [0, cache_width 6]"),  # (it saw 6 of 7 entries)
+    ([9, 9], [3, -1], 6, "cache length -1 outside [0, cache_width 6]"),
+])
+def test_a_batch_of_mismatched_rows_is_refused(roots, lens, width, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        build_batch(roots, TREES[:2], lens, width)
 
 
 def fake_logits(batch, next_of, vocab=10):

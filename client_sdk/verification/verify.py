@@ -48,6 +48,11 @@ def build_batch(roots: list[int], trees: list[DraftTree], cache_lens: list[int],
     Row b attends to its first cache_lens[b] cache entries and, inside the tree, to its
     ancestors and itself. Padding slots attend only to themselves (their output is unused).
     """
+    if not len(roots) == len(trees) == len(cache_lens):  # (zip dropped the rows past the shortest)
+        raise ValueError(f"{len(trees)} draft trees with {len(roots)} roots and {len(cache_lens)} cache lengths")
+    for length in cache_lens:
+        if not 0 <= length <= cache_width:  # (the slice kept cache_width entries of a longer cache)
+            raise ValueError(f"cache length {length} outside [0, cache_width {cache_width}]")
     for t in trees:
         check_tree(t)
     B = len(trees)
