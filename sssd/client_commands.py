@@ -49,9 +49,15 @@ def register(sub) -> None:
     from datastore_service.server import ServerConfig, serve
     from sssd_wire import settings
 
+    def run_server(args) -> int:
+        for name, meant in settings.misspelled_variables(ServerConfig):
+            print(f"note: {name} is no sssd serve setting, ignored: did you mean {meant}?", file=sys.stderr)
+        asyncio.run(serve(settings.from_args(ServerConfig, args)))
+        return 0
+
     p = sub.add_parser("serve", help="run the datastore service (each flag also reads its SSSD_* variable)")
     settings.add_flags(p, ServerConfig)
-    p.set_defaults(handler=lambda a: asyncio.run(serve(settings.from_args(ServerConfig, a))) or 0)
+    p.set_defaults(handler=run_server)
 
     ns = sub.add_parser("namespace", help="create, list or drop namespaces")
     ns_sub = ns.add_subparsers(dest="action", required=True)

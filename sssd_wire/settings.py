@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import difflib
 import functools
 import inspect
 import io
@@ -241,6 +242,15 @@ def unknown_variables(cls, env: Mapping[str, str] = os.environ, prefix: str = EN
     """``SSSD_*`` variables set in ``env`` that name no knob of the tree (a typo, a renamed knob)."""
     known = {env_name(leaf, prefix) for leaf in _leaf_index(cls)}
     return sorted(k for k in env if k.startswith(prefix) and k not in known)
+
+
+def misspelled_variables(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX) -> list[tuple[str, str]]:
+    """(variable, the knob's variable it nearly is) for each ``unknown_variables`` name close to a
+    knob's (``SSSD_PROT``: ``SSSD_PORT``): a typo set nothing, without a word. Names far from every
+    knob (other commands' ``SSSD_TOKEN``, ``SSSD_CACHE``, a deployment's own) are not listed."""
+    known = [env_name(leaf, prefix) for leaf in _leaf_index(cls)]
+    return [(k, close[0]) for k in unknown_variables(cls, env, prefix)
+            if (close := difflib.get_close_matches(k, known, n=1, cutoff=0.85))]
 
 
 def add_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = (), prefix: str = ENV_PREFIX) -> None:

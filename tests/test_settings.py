@@ -157,6 +157,36 @@ def test_unknown_variables_are_listed():
     assert settings.unknown_variables(ServerConfig, env) == ["SSSD_DBB"]
 
 
+@pytest.mark.parametrize("name, meant", [
+    ("SSSD_PROT", "SSSD_PORT"), ("SSSD_MAX_LIVE_TOKEN", "SSSD_MAX_LIVE_TOKENS"), ("SSSD_AUTHFILE", "SSSD_AUTH_FILE"),
+    # far from every serve knob: other commands' and the deployment's own names
+    ("SSSD_TOKEN", None), ("SSSD_DATASTORE", None), ("SSSD_CACHE", None), ("SSSD_ADMIN_TOKEN", None),
+    ("SSSD_WORKER_TOKEN", None), ("SSSD_NAMESPACE", None), ("SSSD_HARDWARE", None),
+    ("SSSD_PORT", None),  # a knob's own
+])
+def test_a_variable_that_nearly_names_a_knob_is_said_with_the_knob(name, meant):
+    expected = [(name, meant)] if meant else []
+    assert settings.misspelled_variables(ServerConfig, {name: "1", "OTHER": "2"}) == expected
+
+
+def test_sssd_serve_says_a_misspelled_variable_before_it_starts(monkeypatch, capsys):
+    """(SSSD_PROT=5 started a server on the default port without a word.)"""
+    import datastore_service.server as server
+    from sssd.cli import main
+
+    started = []
+
+    async def serve(config):
+        started.append(config.port)
+
+    monkeypatch.setattr(server, "serve", serve)
+    monkeypatch.setenv("SSSD_PROT", "50999")
+    monkeypatch.delenv("SSSD_PORT", raising=False)
+    assert main(["serve", "--db", "x.db"]) == 0
+    assert capsys.readouterr().err == "note: SSSD_PROT is no sssd serve setting, ignored: did you mean SSSD_PORT?\n"
+    assert started == [ServerConfig().port]
+
+
 @dataclasses.dataclass(frozen=True)
 class _Noted:
     plain: int = 1  # the trailing comment
