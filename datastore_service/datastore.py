@@ -279,6 +279,12 @@ class Datastore:
         while the rest of the batch is. Raises InvalidArgument / NotFound; on error nothing of
         the batch is stored.
         """
+        if isinstance(docs, Document):  # (Python's "'Document' object is not iterable")
+            raise InvalidArgument("docs must be a list of Documents, not one Document (give [doc])")
+        docs = list(docs)  # (a generator is read once: here)
+        for doc in docs:
+            if not isinstance(doc, Document):  # (a tuple was "'tuple' object has no attribute 'tokens'")
+                raise InvalidArgument(f"docs must be Documents (Document.of(id, tokens)), not {type(doc).__name__}")
         with self._write_lock:
             ns = self.namespace(name)
             fresh, dups, conflicts = ns.classify(docs)

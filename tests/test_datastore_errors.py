@@ -61,6 +61,23 @@ def test_a_closed_datastore_says_so_and_the_file_keeps_what_it_had(tmp_path, cal
     again.close()
 
 
+@pytest.mark.parametrize("docs, message", [
+    (Document.of("b", [1, 2]), r"^docs must be a list of Documents, not one Document \(give \[doc\]\)$"),
+    ([Document.of("b", [1, 2]), ("c", [1, 2])], r"^docs must be Documents \(Document.of\(id, tokens\)\), not tuple$"),
+])
+def test_documents_of_the_wrong_kind_are_one_line_and_store_nothing(ds, docs, message):
+    """(A tuple failed on "'tuple' object has no attribute 'tokens'", one Document on "'Document'
+    object is not iterable".)"""
+    before = snapshot(ds)
+    with pytest.raises(InvalidArgument, match=message):
+        ds.ingest("ns", docs)
+    assert snapshot(ds) == before and not ds.namespace("ns").has_document("b")
+
+
+def test_documents_from_a_generator_are_stored(ds):
+    assert ds.ingest("ns", (Document.of(i, [1, 2]) for i in "bc")).added == ["b", "c"]
+
+
 def test_conflicting_id_is_refused_alone(ds):
     result = ds.ingest("ns", [Document.of("b", [1]), Document.of("a", [9])])
     assert (result.added, result.conflicts) == (["b"], ["a"])
