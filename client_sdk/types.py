@@ -12,7 +12,7 @@ from typing import Protocol
 import numpy as np
 
 from sssd_wire.settings import require_at_least
-from sssd_wire.types import TrieBatch
+from sssd_wire.types import TrieBatch, whole_numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,7 @@ class DraftConfig:
     def __post_init__(self) -> None:
         """A knob that would silently draft nothing (a depth, branching or n-gram of 0) is refused
         here; the datastore's own bounds (depth, samples, nodes) are LookupParams'."""
+        whole_numbers(self, error=ValueError)  # (a float depth reached the compiled kernels: a numba typing error)
         require_at_least(self, 1, ("max_depth", "max_children", "local_ngram", "local_occurrences", "remote_match",
                                    "remote_samples", "prefetch_samples", "remote_min_occurrences", "remote_nodes",
                                    "remote_depth", "draft_threads"))

@@ -8,6 +8,7 @@ kernel and the SDK's drafting kernel read it without copies.
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import re
 from array import array
 from collections.abc import Sequence
@@ -46,6 +47,22 @@ def token_array(tokens, what: str = "tokens") -> np.ndarray:
     return a.astype(np.int32)
 
 
+def whole_numbers(obj, names=None, error: type[Exception] = InvalidArgument) -> None:
+    """``error`` for the first field of the frozen dataclass ``obj`` in ``names`` (None: each field
+    whose default is an int) that is not an integer (a float, a string, a bool: a float depth
+    reached the compiled kernels, a string vocabulary size was stored); numpy's integers become
+    Python ints (what SQLite stores and the kernels were compiled for)."""
+    if names is None:
+        names = [f.name for f in dataclasses.fields(obj) if type(f.default) is int]
+    for name in names:
+        value = getattr(obj, name)
+        if type(value) is int:
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise error(f"{name} {value!r} must be an integer, not {type(value).__name__}")
+        object.__setattr__(obj, name, int(value))
+
+
 @dataclasses.dataclass(frozen=True)
 class LookupParams:
     """How one context tail is matched and how big its continuation tree may grow.
@@ -68,6 +85,7 @@ class LookupParams:
     max_nodes: int = 64
 
     def __post_init__(self) -> None:
+        whole_numbers(self, ("max_match", "min_match", "min_occurrences", "sample_budget", "depth", "max_nodes"))
         checks = [
             (1 <= self.max_match <= 16, f"max_match {self.max_match} not in [1, 16]"),
             (1 <= self.min_match <= self.max_match, f"min_match {self.min_match} not in [1, max_match]"),

@@ -1,5 +1,7 @@
 """Hand-built lookups on the index core: one row per case, the expectation written out."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -173,11 +175,29 @@ def test_documents_that_are_not_token_ids_are_refused(tokens, message):
 
 @pytest.mark.parametrize(
     "field,value",
-    [("max_match", 0), ("min_match", 5), ("sample_budget", 0), ("depth", 65), ("max_nodes", 0)],
+    [("max_match", 0), ("min_match", 5), ("sample_budget", 0), ("depth", 65), ("max_nodes", 0),
+     # not integers: a float depth reached the compiled kernels (a numba typing error), "3" a TypeError
+     ("depth", 2.5), ("depth", "3"), ("max_nodes", True), ("sample_budget", 64.0)],
 )
 def test_lookup_params_validated(field, value):
-    with pytest.raises(InvalidArgument, match=field):
+    with pytest.raises(InvalidArgument, match=f"^{field} "):
         LookupParams(**{field: value})
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"vocab_size": "100"}, "vocab_size '100' must be an integer, not str"),  # (it was taken, and stored)
+    ({"vocab_size": 100.0}, "vocab_size 100.0 must be an integer, not float"),
+    ({"vocab_size": 10, "max_tokens": 1.5}, "max_tokens 1.5 must be an integer, not float"),
+])
+def test_a_namespace_of_sizes_that_are_not_integers_is_refused(kw, message):
+    with pytest.raises(InvalidArgument, match=f"^{re.escape(message)}$"):
+        NamespaceSpec("a", **kw)
+
+
+def test_numpy_integers_become_python_ints():
+    """(SQLite does not store numpy's integers; the kernels compile one version for int.)"""
+    spec, params = NamespaceSpec("a", np.int64(10), max_tokens=np.int32(5)), LookupParams(depth=np.int64(3))
+    assert (type(spec.vocab_size), type(spec.max_tokens), type(params.depth)) == (int, int, int)
 
 
 def test_integrity_checker_names_a_broken_invariant():

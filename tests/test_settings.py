@@ -4,10 +4,12 @@ import argparse
 import dataclasses
 import re
 
+import numpy as np
 import pytest
 
 from client_sdk.drafting.planner import RATES, PlannerConfig
 from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.types import DraftConfig
 from datastore_service.datastore import DatastoreConfig
 from datastore_service.server import ServerConfig
 from sssd_wire import settings
@@ -76,6 +78,21 @@ def test_speculator_knobs_that_would_draft_nothing_or_spin_are_refused(env, mess
     assert set(RATES) == {f.name for f in dataclasses.fields(PlannerConfig) if f.name.endswith("_rate")}
     with pytest.raises(ValueError, match=message):
         parse(SpeculatorConfig, [], env)
+
+
+INT_KNOBS = [(cls, f.name) for cls in (DraftConfig, SpeculatorConfig, PlannerConfig)
+             for f in dataclasses.fields(cls) if type(f.default) is int]
+
+
+@pytest.mark.parametrize("cls, knob", INT_KNOBS, ids=[f"{c.__name__}.{k}" for c, k in INT_KNOBS])
+def test_every_integer_knob_refuses_a_float(cls, knob):
+    """(Built in Python, 2.5 was taken: a float depth reached the compiled kernels as a numba typing
+    error, a float sample count went to the datastore as its LookupParams; a flag or variable parses
+    as an integer already.) numpy's integers are taken, as Python ints."""
+    value = getattr(cls(), knob)
+    with pytest.raises(ValueError, match=f"^{knob} {value + 0.5} must be (an integer|an integer >= 0)"):
+        cls(**{knob: value + 0.5})
+    assert type(getattr(cls(**{knob: np.int64(value)}), knob)) is int
 
 
 def test_defaults_are_the_dataclass_defaults():

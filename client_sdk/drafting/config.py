@@ -13,6 +13,7 @@ import socket
 from client_sdk.drafting.planner import PlannerConfig
 from client_sdk.types import DraftConfig
 from sssd_wire.settings import require_at_least
+from sssd_wire.types import whole_numbers
 
 
 def draft_budget(value, what: str = "budget") -> int:
@@ -70,3 +71,4 @@ class SpeculatorConfig:
             raise ValueError(f"worker_id {self.worker_id!r} must be 1..96 printable characters")
         if not self.unigram_refresh_s >= 1:  # a smaller one fetches the whole vocabulary's tries back to back
             raise ValueError(f"unigram_refresh_s {self.unigram_refresh_s} must be >= 1 (unigram_table False turns it off)")
+        whole_numbers(self, error=ValueError)  # the other int knobs (a float trie_cache sized a table in fractions)

@@ -65,6 +65,7 @@ import numpy as np
 
 from client_sdk.drafting import step_kernels
 from client_sdk.drafting.costs import StepCosts
+from sssd_wire.types import whole_numbers
 
 
 # the planner's knobs that are the share of an estimate one measurement replaces (PlannerConfig)
@@ -114,6 +115,7 @@ class PlannerConfig:
     width_fade: float = 0.99
 
     def __post_init__(self) -> None:
+        whole_numbers(self, error=ValueError)  # (every int knob: a float one counted steps in fractions)
         if not self.widths or self.widths[0] != 1 or list(self.widths) != sorted(set(self.widths)):
             raise ValueError(f"planner widths must be increasing and start at 1, got {self.widths}")
         if not (2 <= self.probe_every <= self.probe_every_max and self.plain_every >= 2

@@ -12,7 +12,7 @@ import numpy as np
 
 from sssd_wire.errors import InvalidArgument
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch, token_array  # noqa: F401 (re-exported)
-from sssd_wire.types import NAMESPACE_NAME
+from sssd_wire.types import NAMESPACE_NAME, whole_numbers
 
 MAX_VOCAB = 1 << 24  # 16.7M ids: far above any real tokenizer, keeps packed keys sane
 
@@ -39,9 +39,10 @@ class NamespaceSpec:
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not NAMESPACE_NAME.match(self.name):
             raise InvalidArgument(f"namespace name {self.name!r} must match {NAMESPACE_NAME.pattern}")
-        if not (2 <= int(self.vocab_size) <= MAX_VOCAB):
+        whole_numbers(self, ("vocab_size", "max_tokens"))  # ("100" and 100.0 were taken, and stored)
+        if not (2 <= self.vocab_size <= MAX_VOCAB):
             raise InvalidArgument(f"vocab_size {self.vocab_size} must be in [2, {MAX_VOCAB}]")
-        if not 0 <= int(self.max_tokens) <= MAX_RETENTION:
+        if not 0 <= self.max_tokens <= MAX_RETENTION:
             raise InvalidArgument(f"max_tokens {self.max_tokens} must be in [0, {MAX_RETENTION}] (0 = unbounded)")
         if len(self.tokenizer_fingerprint) > 256:
             raise InvalidArgument("tokenizer_fingerprint longer than 256 characters")
