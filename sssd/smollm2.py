@@ -127,7 +127,7 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
 
     from datastore_service.store import make_directory
     from sssd.paths import cache_dir as default_cache
-    from sssd.paths import derived_name, write_cached
+    from sssd.paths import KEEP_DERIVED, derived_name, prune_derived, used, write_cached
 
     if cache_dir == "default":
         cache_dir = default_cache()
@@ -136,6 +136,7 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
     cached = Path(cache_dir) / f"{derived_name(path)}.f32.pt" if cache_dir else None
     if cached is not None and cached.exists():
         config, state = torch.load(cached, weights_only=False)
+        used(cached)  # (the conversions kept are the ones used last: prune_derived)
     else:
         if cached is not None:  # a cache that cannot be made is said before the conversion, not after
             make_directory(cached.parent, f"the cache {cached.parent} ($SSSD_CACHE)")
@@ -144,6 +145,10 @@ def load_model(path: str | Path | None = None, dtype=None, cache_dir: str | Path
         if cached is not None:
             write_cached(cached, lambda f: torch.save((config, state), f))
             (cached.parent / f"{path.stem}.f32.pt").unlink(missing_ok=True)  # the name before 2026-12-07's: 0.5 GB
+            removed = prune_derived(cached, ".f32.pt")  # other installs' conversions, 514 MB each
+            if removed:
+                print(f"sssd: removed {len(removed)} older conversion(s) of {path.name} from the cache "
+                      f"(the {KEEP_DERIVED} used last are kept)", file=sys.stderr, flush=True)
     model = LlamaForCausalLM(config)
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [m for m in missing if not (config.tie_word_embeddings and m == "lm_head.weight")]

@@ -59,13 +59,15 @@ def gguf_tokenizer(p: Path):
 
     from transformers import AutoTokenizer
 
-    from sssd.paths import cache_dir, derived_name
+    from sssd.paths import cache_dir, derived_name, prune_derived, used
 
     p = p.resolve()
     saved = cache_dir() / "tokenizers" / derived_name(p)
     if saved.is_dir():
         try:
-            return AutoTokenizer.from_pretrained(str(saved))
+            tok = AutoTokenizer.from_pretrained(str(saved))
+            used(saved)  # (the tokenizers kept are the ones used last: prune_derived)
+            return tok
         except Exception as exc:  # (damaged by hand, say: built again below, over it)
             logging.getLogger("sssd").warning("the cached tokenizer %s does not load (%s); building it again",
                                               saved, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
@@ -75,6 +77,7 @@ def gguf_tokenizer(p: Path):
         shutil.rmtree(saved, ignore_errors=True)
         tok.save_pretrained(str(tmp))
         os.rename(tmp, saved)  # whole or absent: a run killed while saving leaves only a temporary folder
+        prune_derived(saved)  # other installs' copies of this GGUF
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if saved.is_dir():  # another process saved it first: no failure

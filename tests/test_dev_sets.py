@@ -85,6 +85,67 @@ def test_tokenised_sharegpt_is_cached_whole_or_not_at_all(tmp_path, monkeypatch,
         write_cached(tmp_path / "plain" / "x.npz", lambda f: np.savez(f, a=np.arange(3)))
 
 
+def test_the_cache_keeps_the_two_versions_of_a_source_used_last(tmp_path):
+    """(Every fresh install of the package converted SmolLM2 once more, 514 MB each, and none was
+    ever removed: four of them after one day's clones.) Other sources, other suffixes, temporary
+    files and the old naming are left alone; a read marks an entry used."""
+    import os
+    import time
+
+    from sssd.paths import prune_derived, used
+
+    def entry(name: str, age_s: int, folder: bool = False):
+        p = tmp_path / name
+        p.mkdir() if folder else p.write_bytes(b"x")
+        t = time.time() - 1000 - age_s
+        os.utime(p, (t, t))
+        return p
+
+    oldest, older, newest = (entry(f"model-{c * 16}.f32.pt", age) for c, age in (("a", 30), ("b", 20), ("c", 10)))
+    keep = [entry("other-" + "d" * 16 + ".f32.pt", 99), entry("model-" + "e" * 16 + ".f32.pt.tmp", 99),
+            entry("model.f32.pt", 99), entry("model-" + "f" * 16, 99, folder=True), entry("model-x.f32.pt", 99)]
+    this = entry("model-" + "0" * 16 + ".f32.pt", 0)
+    assert prune_derived(this, ".f32.pt") == [newest.name, older.name, oldest.name][1:]
+    assert this.exists() and newest.exists() and not older.exists() and not oldest.exists()
+    assert all(p.exists() for p in keep)
+    later = entry("model-" + "9" * 16 + ".f32.pt", 5)  # derived after `newest`, but `newest` is read now:
+    used(newest)
+    assert prune_derived(this, ".f32.pt") == [later.name] and newest.exists()
+    folders = [entry(f"tok-{c * 16}", age, folder=True) for c, age in (("1", 5), ("2", 6), ("3", 7))]
+    (folders[2] / "tokenizer.json").write_text("{}")  # (a folder with files: removed whole)
+    os.utime(folders[2], (time.time() - 2000, time.time() - 2000))
+    assert prune_derived(folders[0]) == [folders[2].name] and not folders[2].exists() and folders[1].exists()
+
+
+def test_a_conversion_removes_the_older_conversions_of_other_installs(tmp_path, monkeypatch, capsys):
+    """load_model's conversion keeps two versions of the GGUF converted (this one, the one used
+    last before it) and says what it removed. (A tiny model stands in for the GGUF's weights.)"""
+    import os
+
+    import transformers
+
+    import sssd.smollm2 as smollm2
+    from sssd.paths import derived_name
+
+    gguf = tmp_path / "SmolLM2-tiny.gguf"
+    gguf.write_bytes(b"GGUF")
+    tiny = transformers.LlamaConfig(vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+                                    num_attention_heads=2, num_key_value_heads=1)
+    monkeypatch.setattr(smollm2, "_read_gguf", lambda path: (tiny, transformers.LlamaForCausalLM(tiny).state_dict()))
+    monkeypatch.setattr(smollm2, "load_tokenizer", lambda path: None)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    others = [cache / f"SmolLM2-tiny-{c * 16}.f32.pt" for c in "ab"]  # other installs', b used last
+    for age, p in zip((200, 100), others):
+        p.write_bytes(b"514 MB")
+        os.utime(p, (p.stat().st_mtime - age, p.stat().st_mtime - age))
+    smollm2.load_model(gguf, cache_dir=cache)
+    assert sorted(p.name for p in cache.iterdir()) == sorted([f"{derived_name(gguf)}.f32.pt", others[1].name])
+    assert "removed 1 older conversion(s) of SmolLM2-tiny.gguf from the cache" in capsys.readouterr().err
+    smollm2.load_model(gguf, cache_dir=cache)  # read back: nothing converted, nothing removed
+    assert "removed" not in capsys.readouterr().err and others[1].exists()
+
+
 def test_what_is_derived_from_a_file_is_named_by_its_path_size_and_time(tmp_path):
     """(Converted weights were named by the GGUF's stem alone: another file of that name, or this
     one upgraded, was read from the cache stale.)"""

@@ -175,16 +175,22 @@ def test_a_gguf_tokenizer_is_built_once_kept_in_the_cache_and_read_back_alike(gg
     assert ([read.eos_token_id, read.bos_token_id, read.pad_token_id]
             == [built.eos_token_id, built.bos_token_id, built.pad_token_id])
 
+    from sssd.paths import derived_name
+
     copy = tmp_path / path.name  # another file (here: the same one changed) is built again
     shutil.copyfile(path, copy)
     gguf_tokenizer(copy)
+    first = derived_name(copy)
     os.utime(copy, ns=(copy.stat().st_atime_ns, copy.stat().st_mtime_ns + 10**9))
     gguf_tokenizer(copy)
-    assert len(builds) == 3 and not list((tmp_path / "cache" / "tokenizers").glob("*.tmp-*"))
+    folder = tmp_path / "cache" / "tokenizers"
+    assert len(builds) == 3 and not list(folder.glob("*.tmp-*"))
+    # the two versions of this GGUF used last are kept: the first one's tokenizer went with the third
+    assert sorted(p.name for p in folder.iterdir()) == sorted([first, derived_name(copy)])
+    assert gguf_tokenizer(path) is built and len(builds) == 4  # (built again, and the older copy's goes)
+    assert sorted(p.name for p in folder.iterdir()) == sorted([derived_name(path), derived_name(copy)])
 
-    from sssd.paths import derived_name
-
-    saved = tmp_path / "cache" / "tokenizers" / derived_name(path)  # damaged: said, built again
+    saved = folder / derived_name(path)  # damaged: said, built again
     (saved / "tokenizer.json").write_text("{not json")
-    assert gguf_tokenizer(path) is built and len(builds) == 4 and "does not load" in caplog.text
-    assert fingerprint(gguf_tokenizer(path)) == fingerprint(built) and len(builds) == 4
+    assert gguf_tokenizer(path) is built and len(builds) == 5 and "does not load" in caplog.text
+    assert fingerprint(gguf_tokenizer(path)) == fingerprint(built) and len(builds) == 5
