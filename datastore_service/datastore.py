@@ -39,6 +39,7 @@ from datastore_service.core import (
     merge_segments,
 )
 from sssd_wire.errors import AlreadyExists, InvalidArgument, NotFound, ResourceExhausted
+from sssd_wire.types import listed
 from datastore_service.memory import auto_live_tokens, release_free_memory
 from datastore_service.segment_files import SegmentFiles
 from datastore_service.store import Store
@@ -314,8 +315,7 @@ class Datastore:
 
     def delete(self, name: str, doc_ids: Sequence[str]) -> list[str]:
         """Delete documents; returns the ids that existed. Lookups stop seeing them at once."""
-        if isinstance(doc_ids, (str, bytes)):  # (each character was an id: "ab" deleted "a" and "b")
-            raise InvalidArgument(f"document ids {doc_ids!r} must be a list of ids, not one string (give [{doc_ids!r}])")
+        listed(doc_ids, "document ids", error=InvalidArgument)
         with self._write_lock:
             ns = self.namespace(name)
             # each id once: a repeated one was deleted from SQLite, then failed the index's delete

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from sssd_wire.errors import InvalidArgument
-from sssd_wire.types import NOT_CONTEXTS, LookupParams, TrieBatch, token_array
+from sssd_wire.types import NOT_CONTEXTS, LookupParams, TrieBatch, integer, listed, token_array
 from sssd_wire.v1 import datastore_pb2 as pb
 
 DEFAULT_PARAMS = LookupParams()
@@ -131,8 +131,7 @@ def document_id(doc_id) -> str:
 def document_ids(ids) -> list[str]:
     """``ids`` as a list of document ids, each ``document_id``-checked; one string is refused (it
     was read as one id per character: deleting ``"ab"`` deleted the documents "a" and "b")."""
-    if isinstance(ids, (str, bytes)):
-        raise ValueError(f"ids {ids!r} must be a list of document ids, not one string (give [{ids!r}])")
+    listed(ids, "ids", "document ids")
     return [document_id(i) for i in ids]
 
 
@@ -140,9 +139,7 @@ def create_namespace_request(name: str, vocab_size: int, tokenizer_fingerprint: 
                              max_tokens: int = 0) -> pb.CreateNamespaceRequest:
     """The request both clients send; a one-line ValueError for sizes past the wire's uint32 and
     uint64 (protobuf's own error names neither field: "Value out of range: -5")."""
-    for field, value in (("vocab_size", vocab_size), ("max_tokens", max_tokens)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):  # ("100": TypeError of '<=')
-            raise ValueError(f"{field} {value!r} must be an integer, not {type(value).__name__}")
+    vocab_size, max_tokens = integer(vocab_size, "vocab_size"), integer(max_tokens, "max_tokens")  # ("100": '<=')
     if not 0 <= vocab_size < 1 << 32:  # (each named alone: the message named both, whichever was out)
         raise ValueError(f"vocab_size {vocab_size} must be in [0, 2**32)")
     if not 0 <= max_tokens < 1 << 64:

@@ -47,6 +47,13 @@ def token_array(tokens, what: str = "tokens") -> np.ndarray:
     return a.astype(np.int32)
 
 
+def listed(values, what: str, kind: str = "ids", error: type[Exception] = ValueError) -> None:
+    """``error`` when ``values``, due to be a list of ids, is one string: it was read as one id per
+    character (deleting "ab" deleted the documents "a" and "b")."""
+    if isinstance(values, (str, bytes)):
+        raise error(f"{what} {values!r} must be a list of {kind}, not one string (give [{values!r}])")
+
+
 def whole_numbers(obj, names=None, error: type[Exception] = InvalidArgument) -> None:
     """``error`` for the first field of the frozen dataclass ``obj`` in ``names`` (None: each field
     whose default is an int) that is not an integer (a float, a string, a bool: a float depth
@@ -56,11 +63,16 @@ def whole_numbers(obj, names=None, error: type[Exception] = InvalidArgument) -> 
         names = [f.name for f in dataclasses.fields(obj) if type(f.default) is int]
     for name in names:
         value = getattr(obj, name)
-        if type(value) is int:
-            continue
-        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-            raise error(f"{name} {value!r} must be an integer, not {type(value).__name__}")
-        object.__setattr__(obj, name, int(value))
+        if type(value) is not int:
+            object.__setattr__(obj, name, integer(value, name, error))
+
+
+def integer(value, name: str, error: type[Exception] = ValueError) -> int:
+    """``value`` as a Python int (numpy's integers too); ``error`` naming ``name`` for a float, a
+    string or a bool."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise error(f"{name} {value!r} must be an integer, not {type(value).__name__}")
+    return int(value)
 
 
 @dataclasses.dataclass(frozen=True)

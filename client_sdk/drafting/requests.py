@@ -11,7 +11,7 @@ import numpy as np
 from client_sdk.drafting.cache import pad_tail
 from client_sdk.drafting.local import IndexBatch, LocalIndex
 from client_sdk.types import SMALL_BATCH, DraftTree
-from sssd_wire.types import MAX_TOKEN_ID, token_array
+from sssd_wire.types import MAX_TOKEN_ID, listed, token_array
 
 
 def ints(tokens, request_id) -> list[int]:
@@ -59,8 +59,7 @@ def states(requests: dict, request_ids) -> list:
     """The RequestState of each id, in order; UnknownRequest (a KeyError) for the first unknown one,
     a one-line ValueError for one string given as the ids (it was read as one id per character:
     ``draft("r")`` drafted for "r", ``draft("ab")`` for "a" and "b", when they ran)."""
-    if isinstance(request_ids, (str, bytes)):
-        raise ValueError(f"request ids {request_ids!r} must be a list of ids, not one string (give [{request_ids!r}])")
+    listed(request_ids, "request ids")
     try:
         return [requests[rid] for rid in request_ids]
     except KeyError as exc:
