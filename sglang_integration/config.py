@@ -56,7 +56,9 @@ class PluginConfig:
         """Raises ValueError naming the variable with a bad value; warns about unknown SSSD_* names."""
         unknown = settings.unknown_variables(PluginConfig, env)
         if unknown:
-            log.warning("ignoring environment variables that name no SSSD plugin setting: %s", ", ".join(unknown))
+            meant = dict(settings.misspelled_variables(PluginConfig, env))
+            log.warning("ignoring environment variables that name no SSSD plugin setting: %s", ", ".join(
+                f"{k} (did you mean {meant[k]}?)" if k in meant else k for k in unknown))
         return settings.from_env(PluginConfig, {k: (v.lower() if k == "SSSD_HARDWARE" else v) for k, v in env.items()})
 
     def describe(self) -> str:

@@ -25,6 +25,7 @@ import tokenize
 from collections.abc import Iterator, Mapping
 
 ENV_PREFIX = "SSSD_"
+PROCESS_WIDE = frozenset({"SSSD_CACHE"})  # read by every sssd process (sssd.paths), outside any knob tree
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
 KIND_NAMES = {int: ("an integer", "integers"), float: ("a number", "numbers")}  # (one, a list of them) in errors
@@ -239,8 +240,9 @@ def from_env(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX,
 
 
 def unknown_variables(cls, env: Mapping[str, str] = os.environ, prefix: str = ENV_PREFIX) -> list[str]:
-    """``SSSD_*`` variables set in ``env`` that name no knob of the tree (a typo, a renamed knob)."""
-    known = {env_name(leaf, prefix) for leaf in _leaf_index(cls)}
+    """``SSSD_*`` variables set in ``env`` that name no knob of the tree (a typo, a renamed knob);
+    ``PROCESS_WIDE`` names are known to every tree."""
+    known = {env_name(leaf, prefix) for leaf in _leaf_index(cls)} | PROCESS_WIDE
     return sorted(k for k in env if k.startswith(prefix) and k not in known)
 
 

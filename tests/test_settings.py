@@ -170,7 +170,7 @@ def test_duplicate_leaf_names_are_refused():
 
 
 def test_unknown_variables_are_listed():
-    env = {"SSSD_DB": "x", "SSSD_DBB": "y", "OTHER": "z"}
+    env = {"SSSD_DB": "x", "SSSD_DBB": "y", "OTHER": "z", "SSSD_CACHE": "/c"}  # the cache: every process's
     assert settings.unknown_variables(ServerConfig, env) == ["SSSD_DBB"]
 
 
