@@ -134,3 +134,23 @@ def test_a_request_still_building_asks_the_datastore_for_its_own_end(small_batch
                 texts[rid] = texts[rid] + [t + ord(rid[0]) % 7 for t in new]
                 spec.commit(rid, [t + ord(rid[0]) % 7 for t in new])
         spec.close()
+
+
+def test_a_closed_speculator_admits_drafts_and_asks_nothing():
+    """(A start after close made a new indexing thread that nothing stopped, and drafting went on.)"""
+    import threading
+
+    spec = Speculator(SpeculatorConfig(background_index_tokens=50))
+    spec.start("long", PROMPT)  # indexed in the background: the indexing thread exists
+    spec.draft_batch(["long"], budget=4)
+    spec.commit("long", [7])
+    spec.close()
+    threads = threading.active_count()
+    for call in (lambda: spec.start("again", PROMPT), lambda: spec.draft(["long"], budget=4),
+                 lambda: spec.draft_batch(["long"]), lambda: spec.prefetch(["long"]), lambda: spec.committed(["long"])):
+        with pytest.raises(RuntimeError, match=r"^this Speculator is closed \(Speculator.close was called\)"):
+            call()
+    assert threading.active_count() == threads and "again" not in spec
+    spec.finish("long")  # what was in flight is still let go of
+    spec.close()  # a second close does nothing
+    assert "long" not in spec

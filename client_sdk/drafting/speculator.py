@@ -79,6 +79,7 @@ class Speculator:
         self._no_ends = np.full((0, len(self._lengths)), -1, dtype=np.int64)  # no end asked: no picks
         self._unreported = 0  # the batch of a drafted step whose drafting time the caller reports
         self._indexer: ThreadPoolExecutor | None = None
+        self._closed = False  # close() was called: nothing is admitted, drafted or asked any more
         self._width = max(self._lengths)  # the cache's keys: tails padded to this many tokens (cache.pad_tail)
         self.cache = (TrieCache(config.trie_cache, config.trie_cache_ttl_s, self._width)
                       if config.trie_cache and config.prefetch_outcomes else None)
@@ -97,6 +98,7 @@ class Speculator:
         """Register a request with its prompt (and any output it already has, e.g. from prefill).
         A long prompt is indexed in a background thread; until it is, the request drafts nothing.
         An id already in flight is refused (its state, text and step would be silently replaced)."""
+        self._check_open()
         if request_id in self._requests:
             raise ValueError(f"request {request_id!r} is already in flight here: finish it before starting it again")
         # through the buffer protocol where there is one (numpy, sglang's array("q")), not Python ints: 10x
@@ -148,6 +150,7 @@ class Speculator:
         nodes each: what a caller on the decode step's critical path emits its arrays from. The
         requests' DraftTree objects are made later, at ``prefetch`` (beside the GPU) or when
         first asked for (``tree``)."""
+        self._check_open()
         if not self._prefetching:
             self._learn()  # a caller that never calls prefetch learns here, on the critical path
         self._assign_trees()  # the last step's, if nothing asked for them
@@ -327,6 +330,7 @@ class Speculator:
         the committed contexts now: the next ``draft`` uses them, within its deadline (blocking
         mode: for every request; with outcome prefetch: for the tries it missed). Without a
         deadline (zero-wait) this does nothing."""
+        self._check_open()
         if (self.remote is None or self.config.lookup_deadline_s <= 0 or not self.drafter.asks_datastore
                 or (self.planner is not None and not self.planner.may_draft_next())):
             return
@@ -437,6 +441,7 @@ class Speculator:
         """Call while the step just drafted verifies: ask the datastore for this step's likeliest
         ends (zero-wait; not while the next step would not draft), then, beside that lookup
         rather than before it, learn from the last verified step."""
+        self._check_open()
         self._prefetching = True
         if (self.remote is None or not self.config.prefetch_outcomes or not self.drafter.asks_datastore
                 or (self.planner is not None and not self.planner.may_draft_next())):
@@ -471,9 +476,17 @@ class Speculator:
         learn_verified(self._to_learn, self.calibration, self.planner)
         self._to_learn.clear()
 
+    def _check_open(self) -> None:
+        if self._closed:  # (a start after close made a new indexing thread that nothing stopped)
+            raise RuntimeError("this Speculator is closed (Speculator.close was called): build a new one")
+
     def close(self) -> None:
         """Stop the background work and close the sources: the feedback sink (what it holds is sent
-        first), then the datastore source where it has a ``close`` (RemoteSource: its own client)."""
+        first), then the datastore source where it has a ``close`` (RemoteSource: its own client).
+        Then start, draft and prefetch refuse; a second close does nothing."""
+        if self._closed:
+            return
+        self._closed = True
         if self.unigram_loader is not None:
             self.unigram_loader.close()
         if self.feedback is not None:
