@@ -494,6 +494,9 @@ def test_closing_a_built_speculator_closes_the_client_it_made(live):
         assert not thread.is_alive() and spec.feedback.sent == 1  # (sent before the client closed)
         with pytest.raises(ValueError, match="closed channel"):
             made.stats()
+        with pytest.raises(ValueError, match="the DatastoreClient is closed"):  # (a new loop thread answered it)
+            made.lookup_future("ns", [[9, 1]])
+        assert made.looped._thread is thread and not thread.is_alive()
     server.server.servicer.lookup_delay_s = 0.3  # the prefetch is still out at close
     spec, source = speculator(client, deadline=0.0, threshold=1)
     spec.start("r", [9, 1, 2])

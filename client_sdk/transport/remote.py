@@ -171,9 +171,12 @@ class LoopLookups:
         self._thread: threading.Thread | None = None
         self._channel = None
         self._stub = None
+        self._closed = False
 
     def _started(self) -> asyncio.AbstractEventLoop:
         with self._lock:
+            if self._closed:  # (a lookup after close started a new loop thread and channel, and was answered)
+                raise ValueError("Cannot invoke RPC: the DatastoreClient is closed")
             if self._loop is None:
                 loop = asyncio.new_event_loop()
                 thread = threading.Thread(target=loop.run_forever, name="sssd-lookups", daemon=True)
@@ -213,7 +216,7 @@ class LoopLookups:
 
     def close(self) -> None:
         with self._lock:
-            loop, self._loop = self._loop, None
+            loop, self._loop, self._closed = self._loop, None, True
         if loop is None:
             return
         try:
