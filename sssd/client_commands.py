@@ -155,6 +155,11 @@ def _health(args) -> int:
 
 
 def _ns_create(args) -> int:
+    from datastore_service.core.types import MAX_VOCAB
+
+    if not 2 <= args.vocab_size <= MAX_VOCAB:  # (named as the wire's field: "vocab_size -1 must be in [0, 2**32)")
+        raise ValueError(f"--vocab-size {args.vocab_size} must be in [2, {MAX_VOCAB}]")
+    require_at_least(args, 0, ("max_tokens",), as_flags=True)
     fingerprint = args.tokenizer_fingerprint
     if args.tokenizer:
         if fingerprint:
@@ -181,11 +186,14 @@ def _ns_list(args) -> int:
 
 
 def check_file(path: str) -> None:
-    """ValueError in one line when ``path`` is missing or a directory."""
+    """ValueError in one line when ``path`` is missing, a directory, or no regular file (a pipe,
+    a device: read twice, or never ending)."""
     from pathlib import Path
 
-    if not Path(path).is_file():
-        raise ValueError(f"{path}: {'is a directory' if Path(path).is_dir() else 'no such file'}")
+    p = Path(path)
+    if not p.is_file():  # (a pipe was "no such file")
+        raise ValueError(f"{path}: " + ("is a directory" if p.is_dir() else "no such file" if not p.exists()
+                                        else "is not a regular file (a pipe or a device): save it to a file first"))
 
 
 def check_writable(path: str, flag: str) -> None:
