@@ -19,7 +19,7 @@ from client_sdk.drafting.speculator import Speculator
 from client_sdk.drafting.tree import Calibration, warm_up, warm_up_parallel
 from client_sdk.types import DraftConfig, GenerationSink, TrieSource
 from sssd_wire.errors import one_line
-from sssd_wire.types import NAMESPACE_NAME, LookupParams
+from sssd_wire.types import NAMESPACE_NAME, LookupParams, vocabulary
 
 log = logging.getLogger("sssd.sdk")
 
@@ -131,6 +131,7 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     if fixed_budget is None and costs is None and model_config is None:  # (said after a connect and the kernels' compile)
         raise ValueError("build_speculator needs a draft size: fixed_budget=N, or a planner's step costs "
                          "(costs=decoder.measured_costs(...), or model_config=the model's config for the roofline)")
+    vocab_size = vocabulary(vocab_size)  # (before a connect)
     if address and remote is None:
         if not NAMESPACE_NAME.match(namespace):  # (it was a warning, then every lookup refused)
             raise ValueError(f"namespace {namespace!r} is no namespace name: it must match {NAMESPACE_NAME.pattern}")

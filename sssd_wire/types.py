@@ -75,6 +75,16 @@ def integer(value, name: str, error: type[Exception] = ValueError) -> int:
     return int(value)
 
 
+def vocabulary(value, name: str = "vocab_size") -> int | None:
+    """A model's vocabulary size as an int of at least 2 (None: not known); a one-line ValueError
+    otherwise (0 turned the single-token table off without a word, -5 failed in its words)."""
+    if value is None:
+        return None
+    if integer(value, name) < 2:
+        raise ValueError(f"{name} {value} must be at least 2 (the model's embedding rows), or None")
+    return int(value)
+
+
 @dataclasses.dataclass(frozen=True)
 class LookupParams:
     """How one context tail is matched and how big its continuation tree may grow.

@@ -4,6 +4,7 @@ background, answers a step whose bonus token the prefetched trie does not hold."
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.speculator import Speculator
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.runtime import build_speculator, lookup_options
 from sssd.bench.replay import InProcessDatastore, InProcessSource
@@ -193,3 +195,17 @@ def test_fill_in_one_pass_equals_a_lookup_per_slot():
             np.testing.assert_array_equal(getattr(one, name), getattr(each, name))
 
     check()
+
+
+@pytest.mark.parametrize("vocab_size,message", [
+    (0, "vocab_size 0 must be at least 2"),  # (the table was left out without a word)
+    (-5, "vocab_size -5 must be at least 2"),  # (the table's "vocab_size -5 and chunk 2048 must be > 0")
+    (2.5, "vocab_size 2.5 must be an integer, not float"),
+    ("100", "vocab_size '100' must be an integer, not str"),
+])
+def test_what_is_no_vocabulary_size_is_refused_before_anything_is_built(vocab_size, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):
+        Speculator(vocab_size=vocab_size)
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}"):  # before the connect (no server here)
+        build_speculator(address="127.0.0.1:1", fixed_budget=4, vocab_size=vocab_size)
+    assert Speculator(vocab_size=np.int64(100)).config  # numpy's integers are integers

@@ -36,7 +36,7 @@ from client_sdk.drafting.requests import (NO_TREE, RequestState, check_paths, ch
 from client_sdk.drafting.tree import Calibration, cut_batch, kept_nodes, learn_verified
 from client_sdk.drafting.unigrams import UnigramLoader, UnigramTable
 from client_sdk.types import SMALL_BATCH, DraftBatch, DraftTree, GenerationSink, StepTimes, TrieSource
-from sssd_wire.types import TrieBatch, token_array
+from sssd_wire.types import TrieBatch, token_array, vocabulary
 
 STEP_KEY = "next-step"
 FRESH_KEY = "missed-now"
@@ -50,6 +50,7 @@ class Speculator:
         """drafter: how a request's tree is built (default: SSSD's CalibratedMerge of
         config.draft); calibration: the node-score table to start from (default: the shipped prior);
         vocab_size: the model's, for the single-token table (zero-wait with a datastore)."""
+        vocab_size = vocabulary(vocab_size)
         self.config = config
         self.remote = remote
         self.planner = planner
