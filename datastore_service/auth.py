@@ -18,10 +18,27 @@ import contextvars
 import dataclasses
 import hmac
 import json
+import logging
+import stat
 from pathlib import Path
 
 from sssd_wire.errors import DatastoreError, Kind
 from sssd_wire.settings import token_problem
+
+log = logging.getLogger("sssd.server")
+
+
+def warn_if_others_read(path: str, what: str) -> None:
+    """A warning when everyone may read the secret file at ``path`` (its target, for a link): any
+    user on the machine could take its tokens or key (it was said nowhere). A group's read is left
+    alone: it is how a Kubernetes pod that runs as a user (fsGroup) reads its Secret."""
+    try:
+        mode = Path(path).stat().st_mode
+    except OSError:  # (the caller's read says why)
+        return
+    if mode & stat.S_IROTH:
+        log.warning("%s %s is readable by everyone (mode %s): chmod 600 it (a Kubernetes Secret: defaultMode 0400, "
+                    "or 0440 with an fsGroup)", what, path, oct(stat.S_IMODE(mode)))
 
 SCOPES = ("lookup", "ingest", "admin")
 
@@ -93,6 +110,7 @@ class Authenticator:
             raw = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise ValueError(f"auth file {path}: {exc}") from exc
+        warn_if_others_read(path, "auth file")
         if not isinstance(raw, dict) or not isinstance(raw.get("tokens"), list) or not raw["tokens"]:
             raise ValueError(f'auth file {path}: want {{"tokens": [...]}} with at least one entry')
         principals = {}

@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from datastore_service.auth import Authenticator
+from datastore_service.auth import Authenticator, warn_if_others_read
 from datastore_service.core.index import warm_up
 from datastore_service.datastore import Datastore, DatastoreConfig
 from datastore_service.interceptors import GuardInterceptor
@@ -319,6 +319,7 @@ def _tls_pair(cert: str, key: str) -> tuple[bytes, bytes]:
     except ssl.SSLError as exc:
         raise ValueError(f"--tls-cert {cert} and --tls-key {key} are not a PEM certificate chain and its private key "
                          f"({exc.reason or 'unreadable PEM'})") from None
+    warn_if_others_read(key, "--tls-key")
     return Path(key).read_bytes(), Path(cert).read_bytes()
 
 

@@ -51,4 +51,5 @@ def auth_file(tmp_path):
         {"name": "logger", "token": "t-ingest", "scopes": ["lookup", "ingest"], "namespaces": ["alpha"]},
         {"name": "ops", "token": "t-admin", "scopes": ["lookup", "ingest", "admin"], "namespaces": ["*"]},
     ]}))
+    path.chmod(0o600)  # (others' read is warned about)
     return str(path)

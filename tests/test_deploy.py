@@ -59,6 +59,10 @@ def test_kubernetes_manifest_has_one_writer_and_followers():
     knobs = {settings.flag_name(leaf) for leaf in settings._leaf_index(ServerConfig)}
     for args in (w["args"], replicas["args"]):
         assert {a for a in args if a.startswith("--")} <= knobs
+    # the auth file's Secret is not mounted readable by everyone (Kubernetes' 0644: the server warns)
+    for kind, name in (("StatefulSet", "sssd-writer"), ("Deployment", "sssd-read")):
+        secrets = [v["secret"] for v in docs[(kind, name)]["spec"]["template"]["spec"]["volumes"] if "secret" in v]
+        assert secrets and all(not s.get("defaultMode", 0o644) & 0o004 for s in secrets), (name, secrets)
 
 
 def test_kubernetes_manifest_gives_every_server_the_rates_configmap(tmp_path):

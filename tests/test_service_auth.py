@@ -119,6 +119,24 @@ def test_bad_auth_file_is_refused(tmp_path):
 OK_ENTRY = {"name": "w", "token": "secret", "scopes": ["lookup"], "namespaces": ["a"]}
 
 
+@pytest.mark.parametrize("mode,said", [
+    (0o644, "0o644"), (0o604, "0o604"),
+    (0o640, None), (0o600, None), (0o400, None),  # (a group's read: a Kubernetes fsGroup's)
+])
+def test_an_auth_file_others_can_read_is_said(tmp_path, caplog, mode, said):
+    """(Anyone on the machine could take its tokens, said nowhere.) Loaded all the same."""
+    from datastore_service.auth import Authenticator
+
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps({"tokens": [OK_ENTRY]}))
+    path.chmod(mode)
+    with caplog.at_level("WARNING", logger="sssd.server"):
+        assert Authenticator.from_file(str(path)).authenticate("Bearer secret").name == "w"
+    expected = [f"auth file {path} is readable by everyone (mode {said}): chmod 600 it (a Kubernetes Secret: "
+                "defaultMode 0400, or 0440 with an fsGroup)"] if said else []
+    assert caplog.messages == expected
+
+
 @pytest.mark.parametrize("change,message", [
     ({"namespaces": "ab"}, "'namespaces' must be a non-empty list of strings"),  # not namespaces a and b
     ({"namespaces": None}, "all namespaces is"),  # missing: all must be explicit

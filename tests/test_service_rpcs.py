@@ -643,6 +643,19 @@ def _pair(tmp_path, name: str, san: str = "IP:127.0.0.1") -> tuple[str, str]:
     return str(cert), str(key)
 
 
+def test_a_tls_key_others_can_read_is_said(tmp_path, caplog):
+    from datastore_service.server import _tls_pair
+
+    cert, key = _pair(tmp_path, "a")
+    with caplog.at_level("WARNING", logger="sssd.server"):
+        _tls_pair(cert, key)  # openssl writes its keys 0600
+        assert caplog.messages == []
+        os.chmod(key, 0o644)
+        assert _tls_pair(cert, key)[0].startswith(b"-----BEGIN PRIVATE KEY")
+    assert caplog.messages == [f"--tls-key {key} is readable by everyone (mode 0o644): chmod 600 it "
+                               "(a Kubernetes Secret: defaultMode 0400, or 0440 with an fsGroup)"]
+
+
 def test_tls_serves_with_a_good_pair_and_names_a_bad_one(server_factory, tmp_path):
     from client_sdk.transport.remote import DatastoreClient
 
