@@ -79,7 +79,9 @@ class DatastoreConfig:
     write_segments: bool = False
 
     def __post_init__(self) -> None:
-        checks = [
+        checks = [  # (an empty --db served a temporary SQLite file, lost at exit, and locked ".lock" in the cwd)
+            (self.db != "", "--db '' names no datastore file (SSSD_DB set but empty?): give its path, or leave it "
+                            "unset for sssd.db"),
             (self.synchronous.upper() in ("OFF", "NORMAL", "FULL", "EXTRA"),
              f"--synchronous {self.synchronous!r} must be one of OFF, NORMAL, FULL, EXTRA"),
             (self.max_doc_tokens >= 1, f"--max-doc-tokens {self.max_doc_tokens} must be at least 1"),

@@ -116,6 +116,8 @@ def test_namespace_spec_bounds(kwargs, message):
 
 @pytest.mark.parametrize("knobs,message", [
     (dict(synchronous="garbage"), "--synchronous 'garbage' must be one of"),
+    # (a temporary SQLite file, lost at exit, and a ".lock" in the working directory)
+    (dict(db=""), "--db '' names no datastore file \\(SSSD_DB set but empty\\?\\)"),
     (dict(port=-5), "--port -5 must be in 0..65535"),
     (dict(max_message_bytes=0), "--max-message-bytes 0 must be in 65536..2147483647"),
     (dict(max_message_bytes=1 << 31), f"--max-message-bytes {1 << 31} must be in 65536..2147483647"),
