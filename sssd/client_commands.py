@@ -82,7 +82,7 @@ def register(sub) -> None:
         p.add_argument("--json", action="store_true", help="one line of JSON")
 
     ing = sub.add_parser("ingest", help="ingest a JSONL file of documents (tokens, chat conversations or text)")
-    ing.add_argument("file", help='JSONL, one record per line: {"tokens": [...]}, or with --tokenizer '
+    ing.add_argument("file", help='JSONL (gzipped or not), one record per line: {"tokens": [...]}, or with --tokenizer '
                                   '{"messages": [{"role", "content"}, ...]} or {"text": ...}; optional "id" '
                                   "(default FILE:LINE)")
     ing.add_argument("--tokenizer", help="tokenizer.json, a GGUF file or a Hugging Face model directory")
@@ -217,25 +217,37 @@ def token_ids(values: list, what: str) -> list:
 
 
 def jsonl_records(path: str):
-    """(where, record) per non-blank line of a JSONL file, ``where`` being "PATH:LINE"; a one-line
-    ValueError for a missing file, a directory, or a line that is not a JSON object."""
+    """(where, record) per non-blank line of a JSONL file, gzipped or not (logs are kept so), ``where``
+    being "PATH:LINE"; a one-line ValueError for a missing file, a directory, a damaged gzip
+    stream, or a line that is not a JSON object."""
+    import gzip
+    import zlib
+
     check_file(path)
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            where = f"{path}:{lineno}"
-            try:  # (a byte order mark, as Windows editors write one, is not part of the first record)
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as exc:  # (it was a traceback naming no file or line)
-                raise ValueError(f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not JSON ({exc.msg}, column {exc.colno})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{where}: want a JSON object per line")
-            yield where, rec
+    with open(path, "rb") as plain, (gzip.GzipFile(fileobj=plain) if plain.peek(2)[:2] == b"\x1f\x8b" else plain) as f:
+        try:  # (a gzipped file was "not UTF-8 (byte 0x8b at column 2)")
+            yield from _records(path, f)
+        except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+            raise ValueError(f"{path}: a damaged gzip file ({exc or 'it ends early'})") from None
+
+
+def _records(path: str, f):
+    """jsonl_records' lines of the open (binary) file ``f``."""
+    for lineno, raw in enumerate(f, 1):
+        where = f"{path}:{lineno}"
+        try:  # (a byte order mark, as Windows editors write one, is not part of the first record)
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:  # (it was a traceback naming no file or line)
+            raise ValueError(f"{where}: not UTF-8 (byte 0x{raw[exc.start]:02x} at column {exc.start + 1})") from None
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}: not JSON ({exc.msg}, column {exc.colno})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{where}: want a JSON object per line")
+        yield where, rec
 
 
 def read_token_documents(path: str, tokenizer=None):

@@ -1,5 +1,6 @@
 """The command line against a real embedded server, and the codegen staleness check."""
 
+import gzip
 import json
 import os
 import re
@@ -169,6 +170,10 @@ def test_bad_jsonl_names_the_line(server, capsys, tmp_path):
     ('{"id": [1], "tokens": [1]}\n', "bad.jsonl:1: 'id' [1] must be a string or an integer"),
     # (a UnicodeDecodeError naming no file or line)
     (b'{"tokens": [1]}\n{"id": "\xff", "tokens": [1]}\n', "bad.jsonl:2: not UTF-8 (byte 0xff at column 9)"),
+    # gzipped: its lines are checked as a plain file's; a damaged or cut stream is said to be one
+    (gzip.compress(b'{"tokens": [1]}\n{"tokens": [-1]}\n', mtime=0), "bad.jsonl:2: 'tokens' holds -1, not a token id"),
+    (gzip.compress(b'{"tokens": [1]}\n' * 50, mtime=0)[:-12], "bad.jsonl: a damaged gzip file (Compressed file ended"),
+    (gzip.compress(b'{"tokens": [1]}\n', mtime=0)[:10] + b"\xff" * 20, "bad.jsonl: a damaged gzip file (Error -3"),
 ])
 def test_ingest_validates_the_whole_file_before_sending(server, capsys, tmp_path, content, message):
     from client_sdk.transport.remote import DatastoreClient
@@ -234,6 +239,19 @@ def test_ingest_takes_a_byte_order_mark_and_crlf_lines(server, capsys, tmp_path)
     run(capsys, "namespace", "create", "demo", "--vocab-size", "10", "--address", server.address)
     code, out, err = run(capsys, "ingest", str(docs), "-n", "demo", "--address", server.address)
     assert code == 0 and "added 2 documents (4 tokens)" in out, err
+
+
+def test_ingest_reads_a_gzipped_file(server, capsys, tmp_path):
+    """(Logged conversations are kept gzipped: one was "not UTF-8 (byte 0x8b at column 2)".)"""
+    docs = tmp_path / "logs.jsonl.gz"
+    docs.write_bytes(gzip.compress(b'{"tokens": [1, 2]}\n\n{"id": "b", "tokens": [3, 4, 5]}\n'))
+    run(capsys, "namespace", "create", "demo", "--vocab-size", "10", "--address", server.address)
+    code, out, err = run(capsys, "ingest", str(docs), "-n", "demo", "--address", server.address)
+    assert code == 0 and "added 2 documents (5 tokens)" in out, err
+    from client_sdk.transport.remote import DatastoreClient
+
+    with DatastoreClient(server.address) as c:
+        assert c.stats().namespaces[0].documents == 2
 
 
 def test_ingest_of_a_file_without_documents_says_so(server, capsys, tmp_path):
