@@ -205,6 +205,40 @@ def test_committed_tokens_that_are_not_token_ids_are_refused_before_any_is_commi
     assert spec._requests[rids[0]].index().tokens.tolist()[-2:] == [3, 1]
 
 
+@pytest.mark.parametrize("bad,message", [(1.5, "hold 1.5"), (np.float32(2.0), "hold np.float32\\(2.0\\)"),
+                                         ("5", "hold '5'"), (None, "hold None")])
+@pytest.mark.parametrize("call,batch", [("commit", 1), ("commit_many", 3), ("commit_many", 12), ("commit_drafted", 3)])
+def test_committed_lists_holding_what_is_no_integer_are_refused(call, batch, bad, message):
+    """(A float was truncated into the request's text; a string or None failed in Python's words.)
+    A step of SMALL_BATCH or more through commit_drafted packs its lists at once, and there only
+    None and what is no number are refused: the packing truncates a float (see packed_tokens)."""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
+    rids = [f"r{i}" for i in range(batch)]
+    for rid in rids:
+        spec.start(rid, [1, 2, 3, 1, 2, 3, 1, 2])
+    spec.draft_batch(rids, budget=4)
+    tokens = [[3, 1] for _ in rids]
+    tokens[-1] = [3, bad]
+    calls = {"commit": lambda: spec.commit(rids[0], tokens[0]), "commit_many": lambda: spec.commit_many(rids, tokens),
+             "commit_drafted": lambda: spec.commit_drafted(rids, tokens)}
+    with pytest.raises(ValueError, match=f"^the tokens committed for request '{rids[-1]}' {message}, not a token id$"):
+        calls[call]()
+    assert all(spec._requests[rid].index().tokens.tolist() == [1, 2, 3, 1, 2, 3, 1, 2] for rid in rids)
+
+
+@pytest.mark.parametrize("bad", [None, "x"])
+def test_a_packed_step_refuses_what_is_no_number_in_one_line(bad):
+    """(None failed in int()'s words, "x" in numpy's.)"""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
+    rids = [f"r{i}" for i in range(12)]
+    for rid in rids:
+        spec.start(rid, [1, 2, 3, 1, 2])
+    spec.draft_batch(rids, budget=4)
+    with pytest.raises(ValueError, match=f"^the tokens committed for request 'r11' hold {bad!r}, not a token id$"):
+        spec.commit_drafted(rids, [[3, 1]] * 11 + [[3, bad]])
+    assert all(spec._requests[rid].index().tokens.tolist() == [1, 2, 3, 1, 2] for rid in rids)
+
+
 @pytest.mark.parametrize("bad,message", [
     (np.array([3.0, 1.7]), "want a flat sequence of integer token ids, not float64 of shape \\(2,\\)"),  # (was 3, 1)
     (np.array([[3, 1]]), "want a flat sequence of integer token ids, not int64 of shape \\(1, 2\\)"),

@@ -4,6 +4,7 @@ thread for long prompts), and what the last step prepared for the next one."""
 from __future__ import annotations
 
 import itertools
+import numbers
 from concurrent.futures import Future
 
 import numpy as np
@@ -28,9 +29,19 @@ def check_tokens(request_ids, tokens: list[list[int]]) -> None:
     """A one-line ValueError naming the first request whose committed tokens are not token ids,
     before any is committed: a negative one (an engine's -1 pad, say) went into the request's
     text and came back in its drafts, which the model then took as an embedding index; one past
-    int32 failed a step's commit halfway."""
+    int32 failed a step's commit halfway; a float was truncated into the text, a string or None
+    failed in Python's words."""
     for rid, toks in zip(request_ids, tokens):
-        if toks and (min(toks) < 0 or max(toks) > MAX_TOKEN_ID):
+        if not toks:
+            continue
+        try:  # (one float anywhere makes the sum one; numpy's integers sum to theirs)
+            whole = type(total := sum(toks)) is int or isinstance(total, numbers.Integral)
+        except TypeError:
+            whole = False
+        if not whole:
+            bad = next(t for t in toks if isinstance(t, bool) or not isinstance(t, numbers.Integral))
+            raise ValueError(f"the tokens committed for request {rid!r} hold {bad!r}, not a token id")
+        if min(toks) < 0 or max(toks) > MAX_TOKEN_ID:
             low = min(toks)
             raise ValueError(f"the tokens committed for request {rid!r} hold {low if low < 0 else max(toks)}, "
                              "not a token id")
@@ -38,10 +49,12 @@ def check_tokens(request_ids, tokens: list[list[int]]) -> None:
 
 def packed_tokens(request_ids, tokens: list[list[int]], total: int) -> np.ndarray:
     """A step's committed tokens back to back (int32 [total]), checked as ``check_tokens`` checks them
-    (one pass over the packed array; the lists are read only when it fails)."""
+    (one pass over the packed array; the lists are read only when it fails) but for floats, which
+    the packing truncates: checking every list costs several times the packing at batch 64
+    (BENCHMARKS.md, "What checking a step's committed tokens costs")."""
     try:
         flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=total)
-    except OverflowError:
+    except (OverflowError, TypeError, ValueError):  # (None: int()'s words; "x": numpy's)
         flat = None
     if flat is None or (total and flat.min() < 0):
         check_tokens(request_ids, tokens)
