@@ -132,35 +132,44 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         raise ValueError("build_speculator needs a draft size: fixed_budget=N, or a planner's step costs "
                          "(costs=decoder.measured_costs(...), or model_config=the model's config for the roofline)")
     vocab_size = vocabulary(vocab_size)  # (before a connect)
-    if address and remote is None:
-        if not NAMESPACE_NAME.match(namespace):  # (it was a warning, then every lookup refused)
-            raise ValueError(f"namespace {namespace!r} is no namespace name: it must match {NAMESPACE_NAME.pattern}")
-        client = DatastoreClient(address, token, tls_ca, timeout_s=5.0, lookup_stream=config.lookup_stream,
-                                 max_lookup_contexts=config.max_lookup_contexts)
-        options = lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes)
-        remote = RemoteSource(client, namespace, options, owns_client=True)  # closed with the speculator
-        if remote.connect():  # now, not in the first decode step's lookup
-            served = _served(client)  # (one ListNamespaces for both; None: each asks, and says why it failed)
-            check_namespace(client, namespace, vocab_size, tokenizer_fingerprint, served)
-            config = within_served_cap(client, config, served)
-        if feedback and sink is None:
-            if feedback_address:
-                sink = FeedbackSink(DatastoreClient(feedback_address, token, tls_ca, timeout_s=5.0), namespace,
-                                    config.worker_id, owns_client=True)
-            else:
-                if several_servers(address):  # (a replica refuses each batch: found at the first one)
-                    log.warning("feedback goes to %s, the servers lookups spread over: read replicas refuse "
-                                "writes, so name the writer in feedback_address (SSSD_FEEDBACK_ADDRESS)", address)
-                sink = FeedbackSink(client, namespace, config.worker_id)
-    warm_up()  # the kernels compile here, not inside the first decode step
-    if config.draft.draft_threads > 1:
-        warm_up_parallel()
-    planner = None
-    if fixed_budget is None:
-        if costs is None:
-            costs = roofline_costs(model_config, widths=config.planner.widths)
-        planner = StepPlanner(costs, config.planner)
-    else:
-        config = dataclasses.replace(config, fixed_budget=fixed_budget)
-    return Speculator(config, remote=remote, planner=planner, feedback=sink, drafter=drafter, calibration=calibration,
-                      vocab_size=vocab_size)
+    made: list = []  # the sources this call opened: closed again when it fails (their threads, channels)
+    try:
+        if address and remote is None:
+            if not NAMESPACE_NAME.match(namespace):  # (it was a warning, then every lookup refused)
+                raise ValueError(f"namespace {namespace!r} is no namespace name: it must match "
+                                 f"{NAMESPACE_NAME.pattern}")
+            client = DatastoreClient(address, token, tls_ca, timeout_s=5.0, lookup_stream=config.lookup_stream,
+                                     max_lookup_contexts=config.max_lookup_contexts)
+            options = lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes)
+            remote = RemoteSource(client, namespace, options, owns_client=True)  # closed with the speculator
+            made.append(remote)
+            if remote.connect():  # now, not in the first decode step's lookup
+                served = _served(client)  # (one ListNamespaces for both; None: each asks, and says why it failed)
+                check_namespace(client, namespace, vocab_size, tokenizer_fingerprint, served)
+                config = within_served_cap(client, config, served)
+            if feedback and sink is None:
+                if feedback_address:
+                    sink = FeedbackSink(DatastoreClient(feedback_address, token, tls_ca, timeout_s=5.0), namespace,
+                                        config.worker_id, owns_client=True)
+                else:
+                    if several_servers(address):  # (a replica refuses each batch: found at the first one)
+                        log.warning("feedback goes to %s, the servers lookups spread over: read replicas refuse "
+                                    "writes, so name the writer in feedback_address (SSSD_FEEDBACK_ADDRESS)", address)
+                    sink = FeedbackSink(client, namespace, config.worker_id)
+                made.insert(0, sink)  # (closed before the client it may share)
+        warm_up()  # the kernels compile here, not inside the first decode step
+        if config.draft.draft_threads > 1:
+            warm_up_parallel()
+        planner = None
+        if fixed_budget is None:
+            if costs is None:
+                costs = roofline_costs(model_config, widths=config.planner.widths)
+            planner = StepPlanner(costs, config.planner)
+        else:
+            config = dataclasses.replace(config, fixed_budget=fixed_budget)
+        return Speculator(config, remote=remote, planner=planner, feedback=sink, drafter=drafter,
+                          calibration=calibration, vocab_size=vocab_size)
+    except BaseException:  # (a namespace that does not fit left the client's loop thread and channels open)
+        for source in made:
+            source.close()
+        raise

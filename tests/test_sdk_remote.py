@@ -659,6 +659,34 @@ def test_namespace_check_at_start_up(live, caplog):
         check_namespace(client, "tok", 100, "B:100:def")  # (one of the same vocabulary size was taken)
 
 
+@pytest.mark.parametrize("feedback_to", [None, "the same server", "its own client"])
+def test_a_speculator_that_cannot_be_built_leaves_nothing_open(live, feedback_to):
+    """(A namespace of another vocabulary left the client's lookup loop thread and channels, and the
+    feedback sink's sender thread, open: a worker that retried its start-up gathered them.)"""
+    import threading
+
+    from client_sdk.runtime import build_speculator
+
+    server, _ = live
+
+    def ours():
+        return sorted(t.name for t in threading.enumerate() if t.name.startswith("sssd-"))
+
+    before = ours()
+    for _ in range(3):
+        with pytest.raises(ValueError, match="100-token vocabulary, the model has 50"):
+            build_speculator(address=server.address, namespace="ns", fixed_budget=4, vocab_size=50,
+                             feedback=feedback_to is not None,
+                             feedback_address=server.address if feedback_to == "its own client" else None)
+    assert ours() == before
+    spec = build_speculator(address=server.address, namespace="ns", fixed_budget=4, vocab_size=100, feedback=True)
+    spec.start("r", [9, 1, 2])
+    spec.prefetch(["r"])  # (the lookup loop starts)
+    assert len(ours()) > len(before)  # what a built one opens is the caller's, closed with it
+    spec.close()
+    assert ours() == before
+
+
 def test_feedback_close_is_bounded_and_counts_what_it_drops(caplog):
     client = DatastoreClient("127.0.0.1:1", timeout_s=1)  # nothing listens there
     sink = FeedbackSink(client, "ns", "w3", batch=4, interval_s=60, min_tokens=1)
