@@ -91,7 +91,7 @@ class ServerConfig:
             if not ok:
                 raise ValueError(message)
         if self.follow:
-            settings.check_address(self.follow, "--follow")
+            settings.check_address(self.follow, "--follow", tls=bool(self.follow_tls_ca))
             if settings.dials_itself(self.follow, self.host, self.port):
                 raise ValueError(f"--follow {self.follow} is this server's own address (--host {self.host} --port "
                                  f"{self.port}): a replica follows its writer, another server")

@@ -49,7 +49,7 @@ class PluginConfig:
             settings.tls_ca_bytes(self.tls_ca, "SSSD_TLS_CA")
         for name, address in (("SSSD_DATASTORE", self.datastore), ("SSSD_FEEDBACK_ADDRESS", self.feedback_address)):
             if address:  # at launch, not at the first worker's channel (gRPC wrapped such a port)
-                settings.check_address(address, name)
+                settings.check_address(address, name, tls=bool(self.tls_ca))
 
     @staticmethod
     def from_env(env=os.environ) -> "PluginConfig":

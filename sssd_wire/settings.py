@@ -20,6 +20,7 @@ import inspect
 import io
 import math
 import os
+import re
 import textwrap
 import tokenize
 from collections.abc import Iterator, Mapping
@@ -96,10 +97,17 @@ def deadline(timeout_s, default: float | None = None) -> float | None:
     return seconds_above_zero(timeout_s) if timeout_s else default
 
 
-def check_address(address: str, what: str = "address") -> str:
+def check_address(address: str, what: str = "address", tls: bool = True) -> str:
     """``address`` (a gRPC target: host:port, [v6]:port, ``dns:[//authority/]name:port``,
     ``ipv4:``/``ipv6:`` lists, ``unix:``) when every port in it is 1..65535; else a one-line
-    ValueError. (gRPC takes a port modulo 65536: "127.0.0.1:99999" dialled port 34463.)"""
+    ValueError. (gRPC takes a port modulo 65536: "127.0.0.1:99999" dialled port 34463.) Also
+    refused: an empty address or one with white space, a URL (http://...: gRPC read it as a
+    host name), and, for a plaintext channel (``tls`` False), a host without a port (gRPC
+    dials 443, where no plaintext sssd serve listens; TLS behind a load balancer may)."""
+    if not address or address != "".join(address.split()):  # (gRPC logged "no server name supplied")
+        raise ValueError(f"{what} {address!r} must be host:port, without white space")
+    if (url := re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", address)) and url[1] != "dns":
+        raise ValueError(f"{what} {address!r} is a URL: give host:port (gRPC takes no {url[1]}://)")
     scheme, _, rest = address.partition(":")
     if scheme in ("unix", "unix-abstract", "vsock"):
         return address
@@ -112,6 +120,9 @@ def check_address(address: str, what: str = "address") -> str:
         bare_v6 = ":" in host and not host.startswith("[")  # "::1" alone: no port to read
         if colon and not bare_v6 and port.isdigit() and not 1 <= int(port) <= 65535:
             raise ValueError(f"{what} {address!r}: port {port} is not in 1..65535")
+        if not tls and (not colon or bare_v6 or not port.isdigit()):
+            raise ValueError(f"{what} {address!r} names no port: plaintext gRPC would dial 443; give host:port "
+                             "(sssd serve listens on 50051 unless told otherwise)")
     return address
 
 

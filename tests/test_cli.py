@@ -192,6 +192,11 @@ def test_ingest_validates_the_whole_file_before_sending(server, capsys, tmp_path
 
 @pytest.mark.parametrize("flags,message", [
     (["--address", "127.0.0.1:99999"], "address '127.0.0.1:99999': port 99999 is not in 1..65535"),  # (dialled 34463)
+    # (dialled 127.0.0.1:443, and said only that it refused)
+    (["--address", "localhost"], "address 'localhost' names no port: plaintext gRPC would dial 443; give host:port "
+                                 "(sssd serve listens on 50051 unless told otherwise)"),
+    (["--address", "http://127.0.0.1:50051"], "address 'http://127.0.0.1:50051' is a URL: give host:port (gRPC "
+                                              "takes no http://)"),
     (["--timeout", "0"], "--timeout 0.0 must be above 0"),  # (every call: DEADLINE_EXCEEDED)
     (["--timeout", "nan"], "--timeout nan must be above 0"),
     (["--timeout", "inf"], "--timeout inf must be above 0 and finite"),  # (DEADLINE_EXCEEDED at once)

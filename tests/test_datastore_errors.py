@@ -136,6 +136,7 @@ def test_namespace_spec_bounds(kwargs, message):
     (dict(namespace_lookup_rate=-1), "--namespace-lookup-rate -1 must be a finite number of contexts per second"),
     (dict(namespace_lookup_rate=float("inf")), "--namespace-lookup-rate inf must be a finite number"),
     (dict(follow="127.0.0.1:99999"), "--follow '127.0.0.1:99999': port 99999 is not in 1..65535"),
+    (dict(follow="sssd-writer"), "--follow 'sssd-writer' names no port: plaintext gRPC would dial 443"),
 ])
 def test_server_flags_are_validated(knobs, message):
     from datastore_service.server import ServerConfig

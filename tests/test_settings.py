@@ -254,6 +254,36 @@ def test_check_address_refuses_ports_grpc_would_wrap(address, bad_port):
             settings.check_address(address, "--x")
 
 
+@pytest.mark.parametrize("address,message", [
+    ("", "must be host:port, without white space"),  # (gRPC logged "no server name supplied in dns URI")
+    (" 127.0.0.1:50051", "must be host:port, without white space"),  # ("Misformatted domain name")
+    ("127.0.0.1:50051\n", "must be host:port, without white space"),
+    ("http://127.0.0.1:50051", "is a URL: give host:port \\(gRPC takes no http://\\)"),
+    ("grpc://sssd:50051", "is a URL: give host:port \\(gRPC takes no grpc://\\)"),
+])
+def test_check_address_refuses_what_grpc_cannot_dial(address, message):
+    with pytest.raises(ValueError, match=f"^--x {re.escape(repr(address))} {message}$"):
+        settings.check_address(address, "--x")
+
+
+@pytest.mark.parametrize("address,plaintext_ok", [
+    ("localhost", False), ("sssd", False), ("fe80::0", False), ("dns:///sssd.default.svc", False),
+    ("ipv4:10.0.0.1:50051,10.0.0.2", False),
+    ("localhost:50051", True), ("[::1]:50051", True), ("dns:///sssd.default.svc:50051", True),
+    ("ipv4:10.0.0.1:50051,10.0.0.2:50052", True), ("unix:/run/sssd.sock", True),
+])
+def test_a_plaintext_address_needs_its_port(address, plaintext_ok):
+    """(gRPC dials 443 where none is given: `--address localhost` reached no sssd serve, and said
+    only that 127.0.0.1:443 refused.) Over TLS a host alone stays: a load balancer on 443."""
+    assert settings.check_address(address, "--x", tls=True) == address
+    if plaintext_ok:
+        assert settings.check_address(address, "--x", tls=False) == address
+    else:
+        with pytest.raises(ValueError, match=f"^--x {re.escape(repr(address))} names no port: plaintext gRPC would "
+                                             r"dial 443; give host:port \(sssd serve listens on 50051"):
+            settings.check_address(address, "--x", tls=False)
+
+
 @pytest.mark.parametrize("target,host,port,itself", [
     ("127.0.0.1:50051", "127.0.0.1", 50051, True),
     ("localhost:50051", "127.0.0.1", 50051, True),  # loopback by any name

@@ -162,6 +162,7 @@ def test_config_from_env(env, expected):
     ({"SSSD_NAMESPACE": ""}, r"SSSD_NAMESPACE='' is no namespace name: it must match \^\[A-Za-z0-9\]"),
     ({"SSSD_NAMESPACE": "llama 3"}, "SSSD_NAMESPACE='llama 3' is no namespace name"),
     ({"SSSD_NAMESPACE": "x" * 65}, "SSSD_NAMESPACE='x{65}' is no namespace name"),
+    ({"SSSD_DATASTORE": "sssd-read"}, "SSSD_DATASTORE 'sssd-read' names no port: plaintext gRPC would dial 443"),
 ])
 def test_config_errors_name_the_variable(env, message):
     with pytest.raises(ValueError, match=message):

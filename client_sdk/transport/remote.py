@@ -46,7 +46,7 @@ def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),
     ]
-    check_address(address)
+    check_address(address, tls=bool(tls_ca))
     kind = grpc.aio if aio else grpc
     if tls_ca:
         return kind.secure_channel(address, grpc.ssl_channel_credentials(tls_ca_bytes(tls_ca)), options)
