@@ -94,9 +94,10 @@ def _replay_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _replay(args) -> dict:
+    from client_sdk.drafting.config import draft_budget
     from sssd.bench import replay
 
-    budgets = _ints(args.budgets, "--budgets", least=0)  # (0: plain decoding, tau 1)
+    budgets = [draft_budget(b, "--budgets") for b in _ints(args.budgets, "--budgets", least=0)]  # (0: plain, tau 1)
     drafter = replay.drafter_named(args.drafter)
     if drafter.asks_datastore and not (args.address or args.sharegpt_datastore or args.datastore_docs):
         raise ValueError(f"--drafter {args.drafter} needs a datastore: --datastore-docs, --address or "

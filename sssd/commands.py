@@ -47,6 +47,7 @@ def _generate(args) -> int:
     import time
 
     from client_sdk.verification.decoder import check_lengths, measured_costs
+    from client_sdk.drafting.config import draft_budget
     from client_sdk.runtime import CPU_DECODING, build_speculator
     from sssd.smollm2 import chat_ids, context_length, load_tokenizer
     from sssd.tokenizers import fingerprint
@@ -58,8 +59,8 @@ def _generate(args) -> int:
         raise ValueError(f"--temperature {args.temperature} must be a number >= 0 (0: greedy)")
     if not 0 < args.top_p <= 1:
         raise ValueError(f"--top-p {args.top_p} must be in (0, 1] (1: off)")
-    if args.budget is not None:
-        require_at_least(args, 0, ("budget",), as_flags=True)  # 0: no drafts
+    if args.budget is not None:  # 0: no drafts
+        draft_budget(args.budget, "--budget")  # (named as the config's field: "fixed_budget 5000 must be ...")
     prompt = chat_ids(load_tokenizer(), args.prompt)
     check_lengths([prompt], args.max_new_tokens, context_length())  # before the model loads
     decoder, tok, _ = load_decoder(args)

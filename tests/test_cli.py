@@ -114,6 +114,7 @@ def test_failures_are_one_line_and_nonzero(server, capsys, argv, message):
     (["bench", "fleet", "--workers", "2,-1"], "--workers '2,-1': every value must be at least 1"),
     (["bench", "replay", "--dataset", "mtbench", "--budgets", "4,-1"], "--budgets '4,-1': every value must be at least 0"),
     (["bench", "replay", "--dataset", "mtbench", "--budgets", "4,x"], "--budgets '4,x' must be comma-separated integers"),
+    (["bench", "replay", "--dataset", "mtbench", "--budgets", "4,5000"], "--budgets 5000 must be an integer in [0, 4096]"),
     # (it read "CalibratedMerge needs a datastore", the class's name, after the dev set had loaded)
     (["bench", "replay", "--dataset", "mtbench"], "--drafter sssd needs a datastore: --datastore-docs, --address or"),
     # (found after the datastore had loaded, as "[Errno 2] No such file or directory")
@@ -139,7 +140,8 @@ def test_bench_lists_out_of_range_are_one_line_errors(capsys, monkeypatch, argv,
     (["--top-p", "1.5"], "--top-p 1.5 must be in (0, 1]"),
     (["--top-p", "0"], "--top-p 0.0 must be in (0, 1]"),
     (["--top-p", "nan"], "--top-p nan must be in (0, 1]"),
-    (["--budget", "-2"], "--budget -2 must be at least 0"),
+    (["--budget", "-2"], "--budget -2 must be an integer in [0, 4096] (0: no drafts)"),
+    (["--budget", "5000"], "--budget 5000 must be an integer in [0, 4096]"),  # (said as fixed_budget, the field)
     (["--max-new-tokens", "0"], "--max-new-tokens 0 must be at least 1"),
 ])
 def test_generate_refuses_sampling_out_of_range_before_loading_the_model(capsys, flags, message):

@@ -366,16 +366,16 @@ def test_zero_wait_steps_draft_alike_batched_and_one_request_at_a_time(case):
     assert _zero_wait_run(docs, prompts, truths, 6, 0, threads=2) == want
 
 
-@pytest.mark.parametrize("budget", [-1, 2.5, True, "4", None])
+@pytest.mark.parametrize("budget", [-1, 2.5, True, "4", 4097, 10**9, None])
 def test_a_budget_that_is_no_count_of_draft_tokens_is_a_one_line_error(budget):
     """(A float or a bool reached the compiled kernels: a numba typing error, screens long; -1
-    drafted nothing, as 0 does.)"""
+    drafted nothing, as 0 does; 10**9 failed their allocation as a MemoryError.)"""
     spec = Speculator(SpeculatorConfig(fixed_budget=4))
     spec.start("r", [1, 2, 3, 1, 2])
     if budget is None:  # the config's own
-        with pytest.raises(ValueError, match=r"^fixed_budget 1.5 must be an integer >= 0 \(0: no drafts\)$"):
+        with pytest.raises(ValueError, match=r"^fixed_budget 1.5 must be an integer in \[0, 4096\] \(0: no drafts\)$"):
             SpeculatorConfig(fixed_budget=1.5)
         return
-    with pytest.raises(ValueError, match=rf"^budget {budget!r} must be an integer >= 0 \(0: no drafts\)$"):
+    with pytest.raises(ValueError, match=rf"^budget {budget!r} must be an integer in \[0, 4096\] \(0: no drafts\)$"):
         spec.draft(["r"], budget=budget)
     assert spec.draft(["r"], budget=np.int64(2))[0].tokens.tolist() == [3, 1]  # (numpy's integers are counts too)

@@ -16,11 +16,15 @@ from sssd_wire.settings import require_at_least
 from sssd_wire.types import whole_numbers
 
 
+MAX_DRAFT_BUDGET = 4096  # draft tokens one request's tree may hold (a verify of more is no step)
+
+
 def draft_budget(value, what: str = "budget") -> int:
-    """``value`` as a draft budget: an integer >= 0 (numpy's too); else a one-line ValueError (a
-    float or a bool reached the compiled drafting kernels: a numba typing error, screens long)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise ValueError(f"{what} {value!r} must be an integer >= 0 (0: no drafts)")
+    """``value`` as a draft budget: an integer in [0, MAX_DRAFT_BUDGET] (numpy's too); else a
+    one-line ValueError (a float or a bool reached the compiled drafting kernels: a numba typing
+    error, screens long; 10**9 failed their allocation as a MemoryError)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_DRAFT_BUDGET:
+        raise ValueError(f"{what} {value!r} must be an integer in [0, {MAX_DRAFT_BUDGET}] (0: no drafts)")
     return int(value)
 
 
