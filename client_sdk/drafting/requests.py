@@ -39,7 +39,7 @@ def check_tokens(request_ids, tokens: list[list[int]]) -> None:
         except TypeError:
             whole = False
         if not whole:
-            bad = next(t for t in toks if isinstance(t, bool) or not isinstance(t, numbers.Integral))
+            bad = next((t for t in toks if isinstance(t, bool) or not isinstance(t, numbers.Integral)), toks)
             raise ValueError(f"the tokens committed for request {rid!r} hold {bad!r}, not a token id")
         if min(toks) < 0 or max(toks) > MAX_TOKEN_ID:
             low = min(toks)
@@ -51,7 +51,7 @@ def packed_tokens(request_ids, tokens: list[list[int]], total: int) -> np.ndarra
     """A step's committed tokens back to back (int32 [total]), checked as ``check_tokens`` checks them
     (one pass over the packed array; the lists are read only when it fails) but for floats, which
     the packing truncates: checking every list costs several times the packing at batch 64
-    (BENCHMARKS.md, "What checking a step's committed tokens costs")."""
+    (BENCHMARKS.md, "What checking the committed tokens adds to a step")."""
     try:
         flat = np.fromiter(itertools.chain.from_iterable(tokens), dtype=np.int32, count=total)
     except (OverflowError, TypeError, ValueError):  # (None: int()'s words; "x": numpy's)
