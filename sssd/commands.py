@@ -46,7 +46,7 @@ def _generate(args) -> int:
     import math
     import time
 
-    from client_sdk.verification.decoder import check_lengths, measured_costs
+    from client_sdk.verification.decoder import check_prompts, measured_costs
     from client_sdk.drafting.config import draft_budget
     from client_sdk.runtime import CPU_DECODING, build_speculator
     from sssd.smollm2 import chat_ids, context_length, load_tokenizer
@@ -62,7 +62,7 @@ def _generate(args) -> int:
     if args.budget is not None:  # 0: no drafts
         draft_budget(args.budget, "--budget")  # (named as the config's field: "fixed_budget 5000 must be ...")
     prompt = chat_ids(load_tokenizer(), args.prompt)
-    check_lengths([prompt], args.max_new_tokens, context_length())  # before the model loads
+    check_prompts([prompt], args.max_new_tokens, context_length())  # before the model loads
     decoder, tok, _ = load_decoder(args)
     model = decoder.model
     spec = None

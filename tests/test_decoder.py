@@ -254,6 +254,13 @@ def test_greedy_equivalence_on_gpu():
 @pytest.mark.parametrize("prompts,new,message", [
     ([[1, 2], []], 4, "a prompt has no tokens"),  # (an IndexError in the prefill)
     ([[1] * 500, [2]], 13, "a prompt of 500 tokens and 13 new ones pass the model's 512-token context"),
+    # (torch's "index out of range in self" from the embedding)
+    ([[1, 2], [3, 64]], 4, "^prompt 1 holds 64, past the model's 64-token vocabulary$"),
+    ([[1, -1]], 4, "^prompt 0 holds -1, not a token id$"),
+    ([[1, 2.5]], 4, "^prompt 0: want a flat sequence of integer token ids"),
+    ([], 4, "^no prompts to decode$"),  # (max()'s "arg is an empty sequence")
+    ([[1, 2]], 0, "^max_new_tokens 0 must be at least 1$"),  # (an IndexError after the prefill)
+    ([[1, 2]], 2.0, "^max_new_tokens 2.0 must be an integer, not float$"),
 ])
 def test_prompts_the_model_cannot_decode_are_refused_before_the_prefill(prompts, new, message):
     """(Past its context the model decoded on, at positions it was never trained for.)"""

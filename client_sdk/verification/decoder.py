@@ -20,6 +20,7 @@ from client_sdk.verification import ATTENTIONS, LINEARS
 from client_sdk.verification.cpu_linear import adapt_linears, packed_bytes, tune_uniform
 from client_sdk.verification.exact_rows import RowPlan, use_exact_rows
 from client_sdk.verification.verify import Sampling, TreeBatch, build_batch, greedy_verify, sample_verify
+from sssd_wire.types import integer, token_array
 
 
 @dataclasses.dataclass
@@ -185,11 +186,21 @@ class ReferenceDecoder:
         return new
 
 
-def check_lengths(prompts: list, max_new_tokens: int, context: int | None) -> None:
-    """A one-line ValueError for an empty prompt (an IndexError in the prefill), or for a prompt whose
+def check_prompts(prompts: list, max_new_tokens: int, context: int | None, vocab: int | None = None) -> None:
+    """A one-line ValueError for no prompts, an empty prompt (an IndexError in the prefill), a
+    prompt of what is no token id or of one past the model's ``vocab`` (torch's "index out of
+    range in self"), fewer than one new token (an IndexError after the prefill), or a prompt whose
     new tokens would pass the model's ``context`` (it decoded on, past the positions it knows)."""
-    if any(len(p) == 0 for p in prompts):
-        raise ValueError("a prompt has no tokens: decoding starts after at least one")
+    if not len(prompts):  # (max()'s "arg is an empty sequence")
+        raise ValueError("no prompts to decode")
+    if integer(max_new_tokens, "max_new_tokens") < 1:
+        raise ValueError(f"max_new_tokens {max_new_tokens} must be at least 1")
+    for i, prompt in enumerate(prompts):
+        ids = token_array(prompt, f"prompt {i}")
+        if not ids.shape[0]:
+            raise ValueError("a prompt has no tokens: decoding starts after at least one")
+        if vocab and ids.max() >= vocab:
+            raise ValueError(f"prompt {i} holds {ids.max()}, past the model's {vocab}-token vocabulary")
     longest = max(map(len, prompts), default=0)
     if context and longest + max_new_tokens > context:
         raise ValueError(f"a prompt of {longest:,} tokens and {max_new_tokens:,} new ones pass the model's "
@@ -205,7 +216,9 @@ class Decoding:
     def __init__(self, decoder: ReferenceDecoder, prompts: list[list[int]], max_new_tokens: int,
                  speculator: Speculator | None = None, sampling: Sampling | None = None, budget: int | None = None,
                  seed: int = 0) -> None:
-        check_lengths(prompts, max_new_tokens, getattr(decoder.model.config, "max_position_embeddings", None))
+        config = decoder.model.config
+        check_prompts(prompts, max_new_tokens, getattr(config, "max_position_embeddings", None),
+                      getattr(config, "vocab_size", None))
         self.decoder, self.max_new_tokens, self.speculator = decoder, max_new_tokens, speculator
         self.sampling, self.budget = sampling, budget
         self.gen = torch.Generator().manual_seed(seed)

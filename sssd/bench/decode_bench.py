@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from client_sdk.drafting.budget import Model, forward_time, measure_local
-from client_sdk.verification.decoder import ReferenceDecoder, check_lengths, measured_costs
+from client_sdk.verification.decoder import ReferenceDecoder, check_prompts, measured_costs
 from client_sdk.runtime import CPU_DECODING, build_speculator, lookup_options
 from sssd.bench.replay import InProcessSource
 
@@ -71,7 +71,7 @@ def checked_prompts(datasets, n: int, max_new_tokens: int) -> dict[str, list[lis
     from sssd.smollm2 import context_length, load_tokenizer
 
     prompts = {d: prompts_for(load_tokenizer(), d, n) for d in datasets}
-    check_lengths([p for ps in prompts.values() for p in ps], max_new_tokens, context_length())
+    check_prompts([p for ps in prompts.values() for p in ps], max_new_tokens, context_length())
     return prompts
 
 
