@@ -141,6 +141,7 @@ def test_sampling_second_position_is_conditional_target():
     (dict(temperature=1.0, top_k=-1), "top_k -1 must be >= 0"),
     (dict(temperature=1.0, top_p=0.0), r"top_p 0.0 must be in \(0, 1\]"),
     (dict(temperature=1.0, top_p=1.2), r"top_p 1.2 must be in \(0, 1\]"),
+    (dict(temperature=1.0, top_k=2.5), "top_k 2.5 must be an integer, not float"),  # (torch.topk's TypeError)
 ])
 def test_sampling_out_of_range_is_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from client_sdk.types import DraftTree
+from sssd_wire.types import whole_numbers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +112,7 @@ class Sampling:
     top_p: float = 1.0  # 1.0 = off
 
     def __post_init__(self) -> None:
+        whole_numbers(self, ("top_k",), ValueError)  # (2.5 reached torch.topk: a TypeError at the first step)
         if not 0 < self.temperature < math.inf:
             raise ValueError(f"temperature {self.temperature} must be a number > 0 (greedy decoding samples nothing)")
         if self.top_k < 0:
