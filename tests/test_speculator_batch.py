@@ -179,6 +179,23 @@ def test_a_prompt_or_output_that_is_not_token_ids_is_refused_at_start(prompt, ou
     assert "x" not in spec
 
 
+def _a_step_committing(call, batch, last, prefetch=False):
+    """A drafted step of ``batch`` requests (r0, r1, ...) whose last one commits ``last`` and the
+    others [3, 1], through ``call`` (commit: r0 alone): (spec, ids, the tokens list, the commit)."""
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
+    rids = [f"r{i}" for i in range(batch)]
+    for rid in rids:
+        spec.start(rid, [1, 2, 3, 1, 2, 3, 1, 2])
+    spec.draft_batch(rids, budget=4)
+    if prefetch:
+        spec.prefetch(rids)
+    tokens = [[3, 1] for _ in rids]
+    tokens[-1] = last
+    calls = {"commit": lambda: spec.commit(rids[0], tokens[0]), "commit_many": lambda: spec.commit_many(rids, tokens),
+             "commit_drafted": lambda: spec.commit_drafted(rids, tokens)}
+    return spec, rids, tokens, calls[call]
+
+
 @pytest.mark.parametrize("bad,message", [(-1, "hold -1"), (2**31, "hold 2147483648"),
                                          (np.int64(2**40), "hold 1099511627776")])
 @pytest.mark.parametrize("call,batch", [("commit", 1), ("commit_many", 3), ("commit_drafted", 3),
@@ -187,21 +204,12 @@ def test_committed_tokens_that_are_not_token_ids_are_refused_before_any_is_commi
     """(A -1, an engine's pad, went into the request's text and came back in its drafts: the
     model's embedding index; 2**31 failed halfway through the step.) The step's other requests
     are not committed either: the caller can drop the bad one and commit again."""
-    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
-    rids = [f"r{i}" for i in range(batch)]
-    for rid in rids:
-        spec.start(rid, [1, 2, 3, 1, 2, 3, 1, 2])
-    spec.draft_batch(rids, budget=4)
-    spec.prefetch(rids)
-    tokens = [[3, 1] for _ in rids]
-    tokens[-1] = [3, bad]
-    calls = {"commit": lambda: spec.commit(rids[0], tokens[0]), "commit_many": lambda: spec.commit_many(rids, tokens),
-             "commit_drafted": lambda: spec.commit_drafted(rids, tokens)}
+    spec, rids, tokens, commit = _a_step_committing(call, batch, [3, bad], prefetch=True)
     with pytest.raises(ValueError, match=f"the tokens committed for request '{rids[-1]}' {message}, not a token id"):
-        calls[call]()
+        commit()
     assert all(spec._requests[rid].index().tokens.tolist() == [1, 2, 3, 1, 2, 3, 1, 2] for rid in rids)
     tokens[-1] = [3, 1]
-    calls[call]()  # (the same step, committed again without the bad token)
+    commit()  # (the same step, committed again without the bad token)
     assert spec._requests[rids[0]].index().tokens.tolist()[-2:] == [3, 1]
 
 
@@ -212,17 +220,9 @@ def test_committed_lists_holding_what_is_no_integer_are_refused(call, batch, bad
     """(A float was truncated into the request's text; a string or None failed in Python's words.)
     A step of SMALL_BATCH or more through commit_drafted packs its lists at once, and there only
     None and what is no number are refused: the packing truncates a float (see packed_tokens)."""
-    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
-    rids = [f"r{i}" for i in range(batch)]
-    for rid in rids:
-        spec.start(rid, [1, 2, 3, 1, 2, 3, 1, 2])
-    spec.draft_batch(rids, budget=4)
-    tokens = [[3, 1] for _ in rids]
-    tokens[-1] = [3, bad]
-    calls = {"commit": lambda: spec.commit(rids[0], tokens[0]), "commit_many": lambda: spec.commit_many(rids, tokens),
-             "commit_drafted": lambda: spec.commit_drafted(rids, tokens)}
+    spec, rids, _, commit = _a_step_committing(call, batch, [3, bad])
     with pytest.raises(ValueError, match=f"^the tokens committed for request '{rids[-1]}' {message}, not a token id$"):
-        calls[call]()
+        commit()
     assert all(spec._requests[rid].index().tokens.tolist() == [1, 2, 3, 1, 2, 3, 1, 2] for rid in rids)
 
 
@@ -250,17 +250,9 @@ def test_a_packed_step_refuses_what_is_no_number_in_one_line(bad):
 def test_committed_arrays_that_are_not_token_ids_are_refused_before_any_is_committed(call, batch, bad, message):
     """Tokens handed as an array or a tuple rather than a list: a float array was truncated into
     the request's text (its last token kept as a float)."""
-    spec = Speculator(SpeculatorConfig(fixed_budget=4, background_index_tokens=0))
-    rids = [f"r{i}" for i in range(batch)]
-    for rid in rids:
-        spec.start(rid, [1, 2, 3, 1, 2, 3, 1, 2])
-    spec.draft_batch(rids, budget=4)
-    tokens = [[3, 1] for _ in rids]
-    tokens[-1] = bad
-    calls = {"commit": lambda: spec.commit(rids[0], tokens[0]), "commit_many": lambda: spec.commit_many(rids, tokens),
-             "commit_drafted": lambda: spec.commit_drafted(rids, tokens)}
+    spec, rids, _, commit = _a_step_committing(call, batch, bad)
     with pytest.raises(ValueError, match=f"the tokens committed for request '{rids[-1]}'.*{message}"):
-        calls[call]()
+        commit()
     assert all(spec._requests[rid].index().tokens.tolist() == [1, 2, 3, 1, 2, 3, 1, 2] for rid in rids)
 
 
