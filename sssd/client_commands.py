@@ -258,7 +258,8 @@ def read_token_documents(path: str, tokenizer=None):
         if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):  # (null was stored as "None")
             raise ValueError(f"{where}: 'id' {doc_id!r} must be a string or an integer")
         doc_id = str(doc_id)
-        if tokenizer is not None:
+        tokens = rec.get("tokens")
+        if tokenizer is not None and tokens is None:  # (token ids beside a tokenizer are checked as without one)
             from sssd.tokenizers import record_tokens
 
             try:
@@ -271,7 +272,6 @@ def read_token_documents(path: str, tokenizer=None):
                 raise ValueError(f"{where}: the record renders to no tokens")
             yield doc_id, tokens
             continue
-        tokens = rec.get("tokens")
         if tokens is None and ("messages" in rec or "text" in rec):  # (it said only that 'tokens' was missing)
             raise ValueError(f"{where}: a {'chat' if 'messages' in rec else 'text'} record, not token ids: give "
                              "'tokens', or tokenise it with `sssd ingest --tokenizer` (the model's tokenizer.json, "

@@ -130,7 +130,7 @@ def message_text(content, where: str) -> str:
 
 def record_tokens(tok, rec: dict, where: str) -> list[int]:
     """Token ids of one JSONL record: {"tokens": [...]}, {"messages": [...]} or {"text": "..."}."""
-    if "tokens" in rec:
+    if rec.get("tokens") is not None:
         return list(rec["tokens"])
     if "messages" in rec:
         msgs = rec["messages"]

@@ -141,6 +141,32 @@ def test_a_record_that_does_not_render_names_its_line(gguf, tmp_path, monkeypatc
     assert str(info.value) == message
 
 
+@pytest.mark.parametrize("line", ['{"tokens": [1, 2.5]}', '{"tokens": "abc"}', '{"tokens": {"a": 1}}',
+                                  '{"tokens": [true]}', '{"tokens": [-1]}', '{"tokens": []}', '{"tokens": 7}',
+                                  '{"tokens": [1, 2]}', '{"tokens": null, "text": "plain words here"}'])
+def test_token_ids_beside_a_tokenizer_are_checked_as_without_one(gguf, tmp_path, monkeypatch, line):
+    """A file that mixes token-id records with text is read alike with or without --tokenizer (with
+    one, [1, 2.5] and "abc" failed inside gRPC's request stream, a traceback and "UNKNOWN: Exception
+    iterating requests!", after the documents before them were stored, and [true] was stored as 1)."""
+    from sssd.client_commands import read_token_documents
+
+    _, tok = gguf
+    (tmp_path / "f.jsonl").write_text(line + "\n")
+    monkeypatch.chdir(tmp_path)
+
+    def read(tokenizer):
+        try:
+            return list(read_token_documents("f.jsonl", tokenizer))
+        except ValueError as exc:
+            return str(exc)
+
+    got, plain = read(tok), read(None)
+    if "text" in line:  # (null tokens: the text is what the record holds)
+        assert got == [("f.jsonl:1", record_tokens(tok, TEXT, "x"))]
+    else:
+        assert got == plain and (line == '{"tokens": [1, 2]}') == isinstance(got, list)
+
+
 def test_a_gguf_tokenizer_is_built_once_kept_in_the_cache_and_read_back_alike(gguf, tmp_path, monkeypatch, caplog):
     """(transformers built it from the GGUF at every command that tokenised: about 9 s on 2 cores.)"""
     import os
