@@ -11,6 +11,7 @@ import json
 
 from client_sdk.verification import ATTENTIONS, LINEARS
 from sssd.bench.provenance import stamped
+from sssd.client_commands import check_writable, vocab_flag
 from sssd.smollm2 import DTYPE_HELP, DTYPES, resolve_dtype
 from sssd_wire.settings import require_above_zero, require_at_least
 
@@ -50,7 +51,8 @@ def _datastore_flags(p: argparse.ArgumentParser) -> None:
 def _datastore(args) -> dict:
     from sssd.bench.datastore_bench import run
 
-    require_at_least(args, 1, ("tokens", "vocab", "lookups"), as_flags=True)  # (sizes below 1 ended in tracebacks)
+    require_at_least(args, 1, ("tokens", "lookups"), as_flags=True)  # (sizes below 1 ended in tracebacks)
+    vocab_flag(args.vocab, "--vocab")
     return run(args.tokens, args.vocab, args.data, args.seed, args.lookups)
 
 
@@ -65,7 +67,8 @@ def _service_flags(p: argparse.ArgumentParser) -> None:
 def _service(args) -> dict:
     from sssd.bench.service_bench import run
 
-    require_at_least(args, 1, ("tokens", "vocab", "clients", "batch"), as_flags=True)  # (0 ran on regardless)
+    require_at_least(args, 1, ("tokens", "clients", "batch"), as_flags=True)  # (0 ran on regardless)
+    vocab_flag(args.vocab, "--vocab")
     require_above_zero(args, ("seconds",), as_flags=True)
     return run(args.tokens, args.vocab, args.clients, args.seconds, args.batch)
 
@@ -99,12 +102,11 @@ def _replay(args) -> dict:
 
     budgets = [draft_budget(b, "--budgets") for b in _ints(args.budgets, "--budgets", least=0)]  # (0: plain, tau 1)
     drafter = replay.drafter_named(args.drafter)
+    vocab_flag(args.vocab_size)
     if drafter.asks_datastore and not (args.address or args.sharegpt_datastore or args.datastore_docs):
         raise ValueError(f"--drafter {args.drafter} needs a datastore: --datastore-docs, --address or "
                          "--sharegpt-datastore (--drafter local drafts from the request's own text)")
     if args.records:  # (a missing directory was found after the datastore had loaded, as "[Errno 2]")
-        from sssd.client_commands import check_writable
-
         check_writable(args.records, "--records")
     if args.cases:
         cases = replay.read_cases(args.cases)

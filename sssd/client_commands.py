@@ -154,11 +154,18 @@ def _health(args) -> int:
     return 0 if status == "SERVING" else 1
 
 
-def _ns_create(args) -> int:
+def vocab_flag(value: int, flag: str = "--vocab-size") -> int:
+    """A vocabulary-size flag's value, or a one-line ValueError naming the flag (the datastore's
+    own words named its field, "vocab_size 1 must be in ...", or the wire's, "[0, 2**32)")."""
     from datastore_service.core.types import MAX_VOCAB
 
-    if not 2 <= args.vocab_size <= MAX_VOCAB:  # (named as the wire's field: "vocab_size -1 must be in [0, 2**32)")
-        raise ValueError(f"--vocab-size {args.vocab_size} must be in [2, {MAX_VOCAB}]")
+    if not 2 <= value <= MAX_VOCAB:
+        raise ValueError(f"{flag} {value} must be in [2, {MAX_VOCAB}]")
+    return value
+
+
+def _ns_create(args) -> int:
+    vocab_flag(args.vocab_size)
     require_at_least(args, 0, ("max_tokens",), as_flags=True)
     fingerprint = args.tokenizer_fingerprint
     if args.tokenizer:

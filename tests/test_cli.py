@@ -121,6 +121,10 @@ def test_failures_are_one_line_and_nonzero(server, capsys, argv, message):
     (["bench", "replay", "--dataset", "mtbench", "--drafter", "local", "--records", "/no-such-dir/r.jsonl"],
      "--records /no-such-dir/r.jsonl: no directory /no-such-dir"),
     (["bench", "replay", "--dataset", "mtbench", "--drafter", "local", "--records", "/"], "--records /: is a directory"),
+    # (named as the datastore's field, "vocab_size 1 must be in [2, 16777216]", after the cases had loaded)
+    (["bench", "replay", "--dataset", "mtbench", "--vocab-size", "1"], "--vocab-size 1 must be in [2, 16777216]"),
+    (["bench", "datastore", "--vocab", "1"], "--vocab 1 must be in [2, 16777216]"),
+    (["bench", "service", "--vocab", str((1 << 24) + 1)], f"--vocab {(1 << 24) + 1} must be in [2, 16777216]"),
 ])
 def test_bench_lists_out_of_range_are_one_line_errors(capsys, monkeypatch, argv, message):
     """A batch size, worker count or budget out of range is refused in one line before any work
