@@ -144,6 +144,8 @@ def create_namespace_request(name: str, vocab_size: int, tokenizer_fingerprint: 
         raise ValueError(f"vocab_size {vocab_size} must be in [0, 2**32)")
     if not 0 <= max_tokens < 1 << 64:
         raise ValueError(f"max_tokens {max_tokens} must be in [0, 2**64) (0: unbounded)")
+    if not isinstance(tokenizer_fingerprint, str):  # (protobuf's "bad argument type for built-in operation")
+        raise ValueError(f"tokenizer_fingerprint must be a string, not {type(tokenizer_fingerprint).__name__}")
     return pb.CreateNamespaceRequest(name=namespace_name(name), vocab_size=vocab_size,
                                      tokenizer_fingerprint=tokenizer_fingerprint,
                                      max_tokens=max_tokens)

@@ -786,6 +786,7 @@ CONTEXTS = "^contexts must be a sequence of contexts, each a sequence of token i
     # a size that is not an integer ('<=' not supported between int and str)
     ("create_namespace", ("100",), "^vocab_size '100' must be an integer, not str$"),
     ("async create_namespace", (100.0,), "^vocab_size 100.0 must be an integer, not float$"),
+    ("create_namespace", (100, 5), "^tokenizer_fingerprint must be a string, not int$"),  # (protobuf's words)
 ])
 def test_calls_of_the_wrong_shape_are_one_line_before_any_call(call, args, said):
     import asyncio
