@@ -4,6 +4,7 @@ background, answers a step whose bonus token the prefetched trie does not hold."
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -90,6 +91,22 @@ def test_loader_fills_refreshes_and_survives_failures(caplog):
     assert not loader._thread.is_alive()
     said = [r.getMessage() for r in caplog.records if "single-token tries failed" in r.getMessage()]
     assert len(said) == 1 and "\n" not in said[0] and "(datastore down debug_error_string = ...)" in said[0]
+
+
+def test_a_loader_that_never_refreshes_waits_until_it_is_closed():
+    """refresh_s inf (SpeculatorConfig.unigram_refresh_s: never again): the loader fills the table
+    once and then waits (threading's wait of inf raised OverflowError in the loader's thread)."""
+    errors = []
+    threading.excepthook, hook = errors.append, threading.excepthook
+    try:
+        loader = UnigramLoader(UnigramTable(VOCAB, chunk=8), unigram_tries, refresh_s=math.inf)
+        assert loader.complete.wait(5.0)
+        time.sleep(0.05)
+        assert loader._thread.is_alive() and not errors
+        loader.close()
+        assert not loader._thread.is_alive()
+    finally:
+        threading.excepthook = hook
 
 
 def test_loader_goes_in_smaller_parts_while_the_datastore_is_busy_and_says_nothing(caplog):

@@ -55,7 +55,7 @@ class SpeculatorConfig:
     # zero-wait: the datastore's trie of every single token, fetched in the background and held
     # (given the vocabulary size), so a step's bonus token always has one (replay: +4 to +9 % tau)
     unigram_table: bool = True
-    unigram_refresh_s: float = 600.0  # the table is fetched again this often
+    unigram_refresh_s: float = 600.0  # the table is fetched again this often (inf: never)
     # names this process's fed-back documents: host, pid and a random part (a pid comes again)
     worker_id: str = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
 

@@ -165,7 +165,7 @@ class UnigramLoader:
             if first >= self.table.vocab_size:
                 self.table.publish()
                 self.complete.set()
-            self._stop.wait(self.refresh_s)
+            self._stop.wait(min(self.refresh_s, threading.TIMEOUT_MAX))  # (inf: an OverflowError ended the thread)
 
     def _fetch_chunk(self, contexts: list[np.ndarray]) -> TrieBatch | None:
         """One chunk's tries, in parts of ``part`` contexts while the datastore is busy (None: closed meanwhile)."""
