@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from sssd.bench_commands import linears_flag, load_decoder
@@ -100,6 +101,8 @@ def _check(args) -> int:
     from sssd.client_commands import check_file
 
     check_file(args.db)  # (a directory was "no such datastore file")
+    if not os.path.getsize(args.db):  # (it was written a schema and said "ok (0 namespaces)")
+        raise ValueError(f"{args.db}: an empty file, not a datastore (`sssd serve --db` creates one)")
     ds = Datastore(DatastoreConfig(db=args.db))  # damaged segments are rebuilt here, and logged
     try:
         problem = ds.check_integrity(deep=True)

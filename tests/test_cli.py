@@ -417,6 +417,9 @@ def test_check_verifies_a_datastore_file_offline(capsys, tmp_path):
     assert code == 1 and err == f"sssd: error: {tmp_path / 'none.db'}: no such file\n"
     code, _, err = run(capsys, "check", "--db", str(tmp_path))
     assert code == 1 and err == f"sssd: error: {tmp_path}: is a directory\n"
+    (tmp_path / "empty.db").touch()  # (a check wrote it a schema and said it was ok)
+    code, _, err = run(capsys, "check", "--db", str(tmp_path / "empty.db"))
+    assert code == 1 and "empty.db: an empty file, not a datastore" in err and not (tmp_path / "empty.db").stat().st_size
 
 
 def test_every_command_speaks_json(server, capsys, tmp_path):
