@@ -135,6 +135,11 @@ def document_ids(ids) -> list[str]:
     return [document_id(i) for i in ids]
 
 
+def delete_request(namespace: str, ids, missing_ok: bool = False) -> pb.DeleteDocumentsRequest:
+    """The request both clients send to delete ``ids`` (``document_ids``-checked) from ``namespace``."""
+    return pb.DeleteDocumentsRequest(namespace=namespace_name(namespace), ids=document_ids(ids), missing_ok=missing_ok)
+
+
 def create_namespace_request(name: str, vocab_size: int, tokenizer_fingerprint: str = "",
                              max_tokens: int = 0) -> pb.CreateNamespaceRequest:
     """The request both clients send; a one-line ValueError for sizes past the wire's uint32 and

@@ -620,7 +620,16 @@ def test_asyncio_client(server):
             trees = await c.lookup("aio", [np.array([1, 2])])
             flat = await c.lookup_batch("aio", [np.array([1, 2]), np.array([5])])
             first = sorted(trees[0].tokens[trees[0].parents < 0].tolist())  # children of the root
-            return summary.added, first, len(flat), (await c.stats("aio")).namespaces[0].documents
+            docs = (await c.stats("aio")).namespaces[0].documents
+            # the admin calls the blocking client has (the asyncio one had none of these four)
+            assert "aio" in [n.name for n in await c.list_namespaces()]
+            assert await c.delete("aio", ["a", "gone"], missing_ok=True) == ["a"]
+            with pytest.raises(ValueError, match="^ids 'b' must be a list of document ids"):
+                await c.delete("aio", "b")
+            assert await c.compact("aio") >= 0 and (await c.stats("aio")).namespaces[0].documents == 1
+            await c.drop_namespace("aio")
+            assert "aio" not in [n.name for n in await c.list_namespaces()]
+            return summary.added, first, len(flat), docs
 
     added, first, tries, docs = asyncio.run(scenario())
     assert (added, first, tries, docs) == (1, [3, 9], 2, 2)

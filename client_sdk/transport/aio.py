@@ -1,6 +1,7 @@
 """asyncio variant of the datastore client (grpc.aio), for services that run an event loop.
 
-Same calls and results as client_sdk.transport.remote.DatastoreClient; every call has a deadline.
+The calls and results of client_sdk.transport.remote.DatastoreClient but its lookup futures and
+streams (an event loop awaits the calls instead); every call has a deadline.
 """
 
 from __future__ import annotations
@@ -9,8 +10,8 @@ import asyncio
 from collections.abc import AsyncIterable, Iterable, Sequence
 
 from client_sdk.transport.remote import DEFAULT_ADDRESS, in_parts, make_channel
-from sssd_wire.codec import (create_namespace_request, documents_to_proto, lookup_request, namespace_name,
-                             tries_from_proto)
+from sssd_wire.codec import (create_namespace_request, delete_request, documents_to_proto, lookup_request,
+                             namespace_name, tries_from_proto)
 from sssd_wire.settings import bearer_metadata, deadline, require_at_least, seconds_above_zero
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch
 from sssd_wire.v1 import datastore_pb2 as pb
@@ -66,6 +67,19 @@ class AsyncDatastoreClient:
                                max_tokens: int = 0) -> pb.Namespace:
         req = create_namespace_request(name, vocab_size, tokenizer_fingerprint, max_tokens)
         return await self._call(self.stub.CreateNamespace, req)
+
+    async def list_namespaces(self) -> list[pb.Namespace]:
+        return list((await self._call(self.stub.ListNamespaces, pb.ListNamespacesRequest())).namespaces)
+
+    async def drop_namespace(self, name: str) -> None:
+        await self._call(self.stub.DropNamespace, pb.DropNamespaceRequest(name=namespace_name(name)))
+
+    async def compact(self, namespace: str = "", full: bool = True, timeout_s: float = 3600.0) -> int:
+        req = pb.CompactRequest(namespace=namespace_name(namespace), full=full)
+        return (await self._call(self.stub.Compact, req, timeout_s)).segments_retired
+
+    async def delete(self, namespace: str, ids: Sequence[str], missing_ok: bool = False) -> list[str]:
+        return list((await self._call(self.stub.DeleteDocuments, delete_request(namespace, ids, missing_ok))).deleted)
 
     async def stats(self, namespace: str = "") -> pb.StatsResponse:
         return await self._call(self.stub.Stats, pb.StatsRequest(namespace=namespace_name(namespace)))

@@ -16,7 +16,7 @@ from concurrent import futures
 
 import grpc
 
-from sssd_wire.codec import (create_namespace_request, document_ids, documents_to_proto, lookup_request,
+from sssd_wire.codec import (create_namespace_request, delete_request, documents_to_proto, lookup_request,
                              namespace_name, tries_from_proto)
 from sssd_wire.errors import one_line
 from sssd_wire.settings import (bearer_metadata, check_address, deadline, require_at_least, seconds_above_zero,
@@ -348,6 +348,4 @@ class DatastoreClient:
         return self._call(self.stub.Snapshot, pb.SnapshotRequest(), timeout_s).tokens_flushed
 
     def delete(self, namespace: str, ids: Sequence[str], missing_ok: bool = False) -> list[str]:
-        req = pb.DeleteDocumentsRequest(namespace=namespace_name(namespace), ids=document_ids(ids),
-                                        missing_ok=missing_ok)
-        return list(self._call(self.stub.DeleteDocuments, req).deleted)
+        return list(self._call(self.stub.DeleteDocuments, delete_request(namespace, ids, missing_ok)).deleted)
