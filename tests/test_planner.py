@@ -1,6 +1,8 @@
 """The per-step planner on a fake clock: it finds the best draft size on the real costs, from a
 start-up table that is wrong in either direction, and follows cost changes."""
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -781,3 +783,30 @@ def test_the_speculator_tells_the_planner_what_each_widths_nodes_did(n):
     spec.prefetch(rids)
     assert planner.realised_by[1] > 0 and planner.realised_by[2] > 0  # nodes 0 and 1: the path's first two
     assert planner.predicted_by[3] > 0 and planner.realised_by[3:].sum() == 0  # deeper nodes drafted, not accepted
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
+@pytest.mark.parametrize("where", ["step", "drafting", "plain"])
+def test_a_time_that_is_no_time_is_left_out_counted_and_said_once(caplog, bad, where):
+    """A NaN drafting or plain-upkeep time stopped drafting for good (the efficiency became NaN),
+    an inf step time ended the step in "math domain error", a negative upkeep made plain decoding
+    look free: each is now left out, counted in the stats' bad_times and logged once, and the
+    planner goes on choosing what a planner that never saw it chooses."""
+    import logging
+
+    planners = StepPlanner(table(gentle)), StepPlanner(table(gentle))
+    for p in planners:
+        run(p, lambda step: gentle, 60)
+    hurt = planners[1]
+    with caplog.at_level(logging.WARNING, logger="client_sdk.drafting.planner"):
+        for _ in range(3):
+            hurt.plan(1)
+            {"step": lambda: hurt.observe_step(1, 2, bad), "drafting": lambda: hurt.observe_drafting(1, bad),
+             "plain": lambda: hurt.observe_plain(1, bad)}[where]()
+    assert hurt.stats()["bad_times"] == 3 and planners[0].stats()["bad_times"] == 0
+    said = [r.getMessage() for r in caplog.records if "is no time" in r.getMessage()]
+    assert len(said) == 1 and repr(bad) in said[0]
+    planners[0].step, planners[0].counts["steps"] = hurt.step, hurt.counts["steps"]  # (the same step count)
+    planners[0]._next_probe = hurt._next_probe
+    assert run(hurt, lambda step: gentle, 200)[-50:] == run(planners[0], lambda step: gentle, 200)[-50:]
+    assert math.isfinite(hurt.efficiency) and math.isfinite(hurt.draft_s) and hurt.plain_s >= 0

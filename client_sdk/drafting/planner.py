@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import math
 import statistics
 
@@ -66,6 +67,8 @@ import numpy as np
 from client_sdk.drafting import step_kernels
 from client_sdk.drafting.costs import StepCosts
 from sssd_wire.types import whole_numbers
+
+log = logging.getLogger(__name__)
 
 
 # the planner's knobs that are the share of an estimate one measurement replaces (PlannerConfig)
@@ -224,7 +227,7 @@ class StepPlanner:
         self.efficiency = 1.0  # a neutral start: a run of losing steps, not one, stops drafting
         self._speculated = 0
         self._step_realised = 0.0
-        self.counts = {"steps": 0, "drafted": 0, "probes": 0}
+        self.counts = {"steps": 0, "drafted": 0, "probes": 0, "bad_times": 0}
         self.widths_used: dict[int, int] = {}  # verify width -> steps (probes included)
 
     @property
@@ -366,6 +369,8 @@ class StepPlanner:
     def observe_step(self, batch: int, width: int, seconds: float) -> None:
         """The measured time of a step of this width (verification and upkeep, not drafting).
         Call it after the step's ``record`` calls, so the step's accepted tokens are known."""
+        if not self._measured(seconds, "a step's"):
+            return
         self.widths_used[width] = self.widths_used.get(width, 0) + 1
         if self.drafting and self.probe is None and self.chosen_k > 0:  # speculated (a sampled look: its rows, scaled)
             tokens = 1.0 + self._step_realised / (self.look_rows or batch)
@@ -414,6 +419,8 @@ class StepPlanner:
         connects, a pause, the datastore's compaction) do not move it, so they cannot stop
         drafting, which would freeze the estimate where they left it; a lasting slowdown still
         shows once it fills half the window."""
+        if not self._measured(seconds, "drafting's"):
+            return
         self._drafting_now = seconds
         per_seq = seconds / max(batch, 1)
         if self.draft_s is None:
@@ -428,9 +435,23 @@ class StepPlanner:
         """The measured critical-path time of a plain step's own upkeep (a step that drafted
         nothing): the plain decoding that drafting is weighed against costs this much more than
         its verify. Followed at ``draft_rate`` (plain steps are many), outliers capped at 3x."""
+        if not self._measured(seconds, "a plain step's upkeep"):
+            return
         per_seq = seconds / max(batch, 1)
         cap = 3 * max(self.plain_s, 1e-5)
         self.plain_s = (1 - self.config.draft_rate) * self.plain_s + self.config.draft_rate * min(per_seq, cap)
+
+    def _measured(self, seconds: float, what: str) -> bool:
+        """Whether ``seconds`` is a time something can take (finite, >= 0). One that is not (NaN,
+        inf, a clock that went back) is left out, counted in ``bad_times`` and said once: a NaN
+        stopped drafting for good, an inf ended the step in a math domain error."""
+        if 0.0 <= seconds < math.inf:
+            return True
+        self.counts["bad_times"] += 1
+        if self.counts["bad_times"] == 1:
+            log.warning("SSSD planner: %s time %r is no time (finite, >= 0): left out (later ones counted in "
+                        "its stats' bad_times, not logged)", what, seconds)
+        return False
 
     def record(self, predicted: float, realised: float, decay: float = 0.98) -> None:
         """After a verified step, per sequence: its draft's summed node scores vs the tokens it
