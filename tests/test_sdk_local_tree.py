@@ -1,5 +1,6 @@
 """Local n-gram index and draft tree builder: hand-built tables and hypothesis properties."""
 
+import re
 from unittest import mock
 
 import numpy as np
@@ -562,6 +563,9 @@ def test_a_draft_batch_round_trips_its_trees_and_cuts_each_row(sizes):
             np.testing.assert_array_equal(got.tokens, want.tokens)
     with pytest.raises(ValueError, match="do not fit"):
         batch.placed(1, len(sizes))
+    for k in (-1, 2.5, True):  # (-1 cut one row to offsets [0, -1], several rows failed in numpy's words)
+        with pytest.raises(ValueError, match=f"^max_nodes {re.escape(repr(k))} must be an integer >= 0$"):
+            cut_batch(batch, k)
 
 
 def select_by_sorting(score, parents, depth, budget, max_depth, max_children):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import numbers
 from types import SimpleNamespace
 from pathlib import Path
 
@@ -233,7 +234,11 @@ def draft_batch(arena: LocalArena, indexes: list[LocalIndex | None], remote: Tri
 
 def cut_batch(batch: DraftBatch, k: int) -> DraftBatch:
     """``batch.cut(k)``; a ranked batch of several rows in one compiled call (the cut is on the
-    decode step's critical path, where a dozen numpy calls cost more than the copy)."""
+    decode step's critical path, where a dozen numpy calls cost more than the copy). A ``k`` that
+    is no node count is refused (-1 cut one row to a batch of offsets [0, -1], several rows failed
+    in numpy's words; 2.5 kept 2)."""
+    if type(k) is not int and (isinstance(k, bool) or not isinstance(k, numbers.Integral)) or k < 0:
+        raise ValueError(f"max_nodes {k!r} must be an integer >= 0")
     if not batch.ranked or len(batch) < 2:
         return batch.cut(k)
     return DraftBatch(*step_kernels.cut_rows(batch.tokens, batch.parents, batch.scores, batch.cells, batch.offsets, k),
