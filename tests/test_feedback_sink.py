@@ -323,6 +323,7 @@ def test_a_generation_submitted_after_close_is_counted_and_said_once(caplog):
     ("batch_tokens", 0, "batch_tokens 0 must be >= 1"),
     ("max_pending", -1, "max_pending -1 must be >= 1"),
     ("max_pending_tokens", 0, "max_pending_tokens 0 must be >= 1"),
+    ("min_tokens", 0, "min_tokens 0 must be >= 1"),  # (an empty generation was queued and refused)
     ("interval_s", 0, "interval_s 0 must be a finite number of seconds above 0"),  # (the sender spun on a core)
     ("interval_s", float("nan"), "interval_s nan must be a finite number of seconds above 0"),
 ])

@@ -75,7 +75,8 @@ class FeedbackSink:
         self.max_pending, self.max_pending_tokens = max_pending, max_pending_tokens
         # (a batch of 0 sent empty Ingests, refused, and kept every generation queued; an interval of
         # 0 or less spun the sender thread on a core of the decode worker)
-        require_at_least(self, 1, ("batch", "batch_tokens", "max_pending", "max_pending_tokens"))
+        # (a min_tokens of 0 queued empty generations, each refused by the service)
+        require_at_least(self, 1, ("batch", "batch_tokens", "max_pending", "max_pending_tokens", "min_tokens"))
         seconds_above_zero(interval_s, "interval_s")
         self._queue: collections.deque = collections.deque()
         self._queued_tokens = 0
