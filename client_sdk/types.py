@@ -53,6 +53,12 @@ class DraftConfig:
         require_at_least(self, 1, ("max_depth", "max_children", "local_ngram", "local_occurrences", "remote_match",
                                    "remote_samples", "prefetch_samples", "remote_min_occurrences", "remote_nodes",
                                    "remote_depth", "draft_threads"))
+        # (beyond these the tables were sized first: 10**12 failed as a MemoryError of petabytes)
+        for name, most, why in (("local_ngram", 32, "each length is a hash table of every request's text"),
+                                ("local_occurrences", 4096, "a draft's node budget"),
+                                ("remote_match", 16, "the datastore's longest match")):
+            if getattr(self, name) > most:
+                raise ValueError(f"{name} {getattr(self, name)} must be at most {most} ({why})")
         if self.combine not in ("max", "noisy-or"):
             raise ValueError(f"combine {self.combine!r} must be 'max' or 'noisy-or'")
         suffixes = self.remote_suffixes

@@ -56,6 +56,11 @@ def test_speculator_tree(argv, env, check):
     ({"SSSD_REMOTE_SUFFIXES": "2,2"}, r"remote_suffixes \(2, 2\) must be distinct lengths below remote_match 4"),
     ({"SSSD_REMOTE_SUFFIXES": "4"}, r"remote_suffixes \(4,\) must be distinct lengths below remote_match 4"),
     ({"SSSD_TRIE_CACHE": "-1"}, "trie_cache -1 must be >= 0"),
+    # (sized before anything was drafted: 10**12 of each failed as a MemoryError of terabytes or petabytes)
+    ({"SSSD_TRIE_CACHE": str(10**12)}, f"trie_cache {10**12} must be at most 4194304 entries"),
+    ({"SSSD_LOCAL_NGRAM": "33"}, r"local_ngram 33 must be at most 32 \(each length is a hash table"),
+    ({"SSSD_LOCAL_OCCURRENCES": "4097"}, "local_occurrences 4097 must be at most 4096"),
+    ({"SSSD_REMOTE_MATCH": "17"}, r"remote_match 17 must be at most 16 \(the datastore's longest match\)"),
     ({"SSSD_TRIE_CACHE_TTL_S": "0"}, "trie_cache_ttl_s 0.0 must be > 0"),
     ({"SSSD_UNIGRAM_REFRESH_S": "0"}, "unigram_refresh_s 0.0 must be >= 1"),  # (fetched the table back to back)
     ({"SSSD_PREFETCH_OUTCOMES": "0"}, "without prefetch_outcomes a step must wait for its lookup"),  # a deadline of 0

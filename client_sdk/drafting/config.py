@@ -28,6 +28,9 @@ def draft_budget(value, what: str = "budget") -> int:
     return int(value)
 
 
+MAX_TRIE_CACHE = 1 << 22  # SpeculatorConfig.trie_cache's largest: about 460 bytes an entry
+
+
 @dataclasses.dataclass(frozen=True)
 class SpeculatorConfig:
     """Knobs of the decode side: drafting and the step planner in their own dataclasses."""
@@ -69,6 +72,8 @@ class SpeculatorConfig:
         require_at_least(self, 4, ("max_lookup_contexts",))  # (one end of one request at every suffix length)
         draft_budget(self.fixed_budget, "fixed_budget")
         require_at_least(self, 0, ("background_index_tokens", "trie_cache"))  # (0: never, off)
+        if self.trie_cache > MAX_TRIE_CACHE:  # (10**12 failed as "Unable to allocate 8.00 TiB")
+            raise ValueError(f"trie_cache {self.trie_cache} must be at most {MAX_TRIE_CACHE} entries (about 2 GB)")
         if not self.trie_cache_ttl_s > 0:
             raise ValueError(f"trie_cache_ttl_s {self.trie_cache_ttl_s} must be > 0 (trie_cache 0 turns the cache off)")
         if not (0 < len(self.worker_id) <= 96 and self.worker_id.isprintable()):  # (it begins every fed-back id)
