@@ -442,9 +442,8 @@ class StepPlanner:
         self.plain_s = (1 - self.config.draft_rate) * self.plain_s + self.config.draft_rate * min(per_seq, cap)
 
     def _measured(self, seconds: float, what: str) -> bool:
-        """Whether ``seconds`` is a time something can take (finite, >= 0). One that is not (NaN,
-        inf, a clock that went back) is left out, counted in ``bad_times`` and said once: a NaN
-        stopped drafting for good, an inf ended the step in a math domain error."""
+        """Whether ``seconds`` is a time (finite, >= 0). One that is not (NaN, inf, a clock that went back)
+        is left out, counted in ``bad_times`` and said once (a NaN stopped drafting for good)."""
         if 0.0 <= seconds < math.inf:
             return True
         self.counts["bad_times"] += 1
