@@ -250,13 +250,14 @@ def _serve_sim_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _serve_sim(args) -> dict:
+    from sssd.bench.datasets import datastore_conversations
     from sssd.bench.serve_sim import STEPS, run
     from sssd.bench.sim_gpu import MeasuredGPU
 
     steps = STEPS if args.steps is None else args.steps
     # (the offender named alone: it read "--steps None, --conversations 0 and --draft-threads 1 must be ...")
-    require_at_least(args, 1, ("conversations", "draft_threads") + (("steps",) if args.steps is not None else ()),
-                     as_flags=True)
+    require_at_least(args, 1, ("draft_threads",) + (("steps",) if args.steps is not None else ()), as_flags=True)
+    datastore_conversations(args.conversations)
     if args.min_request_steps is not None and args.min_request_steps < 0:
         raise ValueError(f"--min-request-steps {args.min_request_steps} must be 0 or more")
     gpu = MeasuredGPU(args.gpu_costs) if args.gpu_costs else None

@@ -43,12 +43,14 @@ def run_demo(args, out: TextIO) -> int:
     from datastore_service.embedded import EmbeddedServer
     from datastore_service.server import ServerConfig
     from datastore_service.store import make_directory
+    from sssd.bench import datasets
     from sssd.bench.decode_bench import PROMPT_SETS, check_prompt_sets, checked_prompts
 
     if args.prompts < 2:
         raise ValueError(f"--prompts {args.prompts}: at least 2 (answers to the first half are fed back, the rest decoded)")
     check_prompt_sets(PROMPT_SETS, args.prompts)
-    require_at_least(args, 1, ("max_new_tokens", "conversations"), as_flags=True)  # (0 ended in an IndexError)
+    require_at_least(args, 1, ("max_new_tokens",), as_flags=True)  # (0 ended in an IndexError)
+    datasets.datastore_conversations(args.conversations)
     sets = list(checked_prompts(PROMPT_SETS, args.prompts, args.max_new_tokens).values())  # (before the model loads)
     work = Path(args.workdir)
     make_directory(work, f"--workdir {work}")  # (a file in the way was "[Errno 17] File exists")
@@ -150,7 +152,7 @@ def _ingest_corpus(client, tok, args, say) -> None:
         except grpc.RpcError as exc:
             if exc.code() != grpc.StatusCode.ALREADY_EXISTS:
                 raise
-    say(f"[3/5] ingesting ShareGPT answers (conversations 2000-{2000 + args.conversations}) tokenised for SmolLM2")
+    say(f"[3/5] ingesting ShareGPT answers (conversations 2000-{2000 + args.conversations - 1}) tokenised for SmolLM2")
     docs = datasets.sharegpt_docs_for(tok, "smollm2", 2000, 2000 + args.conversations)
     from tqdm import tqdm
 

