@@ -113,7 +113,7 @@ def register(sub) -> None:
     hc.set_defaults(handler=rpc_errors(_health))
     for p in (ing, lk, st, cp, hc):
         add_client_flags(p)
-    for p in (ing, cp, hc):
+    for p in (ing, lk, cp, hc):
         p.add_argument("--json", action="store_true", help="one line of JSON")
 
 
@@ -406,9 +406,29 @@ def _lookup(args) -> int:
     except InvalidArgument as exc:  # named by its field ("depth 0 not in [1, 64]"): by its flag here
         raise ValueError("--" + str(exc).replace("max_nodes", "max-nodes", 1)) from None
     (tree,) = client_of(args).lookup(args.namespace, [ctx], params)
-    print(json.dumps({"match_length": tree.match_length, "occurrences": tree.occurrences,
-                      "tokens": tree.tokens.tolist(), "parents": tree.parents.tolist(), "counts": tree.counts.tolist()}))
+    emit(args, "\n".join(tree_lines(tree)), {
+        "match_length": tree.match_length, "occurrences": tree.occurrences, "tokens": tree.tokens.tolist(),
+        "parents": tree.parents.tolist(), "counts": tree.counts.tolist()})
     return 0
+
+
+def tree_lines(tree) -> list[str]:
+    """A continuation tree for people: what matched, then one line per node, "token (xcount)",
+    indented under its parent (it was printed as JSON's parallel arrays, which no one reads)."""
+    if not tree.match_length:
+        return ["no match: the namespace holds no suffix of this context"]
+    toks, pars, cnts = tree.tokens.tolist(), tree.parents.tolist(), tree.counts.tolist()
+    children: dict[int, list[int]] = {}
+    for i, p in enumerate(pars):
+        children.setdefault(p, []).append(i)
+    lines = [f"match: the context's last {counted(tree.match_length, 'token')}, {counted(tree.occurrences, 'occurrence')}; "
+             "what follows: " + (f"{counted(len(toks), 'node')}, each a token (x its count):" if toks else "nothing")]
+    stack = [(i, 0) for i in reversed(children.get(-1, []))]
+    while stack:  # depth first, siblings in the tree's order
+        i, depth = stack.pop()
+        lines.append(f"{'  ' * depth}{toks[i]} (x{cnts[i]})")
+        stack.extend((c, depth + 1) for c in reversed(children.get(i, [])))
+    return lines
 
 
 def _stats(args) -> int:

@@ -58,9 +58,13 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     code, out, _ = run(capsys, "ingest", str(one), "-n", "demo", *a)
     assert code == 0 and "added 1 document (1 token)," in out
     assert run(capsys, "compact", *a)[0] == 0
-    code, out, _ = run(capsys, "lookup", "1,2,3", "-n", "demo", *a)
+    code, out, _ = run(capsys, "lookup", "1,2,3", "-n", "demo", "--json", *a)
     tree = json.loads(out)
     assert tree["match_length"] == 3 and sorted(tree["tokens"]) == [4, 9]
+    code, out, _ = run(capsys, "lookup", "1,2,3", "-n", "demo", *a)  # (for people: it printed the JSON)
+    assert code == 0 and out.splitlines() == [
+        "match: the context's last 3 tokens, 2 occurrences; what follows: 2 nodes, each a token (x its count):",
+        *sorted(f"{t} (x1)" for t in tree["tokens"])]
     code, out, _ = run(capsys, "stats", "--json", *a)
     (ns,) = json.loads(out)["namespaces"]
     assert json.loads(out)["max_live_tokens"] == server.server.servicer.ds.live_token_cap > 0
@@ -727,3 +731,16 @@ def test_an_error_while_reading_records_midway_is_not_lost_in_the_stream(server,
     else:
         with pytest.raises(RuntimeError, match="a defect"):
             run(capsys, *argv)
+
+
+def test_a_continuation_tree_reads_depth_first_under_its_parents():
+    from sssd.client_commands import tree_lines
+    from sssd_wire.types import ContinuationTree
+
+    tree = ContinuationTree(np.array([5, 6, 7, 8, 9], np.int32), np.array([-1, 0, 1, -1, 0], np.int32),
+                            np.array([4, 3, 1, 2, 1], np.int32), match_length=1, occurrences=6)
+    assert tree_lines(tree) == [
+        "match: the context's last 1 token, 6 occurrences; what follows: 5 nodes, each a token (x its count):",
+        "5 (x4)", "  6 (x3)", "    7 (x1)", "  9 (x1)", "8 (x2)"]
+    empty = ContinuationTree(np.zeros(0, np.int32), np.zeros(0, np.int32), np.zeros(0, np.int32), 0, 0)
+    assert tree_lines(empty) == ["no match: the namespace holds no suffix of this context"]
