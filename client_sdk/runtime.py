@@ -132,6 +132,10 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         raise ValueError("build_speculator needs a draft size: fixed_budget=N, or a planner's step costs "
                          "(costs=decoder.measured_costs(...), or model_config=the model's config for the roofline)")
     vocab_size = vocabulary(vocab_size)  # (before a connect)
+    if feedback_address and not (feedback and sink is None and address and remote is None):  # (unsaid before)
+        log.warning("feedback_address (SSSD_FEEDBACK_ADDRESS) %s is not used: %s", feedback_address,
+                    "feedback is off" if not feedback else "a ready-made sink is given" if sink is not None
+                    else "a ready-made remote source is given" if remote is not None else "no datastore address is given")
     made: list = []  # the sources this call opened: closed again when it fails (their threads, channels)
     try:
         if address and remote is None:

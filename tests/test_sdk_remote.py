@@ -696,6 +696,28 @@ def test_a_speculator_that_cannot_be_built_leaves_nothing_open(live, feedback_to
     assert ours() == before
 
 
+@pytest.mark.parametrize("kw, why", [
+    ({"feedback": False}, "feedback is off"),
+    ({"feedback": True, "address": None}, "no datastore address is given"),
+    ({"feedback": True, "sink": "sink"}, "a ready-made sink is given"),
+])
+def test_a_feedback_address_that_is_not_used_is_said(live, caplog, kw, why):
+    """(It was left unused without a word: an SSSD_FEEDBACK_ADDRESS beside SSSD_FEEDBACK=0 or no
+    SSSD_DATASTORE.) A feedback address that is used is not said."""
+    from client_sdk.runtime import build_speculator
+
+    server, client = live
+    kw = {"address": server.address, **kw}
+    if kw.get("sink") == "sink":
+        kw["sink"] = FeedbackSink(client, "ns", "w")
+    with caplog.at_level("WARNING", logger="sssd.sdk"):
+        build_speculator(namespace="ns", fixed_budget=4, vocab_size=100, feedback_address=server.address, **kw).close()
+        build_speculator(namespace="ns", fixed_budget=4, vocab_size=100, feedback_address=server.address,
+                         address=server.address, feedback=True).close()
+    said = [r.getMessage() for r in caplog.records if "feedback_address" in r.getMessage()]
+    assert said == [f"feedback_address (SSSD_FEEDBACK_ADDRESS) {server.address} is not used: {why}"]
+
+
 def test_feedback_close_is_bounded_and_counts_what_it_drops(caplog):
     client = DatastoreClient("127.0.0.1:1", timeout_s=1)  # nothing listens there
     sink = FeedbackSink(client, "ns", "w3", batch=4, interval_s=60, min_tokens=1)
