@@ -67,4 +67,4 @@ class PluginConfig:
                 f"draft_tokens={self.draft_tokens or 'auto'} "
                 f"widths={'per batch' if self.per_batch_widths else 'fixed'} "
                 f"lookup_deadline_ms={self.speculator.lookup_deadline_s * 1e3:g} "
-                f"feedback={'on' if self.feedback else 'off'}")
+                f"feedback={'off' if not self.feedback else 'on' if self.datastore else 'off (no datastore)'}")

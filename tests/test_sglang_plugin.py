@@ -144,6 +144,15 @@ def test_config_from_env(env, expected):
     assert PluginConfig.from_env(env) == expected
 
 
+@pytest.mark.parametrize("env, said", [
+    ({}, "feedback=off (no datastore)"),  # (it said "feedback=on" for a worker that sends nothing)
+    ({"SSSD_DATASTORE": "ds:50051"}, "feedback=on"),
+    ({"SSSD_DATASTORE": "ds:50051", "SSSD_FEEDBACK": "0"}, "feedback=off"),
+])
+def test_the_launch_line_says_whether_feedback_is_sent(env, said):
+    assert PluginConfig.from_env(env).describe().endswith(said)
+
+
 @pytest.mark.parametrize("env,message", [
     ({"SSSD_DRAFT_TOKENS": "1"}, "SSSD_DRAFT_TOKENS=1"),
     ({"SSSD_DRAFT_TOKENS": "many"}, "SSSD_DRAFT_TOKENS='many'"),
