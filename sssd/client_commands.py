@@ -350,8 +350,10 @@ def _ingest(args) -> int:
     except grpc.RpcError as exc:  # the server went away (a restart) or refused a message midway
         if not handed[0] or "of the stream" in one_line(exc):  # (nothing sent, or the server said what it kept)
             raise
+        then = ("fix or leave out that record, then re-run: it resumes by id" if exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+                else "re-running resumes by id")  # (a refused record is refused again at every re-run)
         raise ValueError(f"{one_line(exc)} ({args.address}); up to {counted(handed[0], 'document')} had been sent: "
-                         "re-running resumes by id (the stored ones are skipped)") from None
+                         f"{then} (the stored ones are skipped)") from None
     finally:
         bar.close()
     if failure:

@@ -702,6 +702,21 @@ def test_an_ingest_cut_off_by_a_server_shutdown_says_what_was_sent(server_factor
                         r"re-running resumes by id \(the stored ones are skipped\)\n", err), err
 
 
+def test_an_ingest_of_a_record_the_server_refuses_says_to_fix_it_first(server_factory, capsys, tmp_path):
+    """A record the server refuses (here one past --max-doc-tokens) is refused at every re-run: the
+    error says to fix or leave it out (it said only that re-running resumes)."""
+    server = server_factory(max_doc_tokens=5)
+    a = ("--address", server.address)
+    assert run(capsys, "namespace", "create", "cap", "--vocab-size", "100", *a)[0] == 0
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"tokens": [1, 2, 3]}\n{"tokens": [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n')
+    code, out, err = run(capsys, "ingest", str(docs), "-n", "cap", *a)
+    assert code == 1 and out == ""
+    assert re.fullmatch(r"sssd: error: INVALID_ARGUMENT: document 'd\.jsonl:2' has 9 tokens, over the cap 5 "
+                        r"\(127\.0\.0\.1:\d+\); up to 2 documents had been sent: fix or leave out that record, "
+                        r"then re-run: it resumes by id \(the stored ones are skipped\)\n", err), err
+
+
 @pytest.mark.parametrize("error,said", [(OSError("the disk went away"), True), (RuntimeError("a defect"), False)])
 def test_an_error_while_reading_records_midway_is_not_lost_in_the_stream(server, capsys, tmp_path, monkeypatch,
                                                                           error, said):
