@@ -321,8 +321,12 @@ def _ingest(args) -> int:
         raise ValueError(f"namespace {args.namespace!r} does not exist on {args.address}{mine} "
                          f"(create it with `sssd namespace create`)")
     if not args.tokenizer:  # a first pass names any malformed line before a single document is sent
-        for _ in read_token_documents(args.file):
-            pass
+        vocab, past = spaces[args.namespace].vocab_size, None
+        for doc_id, tokens in read_token_documents(args.file):
+            if past is None and max(tokens) >= vocab:  # (the server refused it, after the batches before it were stored)
+                past = f"document {doc_id!r} holds token id {max(tokens)}"
+        if past:  # (after the whole file: a line that is no record is named first)
+            raise ValueError(f"{past}: namespace {args.namespace!r} has a vocabulary of {vocab} (ids 0-{vocab - 1})")
     tokenizer = None
     if args.tokenizer:
         from sssd.tokenizers import load_tokenizer
@@ -348,12 +352,13 @@ def _ingest(args) -> int:
     try:
         summary = client.ingest_stream(args.namespace, batches(), timeout_s=args.timeout_s)
     except grpc.RpcError as exc:  # the server went away (a restart) or refused a message midway
-        if not handed[0] or "of the stream" in one_line(exc):  # (nothing sent, or the server said what it kept)
+        told, refused = "of the stream" in one_line(exc), exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+        if not handed[0] or (told and not refused):  # (nothing sent, or the server said what it kept)
             raise
-        then = ("fix or leave out that record, then re-run: it resumes by id" if exc.code() == grpc.StatusCode.INVALID_ARGUMENT
-                else "re-running resumes by id")  # (a refused record is refused again at every re-run)
-        raise ValueError(f"{one_line(exc)} ({args.address}); up to {counted(handed[0], 'document')} had been sent: "
-                         f"{then} (the stored ones are skipped)") from None
+        sent = "" if told else f"; up to {counted(handed[0], 'document')} had been sent"
+        then = ("fix or leave out that record, then re-run: it resumes by id" if refused  # (else refused again)
+                else "re-running resumes by id")
+        raise ValueError(f"{one_line(exc)} ({args.address}){sent}: {then} (the stored ones are skipped)") from None
     finally:
         bar.close()
     if failure:

@@ -77,10 +77,11 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     code, out, _ = run(capsys, "namespace", "list", *a)
     assert out.startswith("demo\tvocab=100")
     late = tmp_path / "late.jsonl"  # a record the service refuses, after two it stored
-    late.write_text('{"id": "m1", "tokens": [1]}\n{"id": "m2", "tokens": [2]}\n{"id": "m3", "tokens": [100]}\n')
+    late.write_text('{"id": "m1", "tokens": [1]}\n{"id": "m2", "tokens": [2]}\n{"id": "", "tokens": [3]}\n')
     code, out, err = run(capsys, "ingest", str(late), "-n", "demo", "--batch", "1", *a)
-    assert code == 1 and err.startswith("sssd: error: INVALID_ARGUMENT: document 'm3': token id 100 outside")
+    assert code == 1 and err.startswith("sssd: error: INVALID_ARGUMENT: document id '' must be")
     assert "(message 3 of the stream; the 2 before it were stored, 2 documents added" in err and "up to" not in err
+    assert err.endswith(": fix or leave out that record, then re-run: it resumes by id (the stored ones are skipped)\n")
 
 
 @pytest.mark.parametrize(
@@ -287,6 +288,18 @@ def test_ingest_checks_the_namespace_first(server, capsys, tmp_path):
     docs.write_text('{"tokens": [1, 2]}\n')
     code, _, err = run(capsys, "ingest", str(docs), "-n", "nope", "--address", server.address)
     assert code == 1 and "namespace 'nope' does not exist" in err
+
+
+def test_ingest_names_a_token_past_the_namespaces_vocabulary_before_sending_anything(server, capsys, tmp_path):
+    """(The server refused it, after the batches before it had been stored.)"""
+    a = ("--address", server.address)
+    assert run(capsys, "namespace", "create", "small", "--vocab-size", "10", *a)[0] == 0
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"tokens": [1, 2]}\n{"id": "x", "tokens": [3, 10]}\n')
+    code, out, err = run(capsys, "ingest", str(docs), "-n", "small", *a)
+    assert code == 1 and out == ""
+    assert err == "sssd: error: document 'x' holds token id 10: namespace 'small' has a vocabulary of 10 (ids 0-9)\n"
+    assert server.server.servicer.ds.namespace("small").live_tokens == 0
 
 
 @pytest.mark.parametrize("kind,message", [
