@@ -355,10 +355,12 @@ def _ingest(args) -> int:
         told, refused = "of the stream" in one_line(exc), exc.code() == grpc.StatusCode.INVALID_ARGUMENT
         if not handed[0] or (told and not refused):  # (nothing sent, or the server said what it kept)
             raise
-        sent = "" if told else f"; up to {counted(handed[0], 'document')} had been sent"
+        if told:  # (the server's words say how a re-run resumes)
+            raise ValueError(f"{one_line(exc)} ({args.address}): fix or leave out that record first") from None
         then = ("fix or leave out that record, then re-run: it resumes by id" if refused  # (else refused again)
                 else "re-running resumes by id")
-        raise ValueError(f"{one_line(exc)} ({args.address}){sent}: {then} (the stored ones are skipped)") from None
+        raise ValueError(f"{one_line(exc)} ({args.address}); up to {counted(handed[0], 'document')} had been sent: "
+                         f"{then} (the stored ones are skipped)") from None
     finally:
         bar.close()
     if failure:

@@ -81,7 +81,7 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
     code, out, err = run(capsys, "ingest", str(late), "-n", "demo", "--batch", "1", *a)
     assert code == 1 and err.startswith("sssd: error: INVALID_ARGUMENT: document id '' must be")
     assert "(message 3 of the stream; the 2 before it were stored, 2 documents added" in err and "up to" not in err
-    assert err.endswith(": fix or leave out that record, then re-run: it resumes by id (the stored ones are skipped)\n")
+    assert err.endswith("sending them again skips them by id) (" + server.address + "): fix or leave out that record first\n")
 
 
 @pytest.mark.parametrize(
