@@ -14,7 +14,7 @@ import grpc
 from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
 from sssd_wire.errors import InvalidArgument, connection_hint, one_line
 from sssd_wire.settings import require_above_zero, require_at_least
-from sssd_wire.types import MAX_TOKEN_ID, LookupParams
+from sssd_wire.types import DOCUMENT_ID, MAX_TOKEN_ID, LookupParams, good_document_id
 
 
 def add_client_flags(p: argparse.ArgumentParser) -> None:
@@ -265,6 +265,8 @@ def read_token_documents(path: str, tokenizer=None):
         if not isinstance(doc_id, (str, int)) or isinstance(doc_id, bool):  # (null was stored as "None")
             raise ValueError(f"{where}: 'id' {doc_id!r} must be a string or an integer")
         doc_id = str(doc_id)
+        if not good_document_id(doc_id):  # (refused by the server, after the batches before it were stored)
+            raise ValueError(f"{where}: 'id' {doc_id!r} must be {DOCUMENT_ID}")
         tokens = rec.get("tokens")
         if tokenizer is not None and tokens is None:  # (token ids beside a tokenizer are checked as without one)
             from sssd.tokenizers import record_tokens

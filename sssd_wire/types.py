@@ -21,6 +21,12 @@ from sssd_wire.errors import InvalidArgument
 MAX_TOKEN_ID = 2**31 - 1  # the largest id that int32 carries
 NOT_CONTEXTS = "contexts must be a sequence of contexts, each a sequence of token ids (one context: [ids])"
 NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # what a service takes as a namespace's name
+DOCUMENT_ID = "a string of 1..256 printable characters"  # what a service takes as a document's id
+
+
+def good_document_id(doc_id) -> bool:
+    """Whether a service takes ``doc_id`` as a document's id (DOCUMENT_ID)."""
+    return isinstance(doc_id, str) and 0 < len(doc_id) <= 256 and doc_id.isprintable()
 
 
 def token_array(tokens, what: str = "tokens") -> np.ndarray:

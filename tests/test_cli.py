@@ -76,12 +76,6 @@ def test_namespace_ingest_lookup_stats_compact(server, capsys, tmp_path):
                                     "tokens over all its namespaces: --max-live-tokens)")
     code, out, _ = run(capsys, "namespace", "list", *a)
     assert out.startswith("demo\tvocab=100")
-    late = tmp_path / "late.jsonl"  # a record the service refuses, after two it stored
-    late.write_text('{"id": "m1", "tokens": [1]}\n{"id": "m2", "tokens": [2]}\n{"id": "", "tokens": [3]}\n')
-    code, out, err = run(capsys, "ingest", str(late), "-n", "demo", "--batch", "1", *a)
-    assert code == 1 and err.startswith("sssd: error: INVALID_ARGUMENT: document id '' must be")
-    assert "(message 3 of the stream; the 2 before it were stored, 2 documents added" in err and "up to" not in err
-    assert err.endswith("sending them again skips them by id) (" + server.address + "): fix or leave out that record first\n")
 
 
 @pytest.mark.parametrize(
@@ -179,6 +173,13 @@ def test_bad_jsonl_names_the_line(server, capsys, tmp_path):
     ('{"tokens": [1, 2147483647]}\n{"tokens": [2147483648]}\n', "bad.jsonl:2: 'tokens' holds 2147483648, not a token id"),
     ('{"tokens": [1]}\n{"id": null, "tokens": [1]}\n', "bad.jsonl:2: 'id' None must be a string or an integer"),
     ('{"id": [1], "tokens": [1]}\n', "bad.jsonl:1: 'id' [1] must be a string or an integer"),
+    # ids the server refuses (after the batches before them were stored)
+    ('{"tokens": [1]}\n{"id": "", "tokens": [1]}\n', "bad.jsonl:2: 'id' '' must be a string of 1..256 printable"),
+    ('{"id": "a\\tb", "tokens": [1]}\n', "bad.jsonl:1: 'id' 'a\\tb' must be a string of 1..256 printable"),
+    ('{"id": "%s", "tokens": [1]}\n' % ("x" * 257), "bad.jsonl:1: 'id' 'xxxx"),
+    # a token past the namespace's vocabulary (10), after the whole file's lines are checked
+    ('{"tokens": [10]}\n{"tokens": [1, 2\n', "bad.jsonl:2: not JSON"),
+    ('{"tokens": [1]}\n{"id": "x", "tokens": [10]}\n', "document 'x' holds token id 10: namespace 'demo' has a vocabulary"),
     # (a UnicodeDecodeError naming no file or line)
     (b'{"tokens": [1]}\n{"id": "\xff", "tokens": [1]}\n', "bad.jsonl:2: not UTF-8 (byte 0xff at column 9)"),
     # gzipped: its lines are checked as a plain file's; a damaged or cut stream is said to be one
@@ -728,6 +729,10 @@ def test_an_ingest_of_a_record_the_server_refuses_says_to_fix_it_first(server_fa
     assert re.fullmatch(r"sssd: error: INVALID_ARGUMENT: document 'd\.jsonl:2' has 9 tokens, over the cap 5 "
                         r"\(127\.0\.0\.1:\d+\); up to 2 documents had been sent: fix or leave out that record, "
                         r"then re-run: it resumes by id \(the stored ones are skipped\)\n", err), err
+    code, out, err = run(capsys, "ingest", str(docs), "-n", "cap", "--batch", "1", *a)  # the server says what it kept
+    assert code == 1 and err.startswith("sssd: error: INVALID_ARGUMENT: document 'd.jsonl:2' has 9 tokens")
+    assert "(message 2 of the stream; the one before it was stored, 1 document added" in err and "up to" not in err
+    assert err.endswith(f"sending them again skips them by id) ({server.address}): fix or leave out that record first\n")
 
 
 @pytest.mark.parametrize("error,said", [(OSError("the disk went away"), True), (RuntimeError("a defect"), False)])

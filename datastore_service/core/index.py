@@ -31,7 +31,7 @@ from datastore_service.core.segment import PAD, Segment, bucket_table
 from datastore_service.core.types import (ContinuationTree, Document, LookupParams, NamespaceSpec, TrieBatch,
                                           checked_tokens)
 from sssd_wire.errors import InvalidArgument
-from sssd_wire.types import NOT_CONTEXTS
+from sssd_wire.types import DOCUMENT_ID, NOT_CONTEXTS, good_document_id
 
 MAX_DOC_TOKENS = 1 << 20  # per document; larger inputs are rejected at the boundary
 
@@ -91,8 +91,8 @@ class NamespaceIndex:
     def validate(self, doc: Document) -> None:
         """Raise InvalidArgument for an empty, oversized or out-of-vocabulary document."""
         toks = doc.tokens
-        if not isinstance(doc.doc_id, str) or not doc.doc_id or len(doc.doc_id) > 256 or not doc.doc_id.isprintable():
-            raise InvalidArgument(f"document id {doc.doc_id!r} must be a string of 1..256 printable characters")
+        if not good_document_id(doc.doc_id):
+            raise InvalidArgument(f"document id {doc.doc_id!r} must be {DOCUMENT_ID}")
         if toks.ndim != 1 or toks.shape[0] == 0:
             raise InvalidArgument(f"document {doc.doc_id!r} is empty")
         if toks.shape[0] > self.max_doc_tokens:
