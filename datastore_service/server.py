@@ -140,6 +140,7 @@ class DatastoreServer:
         self.pool = ThreadPoolExecutor(threads, thread_name_prefix="sssd-worker")
         self.maint_pool = ThreadPoolExecutor(1, thread_name_prefix="sssd-maintenance")
         self.servicer = DatastoreServicer(config.limits, self.metrics, self.pool)
+        self.servicer.max_answer_bytes = config.max_message_bytes
         self.health = health.aio.HealthServicer()
         self.port = 0
         self.metrics_port = 0

@@ -325,7 +325,7 @@ def _ingest(args) -> int:
     if not args.tokenizer:  # a first pass names any malformed line before a single document is sent
         vocab, past = spaces[args.namespace].vocab_size, None
         for doc_id, tokens in read_token_documents(args.file):
-            if past is None and max(tokens) >= vocab:  # (the server refused it, after the batches before it were stored)
+            if past is None and max(tokens) >= vocab:  # (refused by the server, after the batches before it)
                 past = f"document {doc_id!r} holds token id {max(tokens)}"
         if past:  # (after the whole file: a line that is no record is named first)
             raise ValueError(f"{past}: namespace {args.namespace!r} has a vocabulary of {vocab} (ids 0-{vocab - 1})")

@@ -1,5 +1,6 @@
 """Every RPC against a real server on port 0, with real channels."""
 
+import asyncio
 import os
 import re
 import time
@@ -580,6 +581,53 @@ def test_storage_errors_are_one_clear_code_and_one_log_line(server, client, capl
     assert got == code and error in details
     assert "Traceback" not in caplog.text and caplog.text.count(error) == 1
     assert client.stats().namespaces[0].documents == 0  # nothing acknowledged, nothing indexed
+
+
+def test_an_answer_past_the_message_limit_is_refused_in_one_line_and_a_client_asks_in_parts(server_factory, caplog):
+    """An answer larger than --max-message-bytes is RESOURCE_EXHAUSTED saying so (gRPC refused it as
+    "Sent message larger than max" and logged a traceback); a client sends a lookup in parts whose
+    answers fit its own limit."""
+    import logging
+
+    from client_sdk.transport.aio import AsyncDatastoreClient
+    from client_sdk.transport.remote import DatastoreClient, in_parts
+
+    server = server_factory(max_message_bytes=1 << 16)
+    rng = np.random.default_rng(0)
+    contexts = [rng.integers(0, 4, 2).tolist() for _ in range(40)]
+    params = LookupParams(min_match=1, sample_budget=512, depth=8, max_nodes=256)
+    with DatastoreClient(server.address, timeout_s=30) as c:
+        c.create_namespace("big", 4)
+        c.ingest("big", [(f"d{i}", rng.integers(0, 4, 2000).tolist()) for i in range(4)])
+        c.snapshot()
+        with caplog.at_level(logging.ERROR):
+            with pytest.raises(grpc.RpcError) as refused:
+                c.lookup("big", contexts, params)
+        assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert re.fullmatch(r"the answer to 40 contexts is about [\d,]+ bytes, over --max-message-bytes 65,536: ask fewer "
+                            r"contexts or fewer max_nodes per call", refused.value.details())
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        alone = [t.tokens.tolist() for t in c.lookup("big", contexts[:2], params)]
+        assert sum(map(len, alone)) > 256  # (answers near max_nodes: the whole call's was far past 64 KB)
+
+    async def in_parts_of_the_clients_limit():
+        async with AsyncDatastoreClient(server.address, timeout_s=30, max_message_bytes=1 << 17) as c:
+            return [t.tokens.tolist() for t in await c.lookup("big", contexts, params)]
+
+    assert len(in_parts(contexts, 4096, 256, 1 << 17)) > 1
+    assert asyncio.run(in_parts_of_the_clients_limit())[:2] == alone
+
+
+@pytest.mark.parametrize("contexts, most, max_nodes, answer_bytes, sizes", [
+    (10, 4, 0, 64 << 20, [4, 4, 2]),  # the server's --max-lookup-contexts alone
+    (4096, 4096, 64, 64 << 20, [4096]),  # the SDK's tries fit one answer
+    (4096, 4096, 4096, 64 << 20, [1363, 1363, 1363, 7]),  # (one answer was 72 MB)
+    (3, 4096, 4096, 1 << 16, [1, 1, 1]),  # at least one context a call, whatever the limit
+])
+def test_a_lookup_goes_in_parts_whose_answers_fit(contexts, most, max_nodes, answer_bytes, sizes):
+    from client_sdk.transport.remote import in_parts
+
+    assert [len(p) for p in in_parts(list(range(contexts)), most, max_nodes, answer_bytes)] == sizes
 
 
 def test_a_huge_lookup_is_refused_before_it_is_decoded(loaded):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Iterable, Sequence
 
-from client_sdk.transport.remote import DEFAULT_ADDRESS, in_parts, make_channel
+from client_sdk.transport.remote import ANSWER_BYTES, DEFAULT_ADDRESS, in_parts, make_channel
 from sssd_wire.codec import (create_namespace_request, delete_request, documents_to_proto, lookup_request,
                              namespace_name, tries_from_proto)
 from sssd_wire.settings import bearer_metadata, deadline, require_at_least, seconds_above_zero
@@ -20,12 +20,13 @@ from sssd_wire.v1 import datastore_pb2_grpc as pb_grpc
 
 class AsyncDatastoreClient:
     def __init__(self, address: str = DEFAULT_ADDRESS, token: str | None = None, tls_ca: str | None = None,
-                 timeout_s: float = 10.0, max_message_bytes: int = 64 << 20, max_lookup_contexts: int = 4096) -> None:
+                 timeout_s: float = 10.0, max_message_bytes: int = ANSWER_BYTES, max_lookup_contexts: int = 4096) -> None:
         """max_lookup_contexts: as DatastoreClient's (a larger lookup is sent in parts)."""
         self.max_lookup_contexts = max_lookup_contexts
         require_at_least(self, 1, ("max_lookup_contexts",))
         self.metadata = bearer_metadata(token)  # (checked before a channel is opened)
         self.timeout_s = seconds_above_zero(timeout_s)  # (checked: -1, NaN and inf failed every call as DEADLINE_EXCEEDED)
+        self.max_message_bytes = max_message_bytes  # (a lookup goes in parts whose answers fit it)
         self.channel = make_channel(address, tls_ca, max_message_bytes, aio=True)
         self.stub = pb_grpc.DatastoreStub(self.channel)
 
@@ -48,7 +49,7 @@ class AsyncDatastoreClient:
     async def lookup_batch(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                            timeout_s: float | None = None) -> TrieBatch:
         calls = [self._call(self.stub.Lookup, lookup_request(namespace, part, options), timeout_s)
-                 for part in in_parts(contexts, self.max_lookup_contexts)]
+                 for part in in_parts(contexts, self.max_lookup_contexts, options.max_nodes, self.max_message_bytes)]
         return TrieBatch.joined([tries_from_proto(r) for r in await asyncio.gather(*calls)])
 
     async def ingest(self, namespace: str, docs: Iterable[tuple[str, Sequence[int]]],

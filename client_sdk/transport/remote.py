@@ -34,7 +34,10 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 ROUND_ROBIN = '{"loadBalancingConfig": [{"round_robin": {}}]}'
 
 
-def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int = 64 << 20, aio: bool = False):
+ANSWER_BYTES = 64 << 20  # the largest message a channel (make_channel) and a server (--max-message-bytes) take
+
+
+def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int = ANSWER_BYTES, aio: bool = False):
     """A channel to ``address``: host:port, ``dns:///name:port`` (every address the name
     resolves to) or ``ipv4:h1:p1,h2:p2``; lookups are spread over the addresses round robin.
     ``aio``: a grpc.aio channel (make it on the event loop that will use it)."""
@@ -78,9 +81,13 @@ def _settle(fut: futures.Future, outcome) -> None:
         fut.set_exception(exc)
 
 
-def in_parts(contexts: Sequence, most: int) -> list[Sequence]:
+def in_parts(contexts: Sequence, most: int, max_nodes: int = 0, answer_bytes: int = ANSWER_BYTES) -> list[Sequence]:
     """``contexts`` cut into runs of at most ``most``, in order (one run when they fit: the
-    service refuses a Lookup of more than its --max-lookup-contexts)."""
+    service refuses a Lookup of more than its --max-lookup-contexts), and with ``max_nodes``, of
+    at most as many as one answer of ``answer_bytes`` holds at 12 bytes a node and 24 a context
+    (4,096 contexts at 4,096 nodes each were a 72 MB answer, refused whole)."""
+    if max_nodes:
+        most = min(most, max(1, (answer_bytes - (1 << 16)) // (12 * max_nodes + 24)))
     return [contexts[i : i + most] for i in range(0, len(contexts), most)] if len(contexts) > most else [contexts]
 
 
@@ -292,14 +299,14 @@ class DatastoreClient:
         return TrieBatch.joined([tries_from_proto(self._call(self.stub.Lookup,
                                                              lookup_request(namespace, part, options, 0, background),
                                                              timeout_s))
-                                 for part in in_parts(contexts, self.max_lookup_contexts)])
+                                 for part in in_parts(contexts, self.max_lookup_contexts, options.max_nodes)])
 
     def lookup_future(self, namespace: str, contexts: Sequence, options: LookupParams = LookupParams(),
                       timeout_s: float | None = None, flat: bool = False) -> futures.Future:
         """A future resolving to list[ContinuationTree] (TrieBatch when flat) or raising grpc.RpcError
         (on a lookup stream, ``timeout_s`` does not apply: the caller's own deadline decides); more
         than ``max_lookup_contexts`` contexts go in parts, side by side."""
-        parts = in_parts(contexts, self.max_lookup_contexts)
+        parts = in_parts(contexts, self.max_lookup_contexts, options.max_nodes)
         if len(parts) > 1:
             return _joined([self.lookup_future(namespace, part, options, timeout_s, flat=True) for part in parts], flat)
         if self.streamed is not None:
