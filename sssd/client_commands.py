@@ -109,11 +109,18 @@ def register(sub) -> None:
     cp.add_argument("--namespace", "-n", default="")
     cp.add_argument("--policy", action="store_true", help="only what the background policy would merge")
     cp.set_defaults(handler=rpc_errors(_compact))
+    dl = sub.add_parser("delete", help="delete documents by id (lookups stop seeing them at once; `compact` "
+                                       "frees their space)")
+    dl.add_argument("ids", nargs="+", help="document ids: a record's own \"id\", or FILE:LINE as `sssd ingest` named it")
+    dl.add_argument("--namespace", "-n", required=True)
+    dl.add_argument("--missing-ok", action="store_true",
+                    help="skip ids that are not stored (default: refuse the call, deleting nothing)")
+    dl.set_defaults(handler=rpc_errors(_delete))
     hc = sub.add_parser("health", help="exit 0 when the datastore reports SERVING (for health checks)")
     hc.set_defaults(handler=rpc_errors(_health))
-    for p in (ing, lk, st, cp, hc):
+    for p in (ing, lk, st, cp, dl, hc):
         add_client_flags(p)
-    for p in (ing, lk, cp, hc):
+    for p in (ing, lk, cp, dl, hc):
         p.add_argument("--json", action="store_true", help="one line of JSON")
 
 
@@ -141,6 +148,19 @@ def _ns_drop(args) -> int:
 def _compact(args) -> int:
     retired = client_of(args).compact(args.namespace, not args.policy)
     emit(args, f"segments retired: {retired}", {"segments_retired": retired})
+    return 0
+
+
+def _delete(args) -> int:
+    try:
+        deleted = client_of(args).delete(args.namespace, args.ids, args.missing_ok)
+    except grpc.RpcError as exc:  # (it said only which id was unknown)
+        if exc.code() != grpc.StatusCode.NOT_FOUND or "unknown document ids" not in one_line(exc):
+            raise
+        raise ValueError(f"{one_line(exc)} ({args.address}): nothing was deleted (--missing-ok skips them)") from None
+    skipped = len(dict.fromkeys(args.ids)) - len(deleted)
+    emit(args, f"deleted {counted(len(deleted), 'document')}" + (f", {skipped} not stored" if skipped else ""),
+         {"deleted": deleted})
     return 0
 
 

@@ -766,6 +766,24 @@ def test_an_error_while_reading_records_midway_is_not_lost_in_the_stream(server,
             run(capsys, *argv)
 
 
+def test_delete_removes_documents_by_id_and_names_unknown_ones(server, capsys, tmp_path):
+    """An operator deletes documents from the command line (there was no command: only the RPC)."""
+    a = ("--address", server.address)
+    assert run(capsys, "namespace", "create", "del", "--vocab-size", "10", *a)[0] == 0
+    docs = tmp_path / "d.jsonl"
+    docs.write_text('{"id": "a", "tokens": [1, 2, 3]}\n{"id": "b", "tokens": [1, 2, 4]}\n{"tokens": [5]}\n')
+    assert run(capsys, "ingest", str(docs), "-n", "del", *a)[0] == 0
+    code, _, err = run(capsys, "delete", "a", "gone", "-n", "del", *a)  # refused whole: nothing deleted
+    assert code == 1 and err == (f"sssd: error: NOT_FOUND: 1 unknown document ids in 'del', e.g. 'gone' ({server.address}): "
+                                 "nothing was deleted (--missing-ok skips them)\n")
+    code, out, _ = run(capsys, "delete", "a", "gone", "a", "-n", "del", "--missing-ok", *a)
+    assert code == 0 and out == "deleted 1 document, 1 not stored\n"
+    code, out, _ = run(capsys, "delete", "d.jsonl:3", "-n", "del", "--json", *a)
+    assert code == 0 and json.loads(out) == {"deleted": ["d.jsonl:3"]}
+    code, out, _ = run(capsys, "lookup", "1,2", "-n", "del", "--json", *a)
+    assert json.loads(out)["tokens"] == [4]  # only b's continuation is left
+
+
 def test_a_continuation_tree_reads_depth_first_under_its_parents():
     from sssd.client_commands import tree_lines
     from sssd_wire.types import ContinuationTree
