@@ -22,6 +22,13 @@ def run(capsys, *argv):
     return code, out.out, out.err
 
 
+def ingested(capsys, tmp_path, address, namespace, vocab, lines, *flags):
+    """`sssd ingest` of ``lines`` (as tmp_path/d.jsonl) into ``namespace``, created first with ``vocab``."""
+    assert run(capsys, "namespace", "create", namespace, "--vocab-size", str(vocab), "--address", address)[0] == 0
+    (tmp_path / "d.jsonl").write_text(lines)
+    return run(capsys, "ingest", str(tmp_path / "d.jsonl"), "-n", namespace, "--address", address, *flags)
+
+
 def test_ingest_waits_its_turn_under_an_ingest_rate_within_its_timeout(server_factory, capsys, tmp_path):
     """A server's --namespace-ingest-rate makes a load wait its turn: `sssd ingest --timeout-s`
     bounds the whole load (cut there, said with how to resume), 0 lets it take what it takes
@@ -293,11 +300,8 @@ def test_ingest_checks_the_namespace_first(server, capsys, tmp_path):
 
 def test_ingest_names_a_token_past_the_namespaces_vocabulary_before_sending_anything(server, capsys, tmp_path):
     """(The server refused it, after the batches before it had been stored.)"""
-    a = ("--address", server.address)
-    assert run(capsys, "namespace", "create", "small", "--vocab-size", "10", *a)[0] == 0
-    docs = tmp_path / "d.jsonl"
-    docs.write_text('{"tokens": [1, 2]}\n{"id": "x", "tokens": [3, 10]}\n')
-    code, out, err = run(capsys, "ingest", str(docs), "-n", "small", *a)
+    code, out, err = ingested(capsys, tmp_path, server.address, "small", 10,
+                              '{"tokens": [1, 2]}\n{"id": "x", "tokens": [3, 10]}\n')
     assert code == 1 and out == ""
     assert err == "sssd: error: document 'x' holds token id 10: namespace 'small' has a vocabulary of 10 (ids 0-9)\n"
     assert server.server.servicer.ds.namespace("small").live_tokens == 0
@@ -720,16 +724,14 @@ def test_an_ingest_of_a_record_the_server_refuses_says_to_fix_it_first(server_fa
     """A record the server refuses (here one past --max-doc-tokens) is refused at every re-run: the
     error says to fix or leave it out (it said only that re-running resumes)."""
     server = server_factory(max_doc_tokens=5)
-    a = ("--address", server.address)
-    assert run(capsys, "namespace", "create", "cap", "--vocab-size", "100", *a)[0] == 0
-    docs = tmp_path / "d.jsonl"
-    docs.write_text('{"tokens": [1, 2, 3]}\n{"tokens": [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n')
-    code, out, err = run(capsys, "ingest", str(docs), "-n", "cap", *a)
+    code, out, err = ingested(capsys, tmp_path, server.address, "cap", 100,
+                              '{"tokens": [1, 2, 3]}\n{"tokens": [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n')
     assert code == 1 and out == ""
     assert re.fullmatch(r"sssd: error: INVALID_ARGUMENT: document 'd\.jsonl:2' has 9 tokens, over the cap 5 "
                         r"\(127\.0\.0\.1:\d+\); up to 2 documents had been sent: fix or leave out that record, "
                         r"then re-run: it resumes by id \(the stored ones are skipped\)\n", err), err
-    code, out, err = run(capsys, "ingest", str(docs), "-n", "cap", "--batch", "1", *a)  # the server says what it kept
+    code, out, err = run(capsys, "ingest", str(tmp_path / "d.jsonl"), "-n", "cap", "--batch", "1",
+                         "--address", server.address)  # the server says what it kept
     assert code == 1 and err.startswith("sssd: error: INVALID_ARGUMENT: document 'd.jsonl:2' has 9 tokens")
     assert "(message 2 of the stream; the one before it was stored, 1 document added" in err and "up to" not in err
     assert err.endswith(f"sending them again skips them by id) ({server.address}): fix or leave out that record first\n")
@@ -769,10 +771,8 @@ def test_an_error_while_reading_records_midway_is_not_lost_in_the_stream(server,
 def test_delete_removes_documents_by_id_and_names_unknown_ones(server, capsys, tmp_path):
     """An operator deletes documents from the command line (there was no command: only the RPC)."""
     a = ("--address", server.address)
-    assert run(capsys, "namespace", "create", "del", "--vocab-size", "10", *a)[0] == 0
-    docs = tmp_path / "d.jsonl"
-    docs.write_text('{"id": "a", "tokens": [1, 2, 3]}\n{"id": "b", "tokens": [1, 2, 4]}\n{"tokens": [5]}\n')
-    assert run(capsys, "ingest", str(docs), "-n", "del", *a)[0] == 0
+    assert ingested(capsys, tmp_path, server.address, "del", 10,
+                    '{"id": "a", "tokens": [1, 2, 3]}\n{"id": "b", "tokens": [1, 2, 4]}\n{"tokens": [5]}\n')[0] == 0
     code, _, err = run(capsys, "delete", "a", "gone", "-n", "del", *a)  # refused whole: nothing deleted
     assert code == 1 and err == (f"sssd: error: NOT_FOUND: 1 unknown document ids in 'del', e.g. 'gone' ({server.address}): "
                                  "nothing was deleted (--missing-ok skips them)\n")
