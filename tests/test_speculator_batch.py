@@ -11,6 +11,8 @@ from hypothesis import strategies as st
 from client_sdk.drafting import local as local_module
 from client_sdk.drafting import speculator as speculator_module
 from client_sdk.drafting.config import SpeculatorConfig
+from client_sdk.drafting.costs import StepCosts
+from client_sdk.drafting.planner import PlannerConfig, StepPlanner
 from client_sdk.drafting.speculator import Speculator
 
 
@@ -371,3 +373,25 @@ def test_a_budget_that_is_no_count_of_draft_tokens_is_a_one_line_error(budget):
     with pytest.raises(ValueError, match=rf"^budget {budget!r} must be an integer in \[0, 4096\] \(0: no drafts\)$"):
         spec.draft(["r"], budget=budget)
     assert spec.draft(["r"], budget=np.int64(2))[0].tokens.tolist() == [3, 1]  # (numpy's integers are counts too)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda s: s.plan(-3), r"batch -3 must be an integer in \[0, 65536\] \(the step's requests\)"),
+    (lambda s: s.plan(1.5), r"batch 1.5 must be an integer in \[0, 65536\]"),
+    (lambda s: s.plan(10**6), r"batch 1000000 must be an integer in \[0, 65536\]"),
+    (lambda s: s.observe_step(0, 2, 1e-3), r"batch 0 must be an integer in \[1, 65536\]"),  # was ZeroDivisionError
+    (lambda s: s.observe_step(-1, 2, 1e-3), r"batch -1 must be an integer in \[1, 65536\]"),  # "math domain error"
+    (lambda s: s.observe_step(1, 0, 1e-3), r"width 0 must be an integer in \[1, 4097\] \(1 \+ the step's draft tokens\)"),
+    (lambda s: s.observe_step(1, "2", 1e-3), r"width '2' must be an integer in \[1, 4097\]"),
+])
+@pytest.mark.parametrize("planned", [True, False])
+def test_a_step_batch_or_width_that_is_no_count_is_a_one_line_error(call, message, planned):
+    """(The planner divided by a batch of 0 and failed on -1 as "math domain error"; without a
+    planner such calls passed unseen.) Counts are accepted as numpy integers, and a draft of no
+    requests still plans a batch of 0."""
+    planner = StepPlanner(StepCosts({(1, n): 1e-3 for n in PlannerConfig().widths})) if planned else None
+    spec = Speculator(SpeculatorConfig(fixed_budget=4), planner=planner)
+    with pytest.raises(ValueError, match=f"^{message}"):
+        call(spec)
+    spec.observe_step(np.int64(1), np.int32(2), 1e-3)
+    assert spec.draft([]) == [] and spec.plan(np.int64(1)) == (planner.max_budget if planned else 4)

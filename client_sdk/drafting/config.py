@@ -19,13 +19,28 @@ from sssd_wire.types import whole_numbers
 MAX_DRAFT_BUDGET = 4096  # draft tokens one request's tree may hold (a verify of more is no step)
 
 
+MAX_STEP_BATCH = 1 << 16  # requests in one decode step (SGLang's running batch is a few thousand at most)
+
+
+def whole_in(value, what: str, low: int, high: int, hint: str = "") -> int:
+    """``value`` as an int in [low, high] (numpy's integers too); else a one-line ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+        raise ValueError(f"{what} {value!r} must be an integer in [{low}, {high}]{hint}")
+    return int(value)
+
+
 def draft_budget(value, what: str = "budget") -> int:
     """``value`` as a draft budget: an integer in [0, MAX_DRAFT_BUDGET] (numpy's too); else a
     one-line ValueError (a float or a bool reached the compiled drafting kernels: a numba typing
     error, screens long; 10**9 failed their allocation as a MemoryError)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_DRAFT_BUDGET:
-        raise ValueError(f"{what} {value!r} must be an integer in [0, {MAX_DRAFT_BUDGET}] (0: no drafts)")
-    return int(value)
+    return whole_in(value, what, 0, MAX_DRAFT_BUDGET, " (0: no drafts)")
+
+
+def step_shape(batch, width=1, least_batch: int = 1) -> tuple[int, int]:
+    """A decode step's batch (its requests) and verify width (1 + its draft tokens) as ints; else a
+    one-line ValueError (the planner divided by a batch of 0, and failed on -1 as "math domain error")."""
+    return (whole_in(batch, "batch", least_batch, MAX_STEP_BATCH, " (the step's requests)"),
+            whole_in(width, "width", 1, MAX_DRAFT_BUDGET + 1, " (1 + the step's draft tokens)"))
 
 
 MAX_TRIE_CACHE = 1 << 22  # SpeculatorConfig.trie_cache's largest: about 460 bytes an entry

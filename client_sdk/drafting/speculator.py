@@ -26,7 +26,7 @@ import numpy as np
 
 from client_sdk.drafting import step_kernels
 from client_sdk.drafting.cache import CacheFills, TrieCache, distinct_rows, pad_tail, store_and_fill, unpad
-from client_sdk.drafting.config import SpeculatorConfig, draft_budget
+from client_sdk.drafting.config import SpeculatorConfig, draft_budget, step_shape
 from client_sdk.drafting.drafters import NO_TRIES, CalibratedMerge, Drafter
 from client_sdk.drafting.outcomes import NO_HISTORY, Pacing, ask_for_ends, pick_ends, resolve_picks
 from client_sdk.drafting.local import IndexBatch, LocalArena, index_many, write_many
@@ -225,8 +225,8 @@ class Speculator:
         """The draft budget of the coming step (0: a plain step, nothing drafted or looked up),
         decided now so that a caller can skip its own preparation of a plain step; the next
         ``draft`` call without a budget uses it."""
+        self._plan_batch = batch = step_shape(batch, least_batch=0)[0]  # (a draft of no requests plans 0)
         self._planned = self.planner.plan(batch) if self.planner is not None else self.config.fixed_budget
-        self._plan_batch = batch
         self._look = None
         n = self.planner.look_rows if self.planner is not None and self._planned else None
         if n is not None and n < batch:  # the planner looks at n requests: the next n, in turn
@@ -433,6 +433,7 @@ class Speculator:
     def observe_step(self, batch: int, width: int, seconds: float) -> None:
         """The measured time of a step of this verify width (1 + draft tokens), drafting excluded:
         verification forward, acceptance and cache upkeep. Feeds the planner's cost table."""
+        batch, width = step_shape(batch, width)
         if self.planner is not None:
             self.planner.observe_step(batch, width, seconds)
 
