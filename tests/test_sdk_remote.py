@@ -635,6 +635,25 @@ def test_asyncio_client(server):
     assert (added, first, tries, docs) == (1, [3, 9], 2, 2)
 
 
+def test_asyncio_stream_whose_batches_fail_on_the_client_stores_those_before_and_says_so(server):
+    from client_sdk.transport.aio import AsyncDatastoreClient
+
+    async def scenario():
+        async with AsyncDatastoreClient(server.address, timeout_s=5) as c:
+            await c.create_namespace("aio", 100)
+
+            async def batches():
+                yield [("a", [1, 2])]
+                yield [("b", 3)]  # (tokens that are no sequence)
+
+            with pytest.raises(ValueError, match=r"^document 'b'.*\(the stream stopped there: the 1 message\(s\) "
+                               r"before it were stored, 1 document\(s\) added"):
+                await c.ingest_stream("aio", batches())
+            return (await c.ingest("aio", [("a", [1, 2])])).duplicates
+
+    assert asyncio.run(scenario()) == 1
+
+
 def test_asyncio_client_deadline_is_enforced(server):
     import grpc
 

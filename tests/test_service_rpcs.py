@@ -129,6 +129,26 @@ def test_a_stream_refused_midway_says_what_it_stored(server, loaded):
                                         "sending them again skips them by id)")
 
 
+def test_a_stream_whose_batches_fail_on_the_client_stores_those_before_and_says_so(server, loaded):
+    """A malformed batch, or an error in the caller's own iterator, ends the stream cleanly: what
+    was sent is stored and the error is the caller's own, naming it (it reached the caller as
+    "UNKNOWN: Exception iterating requests!")."""
+    with pytest.raises(ValueError, match=r"^documents must be \(id, tokens\) pairs, not str x \(the stream stopped "
+                       r"there: the 2 message\(s\) before it were stored, 2 document\(s\) added; sending them again"):
+        loaded.ingest_stream("alpha", [[("c1", [1, 1])], [("c2", [2, 2])], ("x", [3])])
+    assert loaded.ingest("alpha", [("c1", [1, 1]), ("c2", [2, 2])]).duplicates == 2
+
+    def failing():
+        yield [("c3", [1, 2])]
+        raise OSError("disk gone")
+
+    with pytest.raises(OSError, match="^disk gone") as err:
+        loaded.ingest_stream("alpha", failing())
+    assert err.value.__notes__ == ["the stream stopped there: the 1 message(s) before it were stored, 1 document(s) "
+                                   "added; sending them again skips them by id"]
+    assert loaded.ingest("alpha", [("c3", [1, 2])]).duplicates == 1
+
+
 def test_admin_rpcs(server, loaded):
     stats = loaded.stats()
     (ns,) = stats.namespaces

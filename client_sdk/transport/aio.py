@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, Iterable, Sequence
 
-from client_sdk.transport.remote import ANSWER_BYTES, DEFAULT_ADDRESS, in_parts, make_channel
+from client_sdk.transport.remote import ANSWER_BYTES, DEFAULT_ADDRESS, IngestMessages, in_parts, make_channel
 from sssd_wire.codec import (create_namespace_request, delete_request, documents_to_proto, lookup_request,
                              namespace_name, tries_from_proto)
 from sssd_wire.settings import bearer_metadata, deadline, require_at_least, seconds_above_zero
@@ -57,12 +57,9 @@ class AsyncDatastoreClient:
         return await self._call(self.stub.Ingest, documents_to_proto(namespace, docs), timeout_s)
 
     async def ingest_stream(self, namespace: str, batches: AsyncIterable, timeout_s: float = 3600.0) -> pb.IngestSummary:
-        async def requests():  # (an empty batch left out, as DatastoreClient.ingest_stream leaves it)
-            async for batch in batches:
-                if len(batch):
-                    yield documents_to_proto(namespace, batch)
-
-        return await self.stub.IngestStream(requests(), timeout=deadline(timeout_s), metadata=self.metadata)
+        messages = IngestMessages(namespace, batches)  # (as DatastoreClient.ingest_stream's)
+        return messages.reraise(await self.stub.IngestStream(messages.__aiter__(), timeout=deadline(timeout_s),
+                                                             metadata=self.metadata))
 
     async def create_namespace(self, name: str, vocab_size: int, tokenizer_fingerprint: str = "",
                                max_tokens: int = 0) -> pb.Namespace:

@@ -91,6 +91,45 @@ def in_parts(contexts: Sequence, most: int, max_nodes: int = 0, answer_bytes: in
     return [contexts[i : i + most] for i in range(0, len(contexts), most)] if len(contexts) > most else [contexts]
 
 
+class IngestMessages:
+    """The batches of one IngestStream as its messages (an empty batch is left out: the service
+    refuses an empty message). An error raised while reading or encoding them ends the stream
+    cleanly, so that what was sent is stored, and ``reraise`` raises it after the call with what
+    the server kept: gRPC reads the messages on its own thread, and the error reached the caller
+    as "UNKNOWN: Exception iterating requests!", its words and what was stored lost."""
+
+    def __init__(self, namespace: str, batches) -> None:
+        self.namespace, self.batches, self.failure = namespace, batches, None
+
+    def __iter__(self):
+        try:
+            for batch in self.batches:
+                if len(batch):
+                    yield documents_to_proto(self.namespace, batch)
+        except Exception as exc:
+            self.failure = exc
+
+    async def __aiter__(self):
+        try:
+            async for batch in self.batches:
+                if len(batch):
+                    yield documents_to_proto(self.namespace, batch)
+        except Exception as exc:
+            self.failure = exc
+
+    def reraise(self, summary: pb.IngestSummary) -> pb.IngestSummary:
+        """``summary``, or the error that ended the stream: a ValueError (a malformed batch) in one
+        line naming what was stored, any other error with that said in a note."""
+        if self.failure is None:
+            return summary
+        kept = (f"the stream stopped there: the {summary.requests} message(s) before it were stored, "
+                f"{summary.added} document(s) added; sending them again skips them by id")
+        if isinstance(self.failure, ValueError):
+            raise ValueError(f"{self.failure} ({kept})") from None
+        self.failure.add_note(kept)
+        raise self.failure
+
+
 def _joined(parts: list[futures.Future], flat: bool) -> futures.Future:
     """One future for a lookup sent in ``parts`` (futures of TrieBatches, in order): the joined
     answer once every part has ended, or the first failed part's error; cancelling it cancels
@@ -321,8 +360,8 @@ class DatastoreClient:
         """One IngestStream of ``batches`` (an empty batch is left out: the service refuses an empty
         message, after storing the ones before it); timeout_s: the whole stream's deadline (0 or
         None: none; a server's --namespace-ingest-rate makes a large load wait its turn)."""
-        requests = (documents_to_proto(namespace, batch) for batch in batches if len(batch))
-        return self.stub.IngestStream(requests, timeout=deadline(timeout_s), metadata=self.metadata)
+        messages = IngestMessages(namespace, batches)
+        return messages.reraise(self.stub.IngestStream(iter(messages), timeout=deadline(timeout_s), metadata=self.metadata))
 
     # -- admin --------------------------------------------------------------------------
 
