@@ -21,8 +21,14 @@ class EmbeddedServer:
         self.address = ""
 
     def start(self) -> "EmbeddedServer":
+        """Start the server; one that fails to start (a port in use, a busy datastore) raises
+        with its loop thread ended and the loop closed (they were left running, one per try)."""
         self._thread.start()
-        port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result()
+        try:
+            port = asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result()
+        except BaseException:
+            self._end_loop()
+            raise
         self.address = f"{self.server.config.host}:{port}"
         return self
 
@@ -35,9 +41,12 @@ class EmbeddedServer:
         with self._stopping:
             if self._thread.is_alive():
                 self.call(self.server.stop())
-                self.loop.call_soon_threadsafe(self.loop.stop)
-                self._thread.join()
-                self.loop.close()
+                self._end_loop()
+
+    def _end_loop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
 
     def __enter__(self) -> "EmbeddedServer":
         return self.start()

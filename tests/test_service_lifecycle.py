@@ -214,6 +214,16 @@ def test_a_busy_port_or_bad_host_is_a_one_line_error(server, tmp_path, flags, me
     assert not db.exists()  # refused before anything was opened
 
 
+def test_an_embedded_server_that_fails_to_start_leaves_no_loop_running(server, tmp_path):
+    """(Its event-loop thread ran on, one per failed try, and its loop was never closed.)"""
+    port = int(server.address.rsplit(":", 1)[1])
+    failed = EmbeddedServer(ServerConfig.of(db=str(tmp_path / "second.db"), port=port))
+    with pytest.raises(OSError, match="address already in use"):
+        failed.start()
+    assert not failed._thread.is_alive() and failed.loop.is_closed()
+    failed.stop()  # (a stop after a failed start is no error)
+
+
 def test_a_db_path_through_a_file_is_a_one_line_error(tmp_path):
     """--db's directory is created when missing; where a part of its path is a file, the error says
     so in one line (it read "[Errno 17] File exists: ...", mkdir's words)."""
