@@ -104,7 +104,8 @@ def check_address(address: str, what: str = "address", tls: bool = True) -> str:
     refused: an empty address or one with white space, a URL (http://...: gRPC read it as a
     host name), and, for a plaintext channel (``tls`` False), a host without a port (gRPC
     dials 443, where no plaintext sssd serve listens; TLS behind a load balancer may)."""
-    if not address or address != "".join(address.split()):  # (gRPC logged "no server name supplied")
+    # (gRPC logged "no server name supplied" for an empty one; 50051, an int, raised AttributeError)
+    if not isinstance(address, str) or not address or address != "".join(address.split()):
         raise ValueError(f"{what} {address!r} must be host:port, without white space")
     if (url := re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", address)) and url[1] != "dns":
         raise ValueError(f"{what} {address!r} is a URL: give host:port (gRPC takes no {url[1]}://)")

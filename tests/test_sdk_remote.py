@@ -654,6 +654,15 @@ def test_asyncio_stream_whose_batches_fail_on_the_client_stores_those_before_and
     assert asyncio.run(scenario()) == 1
 
 
+@pytest.mark.parametrize("size", [10, -1, 1 << 31, 1.5, True])
+def test_a_message_size_no_channel_can_use_is_a_one_line_error(size):
+    """(10 was taken, and every answer then failed RESOURCE_EXHAUSTED; 2**31 an OverflowError.)"""
+    from client_sdk.transport.aio import AsyncDatastoreClient
+
+    with pytest.raises(ValueError, match=rf"^max_message_bytes {size!r} must be an integer in 65536..2147483647 "):
+        AsyncDatastoreClient("127.0.0.1:1", max_message_bytes=size)
+
+
 def test_asyncio_client_deadline_is_enforced(server):
     import grpc
 

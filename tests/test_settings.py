@@ -263,6 +263,7 @@ def test_check_address_refuses_ports_grpc_would_wrap(address, bad_port):
     ("", "must be host:port, without white space"),  # (gRPC logged "no server name supplied in dns URI")
     (" 127.0.0.1:50051", "must be host:port, without white space"),  # ("Misformatted domain name")
     ("127.0.0.1:50051\n", "must be host:port, without white space"),
+    (50051, "must be host:port, without white space"),  # (an int: AttributeError "no attribute 'split'")
     ("http://127.0.0.1:50051", "is a URL: give host:port \\(gRPC takes no http://\\)"),
     ("grpc://sssd:50051", "is a URL: give host:port \\(gRPC takes no grpc://\\)"),
 ])

@@ -41,6 +41,10 @@ def make_channel(address: str, tls_ca: str | None = None, max_message_bytes: int
     """A channel to ``address``: host:port, ``dns:///name:port`` (every address the name
     resolves to) or ``ipv4:h1:p1,h2:p2``; lookups are spread over the addresses round robin.
     ``aio``: a grpc.aio channel (make it on the event loop that will use it)."""
+    size = max_message_bytes
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 << 16 <= size < 1 << 31:
+        raise ValueError(f"max_message_bytes {max_message_bytes!r} must be an integer in 65536..2147483647 "
+                         "(as a server's --max-message-bytes; 10 failed every answer)")
     options = [
         ("grpc.service_config", ROUND_ROBIN),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -361,7 +365,8 @@ class DatastoreClient:
         message, after storing the ones before it); timeout_s: the whole stream's deadline (0 or
         None: none; a server's --namespace-ingest-rate makes a large load wait its turn)."""
         messages = IngestMessages(namespace, batches)
-        return messages.reraise(self.stub.IngestStream(iter(messages), timeout=deadline(timeout_s), metadata=self.metadata))
+        summary = self.stub.IngestStream(iter(messages), timeout=deadline(timeout_s), metadata=self.metadata)
+        return messages.reraise(summary)
 
     # -- admin --------------------------------------------------------------------------
 
