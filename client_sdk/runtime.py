@@ -19,7 +19,7 @@ from client_sdk.drafting.speculator import Speculator
 from client_sdk.drafting.tree import Calibration, warm_up, warm_up_parallel
 from client_sdk.types import DraftConfig, GenerationSink, TrieSource
 from sssd_wire.errors import one_line
-from sssd_wire.types import NAMESPACE_NAME, LookupParams, vocabulary
+from sssd_wire.types import LookupParams, namespace_checked, vocabulary
 
 log = logging.getLogger("sssd.sdk")
 
@@ -139,9 +139,7 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
     made: list = []  # the sources this call opened: closed again when it fails (their threads, channels)
     try:
         if address and remote is None:
-            if not NAMESPACE_NAME.match(namespace):  # (it was a warning, then every lookup refused)
-                raise ValueError(f"namespace {namespace!r} is no namespace name: it must match "
-                                 f"{NAMESPACE_NAME.pattern}")
+            namespace_checked(namespace)  # (it was a warning, then every lookup refused)
             client = DatastoreClient(address, token, tls_ca, timeout_s=5.0, lookup_stream=config.lookup_stream,
                                      max_lookup_contexts=config.max_lookup_contexts)
             options = lookup_options(config.draft, config.draft.max_depth, config.prefetch_outcomes)

@@ -29,6 +29,22 @@ def good_document_id(doc_id) -> bool:
     return isinstance(doc_id, str) and 0 < len(doc_id) <= 256 and doc_id.isprintable()
 
 
+def namespace_checked(namespace, what: str = "namespace") -> str:
+    """``namespace`` when a service takes it as a namespace's name (NAMESPACE_NAME); else a one-line
+    ValueError naming ``what`` (a bad one showed only as each call refused, or each lookup)."""
+    if not isinstance(namespace, str) or not NAMESPACE_NAME.match(namespace):
+        raise ValueError(f"{what} {namespace!r} is no namespace name: it must match {NAMESPACE_NAME.pattern}")
+    return namespace
+
+
+def worker_name(worker_id) -> str:
+    """``worker_id`` when it can begin each document id a decode worker feeds back (1..96 printable
+    characters, so that the ids fit DOCUMENT_ID); else a one-line ValueError."""
+    if not (isinstance(worker_id, str) and 0 < len(worker_id) <= 96 and worker_id.isprintable()):
+        raise ValueError(f"worker_id {worker_id!r} must be 1..96 printable characters")
+    return worker_id
+
+
 def token_array(tokens, what: str = "tokens") -> np.ndarray:
     """``tokens`` as an int32 array (an int32 array as it is; others through the buffer protocol
     where they have one: numpy, array("q")); a one-line ValueError naming ``what`` when they are

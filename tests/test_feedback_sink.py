@@ -326,13 +326,17 @@ def test_a_generation_submitted_after_close_is_counted_and_said_once(caplog):
     ("min_tokens", 0, "min_tokens 0 must be >= 1"),  # (an empty generation was queued and refused)
     ("interval_s", 0, "interval_s 0 must be a finite number of seconds above 0"),  # (the sender spun on a core)
     ("interval_s", float("nan"), "interval_s nan must be a finite number of seconds above 0"),
+    ("batch", 1.5, "batch 1.5 must be an integer, not float"),  # (it failed in the sender thread)
+    ("namespace", "a b", "namespace 'a b' is no namespace name: it must match"),  # (every Ingest refused)
+    ("worker_id", "w" * 97, f"worker_id {'w' * 97!r} must be 1..96 printable characters"),  # (each id refused)
+    ("worker_id", 7, "worker_id 7 must be 1..96 printable characters"),
 ])
 def test_a_sink_that_could_not_send_is_refused_before_its_thread_starts(knob, value, said):
     import threading
 
     before = threading.active_count()
-    with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
-        FeedbackSink(object(), "ns", "w", **{knob: value})
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}"):
+        FeedbackSink(**{"client": object(), "namespace": "ns", "worker_id": "w", knob: value})
     assert threading.active_count() == before
 
 

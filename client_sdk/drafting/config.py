@@ -13,7 +13,7 @@ import socket
 from client_sdk.drafting.planner import PlannerConfig
 from client_sdk.types import DraftConfig
 from sssd_wire.settings import require_at_least
-from sssd_wire.types import whole_numbers
+from sssd_wire.types import whole_numbers, worker_name
 
 
 MAX_DRAFT_BUDGET = 4096  # draft tokens one request's tree may hold (a verify of more is no step)
@@ -91,8 +91,7 @@ class SpeculatorConfig:
             raise ValueError(f"trie_cache {self.trie_cache} must be at most {MAX_TRIE_CACHE} entries (about 2 GB)")
         if not self.trie_cache_ttl_s > 0:
             raise ValueError(f"trie_cache_ttl_s {self.trie_cache_ttl_s} must be > 0 (trie_cache 0 turns the cache off)")
-        if not (0 < len(self.worker_id) <= 96 and self.worker_id.isprintable()):  # (it begins every fed-back id)
-            raise ValueError(f"worker_id {self.worker_id!r} must be 1..96 printable characters")
+        worker_name(self.worker_id)  # (it begins every fed-back id)
         if not self.unigram_refresh_s >= 1:  # a smaller one fetches the whole vocabulary's tries back to back
             raise ValueError(f"unigram_refresh_s {self.unigram_refresh_s} must be >= 1 (unigram_table False turns it off)")
         whole_numbers(self, error=ValueError)  # the other int knobs (a float trie_cache sized a table in fractions)

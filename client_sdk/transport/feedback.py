@@ -32,7 +32,7 @@ import grpc
 from client_sdk.transport.remote import DatastoreClient
 from sssd_wire.errors import one_line
 from sssd_wire.settings import require_at_least, seconds_above_zero
-from sssd_wire.types import token_array
+from sssd_wire.types import integer, namespace_checked, token_array, worker_name
 
 log = logging.getLogger("sssd.sdk.feedback")
 
@@ -69,14 +69,18 @@ class FeedbackSink:
         newest generation is kept even when it alone is larger); batch_tokens: the most tokens
         one Ingest carries (4M: 16 MB, well inside gRPC's 64 MB message limit on both sides and
         the service's 32M-token cap per call; a generation larger than that goes alone)."""
-        self.client, self.namespace, self.worker_id = client, namespace, worker_id
+        # (a bad namespace or worker id had every Ingest refused, each generation dropped in turn)
+        self.client, self.namespace, self.worker_id = client, namespace_checked(namespace), worker_name(worker_id)
         self.owns_client = owns_client
         self.batch, self.batch_tokens, self.interval_s, self.min_tokens = batch, batch_tokens, interval_s, min_tokens
         self.max_pending, self.max_pending_tokens = max_pending, max_pending_tokens
         # (a batch of 0 sent empty Ingests, refused, and kept every generation queued; an interval of
         # 0 or less spun the sender thread on a core of the decode worker)
         # (a min_tokens of 0 queued empty generations, each refused by the service)
-        require_at_least(self, 1, ("batch", "batch_tokens", "max_pending", "max_pending_tokens", "min_tokens"))
+        counts = ("batch", "batch_tokens", "max_pending", "max_pending_tokens", "min_tokens")
+        for name in counts:  # (a batch of 1.5 failed in the sender thread)
+            integer(getattr(self, name), name)
+        require_at_least(self, 1, counts)
         seconds_above_zero(interval_s, "interval_s")
         self._queue: collections.deque = collections.deque()
         self._queued_tokens = 0
