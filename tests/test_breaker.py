@@ -1,5 +1,7 @@
 """The circuit breaker's states on an injected clock."""
 
+import re
+
 import pytest
 
 from client_sdk.transport.breaker import CircuitBreaker
@@ -62,3 +64,31 @@ def test_a_trial_that_never_reports_does_not_keep_the_breaker_open():
         assert not breaker.allow()
     breaker.success()
     assert breaker.state == "closed"
+
+
+@pytest.mark.parametrize("kw, said", [
+    ({"threshold": 0}, "threshold 0 must be >= 1"),  # (it began half-open: one call, then none until one succeeded)
+    ({"threshold": 1.5}, "threshold 1.5 must be an integer, not float"),
+    ({"cooldown_s": -1}, "cooldown_s -1 must be a finite number of seconds above 0"),
+    ({"cooldown_s": float("nan")}, "cooldown_s nan must be a finite number of seconds above 0"),
+])
+def test_a_breaker_that_could_not_guard_is_a_one_line_error(kw, said):
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
+        CircuitBreaker(**kw)
+
+
+@pytest.mark.parametrize("kw, said", [
+    ({"namespace": "a b"}, "namespace 'a b' is no namespace name"),  # (every lookup refused, one by one)
+    ({"timeout_s": -1}, "timeout_s -1 must be a finite number of seconds above 0"),  # (raised at the first lookup)
+])
+def test_a_remote_source_that_could_not_look_up_is_refused_when_made(kw, said):
+    from client_sdk.transport.remote import DatastoreClient
+    from client_sdk.transport.source import RemoteSource
+    from sssd_wire.types import LookupParams
+
+    client = DatastoreClient("127.0.0.1:1")
+    try:
+        with pytest.raises(ValueError, match=f"^{re.escape(said)}"):
+            RemoteSource(**{"client": client, "namespace": "n", "options": LookupParams(), **kw})
+    finally:
+        client.close()

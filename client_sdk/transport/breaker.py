@@ -5,6 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
+from sssd_wire.settings import require_at_least, seconds_above_zero
+from sssd_wire.types import integer
+
 
 class CircuitBreaker:
     """closed -> (failures >= threshold) -> open for cooldown_s -> half-open (one trial) -> ...
@@ -16,8 +19,9 @@ class CircuitBreaker:
     """
 
     def __init__(self, threshold: int = 3, cooldown_s: float = 1.0, clock=time.monotonic) -> None:
-        self.threshold = threshold
-        self.cooldown_s = cooldown_s
+        self.threshold = integer(threshold, "threshold")
+        require_at_least(self, 1, ("threshold",))  # (0 began half-open: one call, then none until one succeeded)
+        self.cooldown_s = seconds_above_zero(cooldown_s, "cooldown_s")
         self.clock = clock
         self._lock = threading.Lock()
         self._failures = 0

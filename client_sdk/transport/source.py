@@ -21,7 +21,8 @@ from client_sdk.transport.breaker import CircuitBreaker
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.types import Busy
 from sssd_wire.errors import connection_hint, one_line
-from sssd_wire.types import LookupParams, TrieBatch
+from sssd_wire.settings import seconds_above_zero
+from sssd_wire.types import LookupParams, TrieBatch, namespace_checked
 
 log = logging.getLogger("sssd.sdk")
 
@@ -52,10 +53,10 @@ class RemoteSource:
         the late ones break every streak, and its lookups only add to the load (0: off)."""
         self.client = client
         self.owns_client = owns_client
-        self.namespace = namespace
+        self.namespace = namespace_checked(namespace)  # (else every lookup refused, found one by one)
         self.options = options
         self.breaker = breaker or CircuitBreaker()
-        self.timeout_s = timeout_s
+        self.timeout_s = seconds_above_zero(timeout_s)  # (-1 raised at the first lookup, in a decode step)
         self.stats = SourceStats()
         self._lock = threading.Lock()
         self._pending: dict[object, tuple[bytes | None, futures.Future]] = {}
