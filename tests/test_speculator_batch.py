@@ -135,9 +135,15 @@ def test_accepted_nodes_outside_the_draft_are_refused_at_the_commit():
         said = f"the accepted nodes {bad} of request 'r' are not a path from the root of its {n}-node draft (node {node})"
         with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):
             spec.commit("r", [1, 2], tree, bad)
+    assert tree.tokens[0] == 1  # (what follows the text's last 3)
+    said = "the accepted nodes [0] of request 'r' are not its committed tokens [2]: node 0 is token 1"
+    with pytest.raises(ValueError, match=f"^{re.escape(said)}$"):  # (learned as accepted, which the model did not say)
+        spec.commit("r", np.array([2, 2]), tree, [0])
     assert spec._requests["r"].index().tokens.tolist() == [1, 2, 3, 1, 2, 3]
     spec.commit("r", [1, 2], tree, [0])
     spec.prefetch(["r"])  # the learning takes it
+    (tree,) = spec.draft(["r"])
+    spec.commit("r", [tree.tokens[0]], tree, [0, 1])  # a step cut at its token limit commits fewer
 
 
 def test_an_unknown_request_fails_the_commit_before_anything_changes():

@@ -92,19 +92,24 @@ def committing(requests: dict, request_ids, **given) -> list:
     return reqs
 
 
-def check_paths(request_ids, trees, accepted) -> None:
+def check_paths(request_ids, trees, accepted, tokens) -> None:
     """A one-line ValueError naming the first request whose accepted nodes (accepted[i], with its
-    draft trees[i]; None: not given) are not a path of its draft from the root: the calibration
-    learned a node past the draft as an IndexError at the next prefetch, away from the call that
-    gave it, and a negative one, or one off the path, as another node accepted."""
-    for rid, tree, path in zip(request_ids, trees, accepted):
+    draft trees[i]; None: not given) are not a path of its draft from the root, or are not the
+    first of the tokens committed with them (tokens[i]; a step cut at its EOS or token limit
+    commits fewer): the calibration learned a node past the draft as an IndexError at the next
+    prefetch, away from the call that gave it, and a negative one, one off the path, or one the
+    model did not say, as another node accepted."""
+    for rid, tree, path, toks in zip(request_ids, trees, accepted, tokens):
         if tree is None or path is None:
             continue
-        parents, above = tree.parents, -1
-        for node in path:
+        parents, above, toks = tree.parents, -1, ints(toks, rid)
+        for i, node in enumerate(path):
             if not 0 <= node < parents.shape[0] or parents[node] != above:
                 raise ValueError(f"the accepted nodes {list(path)} of request {rid!r} are not a path from the root "
                                  f"of its {parents.shape[0]}-node draft (node {node})")
+            if i < len(toks) and toks[i] != tree.tokens[node]:
+                raise ValueError(f"the accepted nodes {list(path)} of request {rid!r} are not its committed tokens "
+                                 f"{toks[: len(path)]}: node {node} is token {tree.tokens[node]}")
             above = node
 
 

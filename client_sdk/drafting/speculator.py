@@ -355,7 +355,7 @@ class Speculator:
         in one compiled call."""
         reqs = self._committing(request_ids, tokens=tokens, trees=trees, accepted=accepted)
         if trees is not None and accepted is not None:  # (commit_drafted's own paths skip this)
-            check_paths(request_ids, trees, accepted)
+            check_paths(request_ids, trees, accepted, tokens)
         self._commit_many(reqs, request_ids, tokens, trees, accepted)
 
     def _commit_many(self, reqs, request_ids, tokens, trees, accepted) -> None:
