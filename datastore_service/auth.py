@@ -24,6 +24,7 @@ from pathlib import Path
 
 from sssd_wire.errors import DatastoreError, Kind
 from sssd_wire.settings import token_problem
+from sssd_wire.types import NAMESPACE_NAME
 
 log = logging.getLogger("sssd.server")
 
@@ -41,6 +42,7 @@ def warn_if_others_read(path: str, what: str) -> None:
                     "or 0440 with an fsGroup)", what, path, oct(stat.S_IMODE(mode)))
 
 SCOPES = ("lookup", "ingest", "admin")
+PLACEHOLDER = "CHANGE-ME"  # how deploy/auth.example.json's tokens begin
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,6 +83,9 @@ def _principal(entry, where: str) -> tuple[Principal, str]:
     problem = token_problem(token) or ("" if token == token.strip() else "starts or ends with white space")
     if problem:
         raise ValueError(f"{where}: 'token' {problem}")
+    if token.startswith(PLACEHOLDER):  # (anyone who read the example could call with it)
+        raise ValueError(f"{where}: 'token' is deploy/auth.example.json's {PLACEHOLDER} placeholder, known to all: "
+                         "put a secret of your own there (python -c 'import secrets; print(secrets.token_urlsafe(32))')")
     for field, allowed in (("scopes", set(SCOPES)), ("namespaces", None)):
         value = entry.get(field)
         if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
@@ -88,6 +93,11 @@ def _principal(entry, where: str) -> tuple[Principal, str]:
                              + ('; all namespaces is ["*"]' if field == "namespaces" else ""))
         if allowed is not None and set(value) - allowed:
             raise ValueError(f"{where}: unknown scope(s) {sorted(set(value) - allowed)}; scopes are {list(SCOPES)}")
+    # (a name no namespace can have, "llama*" or "llama3 ", gave its holder no namespace, every call refused)
+    odd = [n for n in entry["namespaces"] if n != "*" and not NAMESPACE_NAME.match(n)]
+    if odd:
+        raise ValueError(f"{where}: {odd[0]!r} is no namespace name (want {NAMESPACE_NAME.pattern}, "
+                         'or "*" for all namespaces)')
     return Principal(name, frozenset(entry["scopes"]), frozenset(entry["namespaces"])), entry["token"]
 
 

@@ -149,6 +149,11 @@ def test_an_auth_file_others_can_read_is_said(tmp_path, caplog, mode, said):
     ({"scopes": []}, "'scopes' must be a non-empty list"),
     ({"name": ""}, "'name' must be a non-empty string"),
     ({"role": "x"}, "unknown field"),
+    # a name no namespace has: its holder was refused every call
+    ({"namespaces": ["llama*"]}, r"""'llama\*' is no namespace name \(want .*, or "\*" for all namespaces\)"""),
+    ({"namespaces": ["llama3", "a b"]}, "'a b' is no namespace name"),
+    # the example file's tokens, known to anyone who read it: they were taken
+    ({"token": "CHANGE-ME-worker"}, "'token' is deploy/auth.example.json's CHANGE-ME placeholder, known to all"),
 ])
 def test_auth_file_is_validated_strictly(tmp_path, change, message):
     from datastore_service.auth import Authenticator
