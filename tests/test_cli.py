@@ -413,12 +413,21 @@ def test_version_and_a_dead_datastore_in_a_bench_are_one_line(capsys, tmp_path):
     ('{"prompt": [1], "response": "ab"}\n', "c.jsonl:1: a case needs non-empty"),
     ('{"prompt": [1, -2], "response": [3]}\n', "c.jsonl:1: 'prompt' holds -2, not a token id"),  # (was drafted from)
     ('{"prompt": [1], "response": [2.5]}\n', "c.jsonl:1: 'response' holds 2.5, not a token id"),
+    # (nothing replayed: tau 0.0 at every budget)
+    ("\n", 'c.jsonl holds no cases (want one {"prompt": [ids], "response": [ids]} per line)'),
+    # (the datastore drafter replayed against an empty datastore, unsaid)
+    (("{\"prompt\": [1], \"response\": [2]}\n", ""), 'd.jsonl holds no documents (want one {"tokens": [ids]} per line)'),
 ])
 def test_replay_cases_are_checked_line_by_line(capsys, tmp_path, content, message):
-    cases = tmp_path / "c.jsonl"
+    cases, docs = tmp_path / "c.jsonl", []
+    if isinstance(content, tuple):  # (cases, datastore documents)
+        content, text = content
+        (tmp_path / "d.jsonl").write_text(text)
+        docs = ["--datastore-docs", str(tmp_path / "d.jsonl")]
     if content is not None:
         cases.write_text(content)
-    code, out, err = run(capsys, "bench", "replay", "--cases", str(cases), "--drafter", "local", "--budgets", "4")
+    drafter = [] if docs else ["--drafter", "local"]
+    code, out, err = run(capsys, "bench", "replay", "--cases", str(cases), *drafter, *docs, "--budgets", "4")
     assert code == 1 and out == "" and err.startswith(f"sssd: error: {tmp_path}/{message}") and err.count("\n") == 1
 
 

@@ -224,6 +224,8 @@ def read_cases(path: str) -> list[dict]:
                 raise ValueError(f"{where}: a case needs non-empty 'prompt' and 'response' id lists")
             token_ids(rec[field], f"{where}: {field!r}")
         cases.append(rec)
+    if not cases:  # (it replayed nothing and reported tau 0.0 at every budget)
+        raise ValueError(f"{path} holds no cases (want one {{\"prompt\": [ids], \"response\": [ids]}} per line)")
     return cases
 
 
@@ -231,4 +233,7 @@ def read_docs(path: str) -> list[np.ndarray]:
     """The token documents of a JSONL file (the reader ``sssd ingest`` uses)."""
     from sssd.client_commands import read_token_documents
 
-    return [np.asarray(tokens, dtype=np.int32) for _, tokens in read_token_documents(path)]
+    docs = [np.asarray(tokens, dtype=np.int32) for _, tokens in read_token_documents(path)]
+    if not docs:  # (the "sssd" drafter then replayed against an empty datastore, unsaid)
+        raise ValueError(f"{path} holds no documents (want one {{\"tokens\": [ids]}} per line)")
+    return docs
