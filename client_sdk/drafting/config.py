@@ -24,6 +24,8 @@ MAX_STEP_BATCH = 1 << 16  # requests in one decode step (SGLang's running batch 
 
 def whole_in(value, what: str, low: int, high: int, hint: str = "") -> int:
     """``value`` as an int in [low, high] (numpy's integers too); else a one-line ValueError."""
+    if type(value) is int and low <= value <= high:  # (at once: a decode step's plan checks its batch)
+        return value
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
         raise ValueError(f"{what} {value!r} must be an integer in [{low}, {high}]{hint}")
     return int(value)
