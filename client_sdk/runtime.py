@@ -132,6 +132,11 @@ def build_speculator(model_config: dict | None = None, *, address: str | None = 
         raise ValueError("build_speculator needs a draft size: fixed_budget=N, or a planner's step costs "
                          "(costs=decoder.measured_costs(...), or model_config=the model's config for the roofline)")
     vocab_size = vocabulary(vocab_size)  # (before a connect)
+    # (a DraftConfig given as config, or a dict of costs, failed as AttributeError: at once, or at the first step)
+    for value, kind, name, hint in ((config, SpeculatorConfig, "config", "SpeculatorConfig(draft=DraftConfig(...))"),
+                                    (costs, StepCosts, "costs", "StepCosts({(batch, width): seconds})")):
+        if value is not None and not isinstance(value, kind):
+            raise ValueError(f"{name} must be a {kind.__name__}, such as {hint}, not {type(value).__name__}")
     if feedback_address and not (feedback and sink is None and address and remote is None):  # (unsaid before)
         log.warning("feedback_address (SSSD_FEEDBACK_ADDRESS) %s is not used: %s", feedback_address,
                     "feedback is off" if not feedback else "a ready-made sink is given" if sink is not None

@@ -116,3 +116,10 @@ def test_a_speculator_without_measured_costs_plans_on_this_cpus_roofline(monkeyp
         build_speculator(address="127.0.0.1:1", namespace="x")
     with pytest.raises(ValueError, match=r"^namespace 'a b' is no namespace name: it must match \^"):
         build_speculator(config, address="127.0.0.1:1", namespace="a b")  # before any channel is opened
+    # (a DraftConfig as config, a dict of costs: AttributeError, at once or at the first step)
+    with pytest.raises(ValueError, match=r"^config must be a SpeculatorConfig, such as SpeculatorConfig\(draft="
+                                         r"DraftConfig\(...\)\), not DraftConfig$"):
+        build_speculator(fixed_budget=4, address="127.0.0.1:1", config=CalibratedMerge().config)
+    with pytest.raises(ValueError, match=r"^costs must be a StepCosts, such as StepCosts\(\{\(batch, width\): "
+                                         r"seconds\}\), not dict$"):
+        build_speculator(costs={(1, 1): 0.01})
