@@ -336,6 +336,11 @@ def _ingest(args) -> int:
     require_at_least(args, 1, ("batch",), as_flags=True)  # (0 sent nothing and reported success)
     if not 0 <= args.timeout_s < math.inf:
         raise ValueError(f"--timeout-s {args.timeout_s} must be a number of seconds, or 0 (no limit)")
+    tokenizer = None
+    if args.tokenizer:  # (a local mistake too: said before the server is asked anything)
+        from sssd.tokenizers import load_tokenizer
+
+        tokenizer = load_tokenizer(args.tokenizer)
     client = client_of(args)
     spaces = {n.name: n for n in client.list_namespaces()}  # checked before anything is loaded
     if args.namespace not in spaces:  # (a server with tokens lists only the namespaces this one may use)
@@ -349,11 +354,7 @@ def _ingest(args) -> int:
                 past = f"document {doc_id!r} holds token id {max(tokens)}"
         if past:  # (after the whole file: a line that is no record is named first)
             raise ValueError(f"{past}: namespace {args.namespace!r} has a vocabulary of {vocab} (ids 0-{vocab - 1})")
-    tokenizer = None
-    if args.tokenizer:
-        from sssd.tokenizers import load_tokenizer
-
-        tokenizer = load_tokenizer(args.tokenizer)
+    if tokenizer is not None:
         _check_fingerprint(spaces[args.namespace], tokenizer, args.tokenizer)
     docs = read_token_documents(args.file, tokenizer)
     bar = tqdm(desc="ingest", unit="doc", disable=None, file=sys.stderr)

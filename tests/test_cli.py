@@ -308,19 +308,24 @@ def test_ingest_names_a_token_past_the_namespaces_vocabulary_before_sending_anyt
 
 
 @pytest.mark.parametrize("kind,message", [
-    ("missing", ": no such file"), ("directory", ": is a directory"),
+    ("missing", "{path}: no such file"), ("directory", "{path}: is a directory"),
     # read twice (a first pass checks every line): a pipe was "no such file"
-    ("pipe", ": is not a regular file (a pipe or a device): save it to a file first"),
+    ("pipe", "{path}: is not a regular file (a pipe or a device): save it to a file first"),
+    # (said only once the server had answered: here, UNAVAILABLE)
+    ("tokenizer", "--tokenizer '{path}.json': no such file or directory"),
 ])
 def test_ingest_names_a_bad_file_before_asking_the_server(capsys, tmp_path, kind, message):
-    path = tmp_path / "docs.jsonl"
+    path, flags = tmp_path / "docs.jsonl", []
     if kind == "directory":
         path.mkdir()
     elif kind == "pipe":
         os.mkfifo(path)
-    code, _, err = run(capsys, "ingest", str(path), "-n", "demo", "--address", "127.0.0.1:1", "--timeout", "2")
+    elif kind == "tokenizer":
+        path.write_text('{"text": "hello"}\n')
+        flags = ["--tokenizer", f"{path}.json"]
+    code, _, err = run(capsys, "ingest", str(path), "-n", "demo", "--address", "127.0.0.1:1", "--timeout", "2", *flags)
     assert code == 1 and err.count("\n") == 1, err
-    assert err == f"sssd: error: {path}{message}\n"
+    assert err == f"sssd: error: {message.format(path=path)}\n"
 
 
 def test_unreachable_server_fails_fast(capsys):
