@@ -940,3 +940,63 @@ def test_a_lookup_stream_over_several_servers_is_warned(caplog, address, warned)
         DatastoreClient(address).close()  # unary lookups spread: nothing to say
     said = [r.getMessage() for r in caplog.records if "lookup_stream" in r.getMessage()]
     assert len(said) == int(warned), said
+
+
+def _answer_of(parents, offsets, tries=None) -> "pb.LookupResponse":
+    """A LookupResponse of these parents and node offsets (a token and a count of 1 per node)."""
+    from sssd_wire.v1 import datastore_pb2 as pb
+
+    n, b = len(parents), len(offsets) - 1 if tries is None else tries
+    return pb.LookupResponse(tokens=np.ones(n, "<i4").tobytes(), parents=np.array(parents, "<i4").tobytes(),
+                             counts=np.ones(n, "<i4").tobytes(), node_offsets=np.array(offsets, "<i8").tobytes(),
+                             match_lengths=np.ones(b, "<i4").tobytes(), occurrences=np.ones(b, "<i8").tobytes(),
+                             sampled=np.ones(b, "<i4").tobytes())
+
+
+@pytest.mark.parametrize("parents, offsets, tries, why", [
+    ([-1, 0, 1, -1, 0], [0, 3, 5], None, None),  # two tries: a chain of 3, a chain of 2
+    ([-1, 0, 0], [0, 0, 3], None, None),  # an empty trie first
+    ([], [0, 0], None, None),
+    ([-1, 0, 1], [0, 1000], None, "node offsets that do not run from 0 to its 3 nodes"),  # (failed a decode step)
+    ([-1, 0, 1], [0, 2], None, "node offsets that do not run from 0 to its 3 nodes"),
+    ([-1, 0, 1], [1, 3], None, "node offsets that do not run from 0 to its 3 nodes"),
+    ([-1, 0, 1], [0, 3, 2, 3], None, "node offsets that do not run from 0 to its 3 nodes"),  # going back
+    ([-1, 5, 1], [0, 3], None, "a parent that is no earlier node of its trie"),  # (read past its trie)
+    ([-1, 1], [0, 2], None, "a parent that is no earlier node of its trie"),  # itself
+    ([-1, 0, 0], [0, 2, 3], None, "a parent that is no earlier node of its trie"),  # one of another trie
+    ([-2], [0, 1], None, "a parent that is no earlier node of its trie"),
+    ([-1, 0], [0, 2], 2, "fields of unequal lengths"),  # match records of two tries, offsets of one
+])
+def test_an_answer_that_is_no_batch_of_tries_is_refused_where_it_is_decoded(parents, offsets, tries, why):
+    from sssd_wire.codec import MalformedAnswer, tries_from_proto
+
+    answer = _answer_of(parents, offsets, tries)
+    if why is None:
+        assert tries_from_proto(answer).parents.tolist() == parents
+        return
+    with pytest.raises(MalformedAnswer, match=f"^a lookup answer that is no batch of tries: {why}$"):
+        tries_from_proto(answer)
+
+
+def test_a_malformed_answer_is_a_failed_lookup_not_a_failed_decode_step():
+    """(Offsets past its nodes raised in the drafting kernel's caller, on the decode step.)"""
+    from sssd_wire.codec import tries_from_proto
+
+    class Garbled:  # a server whose answer is no batch of tries, decoded as RemoteSource's client decodes it
+        address, tls_ca = "127.0.0.1:1", None
+
+        def lookup_future(self, namespace, contexts, options, timeout_s, flat):
+            fut = futures.Future()
+            fut.set_running_or_notify_cancel()
+            try:
+                fut.set_result(tries_from_proto(_answer_of([-1, 0, 1], [0] + [1000] * len(contexts))))
+            except Exception as exc:
+                fut.set_exception(exc)
+            return fut
+
+    source = RemoteSource(Garbled(), "ns", LookupParams(), CircuitBreaker(threshold=1), timeout_s=1.0)
+    spec = Speculator(SpeculatorConfig(fixed_budget=4, prefetch_outcomes=False, lookup_deadline_s=0.5), remote=source)
+    spec.start("r", [1, 2, 3, 1, 2])
+    (tree,) = spec.draft(["r"])  # from the request's own text
+    assert tree.tokens.tolist() == [3, 1, 2]
+    assert source.stats.failed == 1 and source.stats.used == 0 and source.breaker.state == "open"

@@ -35,7 +35,7 @@ class WireSource:
 
 
 def dispatchers():
-    mods = (kernels, merge_kernels, step_kernels, resolve_kernels, cache_kernels, index_kernels)
+    mods = (kernels, merge_kernels, step_kernels, resolve_kernels, cache_kernels, index_kernels, codec)
     return {f"{m.__name__}.{n}": f for m in mods for n, f in vars(m).items() if hasattr(f, "signatures")}
 
 

@@ -22,6 +22,7 @@ from client_sdk.drafting.outcomes import resolve_picks
 from client_sdk.drafting.unigrams import UnigramTable
 from client_sdk.drafting.local import SMALL_APPEND, IndexBatch, LocalArena, LocalIndex, index_many, write_many
 from client_sdk.types import DraftBatch, DraftConfig, DraftTree
+from sssd_wire.codec import check_tries
 from sssd_wire.types import TrieBatch
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,7 @@ def warm_up() -> None:
     # the kernels around drafting: the single-token table, the verify layout, what it accepted
     # (a step's outcome descent is resolve_picks', below; outcomes.descend is the tests' definition)
     one, z = TrieBatch.empty(1), np.zeros(1, dtype=np.int64)
+    check_tries(one)  # (each datastore answer's, as it is decoded)
     step_kernels.fill_tries(one.tokens, one.parents, one.counts, one.node_offsets, one.meta, z, z,
                             one.tokens, one.parents, one.counts, one.node_offsets, one.meta, True)
     step_kernels.fixed_width_rows(z, one.tokens, one.parents, np.zeros(2, dtype=np.int64), 2)

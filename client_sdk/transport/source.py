@@ -20,6 +20,7 @@ import numpy as np
 from client_sdk.transport.breaker import CircuitBreaker
 from client_sdk.transport.remote import DatastoreClient
 from client_sdk.types import Busy
+from sssd_wire.codec import MalformedAnswer
 from sssd_wire.errors import connection_hint, one_line
 from sssd_wire.settings import seconds_above_zero
 from sssd_wire.types import LookupParams, TrieBatch, namespace_checked
@@ -186,7 +187,7 @@ class RemoteSource:
                 return result
         except futures.TimeoutError:
             pass
-        except (grpc.RpcError, futures.CancelledError) as exc:
+        except (grpc.RpcError, futures.CancelledError, MalformedAnswer) as exc:  # (the last failed the decode step)
             log.debug("datastore lookup failed: %s", exc)  # counted by _record
             return None
         self.stats.late += 1
