@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 
 from sssd_wire.errors import InvalidArgument
@@ -127,14 +126,21 @@ def check_tries(b: TrieBatch) -> None:
     n = b.tokens.shape[0]
     if not (n == b.parents.shape[0] == b.counts.shape[0] and b.node_offsets.shape[0] == b.meta.shape[0] + 1):
         raise MalformedAnswer("a lookup answer that is no batch of tries: fields of unequal lengths")
-    fault = _tries_fault(b.parents, b.node_offsets)
+    global _compiled_fault
+    if _compiled_fault is None:  # (numba at first use: the CLI and the server's imports do without its 0.4 s)
+        import numba
+
+        _compiled_fault = numba.njit(cache=True, nogil=True)(_tries_fault)
+    fault = _compiled_fault(b.parents, b.node_offsets)
     if fault:
         raise MalformedAnswer("a lookup answer that is no batch of tries: " + (
             f"node offsets that do not run from 0 to its {n} nodes" if fault == 1
             else "a parent that is no earlier node of its trie"))
 
 
-@numba.njit(cache=True, nogil=True)
+_compiled_fault = None  # _tries_fault compiled, once the first answer is checked (the SDK's warm-up checks one)
+
+
 def _tries_fault(parents, offsets):
     """0 for a well-formed batch; 1: offsets that do not run from 0 to the node count without
     going back; 2: a node whose parent p is not -1 <= p < its index within its trie."""
