@@ -329,6 +329,21 @@ def bounded_batches(docs, max_docs: int, max_tokens: int):
         yield batch
 
 
+def _stream_error(exc: grpc.RpcError, handed: int, address: str) -> Exception:
+    """What ``sssd ingest`` raises for a stream the server ended midway, after ``handed`` documents
+    were handed to it: the server's own error when nothing was sent or its words say what it
+    kept, else a ValueError saying how a re-run resumes (a record it refused must be fixed first)."""
+    told, refused = "of the stream" in one_line(exc), exc.code() == grpc.StatusCode.INVALID_ARGUMENT
+    if not handed or (told and not refused):  # (nothing sent, or the server said what it kept)
+        return exc
+    if told:  # (the server's words say how a re-run resumes)
+        return ValueError(f"{one_line(exc)} ({address}): fix or leave out that record first")
+    then = ("fix or leave out that record, then re-run: it resumes by id" if refused  # (else refused again)
+            else "re-running resumes by id")
+    return ValueError(f"{one_line(exc)} ({address}); up to {counted(handed, 'document')} had been sent: "
+                      f"{then} (the stored ones are skipped)")
+
+
 def _ingest(args) -> int:
     from tqdm import tqdm
 
@@ -375,15 +390,11 @@ def _ingest(args) -> int:
     try:
         summary = client.ingest_stream(args.namespace, batches(), timeout_s=args.timeout_s)
     except grpc.RpcError as exc:  # the server went away (a restart) or refused a message midway
-        told, refused = "of the stream" in one_line(exc), exc.code() == grpc.StatusCode.INVALID_ARGUMENT
-        if not handed[0] or (told and not refused):  # (nothing sent, or the server said what it kept)
-            raise
-        if told:  # (the server's words say how a re-run resumes)
-            raise ValueError(f"{one_line(exc)} ({args.address}): fix or leave out that record first") from None
-        then = ("fix or leave out that record, then re-run: it resumes by id" if refused  # (else refused again)
-                else "re-running resumes by id")
-        raise ValueError(f"{one_line(exc)} ({args.address}); up to {counted(handed[0], 'document')} had been sent: "
-                         f"{then} (the stored ones are skipped)") from None
+        raise _stream_error(exc, handed[0], args.address) from None
+    except KeyboardInterrupt:  # (it exited 130 without a word of what had been stored)
+        print(f"sssd: interrupted: up to {counted(handed[0], 'document')} had been sent; the stored ones stay, and "
+              "re-running resumes by id", file=sys.stderr)
+        raise
     finally:
         bar.close()
     if failure:

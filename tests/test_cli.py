@@ -29,6 +29,23 @@ def ingested(capsys, tmp_path, address, namespace, vocab, lines, *flags):
     return run(capsys, "ingest", str(tmp_path / "d.jsonl"), "-n", namespace, "--address", address, *flags)
 
 
+def test_an_interrupted_ingest_says_what_had_been_sent(server, capsys, tmp_path, monkeypatch):
+    """Ctrl-C midway (here: after the stream took two batches) exits 130 saying how far it got and
+    that a re-run resumes (it exited without a word)."""
+    from client_sdk.transport.remote import DatastoreClient
+
+    def interrupted(self, namespace, batches, timeout_s=None):
+        taken = iter(batches)
+        next(taken), next(taken)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DatastoreClient, "ingest_stream", interrupted)
+    lines = "".join(json.dumps({"id": f"d{i}", "tokens": [1, 2, 3]}) + "\n" for i in range(5))
+    code, out, err = ingested(capsys, tmp_path, server.address, "cut", 10, lines, "--batch", "2")
+    assert (code, out) == (130, "")
+    assert err == "sssd: interrupted: up to 4 documents had been sent; the stored ones stay, and re-running resumes by id\n"
+
+
 def test_ingest_waits_its_turn_under_an_ingest_rate_within_its_timeout(server_factory, capsys, tmp_path):
     """A server's --namespace-ingest-rate makes a load wait its turn: `sssd ingest --timeout-s`
     bounds the whole load (cut there, said with how to resume), 0 lets it take what it takes
