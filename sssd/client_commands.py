@@ -14,7 +14,7 @@ import grpc
 from client_sdk.transport.remote import DEFAULT_ADDRESS, DatastoreClient
 from sssd_wire.errors import InvalidArgument, connection_hint, one_line
 from sssd_wire.settings import require_above_zero, require_at_least
-from sssd_wire.types import DOCUMENT_ID, MAX_TOKEN_ID, LookupParams, good_document_id
+from sssd_wire.types import DOCUMENT_ID, MAX_TOKEN_ID, MAX_VOCAB, LookupParams, good_document_id
 
 
 def add_client_flags(p: argparse.ArgumentParser) -> None:
@@ -177,8 +177,6 @@ def _health(args) -> int:
 def vocab_flag(value: int, flag: str = "--vocab-size") -> int:
     """A vocabulary-size flag's value, or a one-line ValueError naming the flag (the datastore's
     own words named its field, "vocab_size 1 must be in ...", or the wire's, "[0, 2**32)")."""
-    from datastore_service.core.types import MAX_VOCAB
-
     if not 2 <= value <= MAX_VOCAB:
         raise ValueError(f"{flag} {value} must be in [2, {MAX_VOCAB}]")
     return value

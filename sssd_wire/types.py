@@ -20,6 +20,7 @@ from sssd_wire.errors import InvalidArgument
 
 MAX_TOKEN_ID = 2**31 - 1  # the largest id that int32 carries
 NOT_CONTEXTS = "contexts must be a sequence of contexts, each a sequence of token ids (one context: [ids])"
+MAX_VOCAB = 1 << 24  # 16.7M ids: far above any real tokenizer, keeps a datastore's packed keys sane
 NAMESPACE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")  # what a service takes as a namespace's name
 DOCUMENT_ID = "a string of 1..256 printable characters"  # what a service takes as a document's id
 
@@ -98,12 +99,15 @@ def integer(value, name: str, error: type[Exception] = ValueError) -> int:
 
 
 def vocabulary(value, name: str = "vocab_size") -> int | None:
-    """A model's vocabulary size as an int of at least 2 (None: not known); a one-line ValueError
-    otherwise (0 turned the single-token table off without a word, -5 failed in its words)."""
+    """A model's vocabulary size as an int in [2, MAX_VOCAB] (None: not known); a one-line ValueError
+    otherwise (0 turned the single-token table off without a word, -5 failed in its words, 10**12 sized
+    the single-token table's chunk list in gigabytes: no datastore namespace holds more than MAX_VOCAB)."""
     if value is None:
         return None
     if integer(value, name) < 2:
         raise ValueError(f"{name} {value} must be at least 2 (the model's embedding rows), or None")
+    if value > MAX_VOCAB:
+        raise ValueError(f"{name} {value} must be at most {MAX_VOCAB} (what a datastore namespace takes), or None")
     return int(value)
 
 

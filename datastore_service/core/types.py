@@ -12,9 +12,7 @@ import numpy as np
 
 from sssd_wire.errors import InvalidArgument
 from sssd_wire.types import ContinuationTree, LookupParams, TrieBatch, token_array  # noqa: F401 (re-exported)
-from sssd_wire.types import NAMESPACE_NAME, whole_numbers
-
-MAX_VOCAB = 1 << 24  # 16.7M ids: far above any real tokenizer, keeps packed keys sane
+from sssd_wire.types import MAX_VOCAB, NAMESPACE_NAME, whole_numbers
 
 
 MAX_RETENTION = 1 << 48  # tokens a namespace may be bounded to (SQLite stores int64)
